@@ -1,0 +1,6 @@
+//! The `mdem` command line. Under construction.
+
+/// Entry point of the `mdem` binary.
+pub fn run() -> anyhow::Result<()> {
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! Conditional exponential families: the one place where the model meets the geometry.
+//!
+//! For each row $i$ the complete-data law of $(y, z)$ given $x_i$ is an exponential
+//! family over $(y, z)$,
+//! $$ p(y, z \mid x_i; \theta) = h(y, z)\exp\big(\langle T(y, z), \varphi_i(\theta)\rangle
+//!    - A(\varphi_i(\theta))\big), $$
+//! whose statistic $T$ and log-partition $A$ belong to a [`mirror::ExponentialFamily`]
+//! over $(y, z)$ (observation = the target entries followed by the latent label $z$ as
+//! a number), and the **realisation map** $\theta \mapsto \varphi_i(\theta)$ turns the
+//! model parameters into row $i$'s natural parameter. EM, mirror descent at any step,
+//! gradient descent and the diagnostics read the model only through this trait.
+
+use mirror::ExponentialFamily;
+
+/// A latent-variable model whose complete-data law given $x$ is an exponential family,
+/// reached through a realisation map $\theta \mapsto \varphi_i(\theta)$.
+pub trait ConditionalFamily: Send + Sync {
+    /// The complete-data family over $(y, z)$: observation `[y_1, …, y_q, z]`,
+    /// statistic $T(y, z)$, log-partition $A(\varphi)$, mean $\nabla A$, Fisher $\nabla^2 A$.
+    fn complete(&self) -> &dyn ExponentialFamily;
+    /// Number of latent states $K$ ($z \in \{0, …, K-1\}$).
+    fn n_latent(&self) -> usize;
+    /// Length of the flattened parameter vector $\theta$.
+    fn n_params(&self) -> usize;
+    /// Length of one feature row $x_i$ this model expects.
+    fn n_features(&self) -> usize;
+    /// The realisation map: writes $\varphi_i(\theta)$ (length `complete().dim()`).
+    fn realise(&self, theta: &[f64], x: &[f64], phi: &mut [f64]);
+    /// Vector–Jacobian product: `grad += J_i(θ)ᵀ v` with $J_i = \partial\varphi_i/\partial\theta$.
+    fn realise_vjp(&self, theta: &[f64], x: &[f64], v: &[f64], grad: &mut [f64]);
+    /// Whether $\varphi_i$ is linear in $\theta$ (then mirror descent needs no projection).
+    fn is_linear(&self) -> bool {
+        false
+    }
+}

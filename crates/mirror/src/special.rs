@@ -1,0 +1,100 @@
+//! Numerically careful scalar kernels shared by the whole workspace: log-sum-exp with
+//! $-\infty$ handled, $\log(1 + e^x)$ and the logistic function.
+
+/// $\log \sum_j e^{v_j}$, computed as $m + \log\sum_j e^{v_j - m}$ with $m = \max_j v_j$.
+///
+/// Returns $-\infty$ when every entry is $-\infty$ (an empty sum), and for an empty slice;
+/// returns $+\infty$ if any entry is $+\infty$; NaN propagates (callers check finiteness).
+pub fn log_sum_exp(v: &[f64]) -> f64 {
+    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if m == f64::NEG_INFINITY || m == f64::INFINITY {
+        // An all −∞ sum is log 0; a +∞ term dominates. NaN falls through below.
+        if v.iter().any(|x| x.is_nan()) {
+            return f64::NAN;
+        }
+        return m;
+    }
+    let s: f64 = v.iter().map(|&x| (x - m).exp()).sum();
+    m + s.ln()
+}
+
+/// Softmax in place: $v_j \leftarrow e^{v_j - \mathrm{LSE}(v)}$; returns $\mathrm{LSE}(v)$.
+///
+/// Entries equal to $-\infty$ get probability exactly 0. If every entry is $-\infty$ the
+/// slice is left as zeros and $-\infty$ is returned (the caller decides what that means).
+pub fn softmax_in_place(v: &mut [f64]) -> f64 {
+    let lse = log_sum_exp(v);
+    if lse.is_finite() {
+        for x in v.iter_mut() {
+            *x = (*x - lse).exp();
+        }
+    } else {
+        v.iter_mut().for_each(|x| *x = 0.0);
+    }
+    lse
+}
+
+/// $\log(1 + e^x)$ without overflow or loss of precision for large $|x|$.
+pub fn log1p_exp(x: f64) -> f64 {
+    if x > 0.0 {
+        x + (-x).exp().ln_1p()
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+/// The logistic function $\sigma(x) = 1 / (1 + e^{-x})$, stable for large $|x|$.
+pub fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn lse_handles_infinities() {
+        assert_eq!(
+            log_sum_exp(&[f64::NEG_INFINITY, f64::NEG_INFINITY]),
+            f64::NEG_INFINITY
+        );
+        assert_eq!(log_sum_exp(&[]), f64::NEG_INFINITY);
+        assert_eq!(log_sum_exp(&[f64::NEG_INFINITY, 0.0]), 0.0);
+        assert_eq!(log_sum_exp(&[1.0, f64::INFINITY]), f64::INFINITY);
+        assert!(log_sum_exp(&[1.0, f64::NAN]).is_nan());
+        // Naive evaluation overflows here; the shifted one does not.
+        assert!((log_sum_exp(&[1000.0, 1000.0]) - (1000.0 + 2f64.ln())).abs() < 1e-12);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn lse_matches_naive_sum(v in proptest::collection::vec(-20.0f64..20.0, 1..8)) {
+            let naive = v.iter().map(|x| x.exp()).sum::<f64>().ln();
+            prop_assert!((log_sum_exp(&v) - naive).abs() < 1e-12 * naive.abs().max(1.0));
+        }
+
+        #[test]
+        fn softmax_sums_to_one(v in proptest::collection::vec(-50.0f64..50.0, 1..8)) {
+            let mut p = v.clone();
+            softmax_in_place(&mut p);
+            prop_assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        }
+
+        #[test]
+        fn log1p_exp_and_sigmoid_match_naive(x in -30.0f64..30.0) {
+            prop_assert!((log1p_exp(x) - (1.0 + x.exp()).ln()).abs() < 1e-12);
+            prop_assert!((sigmoid(x) - 1.0 / (1.0 + (-x).exp())).abs() < 1e-14);
+            // σ is the derivative of log(1+eˣ): central difference.
+            let h = 1e-5;
+            let fd = (log1p_exp(x + h) - log1p_exp(x - h)) / (2.0 * h);
+            prop_assert!((fd - sigmoid(x)).abs() < 1e-8);
+        }
+    }
+}
