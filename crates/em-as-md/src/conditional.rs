@@ -32,4 +32,23 @@ pub trait ConditionalFamily: Send + Sync {
     fn is_linear(&self) -> bool {
         false
     }
+    /// The Jacobian $J_i(\theta) = \partial\varphi_i/\partial\theta$ (`complete().dim()` ×
+    /// `n_params()`), assembled column by column from [`realise_vjp`](Self::realise_vjp)
+    /// with unit vectors (override where a direct formula is cheaper).
+    fn realise_jacobian(&self, theta: &[f64], x: &[f64]) -> faer::Mat<f64> {
+        let p = self.complete().dim();
+        let mut jac = faer::Mat::zeros(p, self.n_params());
+        let mut e = vec![0.0; p];
+        let mut row = vec![0.0; self.n_params()];
+        for r in 0..p {
+            e[r] = 1.0;
+            row.iter_mut().for_each(|v| *v = 0.0);
+            self.realise_vjp(theta, x, &e, &mut row);
+            for (c, v) in row.iter().enumerate() {
+                jac[(r, c)] = *v;
+            }
+            e[r] = 0.0;
+        }
+        jac
+    }
 }

@@ -5,10 +5,16 @@
 //! log-partition $\mathcal A(\Phi) = \frac1n\sum_i A(\varphi_i)$.
 
 pub mod conditional;
+pub mod data;
 pub mod error;
+pub mod objective;
+pub mod parallel;
 pub mod solver;
 
 pub use conditional::ConditionalFamily;
+pub use data::Dataset;
 pub use error::{MoeError, Result};
 pub use mirror;
+pub use objective::{Problem, StackedLogPartition};
+pub use parallel::{fold_rows, Mergeable};
 pub use solver::{FitState, InnerStats, IterRecord, Solver, Termination};

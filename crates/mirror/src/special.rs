@@ -7,7 +7,7 @@
 /// returns $+\infty$ if any entry is $+\infty$; NaN propagates (callers check finiteness).
 pub fn log_sum_exp(v: &[f64]) -> f64 {
     let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if m == f64::NEG_INFINITY || m == f64::INFINITY {
+    if m.is_infinite() {
         // An all −∞ sum is log 0; a +∞ term dominates. NaN falls through below.
         if v.iter().any(|x| x.is_nan()) {
             return f64::NAN;

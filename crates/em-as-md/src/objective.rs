@@ -1,0 +1,471 @@
+//! The objective and its geometry, computed from a [`ConditionalFamily`] only.
+//!
+//! With $\Phi = (\varphi_1, …, \varphi_n)$ and $p(y, z; \varphi) = h(y,z)
+//! e^{\langle T(y,z), \varphi\rangle - A(\varphi)}$:
+//!
+//! * objective $\ell(\Phi) = -\frac1n \sum_i \log \sum_z p(y_i, z; \varphi_i)$ and
+//!   $L(\theta) = \ell(\Phi(\theta))$ ([`Problem::objective`]);
+//! * $\nabla_{\varphi_i}\ell = \frac1n\big(\nabla A(\varphi_i) - \mathbb E_{z\sim p(z\mid y_i;\varphi_i)}[T(y_i, z)]\big)$
+//!   and $\nabla L(\theta) = \sum_i J_i(\theta)^\top \nabla_{\varphi_i}\ell$
+//!   ([`Problem::objective_and_gradient`]);
+//! * the stacked mirror map $\mathcal A(\Phi) = \frac1n\sum_i A(\varphi_i)$ ([`StackedLogPartition`])
+//!   with $D_{\mathcal A}(\Phi, \Phi') = \frac1n\sum_i \mathrm{KL}(p_{\varphi'_i}\,\|\,p_{\varphi_i})$
+//!   ([`Problem::stacked_bregman`]);
+//! * the mirror-descent subproblem with step $\eta$ ([`Problem::md_subproblem`]):
+//!   $F_\eta(\theta) = \frac1n\sum_i \big[A(\varphi_i(\theta)) - \langle m_i, \varphi_i(\theta)\rangle\big]$,
+//!   $m_i = (1-\eta)\nabla A(\varphi_{t,i}) + \eta\,\mathbb E_{\text{post},t}[T(y_i, z)]$,
+//!   whose minimiser is $\arg\min_\theta \langle\nabla\ell(\Phi_t), \Phi(\theta)\rangle
+//!   + \frac1\eta D_{\mathcal A}(\Phi(\theta), \Phi_t)$ (both differ by $\frac1{\eta}$ and a constant).
+//!
+//! Every sum over rows runs through [`fold_rows`](crate::parallel::fold_rows): parallel,
+//! and bit-identical for any thread count.
+
+use crate::conditional::ConditionalFamily;
+use crate::data::Dataset;
+use crate::error::{MoeError, Result};
+use crate::parallel::fold_rows;
+use mirror::special::log_sum_exp;
+use mirror::{ExponentialFamily, MirrorError, MirrorMap};
+
+/// A model together with the data it is evaluated on.
+pub struct Problem<'a, M: ?Sized> {
+    /// The model (realisation map + complete-data family).
+    pub model: &'a M,
+    /// The data.
+    pub data: &'a Dataset,
+}
+
+impl<M: ?Sized> Clone for Problem<'_, M> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<M: ?Sized> Copy for Problem<'_, M> {}
+
+/// Per-chunk scratch for the row kernel (allocated once per chunk, never per row).
+pub struct RowScratch {
+    /// $\varphi_i$.
+    pub phi: Vec<f64>,
+    /// $\nabla A(\varphi_i)$.
+    pub mean: Vec<f64>,
+    /// $\mathbb E_{\text{post}}[T(y_i, z)]$.
+    pub post_stats: Vec<f64>,
+    /// Posterior probabilities $p(z \mid y_i; \varphi_i)$.
+    pub resp: Vec<f64>,
+    t: Vec<f64>,
+    obs: Vec<f64>,
+}
+
+impl RowScratch {
+    /// Buffers sized for `model`.
+    pub fn new<M: ConditionalFamily + ?Sized>(model: &M) -> Self {
+        let fam = model.complete();
+        let p = fam.dim();
+        let k = model.n_latent();
+        RowScratch {
+            phi: vec![0.0; p],
+            mean: vec![0.0; p],
+            post_stats: vec![0.0; p],
+            resp: vec![0.0; k],
+            t: vec![0.0; p * k],
+            obs: vec![0.0; fam.obs_dim()],
+        }
+    }
+}
+
+/// Row kernel: given $\varphi$ in `s.phi`, computes the posterior $p(z\mid y;\varphi)$
+/// into `s.resp`, $\mathbb E_{\text{post}}[T(y,z)]$ into `s.post_stats`, and returns
+/// $\log p(y;\varphi) = \log\sum_z h(y,z)e^{\langle T(y,z),\varphi\rangle} - A(\varphi)$.
+///
+/// # Errors
+/// `InvalidData` for row `row` when $y$ has probability zero under every $z$ (a target
+/// outside the support), `Mirror` if $A(\varphi)$ is not finite.
+pub fn row_posterior<M: ConditionalFamily + ?Sized>(
+    model: &M,
+    y: &[f64],
+    row: usize,
+    s: &mut RowScratch,
+) -> Result<f64> {
+    let fam = model.complete();
+    let p = fam.dim();
+    let k = model.n_latent();
+    let q = y.len();
+    s.obs[..q].copy_from_slice(y);
+    for z in 0..k {
+        s.obs[q] = z as f64;
+        let tz = &mut s.t[z * p..(z + 1) * p];
+        if fam.in_support(&s.obs) {
+            fam.sufficient_stats(&s.obs, tz);
+            let inner: f64 = tz.iter().zip(&s.phi).map(|(a, b)| a * b).sum();
+            s.resp[z] = fam.log_base_measure(&s.obs) + inner;
+        } else {
+            tz.iter_mut().for_each(|v| *v = 0.0);
+            s.resp[z] = f64::NEG_INFINITY;
+        }
+    }
+    let log_num = log_sum_exp(&s.resp);
+    if log_num == f64::NEG_INFINITY {
+        return Err(MoeError::InvalidData {
+            row: Some(row),
+            column: None,
+            reason: format!("target {y:?} is outside the support of {}", fam.name()),
+        });
+    }
+    let a = fam.log_partition(&s.phi)?;
+    if !log_num.is_finite() || !a.is_finite() {
+        return Err(MoeError::NonFinite {
+            what: "row log-likelihood",
+            iter: 0,
+        });
+    }
+    for r in s.resp.iter_mut() {
+        *r = (*r - log_num).exp();
+    }
+    s.post_stats.iter_mut().for_each(|v| *v = 0.0);
+    for z in 0..k {
+        let r = s.resp[z];
+        if r > 0.0 {
+            for (o, t) in s.post_stats.iter_mut().zip(&s.t[z * p..(z + 1) * p]) {
+                *o += r * t;
+            }
+        }
+    }
+    Ok(log_num - a)
+}
+
+impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
+    /// Pairs a model with data, checking that the feature dimension matches and that
+    /// every target lies in the support for some latent state.
+    ///
+    /// # Errors
+    /// `InvalidData` naming the first offending row.
+    pub fn new(model: &'a M, data: &'a Dataset) -> Result<Self> {
+        if model.n_features() != data.d() {
+            return Err(MoeError::InvalidData {
+                row: None,
+                column: None,
+                reason: format!(
+                    "model expects {} features per row, data has {}",
+                    model.n_features(),
+                    data.d()
+                ),
+            });
+        }
+        let fam = model.complete();
+        if fam.obs_dim() != data.q() + 1 {
+            return Err(MoeError::InvalidData {
+                row: None,
+                column: None,
+                reason: format!(
+                    "model expects {} target columns, data has {}",
+                    fam.obs_dim() - 1,
+                    data.q()
+                ),
+            });
+        }
+        let mut obs = vec![0.0; fam.obs_dim()];
+        for i in 0..data.n() {
+            obs[..data.q()].copy_from_slice(data.y(i));
+            let ok = (0..model.n_latent()).any(|z| {
+                obs[data.q()] = z as f64;
+                fam.in_support(&obs)
+            });
+            if !ok {
+                return Err(MoeError::InvalidData {
+                    row: Some(i),
+                    column: Some("target".into()),
+                    reason: format!(
+                        "value {:?} is outside the support of {}",
+                        data.y(i),
+                        fam.name()
+                    ),
+                });
+            }
+        }
+        Ok(Problem { model, data })
+    }
+
+    fn check_theta(&self, theta: &[f64]) -> Result<()> {
+        if theta.len() != self.model.n_params() {
+            return Err(MirrorError::DimensionMismatch {
+                what: "theta",
+                expected: self.model.n_params(),
+                found: theta.len(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// $L(\theta) = -\frac1n\sum_i \log p(y_i \mid x_i; \theta)$.
+    pub fn objective(&self, theta: &[f64]) -> Result<f64> {
+        self.check_theta(theta)?;
+        let n = self.data.n();
+        let total = fold_rows(
+            n,
+            || (0.0f64, ScratchCell(RowScratch::new(self.model))),
+            |(acc, s), rows| {
+                for i in rows {
+                    self.model.realise(theta, self.data.x(i), &mut s.0.phi);
+                    *acc += row_posterior(self.model, self.data.y(i), i, &mut s.0)?;
+                }
+                Ok(())
+            },
+        )?;
+        finite(-total.0 / n as f64, "objective L(θ)")
+    }
+
+    /// $L(\theta)$ and $\nabla L(\theta) = \frac1n\sum_i J_i^\top\big(\nabla A(\varphi_i)
+    /// - \mathbb E_{\text{post}}[T(y_i,z)]\big)$ written into `grad`.
+    pub fn objective_and_gradient(&self, theta: &[f64], grad: &mut [f64]) -> Result<f64> {
+        self.check_theta(theta)?;
+        self.fold_vjp(theta, grad, |s, _| {
+            for j in 0..s.mean.len() {
+                s.mean[j] -= s.post_stats[j];
+            }
+        })
+        .and_then(|ll| finite(-ll, "objective L(θ)"))
+    }
+
+    /// Target statistics of the mirror-descent step at $\theta_t$ with step $\eta$:
+    /// $m_i = (1-\eta)\nabla A(\varphi_{t,i}) + \eta\,\mathbb E_{\text{post},t}[T(y_i,z)]$,
+    /// row-major $n \times p$. With $\eta = 1$ these are EM's posterior statistics.
+    pub fn md_targets(&self, theta_t: &[f64], eta: f64) -> Result<Vec<f64>> {
+        self.check_theta(theta_t)?;
+        let p = self.model.complete().dim();
+        let n = self.data.n();
+        let mut out = vec![0.0; n * p];
+        // Rows are independent; write each chunk's rows directly (no reduction needed).
+        out.chunks_mut(crate::parallel::CHUNK * p)
+            .enumerate()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .try_for_each(|(c, block)| -> Result<()> {
+                let mut s = RowScratch::new(self.model);
+                for (r, m) in block.chunks_mut(p).enumerate() {
+                    let i = c * crate::parallel::CHUNK + r;
+                    self.model.realise(theta_t, self.data.x(i), &mut s.phi);
+                    row_posterior(self.model, self.data.y(i), i, &mut s)?;
+                    self.model.complete().mean(&s.phi, &mut s.mean)?;
+                    for j in 0..p {
+                        m[j] = (1.0 - eta) * s.mean[j] + eta * s.post_stats[j];
+                    }
+                }
+                Ok(())
+            })?;
+        Ok(out)
+    }
+
+    /// The mirror-descent subproblem $F(\theta) = \frac1n\sum_i [A(\varphi_i(\theta)) -
+    /// \langle m_i, \varphi_i(\theta)\rangle]$ and its gradient
+    /// $\frac1n\sum_i J_i^\top(\nabla A(\varphi_i(\theta)) - m_i)$ for targets `m`
+    /// from [`md_targets`](Self::md_targets).
+    ///
+    /// # Errors
+    /// `LeftDomain` when $\varphi_i(\theta)$ leaves the natural domain.
+    pub fn md_subproblem(&self, theta: &[f64], m: &[f64], grad: &mut [f64]) -> Result<f64> {
+        self.check_theta(theta)?;
+        let model = self.model;
+        let fam = model.complete();
+        let p = fam.dim();
+        let n = self.data.n();
+        let (val, g) = fold_rows(
+            n,
+            || (0.0f64, vec![0.0; theta.len()]),
+            |(acc, g), rows| {
+                let mut phi = vec![0.0; p];
+                let mut mu = vec![0.0; p];
+                for i in rows {
+                    let x = self.data.x(i);
+                    model.realise(theta, x, &mut phi);
+                    let mi = &m[i * p..(i + 1) * p];
+                    let a = fam.log_partition(&phi).map_err(|e| MoeError::LeftDomain {
+                        iter: 0,
+                        reason: format!("row {i}: {e}"),
+                    })?;
+                    *acc += a - mi.iter().zip(&phi).map(|(u, v)| u * v).sum::<f64>();
+                    fam.mean(&phi, &mut mu)?;
+                    for j in 0..p {
+                        mu[j] -= mi[j];
+                    }
+                    model.realise_vjp(theta, x, &mu, g);
+                }
+                Ok(())
+            },
+        )?;
+        for (o, v) in grad.iter_mut().zip(g) {
+            *o = v / n as f64;
+        }
+        finite(val / n as f64, "mirror-descent subproblem")
+    }
+
+    /// The realised natural parameters $\Phi(\theta)$, row-major $n \times p$.
+    pub fn realise_all(&self, theta: &[f64]) -> Result<Vec<f64>> {
+        self.check_theta(theta)?;
+        let p = self.model.complete().dim();
+        let mut out = vec![0.0; self.data.n() * p];
+        for (i, phi) in out.chunks_mut(p).enumerate() {
+            self.model.realise(theta, self.data.x(i), phi);
+        }
+        Ok(out)
+    }
+
+    /// $D_{\mathcal A}(\Phi(\theta_a), \Phi(\theta_b)) = \frac1n\sum_i
+    /// \mathrm{KL}\big(p_{\varphi_i(\theta_b)}\,\|\,p_{\varphi_i(\theta_a)}\big)$.
+    pub fn stacked_bregman(&self, theta_a: &[f64], theta_b: &[f64]) -> Result<f64> {
+        self.check_theta(theta_a)?;
+        self.check_theta(theta_b)?;
+        let fam = self.model.complete();
+        let n = self.data.n();
+        let total = fold_rows(
+            n,
+            || 0.0f64,
+            |acc, rows| {
+                let map = mirror::LogPartition::new(fam);
+                let p = fam.dim();
+                let (mut pa, mut pb) = (vec![0.0; p], vec![0.0; p]);
+                for i in rows {
+                    self.model.realise(theta_a, self.data.x(i), &mut pa);
+                    self.model.realise(theta_b, self.data.x(i), &mut pb);
+                    *acc += mirror::bregman(&map, &pa, &pb)?;
+                }
+                Ok(())
+            },
+        )?;
+        finite(total / n as f64, "stacked Bregman divergence")
+    }
+
+    /// $\ell(\Phi)$ for an arbitrary (not necessarily realisable) stacked parameter
+    /// `phi_all` (row-major $n\times p$), and $\nabla\ell(\Phi)$ into `grad`
+    /// (same layout): $\nabla_{\varphi_i}\ell = \frac1n(\nabla A(\varphi_i) - \mathbb E_{\text{post}}[T])$.
+    pub fn ell_and_gradient(&self, phi_all: &[f64], grad: &mut [f64]) -> Result<f64> {
+        let p = self.model.complete().dim();
+        let n = self.data.n();
+        if phi_all.len() != n * p || grad.len() != n * p {
+            return Err(MirrorError::DimensionMismatch {
+                what: "stacked natural parameter",
+                expected: n * p,
+                found: phi_all.len().min(grad.len()),
+            }
+            .into());
+        }
+        let mut s = RowScratch::new(self.model);
+        let mut total = 0.0;
+        for i in 0..n {
+            s.phi.copy_from_slice(&phi_all[i * p..(i + 1) * p]);
+            total += row_posterior(self.model, self.data.y(i), i, &mut s)?;
+            self.model.complete().mean(&s.phi, &mut s.mean)?;
+            for j in 0..p {
+                grad[i * p + j] = (s.mean[j] - s.post_stats[j]) / n as f64;
+            }
+        }
+        finite(-total / n as f64, "objective ℓ(Φ)")
+    }
+
+    /// Shared pass: for each row realises $\varphi_i$, runs the posterior kernel, puts
+    /// $\nabla A(\varphi_i)$ in `s.mean`, lets `edit` turn it into the vector $v_i$ and
+    /// accumulates $\frac1n\sum_i J_i^\top v_i$ into `grad`; returns the average
+    /// log-likelihood $\frac1n\sum_i\log p(y_i)$.
+    fn fold_vjp<E>(&self, theta: &[f64], grad: &mut [f64], edit: E) -> Result<f64>
+    where
+        E: Fn(&mut RowScratch, usize) + Sync,
+    {
+        let n = self.data.n();
+        let (ll, g) = fold_rows(
+            n,
+            || {
+                (
+                    0.0f64,
+                    (
+                        vec![0.0; theta.len()],
+                        ScratchCell(RowScratch::new(self.model)),
+                    ),
+                )
+            },
+            |(acc, (g, s)), rows| {
+                let s = &mut s.0;
+                for i in rows {
+                    let x = self.data.x(i);
+                    self.model.realise(theta, x, &mut s.phi);
+                    *acc += row_posterior(self.model, self.data.y(i), i, s)?;
+                    self.model.complete().mean(&s.phi, &mut s.mean)?;
+                    edit(s, i);
+                    self.model.realise_vjp(theta, x, &s.mean, g);
+                }
+                Ok(())
+            },
+        )?;
+        for (o, v) in grad.iter_mut().zip(g.0) {
+            *o = v / n as f64;
+        }
+        Ok(ll / n as f64)
+    }
+}
+
+/// Scratch buffers carried inside a reduction accumulator: merging keeps the left one.
+struct ScratchCell(RowScratch);
+impl crate::parallel::Mergeable for ScratchCell {
+    fn merge(&mut self, _other: Self) {}
+}
+
+fn finite(v: f64, what: &'static str) -> Result<f64> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(MoeError::NonFinite { what, iter: 0 })
+    }
+}
+
+/// The stacked mirror map $\mathcal A(\Phi) = \frac1n\sum_i A(\varphi_i)$ on
+/// $\Phi \in \mathbb R^{n p}$ (row-major), as a [`MirrorMap`]: its Bregman divergence is
+/// $D_{\mathcal A}(\Phi, \Phi') = \frac1n\sum_i \mathrm{KL}(p_{\varphi'_i}\|p_{\varphi_i})$.
+/// Gradient: $\nabla_{\varphi_i}\mathcal A = \frac1n\nabla A(\varphi_i)$; conjugate gradient:
+/// $\varphi_i = \nabla A^*(n\,y_i)$.
+pub struct StackedLogPartition<'a> {
+    family: &'a dyn ExponentialFamily,
+    n: usize,
+}
+
+impl<'a> StackedLogPartition<'a> {
+    /// The stacked map of `n` copies of `family`.
+    pub fn new(family: &'a dyn ExponentialFamily, n: usize) -> Self {
+        StackedLogPartition { family, n }
+    }
+}
+
+impl MirrorMap for StackedLogPartition<'_> {
+    fn dim(&self) -> usize {
+        self.n * self.family.dim()
+    }
+    fn in_domain(&self, x: &[f64]) -> bool {
+        x.len() == self.dim()
+            && x.chunks(self.family.dim())
+                .all(|c| self.family.in_natural_domain(c))
+    }
+    fn potential(&self, x: &[f64]) -> mirror::Result<f64> {
+        let mut s = 0.0;
+        for c in x.chunks(self.family.dim()) {
+            s += self.family.log_partition(c)?;
+        }
+        Ok(s / self.n as f64)
+    }
+    fn grad(&self, x: &[f64], out: &mut [f64]) -> mirror::Result<()> {
+        let p = self.family.dim();
+        for (c, o) in x.chunks(p).zip(out.chunks_mut(p)) {
+            self.family.mean(c, o)?;
+            o.iter_mut().for_each(|v| *v /= self.n as f64);
+        }
+        Ok(())
+    }
+    fn grad_conj(&self, y: &[f64], out: &mut [f64]) -> mirror::Result<()> {
+        let p = self.family.dim();
+        let mut scaled = vec![0.0; p];
+        for (c, o) in y.chunks(p).zip(out.chunks_mut(p)) {
+            for j in 0..p {
+                scaled[j] = c[j] * self.n as f64;
+            }
+            self.family.natural_from_mean(&scaled, o)?;
+        }
+        Ok(())
+    }
+}
