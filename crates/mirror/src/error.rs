@@ -63,6 +63,16 @@ pub enum MirrorError {
         /// Final residual.
         residual: f64,
     },
+    /// An operation has no exact algorithm for this combination of inputs, e.g. a
+    /// Bregman projection onto a constraint set for a mirror map the set does not know
+    /// how to project with. Returned instead of an approximate or wrong answer.
+    #[error("unsupported {what}: {reason}")]
+    Unsupported {
+        /// Which operation.
+        what: &'static str,
+        /// Why, in words (names the map and the set).
+        reason: String,
+    },
     /// A computation produced NaN or ±∞ where a finite number is required.
     #[error("non-finite value in {what}")]
     NonFinite {

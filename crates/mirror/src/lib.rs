@@ -20,11 +20,25 @@
 //!   \langle g, \theta\rangle + \tfrac1\eta D_\psi(\theta, \theta_t)$, computed as the dual
 //!   step $\nabla\psi(\theta_t) - \eta g$ followed by the Bregman projection onto $C$.
 
+pub mod check;
+pub mod descent;
 pub mod error;
 pub mod family;
 pub mod map;
 pub mod special;
 
+pub use descent::{
+    BoxSet, Constant, ConstraintSet, InvSqrt, MirrorDescent, Simplex, StepFn, StepSize, Trajectory,
+    Unconstrained,
+};
 pub use error::{MirrorError, Result};
 pub use family::{ExponentialFamily, LogPartition};
+pub use check::{
+    check_family, CheckConfig, CheckKind, CheckResult, CheckStatus, FamilyReport, SupportKind,
+};
+pub use family::{
+    Bernoulli, Categorical, Exponential, Gaussian, GaussianKnownVariance, MultivariateGaussian,
+    Poisson,
+};
 pub use map::{bregman, MirrorMap};
+pub use map::{BlockSum, Euclidean, MapKind, NegEntropy};
