@@ -7,14 +7,18 @@
 pub mod conditional;
 pub mod data;
 pub mod error;
+pub mod executor;
 pub mod objective;
+pub mod observer;
 pub mod parallel;
 pub mod solver;
 
 pub use conditional::ConditionalFamily;
 pub use data::Dataset;
 pub use error::{MoeError, Result};
+pub use executor::{Executor, FitResult};
 pub use mirror;
 pub use objective::{Problem, StackedLogPartition};
+pub use observer::{LogObserver, Observer, ObserverMode, TraceObserver};
 pub use parallel::{fold_rows, Mergeable};
 pub use solver::{FitState, InnerStats, IterRecord, Solver, Termination};
