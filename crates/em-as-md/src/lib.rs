@@ -4,6 +4,7 @@
 //! mirror descent with unit step whose mirror map is the stacked complete-data
 //! log-partition $\mathcal A(\Phi) = \frac1n\sum_i A(\varphi_i)$.
 
+pub mod align;
 pub mod conditional;
 pub mod data;
 pub mod error;
