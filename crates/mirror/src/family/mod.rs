@@ -299,3 +299,33 @@ pub(crate) fn solve_spd(h: &Mat<f64>, g: &[f64]) -> Result<Vec<f64>> {
     let x = llt.solve(&rhs);
     Ok((0..n).map(|i| x[(i, 0)]).collect())
 }
+
+/// `Ok` when `mu` has length `f.dim()` and lies in the mean domain of `f`; the check every
+/// closed-form [`ExponentialFamily::natural_from_mean`] runs first.
+fn mean_guard<F: ExponentialFamily + ?Sized>(f: &F, mu: &[f64]) -> Result<()> {
+    check_len("natural_from_mean: mu", f.dim(), mu.len())?;
+    if f.in_mean_domain(mu) {
+        Ok(())
+    } else {
+        Err(MirrorError::OutsideDomain {
+            what: "mean parameter",
+            reason: format!("{mu:?} is not in the mean domain of {}", f.name()),
+        })
+    }
+}
+
+pub mod bernoulli;
+pub mod categorical;
+pub mod exponential;
+pub mod gaussian;
+pub mod gaussian_mv;
+pub mod mvn;
+pub mod poisson;
+
+pub use bernoulli::Bernoulli;
+pub use categorical::Categorical;
+pub use exponential::Exponential;
+pub use gaussian::GaussianKnownVariance;
+pub use gaussian_mv::Gaussian;
+pub use mvn::MultivariateGaussian;
+pub use poisson::Poisson;
