@@ -1,0 +1,926 @@
+//! `check_family`: a consistency harness for any [`ExponentialFamily`].
+//!
+//! A researcher who implements the trait for a new family runs
+//! [`check_family`]`(&family, &theta, &CheckConfig::default())` at one or more natural
+//! parameters and reads the [`FamilyReport`] (it implements `Display` as a table). Every
+//! check states its measured error and its tolerance, so a failure says by how much.
+//!
+//! | check | identity | how |
+//! |---|---|---|
+//! | [`CheckKind::GradientFd`] | $\nabla A(\theta)$ | central differences of $A$, Richardson-extrapolated: $\frac{4D(h/2) - D(h)}{3}$, $D(h) = \frac{A(\theta+he_j) - A(\theta-he_j)}{2h}$ |
+//! | [`CheckKind::FisherFd`] | $\nabla^2 A(\theta)$ | the same differences of $\nabla A$, plus symmetry |
+//! | [`CheckKind::MeanInverse`] | $\nabla A^*(\nabla A(\theta)) = \theta$ | direct |
+//! | [`CheckKind::Bregman`] | $D_A(a,b) \ge 0$, $D_A(a,a) = 0$ | on $(\theta,\theta_2)$, $(\theta_2,\theta)$ and random nearby pairs |
+//! | [`CheckKind::KlDual`] | $\mathrm{KL}(p_{\theta}\|p_{\theta_2}) = D_{A^*}(\mu, \mu_2)$ | through [`ExponentialFamily::conjugate`] |
+//! | [`CheckKind::KlMonteCarlo`] | $\mathrm{KL}(p_{\theta}\|p_{\theta_2}) = \mathbb E_{\theta}[\log p_{\theta} - \log p_{\theta_2}]$ | seeded Monte Carlo with [`ExponentialFamily::sample`] and [`ExponentialFamily::log_density`] |
+//! | [`CheckKind::MeanMonteCarlo`] | $\mathbb E_\theta[T] = \nabla A(\theta)$ | sample mean of $T$ |
+//! | [`CheckKind::FisherMonteCarlo`] | $\operatorname{Cov}_\theta[T] = \nabla^2 A(\theta)$ | sample covariance of $T$ |
+//! | [`CheckKind::Normalisation`] | $\int p_\theta = 1$ | summation (lattice) or importance sampling (continuous), below |
+//!
+//! Monte-Carlo errors are measured **in standard errors** (the tolerance is
+//! [`CheckConfig::mc_sigmas`]); the standard error of a mean of $T_j$ uses
+//! $\max(\widehat{\operatorname{Var}}, F_{jj})/n$ and that of a covariance entry
+//! $\max(\widehat{\operatorname{Var}}[(T_j - \bar T_j)(T_k - \bar T_k)],
+//! F_{jj}F_{kk} + F_{jk}^2)/n$, so a sample that happens to be constant (a Bernoulli with
+//! $p$ near 1) cannot fail spuriously; the finite-difference checks pin $F$ down.
+//!
+//! **Normalisation.** The importance identity $\mathbb E_{s\sim p_\theta}[p_{\theta'}(s) /
+//! p_\theta(s)] = 1$ would not see a wrong base measure $h$ (it cancels in the ratio), so
+//! the harness checks $\int h(s)e^{\langle T(s),\theta\rangle - A(\theta)}\,ds = 1$
+//! directly instead:
+//! * on a lattice (every sampled coordinate an integer, or [`SupportKind::Lattice`]):
+//!   $\sum_s p_\theta(s)$ over the integers, from the sampled range outwards until ten
+//!   successive terms are below $10^{-17}$ of the sum (1-D), or over the sampled box
+//!   widened by half its width (several dimensions, at most $10^6$ points);
+//!   error $|\sum - 1|$ against [`CheckConfig::norm_tol`];
+//! * otherwise by importance sampling from a multivariate Student-$t$ proposal $q$
+//!   ($\nu = 3$, location and scale the sample mean and covariance of the draws from
+//!   $p_\theta$): $\hat Z = \frac1n\sum_i p_\theta(s_i)/q(s_i)$, $s_i \sim q$, whose
+//!   expectation is $1$ when $p_\theta$ is normalised; the heavy tails of $q$ keep the
+//!   weights bounded for every family with at least exponentially decaying tails. Error
+//!   $|\hat Z - 1|$ in standard errors.
+//!
+//! The second parameter $\theta_2$ is [`CheckConfig::theta2`] if given, else
+//! $\theta + \epsilon\,z \odot \max(1, |\theta|)$ with $z$ standard normal and
+//! $\epsilon$ = [`CheckConfig::perturbation`], halved until it lies in the natural domain.
+
+use crate::error::{check_len, MirrorError, Result};
+use crate::family::{ExponentialFamily, LogPartition};
+use crate::map::bregman;
+use faer::linalg::solvers::Solve;
+use faer::Mat;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{ChiSquared, Distribution, StandardNormal};
+use statrs::function::gamma::ln_gamma;
+use std::fmt;
+
+/// Whether the observations live on the integer lattice or in a continuum (decides how
+/// [`CheckKind::Normalisation`] integrates the density).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SupportKind {
+    /// Lattice if every coordinate of every Monte-Carlo draw is an integer.
+    #[default]
+    Auto,
+    /// Counting measure on integers: sum the probability mass function.
+    Lattice,
+    /// Lebesgue measure: integrate the density by importance sampling.
+    Continuous,
+}
+
+/// Settings of [`check_family`]; `CheckConfig::default()` suits the built-in families.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckConfig {
+    /// Seed of the Monte-Carlo draws (the report is a deterministic function of it).
+    pub seed: u64,
+    /// Number of Monte-Carlo draws per Monte-Carlo check (at least 100).
+    pub mc_samples: usize,
+    /// Finite-difference step, relative: $h_j = $ `fd_step` $\cdot\max(1, |\theta_j|)$,
+    /// halved until the stencil stays in the natural domain.
+    pub fd_step: f64,
+    /// Tolerance of the finite-difference checks, relative to $1 + |\cdot|$.
+    pub fd_tol: f64,
+    /// Tolerance of the exact identities ($\nabla A^*\circ\nabla A$, KL dual), relative.
+    pub inverse_tol: f64,
+    /// Tolerance on negative Bregman divergences and on $D_A(a,a)$, relative to
+    /// $1 + |A(a)| + |A(b)|$.
+    pub bregman_tol: f64,
+    /// Monte-Carlo tolerance in standard errors.
+    pub mc_sigmas: f64,
+    /// Tolerance of the lattice normalisation sum, absolute.
+    pub norm_tol: f64,
+    /// Relative size of the perturbation that makes $\theta_2$ (and the Bregman pairs).
+    pub perturbation: f64,
+    /// An explicit second parameter for the pair checks (else a perturbation of $\theta$).
+    pub theta2: Option<Vec<f64>>,
+    /// Number of extra random pairs in the Bregman check.
+    pub bregman_pairs: usize,
+    /// How to integrate the density in the normalisation check.
+    pub support: SupportKind,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        CheckConfig {
+            seed: 0x5eed,
+            mc_samples: 4000,
+            fd_step: 1e-4,
+            fd_tol: 1e-6,
+            inverse_tol: 1e-7,
+            bregman_tol: 1e-10,
+            mc_sigmas: 5.0,
+            norm_tol: 1e-8,
+            perturbation: 0.2,
+            theta2: None,
+            bregman_pairs: 8,
+            support: SupportKind::Auto,
+        }
+    }
+}
+
+impl CheckConfig {
+    fn validate(&self) -> Result<()> {
+        let positive = |name: &'static str, v: f64| -> Result<()> {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(MirrorError::InvalidParameter {
+                    name,
+                    value: v,
+                    reason: "finite and > 0",
+                })
+            }
+        };
+        if self.mc_samples < 100 {
+            return Err(MirrorError::InvalidParameter {
+                name: "mc_samples",
+                value: self.mc_samples as f64,
+                reason: "at least 100 Monte-Carlo draws",
+            });
+        }
+        positive("fd_step", self.fd_step)?;
+        positive("fd_tol", self.fd_tol)?;
+        positive("inverse_tol", self.inverse_tol)?;
+        positive("bregman_tol", self.bregman_tol)?;
+        positive("mc_sigmas", self.mc_sigmas)?;
+        positive("norm_tol", self.norm_tol)?;
+        positive("perturbation", self.perturbation)
+    }
+}
+
+/// The checks [`check_family`] runs (see the [module documentation](self) for each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CheckKind {
+    /// $\nabla A$ against finite differences of $A$.
+    GradientFd,
+    /// $\nabla^2 A$ against finite differences of $\nabla A$.
+    FisherFd,
+    /// $\nabla A^*(\nabla A(\theta)) = \theta$.
+    MeanInverse,
+    /// $D_A \ge 0$ on pairs and $= 0$ on the diagonal.
+    Bregman,
+    /// KL as the swapped Bregman divergence of $A$ equals the Bregman divergence of $A^*$.
+    KlDual,
+    /// KL against its Monte-Carlo estimate.
+    KlMonteCarlo,
+    /// Sample mean of $T$ against $\nabla A$.
+    MeanMonteCarlo,
+    /// Sample covariance of $T$ against $\nabla^2 A$.
+    FisherMonteCarlo,
+    /// The density integrates (sums) to one.
+    Normalisation,
+}
+
+impl CheckKind {
+    /// Short description used in the report table.
+    pub fn label(self) -> &'static str {
+        match self {
+            CheckKind::GradientFd => "grad A vs finite differences",
+            CheckKind::FisherFd => "Hessian A vs finite differences",
+            CheckKind::MeanInverse => "natural_from_mean(mean) = id",
+            CheckKind::Bregman => "Bregman >= 0, = 0 on diagonal",
+            CheckKind::KlDual => "KL = D_A* (dual)",
+            CheckKind::KlMonteCarlo => "KL vs Monte Carlo",
+            CheckKind::MeanMonteCarlo => "mean vs sample mean of T",
+            CheckKind::FisherMonteCarlo => "Fisher vs sample cov of T",
+            CheckKind::Normalisation => "density normalised",
+        }
+    }
+}
+
+/// Outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckStatus {
+    /// Error within tolerance.
+    Passed,
+    /// Error above tolerance, not finite, or the family returned an error.
+    Failed,
+    /// Not applicable (e.g. a lattice too large to sum); does not fail the report.
+    Skipped,
+}
+
+/// One row of a [`FamilyReport`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckResult {
+    /// Which check.
+    pub kind: CheckKind,
+    /// Measured error (units in [`detail`](Self::detail); standard errors for Monte Carlo).
+    pub error: f64,
+    /// The tolerance it was held to.
+    pub tolerance: f64,
+    /// Pass, fail or skip.
+    pub status: CheckStatus,
+    /// What was compared, in words and numbers (or the error the family returned).
+    pub detail: String,
+}
+
+/// Everything [`check_family`] measured at one parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FamilyReport {
+    /// The family's name.
+    pub family: String,
+    /// The parameter checked.
+    pub theta: Vec<f64>,
+    /// The second parameter of the pair checks.
+    pub theta2: Vec<f64>,
+    /// One result per [`CheckKind`], in declaration order.
+    pub checks: Vec<CheckResult>,
+}
+
+impl FamilyReport {
+    /// Whether no check failed.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.status != CheckStatus::Failed)
+    }
+    /// The failed checks.
+    pub fn failures(&self) -> Vec<&CheckResult> {
+        self.checks
+            .iter()
+            .filter(|c| c.status == CheckStatus::Failed)
+            .collect()
+    }
+    /// The result of one check.
+    pub fn result(&self, kind: CheckKind) -> Option<&CheckResult> {
+        self.checks.iter().find(|c| c.kind == kind)
+    }
+}
+
+impl fmt::Display for FamilyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "check_family: {}", self.family)?;
+        writeln!(f, "  theta  = {:?}", self.theta)?;
+        writeln!(f, "  theta2 = {:?}", self.theta2)?;
+        writeln!(
+            f,
+            "  {:<32} {:>11} {:>11}  {:<6} detail",
+            "check", "error", "tolerance", "status"
+        )?;
+        for c in &self.checks {
+            let status = match c.status {
+                CheckStatus::Passed => "ok",
+                CheckStatus::Failed => "FAIL",
+                CheckStatus::Skipped => "skip",
+            };
+            writeln!(
+                f,
+                "  {:<32} {:>11.3e} {:>11.3e}  {:<6} {}",
+                c.kind.label(),
+                c.error,
+                c.tolerance,
+                status,
+                c.detail
+            )?;
+        }
+        let failed = self.failures().len();
+        if failed == 0 {
+            write!(f, "  PASSED ({} checks)", self.checks.len())
+        } else {
+            write!(f, "  FAILED ({failed} of {} checks)", self.checks.len())
+        }
+    }
+}
+
+/// Runs every [`CheckKind`] on `family` at `theta` (see the [module documentation](self)).
+///
+/// A family method that returns an error inside a check fails that check (the error is
+/// quoted in its `detail`); it does not abort the report.
+///
+/// # Errors
+/// `InvalidParameter` for a bad [`CheckConfig`]; `DimensionMismatch` if `theta` (or
+/// `config.theta2`) has the wrong length; `OutsideDomain` if either is not in the
+/// natural domain.
+pub fn check_family<F: ExponentialFamily + ?Sized>(
+    family: &F,
+    theta: &[f64],
+    config: &CheckConfig,
+) -> Result<FamilyReport> {
+    config.validate()?;
+    let p = family.dim();
+    check_len("check_family: theta", p, theta.len())?;
+    if !family.in_natural_domain(theta) {
+        return Err(MirrorError::OutsideDomain {
+            what: "natural parameter",
+            reason: format!(
+                "check_family: {theta:?} is not in the natural domain of {}",
+                family.name()
+            ),
+        });
+    }
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let theta2 = match &config.theta2 {
+        Some(t2) => {
+            check_len("check_family: theta2", p, t2.len())?;
+            if !family.in_natural_domain(t2) {
+                return Err(MirrorError::OutsideDomain {
+                    what: "natural parameter",
+                    reason: format!("check_family: theta2 {t2:?} is not in the natural domain"),
+                });
+            }
+            t2.clone()
+        }
+        None => perturb(family, theta, config.perturbation, &mut rng),
+    };
+
+    let mut checks = Vec::with_capacity(9);
+    checks.push(run(CheckKind::GradientFd, config.fd_tol, || {
+        gradient_fd(family, theta, config.fd_step)
+    }));
+    checks.push(run(CheckKind::FisherFd, config.fd_tol, || {
+        fisher_fd(family, theta, config.fd_step)
+    }));
+    checks.push(run(CheckKind::MeanInverse, config.inverse_tol, || {
+        mean_inverse(family, theta)
+    }));
+    checks.push(run(CheckKind::Bregman, config.bregman_tol, || {
+        bregman_pairs(family, theta, &theta2, config, &mut rng)
+    }));
+    checks.push(run(CheckKind::KlDual, config.inverse_tol, || {
+        kl_dual(family, theta, &theta2)
+    }));
+
+    // One batch of draws from p_θ serves every Monte-Carlo check.
+    let draws = draw(family, theta, config.mc_samples, &mut rng);
+    let mc = |kind: CheckKind, f: &dyn Fn(&Draws) -> Result<(f64, String)>| match &draws {
+        Ok(d) => run(kind, config.mc_sigmas, || f(d)),
+        Err(e) => failed(kind, config.mc_sigmas, format!("sampling failed: {e}")),
+    };
+    checks.push(mc(CheckKind::KlMonteCarlo, &|d| {
+        kl_monte_carlo(family, theta, &theta2, d)
+    }));
+    checks.push(mc(CheckKind::MeanMonteCarlo, &|d| {
+        mean_monte_carlo(family, theta, d)
+    }));
+    checks.push(mc(CheckKind::FisherMonteCarlo, &|d| {
+        fisher_monte_carlo(family, theta, d)
+    }));
+    checks.push(match &draws {
+        Ok(d) => normalisation(family, theta, d, config, &mut rng),
+        Err(e) => failed(
+            CheckKind::Normalisation,
+            config.mc_sigmas,
+            format!("sampling failed: {e}"),
+        ),
+    });
+
+    Ok(FamilyReport {
+        family: family.name(),
+        theta: theta.to_vec(),
+        theta2,
+        checks,
+    })
+}
+
+fn failed(kind: CheckKind, tolerance: f64, detail: String) -> CheckResult {
+    CheckResult {
+        kind,
+        error: f64::INFINITY,
+        tolerance,
+        status: CheckStatus::Failed,
+        detail,
+    }
+}
+
+/// Runs one check whose closure returns (error, detail); NaN errors fail.
+fn run(kind: CheckKind, tolerance: f64, f: impl FnOnce() -> Result<(f64, String)>) -> CheckResult {
+    match f() {
+        Ok((error, detail)) => CheckResult {
+            kind,
+            error,
+            tolerance,
+            status: if error <= tolerance {
+                CheckStatus::Passed
+            } else {
+                CheckStatus::Failed
+            },
+            detail,
+        },
+        Err(e) => failed(kind, tolerance, format!("family returned an error: {e}")),
+    }
+}
+
+/// Whether `e` replaces the running maximum `max` (a NaN sticks, and fails the check).
+fn worse(e: f64, max: f64) -> bool {
+    e.is_nan() || e > max
+}
+
+fn max_abs(v: &[f64]) -> f64 {
+    v.iter().fold(0.0f64, |m, x| m.max(x.abs()))
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// $\theta + \epsilon z\odot\max(1,|\theta|)$, halved until in the natural domain.
+fn perturb<F: ExponentialFamily + ?Sized>(
+    family: &F,
+    theta: &[f64],
+    scale: f64,
+    rng: &mut StdRng,
+) -> Vec<f64> {
+    let z: Vec<f64> = theta.iter().map(|_| StandardNormal.sample(rng)).collect();
+    let mut eps = scale;
+    for _ in 0..60 {
+        let cand: Vec<f64> = theta
+            .iter()
+            .zip(&z)
+            .map(|(t, z)| t + eps * z * t.abs().max(1.0))
+            .collect();
+        if family.in_natural_domain(&cand) {
+            return cand;
+        }
+        eps *= 0.5;
+    }
+    theta.to_vec()
+}
+
+/// Step for coordinate `j`: `fd_step·max(1,|θ_j|)`, halved until θ ± h e_j is in the domain.
+fn fd_h<F: ExponentialFamily + ?Sized>(family: &F, theta: &[f64], j: usize, step: f64) -> f64 {
+    let mut h = step * theta[j].abs().max(1.0);
+    let mut x = theta.to_vec();
+    for _ in 0..60 {
+        x[j] = theta[j] + h;
+        let up = family.in_natural_domain(&x);
+        x[j] = theta[j] - h;
+        if up && family.in_natural_domain(&x) {
+            break;
+        }
+        h *= 0.5;
+    }
+    h
+}
+
+/// Richardson-extrapolated central difference of a vector function along `e_j`.
+fn richardson<F>(theta: &[f64], j: usize, h: f64, n: usize, mut f: F) -> Result<Vec<f64>>
+where
+    F: FnMut(&[f64], &mut [f64]) -> Result<()>,
+{
+    let mut x = theta.to_vec();
+    let mut central = |h: f64| -> Result<Vec<f64>> {
+        let mut up = vec![0.0; n];
+        let mut down = vec![0.0; n];
+        x[j] = theta[j] + h;
+        f(&x, &mut up)?;
+        x[j] = theta[j] - h;
+        f(&x, &mut down)?;
+        x[j] = theta[j];
+        Ok(up
+            .iter()
+            .zip(&down)
+            .map(|(u, d)| (u - d) / (2.0 * h))
+            .collect())
+    };
+    let d1 = central(h)?;
+    let d2 = central(0.5 * h)?;
+    Ok(d1
+        .iter()
+        .zip(&d2)
+        .map(|(a, b)| (4.0 * b - a) / 3.0)
+        .collect())
+}
+
+fn gradient_fd<F: ExponentialFamily + ?Sized>(
+    family: &F,
+    theta: &[f64],
+    step: f64,
+) -> Result<(f64, String)> {
+    let p = family.dim();
+    let mut mu = vec![0.0; p];
+    family.mean(theta, &mut mu)?;
+    let mut err = 0.0f64;
+    let mut worst = (0, 0.0, 0.0);
+    for (j, &mu_j) in mu.iter().enumerate() {
+        let h = fd_h(family, theta, j, step);
+        let fd = richardson(theta, j, h, 1, |x, out| {
+            out[0] = family.log_partition(x)?;
+            Ok(())
+        })?[0];
+        let e = (fd - mu_j).abs() / (1.0 + mu_j.abs());
+        if worse(e, err) {
+            err = e;
+            worst = (j, fd, mu_j);
+        }
+    }
+    Ok((
+        err,
+        format!(
+            "relative; worst coordinate {}: finite difference {:.10e}, mean {:.10e}",
+            worst.0, worst.1, worst.2
+        ),
+    ))
+}
+
+fn fisher_fd<F: ExponentialFamily + ?Sized>(
+    family: &F,
+    theta: &[f64],
+    step: f64,
+) -> Result<(f64, String)> {
+    let p = family.dim();
+    let fisher = family.fisher(theta)?;
+    check_len("fisher: rows", p, fisher.nrows())?;
+    check_len("fisher: columns", p, fisher.ncols())?;
+    let scale = 1.0
+        + (0..p)
+            .flat_map(|i| (0..p).map(move |j| (i, j)))
+            .fold(0.0f64, |m, (i, j)| m.max(fisher[(i, j)].abs()));
+    let mut err = 0.0f64;
+    let mut asym = 0.0f64;
+    for j in 0..p {
+        let h = fd_h(family, theta, j, step);
+        let col = richardson(theta, j, h, p, |x, out| family.mean(x, out))?;
+        for i in 0..p {
+            let e = (col[i] - fisher[(i, j)]).abs() / scale;
+            if worse(e, err) {
+                err = e;
+            }
+            let a = (fisher[(i, j)] - fisher[(j, i)]).abs() / scale;
+            if worse(a, asym) {
+                asym = a;
+            }
+        }
+    }
+    Ok((
+        err.max(asym),
+        format!("relative to 1 + max|F| = {scale:.3e}; asymmetry {asym:.2e}"),
+    ))
+}
+
+fn mean_inverse<F: ExponentialFamily + ?Sized>(family: &F, theta: &[f64]) -> Result<(f64, String)> {
+    let p = family.dim();
+    let mut mu = vec![0.0; p];
+    family.mean(theta, &mut mu)?;
+    let mut back = vec![0.0; p];
+    family.natural_from_mean(&mu, &mut back)?;
+    let diff: Vec<f64> = back.iter().zip(theta).map(|(a, b)| a - b).collect();
+    let err = max_abs(&diff) / (1.0 + max_abs(theta));
+    Ok((err, format!("relative; recovered {back:?}")))
+}
+
+fn bregman_pairs<F: ExponentialFamily + ?Sized>(
+    family: &F,
+    theta: &[f64],
+    theta2: &[f64],
+    config: &CheckConfig,
+    rng: &mut StdRng,
+) -> Result<(f64, String)> {
+    let map = LogPartition::new(family);
+    let mut points = vec![theta.to_vec(), theta2.to_vec()];
+    for k in 0..config.bregman_pairs {
+        let scale = config.perturbation * [0.1, 1.0, 3.0][k % 3];
+        points.push(perturb(family, theta, scale, rng));
+    }
+    let mut err = 0.0f64;
+    let mut most_negative = 0.0f64;
+    let mut diag_max = 0.0f64;
+    for (a_i, a) in points.iter().enumerate() {
+        let aa = family.log_partition(a)?;
+        for (b_i, b) in points.iter().enumerate() {
+            let ab = family.log_partition(b)?;
+            let d = bregman(&map, a, b)?;
+            let rel = 1.0 + aa.abs() + ab.abs();
+            let e = if a_i == b_i {
+                diag_max = diag_max.max(d.abs());
+                d.abs() / rel
+            } else {
+                most_negative = most_negative.min(d);
+                (-d).max(0.0) / rel
+            };
+            if worse(e, err) {
+                err = e;
+            }
+        }
+    }
+    Ok((
+        err,
+        format!(
+            "relative; {} points; most negative D = {most_negative:.2e}, max |D(a,a)| = {diag_max:.2e}",
+            points.len()
+        ),
+    ))
+}
+
+fn kl_dual<F: ExponentialFamily + ?Sized>(
+    family: &F,
+    theta: &[f64],
+    theta2: &[f64],
+) -> Result<(f64, String)> {
+    let p = family.dim();
+    let kl = family.kl(theta, theta2)?;
+    let (mut mu1, mut mu2) = (vec![0.0; p], vec![0.0; p]);
+    family.mean(theta, &mut mu1)?;
+    family.mean(theta2, &mut mu2)?;
+    // D_{A*}(μ1, μ2) = A*(μ1) − A*(μ2) − ⟨∇A*(μ2), μ1 − μ2⟩ with ∇A*(μ2) = θ2.
+    let diff: Vec<f64> = mu1.iter().zip(&mu2).map(|(a, b)| a - b).collect();
+    let dual = family.conjugate(&mu1)? - family.conjugate(&mu2)? - dot(theta2, &diff);
+    let err = (kl - dual).abs() / (1.0 + kl.abs());
+    Ok((err, format!("relative; KL = {kl:.10e}, D_A* = {dual:.10e}")))
+}
+
+/// Draws from $p_\theta$ with their sufficient statistics, row-major.
+struct Draws {
+    n: usize,
+    s: Vec<f64>,
+    t: Vec<f64>,
+}
+
+fn draw<F: ExponentialFamily + ?Sized>(
+    family: &F,
+    theta: &[f64],
+    n: usize,
+    rng: &mut StdRng,
+) -> Result<Draws> {
+    let (q, p) = (family.obs_dim(), family.dim());
+    let mut s = vec![0.0; n * q];
+    let mut t = vec![0.0; n * p];
+    for i in 0..n {
+        let si = &mut s[i * q..(i + 1) * q];
+        family.sample(theta, rng, si)?;
+        if !family.in_support(si) {
+            return Err(MirrorError::OutsideSupport {
+                family: family.name(),
+                value: si.to_vec(),
+            });
+        }
+        family.sufficient_stats(si, &mut t[i * p..(i + 1) * p]);
+    }
+    Ok(Draws { n, s, t })
+}
+
+/// Mean and standard error of a sample.
+fn mean_se(x: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let m = x.iter().sum::<f64>() / n;
+    let v = x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (n - 1.0);
+    (m, (v / n).sqrt())
+}
+
+fn kl_monte_carlo<F: ExponentialFamily + ?Sized>(
+    family: &F,
+    theta: &[f64],
+    theta2: &[f64],
+    d: &Draws,
+) -> Result<(f64, String)> {
+    let q = family.obs_dim();
+    let kl = family.kl(theta, theta2)?;
+    let mut x = Vec::with_capacity(d.n);
+    for i in 0..d.n {
+        let s = &d.s[i * q..(i + 1) * q];
+        x.push(family.log_density(theta, s)? - family.log_density(theta2, s)?);
+    }
+    let (m, se) = mean_se(&x);
+    let se = se.max(1e-12 * (1.0 + kl.abs()));
+    Ok((
+        (m - kl).abs() / se,
+        format!("standard errors; KL = {kl:.6e}, estimate {m:.6e} ± {se:.2e}"),
+    ))
+}
+
+fn mean_monte_carlo<F: ExponentialFamily + ?Sized>(
+    family: &F,
+    theta: &[f64],
+    d: &Draws,
+) -> Result<(f64, String)> {
+    let p = family.dim();
+    let mut mu = vec![0.0; p];
+    family.mean(theta, &mut mu)?;
+    let fisher = family.fisher(theta)?;
+    let n = d.n as f64;
+    let mut err = 0.0f64;
+    let mut worst = (0, 0.0, 0.0);
+    for j in 0..p {
+        let col: Vec<f64> = (0..d.n).map(|i| d.t[i * p + j]).collect();
+        let (m, se) = mean_se(&col);
+        let se = se.max((fisher[(j, j)].max(0.0) / n).sqrt()).max(1e-300);
+        let z = (m - mu[j]).abs() / se;
+        if worse(z, err) {
+            err = z;
+            worst = (j, m, mu[j]);
+        }
+    }
+    Ok((
+        err,
+        format!(
+            "standard errors; worst coordinate {}: sample {:.6e}, mean {:.6e}",
+            worst.0, worst.1, worst.2
+        ),
+    ))
+}
+
+fn fisher_monte_carlo<F: ExponentialFamily + ?Sized>(
+    family: &F,
+    theta: &[f64],
+    d: &Draws,
+) -> Result<(f64, String)> {
+    let p = family.dim();
+    let fisher = family.fisher(theta)?;
+    let n = d.n as f64;
+    let means: Vec<f64> = (0..p)
+        .map(|j| (0..d.n).map(|i| d.t[i * p + j]).sum::<f64>() / n)
+        .collect();
+    let mut err = 0.0f64;
+    let mut worst = (0, 0, 0.0, 0.0);
+    let mut u = vec![0.0; d.n];
+    for j in 0..p {
+        for k in j..p {
+            for (i, ui) in u.iter_mut().enumerate() {
+                *ui = (d.t[i * p + j] - means[j]) * (d.t[i * p + k] - means[k]);
+            }
+            let (c, se) = mean_se(&u);
+            let c = c * n / (n - 1.0);
+            let gauss = (fisher[(j, j)] * fisher[(k, k)] + fisher[(j, k)].powi(2)).max(0.0);
+            let se = se.max((gauss / n).sqrt()).max(1e-300);
+            let z = (c - fisher[(j, k)]).abs() / se;
+            if worse(z, err) {
+                err = z;
+                worst = (j, k, c, fisher[(j, k)]);
+            }
+        }
+    }
+    Ok((
+        err,
+        format!(
+            "standard errors; worst entry ({}, {}): sample {:.6e}, Fisher {:.6e}",
+            worst.0, worst.1, worst.2, worst.3
+        ),
+    ))
+}
+
+fn normalisation<F: ExponentialFamily + ?Sized>(
+    family: &F,
+    theta: &[f64],
+    d: &Draws,
+    config: &CheckConfig,
+    rng: &mut StdRng,
+) -> CheckResult {
+    let lattice = match config.support {
+        SupportKind::Lattice => true,
+        SupportKind::Continuous => false,
+        SupportKind::Auto => d.s.iter().all(|x| x.fract() == 0.0),
+    };
+    if lattice {
+        let q = family.obs_dim();
+        if q == 1 {
+            run(CheckKind::Normalisation, config.norm_tol, || {
+                lattice_sum_1d(family, theta, d)
+            })
+        } else {
+            match lattice_box(family, theta, d) {
+                Ok(Some(r)) => run(CheckKind::Normalisation, config.norm_tol, || Ok(r)),
+                Ok(None) => CheckResult {
+                    kind: CheckKind::Normalisation,
+                    error: 0.0,
+                    tolerance: config.norm_tol,
+                    status: CheckStatus::Skipped,
+                    detail: "lattice box larger than 1e6 points".into(),
+                },
+                Err(e) => failed(
+                    CheckKind::Normalisation,
+                    config.norm_tol,
+                    format!("family returned an error: {e}"),
+                ),
+            }
+        }
+    } else {
+        run(CheckKind::Normalisation, config.mc_sigmas, || {
+            importance_normalisation(family, theta, d, rng)
+        })
+    }
+}
+
+fn lattice_sum_1d<F: ExponentialFamily + ?Sized>(
+    family: &F,
+    theta: &[f64],
+    d: &Draws,
+) -> Result<(f64, String)> {
+    let lo = d.s.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = d.s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut sum = 0.0;
+    let mut x = lo;
+    while x <= hi {
+        sum += family.log_density(theta, &[x])?.exp();
+        x += 1.0;
+    }
+    let mut terms = (hi - lo + 1.0) as usize;
+    for dir in [1.0, -1.0] {
+        let mut x = if dir > 0.0 { hi + 1.0 } else { lo - 1.0 };
+        let mut small = 0;
+        while small < 10 && terms < 10_000_000 {
+            let term = family.log_density(theta, &[x])?.exp();
+            sum += term;
+            terms += 1;
+            small = if term < 1e-17 * sum { small + 1 } else { 0 };
+            x += dir;
+        }
+    }
+    Ok((
+        (sum - 1.0).abs(),
+        format!("absolute; sum of {terms} lattice terms = {sum:.15}"),
+    ))
+}
+
+fn lattice_box<F: ExponentialFamily + ?Sized>(
+    family: &F,
+    theta: &[f64],
+    d: &Draws,
+) -> Result<Option<(f64, String)>> {
+    let q = family.obs_dim();
+    let mut lo = vec![f64::INFINITY; q];
+    let mut hi = vec![f64::NEG_INFINITY; q];
+    for i in 0..d.n {
+        for k in 0..q {
+            lo[k] = lo[k].min(d.s[i * q + k]);
+            hi[k] = hi[k].max(d.s[i * q + k]);
+        }
+    }
+    let mut total = 1.0f64;
+    for k in 0..q {
+        let pad = ((hi[k] - lo[k]) / 2.0).ceil().max(2.0);
+        lo[k] -= pad;
+        hi[k] += pad;
+        total *= hi[k] - lo[k] + 1.0;
+    }
+    if total > 1e6 {
+        return Ok(None);
+    }
+    let mut x = lo.clone();
+    let mut sum = 0.0;
+    'outer: loop {
+        sum += family.log_density(theta, &x)?.exp();
+        for k in 0..q {
+            x[k] += 1.0;
+            if x[k] <= hi[k] {
+                continue 'outer;
+            }
+            x[k] = lo[k];
+        }
+        break;
+    }
+    Ok(Some((
+        (sum - 1.0).abs(),
+        format!("absolute; sum over a box of {total} lattice points = {sum:.15}"),
+    )))
+}
+
+/// $\hat Z = \frac1n \sum p_\theta(s_i)/q(s_i)$ with a multivariate-$t_3$ proposal $q$.
+fn importance_normalisation<F: ExponentialFamily + ?Sized>(
+    family: &F,
+    theta: &[f64],
+    d: &Draws,
+    rng: &mut StdRng,
+) -> Result<(f64, String)> {
+    let q = family.obs_dim();
+    let n = d.n as f64;
+    let nu = 3.0;
+    let loc: Vec<f64> = (0..q)
+        .map(|k| (0..d.n).map(|i| d.s[i * q + k]).sum::<f64>() / n)
+        .collect();
+    let mut scale = Mat::from_fn(q, q, |a, b| {
+        (0..d.n)
+            .map(|i| (d.s[i * q + a] - loc[a]) * (d.s[i * q + b] - loc[b]))
+            .sum::<f64>()
+            / (n - 1.0)
+    });
+    let trace: f64 = (0..q).map(|k| scale[(k, k)]).sum();
+    for k in 0..q {
+        scale[(k, k)] += 1e-9 * trace.max(1e-300);
+    }
+    let llt = scale
+        .llt(faer::Side::Lower)
+        .map_err(|_| MirrorError::NotPositiveDefinite {
+            what: "proposal scale (sample covariance of draws)",
+            pivot: 0,
+        })?;
+    let l = llt.L();
+    let log_det: f64 = 2.0 * (0..q).map(|k| l[(k, k)].ln()).sum::<f64>();
+    let qf = q as f64;
+    let log_norm = ln_gamma((nu + qf) / 2.0)
+        - ln_gamma(nu / 2.0)
+        - 0.5 * qf * (nu * std::f64::consts::PI).ln()
+        - 0.5 * log_det;
+    let chi = ChiSquared::new(nu).map_err(|_| MirrorError::NonFinite {
+        what: "chi-squared proposal",
+    })?;
+    let mut w = Vec::with_capacity(d.n);
+    let mut s = vec![0.0; q];
+    for _ in 0..d.n {
+        let z: Vec<f64> = (0..q).map(|_| StandardNormal.sample(rng)).collect();
+        let g: f64 = chi.sample(rng);
+        let r = (nu / g).sqrt();
+        for a in 0..q {
+            s[a] = loc[a] + r * (0..=a).map(|b| l[(a, b)] * z[b]).sum::<f64>();
+        }
+        // Mahalanobis distance through the Cholesky factor: |L⁻¹(s − loc)|² = r²|z|².
+        let centred = Mat::from_fn(q, 1, |a, _| s[a] - loc[a]);
+        let y = llt.solve(&centred);
+        let maha: f64 = (0..q).map(|a| centred[(a, 0)] * y[(a, 0)]).sum();
+        let log_q = log_norm - 0.5 * (nu + qf) * (maha / nu).ln_1p();
+        let log_p = family.log_density(theta, &s)?;
+        w.push((log_p - log_q).exp());
+    }
+    let (z_hat, se) = mean_se(&w);
+    let se = se.max(1e-12);
+    Ok((
+        (z_hat - 1.0).abs() / se,
+        format!("standard errors; importance estimate of the integral {z_hat:.6} ± {se:.2e}"),
+    ))
+}
