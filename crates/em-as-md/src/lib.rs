@@ -9,6 +9,7 @@ pub mod conditional;
 pub mod data;
 pub mod error;
 pub mod executor;
+pub mod init;
 pub mod objective;
 pub mod observer;
 pub mod parallel;

@@ -1,0 +1,231 @@
+//! Initialisation: where EM starts.
+//!
+//! Every method produces posterior responsibilities $r_{ik}$ (rows summing to one), and
+//! one M-step turns them into $\theta_0$ (see [`theta_from_responsibilities`]), except a
+//! user-given $\theta_0$ which is used as is:
+//!
+//! * [`InitMethod::Random`]: $r_i \sim \mathrm{Dirichlet}(1,\dots,1)$ drawn as normalised
+//!   $\mathrm{Exp}(1)$ variables ([`random_responsibilities`]);
+//! * [`InitMethod::KMeansPlusPlus`]: k-means++ seeding ($D^2$ sampling) followed by a few
+//!   Lloyd iterations on the standardised columns of $(x, y)$ (constant columns such as
+//!   the intercept are skipped), turned into hard labels ([`kmeanspp_labels`]) and then
+//!   into responsibilities $r_{ik} = (1-\varepsilon)\,[z_i = k] + \varepsilon/K$ with
+//!   $\varepsilon$ = [`HARD_FLOOR`] so that no expert starts with zero weight (which would
+//!   make its weighted least-squares system singular);
+//! * [`InitMethod::Theta`]: the caller's parameters.
+//!
+//! All randomness comes from a seeded `ChaCha8Rng`: the same seed gives the same start.
+
+use crate::data::Dataset;
+use crate::error::{MoeError, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::Exp1;
+use serde::{Deserialize, Serialize};
+
+/// Weight spread over all experts when hard labels become responsibilities.
+pub const HARD_FLOOR: f64 = 0.05;
+
+/// Lloyd iterations after k-means++ seeding.
+pub const LLOYD_ITERS: usize = 10;
+
+/// How the starting parameters are chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub enum InitMethod {
+    /// Random Dirichlet(1, …, 1) responsibilities, then one M-step.
+    Random,
+    /// k-means++ on $(x, y)$, hard labels softened by [`HARD_FLOOR`], then one M-step.
+    #[default]
+    KMeansPlusPlus,
+    /// The given parameter vector (restarts then all start here).
+    Theta(Vec<f64>),
+}
+
+/// Row-major $n\times K$ responsibilities, each row an independent
+/// $\mathrm{Dirichlet}(1,\dots,1)$ draw: $r_{ik} = E_{ik}/\sum_l E_{il}$, $E_{ik}\sim\mathrm{Exp}(1)$.
+pub fn random_responsibilities(n: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let mut r = vec![0.0; n * k];
+    for row in r.chunks_mut(k.max(1)) {
+        let mut s = 0.0;
+        for v in row.iter_mut() {
+            let e: f64 = rng.sample(Exp1);
+            // Exp(1) is > 0 with probability one; guard the measure-zero case anyway.
+            *v = e.max(f64::MIN_POSITIVE);
+            s += *v;
+        }
+        row.iter_mut().for_each(|v| *v /= s);
+    }
+    r
+}
+
+/// Responsibilities from hard labels: $r_{ik} = (1-\varepsilon)[z_i = k] + \varepsilon/K$.
+pub fn hard_responsibilities(labels: &[usize], k: usize, floor: f64) -> Vec<f64> {
+    let mut r = vec![floor / k as f64; labels.len() * k];
+    for (i, &z) in labels.iter().enumerate() {
+        r[i * k + z] += 1.0 - floor;
+    }
+    r
+}
+
+/// Standardised points $(x_i, y_i)$ with constant columns dropped, row-major, and their
+/// dimension.
+fn standardised_points(data: &Dataset) -> (Vec<f64>, usize) {
+    let (n, d, q) = (data.n(), data.d(), data.q());
+    let col = |i: usize, j: usize| {
+        if j < d {
+            data.x(i)[j]
+        } else {
+            data.y(i)[j - d]
+        }
+    };
+    let mut keep = Vec::new();
+    for j in 0..d + q {
+        let mean = (0..n).map(|i| col(i, j)).sum::<f64>() / n as f64;
+        let var = (0..n).map(|i| (col(i, j) - mean).powi(2)).sum::<f64>() / n as f64;
+        if var > 1e-12 * (1.0 + mean * mean) {
+            keep.push((j, mean, var.sqrt()));
+        }
+    }
+    let m = keep.len();
+    let mut pts = vec![0.0; n * m];
+    for i in 0..n {
+        for (c, &(j, mean, sd)) in keep.iter().enumerate() {
+            pts[i * m + c] = (col(i, j) - mean) / sd;
+        }
+    }
+    (pts, m)
+}
+
+fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+/// Hard labels $z_i \in \{0..K-1\}$ from k-means++ seeding plus [`LLOYD_ITERS`] Lloyd
+/// iterations on the standardised $(x, y)$ columns.
+///
+/// # Errors
+/// `InvalidParam { name: "n_experts" }` when $K = 0$ or $K > n$.
+pub fn kmeanspp_labels(data: &Dataset, k: usize, rng: &mut ChaCha8Rng) -> Result<Vec<usize>> {
+    let n = data.n();
+    if k == 0 || k > n {
+        return Err(MoeError::InvalidParam {
+            name: "n_experts",
+            reason: format!("between 1 and the number of rows ({n})"),
+        });
+    }
+    let (pts, m) = standardised_points(data);
+    if m == 0 {
+        // Every column constant: all points coincide; spread labels round-robin.
+        return Ok((0..n).map(|i| i % k).collect());
+    }
+    let p = |i: usize| &pts[i * m..(i + 1) * m];
+    // D² seeding.
+    let mut centres = Vec::with_capacity(k * m);
+    let first = rng.random_range(0..n);
+    centres.extend_from_slice(p(first));
+    let mut d2: Vec<f64> = (0..n).map(|i| sq_dist(p(i), p(first))).collect();
+    for c in 1..k {
+        let total: f64 = d2.iter().sum();
+        let pick = if total > 0.0 {
+            let mut u = rng.random_range(0.0..total);
+            let mut chosen = n - 1;
+            for (i, &w) in d2.iter().enumerate() {
+                if u < w {
+                    chosen = i;
+                    break;
+                }
+                u -= w;
+            }
+            chosen
+        } else {
+            rng.random_range(0..n)
+        };
+        centres.extend_from_slice(p(pick));
+        for (i, v) in d2.iter_mut().enumerate() {
+            *v = v.min(sq_dist(p(i), &centres[c * m..(c + 1) * m]));
+        }
+    }
+    // Lloyd.
+    let mut labels = vec![0usize; n];
+    for _ in 0..=LLOYD_ITERS {
+        for (i, z) in labels.iter_mut().enumerate() {
+            let mut best = (f64::INFINITY, 0);
+            for c in 0..k {
+                let dist = sq_dist(p(i), &centres[c * m..(c + 1) * m]);
+                if dist < best.0 {
+                    best = (dist, c);
+                }
+            }
+            *z = best.1;
+        }
+        let mut sums = vec![0.0; k * m];
+        let mut counts = vec![0usize; k];
+        for (i, &z) in labels.iter().enumerate() {
+            counts[z] += 1;
+            for (s, v) in sums[z * m..(z + 1) * m].iter_mut().zip(p(i)) {
+                *s += v;
+            }
+        }
+        for c in 0..k {
+            if counts[c] > 0 {
+                for j in 0..m {
+                    centres[c * m + j] = sums[c * m + j] / counts[c] as f64;
+                }
+            }
+        }
+    }
+    Ok(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_rows_are_distributions_and_seeded() {
+        let mut a = ChaCha8Rng::seed_from_u64(3);
+        let mut b = ChaCha8Rng::seed_from_u64(3);
+        let r = random_responsibilities(500, 3, &mut a);
+        assert_eq!(r, random_responsibilities(500, 3, &mut b));
+        for row in r.chunks(3) {
+            assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+            assert!(row.iter().all(|v| *v > 0.0));
+        }
+        // Dirichlet(1,1,1) marginal mean is 1/3 and variance 1/18 (independent check).
+        let mean = r.iter().step_by(3).sum::<f64>() / 500.0;
+        let var = r.iter().step_by(3).map(|v| (v - mean).powi(2)).sum::<f64>() / 500.0;
+        assert!((mean - 1.0 / 3.0).abs() < 0.04, "{mean}");
+        assert!((var - 1.0 / 18.0).abs() < 0.015, "{var}");
+    }
+
+    #[test]
+    fn kmeans_separates_well_separated_clusters() {
+        // Three clusters in (x, y) around (0, -10), (5, 0), (10, 10).
+        let n = 90;
+        let x: Vec<f64> = (0..n)
+            .map(|i| 5.0 * (i % 3) as f64 + (i % 7) as f64 * 0.01)
+            .collect();
+        let y: Vec<f64> = (0..n)
+            .map(|i| 10.0 * ((i % 3) as f64 - 1.0) + 0.1 * ((i * 13 % 5) as f64))
+            .collect();
+        let data = Dataset::from_rows(&x, 1, &y, 1).unwrap().with_intercept();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let z = kmeanspp_labels(&data, 3, &mut rng).unwrap();
+        for i in 0..n {
+            for j in 0..n {
+                assert_eq!(z[i] == z[j], i % 3 == j % 3);
+            }
+        }
+        let r = hard_responsibilities(&z, 3, HARD_FLOOR);
+        assert!((r[z[0]] - (1.0 - HARD_FLOOR + HARD_FLOOR / 3.0)).abs() < 1e-15);
+        assert!((r[..3].iter().sum::<f64>() - 1.0).abs() < 1e-15);
+        let e = kmeanspp_labels(&data, 91, &mut rng).unwrap_err();
+        assert!(matches!(
+            e,
+            MoeError::InvalidParam {
+                name: "n_experts",
+                ..
+            }
+        ));
+    }
+}
