@@ -10,10 +10,12 @@ pub mod data;
 pub mod error;
 pub mod executor;
 pub mod init;
+pub mod lbfgs;
 pub mod objective;
 pub mod observer;
 pub mod parallel;
 pub mod solver;
+pub mod sym;
 
 pub use conditional::ConditionalFamily;
 pub use data::Dataset;
@@ -24,3 +26,4 @@ pub use objective::{Problem, StackedLogPartition};
 pub use observer::{LogObserver, Observer, ObserverMode, TraceObserver};
 pub use parallel::{fold_rows, Mergeable};
 pub use solver::{FitState, InnerStats, IterRecord, Solver, Termination};
+pub use sym::{SymLinComplete, SymLogComplete, SymMoLinE, SymMoLogE, SymStats};
