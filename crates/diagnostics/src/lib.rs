@@ -3,9 +3,12 @@
 //! Measured relative smoothness and relative strong convexity of the mixture-of-experts
 //! objective with respect to the stacked log-partition mirror map, the linear rate they
 //! certify, the observed rate, and the EM-map / missing-information rates.
-//!
-//! This crate is being built (see the issue tracker); it depends only on traits and
-//! types of `mirror` and `em-as-md`.
+
+pub mod error;
+pub mod ratios;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 pub use em_as_md;
+pub use error::{DiagnosticsError, Result};
 pub use mirror;

@@ -1,0 +1,450 @@
+//! Bregman ratios in the stacked natural parameters $\Phi$: empirical relative smoothness
+//! $\hat L$ and relative strong convexity $\hat\alpha$.
+//!
+//! For realisable $\Phi = \Phi(\theta)$, $\Phi' = \Phi(\theta')$ the ratio is
+//! $$ \rho(\theta, \theta') = \frac{D_\ell(\Phi, \Phi')}{D_{\mathcal A}(\Phi, \Phi')}
+//!   = \frac{\ell(\Phi) - \ell(\Phi') - \langle \nabla\ell(\Phi'), \Phi - \Phi'\rangle}
+//!          {\mathcal A(\Phi) - \mathcal A(\Phi') - \langle \nabla\mathcal A(\Phi'), \Phi - \Phi'\rangle}, $$
+//! with $\mathcal A(\Phi) = \frac1n\sum_i A(\varphi_i)$ and
+//! $\nabla_{\varphi_i}\ell = \frac1n(\nabla A(\varphi_i) - \mathbb E_{z\mid y_i;\varphi_i}[T(y_i,z)])$.
+//! Over a set of pairs, $\hat L = \max\rho$ and $\hat\alpha = \min\rho$.
+//!
+//! **Why $\hat L \le 1$.** $\mathcal A - \ell = \frac1n\sum_i B_i(\varphi_i)$ with
+//! $B_i(\varphi) = \log\sum_z h(y_i, z)\,e^{\langle T(y_i, z), \varphi\rangle}$, the
+//! log-partition of row $i$'s posterior over $z$, which is convex; hence
+//! $D_\ell = D_{\mathcal A} - D_{\mathcal A - \ell} \le D_{\mathcal A}$.
+//! The ratio is computed from the definition (values and gradient of $\ell$, values and
+//! gradient of $A$), not from this decomposition, so a family whose $T$, $h$ and $A$ are
+//! inconsistent shows up as $\hat L > 1$.
+//!
+//! **Round-off.** Numerator and denominator are differences of $O(1)$ numbers that are
+//! $O(\|\Phi - \Phi'\|^2)$ small; the ratio's absolute round-off is estimated as
+//! $16\,\varepsilon_{\text{mach}}\,S / D_{\mathcal A}$ with $S$ the average absolute size of
+//! the terms summed. Pairs with a larger estimate than the configured bound, or with
+//! $D_{\mathcal A}$ below a floor, are skipped and counted, never silently used.
+
+use crate::error::{DiagnosticsError, Result};
+use em_as_md::objective::{row_posterior, RowScratch};
+use em_as_md::{fold_rows, ConditionalFamily, Mergeable, Problem};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Numerator, denominator and round-off estimate of one Bregman ratio.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PairRatio {
+    /// $D_\ell(\Phi, \Phi') = \ell(\Phi) - \ell(\Phi') - \langle\nabla\ell(\Phi'), \Phi-\Phi'\rangle$.
+    pub numerator: f64,
+    /// $D_{\mathcal A}(\Phi, \Phi')$.
+    pub denominator: f64,
+    /// Estimated absolute round-off of `numerator / denominator`
+    /// ($16\,\varepsilon\,S/D_{\mathcal A}$; `f64::INFINITY` when $D_{\mathcal A} \le 0$).
+    pub roundoff: f64,
+}
+
+impl PairRatio {
+    /// $\rho = D_\ell / D_{\mathcal A}$, or `None` when $D_{\mathcal A} \le 0$.
+    pub fn ratio(&self) -> Option<f64> {
+        (self.denominator > 0.0).then(|| self.numerator / self.denominator)
+    }
+}
+
+struct PairAcc {
+    num: f64,
+    den: f64,
+    scale: f64,
+    s: RowScratch,
+    s2: RowScratch,
+    phi_a: Vec<f64>,
+}
+
+impl Mergeable for PairAcc {
+    fn merge(&mut self, other: Self) {
+        self.num += other.num;
+        self.den += other.den;
+        self.scale += other.scale;
+    }
+}
+
+/// The Bregman ratio of one pair, in one parallel pass over the rows:
+/// $$ \rho(\theta,\theta') = \frac{\frac1n\sum_i\big[-\log p(y_i;\varphi_i) + \log p(y_i;\varphi'_i)
+///   - \langle \nabla A(\varphi'_i) - \mathbb E_{z\mid y_i;\varphi'_i}[T], \varphi_i - \varphi'_i\rangle\big]}
+///   {\frac1n\sum_i\big[A(\varphi_i) - A(\varphi'_i) - \langle \nabla A(\varphi'_i), \varphi_i - \varphi'_i\rangle\big]}. $$
+///
+/// # Errors
+/// `DimensionMismatch` for a wrong-length parameter; `Model` when a realised parameter
+/// leaves the natural domain or a row has zero likelihood.
+pub fn bregman_ratio<M: ConditionalFamily + ?Sized>(
+    problem: &Problem<'_, M>,
+    theta: &[f64],
+    theta_prime: &[f64],
+) -> Result<PairRatio> {
+    let model = problem.model;
+    let data = problem.data;
+    for t in [theta, theta_prime] {
+        if t.len() != model.n_params() {
+            return Err(DiagnosticsError::DimensionMismatch {
+                what: "theta",
+                expected: model.n_params(),
+                found: t.len(),
+            });
+        }
+    }
+    let fam = model.complete();
+    let p = fam.dim();
+    let n = data.n();
+    let acc = fold_rows(
+        n,
+        || PairAcc {
+            num: 0.0,
+            den: 0.0,
+            scale: 0.0,
+            s: RowScratch::new(model),
+            s2: RowScratch::new(model),
+            phi_a: vec![0.0; p],
+        },
+        |acc, rows| {
+            for i in rows {
+                let x = data.x(i);
+                let y = data.y(i);
+                model.realise(theta, x, &mut acc.s.phi);
+                let lp = row_posterior(model, y, i, &mut acc.s)?;
+                let a = fam.log_partition(&acc.s.phi)?;
+                acc.phi_a.copy_from_slice(&acc.s.phi);
+                model.realise(theta_prime, x, &mut acc.s2.phi);
+                let lp2 = row_posterior(model, y, i, &mut acc.s2)?;
+                let a2 = fam.log_partition(&acc.s2.phi)?;
+                fam.mean(&acc.s2.phi, &mut acc.s2.mean)?;
+                let (mut g_mean, mut g_post) = (0.0, 0.0);
+                for j in 0..p {
+                    let d = acc.phi_a[j] - acc.s2.phi[j];
+                    g_mean += acc.s2.mean[j] * d;
+                    g_post += acc.s2.post_stats[j] * d;
+                }
+                acc.num += -lp + lp2 - (g_mean - g_post);
+                acc.den += a - a2 - g_mean;
+                acc.scale += lp.abs() + lp2.abs() + a.abs() + a2.abs() + g_mean.abs() + g_post.abs();
+            }
+            Ok(())
+        },
+    )?;
+    let nf = n as f64;
+    let (num, den, scale) = (acc.num / nf, acc.den / nf, acc.scale / nf);
+    if !(num.is_finite() && den.is_finite()) {
+        return Err(em_as_md::MoeError::NonFinite {
+            what: "Bregman ratio",
+            iter: 0,
+        }
+        .into());
+    }
+    let roundoff = if den > 0.0 {
+        16.0 * f64::EPSILON * scale / den
+    } else {
+        f64::INFINITY
+    };
+    Ok(PairRatio {
+        numerator: num,
+        denominator: den,
+        roundoff,
+    })
+}
+
+/// Sampling and acceptance settings for the ratios.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RatioConfig {
+    /// Radius (Euclidean, in $\theta$) of the ball around the final iterate that is sampled.
+    pub radius: f64,
+    /// Number of points sampled uniformly in the ball.
+    pub n_samples: usize,
+    /// Seed of the sampler (ChaCha8).
+    pub seed: u64,
+    /// Pairs with $D_{\mathcal A} <$ this are skipped (counted in `skipped_small`).
+    pub min_bregman: f64,
+    /// Pairs whose ratio round-off estimate exceeds this are skipped (counted in
+    /// `skipped_roundoff`).
+    pub max_ratio_error: f64,
+}
+
+impl Default for RatioConfig {
+    fn default() -> Self {
+        RatioConfig {
+            radius: 0.1,
+            n_samples: 24,
+            seed: 0x5eed,
+            min_bregman: 1e-14,
+            max_ratio_error: 1e-10,
+        }
+    }
+}
+
+impl RatioConfig {
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// `InvalidConfig` naming the first offending field.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.radius.is_finite() && self.radius > 0.0) {
+            return Err(invalid("radius", "finite and > 0"));
+        }
+        if !(self.min_bregman.is_finite() && self.min_bregman >= 0.0) {
+            return Err(invalid("min_bregman", "finite and >= 0"));
+        }
+        if !(self.max_ratio_error.is_finite() && self.max_ratio_error > 0.0) {
+            return Err(invalid("max_ratio_error", "finite and > 0"));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn invalid(field: &'static str, reason: &str) -> DiagnosticsError {
+    DiagnosticsError::InvalidConfig {
+        field,
+        reason: reason.to_string(),
+    }
+}
+
+/// `count` points uniform in the Euclidean ball of radius `radius` around `center`
+/// (Gaussian direction, radius $r\,U^{1/p}$), from a ChaCha8 stream seeded with `seed`.
+pub fn sample_ball(center: &[f64], radius: f64, count: usize, seed: u64) -> Vec<Vec<f64>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let p = center.len();
+    (0..count)
+        .map(|_| {
+            let mut u: Vec<f64> = (0..p).map(|_| std_normal(&mut rng)).collect();
+            let norm = u.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-300);
+            let r = radius * rng.random::<f64>().powf(1.0 / p.max(1) as f64);
+            for (ui, c) in u.iter_mut().zip(center) {
+                *ui = c + r * *ui / norm;
+            }
+            u
+        })
+        .collect()
+}
+
+fn std_normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u1: f64 = rng.random::<f64>().max(1e-300);
+    let u2: f64 = rng.random::<f64>();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+/// Where a pair comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PairKind {
+    /// An iterate and the final iterate (either order).
+    Trajectory,
+    /// Two successive iterates $(\theta_{t+1}, \theta_t)$.
+    Consecutive,
+    /// A sampled point and the final iterate, or two sampled points.
+    Neighbourhood,
+    /// A short step from a sampled point along its top missing-information direction.
+    Probe,
+}
+
+/// One evaluated pair.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RatioRecord {
+    /// Provenance.
+    pub kind: PairKind,
+    /// Index of $\theta$ in the point list given to [`evaluate_pairs`].
+    pub first: usize,
+    /// Index of $\theta'$.
+    pub second: usize,
+    /// The ratio and its parts.
+    pub value: PairRatio,
+}
+
+/// Extremes of the accepted ratios and the bookkeeping of skipped pairs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RatioSummary {
+    /// $\hat L = \max\rho$ over accepted pairs (`None` when none was accepted).
+    pub l_hat: Option<f64>,
+    /// $\hat\alpha = \min\rho$ over accepted pairs.
+    pub alpha_hat: Option<f64>,
+    /// Round-off estimate of the pair attaining $\hat L$.
+    pub l_hat_roundoff: f64,
+    /// Provenance of the pair attaining $\hat\alpha$.
+    pub alpha_kind: Option<PairKind>,
+    /// Accepted pairs.
+    pub used: usize,
+    /// Pairs skipped for $D_{\mathcal A}$ below the floor.
+    pub skipped_small: usize,
+    /// Pairs skipped for a round-off estimate above the bound.
+    pub skipped_roundoff: usize,
+    /// Pairs skipped because the model failed at one end (outside the natural domain).
+    pub skipped_domain: usize,
+    /// The first model error met, in words.
+    pub first_domain_error: Option<String>,
+    /// Every accepted pair.
+    pub records: Vec<RatioRecord>,
+}
+
+/// Evaluates $\rho$ on `pairs` of indices into `points` and summarises them.
+/// A model error at a pair is counted in `skipped_domain` (sampled points may leave the
+/// natural domain) rather than returned.
+///
+/// # Errors
+/// `InvalidConfig` from [`RatioConfig::validate`]; `DimensionMismatch` for an index
+/// outside `points` (reported as such) or a wrong-length point.
+pub fn evaluate_pairs<M: ConditionalFamily + ?Sized>(
+    problem: &Problem<'_, M>,
+    points: &[Vec<f64>],
+    pairs: &[(usize, usize, PairKind)],
+    cfg: &RatioConfig,
+) -> Result<RatioSummary> {
+    cfg.validate()?;
+    let mut out = RatioSummary {
+        l_hat: None,
+        alpha_hat: None,
+        l_hat_roundoff: 0.0,
+        alpha_kind: None,
+        used: 0,
+        skipped_small: 0,
+        skipped_roundoff: 0,
+        skipped_domain: 0,
+        first_domain_error: None,
+        records: Vec::new(),
+    };
+    for &(a, b, kind) in pairs {
+        if a >= points.len() || b >= points.len() {
+            return Err(DiagnosticsError::DimensionMismatch {
+                what: "pair index",
+                expected: points.len(),
+                found: a.max(b),
+            });
+        }
+        let value = match bregman_ratio(problem, &points[a], &points[b]) {
+            Ok(v) => v,
+            Err(DiagnosticsError::Model(e)) => {
+                out.skipped_domain += 1;
+                out.first_domain_error.get_or_insert_with(|| e.to_string());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(rho) = value.ratio() else {
+            out.skipped_small += 1;
+            continue;
+        };
+        if value.denominator < cfg.min_bregman {
+            out.skipped_small += 1;
+            continue;
+        }
+        if value.roundoff > cfg.max_ratio_error {
+            out.skipped_roundoff += 1;
+            continue;
+        }
+        out.used += 1;
+        if out.l_hat.is_none_or(|l| rho > l) {
+            out.l_hat = Some(rho);
+            out.l_hat_roundoff = value.roundoff;
+        }
+        if out.alpha_hat.is_none_or(|l| rho < l) {
+            out.alpha_hat = Some(rho);
+            out.alpha_kind = Some(kind);
+        }
+        out.records.push(RatioRecord {
+            kind,
+            first: a,
+            second: b,
+            value,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::*;
+    use mirror::ExponentialFamily;
+    use proptest::prelude::*;
+
+    /// Independent computation from the `Problem` API: $\ell$ from `objective`,
+    /// $\nabla\ell$ from `ell_and_gradient`, $D_{\mathcal A}$ from `stacked_bregman`.
+    fn ratio_via_problem<M: ConditionalFamily>(p: &Problem<'_, M>, a: &[f64], b: &[f64]) -> (f64, f64) {
+        let la = p.objective(a).unwrap();
+        let phi_a = p.realise_all(a).unwrap();
+        let phi_b = p.realise_all(b).unwrap();
+        let mut g = vec![0.0; phi_b.len()];
+        let lb = p.ell_and_gradient(&phi_b, &mut g).unwrap();
+        let inner: f64 = g.iter().zip(phi_a.iter().zip(&phi_b)).map(|(g, (x, y))| g * (x - y)).sum();
+        (la - lb - inner, p.stacked_bregman(a, b).unwrap())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn fused_ratio_matches_problem_api(
+            seed in 0u64..1000, sep in 0.5f64..4.0, curved in any::<bool>(),
+            d0 in -0.8f64..0.8, d1 in -0.8f64..0.8, d2 in -0.8f64..0.8,
+        ) {
+            let data = gmm_data(150, 0.4, -sep / 2.0, sep / 2.0, seed);
+            let a = gmm_theta(curved, 0.45, -sep / 2.0 + 0.1, sep / 2.0);
+            let b: Vec<f64> = a.iter().zip([d0, d1, d2]).map(|(x, d)| x + d).collect();
+            let (num, den) = if curved {
+                let p = Problem::new(&GmmCurved, &data).unwrap();
+                let r = bregman_ratio(&p, &a, &b).unwrap();
+                let (n2, d2) = ratio_via_problem(&p, &a, &b);
+                prop_assert!((r.numerator - n2).abs() < 1e-10 * (1.0 + n2.abs()));
+                prop_assert!((r.denominator - d2).abs() < 1e-10 * (1.0 + d2.abs()));
+                (r.numerator, r.denominator)
+            } else {
+                let p = Problem::new(&GmmNatural, &data).unwrap();
+                let r = bregman_ratio(&p, &a, &b).unwrap();
+                let (n2, d2) = ratio_via_problem(&p, &a, &b);
+                prop_assert!((r.numerator - n2).abs() < 1e-10 * (1.0 + n2.abs()));
+                prop_assert!((r.denominator - d2).abs() < 1e-10 * (1.0 + d2.abs()));
+                (r.numerator, r.denominator)
+            };
+            // L̂ ≤ 1: D_ℓ ≤ D_A for every pair.
+            prop_assert!(num <= den + 1e-10, "num {num} > den {den}");
+        }
+    }
+
+    #[test]
+    fn local_ratio_matches_quadratic_form() {
+        // For a short pair, ρ → 1 − eᵀ I_m e / eᵀ I_c e; check ρ with finite differences of
+        // L along the direction (second difference) against D_A's second difference.
+        let data = gmm_data(300, 0.5, -1.0, 1.0, 3);
+        let p = Problem::new(&GmmNatural, &data).unwrap();
+        let a = gmm_theta(false, 0.5, -1.0, 1.0);
+        let e = [0.3, -0.5, 0.8];
+        let h = 1e-3;
+        let b: Vec<f64> = a.iter().zip(e).map(|(x, d)| x + h * d).collect();
+        let c: Vec<f64> = a.iter().zip(e).map(|(x, d)| x - h * d).collect();
+        let r = bregman_ratio(&p, &b, &a).unwrap().ratio().unwrap();
+        let l = |t: &[f64]| p.objective(t).unwrap();
+        let second_l = (l(&b) - 2.0 * l(&a) + l(&c)) / (h * h);
+        let ap = |t: &[f64]| TwoGauss.log_partition(t).unwrap();
+        let second_a = (ap(&b) - 2.0 * ap(&a) + ap(&c)) / (h * h);
+        assert!((r - second_l / second_a).abs() < 5e-3, "{r} vs {}", second_l / second_a);
+    }
+
+    #[test]
+    fn config_validation_names_field() {
+        let bad = RatioConfig { radius: -1.0, ..RatioConfig::default() };
+        assert!(matches!(bad.validate(), Err(DiagnosticsError::InvalidConfig { field: "radius", .. })));
+        let bad = RatioConfig { max_ratio_error: f64::NAN, ..RatioConfig::default() };
+        assert!(matches!(bad.validate(), Err(DiagnosticsError::InvalidConfig { field: "max_ratio_error", .. })));
+    }
+
+    #[test]
+    fn ball_samples_stay_in_ball_and_are_seeded() {
+        let c = [1.0, -2.0, 0.5];
+        let s = sample_ball(&c, 0.3, 50, 9);
+        assert_eq!(s, sample_ball(&c, 0.3, 50, 9));
+        for x in &s {
+            let d: f64 = x.iter().zip(&c).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+            assert!(d <= 0.3 + 1e-12);
+        }
+        assert_ne!(s, sample_ball(&c, 0.3, 50, 10));
+    }
+
+    #[test]
+    fn wrong_length_is_typed() {
+        let data = gmm_data(20, 0.5, -1.0, 1.0, 1);
+        let p = Problem::new(&GmmNatural, &data).unwrap();
+        let err = bregman_ratio(&p, &[0.0; 2], &[0.0; 3]).unwrap_err();
+        assert!(matches!(err, DiagnosticsError::DimensionMismatch { expected: 3, found: 2, .. }));
+    }
+}
