@@ -7,10 +7,14 @@
 pub mod align;
 pub mod conditional;
 pub mod data;
+pub mod em;
 pub mod error;
 pub mod executor;
+pub mod expert;
+pub mod gate;
 pub mod init;
 pub mod lbfgs;
+pub mod moe;
 pub mod objective;
 pub mod observer;
 pub mod parallel;
@@ -19,9 +23,13 @@ pub mod sym;
 
 pub use conditional::ConditionalFamily;
 pub use data::Dataset;
+pub use em::{Em, EmModel, LinearStats, MoeStats};
 pub use error::{MoeError, Result};
 pub use executor::{Executor, FitResult};
+pub use expert::{Expert, ExpertKind, Glm, LinearGaussian, Logistic, Multinomial, Poisson};
+pub use gate::GateConfig;
 pub use mirror;
+pub use moe::{Gating, MixtureFamily, MixtureOfExperts, MoeSpec};
 pub use objective::{Problem, StackedLogPartition};
 pub use observer::{LogObserver, Observer, ObserverMode, TraceObserver};
 pub use parallel::{fold_rows, Mergeable};

@@ -1,0 +1,611 @@
+//! Expectation–Maximization, and why it is unit-step KL mirror descent.
+//!
+//! **E-step** ([`EmModel::e_step`]). At $\theta_t$, for each row in log space,
+//! $$ \ell_{ik} = \log\pi_k(x_i) + \log p_F(y_i;\eta_k(x_i)),\qquad
+//!    \log p(y_i\mid x_i) = \operatorname{LSE}_k \ell_{ik},\qquad
+//!    r_{ik} = e^{\ell_{ik} - \operatorname{LSE}_k\ell_{ik}}, $$
+//! (terms equal to $-\infty$ get responsibility exactly 0) and
+//! $L(\theta_t) = -\frac1n\sum_i\log p(y_i\mid x_i)$. In the language of
+//! [`crate::objective`], $(r_{ik}, r_{ik}T_F(y_i))_k = \mathbb E_{z\sim p(z\mid y_i;\varphi_{t,i})}[T(y_i,z)]
+//! = m_i$, the mirror-descent target statistics with $\eta = 1$.
+//!
+//! **M-step** ([`EmModel::m_step`]). $\theta_{t+1} = \arg\max_\theta \sum_i \langle m_i,
+//! \varphi_i(\theta)\rangle - A(\varphi_i(\theta))$, i.e. the minimiser of the mirror-descent
+//! subproblem $F_1(\theta) = \frac1n\sum_i[A(\varphi_i(\theta)) - \langle m_i,\varphi_i(\theta)\rangle]$.
+//! Because $A(\varphi_i(\theta)) = \operatorname{LSE}_k g_k(x_i)$ and
+//! $\langle m_i, \varphi_i\rangle = \sum_k r_{ik}[g_k(x_i) - A_F(\eta_{ik}) + \langle T_F(y_i),\eta_{ik}\rangle]$,
+//! this objective separates into the gate problem
+//! $\max_w \sum_i\sum_k r_{ik}\log\pi_k(x_i)$ ([`crate::gate::fit_softmax_gate`], or the
+//! closed form [`crate::gate::constant_gate_mstep`]) and one weighted GLM problem per
+//! expert $\max_{\vartheta_k}\sum_i r_{ik}[\langle T_F(y_i),\eta_k(x_i)\rangle - A_F(\eta_k(x_i))]$
+//! (closed-form weighted least squares for linear experts from the merged Gram matrices,
+//! [`crate::expert::Expert::weighted_fit`] otherwise). Hence
+//! $$ \theta_{t+1} = \arg\min_\theta \langle\nabla\ell(\Phi_t), \Phi(\theta)\rangle + D_{\mathcal A}(\Phi(\theta), \Phi_t): $$
+//! **EM is projected mirror descent with unit step and the KL (stacked log-partition)
+//! mirror map.**
+//!
+//! **Cost.** The E-step evaluates $X^\top[\,W \mid B\,]$ (gate and expert coefficient
+//! vectors) per chunk with one faer product and, for linear experts, accumulates the $K$
+//! weighted Gram matrices $X^\top\operatorname{diag}(r_k)X$, right-hand sides
+//! $X^\top\operatorname{diag}(r_k)y$, $\sum_i r_{ik}y_i^2$ in the same pass (merged in chunk
+//! order: bit-identical for any thread count). The M-step is then $K$ Cholesky solves plus
+//! the gate's Newton steps.
+//!
+//! [`Em`] is the [`Solver`]: it caches the E-step of the new iterate, so each iteration
+//! costs one E-step and one M-step, and its state's objective is $L(\theta_{t+1})$.
+
+use crate::conditional::ConditionalFamily;
+use crate::data::Dataset;
+use crate::error::{MoeError, Result};
+use crate::expert::add_weighted_gram;
+use crate::gate::{constant_gate_mstep, fit_softmax_gate, GateConfig};
+use crate::moe::{Gating, MixtureOfExperts};
+use crate::objective::Problem;
+use crate::parallel::{fold_rows, Mergeable, CHUNK};
+use crate::solver::{FitState, InnerStats, IterRecord, Solver};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, Par};
+use mirror::special::log_sum_exp;
+use std::any::Any;
+use std::ops::Range;
+
+/// A model EM can fit: a [`ConditionalFamily`] with an E-step producing mergeable posterior
+/// statistics and an M-step consuming them.
+pub trait EmModel: ConditionalFamily {
+    /// Merged posterior statistics.
+    type Stats: Mergeable;
+    /// E-step at θ: merged posterior statistics and L(θ) (average negative log-likelihood).
+    fn e_step(&self, data: &Dataset, theta: &[f64]) -> Result<(Self::Stats, f64)>;
+    /// M-step: θ_next = argmax of the expected complete-data log-likelihood given the stats
+    /// (θ = current parameters, a warm start for iterative inner solvers).
+    fn m_step(
+        &self,
+        data: &Dataset,
+        stats: &Self::Stats,
+        theta: &[f64],
+        next: &mut [f64],
+    ) -> Result<InnerStats>;
+}
+
+/// Merged weighted least-squares statistics of $K$ linear experts:
+/// $G_k = \sum_i r_{ik}x_ix_i^\top$, $b_k = \sum_i r_{ik}y_ix_i$, $s_k = \sum_i r_{ik}y_i^2$.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearStats {
+    /// $G_k$ ($d\times d$ each).
+    pub gram: Vec<Mat<f64>>,
+    /// $b_k$ ($d$ each, concatenated).
+    pub rhs: Vec<f64>,
+    /// $s_k$.
+    pub syy: Vec<f64>,
+}
+
+/// The posterior statistics of a [`MixtureOfExperts`] ([`EmModel::Stats`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoeStats {
+    k: usize,
+    /// Responsibilities $r_{ik}$, row-major $n\times K$ (rows in data order).
+    pub resp: Vec<f64>,
+    /// $W_k = \sum_i r_{ik}$.
+    pub weight: Vec<f64>,
+    /// Gram statistics when the experts are linear-Gaussian.
+    pub linear: Option<LinearStats>,
+}
+
+impl MoeStats {
+    fn empty(k: usize, d: usize, linear: bool, rows: usize) -> Self {
+        MoeStats {
+            k,
+            resp: Vec::with_capacity(rows * k),
+            weight: vec![0.0; k],
+            linear: linear.then(|| LinearStats {
+                gram: (0..k).map(|_| Mat::zeros(d, d)).collect(),
+                rhs: vec![0.0; k * d],
+                syy: vec![0.0; k],
+            }),
+        }
+    }
+    /// $K$.
+    pub fn n_experts(&self) -> usize {
+        self.k
+    }
+    /// Number of rows.
+    pub fn n_rows(&self) -> usize {
+        self.resp.len() / self.k.max(1)
+    }
+    /// Responsibilities of expert `k` as a column (allocates $n$ values).
+    pub fn column(&self, k: usize) -> Vec<f64> {
+        self.resp.iter().skip(k).step_by(self.k).copied().collect()
+    }
+}
+
+impl Mergeable for MoeStats {
+    /// Concatenates the responsibilities (chunks arrive in row order) and adds the sums.
+    fn merge(&mut self, other: Self) {
+        self.resp.extend_from_slice(&other.resp);
+        for (a, b) in self.weight.iter_mut().zip(&other.weight) {
+            *a += b;
+        }
+        if let (Some(a), Some(b)) = (self.linear.as_mut(), other.linear) {
+            for (ga, gb) in a.gram.iter_mut().zip(&b.gram) {
+                *ga += gb;
+            }
+            for (x, y) in a.rhs.iter_mut().zip(&b.rhs) {
+                *x += y;
+            }
+            for (x, y) in a.syy.iter_mut().zip(&b.syy) {
+                *x += y;
+            }
+        }
+    }
+}
+
+/// Per-chunk work buffers of the E-step (never merged, allocated once per chunk).
+struct EScratch {
+    lin: Mat<f64>,
+    buf: Vec<f64>,
+    w: Vec<f64>,
+    t: Vec<f64>,
+    eta: Vec<f64>,
+    lp: Vec<f64>,
+}
+
+struct EAcc {
+    stats: MoeStats,
+    ll: f64,
+    s: EScratch,
+}
+
+impl Mergeable for EAcc {
+    fn merge(&mut self, other: Self) {
+        self.stats.merge(other.stats);
+        self.ll += other.ll;
+    }
+}
+
+impl MixtureOfExperts {
+    fn check_data(&self, data: &Dataset) -> Result<()> {
+        if data.d() != self.n_features() || data.q() != self.expert().family().obs_dim() {
+            return Err(MoeError::InvalidData {
+                row: None,
+                column: None,
+                reason: format!(
+                    "model expects {} features and {} target columns, data has {} and {}",
+                    self.n_features(),
+                    self.expert().family().obs_dim(),
+                    data.d(),
+                    data.q()
+                ),
+            });
+        }
+        if self.n_experts() > data.n() {
+            return Err(MoeError::InvalidParam {
+                name: "n_experts",
+                reason: format!("{} experts for {} rows", self.n_experts(), data.n()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds the chunk's weights (and Gram statistics for linear experts) to `stats`,
+    /// from the chunk's responsibilities `resp` ($m\times K$).
+    fn accumulate_chunk(
+        &self,
+        data: &Dataset,
+        rows: Range<usize>,
+        resp: &[f64],
+        stats: &mut MoeStats,
+        buf: &mut [f64],
+        w: &mut [f64],
+    ) {
+        let k = self.n_experts();
+        let d = data.d();
+        for (li, _) in rows.clone().enumerate() {
+            for c in 0..k {
+                stats.weight[c] += resp[li * k + c];
+            }
+        }
+        if let Some(lin) = stats.linear.as_mut() {
+            for c in 0..k {
+                for (li, i) in rows.clone().enumerate() {
+                    let r = resp[li * k + c];
+                    w[li] = r;
+                    let y = data.y(i)[0];
+                    let ry = r * y;
+                    lin.syy[c] += ry * y;
+                    for (b, xa) in lin.rhs[c * d..(c + 1) * d].iter_mut().zip(data.x(i)) {
+                        *b += ry * xa;
+                    }
+                }
+                add_weighted_gram(
+                    data,
+                    rows.clone(),
+                    &w[..rows.len()],
+                    buf,
+                    lin.gram[c].as_mut(),
+                );
+            }
+        }
+    }
+
+    /// The M-step's statistics from given responsibilities `resp` (row-major $n\times K$,
+    /// finite and $\ge 0$), e.g. random or k-means labels: initialisation is then one
+    /// [`EmModel::m_step`].
+    ///
+    /// # Errors
+    /// `InvalidParam` on a wrong length or $K > n$; `InvalidData` naming the row of a
+    /// negative or non-finite responsibility.
+    pub fn stats_from_responsibilities(&self, data: &Dataset, resp: &[f64]) -> Result<MoeStats> {
+        self.check_data(data)?;
+        let k = self.n_experts();
+        if resp.len() != data.n() * k {
+            return Err(MoeError::InvalidParam {
+                name: "responsibilities",
+                reason: format!("expected {} values, found {}", data.n() * k, resp.len()),
+            });
+        }
+        if let Some(j) = resp.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
+            return Err(MoeError::InvalidData {
+                row: Some(j / k),
+                column: Some("responsibility".into()),
+                reason: "responsibilities must be finite and >= 0".into(),
+            });
+        }
+        let d = data.d();
+        let linear = self.expert().linear_gaussian().is_some();
+        let (mut stats, _) = fold_rows(
+            data.n(),
+            || {
+                (
+                    MoeStats::empty(k, d, linear, CHUNK),
+                    Bufs(
+                        vec![0.0; if linear { d * CHUNK } else { 0 }],
+                        vec![0.0; CHUNK],
+                    ),
+                )
+            },
+            |(st, b), rows| {
+                let r = &resp[rows.start * k..rows.end * k];
+                self.accumulate_chunk(data, rows.clone(), r, st, &mut b.0, &mut b.1);
+                st.resp.extend_from_slice(r);
+                Ok(())
+            },
+        )?;
+        stats.resp.shrink_to_fit();
+        Ok(stats)
+    }
+
+    /// The coefficient matrix $[\,W \mid B\,]$ ($d\times$ (gate columns + $K r$)) used to
+    /// compute all gate logits and regressed expert components of a chunk in one product.
+    fn coefficient_matrix(&self, theta: &[f64]) -> (Mat<f64>, usize) {
+        let d = self.n_features();
+        let k = self.n_experts();
+        let r = self.expert().n_regressed();
+        let gcols = match self.gating() {
+            Gating::Softmax => k - 1,
+            Gating::Constant => 0,
+        };
+        let gate = self.gate_block(theta);
+        let c = Mat::from_fn(d, gcols + k * r, |a, j| {
+            if j < gcols {
+                gate[j * d + a]
+            } else {
+                let (e, comp) = ((j - gcols) / r, (j - gcols) % r);
+                self.expert_block(theta, e)[comp * d + a]
+            }
+        });
+        (c, gcols)
+    }
+}
+
+struct Bufs(Vec<f64>, Vec<f64>);
+impl Mergeable for Bufs {
+    fn merge(&mut self, _other: Self) {}
+}
+
+impl EmModel for MixtureOfExperts {
+    type Stats = MoeStats;
+
+    /// Log-space E-step over row chunks (see the [module documentation](self)).
+    ///
+    /// # Errors
+    /// `InvalidParam` for a wrong θ length or $K > n$; `InvalidData` naming the row whose
+    /// target is outside the expert family's support; `Mirror`/`NonFinite` when an
+    /// expert's natural parameter leaves its domain.
+    fn e_step(&self, data: &Dataset, theta: &[f64]) -> Result<(MoeStats, f64)> {
+        self.check_theta(theta)?;
+        self.check_data(data)?;
+        let k = self.n_experts();
+        let d = data.d();
+        let expert = self.expert();
+        let fam = expert.family();
+        let p = fam.dim();
+        let r = expert.n_regressed();
+        let linear = expert.linear_gaussian().is_some();
+        let (coef, gcols) = self.coefficient_matrix(theta);
+        let ncols = coef.ncols();
+        let gate = self.gate_block(theta);
+        let acc = fold_rows(
+            data.n(),
+            || EAcc {
+                stats: MoeStats::empty(k, d, linear, CHUNK),
+                ll: 0.0,
+                s: EScratch {
+                    lin: Mat::zeros(CHUNK, ncols),
+                    buf: vec![0.0; if linear { d * CHUNK } else { 0 }],
+                    w: vec![0.0; CHUNK],
+                    t: vec![0.0; p],
+                    eta: vec![0.0; p],
+                    lp: vec![0.0; k],
+                },
+            },
+            |acc, rows| {
+                let m = rows.len();
+                let s = &mut acc.s;
+                if ncols > 0 {
+                    let xc = data.xt().subcols(rows.start, m);
+                    matmul(
+                        s.lin.as_mut().subrows_mut(0, m),
+                        Accum::Replace,
+                        xc.transpose(),
+                        coef.as_ref(),
+                        1.0,
+                        Par::Seq,
+                    );
+                }
+                for (li, i) in rows.clone().enumerate() {
+                    let y = data.y(i);
+                    if !expert.check_target(y) {
+                        return Err(MoeError::InvalidData {
+                            row: Some(i),
+                            column: Some("target".into()),
+                            reason: format!("value {y:?} is outside the support of {}", fam.name()),
+                        });
+                    }
+                    fam.sufficient_stats(y, &mut s.t);
+                    let log_h = fam.log_base_measure(y);
+                    // Gate log-probabilities.
+                    for c in 0..k - 1 {
+                        s.lp[c] = match self.gating() {
+                            Gating::Softmax => s.lin[(li, c)],
+                            Gating::Constant => gate[c],
+                        };
+                    }
+                    s.lp[k - 1] = 0.0;
+                    let lse_g = log_sum_exp(&s.lp);
+                    for c in 0..k {
+                        for j in 0..p {
+                            s.eta[j] = if j < r {
+                                s.lin[(li, gcols + c * r + j)]
+                            } else {
+                                self.expert_block(theta, c)[r * d + (j - r)]
+                            };
+                        }
+                        let a = fam.log_partition(&s.eta)?;
+                        let inner: f64 = s.t.iter().zip(&s.eta).map(|(u, v)| u * v).sum();
+                        s.lp[c] += log_h + inner - a - lse_g;
+                    }
+                    let lse = log_sum_exp(&s.lp);
+                    if !lse.is_finite() {
+                        return Err(MoeError::NonFinite {
+                            what: "row log-likelihood in the E-step",
+                            iter: 0,
+                        });
+                    }
+                    acc.ll += lse;
+                    for c in 0..k {
+                        acc.stats.resp.push((s.lp[c] - lse).exp());
+                    }
+                }
+                let resp = std::mem::take(&mut acc.stats.resp);
+                self.accumulate_chunk(data, rows, &resp, &mut acc.stats, &mut s.buf, &mut s.w);
+                acc.stats.resp = resp;
+                Ok(())
+            },
+        )?;
+        let objective = -acc.ll / data.n() as f64;
+        if !objective.is_finite() {
+            return Err(MoeError::NonFinite {
+                what: "objective L(θ) in the E-step",
+                iter: 0,
+            });
+        }
+        Ok((acc.stats, objective))
+    }
+
+    /// Gate M-step (Newton, or closed form for constant gating) and one expert fit per
+    /// expert (closed-form WLS from the merged Grams for linear experts, Newton
+    /// otherwise); inner work summed in the returned [`InnerStats`] (`hessians` counts the
+    /// $K$ Gram matrices of linear experts and every Newton Hessian).
+    ///
+    /// # Errors
+    /// `NotPositiveDefinite { expert, pivot }` naming the expert whose weighted Gram /
+    /// Hessian failed Cholesky (`usize::MAX` for the gate); `NonFinite` for a degenerate
+    /// expert (zero weight or zero residual variance).
+    fn m_step(
+        &self,
+        data: &Dataset,
+        stats: &MoeStats,
+        theta: &[f64],
+        next: &mut [f64],
+    ) -> Result<InnerStats> {
+        self.check_theta(theta)?;
+        self.check_theta(next)?;
+        self.check_data(data)?;
+        let k = self.n_experts();
+        if stats.k != k || stats.resp.len() != data.n() * k {
+            return Err(MoeError::InvalidParam {
+                name: "stats",
+                reason: "statistics do not match this model and data".into(),
+            });
+        }
+        let mut total = InnerStats {
+            converged: true,
+            ..InnerStats::default()
+        };
+        let mut add = |s: InnerStats| {
+            total.iterations += s.iterations;
+            total.residual = total.residual.max(s.residual);
+            total.converged &= s.converged;
+            total.hessians += s.hessians;
+        };
+        let gl = self.gate_len();
+        if k > 1 {
+            match self.gating() {
+                Gating::Softmax => {
+                    let s = fit_softmax_gate(
+                        data,
+                        &stats.resp,
+                        k,
+                        self.gate_block(theta),
+                        &mut next[..gl],
+                        GateConfig::default(),
+                    )?;
+                    add(s);
+                }
+                Gating::Constant => constant_gate_mstep(&stats.weight, &mut next[..gl])?,
+            }
+        }
+        let expert = self.expert();
+        let at = |e: MoeError, c: usize| match e {
+            MoeError::NotPositiveDefinite { pivot, .. } => {
+                MoeError::NotPositiveDefinite { expert: c, pivot }
+            }
+            other => other,
+        };
+        match (expert.linear_gaussian(), stats.linear.as_ref()) {
+            (Some(lg), Some(lin)) => {
+                let d = data.d();
+                for c in 0..k {
+                    lg.solve_from_gram(
+                        lin.gram[c].as_ref(),
+                        &lin.rhs[c * d..(c + 1) * d],
+                        lin.syy[c],
+                        stats.weight[c],
+                        self.expert_block_mut(next, c),
+                    )
+                    .map_err(|e| at(e, c))?;
+                    add(InnerStats {
+                        iterations: 0,
+                        residual: 0.0,
+                        converged: true,
+                        hessians: 1,
+                    });
+                }
+            }
+            _ => {
+                for c in 0..k {
+                    let w = stats.column(c);
+                    let s = expert
+                        .weighted_fit(
+                            data,
+                            &w,
+                            self.expert_block(theta, c),
+                            self.expert_block_mut(next, c),
+                        )
+                        .map_err(|e| at(e, c))?;
+                    add(s);
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// The EM solver; see the [module documentation](self).
+#[derive(Default)]
+pub struct Em {
+    cache: Option<Box<dyn Any + Send>>,
+    record_bregman: bool,
+}
+
+impl std::fmt::Debug for Em {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Em")
+            .field("cached", &self.cache.is_some())
+            .field("record_bregman", &self.record_bregman)
+            .finish()
+    }
+}
+
+struct Cached<S> {
+    theta: Vec<f64>,
+    stats: S,
+}
+
+impl Em {
+    /// EM without per-iteration diagnostics.
+    pub fn new() -> Self {
+        Em::default()
+    }
+    /// Also record $D_{\mathcal A}(\Phi_{t+1}, \Phi_t)$ in every [`IterRecord`] (one extra
+    /// pass over the data per iteration).
+    pub fn with_bregman(mut self, on: bool) -> Self {
+        self.record_bregman = on;
+        self
+    }
+}
+
+impl<M> Solver<Problem<'_, M>> for Em
+where
+    M: EmModel + ?Sized,
+    M::Stats: 'static,
+{
+    fn name(&self) -> String {
+        "EM".into()
+    }
+    fn init(&mut self, _problem: &Problem<'_, M>, state: FitState) -> Result<FitState> {
+        self.cache = None;
+        Ok(state)
+    }
+    fn next_iter(
+        &mut self,
+        problem: &Problem<'_, M>,
+        state: FitState,
+    ) -> Result<(FitState, IterRecord)> {
+        let model = problem.model;
+        let data = problem.data;
+        let cached = self
+            .cache
+            .take()
+            .and_then(|b| b.downcast::<Cached<M::Stats>>().ok())
+            .filter(|c| c.theta == state.theta);
+        let stats = match cached {
+            Some(c) => c.stats,
+            None => model.e_step(data, &state.theta)?.0,
+        };
+        let mut next = vec![0.0; model.n_params()];
+        let inner = model.m_step(data, &stats, &state.theta, &mut next)?;
+        let (stats_next, objective) = model.e_step(data, &next)?;
+        let bregman_step = if self.record_bregman {
+            problem.stacked_bregman(&next, &state.theta)?
+        } else {
+            f64::NAN
+        };
+        self.cache = Some(Box::new(Cached {
+            theta: next.clone(),
+            stats: stats_next,
+        }));
+        let iter = state.iter + 1;
+        let (best_theta, best_objective) = if objective < state.best_objective {
+            (next.clone(), objective)
+        } else {
+            (state.best_theta, state.best_objective)
+        };
+        let new_state = FitState {
+            theta: next,
+            objective,
+            iter,
+            best_theta,
+            best_objective,
+        };
+        let record = IterRecord {
+            iter,
+            objective,
+            grad_norm: f64::NAN,
+            bregman_step,
+            inner,
+            elapsed: 0.0,
+        };
+        Ok((new_state, record))
+    }
+}

@@ -1,0 +1,1165 @@
+//! Experts: GLM-style conditional laws $p(y \mid x, z = k)$ built on any
+//! [`mirror::ExponentialFamily`] with canonical link.
+//!
+//! An expert with family $F$ (natural dimension $p$, statistic $T_F$, log-partition
+//! $A_F$) and $r$ = [`Expert::n_regressed`] regressed components has parameters
+//! $\vartheta = (b_0, \dots, b_{r-1}, c_r, \dots, c_{p-1})$, $b_j \in \mathbb R^d$
+//! (contiguous), and natural parameter
+//! $$ \eta(x) = (b_0^\top x, \dots, b_{r-1}^\top x,\ c_r, \dots, c_{p-1}), $$
+//! linear in $\vartheta$ ([`Expert::natural`]), so the weighted complete-data
+//! log-likelihood of one expert
+//! $$ Q(\vartheta) = \sum_i w_i\big[\langle T_F(y_i), \eta(x_i)\rangle - A_F(\eta(x_i))\big] $$
+//! is concave. Its gradient is $\sum_i w_i J^\top(T_F(y_i) - \nabla A_F(\eta_i))$ and its
+//! negative Hessian $\sum_i w_i J^\top \nabla^2 A_F(\eta_i) J$ (with $J = \partial\eta/\partial\vartheta$),
+//! which is what the default [`Expert::weighted_fit`] (Newton/IRLS with backtracking,
+//! [`glm_newton`]) uses.
+//!
+//! Built-ins: [`LinearGaussian`] (Gaussian with per-expert variance, closed-form weighted
+//! least squares), [`Logistic`] (Bernoulli), [`Multinomial`] (Categorical, $C$ classes),
+//! [`Poisson`], and [`Glm`] for any family a researcher writes.
+
+use crate::data::Dataset;
+use crate::error::{MoeError, Result};
+use crate::parallel::{fold_rows, Mergeable, CHUNK};
+use crate::solver::InnerStats;
+use faer::linalg::matmul::matmul;
+use faer::linalg::solvers::{LltError, Solve};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use mirror::special::sigmoid;
+use mirror::ExponentialFamily;
+use rand::RngCore;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Default tolerance of the inner Newton solves (norm of the weight-averaged gradient).
+pub const INNER_TOL: f64 = 1e-10;
+/// Default iteration cap of the inner Newton solves.
+pub const INNER_MAX_ITER: u64 = 50;
+
+/// A serialisable description of a built-in expert (for model I/O).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum ExpertKind {
+    /// [`LinearGaussian`] without ridge.
+    Linear,
+    /// [`LinearGaussian`] with a ridge penalty $\lambda$ on the Gram matrix.
+    RidgeLinear {
+        /// $\lambda \ge 0$.
+        ridge: f64,
+    },
+    /// [`Logistic`].
+    Logistic,
+    /// [`Multinomial`] with `classes` classes.
+    Multinomial {
+        /// Number of classes $C \ge 2$.
+        classes: usize,
+    },
+    /// [`Poisson`].
+    Poisson,
+}
+
+impl ExpertKind {
+    /// Builds the expert.
+    ///
+    /// # Errors
+    /// `InvalidParam` for fewer than 2 classes or a negative / non-finite ridge.
+    pub fn build(self) -> Result<Arc<dyn Expert>> {
+        Ok(match self {
+            ExpertKind::Linear => Arc::new(LinearGaussian::new()),
+            ExpertKind::RidgeLinear { ridge } => Arc::new(LinearGaussian::with_ridge(ridge)?),
+            ExpertKind::Logistic => Arc::new(Logistic::new()),
+            ExpertKind::Multinomial { classes } => Arc::new(Multinomial::new(classes)?),
+            ExpertKind::Poisson => Arc::new(Poisson::new()),
+        })
+    }
+}
+
+/// A conditional law $p(y \mid x, z = k)$ in an exponential family with canonical link;
+/// see the [module documentation](self).
+pub trait Expert: Send + Sync + std::fmt::Debug {
+    /// Human-readable name, e.g. `"linear-Gaussian"`.
+    fn name(&self) -> String;
+    /// The family $F$ of $y$ given $x$ and $z = k$.
+    fn family(&self) -> &dyn ExponentialFamily;
+    /// Number $r$ of natural components that are linear in $x$ (the rest are constants).
+    fn n_regressed(&self) -> usize;
+    /// Parameters per expert with $d$ features: $r d + (p - r)$.
+    fn n_params(&self, d: usize) -> usize {
+        let p = self.family().dim();
+        self.n_regressed() * d + (p - self.n_regressed())
+    }
+    /// $\eta(x) = (b_j^\top x)_{j<r}$ followed by the constants $c_j$ (`eta` has length $p$).
+    fn natural(&self, params: &[f64], x: &[f64], eta: &mut [f64]) {
+        let (d, r) = (x.len(), self.n_regressed());
+        for (j, e) in eta.iter_mut().enumerate() {
+            *e = if j < r {
+                dot(&params[j * d..(j + 1) * d], x)
+            } else {
+                params[r * d + (j - r)]
+            };
+        }
+    }
+    /// Vector–Jacobian product of [`natural`](Self::natural): `grad += Jᵀ v`, i.e.
+    /// $\nabla_{b_j} \mathrel{+}= v_j x$ and $\nabla_{c_j} \mathrel{+}= v_j$.
+    fn natural_vjp(&self, _params: &[f64], x: &[f64], v: &[f64], grad: &mut [f64]) {
+        let (d, r) = (x.len(), self.n_regressed());
+        for (j, &vj) in v.iter().enumerate() {
+            if j < r {
+                for (g, xa) in grad[j * d..(j + 1) * d].iter_mut().zip(x) {
+                    *g += vj * xa;
+                }
+            } else {
+                grad[r * d + (j - r)] += vj;
+            }
+        }
+    }
+    /// $\nabla A_F(\eta)$ into `mu` ($p$) and $\nabla^2 A_F(\eta)$ into `fisher`
+    /// ($p \times p$ row-major). Default: the family's `mean` and `fisher` (which
+    /// allocates); built-ins override with allocation-free closed forms.
+    fn moments(&self, eta: &[f64], mu: &mut [f64], fisher: &mut [f64]) -> Result<()> {
+        let fam = self.family();
+        fam.mean(eta, mu)?;
+        let f = fam.fisher(eta)?;
+        let p = fam.dim();
+        for a in 0..p {
+            for b in 0..p {
+                fisher[a * p + b] = f[(a, b)];
+            }
+        }
+        Ok(())
+    }
+    /// Maximises $Q(\vartheta) = \sum_i w_i[\langle T_F(y_i), \eta(x_i)\rangle - A_F(\eta(x_i))]$
+    /// from `start`, writing the maximiser into `out`. Default: [`glm_newton`] with
+    /// [`INNER_TOL`] and [`INNER_MAX_ITER`]; the inner iterations, final gradient norm and
+    /// Hessians formed are returned.
+    ///
+    /// # Errors
+    /// `NotPositiveDefinite { expert: usize::MAX, .. }` if the weighted Hessian is singular
+    /// (the mixture remaps the index), `InvalidData` for a target outside the support.
+    fn weighted_fit(
+        &self,
+        data: &Dataset,
+        weights: &[f64],
+        start: &[f64],
+        out: &mut [f64],
+    ) -> Result<InnerStats> {
+        glm_newton(self, data, weights, start, out, INNER_TOL, INNER_MAX_ITER)
+    }
+    /// Length of [`predict_mean`](Self::predict_mean)'s output (default: `obs_dim`).
+    fn predict_dim(&self) -> usize {
+        self.family().obs_dim()
+    }
+    /// $\mathbb E[y \mid x, z = k]$. Default: the first `obs_dim` entries of
+    /// $\nabla A_F(\eta(x))$ (exact when $T_F$ starts with $y$ itself).
+    fn predict_mean(&self, params: &[f64], x: &[f64], out: &mut [f64]) -> Result<()> {
+        let fam = self.family();
+        let p = fam.dim();
+        let mut eta = vec![0.0; p];
+        let mut mu = vec![0.0; p];
+        self.natural(params, x, &mut eta);
+        fam.mean(&eta, &mut mu)?;
+        let q = self.predict_dim();
+        out[..q].copy_from_slice(&mu[..q]);
+        Ok(())
+    }
+    /// Whether a target row lies in the family's support.
+    fn check_target(&self, y: &[f64]) -> bool {
+        self.family().in_support(y)
+    }
+    /// Random parameters: regressed coefficients $\sim N(0, \text{scale}^2)$, constants
+    /// from [`default_constants`](Self::default_constants).
+    fn init_params(&self, d: usize, rng: &mut dyn RngCore, scale: f64, out: &mut [f64]) {
+        let r = self.n_regressed();
+        for v in out[..r * d].iter_mut() {
+            let z: f64 = StandardNormal.sample(rng);
+            *v = scale * z;
+        }
+        self.default_constants(&mut out[r * d..]);
+    }
+    /// In-domain values of the constant components (default 0; the Gaussian uses
+    /// $\tau = -1/2$, i.e. unit variance).
+    fn default_constants(&self, out: &mut [f64]) {
+        out.iter_mut().for_each(|v| *v = 0.0);
+    }
+    /// The serialisable description, `None` for custom experts.
+    fn kind(&self) -> Option<ExpertKind> {
+        None
+    }
+    /// `Some` for the linear-Gaussian expert, whose M-step the mixture runs from merged
+    /// weighted Gram matrices accumulated during the E-step.
+    fn linear_gaussian(&self) -> Option<&LinearGaussian> {
+        None
+    }
+}
+
+#[inline]
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(u, v)| u * v).sum()
+}
+
+/// Solves $G x = b$ for symmetric positive definite $G$ ($n\times n$, lower triangle
+/// read) by faer's Cholesky; on failure returns the failing pivot.
+pub(crate) fn cholesky_solve(
+    g: MatRef<'_, f64>,
+    b: &[f64],
+) -> std::result::Result<Vec<f64>, usize> {
+    let llt = g.llt(faer::Side::Lower).map_err(|e| match e {
+        LltError::NonPositivePivot { index } => index,
+    })?;
+    let rhs = Mat::from_fn(b.len(), 1, |i, _| b[i]);
+    let x = llt.solve(&rhs);
+    let out: Vec<f64> = (0..b.len()).map(|i| x[(i, 0)]).collect();
+    if out.iter().all(|v| v.is_finite()) {
+        Ok(out)
+    } else {
+        Err(0)
+    }
+}
+
+/// Weighted Gram update $G \mathrel{+}= X_c \operatorname{diag}(w) X_c^\top$ for the rows
+/// `rows` of `data` ($X_c$ is $d\times m$, columns are rows $x_i$; `w` holds the $m$
+/// weights of those rows): the columns are scaled by $w_i$ into the preallocated `buf`
+/// ($\ge d m$ values) and one faer product is taken.
+pub(crate) fn add_weighted_gram(
+    data: &Dataset,
+    rows: std::ops::Range<usize>,
+    w: &[f64],
+    buf: &mut [f64],
+    gram: MatMut<'_, f64>,
+) {
+    let (d, m) = (data.d(), rows.len());
+    let buf = &mut buf[..d * m];
+    for (li, i) in rows.clone().enumerate() {
+        let wi = w[li];
+        for (c, xa) in buf[li * d..(li + 1) * d].iter_mut().zip(data.x(i)) {
+            *c = wi * xa;
+        }
+    }
+    let b = MatRef::from_column_major_slice(buf, d, m);
+    let xc = data.xt().subcols(rows.start, m);
+    matmul(gram, Accum::Add, b, xc.transpose(), 1.0, Par::Seq);
+}
+
+/// Validates per-row weights for one expert: right length, finite, non-negative.
+pub(crate) fn check_weights(n: usize, w: &[f64]) -> Result<()> {
+    if w.len() != n {
+        return Err(MoeError::InvalidParam {
+            name: "weights",
+            reason: format!("expected {n} weights, found {}", w.len()),
+        });
+    }
+    if let Some(i) = w.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
+        return Err(MoeError::InvalidData {
+            row: Some(i),
+            column: Some("weight".into()),
+            reason: "weight must be finite and >= 0".into(),
+        });
+    }
+    Ok(())
+}
+
+fn check_targets<E: Expert + ?Sized>(expert: &E, data: &Dataset) -> Result<()> {
+    let fam = expert.family();
+    if data.q() != fam.obs_dim() {
+        return Err(MoeError::InvalidData {
+            row: None,
+            column: None,
+            reason: format!(
+                "{} expects {} target columns, data has {}",
+                expert.name(),
+                fam.obs_dim(),
+                data.q()
+            ),
+        });
+    }
+    for i in 0..data.n() {
+        if !expert.check_target(data.y(i)) {
+            return Err(MoeError::InvalidData {
+                row: Some(i),
+                column: Some("target".into()),
+                reason: format!(
+                    "value {:?} is outside the support of {}",
+                    data.y(i),
+                    fam.name()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Accumulator of one pass of [`glm_newton`]: $Q$, gradient, negative Hessian, scratch.
+struct GlmAcc {
+    q: f64,
+    grad: Vec<f64>,
+    hess: Vec<f64>,
+    eta: Vec<f64>,
+    mu: Vec<f64>,
+    fisher: Vec<f64>,
+    t: Vec<f64>,
+}
+
+impl Mergeable for GlmAcc {
+    fn merge(&mut self, other: Self) {
+        self.q += other.q;
+        for (a, b) in self.grad.iter_mut().zip(&other.grad) {
+            *a += b;
+        }
+        for (a, b) in self.hess.iter_mut().zip(&other.hess) {
+            *a += b;
+        }
+    }
+}
+
+/// One pass over the rows: $Q(\vartheta)$ and, when `derivs`, its gradient and negative
+/// Hessian (row-major $P\times P$). A natural parameter outside the domain gives
+/// $Q = -\infty$ (used by the line search).
+fn glm_pass<E: Expert + ?Sized>(
+    expert: &E,
+    data: &Dataset,
+    w: &[f64],
+    params: &[f64],
+    derivs: bool,
+) -> Result<GlmAcc> {
+    let fam = expert.family();
+    let (p, r, d) = (fam.dim(), expert.n_regressed(), data.d());
+    let np = expert.n_params(d);
+    let (gl, hl) = if derivs { (np, np * np) } else { (0, 0) };
+    fold_rows(
+        data.n(),
+        || GlmAcc {
+            q: 0.0,
+            grad: vec![0.0; gl],
+            hess: vec![0.0; hl],
+            eta: vec![0.0; p],
+            mu: vec![0.0; p],
+            fisher: vec![0.0; p * p],
+            t: vec![0.0; p],
+        },
+        |acc, rows| {
+            for i in rows {
+                let wi = w[i];
+                if wi == 0.0 {
+                    continue;
+                }
+                let x = data.x(i);
+                expert.natural(params, x, &mut acc.eta);
+                let a = match fam.log_partition(&acc.eta) {
+                    Ok(a) if a.is_finite() => a,
+                    _ => {
+                        acc.q = f64::NEG_INFINITY;
+                        if derivs {
+                            return Err(MoeError::NonFinite {
+                                what: "expert log-partition in the M-step",
+                                iter: 0,
+                            });
+                        }
+                        continue;
+                    }
+                };
+                fam.sufficient_stats(data.y(i), &mut acc.t);
+                acc.q += wi * (dot(&acc.t, &acc.eta) - a);
+                if !derivs {
+                    continue;
+                }
+                expert.moments(&acc.eta, &mut acc.mu, &mut acc.fisher)?;
+                // Gradient Σ w Jᵀ(T − μ).
+                for j in 0..p {
+                    let v = wi * (acc.t[j] - acc.mu[j]);
+                    if j < r {
+                        for (g, xa) in acc.grad[j * d..(j + 1) * d].iter_mut().zip(x) {
+                            *g += v * xa;
+                        }
+                    } else {
+                        acc.grad[r * d + (j - r)] += v;
+                    }
+                }
+                // Negative Hessian Σ w Jᵀ F J.
+                for j in 0..p {
+                    for l in 0..p {
+                        let f = wi * acc.fisher[j * p + l];
+                        if f == 0.0 {
+                            continue;
+                        }
+                        match (j < r, l < r) {
+                            (true, true) => {
+                                for a in 0..d {
+                                    let fa = f * x[a];
+                                    let row = &mut acc.hess[(j * d + a) * np + l * d..];
+                                    for b in 0..d {
+                                        row[b] += fa * x[b];
+                                    }
+                                }
+                            }
+                            (true, false) => {
+                                let c = r * d + (l - r);
+                                for a in 0..d {
+                                    acc.hess[(j * d + a) * np + c] += f * x[a];
+                                }
+                            }
+                            (false, true) => {
+                                let c = r * d + (j - r);
+                                for b in 0..d {
+                                    acc.hess[c * np + l * d + b] += f * x[b];
+                                }
+                            }
+                            (false, false) => {
+                                acc.hess[(r * d + (j - r)) * np + r * d + (l - r)] += f;
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Newton's method with backtracking (Armijo) for the weighted expert fit
+/// $\max_\vartheta Q(\vartheta)$ (see the [module documentation](self)); $Q$, its gradient
+/// and Hessian are divided by $W = \sum_i w_i$ and the iteration stops when
+/// $\|\nabla Q / W\|_2 \le$ `tol` or after `max_iter` Newton steps (then
+/// `converged = false`).
+///
+/// # Errors
+/// `InvalidParam`/`InvalidData` for bad weights or targets; `NotPositiveDefinite
+/// { expert: usize::MAX, pivot }` when the weighted Hessian is singular (e.g. all
+/// weights zero or collinear features).
+pub fn glm_newton<E: Expert + ?Sized>(
+    expert: &E,
+    data: &Dataset,
+    weights: &[f64],
+    start: &[f64],
+    out: &mut [f64],
+    tol: f64,
+    max_iter: u64,
+) -> Result<InnerStats> {
+    let np = expert.n_params(data.d());
+    check_len("start", np, start.len())?;
+    check_len("out", np, out.len())?;
+    check_weights(data.n(), weights)?;
+    check_targets(expert, data)?;
+    let wsum: f64 = weights.iter().sum();
+    if wsum <= 0.0 {
+        return Err(MoeError::NotPositiveDefinite {
+            expert: usize::MAX,
+            pivot: 0,
+        });
+    }
+    let mut theta = start.to_vec();
+    let mut trial = vec![0.0; np];
+    let mut stats = InnerStats::default();
+    loop {
+        let acc = glm_pass(expert, data, weights, &theta, true)?;
+        stats.hessians += 1;
+        let q = acc.q / wsum;
+        let g: Vec<f64> = acc.grad.iter().map(|v| v / wsum).collect();
+        let gnorm = dot(&g, &g).sqrt();
+        stats.residual = gnorm;
+        if !gnorm.is_finite() || !q.is_finite() {
+            return Err(MoeError::NonFinite {
+                what: "expert M-step gradient",
+                iter: 0,
+            });
+        }
+        if gnorm <= tol {
+            stats.converged = true;
+            break;
+        }
+        if stats.iterations >= max_iter {
+            break;
+        }
+        let h = MatRef::from_row_major_slice(&acc.hess, np, np);
+        let hs = Mat::from_fn(np, np, |a, b| h[(a, b)] / wsum);
+        let dir =
+            cholesky_solve(hs.as_ref(), &g).map_err(|pivot| MoeError::NotPositiveDefinite {
+                expert: usize::MAX,
+                pivot,
+            })?;
+        let slope = dot(&g, &dir);
+        let mut t = 1.0;
+        let mut accepted = false;
+        while t > 1e-12 {
+            for j in 0..np {
+                trial[j] = theta[j] + t * dir[j];
+            }
+            let qt = glm_pass(expert, data, weights, &trial, false)?.q / wsum;
+            if qt.is_finite() && (qt >= q + 1e-4 * t * slope || (t < 1e-6 && qt >= q)) {
+                accepted = true;
+                break;
+            }
+            t *= 0.5;
+        }
+        stats.iterations += 1;
+        if !accepted {
+            // No ascent possible in floating point: stop and report the residual.
+            break;
+        }
+        theta.copy_from_slice(&trial);
+    }
+    out.copy_from_slice(&theta);
+    Ok(stats)
+}
+
+fn check_len(name: &'static str, expected: usize, found: usize) -> Result<()> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(MoeError::InvalidParam {
+            name,
+            reason: format!("expected length {expected}, found {found}"),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Linear-Gaussian
+// ---------------------------------------------------------------------------------------
+
+/// Linear regression with Gaussian noise and its own variance:
+/// $y \mid x, z = k \sim N(\beta_k^\top x, \sigma_k^2)$, in the family
+/// [`mirror::Gaussian`] (mean and variance) with natural parameter
+/// $\eta = (\gamma^\top x, \tau)$, $\gamma = \beta/\sigma^2$, $\tau = -1/(2\sigma^2)$
+/// (parameters $\vartheta = (\gamma, \tau)$, $d + 1$ values).
+///
+/// The weighted fit is closed form (weighted least squares):
+/// $$ \hat\beta = (X^\top W X + \lambda I)^{-1} X^\top W y,\qquad
+///    \hat\sigma^2 = \frac{\sum_i w_i (y_i - \hat\beta^\top x_i)^2}{\sum_i w_i}, $$
+/// with the ridge $\lambda = 0$ unless asked for ([`LinearGaussian::with_ridge`]; it is
+/// part of [`Expert::name`] and [`ExpertKind`], so it is always reported). With
+/// $\lambda = 0$ this is the exact maximiser of $Q$.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LinearGaussian {
+    ridge: f64,
+    family: mirror::Gaussian,
+}
+
+impl LinearGaussian {
+    /// Without ridge.
+    pub fn new() -> Self {
+        LinearGaussian {
+            ridge: 0.0,
+            family: mirror::Gaussian::new(),
+        }
+    }
+    /// With ridge $\lambda \ge 0$ added to every weighted Gram matrix.
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "ridge" }` unless $\lambda$ is finite and $\ge 0$.
+    pub fn with_ridge(ridge: f64) -> Result<Self> {
+        if !(ridge.is_finite() && ridge >= 0.0) {
+            return Err(MoeError::InvalidParam {
+                name: "ridge",
+                reason: format!("finite and >= 0, got {ridge}"),
+            });
+        }
+        Ok(LinearGaussian {
+            ridge,
+            family: mirror::Gaussian::new(),
+        })
+    }
+    /// The ridge $\lambda$.
+    pub fn ridge(&self) -> f64 {
+        self.ridge
+    }
+    /// $(\beta, \sigma^2) \mapsto (\gamma, \tau) = (\beta/\sigma^2, -1/(2\sigma^2))$ into
+    /// `out` ($d + 1$).
+    ///
+    /// # Errors
+    /// `InvalidParam` unless $\sigma^2 > 0$ is finite and $\beta$ is finite.
+    pub fn natural_from_beta(beta: &[f64], sigma2: f64, out: &mut [f64]) -> Result<()> {
+        if !(sigma2 > 0.0 && sigma2.is_finite()) || beta.iter().any(|b| !b.is_finite()) {
+            return Err(MoeError::InvalidParam {
+                name: "sigma2",
+                reason: format!("finite beta and variance > 0, got {sigma2}"),
+            });
+        }
+        check_len("out", beta.len() + 1, out.len())?;
+        for (o, b) in out.iter_mut().zip(beta) {
+            *o = b / sigma2;
+        }
+        out[beta.len()] = -0.5 / sigma2;
+        Ok(())
+    }
+    /// $(\gamma, \tau) \mapsto (\beta, \sigma^2) = (-\gamma/(2\tau), -1/(2\tau))$.
+    ///
+    /// # Errors
+    /// `LeftDomain` unless $\tau < 0$.
+    pub fn beta_from_natural(params: &[f64]) -> Result<(Vec<f64>, f64)> {
+        let d = params.len().saturating_sub(1);
+        let tau = params.get(d).copied().unwrap_or(f64::NAN);
+        if !(tau < 0.0 && tau.is_finite()) {
+            return Err(MoeError::LeftDomain {
+                iter: 0,
+                reason: format!("Gaussian expert precision parameter tau = {tau} must be < 0"),
+            });
+        }
+        let s2 = -0.5 / tau;
+        Ok((params[..d].iter().map(|g| g * s2).collect(), s2))
+    }
+
+    /// The closed-form M-step from merged weighted statistics $G = \sum_i w_i x_ix_i^\top$
+    /// (`gram`, $d\times d$, lower triangle read), $b = \sum_i w_i y_i x_i$,
+    /// $s = \sum_i w_i y_i^2$ and $W = \sum_i w_i$: $\hat\beta = (G + \lambda I)^{-1} b$,
+    /// $\hat\sigma^2 = (s - 2\hat\beta^\top b + \hat\beta^\top G\hat\beta)/W$, written as
+    /// natural parameters into `out`.
+    ///
+    /// # Errors
+    /// `NotPositiveDefinite { expert: usize::MAX, pivot }` if the Cholesky factorisation
+    /// fails; `NonFinite` if the weighted residual variance is not $> 0$.
+    pub fn solve_from_gram(
+        &self,
+        gram: MatRef<'_, f64>,
+        rhs: &[f64],
+        syy: f64,
+        wsum: f64,
+        out: &mut [f64],
+    ) -> Result<()> {
+        let d = rhs.len();
+        let err = |pivot| MoeError::NotPositiveDefinite {
+            expert: usize::MAX,
+            pivot,
+        };
+        if !(wsum > 0.0) {
+            return Err(err(0));
+        }
+        let beta = if self.ridge > 0.0 {
+            let g = Mat::from_fn(d, d, |a, b| {
+                gram[(a.max(b), a.min(b))] + if a == b { self.ridge } else { 0.0 }
+            });
+            cholesky_solve(g.as_ref(), rhs).map_err(err)?
+        } else {
+            cholesky_solve(gram, rhs).map_err(err)?
+        };
+        // βᵀGβ with G read from its lower triangle.
+        let mut quad = 0.0;
+        for a in 0..d {
+            let mut s = 0.0;
+            for b in 0..d {
+                s += gram[(a.max(b), a.min(b))] * beta[b];
+            }
+            quad += beta[a] * s;
+        }
+        let rss = syy - 2.0 * dot(&beta, rhs) + quad;
+        let s2 = rss / wsum;
+        if !(s2 > 0.0 && s2.is_finite()) {
+            return Err(MoeError::NonFinite {
+                what: "weighted residual variance of a linear expert (degenerate fit)",
+                iter: 0,
+            });
+        }
+        LinearGaussian::natural_from_beta(&beta, s2, out)
+    }
+}
+
+/// Merged weighted least-squares statistics of one linear expert.
+struct WlsAcc {
+    gram: Mat<f64>,
+    rhs: Vec<f64>,
+    syy: f64,
+    wsum: f64,
+    buf: Vec<f64>,
+}
+impl Mergeable for WlsAcc {
+    fn merge(&mut self, other: Self) {
+        self.gram += &other.gram;
+        for (a, b) in self.rhs.iter_mut().zip(&other.rhs) {
+            *a += b;
+        }
+        self.syy += other.syy;
+        self.wsum += other.wsum;
+    }
+}
+
+impl Expert for LinearGaussian {
+    fn name(&self) -> String {
+        if self.ridge > 0.0 {
+            format!("linear-Gaussian(ridge={})", self.ridge)
+        } else {
+            "linear-Gaussian".into()
+        }
+    }
+    fn family(&self) -> &dyn ExponentialFamily {
+        &self.family
+    }
+    fn n_regressed(&self) -> usize {
+        1
+    }
+    /// $\nabla A = (m, m^2 + v)$, Fisher $\begin{pmatrix} v & 2mv\\ 2mv & 4m^2v+2v^2\end{pmatrix}$
+    /// with $v = -1/(2\tau)$, $m = \eta_1 v$.
+    fn moments(&self, eta: &[f64], mu: &mut [f64], fisher: &mut [f64]) -> Result<()> {
+        let (m, v) = mirror::Gaussian::mean_var_from_natural(eta)?;
+        mu[0] = m;
+        mu[1] = m * m + v;
+        fisher[0] = v;
+        fisher[1] = 2.0 * m * v;
+        fisher[2] = 2.0 * m * v;
+        fisher[3] = 4.0 * m * m * v + 2.0 * v * v;
+        Ok(())
+    }
+    fn weighted_fit(
+        &self,
+        data: &Dataset,
+        weights: &[f64],
+        start: &[f64],
+        out: &mut [f64],
+    ) -> Result<InnerStats> {
+        let d = data.d();
+        check_len("start", d + 1, start.len())?;
+        check_len("out", d + 1, out.len())?;
+        check_weights(data.n(), weights)?;
+        check_targets(self, data)?;
+        let acc = fold_rows(
+            data.n(),
+            || WlsAcc {
+                gram: Mat::zeros(d, d),
+                rhs: vec![0.0; d],
+                syy: 0.0,
+                wsum: 0.0,
+                buf: vec![0.0; d * CHUNK],
+            },
+            |acc, rows| {
+                let w = &weights[rows.clone()];
+                add_weighted_gram(data, rows.clone(), w, &mut acc.buf, acc.gram.as_mut());
+                for (li, i) in rows.enumerate() {
+                    let y = data.y(i)[0];
+                    let wy = w[li] * y;
+                    for (r, xa) in acc.rhs.iter_mut().zip(data.x(i)) {
+                        *r += wy * xa;
+                    }
+                    acc.syy += wy * y;
+                    acc.wsum += w[li];
+                }
+                Ok(())
+            },
+        )?;
+        self.solve_from_gram(acc.gram.as_ref(), &acc.rhs, acc.syy, acc.wsum, out)?;
+        Ok(InnerStats {
+            iterations: 0,
+            residual: 0.0,
+            converged: true,
+            hessians: 1,
+        })
+    }
+    fn default_constants(&self, out: &mut [f64]) {
+        out[0] = -0.5;
+    }
+    fn kind(&self) -> Option<ExpertKind> {
+        Some(if self.ridge > 0.0 {
+            ExpertKind::RidgeLinear { ridge: self.ridge }
+        } else {
+            ExpertKind::Linear
+        })
+    }
+    fn linear_gaussian(&self) -> Option<&LinearGaussian> {
+        Some(self)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Logistic, Multinomial, Poisson
+// ---------------------------------------------------------------------------------------
+
+/// Logistic regression: $P(y = 1 \mid x, z = k) = \sigma(b^\top x)$ in the Bernoulli
+/// family ($\eta = b^\top x$, $\nabla A = \sigma(\eta)$, $\nabla^2 A = \sigma(1-\sigma)$).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Logistic {
+    family: mirror::Bernoulli,
+}
+
+impl Logistic {
+    /// The expert.
+    pub fn new() -> Self {
+        Logistic {
+            family: mirror::Bernoulli::new(),
+        }
+    }
+}
+
+impl Expert for Logistic {
+    fn name(&self) -> String {
+        "logistic".into()
+    }
+    fn family(&self) -> &dyn ExponentialFamily {
+        &self.family
+    }
+    fn n_regressed(&self) -> usize {
+        1
+    }
+    /// $\mu = \sigma(\eta)$, $F = \mu(1-\mu)$.
+    fn moments(&self, eta: &[f64], mu: &mut [f64], fisher: &mut [f64]) -> Result<()> {
+        let s = sigmoid(eta[0]);
+        mu[0] = s;
+        fisher[0] = s * (1.0 - s);
+        Ok(())
+    }
+    fn kind(&self) -> Option<ExpertKind> {
+        Some(ExpertKind::Logistic)
+    }
+}
+
+/// Poisson regression with log link: $y \mid x, z = k \sim \text{Poisson}(e^{b^\top x})$
+/// ($\nabla A = \nabla^2 A = e^\eta$).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Poisson {
+    family: mirror::Poisson,
+}
+
+impl Poisson {
+    /// The expert.
+    pub fn new() -> Self {
+        Poisson {
+            family: mirror::Poisson::new(),
+        }
+    }
+}
+
+impl Expert for Poisson {
+    fn name(&self) -> String {
+        "Poisson".into()
+    }
+    fn family(&self) -> &dyn ExponentialFamily {
+        &self.family
+    }
+    fn n_regressed(&self) -> usize {
+        1
+    }
+    /// $\mu = F = e^\eta$.
+    fn moments(&self, eta: &[f64], mu: &mut [f64], fisher: &mut [f64]) -> Result<()> {
+        let e = eta[0].exp();
+        if !e.is_finite() {
+            return Err(MoeError::NonFinite {
+                what: "Poisson rate",
+                iter: 0,
+            });
+        }
+        mu[0] = e;
+        fisher[0] = e;
+        Ok(())
+    }
+    fn kind(&self) -> Option<ExpertKind> {
+        Some(ExpertKind::Poisson)
+    }
+}
+
+/// Multinomial logistic regression over $C$ classes (reference class $C-1$):
+/// $P(y = c \mid x, z = k) = \operatorname{softmax}(b_0^\top x, \dots, b_{C-2}^\top x, 0)_c$
+/// in the [`mirror::Categorical`] family; all $C - 1$ components are regressed.
+/// [`Expert::predict_mean`] returns the $C$ class probabilities.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Multinomial {
+    family: mirror::Categorical,
+}
+
+impl Multinomial {
+    /// The expert with `classes` classes.
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "classes" }` if `classes < 2`.
+    pub fn new(classes: usize) -> Result<Self> {
+        let family = mirror::Categorical::new(classes).map_err(|_| MoeError::InvalidParam {
+            name: "classes",
+            reason: format!("at least 2 classes, got {classes}"),
+        })?;
+        Ok(Multinomial { family })
+    }
+    /// Number of classes $C$.
+    pub fn classes(&self) -> usize {
+        self.family.classes()
+    }
+}
+
+impl Expert for Multinomial {
+    fn name(&self) -> String {
+        format!("multinomial(C={})", self.classes())
+    }
+    fn family(&self) -> &dyn ExponentialFamily {
+        &self.family
+    }
+    fn n_regressed(&self) -> usize {
+        self.classes() - 1
+    }
+    /// $\mu_j = p_j = e^{\eta_j}/(1 + \sum_l e^{\eta_l})$, $F = \operatorname{diag}(p) - pp^\top$.
+    fn moments(&self, eta: &[f64], mu: &mut [f64], fisher: &mut [f64]) -> Result<()> {
+        let m = eta.iter().copied().fold(0.0f64, f64::max);
+        let s = (-m).exp() + eta.iter().map(|e| (e - m).exp()).sum::<f64>();
+        for (u, e) in mu.iter_mut().zip(eta) {
+            *u = (e - m).exp() / s;
+        }
+        let p = eta.len();
+        for a in 0..p {
+            for b in 0..p {
+                fisher[a * p + b] = if a == b {
+                    mu[a] * (1.0 - mu[a])
+                } else {
+                    -mu[a] * mu[b]
+                };
+            }
+        }
+        Ok(())
+    }
+    fn predict_dim(&self) -> usize {
+        self.classes()
+    }
+    /// All $C$ class probabilities.
+    fn predict_mean(&self, params: &[f64], x: &[f64], out: &mut [f64]) -> Result<()> {
+        let c = self.classes();
+        let mut eta = vec![0.0; c - 1];
+        self.natural(params, x, &mut eta);
+        let probs = self.family.probabilities(&eta)?;
+        out[..c].copy_from_slice(&probs);
+        Ok(())
+    }
+    fn kind(&self) -> Option<ExpertKind> {
+        Some(ExpertKind::Multinomial {
+            classes: self.classes(),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Glm: any family
+// ---------------------------------------------------------------------------------------
+
+/// A GLM expert on any [`ExponentialFamily`] (a researcher's own, e.g. a Gamma family):
+/// the first `n_regressed` natural components are linear in $x$, the others are
+/// constants. Fitted by [`glm_newton`]. Not serialisable ([`Expert::kind`] is `None`).
+#[derive(Clone)]
+pub struct Glm {
+    family: Arc<dyn ExponentialFamily>,
+    n_regressed: usize,
+    constants: Vec<f64>,
+}
+
+impl std::fmt::Debug for Glm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Glm")
+            .field("family", &self.family.name())
+            .field("n_regressed", &self.n_regressed)
+            .field("constants", &self.constants)
+            .finish()
+    }
+}
+
+impl Glm {
+    /// Every natural component regressed on $x$ (canonical link in each component).
+    pub fn new(family: Arc<dyn ExponentialFamily>) -> Self {
+        let p = family.dim();
+        Glm {
+            family,
+            n_regressed: p,
+            constants: Vec::new(),
+        }
+    }
+    /// The first `n_regressed` components regressed, the others constant, starting at
+    /// `constants` (which must make a valid natural parameter together with any
+    /// regressed values, e.g. a Gamma shape).
+    ///
+    /// # Errors
+    /// `InvalidParam` if `n_regressed > dim` or `constants.len() != dim - n_regressed`.
+    pub fn with_constants(
+        family: Arc<dyn ExponentialFamily>,
+        n_regressed: usize,
+        constants: Vec<f64>,
+    ) -> Result<Self> {
+        let p = family.dim();
+        if n_regressed > p || constants.len() != p - n_regressed {
+            return Err(MoeError::InvalidParam {
+                name: "n_regressed",
+                reason: format!(
+                    "n_regressed <= {p} and {} constants, got {n_regressed} and {}",
+                    p.saturating_sub(n_regressed),
+                    constants.len()
+                ),
+            });
+        }
+        Ok(Glm {
+            family,
+            n_regressed,
+            constants,
+        })
+    }
+}
+
+impl Expert for Glm {
+    fn name(&self) -> String {
+        format!("GLM({})", self.family.name())
+    }
+    fn family(&self) -> &dyn ExponentialFamily {
+        self.family.as_ref()
+    }
+    fn n_regressed(&self) -> usize {
+        self.n_regressed
+    }
+    fn default_constants(&self, out: &mut [f64]) {
+        out.copy_from_slice(&self.constants);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn data(n: usize, d: usize, seed: u64, y: impl Fn(&[f64], &mut ChaCha8Rng) -> f64) -> Dataset {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut xs = Vec::new();
+        let mut ys = Vec::new();
+        for _ in 0..n {
+            let mut x = vec![1.0];
+            for _ in 1..d {
+                x.push(StandardNormal.sample(&mut rng));
+            }
+            ys.push(y(&x, &mut rng));
+            xs.extend(x);
+        }
+        Dataset::from_rows(&xs, d, &ys, 1).unwrap()
+    }
+
+    #[test]
+    fn experts_are_send_sync() {
+        fn ok<T: Send + Sync>() {}
+        ok::<LinearGaussian>();
+        ok::<Logistic>();
+        ok::<Multinomial>();
+        ok::<Poisson>();
+        ok::<Glm>();
+    }
+
+    #[test]
+    fn moments_match_family() {
+        let experts: Vec<(Box<dyn Expert>, Vec<f64>)> = vec![
+            (Box::new(LinearGaussian::new()), vec![0.7, -0.3]),
+            (Box::new(Logistic::new()), vec![1.3]),
+            (Box::new(Poisson::new()), vec![0.4]),
+            (Box::new(Multinomial::new(4).unwrap()), vec![0.2, -1.0, 0.5]),
+        ];
+        for (e, eta) in experts {
+            let p = eta.len();
+            let (mut mu, mut f) = (vec![0.0; p], vec![0.0; p * p]);
+            e.moments(&eta, &mut mu, &mut f).unwrap();
+            let mut mu2 = vec![0.0; p];
+            e.family().mean(&eta, &mut mu2).unwrap();
+            let f2 = e.family().fisher(&eta).unwrap();
+            for a in 0..p {
+                assert!((mu[a] - mu2[a]).abs() < 1e-12, "{}", e.name());
+                for b in 0..p {
+                    assert!((f[a * p + b] - f2[(a, b)]).abs() < 1e-12, "{}", e.name());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn natural_vjp_matches_finite_differences() {
+        let e = Multinomial::new(3).unwrap();
+        let d = 3;
+        let params = vec![0.1, 0.2, -0.3, 0.5, -0.1, 0.4];
+        let x = [1.0, -0.5, 2.0];
+        let v = [0.3, -0.7];
+        let mut g = vec![0.0; 6];
+        e.natural_vjp(&params, &x, &v, &mut g);
+        for j in 0..6 {
+            let h = 1e-6;
+            let (mut pp, mut pm) = (params.clone(), params.clone());
+            pp[j] += h;
+            pm[j] -= h;
+            let (mut ep, mut em) = (vec![0.0; 2], vec![0.0; 2]);
+            e.natural(&pp, &x, &mut ep);
+            e.natural(&pm, &x, &mut em);
+            let fd: f64 = (0..2).map(|a| v[a] * (ep[a] - em[a]) / (2.0 * h)).sum();
+            assert!((fd - g[j]).abs() < 1e-8);
+        }
+        assert_eq!(e.n_params(d), 6);
+    }
+
+    #[test]
+    fn linear_weighted_fit_equals_newton_on_same_objective() {
+        let ds = data(300, 3, 1, |x, r| {
+            let e: f64 = StandardNormal.sample(r);
+            1.0 + 2.0 * x[1] - x[2] + 0.5 * e
+        });
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let w: Vec<f64> = (0..300)
+            .map(|_| rand::Rng::random::<f64>(&mut rng))
+            .collect();
+        let lg = LinearGaussian::new();
+        let mut closed = vec![0.0; 4];
+        lg.weighted_fit(&ds, &w, &[0.0, 0.0, 0.0, -0.5], &mut closed)
+            .unwrap();
+        // The generic Newton on the same concave objective (independent path).
+        let mut newton = vec![0.0; 4];
+        let st = glm_newton(
+            &lg,
+            &ds,
+            &w,
+            &[0.0, 0.0, 0.0, -0.5],
+            &mut newton,
+            1e-11,
+            100,
+        )
+        .unwrap();
+        assert!(st.converged);
+        for j in 0..4 {
+            assert!(
+                (closed[j] - newton[j]).abs() < 1e-7 * (1.0 + closed[j].abs()),
+                "{closed:?} {newton:?}"
+            );
+        }
+        let (beta, s2) = LinearGaussian::beta_from_natural(&closed).unwrap();
+        assert!((beta[1] - 2.0).abs() < 0.2 && (s2 - 0.25).abs() < 0.1);
+    }
+
+    #[test]
+    fn logistic_newton_stationary_and_beats_perturbations() {
+        let ds = data(400, 2, 3, |x, r| {
+            let p = sigmoid(0.5 - 1.5 * x[1]);
+            if rand::Rng::random::<f64>(r) < p {
+                1.0
+            } else {
+                0.0
+            }
+        });
+        let w = vec![1.0; 400];
+        let e = Logistic::new();
+        let mut out = vec![0.0; 2];
+        let st = e.weighted_fit(&ds, &w, &[0.0, 0.0], &mut out).unwrap();
+        assert!(st.converged && st.residual <= INNER_TOL && st.iterations > 0);
+        let q = |p: &[f64]| glm_pass(&e, &ds, &w, p, false).unwrap().q;
+        let q0 = q(&out);
+        for dv in [[1e-3, 0.0], [0.0, -1e-3], [1e-3, 1e-3]] {
+            assert!(q0 > q(&[out[0] + dv[0], out[1] + dv[1]]));
+        }
+    }
+
+    #[test]
+    fn bad_inputs_give_typed_errors() {
+        assert!(matches!(
+            Multinomial::new(1),
+            Err(MoeError::InvalidParam {
+                name: "classes",
+                ..
+            })
+        ));
+        assert!(matches!(
+            LinearGaussian::with_ridge(-1.0),
+            Err(MoeError::InvalidParam { name: "ridge", .. })
+        ));
+        let ds = Dataset::from_rows(&[1.0, 1.0, 1.0], 1, &[0.0, 2.0, 1.0], 1).unwrap();
+        let mut out = vec![0.0];
+        let e = Logistic::new()
+            .weighted_fit(&ds, &[1.0; 3], &[0.0], &mut out)
+            .unwrap_err();
+        assert!(matches!(e, MoeError::InvalidData { row: Some(1), .. }));
+        let ds = Dataset::from_rows(&[1.0, 1.0], 1, &[0.0, 1.0], 1).unwrap();
+        let e = Logistic::new()
+            .weighted_fit(&ds, &[0.0, 0.0], &[0.0], &mut out)
+            .unwrap_err();
+        assert!(matches!(e, MoeError::NotPositiveDefinite { .. }));
+        let e = Logistic::new()
+            .weighted_fit(&ds, &[1.0, -1.0], &[0.0], &mut out)
+            .unwrap_err();
+        assert!(matches!(e, MoeError::InvalidData { row: Some(1), .. }));
+    }
+}

@@ -1,0 +1,600 @@
+//! Mixtures of experts as conditional exponential families.
+//!
+//! **Model.** $K$ experts of one [`Expert`] type with family $F$ (natural dimension $p$,
+//! statistic $T_F$, log-partition $A_F$), gate logits $g_k(x)$ (softmax gate
+//! $g_k = w_k^\top x$ with $w_{K-1} = 0$, or constant logits for a mixture of regressions),
+//! $$ p(y \mid x;\theta) = \sum_k \pi_k(x)\, p_F\big(y;\eta_k(x)\big),\qquad
+//!    \pi_k(x) = \operatorname{softmax}_k g(x). $$
+//!
+//! **Complete-data family** ([`MixtureFamily`], over the observation $(y, z)$):
+//! $$ T(y, z) = (e_z,\ e_z\otimes T_F(y)),\qquad h(y,z) = h_F(y),\qquad
+//!    \varphi = (a_0, \dots, a_{K-1}, \eta_0, \dots, \eta_{K-1}), $$
+//! $$ A(\varphi) = \operatorname{LSE}_k\big(a_k + A_F(\eta_k)\big),\qquad
+//!    \nabla A(\varphi) = (\rho_k,\ \rho_k\nabla A_F(\eta_k))_k,\quad
+//!    \rho = \operatorname{softmax}_k(a_k + A_F(\eta_k)), $$
+//! $$ \nabla^2 A(\varphi) = \operatorname{blockdiag}_k\Big(\rho_k\begin{pmatrix}1 & \mu_k^\top\\
+//!    \mu_k & \nabla^2A_F(\eta_k) + \mu_k\mu_k^\top\end{pmatrix}\Big) - \nabla A\,\nabla A^\top
+//!    \quad(\mu_k = \nabla A_F(\eta_k), \text{ rows/cols regrouped}). $$
+//! With all $K$ indicators the family is **not minimal** in the $a$-part (adding a constant
+//! to every $a_k$ leaves the law unchanged), so $\nabla^2 A$ is singular along
+//! $(1, \dots, 1, 0)$ and $\nabla A^*$ returns the representative with $A(\varphi) = 0$.
+//!
+//! **Realisation** ([`MixtureOfExperts`] as a [`ConditionalFamily`]):
+//! $\eta_k = \eta_k(x_i)$ the expert's natural parameter and
+//! $a_k = g_k(x_i) - A_F(\eta_k)$, so that $A(\varphi_i) = \operatorname{LSE}_k g_k(x_i)$ and
+//! $p(z = k \mid x_i) = \pi_k(x_i)$. This map is curved in the expert parameters (for
+//! linear experts $a_k$ contains $-(\gamma_k^\top x)^2/(4\tau_k)$).
+//!
+//! **Parameter layout** (flattened $\theta$): the gate block — $(K-1)d$ values
+//! $(w_0, \dots, w_{K-2})$ for [`Gating::Softmax`], $K-1$ logits for [`Gating::Constant`] —
+//! then the $K$ expert blocks of [`Expert::n_params`]$(d)$ values each.
+
+use crate::conditional::ConditionalFamily;
+use crate::error::{MoeError, Result};
+use crate::expert::{Expert, ExpertKind};
+use crate::gate::softmax_gate_logits;
+use faer::Mat;
+use mirror::special::{log_sum_exp, softmax_in_place};
+use mirror::{ExponentialFamily, MirrorError};
+use rand::{Rng, RngCore};
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// How the mixing weights depend on $x$.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Gating {
+    /// Softmax gate on the features, reference expert $K-1$.
+    Softmax,
+    /// Mixing weights independent of $x$ (mixture of regressions): $K-1$ logits.
+    Constant,
+}
+
+/// The serialisable description of a mixture of built-in experts (model I/O).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MoeSpec {
+    /// The expert type.
+    pub expert: ExpertKind,
+    /// $K$.
+    pub n_experts: usize,
+    /// $d$ (including an intercept column if the data has one).
+    pub n_features: usize,
+    /// The gating.
+    pub gating: Gating,
+}
+
+/// The complete-data family of a mixture of $K$ experts over $(y, z)$; see the
+/// [module documentation](self). Observation: the $q$ target entries, then $z$.
+#[derive(Debug, Clone)]
+pub struct MixtureFamily {
+    expert: Arc<dyn Expert>,
+    k: usize,
+}
+
+impl MixtureFamily {
+    /// The family of $K$ components of `expert`'s family.
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "n_experts" }` if $K = 0$.
+    pub fn new(expert: Arc<dyn Expert>, k: usize) -> Result<Self> {
+        if k == 0 {
+            return Err(MoeError::InvalidParam {
+                name: "n_experts",
+                reason: "at least one expert".into(),
+            });
+        }
+        Ok(MixtureFamily { expert, k })
+    }
+    fn p(&self) -> usize {
+        self.expert.family().dim()
+    }
+    fn q(&self) -> usize {
+        self.expert.family().obs_dim()
+    }
+    fn eta<'a>(&self, phi: &'a [f64], k: usize) -> &'a [f64] {
+        let p = self.p();
+        &phi[self.k + k * p..self.k + (k + 1) * p]
+    }
+    /// $a_k + A_F(\eta_k)$ for every $k$ into `out`.
+    fn component_logits(&self, phi: &[f64], out: &mut [f64]) -> mirror::Result<()> {
+        if !self.in_natural_domain(phi) {
+            return Err(MirrorError::OutsideDomain {
+                what: "natural parameter",
+                reason: format!("not in the natural domain of {}", self.name()),
+            });
+        }
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = phi[k] + self.expert.family().log_partition(self.eta(phi, k))?;
+        }
+        Ok(())
+    }
+}
+
+impl ExponentialFamily for MixtureFamily {
+    fn name(&self) -> String {
+        format!("mixture of {} × {}", self.k, self.expert.family().name())
+    }
+    fn dim(&self) -> usize {
+        self.k * (1 + self.p())
+    }
+    fn obs_dim(&self) -> usize {
+        self.q() + 1
+    }
+    fn in_support(&self, s: &[f64]) -> bool {
+        let q = self.q();
+        s.len() == q + 1
+            && s[q] >= 0.0
+            && s[q] < self.k as f64
+            && s[q].fract() == 0.0
+            && self.expert.family().in_support(&s[..q])
+    }
+    fn in_natural_domain(&self, phi: &[f64]) -> bool {
+        phi.len() == self.dim()
+            && phi[..self.k].iter().all(|a| a.is_finite())
+            && (0..self.k).all(|k| self.expert.family().in_natural_domain(self.eta(phi, k)))
+    }
+    /// $\mu = (\rho, \rho_k m_k)$ with $\rho$ in the open simplex and each $m_k$ in $F$'s
+    /// mean domain.
+    fn in_mean_domain(&self, mu: &[f64]) -> bool {
+        if mu.len() != self.dim() {
+            return false;
+        }
+        let rho = &mu[..self.k];
+        let s: f64 = rho.iter().sum();
+        if !(rho.iter().all(|r| *r > 0.0) && (s - 1.0).abs() < 1e-9) {
+            return false;
+        }
+        let p = self.p();
+        (0..self.k).all(|k| {
+            let m: Vec<f64> = mu[self.k + k * p..self.k + (k + 1) * p]
+                .iter()
+                .map(|v| v / rho[k])
+                .collect();
+            self.expert.family().in_mean_domain(&m)
+        })
+    }
+    /// $T(y, z) = (e_z, e_z \otimes T_F(y))$.
+    fn sufficient_stats(&self, s: &[f64], t: &mut [f64]) {
+        let (q, p) = (self.q(), self.p());
+        t.iter_mut().for_each(|v| *v = 0.0);
+        let z = s[q] as usize;
+        t[z] = 1.0;
+        self.expert
+            .family()
+            .sufficient_stats(&s[..q], &mut t[self.k + z * p..self.k + (z + 1) * p]);
+    }
+    /// $\log h(y, z) = \log h_F(y)$.
+    fn log_base_measure(&self, s: &[f64]) -> f64 {
+        self.expert.family().log_base_measure(&s[..self.q()])
+    }
+    /// $A(\varphi) = \operatorname{LSE}_k(a_k + A_F(\eta_k))$.
+    fn log_partition(&self, phi: &[f64]) -> mirror::Result<f64> {
+        let mut c = vec![0.0; self.k];
+        self.component_logits(phi, &mut c)?;
+        Ok(log_sum_exp(&c))
+    }
+    /// $\nabla A = (\rho_k, \rho_k\nabla A_F(\eta_k))$.
+    fn mean(&self, phi: &[f64], mu: &mut [f64]) -> mirror::Result<()> {
+        let p = self.p();
+        let mut rho = vec![0.0; self.k];
+        self.component_logits(phi, &mut rho)?;
+        softmax_in_place(&mut rho);
+        for k in 0..self.k {
+            mu[k] = rho[k];
+            let block = &mut mu[self.k + k * p..self.k + (k + 1) * p];
+            self.expert.family().mean(self.eta(phi, k), block)?;
+            block.iter_mut().for_each(|v| *v *= rho[k]);
+        }
+        Ok(())
+    }
+    /// $\nabla^2 A = E[TT^\top] - \nabla A\nabla A^\top$ with the block-diagonal second
+    /// moment of the module documentation.
+    fn fisher(&self, phi: &[f64]) -> mirror::Result<Mat<f64>> {
+        let (k, p) = (self.k, self.p());
+        let dim = self.dim();
+        let mut mu = vec![0.0; dim];
+        self.mean(phi, &mut mu)?;
+        let mut h = Mat::from_fn(dim, dim, |a, b| -mu[a] * mu[b]);
+        for c in 0..k {
+            let rho = mu[c];
+            let eta = self.eta(phi, c);
+            let fam = self.expert.family();
+            let mut m = vec![0.0; p];
+            fam.mean(eta, &mut m)?;
+            let f = fam.fisher(eta)?;
+            let off = k + c * p;
+            h[(c, c)] += rho;
+            for j in 0..p {
+                h[(c, off + j)] += rho * m[j];
+                h[(off + j, c)] += rho * m[j];
+                for l in 0..p {
+                    h[(off + j, off + l)] += rho * (f[(j, l)] + m[j] * m[l]);
+                }
+            }
+        }
+        Ok(h)
+    }
+    /// $z \sim \operatorname{softmax}(a_k + A_F(\eta_k))$, then $y \sim F(\eta_z)$.
+    fn sample(&self, phi: &[f64], rng: &mut dyn RngCore, s: &mut [f64]) -> mirror::Result<()> {
+        let mut rho = vec![0.0; self.k];
+        self.component_logits(phi, &mut rho)?;
+        softmax_in_place(&mut rho);
+        let z = draw_index(&rho, rng);
+        let q = self.q();
+        self.expert
+            .family()
+            .sample(self.eta(phi, z), rng, &mut s[..q])?;
+        s[q] = z as f64;
+        Ok(())
+    }
+    /// The representative with $A(\varphi) = 0$: $\eta_k = \nabla A_F^*(\mu_k/\rho_k)$,
+    /// $a_k = \log\rho_k - A_F(\eta_k)$.
+    fn natural_from_mean(&self, mu: &[f64], phi: &mut [f64]) -> mirror::Result<()> {
+        if !self.in_mean_domain(mu) {
+            return Err(MirrorError::OutsideDomain {
+                what: "mean parameter",
+                reason: format!("not in the mean domain of {}", self.name()),
+            });
+        }
+        let (k, p) = (self.k, self.p());
+        for c in 0..k {
+            let rho = mu[c];
+            let m: Vec<f64> = mu[k + c * p..k + (c + 1) * p]
+                .iter()
+                .map(|v| v / rho)
+                .collect();
+            let fam = self.expert.family();
+            fam.natural_from_mean(&m, &mut phi[k + c * p..k + (c + 1) * p])?;
+            phi[c] = rho.ln() - fam.log_partition(&phi[k + c * p..k + (c + 1) * p])?;
+        }
+        Ok(())
+    }
+}
+
+fn draw_index(probs: &[f64], rng: &mut dyn RngCore) -> usize {
+    let u: f64 = rng.random::<f64>();
+    let mut acc = 0.0;
+    for (j, p) in probs.iter().enumerate() {
+        acc += p;
+        if u < acc {
+            return j;
+        }
+    }
+    probs
+        .iter()
+        .rposition(|p| *p > 0.0)
+        .unwrap_or(probs.len() - 1)
+}
+
+/// A mixture of $K$ experts with softmax or constant gating; see the
+/// [module documentation](self).
+#[derive(Debug, Clone)]
+pub struct MixtureOfExperts {
+    expert: Arc<dyn Expert>,
+    k: usize,
+    d: usize,
+    gating: Gating,
+    family: MixtureFamily,
+}
+
+impl MixtureOfExperts {
+    /// $K$ experts of type `expert` on $d$ features.
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "n_experts" }` if $K = 0$, `InvalidParam { name: "n_features" }`
+    /// if $d = 0$.
+    pub fn new(
+        expert: Arc<dyn Expert>,
+        n_experts: usize,
+        n_features: usize,
+        gating: Gating,
+    ) -> Result<Self> {
+        if n_features == 0 {
+            return Err(MoeError::InvalidParam {
+                name: "n_features",
+                reason: "at least one feature (use an intercept column for a plain mixture)".into(),
+            });
+        }
+        let family = MixtureFamily::new(expert.clone(), n_experts)?;
+        Ok(MixtureOfExperts {
+            expert,
+            k: n_experts,
+            d: n_features,
+            gating,
+            family,
+        })
+    }
+    /// Builds the model from its serialisable description.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new) and [`ExpertKind::build`].
+    pub fn from_spec(spec: &MoeSpec) -> Result<Self> {
+        MixtureOfExperts::new(
+            spec.expert.build()?,
+            spec.n_experts,
+            spec.n_features,
+            spec.gating,
+        )
+    }
+    /// The serialisable description.
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "expert" }` for a custom expert (e.g. [`crate::expert::Glm`]).
+    pub fn spec(&self) -> Result<MoeSpec> {
+        let expert = self.expert.kind().ok_or_else(|| MoeError::InvalidParam {
+            name: "expert",
+            reason: format!("custom expert `{}` is not serialisable", self.expert.name()),
+        })?;
+        Ok(MoeSpec {
+            expert,
+            n_experts: self.k,
+            n_features: self.d,
+            gating: self.gating,
+        })
+    }
+    /// $K$.
+    pub fn n_experts(&self) -> usize {
+        self.k
+    }
+    /// The expert type.
+    pub fn expert(&self) -> &Arc<dyn Expert> {
+        &self.expert
+    }
+    /// The gating.
+    pub fn gating(&self) -> Gating {
+        self.gating
+    }
+    /// The complete-data family.
+    pub fn mixture_family(&self) -> &MixtureFamily {
+        &self.family
+    }
+    /// Length of the gate block.
+    pub fn gate_len(&self) -> usize {
+        match self.gating {
+            Gating::Softmax => (self.k - 1) * self.d,
+            Gating::Constant => self.k - 1,
+        }
+    }
+    /// Length of one expert block.
+    pub fn expert_len(&self) -> usize {
+        self.expert.n_params(self.d)
+    }
+    /// The gate block of $\theta$.
+    pub fn gate_block<'a>(&self, theta: &'a [f64]) -> &'a [f64] {
+        &theta[..self.gate_len()]
+    }
+    /// Expert $k$'s block of $\theta$.
+    pub fn expert_block<'a>(&self, theta: &'a [f64], k: usize) -> &'a [f64] {
+        let s = self.gate_len() + k * self.expert_len();
+        &theta[s..s + self.expert_len()]
+    }
+    /// Mutable expert block.
+    pub fn expert_block_mut<'a>(&self, theta: &'a mut [f64], k: usize) -> &'a mut [f64] {
+        let s = self.gate_len() + k * self.expert_len();
+        let e = self.expert_len();
+        &mut theta[s..s + e]
+    }
+    /// Gate logits $g_k(x)$ (length $K$, $g_{K-1} = 0$).
+    pub fn gate_logits(&self, theta: &[f64], x: &[f64], out: &mut [f64]) {
+        let w = self.gate_block(theta);
+        match self.gating {
+            Gating::Softmax => softmax_gate_logits(w, x, out),
+            Gating::Constant => {
+                out[..self.k - 1].copy_from_slice(w);
+                out[self.k - 1] = 0.0;
+            }
+        }
+    }
+    /// Gate probabilities $\pi_k(x)$.
+    pub fn gate_probs(&self, theta: &[f64], x: &[f64], out: &mut [f64]) {
+        self.gate_logits(theta, x, out);
+        softmax_in_place(out);
+    }
+    /// Expert $k$'s natural parameter $\eta_k(x)$.
+    pub fn expert_natural(&self, theta: &[f64], k: usize, x: &[f64], eta: &mut [f64]) {
+        self.expert.natural(self.expert_block(theta, k), x, eta);
+    }
+    /// $\log p(y \mid x;\theta) = \operatorname{LSE}_k\big(\log\pi_k(x) + \log p_F(y;\eta_k(x))\big)$.
+    ///
+    /// # Errors
+    /// `Mirror` if an expert's natural parameter leaves its domain; `InvalidParam` on a
+    /// wrong length.
+    pub fn log_predictive(&self, theta: &[f64], x: &[f64], y: &[f64]) -> Result<f64> {
+        self.check_theta(theta)?;
+        let mut g = vec![0.0; self.k];
+        self.gate_logits(theta, x, &mut g);
+        let lse = log_sum_exp(&g);
+        let mut eta = vec![0.0; self.family.p()];
+        for k in 0..self.k {
+            self.expert_natural(theta, k, x, &mut eta);
+            g[k] += self.expert.family().log_density(&eta, y)? - lse;
+        }
+        Ok(log_sum_exp(&g))
+    }
+    /// Draws $(y, z)$ given $x$: $z \sim \pi(x)$, $y \sim F(\eta_z(x))$.
+    ///
+    /// # Errors
+    /// As the family's sampler; `InvalidParam` on a wrong length.
+    pub fn sample(
+        &self,
+        theta: &[f64],
+        x: &[f64],
+        rng: &mut dyn RngCore,
+    ) -> Result<(Vec<f64>, usize)> {
+        self.check_theta(theta)?;
+        let mut pi = vec![0.0; self.k];
+        self.gate_probs(theta, x, &mut pi);
+        let z = draw_index(&pi, rng);
+        let mut eta = vec![0.0; self.family.p()];
+        self.expert_natural(theta, z, x, &mut eta);
+        let mut y = vec![0.0; self.family.q()];
+        self.expert.family().sample(&eta, rng, &mut y)?;
+        Ok((y, z))
+    }
+    /// Random parameters: gate entries $\sim N(0, \text{scale}^2)$, experts from
+    /// [`Expert::init_params`].
+    pub fn random_params(&self, rng: &mut dyn RngCore, scale: f64) -> Vec<f64> {
+        let mut theta = vec![0.0; self.n_params()];
+        for v in theta[..self.gate_len()].iter_mut() {
+            let z: f64 = StandardNormal.sample(rng);
+            *v = scale * z;
+        }
+        for k in 0..self.k {
+            let d = self.d;
+            let e = self.expert.clone();
+            e.init_params(d, rng, scale, self.expert_block_mut(&mut theta, k));
+        }
+        theta
+    }
+    pub(crate) fn check_theta(&self, theta: &[f64]) -> Result<()> {
+        if theta.len() != self.n_params() {
+            return Err(MoeError::InvalidParam {
+                name: "theta",
+                reason: format!(
+                    "expected {} parameters, found {}",
+                    self.n_params(),
+                    theta.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl ConditionalFamily for MixtureOfExperts {
+    fn complete(&self) -> &dyn ExponentialFamily {
+        &self.family
+    }
+    fn n_latent(&self) -> usize {
+        self.k
+    }
+    fn n_params(&self) -> usize {
+        self.gate_len() + self.k * self.expert_len()
+    }
+    fn n_features(&self) -> usize {
+        self.d
+    }
+    /// $\varphi_i = (g_k(x_i) - A_F(\eta_k(x_i)),\ \eta_k(x_i))_k$; an expert parameter
+    /// outside $F$'s domain gives $a_k = $ NaN (rejected downstream by the domain checks).
+    fn realise(&self, theta: &[f64], x: &[f64], phi: &mut [f64]) {
+        let (k, p) = (self.k, self.family.p());
+        self.gate_logits(theta, x, &mut phi[..k]);
+        for c in 0..k {
+            let eta = &mut phi[k + c * p..k + (c + 1) * p];
+            self.expert.natural(self.expert_block(theta, c), x, eta);
+            let a = self.expert.family().log_partition(eta).unwrap_or(f64::NAN);
+            phi[c] -= a;
+        }
+    }
+    /// $\nabla_{w_k} \mathrel{+}= v_{a_k} x$ (softmax gate) or $\nabla_{a_k} \mathrel{+}= v_{a_k}$
+    /// (constant), and for expert $k$ the expert VJP of
+    /// $v_{\eta_k} - v_{a_k}\nabla A_F(\eta_k)$.
+    fn realise_vjp(&self, theta: &[f64], x: &[f64], v: &[f64], grad: &mut [f64]) {
+        let (k, p, d) = (self.k, self.family.p(), self.d);
+        let gl = self.gate_len();
+        for c in 0..k - 1 {
+            match self.gating {
+                Gating::Softmax => {
+                    for (g, xa) in grad[c * d..(c + 1) * d].iter_mut().zip(x) {
+                        *g += v[c] * xa;
+                    }
+                }
+                Gating::Constant => grad[c] += v[c],
+            }
+        }
+        let mut eta = vec![0.0; p];
+        let mut mu = vec![0.0; p];
+        let el = self.expert_len();
+        for c in 0..k {
+            let block = self.expert_block(theta, c);
+            self.expert.natural(block, x, &mut eta);
+            if self.expert.family().mean(&eta, &mut mu).is_err() {
+                mu.iter_mut().for_each(|m| *m = f64::NAN);
+            }
+            let vv = &v[k + c * p..k + (c + 1) * p];
+            for j in 0..p {
+                mu[j] = vv[j] - v[c] * mu[j];
+            }
+            let s = gl + c * el;
+            self.expert.natural_vjp(block, x, &mu, &mut grad[s..s + el]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expert::{LinearGaussian, Logistic, Multinomial};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn send_sync_debug() {
+        fn ok<T: Send + Sync + std::fmt::Debug>() {}
+        ok::<MixtureOfExperts>();
+        ok::<MixtureFamily>();
+    }
+
+    #[test]
+    fn constructor_validates() {
+        let e: Arc<dyn Expert> = Arc::new(LinearGaussian::new());
+        assert!(matches!(
+            MixtureOfExperts::new(e.clone(), 0, 2, Gating::Softmax),
+            Err(MoeError::InvalidParam {
+                name: "n_experts",
+                ..
+            })
+        ));
+        assert!(matches!(
+            MixtureOfExperts::new(e, 2, 0, Gating::Softmax),
+            Err(MoeError::InvalidParam {
+                name: "n_features",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn spec_round_trip() {
+        let m = MixtureOfExperts::new(
+            Arc::new(Multinomial::new(3).unwrap()),
+            2,
+            4,
+            Gating::Constant,
+        )
+        .unwrap();
+        let spec = m.spec().unwrap();
+        let json = serde_json::to_string(&spec).unwrap();
+        let back: MoeSpec = serde_json::from_str(&json).unwrap();
+        let m2 = MixtureOfExperts::from_spec(&back).unwrap();
+        assert_eq!(m2.spec().unwrap(), spec);
+        assert_eq!(m2.n_params(), m.n_params());
+        let g = crate::expert::Glm::new(Arc::new(mirror::Poisson::new()));
+        let m = MixtureOfExperts::new(Arc::new(g), 2, 2, Gating::Softmax).unwrap();
+        assert!(matches!(
+            m.spec(),
+            Err(MoeError::InvalidParam { name: "expert", .. })
+        ));
+    }
+
+    #[test]
+    fn realised_log_partition_is_gate_lse_and_posterior_prior_is_gate() {
+        let m = MixtureOfExperts::new(Arc::new(Logistic::new()), 3, 2, Gating::Softmax).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let theta = m.random_params(&mut rng, 1.0);
+        let x = [1.0, -0.7];
+        let mut phi = vec![0.0; m.complete().dim()];
+        m.realise(&theta, &x, &mut phi);
+        let mut g = vec![0.0; 3];
+        m.gate_logits(&theta, &x, &mut g);
+        let a = m.complete().log_partition(&phi).unwrap();
+        assert!((a - log_sum_exp(&g)).abs() < 1e-12);
+        let mut mu = vec![0.0; m.complete().dim()];
+        m.complete().mean(&phi, &mut mu).unwrap();
+        let mut pi = vec![0.0; 3];
+        m.gate_probs(&theta, &x, &mut pi);
+        for k in 0..3 {
+            assert!((mu[k] - pi[k]).abs() < 1e-12);
+        }
+    }
+}
