@@ -10,8 +10,8 @@
 //!   with equality iff $a = b$ when $\psi$ is strictly convex.
 //! * **Exponential family** ([`ExponentialFamily`]):
 //!   $p(s;\theta) = h(s)\exp(\langle T(s),\theta\rangle - A(\theta))$, mean
-//!   $\mu = \nabla A(\theta) = \mathbb E_\theta[T]$, Fisher information
-//!   $\nabla^2 A(\theta) = \operatorname{Cov}_\theta[T]$.
+//!   $\mu = \nabla A(\theta) = \mathbb E_\theta\[T\]$, Fisher information
+//!   $\nabla^2 A(\theta) = \operatorname{Cov}_\theta\[T\]$.
 //! * **KL is the swapped Bregman divergence of the log-partition**:
 //!   $\mathrm{KL}(p_{\theta_1}\|p_{\theta_2}) = D_A(\theta_2, \theta_1)$.
 //! * **Duality**: with the conjugate $A^*(\mu) = \sup_\theta \langle\mu,\theta\rangle - A(\theta)$,

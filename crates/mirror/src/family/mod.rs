@@ -5,8 +5,8 @@
 //! \qquad \theta \in \Omega = \{\theta : A(\theta) < \infty\}, $$
 //! with sufficient statistic $T$, base measure $h$ and log-partition
 //! $A(\theta) = \log \int h(s) e^{\langle T(s), \theta\rangle}\,ds$. Its derivatives are the
-//! moments of $T$: the mean parameter $\mu = \nabla A(\theta) = \mathbb E_\theta[T]$ and the
-//! Fisher information $\nabla^2 A(\theta) = \operatorname{Cov}_\theta[T]$. The inverse map
+//! moments of $T$: the mean parameter $\mu = \nabla A(\theta) = \mathbb E_\theta\[T\]$ and the
+//! Fisher information $\nabla^2 A(\theta) = \operatorname{Cov}_\theta\[T\]$. The inverse map
 //! $\nabla A^* = (\nabla A)^{-1}$ takes a mean parameter back to the natural one, and
 //! $$ \mathrm{KL}(p_{\theta_1} \,\|\, p_{\theta_2}) = D_A(\theta_2, \theta_1)
 //!    = D_{A^*}(\mu_1, \mu_2) \quad(\text{note the swap}). $$
@@ -53,9 +53,9 @@ pub trait ExponentialFamily: Send + Sync {
     fn log_base_measure(&self, s: &[f64]) -> f64;
     /// The log-partition $A(\theta)$.
     fn log_partition(&self, theta: &[f64]) -> Result<f64>;
-    /// The mean parameter $\mu = \nabla A(\theta) = \mathbb E_\theta[T]$.
+    /// The mean parameter $\mu = \nabla A(\theta) = \mathbb E_\theta\[T\]$.
     fn mean(&self, theta: &[f64], mu: &mut [f64]) -> Result<()>;
-    /// The Fisher information $\nabla^2 A(\theta) = \operatorname{Cov}_\theta[T]$.
+    /// The Fisher information $\nabla^2 A(\theta) = \operatorname{Cov}_\theta\[T\]$.
     fn fisher(&self, theta: &[f64]) -> Result<Mat<f64>>;
     /// Draw one observation from $p(\cdot;\theta)$ into `s`.
     fn sample(&self, theta: &[f64], rng: &mut dyn RngCore, s: &mut [f64]) -> Result<()>;

@@ -24,7 +24,7 @@
 //! with inverse $\nabla A^*(\mu_1, \mu_2)$: $\Sigma = \operatorname{unpack}(\mu_2) -
 //! \mu_1\mu_1^\top$, $P = \Sigma^{-1}$, $\eta = P\mu_1$, on the mean domain
 //! $\{\operatorname{unpack}(\mu_2) - \mu_1\mu_1^\top \succ 0\}$. The Fisher information
-//! $\nabla^2A = \operatorname{Cov}[T]$ follows from Isserlis' theorem with non-zero mean:
+//! $\nabla^2A = \operatorname{Cov}\[T\]$ follows from Isserlis' theorem with non-zero mean:
 //! $$ \operatorname{Cov}(s_a, s_b) = \Sigma_{ab},\qquad
 //!    \operatorname{Cov}(s_a, s_is_j) = m_i\Sigma_{aj} + m_j\Sigma_{ai}, $$
 //! $$ \operatorname{Cov}(s_is_j, s_ks_l) = \Sigma_{ik}\Sigma_{jl} + \Sigma_{il}\Sigma_{jk}
@@ -282,7 +282,7 @@ impl ExponentialFamily for MultivariateGaussian {
         }
         Ok(())
     }
-    /// $\nabla^2 A(\theta) = \operatorname{Cov}[T]$ by Isserlis' theorem (module docs).
+    /// $\nabla^2 A(\theta) = \operatorname{Cov}\[T\]$ by Isserlis' theorem (module docs).
     fn fisher(&self, theta: &[f64]) -> Result<Mat<f64>> {
         let mo = self.moments(theta)?;
         let (d, m, s) = (self.d, &mo.m, &mo.cov);
