@@ -5,6 +5,7 @@
 //! certify, the observed rate, and the EM-map / missing-information rates.
 
 pub mod error;
+pub mod information;
 pub mod ratios;
 #[cfg(test)]
 pub(crate) mod testkit;
