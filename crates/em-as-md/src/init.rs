@@ -18,7 +18,7 @@
 
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::Exp1;
 use serde::{Deserialize, Serialize};
@@ -180,6 +180,7 @@ pub fn kmeanspp_labels(data: &Dataset, k: usize, rng: &mut ChaCha8Rng) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
 
     #[test]
     fn random_rows_are_distributions_and_seeded() {

@@ -1,0 +1,400 @@
+//! Fitting a mixture of experts with validated hyperparameters and seeded restarts
+//! (linfa style: [`MoeParams`] → [`MoeParams::check`] → [`MoeValidParams::fit`]).
+//!
+//! ```no_run
+//! use em_as_md::fit::MoeParams;
+//! use em_as_md::expert::ExpertKind;
+//! use em_as_md::moe::Gating;
+//! # fn main() -> em_as_md::Result<()> {
+//! # let data = em_as_md::Dataset::from_rows(&[0.0, 1.0, 2.0, 3.0], 1, &[0.0, 1.0, 0.5, 2.0], 1)?.with_intercept();
+//! let fitted = MoeParams::new(2)
+//!     .expert(ExpertKind::Linear)
+//!     .gating(Gating::Softmax)
+//!     .tol(1e-8)
+//!     .n_init(4)
+//!     .seed(7)
+//!     .check()?
+//!     .fit(&data)?;
+//! println!("log-likelihood {} after {} iterations ({})",
+//!     fitted.report().log_likelihood, fitted.report().iterations, fitted.report().termination);
+//! # Ok(()) }
+//! ```
+//!
+//! **Restarts.** Restart $r \in \{0, …, n_{\text{init}}-1\}$ draws its start from the
+//! `ChaCha8Rng` seeded with the master seed on stream $r$ (deterministic, independent of
+//! the thread count), runs EM through the [`Executor`], and the restart whose best
+//! iterate has the largest log-likelihood is returned (ties: lowest index). Restarts run
+//! in parallel with rayon; each E-step reduces rows in a fixed order, so results are
+//! bit-identical for any number of threads. A restart that fails (for example a singular
+//! weighted Gram matrix from a degenerate start) is reported in
+//! [`FitReport::restarts`](crate::predict::FitReport::restarts); the fit fails only when
+//! every restart fails.
+
+use crate::data::Dataset;
+use crate::em::{Em, EmModel};
+use crate::error::{MoeError, Result};
+use crate::executor::{Executor, FitResult};
+use crate::expert::ExpertKind;
+use crate::init::{
+    hard_responsibilities, kmeanspp_labels, random_responsibilities, InitMethod, HARD_FLOOR,
+};
+use crate::moe::{Gating, MixtureOfExperts};
+use crate::objective::Problem;
+use crate::observer::{LogObserver, ObserverMode};
+use crate::predict::{training_summaries, FitReport, FittedMoe, RestartSummary, Spread};
+use crate::ConditionalFamily;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Unchecked hyperparameters of a mixture-of-experts fit (consuming setters).
+#[derive(Debug, Clone)]
+pub struct MoeParams {
+    n_experts: usize,
+    expert: ExpertKind,
+    gating: Gating,
+    max_iters: u64,
+    tol: f64,
+    n_init: usize,
+    seed: u64,
+    init: InitMethod,
+    ridge: f64,
+    time_limit: Option<Duration>,
+    cancel: Option<Arc<AtomicBool>>,
+    verbose: bool,
+}
+
+/// Hyperparameters that passed [`MoeParams::check`]; only these can [`fit`](Self::fit).
+#[derive(Debug, Clone)]
+pub struct MoeValidParams(MoeParams);
+
+impl MoeParams {
+    /// Defaults: linear-Gaussian experts, softmax gate, `max_iters` 1000, `tol` 1e-8,
+    /// one start, seed 0, k-means++ initialisation, no ridge.
+    pub fn new(n_experts: usize) -> Self {
+        MoeParams {
+            n_experts,
+            expert: ExpertKind::Linear,
+            gating: Gating::Softmax,
+            max_iters: 1000,
+            tol: 1e-8,
+            n_init: 1,
+            seed: 0,
+            init: InitMethod::KMeansPlusPlus,
+            ridge: 0.0,
+            time_limit: None,
+            cancel: None,
+            verbose: false,
+        }
+    }
+    /// Expert type.
+    pub fn expert(mut self, e: ExpertKind) -> Self {
+        self.expert = e;
+        self
+    }
+    /// Gating.
+    pub fn gating(mut self, g: Gating) -> Self {
+        self.gating = g;
+        self
+    }
+    /// Iteration limit per restart (≥ 1).
+    pub fn max_iters(mut self, n: u64) -> Self {
+        self.max_iters = n;
+        self
+    }
+    /// Relative tolerance on the change of $L$ (finite, > 0).
+    pub fn tol(mut self, t: f64) -> Self {
+        self.tol = t;
+        self
+    }
+    /// Number of seeded restarts (≥ 1).
+    pub fn n_init(mut self, n: usize) -> Self {
+        self.n_init = n;
+        self
+    }
+    /// Master seed.
+    pub fn seed(mut self, s: u64) -> Self {
+        self.seed = s;
+        self
+    }
+    /// Initialisation method.
+    pub fn init(mut self, m: InitMethod) -> Self {
+        self.init = m;
+        self
+    }
+    /// Ridge $\lambda \ge 0$ added to the weighted Gram matrices of linear experts
+    /// (reported in the expert's name and kind; only for linear-Gaussian experts).
+    pub fn ridge(mut self, r: f64) -> Self {
+        self.ridge = r;
+        self
+    }
+    /// Wall-clock limit per restart.
+    pub fn time_limit(mut self, d: Duration) -> Self {
+        self.time_limit = Some(d);
+        self
+    }
+    /// Cancellation flag shared by all restarts (the library installs no signal handler).
+    pub fn cancel(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+    /// Print one line per iteration of every restart to stderr.
+    pub fn verbose(mut self, on: bool) -> Self {
+        self.verbose = on;
+        self
+    }
+
+    /// Validates the hyperparameters.
+    ///
+    /// # Errors
+    /// `InvalidParam` naming the field: `n_experts` (≥ 1), `tol` (finite and > 0),
+    /// `max_iters` (≥ 1), `n_init` (≥ 1), `ridge` (finite, ≥ 0, linear experts only),
+    /// `expert` (e.g. fewer than 2 classes), `init` (non-finite given θ).
+    pub fn check(self) -> Result<MoeValidParams> {
+        let bad = |name: &'static str, reason: &str| {
+            Err(MoeError::InvalidParam {
+                name,
+                reason: reason.into(),
+            })
+        };
+        if self.n_experts == 0 {
+            return bad("n_experts", ">= 1");
+        }
+        if !(self.tol.is_finite() && self.tol > 0.0) {
+            return bad("tol", "finite and > 0");
+        }
+        if self.max_iters == 0 {
+            return bad("max_iters", ">= 1");
+        }
+        if self.n_init == 0 {
+            return bad("n_init", ">= 1");
+        }
+        if !(self.ridge.is_finite() && self.ridge >= 0.0) {
+            return bad("ridge", "finite and >= 0");
+        }
+        let mut p = self;
+        if p.ridge > 0.0 {
+            match p.expert {
+                ExpertKind::Linear | ExpertKind::RidgeLinear { .. } => {
+                    p.expert = ExpertKind::RidgeLinear { ridge: p.ridge }
+                }
+                _ => return bad("ridge", "only linear-Gaussian experts take a ridge"),
+            }
+        }
+        if let ExpertKind::Multinomial { classes } = p.expert {
+            if classes < 2 {
+                return bad("expert", "multinomial experts need at least 2 classes");
+            }
+        }
+        if let ExpertKind::RidgeLinear { ridge } = p.expert {
+            if !(ridge.is_finite() && ridge >= 0.0) {
+                return bad("ridge", "finite and >= 0");
+            }
+        }
+        if let InitMethod::Theta(t) = &p.init {
+            if t.iter().any(|v| !v.is_finite()) {
+                return bad("init", "given parameters must be finite");
+            }
+        }
+        Ok(MoeValidParams(p))
+    }
+}
+
+/// The starting parameters $\theta_0$ from responsibilities: one M-step
+/// ([`MixtureOfExperts::stats_from_responsibilities`] then [`EmModel::m_step`]), warm
+/// started from a neutral parameter vector (zero gate, experts from
+/// `Expert::init_params` with scale 0).
+///
+/// # Errors
+/// As the two model functions.
+pub fn theta_from_responsibilities(
+    model: &MixtureOfExperts,
+    data: &Dataset,
+    resp: &[f64],
+) -> Result<Vec<f64>> {
+    let stats = model.stats_from_responsibilities(data, resp)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let start = model.random_params(&mut rng, 0.0);
+    let mut next = vec![0.0; model.n_params()];
+    model.m_step(data, &stats, &start, &mut next)?;
+    Ok(next)
+}
+
+/// $\theta_0$ for restart `index` under `method`, drawn from the master seed's stream
+/// `index`.
+///
+/// # Errors
+/// `InvalidParam { name: "init" }` when given parameters have the wrong length; as
+/// [`theta_from_responsibilities`] and [`kmeanspp_labels`].
+pub fn initial_theta(
+    model: &MixtureOfExperts,
+    data: &Dataset,
+    method: &InitMethod,
+    seed: u64,
+    index: usize,
+) -> Result<Vec<f64>> {
+    let mut rng = restart_rng(seed, index);
+    let k = model.n_experts();
+    match method {
+        InitMethod::Theta(t) => {
+            if t.len() != model.n_params() {
+                return Err(MoeError::InvalidParam {
+                    name: "init",
+                    reason: format!(
+                        "given parameters have length {}, the model has {}",
+                        t.len(),
+                        model.n_params()
+                    ),
+                });
+            }
+            Ok(t.clone())
+        }
+        InitMethod::Random => {
+            let r = random_responsibilities(data.n(), k, &mut rng);
+            theta_from_responsibilities(model, data, &r)
+        }
+        InitMethod::KMeansPlusPlus => {
+            let z = kmeanspp_labels(data, k, &mut rng)?;
+            theta_from_responsibilities(model, data, &hard_responsibilities(&z, k, HARD_FLOOR))
+        }
+    }
+}
+
+/// The random stream of restart `index`: `ChaCha8Rng::seed_from_u64(seed)` on stream `index`.
+pub fn restart_rng(seed: u64, index: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(index as u64);
+    rng
+}
+
+impl MoeValidParams {
+    /// The checked hyperparameters.
+    pub fn params(&self) -> &MoeParams {
+        &self.0
+    }
+
+    /// The model these parameters describe for data with `d` features.
+    ///
+    /// # Errors
+    /// As [`MixtureOfExperts::new`].
+    pub fn model(&self, d: usize) -> Result<MixtureOfExperts> {
+        MixtureOfExperts::new(self.0.expert.build()?, self.0.n_experts, d, self.0.gating)
+    }
+
+    fn run_restart(
+        &self,
+        model: &MixtureOfExperts,
+        data: &Dataset,
+        index: usize,
+    ) -> Result<FitResult> {
+        let p = &self.0;
+        let theta0 = initial_theta(model, data, &p.init, p.seed, index)?;
+        let problem = Problem::new(model, data)?;
+        let mut ex = Executor::new(problem, Em::new())
+            .theta0(theta0)
+            .max_iters(p.max_iters)
+            .tol(p.tol);
+        if let Some(t) = p.time_limit {
+            ex = ex.time_limit(t);
+        }
+        if let Some(c) = &p.cancel {
+            ex = ex.cancel(c.clone());
+        }
+        if p.verbose {
+            ex = ex.add_observer(Box::new(LogObserver::new()), ObserverMode::Always);
+        }
+        ex.run()
+    }
+
+    /// Fits the model: seeded restarts in parallel, the best returned with the spread
+    /// of final log-likelihoods and every restart's termination.
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "n_experts" }` for more experts than rows;
+    /// `InvalidData { row: None, .. }` for fewer rows than free parameters or a shape
+    /// mismatch; `InvalidData { row: Some(i), .. }` for a target outside the experts'
+    /// support; the first restart's error when every restart fails.
+    pub fn fit(&self, data: &Dataset) -> Result<FittedMoe> {
+        let clock = Instant::now();
+        let p = &self.0;
+        let model = self.model(data.d())?;
+        if p.n_experts > data.n() {
+            return Err(MoeError::InvalidParam {
+                name: "n_experts",
+                reason: format!("{} experts for {} rows", p.n_experts, data.n()),
+            });
+        }
+        if data.n() < model.n_params() {
+            return Err(MoeError::InvalidData {
+                row: None,
+                column: None,
+                reason: format!(
+                    "{} rows are fewer than the {} free parameters of the model",
+                    data.n(),
+                    model.n_params()
+                ),
+            });
+        }
+        Problem::new(&model, data)?;
+        let runs: Vec<Result<FitResult>> = (0..p.n_init)
+            .into_par_iter()
+            .map(|r| self.run_restart(&model, data, r))
+            .collect();
+        let n = data.n() as f64;
+        let restarts: Vec<RestartSummary> = runs
+            .iter()
+            .enumerate()
+            .map(|(index, r)| match r {
+                Ok(f) => RestartSummary {
+                    index,
+                    log_likelihood: Some(-n * f.best.objective),
+                    termination: Some(f.termination),
+                    iterations: f.state.iter,
+                    error: None,
+                },
+                Err(e) => RestartSummary {
+                    index,
+                    log_likelihood: None,
+                    termination: None,
+                    iterations: 0,
+                    error: Some(e.to_string()),
+                },
+            })
+            .collect();
+        let mut best: Option<(usize, &FitResult)> = None;
+        for (i, r) in runs.iter().enumerate() {
+            if let Ok(f) = r {
+                if best.is_none_or(|(_, b)| f.best.objective < b.best.objective) {
+                    best = Some((i, f));
+                }
+            }
+        }
+        let Some((best_restart, result)) = best else {
+            let first = runs.into_iter().next().and_then(|r| r.err());
+            return Err(first.unwrap_or(MoeError::InvalidParam {
+                name: "n_init",
+                reason: ">= 1".into(),
+            }));
+        };
+        let theta = result.best.theta.clone();
+        let (log_likelihood, entropy) = training_summaries(&model, data, &theta)?;
+        let lls: Vec<f64> = restarts.iter().filter_map(|r| r.log_likelihood).collect();
+        let report = FitReport {
+            solver: "EM".into(),
+            n_rows: data.n(),
+            log_likelihood,
+            entropy,
+            iterations: result.state.iter,
+            termination: result.termination,
+            seconds: clock.elapsed().as_secs_f64(),
+            trace: result.trace.clone(),
+            best_restart,
+            spread: Spread::of(&lls),
+            restarts,
+        };
+        FittedMoe::new(model, theta, data.feature_names().to_vec(), report)
+    }
+}

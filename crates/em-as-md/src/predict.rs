@@ -1,0 +1,373 @@
+//! A fitted mixture of experts: the model, its parameters, and what can be computed from
+//! them (predictions, likelihoods, information criteria).
+//!
+//! With $\pi_k(x)$ the gate probabilities and $p_F(y;\eta_k(x))$ the expert laws:
+//!
+//! * responsibilities $r_{ik} = \dfrac{\pi_k(x_i)\,p_F(y_i;\eta_k(x_i))}{\sum_l \pi_l(x_i)\,p_F(y_i;\eta_l(x_i))}$,
+//!   computed in log space ([`FittedMoe::responsibilities`]);
+//! * predictive mean $\mathbb E[y\mid x] = \sum_k \pi_k(x)\,\mathbb E[y\mid x, z=k]$
+//!   ([`FittedMoe::predict_mean`]);
+//! * information criteria in the deviance convention (**lower is better**), with
+//!   $\hat\ell = \sum_i\log p(y_i\mid x_i;\hat\theta) = -n\,L(\hat\theta)$ and $p$ free parameters
+//!   ([`information_criteria`]):
+//!   $$ \mathrm{AIC} = -2\hat\ell + 2p,\qquad \mathrm{BIC} = -2\hat\ell + p\log n,\qquad
+//!      \mathrm{ICL} = \mathrm{BIC} + 2\sum_i H(r_i),\quad H(r_i) = -\sum_k r_{ik}\log r_{ik}, $$
+//!   i.e. ICL is BIC plus twice the entropy of the posterior classification (Biernacki,
+//!   Celeux & Govaert 2000, in the BIC approximation of the integrated classification
+//!   likelihood), computed on the training data at the end of the fit.
+
+use crate::data::Dataset;
+use crate::em::EmModel;
+use crate::error::{MoeError, Result};
+use crate::expert::ExpertKind;
+use crate::moe::MixtureOfExperts;
+use crate::objective::Problem;
+use crate::solver::{IterRecord, Termination};
+use crate::ConditionalFamily;
+use mirror::special::log_sum_exp;
+use rayon::prelude::*;
+
+/// The spread of final log-likelihoods over restarts.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Spread {
+    /// Smallest final total log-likelihood.
+    pub min: f64,
+    /// Median (mean of the two middle values for an even count).
+    pub median: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Spread {
+    /// Min/median/max of finite values (`None` if there are none).
+    pub fn of(values: &[f64]) -> Option<Spread> {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let m = v.len();
+        let median = if m % 2 == 1 {
+            v[m / 2]
+        } else {
+            0.5 * (v[m / 2 - 1] + v[m / 2])
+        };
+        Some(Spread {
+            min: v[0],
+            median,
+            max: v[m - 1],
+        })
+    }
+}
+
+/// What happened in one restart.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RestartSummary {
+    /// Restart index $r$ (its random stream is `seed`'s stream $r$).
+    pub index: usize,
+    /// Final total log-likelihood $-nL$ of the restart's best iterate (`None` if it failed).
+    pub log_likelihood: Option<f64>,
+    /// Why it stopped (`None` if it failed).
+    pub termination: Option<Termination>,
+    /// Outer iterations run.
+    pub iterations: u64,
+    /// The error that ended it, if any.
+    pub error: Option<String>,
+}
+
+/// How a model was fitted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitReport {
+    /// Solver name.
+    pub solver: String,
+    /// Number of training rows $n$.
+    pub n_rows: usize,
+    /// Total log-likelihood $\hat\ell = -nL(\hat\theta)$ on the training data.
+    pub log_likelihood: f64,
+    /// Entropy $\sum_i H(r_i)$ of the training responsibilities at $\hat\theta$ (for ICL).
+    pub entropy: f64,
+    /// Outer iterations of the returned restart.
+    pub iterations: u64,
+    /// Why the returned restart stopped.
+    pub termination: Termination,
+    /// Wall-clock seconds of the whole fit (all restarts).
+    pub seconds: f64,
+    /// Per-iteration records of the returned restart.
+    pub trace: Vec<IterRecord>,
+    /// Index of the returned restart.
+    pub best_restart: usize,
+    /// Every restart.
+    pub restarts: Vec<RestartSummary>,
+    /// Spread of the restarts' final log-likelihoods.
+    pub spread: Option<Spread>,
+}
+
+/// AIC, BIC and the BIC part of ICL for a total log-likelihood `ll`, `p` free parameters
+/// and `n` rows: $(-2\hat\ell + 2p,\ -2\hat\ell + p\log n)$. ICL adds $2\sum_i H(r_i)$.
+pub fn information_criteria(ll: f64, p: usize, n: usize) -> (f64, f64) {
+    let p = p as f64;
+    (-2.0 * ll + 2.0 * p, -2.0 * ll + p * (n as f64).ln())
+}
+
+/// $\sum_i H(r_i) = -\sum_{i,k} r_{ik}\log r_{ik}$ (with $0\log 0 = 0$) of row-major
+/// responsibilities.
+pub fn classification_entropy(resp: &[f64]) -> f64 {
+    -resp
+        .iter()
+        .filter(|r| **r > 0.0)
+        .map(|r| r * r.ln())
+        .sum::<f64>()
+}
+
+/// A fitted mixture of experts.
+#[derive(Debug, Clone)]
+pub struct FittedMoe {
+    model: MixtureOfExperts,
+    theta: Vec<f64>,
+    feature_names: Vec<String>,
+    intercept: bool,
+    report: FitReport,
+}
+
+impl FittedMoe {
+    /// Assembles a fitted model (used by [`crate::fit`] and [`crate::io`]).
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "theta" }` for a wrong length or non-finite value,
+    /// `InvalidParam { name: "feature_names" }` when their number differs from $d$.
+    pub fn new(
+        model: MixtureOfExperts,
+        theta: Vec<f64>,
+        feature_names: Vec<String>,
+        report: FitReport,
+    ) -> Result<Self> {
+        if theta.len() != model.n_params() || theta.iter().any(|v| !v.is_finite()) {
+            return Err(MoeError::InvalidParam {
+                name: "theta",
+                reason: format!("{} finite values expected", model.n_params()),
+            });
+        }
+        if feature_names.len() != model.n_features() {
+            return Err(MoeError::InvalidParam {
+                name: "feature_names",
+                reason: format!(
+                    "{} names expected, found {}",
+                    model.n_features(),
+                    feature_names.len()
+                ),
+            });
+        }
+        let intercept = feature_names.first().is_some_and(|s| s == "(intercept)");
+        Ok(FittedMoe {
+            model,
+            theta,
+            feature_names,
+            intercept,
+            report,
+        })
+    }
+    /// The model.
+    pub fn model(&self) -> &MixtureOfExperts {
+        &self.model
+    }
+    /// The fitted parameters $\hat\theta$ (layout of [`MixtureOfExperts`]).
+    pub fn theta(&self) -> &[f64] {
+        &self.theta
+    }
+    /// Feature names in column order.
+    pub fn feature_names(&self) -> &[String] {
+        &self.feature_names
+    }
+    /// Whether the first feature is the intercept column added by
+    /// [`Dataset::with_intercept`].
+    pub fn intercept(&self) -> bool {
+        self.intercept
+    }
+    /// The fit report.
+    pub fn report(&self) -> &FitReport {
+        &self.report
+    }
+
+    fn check(&self, data: &Dataset) -> Result<()> {
+        Problem::new(&self.model, data).map(|_| ())
+    }
+
+    /// Gate probabilities $\pi_k(x_i)$, row-major $n\times K$.
+    ///
+    /// # Errors
+    /// `InvalidData` when the data's shape does not match the model.
+    pub fn gate_probs(&self, data: &Dataset) -> Result<Vec<f64>> {
+        if data.d() != self.model.n_features() {
+            return Err(MoeError::InvalidData {
+                row: None,
+                column: None,
+                reason: format!(
+                    "model expects {} features, data has {}",
+                    self.model.n_features(),
+                    data.d()
+                ),
+            });
+        }
+        let k = self.model.n_experts();
+        let mut out = vec![0.0; data.n() * k];
+        out.par_chunks_mut(k).enumerate().for_each(|(i, row)| {
+            self.model.gate_probs(&self.theta, data.x(i), row);
+        });
+        Ok(out)
+    }
+
+    /// Posterior responsibilities $r_{ik}$, row-major $n\times K$ (log-space).
+    ///
+    /// # Errors
+    /// `InvalidData` for a shape mismatch or a target outside the support; `Mirror` if
+    /// an expert's parameter is outside its domain.
+    pub fn responsibilities(&self, data: &Dataset) -> Result<Vec<f64>> {
+        self.check(data)?;
+        let k = self.model.n_experts();
+        let fam = self.model.expert().family();
+        let p = fam.dim();
+        let mut out = vec![0.0; data.n() * k];
+        out.par_chunks_mut(k)
+            .enumerate()
+            .try_for_each(|(i, row)| -> Result<()> {
+                let mut eta = vec![0.0; p];
+                self.model.gate_logits(&self.theta, data.x(i), row);
+                let lse = log_sum_exp(row);
+                for (z, r) in row.iter_mut().enumerate() {
+                    self.model
+                        .expert_natural(&self.theta, z, data.x(i), &mut eta);
+                    let lp = if fam.in_support(data.y(i)) {
+                        fam.log_density(&eta, data.y(i))?
+                    } else {
+                        f64::NEG_INFINITY
+                    };
+                    *r += lp - lse;
+                }
+                let norm = log_sum_exp(row);
+                if !norm.is_finite() {
+                    return Err(MoeError::InvalidData {
+                        row: Some(i),
+                        column: None,
+                        reason: "target has zero density under every expert".into(),
+                    });
+                }
+                row.iter_mut().for_each(|r| *r = (*r - norm).exp());
+                Ok(())
+            })?;
+        Ok(out)
+    }
+
+    /// Predictive mean $\sum_k \pi_k(x_i)\,\mathbb E[y\mid x_i, z=k]$, row-major
+    /// $n\times m$ with $m$ = the expert's `predict_dim` (1 for linear, logistic and
+    /// Poisson experts, $C$ for multinomial ones).
+    ///
+    /// # Errors
+    /// `InvalidData` for a feature-count mismatch, `Mirror` from the expert.
+    pub fn predict_mean(&self, data: &Dataset) -> Result<Vec<f64>> {
+        let pi = self.gate_probs(data)?;
+        let k = self.model.n_experts();
+        let e = self.model.expert();
+        let m = e.predict_dim();
+        let mut out = vec![0.0; data.n() * m];
+        out.par_chunks_mut(m)
+            .enumerate()
+            .try_for_each(|(i, row)| -> Result<()> {
+                let mut buf = vec![0.0; m];
+                for z in 0..k {
+                    e.predict_mean(self.model.expert_block(&self.theta, z), data.x(i), &mut buf)?;
+                    for (o, b) in row.iter_mut().zip(&buf) {
+                        *o += pi[i * k + z] * b;
+                    }
+                }
+                Ok(())
+            })?;
+        Ok(out)
+    }
+
+    /// Class probabilities for classification experts, row-major $n\times C$: for
+    /// logistic experts $(1 - p_i, p_i)$ with $p_i = P(y_i = 1\mid x_i)$, for multinomial
+    /// experts all $C$ probabilities.
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "expert" }` for other experts; as [`Self::predict_mean`].
+    pub fn class_probs(&self, data: &Dataset) -> Result<Vec<f64>> {
+        match self.model.expert().kind() {
+            Some(ExpertKind::Logistic) => Ok(self
+                .predict_mean(data)?
+                .into_iter()
+                .flat_map(|p| [1.0 - p, p])
+                .collect()),
+            Some(ExpertKind::Multinomial { .. }) => self.predict_mean(data),
+            _ => Err(MoeError::InvalidParam {
+                name: "expert",
+                reason: format!(
+                    "class probabilities need logistic or multinomial experts, not {}",
+                    self.model.expert().name()
+                ),
+            }),
+        }
+    }
+
+    /// $\log p(y_i\mid x_i;\hat\theta)$ for every row.
+    ///
+    /// # Errors
+    /// As [`Self::responsibilities`].
+    pub fn log_predictive_density(&self, data: &Dataset) -> Result<Vec<f64>> {
+        self.check(data)?;
+        (0..data.n())
+            .into_par_iter()
+            .map(|i| self.model.log_predictive(&self.theta, data.x(i), data.y(i)))
+            .collect()
+    }
+
+    /// Total log-likelihood $\sum_i \log p(y_i\mid x_i;\hat\theta) = -n\,L(\hat\theta)$.
+    ///
+    /// # Errors
+    /// As [`Problem::new`] and [`Problem::objective`].
+    pub fn log_likelihood(&self, data: &Dataset) -> Result<f64> {
+        let problem = Problem::new(&self.model, data)?;
+        Ok(-(data.n() as f64) * problem.objective(&self.theta)?)
+    }
+
+    /// Number of free parameters $p$ = the length of $\theta$ (the gate's reference expert
+    /// is already removed; every expert block is minimal).
+    pub fn n_free_params(&self) -> usize {
+        self.model.n_params()
+    }
+    /// AIC on the training data (lower is better).
+    pub fn aic(&self) -> f64 {
+        information_criteria(
+            self.report.log_likelihood,
+            self.n_free_params(),
+            self.report.n_rows,
+        )
+        .0
+    }
+    /// BIC on the training data (lower is better).
+    pub fn bic(&self) -> f64 {
+        information_criteria(
+            self.report.log_likelihood,
+            self.n_free_params(),
+            self.report.n_rows,
+        )
+        .1
+    }
+    /// ICL = BIC $+\,2\sum_i H(r_i)$ on the training data (lower is better).
+    pub fn icl(&self) -> f64 {
+        self.bic() + 2.0 * self.report.entropy
+    }
+}
+
+/// Training-data summaries at $\hat\theta$: total log-likelihood $-nL$ (from the E-step)
+/// and the entropy of the responsibilities.
+///
+/// # Errors
+/// As [`EmModel::e_step`].
+pub fn training_summaries(
+    model: &MixtureOfExperts,
+    data: &Dataset,
+    theta: &[f64],
+) -> Result<(f64, f64)> {
+    let (stats, l) = model.e_step(data, theta)?;
+    Ok((-(data.n() as f64) * l, classification_entropy(&stats.resp)))
+}

@@ -1,0 +1,519 @@
+//! Fitting with restarts, determinism, validation, prediction, model I/O and alignment on
+//! a generated 3-expert gated linear mixture.
+
+use em_as_md::align::{align_components, layout_of, permute_theta};
+use em_as_md::fit::{initial_theta, MoeParams};
+use em_as_md::predict::{classification_entropy, information_criteria};
+use em_as_md::{
+    ConditionalFamily, Dataset, EmModel, ExpertKind, FittedMoe, Gating, InitMethod, LinearGaussian,
+    MixtureOfExperts, MoeError, Problem, Termination,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
+
+/// True parameters: gate $w_0 = (1, 2)$, $w_1 = (0.5, -2)$; experts
+/// $\beta = (2, 1), (-2, 0.5), (0, -1.5)$, $\sigma^2 = 0.09, 0.16, 0.04$.
+fn truth() -> (MixtureOfExperts, Vec<f64>) {
+    let model =
+        MixtureOfExperts::new(Arc::new(LinearGaussian::new()), 3, 2, Gating::Softmax).unwrap();
+    let mut theta = vec![1.0, 2.0, 0.5, -2.0];
+    for (beta, s2) in [([2.0, 1.0], 0.09), ([-2.0, 0.5], 0.16), ([0.0, -1.5], 0.04)] {
+        let mut block = vec![0.0; 3];
+        LinearGaussian::natural_from_beta(&beta, s2, &mut block).unwrap();
+        theta.extend(block);
+    }
+    assert_eq!(theta.len(), model.n_params());
+    (model, theta)
+}
+
+fn generate(n: usize, seed: u64) -> Dataset {
+    let (model, theta) = truth();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut x = Vec::with_capacity(n);
+    let mut y = Vec::with_capacity(n);
+    for _ in 0..n {
+        let xi: f64 = rng.random_range(-2.0..2.0);
+        let (yi, _) = model.sample(&theta, &[1.0, xi], &mut rng).unwrap();
+        x.push(xi);
+        y.push(yi[0]);
+    }
+    Dataset::from_rows(&x, 1, &y, 1).unwrap().with_intercept()
+}
+
+fn bits(v: &[f64]) -> Vec<u64> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn params() -> MoeParams {
+    MoeParams::new(3)
+        .expert(ExpertKind::Linear)
+        .gating(Gating::Softmax)
+        .tol(1e-10)
+        .max_iters(500)
+}
+
+#[test]
+fn same_seed_gives_identical_fits_and_the_fit_is_good() {
+    let data = generate(600, 1);
+    let a = params()
+        .n_init(2)
+        .seed(9)
+        .check()
+        .unwrap()
+        .fit(&data)
+        .unwrap();
+    let b = params()
+        .n_init(2)
+        .seed(9)
+        .check()
+        .unwrap()
+        .fit(&data)
+        .unwrap();
+    assert_eq!(bits(a.theta()), bits(b.theta()));
+    assert_eq!(a.report().iterations, b.report().iterations);
+    assert_eq!(a.report().restarts, b.report().restarts);
+    assert!(matches!(
+        a.report().termination,
+        Termination::Converged { .. }
+    ));
+    // The fit beats the truth's likelihood (it is the MLE) but not by much.
+    let (model, theta) = truth();
+    let l_true = -(data.n() as f64)
+        * Problem::new(&model, &data)
+            .unwrap()
+            .objective(&theta)
+            .unwrap();
+    let ll = a.report().log_likelihood;
+    assert!(ll >= l_true - 1e-6, "{ll} vs {l_true}");
+    assert!(ll - l_true < 20.0, "{ll} vs {l_true}");
+    // Report log-likelihood = −n L(θ̂) recomputed, and = the sum of per-row densities.
+    assert!((a.log_likelihood(&data).unwrap() - ll).abs() < 1e-9 * ll.abs());
+    let per_row: f64 = a.log_predictive_density(&data).unwrap().iter().sum();
+    assert!((per_row - ll).abs() < 1e-9 * ll.abs());
+    // The trace is monotone (EM) and its last objective is the returned restart's.
+    let t = &a.report().trace;
+    assert!(t
+        .windows(2)
+        .all(|w| w[1].objective <= w[0].objective + 1e-12));
+}
+
+#[test]
+fn restarts_return_the_best_and_report_the_spread() {
+    let data = generate(400, 2);
+    let fit = params()
+        .init(InitMethod::Random)
+        .n_init(5)
+        .seed(3)
+        .max_iters(200)
+        .check()
+        .unwrap()
+        .fit(&data)
+        .unwrap();
+    let r = fit.report();
+    assert_eq!(r.restarts.len(), 5);
+    let lls: Vec<f64> = r
+        .restarts
+        .iter()
+        .map(|s| s.log_likelihood.unwrap())
+        .collect();
+    let max = lls.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let min = lls.iter().cloned().fold(f64::INFINITY, f64::min);
+    let spread = r.spread.unwrap();
+    assert_eq!((spread.min, spread.max), (min, max));
+    let mut sorted = lls.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(spread.median, sorted[2]);
+    assert_eq!(r.restarts[r.best_restart].log_likelihood, Some(max));
+    assert!((r.log_likelihood - max).abs() < 1e-9 * max.abs());
+    assert!(r
+        .restarts
+        .iter()
+        .all(|s| s.termination.is_some() && s.error.is_none()));
+    // A single start (restart 0 only) is never better.
+    let one = params()
+        .init(InitMethod::Random)
+        .n_init(1)
+        .seed(3)
+        .max_iters(200)
+        .check()
+        .unwrap()
+        .fit(&data)
+        .unwrap();
+    assert_eq!(one.report().restarts[0].log_likelihood, Some(lls[0]));
+    assert!(one.report().log_likelihood <= r.log_likelihood + 1e-9);
+}
+
+#[test]
+fn one_and_two_threads_give_identical_fits() {
+    let data = generate(5000, 3);
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| {
+                params()
+                    .n_init(3)
+                    .seed(5)
+                    .init(InitMethod::Random)
+                    .max_iters(60)
+                    .check()
+                    .unwrap()
+                    .fit(&data)
+                    .unwrap()
+            })
+    };
+    let (a, b) = (run(1), run(2));
+    assert_eq!(bits(a.theta()), bits(b.theta()));
+    assert_eq!(a.report().restarts, b.report().restarts);
+    assert_eq!(
+        a.report().log_likelihood.to_bits(),
+        b.report().log_likelihood.to_bits()
+    );
+}
+
+#[test]
+fn invalid_params_name_the_field() {
+    let cases: Vec<(MoeParams, &str)> = vec![
+        (MoeParams::new(0), "n_experts"),
+        (params().tol(0.0), "tol"),
+        (params().tol(-1.0), "tol"),
+        (params().tol(f64::NAN), "tol"),
+        (params().tol(f64::INFINITY), "tol"),
+        (params().max_iters(0), "max_iters"),
+        (params().n_init(0), "n_init"),
+        (params().ridge(-1.0), "ridge"),
+        (params().ridge(f64::NAN), "ridge"),
+        (params().expert(ExpertKind::Logistic).ridge(0.1), "ridge"),
+        (
+            params().expert(ExpertKind::Multinomial { classes: 1 }),
+            "expert",
+        ),
+        (params().init(InitMethod::Theta(vec![f64::NAN; 13])), "init"),
+    ];
+    for (p, field) in cases {
+        let e = p.check().unwrap_err();
+        assert!(
+            matches!(e, MoeError::InvalidParam { name, .. } if name == field),
+            "{field}: {e:?}"
+        );
+    }
+    // The documented reason for tol.
+    let e = params().tol(0.0).check().unwrap_err();
+    assert_eq!(
+        e,
+        MoeError::InvalidParam {
+            name: "tol",
+            reason: "finite and > 0".into()
+        }
+    );
+    // A ridge turns linear experts into ridge experts (and is reported in the spec).
+    let v = params().ridge(0.5).check().unwrap();
+    assert_eq!(
+        v.model(2).unwrap().spec().unwrap().expert,
+        ExpertKind::RidgeLinear { ridge: 0.5 }
+    );
+}
+
+#[test]
+fn data_that_cannot_carry_the_model_is_a_typed_error() {
+    let data = generate(400, 4);
+    let tiny = data.select(&[0, 1, 2, 3, 4]);
+    let e = MoeParams::new(6).check().unwrap().fit(&tiny).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            MoeError::InvalidParam {
+                name: "n_experts",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // 3 experts on 2 features: 4 gate + 9 expert parameters > 10 rows.
+    let e = params()
+        .check()
+        .unwrap()
+        .fit(&data.select(&(0..10).collect::<Vec<_>>()))
+        .unwrap_err();
+    assert!(
+        matches!(e, MoeError::InvalidData { row: None, .. }),
+        "{e:?}"
+    );
+    // A given θ of the wrong length.
+    let e = params()
+        .init(InitMethod::Theta(vec![0.0; 3]))
+        .check()
+        .unwrap()
+        .fit(&data)
+        .unwrap_err();
+    assert!(
+        matches!(e, MoeError::InvalidParam { name: "init", .. }),
+        "{e:?}"
+    );
+    // Logistic experts on a continuous target: the row is named.
+    let e = params()
+        .expert(ExpertKind::Logistic)
+        .check()
+        .unwrap()
+        .fit(&data)
+        .unwrap_err();
+    assert!(
+        matches!(e, MoeError::InvalidData { row: Some(0), .. }),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn user_given_start_is_used_as_is() {
+    let data = generate(300, 5);
+    let (model, theta) = truth();
+    let t0 = initial_theta(&model, &data, &InitMethod::Theta(theta.clone()), 1, 0).unwrap();
+    assert_eq!(t0, theta);
+    let fit = params()
+        .init(InitMethod::Theta(theta))
+        .max_iters(1)
+        .check()
+        .unwrap()
+        .fit(&data)
+        .unwrap();
+    assert_eq!(fit.report().termination, Termination::MaxIters);
+    assert_eq!(fit.report().iterations, 1);
+}
+
+#[test]
+fn predictions_match_independent_computations() {
+    let data = generate(500, 6);
+    let fit = params().seed(1).check().unwrap().fit(&data).unwrap();
+    let model = fit.model();
+    let th = fit.theta();
+    let k = 3;
+    // Responsibilities agree with the E-step's and sum to one.
+    let r = fit.responsibilities(&data).unwrap();
+    let (stats, _) = model.e_step(&data, th).unwrap();
+    for (a, b) in r.iter().zip(&stats.resp) {
+        assert!((a - b).abs() < 1e-12);
+    }
+    for row in r.chunks(k) {
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    }
+    // Predictive mean: Σ_k π_k(x) β_kᵀx with β from the natural parameters.
+    let pi = fit.gate_probs(&data).unwrap();
+    let mean = fit.predict_mean(&data).unwrap();
+    let betas: Vec<Vec<f64>> = (0..k)
+        .map(|j| {
+            LinearGaussian::beta_from_natural(model.expert_block(th, j))
+                .unwrap()
+                .0
+        })
+        .collect();
+    for i in 0..data.n() {
+        let x = data.x(i);
+        let m: f64 = (0..k)
+            .map(|j| pi[i * k + j] * (betas[j][0] * x[0] + betas[j][1] * x[1]))
+            .sum();
+        assert!((m - mean[i]).abs() < 1e-10 * (1.0 + m.abs()));
+    }
+    // Information criteria.
+    let ll = fit.report().log_likelihood;
+    let p = 4 + 3 * 3;
+    assert_eq!(fit.n_free_params(), p);
+    let n = data.n() as f64;
+    assert!((fit.aic() - (-2.0 * ll + 2.0 * p as f64)).abs() < 1e-9);
+    assert!((fit.bic() - (-2.0 * ll + p as f64 * n.ln())).abs() < 1e-9);
+    let ent: f64 = r.iter().filter(|v| **v > 0.0).map(|v| -v * v.ln()).sum();
+    assert!((fit.icl() - fit.bic() - 2.0 * ent).abs() < 1e-8 * (1.0 + ent));
+    assert!(fit.icl() >= fit.bic());
+    assert_eq!(information_criteria(-10.0, 2, 100).0, 24.0);
+    assert_eq!(classification_entropy(&[0.5, 0.5, 1.0, 0.0]), 2f64.ln());
+    // Linear experts have no class probabilities.
+    let e = fit.class_probs(&data).unwrap_err();
+    assert!(matches!(e, MoeError::InvalidParam { name: "expert", .. }));
+    // Shape mismatch.
+    let wrong = Dataset::from_rows(&[1.0, 2.0], 1, &[0.0, 1.0], 1).unwrap();
+    assert!(matches!(
+        fit.gate_probs(&wrong).unwrap_err(),
+        MoeError::InvalidData { .. }
+    ));
+}
+
+#[test]
+fn class_probs_of_logistic_and_multinomial_experts_are_distributions() {
+    let x: Vec<f64> = (0..20).map(|i| i as f64 / 10.0 - 1.0).collect();
+    let y: Vec<f64> = (0..20).map(|i| (i % 2) as f64).collect();
+    let data = Dataset::from_rows(&x, 1, &y, 1).unwrap().with_intercept();
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for (kind, c) in [
+        (ExpertKind::Logistic, 2),
+        (ExpertKind::Multinomial { classes: 3 }, 3),
+    ] {
+        let model = MixtureOfExperts::new(kind.build().unwrap(), 2, 2, Gating::Softmax).unwrap();
+        let theta = model.random_params(&mut rng, 1.0);
+        let fit =
+            FittedMoe::new(model, theta, data.feature_names().to_vec(), dummy_report()).unwrap();
+        let probs = fit.class_probs(&data).unwrap();
+        assert_eq!(probs.len(), data.n() * c);
+        for row in probs.chunks(c) {
+            assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+            assert!(row.iter().all(|p| *p > 0.0 && *p < 1.0));
+        }
+        // P(y = 1) equals the predictive mean for logistic experts.
+        if c == 2 {
+            let m = fit.predict_mean(&data).unwrap();
+            for (row, mi) in probs.chunks(2).zip(m) {
+                assert_eq!(row[1], mi);
+            }
+        }
+    }
+}
+
+fn dummy_report() -> em_as_md::FitReport {
+    em_as_md::FitReport {
+        solver: "none".into(),
+        n_rows: 0,
+        log_likelihood: 0.0,
+        entropy: 0.0,
+        iterations: 0,
+        termination: Termination::MaxIters,
+        seconds: 0.0,
+        trace: vec![],
+        best_restart: 0,
+        restarts: vec![],
+        spread: None,
+    }
+}
+
+#[test]
+fn save_then_load_predicts_identically() {
+    let data = generate(300, 7);
+    let fit = params()
+        .n_init(2)
+        .seed(4)
+        .check()
+        .unwrap()
+        .fit(&data)
+        .unwrap();
+    let path = std::env::temp_dir().join(format!("em_as_md_model_{}.json", std::process::id()));
+    fit.save(&path).unwrap();
+    let back = FittedMoe::load(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(bits(back.theta()), bits(fit.theta()));
+    assert_eq!(back.feature_names(), fit.feature_names());
+    assert!(back.intercept());
+    assert_eq!(back.model().spec().unwrap(), fit.model().spec().unwrap());
+    assert_eq!(back.report().restarts, fit.report().restarts);
+    assert_eq!(back.report().trace.len(), fit.report().trace.len());
+    assert_eq!(back.report().termination, fit.report().termination);
+    assert_eq!(
+        bits(&back.predict_mean(&data).unwrap()),
+        bits(&fit.predict_mean(&data).unwrap())
+    );
+    assert_eq!(
+        bits(&back.log_predictive_density(&data).unwrap()),
+        bits(&fit.log_predictive_density(&data).unwrap())
+    );
+    assert_eq!(back.bic().to_bits(), fit.bic().to_bits());
+    assert_eq!(back.icl().to_bits(), fit.icl().to_bits());
+
+    // Corrupted files give typed errors.
+    let text = em_as_md::io::to_json(&fit).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["theta"].as_array_mut().unwrap().pop();
+    let e = em_as_md::io::from_json(&v.to_string()).unwrap_err();
+    assert!(
+        matches!(e, MoeError::InvalidParam { name: "theta", .. }),
+        "{e:?}"
+    );
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["feature_names"].as_array_mut().unwrap().pop();
+    let e = em_as_md::io::from_json(&v.to_string()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            MoeError::InvalidParam {
+                name: "feature_names",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["spec"]["n_experts"] = serde_json::json!(0);
+    let e = em_as_md::io::from_json(&v.to_string()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            MoeError::InvalidParam {
+                name: "n_experts",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["intercept"] = serde_json::json!(false);
+    let e = em_as_md::io::from_json(&v.to_string()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            MoeError::InvalidParam {
+                name: "intercept",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["format"] = serde_json::json!("something-else");
+    assert!(matches!(
+        em_as_md::io::from_json(&v.to_string()).unwrap_err(),
+        MoeError::Io(_)
+    ));
+    assert!(matches!(
+        em_as_md::io::from_json("{").unwrap_err(),
+        MoeError::Io(_)
+    ));
+    assert!(matches!(
+        FittedMoe::load("/nonexistent/m.json").unwrap_err(),
+        MoeError::Io(_)
+    ));
+}
+
+#[test]
+fn alignment_recovers_a_known_permutation_and_keeps_the_likelihood() {
+    let data = generate(400, 8);
+    let fit = params().seed(2).check().unwrap().fit(&data).unwrap();
+    let layout = layout_of(fit.model());
+    let problem = Problem::new(fit.model(), &data).unwrap();
+    let l0 = problem.objective(fit.theta()).unwrap();
+    for perm in [vec![1, 2, 0], vec![2, 1, 0], vec![0, 2, 1]] {
+        let shuffled = permute_theta(fit.theta(), &layout, &perm).unwrap();
+        let l1 = problem.objective(&shuffled).unwrap();
+        assert!(
+            (l1 - l0).abs() < 1e-12 * l0.abs().max(1.0),
+            "{perm:?}: {l1} vs {l0}"
+        );
+        // Matching the shuffled fit to the original returns the inverse relabelling…
+        let found = align_components(fit.theta(), &shuffled, &layout).unwrap();
+        for (k, &j) in found.iter().enumerate() {
+            assert_eq!(perm[j], k);
+        }
+        // …and applying it restores the original parameters.
+        let back = permute_theta(&shuffled, &layout, &found).unwrap();
+        for (a, b) in back.iter().zip(fit.theta()) {
+            assert!((a - b).abs() < 1e-12 * (1.0 + b.abs()));
+        }
+    }
+    // The fit, aligned to the truth, is close to it.
+    let (_, truth) = truth();
+    let aligned = em_as_md::align::align_to(&truth, fit.theta(), &layout).unwrap();
+    let m = fit.model();
+    for k in 0..3 {
+        let (bt, _) = LinearGaussian::beta_from_natural(m.expert_block(&truth, k)).unwrap();
+        let (bf, _) = LinearGaussian::beta_from_natural(m.expert_block(&aligned, k)).unwrap();
+        for (a, b) in bt.iter().zip(&bf) {
+            assert!((a - b).abs() < 0.3, "expert {k}: {bt:?} vs {bf:?}");
+        }
+    }
+}
