@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod information;
+pub mod rates;
 pub mod ratios;
 #[cfg(test)]
 pub(crate) mod testkit;
