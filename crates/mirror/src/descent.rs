@@ -6,7 +6,7 @@
 //!
 //! computed in three stages ([`MirrorDescent::step`]):
 //! 1. the dual step $y = \nabla\psi(\theta_t) - \eta_t g$;
-//! 2. back to the primal space, $x = \nabla\psi^*(y)$ (the unconstrained minimiser);
+//! 2. back to the primal space, $x = \nabla\psi^{\ast}(y)$ (the unconstrained minimiser);
 //! 3. the Bregman projection $\theta_{t+1} = \arg\min_{\theta\in C} D_\psi(\theta, x)$
 //!    ([`ConstraintSet::project`]).
 //!
@@ -539,7 +539,7 @@ impl<'a> MirrorDescent<'a> {
 
     /// One step $\theta_{t+1} = \arg\min_{\theta\in C} \langle g, \theta\rangle +
     /// \frac1{\eta_t} D_\psi(\theta, \theta_t)$, as
-    /// $\Pi^\psi_C\big(\nabla\psi^*(\nabla\psi(\theta_t) - \eta_t g)\big)$.
+    /// $\Pi^\psi_C\big(\nabla\psi^{\ast}(\nabla\psi(\theta_t) - \eta_t g)\big)$.
     ///
     /// # Errors
     /// `DimensionMismatch`; `OutsideDomain` if $\theta_t$ is not in the domain of

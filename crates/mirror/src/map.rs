@@ -131,7 +131,7 @@ fn check_positive(name: &'static str, v: f64) -> Result<()> {
 
 /// The (diagonally scaled) Euclidean mirror map on $\mathbb R^n$:
 /// $$ \psi(x) = \tfrac12 \sum_j d_j x_j^2, \qquad \nabla\psi(x) = d \odot x, \qquad
-///    \nabla\psi^*(y) = y \oslash d, $$
+///    \nabla\psi^{\ast}(y) = y \oslash d, $$
 /// with Bregman divergence $D_\psi(a, b) = \tfrac12\sum_j d_j (a_j - b_j)^2$. With
 /// $d = \mathbf 1$ ([`Euclidean::new`]) mirror descent is (projected) gradient descent;
 /// a general $d > 0$ ([`Euclidean::scaled`]) gives diagonally preconditioned gradient
@@ -215,12 +215,12 @@ impl MirrorMap for Euclidean {
 /// Negative entropy on the probability simplex
 /// $\Delta_n = \{x \in \mathbb R^n : x_j \ge 0,\ \sum_j x_j = 1\}$:
 /// $$ \psi(x) = \sum_j x_j \log x_j, \qquad \nabla\psi(x) = \mathbf 1 + \log x, \qquad
-///    \nabla\psi^*(y) = \operatorname{softmax}(y) = \frac{e^{y}}{\sum_k e^{y_k}} . $$
+///    \nabla\psi^{\ast}(y) = \operatorname{softmax}(y) = \frac{e^{y}}{\sum_k e^{y_k}} . $$
 ///
 /// **Simplex convention.** $\psi$ is taken as $+\infty$ off the affine hull
-/// $\{\sum_j x_j = 1\}$, so its conjugate is $\psi^*(y) = \log\sum_k e^{y_k}$ and
-/// $\nabla\psi^*$ is the softmax. A dual point is determined only up to adding a
-/// multiple of $\mathbf 1$ (the normal of the simplex): $\nabla\psi^*(\nabla\psi(x) + c\mathbf 1) = x$
+/// $\{\sum_j x_j = 1\}$, so its conjugate is $\psi^{\ast}(y) = \log\sum_k e^{y_k}$ and
+/// $\nabla\psi^{\ast}$ is the softmax. A dual point is determined only up to adding a
+/// multiple of $\mathbf 1$ (the normal of the simplex): $\nabla\psi^{\ast}(\nabla\psi(x) + c\mathbf 1) = x$
 /// for every $c$. Membership allows $|\sum_j x_j - 1| \le$ [`SIMPLEX_TOL`].
 /// `in_domain` and `grad` require the relative interior ($x_j > 0$); `potential`
 /// accepts the closed simplex with $0\log 0 = 0$.
@@ -306,8 +306,8 @@ impl MirrorMap for NegEntropy {
 /// A block-diagonal weighted sum of mirror maps, for parameters made of several blocks
 /// $x = (x_1, \dots, x_B)$ stored one after another:
 /// $$ \psi(x) = \sum_b c_b\, \psi_b(x_b), \qquad
-///    \nabla\psi(x)_b = c_b \nabla\psi_b(x_b), \qquad
-///    \nabla\psi^*(y)_b = \nabla\psi_b^*(y_b / c_b), $$
+///    \nabla\psi(x)\_b = c_b \nabla\psi_b(x_b), \qquad
+///    \nabla\psi^{\ast}(y)\_b = \nabla\psi_b^{\ast}(y_b / c_b), $$
 /// with weights $c_b > 0$. Its Bregman divergence is the weighted sum of the blocks'
 /// divergences, $D_\psi(a, b) = \sum_b c_b D_{\psi_b}(a_b, b_b)$.
 ///
