@@ -388,3 +388,79 @@ fn a_non_finite_step_is_an_error() {
         .unwrap_err();
     assert!(matches!(e, MoeError::NonFinite { iter: 1, .. }));
 }
+
+mod with_em {
+    //! The executor driving the real EM solver on a generated two-expert mixture.
+    use super::*;
+    use em_as_md::{Dataset, Em, Gating, LinearGaussian, MixtureOfExperts, Problem};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn setup() -> (MixtureOfExperts, Dataset, Vec<f64>) {
+        let model =
+            MixtureOfExperts::new(Arc::new(LinearGaussian::new()), 2, 2, Gating::Softmax).unwrap();
+        let mut truth = vec![0.5, 1.5];
+        for (beta, s2) in [([1.0, 2.0], 0.25), ([-1.0, -1.0], 0.25)] {
+            let mut b = vec![0.0; 3];
+            LinearGaussian::natural_from_beta(&beta, s2, &mut b).unwrap();
+            truth.extend(b);
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for _ in 0..400 {
+            let xi: f64 = rng.random_range(-2.0..2.0);
+            y.push(model.sample(&truth, &[1.0, xi], &mut rng).unwrap().0[0]);
+            x.push(xi);
+        }
+        let data = Dataset::from_rows(&x, 1, &y, 1).unwrap().with_intercept();
+        let start = model.random_params(&mut rng, 0.5);
+        (model, data, start)
+    }
+
+    #[test]
+    fn recorded_objective_equals_the_recomputed_objective() {
+        let (model, data, start) = setup();
+        let problem = Problem::new(&model, &data).unwrap();
+        let res = Executor::new(problem, Em::new())
+            .theta0(start)
+            .max_iters(300)
+            .tol(1e-9)
+            .run()
+            .unwrap();
+        assert!(matches!(res.termination, Termination::Converged { .. }));
+        let l = problem.objective(&res.state.theta).unwrap();
+        assert!((res.state.objective - l).abs() <= 1e-12 * l.abs().max(1.0));
+        assert_eq!(res.trace.last().unwrap().objective, res.state.objective);
+        let lb = problem.objective(&res.best.theta).unwrap();
+        assert!((res.best.objective - lb).abs() <= 1e-12 * lb.abs().max(1.0));
+    }
+
+    #[test]
+    fn em_checkpoint_then_resume_equals_an_uninterrupted_run() {
+        let (model, data, start) = setup();
+        let problem = Problem::new(&model, &data).unwrap();
+        let full = Executor::new(problem, Em::new())
+            .theta0(start.clone())
+            .max_iters(25)
+            .run()
+            .unwrap();
+        let path = tmp("em_resume");
+        Executor::new(problem, Em::new())
+            .theta0(start)
+            .max_iters(10)
+            .checkpoint(&path, 5)
+            .run()
+            .unwrap();
+        let resumed = Executor::new(problem, Em::new())
+            .resume(&path)
+            .unwrap()
+            .max_iters(25)
+            .run()
+            .unwrap();
+        std::fs::remove_file(&path).ok();
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&resumed.state.theta), bits(&full.state.theta));
+        assert_eq!(resumed.trace.len(), 25);
+    }
+}
