@@ -7,6 +7,7 @@
 pub mod error;
 pub mod information;
 pub mod rates;
+pub mod stderr;
 pub mod ratios;
 #[cfg(test)]
 pub(crate) mod testkit;
