@@ -387,7 +387,10 @@ mod tests {
         let mut x = vec![-1.2, 1.0];
         let r = Lbfgs::default().minimize(rosen, &mut x).unwrap();
         assert!(r.converged, "{r:?}");
-        assert!((x[0] - 1.0).abs() < 1e-9 && (x[1] - 1.0).abs() < 1e-9, "{x:?}");
+        assert!(
+            (x[0] - 1.0).abs() < 1e-9 && (x[1] - 1.0).abs() < 1e-9,
+            "{x:?}"
+        );
 
         // Ill-conditioned quadratic: exact minimiser known.
         let diag = [1.0, 10.0, 100.0, 1000.0];

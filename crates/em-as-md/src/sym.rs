@@ -235,10 +235,11 @@ impl ExponentialFamily for SymLinComplete {
 pub struct SymLogComplete;
 
 impl SymLogComplete {
-    const T: [[f64; 2]; 4] = [[1.0, 0.0], [1.0, 1.0], [0.0, 0.0], [0.0, -1.0]];
-
-    /// Outcome probabilities in the order $(z,y) = (0,0),(0,1),(1,0),(1,1)$ and $A(\varphi)$.
-    fn probs(phi: &[f64]) -> ([f64; 4], f64) {
+    /// Outcome probabilities in the order $(z,y) = (0,0),(0,1),(1,0),(1,1)$ and
+    /// $A(\varphi) = \operatorname{LSE}(\varphi_1, \varphi_1 + \varphi_2, 0, -\varphi_2)$
+    /// (the direct four-term form, used by the sampler and as the independent check of
+    /// the factorised [`ExponentialFamily::log_partition`]).
+    pub fn outcome_probs(phi: &[f64]) -> ([f64; 4], f64) {
         let mut l = [phi[0], phi[0] + phi[1], 0.0, -phi[1]];
         let a = log_sum_exp(&l);
         for v in l.iter_mut() {
@@ -276,33 +277,57 @@ impl ExponentialFamily for SymLogComplete {
     fn log_base_measure(&self, _s: &[f64]) -> f64 {
         0.0
     }
-    /// $A(\varphi) = \operatorname{LSE}(\varphi_1, \varphi_1 + \varphi_2, 0, -\varphi_2)$.
+    /// $A(\varphi) = \log(1 + e^{\varphi_1+\varphi_2}) + \log(1 + e^{-\varphi_2})$, the
+    /// factorised form of $\operatorname{LSE}(\varphi_1, \varphi_1 + \varphi_2, 0, -\varphi_2)$
+    /// (the factorisation is tested against the four-term sum).
     fn log_partition(&self, phi: &[f64]) -> mirror::Result<f64> {
         finite_natural("SymMoLogE", phi)?;
-        Ok(Self::probs(phi).1)
+        Ok(log1p_exp(phi[0] + phi[1]) + log1p_exp(-phi[1]))
     }
-    /// $\nabla A = (q_{00} + q_{01},\ q_{01} - q_{11})$ with $q_{zy}$ the outcome probabilities.
+    /// $\nabla A = (\sigma(\varphi_1+\varphi_2),\ \sigma(\varphi_1+\varphi_2) - \sigma(-\varphi_2))$:
+    /// $P(z = 0) = \sigma(u)$ with $u = \varphi_1 + \varphi_2$, and
+    /// $\mathbb E[s_z y] = \sigma(u)\sigma(b) - (1-\sigma(u))\sigma(-b) = \sigma(u) - \sigma(-b)$, $b = \varphi_2$.
     fn mean(&self, phi: &[f64], mu: &mut [f64]) -> mirror::Result<()> {
         finite_natural("SymMoLogE", phi)?;
         check_len("mean: output", 2, mu.len())?;
-        let (q, _) = Self::probs(phi);
-        mu[0] = q[0] + q[1];
-        mu[1] = q[1] - q[3];
+        let su = sigmoid(phi[0] + phi[1]);
+        mu[0] = su;
+        mu[1] = su - sigmoid(-phi[1]);
         Ok(())
     }
-    /// $\nabla^2 A = \sum_o q_o T_o T_o^\top - \mu\mu^\top$ over the four outcomes.
+    /// $\nabla^2 A = \begin{pmatrix} a & a \\ a & a + c\end{pmatrix}$ with
+    /// $a = \sigma(u)\sigma(-u)$, $c = \sigma(b)\sigma(-b)$.
     fn fisher(&self, phi: &[f64]) -> mirror::Result<Mat<f64>> {
         finite_natural("SymMoLogE", phi)?;
-        let (q, _) = Self::probs(phi);
-        let mu = [q[0] + q[1], q[1] - q[3]];
-        Ok(Mat::from_fn(2, 2, |i, j| {
-            (0..4).map(|o| q[o] * Self::T[o][i] * Self::T[o][j]).sum::<f64>() - mu[i] * mu[j]
-        }))
+        let u = phi[0] + phi[1];
+        let a = sigmoid(u) * sigmoid(-u);
+        let c = sigmoid(phi[1]) * sigmoid(-phi[1]);
+        Ok(Mat::from_fn(
+            2,
+            2,
+            |i, j| if i == 1 && j == 1 { a + c } else { a },
+        ))
+    }
+    /// Closed form: $\varphi_2 = \operatorname{logit}(\mu_2 + 1 - \mu_1)$,
+    /// $\varphi_1 = \operatorname{logit}(\mu_1) - \varphi_2$.
+    fn natural_from_mean(&self, mu: &[f64], phi: &mut [f64]) -> mirror::Result<()> {
+        check_len("natural_from_mean: mu", 2, mu.len())?;
+        check_len("natural_from_mean: phi", 2, phi.len())?;
+        if !self.in_mean_domain(mu) {
+            return Err(MirrorError::OutsideDomain {
+                what: "mean parameter",
+                reason: format!("{mu:?} is not in the mean domain 0 < μ1 < 1, μ1 − 1 < μ2 < μ1"),
+            });
+        }
+        let logit = |p: f64| p.ln() - (-p).ln_1p();
+        phi[1] = logit(mu[1] + 1.0 - mu[0]);
+        phi[0] = logit(mu[0]) - phi[1];
+        Ok(())
     }
     fn sample(&self, phi: &[f64], rng: &mut dyn RngCore, s: &mut [f64]) -> mirror::Result<()> {
         finite_natural("SymMoLogE", phi)?;
         check_len("sample: output", 2, s.len())?;
-        let (q, _) = Self::probs(phi);
+        let (q, _) = Self::outcome_probs(phi);
         let u: f64 = rand::Rng::random(rng);
         let mut acc = 0.0;
         let mut o = 3;
@@ -929,6 +954,38 @@ impl ConditionalFamily for SymMoLogE {
     }
 }
 
+impl crate::em::EmModel for SymMoLinE {
+    type Stats = SymStats;
+    fn e_step(&self, data: &Dataset, theta: &[f64]) -> Result<(SymStats, f64)> {
+        SymMoLinE::e_step(self, data, theta)
+    }
+    fn m_step(
+        &self,
+        data: &Dataset,
+        stats: &SymStats,
+        theta: &[f64],
+        next: &mut [f64],
+    ) -> Result<InnerStats> {
+        SymMoLinE::m_step(self, data, stats, theta, next)
+    }
+}
+
+impl crate::em::EmModel for SymMoLogE {
+    type Stats = SymStats;
+    fn e_step(&self, data: &Dataset, theta: &[f64]) -> Result<(SymStats, f64)> {
+        SymMoLogE::e_step(self, data, theta)
+    }
+    fn m_step(
+        &self,
+        data: &Dataset,
+        stats: &SymStats,
+        theta: &[f64],
+        next: &mut [f64],
+    ) -> Result<InnerStats> {
+        SymMoLogE::m_step(self, data, stats, theta, next)
+    }
+}
+
 /// The E-step pass shared by both models: `post(x, y) = (log p(y|x), r)`.
 fn e_step_with<P>(data: &Dataset, post: P) -> Result<(SymStats, f64)>
 where
@@ -1005,6 +1062,13 @@ mod tests {
             let direct = (1.0 + u.exp()).ln() + (1.0 + b.exp()).ln() - b;
             let a = m.complete().log_partition(&phi).unwrap();
             assert!((a - direct).abs() < 1e-13, "{a} vs {direct}");
+            let (q, lse) = SymLogComplete::outcome_probs(&phi);
+            assert!((a - lse).abs() < 1e-13, "{a} vs {lse}");
+            // ∇A = E[T] over the four outcomes.
+            let mut mu = [0.0; 2];
+            m.complete().mean(&phi, &mut mu).unwrap();
+            assert!((mu[0] - (q[0] + q[1])).abs() < 1e-14);
+            assert!((mu[1] - (q[1] - q[3])).abs() < 1e-14);
         }
     }
 
@@ -1028,5 +1092,38 @@ mod tests {
         }
         let a = f.log_partition(&phi).unwrap();
         assert!((total.ln() - a).abs() < 1e-9, "{} vs {a}", total.ln());
+    }
+    #[test]
+    fn complete_families_pass_check_family() {
+        use mirror::{check_family, CheckConfig, CheckKind, CheckStatus};
+        let lin = SymLinComplete::new(0.7).unwrap();
+        for phi in [[0.3, -0.5], [-2.0, 1.5], [1.2, 0.0]] {
+            let rep = check_family(&lin, &phi, &CheckConfig::default()).unwrap();
+            // The harness integrates continuous observations jointly over (y, z) as if
+            // both were continuous; z is a label, so normalisation is checked by
+            // quadrature in `sym_lin_partition_matches_quadrature` instead.
+            for c in &rep.checks {
+                if c.kind != CheckKind::Normalisation {
+                    assert_ne!(c.status, CheckStatus::Failed, "{rep}");
+                }
+            }
+        }
+        for phi in [[0.3, -0.5], [-2.0, 1.5], [1.2, 0.0], [0.0, 3.0]] {
+            let rep = check_family(&SymLogComplete, &phi, &CheckConfig::default()).unwrap();
+            assert!(rep.passed(), "{rep}");
+        }
+    }
+
+    #[test]
+    fn mean_domains_are_the_hulls_of_t() {
+        let lin = SymLinComplete::new(1.0).unwrap();
+        assert!(lin.in_mean_domain(&[0.5, -7.0]));
+        assert!(!lin.in_mean_domain(&[1.0, 0.0]) && !lin.in_mean_domain(&[-0.1, 0.0]));
+        let log = SymLogComplete;
+        assert!(log.in_mean_domain(&[0.5, 0.2]));
+        assert!(!log.in_mean_domain(&[0.5, 0.6]) && !log.in_mean_domain(&[0.5, -0.6]));
+        let mut phi = [0.0; 2];
+        let e = lin.natural_from_mean(&[1.5, 0.0], &mut phi).unwrap_err();
+        assert!(matches!(e, MirrorError::OutsideDomain { .. }));
     }
 }

@@ -1,0 +1,492 @@
+//! Mirror descent on $L$ with step $\eta$ and the stacked complete-data log-partition
+//! $\mathcal A(\Phi) = \frac1n\sum_i A(\varphi_i)$ as mirror map — EM's own geometry.
+//!
+//! **Projected form** ([`MirrorDescent`], any realisation map):
+//! $$ \theta^+ = \arg\min_\theta\ \langle\nabla\ell(\Phi_t), \Phi(\theta)\rangle
+//!    + \tfrac1\eta D_{\mathcal A}(\Phi(\theta), \Phi_t)
+//!    = \arg\min_\theta F_\eta(\theta),\qquad
+//!    F_\eta(\theta) = \frac1n\sum_i A(\varphi_i(\theta)) - \langle m_i, \varphi_i(\theta)\rangle, $$
+//! $$ m_i = (1 - \eta)\nabla A(\varphi_{t,i}) + \eta\,\mathbb E_{z\sim p(z\mid y_i;\varphi_{t,i})}[T(y_i, z)]. $$
+//! The two objectives differ by the factor $1/\eta$ and a constant: with
+//! $\nabla_{\varphi_i}\ell = \frac1n(\nabla A(\varphi_{t,i}) - \mathbb E_{\text{post}}T)$,
+//! $\langle\nabla\ell, \Phi\rangle + \frac1\eta D_{\mathcal A}(\Phi,\Phi_t) = \frac1\eta\cdot
+//! \frac1n\sum_i[A(\varphi_i) - \langle m_i, \varphi_i\rangle] + \text{const}$. At
+//! $\eta = 1$, $m_i$ is the posterior expectation of $T$ and $F_1$ is exactly EM's M-step
+//! objective (the negative expected complete-data log-likelihood up to $\log h$):
+//! **EM is projected mirror descent with unit step and KL regulariser**
+//! (Kunstner, Kumar & Schmidt, AISTATS 2021; Fruytier, Mokhtari & Sanghavi, ICML 2025,
+//! Thm. 1). $\eta < 1$ is damped EM; $\eta > 1$ extrapolates, and $m_i$ may leave the
+//! mean domain (counted and reported in [`MdStep`]; $F_\eta$ may then be unbounded below,
+//! which is returned as `MoeError::LeftDomain`).
+//!
+//! The subproblem is built only from [`Problem::md_targets`] and [`Problem::md_subproblem`]
+//! (i.e. from $A$, $\nabla A$, $T$, the posterior and the realisation map) and minimised by
+//! [`Lbfgs`] warm-started at $\theta_t$ to $\|\nabla F_\eta\|_\infty \le$ `inner_tol` — never
+//! by M-step code, so the equality with EM is a test, not a tautology.
+//!
+//! **Unprojected form** ([`UnprojectedMirrorDescent`], linear realisations only): when
+//! $\varphi_i(\theta) = J_i\theta$ ($J_i$ constant, e.g. SymMoLinE, SymMoLogE),
+//! $A_n(\theta) = \frac1n\sum_i A(J_i\theta)$ is a convex function of $\theta$ and
+//! $\langle\nabla\ell(\Phi_t), \Phi(\theta)\rangle = \langle\nabla L(\theta_t),\theta\rangle$,
+//! so the step is plain mirror descent in $\theta$:
+//! $$ \nabla A_n(\theta^+) = \nabla A_n(\theta_t) - \eta\nabla L(\theta_t),\qquad
+//!    \nabla A_n(\theta) = \frac1n\sum_i J_i^\top\nabla A(\varphi_i(\theta)), $$
+//! solved as $\theta^+ = \arg\min_\theta A_n(\theta) - \langle g_t, \theta\rangle$ with
+//! $g_t = \nabla A_n(\theta_t) - \eta\nabla L(\theta_t)$. Since
+//! $\nabla A_n(\theta_t) - \eta\nabla L(\theta_t) = \frac1n\sum_i J_i^\top m_i$, both forms
+//! have the same stationarity equation; the tests check that both computations agree.
+
+use crate::conditional::ConditionalFamily;
+use crate::error::{MoeError, Result};
+use crate::lbfgs::{Lbfgs, LbfgsReport};
+use crate::objective::Problem;
+use crate::parallel::fold_rows;
+use crate::solver::{FitState, InnerStats, IterRecord, Solver};
+
+/// Default inner tolerance $\|\nabla F_\eta\|_\infty$ of the subproblem solve: tight enough
+/// that EM and MD($\eta = 1$) agree to $10^{-8}$ relative in $\theta$ and $L$ (tested).
+pub const DEFAULT_INNER_TOL: f64 = 1e-11;
+/// Default cap on inner L-BFGS iterations.
+pub const DEFAULT_INNER_MAX: usize = 1000;
+
+/// What one mirror-descent step saw beyond the [`IterRecord`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MdStep {
+    /// Rows whose target $m_i$ lies outside the mean domain of the complete-data family
+    /// (possible only for $\eta > 1$; then $F_\eta$ has no per-row minimiser, although the
+    /// realised problem may still be bounded).
+    pub rows_outside_mean_domain: usize,
+    /// Final $\|\nabla F\|_\infty$ of the inner solve.
+    pub inner_residual: f64,
+    /// Inner L-BFGS iterations.
+    pub inner_iterations: u64,
+    /// Inner function/gradient evaluations.
+    pub inner_evaluations: u64,
+    /// Value of the subproblem objective at $\theta^+$.
+    pub subproblem_value: f64,
+}
+
+fn validate(eta: f64, inner_tol: f64, inner_max: usize) -> Result<()> {
+    if !(eta > 0.0 && eta.is_finite()) {
+        return Err(MoeError::InvalidParam {
+            name: "eta",
+            reason: format!("finite and > 0, got {eta}"),
+        });
+    }
+    if !(inner_tol > 0.0 && inner_tol.is_finite()) {
+        return Err(MoeError::InvalidParam {
+            name: "inner_tol",
+            reason: format!("finite and > 0, got {inner_tol}"),
+        });
+    }
+    if inner_max == 0 {
+        return Err(MoeError::InvalidParam {
+            name: "inner_max",
+            reason: "at least 1".into(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn with_iter(e: MoeError, iter: u64) -> MoeError {
+    match e {
+        MoeError::LeftDomain { reason, .. } => MoeError::LeftDomain { iter, reason },
+        MoeError::NonFinite { what, .. } => MoeError::NonFinite { what, iter },
+        other => other,
+    }
+}
+
+/// Builds the next state and record from $\theta^+$: $L(\theta^+)$ and
+/// $\|\nabla L(\theta^+)\|_2$ in one pass, $D_{\mathcal A}(\Phi_{t+1},\Phi_t)$ if asked.
+fn finish<M: ConditionalFamily + ?Sized>(
+    problem: &Problem<'_, M>,
+    state: FitState,
+    next: Vec<f64>,
+    inner: InnerStats,
+    bregman: bool,
+) -> Result<(FitState, IterRecord)> {
+    let iter = state.iter + 1;
+    let mut grad = vec![0.0; next.len()];
+    let objective = problem
+        .objective_and_gradient(&next, &mut grad)
+        .map_err(|e| with_iter(e, iter))?;
+    let grad_norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
+    assemble(problem, state, next, objective, grad_norm, inner, bregman)
+}
+
+/// The next state and record from $\theta^+$ whose $L(\theta^+)$ and
+/// $\|\nabla L(\theta^+)\|_2$ are already known (the best iterate is updated in the
+/// state; the executor fills `elapsed`).
+pub(crate) fn assemble<M: ConditionalFamily + ?Sized>(
+    problem: &Problem<'_, M>,
+    state: FitState,
+    next: Vec<f64>,
+    objective: f64,
+    grad_norm: f64,
+    inner: InnerStats,
+    bregman: bool,
+) -> Result<(FitState, IterRecord)> {
+    let iter = state.iter + 1;
+    if !objective.is_finite() {
+        return Err(MoeError::NonFinite {
+            what: "objective L(θ)",
+            iter,
+        });
+    }
+    let bregman_step = if bregman {
+        problem
+            .stacked_bregman(&next, &state.theta)
+            .map_err(|e| with_iter(e, iter))?
+    } else {
+        f64::NAN
+    };
+    let (best_theta, best_objective) = if objective < state.best_objective {
+        (next.clone(), objective)
+    } else {
+        (state.best_theta, state.best_objective)
+    };
+    Ok((
+        FitState {
+            theta: next,
+            objective,
+            iter,
+            best_theta,
+            best_objective,
+        },
+        IterRecord {
+            iter,
+            objective,
+            grad_norm,
+            bregman_step,
+            inner,
+            elapsed: 0.0,
+        },
+    ))
+}
+
+fn inner_stats(r: &LbfgsReport) -> InnerStats {
+    InnerStats {
+        iterations: r.iterations,
+        residual: r.grad_norm,
+        converged: r.converged,
+        hessians: 0,
+    }
+}
+
+/// Projected mirror descent with step $\eta$ (see the [module documentation](self)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorDescent {
+    eta: f64,
+    inner: Lbfgs,
+    record_bregman: bool,
+    strict_mean_domain: bool,
+    last: MdStep,
+}
+
+impl MirrorDescent {
+    /// Step $\eta$, inner tolerance $\|\nabla F_\eta\|_\infty \le$ `inner_tol`, at most
+    /// `inner_max` L-BFGS iterations.
+    ///
+    /// # Errors
+    /// `InvalidParam` for $\eta \le 0$ or non-finite, `inner_tol` not finite and positive,
+    /// `inner_max = 0`.
+    pub fn new(eta: f64, inner_tol: f64, inner_max: usize) -> Result<Self> {
+        validate(eta, inner_tol, inner_max)?;
+        Ok(MirrorDescent {
+            eta,
+            inner: Lbfgs {
+                grad_tol: inner_tol,
+                max_iter: inner_max,
+                ..Lbfgs::default()
+            },
+            record_bregman: true,
+            strict_mean_domain: false,
+            last: MdStep::default(),
+        })
+    }
+    /// Step $\eta$ with [`DEFAULT_INNER_TOL`] and [`DEFAULT_INNER_MAX`].
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_eta(eta: f64) -> Result<Self> {
+        Self::new(eta, DEFAULT_INNER_TOL, DEFAULT_INNER_MAX)
+    }
+    /// The step $\eta$.
+    pub fn eta(&self) -> f64 {
+        self.eta
+    }
+    /// Whether to compute $D_{\mathcal A}(\Phi_{t+1},\Phi_t)$ each step (default: yes).
+    pub fn with_bregman(mut self, on: bool) -> Self {
+        self.record_bregman = on;
+        self
+    }
+    /// With `true`, a step whose targets $m_i$ leave the mean domain fails with
+    /// `LeftDomain` instead of being attempted (default: attempted and counted in
+    /// [`MdStep::rows_outside_mean_domain`]).
+    pub fn strict_mean_domain(mut self, on: bool) -> Self {
+        self.strict_mean_domain = on;
+        self
+    }
+    /// Details of the last step.
+    pub fn last_step(&self) -> &MdStep {
+        &self.last
+    }
+    /// One projected mirror-descent step from $\theta_t$ alone: returns $\theta^+$ and
+    /// the inner report (used by `next_iter` and by tests).
+    ///
+    /// # Errors
+    /// `LeftDomain` when $F_\eta$ is unbounded below (or, with
+    /// [`strict_mean_domain`](Self::strict_mean_domain), when a target leaves the mean
+    /// domain); errors of the objective otherwise.
+    pub fn step<M: ConditionalFamily + ?Sized>(
+        &mut self,
+        problem: &Problem<'_, M>,
+        theta_t: &[f64],
+    ) -> Result<(Vec<f64>, InnerStats)> {
+        let m = problem.md_targets(theta_t, self.eta)?;
+        let fam = problem.model.complete();
+        let p = fam.dim();
+        let outside = m.chunks(p).filter(|mi| !fam.in_mean_domain(mi)).count();
+        self.last = MdStep {
+            rows_outside_mean_domain: outside,
+            ..MdStep::default()
+        };
+        if outside > 0 && self.strict_mean_domain {
+            return Err(MoeError::LeftDomain {
+                iter: 0,
+                reason: format!(
+                    "η = {}: {outside} of {} target statistics m_i are outside the mean domain of {}",
+                    self.eta,
+                    problem.data.n(),
+                    fam.name()
+                ),
+            });
+        }
+        let mut theta = theta_t.to_vec();
+        let report = self
+            .inner
+            .minimize(|th, g| problem.md_subproblem(th, &m, g), &mut theta)
+            .map_err(|e| match e {
+                MoeError::LeftDomain { iter, reason } => MoeError::LeftDomain {
+                    iter,
+                    reason: format!(
+                        "mirror-descent step η = {} ({outside} rows with targets outside the mean domain): {reason}",
+                        self.eta
+                    ),
+                },
+                other => other,
+            })?;
+        self.last.inner_residual = report.grad_norm;
+        self.last.inner_iterations = report.iterations;
+        self.last.inner_evaluations = report.evaluations;
+        self.last.subproblem_value = report.value;
+        Ok((theta, inner_stats(&report)))
+    }
+}
+
+impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for MirrorDescent {
+    fn name(&self) -> String {
+        format!("MD(η={})", self.eta)
+    }
+    fn next_iter(
+        &mut self,
+        problem: &Problem<'_, M>,
+        state: FitState,
+    ) -> Result<(FitState, IterRecord)> {
+        let iter = state.iter + 1;
+        let (next, inner) = self
+            .step(problem, &state.theta)
+            .map_err(|e| with_iter(e, iter))?;
+        finish(problem, state, next, inner, self.record_bregman)
+    }
+}
+
+/// Unprojected mirror descent in $\theta$ for linear realisations
+/// (see the [module documentation](self)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnprojectedMirrorDescent {
+    eta: f64,
+    inner: Lbfgs,
+    record_bregman: bool,
+    last: MdStep,
+}
+
+impl UnprojectedMirrorDescent {
+    /// Step $\eta$, inner tolerance and iteration cap as for [`MirrorDescent::new`].
+    ///
+    /// # Errors
+    /// `InvalidParam` as for [`MirrorDescent::new`].
+    pub fn new(eta: f64, inner_tol: f64, inner_max: usize) -> Result<Self> {
+        validate(eta, inner_tol, inner_max)?;
+        Ok(UnprojectedMirrorDescent {
+            eta,
+            inner: Lbfgs {
+                grad_tol: inner_tol,
+                max_iter: inner_max,
+                ..Lbfgs::default()
+            },
+            record_bregman: true,
+            last: MdStep::default(),
+        })
+    }
+    /// Step $\eta$ with the default inner settings.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_eta(eta: f64) -> Result<Self> {
+        Self::new(eta, DEFAULT_INNER_TOL, DEFAULT_INNER_MAX)
+    }
+    /// Whether to compute $D_{\mathcal A}(\Phi_{t+1},\Phi_t)$ each step (default: yes).
+    pub fn with_bregman(mut self, on: bool) -> Self {
+        self.record_bregman = on;
+        self
+    }
+    /// Details of the last step (`rows_outside_mean_domain` is not computed here: 0).
+    pub fn last_step(&self) -> &MdStep {
+        &self.last
+    }
+
+    /// $A_n(\theta) = \frac1n\sum_i A(\varphi_i(\theta))$ and
+    /// $\nabla A_n(\theta) = \frac1n\sum_i J_i^\top\nabla A(\varphi_i(\theta))$ (into `grad`).
+    ///
+    /// # Errors
+    /// `LeftDomain` if some $\varphi_i(\theta)$ is outside the natural domain.
+    pub fn stacked_potential<M: ConditionalFamily + ?Sized>(
+        problem: &Problem<'_, M>,
+        theta: &[f64],
+        grad: &mut [f64],
+    ) -> Result<f64> {
+        let model = problem.model;
+        let data = problem.data;
+        let fam = model.complete();
+        let p = fam.dim();
+        let n = data.n();
+        let (val, g) = fold_rows(
+            n,
+            || (0.0f64, vec![0.0; theta.len()]),
+            |(acc, g), rows| {
+                let mut phi = vec![0.0; p];
+                let mut mu = vec![0.0; p];
+                for i in rows {
+                    let x = data.x(i);
+                    model.realise(theta, x, &mut phi);
+                    *acc += fam.log_partition(&phi).map_err(|e| MoeError::LeftDomain {
+                        iter: 0,
+                        reason: format!("row {i}: {e}"),
+                    })?;
+                    fam.mean(&phi, &mut mu)?;
+                    model.realise_vjp(theta, x, &mu, g);
+                }
+                Ok(())
+            },
+        )?;
+        for (o, v) in grad.iter_mut().zip(g) {
+            *o = v / n as f64;
+        }
+        let v = val / n as f64;
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(MoeError::NonFinite {
+                what: "stacked potential A_n(θ)",
+                iter: 0,
+            })
+        }
+    }
+
+    /// One unprojected step from $\theta_t$: returns $\theta^+$ and the inner report.
+    ///
+    /// # Errors
+    /// `InvalidParam` if the model's realisation is not linear; `LeftDomain` if
+    /// $g_t = \nabla A_n(\theta_t) - \eta\nabla L(\theta_t)$ is not in the range of
+    /// $\nabla A_n$ (the subproblem is unbounded below).
+    pub fn step<M: ConditionalFamily + ?Sized>(
+        &mut self,
+        problem: &Problem<'_, M>,
+        theta_t: &[f64],
+    ) -> Result<(Vec<f64>, InnerStats)> {
+        if !problem.model.is_linear() {
+            return Err(MoeError::InvalidParam {
+                name: "model",
+                reason: "unprojected mirror descent needs a realisation map linear in θ \
+                         (ConditionalFamily::is_linear); use MirrorDescent"
+                    .into(),
+            });
+        }
+        let k = theta_t.len();
+        let mut grad_l = vec![0.0; k];
+        problem.objective_and_gradient(theta_t, &mut grad_l)?;
+        let mut target = vec![0.0; k];
+        Self::stacked_potential(problem, theta_t, &mut target)?;
+        for (t, g) in target.iter_mut().zip(&grad_l) {
+            *t -= self.eta * g;
+        }
+        let mut theta = theta_t.to_vec();
+        let report = self.inner.minimize(
+            |th, g| {
+                let v = Self::stacked_potential(problem, th, g)?;
+                let mut lin = 0.0;
+                for j in 0..k {
+                    lin += target[j] * th[j];
+                    g[j] -= target[j];
+                }
+                Ok(v - lin)
+            },
+            &mut theta,
+        )?;
+        self.last = MdStep {
+            rows_outside_mean_domain: 0,
+            inner_residual: report.grad_norm,
+            inner_iterations: report.iterations,
+            inner_evaluations: report.evaluations,
+            subproblem_value: report.value,
+        };
+        Ok((theta, inner_stats(&report)))
+    }
+}
+
+impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for UnprojectedMirrorDescent {
+    fn name(&self) -> String {
+        format!("unprojected MD(η={})", self.eta)
+    }
+    fn next_iter(
+        &mut self,
+        problem: &Problem<'_, M>,
+        state: FitState,
+    ) -> Result<(FitState, IterRecord)> {
+        let iter = state.iter + 1;
+        let (next, inner) = self
+            .step(problem, &state.theta)
+            .map_err(|e| with_iter(e, iter))?;
+        finish(problem, state, next, inner, self.record_bregman)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_settings_name_the_field() {
+        for (eta, tol, max, name) in [
+            (0.0, 1e-10, 10, "eta"),
+            (f64::NAN, 1e-10, 10, "eta"),
+            (-1.0, 1e-10, 10, "eta"),
+            (1.0, 0.0, 10, "inner_tol"),
+            (1.0, f64::INFINITY, 10, "inner_tol"),
+            (1.0, 1e-10, 0, "inner_max"),
+        ] {
+            let e = MirrorDescent::new(eta, tol, max).unwrap_err();
+            assert!(matches!(e, MoeError::InvalidParam { name: n, .. } if n == name));
+            let e = UnprojectedMirrorDescent::new(eta, tol, max).unwrap_err();
+            assert!(matches!(e, MoeError::InvalidParam { name: n, .. } if n == name));
+        }
+    }
+
+    #[test]
+    fn solvers_are_send_and_sync() {
+        fn ok<T: Send + Sync>() {}
+        ok::<MirrorDescent>();
+        ok::<UnprojectedMirrorDescent>();
+    }
+}
