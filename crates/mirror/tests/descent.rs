@@ -493,3 +493,79 @@ fn bad_inputs_give_typed_errors() {
     ));
     assert!(one.in_domain(&[1.0]));
 }
+
+#[test]
+fn scaled_euclidean_box_clamp_satisfies_the_weighted_variational_inequality() {
+    // For ψ = ½Σ d x², the Bregman projection p of x onto a box is characterised by
+    // ⟨d ⊙ (x − p), z − p⟩ ≤ 0 for all z in the box (checked at every corner).
+    let strategy = (1usize..6).prop_flat_map(|n| {
+        (
+            proptest::collection::vec(-3.0f64..3.0, n),
+            proptest::collection::vec(0.1f64..10.0, n),
+        )
+    });
+    runner(48)
+        .run(&strategy, |(x, d)| {
+            let n = x.len();
+            let map = Euclidean::scaled(d.clone()).unwrap();
+            let set = BoxSet::uniform(n, -1.0, 0.5).unwrap();
+            let mut p = vec![0.0; n];
+            set.project(&map, &x, &mut p).unwrap();
+            prop_assert!(set.contains(&p));
+            for mask in 0u32..(1 << n) {
+                let z: Vec<f64> = (0..n)
+                    .map(|j| if mask >> j & 1 == 1 { 0.5 } else { -1.0 })
+                    .collect();
+                let vi: f64 = (0..n).map(|j| d[j] * (x[j] - p[j]) * (z[j] - p[j])).sum();
+                prop_assert!(vi <= 1e-12);
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Mirror descent with the log-partition of the Bernoulli family as the mirror map is a
+/// gradient step in the mean parameter: $\sigma(\theta^+) = \sigma(\theta) - \eta g$.
+/// A step that leaves the mean domain $(0, 1)$ is a typed error.
+#[test]
+fn md_with_a_log_partition_map_steps_in_the_mean_parameter() {
+    use mirror::{Bernoulli, LogPartition};
+    let sigmoid = |t: f64| 1.0 / (1.0 + (-t).exp());
+    runner(32)
+        .run(
+            &(-3.0f64..3.0, -1.0f64..1.0, 0.01f64..1.0),
+            |(theta, g, eta)| {
+                let mu_next = sigmoid(theta) - eta * g;
+                let md = MirrorDescent::new(
+                    LogPartition::new(Bernoulli::new()),
+                    Unconstrained,
+                    Constant::new(eta).unwrap(),
+                )
+                .unwrap();
+                match md.step(&[theta], &[g], 0) {
+                    Ok(next) => {
+                        prop_assert!(mu_next > 0.0 && mu_next < 1.0);
+                        prop_assert!((sigmoid(next[0]) - mu_next).abs() < 1e-10);
+                    }
+                    Err(e) => {
+                        prop_assert!(!(mu_next > 0.0 && mu_next < 1.0), "{e:?}");
+                        prop_assert!(matches!(e, MirrorError::OutsideDomain { .. }), "{e:?}");
+                    }
+                }
+                // A 1-D log-partition is separable, so a box projection is the clamp.
+                let boxed = MirrorDescent::new(
+                    LogPartition::new(Bernoulli::new()),
+                    BoxSet::uniform(1, -0.5, 0.5).unwrap(),
+                    Constant::new(eta).unwrap(),
+                )
+                .unwrap();
+                if mu_next > 0.0 && mu_next < 1.0 {
+                    let next = boxed.step(&[theta], &[g], 0).unwrap();
+                    let free = (mu_next / (1.0 - mu_next)).ln();
+                    prop_assert!((next[0] - free.clamp(-0.5, 0.5)).abs() < 1e-10);
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+}

@@ -303,3 +303,11 @@ fn bad_points_give_typed_errors_not_nan() {
         MirrorError::OutsideDomain { .. }
     ));
 }
+
+#[test]
+fn maps_are_send_and_sync() {
+    fn ok<T: Send + Sync>() {}
+    ok::<Euclidean>();
+    ok::<NegEntropy>();
+    ok::<BlockSum<'static>>();
+}
