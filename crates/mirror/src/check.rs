@@ -11,8 +11,8 @@
 //! | [`CheckKind::FisherFd`] | $\nabla^2 A(\theta)$ | the same differences of $\nabla A$, plus symmetry |
 //! | [`CheckKind::MeanInverse`] | $\nabla A^*(\nabla A(\theta)) = \theta$ | direct |
 //! | [`CheckKind::Bregman`] | $D_A(a,b) \ge 0$, $D_A(a,a) = 0$ | on $(\theta,\theta_2)$, $(\theta_2,\theta)$ and random nearby pairs |
-//! | [`CheckKind::KlDual`] | $\mathrm{KL}(p_{\theta}\|p_{\theta_2}) = D_{A^*}(\mu, \mu_2)$ | through [`ExponentialFamily::conjugate`] |
-//! | [`CheckKind::KlMonteCarlo`] | $\mathrm{KL}(p_{\theta}\|p_{\theta_2}) = \mathbb E_{\theta}[\log p_{\theta} - \log p_{\theta_2}]$ | seeded Monte Carlo with [`ExponentialFamily::sample`] and [`ExponentialFamily::log_density`] |
+//! | [`CheckKind::KlDual`] | $\mathrm{KL}(p_{\theta}\Vert p_{\theta_2}) = D_{A^*}(\mu, \mu_2)$ | through [`ExponentialFamily::conjugate`] |
+//! | [`CheckKind::KlMonteCarlo`] | $\mathrm{KL}(p_{\theta}\Vert p_{\theta_2}) = \mathbb E_{\theta}[\log p_{\theta} - \log p_{\theta_2}]$ | seeded Monte Carlo with [`ExponentialFamily::sample`] and [`ExponentialFamily::log_density`] |
 //! | [`CheckKind::MeanMonteCarlo`] | $\mathbb E_\theta\[T\] = \nabla A(\theta)$ | sample mean of $T$ |
 //! | [`CheckKind::FisherMonteCarlo`] | $\operatorname{Cov}_\theta\[T\] = \nabla^2 A(\theta)$ | sample covariance of $T$ |
 //! | [`CheckKind::Normalisation`] | $\int p_\theta = 1$ | summation (lattice) or importance sampling (continuous), below |

@@ -413,3 +413,35 @@ fn explicit_theta2_is_used() {
     assert_eq!(r.theta2, vec![-1.0]);
     assert!(r.passed(), "{r}");
 }
+
+#[test]
+fn works_through_trait_objects_at_fixed_parameters() {
+    let mvn = MultivariateGaussian::new(2).unwrap();
+    let mvn_theta = mvn
+        .natural_from_mean_cov(
+            &[1.0, -0.5],
+            &Mat::from_fn(2, 2, |i, j| if i == j { 0.5 } else { -0.2 }),
+        )
+        .unwrap();
+    let cases: Vec<(Box<dyn ExponentialFamily>, Vec<f64>)> = vec![
+        (Box::new(Bernoulli), vec![2.0]),
+        (Box::new(Categorical::new(4).unwrap()), vec![0.5, -1.0, 2.0]),
+        (Box::new(Poisson), vec![3.0]),
+        (Box::new(Exponential), vec![-0.05]),
+        (
+            Box::new(GaussianKnownVariance::new(0.01).unwrap()),
+            vec![50.0],
+        ),
+        (Box::new(Gaussian), vec![10.0, -5.0]),
+        (Box::new(mvn), mvn_theta),
+    ];
+    for (fam, theta) in cases {
+        let r = check_family(fam.as_ref(), &theta, &config()).unwrap();
+        assert!(r.passed(), "{r}");
+        let table = r.to_string();
+        for c in &r.checks {
+            assert!(table.contains(c.kind.label()), "{table}");
+            assert!(c.error.is_finite() && c.error <= c.tolerance, "{c:?}");
+        }
+    }
+}

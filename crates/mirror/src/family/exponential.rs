@@ -4,7 +4,8 @@
 //!    T(s) = s,\quad h(s) = \mathbb 1[s \ge 0],\quad \theta = -\lambda < 0, $$
 //! $$ A(\theta) = -\log(-\theta),\qquad \nabla A(\theta) = -\frac1\theta = \frac1\lambda,
 //!    \qquad \nabla^2 A(\theta) = \frac1{\theta^2},\qquad \nabla A^*(\mu) = -\frac1\mu, $$
-//! on the natural domain $\theta < 0$ and the mean domain $\mu > 0$.
+//! on the natural domain $\theta < 0$ (with $1/\theta$ finite, so that the mean is) and the
+//! mean domain $\mu > 0$.
 
 use super::{domain_guard, mean_guard, ExponentialFamily};
 use crate::error::{check_len, MirrorError, Result};
@@ -53,7 +54,7 @@ impl ExponentialFamily for Exponential {
         s.len() == 1 && s[0] >= 0.0 && s[0].is_finite()
     }
     fn in_natural_domain(&self, theta: &[f64]) -> bool {
-        theta.len() == 1 && theta[0] < 0.0 && theta[0].is_finite()
+        theta.len() == 1 && theta[0] < 0.0 && (1.0 / theta[0]).is_finite()
     }
     fn in_mean_domain(&self, mu: &[f64]) -> bool {
         mu.len() == 1 && mu[0] > 0.0 && mu[0].is_finite()
