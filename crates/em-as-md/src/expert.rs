@@ -36,6 +36,11 @@ use std::sync::Arc;
 pub const INNER_TOL: f64 = 1e-10;
 /// Default iteration cap of the inner Newton solves.
 pub const INNER_MAX_ITER: u64 = 50;
+/// Newton decrement $\nabla Q^\top H^{-1}\nabla Q$ (of the weight-averaged objective)
+/// below which the inner Newton solvers take the full step without the Armijo test: the
+/// predicted increase is then below the round-off of evaluating $Q$, so the test could
+/// not tell an improvement from noise (the pure-Newton phase).
+pub const NEWTON_PURE: f64 = 1e-14;
 
 /// A serialisable description of a built-in expert (for model I/O).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -197,8 +202,14 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(u, v)| u * v).sum()
 }
 
+/// Relative pivot threshold of [`cholesky_solve`]: a pivot $L_{jj}^2 \le$ this times
+/// $\max_i G_{ii}$ is treated as a failure (numerically singular matrix).
+pub const PIVOT_TOL: f64 = 1e-13;
+
 /// Solves $G x = b$ for symmetric positive definite $G$ ($n\times n$, lower triangle
-/// read) by faer's Cholesky; on failure returns the failing pivot.
+/// read) by faer's Cholesky $G = LL^\top$; on failure — a non-positive pivot, or one
+/// below [`PIVOT_TOL`] relative to the largest diagonal entry (round-off can leave a
+/// tiny positive pivot on an exactly singular matrix) — returns the failing pivot.
 pub(crate) fn cholesky_solve(
     g: MatRef<'_, f64>,
     b: &[f64],
@@ -206,9 +217,15 @@ pub(crate) fn cholesky_solve(
     let llt = g.llt(faer::Side::Lower).map_err(|e| match e {
         LltError::NonPositivePivot { index } => index,
     })?;
-    let rhs = Mat::from_fn(b.len(), 1, |i, _| b[i]);
+    let n = b.len();
+    let scale = (0..n).map(|i| g[(i, i)]).fold(0.0f64, f64::max);
+    let l = llt.L();
+    if let Some(j) = (0..n).find(|&j| !(l[(j, j)] * l[(j, j)] > PIVOT_TOL * scale)) {
+        return Err(j);
+    }
+    let rhs = Mat::from_fn(n, 1, |i, _| b[i]);
     let x = llt.solve(&rhs);
-    let out: Vec<f64> = (0..b.len()).map(|i| x[(i, 0)]).collect();
+    let out: Vec<f64> = (0..n).map(|i| x[(i, 0)]).collect();
     if out.iter().all(|v| v.is_finite()) {
         Ok(out)
     } else {
@@ -484,7 +501,10 @@ pub fn glm_newton<E: Expert + ?Sized>(
                 trial[j] = theta[j] + t * dir[j];
             }
             let qt = glm_pass(expert, data, weights, &trial, false)?.q / wsum;
-            if qt.is_finite() && (qt >= q + 1e-4 * t * slope || (t < 1e-6 && qt >= q)) {
+            // Armijo; or, once the Newton decrement is below what Q's round-off can
+            // resolve (the pure-Newton phase), the full step.
+            if qt.is_finite() && (qt >= q + 1e-4 * t * slope || (t == 1.0 && slope <= NEWTON_PURE))
+            {
                 accepted = true;
                 break;
             }

@@ -22,7 +22,9 @@
 
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
-use crate::expert::{add_weighted_gram, cholesky_solve, dot, INNER_MAX_ITER, INNER_TOL};
+use crate::expert::{
+    add_weighted_gram, cholesky_solve, dot, INNER_MAX_ITER, INNER_TOL, NEWTON_PURE,
+};
 use crate::parallel::{fold_rows, Mergeable, CHUNK};
 use crate::solver::InnerStats;
 use faer::linalg::matmul::matmul;
@@ -316,7 +318,8 @@ pub fn fit_softmax_gate(
             }
             let (qt, gt, _) = gate_pass(data, labels, k, &trial, false)?;
             let qt = qt / n;
-            if qt.is_finite() && (qt >= q + 1e-4 * t * slope || (t < 1e-6 && qt >= q)) {
+            if qt.is_finite() && (qt >= q + 1e-4 * t * slope || (t == 1.0 && slope <= NEWTON_PURE))
+            {
                 accepted = true;
                 q = qt;
                 g = gt.iter().map(|v| v / n).collect();
