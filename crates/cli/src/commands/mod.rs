@@ -1,0 +1,59 @@
+//! The subcommands, one file each, and the dispatch.
+//!
+//! Each file defines a clap `…Args` struct and `pub fn run(args: &…Args) -> Result<(), CliError>`;
+//! [`Command`] holds one variant per file, so a subcommand is changed by editing its own file.
+
+use crate::error::CliError;
+use clap::{Parser, Subcommand};
+
+pub mod certify;
+pub mod compare;
+pub mod demo;
+pub mod fit;
+pub mod predict;
+pub mod reproduce;
+
+/// `mdem`: mixtures of experts fitted by EM, analysed as mirror descent.
+#[derive(Debug, Parser)]
+#[command(name = "mdem", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a SymMoLinE data set, fit it by EM and by gradient descent from the same
+    /// start, print the comparison and the certificate, and draw the suboptimality curves.
+    Demo(demo::DemoArgs),
+    /// Fit a mixture of experts to a CSV file.
+    Fit(fit::FitArgs),
+    /// Predict with a saved model: gate probabilities, responsibilities, predictive mean or
+    /// class probabilities, as CSV.
+    Predict(predict::PredictArgs),
+    /// Certify a saved model's fit on a data set: relative smoothness and strong convexity
+    /// with respect to the KL mirror map, predicted and observed linear rates.
+    Certify(certify::CertifyArgs),
+    /// Compare EM, mirror descent at several steps, gradient descent and gradient EM from one
+    /// initialisation.
+    Compare(compare::CompareArgs),
+    /// Reproduce the paper's experiments (figures and a Markdown report).
+    Reproduce(reproduce::ReproduceArgs),
+}
+
+/// Runs one parsed command.
+///
+/// # Errors
+/// The subcommand's [`CliError`].
+pub fn dispatch(cli: &Cli) -> Result<(), CliError> {
+    match &cli.command {
+        Command::Demo(a) => demo::run(a),
+        Command::Fit(a) => fit::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Certify(a) => certify::run(a),
+        Command::Compare(a) => compare::run(a),
+        Command::Reproduce(a) => reproduce::run(a),
+    }
+}

@@ -1,0 +1,178 @@
+//! The command line's typed errors and how each becomes one line on stderr and an exit code.
+//!
+//! Every failure the user can cause (a bad file, a bad value, a model that does not fit the
+//! data) is a [`CliError`] whose `Display` is **one line** naming what is wrong and where,
+//! and [`CliError::exit_code`] maps it to the process exit code:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | the computation failed on valid input (a fit broke down numerically, a figure could not be drawn) |
+//! | 2 | bad input: a data file, a model file, a flag value (clap's own usage errors also exit 2) |
+//!
+//! The binary's `main` prints `error: <line>` and exits with that code; a panic is turned
+//! into one line too ([`install_panic_hook`]), never a backtrace.
+
+use crate::csvdata::DataError;
+use em_as_md::MoeError;
+
+/// Exit code of bad input (as clap uses for usage errors).
+pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code of a failed computation on valid input.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Everything that can stop a subcommand. `Display` is one line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// A CSV data file is unusable (the message names file, line and column).
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A flag value or a combination of flags is invalid, or the data cannot support the
+    /// requested model (e.g. more parameters than rows).
+    #[error("{0}")]
+    BadInput(String),
+    /// A saved model file cannot be read or does not match the data.
+    #[error("{file}: {reason}")]
+    Model {
+        /// The model file.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The fit (or another computation) failed on valid input.
+    #[error("{context}: {source}")]
+    Compute {
+        /// What was being done.
+        context: String,
+        /// The library's error.
+        #[source]
+        source: MoeError,
+    },
+    /// A certificate could not be computed.
+    #[error("certificate: {0}")]
+    Diagnostics(#[from] diagnostics::DiagnosticsError),
+    /// An output file could not be written.
+    #[error("{path}: cannot write: {reason}")]
+    Output {
+        /// The output path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A figure could not be drawn.
+    #[error(transparent)]
+    Plot(#[from] crate::plot::PlotError),
+    /// The subcommand is not part of this build yet.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl CliError {
+    /// The process exit code for this error (see the [module documentation](self)).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Data(_) | CliError::BadInput(_) | CliError::Model { .. } => EXIT_BAD_INPUT,
+            CliError::Compute { source, .. } => match source {
+                MoeError::InvalidData { .. } | MoeError::InvalidParam { .. } => EXIT_BAD_INPUT,
+                _ => EXIT_FAILURE,
+            },
+            CliError::Diagnostics(_)
+            | CliError::Output { .. }
+            | CliError::Plot(_)
+            | CliError::Unavailable(_) => EXIT_FAILURE,
+        }
+    }
+
+    /// Wraps a library error with what was being done.
+    pub fn compute(context: impl Into<String>, source: MoeError) -> Self {
+        CliError::Compute {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// An output-file error.
+    pub fn output(path: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
+        CliError::Output {
+            path: path.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The message printed for any error reaching `main`: the error's own line, with any
+/// line breaks folded so the output stays on one line.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let s = match e.downcast_ref::<CliError>() {
+        Some(c) => c.to_string(),
+        None => format!("{e:#}"),
+    };
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The exit code for any error reaching `main`: [`CliError::exit_code`], else
+/// [`EXIT_FAILURE`].
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    e.downcast_ref::<CliError>()
+        .map_or(EXIT_FAILURE, CliError::exit_code)
+}
+
+/// Replaces the default panic message and backtrace by one line
+/// `error: internal error: …` (a panic is a bug in mdem, not a user error; the process
+/// then exits with code 101 as usual).
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "error: internal error (a bug in mdem, please report it): {}{at}",
+            msg.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_by_kind() {
+        assert_eq!(CliError::BadInput("x".into()).exit_code(), 2);
+        let m = CliError::Model {
+            file: "m.json".into(),
+            reason: "bad".into(),
+        };
+        assert_eq!(m.exit_code(), 2);
+        assert_eq!(m.to_string(), "m.json: bad");
+        let c = CliError::compute("fit", MoeError::NonFinite { what: "L", iter: 3 });
+        assert_eq!(c.exit_code(), 1);
+        let c = CliError::compute(
+            "fit",
+            MoeError::InvalidParam {
+                name: "tol",
+                reason: "finite and > 0".into(),
+            },
+        );
+        assert_eq!(c.exit_code(), 2);
+        assert_eq!(CliError::output("f.svg", "denied").exit_code(), 1);
+    }
+
+    #[test]
+    fn one_line_folds_newlines_and_defaults_to_failure() {
+        let e = anyhow::Error::new(CliError::BadInput("a\nb  c".into()));
+        assert_eq!(one_line(&e), "a b c");
+        assert_eq!(exit_code(&e), 2);
+        let e = anyhow::anyhow!("plain");
+        assert_eq!(one_line(&e), "plain");
+        assert_eq!(exit_code(&e), 1);
+    }
+}

@@ -1,0 +1,262 @@
+//! The model file written by `mdem fit --out` and read by `predict` and `certify`, and
+//! the human / JSON description of fitted parameters.
+//!
+//! The file is JSON: the library's model file ([`em_as_md::io`], format `mdem-moe`: spec,
+//! $\hat\theta$, feature names, intercept flag, fit report) wrapped with the name of the
+//! target column, so that `predict` can find the target in new data:
+//! `{"format": "mdem-cli-model", "version": 1, "target": "y", "model": {…}}`.
+//! A bare library model file (written by `FittedMoe::save`) is read as well; its target
+//! column name is then unknown (`predict --target NAME` gives it).
+
+use crate::error::CliError;
+use crate::report::{num, Table};
+use crate::scaling::Scaling;
+use em_as_md::expert::{ExpertKind, LinearGaussian};
+use em_as_md::moe::{Gating, MixtureOfExperts};
+use em_as_md::predict::FittedMoe;
+use em_as_md::ConditionalFamily;
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// Value of the envelope's `format` field.
+pub const FORMAT: &str = "mdem-cli-model";
+/// Current envelope version.
+pub const VERSION: u32 = 1;
+
+/// Writes `fitted` to `path` with the target column's name.
+///
+/// # Errors
+/// [`CliError::Output`] when the model cannot be serialised or the file written.
+pub fn save_model(
+    fitted: &FittedMoe,
+    target: &str,
+    scaling: Option<&Scaling>,
+    path: &Path,
+) -> Result<(), CliError> {
+    let inner = em_as_md::io::to_json(fitted).map_err(|e| CliError::output(path.display(), e))?;
+    let inner: Value =
+        serde_json::from_str(&inner).map_err(|e| CliError::output(path.display(), e))?;
+    let env = json!({
+        "format": FORMAT,
+        "version": VERSION,
+        "target": target,
+        "standardize": scaling,
+        "model": inner,
+    });
+    let text =
+        serde_json::to_string_pretty(&env).map_err(|e| CliError::output(path.display(), e))?;
+    std::fs::write(path, text + "\n").map_err(|e| CliError::output(path.display(), e))
+}
+
+/// A model read from a file.
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    /// The fitted model.
+    pub fitted: FittedMoe,
+    /// The target column's name (`None` for a bare library model file).
+    pub target: Option<String>,
+    /// The standardisation applied to the features before fitting, if any.
+    pub scaling: Option<Scaling>,
+}
+
+/// Reads a model file.
+///
+/// # Errors
+/// [`CliError::Model`] (exit code 2) naming the file when it cannot be read, is not an
+/// mdem model, or is inconsistent.
+pub fn load_model(path: &Path) -> Result<LoadedModel, CliError> {
+    let file = path.display().to_string();
+    let bad = |reason: String| CliError::Model {
+        file: file.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad(format!("cannot read the model file: {e}")))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| {
+        bad(format!(
+            "not an mdem model file (expected the JSON written by `mdem fit --out`): {e}"
+        ))
+    })?;
+    let (inner, target, scaling) = if v.get("format").and_then(Value::as_str) == Some(FORMAT) {
+        if v.get("version").and_then(Value::as_u64) != Some(u64::from(VERSION)) {
+            return Err(bad(format!(
+                "unsupported version {} (expected {VERSION})",
+                v["version"]
+            )));
+        }
+        let target = v
+            .get("target")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("no \"target\" field".into()))?
+            .to_string();
+        let inner = v
+            .get("model")
+            .ok_or_else(|| bad("no \"model\" field".into()))?;
+        let scaling: Option<Scaling> = match v.get("standardize") {
+            None | Some(Value::Null) => None,
+            Some(s) => Some(
+                serde_json::from_value(s.clone())
+                    .map_err(|e| bad(format!("bad \"standardize\" field: {e}")))?,
+            ),
+        };
+        (inner.to_string(), Some(target), scaling)
+    } else {
+        (text, None, None)
+    };
+    let fitted = em_as_md::io::from_json(&inner).map_err(|e| bad(e.to_string()))?;
+    if let Some(s) = &scaling {
+        let d = fitted.model().n_features();
+        if s.mean.len() != d || s.sd.len() != d || s.sd.iter().any(|v| !(v.is_finite() && *v > 0.0))
+        {
+            return Err(bad(format!(
+                "\"standardize\" must hold {d} means and {d} positive standard deviations"
+            )));
+        }
+    }
+    Ok(LoadedModel {
+        fitted,
+        target,
+        scaling,
+    })
+}
+
+/// The feature columns to read from a data file for `fitted` (its feature names without
+/// the intercept column).
+pub fn data_features(fitted: &FittedMoe) -> Vec<String> {
+    let skip = usize::from(fitted.intercept());
+    fitted.feature_names()[skip..].to_vec()
+}
+
+/// Design-column names: `(intercept)` first when there is one, then the features.
+pub fn design_names(features: &[String], intercept: bool) -> Vec<String> {
+    let mut v = Vec::with_capacity(features.len() + 1);
+    if intercept {
+        v.push("(intercept)".to_string());
+    }
+    v.extend(features.iter().cloned());
+    v
+}
+
+/// The readable parameters of expert `k`: one coefficient vector per regressed component
+/// (for linear experts $\beta = -\gamma/(2\tau)$, and $\sigma^2 = -1/(2\tau)$ as the
+/// constant), with labels.
+fn expert_params(
+    model: &MixtureOfExperts,
+    theta: &[f64],
+    k: usize,
+) -> (Vec<(String, Vec<f64>)>, Option<f64>) {
+    let block = model.expert_block(theta, k);
+    let d = model.n_features();
+    let r = model.expert().n_regressed();
+    if model.expert().linear_gaussian().is_some() {
+        return match LinearGaussian::beta_from_natural(block) {
+            Ok((beta, s2)) => (vec![("beta".into(), beta)], Some(s2)),
+            Err(_) => (vec![("gamma".into(), block[..d].to_vec())], None),
+        };
+    }
+    let label = |j: usize| match model.spec().map(|s| s.expert) {
+        Ok(ExpertKind::Multinomial { classes }) => format!("class {j} vs {}", classes - 1),
+        _ => "beta".to_string(),
+    };
+    let coefs = (0..r)
+        .map(|j| (label(j), block[j * d..(j + 1) * d].to_vec()))
+        .collect();
+    (coefs, None)
+}
+
+/// The parameters as JSON: experts (coefficients per design column, variances), the
+/// gate, and the raw flattened $\theta$.
+pub fn params_json(model: &MixtureOfExperts, theta: &[f64], names: &[String]) -> Value {
+    let experts: Vec<Value> = (0..model.n_experts())
+        .map(|k| {
+            let (coefs, s2) = expert_params(model, theta, k);
+            let mut v = json!({
+                "expert": k,
+                "coefficients": coefs.iter().map(|(l, c)| json!({"component": l, "values": c})).collect::<Vec<_>>(),
+            });
+            if let Some(s2) = s2 {
+                v["variance"] = json!(s2);
+            }
+            v
+        })
+        .collect();
+    let gate = model.gate_block(theta);
+    let d = model.n_features();
+    let gate = match model.gating() {
+        Gating::Softmax => json!({
+            "kind": "softmax",
+            "reference_expert": model.n_experts() - 1,
+            "coefficients": (0..model.n_experts() - 1).map(|k| gate[k * d..(k + 1) * d].to_vec()).collect::<Vec<_>>(),
+        }),
+        Gating::Constant => {
+            let mut pi = vec![0.0; model.n_experts()];
+            model.gate_probs(theta, &vec![0.0; d], &mut pi);
+            json!({"kind": "constant", "logits": gate, "weights": pi})
+        }
+    };
+    json!({"design_columns": names, "experts": experts, "gate": gate, "theta": theta})
+}
+
+/// The parameters as text tables: one for the experts (a column per expert and
+/// component), one for the gate.
+pub fn params_tables(model: &MixtureOfExperts, theta: &[f64], names: &[String]) -> (Table, Table) {
+    let k = model.n_experts();
+    let per: Vec<_> = (0..k).map(|c| expert_params(model, theta, c)).collect();
+    let mut header = vec!["column".to_string()];
+    for (c, (coefs, _)) in per.iter().enumerate() {
+        for (l, _) in coefs {
+            header.push(if coefs.len() == 1 {
+                format!("expert {}", c + 1)
+            } else {
+                format!("expert {} {l}", c + 1)
+            });
+        }
+    }
+    let mut experts = Table::new(header);
+    for (j, name) in names.iter().enumerate() {
+        let mut row = vec![name.clone()];
+        for (coefs, _) in &per {
+            row.extend(coefs.iter().map(|(_, c)| num(c[j], 6)));
+        }
+        experts.row(row);
+    }
+    if per.iter().any(|(_, s2)| s2.is_some()) {
+        let mut row = vec!["variance σ²".to_string()];
+        for (coefs, s2) in &per {
+            row.extend(coefs.iter().map(|_| s2.map_or("-".into(), |v| num(v, 6))));
+        }
+        experts.row(row);
+    }
+    let gate_vals = model.gate_block(theta);
+    let d = model.n_features();
+    let gate = match model.gating() {
+        Gating::Softmax => {
+            let mut header = vec!["column".to_string()];
+            header.extend((0..k).map(|c| {
+                if c + 1 == k {
+                    format!("gate {} (reference)", c + 1)
+                } else {
+                    format!("gate {}", c + 1)
+                }
+            }));
+            let mut t = Table::new(header);
+            for (j, name) in names.iter().enumerate() {
+                let mut row = vec![name.clone()];
+                row.extend((0..k - 1).map(|c| num(gate_vals[c * d + j], 6)));
+                row.push("0".into());
+                t.row(row);
+            }
+            t
+        }
+        Gating::Constant => {
+            let mut pi = vec![0.0; k];
+            model.gate_probs(theta, &vec![0.0; d], &mut pi);
+            let mut t = Table::new(["expert", "mixing weight"]);
+            for (c, p) in pi.iter().enumerate() {
+                t.row([format!("{}", c + 1), num(*p, 6)]);
+            }
+            t
+        }
+    };
+    (experts, gate)
+}
