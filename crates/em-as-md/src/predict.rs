@@ -11,7 +11,7 @@
 //!   $\hat\ell = \sum_i\log p(y_i\mid x_i;\hat\theta) = -n\,L(\hat\theta)$ and $p$ free parameters
 //!   ([`information_criteria`]):
 //!   $$ \mathrm{AIC} = -2\hat\ell + 2p,\qquad \mathrm{BIC} = -2\hat\ell + p\log n,\qquad
-//!      \mathrm{ICL} = \mathrm{BIC} + 2\sum_i H(r_i),\quad H(r_i) = -\sum_k r_{ik}\log r_{ik}, $$
+//!   \mathrm{ICL} = \mathrm{BIC} + 2\sum_i H(r_i),\quad H(r_i) = -\sum_k r_{ik}\log r_{ik}, $$
 //!   i.e. ICL is BIC plus twice the entropy of the posterior classification (Biernacki,
 //!   Celeux & Govaert 2000, in the BIC approximation of the integrated classification
 //!   likelihood), computed on the training data at the end of the fit.
