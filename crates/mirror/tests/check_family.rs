@@ -445,3 +445,78 @@ fn works_through_trait_objects_at_fixed_parameters() {
         }
     }
 }
+
+/// A multivariate Gaussian whose Fisher information drops the mean-dependent cross block
+/// $\operatorname{Cov}(s_a, s_is_j) = m_i\Sigma_{aj} + m_j\Sigma_{ai}$ (Isserlis' theorem
+/// applied as if the mean were zero): the finite-difference and Monte-Carlo Fisher
+/// checks must both catch it.
+struct ZeroMeanIsserlis(MultivariateGaussian);
+
+impl ExponentialFamily for ZeroMeanIsserlis {
+    fn name(&self) -> String {
+        "MVN with zero-mean Isserlis Fisher".into()
+    }
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+    fn obs_dim(&self) -> usize {
+        self.0.obs_dim()
+    }
+    fn in_support(&self, s: &[f64]) -> bool {
+        self.0.in_support(s)
+    }
+    fn in_natural_domain(&self, theta: &[f64]) -> bool {
+        self.0.in_natural_domain(theta)
+    }
+    fn in_mean_domain(&self, mu: &[f64]) -> bool {
+        self.0.in_mean_domain(mu)
+    }
+    fn sufficient_stats(&self, s: &[f64], t: &mut [f64]) {
+        self.0.sufficient_stats(s, t)
+    }
+    fn log_base_measure(&self, s: &[f64]) -> f64 {
+        self.0.log_base_measure(s)
+    }
+    fn log_partition(&self, theta: &[f64]) -> Result<f64> {
+        self.0.log_partition(theta)
+    }
+    fn mean(&self, theta: &[f64], mu: &mut [f64]) -> Result<()> {
+        self.0.mean(theta, mu)
+    }
+    fn fisher(&self, theta: &[f64]) -> Result<Mat<f64>> {
+        let mut f = self.0.fisher(theta)?;
+        let d = self.0.obs_dimension();
+        for a in 0..d {
+            for k in d..self.dim() {
+                f[(a, k)] = 0.0;
+                f[(k, a)] = 0.0;
+            }
+        }
+        Ok(f)
+    }
+    fn sample(&self, theta: &[f64], rng: &mut dyn RngCore, s: &mut [f64]) -> Result<()> {
+        self.0.sample(theta, rng, s)
+    }
+    fn natural_from_mean(&self, mu: &[f64], theta: &mut [f64]) -> Result<()> {
+        self.0.natural_from_mean(mu, theta)
+    }
+}
+
+#[test]
+fn mvn_fisher_without_mean_terms_fails() {
+    let mvn = MultivariateGaussian::new(2).unwrap();
+    let cov = Mat::from_fn(2, 2, |i, j| if i == j { 1.0 } else { 0.3 });
+    let theta = mvn.natural_from_mean_cov(&[1.5, -1.0], &cov).unwrap();
+    let r = check_family(&ZeroMeanIsserlis(mvn), &theta, &config()).unwrap();
+    assert_eq!(status(&r, CheckKind::FisherFd), CheckStatus::Failed, "{r}");
+    assert_eq!(
+        status(&r, CheckKind::FisherMonteCarlo),
+        CheckStatus::Failed,
+        "{r}"
+    );
+    assert_eq!(
+        status(&r, CheckKind::GradientFd),
+        CheckStatus::Passed,
+        "{r}"
+    );
+}
