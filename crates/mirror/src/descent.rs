@@ -199,6 +199,11 @@ pub fn simplex_project_entropic(x: &[f64], out: &mut [f64]) -> Result<()> {
         });
     }
     let s: f64 = x.iter().sum();
+    if !s.is_finite() {
+        return Err(MirrorError::NonFinite {
+            what: "entropic simplex projection: normaliser",
+        });
+    }
     for (o, v) in out.iter_mut().zip(x) {
         *o = v / s;
     }
@@ -247,7 +252,13 @@ pub fn simplex_project_euclidean(x: &[f64], scale: &[f64], out: &mut [f64]) -> R
             break;
         }
     }
-    // The first breakpoint always qualifies (b = d x > (x − 1) d), so τ is set.
+    // The first breakpoint always qualifies (b = d x > (x − 1) d), so τ is set unless
+    // the sums overflowed.
+    if !tau.is_finite() {
+        return Err(MirrorError::NonFinite {
+            what: "Euclidean simplex projection: multiplier",
+        });
+    }
     for ((o, &v), &d) in out.iter_mut().zip(x).zip(scale) {
         *o = (v - tau / d).max(0.0);
     }
@@ -656,6 +667,11 @@ mod tests {
         // A far-away point projects onto a vertex.
         simplex_project_euclidean(&[10.0, 0.0, -3.0], &[1.0; 3], &mut out).unwrap();
         assert_eq!(out, [1.0, 0.0, 0.0]);
+        // Overflowing sums are reported, not turned into NaN.
+        let err = simplex_project_euclidean(&[1e308, 1e308, 1e308], &[1e10; 3], &mut out);
+        assert!(matches!(err, Err(MirrorError::NonFinite { .. })), "{err:?}");
+        let err = simplex_project_entropic(&[1e308, 1e308, 1e308], &mut out);
+        assert!(matches!(err, Err(MirrorError::NonFinite { .. })), "{err:?}");
     }
 
     #[test]
