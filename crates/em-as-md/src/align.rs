@@ -170,7 +170,7 @@ pub fn component_costs(reference: &[f64], other: &[f64], layout: &ParamLayout) -
     Ok(c)
 }
 
-/// The permutation `perm` minimising $\sum_k C_{k,\text{perm}[k]}$ for a square cost
+/// The permutation `perm` minimising $\sum_k C_{k,\sigma(k)}$ (with $\sigma$ = `perm`) for a square cost
 /// matrix (row-major $K\times K$), by the Hungarian algorithm (Kuhn–Munkres with
 /// potentials, $O(K^3)$).
 ///
@@ -360,5 +360,43 @@ mod tests {
         assert!(matches!(e, MoeError::InvalidParam { name: "theta", .. }));
         let e = min_cost_assignment(&[0.0, f64::NAN, 1.0, 2.0], 2).unwrap_err();
         assert!(matches!(e, MoeError::InvalidParam { name: "cost", .. }));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 48,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(7),
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+        /// Any relabelling of well-separated random parameters is undone by alignment,
+        /// and permuting twice composes.
+        #[test]
+        fn alignment_inverts_random_relabellings(
+            k in 1usize..7, dg in 0usize..4, e in 1usize..4, seed in 0u64..1000
+        ) {
+            let layout = ParamLayout { n_experts: k, gate_dim: if k == 1 { 0 } else { dg }, expert_len: e };
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut theta: Vec<f64> = (0..layout.len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+            // Separate the experts so the matching is unambiguous.
+            for c in 0..k {
+                let s = layout.gate_len() + c * e;
+                theta[s] += 10.0 * c as f64;
+            }
+            let mut perm: Vec<usize> = (0..k).collect();
+            for i in (1..k).rev() {
+                perm.swap(i, rng.random_range(0..=i));
+            }
+            let shuffled = permute_theta(&theta, &layout, &perm).unwrap();
+            let back = align_to(&theta, &shuffled, &layout).unwrap();
+            for (a, b) in back.iter().zip(&theta) {
+                proptest::prop_assert!((a - b).abs() < 1e-12);
+            }
+            let twice = permute_theta(&shuffled, &layout, &perm).unwrap();
+            let composed: Vec<usize> = (0..k).map(|i| perm[perm[i]]).collect();
+            let direct = permute_theta(&theta, &layout, &composed).unwrap();
+            for (a, b) in twice.iter().zip(&direct) {
+                proptest::prop_assert!((a - b).abs() < 1e-12);
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Initialisation: where EM starts.
 //!
 //! Every method produces posterior responsibilities $r_{ik}$ (rows summing to one), and
-//! one M-step turns them into $\theta_0$ (see [`theta_from_responsibilities`]), except a
+//! one M-step turns them into $\theta_0$ (see [`theta_from_responsibilities`](crate::fit::theta_from_responsibilities)), except a
 //! user-given $\theta_0$ which is used as is:
 //!
 //! * [`InitMethod::Random`]: $r_i \sim \mathrm{Dirichlet}(1,\dots,1)$ drawn as normalised
