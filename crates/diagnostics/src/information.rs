@@ -156,10 +156,38 @@ pub fn information<M: ConditionalFamily + ?Sized>(
                         }
                     }
                 }
-                matmul(acc.tmp.as_mut(), Accum::Replace, fisher.as_ref(), jac.as_ref(), 1.0, Par::Seq);
-                matmul(acc.ic.as_mut(), Accum::Add, jac.transpose(), acc.tmp.as_ref(), 1.0, Par::Seq);
-                matmul(acc.tmp.as_mut(), Accum::Replace, acc.cov.as_ref(), jac.as_ref(), 1.0, Par::Seq);
-                matmul(acc.im.as_mut(), Accum::Add, jac.transpose(), acc.tmp.as_ref(), 1.0, Par::Seq);
+                matmul(
+                    acc.tmp.as_mut(),
+                    Accum::Replace,
+                    fisher.as_ref(),
+                    jac.as_ref(),
+                    1.0,
+                    Par::Seq,
+                );
+                matmul(
+                    acc.ic.as_mut(),
+                    Accum::Add,
+                    jac.transpose(),
+                    acc.tmp.as_ref(),
+                    1.0,
+                    Par::Seq,
+                );
+                matmul(
+                    acc.tmp.as_mut(),
+                    Accum::Replace,
+                    acc.cov.as_ref(),
+                    jac.as_ref(),
+                    1.0,
+                    Par::Seq,
+                );
+                matmul(
+                    acc.im.as_mut(),
+                    Accum::Add,
+                    jac.transpose(),
+                    acc.tmp.as_ref(),
+                    1.0,
+                    Par::Seq,
+                );
             }
             Ok(())
         },
@@ -285,7 +313,9 @@ impl GeneralizedEigen {
     }
     /// The eigenvector of the largest eigenvalue.
     pub fn top_vector(&self) -> Vec<f64> {
-        (0..self.vectors.nrows()).map(|i| self.vectors[(i, 0)]).collect()
+        (0..self.vectors.nrows())
+            .map(|i| self.vectors[(i, 0)])
+            .collect()
     }
 }
 
@@ -298,7 +328,11 @@ impl GeneralizedEigen {
 /// # Errors
 /// `DimensionMismatch` for non-square or mismatched inputs, `Linalg` when $B$ has no
 /// positive direction or an eigen-solver fails.
-pub fn generalized_eigen(a: MatRef<'_, f64>, b: MatRef<'_, f64>, rel_tol: f64) -> Result<GeneralizedEigen> {
+pub fn generalized_eigen(
+    a: MatRef<'_, f64>,
+    b: MatRef<'_, f64>,
+    rel_tol: f64,
+) -> Result<GeneralizedEigen> {
     let p = a.nrows();
     if a.ncols() != p || b.nrows() != p || b.ncols() != p || p == 0 {
         return Err(DiagnosticsError::DimensionMismatch {
@@ -318,14 +352,24 @@ pub fn generalized_eigen(a: MatRef<'_, f64>, b: MatRef<'_, f64>, rel_tol: f64) -
         if mn > rel_tol * mx {
             // S = L⁻¹ A L⁻ᵀ.
             let mut x = a.to_owned();
-            faer::linalg::triangular_solve::solve_lower_triangular_in_place(l, x.as_mut(), Par::Seq);
+            faer::linalg::triangular_solve::solve_lower_triangular_in_place(
+                l,
+                x.as_mut(),
+                Par::Seq,
+            );
             let mut s = x.transpose().to_owned();
-            faer::linalg::triangular_solve::solve_lower_triangular_in_place(l, s.as_mut(), Par::Seq);
+            faer::linalg::triangular_solve::solve_lower_triangular_in_place(
+                l,
+                s.as_mut(),
+                Par::Seq,
+            );
             let s = Mat::from_fn(p, p, |i, j| 0.5 * (s[(i, j)] + s[(j, i)]));
-            let eig = s.self_adjoint_eigen(Side::Lower).map_err(|e| DiagnosticsError::Linalg {
-                what: "symmetric eigen-solver",
-                reason: format!("{e:?}"),
-            })?;
+            let eig = s
+                .self_adjoint_eigen(Side::Lower)
+                .map_err(|e| DiagnosticsError::Linalg {
+                    what: "symmetric eigen-solver",
+                    reason: format!("{e:?}"),
+                })?;
             let mut y = Mat::zeros(p, p);
             let vals = eig.S().column_vector();
             let u = eig.U();
@@ -351,10 +395,12 @@ pub fn generalized_eigen(a: MatRef<'_, f64>, b: MatRef<'_, f64>, rel_tol: f64) -
         }
     }
     let bs = Mat::from_fn(p, p, |i, j| 0.5 * (b[(i, j)] + b[(j, i)]));
-    let eb = bs.self_adjoint_eigen(Side::Lower).map_err(|e| DiagnosticsError::Linalg {
-        what: "symmetric eigen-solver",
-        reason: format!("{e:?}"),
-    })?;
+    let eb = bs
+        .self_adjoint_eigen(Side::Lower)
+        .map_err(|e| DiagnosticsError::Linalg {
+            what: "symmetric eigen-solver",
+            reason: format!("{e:?}"),
+        })?;
     let lam = eb.S().column_vector();
     let lmax = (0..p).map(|i| lam[i]).fold(0.0f64, f64::max);
     if lmax <= 0.0 {
@@ -368,10 +414,12 @@ pub fn generalized_eigen(a: MatRef<'_, f64>, b: MatRef<'_, f64>, rel_tol: f64) -
     let w = Mat::from_fn(p, r, |i, c| eb.U()[(i, keep[c])] / lam[keep[c]].sqrt());
     let s = w.transpose() * a * &w;
     let s = Mat::from_fn(r, r, |i, j| 0.5 * (s[(i, j)] + s[(j, i)]));
-    let es = s.self_adjoint_eigen(Side::Lower).map_err(|e| DiagnosticsError::Linalg {
-        what: "symmetric eigen-solver",
-        reason: format!("{e:?}"),
-    })?;
+    let es = s
+        .self_adjoint_eigen(Side::Lower)
+        .map_err(|e| DiagnosticsError::Linalg {
+            what: "symmetric eigen-solver",
+            reason: format!("{e:?}"),
+        })?;
     let vals = es.S().column_vector();
     let mut values = Vec::with_capacity(r);
     let mut yv = Mat::zeros(r, r);
@@ -399,7 +447,11 @@ pub const IDENTIFIABILITY_TOL: f64 = 1e-10;
 /// # Errors
 /// As [`generalized_eigen`].
 pub fn missing_fraction(info: &InformationMatrices) -> Result<GeneralizedEigen> {
-    generalized_eigen(info.missing.as_ref(), info.complete.as_ref(), IDENTIFIABILITY_TOL)
+    generalized_eigen(
+        info.missing.as_ref(),
+        info.complete.as_ref(),
+        IDENTIFIABILITY_TOL,
+    )
 }
 
 /// The Louis prediction of EM's local rate, $\lambda_{\max}\big((I_c + C)^{-1} I_m\big)$
@@ -526,7 +578,11 @@ mod tests {
     fn singular_right_hand_side_is_projected() {
         // B has a null direction e_2; A restricted to span(e_0, e_1).
         let b = Mat::from_fn(3, 3, |i, j| if i == j && i < 2 { 2.0 } else { 0.0 });
-        let a = Mat::from_fn(3, 3, |i, j| if i == j && i < 2 { 1.0 + i as f64 } else { 0.0 });
+        let a = Mat::from_fn(
+            3,
+            3,
+            |i, j| if i == j && i < 2 { 1.0 + i as f64 } else { 0.0 },
+        );
         let ge = generalized_eigen(a.as_ref(), b.as_ref(), 1e-10).unwrap();
         assert_eq!(ge.reduction, Reduction::Projected);
         assert_eq!(ge.dropped, 1);

@@ -4,6 +4,7 @@
 //! objective with respect to the stacked log-partition mirror map, the linear rate they
 //! certify, the observed rate, and the EM-map / missing-information rates.
 
+pub mod certificate;
 pub mod error;
 pub mod information;
 pub mod rates;

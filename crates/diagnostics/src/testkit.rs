@@ -222,29 +222,65 @@ pub fn gmm_moments(curved: bool, theta: &[f64]) -> (f64, f64, f64) {
     (sigmoid(w), theta[1], theta[2])
 }
 
-/// The EM map in closed form (responsibilities, weighted means), written independently
-/// of any `Problem` code.
-pub fn gmm_em_map(data: &Dataset, curved: bool, theta: &[f64], next: &mut [f64]) -> Result<(), MoeError> {
+/// E-step sums $(\sum_i r_{i0}, \sum_i r_{i0}y_i, \sum_i r_{i1}y_i)$ and $L(\theta)$, in closed
+/// form (written independently of any `Problem` code).
+pub fn gmm_e_step(data: &Dataset, curved: bool, theta: &[f64]) -> (Vec<f64>, f64) {
     let (p0, m0, m1) = gmm_moments(curved, theta);
-    let (mut s0, mut s0y, mut s1y) = (0.0, 0.0, 0.0);
+    let (mut s0, mut s0y, mut s1y, mut ll) = (0.0, 0.0, 0.0, 0.0);
     let n = data.n();
+    let c = -0.5 * (2.0 * std::f64::consts::PI).ln();
     for i in 0..n {
         let y = data.y(i)[0];
         let l0 = p0.ln() - 0.5 * (y - m0) * (y - m0);
         let l1 = (1.0 - p0).ln() - 0.5 * (y - m1) * (y - m1);
+        ll += lse2(l0, l1) + c;
         let r0 = sigmoid(l0 - l1);
         s0 += r0;
         s0y += r0 * y;
         s1y += (1.0 - r0) * y;
     }
-    let s1 = n as f64 - s0;
+    (vec![s0, s0y, s1y, n as f64], -ll / n as f64)
+}
+
+/// M-step from the sums of [`gmm_e_step`].
+pub fn gmm_m_step(stats: &[f64], curved: bool, next: &mut [f64]) -> Result<(), MoeError> {
+    let (s0, s0y, s1y, n) = (stats[0], stats[1], stats[2], stats[3]);
+    let s1 = n - s0;
     if !(s0 > 0.0 && s1 > 0.0) {
         return Err(MoeError::NonFinite { what: "GMM M-step", iter: 0 });
     }
-    let t = gmm_theta(curved, s0 / n as f64, s0y / s0, s1y / s1);
-    next.copy_from_slice(&t);
+    next.copy_from_slice(&gmm_theta(curved, s0 / n, s0y / s0, s1y / s1));
     Ok(())
 }
+
+/// The EM map in closed form: [`gmm_m_step`] ∘ [`gmm_e_step`].
+pub fn gmm_em_map(data: &Dataset, curved: bool, theta: &[f64], next: &mut [f64]) -> Result<(), MoeError> {
+    let (st, _) = gmm_e_step(data, curved, theta);
+    gmm_m_step(&st, curved, next)
+}
+
+macro_rules! gmm_em_model {
+    ($t:ty, $curved:expr) => {
+        impl em_as_md::EmModel for $t {
+            type Stats = Vec<f64>;
+            fn e_step(&self, data: &Dataset, theta: &[f64]) -> em_as_md::Result<(Vec<f64>, f64)> {
+                Ok(gmm_e_step(data, $curved, theta))
+            }
+            fn m_step(
+                &self,
+                _data: &Dataset,
+                stats: &Vec<f64>,
+                _theta: &[f64],
+                next: &mut [f64],
+            ) -> em_as_md::Result<em_as_md::InnerStats> {
+                gmm_m_step(stats, $curved, next)?;
+                Ok(em_as_md::InnerStats { converged: true, ..Default::default() })
+            }
+        }
+    };
+}
+gmm_em_model!(GmmNatural, false);
+gmm_em_model!(GmmCurved, true);
 
 /// Runs `iters` EM steps from `theta0`; returns the trajectory and $L(\theta_t)$.
 pub fn run_gmm_em<M: ConditionalFamily>(
