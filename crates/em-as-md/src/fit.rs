@@ -40,7 +40,7 @@ use crate::init::{
 };
 use crate::moe::{Gating, MixtureOfExperts};
 use crate::objective::Problem;
-use crate::observer::{LogObserver, ObserverMode};
+use crate::observer::{LogObserver, Observer, ObserverMode};
 use crate::predict::{training_summaries, FitReport, FittedMoe, RestartSummary, Spread};
 use crate::ConditionalFamily;
 use rand::SeedableRng;
@@ -65,6 +65,20 @@ pub struct MoeParams {
     time_limit: Option<Duration>,
     cancel: Option<Arc<AtomicBool>>,
     verbose: bool,
+    observers: Option<ObserverFactory>,
+}
+
+/// Makes an observer for each restart (argument: the restart index); used by front ends
+/// to show progress. See [`MoeParams::observe`].
+#[derive(Clone)]
+pub struct ObserverFactory(
+    pub Arc<dyn Fn(usize) -> (Box<dyn Observer>, ObserverMode) + Send + Sync>,
+);
+
+impl std::fmt::Debug for ObserverFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ObserverFactory(..)")
+    }
 }
 
 /// Hyperparameters that passed [`MoeParams::check`]; only these can [`fit`](Self::fit).
@@ -88,6 +102,7 @@ impl MoeParams {
             time_limit: None,
             cancel: None,
             verbose: false,
+            observers: None,
         }
     }
     /// Expert type.
@@ -144,6 +159,16 @@ impl MoeParams {
     /// Print one line per iteration of every restart to stderr.
     pub fn verbose(mut self, on: bool) -> Self {
         self.verbose = on;
+        self
+    }
+
+    /// Attaches an observer, built by `factory(restart_index)`, to every restart's
+    /// executor (restarts run in parallel, so observers must be `Send`).
+    pub fn observe(
+        mut self,
+        factory: impl Fn(usize) -> (Box<dyn Observer>, ObserverMode) + Send + Sync + 'static,
+    ) -> Self {
+        self.observers = Some(ObserverFactory(Arc::new(factory)));
         self
     }
 
@@ -305,6 +330,10 @@ impl MoeValidParams {
         }
         if p.verbose {
             ex = ex.add_observer(Box::new(LogObserver::new()), ObserverMode::Always);
+        }
+        if let Some(f) = &p.observers {
+            let (o, mode) = (f.0)(index);
+            ex = ex.add_observer(o, mode);
         }
         ex.run()
     }

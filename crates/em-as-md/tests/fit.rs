@@ -266,6 +266,51 @@ fn data_that_cannot_carry_the_model_is_a_typed_error() {
 }
 
 #[test]
+fn observers_are_attached_to_every_restart_and_cancel_stops_them() {
+    use em_as_md::{ObserverMode, TraceObserver};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+    let data = generate(300, 9);
+    let traces: Arc<Mutex<Vec<(usize, TraceObserver)>>> = Arc::default();
+    let t2 = traces.clone();
+    let fit = params()
+        .n_init(3)
+        .max_iters(7)
+        .observe(move |r| {
+            let t = TraceObserver::new();
+            t2.lock().unwrap().push((r, t.clone()));
+            (Box::new(t), ObserverMode::Always)
+        })
+        .check()
+        .unwrap()
+        .fit(&data)
+        .unwrap();
+    let mut traces = traces.lock().unwrap().clone();
+    traces.sort_by_key(|(r, _)| *r);
+    assert_eq!(
+        traces.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    for (r, t) in &traces {
+        assert_eq!(
+            t.records().len() as u64,
+            fit.report().restarts[*r].iterations
+        );
+    }
+    // A raised flag stops every restart before its first step: a reason, not an error.
+    let flag = Arc::new(AtomicBool::new(true));
+    let fit = params()
+        .n_init(2)
+        .cancel(flag)
+        .check()
+        .unwrap()
+        .fit(&data)
+        .unwrap();
+    assert_eq!(fit.report().termination, Termination::Interrupted);
+    assert_eq!(fit.report().iterations, 0);
+}
+
+#[test]
 fn user_given_start_is_used_as_is() {
     let data = generate(300, 5);
     let (model, theta) = truth();
