@@ -18,6 +18,7 @@ pub mod plot;
 pub mod progress;
 pub mod report;
 pub mod scaling;
+pub mod trajectory;
 
 use clap::Parser;
 

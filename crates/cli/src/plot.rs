@@ -104,6 +104,17 @@ pub fn series_color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
+/// A tick label: integers without a decimal point, other values with up to four
+/// significant digits (trailing zeros trimmed).
+pub fn tick_label(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        return format!("{v:.0}");
+    }
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    s.to_string()
+}
+
 /// The $y$ range of a logarithmic axis holding the positive finite `values`: from
 /// $10^{\lfloor \log_{10} \min \rfloor}$ to $10^{\lceil \log_{10} \max \rceil}$ (one
 /// decade when all values are equal powers of ten), or `None` if there is no such value.
@@ -278,6 +289,7 @@ impl Chart {
                 .configure_mesh()
                 .x_desc(self.x_label.as_str())
                 .y_desc(self.y_label.as_str())
+                .x_label_formatter(&|v| tick_label(*v))
                 .y_label_formatter(&|v| format!("{v:.0e}"))
                 .draw()
                 .map_err(|e| err(&e))?;
@@ -295,6 +307,8 @@ impl Chart {
                 .configure_mesh()
                 .x_desc(self.x_label.as_str())
                 .y_desc(self.y_label.as_str())
+                .x_label_formatter(&|v| tick_label(*v))
+                .y_label_formatter(&|v| tick_label(*v))
                 .draw()
                 .map_err(|e| err(&e))?;
             self.draw_series(&mut chart, &runs, |_| true)
@@ -384,6 +398,14 @@ mod tests {
         }
         assert_eq!(log_axis_range([1.0]), Some((1.0, 10.0)));
         assert_eq!(log_axis_range([0.0, -2.0]), None);
+    }
+
+    #[test]
+    fn tick_labels() {
+        assert_eq!(tick_label(10.0), "10");
+        assert_eq!(tick_label(-2.5), "-2.5");
+        assert_eq!(tick_label(0.125), "0.125");
+        assert_eq!(tick_label(1.0 / 3.0), "0.3333");
     }
 
     #[test]
