@@ -1,23 +1,19 @@
-//! `mdem reproduce`: a placeholder for the subcommand (another module of the project implements
-//! it by replacing this file: keep the names `ReproduceArgs` and `run`).
+//! `mdem reproduce` (in progress).
 
 use crate::error::CliError;
 use clap::Args;
 
-/// Arguments of `mdem reproduce` (accepted as they are until the subcommand exists).
+#[path = "../reproduce/mod.rs"]
+pub mod experiments;
+
+/// Arguments of `mdem reproduce`.
 #[derive(Debug, Args)]
-pub struct ReproduceArgs {
-    /// Arguments of the subcommand.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
-}
+pub struct ReproduceArgs {}
 
 /// Runs `mdem reproduce`.
 ///
 /// # Errors
-/// [`CliError::Unavailable`]: the subcommand is not part of this build yet.
+/// Not yet.
 pub fn run(_args: &ReproduceArgs) -> Result<(), CliError> {
-    Err(CliError::Unavailable(
-        "`mdem reproduce` is not available in this build yet; see `mdem --help`".into(),
-    ))
+    Ok(())
 }

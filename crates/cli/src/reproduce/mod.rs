@@ -1,0 +1,4 @@
+//! The experiments behind `mdem reproduce` (and the shared pieces of `mdem compare`).
+
+pub mod common;
+pub mod multinomial;
