@@ -23,6 +23,19 @@ pub const FORMAT: &str = "mdem-cli-model";
 /// Current envelope version.
 pub const VERSION: u32 = 1;
 
+/// How the saved model was started, so that `certify` can re-run the same EM path.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StartInfo {
+    /// Master seed.
+    pub seed: u64,
+    /// Number of restarts.
+    pub n_init: usize,
+    /// The restart that was kept (its start is `initial_theta(…, seed, best_restart)`).
+    pub best_restart: usize,
+    /// Initialisation method of every restart (`"kmeans++"`).
+    pub init: String,
+}
+
 /// Writes `fitted` to `path` with the target column's name.
 ///
 /// # Errors
@@ -31,6 +44,7 @@ pub fn save_model(
     fitted: &FittedMoe,
     target: &str,
     scaling: Option<&Scaling>,
+    start: Option<&StartInfo>,
     path: &Path,
 ) -> Result<(), CliError> {
     let inner = em_as_md::io::to_json(fitted).map_err(|e| CliError::output(path.display(), e))?;
@@ -41,6 +55,7 @@ pub fn save_model(
         "version": VERSION,
         "target": target,
         "standardize": scaling,
+        "start": start,
         "model": inner,
     });
     let text =
@@ -57,6 +72,8 @@ pub struct LoadedModel {
     pub target: Option<String>,
     /// The standardisation applied to the features before fitting, if any.
     pub scaling: Option<Scaling>,
+    /// How the fit was started, if recorded.
+    pub start: Option<StartInfo>,
 }
 
 /// Reads a model file.
@@ -77,7 +94,8 @@ pub fn load_model(path: &Path) -> Result<LoadedModel, CliError> {
             "not an mdem model file (expected the JSON written by `mdem fit --out`): {e}"
         ))
     })?;
-    let (inner, target, scaling) = if v.get("format").and_then(Value::as_str) == Some(FORMAT) {
+    let (inner, target, scaling, start) = if v.get("format").and_then(Value::as_str) == Some(FORMAT)
+    {
         if v.get("version").and_then(Value::as_u64) != Some(u64::from(VERSION)) {
             return Err(bad(format!(
                 "unsupported version {} (expected {VERSION})",
@@ -99,9 +117,16 @@ pub fn load_model(path: &Path) -> Result<LoadedModel, CliError> {
                     .map_err(|e| bad(format!("bad \"standardize\" field: {e}")))?,
             ),
         };
-        (inner.to_string(), Some(target), scaling)
+        let start: Option<StartInfo> = match v.get("start") {
+            None | Some(Value::Null) => None,
+            Some(s) => Some(
+                serde_json::from_value(s.clone())
+                    .map_err(|e| bad(format!("bad \"start\" field: {e}")))?,
+            ),
+        };
+        (inner.to_string(), Some(target), scaling, start)
     } else {
-        (text, None, None)
+        (text, None, None, None)
     };
     let fitted = em_as_md::io::from_json(&inner).map_err(|e| bad(e.to_string()))?;
     if let Some(s) = &scaling {
@@ -117,6 +142,7 @@ pub fn load_model(path: &Path) -> Result<LoadedModel, CliError> {
         fitted,
         target,
         scaling,
+        start,
     })
 }
 

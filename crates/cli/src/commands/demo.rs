@@ -180,12 +180,31 @@ pub fn run_demo(args: &DemoArgs) -> Result<(), CliError> {
     let problem = Problem::new(&model, &data).map_err(ctx("problem"))?;
 
     // Reference optimum: EM from the same start until L stops changing (or ‖∇L‖ < 1e-10).
-    let reference = run_solver(problem, Em::new(), &theta0, 20 * args.iters.max(100), Some(1e-15)).map_err(ctx("reference EM run"))?;
+    let reference = run_solver(
+        problem,
+        Em::new(),
+        &theta0,
+        20 * args.iters.max(100),
+        Some(1e-15),
+    )
+    .map_err(ctx("reference EM run"))?;
     let em = run_solver(problem, Em::new(), &theta0, args.iters, None).map_err(ctx("EM"))?;
-    let gem = run_solver(problem, GradientEm::new(Step::armijo()).map_err(ctx("gradient EM"))?, &theta0, args.iters, None)
-        .map_err(ctx("gradient EM"))?;
-    let gd = run_solver(problem, GradientDescent::new(Step::armijo()).map_err(ctx("GD"))?, &theta0, args.iters, None)
-        .map_err(ctx("gradient descent"))?;
+    let gem = run_solver(
+        problem,
+        GradientEm::new(Step::armijo()).map_err(ctx("gradient EM"))?,
+        &theta0,
+        args.iters,
+        None,
+    )
+    .map_err(ctx("gradient EM"))?;
+    let gd = run_solver(
+        problem,
+        GradientDescent::new(Step::armijo()).map_err(ctx("GD"))?,
+        &theta0,
+        args.iters,
+        None,
+    )
+    .map_err(ctx("gradient descent"))?;
     let runs = [em, gem, gd];
     let l_star = runs
         .iter()
@@ -209,7 +228,8 @@ pub fn run_demo(args: &DemoArgs) -> Result<(), CliError> {
         table.row([
             r.name.clone(),
             r.result.state.iter.to_string(),
-            iterations_to(&r.objectives, l_star, TARGET_GAP).map_or_else(|| format!("> {}", args.iters), |t| t.to_string()),
+            iterations_to(&r.objectives, l_star, TARGET_GAP)
+                .map_or_else(|| format!("> {}", args.iters), |t| t.to_string()),
             num(1e3 * r.result.seconds, 3),
             num(r.result.best.objective, 10),
             num(r.result.best.objective - l_star, 3),
@@ -253,7 +273,10 @@ pub fn run_demo(args: &DemoArgs) -> Result<(), CliError> {
     .log_y(true);
     let floor = NOISE_FLOOR * l_star.abs().max(1.0);
     for r in &runs {
-        chart = chart.series(Series::new(r.name.clone(), gap_curve(&r.objectives, l_star, floor)));
+        chart = chart.series(Series::new(
+            r.name.clone(),
+            gap_curve(&r.objectives, l_star, floor),
+        ));
     }
     chart.save(&args.out)?;
     text.push_str(&format!("figure: {}\n", args.out.display()));

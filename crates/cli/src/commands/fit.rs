@@ -10,7 +10,7 @@
 use crate::csvdata::{self, ExpertKind as TargetKind, LoadOptions, TargetSupport};
 use crate::engine::{fit_em, FitSettings};
 use crate::error::CliError;
-use crate::model::{params_json, params_tables, save_model};
+use crate::model::{params_json, params_tables, save_model, StartInfo};
 use crate::plot::{Chart, Series};
 use crate::progress::{show_progress, ProgressObserver};
 use crate::report::{num, print_stdout, Align, Table};
@@ -233,7 +233,19 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         .map_or_else(String::new, |v| v.get_name().to_string());
 
     if let Some(path) = &args.out {
-        save_model(&fitted, &loaded.target, scaling.as_ref(), path)?;
+        let start = StartInfo {
+            seed: settings.seed,
+            n_init: settings.n_init,
+            best_restart: rep.best_restart,
+            init: "kmeans++".into(),
+        };
+        save_model(
+            &fitted,
+            &loaded.target,
+            scaling.as_ref(),
+            Some(&start),
+            path,
+        )?;
     }
     if let Some(path) = &args.plot {
         let l_final = rep

@@ -36,7 +36,10 @@ impl Run {
     }
     /// The smallest recorded $L$.
     pub fn best_objective(&self) -> f64 {
-        self.objectives.iter().copied().fold(f64::INFINITY, f64::min)
+        self.objectives
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min)
     }
     /// Completed iterations.
     pub fn iterations(&self) -> usize {
@@ -246,7 +249,12 @@ pub fn relative_error(a: &[f64], b: &[f64]) -> f64 {
 /// $(\beta, w) \leftrightarrow (-\beta, -w)$: the sign giving the smaller
 /// $\|\beta - \beta^*\|^2/\|\beta^*\|^2 + \|w - w^*\|^2/\|w^*\|^2$ is chosen (the same
 /// sign for both blocks, so the pair stays a valid parameter).
-pub fn sym_aligned_errors(beta: &[f64], w: &[f64], beta_star: &[f64], w_star: &[f64]) -> (f64, f64) {
+pub fn sym_aligned_errors(
+    beta: &[f64],
+    w: &[f64],
+    beta_star: &[f64],
+    w_star: &[f64],
+) -> (f64, f64) {
     let neg = |v: &[f64]| v.iter().map(|x| -x).collect::<Vec<f64>>();
     let (bp, wp) = (relative_error(beta, beta_star), relative_error(w, w_star));
     let (bn, wn) = (

@@ -1,4 +1,6 @@
 //! The experiments behind `mdem reproduce` (and the shared pieces of `mdem compare`).
 
 pub mod common;
+pub mod digits;
 pub mod multinomial;
+pub mod synthetic;

@@ -50,7 +50,14 @@ fn logits(b: &[f64], xt: MatRef<'_, f64>, classes_minus_one: usize) -> Mat<f64> 
     let (d, n) = (xt.nrows(), xt.ncols());
     let bm = MatRef::from_column_major_slice(b, d, classes_minus_one);
     let mut e = Mat::zeros(classes_minus_one, n);
-    matmul(e.as_mut(), Accum::Replace, bm.transpose(), xt, 1.0, Par::Seq);
+    matmul(
+        e.as_mut(),
+        Accum::Replace,
+        bm.transpose(),
+        xt,
+        1.0,
+        Par::Seq,
+    );
     e
 }
 
@@ -187,7 +194,12 @@ pub fn labels(data: &Dataset, c: usize) -> Result<Vec<usize>, MoeError> {
 ///
 /// # Errors
 /// `NonFinite` when $L(\theta)$ is not finite.
-pub fn evaluate(shape: Shape, theta: &[f64], data: &Dataset, y: &[usize]) -> Result<MixtureEval, MoeError> {
+pub fn evaluate(
+    shape: Shape,
+    theta: &[f64],
+    data: &Dataset,
+    y: &[usize],
+) -> Result<MixtureEval, MoeError> {
     let Shape { k, c, d: _ } = shape;
     let xt = data.xt();
     let n = data.n();
@@ -276,7 +288,11 @@ impl Solver<Problem<'_, MixtureOfExperts>> for InexactMultinomialEm {
     fn name(&self) -> String {
         "EM".into()
     }
-    fn init(&mut self, problem: &Problem<'_, MixtureOfExperts>, state: FitState) -> Result<FitState, MoeError> {
+    fn init(
+        &mut self,
+        problem: &Problem<'_, MixtureOfExperts>,
+        state: FitState,
+    ) -> Result<FitState, MoeError> {
         let shape = Shape::of(problem.model)?;
         self.labels = labels(problem.data, shape.c)?;
         self.cache = None;
@@ -369,9 +385,21 @@ mod tests {
 
     fn small(n: usize, d: usize, c: usize, seed: u64) -> (MixtureOfExperts, Dataset, Vec<f64>) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let model = MixtureOfExperts::new(Arc::new(Multinomial::new(c).unwrap()), 2, d, Gating::Softmax).unwrap();
+        let model = MixtureOfExperts::new(
+            Arc::new(Multinomial::new(c).unwrap()),
+            2,
+            d,
+            Gating::Softmax,
+        )
+        .unwrap();
         let x: Vec<f64> = (0..n * d)
-            .map(|j| if j % d == 0 { 1.0 } else { rng.random::<f64>() * 2.0 - 1.0 })
+            .map(|j| {
+                if j % d == 0 {
+                    1.0
+                } else {
+                    rng.random::<f64>() * 2.0 - 1.0
+                }
+            })
             .collect();
         let y: Vec<f64> = (0..n).map(|_| rng.random_range(0..c) as f64).collect();
         let data = Dataset::from_rows(&x, d, &y, 1).unwrap();
@@ -386,8 +414,15 @@ mod tests {
             let shape = Shape::of(&model).unwrap();
             let y = labels(&data, 3).unwrap();
             let ours = evaluate(shape, &theta, &data, &y).unwrap();
-            let lib = Problem::new(&model, &data).unwrap().objective(&theta).unwrap();
-            assert!((ours.objective - lib).abs() <= 1e-12 * lib.abs(), "{} vs {lib}", ours.objective);
+            let lib = Problem::new(&model, &data)
+                .unwrap()
+                .objective(&theta)
+                .unwrap();
+            assert!(
+                (ours.objective - lib).abs() <= 1e-12 * lib.abs(),
+                "{} vs {lib}",
+                ours.objective
+            );
             for i in 0..40 {
                 let s: f64 = ours.class_probs[i * 3..i * 3 + 3].iter().sum();
                 let r: f64 = ours.resp[i * 2..i * 2 + 2].iter().sum();
@@ -417,7 +452,10 @@ mod tests {
         }
         assert!(matches!(
             soft_multinomial(data.xt(), &vec![0.0; 120], 4, &b, &mut g),
-            Err(MoeError::InvalidParam { name: "weights", .. })
+            Err(MoeError::InvalidParam {
+                name: "weights",
+                ..
+            })
         ));
     }
 
@@ -431,7 +469,11 @@ mod tests {
             .max_iters(1)
             .run()
             .unwrap();
-        let lib = Executor::new(problem, Em::new()).theta0(theta).max_iters(1).run().unwrap();
+        let lib = Executor::new(problem, Em::new())
+            .theta0(theta)
+            .max_iters(1)
+            .run()
+            .unwrap();
         let diff = ours
             .state
             .theta
@@ -455,6 +497,10 @@ mod tests {
         for w in l.windows(2) {
             assert!(w[1] <= w[0] + 1e-12, "{l:?}");
         }
-        assert!(Shape::of(&MixtureOfExperts::new(Arc::new(em_as_md::Logistic::new()), 2, 3, Gating::Softmax).unwrap()).is_err());
+        assert!(Shape::of(
+            &MixtureOfExperts::new(Arc::new(em_as_md::Logistic::new()), 2, 3, Gating::Softmax)
+                .unwrap()
+        )
+        .is_err());
     }
 }

@@ -1,0 +1,259 @@
+//! "Random Invert Digits": the paper's "Random Invert" Fashion-MNIST protocol on the
+//! bundled scikit-learn digits (Fashion-MNIST cannot be downloaded here).
+//!
+//! Per instance $s$: pixels scaled to $[0, 1]$ ($x/16$), each image inverted
+//! ($x \to 1 - x$) with probability ½ (seeded by $s$), an intercept column added
+//! ($d = 65$); a fixed train/test split (75 % / 25 %, one seeded permutation for every
+//! instance); a softmax-gated mixture of $K = 2$ multinomial-logistic experts over the
+//! 10 classes (1235 parameters), started from one random $\theta_0$ (seeded by $s$) and
+//! trained for a fixed number of iterations by EM (inexact L-BFGS M-step,
+//! [`InexactMultinomialEm`]), gradient EM and gradient descent (both with Armijo
+//! backtracking, the library's solvers). Recorded per iteration: the training objective
+//! $L(\theta_t)$, test accuracy and test cross-entropy.
+
+use super::common::{run_recorded, Run, RunSettings};
+use super::multinomial::{
+    accuracy_and_cross_entropy, evaluate, labels, InexactMultinomialEm, Shape,
+};
+use em_as_md::expert::Multinomial;
+use em_as_md::moe::{Gating, MixtureOfExperts};
+use em_as_md::{Dataset, GradientDescent, GradientEm, MoeError, Problem, Step};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Settings of the experiment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigitsConfig {
+    /// Number of seeded instances.
+    pub instances: usize,
+    /// Iterations per solver.
+    pub iters: u64,
+    /// Master seed (instance $s$ uses `seed + s`).
+    pub seed: u64,
+    /// Fraction of rows in the training set.
+    pub train_fraction: f64,
+    /// Standard deviation of the random start's entries.
+    pub init_scale: f64,
+    /// Inner L-BFGS tolerance of EM's M-step ($\|\nabla F\|_\infty$).
+    pub inner_tol: f64,
+    /// Inner L-BFGS iteration cap of EM's M-step, per block.
+    pub inner_max: usize,
+}
+
+/// One solver's curves over the instances.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SolverCurves {
+    /// Solver name.
+    pub name: String,
+    /// Training objective $L(\theta_t)$ per instance.
+    pub objective: Vec<Vec<f64>>,
+    /// Test accuracy per instance and iteration.
+    pub accuracy: Vec<Vec<f64>>,
+    /// Test cross-entropy per instance and iteration.
+    pub cross_entropy: Vec<Vec<f64>>,
+    /// Wall seconds per instance.
+    pub seconds: Vec<f64>,
+    /// Mean inner iterations per outer step (EM only; 0 otherwise).
+    pub inner_per_step: Vec<f64>,
+    /// Fraction of outer steps whose inner solves all reached the tolerance.
+    pub inner_converged: Vec<f64>,
+    /// Failure messages (instance, message).
+    pub failures: Vec<(usize, String)>,
+}
+
+/// The experiment's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigitsResult {
+    /// EM, gradient EM, GD.
+    pub solvers: Vec<SolverCurves>,
+    /// Rows in the training and test sets.
+    pub n_train: usize,
+    /// Rows in the test set.
+    pub n_test: usize,
+    /// Fraction of images inverted (over all instances).
+    pub inverted_fraction: f64,
+    /// Wall seconds of the whole experiment.
+    pub seconds: f64,
+}
+
+/// Pixels and labels of the digits CSV (64 pixel columns, target `y`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Digits {
+    /// Row-major $n \times 64$ pixel values in $0..16$.
+    pub pixels: Vec<f64>,
+    /// Labels $0..9$.
+    pub labels: Vec<f64>,
+}
+
+/// The design of the instance: pixels$/16$, inverted where `flip`, intercept prepended.
+fn design(px: &Digits, rows: &[usize], flip: &[bool]) -> Result<Dataset, MoeError> {
+    let mut x = Vec::with_capacity(rows.len() * 64);
+    let mut y = Vec::with_capacity(rows.len());
+    for &i in rows {
+        for &v in &px.pixels[i * 64..(i + 1) * 64] {
+            let s = v / 16.0;
+            x.push(if flip[i] { 1.0 - s } else { s });
+        }
+        y.push(px.labels[i]);
+    }
+    Ok(Dataset::from_rows(&x, 64, &y, 1)?.with_intercept())
+}
+
+/// The fixed split: a permutation seeded by `seed`, the first `fraction` of it trains.
+pub fn split(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let n_train = ((n as f64) * fraction).round() as usize;
+    let test = idx.split_off(n_train.min(n));
+    (idx, test)
+}
+
+fn test_curves(
+    run: &Run,
+    model: &MixtureOfExperts,
+    test: &Dataset,
+) -> Result<(Vec<f64>, Vec<f64>), MoeError> {
+    let shape = Shape::of(model)?;
+    let y = labels(test, shape.c)?;
+    let mut acc = Vec::with_capacity(run.thetas.len());
+    let mut ce = Vec::with_capacity(run.thetas.len());
+    for th in &run.thetas {
+        let e = evaluate(shape, th, test, &y)?;
+        let (a, c) = accuracy_and_cross_entropy(&e, &y, shape.c);
+        acc.push(a);
+        ce.push(c);
+    }
+    Ok((acc, ce))
+}
+
+/// Runs the experiment on the loaded digits.
+///
+/// # Errors
+/// A library error from building the data or model, or a failure at the start of a run.
+pub fn run_digits(px: &Digits, cfg: &DigitsConfig) -> Result<DigitsResult, MoeError> {
+    let clock = Instant::now();
+    let n = px.labels.len();
+    let (train_rows, test_rows) = split(n, cfg.train_fraction, cfg.seed ^ 0x5eed);
+    let model = MixtureOfExperts::new(Arc::new(Multinomial::new(10)?), 2, 65, Gating::Softmax)?;
+    let per_instance: Vec<Result<(Vec<(Run, Vec<f64>, Vec<f64>, f64)>, usize), MoeError>> = (0
+        ..cfg.instances)
+        .into_par_iter()
+        .map(|s| {
+            let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(s as u64));
+            let flip: Vec<bool> = (0..n).map(|_| rng.random_bool(0.5)).collect();
+            let inverted = flip.iter().filter(|f| **f).count();
+            let train = design(px, &train_rows, &flip)?;
+            let test = design(px, &test_rows, &flip)?;
+            let theta0 = model.random_params(&mut rng, cfg.init_scale);
+            let problem = Problem::new(&model, &train)?;
+            let settings = RunSettings::fixed(cfg.iters).keep();
+            let mut out = Vec::new();
+            let timed = |f: &dyn Fn() -> Result<Run, MoeError>| -> Result<(Run, f64), MoeError> {
+                let t = Instant::now();
+                let r = f()?;
+                Ok((r, t.elapsed().as_secs_f64()))
+            };
+            let runs = [
+                timed(&|| {
+                    run_recorded(
+                        problem,
+                        InexactMultinomialEm::new(cfg.inner_tol, cfg.inner_max),
+                        &theta0,
+                        settings,
+                    )
+                })?,
+                timed(&|| {
+                    run_recorded(problem, GradientEm::new(Step::armijo())?, &theta0, settings)
+                })?,
+                timed(&|| {
+                    run_recorded(
+                        problem,
+                        GradientDescent::new(Step::armijo())?,
+                        &theta0,
+                        settings,
+                    )
+                })?,
+            ];
+            for (mut run, secs) in runs {
+                let (acc, ce) = test_curves(&run, &model, &test)?;
+                run.thetas.clear();
+                out.push((run, acc, ce, secs));
+            }
+            Ok((out, inverted))
+        })
+        .collect();
+    let names = ["EM", "gradient EM", "GD"];
+    let mut solvers: Vec<SolverCurves> = names
+        .iter()
+        .map(|nm| SolverCurves {
+            name: (*nm).to_string(),
+            ..SolverCurves::default()
+        })
+        .collect();
+    let mut inverted = 0usize;
+    for (s, r) in per_instance.into_iter().enumerate() {
+        let (runs, inv) = r?;
+        inverted += inv;
+        for (j, (run, acc, ce, secs)) in runs.into_iter().enumerate() {
+            let sc = &mut solvers[j];
+            if let Some(f) = &run.failure {
+                sc.failures.push((s, f.clone()));
+            }
+            let steps = run.inner_iterations.len().max(1) as f64;
+            sc.inner_per_step
+                .push(run.inner_iterations.iter().sum::<u64>() as f64 / steps);
+            sc.inner_converged
+                .push(run.inner_converged.iter().filter(|c| **c).count() as f64 / steps);
+            sc.objective.push(run.objectives);
+            sc.accuracy.push(acc);
+            sc.cross_entropy.push(ce);
+            sc.seconds.push(secs);
+        }
+    }
+    Ok(DigitsResult {
+        solvers,
+        n_train: train_rows.len(),
+        n_test: test_rows.len(),
+        inverted_fraction: inverted as f64 / (n * cfg.instances.max(1)) as f64,
+        seconds: clock.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_is_a_fixed_partition() {
+        let (a, b) = split(100, 0.75, 1);
+        assert_eq!((a.len(), b.len()), (75, 25));
+        let mut all: Vec<usize> = a.iter().chain(&b).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
+        assert_eq!(split(100, 0.75, 1), (a, b));
+    }
+
+    #[test]
+    fn design_scales_and_inverts() {
+        let px = Digits {
+            pixels: (0..128).map(|j| f64::from((j % 17) as u8)).collect(),
+            labels: vec![3.0, 4.0],
+        };
+        let d = design(&px, &[0, 1], &[false, true]).unwrap();
+        assert_eq!((d.n(), d.d()), (2, 65));
+        let x0 = d.x(0);
+        let x1 = d.x(1);
+        // Intercept column of ones, then the scaled pixels; row 1 inverted.
+        assert!(x0.contains(&1.0) && x1.contains(&1.0));
+        let s0: f64 = x0.iter().sum::<f64>() - 1.0;
+        let raw0: f64 = px.pixels[..64].iter().sum::<f64>() / 16.0;
+        assert!((s0 - raw0).abs() < 1e-12);
+        let s1: f64 = x1.iter().sum::<f64>() - 1.0;
+        let raw1: f64 = px.pixels[64..].iter().map(|v| 1.0 - v / 16.0).sum::<f64>();
+        assert!((s1 - raw1).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,395 @@
+//! The paper's synthetic experiment: SymMoLinE and SymMoLogE (two experts $\pm\beta$,
+//! sigmoid gate $w$) over seeded instances and several signal-to-noise ratios; EM,
+//! gradient EM and gradient descent from the same start; suboptimality and parameter
+//! errors per iteration; and the convergence certificate's predicted rate beside the
+//! observed one.
+//!
+//! Per instance $s$ at SNR $\rho$: $\beta^*$ and $w^*$ with $\|\beta^*\| = \rho\sigma$
+//! (SymMoLinE, $\sigma = 1$) or $\|\beta^*\| = \rho$ (SymMoLogE), $\|w^*\| = $ `gate_norm`,
+//! directions uniform; $n$ rows with $x \sim N(0, I_d)$; the start
+//! $\theta_0 = (\beta^* + \delta\|\beta^*\|u,\ w^* + \delta\|w^*\|v)$ with $u, v$ uniform on the
+//! unit sphere and $\delta$ = `init_rel` (a start in a neighbourhood of $\theta^*$, the
+//! regime of the paper's local convergence results). $L^\star$ is the smallest objective
+//! seen, including a reference EM run from $\theta_0$ continued until $L$ stops changing
+//! (relative change $< 10^{-15}$ or $\|\nabla L\| < 10^{-10}$); that run's trajectory is what
+//! [`diagnostics::certificate::certify`] certifies.
+
+use super::common::{run_recorded, sym_aligned_errors, Run, RunSettings};
+use diagnostics::certificate::{certify, CertifyConfig};
+use em_as_md::Dataset;
+use em_as_md::{
+    Em, EmModel, GradientDescent, GradientEm, MoeError, Problem, Step, SymMoLinE, SymMoLogE,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+/// Floor applied to $L_t - L^\star$ before averaging on a log scale (round-off level).
+pub const GAP_FLOOR: f64 = 1e-15;
+
+/// What the experiment needs of a symmetric two-expert model.
+pub trait SymModel: EmModel<Stats = em_as_md::SymStats> + Sync + Sized {
+    /// Display name.
+    const NAME: &'static str;
+    /// The model on $d$ features.
+    ///
+    /// # Errors
+    /// The constructor's.
+    fn build(d: usize) -> Result<Self, MoeError>;
+    /// A true parameter at this SNR.
+    ///
+    /// # Errors
+    /// The generator's.
+    fn truth(&self, snr: f64, gate_norm: f64, seed: u64) -> Result<Vec<f64>, MoeError>;
+    /// Simulated data.
+    ///
+    /// # Errors
+    /// The simulator's.
+    fn data(&self, theta: &[f64], n: usize, seed: u64) -> Result<Dataset, MoeError>;
+    /// $(\beta, w)$ of $\theta$.
+    fn split<'t>(&self, theta: &'t [f64]) -> (&'t [f64], &'t [f64]);
+}
+
+impl SymModel for SymMoLinE {
+    const NAME: &'static str = "SymMoLinE";
+    fn build(d: usize) -> Result<Self, MoeError> {
+        SymMoLinE::new(d, 1.0)
+    }
+    fn truth(&self, snr: f64, gate_norm: f64, seed: u64) -> Result<Vec<f64>, MoeError> {
+        self.random_theta(snr, gate_norm, seed)
+    }
+    fn data(&self, theta: &[f64], n: usize, seed: u64) -> Result<Dataset, MoeError> {
+        Ok(self.simulate(theta, n, seed)?.0)
+    }
+    fn split<'t>(&self, theta: &'t [f64]) -> (&'t [f64], &'t [f64]) {
+        (self.beta(theta), self.gate(theta))
+    }
+}
+
+impl SymModel for SymMoLogE {
+    const NAME: &'static str = "SymMoLogE";
+    fn build(d: usize) -> Result<Self, MoeError> {
+        SymMoLogE::new(d)
+    }
+    fn truth(&self, snr: f64, gate_norm: f64, seed: u64) -> Result<Vec<f64>, MoeError> {
+        self.random_theta(snr, gate_norm, seed)
+    }
+    fn data(&self, theta: &[f64], n: usize, seed: u64) -> Result<Dataset, MoeError> {
+        Ok(self.simulate(theta, n, seed)?.0)
+    }
+    fn split<'t>(&self, theta: &'t [f64]) -> (&'t [f64], &'t [f64]) {
+        (self.beta(theta), self.gate(theta))
+    }
+}
+
+/// Settings of the synthetic experiment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthConfig {
+    /// Instances per SNR.
+    pub instances: usize,
+    /// Iterations per solver.
+    pub iters: u64,
+    /// Rows.
+    pub n: usize,
+    /// Features.
+    pub d: usize,
+    /// $\|w^*\|$.
+    pub gate_norm: f64,
+    /// Relative size $\delta$ of the start's perturbation.
+    pub init_rel: f64,
+    /// Master seed.
+    pub seed: u64,
+    /// Iteration cap of the reference EM run.
+    pub ref_iters: u64,
+    /// Instances per SNR whose reference run is certified.
+    pub cert_instances: usize,
+}
+
+/// One solver's results at one SNR.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SolverSynth {
+    /// Solver name.
+    pub name: String,
+    /// $\max(L_t - L^\star, $ [`GAP_FLOOR`]$)$ per instance.
+    pub gaps: Vec<Vec<f64>>,
+    /// $\|\beta_t - \beta^*\|/\|\beta^*\|$ per instance (sign-aligned).
+    pub beta_err: Vec<Vec<f64>>,
+    /// $\|w_t - w^*\|/\|w^*\|$ per instance (sign-aligned).
+    pub w_err: Vec<Vec<f64>>,
+    /// Wall seconds per instance.
+    pub seconds: Vec<f64>,
+    /// Failure messages (instance, message).
+    pub failures: Vec<(usize, String)>,
+}
+
+/// The certificate of one instance's reference EM run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertRow {
+    /// Verdict (`CERTIFIED`, …) or the error.
+    pub verdict: String,
+    /// Certified rate $1 - \hat\alpha$ of $L - L^\star$.
+    pub predicted: Option<f64>,
+    /// Observed rate of $L - L^\star$.
+    pub observed: Option<f64>,
+    /// $\lambda_{\max}$ of the missing-information fraction at $\hat\theta$.
+    pub missing_info: Option<f64>,
+    /// Spectral radius of the EM map's Jacobian (rate of the parameter error).
+    pub sem: Option<f64>,
+}
+
+/// Results at one SNR.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnrResult {
+    /// The SNR.
+    pub snr: f64,
+    /// EM, gradient EM, GD.
+    pub solvers: Vec<SolverSynth>,
+    /// Certificates of the first `cert_instances` instances.
+    pub certs: Vec<CertRow>,
+    /// Statistical error of the MLE: $\|\hat\beta - \beta^*\|/\|\beta^*\|$ per instance.
+    pub mle_beta_err: Vec<f64>,
+    /// $\|\hat w - w^*\|/\|w^*\|$ per instance.
+    pub mle_w_err: Vec<f64>,
+}
+
+fn unit(d: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    loop {
+        // Box–Muller: a standard normal from two uniforms on (0, 1].
+        let v: Vec<f64> = (0..d)
+            .map(|_| {
+                let u1: f64 = 1.0 - rng.random::<f64>();
+                let u2: f64 = rng.random::<f64>();
+                (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+            })
+            .collect();
+        let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if n > 1e-12 {
+            return v.into_iter().map(|x| x / n).collect();
+        }
+    }
+}
+
+/// The start $\theta_0$ of the [module documentation](self).
+pub fn perturbed_start(beta: &[f64], w: &[f64], rel: f64, seed: u64) -> Vec<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let (u, v) = (unit(beta.len(), &mut rng), unit(w.len(), &mut rng));
+    let (nb, nw) = (norm(beta), norm(w));
+    beta.iter()
+        .zip(&u)
+        .map(|(b, e)| b + rel * nb * e)
+        .chain(w.iter().zip(&v).map(|(a, e)| a + rel * nw * e))
+        .collect()
+}
+
+struct Instance {
+    runs: Vec<(Run, f64)>,
+    l_star: f64,
+    truth: Vec<f64>,
+    mle: Vec<f64>,
+    cert: Option<CertRow>,
+}
+
+fn instance<M: SymModel>(
+    model: &M,
+    cfg: &SynthConfig,
+    snr: f64,
+    s: usize,
+) -> Result<Instance, MoeError> {
+    let base = cfg
+        .seed
+        .wrapping_add(1_000_003 * (snr * 1000.0) as u64)
+        .wrapping_add(4 * s as u64);
+    let truth = model.truth(snr, cfg.gate_norm, base)?;
+    let data = model.data(&truth, cfg.n, base + 1)?;
+    let (b, w) = model.split(&truth);
+    let theta0 = perturbed_start(b, w, cfg.init_rel, base + 2);
+    let problem = Problem::new(model, &data)?;
+    let settings = RunSettings::fixed(cfg.iters).keep();
+    let timed = |f: &dyn Fn() -> Result<Run, MoeError>| -> Result<(Run, f64), MoeError> {
+        let t = std::time::Instant::now();
+        let r = f()?;
+        Ok((r, t.elapsed().as_secs_f64()))
+    };
+    let runs = vec![
+        timed(&|| run_recorded(problem, Em::new(), &theta0, settings))?,
+        timed(&|| run_recorded(problem, GradientEm::new(Step::armijo())?, &theta0, settings))?,
+        timed(&|| {
+            run_recorded(
+                problem,
+                GradientDescent::new(Step::armijo())?,
+                &theta0,
+                settings,
+            )
+        })?,
+    ];
+    let reference = run_recorded(
+        problem,
+        Em::new(),
+        &theta0,
+        RunSettings {
+            max_iters: cfg.ref_iters,
+            tol: Some(1e-15),
+            grad_tol: Some(1e-10),
+            keep_thetas: true,
+        },
+    )?;
+    let l_star = runs
+        .iter()
+        .map(|(r, _)| r.best_objective())
+        .fold(reference.best_objective(), f64::min);
+    let mle = reference
+        .thetas
+        .last()
+        .cloned()
+        .unwrap_or_else(|| theta0.clone());
+    let cert = if s < cfg.cert_instances {
+        let cc = CertifyConfig {
+            snr: Some(snr),
+            ..CertifyConfig::default()
+        };
+        Some(
+            match certify(&problem, &reference.thetas, &reference.objectives, &cc) {
+                Ok(c) => CertRow {
+                    verdict: c.verdict.to_string(),
+                    predicted: c.predicted_rate,
+                    observed: c.observed.as_ref().map(|o| o.rate),
+                    missing_info: c.missing_info_rate,
+                    sem: c.sem_rate,
+                },
+                Err(e) => CertRow {
+                    verdict: format!("error: {e}"),
+                    predicted: None,
+                    observed: None,
+                    missing_info: None,
+                    sem: None,
+                },
+            },
+        )
+    } else {
+        None
+    };
+    Ok(Instance {
+        runs,
+        l_star,
+        truth,
+        mle,
+        cert,
+    })
+}
+
+/// Runs model `M` at every SNR.
+///
+/// # Errors
+/// A library error at the start of a run or while building an instance.
+pub fn run_model<M: SymModel>(cfg: &SynthConfig, snrs: &[f64]) -> Result<Vec<SnrResult>, MoeError> {
+    let model = M::build(cfg.d)?;
+    snrs.iter()
+        .map(|&snr| {
+            let insts: Vec<Result<Instance, MoeError>> = (0..cfg.instances)
+                .into_par_iter()
+                .map(|s| instance(&model, cfg, snr, s))
+                .collect();
+            let mut solvers: Vec<SolverSynth> = Vec::new();
+            let mut certs = Vec::new();
+            let (mut mb, mut mw) = (Vec::new(), Vec::new());
+            for (s, inst) in insts.into_iter().enumerate() {
+                let inst = inst?;
+                let (bs, ws) = model.split(&inst.truth);
+                let (eb, ew) = {
+                    let (b, w) = model.split(&inst.mle);
+                    sym_aligned_errors(b, w, bs, ws)
+                };
+                mb.push(eb);
+                mw.push(ew);
+                if let Some(c) = inst.cert {
+                    certs.push(c);
+                }
+                for (j, (run, secs)) in inst.runs.into_iter().enumerate() {
+                    if solvers.len() <= j {
+                        solvers.push(SolverSynth {
+                            name: run.name.clone(),
+                            ..SolverSynth::default()
+                        });
+                    }
+                    let sv = &mut solvers[j];
+                    if let Some(f) = &run.failure {
+                        sv.failures.push((s, f.clone()));
+                    }
+                    sv.gaps.push(
+                        run.objectives
+                            .iter()
+                            .map(|l| (l - inst.l_star).max(GAP_FLOOR))
+                            .collect(),
+                    );
+                    let errs: Vec<(f64, f64)> = run
+                        .thetas
+                        .iter()
+                        .map(|th| {
+                            let (b, w) = model.split(th);
+                            sym_aligned_errors(b, w, bs, ws)
+                        })
+                        .collect();
+                    sv.beta_err.push(errs.iter().map(|e| e.0).collect());
+                    sv.w_err.push(errs.iter().map(|e| e.1).collect());
+                    sv.seconds.push(secs);
+                }
+            }
+            Ok(SnrResult {
+                snr,
+                solvers,
+                certs,
+                mle_beta_err: mb,
+                mle_w_err: mw,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_is_at_the_stated_relative_distance() {
+        let (b, w) = (vec![3.0, 0.0, 4.0], vec![0.0, 2.0, 0.0]);
+        let t = perturbed_start(&b, &w, 0.5, 7);
+        let rb = super::super::common::relative_error(&t[..3], &b);
+        let rw = super::super::common::relative_error(&t[3..], &w);
+        assert!(
+            (rb - 0.5).abs() < 1e-12 && (rw - 0.5).abs() < 1e-12,
+            "{rb} {rw}"
+        );
+        assert_eq!(t, perturbed_start(&b, &w, 0.5, 7));
+    }
+
+    #[test]
+    fn tiny_run_has_monotone_em_and_aligned_errors() {
+        let cfg = SynthConfig {
+            instances: 2,
+            iters: 10,
+            n: 300,
+            d: 3,
+            gate_norm: 1.0,
+            init_rel: 0.3,
+            seed: 1,
+            ref_iters: 500,
+            cert_instances: 0,
+        };
+        let res = run_model::<SymMoLinE>(&cfg, &[4.0]).unwrap();
+        let em = &res[0].solvers[0];
+        assert_eq!(em.name, "EM");
+        for g in &em.gaps {
+            assert_eq!(g.len(), 11);
+            for w in g.windows(2) {
+                assert!(w[1] <= w[0] * (1.0 + 1e-9) + 1e-14, "{g:?}");
+            }
+        }
+        // High SNR, n = 300: the MLE is close to the truth after sign alignment.
+        assert!(
+            res[0].mle_beta_err.iter().all(|e| *e < 0.3),
+            "{:?}",
+            res[0].mle_beta_err
+        );
+    }
+}
