@@ -562,3 +562,90 @@ fn alignment_recovers_a_known_permutation_and_keeps_the_likelihood() {
         }
     }
 }
+
+#[test]
+fn every_expert_kind_and_gating_fits_through_the_driver() {
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let n = 400;
+    let x: Vec<f64> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
+    let cases: Vec<(ExpertKind, Gating, usize, Vec<f64>)> = vec![
+        (
+            ExpertKind::Linear,
+            Gating::Constant,
+            2,
+            x.iter()
+                .enumerate()
+                .map(|(i, v)| if i % 2 == 0 { 2.0 * v } else { -v } + 0.1 * (i % 5) as f64)
+                .collect(),
+        ),
+        (
+            ExpertKind::Logistic,
+            Gating::Softmax,
+            2,
+            x.iter()
+                .enumerate()
+                .map(|(i, v)| f64::from(*v + 0.3 * ((i % 3) as f64 - 1.0) > 0.0))
+                .collect(),
+        ),
+        (
+            ExpertKind::Poisson,
+            Gating::Softmax,
+            2,
+            x.iter()
+                .enumerate()
+                .map(|(i, v)| ((v + 2.0) * (1 + i % 2) as f64).floor())
+                .collect(),
+        ),
+        (
+            ExpertKind::Multinomial { classes: 3 },
+            Gating::Softmax,
+            2,
+            x.iter()
+                .map(|v| {
+                    if *v < -0.7 {
+                        0.0
+                    } else if *v < 0.7 {
+                        1.0
+                    } else {
+                        2.0
+                    }
+                })
+                .collect(),
+        ),
+        (
+            ExpertKind::Linear,
+            Gating::Softmax,
+            1,
+            x.iter()
+                .enumerate()
+                .map(|(i, v)| 1.0 + v + 0.2 * ((i * 7 % 11) as f64 - 5.0) / 5.0)
+                .collect(),
+        ),
+    ];
+    for (kind, gating, k, y) in cases {
+        let data = Dataset::from_rows(&x, 1, &y, 1).unwrap().with_intercept();
+        for init in [InitMethod::Random, InitMethod::KMeansPlusPlus] {
+            let fit = MoeParams::new(k)
+                .expert(kind)
+                .gating(gating)
+                .init(init.clone())
+                .max_iters(40)
+                .n_init(2)
+                .seed(3)
+                .check()
+                .unwrap()
+                .fit(&data)
+                .unwrap_or_else(|e| panic!("{kind:?} {gating:?} {init:?}: {e}"));
+            let t = &fit.report().trace;
+            assert!(!t.is_empty(), "{kind:?}");
+            assert!(
+                t.windows(2)
+                    .all(|w| w[1].objective
+                        <= w[0].objective + 1e-10 * w[0].objective.abs().max(1.0)),
+                "{kind:?} {gating:?}: EM objective increased"
+            );
+            let ll = fit.log_likelihood(&data).unwrap();
+            assert!((ll - fit.report().log_likelihood).abs() < 1e-8 * ll.abs().max(1.0));
+        }
+    }
+}
