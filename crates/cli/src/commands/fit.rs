@@ -19,7 +19,7 @@ use clap::{Args, ValueEnum};
 use em_as_md::expert::ExpertKind;
 use em_as_md::init::InitMethod;
 use em_as_md::moe::{Gating, MixtureOfExperts};
-use em_as_md::{ConditionalFamily, MoeError, Observer};
+use em_as_md::{ConditionalFamily, MoeError};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -190,6 +190,9 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     }
 
     let settings = FitSettings {
+        n_experts: k,
+        expert: kind,
+        gating,
         n_init: args.n_init as usize,
         seed: args.seed,
         max_iters: args.max_iter,
@@ -198,9 +201,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     };
     let visible = show_progress(args.quiet, args.json);
     let bar = ProgressObserver::new("EM", settings.max_iters * settings.n_init as u64, visible);
-    let fitted = fit_em(&model, data, &settings, |_| {
-        Some(Box::new(bar.clone()) as Box<dyn Observer>)
-    });
+    let fitted = fit_em(data, &settings, Some(bar.clone()));
     bar.finish();
     let fitted = fitted.map_err(|e| match e {
         MoeError::InvalidData { row: Some(i), .. } if i < loaded.lines.len() => {
