@@ -1113,10 +1113,25 @@ mod tests {
                 matches!(e, DataError::NonFinite { line: 4, row: 3, ref column, .. } if column == "b"),
                 "{bad}: {e:?}"
             );
-            assert!(e.to_string().contains("expected a finite number"));
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "t.csv: line 4 (data row 3; the header is line 1), column \"b\": \
+                     expected a finite number, found \"{bad}\""
+                )
+            );
         }
         let e = load("a,y\n1,inf\n2,0\n", "y", None, false).unwrap_err();
         assert!(matches!(e, DataError::NonFinite { line: 2, ref column, .. } if column == "y"));
+    }
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<DataError>();
+        assert_send_sync::<LoadedData>();
+        assert_send_sync::<DataWarning>();
+        assert_send_sync::<TargetError>();
     }
 
     #[test]
