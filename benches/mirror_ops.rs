@@ -13,13 +13,20 @@ use mirror::{
 };
 use std::hint::black_box;
 
+/// A family with two natural parameters in its domain.
+type Case = (Box<dyn ExponentialFamily>, Vec<f64>, Vec<f64>);
+
 /// Every built-in family with two natural parameters in its domain.
-fn cases() -> Vec<(Box<dyn ExponentialFamily>, Vec<f64>, Vec<f64>)> {
+fn cases() -> Vec<Case> {
     let mvn = MultivariateGaussian::new(3).expect("d = 3");
     let cov1 = Mat::from_fn(3, 3, |i, j| if i == j { 1.0 + i as f64 } else { 0.3 });
     let cov2 = Mat::from_fn(3, 3, |i, j| if i == j { 2.0 } else { -0.2 });
-    let t1 = mvn.natural_from_mean_cov(&[0.1, -0.4, 1.0], &cov1).expect("PD");
-    let t2 = mvn.natural_from_mean_cov(&[0.5, 0.0, -1.0], &cov2).expect("PD");
+    let t1 = mvn
+        .natural_from_mean_cov(&[0.1, -0.4, 1.0], &cov1)
+        .expect("PD");
+    let t2 = mvn
+        .natural_from_mean_cov(&[0.5, 0.0, -1.0], &cov2)
+        .expect("PD");
     vec![
         (Box::new(Bernoulli), vec![0.3], vec![-1.2]),
         (
@@ -68,7 +75,8 @@ fn bench_mean_maps(c: &mut Criterion) {
         group.bench_function(fam.name(), |b| {
             b.iter(|| {
                 fam.mean(black_box(&t1), &mut mu).expect("in domain");
-                fam.natural_from_mean(&mu, &mut back).expect("in mean domain");
+                fam.natural_from_mean(&mu, &mut back)
+                    .expect("in mean domain");
                 back[0]
             })
         });
