@@ -89,7 +89,7 @@ pub struct FitArgs {
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_iter: u64,
     /// Relative tolerance on the change of the average negative log-likelihood.
-    #[arg(long, default_value_t = 1e-8)]
+    #[arg(long, default_value_t = 1e-8, allow_negative_numbers = true)]
     pub tol: f64,
     /// Write the fitted model (JSON) here.
     #[arg(long)]

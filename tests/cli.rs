@@ -1,0 +1,393 @@
+//! Tests of the `mdem` binary (the root package's `[[bin]]`, so they live here where
+//! Cargo builds it and sets `CARGO_BIN_EXE_mdem`): every bad-input case gives ONE line on
+//! stderr naming file, line and column with exit code 2; `demo`, `fit`, `predict` and
+//! `certify` run end to end on the shipped data.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::{Path, PathBuf};
+
+fn mdem() -> Command {
+    Command::cargo_bin("mdem").expect("the mdem binary")
+}
+
+/// A fresh directory under the system temp dir, unique per test.
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mdem-cli-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn data(name: &str) -> String {
+    format!("{}/data/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `mdem fit FILE args…` expecting exit code 2 and exactly one stderr line that
+/// starts with `error: ` and contains every needle; returns that line.
+fn bad_fit(file: &Path, args: &[&str], needles: &[&str]) -> String {
+    let out = mdem().arg("fit").arg(file).args(args).output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected, got: {err}");
+    let line = lines[0];
+    assert!(line.starts_with("error: "), "{line}");
+    for n in needles {
+        assert!(line.contains(n), "missing {n:?} in: {line}");
+    }
+    assert!(!line.contains("panicked") && !line.contains("backtrace"));
+    line.to_string()
+}
+
+const LIN: [&str; 6] = ["--target", "y", "--experts", "2", "--expert", "linear"];
+
+#[test]
+fn missing_file() {
+    let d = tmpdir("missing");
+    let f = d.join("nope.csv");
+    bad_fit(&f, &LIN, &[&f.display().to_string(), "cannot read the file"]);
+}
+
+#[test]
+fn ragged_row_names_line_and_column() {
+    let d = tmpdir("ragged");
+    let f = write(&d, "r.csv", "a,b,y\n1,2,3\n4,5\n6,7,8\n");
+    bad_fit(&f, &LIN, &["r.csv", "line 3", "data row 2", "column \"y\"", "expected 3 fields"]);
+}
+
+#[test]
+fn non_numeric_cell_names_line_and_column() {
+    let d = tmpdir("nonnum");
+    let f = write(&d, "n.csv", "a,b,y\n1,2,3\n4,abc,5\n6,7,8\n");
+    bad_fit(&f, &LIN, &["n.csv", "line 3", "data row 2", "column \"b\"", "expected a number", "\"abc\""]);
+}
+
+#[test]
+fn nan_and_infinity_are_refused() {
+    let d = tmpdir("nan");
+    for (i, bad) in ["NaN", "inf"].iter().enumerate() {
+        let f = write(&d, &format!("x{i}.csv"), &format!("a,b,y\n1,2,3\n4,5,6\n7,{bad},9\n"));
+        bad_fit(&f, &LIN, &["line 4", "data row 3", "column \"b\"", "expected a finite number"]);
+    }
+}
+
+#[test]
+fn missing_target_column() {
+    bad_fit(
+        Path::new(&data("diabetes.csv")),
+        &["--target", "outcome", "--experts", "2", "--expert", "linear"],
+        &["diabetes.csv", "line 1", "no target column \"outcome\"", "\"age\""],
+    );
+}
+
+#[test]
+fn target_outside_the_experts_support() {
+    let d = tmpdir("support");
+    let f = write(&d, "s.csv", "a,y\n0.1,0\n0.5,1\n0.9,2\n1.3,1\n2.0,0\n2.2,1\n");
+    bad_fit(
+        &f,
+        &["--target", "y", "--experts", "1", "--expert", "logistic"],
+        &["s.csv", "line 4", "data row 3", "column \"y\"", "logistic experts expect 0 or 1, found 2"],
+    );
+    // Poisson: a negative count.
+    let f = write(&d, "p.csv", "a,y\n0.1,0\n0.5,-1\n0.9,2\n");
+    bad_fit(
+        &f,
+        &["--target", "y", "--experts", "1", "--expert", "poisson"],
+        &["line 3", "column \"y\"", "non-negative integer"],
+    );
+}
+
+#[test]
+fn more_experts_than_rows() {
+    let d = tmpdir("experts");
+    let f = write(&d, "e.csv", "a,y\n0.1,0.3\n0.5,1.2\n0.9,2.5\n");
+    bad_fit(
+        &f,
+        &["--target", "y", "--experts", "4", "--expert", "linear", "--no-gate"],
+        &["e.csv", "4 experts but only 3 data rows"],
+    );
+}
+
+#[test]
+fn fewer_rows_than_parameters() {
+    let d = tmpdir("params");
+    let f = write(
+        &d,
+        "p.csv",
+        "a,b,y\n0.1,3,0.3\n0.5,1,1.2\n0.9,4,2.5\n1.3,1,0.1\n1.7,5,3.3\n2.1,9,1.0\n",
+    );
+    // 2 gated linear experts on 3 design columns: gate 3 + experts 2 × 4 = 11 > 6 rows.
+    bad_fit(&f, &LIN, &["p.csv", "6 data rows but the model has 11 parameters", "expected at least as many rows as parameters"]);
+    // Fewer rows than design columns is caught by the loader.
+    let f = write(&d, "q.csv", "a,b,c,y\n1,2,3,0\n4,5,7,1\n");
+    bad_fit(&f, &LIN, &["q.csv", "2 data rows but 4 design columns"]);
+}
+
+#[test]
+fn bad_flag_values_exit_2() {
+    let f = data("diabetes.csv");
+    for args in [
+        vec!["--target", "y", "--experts", "0", "--expert", "linear"],
+        vec!["--target", "y", "--experts", "2", "--expert", "gamma"],
+        vec!["--target", "y", "--experts", "two", "--expert", "linear"],
+        vec!["--target", "y", "--experts", "2"],
+    ] {
+        mdem().arg("fit").arg(&f).args(&args).assert().code(2).stdout("");
+    }
+    for tol in ["-1", "0", "NaN"] {
+        bad_fit(
+            Path::new(&f),
+            &["--target", "y", "--experts", "2", "--expert", "linear", "--tol", tol],
+            &["--tol", "expected a finite number > 0"],
+        );
+    }
+    mdem().arg("no-such-command").assert().code(2);
+}
+
+#[test]
+fn bad_model_file_exit_2() {
+    let d = tmpdir("badmodel");
+    let m = write(&d, "m.json", "{\"hello\": 1}");
+    let out = mdem().arg("predict").arg(&m).arg(data("diabetes.csv")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("m.json") && err.contains("model"), "{err}");
+}
+
+#[test]
+fn demo_runs_and_writes_its_figure() {
+    let d = tmpdir("demo");
+    let out = mdem().arg("demo").current_dir(&d).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for s in ["SymMoLinE", "EM", "GD", "L − L*", "Convergence certificate", "mdem-demo.svg"] {
+        assert!(text.contains(s), "missing {s}: {text}");
+    }
+    let svg = std::fs::read_to_string(d.join("mdem-demo.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("EM"), "not an SVG");
+    // --out chooses the file (PNG here).
+    let png = d.join("fig.png");
+    mdem().args(["demo", "--iters", "20", "--out"]).arg(&png).assert().success();
+    assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+}
+
+fn fit_json(args: &[&str]) -> serde_json::Value {
+    let out = mdem().arg("fit").args(args).arg("--json").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.trim().lines().count(), 1, "one JSON object on one line");
+    serde_json::from_str(text.trim()).unwrap()
+}
+
+#[test]
+fn fit_diabetes_json_has_the_required_keys() {
+    let v = fit_json(&[&data("diabetes.csv"), "--target", "y", "--experts", "2", "--expert", "linear", "--max-iter", "50"]);
+    for k in ["log_likelihood", "iterations", "termination", "seconds", "parameters", "aic", "bic", "icl"] {
+        assert!(v.get(k).is_some(), "missing key {k}: {v}");
+    }
+    let ll = v["log_likelihood"].as_f64().unwrap();
+    assert!(ll.is_finite() && ll < 0.0);
+    assert!(v["iterations"].as_u64().unwrap() <= 50);
+    assert_eq!(v["rows"], 442);
+    assert_eq!(v["parameters"]["experts"].as_array().unwrap().len(), 2);
+    assert_eq!(v["parameters"]["theta"].as_array().unwrap().len(), v["n_params"].as_u64().unwrap() as usize);
+    // AIC = 2p − 2 log L.
+    let p = v["n_params"].as_f64().unwrap();
+    assert!((v["aic"].as_f64().unwrap() - (2.0 * p - 2.0 * ll)).abs() < 1e-6 * ll.abs());
+}
+
+/// Solves the normal equations of least squares by Gaussian elimination (independent of
+/// the library), returning the residual sum of squares.
+fn ols_rss(x: &[Vec<f64>], y: &[f64]) -> f64 {
+    let p = x[0].len();
+    let mut a = vec![vec![0.0; p + 1]; p];
+    for (xi, yi) in x.iter().zip(y) {
+        for r in 0..p {
+            for c in 0..p {
+                a[r][c] += xi[r] * xi[c];
+            }
+            a[r][p] += xi[r] * yi;
+        }
+    }
+    for col in 0..p {
+        let piv = (col..p).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs())).unwrap();
+        a.swap(col, piv);
+        for r in 0..p {
+            if r != col {
+                let f = a[r][col] / a[col][col];
+                for c in col..=p {
+                    a[r][c] -= f * a[col][c];
+                }
+            }
+        }
+    }
+    let beta: Vec<f64> = (0..p).map(|r| a[r][p] / a[r][r]).collect();
+    x.iter()
+        .zip(y)
+        .map(|(xi, yi)| {
+            let f: f64 = xi.iter().zip(&beta).map(|(u, b)| u * b).sum();
+            (yi - f) * (yi - f)
+        })
+        .sum()
+}
+
+#[test]
+fn one_linear_expert_log_likelihood_is_rs_loglik() {
+    // R: logLik(lm(y ~ ., diabetes)) = −n/2 (log(2π RSS/n) + 1), all constants included.
+    let text = std::fs::read_to_string(data("diabetes.csv")).unwrap();
+    let mut lines = text.lines();
+    let _header = lines.next();
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for l in lines {
+        let v: Vec<f64> = l.split(',').map(|c| c.parse().unwrap()).collect();
+        let mut row = vec![1.0];
+        row.extend_from_slice(&v[..v.len() - 1]);
+        x.push(row);
+        y.push(v[v.len() - 1]);
+    }
+    let n = y.len() as f64;
+    let expected = -0.5 * n * ((2.0 * std::f64::consts::PI * ols_rss(&x, &y) / n).ln() + 1.0);
+    let v = fit_json(&[&data("diabetes.csv"), "--target", "y", "--experts", "1", "--expert", "linear", "--no-gate"]);
+    let ll = v["log_likelihood"].as_f64().unwrap();
+    assert!((ll - expected).abs() < 1e-6 * expected.abs(), "{ll} vs {expected}");
+}
+
+#[test]
+fn fit_breast_cancer_with_logistic_experts() {
+    let v = fit_json(&[
+        &data("breast_cancer.csv"),
+        "--target",
+        "y",
+        "--experts",
+        "2",
+        "--expert",
+        "logistic",
+        "--standardize",
+        "--max-iter",
+        "20",
+    ]);
+    assert_eq!(v["rows"], 569);
+    assert_eq!(v["standardized"], true);
+    let ll = v["log_likelihood"].as_f64().unwrap();
+    // Bernoulli log-likelihood: at most 0, and better than the intercept-only model.
+    let p1 = 357.0 / 569.0;
+    let null_ll = 357.0 * f64::ln(p1) + 212.0 * f64::ln(1.0 - p1);
+    assert!(ll <= 1e-9 && ll > null_ll, "{ll} vs null {null_ll}");
+    // A few features, unstandardised, also fit.
+    let v = fit_json(&[
+        &data("breast_cancer.csv"),
+        "--target",
+        "y",
+        "--features",
+        "mean_radius,mean_texture",
+        "--experts",
+        "2",
+        "--expert",
+        "logistic",
+        "--max-iter",
+        "20",
+    ]);
+    assert_eq!(v["features"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn fit_save_predict_round_trip() {
+    let d = tmpdir("roundtrip");
+    let model = d.join("model.json");
+    let preds = d.join("preds.csv");
+    let fig = d.join("trace.svg");
+    let v = fit_json(&[
+        &data("diabetes.csv"),
+        "--target",
+        "y",
+        "--experts",
+        "2",
+        "--expert",
+        "linear",
+        "--max-iter",
+        "40",
+        "--out",
+        model.to_str().unwrap(),
+        "--plot",
+        fig.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read_to_string(&fig).unwrap().starts_with("<svg"));
+    mdem().arg("predict").arg(&model).arg(data("diabetes.csv")).arg("--out").arg(&preds).assert().success();
+    let text = std::fs::read_to_string(&preds).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next().unwrap(), "row,gate_1,gate_2,resp_1,resp_2,log_density,mean");
+    let rows: Vec<Vec<f64>> = lines.map(|l| l.split(',').map(|c| c.parse().unwrap()).collect()).collect();
+    assert_eq!(rows.len(), 442);
+    let mut ll = 0.0;
+    for r in &rows {
+        assert!((r[1] + r[2] - 1.0).abs() < 1e-12 && (r[3] + r[4] - 1.0).abs() < 1e-12);
+        ll += r[5];
+    }
+    // The per-row log densities add up to the fit's log-likelihood.
+    let fit_ll = v["log_likelihood"].as_f64().unwrap();
+    assert!((ll - fit_ll).abs() < 1e-8 * fit_ll.abs(), "{ll} vs {fit_ll}");
+    // Without the target column: gate and mean only, same means.
+    let no_target: String = std::fs::read_to_string(data("diabetes.csv"))
+        .unwrap()
+        .lines()
+        .take(4)
+        .map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n")
+        .collect();
+    let f = write(&d, "nt.csv", &no_target);
+    let out = mdem().arg("predict").arg(&model).arg(&f).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "row,gate_1,gate_2,mean");
+    assert_eq!(lines.len(), 4);
+    let m1: f64 = lines[1].rsplit(',').next().unwrap().parse().unwrap();
+    assert_eq!(m1, rows[0][6]);
+    // A prediction file with a bad cell names its line and column.
+    let f = write(&d, "bad.csv", &no_target.replacen("59,", "x59,", 1));
+    mdem()
+        .arg("predict")
+        .arg(&model)
+        .arg(&f)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("line 2").and(predicate::str::contains("column \"age\"")));
+}
+
+#[test]
+fn certify_a_saved_model() {
+    let d = tmpdir("certify");
+    let model = d.join("m.json");
+    mdem()
+        .arg("fit")
+        .arg(data("diabetes.csv"))
+        .args(["--target", "y", "--experts", "2", "--expert", "linear", "--standardize", "--quiet", "--out"])
+        .arg(&model)
+        .assert()
+        .success();
+    let out = mdem().arg("certify").arg(&model).arg(data("diabetes.csv")).arg("--json").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let verdict = v["certificate"]["verdict"].as_str().unwrap();
+    assert!(["Certified", "Inconclusive", "Violated"].contains(&verdict));
+    assert!(v["certificate"]["l_hat"].as_f64().unwrap() <= 1.0 + 1e-6);
+    // The re-run retraces the saved fit: same log-likelihood to the fit's tolerance.
+    let (a, b) = (v["rerun"]["log_likelihood"].as_f64().unwrap(), v["saved_log_likelihood"].as_f64().unwrap());
+    assert!(a >= b - 1e-9 * b.abs() && (a - b).abs() < 1e-5 * b.abs(), "{a} {b}");
+    mdem()
+        .arg("certify")
+        .arg(&model)
+        .arg(data("diabetes.csv"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Convergence certificate"));
+}
