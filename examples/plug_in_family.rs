@@ -52,7 +52,9 @@ impl ExponentialFamily for GammaKnownShape {
         Ok(())
     }
     fn fisher(&self, theta: &[f64]) -> Result<faer::Mat<f64>> {
-        Ok(faer::Mat::from_fn(1, 1, |_, _| self.k / (theta[0] * theta[0])))
+        Ok(faer::Mat::from_fn(1, 1, |_, _| {
+            self.k / (theta[0] * theta[0])
+        }))
     }
     fn sample(&self, theta: &[f64], rng: &mut dyn RngCore, s: &mut [f64]) -> Result<()> {
         // rand_distr parametrises by shape and scale = 1 / rate.

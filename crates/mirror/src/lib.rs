@@ -27,18 +27,18 @@ pub mod family;
 pub mod map;
 pub mod special;
 
+pub use check::{
+    check_family, CheckConfig, CheckKind, CheckResult, CheckStatus, FamilyReport, SupportKind,
+};
 pub use descent::{
     BoxSet, Constant, ConstraintSet, InvSqrt, MirrorDescent, Simplex, StepFn, StepSize, Trajectory,
     Unconstrained,
 };
 pub use error::{MirrorError, Result};
-pub use family::{ExponentialFamily, LogPartition};
-pub use check::{
-    check_family, CheckConfig, CheckKind, CheckResult, CheckStatus, FamilyReport, SupportKind,
-};
 pub use family::{
     Bernoulli, Categorical, Exponential, Gaussian, GaussianKnownVariance, MultivariateGaussian,
     Poisson,
 };
+pub use family::{ExponentialFamily, LogPartition};
 pub use map::{bregman, MirrorMap};
 pub use map::{BlockSum, Euclidean, MapKind, NegEntropy};
