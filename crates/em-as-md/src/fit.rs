@@ -68,12 +68,13 @@ pub struct MoeParams {
     observers: Option<ObserverFactory>,
 }
 
+/// The closure type behind [`ObserverFactory`].
+pub type MakeObserver = dyn Fn(usize) -> (Box<dyn Observer>, ObserverMode) + Send + Sync;
+
 /// Makes an observer for each restart (argument: the restart index); used by front ends
 /// to show progress. See [`MoeParams::observe`].
 #[derive(Clone)]
-pub struct ObserverFactory(
-    pub Arc<dyn Fn(usize) -> (Box<dyn Observer>, ObserverMode) + Send + Sync>,
-);
+pub struct ObserverFactory(pub Arc<MakeObserver>);
 
 impl std::fmt::Debug for ObserverFactory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
