@@ -2,8 +2,8 @@
 //! against (Fruytier, Mokhtari & Sanghavi, ICML 2025, App. D.3 "Gradient Descent for MoE").
 //!
 //! $$ \theta_{t+1} = \theta_t - \alpha_t\nabla L(\theta_t),\qquad
-//!    \nabla L(\theta) = \frac1n\sum_i J_i(\theta)^\top\big(\nabla A(\varphi_i(\theta))
-//!    - \mathbb E_{\text{post}}[T(y_i, z)]\big), $$
+//!    \nabla L(\theta) = \frac1n\sum_i J_i(\theta)^\top\big(\nabla A(\varphi_i(\theta)) -
+//!    \mathbb E_{\text{post}}[T(y_i, z)]\big), $$
 //! with either a constant step $\alpha_t = \alpha$ ([`Step::Constant`]) or Armijo
 //! backtracking ([`Step::Armijo`]): starting from $\alpha = $ `initial`, multiply by
 //! `shrink` until

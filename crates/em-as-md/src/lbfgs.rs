@@ -16,7 +16,10 @@
 //! (the "approximate Wolfe" idea of Hager & Zhang, 2005), so the gradient tolerance can be
 //! driven to ~1e-12.
 //!
-//! It stops when $\|\nabla f(x_k)\|_\infty \le$ `grad_tol`.
+//! It stops when $\|\nabla f(x_k)\|_\infty \le$ `grad_tol`. It reports the problem as
+//! unbounded below (`MoeError::LeftDomain`) when $\|x_k\|_\infty$ exceeds `x_limit` or
+//! $f(x_k) < f(x_0) - $ `f_drop_limit`$\,(1 + |f(x_0)|)$ — the typical symptom of a mirror
+//! step with $\eta > 1$ whose targets left the mean domain.
 //!
 //! **Why not `argmin`?** The mirror-descent subproblem must be solved to a gradient norm of
 //! about $10^{-11}$ on slices with typed `MoeError`s crossing the closure (a trial point
@@ -43,6 +46,8 @@ pub struct Lbfgs {
     pub c2: f64,
     /// The problem is declared unbounded below when $\|x\|_\infty$ exceeds this.
     pub x_limit: f64,
+    /// …or when $f$ falls below $f(x_0) - $ `f_drop_limit` $\cdot(1 + |f(x_0)|)$.
+    pub f_drop_limit: f64,
 }
 
 impl Default for Lbfgs {
@@ -54,6 +59,7 @@ impl Default for Lbfgs {
             c1: 1e-4,
             c2: 0.9,
             x_limit: 1e8,
+            f_drop_limit: 1e8,
         }
     }
 }
@@ -117,8 +123,11 @@ impl Lbfgs {
         if !(self.c1 > 0.0 && self.c1 < self.c2 && self.c2 < 1.0) {
             return bad("c1/c2", "0 < c1 < c2 < 1");
         }
-        if !(self.x_limit > 0.0) {
+        if self.x_limit.is_nan() || self.x_limit <= 0.0 {
             return bad("x_limit", "> 0");
+        }
+        if self.f_drop_limit.is_nan() || self.f_drop_limit <= 0.0 {
+            return bad("f_drop_limit", "> 0");
         }
         Ok(())
     }
@@ -144,6 +153,7 @@ impl Lbfgs {
         let mut g = vec![0.0; p];
         let mut fx = f(x, &mut g)?;
         let mut evals = 1u64;
+        let f_start = fx;
         if !fx.is_finite() {
             return Err(MoeError::NonFinite {
                 what: "L-BFGS objective at the starting point",
@@ -221,6 +231,15 @@ impl Lbfgs {
             fx = f_new;
             gnorm = inf_norm(&g);
             iter += 1;
+            if fx < f_start - self.f_drop_limit * (1.0 + f_start.abs()) {
+                return Err(MoeError::LeftDomain {
+                    iter: 0,
+                    reason: format!(
+                        "the subproblem looks unbounded below: after {iter} L-BFGS steps \
+                         f fell from {f_start:.6e} to {fx:.6e}"
+                    ),
+                });
+            }
             if inf_norm(x) > self.x_limit {
                 return Err(MoeError::LeftDomain {
                     iter: 0,

@@ -2,8 +2,8 @@
 //! $\mathcal A(\Phi) = \frac1n\sum_i A(\varphi_i)$ as mirror map — EM's own geometry.
 //!
 //! **Projected form** ([`MirrorDescent`], any realisation map):
-//! $$ \theta^+ = \arg\min_\theta\ \langle\nabla\ell(\Phi_t), \Phi(\theta)\rangle
-//!    + \tfrac1\eta D_{\mathcal A}(\Phi(\theta), \Phi_t)
+//! $$ \theta^+ = \arg\min_\theta\ \langle\nabla\ell(\Phi_t), \Phi(\theta)\rangle +
+//!    \tfrac1\eta D_{\mathcal A}(\Phi(\theta), \Phi_t)
 //!    = \arg\min_\theta F_\eta(\theta),\qquad
 //!    F_\eta(\theta) = \frac1n\sum_i A(\varphi_i(\theta)) - \langle m_i, \varphi_i(\theta)\rangle, $$
 //! $$ m_i = (1 - \eta)\nabla A(\varphi_{t,i}) + \eta\,\mathbb E_{z\sim p(z\mid y_i;\varphi_{t,i})}[T(y_i, z)]. $$

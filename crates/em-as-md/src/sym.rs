@@ -93,8 +93,8 @@ fn finite_natural(name: &str, phi: &[f64]) -> mirror::Result<()> {
 
 fn label(s: &[f64]) -> Option<usize> {
     match s.get(1) {
-        Some(&z) if z == 0.0 => Some(0),
-        Some(&z) if z == 1.0 => Some(1),
+        Some(0.0) => Some(0),
+        Some(1.0) => Some(1),
         _ => None,
     }
 }

@@ -9,11 +9,11 @@
 //! projected and unprojected forms of MD agree, and ∇L matches finite differences of L.
 
 use em_as_md::expert::ExpertKind;
+use em_as_md::{ConditionalFamily, EmModel};
 use em_as_md::{
     Dataset, Em, FitState, Gating, MirrorDescent, MixtureOfExperts, Problem, Solver, SymMoLinE,
     SymMoLogE, UnprojectedMirrorDescent,
 };
-use em_as_md::{ConditionalFamily, EmModel};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -21,7 +21,10 @@ use rand_distr::{Distribution, StandardNormal};
 
 /// $\|a - b\|_\infty / \max(1, \|b\|_\infty)$.
 fn rel_vec(a: &[f64], b: &[f64]) -> f64 {
-    let num = a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+    let num = a
+        .iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
     num / b.iter().fold(1.0f64, |m, y| m.max(y.abs()))
 }
 
@@ -31,7 +34,12 @@ fn rel(a: f64, b: f64) -> f64 {
 
 /// One EM step through the `Em` solver (E-/M-step code) and one MD(η) step through the
 /// generic subproblem; returns (θ_EM, L_EM, θ_MD, L_MD).
-fn em_and_md<M>(model: &M, data: &Dataset, theta0: &[f64], eta: f64) -> (Vec<f64>, f64, Vec<f64>, f64)
+fn em_and_md<M>(
+    model: &M,
+    data: &Dataset,
+    theta0: &[f64],
+    eta: f64,
+) -> (Vec<f64>, f64, Vec<f64>, f64)
 where
     M: EmModel + ?Sized,
     M::Stats: 'static,
@@ -46,7 +54,10 @@ where
     let (s_md, rec) = md
         .next_iter(&problem, FitState::new(theta0.to_vec(), l0))
         .unwrap();
-    assert!(rec.inner.converged, "MD inner solve did not converge: {rec:?}");
+    assert!(
+        rec.inner.converged,
+        "MD inner solve did not converge: {rec:?}"
+    );
     (s_em.theta, s_em.objective, s_md.theta, s_md.objective)
 }
 
@@ -182,7 +193,9 @@ fn moe_instance(
         y.extend(yi);
     }
     let q = y.len() / n;
-    let data = Dataset::from_rows(&x, d_raw, &y, q).unwrap().with_intercept();
+    let data = Dataset::from_rows(&x, d_raw, &y, q)
+        .unwrap()
+        .with_intercept();
     let theta0 = model.random_params(&mut rng, 0.5);
     (model, data, theta0)
 }
@@ -191,10 +204,19 @@ fn check_moe(kind: ExpertKind, gating: Gating, seed: u64) {
     let (model, data, theta0) = moe_instance(kind, 2, gating, 400, seed);
     let (t_em, l_em, t_md, l_md) = em_and_md(&model, &data, &theta0, 1.0);
     let e = rel_vec(&t_md, &t_em);
-    assert!(e < 1e-8, "{kind:?} {gating:?} seed {seed}: θ differ by {e:e}\nEM {t_em:?}\nMD {t_md:?}");
-    assert!(rel(l_md, l_em) < 1e-8, "{kind:?} {gating:?}: L EM {l_em} MD {l_md}");
+    assert!(
+        e < 1e-8,
+        "{kind:?} {gating:?} seed {seed}: θ differ by {e:e}\nEM {t_em:?}\nMD {t_md:?}"
+    );
+    assert!(
+        rel(l_md, l_em) < 1e-8,
+        "{kind:?} {gating:?}: L EM {l_em} MD {l_md}"
+    );
     let (_, _, t_half, _) = em_and_md(&model, &data, &theta0, 0.5);
-    assert!(rel_vec(&t_half, &t_em) > 1e-4, "{kind:?} {gating:?}: η = 0.5 should differ");
+    assert!(
+        rel_vec(&t_half, &t_em) > 1e-4,
+        "{kind:?} {gating:?}: η = 0.5 should differ"
+    );
 }
 
 #[test]

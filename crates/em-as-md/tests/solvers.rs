@@ -4,12 +4,12 @@
 //! stationary.
 
 use em_as_md::expert::ExpertKind;
+use em_as_md::{ConditionalFamily, IterRecord};
 use em_as_md::{
     Dataset, Em, Executor, FitState, Gating, GradientDescent, GradientEm, MirrorDescent,
     MixtureOfExperts, MoeError, Problem, Solver, Step, SymMoLinE, SymMoLogE, Termination,
     UnprojectedMirrorDescent,
 };
-use em_as_md::{ConditionalFamily, IterRecord};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -32,7 +32,12 @@ fn sym_log(seed: u64) -> (SymMoLogE, Dataset, Vec<f64>) {
 }
 
 /// Runs `iters` steps by hand, returning the states (state 0 included) and records.
-fn run<M, S>(p: &Problem<'_, M>, mut solver: S, theta0: &[f64], iters: usize) -> (Vec<FitState>, Vec<IterRecord>)
+fn run<M, S>(
+    p: &Problem<'_, M>,
+    mut solver: S,
+    theta0: &[f64],
+    iters: usize,
+) -> (Vec<FitState>, Vec<IterRecord>)
 where
     M: ConditionalFamily + ?Sized,
     for<'a> S: Solver<Problem<'a, M>>,
@@ -70,8 +75,8 @@ fn assert_consistent<M: ConditionalFamily + ?Sized>(
 }
 
 fn gated_linear_moe(seed: u64) -> (MixtureOfExperts, Dataset, Vec<f64>) {
-    let model = MixtureOfExperts::new(ExpertKind::Linear.build().unwrap(), 2, 3, Gating::Softmax)
-        .unwrap();
+    let model =
+        MixtureOfExperts::new(ExpertKind::Linear.build().unwrap(), 2, 3, Gating::Softmax).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let star = model.random_params(&mut rng, 1.5);
     let n = 400;
@@ -92,15 +97,42 @@ fn gated_linear_moe(seed: u64) -> (MixtureOfExperts, Dataset, Vec<f64>) {
 fn recorded_objective_equals_recomputed_for_every_solver() {
     let (m, data, t0) = sym_lin(3);
     let p = Problem::new(&m, &data).unwrap();
-    let check = |name: &str, (s, r): (Vec<FitState>, Vec<IterRecord>)| assert_consistent(&p, &s, &r, name);
+    let check =
+        |name: &str, (s, r): (Vec<FitState>, Vec<IterRecord>)| assert_consistent(&p, &s, &r, name);
     check("EM", run(&p, Em::new(), &t0, 5));
-    check("MD 0.5", run(&p, MirrorDescent::with_eta(0.5).unwrap(), &t0, 5));
-    check("MD 1", run(&p, MirrorDescent::with_eta(1.0).unwrap(), &t0, 5));
-    check("uMD 1", run(&p, UnprojectedMirrorDescent::with_eta(1.0).unwrap(), &t0, 5));
-    check("GD", run(&p, GradientDescent::new(Step::Constant(0.1)).unwrap(), &t0, 5));
-    check("GD Armijo", run(&p, GradientDescent::new(Step::armijo()).unwrap(), &t0, 5));
-    check("GEM", run(&p, GradientEm::new(Step::Constant(0.1)).unwrap(), &t0, 5));
-    check("GEM Armijo", run(&p, GradientEm::new(Step::armijo()).unwrap(), &t0, 5));
+    check(
+        "MD 0.5",
+        run(&p, MirrorDescent::with_eta(0.5).unwrap(), &t0, 5),
+    );
+    check(
+        "MD 1",
+        run(&p, MirrorDescent::with_eta(1.0).unwrap(), &t0, 5),
+    );
+    check(
+        "uMD 1",
+        run(&p, UnprojectedMirrorDescent::with_eta(1.0).unwrap(), &t0, 5),
+    );
+    check(
+        "GD",
+        run(
+            &p,
+            GradientDescent::new(Step::Constant(0.1)).unwrap(),
+            &t0,
+            5,
+        ),
+    );
+    check(
+        "GD Armijo",
+        run(&p, GradientDescent::new(Step::armijo()).unwrap(), &t0, 5),
+    );
+    check(
+        "GEM",
+        run(&p, GradientEm::new(Step::Constant(0.1)).unwrap(), &t0, 5),
+    );
+    check(
+        "GEM Armijo",
+        run(&p, GradientEm::new(Step::armijo()).unwrap(), &t0, 5),
+    );
     // And through the executor, which fills elapsed and best.
     let res = Executor::new(p, MirrorDescent::with_eta(1.0).unwrap())
         .theta0(t0.clone())
@@ -209,7 +241,11 @@ fn em_fixed_point_is_stationary_and_md_reaches_it() {
     let mut g = vec![0.0; t0.len()];
     p.objective_and_gradient(&em.state.theta, &mut g).unwrap();
     let gn = g.iter().map(|v| v * v).sum::<f64>().sqrt();
-    assert!(gn < 1e-6, "‖∇L‖ = {gn:e} at the EM fixed point ({})", em.termination);
+    assert!(
+        gn < 1e-6,
+        "‖∇L‖ = {gn:e} at the EM fixed point ({})",
+        em.termination
+    );
     let md = Executor::new(p, MirrorDescent::with_eta(0.5).unwrap())
         .theta0(t0)
         .max_iters(500)
@@ -217,7 +253,12 @@ fn em_fixed_point_is_stationary_and_md_reaches_it() {
         .run()
         .unwrap();
     for (a, b) in md.state.theta.iter().zip(&em.state.theta) {
-        assert!((a - b).abs() < 1e-5, "MD(0.5) {:?} vs EM {:?}", md.state.theta, em.state.theta);
+        assert!(
+            (a - b).abs() < 1e-5,
+            "MD(0.5) {:?} vs EM {:?}",
+            md.state.theta,
+            em.state.theta
+        );
     }
 }
 
@@ -234,8 +275,12 @@ fn extrapolating_md_that_leaves_the_domain_is_reported() {
     let e = md.next_iter(&p, FitState::new(t0.clone(), l0)).unwrap_err();
     assert!(matches!(e, MoeError::LeftDomain { iter: 1, .. }), "{e:?}");
     assert_eq!(md.last_step().rows_outside_mean_domain, 1);
-    let mut strict = MirrorDescent::with_eta(3.0).unwrap().strict_mean_domain(true);
-    let e = strict.next_iter(&p, FitState::new(t0.clone(), l0)).unwrap_err();
+    let mut strict = MirrorDescent::with_eta(3.0)
+        .unwrap()
+        .strict_mean_domain(true);
+    let e = strict
+        .next_iter(&p, FitState::new(t0.clone(), l0))
+        .unwrap_err();
     assert!(matches!(e, MoeError::LeftDomain { iter: 1, .. }), "{e:?}");
     // The unprojected form fails the same way (its target is not in the range of ∇A_n).
     let mut u = UnprojectedMirrorDescent::with_eta(3.0).unwrap();
@@ -258,7 +303,10 @@ fn unprojected_md_refuses_a_curved_realisation() {
         .unwrap()
         .next_iter(&p, FitState::new(t0, l0))
         .unwrap_err();
-    assert!(matches!(e, MoeError::InvalidParam { name: "model", .. }), "{e:?}");
+    assert!(
+        matches!(e, MoeError::InvalidParam { name: "model", .. }),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -271,6 +319,9 @@ fn too_large_constant_gd_step_is_not_hidden() {
     let mut gd = GradientDescent::new(Step::Constant(1e3)).unwrap();
     match gd.next_iter(&p, FitState::new(t0, l0)) {
         Ok((s, _)) => assert!(s.objective > l0, "{} vs {l0}", s.objective),
-        Err(e) => assert!(matches!(e, MoeError::NonFinite { .. } | MoeError::LeftDomain { .. })),
+        Err(e) => assert!(matches!(
+            e,
+            MoeError::NonFinite { .. } | MoeError::LeftDomain { .. }
+        )),
     }
 }
