@@ -19,8 +19,9 @@ use crate::map::{bregman, MirrorMap};
 use faer::Mat;
 use rand::RngCore;
 
-/// Tolerance on $\|\nabla A(\theta) - \mu\|_\infty$ at which the generic Newton inversion
-/// of [`ExponentialFamily::natural_from_mean`] stops.
+/// Relative tolerance of the generic Newton inversion of
+/// [`ExponentialFamily::natural_from_mean`]: it stops when
+/// $\|\nabla A(\theta) - \mu\|_\infty \le \texttt{NEWTON\_TOL}\,(1 + \|\mu\|_\infty)$.
 pub const NEWTON_TOL: f64 = 1e-12;
 /// Iteration cap of that Newton inversion.
 pub const NEWTON_MAX_ITER: usize = 100;
@@ -66,7 +67,7 @@ pub trait ExponentialFamily: Send + Sync {
     /// $\min_\theta A(\theta) - \langle \mu, \theta \rangle$, started at $\theta = 0$ (or
     /// wherever [`newton_start`](Self::newton_start) says), with step halving to stay in
     /// the natural domain and decrease the objective; stops when
-    /// $\|\nabla A(\theta) - \mu\|_\infty \le$ [`NEWTON_TOL`].
+    /// $\|\nabla A(\theta) - \mu\|_\infty \le$ [`NEWTON_TOL`] $(1 + \|\mu\|_\infty)$.
     ///
     /// # Errors
     /// `OutsideDomain` if $\mu$ is not in the mean domain, `NoConvergence` if Newton
@@ -231,6 +232,8 @@ pub fn newton_natural_from_mean<F: ExponentialFamily + ?Sized>(
         });
     }
     f.newton_start(theta);
+    // Relative to the scale of μ: an absolute 1e-12 is below round-off for large means.
+    let tol = NEWTON_TOL * (1.0 + mu.iter().fold(0.0f64, |m, v| m.max(v.abs())));
     let objective = |th: &[f64]| -> Result<f64> {
         let inner: f64 = mu.iter().zip(th).map(|(a, b)| a * b).sum();
         Ok(f.log_partition(th)? - inner)
@@ -247,7 +250,7 @@ pub fn newton_natural_from_mean<F: ExponentialFamily + ?Sized>(
                 what: "Newton inversion of the mean map",
             });
         }
-        if residual <= NEWTON_TOL {
+        if residual <= tol {
             return Ok(());
         }
         let h = f.fisher(theta)?;
@@ -261,10 +264,21 @@ pub fn newton_natural_from_mean<F: ExponentialFamily + ?Sized>(
             }
             if f.in_natural_domain(&trial) {
                 let f1 = objective(&trial)?;
-                // Armijo with a small constant; near the optimum round-off makes f1 ≈ f0,
-                // so also accept any non-increase once the step is tiny.
+                // Armijo with a small constant. Near the optimum round-off swamps the
+                // decrease of the objective, so a full Newton step is also accepted when
+                // it halves the residual (the quantity the stopping rule measures).
                 if f1 <= f0 - 1e-4 * t * slope || (t < 1e-8 && f1 <= f0) {
                     break;
+                }
+                if t == 1.0 {
+                    f.mean(&trial, &mut m)?;
+                    let r1 = m
+                        .iter()
+                        .zip(mu)
+                        .fold(0.0f64, |r, (a, b)| r.max((a - b).abs()));
+                    if r1 <= 0.5 * residual {
+                        break;
+                    }
                 }
             }
             t *= 0.5;
