@@ -5,11 +5,14 @@
 use em_as_md::{FitState, IterRecord, Observer};
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// Iterates and objective values, in order.
+type Points = (Vec<Vec<f64>>, Vec<f64>);
+
 /// Collects $(\theta_t, L(\theta_t))$ for $t = 0, 1, \dots$ (the start from
 /// `observe_init`, then every observed iteration). Clones share the buffer.
 #[derive(Debug, Clone, Default)]
 pub struct TrajectoryObserver {
-    points: Arc<Mutex<(Vec<Vec<f64>>, Vec<f64>)>>,
+    points: Arc<Mutex<Points>>,
 }
 
 impl TrajectoryObserver {
