@@ -276,7 +276,9 @@ impl MixtureOfExperts {
 
     /// The coefficient matrix $[\,W \mid B\,]$ ($d\times$ (gate columns + $K r$)) used to
     /// compute all gate logits and regressed expert components of a chunk in one product.
-    fn coefficient_matrix(&self, theta: &[f64]) -> (Mat<f64>, usize) {
+    /// With `scale` (linear-Gaussian experts: $\sigma_k^2$) expert $k$'s column is
+    /// $\sigma_k^2\gamma_k = \beta_k$, so the product gives the regression means.
+    fn coefficient_matrix(&self, theta: &[f64], scale: Option<&[f64]>) -> (Mat<f64>, usize) {
         let d = self.n_features();
         let k = self.n_experts();
         let r = self.expert().n_regressed();
@@ -290,11 +292,42 @@ impl MixtureOfExperts {
                 gate[j * d + a]
             } else {
                 let (e, comp) = ((j - gcols) / r, (j - gcols) % r);
-                self.expert_block(theta, e)[comp * d + a]
+                let f = scale.map_or(1.0, |s| s[e]);
+                f * self.expert_block(theta, e)[comp * d + a]
             }
         });
         (c, gcols)
     }
+}
+
+/// Per-expert constants of the linear-Gaussian row log-density: $\sigma_k^2 = -1/(2\tau_k)$,
+/// $c_k = -\tfrac12\log(2\pi\sigma_k^2)$ and $1/(2\sigma_k^2)$.
+///
+/// # Errors
+/// `LeftDomain` when some $\tau_k \ge 0$.
+fn linear_row_constants(
+    m: &MixtureOfExperts,
+    theta: &[f64],
+) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let k = m.n_experts();
+    let (mut s2, mut cst, mut inv) = (vec![0.0; k], vec![0.0; k], vec![0.0; k]);
+    for c in 0..k {
+        let (_, v) = crate::expert::LinearGaussian::beta_from_natural(m.expert_block(theta, c))?;
+        s2[c] = v;
+        cst[c] = -0.5 * (2.0 * std::f64::consts::PI * v).ln();
+        inv[c] = 0.5 / v;
+    }
+    Ok((s2, cst, inv))
+}
+
+/// The linear-Gaussian log-density with precomputed constants:
+/// $\log N(y;\,\beta^\top x, \sigma^2) = c - (y - \beta^\top x)^2/(2\sigma^2)$, $c = -\tfrac12\log(2\pi\sigma^2)$
+/// (equal to $\log h_F(y) + \langle T_F(y),\eta\rangle - A_F(\eta)$ of the Gaussian family at
+/// $\eta = (\gamma^\top x, \tau)$; the tests compare it with statrs' density).
+#[inline]
+fn linear_gaussian_log_density(y: f64, mean: f64, c: f64, inv_two_s2: f64) -> f64 {
+    let e = y - mean;
+    c - e * e * inv_two_s2
 }
 
 struct Bufs(Vec<f64>, Vec<f64>);
@@ -320,10 +353,26 @@ impl EmModel for MixtureOfExperts {
         let fam = expert.family();
         let p = fam.dim();
         let r = expert.n_regressed();
-        let linear = expert.linear_gaussian().is_some();
-        let (coef, gcols) = self.coefficient_matrix(theta);
+        let el = self.expert_len();
+        let gated = self.gating() == Gating::Softmax;
+        // Everything that does not depend on the row, hoisted out of the loop.
+        let consts: Vec<f64> = (0..k)
+            .flat_map(|c| self.expert_block(theta, c)[r * d..el].to_vec())
+            .collect();
+        let lin_rows = match expert.linear_gaussian() {
+            Some(_) => Some(linear_row_constants(self, theta)?),
+            None => None,
+        };
+        let linear = lin_rows.is_some();
+        let (coef, gcols) = self.coefficient_matrix(theta, lin_rows.as_ref().map(|l| &l.0[..]));
         let ncols = coef.ncols();
         let gate = self.gate_block(theta);
+        let mut glog = vec![0.0; k];
+        if !gated {
+            glog[..k - 1].copy_from_slice(gate);
+        }
+        let const_lse_g = if gated { 0.0 } else { log_sum_exp(&glog) };
+        let yall = data.y_all();
         let acc = fold_rows(
             data.n(),
             || EAcc {
@@ -353,47 +402,79 @@ impl EmModel for MixtureOfExperts {
                     );
                 }
                 for (li, i) in rows.clone().enumerate() {
-                    let y = data.y(i);
-                    if !expert.check_target(y) {
-                        return Err(MoeError::InvalidData {
-                            row: Some(i),
-                            column: Some("target".into()),
-                            reason: format!("value {y:?} is outside the support of {}", fam.name()),
+                    // Gate logits g_k (g_{K-1} = 0) and LSE_k g_k.
+                    let lse_g = if gated {
+                        for c in 0..k - 1 {
+                            s.lp[c] = s.lin[(li, c)];
+                        }
+                        s.lp[k - 1] = 0.0;
+                        log_sum_exp(&s.lp)
+                    } else {
+                        s.lp.copy_from_slice(&glog);
+                        const_lse_g
+                    };
+                    // ℓ_ik = g_k + log p_F(y_i; η_k(x_i)) (the gate's LSE is subtracted once).
+                    if let Some((_, cst, inv)) = lin_rows.as_ref() {
+                        let y = yall[i];
+                        for c in 0..k {
+                            s.lp[c] += linear_gaussian_log_density(
+                                y,
+                                s.lin[(li, gcols + c)],
+                                cst[c],
+                                inv[c],
+                            );
+                        }
+                    } else {
+                        let y = data.y(i);
+                        if !expert.check_target(y) {
+                            return Err(MoeError::InvalidData {
+                                row: Some(i),
+                                column: Some("target".into()),
+                                reason: format!(
+                                    "value {y:?} is outside the support of {}",
+                                    fam.name()
+                                ),
+                            });
+                        }
+                        fam.sufficient_stats(y, &mut s.t);
+                        let log_h = fam.log_base_measure(y);
+                        for c in 0..k {
+                            for j in 0..p {
+                                s.eta[j] = if j < r {
+                                    s.lin[(li, gcols + c * r + j)]
+                                } else {
+                                    consts[c * (p - r) + (j - r)]
+                                };
+                            }
+                            let a = fam.log_partition(&s.eta)?;
+                            let inner: f64 = s.t.iter().zip(&s.eta).map(|(u, v)| u * v).sum();
+                            s.lp[c] += log_h + inner - a;
+                        }
+                    }
+                    // Responsibilities r_ik = e^{ℓ_ik - LSE} with the exponentials reused.
+                    let mx = s.lp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    if !mx.is_finite() {
+                        return Err(MoeError::NonFinite {
+                            what: "row log-likelihood in the E-step",
+                            iter: 0,
                         });
                     }
-                    fam.sufficient_stats(y, &mut s.t);
-                    let log_h = fam.log_base_measure(y);
-                    // Gate log-probabilities.
-                    for c in 0..k - 1 {
-                        s.lp[c] = match self.gating() {
-                            Gating::Softmax => s.lin[(li, c)],
-                            Gating::Constant => gate[c],
-                        };
+                    let mut sum = 0.0;
+                    for v in s.lp.iter_mut() {
+                        *v = (*v - mx).exp();
+                        sum += *v;
                     }
-                    s.lp[k - 1] = 0.0;
-                    let lse_g = log_sum_exp(&s.lp);
-                    for c in 0..k {
-                        for j in 0..p {
-                            s.eta[j] = if j < r {
-                                s.lin[(li, gcols + c * r + j)]
-                            } else {
-                                self.expert_block(theta, c)[r * d + (j - r)]
-                            };
-                        }
-                        let a = fam.log_partition(&s.eta)?;
-                        let inner: f64 = s.t.iter().zip(&s.eta).map(|(u, v)| u * v).sum();
-                        s.lp[c] += log_h + inner - a - lse_g;
-                    }
-                    let lse = log_sum_exp(&s.lp);
+                    let lse = mx + sum.ln();
                     if !lse.is_finite() {
                         return Err(MoeError::NonFinite {
                             what: "row log-likelihood in the E-step",
                             iter: 0,
                         });
                     }
-                    acc.ll += lse;
-                    for c in 0..k {
-                        acc.stats.resp.push((s.lp[c] - lse).exp());
+                    acc.ll += lse - lse_g;
+                    let inv_sum = 1.0 / sum;
+                    for v in &s.lp {
+                        acc.stats.resp.push(v * inv_sum);
                     }
                 }
                 let resp = std::mem::take(&mut acc.stats.resp);

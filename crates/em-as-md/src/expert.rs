@@ -220,7 +220,11 @@ pub(crate) fn cholesky_solve(
     let n = b.len();
     let scale = (0..n).map(|i| g[(i, i)]).fold(0.0f64, f64::max);
     let l = llt.L();
-    if let Some(j) = (0..n).find(|&j| !(l[(j, j)] * l[(j, j)] > PIVOT_TOL * scale)) {
+    // (written so that a NaN pivot also fails)
+    if let Some(j) = (0..n).find(|&j| {
+        (l[(j, j)] * l[(j, j)]).partial_cmp(&(PIVOT_TOL * scale))
+            != Some(std::cmp::Ordering::Greater)
+    }) {
         return Err(j);
     }
     let rhs = Mat::from_fn(n, 1, |i, _| b[i]);
@@ -410,14 +414,15 @@ fn glm_pass<E: Expert + ?Sized>(
                             }
                             (true, false) => {
                                 let c = r * d + (l - r);
-                                for a in 0..d {
-                                    acc.hess[(j * d + a) * np + c] += f * x[a];
+                                for (a, xa) in x.iter().enumerate() {
+                                    acc.hess[(j * d + a) * np + c] += f * xa;
                                 }
                             }
                             (false, true) => {
                                 let c = r * d + (j - r);
-                                for b in 0..d {
-                                    acc.hess[c * np + l * d + b] += f * x[b];
+                                let row = &mut acc.hess[c * np + l * d..c * np + (l + 1) * d];
+                                for (h, xb) in row.iter_mut().zip(x) {
+                                    *h += f * xb;
                                 }
                             }
                             (false, false) => {
@@ -640,7 +645,7 @@ impl LinearGaussian {
             expert: usize::MAX,
             pivot,
         };
-        if !(wsum > 0.0) {
+        if wsum.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return Err(err(0));
         }
         let beta = if self.ridge > 0.0 {

@@ -405,9 +405,9 @@ impl MixtureOfExperts {
         self.gate_logits(theta, x, &mut g);
         let lse = log_sum_exp(&g);
         let mut eta = vec![0.0; self.family.p()];
-        for k in 0..self.k {
+        for (k, gk) in g.iter_mut().enumerate() {
             self.expert_natural(theta, k, x, &mut eta);
-            g[k] += self.expert.family().log_density(&eta, y)? - lse;
+            *gk += self.expert.family().log_density(&eta, y)? - lse;
         }
         Ok(log_sum_exp(&g))
     }

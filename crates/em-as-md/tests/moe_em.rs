@@ -18,10 +18,16 @@ use std::sync::Arc;
 fn features(n: usize, d: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
     let mut xs = Vec::with_capacity(n * d);
     for _ in 0..n {
-        xs.push(1.0);
-        for _ in 1..d {
-            xs.push(StandardNormal.sample(rng));
-        }
+        let row: Vec<f64> = (0..d)
+            .map(|j| {
+                if j == 0 {
+                    1.0
+                } else {
+                    StandardNormal.sample(rng)
+                }
+            })
+            .collect();
+        xs.extend(row);
     }
     xs
 }
@@ -215,8 +221,8 @@ fn direct_objective(m: &MixtureOfExperts, kind: usize, theta: &[f64], data: &Dat
             .collect();
         let z: f64 = logits.iter().map(|g| g.exp()).sum();
         let mut lik = 0.0;
-        for c in 0..k {
-            let pi = logits[c].exp() / z;
+        for (c, lg) in logits.iter().enumerate() {
+            let pi = lg.exp() / z;
             let b = m.expert_block(theta, c);
             let xb = |j: usize| -> f64 { (0..d).map(|a| b[j * d + a] * x[a]).sum() };
             let p = match kind {
@@ -594,4 +600,34 @@ fn bad_inputs_give_typed_errors() {
         matches!(e, MoeError::NotPositiveDefinite { expert: 0, .. }),
         "{e:?}"
     );
+}
+
+#[test]
+fn custom_family_plugs_in_through_glm() {
+    // A family the crate knows nothing about as an expert: `Glm` over mirror's Poisson
+    // (generic moments through `fisher`, generic Newton) must take the same EM step as the
+    // built-in Poisson expert.
+    let builtin = MixtureOfExperts::new(Arc::new(Poisson::new()), 2, 2, Gating::Softmax).unwrap();
+    let glm = em_as_md::Glm::new(Arc::new(mirror::Poisson::new()));
+    let custom = MixtureOfExperts::new(Arc::new(glm), 2, 2, Gating::Softmax).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let truth = builtin.random_params(&mut rng, 0.8);
+    let (data, _) = simulate(&builtin, &truth, 400, 22);
+    let theta = init_theta(&builtin, &data, 23);
+    let step = |m: &MixtureOfExperts| {
+        let (s, l) = m.e_step(&data, &theta).unwrap();
+        let mut next = vec![0.0; m.n_params()];
+        m.m_step(&data, &s, &theta, &mut next).unwrap();
+        (l, next)
+    };
+    let (l1, n1) = step(&builtin);
+    let (l2, n2) = step(&custom);
+    assert!((l1 - l2).abs() < 1e-13 * l1.abs());
+    for (a, b) in n1.iter().zip(&n2) {
+        assert!((a - b).abs() < 1e-8 * (1.0 + a.abs()), "{n1:?} vs {n2:?}");
+    }
+    assert!(matches!(
+        custom.spec(),
+        Err(MoeError::InvalidParam { name: "expert", .. })
+    ));
 }

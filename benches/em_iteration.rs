@@ -1,0 +1,323 @@
+//! One EM iteration for linear-Gaussian experts beside its floor, on the same data in the
+//! same run.
+//!
+//! * **EM iteration**: one E-step (log-space responsibilities, the $K$ weighted Gram
+//!   matrices fused into the same pass) and one M-step ($K$ Cholesky solves and, for the
+//!   softmax gate, its Newton steps) — exactly what [`em_as_md::Em`] does per iteration.
+//! * **Floor**: the unavoidable dense work with faer on the same data: the $K$ weighted
+//!   Grams $X^\top\operatorname{diag}(r_k)X$ (columns scaled by $\sqrt{r_k}$ into a
+//!   preallocated $d\times n$ buffer, one product each), right-hand sides
+//!   $X^\top\operatorname{diag}(r_k)y$, $K$ Cholesky solves, and for the gated model one
+//!   Gram-sized ($d\times d$) weighted Hessian + Cholesky per gate Newton step the M-step
+//!   actually took (counted from its [`em_as_md::InnerStats`]).
+//!
+//! Settings: $n \in \{20\,000, 100\,000\}$, $d = 10$ (intercept included),
+//! $K \in \{2, 4\}$, gated and ungated. Besides criterion's report, the bench prints the
+//! ratio (median over repeated timings) and the time of a whole gated $K = 2$,
+//! $n = 20\,000$ fit to relative tolerance $10^{-8}$.
+//!
+//! Run with `cargo bench --bench em_iteration` (set `EM_BENCH_QUICK=1` to print the
+//! ratios without criterion's measurements).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use em_as_md::{
+    ConditionalFamily, Dataset, Em, EmModel, FitState, Gating, LinearGaussian, MixtureOfExperts,
+    Problem, Solver,
+};
+use faer::linalg::matmul::matmul;
+use faer::linalg::solvers::Solve;
+use faer::{Accum, Mat, MatRef};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+const D: usize = 10;
+
+fn normal(rng: &mut ChaCha8Rng) -> f64 {
+    // Box–Muller (the root package does not depend on rand_distr).
+    let u: f64 = rng.random::<f64>().max(1e-300);
+    let v: f64 = rng.random::<f64>();
+    (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+}
+
+struct Case {
+    model: MixtureOfExperts,
+    data: Dataset,
+    theta: Vec<f64>,
+}
+
+fn case(n: usize, k: usize, gating: Gating) -> Case {
+    let model = MixtureOfExperts::new(Arc::new(LinearGaussian::new()), k, D, gating).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(42 + k as u64);
+    let mut truth = model.random_params(&mut rng, 1.0);
+    for c in 0..k {
+        let beta: Vec<f64> = (0..D).map(|_| 2.0 * normal(&mut rng)).collect();
+        LinearGaussian::natural_from_beta(&beta, 0.25, model.expert_block_mut(&mut truth, c))
+            .unwrap();
+    }
+    let mut xs = Vec::with_capacity(n * D);
+    let mut ys = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = xs.len();
+        xs.push(1.0);
+        for _ in 1..D {
+            xs.push(normal(&mut rng));
+        }
+        let (y, _) = model.sample(&truth, &xs[start..], &mut rng).unwrap();
+        ys.push(y[0]);
+    }
+    let data = Dataset::from_rows(&xs, D, &ys, 1).unwrap();
+    // Start from random responsibilities and run a few EM iterations, so the timed
+    // iteration is a typical mid-fit one (gate Newton warm-started).
+    let resp: Vec<f64> = (0..n * k).map(|_| 0.5 + rng.random::<f64>()).collect();
+    let resp: Vec<f64> = resp
+        .chunks(k)
+        .flat_map(|r| {
+            let s: f64 = r.iter().sum();
+            r.iter().map(move |v| v / s).collect::<Vec<_>>()
+        })
+        .collect();
+    let stats = model.stats_from_responsibilities(&data, &resp).unwrap();
+    let start = model.random_params(&mut rng, 0.0);
+    let mut theta = vec![0.0; model.n_params()];
+    model.m_step(&data, &stats, &start, &mut theta).unwrap();
+    for _ in 0..5 {
+        let (s, _) = model.e_step(&data, &theta).unwrap();
+        let mut next = vec![0.0; theta.len()];
+        model.m_step(&data, &s, &theta, &mut next).unwrap();
+        theta = next;
+    }
+    Case { model, data, theta }
+}
+
+/// One EM iteration (E-step + M-step); returns the gate Newton steps taken.
+fn em_iteration(c: &Case) -> u64 {
+    let (stats, l) = c.model.e_step(&c.data, &c.theta).unwrap();
+    let mut next = vec![0.0; c.theta.len()];
+    let inner = c
+        .model
+        .m_step(&c.data, &stats, &c.theta, &mut next)
+        .unwrap();
+    black_box((l, &next));
+    // Linear experts are closed form (0 inner iterations): these are the gate's steps.
+    inner.iterations
+}
+
+/// Buffers of the floor, allocated once.
+struct Floor {
+    resp: Vec<f64>,
+    buf: Mat<f64>,
+    wy: Vec<f64>,
+    gate_steps: u64,
+}
+
+fn floor_setup(c: &Case) -> Floor {
+    let (stats, _) = c.model.e_step(&c.data, &c.theta).unwrap();
+    let gate_steps = em_iteration(c);
+    Floor {
+        resp: stats.resp,
+        buf: Mat::zeros(D, c.data.n()),
+        wy: vec![0.0; c.data.n()],
+        gate_steps,
+    }
+}
+
+/// $G = X\operatorname{diag}(w)X^\top$ with $X$ the $d\times n$ feature matrix, through
+/// the $\sqrt w$-scaled copy in `buf`, plus one Cholesky solve against `rhs`.
+fn gram_and_solve(
+    xt: MatRef<'_, f64>,
+    w: impl Fn(usize) -> f64,
+    buf: &mut Mat<f64>,
+    rhs: &[f64],
+) -> f64 {
+    let n = xt.ncols();
+    for i in 0..n {
+        let s = w(i).sqrt();
+        let src = xt.col(i);
+        let mut dst = buf.col_mut(i);
+        for a in 0..D {
+            dst[a] = s * src[a];
+        }
+    }
+    let mut g = Mat::<f64>::zeros(D, D);
+    matmul(
+        g.as_mut(),
+        Accum::Replace,
+        buf.as_ref(),
+        buf.transpose(),
+        1.0,
+        faer::get_global_parallelism(),
+    );
+    for a in 0..D {
+        g[(a, a)] += 1e-12;
+    }
+    let b = Mat::from_fn(D, 1, |a, _| rhs[a]);
+    let x = g.llt(faer::Side::Lower).unwrap().solve(&b);
+    x[(0, 0)]
+}
+
+fn floor(c: &Case, f: &mut Floor) -> f64 {
+    let k = c.model.n_experts();
+    let n = c.data.n();
+    let xt = c.data.xt();
+    let y = c.data.y_all();
+    let mut acc = 0.0;
+    for e in 0..k {
+        for (i, (w, yi)) in f.wy.iter_mut().zip(y).enumerate() {
+            *w = f.resp[i * k + e] * yi;
+        }
+        // rhs = X (r ∘ y).
+        let mut rhs = Mat::<f64>::zeros(D, 1);
+        let wy = MatRef::from_column_major_slice(&f.wy, n, 1);
+        matmul(
+            rhs.as_mut(),
+            Accum::Replace,
+            xt,
+            wy,
+            1.0,
+            faer::get_global_parallelism(),
+        );
+        let rhs: Vec<f64> = (0..D).map(|a| rhs[(a, 0)]).collect();
+        let resp = &f.resp;
+        acc += gram_and_solve(xt, |i| resp[i * k + e], &mut f.buf, &rhs);
+    }
+    for _ in 0..f.gate_steps {
+        // One Gram-sized weighted Hessian X diag(π(1−π)) Xᵀ + Cholesky per Newton step.
+        let resp = &f.resp;
+        let rhs = vec![1.0; D];
+        acc += gram_and_solve(xt, |i| resp[i * k] * (1.0 - resp[i * k]), &mut f.buf, &rhs);
+    }
+    acc
+}
+
+fn median_secs(mut run: impl FnMut(), reps: usize) -> f64 {
+    run(); // warm-up
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            run();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    t[reps / 2]
+}
+
+fn whole_fit() {
+    let c = case(20_000, 2, Gating::Softmax);
+    // Restart from the initial M-step (not the warmed-up θ) for an honest whole fit.
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let resp: Vec<f64> = (0..c.data.n() * 2)
+        .map(|_| 0.5 + rng.random::<f64>())
+        .collect();
+    let resp: Vec<f64> = resp
+        .chunks(2)
+        .flat_map(|r| {
+            let s: f64 = r.iter().sum();
+            [r[0] / s, r[1] / s]
+        })
+        .collect();
+    let start = Instant::now();
+    let stats = c.model.stats_from_responsibilities(&c.data, &resp).unwrap();
+    let mut theta = vec![0.0; c.model.n_params()];
+    let warm = c.model.random_params(&mut rng, 0.0);
+    c.model.m_step(&c.data, &stats, &warm, &mut theta).unwrap();
+    let problem = Problem::new(&c.model, &c.data).unwrap();
+    let l0 = c.model.e_step(&c.data, &theta).unwrap().1;
+    let mut em = Em::new();
+    let mut state = em.init(&problem, FitState::new(theta, l0)).unwrap();
+    let mut iters = 0;
+    loop {
+        let prev = state.objective;
+        let (s, _) = em.next_iter(&problem, state).unwrap();
+        state = s;
+        iters += 1;
+        if (prev - state.objective).abs() / prev.abs().max(1.0) < 1e-8 || iters >= 1000 {
+            break;
+        }
+    }
+    println!(
+        "whole fit: n = 20000, d = 10, K = 2 gated linear, rel. tol 1e-8: {iters} iterations, {:.3} s, L = {:.6}",
+        start.elapsed().as_secs_f64(),
+        state.objective
+    );
+}
+
+fn bench(cr: &mut Criterion) {
+    whole_fit();
+    let mut group = cr.benchmark_group("em_iteration");
+    group.sample_size(10);
+    group.measurement_time(std::time::Duration::from_secs(2));
+    group.warm_up_time(std::time::Duration::from_millis(300));
+    for &n in &[20_000usize, 100_000] {
+        for &k in &[2usize, 4] {
+            for gating in [Gating::Constant, Gating::Softmax] {
+                let c = case(n, k, gating);
+                let mut f = floor_setup(&c);
+                let label = format!(
+                    "n={n},K={k},{}",
+                    if gating == Gating::Softmax {
+                        "gated"
+                    } else {
+                        "ungated"
+                    }
+                );
+                let t_em = median_secs(
+                    || {
+                        em_iteration(&c);
+                    },
+                    11,
+                );
+                if std::env::var_os("EM_BENCH_SPLIT").is_some() {
+                    let t_e = median_secs(
+                        || {
+                            black_box(c.model.e_step(&c.data, &c.theta).unwrap());
+                        },
+                        11,
+                    );
+                    let (st, _) = c.model.e_step(&c.data, &c.theta).unwrap();
+                    let mut nx = vec![0.0; c.theta.len()];
+                    let t_m = median_secs(
+                        || {
+                            c.model.m_step(&c.data, &st, &c.theta, &mut nx).unwrap();
+                        },
+                        11,
+                    );
+                    println!(
+                        "{label}: E-step {:.3} ms, M-step {:.3} ms",
+                        t_e * 1e3,
+                        t_m * 1e3
+                    );
+                }
+                let t_floor = median_secs(
+                    || {
+                        black_box(floor(&c, &mut f));
+                    },
+                    11,
+                );
+                println!(
+                    "{label}: EM iteration {:.3} ms, floor {:.3} ms ({} gate Newton steps), ratio {:.2}",
+                    t_em * 1e3,
+                    t_floor * 1e3,
+                    f.gate_steps,
+                    t_em / t_floor
+                );
+                if std::env::var_os("EM_BENCH_QUICK").is_some() {
+                    continue;
+                }
+                group.bench_function(BenchmarkId::new("em", &label), |b| {
+                    b.iter(|| em_iteration(&c))
+                });
+                group.bench_function(BenchmarkId::new("floor", &label), |b| {
+                    b.iter(|| black_box(floor(&c, &mut f)))
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
