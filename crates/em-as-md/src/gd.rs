@@ -3,13 +3,13 @@
 //!
 //! $$ \theta_{t+1} = \theta_t - \alpha_t\nabla L(\theta_t),\qquad
 //!    \nabla L(\theta) = \frac1n\sum_i J_i(\theta)^\top\big(\nabla A(\varphi_i(\theta)) -
-//!    \mathbb E_{\text{post}}[T(y_i, z)]\big), $$
+//!    \mathbb E_{\text{post}}\[T(y_i, z)\]\big), $$
 //! with either a constant step $\alpha_t = \alpha$ ([`Step::Constant`]) or Armijo
 //! backtracking ([`Step::Armijo`]): starting from $\alpha = $ `initial`, multiply by
 //! `shrink` until
-//! $$ L(\theta_t - \alpha\nabla L(\theta_t)) \le L(\theta_t) - c\,\alpha\|\nabla L(\theta_t)\|_2^2 $$
+//! $$ L(\theta_t - \alpha\nabla L(\theta_t)) \le L(\theta_t) - c\,\alpha\Vert \nabla L(\theta_t)\Vert_2^2 $$
 //! (Nocedal & Wright, *Numerical Optimization*, Alg. 3.1). Gradient descent is mirror
-//! descent with the Euclidean map $\frac12\|\theta\|^2$; it is not monotone for a
+//! descent with the Euclidean map $\frac12\Vert \theta\Vert ^2$; it is not monotone for a
 //! constant step that is too large, which is why the executor keeps the best iterate
 //! apart from the current one.
 //!

@@ -2,10 +2,11 @@
 //! instead of its exact minimisation (Fruytier, Mokhtari & Sanghavi, ICML 2025,
 //! App. D.2 "Gradient EM for MoE"; Balakrishnan, Wainwright & Yu, *Ann. Statist.* 2017).
 //!
-//! With the posterior statistics $m_i = \mathbb E_{z\sim p(z\mid y_i;\varphi_{t,i})}[T(y_i, z)]$
+//! With the posterior statistics $m_i = \mathbb E_{z\sim p(z\mid y_i;\varphi_{t,i})}\[T(y_i, z)\]$
 //! ([`Problem::md_targets`] at $\eta = 1$), the M-step objective is (up to a constant)
 //! $$ Q_t(\theta) = \frac1n\sum_i A(\varphi_i(\theta)) - \langle m_i, \varphi_i(\theta)\rangle
-//!    \quad([\text{Problem::md\_subproblem}]), $$
+//!    \qquad(\text{the MD subproblem at }\eta = 1), $$
+//! computed by [`Problem::md_subproblem`],
 //! and gradient EM takes $k$ (default 1) gradient steps on it, the E-step frozen:
 //! $$ \theta^{(0)} = \theta_t,\qquad \theta^{(j+1)} = \theta^{(j)} - \alpha_j\nabla Q_t(\theta^{(j)}),
 //!    \qquad \theta_{t+1} = \theta^{(k)}, $$

@@ -16,8 +16,8 @@
 //! (the "approximate Wolfe" idea of Hager & Zhang, 2005), so the gradient tolerance can be
 //! driven to ~1e-12.
 //!
-//! It stops when $\|\nabla f(x_k)\|_\infty \le$ `grad_tol`. It reports the problem as
-//! unbounded below (`MoeError::LeftDomain`) when $\|x_k\|_\infty$ exceeds `x_limit` or
+//! It stops when $\Vert \nabla f(x_k)\Vert_\infty \le$ `grad_tol`. It reports the problem as
+//! unbounded below (`MoeError::LeftDomain`) when $\Vert x_k\Vert_\infty$ exceeds `x_limit` or
 //! $f(x_k) < f(x_0) - $ `f_drop_limit`$\,(1 + |f(x_0)|)$ — the typical symptom of a mirror
 //! step with $\eta > 1$ whose targets left the mean domain.
 //!
@@ -36,7 +36,7 @@ use crate::error::{MoeError, Result};
 pub struct Lbfgs {
     /// Number of stored correction pairs $(s_j, y_j)$.
     pub memory: usize,
-    /// Stop when $\|\nabla f\|_\infty$ is at most this.
+    /// Stop when $\Vert \nabla f\Vert_\infty$ is at most this.
     pub grad_tol: f64,
     /// Iteration cap.
     pub max_iter: usize,
@@ -44,7 +44,7 @@ pub struct Lbfgs {
     pub c1: f64,
     /// Curvature constant $c_2$.
     pub c2: f64,
-    /// The problem is declared unbounded below when $\|x\|_\infty$ exceeds this.
+    /// The problem is declared unbounded below when $\Vert x\Vert_\infty$ exceeds this.
     pub x_limit: f64,
     /// …or when $f$ falls below $f(x_0) - $ `f_drop_limit` $\cdot(1 + |f(x_0)|)$.
     pub f_drop_limit: f64,
@@ -71,7 +71,7 @@ pub struct LbfgsReport {
     pub iterations: u64,
     /// Function/gradient evaluations.
     pub evaluations: u64,
-    /// Final $\|\nabla f\|_\infty$.
+    /// Final $\Vert \nabla f\Vert_\infty$.
     pub grad_norm: f64,
     /// Final $f$.
     pub value: f64,
@@ -141,7 +141,7 @@ impl Lbfgs {
     ///
     /// # Errors
     /// The error of `f` at the starting point or a non-domain error anywhere;
-    /// `LeftDomain` when the iterates run off to $\|x\|_\infty >$ `x_limit` while $f$
+    /// `LeftDomain` when the iterates run off to $\Vert x\Vert_\infty >$ `x_limit` while $f$
     /// decreases (the problem is unbounded below) or the line search cannot find a finite
     /// value in a descent direction.
     pub fn minimize<F>(&self, mut f: F, x: &mut [f64]) -> Result<LbfgsReport>

@@ -6,7 +6,7 @@
 //!    \tfrac1\eta D_{\mathcal A}(\Phi(\theta), \Phi_t)
 //!    = \arg\min_\theta F_\eta(\theta),\qquad
 //!    F_\eta(\theta) = \frac1n\sum_i A(\varphi_i(\theta)) - \langle m_i, \varphi_i(\theta)\rangle, $$
-//! $$ m_i = (1 - \eta)\nabla A(\varphi_{t,i}) + \eta\,\mathbb E_{z\sim p(z\mid y_i;\varphi_{t,i})}[T(y_i, z)]. $$
+//! $$ m_i = (1 - \eta)\nabla A(\varphi_{t,i}) + \eta\,\mathbb E_{z\sim p(z\mid y_i;\varphi_{t,i})}\[T(y_i, z)\]. $$
 //! The two objectives differ by the factor $1/\eta$ and a constant: with
 //! $\nabla_{\varphi_i}\ell = \frac1n(\nabla A(\varphi_{t,i}) - \mathbb E_{\text{post}}T)$,
 //! $\langle\nabla\ell, \Phi\rangle + \frac1\eta D_{\mathcal A}(\Phi,\Phi_t) = \frac1\eta\cdot
@@ -21,7 +21,7 @@
 //!
 //! The subproblem is built only from [`Problem::md_targets`] and [`Problem::md_subproblem`]
 //! (i.e. from $A$, $\nabla A$, $T$, the posterior and the realisation map) and minimised by
-//! [`Lbfgs`] warm-started at $\theta_t$ to $\|\nabla F_\eta\|_\infty \le$ `inner_tol` — never
+//! [`Lbfgs`] warm-started at $\theta_t$ to $\Vert \nabla F_\eta\Vert_\infty \le$ `inner_tol` — never
 //! by M-step code, so the equality with EM is a test, not a tautology.
 //!
 //! **Unprojected form** ([`UnprojectedMirrorDescent`], linear realisations only): when
@@ -43,7 +43,7 @@ use crate::objective::Problem;
 use crate::parallel::fold_rows;
 use crate::solver::{FitState, InnerStats, IterRecord, Solver};
 
-/// Default inner tolerance $\|\nabla F_\eta\|_\infty$ of the subproblem solve: tight enough
+/// Default inner tolerance $\Vert \nabla F_\eta\Vert_\infty$ of the subproblem solve: tight enough
 /// that EM and MD($\eta = 1$) agree to $10^{-8}$ relative in $\theta$ and $L$ (tested).
 pub const DEFAULT_INNER_TOL: f64 = 1e-11;
 /// Default cap on inner L-BFGS iterations.
@@ -56,7 +56,7 @@ pub struct MdStep {
     /// (possible only for $\eta > 1$; then $F_\eta$ has no per-row minimiser, although the
     /// realised problem may still be bounded).
     pub rows_outside_mean_domain: usize,
-    /// Final $\|\nabla F\|_\infty$ of the inner solve.
+    /// Final $\Vert \nabla F\Vert_\infty$ of the inner solve.
     pub inner_residual: f64,
     /// Inner L-BFGS iterations.
     pub inner_iterations: u64,
@@ -97,7 +97,7 @@ pub(crate) fn with_iter(e: MoeError, iter: u64) -> MoeError {
 }
 
 /// Builds the next state and record from $\theta^+$: $L(\theta^+)$ and
-/// $\|\nabla L(\theta^+)\|_2$ in one pass, $D_{\mathcal A}(\Phi_{t+1},\Phi_t)$ if asked.
+/// $\Vert \nabla L(\theta^+)\Vert_2$ in one pass, $D_{\mathcal A}(\Phi_{t+1},\Phi_t)$ if asked.
 fn finish<M: ConditionalFamily + ?Sized>(
     problem: &Problem<'_, M>,
     state: FitState,
@@ -115,7 +115,7 @@ fn finish<M: ConditionalFamily + ?Sized>(
 }
 
 /// The next state and record from $\theta^+$ whose $L(\theta^+)$ and
-/// $\|\nabla L(\theta^+)\|_2$ are already known (the best iterate is updated in the
+/// $\Vert \nabla L(\theta^+)\Vert_2$ are already known (the best iterate is updated in the
 /// state; the executor fills `elapsed`).
 pub(crate) fn assemble<M: ConditionalFamily + ?Sized>(
     problem: &Problem<'_, M>,
@@ -184,7 +184,7 @@ pub struct MirrorDescent {
 }
 
 impl MirrorDescent {
-    /// Step $\eta$, inner tolerance $\|\nabla F_\eta\|_\infty \le$ `inner_tol`, at most
+    /// Step $\eta$, inner tolerance $\Vert \nabla F_\eta\Vert_\infty \le$ `inner_tol`, at most
     /// `inner_max` L-BFGS iterations.
     ///
     /// # Errors

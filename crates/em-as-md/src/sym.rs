@@ -46,9 +46,9 @@
 //!   soft-label logistic regression on the labels $t_i$ (Newton, [`SymMoLogE::m_step`]).
 //!
 //! ## Signal-to-noise ratio
-//! The working definition (paper.md, claim 4) is $\mathrm{SNR} = \|\beta^*\|/\sigma$
+//! The working definition (paper.md, claim 4) is $\mathrm{SNR} = \Vert \beta^{\ast}\Vert /\sigma$
 //! ([`SymMoLinE::snr`]); for SymMoLogE the link fixes the noise and we report
-//! $\|\beta^*\|$ ([`SymMoLogE::snr`]).
+//! $\Vert \beta^{\ast}\Vert $ ([`SymMoLogE::snr`]).
 
 use crate::conditional::ConditionalFamily;
 use crate::data::Dataset;
@@ -62,7 +62,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-/// Tolerance on $\|\nabla\|_\infty$ of the Newton M-steps (gate and SymMoLogE experts).
+/// Tolerance on $\Vert \nabla\Vert_\infty$ of the Newton M-steps (gate and SymMoLogE experts).
 pub const NEWTON_TOL: f64 = 1e-12;
 /// Iteration cap of the Newton M-steps.
 pub const NEWTON_MAX_ITER: usize = 100;
@@ -207,7 +207,7 @@ impl ExponentialFamily for SymLinComplete {
         s[1] = z as f64;
         Ok(())
     }
-    /// Closed form $\nabla A^*(\mu) = (\operatorname{logit}\mu_1, \mu_2/\sigma^2)$.
+    /// Closed form $\nabla A^{\ast}(\mu) = (\operatorname{logit}\mu_1, \mu_2/\sigma^2)$.
     fn natural_from_mean(&self, mu: &[f64], phi: &mut [f64]) -> mirror::Result<()> {
         check_len("natural_from_mean: mu", 2, mu.len())?;
         check_len("natural_from_mean: phi", 2, phi.len())?;
@@ -424,7 +424,7 @@ fn solve_spd(h: &[f64], g: &[f64], who: usize) -> Result<Vec<f64>> {
 /// $$ \min_v f(v) = \frac1n\sum_i \log(1 + e^{v^\top x_i}) - t_i v^\top x_i,\qquad
 ///    \nabla f = \frac1n\sum_i(\sigma(v^\top x_i) - t_i)x_i,\quad
 ///    \nabla^2 f = \frac1n\sum_i \sigma(v^\top x_i)\sigma(-v^\top x_i)x_ix_i^\top, $$
-/// started at `v` (a warm start, overwritten), stopping when $\|\nabla f\|_\infty \le$
+/// started at `v` (a warm start, overwritten), stopping when $\Vert \nabla f\Vert_\infty \le$
 /// [`NEWTON_TOL`]. Targets $t_i \in [0, 1]$ (soft labels). `who` names the block in a
 /// `NotPositiveDefinite` error (`usize::MAX` = the gate).
 ///
@@ -649,12 +649,12 @@ impl SymMoLinE {
     pub fn gate<'t>(&self, theta: &'t [f64]) -> &'t [f64] {
         &theta[self.d..2 * self.d]
     }
-    /// $\mathrm{SNR} = \|\beta\|_2/\sigma$.
+    /// $\mathrm{SNR} = \Vert \beta\Vert_2/\sigma$.
     pub fn snr(&self, theta: &[f64]) -> f64 {
         dotp(self.beta(theta), self.beta(theta)).sqrt() / self.family.sigma
     }
-    /// A random true parameter with $\|\beta^*\| = \mathrm{snr}\cdot\sigma$ and
-    /// $\|w^*\| = $ `gate_norm`, directions uniform on the sphere (seeded).
+    /// A random true parameter with $\Vert \beta^{\ast}\Vert  = \mathrm{snr}\cdot\sigma$ and
+    /// $\Vert w^{\ast}\Vert  = $ `gate_norm`, directions uniform on the sphere (seeded).
     ///
     /// # Errors
     /// `InvalidParam` for a negative or non-finite `snr`/`gate_norm`.
@@ -823,11 +823,11 @@ impl SymMoLogE {
     pub fn gate<'t>(&self, theta: &'t [f64]) -> &'t [f64] {
         &theta[self.d..2 * self.d]
     }
-    /// $\|\beta\|_2$ (the logistic link fixes the noise level, so this is the SNR).
+    /// $\Vert \beta\Vert_2$ (the logistic link fixes the noise level, so this is the SNR).
     pub fn snr(&self, theta: &[f64]) -> f64 {
         dotp(self.beta(theta), self.beta(theta)).sqrt()
     }
-    /// A random true parameter with $\|\beta^*\| = $ `beta_norm`, $\|w^*\| = $ `gate_norm`.
+    /// A random true parameter with $\Vert \beta^{\ast}\Vert  = $ `beta_norm`, $\Vert w^{\ast}\Vert  = $ `gate_norm`.
     ///
     /// # Errors
     /// `InvalidParam` for a negative or non-finite norm.

@@ -9,6 +9,7 @@
 //! projected and unprojected forms of MD agree, and ∇L matches finite differences of L.
 
 use em_as_md::expert::ExpertKind;
+use em_as_md::objective::{row_posterior, RowScratch};
 use em_as_md::{ConditionalFamily, EmModel};
 use em_as_md::{
     Dataset, Em, FitState, Gating, MirrorDescent, MixtureOfExperts, Problem, Solver, SymMoLinE,
@@ -154,15 +155,46 @@ proptest! {
 
     #[test]
     fn sym_e_step_objective_equals_generic_objective(d in 1usize..4, seed in 0u64..1000) {
-        // Closed-form E-step log-likelihood vs the generic one from the complete family.
+        // Closed-form E-step (log-likelihood and responsibilities) vs the generic row kernel
+        // on the complete-data family.
+        fn check<M: EmModel<Stats = em_as_md::SymStats>>(m: &M, data: &Dataset, t0: &[f64]) {
+            let p = Problem::new(m, data).unwrap();
+            let (st, l) = m.e_step(data, t0).unwrap();
+            let lg = p.objective(t0).unwrap();
+            assert!(rel(l, lg) < 1e-13, "{l} vs {lg}");
+            let mut s = RowScratch::new(m);
+            for i in 0..data.n() {
+                m.realise(t0, data.x(i), &mut s.phi);
+                row_posterior(m, data.y(i), i, &mut s).unwrap();
+                assert!((s.resp[0] - st.resp[i]).abs() < 1e-13, "row {i}: {} vs {}", s.resp[0], st.resp[i]);
+                assert!((s.resp[0] + s.resp[1] - 1.0).abs() < 1e-14);
+            }
+        }
         let (m, data, t0) = sym_lin(d, 100, 1.3, 1.5, seed);
-        let p = Problem::new(&m, &data).unwrap();
-        let (_, l) = m.e_step(&data, &t0).unwrap();
-        prop_assert!(rel(l, p.objective(&t0).unwrap()) < 1e-13);
+        check(&m, &data, &t0);
+        let (m, data, t0) = sym_log(d, 100, 1.5, seed);
+        check(&m, &data, &t0);
+    }
+
+    #[test]
+    fn stacked_potential_gradient_matches_finite_differences(d in 1usize..4, seed in 0u64..1000) {
+        // ∇A_n(θ) = (1/n) Σ J_iᵀ ∇A(φ_i(θ)) against central differences of A_n.
         let (m, data, t0) = sym_log(d, 100, 1.5, seed);
         let p = Problem::new(&m, &data).unwrap();
-        let (_, l) = m.e_step(&data, &t0).unwrap();
-        prop_assert!(rel(l, p.objective(&t0).unwrap()) < 1e-13);
+        let mut g = vec![0.0; t0.len()];
+        UnprojectedMirrorDescent::stacked_potential(&p, &t0, &mut g).unwrap();
+        let mut scratch = vec![0.0; t0.len()];
+        let mut t = t0.clone();
+        for j in 0..t0.len() {
+            let h = 1e-5;
+            t[j] = t0[j] + h;
+            let fp = UnprojectedMirrorDescent::stacked_potential(&p, &t, &mut scratch).unwrap();
+            t[j] = t0[j] - h;
+            let fm = UnprojectedMirrorDescent::stacked_potential(&p, &t, &mut scratch).unwrap();
+            t[j] = t0[j];
+            let fd = (fp - fm) / (2.0 * h);
+            prop_assert!((fd - g[j]).abs() < 1e-8 * (1.0 + g[j].abs()), "coord {j}: {fd} vs {}", g[j]);
+        }
     }
 }
 
