@@ -53,29 +53,67 @@ const LIN: [&str; 6] = ["--target", "y", "--experts", "2", "--expert", "linear"]
 fn missing_file() {
     let d = tmpdir("missing");
     let f = d.join("nope.csv");
-    bad_fit(&f, &LIN, &[&f.display().to_string(), "cannot read the file"]);
+    bad_fit(
+        &f,
+        &LIN,
+        &[&f.display().to_string(), "cannot read the file"],
+    );
 }
 
 #[test]
 fn ragged_row_names_line_and_column() {
     let d = tmpdir("ragged");
     let f = write(&d, "r.csv", "a,b,y\n1,2,3\n4,5\n6,7,8\n");
-    bad_fit(&f, &LIN, &["r.csv", "line 3", "data row 2", "column \"y\"", "expected 3 fields"]);
+    bad_fit(
+        &f,
+        &LIN,
+        &[
+            "r.csv",
+            "line 3",
+            "data row 2",
+            "column \"y\"",
+            "expected 3 fields",
+        ],
+    );
 }
 
 #[test]
 fn non_numeric_cell_names_line_and_column() {
     let d = tmpdir("nonnum");
     let f = write(&d, "n.csv", "a,b,y\n1,2,3\n4,abc,5\n6,7,8\n");
-    bad_fit(&f, &LIN, &["n.csv", "line 3", "data row 2", "column \"b\"", "expected a number", "\"abc\""]);
+    bad_fit(
+        &f,
+        &LIN,
+        &[
+            "n.csv",
+            "line 3",
+            "data row 2",
+            "column \"b\"",
+            "expected a number",
+            "\"abc\"",
+        ],
+    );
 }
 
 #[test]
 fn nan_and_infinity_are_refused() {
     let d = tmpdir("nan");
     for (i, bad) in ["NaN", "inf"].iter().enumerate() {
-        let f = write(&d, &format!("x{i}.csv"), &format!("a,b,y\n1,2,3\n4,5,6\n7,{bad},9\n"));
-        bad_fit(&f, &LIN, &["line 4", "data row 3", "column \"b\"", "expected a finite number"]);
+        let f = write(
+            &d,
+            &format!("x{i}.csv"),
+            &format!("a,b,y\n1,2,3\n4,5,6\n7,{bad},9\n"),
+        );
+        bad_fit(
+            &f,
+            &LIN,
+            &[
+                "line 4",
+                "data row 3",
+                "column \"b\"",
+                "expected a finite number",
+            ],
+        );
     }
 }
 
@@ -83,19 +121,41 @@ fn nan_and_infinity_are_refused() {
 fn missing_target_column() {
     bad_fit(
         Path::new(&data("diabetes.csv")),
-        &["--target", "outcome", "--experts", "2", "--expert", "linear"],
-        &["diabetes.csv", "line 1", "no target column \"outcome\"", "\"age\""],
+        &[
+            "--target",
+            "outcome",
+            "--experts",
+            "2",
+            "--expert",
+            "linear",
+        ],
+        &[
+            "diabetes.csv",
+            "line 1",
+            "no target column \"outcome\"",
+            "\"age\"",
+        ],
     );
 }
 
 #[test]
 fn target_outside_the_experts_support() {
     let d = tmpdir("support");
-    let f = write(&d, "s.csv", "a,y\n0.1,0\n0.5,1\n0.9,2\n1.3,1\n2.0,0\n2.2,1\n");
+    let f = write(
+        &d,
+        "s.csv",
+        "a,y\n0.1,0\n0.5,1\n0.9,2\n1.3,1\n2.0,0\n2.2,1\n",
+    );
     bad_fit(
         &f,
         &["--target", "y", "--experts", "1", "--expert", "logistic"],
-        &["s.csv", "line 4", "data row 3", "column \"y\"", "logistic experts expect 0 or 1, found 2"],
+        &[
+            "s.csv",
+            "line 4",
+            "data row 3",
+            "column \"y\"",
+            "logistic experts expect 0 or 1, found 2",
+        ],
     );
     // Poisson: a negative count.
     let f = write(&d, "p.csv", "a,y\n0.1,0\n0.5,-1\n0.9,2\n");
@@ -112,7 +172,15 @@ fn more_experts_than_rows() {
     let f = write(&d, "e.csv", "a,y\n0.1,0.3\n0.5,1.2\n0.9,2.5\n");
     bad_fit(
         &f,
-        &["--target", "y", "--experts", "4", "--expert", "linear", "--no-gate"],
+        &[
+            "--target",
+            "y",
+            "--experts",
+            "4",
+            "--expert",
+            "linear",
+            "--no-gate",
+        ],
         &["e.csv", "4 experts but only 3 data rows"],
     );
 }
@@ -126,7 +194,15 @@ fn fewer_rows_than_parameters() {
         "a,b,y\n0.1,3,0.3\n0.5,1,1.2\n0.9,4,2.5\n1.3,1,0.1\n1.7,5,3.3\n2.1,9,1.0\n",
     );
     // 2 gated linear experts on 3 design columns: gate 3 + experts 2 × 4 = 11 > 6 rows.
-    bad_fit(&f, &LIN, &["p.csv", "6 data rows but the model has 11 parameters", "expected at least as many rows as parameters"]);
+    bad_fit(
+        &f,
+        &LIN,
+        &[
+            "p.csv",
+            "6 data rows but the model has 11 parameters",
+            "expected at least as many rows as parameters",
+        ],
+    );
     // Fewer rows than design columns is caught by the loader.
     let f = write(&d, "q.csv", "a,b,c,y\n1,2,3,0\n4,5,7,1\n");
     bad_fit(&f, &LIN, &["q.csv", "2 data rows but 4 design columns"]);
@@ -141,12 +217,27 @@ fn bad_flag_values_exit_2() {
         vec!["--target", "y", "--experts", "two", "--expert", "linear"],
         vec!["--target", "y", "--experts", "2"],
     ] {
-        mdem().arg("fit").arg(&f).args(&args).assert().code(2).stdout("");
+        mdem()
+            .arg("fit")
+            .arg(&f)
+            .args(&args)
+            .assert()
+            .code(2)
+            .stdout("");
     }
     for tol in ["-1", "0", "NaN"] {
         bad_fit(
             Path::new(&f),
-            &["--target", "y", "--experts", "2", "--expert", "linear", "--tol", tol],
+            &[
+                "--target",
+                "y",
+                "--experts",
+                "2",
+                "--expert",
+                "linear",
+                "--tol",
+                tol,
+            ],
             &["--tol", "expected a finite number > 0"],
         );
     }
@@ -157,7 +248,12 @@ fn bad_flag_values_exit_2() {
 fn bad_model_file_exit_2() {
     let d = tmpdir("badmodel");
     let m = write(&d, "m.json", "{\"hello\": 1}");
-    let out = mdem().arg("predict").arg(&m).arg(data("diabetes.csv")).output().unwrap();
+    let out = mdem()
+        .arg("predict")
+        .arg(&m)
+        .arg(data("diabetes.csv"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -168,31 +264,79 @@ fn bad_model_file_exit_2() {
 fn demo_runs_and_writes_its_figure() {
     let d = tmpdir("demo");
     let out = mdem().arg("demo").current_dir(&d).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    for s in ["SymMoLinE", "EM", "GD", "L − L*", "Convergence certificate", "mdem-demo.svg"] {
+    for s in [
+        "SymMoLinE",
+        "EM",
+        "GD",
+        "L − L*",
+        "Convergence certificate",
+        "mdem-demo.svg",
+    ] {
         assert!(text.contains(s), "missing {s}: {text}");
     }
     let svg = std::fs::read_to_string(d.join("mdem-demo.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("EM"), "not an SVG");
     // --out chooses the file (PNG here).
     let png = d.join("fig.png");
-    mdem().args(["demo", "--iters", "20", "--out"]).arg(&png).assert().success();
+    mdem()
+        .args(["demo", "--iters", "20", "--out"])
+        .arg(&png)
+        .assert()
+        .success();
     assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
 }
 
 fn fit_json(args: &[&str]) -> serde_json::Value {
     let out = mdem().arg("fit").args(args).arg("--json").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No progress bar, no warnings: stdout is the JSON object, stderr is empty.
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.trim().lines().count(), 1, "one JSON object on one line");
+    assert_eq!(
+        text.trim().lines().count(),
+        1,
+        "one JSON object on one line"
+    );
     serde_json::from_str(text.trim()).unwrap()
 }
 
 #[test]
 fn fit_diabetes_json_has_the_required_keys() {
-    let v = fit_json(&[&data("diabetes.csv"), "--target", "y", "--experts", "2", "--expert", "linear", "--max-iter", "50"]);
-    for k in ["log_likelihood", "iterations", "termination", "seconds", "parameters", "aic", "bic", "icl"] {
+    let v = fit_json(&[
+        &data("diabetes.csv"),
+        "--target",
+        "y",
+        "--experts",
+        "2",
+        "--expert",
+        "linear",
+        "--max-iter",
+        "50",
+    ]);
+    for k in [
+        "log_likelihood",
+        "iterations",
+        "termination",
+        "seconds",
+        "parameters",
+        "aic",
+        "bic",
+        "icl",
+    ] {
         assert!(v.get(k).is_some(), "missing key {k}: {v}");
     }
     let ll = v["log_likelihood"].as_f64().unwrap();
@@ -200,7 +344,10 @@ fn fit_diabetes_json_has_the_required_keys() {
     assert!(v["iterations"].as_u64().unwrap() <= 50);
     assert_eq!(v["rows"], 442);
     assert_eq!(v["parameters"]["experts"].as_array().unwrap().len(), 2);
-    assert_eq!(v["parameters"]["theta"].as_array().unwrap().len(), v["n_params"].as_u64().unwrap() as usize);
+    assert_eq!(
+        v["parameters"]["theta"].as_array().unwrap().len(),
+        v["n_params"].as_u64().unwrap() as usize
+    );
     // AIC = 2p − 2 log L.
     let p = v["n_params"].as_f64().unwrap();
     assert!((v["aic"].as_f64().unwrap() - (2.0 * p - 2.0 * ll)).abs() < 1e-6 * ll.abs());
@@ -220,7 +367,9 @@ fn ols_rss(x: &[Vec<f64>], y: &[f64]) -> f64 {
         }
     }
     for col in 0..p {
-        let piv = (col..p).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs())).unwrap();
+        let piv = (col..p)
+            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
+            .unwrap();
         a.swap(col, piv);
         for r in 0..p {
             if r != col {
@@ -257,9 +406,21 @@ fn one_linear_expert_log_likelihood_is_rs_loglik() {
     }
     let n = y.len() as f64;
     let expected = -0.5 * n * ((2.0 * std::f64::consts::PI * ols_rss(&x, &y) / n).ln() + 1.0);
-    let v = fit_json(&[&data("diabetes.csv"), "--target", "y", "--experts", "1", "--expert", "linear", "--no-gate"]);
+    let v = fit_json(&[
+        &data("diabetes.csv"),
+        "--target",
+        "y",
+        "--experts",
+        "1",
+        "--expert",
+        "linear",
+        "--no-gate",
+    ]);
     let ll = v["log_likelihood"].as_f64().unwrap();
-    assert!((ll - expected).abs() < 1e-6 * expected.abs(), "{ll} vs {expected}");
+    assert!(
+        (ll - expected).abs() < 1e-6 * expected.abs(),
+        "{ll} vs {expected}"
+    );
 }
 
 #[test]
@@ -322,11 +483,23 @@ fn fit_save_predict_round_trip() {
         fig.to_str().unwrap(),
     ]);
     assert!(std::fs::read_to_string(&fig).unwrap().starts_with("<svg"));
-    mdem().arg("predict").arg(&model).arg(data("diabetes.csv")).arg("--out").arg(&preds).assert().success();
+    mdem()
+        .arg("predict")
+        .arg(&model)
+        .arg(data("diabetes.csv"))
+        .arg("--out")
+        .arg(&preds)
+        .assert()
+        .success();
     let text = std::fs::read_to_string(&preds).unwrap();
     let mut lines = text.lines();
-    assert_eq!(lines.next().unwrap(), "row,gate_1,gate_2,resp_1,resp_2,log_density,mean");
-    let rows: Vec<Vec<f64>> = lines.map(|l| l.split(',').map(|c| c.parse().unwrap()).collect()).collect();
+    assert_eq!(
+        lines.next().unwrap(),
+        "row,gate_1,gate_2,resp_1,resp_2,log_density,mean"
+    );
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|c| c.parse().unwrap()).collect())
+        .collect();
     assert_eq!(rows.len(), 442);
     let mut ll = 0.0;
     for r in &rows {
@@ -335,7 +508,10 @@ fn fit_save_predict_round_trip() {
     }
     // The per-row log densities add up to the fit's log-likelihood.
     let fit_ll = v["log_likelihood"].as_f64().unwrap();
-    assert!((ll - fit_ll).abs() < 1e-8 * fit_ll.abs(), "{ll} vs {fit_ll}");
+    assert!(
+        (ll - fit_ll).abs() < 1e-8 * fit_ll.abs(),
+        "{ll} vs {fit_ll}"
+    );
     // Without the target column: gate and mean only, same means.
     let no_target: String = std::fs::read_to_string(data("diabetes.csv"))
         .unwrap()
@@ -370,19 +546,45 @@ fn certify_a_saved_model() {
     mdem()
         .arg("fit")
         .arg(data("diabetes.csv"))
-        .args(["--target", "y", "--experts", "2", "--expert", "linear", "--standardize", "--quiet", "--out"])
+        .args([
+            "--target",
+            "y",
+            "--experts",
+            "2",
+            "--expert",
+            "linear",
+            "--standardize",
+            "--quiet",
+            "--out",
+        ])
         .arg(&model)
         .assert()
         .success();
-    let out = mdem().arg("certify").arg(&model).arg(data("diabetes.csv")).arg("--json").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = mdem()
+        .arg("certify")
+        .arg(&model)
+        .arg(data("diabetes.csv"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let verdict = v["certificate"]["verdict"].as_str().unwrap();
     assert!(["Certified", "Inconclusive", "Violated"].contains(&verdict));
     assert!(v["certificate"]["l_hat"].as_f64().unwrap() <= 1.0 + 1e-6);
     // The re-run retraces the saved fit: same log-likelihood to the fit's tolerance.
-    let (a, b) = (v["rerun"]["log_likelihood"].as_f64().unwrap(), v["saved_log_likelihood"].as_f64().unwrap());
-    assert!(a >= b - 1e-9 * b.abs() && (a - b).abs() < 1e-5 * b.abs(), "{a} {b}");
+    let (a, b) = (
+        v["rerun"]["log_likelihood"].as_f64().unwrap(),
+        v["saved_log_likelihood"].as_f64().unwrap(),
+    );
+    assert!(
+        a >= b - 1e-9 * b.abs() && (a - b).abs() < 1e-5 * b.abs(),
+        "{a} {b}"
+    );
     mdem()
         .arg("certify")
         .arg(&model)
@@ -390,4 +592,138 @@ fn certify_a_saved_model() {
         .assert()
         .success()
         .stdout(predicate::str::contains("Convergence certificate"));
+}
+
+#[test]
+fn constant_column_is_reported_not_duplicated() {
+    let d = tmpdir("constant");
+    let f = write(
+        &d,
+        "c.csv",
+        "a,c,y\n0.1,7,0.3\n0.5,7,1.2\n0.9,7,2.5\n1.3,7,0.1\n1.7,7,3.3\n2.1,7,1.0\n",
+    );
+    let one = [
+        "--target",
+        "y",
+        "--experts",
+        "1",
+        "--expert",
+        "linear",
+        "--no-gate",
+    ];
+    bad_fit(
+        &f,
+        &one,
+        &["c.csv", "column \"c\" is constant", "every row is 7"],
+    );
+    // Dropped on request (a warning on stderr), or kept as the intercept without one.
+    let out = mdem()
+        .arg("fit")
+        .arg(&f)
+        .args(one)
+        .arg("--drop-constant")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dropped constant column \"c\""));
+    let v = fit_json(&[
+        f.to_str().unwrap(),
+        "--target",
+        "y",
+        "--experts",
+        "1",
+        "--expert",
+        "linear",
+        "--no-gate",
+        "--no-intercept",
+    ]);
+    assert_eq!(v["intercept"], false);
+    assert_eq!(
+        v["parameters"]["design_columns"],
+        serde_json::json!(["a", "c"])
+    );
+}
+
+#[test]
+fn mixture_of_regressions_and_other_experts() {
+    // --no-gate: constant mixing weights that sum to one.
+    let v = fit_json(&[
+        &data("diabetes.csv"),
+        "--target",
+        "y",
+        "--experts",
+        "2",
+        "--expert",
+        "linear",
+        "--no-gate",
+        "--max-iter",
+        "30",
+    ]);
+    let w: Vec<f64> = v["parameters"]["gate"]["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(w.len(), 2);
+    assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    // Poisson experts on a count target (digit labels as counts).
+    let v = fit_json(&[
+        &data("digits.csv"),
+        "--target",
+        "y",
+        "--features",
+        "p10,p20",
+        "--experts",
+        "2",
+        "--expert",
+        "poisson",
+        "--max-iter",
+        "30",
+    ]);
+    assert!(v["log_likelihood"].as_f64().unwrap() < 0.0);
+    // Multinomial experts on a small synthetic 3-class set: predictions are class probabilities.
+    let d = tmpdir("multi");
+    let mut text = String::from("a,b,y\n");
+    for i in 0..60 {
+        let (a, b) = ((i % 7) as f64 * 0.3 - 1.0, (i % 5) as f64 * 0.4 - 0.8);
+        let y = (i * 7 + i / 3) % 3;
+        text.push_str(&format!("{a},{b},{y}\n"));
+    }
+    let f = write(&d, "m.csv", &text);
+    let model = d.join("m.json");
+    mdem()
+        .arg("fit")
+        .arg(&f)
+        .args([
+            "--target",
+            "y",
+            "--experts",
+            "2",
+            "--expert",
+            "multinomial",
+            "--max-iter",
+            "20",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&model)
+        .assert()
+        .success();
+    let out = mdem().arg("predict").arg(&model).arg(&f).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "row,gate_1,gate_2,resp_1,resp_2,log_density,prob_0,prob_1,prob_2"
+    );
+    for l in lines {
+        let v: Vec<f64> = l.split(',').map(|c| c.parse().unwrap()).collect();
+        assert!((v[6] + v[7] + v[8] - 1.0).abs() < 1e-12, "{l}");
+    }
 }
