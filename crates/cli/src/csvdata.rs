@@ -702,6 +702,11 @@ pub fn load_csv_from_reader<R: Read>(
     let mut y = Vec::new();
     let mut lines = Vec::new();
     let mut record = csv::StringRecord::new();
+    // The parsed columns in file order (buffers reused across rows).
+    let mut selected: Vec<usize> = feature_cols.clone();
+    selected.push(target_col);
+    selected.sort_unstable();
+    let mut parsed = vec![0.0; width];
     loop {
         match rdr.read_record(&mut record) {
             Ok(false) => break,
@@ -748,10 +753,6 @@ pub fn load_csv_from_reader<R: Read>(
             }
         };
         // Cells are checked in file order, so the first bad cell of a row is reported.
-        let mut parsed = vec![0.0; width];
-        let mut selected: Vec<usize> = feature_cols.clone();
-        selected.push(target_col);
-        selected.sort_unstable();
         for &j in &selected {
             parsed[j] = cell(j)?;
         }
