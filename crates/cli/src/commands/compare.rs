@@ -1,23 +1,321 @@
-//! `mdem compare`: a placeholder for the subcommand (another module of the project implements
-//! it by replacing this file: keep the names `CompareArgs` and `run`).
+//! `mdem compare DATA.csv --target y --experts K --expert … [--etas 0.5,1,1.5]
+//! [--max-iter N] [--seed S] [--out DIR]`: EM, mirror descent at several steps $\eta$,
+//! gradient descent and gradient EM on one data set, all from **one** initialisation.
+//!
+//! * EM: the library's [`Em`] (exact or Newton M-step).
+//! * Mirror descent with step $\eta$ ([`MirrorDescent`]): the projected step
+//!   $\theta^+ = \arg\min_\theta \langle\nabla\ell(\Phi_t), \Phi(\theta)\rangle + \frac1\eta
+//!   D_{\mathcal A}(\Phi(\theta), \Phi_t)$ by L-BFGS; $\eta = 1$ is EM (the two rows should
+//!   agree), $\eta < 1$ is damped EM, an $\eta > 1$ step that leaves the domain stops
+//!   that run and is reported.
+//! * Gradient descent with a constant step (the step of a small grid with the smallest
+//!   final $L$, [`GD_STEPS`]) and with Armijo backtracking; gradient EM (one Armijo step on
+//!   the M-step objective).
+//!
+//! $L^\star$ is estimated by a long EM run from the same start (relative change
+//! $< 10^{-14}$ or $\|\nabla L\| < 10^{-10}$, at most `--ref-iter` iterations), and never
+//! above any value seen. The table gives, per solver, the iterations and wall time to
+//! reach $L_t - L^\star \le$ `--eps` (default $10^{-6}$) or "not reached", and the final
+//! $L$; two figures show $L_t - L^\star$ (log scale) against iterations and against time
+//! (`DIR/compare_iterations.{svg,png}`, `DIR/compare_time.{svg,png}`).
 
+use super::fit::{expert_kind, ExpertArg};
+use crate::csvdata::{self, LoadOptions};
 use crate::error::CliError;
-use clap::Args;
+use crate::plot::{Chart, Series};
+use crate::report::{num, print_stdout, Align, Table};
+use crate::scaling::Scaling;
+use clap::{Args, ValueEnum};
+use em_as_md::fit::initial_theta;
+use em_as_md::init::InitMethod;
+use em_as_md::moe::{Gating, MixtureOfExperts};
+use em_as_md::{
+    ConditionalFamily, Em, GradientDescent, GradientEm, MirrorDescent, MoeError, Problem, Step,
+};
+use std::path::PathBuf;
 
-/// Arguments of `mdem compare` (accepted as they are until the subcommand exists).
-#[derive(Debug, Args)]
+use super::reproduce::experiments::common::{run_recorded, save_both, Run, RunSettings};
+use super::reproduce::experiments::synthetic::{tune_gd_step, GD_STEPS};
+
+/// Floor of $L_t - L^\star$ in the figures (round-off level; zero gaps cannot be drawn on a
+/// log axis).
+pub const GAP_FLOOR: f64 = 1e-16;
+
+/// Arguments of `mdem compare`.
+#[derive(Debug, Clone, Args)]
 pub struct CompareArgs {
-    /// Arguments of the subcommand.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
+    /// CSV file with a header row.
+    pub data: PathBuf,
+    /// Name of the target column.
+    #[arg(long)]
+    pub target: String,
+    /// Feature columns, comma-separated (default: every other column).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Option<Vec<String>>,
+    /// Number of experts K.
+    #[arg(long, short = 'k', value_parser = clap::value_parser!(u32).range(1..))]
+    pub experts: u32,
+    /// Expert type.
+    #[arg(long, value_enum)]
+    pub expert: ExpertArg,
+    /// No gate on the features: constant mixing weights.
+    #[arg(long)]
+    pub no_gate: bool,
+    /// Do not add an intercept to the experts and the gate.
+    #[arg(long)]
+    pub no_intercept: bool,
+    /// Standardise the feature columns (mean 0, sd 1) first.
+    #[arg(long)]
+    pub standardize: bool,
+    /// Drop constant feature columns (with a warning) instead of refusing them.
+    #[arg(long)]
+    pub drop_constant: bool,
+    /// Mirror-descent steps η, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0.5,1,1.5")]
+    pub etas: Vec<f64>,
+    /// Iterations per solver.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_iter: u64,
+    /// Iteration cap of the reference EM run that estimates L*.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub ref_iter: u64,
+    /// Suboptimality L − L* at which iterations and time are counted.
+    #[arg(long, default_value_t = 1e-6)]
+    pub eps: f64,
+    /// Inner tolerance of the mirror-descent subproblem (‖∇F_η‖∞ of its L-BFGS solve).
+    #[arg(long, default_value_t = 1e-9)]
+    pub md_inner_tol: f64,
+    /// Inner L-BFGS iteration cap of each mirror-descent step.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub md_inner_max: u64,
+    /// Seed of the (k-means++) initialisation shared by all solvers.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output directory for the figures (created).
+    #[arg(long, default_value = "compare")]
+    pub out: PathBuf,
+}
+
+fn bad(flag: &str, v: f64, what: &str) -> CliError {
+    CliError::BadInput(format!("invalid value '{v}' for '--{flag}': expected {what}"))
+}
+
+/// One row of the comparison table, computed from a run and $L^\star$.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Solver name.
+    pub name: String,
+    /// Iterations run.
+    pub iterations: usize,
+    /// First iteration with $L_t - L^\star \le \varepsilon$ and the seconds at it.
+    pub reached: Option<(usize, f64)>,
+    /// Wall seconds of the whole run.
+    pub seconds: f64,
+    /// Final $L$.
+    pub final_objective: f64,
+    /// How the run ended.
+    pub status: String,
+}
+
+/// Summarises `run` against `l_star` at threshold `eps`.
+pub fn summarise(run: &Run, l_star: f64, eps: f64) -> Summary {
+    Summary {
+        name: run.name.clone(),
+        iterations: run.iterations(),
+        reached: run.first_below(l_star, eps),
+        seconds: run.times.last().copied().unwrap_or(0.0),
+        final_objective: run.final_objective(),
+        status: match &run.failure {
+            Some(f) => format!("stopped after {} iterations: {f}", run.iterations()),
+            None => "ok".into(),
+        },
+    }
 }
 
 /// Runs `mdem compare`.
 ///
 /// # Errors
-/// [`CliError::Unavailable`]: the subcommand is not part of this build yet.
-pub fn run(_args: &CompareArgs) -> Result<(), CliError> {
-    Err(CliError::Unavailable(
-        "`mdem compare` is not available in this build yet; see `mdem --help`".into(),
-    ))
+/// [`CliError::Data`]/[`CliError::BadInput`] for bad input, [`CliError::Compute`] when a
+/// solver fails at the start, [`CliError::Plot`] when a figure cannot be written.
+pub fn run(args: &CompareArgs) -> Result<(), CliError> {
+    if let Some(&e) = args.etas.iter().find(|e| !(e.is_finite() && **e > 0.0)) {
+        return Err(bad("etas", e, "finite steps > 0"));
+    }
+    if !(args.md_inner_tol.is_finite() && args.md_inner_tol > 0.0) {
+        return Err(bad("md-inner-tol", args.md_inner_tol, "a finite number > 0"));
+    }
+    if !(args.eps.is_finite() && args.eps > 0.0) {
+        return Err(bad("eps", args.eps, "a finite number > 0"));
+    }
+    let loaded = csvdata::load_csv_with(
+        &args.data,
+        &args.target,
+        args.features.as_deref(),
+        LoadOptions {
+            intercept: !args.no_intercept,
+            drop_constant: args.drop_constant,
+        },
+    )?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {}: {w}", loaded.file);
+    }
+    let support = loaded.validate_target(args.expert.target_kind())?;
+    let kind = expert_kind(args.expert, support);
+    let data = if args.standardize {
+        Scaling::fit(&loaded.dataset, loaded.intercept)
+            .apply(&loaded.dataset)
+            .map_err(|e| CliError::compute("standardising", e))?
+    } else {
+        loaded.dataset.clone()
+    };
+    let (n, d, k) = (data.n(), data.d(), args.experts as usize);
+    let gating = if args.no_gate {
+        Gating::Constant
+    } else {
+        Gating::Softmax
+    };
+    let expert = kind
+        .build()
+        .map_err(|e| CliError::BadInput(format!("{}: {e}", loaded.file)))?;
+    let model = MixtureOfExperts::new(expert, k, d, gating)
+        .map_err(|e| CliError::BadInput(format!("{}: {e}", loaded.file)))?;
+    if k > n || model.n_params() > n {
+        return Err(CliError::BadInput(format!(
+            "{}: {n} data rows for {k} experts and {} parameters; expected at least as many rows as parameters",
+            loaded.file,
+            model.n_params()
+        )));
+    }
+    let ctx = |what: String| move |e: MoeError| CliError::compute(what, e);
+    let theta0 = initial_theta(&model, &data, &InitMethod::KMeansPlusPlus, args.seed, 0)
+        .map_err(ctx("initialisation".into()))?;
+    let problem = Problem::new(&model, &data).map_err(ctx("problem".into()))?;
+    let fixed = RunSettings::fixed(args.max_iter);
+
+    let mut runs: Vec<Run> = Vec::new();
+    runs.push(run_recorded(problem, Em::new(), &theta0, fixed).map_err(ctx("EM".into()))?);
+    for &eta in &args.etas {
+        let md = MirrorDescent::new(eta, args.md_inner_tol, args.md_inner_max as usize)
+            .map_err(|e| CliError::BadInput(format!("--etas {eta}: {e}")))?
+            .with_bregman(false);
+        runs.push(run_recorded(problem, md, &theta0, fixed).map_err(ctx(format!("MD(η={eta})")))?);
+    }
+    let tuned = tune_gd_step(problem, &theta0, args.max_iter, &GD_STEPS);
+    let step = tuned.unwrap_or(GD_STEPS[0]);
+    let gd = GradientDescent::new(Step::Constant(step)).map_err(ctx("GD".into()))?;
+    runs.push(run_recorded(problem, gd, &theta0, fixed).map_err(ctx("GD".into()))?);
+    let gd = GradientDescent::new(Step::armijo()).map_err(ctx("GD".into()))?;
+    runs.push(run_recorded(problem, gd, &theta0, fixed).map_err(ctx("GD(Armijo)".into()))?);
+    let gem = GradientEm::new(Step::armijo()).map_err(ctx("gradient EM".into()))?;
+    runs.push(run_recorded(problem, gem, &theta0, fixed).map_err(ctx("gradient EM".into()))?);
+
+    let reference = run_recorded(
+        problem,
+        Em::new(),
+        &theta0,
+        RunSettings {
+            max_iters: args.ref_iter,
+            tol: Some(1e-14),
+            grad_tol: Some(1e-10),
+            keep_thetas: false,
+        },
+    )
+    .map_err(ctx("reference EM run".into()))?;
+    let l_star = runs
+        .iter()
+        .map(Run::best_objective)
+        .fold(reference.best_objective(), f64::min);
+
+    let eps_s = num(args.eps, 2);
+    let mut table = Table::new([
+        "solver".to_string(),
+        format!("iters to L−L* ≤ {eps_s}"),
+        format!("time to ≤ {eps_s} (ms)"),
+        "iterations".to_string(),
+        "time (ms)".to_string(),
+        "final L".to_string(),
+        "final L − L*".to_string(),
+        "status".to_string(),
+    ])
+    .align(7, Align::Left);
+    for r in &runs {
+        let s = summarise(r, l_star, args.eps);
+        table.row([
+            s.name.clone(),
+            s.reached.map_or_else(|| "not reached".into(), |(t, _)| t.to_string()),
+            s.reached.map_or_else(|| "not reached".into(), |(_, sec)| num(1e3 * sec, 3)),
+            s.iterations.to_string(),
+            num(1e3 * s.seconds, 3),
+            num(s.final_objective, 10),
+            num(s.final_objective - l_star, 3),
+            s.status.clone(),
+        ]);
+    }
+
+    std::fs::create_dir_all(&args.out).map_err(|e| CliError::output(args.out.display(), e))?;
+    let title = |x: &str| {
+        format!(
+            "{}: {k} {} experts, n = {n}, d = {d} — L_t − L* against {x}",
+            loaded.file,
+            args.expert.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
+        )
+    };
+    let gap = |r: &Run, t: usize| (r.objectives[t] - l_star).max(GAP_FLOOR);
+    let mut by_iter = Chart::new(title("iterations"), "iteration t", "L(θ_t) − L*").log_y(true);
+    let mut by_time = Chart::new(title("time"), "seconds", "L(θ_t) − L*").log_y(true);
+    for r in &runs {
+        let pi = (0..r.objectives.len()).map(|t| (t as f64, gap(r, t))).collect();
+        let pt = (0..r.objectives.len()).map(|t| (r.times[t], gap(r, t))).collect();
+        by_iter = by_iter.series(Series::new(r.name.clone(), pi));
+        by_time = by_time.series(Series::new(r.name.clone(), pt));
+    }
+    save_both(&by_iter, &args.out, "compare_iterations")?;
+    save_both(&by_time, &args.out, "compare_time")?;
+
+    let text = format!(
+        "mdem compare: {} (n = {n}, d = {d} design columns), {k} {} experts{}, one k-means++ start (seed {})\n\
+         L* = {} (reference EM run: {} iterations{}; never above any value seen)\n\
+         GD constant step {}; mirror-descent steps solved by L-BFGS to ‖∇F_η‖∞ ≤ {} (at most {} inner iterations)\n\n{table}\n\
+         figures: {dir}/compare_iterations.{{svg,png}}, {dir}/compare_time.{{svg,png}}\n",
+        loaded.file,
+        args.expert.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string()),
+        if args.no_gate { ", no gate" } else { ", softmax gate" },
+        args.seed,
+        num(l_star, 12),
+        reference.iterations(),
+        reference.failure.as_ref().map_or_else(String::new, |f| format!(", stopped: {f}")),
+        match tuned {
+            Some(a) => format!(
+                "{a} chosen from {{{}}} by the smallest final L",
+                GD_STEPS.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            None => format!("{step}: no step of the grid ran without leaving the domain; the smallest is shown"),
+        },
+        num(args.md_inner_tol, 2),
+        args.md_inner_max,
+        dir = args.out.display(),
+    );
+    print_stdout(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_counts_iterations_and_time_to_threshold() {
+        let r = Run {
+            name: "X".into(),
+            objectives: vec![2.0, 1.5, 1.0 + 5e-7, 1.0],
+            times: vec![0.0, 0.1, 0.2, 0.3],
+            failure: Some("left the domain".into()),
+            ..Run::default()
+        };
+        let s = summarise(&r, 1.0, 1e-6);
+        assert_eq!(s.reached, Some((2, 0.2)));
+        assert_eq!(s.iterations, 3);
+        assert_eq!(s.final_objective, 1.0);
+        assert!(s.status.contains("stopped after 3 iterations: left the domain"));
+        assert_eq!(summarise(&r, 0.0, 1e-6).reached, None);
+    }
 }

@@ -7,11 +7,13 @@
 //! instance); a softmax-gated mixture of $K = 2$ multinomial-logistic experts over the
 //! 10 classes (1235 parameters), started from one random $\theta_0$ (seeded by $s$) and
 //! trained for a fixed number of iterations by EM (inexact L-BFGS M-step,
-//! [`InexactMultinomialEm`]), gradient EM and gradient descent (both with Armijo
-//! backtracking, the library's solvers). Recorded per iteration: the training objective
+//! [`InexactMultinomialEm`]), gradient EM and gradient descent (gradient EM with Armijo backtracking
+//! on the M-step objective, GD with a constant step tuned on instance 0 from
+//! [`GD_STEPS`]; the library's solvers). Recorded per iteration: the training objective
 //! $L(\theta_t)$, test accuracy and test cross-entropy.
 
 use super::common::{run_recorded, Run, RunSettings};
+use super::synthetic::{tune_gd_step, GD_STEPS};
 use super::multinomial::{
     accuracy_and_cross_entropy, evaluate, labels, InexactMultinomialEm, Shape,
 };
@@ -70,6 +72,8 @@ pub struct SolverCurves {
 pub struct DigitsResult {
     /// EM, gradient EM, GD.
     pub solvers: Vec<SolverCurves>,
+    /// The constant GD step chosen from [`GD_STEPS`] on instance 0.
+    pub gd_step: f64,
     /// Rows in the training and test sets.
     pub n_train: usize,
     /// Rows in the test set.
@@ -139,16 +143,24 @@ pub fn run_digits(px: &Digits, cfg: &DigitsConfig) -> Result<DigitsResult, MoeEr
     let n = px.labels.len();
     let (train_rows, test_rows) = split(n, cfg.train_fraction, cfg.seed ^ 0x5eed);
     let model = MixtureOfExperts::new(Arc::new(Multinomial::new(10)?), 2, 65, Gating::Softmax)?;
-    let per_instance: Vec<Result<(Vec<(Run, Vec<f64>, Vec<f64>, f64)>, usize), MoeError>> = (0
-        ..cfg.instances)
+    let make = |s: usize| -> Result<(Dataset, Dataset, Vec<f64>, usize), MoeError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(s as u64));
+        let flip: Vec<bool> = (0..n).map(|_| rng.random_bool(0.5)).collect();
+        let inverted = flip.iter().filter(|f| **f).count();
+        let train = design(px, &train_rows, &flip)?;
+        let test = design(px, &test_rows, &flip)?;
+        let theta0 = model.random_params(&mut rng, cfg.init_scale);
+        Ok((train, test, theta0, inverted))
+    };
+    let gd_step = {
+        let (train, _, theta0, _) = make(0)?;
+        tune_gd_step(Problem::new(&model, &train)?, &theta0, cfg.iters, &GD_STEPS).unwrap_or(GD_STEPS[0])
+    };
+    type InstanceRuns = (Vec<(Run, Vec<f64>, Vec<f64>, f64)>, usize);
+    let per_instance: Vec<Result<InstanceRuns, MoeError>> = (0..cfg.instances)
         .into_par_iter()
         .map(|s| {
-            let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(s as u64));
-            let flip: Vec<bool> = (0..n).map(|_| rng.random_bool(0.5)).collect();
-            let inverted = flip.iter().filter(|f| **f).count();
-            let train = design(px, &train_rows, &flip)?;
-            let test = design(px, &test_rows, &flip)?;
-            let theta0 = model.random_params(&mut rng, cfg.init_scale);
+            let (train, test, theta0, inverted) = make(s)?;
             let problem = Problem::new(&model, &train)?;
             let settings = RunSettings::fixed(cfg.iters).keep();
             let mut out = Vec::new();
@@ -172,7 +184,7 @@ pub fn run_digits(px: &Digits, cfg: &DigitsConfig) -> Result<DigitsResult, MoeEr
                 timed(&|| {
                     run_recorded(
                         problem,
-                        GradientDescent::new(Step::armijo())?,
+                        GradientDescent::new(Step::Constant(gd_step))?,
                         &theta0,
                         settings,
                     )
@@ -186,19 +198,18 @@ pub fn run_digits(px: &Digits, cfg: &DigitsConfig) -> Result<DigitsResult, MoeEr
             Ok((out, inverted))
         })
         .collect();
-    let names = ["EM", "gradient EM", "GD"];
-    let mut solvers: Vec<SolverCurves> = names
-        .iter()
-        .map(|nm| SolverCurves {
-            name: (*nm).to_string(),
-            ..SolverCurves::default()
-        })
-        .collect();
+    let mut solvers: Vec<SolverCurves> = Vec::new();
     let mut inverted = 0usize;
     for (s, r) in per_instance.into_iter().enumerate() {
         let (runs, inv) = r?;
         inverted += inv;
         for (j, (run, acc, ce, secs)) in runs.into_iter().enumerate() {
+            if solvers.len() <= j {
+                solvers.push(SolverCurves {
+                    name: run.name.clone(),
+                    ..SolverCurves::default()
+                });
+            }
             let sc = &mut solvers[j];
             if let Some(f) = &run.failure {
                 sc.failures.push((s, f.clone()));
@@ -216,6 +227,7 @@ pub fn run_digits(px: &Digits, cfg: &DigitsConfig) -> Result<DigitsResult, MoeEr
     }
     Ok(DigitsResult {
         solvers,
+        gd_step,
         n_train: train_rows.len(),
         n_test: test_rows.len(),
         inverted_fraction: inverted as f64 / (n * cfg.instances.max(1)) as f64,

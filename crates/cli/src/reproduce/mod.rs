@@ -4,3 +4,4 @@ pub mod common;
 pub mod digits;
 pub mod multinomial;
 pub mod synthetic;
+pub mod tabular;

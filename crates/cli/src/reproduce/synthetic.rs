@@ -142,6 +142,8 @@ pub struct CertRow {
 pub struct SnrResult {
     /// The SNR.
     pub snr: f64,
+    /// The constant GD step chosen from [`GD_STEPS`].
+    pub gd_step: f64,
     /// EM, gradient EM, GD.
     pub solvers: Vec<SolverSynth>,
     /// Certificates of the first `cert_instances` instances.
@@ -190,12 +192,31 @@ struct Instance {
     cert: Option<CertRow>,
 }
 
-fn instance<M: SymModel>(
-    model: &M,
-    cfg: &SynthConfig,
-    snr: f64,
-    s: usize,
-) -> Result<Instance, MoeError> {
+/// Grid of constant gradient-descent steps; the one with the smallest final $L$ on the
+/// first instance of each setting is used for all of its instances.
+pub const GD_STEPS: [f64; 9] = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0];
+
+/// Picks the constant step of `grid` whose run of `iters` iterations from `theta0` ends
+/// with the smallest finite $L$ (runs that fail are skipped);
+/// `None` when every run fails at the start.
+pub fn tune_gd_step<M: em_as_md::ConditionalFamily + ?Sized>(
+    problem: Problem<'_, M>,
+    theta0: &[f64],
+    iters: u64,
+    grid: &[f64],
+) -> Option<f64> {
+    grid.iter()
+        .filter_map(|&a| {
+            let gd = GradientDescent::new(Step::Constant(a)).ok()?;
+            let r = run_recorded(problem, gd, theta0, RunSettings::fixed(iters)).ok()?;
+            let f = r.final_objective();
+            (r.failure.is_none() && f.is_finite()).then_some((a, f))
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(a, _)| a)
+}
+
+fn setup<M: SymModel>(model: &M, cfg: &SynthConfig, snr: f64, s: usize) -> Result<(Vec<f64>, Dataset, Vec<f64>), MoeError> {
     let base = cfg
         .seed
         .wrapping_add(1_000_003 * (snr * 1000.0) as u64)
@@ -204,6 +225,11 @@ fn instance<M: SymModel>(
     let data = model.data(&truth, cfg.n, base + 1)?;
     let (b, w) = model.split(&truth);
     let theta0 = perturbed_start(b, w, cfg.init_rel, base + 2);
+    Ok((truth, data, theta0))
+}
+
+fn instance<M: SymModel>(model: &M, cfg: &SynthConfig, snr: f64, s: usize, gd_step: f64) -> Result<Instance, MoeError> {
+    let (truth, data, theta0) = setup(model, cfg, snr, s)?;
     let problem = Problem::new(model, &data)?;
     let settings = RunSettings::fixed(cfg.iters).keep();
     let timed = |f: &dyn Fn() -> Result<Run, MoeError>| -> Result<(Run, f64), MoeError> {
@@ -214,14 +240,7 @@ fn instance<M: SymModel>(
     let runs = vec![
         timed(&|| run_recorded(problem, Em::new(), &theta0, settings))?,
         timed(&|| run_recorded(problem, GradientEm::new(Step::armijo())?, &theta0, settings))?,
-        timed(&|| {
-            run_recorded(
-                problem,
-                GradientDescent::new(Step::armijo())?,
-                &theta0,
-                settings,
-            )
-        })?,
+        timed(&|| run_recorded(problem, GradientDescent::new(Step::Constant(gd_step))?, &theta0, settings))?,
     ];
     let reference = run_recorded(
         problem,
@@ -286,9 +305,12 @@ pub fn run_model<M: SymModel>(cfg: &SynthConfig, snrs: &[f64]) -> Result<Vec<Snr
     let model = M::build(cfg.d)?;
     snrs.iter()
         .map(|&snr| {
+            let (_, data0, theta00) = setup(&model, cfg, snr, 0)?;
+            let gd_step = tune_gd_step(Problem::new(&model, &data0)?, &theta00, cfg.iters, &GD_STEPS)
+                .unwrap_or(GD_STEPS[0]);
             let insts: Vec<Result<Instance, MoeError>> = (0..cfg.instances)
                 .into_par_iter()
-                .map(|s| instance(&model, cfg, snr, s))
+                .map(|s| instance(&model, cfg, snr, s, gd_step))
                 .collect();
             let mut solvers: Vec<SolverSynth> = Vec::new();
             let mut certs = Vec::new();
@@ -337,6 +359,7 @@ pub fn run_model<M: SymModel>(cfg: &SynthConfig, snrs: &[f64]) -> Result<Vec<Snr
             }
             Ok(SnrResult {
                 snr,
+                gd_step,
                 solvers,
                 certs,
                 mle_beta_err: mb,
