@@ -359,11 +359,11 @@ fn ols_rss(x: &[Vec<f64>], y: &[f64]) -> f64 {
     let p = x[0].len();
     let mut a = vec![vec![0.0; p + 1]; p];
     for (xi, yi) in x.iter().zip(y) {
-        for r in 0..p {
-            for c in 0..p {
-                a[r][c] += xi[r] * xi[c];
+        for (row, xr) in a.iter_mut().zip(xi) {
+            for (cell, xc) in row.iter_mut().zip(xi) {
+                *cell += xr * xc;
             }
-            a[r][p] += xi[r] * yi;
+            row[p] += xr * yi;
         }
     }
     for col in 0..p {
@@ -371,11 +371,12 @@ fn ols_rss(x: &[Vec<f64>], y: &[f64]) -> f64 {
             .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
             .unwrap();
         a.swap(col, piv);
-        for r in 0..p {
+        let pivot_row = a[col].clone();
+        for (r, row) in a.iter_mut().enumerate() {
             if r != col {
-                let f = a[r][col] / a[col][col];
-                for c in col..=p {
-                    a[r][c] -= f * a[col][c];
+                let f = row[col] / pivot_row[col];
+                for (cell, pv) in row.iter_mut().zip(&pivot_row).skip(col) {
+                    *cell -= f * pv;
                 }
             }
         }
