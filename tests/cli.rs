@@ -434,18 +434,45 @@ fn fit_breast_cancer_with_logistic_experts() {
         "2",
         "--expert",
         "logistic",
-        "--standardize",
         "--max-iter",
         "20",
     ]);
     assert_eq!(v["rows"], 569);
-    assert_eq!(v["standardized"], true);
+    assert_eq!(v["fitted_on_standardized_features"], true);
     let ll = v["log_likelihood"].as_f64().unwrap();
     // Bernoulli log-likelihood: at most 0, and better than the intercept-only model.
     let p1 = 357.0 / 569.0;
     let null_ll = 357.0 * f64::ln(p1) + 212.0 * f64::ln(1.0 - p1);
     assert!(ll <= 1e-9 && ll > null_ll, "{ll} vs null {null_ll}");
-    // A few features, unstandardised, also fit.
+    // On the raw columns (scales 1e-3 … 1e3) the logistic Newton M-step breaks down: a
+    // computation failure, reported in one line with exit code 1 and a hint.
+    let out = mdem()
+        .arg("fit")
+        .arg(data("breast_cancer.csv"))
+        .args([
+            "--target",
+            "y",
+            "--experts",
+            "2",
+            "--expert",
+            "logistic",
+            "--no-standardize",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    if out.status.success() {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert!(v["log_likelihood"].as_f64().is_none_or(|l| l <= 1e-9));
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("breast_cancer.csv") && err.contains("--no-standardize"),
+            "{err}"
+        );
+    }
+    // A few features also fit.
     let v = fit_json(&[
         &data("breast_cancer.csv"),
         "--target",
@@ -554,7 +581,6 @@ fn certify_a_saved_model() {
             "2",
             "--expert",
             "linear",
-            "--standardize",
             "--quiet",
             "--out",
         ])

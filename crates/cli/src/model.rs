@@ -2,9 +2,11 @@
 //! the human / JSON description of fitted parameters.
 //!
 //! The file is JSON: the library's model file ([`em_as_md::io`], format `mdem-moe`: spec,
-//! $\hat\theta$, feature names, intercept flag, fit report) wrapped with the name of the
-//! target column, so that `predict` can find the target in new data:
-//! `{"format": "mdem-cli-model", "version": 1, "target": "y", "model": {…}}`.
+//! $\hat\theta$ in the data's units, feature names, intercept flag, fit report) wrapped
+//! with the name of the target column, so that `predict` can find the target in new data,
+//! and with what `certify` needs to re-run the fit (the standardisation EM ran on,
+//! [`Scaling`], and the start, [`StartInfo`]):
+//! `{"format": "mdem-cli-model", "version": 1, "target": "y", "fit_scaling": {…}, "start": {…}, "model": {…}}`.
 //! A bare library model file (written by `FittedMoe::save`) is read as well; its target
 //! column name is then unknown (`predict --target NAME` gives it).
 
@@ -54,7 +56,7 @@ pub fn save_model(
         "format": FORMAT,
         "version": VERSION,
         "target": target,
-        "standardize": scaling,
+        "fit_scaling": scaling,
         "start": start,
         "model": inner,
     });
@@ -70,7 +72,8 @@ pub struct LoadedModel {
     pub fitted: FittedMoe,
     /// The target column's name (`None` for a bare library model file).
     pub target: Option<String>,
-    /// The standardisation applied to the features before fitting, if any.
+    /// The standardisation EM ran on, if any (the saved $\hat\theta$ is on the data's
+    /// original scale either way).
     pub scaling: Option<Scaling>,
     /// How the fit was started, if recorded.
     pub start: Option<StartInfo>,
@@ -110,11 +113,11 @@ pub fn load_model(path: &Path) -> Result<LoadedModel, CliError> {
         let inner = v
             .get("model")
             .ok_or_else(|| bad("no \"model\" field".into()))?;
-        let scaling: Option<Scaling> = match v.get("standardize") {
+        let scaling: Option<Scaling> = match v.get("fit_scaling") {
             None | Some(Value::Null) => None,
             Some(s) => Some(
                 serde_json::from_value(s.clone())
-                    .map_err(|e| bad(format!("bad \"standardize\" field: {e}")))?,
+                    .map_err(|e| bad(format!("bad \"fit_scaling\" field: {e}")))?,
             ),
         };
         let start: Option<StartInfo> = match v.get("start") {
@@ -134,7 +137,7 @@ pub fn load_model(path: &Path) -> Result<LoadedModel, CliError> {
         if s.mean.len() != d || s.sd.len() != d || s.sd.iter().any(|v| !(v.is_finite() && *v > 0.0))
         {
             return Err(bad(format!(
-                "\"standardize\" must hold {d} means and {d} positive standard deviations"
+                "\"fit_scaling\" must hold {d} means and {d} positive standard deviations"
             )));
         }
     }

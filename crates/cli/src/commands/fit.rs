@@ -19,7 +19,7 @@ use clap::{Args, ValueEnum};
 use em_as_md::expert::ExpertKind;
 use em_as_md::init::InitMethod;
 use em_as_md::moe::{Gating, MixtureOfExperts};
-use em_as_md::{ConditionalFamily, MoeError};
+use em_as_md::{ConditionalFamily, FittedMoe, MoeError};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -71,11 +71,13 @@ pub struct FitArgs {
     /// Do not add an intercept to the experts and the gate.
     #[arg(long)]
     pub no_intercept: bool,
-    /// Standardise the feature columns (mean 0, standard deviation 1) before fitting; the
-    /// model keeps the scaling and `predict` applies it. Helps the Newton M-steps of
-    /// logistic, multinomial and Poisson experts on features of very different scales.
+    /// Fit on the raw feature columns. By default EM runs on standardised columns (mean 0,
+    /// standard deviation 1; an exact reparametrisation, see `mdem_cli::scaling`) and the
+    /// parameters are mapped back to the data's units: the Newton M-steps of logistic,
+    /// multinomial and Poisson experts and of the gate need it when feature scales differ
+    /// widely.
     #[arg(long)]
-    pub standardize: bool,
+    pub no_standardize: bool,
     /// Drop constant feature columns (with a warning) instead of refusing them.
     #[arg(long)]
     pub drop_constant: bool,
@@ -148,11 +150,10 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     }
     let support = loaded.validate_target(args.expert.target_kind())?;
     let kind = expert_kind(args.expert, support);
-    let scaling = args
-        .standardize
-        .then(|| Scaling::fit(&loaded.dataset, loaded.intercept));
+    let scaling =
+        (!args.no_standardize).then(|| Scaling::fit(&loaded.dataset, loaded.intercept));
     let scaled;
-    let data = match &scaling {
+    let fit_data = match &scaling {
         Some(s) => {
             scaled = s
                 .apply(&loaded.dataset)
@@ -161,6 +162,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         }
         None => &loaded.dataset,
     };
+    let data = &loaded.dataset;
     let (n, d) = (data.n(), data.d());
     let k = args.experts as usize;
     let gating = if args.no_gate {
@@ -201,7 +203,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     };
     let visible = show_progress(args.quiet, args.json);
     let bar = ProgressObserver::new("EM", settings.max_iters * settings.n_init as u64, visible);
-    let fitted = fit_em(data, &settings, Some(bar.clone()));
+    let fitted = fit_em(fit_data, &settings, Some(bar.clone()));
     bar.finish();
     let fitted = fitted.map_err(|e| match e {
         MoeError::InvalidData { row: Some(i), .. } if i < loaded.lines.len() => {
@@ -213,15 +215,30 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
                 loaded.target
             ))
         }
-        e @ MoeError::NotPositiveDefinite { .. } if !args.standardize => CliError::compute(
+        e @ MoeError::NotPositiveDefinite { .. } if args.no_standardize => CliError::compute(
             format!(
-                "{}: fitting (hint: --standardize helps when feature scales differ widely)",
+                "{}: fitting (hint: drop --no-standardize when feature scales differ widely)",
                 loaded.file
             ),
             e,
         ),
         e => CliError::compute(format!("{}: fitting", loaded.file), e),
     })?;
+    // Back to the data's units: the same laws, so the same likelihood and report.
+    let fitted = match &scaling {
+        Some(s) => s
+            .to_original(fitted.model(), fitted.theta())
+            .and_then(|theta| {
+                FittedMoe::new(
+                    fitted.model().clone(),
+                    theta,
+                    fitted.feature_names().to_vec(),
+                    fitted.report().clone(),
+                )
+            })
+            .map_err(|e| CliError::compute("mapping the parameters back to the data's units", e))?,
+        None => fitted,
+    };
     let rep = fitted.report();
     let theta = fitted.theta().to_vec();
     let ll = rep.log_likelihood;
@@ -277,7 +294,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             "target": loaded.target,
             "features": loaded.features,
             "intercept": loaded.intercept,
-            "standardized": scaling.is_some(),
+            "fitted_on_standardized_features": scaling.is_some(),
             "expert": kind,
             "experts": k,
             "gating": gating,
@@ -347,12 +364,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         .map(|c| num(resp.iter().skip(c).step_by(k).sum::<f64>() / n as f64, 4))
         .collect();
     let mut text = format!(
-        "{summary}\nExperts{} (average responsibility: {})\n{experts}\nGate\n{gate}",
-        if scaling.is_some() {
-            ", on standardised features"
-        } else {
-            ""
-        },
+        "{summary}\nExperts (average responsibility: {})\n{experts}\nGate\n{gate}",
         weights.join(", ")
     );
     if let Some(path) = &args.out {

@@ -209,12 +209,7 @@ pub fn run(args: &PredictArgs) -> Result<(), CliError> {
         .or(loaded.target.clone())
         .unwrap_or_default();
     let features = data_features(fitted);
-    let mut pd = read_for_prediction(&args.data, &target, &features, fitted.intercept())?;
-    if let Some(s) = &loaded.scaling {
-        pd.dataset = s
-            .apply(&pd.dataset)
-            .map_err(|e| CliError::compute("standardising", e))?;
-    }
+    let pd = read_for_prediction(&args.data, &target, &features, fitted.intercept())?;
     let data = &pd.dataset;
     let file = args.data.display().to_string();
     let model = fitted.model();
