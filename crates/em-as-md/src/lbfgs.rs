@@ -144,7 +144,26 @@ impl Lbfgs {
     /// `LeftDomain` when the iterates run off to $\Vert x\Vert_\infty >$ `x_limit` while $f$
     /// decreases (the problem is unbounded below) or the line search cannot find a finite
     /// value in a descent direction.
-    pub fn minimize<F>(&self, mut f: F, x: &mut [f64]) -> Result<LbfgsReport>
+    pub fn minimize<F>(&self, f: F, x: &mut [f64]) -> Result<LbfgsReport>
+    where
+        F: FnMut(&[f64], &mut [f64]) -> Result<f64>,
+    {
+        self.minimize_preconditioned(f, x, None)
+    }
+
+    /// As [`minimize`](Self::minimize), with the initial inverse-Hessian approximation
+    /// $H^0_k = P^{-1}$ instead of $\frac{s^\top y}{y^\top y}I$: `precond(v)` overwrites
+    /// $v$ with $P^{-1}v$ for a fixed symmetric positive definite $P$ (e.g. a Hessian
+    /// approximation; with the exact Hessian of a quadratic the first step is Newton's).
+    ///
+    /// # Errors
+    /// As [`minimize`](Self::minimize).
+    pub fn minimize_preconditioned<F>(
+        &self,
+        mut f: F,
+        x: &mut [f64],
+        mut precond: Option<&mut dyn FnMut(&mut [f64])>,
+    ) -> Result<LbfgsReport>
     where
         F: FnMut(&[f64], &mut [f64]) -> Result<f64>,
     {
@@ -180,12 +199,16 @@ impl Lbfgs {
                     *di -= a * yi;
                 }
             }
-            let gamma = if m > 0 {
-                dot(&s_hist[m - 1], &y_hist[m - 1]) / dot(&y_hist[m - 1], &y_hist[m - 1])
+            if let Some(pc) = precond.as_mut() {
+                pc(&mut d);
             } else {
-                1.0 / inf_norm(&g).max(1.0)
-            };
-            d.iter_mut().for_each(|v| *v *= gamma);
+                let gamma = if m > 0 {
+                    dot(&s_hist[m - 1], &y_hist[m - 1]) / dot(&y_hist[m - 1], &y_hist[m - 1])
+                } else {
+                    1.0 / inf_norm(&g).max(1.0)
+                };
+                d.iter_mut().for_each(|v| *v *= gamma);
+            }
             for j in 0..m {
                 let b = rho_hist[j] * dot(&y_hist[j], &d);
                 for (di, si) in d.iter_mut().zip(&s_hist[j]) {
@@ -199,11 +222,24 @@ impl Lbfgs {
                 s_hist.clear();
                 y_hist.clear();
                 rho_hist.clear();
-                let sc = 1.0 / inf_norm(&g).max(1.0);
-                for (di, gi) in d.iter_mut().zip(&g) {
-                    *di = -sc * gi;
+                d.copy_from_slice(&g);
+                match precond.as_mut() {
+                    Some(pc) => pc(&mut d),
+                    None => {
+                        let sc = 1.0 / inf_norm(&g).max(1.0);
+                        d.iter_mut().for_each(|v| *v *= sc);
+                    }
                 }
+                d.iter_mut().for_each(|v| *v = -*v);
                 slope = dot(&g, &d);
+                if slope >= 0.0 || !slope.is_finite() {
+                    // The preconditioner itself is not positive definite here: plain −g.
+                    let sc = 1.0 / inf_norm(&g).max(1.0);
+                    for (di, gi) in d.iter_mut().zip(&g) {
+                        *di = -sc * gi;
+                    }
+                    slope = dot(&g, &d);
+                }
             }
             let (alpha, f_new, n_eval) =
                 self.line_search(&mut f, x, fx, slope, &d, &mut xt, &mut gt)?;
@@ -424,6 +460,32 @@ mod tests {
         let mut x = vec![5.0; 4];
         let r = Lbfgs::default().minimize(q, &mut x).unwrap();
         assert!(r.converged);
+        for (i, xi) in x.iter().enumerate() {
+            assert!((xi - i as f64).abs() < 1e-12, "{x:?}");
+        }
+    }
+
+    #[test]
+    fn exact_hessian_preconditioner_gives_a_newton_step() {
+        let diag = [1.0, 10.0, 100.0, 1000.0];
+        let q = |x: &[f64], g: &mut [f64]| -> Result<f64> {
+            let mut v = 0.0;
+            for i in 0..4 {
+                g[i] = diag[i] * (x[i] - i as f64);
+                v += 0.5 * diag[i] * (x[i] - i as f64).powi(2);
+            }
+            Ok(v)
+        };
+        let mut pc = |v: &mut [f64]| {
+            for (vi, di) in v.iter_mut().zip(&diag) {
+                *vi /= di;
+            }
+        };
+        let mut x = vec![5.0; 4];
+        let r = Lbfgs::default()
+            .minimize_preconditioned(q, &mut x, Some(&mut pc))
+            .unwrap();
+        assert!(r.converged && r.iterations == 1, "{r:?}");
         for (i, xi) in x.iter().enumerate() {
             assert!((xi - i as f64).abs() < 1e-12, "{x:?}");
         }

@@ -164,6 +164,114 @@ pub(crate) fn assemble<M: ConditionalFamily + ?Sized>(
     ))
 }
 
+/// The complete-data information at $\theta$,
+/// $$ I_c(\theta) = \frac1n\sum_i J_i(\theta)^\top\,\nabla^2 A(\varphi_i(\theta))\,J_i(\theta), $$
+/// row-major $k\times k$ ($k$ = `n_params`), with $J_i$ assembled from
+/// [`ConditionalFamily::realise_vjp`] on unit vectors and $\nabla^2 A$ from the family's
+/// `fisher`. It is the Gauss–Newton part of the Hessian of every mirror-descent subproblem
+/// $F_\eta$ (exactly its Hessian, and that of $A_n$, when $\varphi_i$ is linear in $\theta$),
+/// which is why [`MirrorDescent`] uses $I_c(\theta_t)$ as its L-BFGS preconditioner.
+///
+/// # Errors
+/// `LeftDomain` if some $\varphi_i(\theta)$ is outside the natural domain.
+pub fn complete_information<M: ConditionalFamily + ?Sized>(
+    problem: &Problem<'_, M>,
+    theta: &[f64],
+) -> Result<Vec<f64>> {
+    let model = problem.model;
+    let data = problem.data;
+    let fam = model.complete();
+    let p = fam.dim();
+    let k = theta.len();
+    let n = data.n();
+    let (h, _) = fold_rows(
+        n,
+        || (vec![0.0; k * k], Scratch(vec![0.0; p * k + p])),
+        |(h, sc), rows| {
+            let (jac, e) = sc.0.split_at_mut(p * k);
+            let mut phi = vec![0.0; p];
+            for i in rows {
+                let x = data.x(i);
+                model.realise(theta, x, &mut phi);
+                let fisher = fam.fisher(&phi).map_err(|err| MoeError::LeftDomain {
+                    iter: 0,
+                    reason: format!("row {i}: {err}"),
+                })?;
+                jac.iter_mut().for_each(|v| *v = 0.0);
+                for r in 0..p {
+                    e.iter_mut().for_each(|v| *v = 0.0);
+                    e[r] = 1.0;
+                    model.realise_vjp(theta, x, e, &mut jac[r * k..(r + 1) * k]);
+                }
+                // h += Jᵀ F J, with J row r = jac[r*k..].
+                for r in 0..p {
+                    for s2 in 0..p {
+                        let f = fisher[(r, s2)];
+                        if f == 0.0 {
+                            continue;
+                        }
+                        let (jr, js) = (&jac[r * k..(r + 1) * k], &jac[s2 * k..(s2 + 1) * k]);
+                        for a in 0..k {
+                            let c = f * jr[a];
+                            if c == 0.0 {
+                                continue;
+                            }
+                            for (b, jb) in js.iter().enumerate() {
+                                h[a * k + b] += c * jb;
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(h.into_iter().map(|v| v / n as f64).collect())
+}
+
+/// Per-chunk scratch that merging ignores.
+struct Scratch(Vec<f64>);
+impl crate::parallel::Mergeable for Scratch {
+    fn merge(&mut self, _other: Self) {}
+}
+
+/// A Cholesky solve with $I_c(\theta)$ as L-BFGS preconditioner, or `None` when $I_c$ is
+/// not positive definite (then plain L-BFGS scaling is used).
+fn preconditioner<M: ConditionalFamily + ?Sized>(
+    problem: &Problem<'_, M>,
+    theta: &[f64],
+) -> Result<Option<faer::linalg::solvers::Llt<f64>>> {
+    let k = theta.len();
+    let h = complete_information(problem, theta)?;
+    let m = faer::Mat::from_fn(k, k, |a, b| h[a * k + b]);
+    Ok(m.llt(faer::Side::Lower).ok())
+}
+
+fn run_inner<F>(
+    inner: &Lbfgs,
+    llt: Option<&faer::linalg::solvers::Llt<f64>>,
+    f: F,
+    theta: &mut [f64],
+) -> Result<LbfgsReport>
+where
+    F: FnMut(&[f64], &mut [f64]) -> Result<f64>,
+{
+    use faer::linalg::solvers::Solve;
+    match llt {
+        Some(llt) => {
+            let k = theta.len();
+            let mut pc = |v: &mut [f64]| {
+                let sol = llt.solve(faer::Mat::from_fn(k, 1, |i, _| v[i]));
+                for (i, vi) in v.iter_mut().enumerate() {
+                    *vi = sol[(i, 0)];
+                }
+            };
+            inner.minimize_preconditioned(f, theta, Some(&mut pc))
+        }
+        None => inner.minimize(f, theta),
+    }
+}
+
 fn inner_stats(r: &LbfgsReport) -> InnerStats {
     InnerStats {
         iterations: r.iterations,
@@ -180,6 +288,7 @@ pub struct MirrorDescent {
     inner: Lbfgs,
     record_bregman: bool,
     strict_mean_domain: bool,
+    precondition: bool,
     last: MdStep,
 }
 
@@ -201,6 +310,7 @@ impl MirrorDescent {
             },
             record_bregman: true,
             strict_mean_domain: false,
+            precondition: true,
             last: MdStep::default(),
         })
     }
@@ -225,6 +335,13 @@ impl MirrorDescent {
     /// [`MdStep::rows_outside_mean_domain`]).
     pub fn strict_mean_domain(mut self, on: bool) -> Self {
         self.strict_mean_domain = on;
+        self
+    }
+    /// Whether to precondition the inner L-BFGS with the complete-data information
+    /// $I_c(\theta_t)$ ([`complete_information`], default: yes; it only changes how fast
+    /// the subproblem is solved, not its solution).
+    pub fn precondition(mut self, on: bool) -> Self {
+        self.precondition = on;
         self
     }
     /// Details of the last step.
@@ -263,10 +380,18 @@ impl MirrorDescent {
             });
         }
         let mut theta = theta_t.to_vec();
-        let report = self
-            .inner
-            .minimize(|th, g| problem.md_subproblem(th, &m, g), &mut theta)
-            .map_err(|e| match e {
+        let llt = if self.precondition {
+            preconditioner(problem, theta_t)?
+        } else {
+            None
+        };
+        let report = run_inner(
+            &self.inner,
+            llt.as_ref(),
+            |th, g| problem.md_subproblem(th, &m, g),
+            &mut theta,
+        )
+        .map_err(|e| match e {
                 MoeError::LeftDomain { iter, reason } => MoeError::LeftDomain {
                     iter,
                     reason: format!(
@@ -422,7 +547,11 @@ impl UnprojectedMirrorDescent {
             *t -= self.eta * g;
         }
         let mut theta = theta_t.to_vec();
-        let report = self.inner.minimize(
+        // For a linear realisation I_c(θ) is the Hessian of A_n: L-BFGS becomes Newton-like.
+        let llt = preconditioner(problem, theta_t)?;
+        let report = run_inner(
+            &self.inner,
+            llt.as_ref(),
             |th, g| {
                 let v = Self::stacked_potential(problem, th, g)?;
                 let mut lin = 0.0;

@@ -9,6 +9,7 @@
 //! projected and unprojected forms of MD agree, and ∇L matches finite differences of L.
 
 use em_as_md::expert::ExpertKind;
+use em_as_md::md::complete_information;
 use em_as_md::objective::{row_posterior, RowScratch};
 use em_as_md::{ConditionalFamily, EmModel};
 use em_as_md::{
@@ -111,13 +112,13 @@ proptest! {
         let (a, b) = if which == 0 {
             let (m, data, t0) = sym_lin(d, n, 1.0, 2.0, seed);
             let p = Problem::new(&m, &data).unwrap();
-            let a = MirrorDescent::with_eta(eta).unwrap().step(&p, &t0).unwrap().0;
+            let a = MirrorDescent::with_eta(eta).unwrap().precondition(false).step(&p, &t0).unwrap().0;
             let b = UnprojectedMirrorDescent::with_eta(eta).unwrap().step(&p, &t0).unwrap().0;
             (a, b)
         } else {
             let (m, data, t0) = sym_log(d, n, 2.0, seed);
             let p = Problem::new(&m, &data).unwrap();
-            let a = MirrorDescent::with_eta(eta).unwrap().step(&p, &t0).unwrap().0;
+            let a = MirrorDescent::with_eta(eta).unwrap().precondition(false).step(&p, &t0).unwrap().0;
             let b = UnprojectedMirrorDescent::with_eta(eta).unwrap().step(&p, &t0).unwrap().0;
             (a, b)
         };
@@ -174,6 +175,38 @@ proptest! {
         check(&m, &data, &t0);
         let (m, data, t0) = sym_log(d, 100, 1.5, seed);
         check(&m, &data, &t0);
+    }
+
+    #[test]
+    fn complete_information_is_the_hessian_of_a_n_for_linear_realisations(d in 1usize..4, seed in 0u64..1000,
+                                                                         which in 0usize..2) {
+        // I_c(θ) = (1/n) Σ J_iᵀ ∇²A J_i against central differences of ∇A_n.
+        fn check<M: ConditionalFamily>(m: &M, data: &Dataset, t0: &[f64]) {
+            let p = Problem::new(m, data).unwrap();
+            let k = t0.len();
+            let h = complete_information(&p, t0).unwrap();
+            let (mut gp, mut gm) = (vec![0.0; k], vec![0.0; k]);
+            let mut t = t0.to_vec();
+            for j in 0..k {
+                let e = 1e-5;
+                t[j] = t0[j] + e;
+                UnprojectedMirrorDescent::stacked_potential(&p, &t, &mut gp).unwrap();
+                t[j] = t0[j] - e;
+                UnprojectedMirrorDescent::stacked_potential(&p, &t, &mut gm).unwrap();
+                t[j] = t0[j];
+                for a in 0..k {
+                    let fd = (gp[a] - gm[a]) / (2.0 * e);
+                    assert!((fd - h[a * k + j]).abs() < 1e-7 * (1.0 + fd.abs()), "({a},{j}): {fd} vs {}", h[a * k + j]);
+                }
+            }
+        }
+        if which == 0 {
+            let (m, data, t0) = sym_lin(d, 100, 0.7, 1.5, seed);
+            check(&m, &data, &t0);
+        } else {
+            let (m, data, t0) = sym_log(d, 100, 1.5, seed);
+            check(&m, &data, &t0);
+        }
     }
 
     #[test]
