@@ -291,6 +291,10 @@ fn bench(cr: &mut Criterion) {
                         t_m * 1e3
                     );
                 }
+                if std::env::var_os("EM_BENCH_NOFLOOR").is_some() {
+                    println!("{label}: EM iteration {:.3} ms", t_em * 1e3);
+                    continue;
+                }
                 let t_floor = median_secs(
                     || {
                         black_box(floor(&c, &mut f));

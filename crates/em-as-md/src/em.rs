@@ -37,7 +37,7 @@
 use crate::conditional::ConditionalFamily;
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
-use crate::expert::add_weighted_gram;
+use crate::expert::{add_weighted_gram, GRAM_BLOCK};
 use crate::gate::{constant_gate_mstep, fit_softmax_gate, GateConfig};
 use crate::moe::{Gating, MixtureOfExperts};
 use crate::objective::Problem;
@@ -258,7 +258,7 @@ impl MixtureOfExperts {
                 (
                     MoeStats::empty(k, d, linear, CHUNK),
                     Bufs(
-                        vec![0.0; if linear { d * CHUNK } else { 0 }],
+                        vec![0.0; if linear { d * GRAM_BLOCK } else { 0 }],
                         vec![0.0; CHUNK],
                     ),
                 )
@@ -380,7 +380,7 @@ impl EmModel for MixtureOfExperts {
                 ll: 0.0,
                 s: EScratch {
                     lin: Mat::zeros(CHUNK, ncols),
-                    buf: vec![0.0; if linear { d * CHUNK } else { 0 }],
+                    buf: vec![0.0; if linear { d * GRAM_BLOCK } else { 0 }],
                     w: vec![0.0; CHUNK],
                     t: vec![0.0; p],
                     eta: vec![0.0; p],

@@ -237,28 +237,39 @@ pub(crate) fn cholesky_solve(
     }
 }
 
+/// Rows per sub-block of [`add_weighted_gram`]: its scaled copy ($d \times$ this) stays in
+/// cache, and the scratch buffer is small.
+pub(crate) const GRAM_BLOCK: usize = 256;
+
 /// Weighted Gram update $G \mathrel{+}= X_c \operatorname{diag}(w) X_c^\top$ for the rows
 /// `rows` of `data` ($X_c$ is $d\times m$, columns are rows $x_i$; `w` holds the $m$
-/// weights of those rows): the columns are scaled by $w_i$ into the preallocated `buf`
-/// ($\ge d m$ values) and one faer product is taken.
+/// weights of those rows): per sub-block of [`GRAM_BLOCK`] rows, the columns are scaled by
+/// $w_i$ into the preallocated `buf` ($\ge d\cdot$[`GRAM_BLOCK`] values) and one faer
+/// product is accumulated.
 pub(crate) fn add_weighted_gram(
     data: &Dataset,
     rows: std::ops::Range<usize>,
     w: &[f64],
     buf: &mut [f64],
-    gram: MatMut<'_, f64>,
+    mut gram: MatMut<'_, f64>,
 ) {
-    let (d, m) = (data.d(), rows.len());
-    let buf = &mut buf[..d * m];
-    for (li, i) in rows.clone().enumerate() {
-        let wi = w[li];
-        for (c, xa) in buf[li * d..(li + 1) * d].iter_mut().zip(data.x(i)) {
-            *c = wi * xa;
+    let d = data.d();
+    let mut start = rows.start;
+    while start < rows.end {
+        let end = (start + GRAM_BLOCK).min(rows.end);
+        let m = end - start;
+        let b = &mut buf[..d * m];
+        for (li, i) in (start..end).enumerate() {
+            let wi = w[i - rows.start];
+            for (c, xa) in b[li * d..(li + 1) * d].iter_mut().zip(data.x(i)) {
+                *c = wi * xa;
+            }
         }
+        let bm = MatRef::from_column_major_slice(b, d, m);
+        let xc = data.xt().subcols(start, m);
+        matmul(gram.as_mut(), Accum::Add, bm, xc.transpose(), 1.0, Par::Seq);
+        start = end;
     }
-    let b = MatRef::from_column_major_slice(buf, d, m);
-    let xc = data.xt().subcols(rows.start, m);
-    matmul(gram, Accum::Add, b, xc.transpose(), 1.0, Par::Seq);
 }
 
 /// Validates per-row weights for one expert: right length, finite, non-negative.
@@ -741,7 +752,7 @@ impl Expert for LinearGaussian {
                 rhs: vec![0.0; d],
                 syy: 0.0,
                 wsum: 0.0,
-                buf: vec![0.0; d * CHUNK],
+                buf: vec![0.0; d * GRAM_BLOCK],
             },
             |acc, rows| {
                 let w = &weights[rows.clone()];

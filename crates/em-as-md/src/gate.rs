@@ -23,7 +23,7 @@
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
 use crate::expert::{
-    add_weighted_gram, cholesky_solve, dot, INNER_MAX_ITER, INNER_TOL, NEWTON_PURE,
+    add_weighted_gram, cholesky_solve, dot, GRAM_BLOCK, INNER_MAX_ITER, INNER_TOL, NEWTON_PURE,
 };
 use crate::parallel::{fold_rows, Mergeable, CHUNK};
 use crate::solver::InnerStats;
@@ -120,7 +120,7 @@ fn gate_pass(
             resid: Mat::zeros(CHUNK, km),
             h: vec![0.0; CHUNK * k],
             buf: if hessian {
-                vec![0.0; d * CHUNK]
+                vec![0.0; d * GRAM_BLOCK]
             } else {
                 Vec::new()
             },
@@ -299,6 +299,7 @@ pub fn fit_softmax_gate(
     let mut q = q0 / n;
     let mut g: Vec<f64> = g0.iter().map(|v| v / n).collect();
     let mut h = Some(h0);
+    let mut prev_gnorm = f64::NAN;
     loop {
         let gnorm = dot(&g, &g).sqrt();
         stats.residual = gnorm;
@@ -335,9 +336,13 @@ pub fn fit_softmax_gate(
             for j in 0..dim {
                 trial[j] = w[j] + t * dir[j];
             }
+            // Skip the speculative Hessian when Newton's quadratic rate, estimated from
+            // the last two gradient norms, predicts convergence at the trial point.
+            let predicted = gnorm * gnorm * (gnorm / (prev_gnorm * prev_gnorm));
             let full = t == 1.0;
-            let (qt, gt, ht) = gate_pass(data, labels, k, &trial, full)?;
-            if full {
+            let want_h = full && !(predicted.is_finite() && predicted <= 0.1 * cfg.tol);
+            let (qt, gt, ht) = gate_pass(data, labels, k, &trial, want_h)?;
+            if want_h {
                 stats.hessians += 1;
             }
             let qt = qt / n;
@@ -345,7 +350,7 @@ pub fn fit_softmax_gate(
                 accepted = true;
                 q = qt;
                 g = gt.iter().map(|v| v / n).collect();
-                h = full.then_some(ht);
+                h = want_h.then_some(ht);
                 break;
             }
             t *= 0.5;
@@ -354,6 +359,7 @@ pub fn fit_softmax_gate(
         if !accepted {
             break;
         }
+        prev_gnorm = gnorm;
         w.copy_from_slice(&trial);
     }
     out.copy_from_slice(&w);
