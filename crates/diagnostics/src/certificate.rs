@@ -26,7 +26,9 @@
 
 use crate::error::{DiagnosticsError, Result};
 use crate::information::{information, louis_em_rate, missing_fraction};
-use crate::rates::{em_map_jacobian, iterations_to, observed_rate, predicted_rate, EmMapFn, ObservedRate};
+use crate::rates::{
+    em_map_jacobian, iterations_to, observed_rate, predicted_rate, EmMapFn, ObservedRate,
+};
 use crate::ratios::{evaluate_pairs, invalid, sample_ball, PairKind, RatioConfig};
 use crate::stderr::{standard_errors, StandardErrors};
 use em_as_md::{ConditionalFamily, Dataset, EmModel, Problem};
@@ -112,7 +114,10 @@ impl CertifyConfig {
     /// `InvalidConfig` naming the first offending field.
     pub fn validate(&self) -> Result<()> {
         self.ratios.validate()?;
-        if !(self.probe_fraction.is_finite() && self.probe_fraction > 0.0 && self.probe_fraction <= 1.0) {
+        if !(self.probe_fraction.is_finite()
+            && self.probe_fraction > 0.0
+            && self.probe_fraction <= 1.0)
+        {
             return Err(invalid("probe_fraction", "in (0, 1]"));
         }
         if !(self.smoothness_tol.is_finite() && self.smoothness_tol >= 0.0) {
@@ -237,14 +242,32 @@ pub struct Certificate {
 }
 
 impl Certificate {
-    /// The certificate as pretty JSON.
+    /// The certificate as pretty JSON (every figure in it is finite or absent, so it
+    /// reads back with `serde_json::from_str`).
     ///
     /// # Errors
-    /// `InvalidTrajectory` never; serialisation failures are reported as `Linalg`-free
-    /// `InvalidConfig { field: "json" }` (they cannot occur for finite figures).
+    /// `InvalidConfig { field: "json" }` if serialisation fails (not expected: the
+    /// certificate holds only plain data).
     pub fn to_json(&self) -> Result<String> {
         serde_json::to_string_pretty(self).map_err(|e| invalid("json", &e.to_string()))
     }
+}
+
+/// Greedy word wrap at `width` characters.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let cur = lines.last_mut().expect("non-empty");
+        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > width {
+            lines.push(word.to_string());
+        } else {
+            if !cur.is_empty() {
+                cur.push(' ');
+            }
+            cur.push_str(word);
+        }
+    }
+    lines
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -255,26 +278,80 @@ impl fmt::Display for Certificate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rule = "-".repeat(72);
         writeln!(f, "Convergence certificate: {}", self.verdict)?;
-        writeln!(f, "  {}", self.reason)?;
+        for line in wrap(&self.reason, 70) {
+            writeln!(f, "  {line}")?;
+        }
         writeln!(f, "{rule}")?;
-        writeln!(f, "{:<46}{:>12}", "relative smoothness  L̂ = max ratio", opt(self.l_hat))?;
-        writeln!(f, "{:<46}{:>12}", "relative strong convexity  α̂ = min ratio", opt(self.alpha_hat))?;
-        let it = self.predicted_iterations.map_or(String::new(), |t| {
-            format!("  ({t} it. to L − L* ≤ {:.0e})", self.target_suboptimality)
-        });
-        writeln!(f, "{:<46}{:>12}{it}", "certified rate  1 − α̂", opt(self.predicted_rate))?;
+        writeln!(
+            f,
+            "{:<46}{:>12}",
+            "relative smoothness  L̂ = max ratio",
+            opt(self.l_hat)
+        )?;
+        writeln!(
+            f,
+            "{:<46}{:>12}",
+            "relative strong convexity  α̂ = min ratio",
+            opt(self.alpha_hat)
+        )?;
+        writeln!(
+            f,
+            "{:<46}{:>12}",
+            "certified rate  1 − α̂",
+            opt(self.predicted_rate)
+        )?;
+        if let Some(t) = self.predicted_iterations {
+            let label = format!("  iterations to L − L* ≤ {:.0e}", self.target_suboptimality);
+            writeln!(f, "{label:<46}{t:>12}")?;
+        }
         match &self.observed {
             Some(o) => {
-                writeln!(f, "{:<46}{:>12}  ({} ratios)", "observed rate of L − L*  q", format!("{:.4}", o.rate), o.n_ratios)?;
-                writeln!(f, "{:<46}{:>12}", "observed contraction  √q", format!("{:.4}", o.contraction))?;
+                writeln!(
+                    f,
+                    "{:<46}{:>12}  ({} ratios)",
+                    "observed rate of L − L*  q",
+                    format!("{:.4}", o.rate),
+                    o.n_ratios
+                )?;
+                writeln!(
+                    f,
+                    "{:<46}{:>12}",
+                    "observed contraction  √q",
+                    format!("{:.4}", o.contraction)
+                )?;
             }
             None => writeln!(f, "{:<46}{:>12}", "observed rate of L − L*  q", "—")?,
         }
-        writeln!(f, "{:<46}{:>12}", "EM-map rate  ρ(DM) (SEM)", opt(self.sem_rate))?;
-        writeln!(f, "{:<46}{:>12}", "Louis rate  λmax((I_c + C)⁻¹ I_m)", opt(self.louis_em_rate))?;
-        writeln!(f, "{:<46}{:>12}", "missing information  λmax(I_c⁻¹ I_m) at θ_T", opt(self.missing_info_rate))?;
-        writeln!(f, "{:<46}{:>12}", "  max over the region", opt(self.missing_info_rate_region))?;
-        writeln!(f, "{:<46}{:>12}", "  α from missing information", opt(self.alpha_missing_info))?;
+        writeln!(
+            f,
+            "{:<46}{:>12}",
+            "EM-map rate  ρ(DM) (SEM)",
+            opt(self.sem_rate)
+        )?;
+        writeln!(
+            f,
+            "{:<46}{:>12}",
+            "Louis rate  λmax((I_c + C)⁻¹ I_m)",
+            opt(self.louis_em_rate)
+        )?;
+        writeln!(
+            f,
+            "{:<46}{:>12}",
+            "missing information  λmax(I_c⁻¹ I_m) at θ_T",
+            opt(self.missing_info_rate)
+        )?;
+        writeln!(
+            f,
+            "{:<46}{:>12}",
+            "  max over the region",
+            opt(self.missing_info_rate_region)
+        )?;
+        writeln!(
+            f,
+            "{:<46}{:>12}",
+            "  α from missing information",
+            opt(self.alpha_missing_info)
+        )?;
         if let Some(s) = self.snr {
             writeln!(f, "{:<46}{:>12.4}", "SNR  ‖β*‖/σ", s)?;
         }
@@ -282,7 +359,10 @@ impl fmt::Display for Certificate {
         writeln!(
             f,
             "pairs used {} | skipped: small {}, round-off {}, domain {}",
-            self.pairs_used, self.pairs_skipped_small, self.pairs_skipped_roundoff, self.pairs_skipped_domain
+            self.pairs_used,
+            self.pairs_skipped_small,
+            self.pairs_skipped_roundoff,
+            self.pairs_skipped_domain
         )?;
         writeln!(
             f,
@@ -296,11 +376,15 @@ impl fmt::Display for Certificate {
             "final L = {:.10}, ‖∇L‖ = {:.3e} ({})",
             self.final_objective,
             self.final_grad_norm,
-            if self.converged { "converged" } else { "not converged" }
+            if self.converged {
+                "converged"
+            } else {
+                "not converged"
+            }
         )?;
         if let Some(se) = &self.standard_errors {
-            let shown: Vec<String> = se.se.iter().take(8).map(|v| opt(*v)).collect();
-            let more = if se.se.len() > 8 { ", …" } else { "" };
+            let shown: Vec<String> = se.se.iter().take(6).map(|v| opt(*v)).collect();
+            let more = if se.se.len() > 6 { ", …" } else { "" };
             writeln!(f, "standard errors: [{}{more}]", shown.join(", "))?;
             for w in &se.warnings {
                 writeln!(f, "  warning: {w:?}")?;
@@ -396,7 +480,13 @@ pub fn certify_with_em_map<M: ConditionalFamily + ?Sized>(
 
     // Region and points.
     let r = cfg.ratios.radius;
-    let dist = |a: &[f64]| a.iter().zip(theta_t).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
+    let dist = |a: &[f64]| {
+        a.iter()
+            .zip(theta_t)
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum::<f64>()
+            .sqrt()
+    };
     let t_last = trajectory.len() - 1;
     let mut region_start = t_last;
     while region_start > 0 && dist(&trajectory[region_start - 1]) <= r {
@@ -416,7 +506,10 @@ pub fn certify_with_em_map<M: ConditionalFamily + ?Sized>(
         }
     }
     let in_region: Vec<usize> = (region_start..t_last).collect();
-    let stride = in_region.len().div_ceil(cfg.max_trajectory_points.max(1)).max(1);
+    let stride = in_region
+        .len()
+        .div_ceil(cfg.max_trajectory_points.max(1))
+        .max(1);
     for &t in in_region.iter().step_by(stride) {
         let pt = points.len();
         points.push(trajectory[t].clone());
@@ -464,7 +557,11 @@ pub fn certify_with_em_map<M: ConditionalFamily + ?Sized>(
             if nv > 0.0 && nv.is_finite() {
                 v.iter_mut().for_each(|x| *x /= nv);
                 for sign in [1.0, -1.0] {
-                    let q: Vec<f64> = points[b].iter().zip(&v).map(|(a, d)| a + sign * h * d).collect();
+                    let q: Vec<f64> = points[b]
+                        .iter()
+                        .zip(&v)
+                        .map(|(a, d)| a + sign * h * d)
+                        .collect();
                     points.push(q);
                     pairs.push((points.len() - 1, b, PairKind::Probe));
                 }
@@ -487,7 +584,11 @@ pub fn certify_with_em_map<M: ConditionalFamily + ?Sized>(
     let pred = alpha.and_then(predicted_rate);
     let l_star = observed.as_ref().map_or(final_objective, |o| o.l_star);
     let predicted_iterations = alpha.and_then(|a| {
-        iterations_to(a, objective_values[region_start] - l_star, cfg.target_suboptimality)
+        iterations_to(
+            a,
+            objective_values[region_start] - l_star,
+            cfg.target_suboptimality,
+        )
     });
     let se = if cfg.standard_errors {
         standard_errors(problem, theta_t, cfg.max_condition).ok()
@@ -499,10 +600,14 @@ pub fn certify_with_em_map<M: ConditionalFamily + ?Sized>(
     let n_ratios = observed.as_ref().map_or(0, |o| o.n_ratios);
     let increases = {
         let noise = crate::rates::noise_floor(objective_values, cfg.noise_rel);
-        objective_values.windows(2).filter(|w| w[1] - w[0] > noise).count()
+        objective_values
+            .windows(2)
+            .filter(|w| w[1] - w[0] > noise)
+            .count()
     };
-    let (verdict, reason) = if let Some(l) =
-        summary.l_hat.filter(|&l| l > 1.0 + cfg.smoothness_tol + summary.l_hat_roundoff)
+    let (verdict, reason) = if let Some(l) = summary
+        .l_hat
+        .filter(|&l| l > 1.0 + cfg.smoothness_tol + summary.l_hat_roundoff)
     {
         (
             Verdict::Violated,
@@ -516,7 +621,10 @@ pub fn certify_with_em_map<M: ConditionalFamily + ?Sized>(
     } else if !converged {
         (
             Verdict::Inconclusive,
-            format!("not converged: ‖∇L(θ_T)‖ = {final_grad_norm:.3e} > {:.1e}", cfg.grad_tol),
+            format!(
+                "not converged: ‖∇L(θ_T)‖ = {final_grad_norm:.3e} > {:.1e}",
+                cfg.grad_tol
+            ),
         )
     } else if summary.used < cfg.min_pairs {
         (

@@ -295,6 +295,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::needless_range_loop)]
     fn sem_of_a_linear_map_is_its_matrix() {
         // M(θ) = θ* + B(θ − θ*) has DM = B exactly; radius from the eigenvalues of B.
         let b = [[0.5, 0.2], [-0.1, 0.3]];

@@ -82,10 +82,12 @@ pub fn standard_errors<M: ConditionalFamily + ?Sized>(
     let info = information(problem, theta, true)?;
     let obs = info.observed();
     let p = obs.nrows();
-    let eig = obs.self_adjoint_eigen(Side::Lower).map_err(|e| DiagnosticsError::Linalg {
-        what: "observed information eigen-solver",
-        reason: format!("{e:?}"),
-    })?;
+    let eig = obs
+        .self_adjoint_eigen(Side::Lower)
+        .map_err(|e| DiagnosticsError::Linalg {
+            what: "observed information eigen-solver",
+            reason: format!("{e:?}"),
+        })?;
     let lam: Vec<f64> = (0..p).map(|i| eig.S().column_vector()[i]).collect();
     let u = eig.U();
     let lmax = lam.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -93,17 +95,24 @@ pub fn standard_errors<M: ConditionalFamily + ?Sized>(
     let mut warnings = Vec::new();
     let condition = (lmin > 0.0).then(|| lmax / lmin);
     if lmin <= 0.0 {
-        warnings.push(InformationWarning::NotPositiveDefinite { min_eigenvalue: lmin });
+        warnings.push(InformationWarning::NotPositiveDefinite {
+            min_eigenvalue: lmin,
+        });
     }
     if let Some(c) = condition {
         if c > max_condition {
             warnings.push(InformationWarning::NearSingular { condition: c });
         }
     }
-    let kept: Vec<bool> = lam.iter().map(|&l| lmax > 0.0 && l > DROP_TOL * lmax).collect();
+    let kept: Vec<bool> = lam
+        .iter()
+        .map(|&l| lmax > 0.0 && l > DROP_TOL * lmax)
+        .collect();
     let dropped = kept.iter().filter(|k| !**k).count();
     if dropped > 0 {
-        warnings.push(InformationWarning::NonIdentifiable { directions: dropped });
+        warnings.push(InformationWarning::NonIdentifiable {
+            directions: dropped,
+        });
     }
     let n = problem.data.n();
     let se = (0..p)
@@ -139,13 +148,22 @@ mod tests {
     fn well_conditioned_fit_has_no_warning_and_rejects_bad_bound() {
         let data = gmm_data(400, 0.4, -2.0, 2.0, 11);
         let p = Problem::new(&GmmNatural, &data).unwrap();
-        let (traj, _) = run_gmm_em(&GmmNatural, &data, false, &gmm_theta(false, 0.5, -1.0, 1.0), 200);
+        let (traj, _) = run_gmm_em(
+            &GmmNatural,
+            &data,
+            false,
+            &gmm_theta(false, 0.5, -1.0, 1.0),
+            200,
+        );
         let s = standard_errors(&p, traj.last().unwrap(), 1e8).unwrap();
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
         assert!(s.se.iter().all(|v| v.is_some_and(|x| x > 0.0 && x < 1.0)));
         assert!(matches!(
             standard_errors(&p, traj.last().unwrap(), 0.5),
-            Err(DiagnosticsError::InvalidConfig { field: "max_condition", .. })
+            Err(DiagnosticsError::InvalidConfig {
+                field: "max_condition",
+                ..
+            })
         ));
     }
 

@@ -247,14 +247,22 @@ pub fn gmm_m_step(stats: &[f64], curved: bool, next: &mut [f64]) -> Result<(), M
     let (s0, s0y, s1y, n) = (stats[0], stats[1], stats[2], stats[3]);
     let s1 = n - s0;
     if !(s0 > 0.0 && s1 > 0.0) {
-        return Err(MoeError::NonFinite { what: "GMM M-step", iter: 0 });
+        return Err(MoeError::NonFinite {
+            what: "GMM M-step",
+            iter: 0,
+        });
     }
     next.copy_from_slice(&gmm_theta(curved, s0 / n, s0y / s0, s1y / s1));
     Ok(())
 }
 
 /// The EM map in closed form: [`gmm_m_step`] ∘ [`gmm_e_step`].
-pub fn gmm_em_map(data: &Dataset, curved: bool, theta: &[f64], next: &mut [f64]) -> Result<(), MoeError> {
+pub fn gmm_em_map(
+    data: &Dataset,
+    curved: bool,
+    theta: &[f64],
+    next: &mut [f64],
+) -> Result<(), MoeError> {
     let (st, _) = gmm_e_step(data, curved, theta);
     gmm_m_step(&st, curved, next)
 }
@@ -274,7 +282,10 @@ macro_rules! gmm_em_model {
                 next: &mut [f64],
             ) -> em_as_md::Result<em_as_md::InnerStats> {
                 gmm_m_step(stats, $curved, next)?;
-                Ok(em_as_md::InnerStats { converged: true, ..Default::default() })
+                Ok(em_as_md::InnerStats {
+                    converged: true,
+                    ..Default::default()
+                })
             }
         }
     };

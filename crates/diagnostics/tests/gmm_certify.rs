@@ -21,7 +21,12 @@ fn fit(sep: f64, seed: u64, iters: usize) -> (em_as_md::Dataset, Vec<Vec<f64>>, 
     fit_n(sep, seed, iters, 2000)
 }
 
-fn fit_n(sep: f64, seed: u64, iters: usize, n: usize) -> (em_as_md::Dataset, Vec<Vec<f64>>, Vec<f64>) {
+fn fit_n(
+    sep: f64,
+    seed: u64,
+    iters: usize,
+    n: usize,
+) -> (em_as_md::Dataset, Vec<Vec<f64>>, Vec<f64>) {
     let data = gmm_data(n, 0.4, -sep / 2.0, sep / 2.0, seed);
     let th0 = gmm_theta(false, 0.5, -sep / 2.0 - 0.5, sep / 2.0 + 0.3);
     let (traj, vals) = run_gmm_em(&GmmNatural, &data, false, &th0, iters);
@@ -52,7 +57,10 @@ fn well_separated_certified_observed_and_sem_rates_agree_within_10_percent() {
         let certified = c.predicted_rate.unwrap();
         let observed = c.observed.as_ref().unwrap().contraction;
         let sem = c.sem_rate.unwrap();
-        assert!(rel(certified, sem) < 0.1, "certified {certified} vs SEM {sem}");
+        assert!(
+            rel(certified, sem) < 0.1,
+            "certified {certified} vs SEM {sem}"
+        );
         assert!(rel(observed, sem) < 0.1, "observed {observed} vs SEM {sem}");
         assert!(rel(observed, certified) < 0.1);
         // The certified rate bounds the observed objective rate q ≈ λ².
@@ -99,7 +107,11 @@ fn md_eta2(data: &em_as_md::Dataset, th0: &[f64], iters: usize) -> (Vec<Vec<f64>
         let (s, _) = gmm_e_step(data, false, &th);
         let n = s[3];
         TwoGauss.mean(&th, &mut mu).unwrap();
-        let target = [2.0 * s[0] / n - mu[0], 2.0 * s[1] / n - mu[1], 2.0 * s[2] / n - mu[2]];
+        let target = [
+            2.0 * s[0] / n - mu[0],
+            2.0 * s[1] / n - mu[1],
+            2.0 * s[2] / n - mu[2],
+        ];
         let mut next = [0.0; 3];
         TwoGauss.natural_from_mean(&target, &mut next).unwrap();
         vals.push(p.objective(&next).unwrap());
@@ -214,7 +226,11 @@ fn standard_errors_cover_over_resimulations() {
         assert!((0.89..=0.995).contains(&cov), "coverage of θ_{j}: {cov}");
         let m = est[j].iter().sum::<f64>() / reps as f64;
         let sd = (est[j].iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (reps - 1) as f64).sqrt();
-        assert!(rel(se_mean[j], sd) < 0.2, "θ_{j}: mean se {} vs spread {sd}", se_mean[j]);
+        assert!(
+            rel(se_mean[j], sd) < 0.2,
+            "θ_{j}: mean se {} vs spread {sd}",
+            se_mean[j]
+        );
     }
 }
 
@@ -238,17 +254,65 @@ fn invalid_configurations_and_trajectories_are_typed() {
     let (data, traj, vals) = fit(3.0, 5, 50);
     let p = Problem::new(&GmmNatural, &data).unwrap();
     let table: Vec<(CertifyConfig, &str)> = vec![
-        (CertifyConfig { probe_fraction: 0.0, ..Default::default() }, "probe_fraction"),
-        (CertifyConfig { alpha_min: 1.0, ..Default::default() }, "alpha_min"),
-        (CertifyConfig { rate_tol: f64::NAN, ..Default::default() }, "rate_tol"),
-        (CertifyConfig { grad_tol: -1.0, ..Default::default() }, "grad_tol"),
-        (CertifyConfig { min_pairs: 0, ..Default::default() }, "min_pairs"),
-        (CertifyConfig { snr: Some(f64::INFINITY), ..Default::default() }, "snr"),
-        (CertifyConfig { ratios: RatioConfig { radius: 0.0, ..Default::default() }, ..Default::default() }, "radius"),
+        (
+            CertifyConfig {
+                probe_fraction: 0.0,
+                ..Default::default()
+            },
+            "probe_fraction",
+        ),
+        (
+            CertifyConfig {
+                alpha_min: 1.0,
+                ..Default::default()
+            },
+            "alpha_min",
+        ),
+        (
+            CertifyConfig {
+                rate_tol: f64::NAN,
+                ..Default::default()
+            },
+            "rate_tol",
+        ),
+        (
+            CertifyConfig {
+                grad_tol: -1.0,
+                ..Default::default()
+            },
+            "grad_tol",
+        ),
+        (
+            CertifyConfig {
+                min_pairs: 0,
+                ..Default::default()
+            },
+            "min_pairs",
+        ),
+        (
+            CertifyConfig {
+                snr: Some(f64::INFINITY),
+                ..Default::default()
+            },
+            "snr",
+        ),
+        (
+            CertifyConfig {
+                ratios: RatioConfig {
+                    radius: 0.0,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            "radius",
+        ),
     ];
     for (c, name) in table {
         let err = certify(&p, &traj, &vals, &c).unwrap_err();
-        assert!(matches!(err, DiagnosticsError::InvalidConfig { field, .. } if field == name), "{name}: {err}");
+        assert!(
+            matches!(err, DiagnosticsError::InvalidConfig { field, .. } if field == name),
+            "{name}: {err}"
+        );
     }
     let ok = CertifyConfig::default();
     assert!(matches!(
@@ -268,6 +332,10 @@ fn invalid_configurations_and_trajectories_are_typed() {
     let short = vec![vec![0.0; 2]];
     assert!(matches!(
         certify_with_em_map(&p, &short, &[1.0], &ok, None),
-        Err(DiagnosticsError::DimensionMismatch { expected: 3, found: 2, .. })
+        Err(DiagnosticsError::DimensionMismatch {
+            expected: 3,
+            found: 2,
+            ..
+        })
     ));
 }

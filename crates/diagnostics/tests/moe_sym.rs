@@ -2,12 +2,12 @@
 //! realisation) and the paper's SymMoLinE / SymMoLogE (linear realisations).
 
 use diagnostics::certificate::{certify, CertifyConfig, Verdict};
-use proptest::prelude::*;
 use diagnostics::ratios::RatioConfig;
 use em_as_md::{
     Dataset, Em, EmModel, FitState, Gating, LinearGaussian, MixtureOfExperts, Problem, Solver,
     SymMoLinE, SymMoLogE, UnprojectedMirrorDescent,
 };
+use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
@@ -36,13 +36,17 @@ where
 }
 
 fn moe_instance(seed: u64, n: usize) -> (MixtureOfExperts, Dataset, Vec<f64>) {
-    let model = MixtureOfExperts::new(Arc::new(LinearGaussian::new()), 2, 2, Gating::Softmax).unwrap();
+    let model =
+        MixtureOfExperts::new(Arc::new(LinearGaussian::new()), 2, 2, Gating::Softmax).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let truth = model.random_params(&mut rng, 1.5);
     let mut x = Vec::with_capacity(2 * n);
     let mut y = Vec::with_capacity(n);
     for _ in 0..n {
-        let xi = [1.0, rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng)];
+        let xi = [
+            1.0,
+            rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng),
+        ];
         let (yi, _) = model.sample(&truth, &xi, &mut rng).unwrap();
         x.extend_from_slice(&xi);
         y.push(yi[0]);
@@ -51,16 +55,17 @@ fn moe_instance(seed: u64, n: usize) -> (MixtureOfExperts, Dataset, Vec<f64>) {
 }
 
 fn quick_cfg(radius: f64, seed: u64) -> CertifyConfig {
-    let mut c = CertifyConfig::default();
-    c.ratios = RatioConfig {
-        radius,
-        n_samples: 10,
-        seed,
-        max_ratio_error: 1e-10,
+    CertifyConfig {
+        ratios: RatioConfig {
+            radius,
+            n_samples: 10,
+            seed,
+            max_ratio_error: 1e-10,
+            ..Default::default()
+        },
+        standard_errors: false,
         ..Default::default()
-    };
-    c.standard_errors = false;
-    c
+    }
 }
 
 proptest! {
@@ -125,11 +130,17 @@ fn sym_models_bregman_alpha_matches_missing_information_alpha() {
     for (name, snr, c) in &rows {
         let a = c.alpha_hat.unwrap();
         let b = c.alpha_missing_info.unwrap();
-        assert!((a - b).abs() <= 0.01 + 0.05 * b.abs(), "{name} snr {snr}: α̂ {a} vs α_MI {b}\n{c}");
+        assert!(
+            (a - b).abs() <= 0.01 + 0.05 * b.abs(),
+            "{name} snr {snr}: α̂ {a} vs α_MI {b}\n{c}"
+        );
         assert!(c.snr.is_some());
         assert!(c.l_hat.unwrap() <= 1.0 + 1e-9 + c.l_hat_roundoff);
         assert!(c.pairs_used >= 30, "{c}");
-        println!("{name} snr {snr:.2}: α̂ = {a:.4}, 1 − max λ(M) = {b:.4}, SEM {:?}, verdict {}", c.sem_rate, c.verdict);
+        println!(
+            "{name} snr {snr:.2}: α̂ = {a:.4}, 1 − max λ(M) = {b:.4}, SEM {:?}, verdict {}",
+            c.sem_rate, c.verdict
+        );
     }
     // Higher SNR ⇒ less missing information ⇒ larger α, for both models.
     assert!(rows[0].2.alpha_hat.unwrap() > rows[1].2.alpha_hat.unwrap());
