@@ -7,7 +7,8 @@ use mdem_cli::commands::{dispatch, Cli};
 use std::path::{Path, PathBuf};
 
 fn run_cli(args: &[&str]) -> Result<(), mdem_cli::error::CliError> {
-    let cli = Cli::try_parse_from(std::iter::once("mdem").chain(args.iter().copied())).expect("arguments parse");
+    let cli = Cli::try_parse_from(std::iter::once("mdem").chain(args.iter().copied()))
+        .expect("arguments parse");
     dispatch(&cli)
 }
 
@@ -30,7 +31,12 @@ fn rows<'a>(report: &'a str, first: &str) -> Vec<Vec<&'a str>> {
     report
         .lines()
         .filter(|l| l.starts_with('|'))
-        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect::<Vec<_>>())
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+        })
         .filter(|c| c.first() == Some(&first))
         .collect()
 }
@@ -47,7 +53,15 @@ fn lead(cell: &str) -> f64 {
 fn quick_reproduction_writes_report_and_figures() {
     let out = tmp("quick");
     let data = data_dir();
-    run_cli(&["reproduce", "--quick", "--out", s(&out), "--data-dir", s(&data)]).unwrap();
+    run_cli(&[
+        "reproduce",
+        "--quick",
+        "--out",
+        s(&out),
+        "--data-dir",
+        s(&data),
+    ])
+    .unwrap();
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     for heading in [
         "## 1. Synthetic",
@@ -65,8 +79,18 @@ fn quick_reproduction_writes_report_and_figures() {
     for part in report.split("(figures/").skip(1) {
         let name = &part[..part.find(')').unwrap()];
         let p = out.join("figures").join(name);
-        assert!(std::fs::metadata(&p).map(|m| m.len() > 100).unwrap_or(false), "{}", p.display());
-        let other = if name.ends_with(".svg") { name.replace(".svg", ".png") } else { name.replace(".png", ".svg") };
+        assert!(
+            std::fs::metadata(&p)
+                .map(|m| m.len() > 100)
+                .unwrap_or(false),
+            "{}",
+            p.display()
+        );
+        let other = if name.ends_with(".svg") {
+            name.replace(".svg", ".png")
+        } else {
+            name.replace(".png", ".svg")
+        };
         assert!(out.join("figures").join(other).is_file());
         linked += 1;
     }
@@ -85,8 +109,16 @@ fn quick_reproduction_writes_report_and_figures() {
         .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
         .filter(|c: &Vec<&str>| c.len() == 9)
         .collect();
-    let em_gap: f64 = synth.iter().find(|r| r[1] == "EM").map(|r| r[4].parse().unwrap()).unwrap();
-    let gd_gap: f64 = synth.iter().find(|r| r[1].starts_with("GD")).map(|r| r[4].parse().unwrap()).unwrap();
+    let em_gap: f64 = synth
+        .iter()
+        .find(|r| r[1] == "EM")
+        .map(|r| r[4].parse().unwrap())
+        .unwrap();
+    let gd_gap: f64 = synth
+        .iter()
+        .find(|r| r[1].starts_with("GD"))
+        .map(|r| r[4].parse().unwrap())
+        .unwrap();
     assert!(em_gap < 1e-3 * gd_gap, "EM {em_gap} vs GD {gd_gap}");
     // Run-time table parses.
     let total = rows(&report, "total");
@@ -100,12 +132,33 @@ fn compare_prints_a_table_and_writes_both_figures() {
     let out = tmp("compare");
     let file = data_dir().join("diabetes.csv");
     run_cli(&[
-        "compare", s(&file), "--target", "y", "--experts", "2", "--expert", "linear", "--features",
-        "bmi,bp,s5", "--standardize", "--max-iter", "15", "--ref-iter", "400", "--etas", "0.5,1",
-        "--out", s(&out),
+        "compare",
+        s(&file),
+        "--target",
+        "y",
+        "--experts",
+        "2",
+        "--expert",
+        "linear",
+        "--features",
+        "bmi,bp,s5",
+        "--standardize",
+        "--max-iter",
+        "15",
+        "--ref-iter",
+        "400",
+        "--etas",
+        "0.5,1",
+        "--out",
+        s(&out),
     ])
     .unwrap();
-    for f in ["compare_iterations.svg", "compare_iterations.png", "compare_time.svg", "compare_time.png"] {
+    for f in [
+        "compare_iterations.svg",
+        "compare_iterations.png",
+        "compare_time.svg",
+        "compare_time.png",
+    ] {
         assert!(out.join(f).is_file(), "{f}");
     }
     std::fs::remove_dir_all(&out).unwrap();
@@ -115,7 +168,15 @@ fn compare_prints_a_table_and_writes_both_figures() {
 fn compare_rejects_a_bad_step_with_exit_code_2() {
     let file = data_dir().join("diabetes.csv");
     let e = run_cli(&[
-        "compare", s(&file), "--target", "y", "--experts", "2", "--expert", "linear", "--etas",
+        "compare",
+        s(&file),
+        "--target",
+        "y",
+        "--experts",
+        "2",
+        "--expert",
+        "linear",
+        "--etas",
         "0.5,-1",
     ])
     .unwrap_err();

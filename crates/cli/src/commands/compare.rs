@@ -97,7 +97,9 @@ pub struct CompareArgs {
 }
 
 fn bad(flag: &str, v: f64, what: &str) -> CliError {
-    CliError::BadInput(format!("invalid value '{v}' for '--{flag}': expected {what}"))
+    CliError::BadInput(format!(
+        "invalid value '{v}' for '--{flag}': expected {what}"
+    ))
 }
 
 /// One row of the comparison table, computed from a run and $L^\star$.
@@ -142,7 +144,11 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
         return Err(bad("etas", e, "finite steps > 0"));
     }
     if !(args.md_inner_tol.is_finite() && args.md_inner_tol > 0.0) {
-        return Err(bad("md-inner-tol", args.md_inner_tol, "a finite number > 0"));
+        return Err(bad(
+            "md-inner-tol",
+            args.md_inner_tol,
+            "a finite number > 0",
+        ));
     }
     if !(args.eps.is_finite() && args.eps > 0.0) {
         return Err(bad("eps", args.eps, "a finite number > 0"));
@@ -242,8 +248,10 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
         let s = summarise(r, l_star, args.eps);
         table.row([
             s.name.clone(),
-            s.reached.map_or_else(|| "not reached".into(), |(t, _)| t.to_string()),
-            s.reached.map_or_else(|| "not reached".into(), |(_, sec)| num(1e3 * sec, 3)),
+            s.reached
+                .map_or_else(|| "not reached".into(), |(t, _)| t.to_string()),
+            s.reached
+                .map_or_else(|| "not reached".into(), |(_, sec)| num(1e3 * sec, 3)),
             s.iterations.to_string(),
             num(1e3 * s.seconds, 3),
             num(s.final_objective, 10),
@@ -257,15 +265,21 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
         format!(
             "{}: {k} {} experts, n = {n}, d = {d} — L_t − L* against {x}",
             loaded.file,
-            args.expert.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
+            args.expert
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_string())
         )
     };
     let gap = |r: &Run, t: usize| (r.objectives[t] - l_star).max(GAP_FLOOR);
     let mut by_iter = Chart::new(title("iterations"), "iteration t", "L(θ_t) − L*").log_y(true);
     let mut by_time = Chart::new(title("time"), "seconds", "L(θ_t) − L*").log_y(true);
     for r in &runs {
-        let pi = (0..r.objectives.len()).map(|t| (t as f64, gap(r, t))).collect();
-        let pt = (0..r.objectives.len()).map(|t| (r.times[t], gap(r, t))).collect();
+        let pi = (0..r.objectives.len())
+            .map(|t| (t as f64, gap(r, t)))
+            .collect();
+        let pt = (0..r.objectives.len())
+            .map(|t| (r.times[t], gap(r, t)))
+            .collect();
         by_iter = by_iter.series(Series::new(r.name.clone(), pi));
         by_time = by_time.series(Series::new(r.name.clone(), pt));
     }
@@ -315,7 +329,9 @@ mod tests {
         assert_eq!(s.reached, Some((2, 0.2)));
         assert_eq!(s.iterations, 3);
         assert_eq!(s.final_objective, 1.0);
-        assert!(s.status.contains("stopped after 3 iterations: left the domain"));
+        assert!(s
+            .status
+            .contains("stopped after 3 iterations: left the domain"));
         assert_eq!(summarise(&r, 0.0, 1e-6).reached, None);
     }
 }

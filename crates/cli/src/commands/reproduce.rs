@@ -22,7 +22,9 @@ use crate::plot::{Chart, Series};
 use crate::report::num;
 use clap::Args;
 use em_as_md::{SymMoLinE, SymMoLogE};
-use experiments::common::{band, band_series, create_dir, fmt_or_dash, mean_sd, quantile, save_both};
+use experiments::common::{
+    band, band_series, create_dir, fmt_or_dash, mean_sd, quantile, save_both,
+};
 use experiments::digits::{run_digits, Digits, DigitsConfig, DigitsResult};
 use experiments::synthetic::{run_model, SnrResult, SynthConfig, GAP_FLOOR, GD_STEPS};
 use experiments::tabular::{run_tabular, TabResult, Tabular};
@@ -118,9 +120,7 @@ fn data_dir(arg: Option<&Path>) -> PathBuf {
 /// Reads the digits CSV: 64 pixel columns then the label `y`.
 fn load_digits(path: &Path) -> Result<Digits, CliError> {
     let shown = path.display().to_string();
-    let bad = |line: usize, why: String| {
-        CliError::BadInput(format!("{shown}: line {line}: {why}"))
-    };
+    let bad = |line: usize, why: String| CliError::BadInput(format!("{shown}: line {line}: {why}"));
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_path(path)
@@ -130,15 +130,23 @@ fn load_digits(path: &Path) -> Result<Digits, CliError> {
         let line = r + 2;
         let rec = rec.map_err(|e| bad(line, e.to_string()))?;
         if rec.len() != 65 {
-            return Err(bad(line, format!("expected 65 columns (64 pixels and y), found {}", rec.len())));
+            return Err(bad(
+                line,
+                format!("expected 65 columns (64 pixels and y), found {}", rec.len()),
+            ));
         }
         for (j, cell) in rec.iter().enumerate() {
-            let v: f64 = cell
-                .trim()
-                .parse()
-                .map_err(|_| bad(line, format!("column {}: expected a number, found {cell:?}", j + 1)))?;
+            let v: f64 = cell.trim().parse().map_err(|_| {
+                bad(
+                    line,
+                    format!("column {}: expected a number, found {cell:?}", j + 1),
+                )
+            })?;
             if !v.is_finite() {
-                return Err(bad(line, format!("column {}: expected a finite number", j + 1)));
+                return Err(bad(
+                    line,
+                    format!("column {}: expected a finite number", j + 1),
+                ));
             }
             if j < 64 {
                 pixels.push(v);
@@ -152,6 +160,21 @@ fn load_digits(path: &Path) -> Result<Digits, CliError> {
     }
     Ok(Digits { pixels, labels })
 }
+
+/// A figure of the synthetic section: file tag, axis label, log axis, which curves.
+type SynthMetric = (
+    &'static str,
+    &'static str,
+    bool,
+    fn(&experiments::synthetic::SolverSynth) -> &Vec<Vec<f64>>,
+);
+/// A figure of the digits section: file tag, axis label, log axis, which curves.
+type DigitsMetric = (
+    &'static str,
+    &'static str,
+    bool,
+    fn(&experiments::digits::SolverCurves) -> &Vec<Vec<f64>>,
+);
 
 fn chart(title: String, x: &str, y: &str, log_y: bool) -> Chart {
     Chart::new(title, x, y).log_y(log_y).size(760, 460)
@@ -212,7 +235,9 @@ fn synth_section(
             };
             let t5 = to(1e-5);
             let t6 = to(1e-6);
-            let last = |c: &Vec<Vec<f64>>| -> Vec<f64> { c.iter().filter_map(|v| v.last().copied()).collect() };
+            let last = |c: &Vec<Vec<f64>>| -> Vec<f64> {
+                c.iter().filter_map(|v| v.last().copied()).collect()
+            };
             let _ = writeln!(
                 text,
                 "| {} | {} | {} [{}, {}] | {} | {} | {} | {} | {} | {} |",
@@ -246,15 +271,21 @@ fn synth_section(
     );
     for r in results {
         let snr_tag = format!("{}", r.snr).replace('.', "_");
-        let metrics: [(&str, &str, bool, fn(&experiments::synthetic::SolverSynth) -> &Vec<Vec<f64>>); 3] = [
+        let metrics: [SynthMetric; 3] = [
             ("gap", "L(θ_t) − L*", true, |s| &s.gaps),
-            ("beta", "‖β_t − β*‖/‖β*‖", true, |s| &s.beta_err),
-            ("gate", "‖w_t − w*‖/‖w*‖", true, |s| &s.w_err),
+            ("beta", "‖β_t − β*‖/‖β*‖", false, |s| {
+                &s.beta_err
+            }),
+            ("gate", "‖w_t − w*‖/‖w*‖", false, |s| &s.w_err),
         ];
         let mut links = Vec::new();
         for (m, ylab, log, get) in metrics {
             let mut c = chart(
-                format!("{model}, {snr_label} = {}: mean and 10–90 % band over {} instances", num(r.snr, 3), cfg.instances),
+                format!(
+                    "{model}, {snr_label} = {}: mean and 10–90 % band over {} instances",
+                    num(r.snr, 3),
+                    cfg.instances
+                ),
                 "iteration t",
                 ylab,
                 log,
@@ -299,7 +330,12 @@ fn synth_section(
         verdicts.dedup_by(|a, b| a == b);
         let counts: Vec<String> = verdicts
             .iter()
-            .map(|v| format!("{} × {v}", r.certs.iter().filter(|c| &c.verdict == v).count()))
+            .map(|v| {
+                format!(
+                    "{} × {v}",
+                    r.certs.iter().filter(|c| &c.verdict == v).count()
+                )
+            })
             .collect();
         let _ = writeln!(
             text,
@@ -316,15 +352,23 @@ fn synth_section(
         mi_pts.push((r.snr, mi));
         sem_pts.push((r.snr, sem));
     }
-    let c = chart(format!("{model}: EM rate of L − L* across SNR"), snr_label, "rate per iteration", false)
-        .series(Series::new("certified 1 − α̂", pred_pts))
-        .series(Series::new("observed", obs_pts))
-        .series(Series::new("λmax(I_c⁻¹ I_m)", mi_pts))
-        .series(Series::new("SEM radius²", sem_pts));
+    let c = chart(
+        format!("{model}: EM rate of L − L* across SNR"),
+        snr_label,
+        "rate per iteration",
+        false,
+    )
+    .series(Series::new("certified 1 − α̂", pred_pts))
+    .series(Series::new("observed", obs_pts))
+    .series(Series::new("λmax(I_c⁻¹ I_m)", mi_pts))
+    .series(Series::new("SEM radius²", sem_pts));
     let stem = format!("{tag}_rates");
     match save_both(&c, figs, &stem) {
         Ok(()) => {
-            let _ = writeln!(text, "\n![{model} rates across SNR](figures/{stem}.png) ([SVG](figures/{stem}.svg))\n");
+            let _ = writeln!(
+                text,
+                "\n![{model} rates across SNR](figures/{stem}.png) ([SVG](figures/{stem}.svg))\n"
+            );
         }
         Err(e) => {
             let _ = writeln!(text, "\n(rate figure not drawn: {e})\n");
@@ -333,14 +377,25 @@ fn synth_section(
     Ok(())
 }
 
-fn digits_section(text: &mut String, figs: &Path, r: &DigitsResult, cfg: &DigitsConfig) -> Result<(), CliError> {
-    let paper = [("EM", "78.5 %", "0.827"), ("gradient EM", "66.0 %", "1.29"), ("GD", "62.4 %", "1.30")];
+fn digits_section(
+    text: &mut String,
+    figs: &Path,
+    r: &DigitsResult,
+    cfg: &DigitsConfig,
+) -> Result<(), CliError> {
+    let paper = [
+        ("EM", "78.5 %", "0.827"),
+        ("gradient EM", "66.0 %", "1.29"),
+        ("GD", "62.4 %", "1.30"),
+    ];
     let _ = writeln!(
         text,
         "| solver | test accuracy (ours, mean ± sd) | test cross-entropy (ours) | train L (ours) | paper's accuracy (Fashion-MNIST) | paper's cross-entropy | s/instance | failed |\n|---|---|---|---|---|---|---|---|"
     );
     for s in &r.solvers {
-        let last = |c: &Vec<Vec<f64>>| -> Vec<f64> { c.iter().filter_map(|v| v.last().copied()).collect() };
+        let last = |c: &Vec<Vec<f64>>| -> Vec<f64> {
+            c.iter().filter_map(|v| v.last().copied()).collect()
+        };
         let (pa, pc) = paper
             .iter()
             .find(|p| s.name.starts_with(p.0))
@@ -365,14 +420,21 @@ fn digits_section(text: &mut String, figs: &Path, r: &DigitsResult, cfg: &Digits
         fmt_or_dash(mean_sd(&em.inner_per_step).0, 3),
         fmt_or_dash(mean_sd(&em.inner_converged).0, 3),
     );
-    let metrics: [(&str, &str, bool, fn(&experiments::digits::SolverCurves) -> &Vec<Vec<f64>>); 3] = [
+    let metrics: [DigitsMetric; 3] = [
         ("accuracy", "test accuracy", false, |s| &s.accuracy),
-        ("cross_entropy", "test cross-entropy", true, |s| &s.cross_entropy),
-        ("objective", "training objective L(θ_t)", true, |s| &s.objective),
+        ("cross_entropy", "test cross-entropy", true, |s| {
+            &s.cross_entropy
+        }),
+        ("objective", "training objective L(θ_t)", true, |s| {
+            &s.objective
+        }),
     ];
     for (m, ylab, log, get) in metrics {
         let mut c = chart(
-            format!("Random Invert Digits: {ylab}, mean and 10–90 % band over {} instances", cfg.instances),
+            format!(
+                "Random Invert Digits: {ylab}, mean and 10–90 % band over {} instances",
+                cfg.instances
+            ),
             "iteration t",
             ylab,
             log,
@@ -382,12 +444,20 @@ fn digits_section(text: &mut String, figs: &Path, r: &DigitsResult, cfg: &Digits
         }
         let stem = format!("digits_{m}");
         save_both(&c, figs, &stem)?;
-        let _ = writeln!(text, "![Random Invert Digits {ylab}](figures/{stem}.png) ([SVG](figures/{stem}.svg))\n");
+        let _ = writeln!(
+            text,
+            "![Random Invert Digits {ylab}](figures/{stem}.png) ([SVG](figures/{stem}.svg))\n"
+        );
     }
     Ok(())
 }
 
-fn tabular_section(text: &mut String, figs: &Path, r: &TabResult, iters: u64) -> Result<(), CliError> {
+fn tabular_section(
+    text: &mut String,
+    figs: &Path,
+    r: &TabResult,
+    iters: u64,
+) -> Result<(), CliError> {
     let binary = r.which == Tabular::BreastCancer;
     let _ = writeln!(
         text,
@@ -407,10 +477,17 @@ fn tabular_section(text: &mut String, figs: &Path, r: &TabResult, iters: u64) ->
     if binary {
         let _ = writeln!(text, "| solver | test log-lik. per row | test accuracy | final train L | failed |\n|---|---|---|---|---|");
     } else {
-        let _ = writeln!(text, "| solver | test log-lik. per row | final train L | failed |\n|---|---|---|---|");
+        let _ = writeln!(
+            text,
+            "| solver | test log-lik. per row | final train L | failed |\n|---|---|---|---|"
+        );
     }
     for s in &r.solvers {
-        let fin: Vec<f64> = s.objective.iter().filter_map(|v| v.last().copied()).collect();
+        let fin: Vec<f64> = s
+            .objective
+            .iter()
+            .filter_map(|v| v.last().copied())
+            .collect();
         if binary {
             let _ = writeln!(
                 text,
@@ -422,7 +499,14 @@ fn tabular_section(text: &mut String, figs: &Path, r: &TabResult, iters: u64) ->
                 s.failures.len()
             );
         } else {
-            let _ = writeln!(text, "| {} | {} | {} | {} |", s.name, pm(&s.test_ll, 4), pm(&fin, 4), s.failures.len());
+            let _ = writeln!(
+                text,
+                "| {} | {} | {} | {} |",
+                s.name,
+                pm(&s.test_ll, 4),
+                pm(&fin, 4),
+                s.failures.len()
+            );
         }
     }
     if r.y_sd != 1.0 {
@@ -436,12 +520,19 @@ fn tabular_section(text: &mut String, figs: &Path, r: &TabResult, iters: u64) ->
     }
     for s in &r.solvers {
         if let Some((i, f)) = s.failures.first() {
-            let _ = writeln!(text, "\n{} stopped early on start {i}: {f} (its last iterate is evaluated).", s.name);
+            let _ = writeln!(
+                text,
+                "\n{} stopped early on start {i}: {f} (its last iterate is evaluated).",
+                s.name
+            );
         }
     }
     let tag = if binary { "breast_cancer" } else { "diabetes" };
     let mut c = chart(
-        format!("{}: training objective, mean and 10–90 % band", r.which.name()),
+        format!(
+            "{}: training objective, mean and 10–90 % band",
+            r.which.name()
+        ),
         "iteration t",
         "L(θ_t)",
         false,
@@ -486,8 +577,20 @@ pub fn run(args: &ReproduceArgs) -> Result<(), CliError> {
     let dig = run_digits(&px, &plan.digits).map_err(ctx("Random Invert Digits"))?;
     log("diabetes, breast cancer");
     let t0 = clock.elapsed().as_secs_f64();
-    let diab = run_tabular(Tabular::Diabetes, &dir, plan.tab_starts, plan.tab_iters, args.seed)?;
-    let bc = run_tabular(Tabular::BreastCancer, &dir, plan.tab_starts, plan.tab_iters, args.seed)?;
+    let diab = run_tabular(
+        Tabular::Diabetes,
+        &dir,
+        plan.tab_starts,
+        plan.tab_iters,
+        args.seed,
+    )?;
+    let bc = run_tabular(
+        Tabular::BreastCancer,
+        &dir,
+        plan.tab_starts,
+        plan.tab_iters,
+        args.seed,
+    )?;
     let t_tab = clock.elapsed().as_secs_f64() - t0;
     log("writing the report");
 

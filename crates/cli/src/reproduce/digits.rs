@@ -13,10 +13,10 @@
 //! $L(\theta_t)$, test accuracy and test cross-entropy.
 
 use super::common::{run_recorded, Run, RunSettings};
-use super::synthetic::{tune_gd_step, GD_STEPS};
 use super::multinomial::{
     accuracy_and_cross_entropy, evaluate, labels, InexactMultinomialEm, Shape,
 };
+use super::synthetic::{tune_gd_step, GD_STEPS};
 use em_as_md::expert::Multinomial;
 use em_as_md::moe::{Gating, MixtureOfExperts};
 use em_as_md::{Dataset, GradientDescent, GradientEm, MoeError, Problem, Step};
@@ -154,7 +154,8 @@ pub fn run_digits(px: &Digits, cfg: &DigitsConfig) -> Result<DigitsResult, MoeEr
     };
     let gd_step = {
         let (train, _, theta0, _) = make(0)?;
-        tune_gd_step(Problem::new(&model, &train)?, &theta0, cfg.iters, &GD_STEPS).unwrap_or(GD_STEPS[0])
+        tune_gd_step(Problem::new(&model, &train)?, &theta0, cfg.iters, &GD_STEPS)
+            .unwrap_or(GD_STEPS[0])
     };
     type InstanceRuns = (Vec<(Run, Vec<f64>, Vec<f64>, f64)>, usize);
     let per_instance: Vec<Result<InstanceRuns, MoeError>> = (0..cfg.instances)

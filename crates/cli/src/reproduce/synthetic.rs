@@ -216,7 +216,12 @@ pub fn tune_gd_step<M: em_as_md::ConditionalFamily + ?Sized>(
         .map(|(a, _)| a)
 }
 
-fn setup<M: SymModel>(model: &M, cfg: &SynthConfig, snr: f64, s: usize) -> Result<(Vec<f64>, Dataset, Vec<f64>), MoeError> {
+fn setup<M: SymModel>(
+    model: &M,
+    cfg: &SynthConfig,
+    snr: f64,
+    s: usize,
+) -> Result<(Vec<f64>, Dataset, Vec<f64>), MoeError> {
     let base = cfg
         .seed
         .wrapping_add(1_000_003 * (snr * 1000.0) as u64)
@@ -228,7 +233,13 @@ fn setup<M: SymModel>(model: &M, cfg: &SynthConfig, snr: f64, s: usize) -> Resul
     Ok((truth, data, theta0))
 }
 
-fn instance<M: SymModel>(model: &M, cfg: &SynthConfig, snr: f64, s: usize, gd_step: f64) -> Result<Instance, MoeError> {
+fn instance<M: SymModel>(
+    model: &M,
+    cfg: &SynthConfig,
+    snr: f64,
+    s: usize,
+    gd_step: f64,
+) -> Result<Instance, MoeError> {
     let (truth, data, theta0) = setup(model, cfg, snr, s)?;
     let problem = Problem::new(model, &data)?;
     let settings = RunSettings::fixed(cfg.iters).keep();
@@ -240,7 +251,14 @@ fn instance<M: SymModel>(model: &M, cfg: &SynthConfig, snr: f64, s: usize, gd_st
     let runs = vec![
         timed(&|| run_recorded(problem, Em::new(), &theta0, settings))?,
         timed(&|| run_recorded(problem, GradientEm::new(Step::armijo())?, &theta0, settings))?,
-        timed(&|| run_recorded(problem, GradientDescent::new(Step::Constant(gd_step))?, &theta0, settings))?,
+        timed(&|| {
+            run_recorded(
+                problem,
+                GradientDescent::new(Step::Constant(gd_step))?,
+                &theta0,
+                settings,
+            )
+        })?,
     ];
     let reference = run_recorded(
         problem,
@@ -306,8 +324,13 @@ pub fn run_model<M: SymModel>(cfg: &SynthConfig, snrs: &[f64]) -> Result<Vec<Snr
     snrs.iter()
         .map(|&snr| {
             let (_, data0, theta00) = setup(&model, cfg, snr, 0)?;
-            let gd_step = tune_gd_step(Problem::new(&model, &data0)?, &theta00, cfg.iters, &GD_STEPS)
-                .unwrap_or(GD_STEPS[0]);
+            let gd_step = tune_gd_step(
+                Problem::new(&model, &data0)?,
+                &theta00,
+                cfg.iters,
+                &GD_STEPS,
+            )
+            .unwrap_or(GD_STEPS[0]);
             let insts: Vec<Result<Instance, MoeError>> = (0..cfg.instances)
                 .into_par_iter()
                 .map(|s| instance(&model, cfg, snr, s, gd_step))

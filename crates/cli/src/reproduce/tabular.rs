@@ -22,8 +22,7 @@ use em_as_md::fit::{initial_theta, restart_rng};
 use em_as_md::init::InitMethod;
 use em_as_md::moe::{Gating, MixtureOfExperts};
 use em_as_md::{
-    Dataset, Em, GradientDescent, GradientEm, LinearGaussian, Logistic,
-    MoeError, Problem, Step,
+    Dataset, Em, GradientDescent, GradientEm, LinearGaussian, Logistic, MoeError, Problem, Step,
 };
 use mirror::special::sigmoid;
 use rayon::prelude::*;
@@ -94,7 +93,9 @@ pub struct TabResult {
 
 /// The same rows with the target replaced by $(y - m)/s$.
 fn standardise_target(data: &Dataset, m: f64, s: f64) -> Result<Dataset, MoeError> {
-    let x: Vec<f64> = (0..data.n()).flat_map(|i| data.x(i).iter().copied()).collect();
+    let x: Vec<f64> = (0..data.n())
+        .flat_map(|i| data.x(i).iter().copied())
+        .collect();
     let y: Vec<f64> = data.y_all().iter().map(|v| (v - m) / s).collect();
     Dataset::from_rows(&x, data.d(), &y, 1)
 }
@@ -125,7 +126,13 @@ fn logistic_accuracy(model: &MixtureOfExperts, theta: &[f64], test: &Dataset) ->
 /// # Errors
 /// [`CliError::Data`] when the file cannot be read, [`CliError::Compute`] when a model
 /// cannot be built or a run fails at its start.
-pub fn run_tabular(which: Tabular, dir: &Path, starts: usize, iters: u64, seed: u64) -> Result<TabResult, CliError> {
+pub fn run_tabular(
+    which: Tabular,
+    dir: &Path,
+    starts: usize,
+    iters: u64,
+    seed: u64,
+) -> Result<TabResult, CliError> {
     let ctx = |e: MoeError| CliError::compute(which.name(), e);
     let features: Option<Vec<String>> = match which {
         Tabular::Diabetes => None,
@@ -147,7 +154,12 @@ pub fn run_tabular(which: Tabular, dir: &Path, starts: usize, iters: u64, seed: 
             .collect(),
         ),
     };
-    let loaded = load_csv_with(dir.join(which.file()), "y", features.as_deref(), LoadOptions::default())?;
+    let loaded = load_csv_with(
+        dir.join(which.file()),
+        "y",
+        features.as_deref(),
+        LoadOptions::default(),
+    )?;
     let all = loaded.dataset;
     let (train_rows, test_rows) = super::digits::split(all.n(), 0.75, seed ^ 0x7ab1e);
     let (train0, test0) = (all.select(&train_rows), all.select(&test_rows));
@@ -164,8 +176,12 @@ pub fn run_tabular(which: Tabular, dir: &Path, starts: usize, iters: u64, seed: 
     }
     let d = train.d();
     let model = match which {
-        Tabular::Diabetes => MixtureOfExperts::new(Arc::new(LinearGaussian::new()), 2, d, Gating::Softmax),
-        Tabular::BreastCancer => MixtureOfExperts::new(Arc::new(Logistic::new()), 2, d, Gating::Softmax),
+        Tabular::Diabetes => {
+            MixtureOfExperts::new(Arc::new(LinearGaussian::new()), 2, d, Gating::Softmax)
+        }
+        Tabular::BreastCancer => {
+            MixtureOfExperts::new(Arc::new(Logistic::new()), 2, d, Gating::Softmax)
+        }
     }
     .map_err(ctx)?;
     let problem = Problem::new(&model, &train).map_err(ctx)?;
@@ -173,7 +189,10 @@ pub fn run_tabular(which: Tabular, dir: &Path, starts: usize, iters: u64, seed: 
     let start = |s: usize| -> (Vec<f64>, bool) {
         match initial_theta(&model, &train, &InitMethod::KMeansPlusPlus, seed, s) {
             Ok(t) if problem.objective(&t).is_ok_and(f64::is_finite) => (t, false),
-            _ => (model.random_params(&mut restart_rng(seed ^ 0xfa11, s), 0.1), true),
+            _ => (
+                model.random_params(&mut restart_rng(seed ^ 0xfa11, s), 0.1),
+                true,
+            ),
         }
     };
     let gd_step = tune_gd_step(problem, &start(0).0, iters, &GD_STEPS).unwrap_or(GD_STEPS[0]);
@@ -185,8 +204,18 @@ pub fn run_tabular(which: Tabular, dir: &Path, starts: usize, iters: u64, seed: 
             let st = RunSettings::fixed(iters);
             let runs = vec![
                 run_recorded(problem, Em::new(), &theta0, st.keep())?,
-                run_recorded(problem, GradientEm::new(Step::armijo())?, &theta0, st.keep())?,
-                run_recorded(problem, GradientDescent::new(Step::Constant(gd_step))?, &theta0, st.keep())?,
+                run_recorded(
+                    problem,
+                    GradientEm::new(Step::armijo())?,
+                    &theta0,
+                    st.keep(),
+                )?,
+                run_recorded(
+                    problem,
+                    GradientDescent::new(Step::Constant(gd_step))?,
+                    &theta0,
+                    st.keep(),
+                )?,
             ];
             Ok((runs, random))
         })
