@@ -204,7 +204,7 @@ fn main() -> anyhow::Result<()> {
         "SymMoLinE: n = {n}, d = {d}, σ = {sigma}, SNR = ‖β*‖/σ = {:.2}, ‖w*‖ = 2",
         model.snr(&star)
     );
-    compare("SymMoLinE", &model, &data, &theta0, 500, 3000);
+    compare("SymMoLinE", &model, &data, &theta0, 500, 1000);
 
     // A small gated linear MoE: K = 2, intercept + 2 features.
     let moe = MixtureOfExperts::new(Arc::new(LinearGaussian::new()), 2, 3, Gating::Softmax)?;

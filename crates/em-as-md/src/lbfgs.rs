@@ -31,6 +31,9 @@
 
 use crate::error::{MoeError, Result};
 
+/// Applies $v \leftarrow P^{-1}v$ for a fixed SPD preconditioner $P$.
+pub type Preconditioner<'a> = &'a mut dyn FnMut(&mut [f64]);
+
 /// Settings of the L-BFGS minimiser.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lbfgs {
@@ -162,7 +165,7 @@ impl Lbfgs {
         &self,
         mut f: F,
         x: &mut [f64],
-        mut precond: Option<&mut dyn FnMut(&mut [f64])>,
+        mut precond: Option<Preconditioner<'_>>,
     ) -> Result<LbfgsReport>
     where
         F: FnMut(&[f64], &mut [f64]) -> Result<f64>,
