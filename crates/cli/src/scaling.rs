@@ -96,9 +96,9 @@ impl Scaling {
     fn coef_to_original(&self, b: &mut [f64]) {
         let start = usize::from(self.intercept);
         let mut shift = 0.0;
-        for j in start..b.len() {
-            b[j] /= self.sd[j];
-            shift += b[j] * self.mean[j];
+        for ((bj, s), m) in b.iter_mut().zip(&self.sd).zip(&self.mean).skip(start) {
+            *bj /= s;
+            shift += *bj * m;
         }
         if self.intercept {
             b[0] -= shift;
@@ -109,9 +109,9 @@ impl Scaling {
     fn coef_to_standardized(&self, b: &mut [f64]) {
         let start = usize::from(self.intercept);
         let mut shift = 0.0;
-        for j in start..b.len() {
-            shift += b[j] * self.mean[j];
-            b[j] *= self.sd[j];
+        for ((bj, s), m) in b.iter_mut().zip(&self.sd).zip(&self.mean).skip(start) {
+            shift += *bj * m;
+            *bj *= s;
         }
         if self.intercept {
             b[0] += shift;
@@ -131,7 +131,11 @@ impl Scaling {
         if theta.len() != model.n_params() {
             return Err(MoeError::InvalidParam {
                 name: "theta",
-                reason: format!("expected {} values, found {}", model.n_params(), theta.len()),
+                reason: format!(
+                    "expected {} values, found {}",
+                    model.n_params(),
+                    theta.len()
+                ),
             });
         }
         if model.gating() == Gating::Softmax {
@@ -153,7 +157,11 @@ impl Scaling {
     ///
     /// # Errors
     /// `InvalidData`/`InvalidParam` on a size mismatch.
-    pub fn to_original(&self, model: &MixtureOfExperts, theta_z: &[f64]) -> Result<Vec<f64>, MoeError> {
+    pub fn to_original(
+        &self,
+        model: &MixtureOfExperts,
+        theta_z: &[f64],
+    ) -> Result<Vec<f64>, MoeError> {
         let mut t = theta_z.to_vec();
         self.for_each_predictor(model, &mut t, Self::coef_to_original)?;
         Ok(t)
@@ -163,7 +171,11 @@ impl Scaling {
     ///
     /// # Errors
     /// `InvalidData`/`InvalidParam` on a size mismatch.
-    pub fn to_standardized(&self, model: &MixtureOfExperts, theta_x: &[f64]) -> Result<Vec<f64>, MoeError> {
+    pub fn to_standardized(
+        &self,
+        model: &MixtureOfExperts,
+        theta_x: &[f64],
+    ) -> Result<Vec<f64>, MoeError> {
         let mut t = theta_x.to_vec();
         self.for_each_predictor(model, &mut t, Self::coef_to_standardized)?;
         Ok(t)
@@ -183,7 +195,11 @@ mod tests {
         let mut x = Vec::new();
         let mut y = Vec::new();
         for i in 0..n {
-            x.extend([rng.random_range(0.0..1000.0), rng.random_range(-0.01..0.02), 5.0]);
+            x.extend([
+                rng.random_range(0.0..1000.0),
+                rng.random_range(-0.01..0.02),
+                5.0,
+            ]);
             y.push((i % 3) as f64);
         }
         let d = Dataset::from_rows(&x, 3, &y, 1).unwrap();
@@ -243,12 +259,22 @@ mod tests {
                     let raw_k = Dataset::from_rows(&rows, raw.d(), &y, 1).unwrap();
                     let zrows: Vec<f64> = (0..z.n()).flat_map(|i| z.x(i).to_vec()).collect();
                     let z_k = Dataset::from_rows(&zrows, z.d(), &y, 1).unwrap();
-                    let model = MixtureOfExperts::new(kind.build().unwrap(), 2, raw.d(), gating).unwrap();
+                    let model =
+                        MixtureOfExperts::new(kind.build().unwrap(), 2, raw.d(), gating).unwrap();
                     let theta_z = model.random_params(&mut rng, 0.3);
                     let theta_x = s.to_original(&model, &theta_z).unwrap();
-                    let lz = Problem::new(&model, &z_k).unwrap().objective(&theta_z).unwrap();
-                    let lx = Problem::new(&model, &raw_k).unwrap().objective(&theta_x).unwrap();
-                    assert!((lz - lx).abs() < 1e-9 * lz.abs().max(1.0), "{kind:?} {gating:?} {intercept}: {lz} {lx}");
+                    let lz = Problem::new(&model, &z_k)
+                        .unwrap()
+                        .objective(&theta_z)
+                        .unwrap();
+                    let lx = Problem::new(&model, &raw_k)
+                        .unwrap()
+                        .objective(&theta_x)
+                        .unwrap();
+                    assert!(
+                        (lz - lx).abs() < 1e-9 * lz.abs().max(1.0),
+                        "{kind:?} {gating:?} {intercept}: {lz} {lx}"
+                    );
                     let back = s.to_standardized(&model, &theta_x).unwrap();
                     for (a, b) in back.iter().zip(&theta_z) {
                         assert!((a - b).abs() < 1e-9 * b.abs().max(1.0));
@@ -267,7 +293,12 @@ mod tests {
             intercept: false,
         };
         assert!(matches!(s.apply(&data), Err(MoeError::InvalidData { .. })));
-        let model = MixtureOfExperts::new(ExpertKind::Linear.build().unwrap(), 2, 2, Gating::Softmax).unwrap();
-        assert!(matches!(s.to_original(&model, &[0.0; 3]), Err(MoeError::InvalidParam { .. })));
+        let model =
+            MixtureOfExperts::new(ExpertKind::Linear.build().unwrap(), 2, 2, Gating::Softmax)
+                .unwrap();
+        assert!(matches!(
+            s.to_original(&model, &[0.0; 3]),
+            Err(MoeError::InvalidParam { .. })
+        ));
     }
 }

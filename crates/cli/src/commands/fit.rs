@@ -150,8 +150,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     }
     let support = loaded.validate_target(args.expert.target_kind())?;
     let kind = expert_kind(args.expert, support);
-    let scaling =
-        (!args.no_standardize).then(|| Scaling::fit(&loaded.dataset, loaded.intercept));
+    let scaling = (!args.no_standardize).then(|| Scaling::fit(&loaded.dataset, loaded.intercept));
     let scaled;
     let fit_data = match &scaling {
         Some(s) => {
