@@ -16,7 +16,7 @@
 //!   $I_c + C$, the Hessian of $L$ is the observed information
 //!   $$ \nabla^2 L(\theta) = I_{\text{obs}}(\theta) = I_c + C - I_m \quad\text{(Louis)}, $$
 //!   and differentiating the M-step's stationarity condition
-//!   $\frac1n\sum_i J_i(\theta^+)^\top(\nabla A(\varphi_i(\theta^+)) - \mathbb E_{\theta}[T]) = 0$ at a fixed
+//!   $\frac1n\sum_i J_i(\theta^+)^\top(\nabla A(\varphi_i(\theta^+)) - \mathbb E_{\theta}\[T\]) = 0$ at a fixed
 //!   point gives the EM-map Jacobian
 //!   $$ DM(\theta^\star) = \big(I_c + C\big)^{-1} I_m . $$
 //!   For linear realisations (SymMoLinE, SymMoLogE, natural-parameter mixtures) this is
@@ -48,7 +48,7 @@ use faer::{Accum, Mat, MatRef, Par, Side};
 pub struct InformationMatrices {
     /// $I_c(\theta) = \frac1n\sum_i J_i^\top\nabla^2A(\varphi_i)J_i$.
     pub complete: Mat<f64>,
-    /// $I_m(\theta) = \frac1n\sum_i J_i^\top\mathrm{Cov}_{\text{post}}[T]J_i$.
+    /// $I_m(\theta) = \frac1n\sum_i J_i^\top\mathrm{Cov}_{\text{post}}\[T\]J_i$.
     pub missing: Mat<f64>,
     /// $C(\theta)$ (zero matrix for linear realisations or when not requested).
     pub curvature: Mat<f64>,
@@ -215,7 +215,7 @@ pub fn information<M: ConditionalFamily + ?Sized>(
 
 /// $C(\theta) = \frac1n\sum_i\sum_j (v_i)_j\nabla^2\varphi_{ij}$ by central differences of
 /// $g(\theta') = \frac1n\sum_i J_i(\theta')^\top v_i$ with $v_i = \nabla A(\varphi_i(\theta)) -
-/// \mathbb E_{\text{post},\theta}[T]$ frozen (step $h_k = 10^{-5}\max(1, |\theta_k|)$;
+/// \mathbb E_{\text{post},\theta}\[T\]$ frozen (step $h_k = 10^{-5}\max(1, |\theta_k|)$;
 /// exact up to round-off for realisations quadratic in $\theta$), then symmetrised.
 ///
 /// # Errors

@@ -38,7 +38,7 @@
 //! $$ I_c = \frac1n\sum_i J_i^\top\nabla^2A(\varphi_i)J_i, \qquad
 //!    I_m = \frac1n\sum_i J_i^\top\,\mathrm{Cov}_{z\mid y_i}[T(y_i,z)]\,J_i, \qquad
 //!    M(\theta) = I_c^{-1}I_m . $$
-//! Since $\nabla^2\ell = \nabla^2\mathcal A - \mathrm{Cov}_{\text{post}}[T]$ row by row, for a short
+//! Since $\nabla^2\ell = \nabla^2\mathcal A - \mathrm{Cov}_{\text{post}}\[T\]$ row by row, for a short
 //! pair in direction $\delta$
 //! $$ \rho \to 1 - \frac{\delta^\top I_m\delta}{\delta^\top I_c\delta}, \qquad
 //!    \inf\rho = 1 - \lambda_{\max}(M), $$
@@ -60,6 +60,32 @@
 //! [`certify`] (models with an EM map) and [`certify_with_em_map`] (any conditional family)
 //! take the iterates $\theta_0..\theta_T$ and their objective values and return a
 //! [`Certificate`] with a [`Verdict`].
+//!
+//! ```
+//! use diagnostics::{certify, CertifyConfig};
+//! use em_as_md::{Em, FitState, Problem, Solver, SymMoLinE};
+//!
+//! let model = SymMoLinE::new(2, 1.0)?;
+//! let truth = model.random_theta(3.0, 1.0, 1)?;
+//! let (data, _) = model.simulate(&truth, 500, 2)?;
+//! let problem = Problem::new(&model, &data)?;
+//! // Run EM from a perturbed start, keeping every iterate and its objective value.
+//! let theta0: Vec<f64> = truth.iter().map(|v| 0.7 * v).collect();
+//! let mut em = Em::new();
+//! let l0 = problem.objective(&theta0)?;
+//! let mut state = em.init(&problem, FitState::new(theta0, l0))?;
+//! let (mut traj, mut vals) = (vec![state.theta.clone()], vec![state.objective]);
+//! for _ in 0..100 {
+//!     let (next, _) = em.next_iter(&problem, state)?;
+//!     traj.push(next.theta.clone());
+//!     vals.push(next.objective);
+//!     state = next;
+//! }
+//! let cert = certify(&problem, &traj, &vals, &CertifyConfig::default())?;
+//! println!("{cert}");
+//! assert!(cert.l_hat.unwrap() <= 1.0 + 1e-9 + cert.l_hat_roundoff);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod certificate;
 pub mod error;

@@ -68,7 +68,7 @@ impl Mergeable for PairAcc {
 
 /// The Bregman ratio of one pair, in one parallel pass over the rows:
 /// $$ \rho(\theta,\theta') = \frac{\frac1n\sum_i\big[-\log p(y_i;\varphi_i) + \log p(y_i;\varphi'_i)
-///   \;-\; \langle \nabla A(\varphi'_i) - \mathbb E_{z\mid y_i;\varphi'_i}[T], \varphi_i - \varphi'_i\rangle\big]}
+///   \;-\; \langle \nabla A(\varphi'_i) - \mathbb E_{z\mid y_i;\varphi'_i}\[T\], \varphi_i - \varphi'_i\rangle\big]}
 ///   {\frac1n\sum_i\big[A(\varphi_i) - A(\varphi'_i) - \langle \nabla A(\varphi'_i), \varphi_i - \varphi'_i\rangle\big]}. $$
 ///
 /// # Errors
