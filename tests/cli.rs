@@ -754,3 +754,44 @@ fn mixture_of_regressions_and_other_experts() {
         assert!((v[6] + v[7] + v[8] - 1.0).abs() < 1e-12, "{l}");
     }
 }
+
+#[test]
+fn predict_refuses_a_target_outside_the_support() {
+    let d = tmpdir("predict-support");
+    let model = d.join("bc.json");
+    mdem()
+        .arg("fit")
+        .arg(data("breast_cancer.csv"))
+        .args([
+            "--target",
+            "y",
+            "--features",
+            "mean_radius,mean_texture",
+            "--experts",
+            "2",
+        ])
+        .args([
+            "--expert",
+            "logistic",
+            "--max-iter",
+            "20",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&model)
+        .assert()
+        .success();
+    let f = write(
+        &d,
+        "b.csv",
+        "mean_radius,mean_texture,y\n14.1,19.3,1\n12.0,20.1,2\n",
+    );
+    let out = mdem().arg("predict").arg(&model).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("b.csv: line 3 (data row 2; the header is line 1), column \"y\": logistic experts expect 0 or 1, found 2"),
+        "{err}"
+    );
+}

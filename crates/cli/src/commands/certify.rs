@@ -17,7 +17,7 @@
 //! tighter tolerance; the distance between its end point and the saved parameters is
 //! printed so a mismatch (other data, another optimum) is visible.
 
-use crate::commands::predict::read_for_prediction;
+use crate::commands::predict::{check_target_support, read_for_prediction};
 use crate::error::CliError;
 use crate::model::{data_features, load_model};
 use crate::report::{num, print_stdout};
@@ -87,6 +87,7 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
             .apply(&pd.dataset)
             .map_err(|e| CliError::compute("standardising", e))?;
     }
+    check_target_support(fitted, &pd, &file, &target)?;
     let data = &pd.dataset;
     let model = fitted.model();
     let row_err = |e: MoeError| match e {

@@ -178,6 +178,42 @@ pub fn prediction_columns(kind: Option<ExpertKind>) -> Vec<String> {
     }
 }
 
+/// Checks that the target values lie in the support of the model's experts, with a
+/// message naming file, line and column (as `fit` does).
+///
+/// # Errors
+/// [`CliError::Data`] with [`DataError::TargetOutOfSupport`].
+pub fn check_target_support(
+    fitted: &em_as_md::FittedMoe,
+    pd: &PredictData,
+    file: &str,
+    target: &str,
+) -> Result<(), CliError> {
+    use crate::csvdata::{validate_target, ExpertKind as TargetKind, TargetError};
+    let kind = match fitted.model().expert().kind() {
+        Some(ExpertKind::Logistic) => TargetKind::Logistic,
+        Some(ExpertKind::Poisson) => TargetKind::Poisson,
+        Some(ExpertKind::Multinomial { .. }) => TargetKind::Multinomial,
+        _ => TargetKind::Linear,
+    };
+    match validate_target(kind, pd.dataset.y_all()) {
+        Err(TargetError::OutOfSupport { row, kind, value }) => {
+            Err(CliError::Data(DataError::TargetOutOfSupport {
+                file: file.to_string(),
+                line: pd.lines.get(row).copied().unwrap_or(row as u64 + 2),
+                row: row + 1,
+                column: target.to_string(),
+                kind,
+                expected: kind.support(),
+                value,
+            }))
+        }
+        // A single class in new data is fine for prediction; labels beyond the model's
+        // classes are caught by the library with the row named.
+        _ => Ok(()),
+    }
+}
+
 /// Maps a library error about row `i` to a message naming the file and line.
 fn row_error(file: &str, pd: &PredictData, target: &str, e: MoeError) -> CliError {
     match e {
@@ -215,6 +251,9 @@ pub fn run(args: &PredictArgs) -> Result<(), CliError> {
     let model = fitted.model();
     let k = model.n_experts();
     let n = data.n();
+    if pd.has_target {
+        check_target_support(fitted, &pd, &file, &target)?;
+    }
     let err = |e| row_error(&file, &pd, &target, e);
     let gate = fitted.gate_probs(data).map_err(err)?;
     let post = if pd.has_target {
