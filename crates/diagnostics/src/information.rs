@@ -493,7 +493,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(24))]
+        #![proptest_config(ProptestConfig { cases: 24, rng_seed: proptest::test_runner::RngSeed::Fixed(1001), failure_persistence: None, ..ProptestConfig::default() })]
         /// Louis: I_c + C − I_m equals the finite-difference Hessian of L, at arbitrary θ
         /// (where C ≠ 0 for the curved realisation).
         #[test]
