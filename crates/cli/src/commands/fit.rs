@@ -6,6 +6,14 @@
 //! $$ \log L = \sum_{i=1}^n \log p(y_i \mid x_i; \hat\theta) = -n\,L(\hat\theta), $$
 //! so it is comparable with R's `logLik` (for one linear expert it is the Gaussian
 //! maximum-likelihood value $-\tfrac n2(\log(2\pi\hat\sigma^2) + 1)$, tested).
+//!
+//! Steps: load and check the CSV ([`crate::csvdata`]: intercept by default, constant
+//! columns reported), check the target's support and the model's size against the rows,
+//! standardise the columns ([`crate::scaling`], an exact reparametrisation; off with
+//! `--no-standardize`), run EM with seeded restarts ([`crate::engine`], a progress bar on
+//! stderr when it is a terminal), map $\hat\theta$ back to the data's units, then print the
+//! summary table (or one JSON object with `--json`), and write the model (`--out`) and
+//! the objective trace (`--plot`).
 
 use crate::csvdata::{self, ExpertKind as TargetKind, LoadOptions, TargetSupport};
 use crate::engine::{fit_em, FitSettings};
