@@ -299,7 +299,7 @@ fn synth_section(
         }
         let _ = writeln!(
             text,
-            "![{model} suboptimality, {snr_label} = {}](figures/{tag}_snr{snr_tag}_gap.png)\n\n{snr_label} = {}: figures {} (PNG beside each SVG).\n",
+            "![{model} suboptimality, {snr_label} = {}](figures/{tag}_snr{snr_tag}_gap.svg)\n\n{snr_label} = {}: figures {} (a PNG beside each SVG).\n",
             num(r.snr, 3),
             num(r.snr, 3),
             links.join(", ")
@@ -367,7 +367,7 @@ fn synth_section(
         Ok(()) => {
             let _ = writeln!(
                 text,
-                "\n![{model} rates across SNR](figures/{stem}.png) ([SVG](figures/{stem}.svg))\n"
+                "\n![{model} rates across SNR](figures/{stem}.svg) ([PNG](figures/{stem}.png))\n"
             );
         }
         Err(e) => {
@@ -446,7 +446,7 @@ fn digits_section(
         save_both(&c, figs, &stem)?;
         let _ = writeln!(
             text,
-            "![Random Invert Digits {ylab}](figures/{stem}.png) ([SVG](figures/{stem}.svg))\n"
+            "![Random Invert Digits {ylab}](figures/{stem}.svg) ([PNG](figures/{stem}.png))\n"
         );
     }
     Ok(())
@@ -543,7 +543,7 @@ fn tabular_section(
     save_both(&c, figs, &format!("{tag}_objective"))?;
     let _ = writeln!(
         text,
-        "\n![{} objective](figures/{tag}_objective.png) ([SVG](figures/{tag}_objective.svg)); {iters} iterations per solver.\n",
+        "\n![{} objective](figures/{tag}_objective.svg) ([PNG](figures/{tag}_objective.png)); {iters} iterations per solver.\n",
         r.which.name()
     );
     Ok(())
