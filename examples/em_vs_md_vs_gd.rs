@@ -134,6 +134,25 @@ where
     for r in gd_grid.iter().chain(&gem_grid).map(|(_, r)| r).chain(&runs) {
         l_star = l_star.min(r.best());
     }
+    for (label, grid) in [("GD", &gd_grid), ("gradient EM", &gem_grid)] {
+        println!("{label} constant-step grid:");
+        for (a, r) in grid.iter() {
+            let status = match r.reached(l_star) {
+                Some((t, _)) => format!("reached in {t}"),
+                None => format!(
+                    "not reached in {} (final L - L* = {:.2e})",
+                    r.objective.len(),
+                    r.objective.last().map_or(f64::NAN, |l| l - l_star)
+                ),
+            };
+            let note = if r.end.starts_with("stopped by error") {
+                format!("; {}", r.end)
+            } else {
+                String::new()
+            };
+            println!("  α = {a:<6} {status}{note}");
+        }
+    }
     let mut table = runs;
     if let Some(r) = best_of_grid(gd_grid, l_star) {
         table.push(r);

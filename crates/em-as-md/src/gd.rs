@@ -109,7 +109,17 @@ where
             for j in 0..x.len() {
                 out[j] = x[j] - a * g[j];
             }
-            let v = f(out, g_out)?;
+            let v = f(out, g_out).map_err(|e| match e {
+                MoeError::Mirror(mirror::MirrorError::OutsideDomain { .. }) => {
+                    MoeError::LeftDomain {
+                        iter: 0,
+                        reason: format!(
+                            "the constant step α = {a} left the natural domain of the model: {e}"
+                        ),
+                    }
+                }
+                other => other,
+            })?;
             Ok((v, 1, true))
         }
         Step::Armijo { initial, shrink, c } => {

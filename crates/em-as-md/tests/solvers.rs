@@ -325,3 +325,26 @@ fn too_large_constant_gd_step_is_not_hidden() {
         )),
     }
 }
+
+#[test]
+fn a_gradient_step_out_of_the_natural_domain_is_left_domain() {
+    // Linear-Gaussian experts carry τ = −1/(2σ²) < 0; a huge constant step pushes it past 0.
+    let (m, data, t0) = gated_linear_moe(1);
+    let p = Problem::new(&m, &data).unwrap();
+    let l0 = p.objective(&t0).unwrap();
+    let e = GradientDescent::new(Step::Constant(1e3))
+        .unwrap()
+        .next_iter(&p, FitState::new(t0.clone(), l0))
+        .unwrap_err();
+    assert!(matches!(e, MoeError::LeftDomain { iter: 1, .. }), "{e:?}");
+    // Armijo backtracks into the domain instead.
+    let (s, r) = GradientDescent::new(Step::Armijo {
+        initial: 1e3,
+        shrink: 0.5,
+        c: 1e-4,
+    })
+    .unwrap()
+    .next_iter(&p, FitState::new(t0, l0))
+    .unwrap();
+    assert!(s.objective < l0 && r.inner.iterations > 1, "{r:?}");
+}
