@@ -15,7 +15,13 @@ pub mod reproduce;
 
 /// `mdem`: mixtures of experts fitted by EM, analysed as mirror descent.
 #[derive(Debug, Parser)]
-#[command(name = "mdem", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "mdem",
+    version,
+    about = "Mixtures of experts fitted by EM, analysed as mirror descent (KL mirror map, certificates)",
+    long_about = None,
+    propagate_version = true
+)]
 pub struct Cli {
     /// The subcommand.
     #[command(subcommand)]
@@ -25,8 +31,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Generate a SymMoLinE data set, fit it by EM and by gradient descent from the same
-    /// start, print the comparison and the certificate, and draw the suboptimality curves.
+    /// Generate a SymMoLinE data set, fit it by EM, gradient EM and gradient descent from the
+    /// same start, print the comparison and EM's certificate, and draw the suboptimality
+    /// curves.
     Demo(demo::DemoArgs),
     /// Fit a mixture of experts to a CSV file.
     Fit(fit::FitArgs),
