@@ -2,8 +2,8 @@
 //!
 //! For each row $i$ the complete-data law of $(y, z)$ given $x_i$ is an exponential
 //! family over $(y, z)$,
-//! $$ p(y, z \mid x_i; \theta) = h(y, z)\exp\big(\langle T(y, z), \varphi_i(\theta)\rangle
-//!    - A(\varphi_i(\theta))\big), $$
+//! $$ p(y, z \mid x_i; \theta) = h(y, z)\exp\big(\langle T(y, z), \varphi_i(\theta)\rangle -
+//!    A(\varphi_i(\theta))\big), $$
 //! whose statistic $T$ and log-partition $A$ belong to a [`mirror::ExponentialFamily`]
 //! over $(y, z)$ (observation = the target entries followed by the latent label $z$ as
 //! a number), and the **realisation map** $\theta \mapsto \varphi_i(\theta)$ turns the
