@@ -215,8 +215,8 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
         finite(-total.0 / n as f64, "objective L(θ)")
     }
 
-    /// $L(\theta)$ and $\nabla L(\theta) = \frac1n\sum_i J_i^\top\big(\nabla A(\varphi_i)
-    /// - \mathbb E_{\text{post}}[T(y_i,z)]\big)$ written into `grad`.
+    /// $L(\theta)$ and $\nabla L(\theta) = \frac1n\sum_i J_i^\top\big(\nabla A(\varphi_i) -
+    /// \mathbb E_{\text{post}}[T(y_i,z)]\big)$ written into `grad`.
     pub fn objective_and_gradient(&self, theta: &[f64], grad: &mut [f64]) -> Result<f64> {
         self.check_theta(theta)?;
         self.fold_vjp(theta, grad, |s, _| {
