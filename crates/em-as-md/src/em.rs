@@ -28,8 +28,11 @@
 //! vectors) per chunk with one faer product and, for linear experts, accumulates the $K$
 //! weighted Gram matrices $X^\top\operatorname{diag}(r_k)X$, right-hand sides
 //! $X^\top\operatorname{diag}(r_k)y$, $\sum_i r_{ik}y_i^2$ in the same pass (merged in chunk
-//! order: bit-identical for any thread count). The M-step is then $K$ Cholesky solves plus
-//! the gate's Newton steps.
+//! order: bit-identical for any thread count). For a softmax gate the same pass also
+//! accumulates the gate M-step's objective, gradient and block Hessian at $\theta_t$
+//! ([`GateStats`]), so the gate's Newton solve starts without a pass of its own. The
+//! M-step is then $K$ Cholesky solves plus the gate's Newton steps (one pass over the
+//! data per step: objective, gradient and, speculatively, the next Hessian).
 //!
 //! [`Em`] is the [`Solver`]: it caches the E-step of the new iterate, so each iteration
 //! costs one E-step and one M-step, and its state's objective is $L(\theta_{t+1})$.
@@ -38,7 +41,9 @@ use crate::conditional::ConditionalFamily;
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
 use crate::expert::{add_weighted_gram, GRAM_BLOCK};
-use crate::gate::{constant_gate_mstep, fit_softmax_gate, GateConfig};
+use crate::gate::{
+    constant_gate_mstep, fit_softmax_gate_from, gate_chunk, GateAcc, GateConfig, GateStats,
+};
 use crate::moe::{Gating, MixtureOfExperts};
 use crate::objective::Problem;
 use crate::parallel::{fold_rows, Mergeable, CHUNK};
@@ -89,6 +94,9 @@ pub struct MoeStats {
     pub weight: Vec<f64>,
     /// Gram statistics when the experts are linear-Gaussian.
     pub linear: Option<LinearStats>,
+    /// For a softmax gate: the gate M-step's objective, gradient and Hessian at the
+    /// E-step's parameters with these responsibilities as labels (the first Newton pass).
+    pub gate: Option<GateStats>,
 }
 
 impl MoeStats {
@@ -102,6 +110,7 @@ impl MoeStats {
                 rhs: vec![0.0; k * d],
                 syy: vec![0.0; k],
             }),
+            gate: None,
         }
     }
     /// $K$.
@@ -153,12 +162,16 @@ struct EAcc {
     stats: MoeStats,
     ll: f64,
     s: EScratch,
+    gate: Option<GateAcc>,
 }
 
 impl Mergeable for EAcc {
     fn merge(&mut self, other: Self) {
         self.stats.merge(other.stats);
         self.ll += other.ll;
+        if let (Some(a), Some(b)) = (self.gate.as_mut(), other.gate) {
+            a.merge(b);
+        }
     }
 }
 
@@ -386,6 +399,7 @@ impl EmModel for MixtureOfExperts {
                     eta: vec![0.0; p],
                     lp: vec![0.0; k],
                 },
+                gate: (gated && k > 1).then(|| GateAcc::new(d, k, true)),
             },
             |acc, rows| {
                 let m = rows.len();
@@ -401,11 +415,13 @@ impl EmModel for MixtureOfExperts {
                         Par::Seq,
                     );
                 }
+                // Column slices of the chunk's products (no per-element matrix indexing).
+                let cols: Vec<&[f64]> = (0..ncols).map(|j| s.lin.col_as_slice(j)).collect();
                 for (li, i) in rows.clone().enumerate() {
                     // Gate logits g_k (g_{K-1} = 0) and LSE_k g_k.
                     let lse_g = if gated {
                         for c in 0..k - 1 {
-                            s.lp[c] = s.lin[(li, c)];
+                            s.lp[c] = cols[c][li];
                         }
                         s.lp[k - 1] = 0.0;
                         log_sum_exp(&s.lp)
@@ -417,12 +433,8 @@ impl EmModel for MixtureOfExperts {
                     if let Some((_, cst, inv)) = lin_rows.as_ref() {
                         let y = yall[i];
                         for c in 0..k {
-                            s.lp[c] += linear_gaussian_log_density(
-                                y,
-                                s.lin[(li, gcols + c)],
-                                cst[c],
-                                inv[c],
-                            );
+                            s.lp[c] +=
+                                linear_gaussian_log_density(y, cols[gcols + c][li], cst[c], inv[c]);
                         }
                     } else {
                         let y = data.y(i);
@@ -441,7 +453,7 @@ impl EmModel for MixtureOfExperts {
                         for c in 0..k {
                             for j in 0..p {
                                 s.eta[j] = if j < r {
-                                    s.lin[(li, gcols + c * r + j)]
+                                    cols[gcols + c * r + j][li]
                                 } else {
                                     consts[c * (p - r) + (j - r)]
                                 };
@@ -478,6 +490,10 @@ impl EmModel for MixtureOfExperts {
                     }
                 }
                 let resp = std::mem::take(&mut acc.stats.resp);
+                if let Some(ga) = acc.gate.as_mut() {
+                    let logits = s.lin.as_ref().subrows(0, m).subcols(0, k - 1);
+                    gate_chunk(data, rows.clone(), logits, &resp, k, ga)?;
+                }
                 self.accumulate_chunk(data, rows, &resp, &mut acc.stats, &mut s.buf, &mut s.w);
                 acc.stats.resp = resp;
                 Ok(())
@@ -490,7 +506,9 @@ impl EmModel for MixtureOfExperts {
                 iter: 0,
             });
         }
-        Ok((acc.stats, objective))
+        let mut stats = acc.stats;
+        stats.gate = acc.gate.map(|g| g.finish(gate));
+        Ok((stats, objective))
     }
 
     /// Gate M-step (Newton, or closed form for constant gating) and one expert fit per
@@ -533,13 +551,14 @@ impl EmModel for MixtureOfExperts {
         if k > 1 {
             match self.gating() {
                 Gating::Softmax => {
-                    let s = fit_softmax_gate(
+                    let s = fit_softmax_gate_from(
                         data,
                         &stats.resp,
                         k,
                         self.gate_block(theta),
                         &mut next[..gl],
                         GateConfig::default(),
+                        stats.gate.as_ref(),
                     )?;
                     add(s);
                 }

@@ -70,14 +70,60 @@ impl Default for GateConfig {
     }
 }
 
-struct GateAcc {
+/// Accumulator of the gate statistics over row chunks (with per-chunk scratch).
+pub(crate) struct GateAcc {
     q: f64,
     grad: Vec<f64>,
     hess: Mat<f64>,
     logits: Mat<f64>,
-    resid: Mat<f64>,
+    lg: Vec<f64>,
+    resid: Vec<f64>,
     h: Vec<f64>,
+    wts: Vec<f64>,
     buf: Vec<f64>,
+}
+
+impl GateAcc {
+    /// Empty sums and scratch for $d$ features and $K$ experts.
+    pub(crate) fn new(d: usize, k: usize, hessian: bool) -> Self {
+        let km = k - 1;
+        let dim = km * d;
+        GateAcc {
+            q: 0.0,
+            grad: vec![0.0; dim],
+            hess: if hessian {
+                Mat::zeros(dim, dim)
+            } else {
+                Mat::zeros(0, 0)
+            },
+            logits: Mat::zeros(CHUNK, km),
+            lg: vec![0.0; CHUNK * km],
+            resid: vec![0.0; CHUNK * km],
+            h: vec![0.0; CHUNK * k],
+            wts: vec![0.0; CHUNK],
+            buf: if hessian {
+                vec![0.0; d * GRAM_BLOCK]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// The merged sums at gate parameters `w` as [`GateStats`] (Hessian symmetrised).
+    pub(crate) fn finish(self, w: &[f64]) -> GateStats {
+        let mut hess = self.hess;
+        for a in 0..hess.nrows() {
+            for b in a + 1..hess.ncols() {
+                hess[(a, b)] = hess[(b, a)];
+            }
+        }
+        GateStats {
+            w: w.to_vec(),
+            q: self.q,
+            grad: self.grad,
+            hess,
+        }
+    }
 }
 
 impl Mergeable for GateAcc {
@@ -92,6 +138,121 @@ impl Mergeable for GateAcc {
     }
 }
 
+/// The gate's M-step quantities at gate parameters `w`, as sums over rows (not divided by
+/// $n$): $nQ(W)$, $n\nabla Q$ and $-n\nabla^2 Q$. The E-step of a gated mixture computes
+/// them at the current parameters in the same pass (its responsibilities are the labels),
+/// so the gate's Newton solve starts without a pass of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateStats {
+    /// The gate parameters they were computed at.
+    pub w: Vec<f64>,
+    /// $\sum_i\sum_k s_{ik}\log\pi_k(x_i)$.
+    pub q: f64,
+    /// $\sum_i (s_{ik} - c_i\pi_{ik})x_i$, flattened like `w`.
+    pub grad: Vec<f64>,
+    /// $\sum_i c_i(\operatorname{diag}\pi_i - \pi_i\pi_i^\top)\otimes x_ix_i^\top$.
+    pub hess: Mat<f64>,
+}
+
+/// Adds one chunk (`rows`, with gate logits `logits` ($m\times(K-1)$) and soft labels
+/// `labels` ($m\times K$, chunk-local)) to the gate sums in `acc`.
+pub(crate) fn gate_chunk(
+    data: &Dataset,
+    rows: std::ops::Range<usize>,
+    logits: MatRef<'_, f64>,
+    labels: &[f64],
+    k: usize,
+    acc: &mut GateAcc,
+) -> Result<()> {
+    let d = data.d();
+    let km = k - 1;
+    let m = rows.len();
+    let hessian = acc.hess.nrows() > 0;
+    // Plain column-major copies (one indexed read per logit; the row loop then runs on
+    // slices).
+    for j in 0..km {
+        let col = logits.col(j);
+        for (li, v) in acc.lg[j * m..(j + 1) * m].iter_mut().enumerate() {
+            *v = col[li];
+        }
+    }
+    let lg = &acc.lg[..km * m];
+    let mut e_small = [0.0f64; 16];
+    let mut e_heap = if k > 16 { vec![0.0; k] } else { Vec::new() };
+    let e: &mut [f64] = if k > 16 {
+        &mut e_heap
+    } else {
+        &mut e_small[..k]
+    };
+    for li in 0..m {
+        // log π_j = g_j − LSE(g) with g_{K−1} = 0, the exponentials computed once.
+        let mut mx = 0.0f64;
+        for j in 0..km {
+            mx = mx.max(lg[j * m + li]);
+        }
+        let mut sum = 0.0;
+        for (j, ej) in e[..km].iter_mut().enumerate() {
+            *ej = (lg[j * m + li] - mx).exp();
+            sum += *ej;
+        }
+        e[km] = (-mx).exp();
+        sum += e[km];
+        let lse = mx + sum.ln();
+        if !lse.is_finite() {
+            return Err(MoeError::NonFinite {
+                what: "gate logits",
+                iter: 0,
+            });
+        }
+        let s = &labels[li * k..(li + 1) * k];
+        let c: f64 = s.iter().sum();
+        for (j, &sj) in s.iter().enumerate() {
+            if sj > 0.0 {
+                let g = if j < km { lg[j * m + li] } else { 0.0 };
+                acc.q += sj * (g - lse);
+            }
+        }
+        let inv = 1.0 / sum;
+        for j in 0..km {
+            let pj = e[j] * inv;
+            acc.resid[j * m + li] = s[j] - c * pj;
+            // Store π_j and c for the Hessian weights.
+            acc.h[li * k + j] = pj;
+        }
+        acc.h[li * k + km] = c;
+    }
+    let xc = data.xt().subcols(rows.start, m);
+    let mut gm = faer::MatMut::from_column_major_slice_mut(&mut acc.grad, d, km);
+    matmul(
+        gm.as_mut(),
+        Accum::Add,
+        xc,
+        MatRef::from_column_major_slice(&acc.resid[..km * m], m, km),
+        1.0,
+        Par::Seq,
+    );
+    if hessian {
+        for a in 0..km {
+            for b in 0..=a {
+                for (li, wl) in acc.wts[..m].iter_mut().enumerate() {
+                    let pa = acc.h[li * k + a];
+                    let pb = acc.h[li * k + b];
+                    let c = acc.h[li * k + km];
+                    // c(π_a δ_ab − π_a π_b).
+                    *wl = if a == b {
+                        c * pa * (1.0 - pb)
+                    } else {
+                        -c * pa * pb
+                    };
+                }
+                let block = acc.hess.as_mut().submatrix_mut(a * d, b * d, d, d);
+                add_weighted_gram(data, rows.clone(), &acc.wts[..m], &mut acc.buf, block);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One pass over the data: $nQ(W)$, $n\nabla Q$ (column-major $d\times(K-1)$, i.e. the
 /// flattened layout) and, when `hessian`, $-n\nabla^2 Q$ (lower block triangle filled,
 /// then symmetrised).
@@ -104,119 +265,36 @@ fn gate_pass(
 ) -> Result<(f64, Vec<f64>, Mat<f64>)> {
     let d = data.d();
     let km = k - 1;
-    let dim = km * d;
     let wm = MatRef::from_column_major_slice(w, d, km);
     let acc = fold_rows(
         data.n(),
-        || GateAcc {
-            q: 0.0,
-            grad: vec![0.0; dim],
-            hess: if hessian {
-                Mat::zeros(dim, dim)
-            } else {
-                Mat::zeros(0, 0)
-            },
-            logits: Mat::zeros(CHUNK, km),
-            resid: Mat::zeros(CHUNK, km),
-            h: vec![0.0; CHUNK * k],
-            buf: if hessian {
-                vec![0.0; d * GRAM_BLOCK]
-            } else {
-                Vec::new()
-            },
-        },
+        || GateAcc::new(d, k, hessian),
         |acc, rows| {
             let m = rows.len();
             let xc = data.xt().subcols(rows.start, m);
+            let mut logits = std::mem::replace(&mut acc.logits, Mat::zeros(0, 0));
             matmul(
-                acc.logits.as_mut().subrows_mut(0, m),
+                logits.as_mut().subrows_mut(0, m),
                 Accum::Replace,
                 xc.transpose(),
                 wm,
                 1.0,
                 Par::Seq,
             );
-            let mut e = vec![0.0; k];
-            for (li, i) in rows.clone().enumerate() {
-                // log π_j = g_j − LSE(g) with g_{K−1} = 0, the exponentials computed once.
-                let mut mx = 0.0f64;
-                for j in 0..km {
-                    mx = mx.max(acc.logits[(li, j)]);
-                }
-                let mut sum = 0.0;
-                for (j, ej) in e[..km].iter_mut().enumerate() {
-                    *ej = (acc.logits[(li, j)] - mx).exp();
-                    sum += *ej;
-                }
-                e[km] = (-mx).exp();
-                sum += e[km];
-                let lse = mx + sum.ln();
-                if !lse.is_finite() {
-                    return Err(MoeError::NonFinite {
-                        what: "gate logits",
-                        iter: 0,
-                    });
-                }
-                let s = &labels[i * k..(i + 1) * k];
-                let c: f64 = s.iter().sum();
-                for (j, &sj) in s.iter().enumerate() {
-                    if sj > 0.0 {
-                        let g = if j < km { acc.logits[(li, j)] } else { 0.0 };
-                        acc.q += sj * (g - lse);
-                    }
-                }
-                let inv = 1.0 / sum;
-                for j in 0..km {
-                    let pj = e[j] * inv;
-                    acc.resid[(li, j)] = s[j] - c * pj;
-                    // Store c·π_j for the Hessian weights.
-                    acc.h[li * k + j] = c * pj;
-                }
-                acc.h[li * k + km] = c;
-            }
-            let mut gm = faer::MatMut::from_column_major_slice_mut(&mut acc.grad, d, km);
-            matmul(
-                gm.as_mut(),
-                Accum::Add,
-                xc,
-                acc.resid.as_ref().subrows(0, m),
-                1.0,
-                Par::Seq,
+            let res = gate_chunk(
+                data,
+                rows.clone(),
+                logits.as_ref().subrows(0, m),
+                &labels[rows.start * k..rows.end * k],
+                k,
+                acc,
             );
-            if hessian {
-                let mut wts = vec![0.0; m];
-                for a in 0..km {
-                    for b in 0..=a {
-                        for (li, wl) in wts.iter_mut().enumerate() {
-                            let pa = acc.h[li * k + a];
-                            let pb = acc.h[li * k + b];
-                            let c = acc.h[li * k + km];
-                            // c(π_a δ_ab − π_a π_b) with pa = cπ_a, pb = cπ_b.
-                            *wl = if c == 0.0 {
-                                0.0
-                            } else if a == b {
-                                pa - pa * pb / c
-                            } else {
-                                -pa * pb / c
-                            };
-                        }
-                        let block = acc.hess.as_mut().submatrix_mut(a * d, b * d, d, d);
-                        add_weighted_gram(data, rows.clone(), &wts, &mut acc.buf, block);
-                    }
-                }
-            }
-            Ok(())
+            acc.logits = logits;
+            res
         },
     )?;
-    let mut hess = acc.hess;
-    if hessian {
-        for a in 0..dim {
-            for b in a + 1..dim {
-                hess[(a, b)] = hess[(b, a)];
-            }
-        }
-    }
-    Ok((acc.q, acc.grad, hess))
+    let st = acc.finish(w);
+    Ok((st.q, st.grad, st.hess))
 }
 
 /// $Q(W) = \frac1n\sum_i\sum_k s_{ik}\log\pi_k(x_i)$ and $\nabla Q$ (into `grad`) for soft
@@ -285,6 +363,24 @@ pub fn fit_softmax_gate(
     out: &mut [f64],
     cfg: GateConfig,
 ) -> Result<InnerStats> {
+    fit_softmax_gate_from(data, labels, k, start, out, cfg, None)
+}
+
+/// [`fit_softmax_gate`] starting from precomputed [`GateStats`] at `start` (from the
+/// E-step); they are used only if computed at exactly `start`, otherwise the first pass
+/// is taken as usual.
+///
+/// # Errors
+/// As [`fit_softmax_gate`].
+pub fn fit_softmax_gate_from(
+    data: &Dataset,
+    labels: &[f64],
+    k: usize,
+    start: &[f64],
+    out: &mut [f64],
+    cfg: GateConfig,
+    initial: Option<&GateStats>,
+) -> Result<InnerStats> {
     check(data, labels, k, start)?;
     let n = data.n() as f64;
     let dim = start.len();
@@ -294,7 +390,10 @@ pub fn fit_softmax_gate(
     // Every pass at a point Newton may continue from forms the Hessian speculatively
     // (one pass instead of a gradient pass plus a Hessian pass); backtracked trials do
     // not. `hessians` counts every Hessian formed, `iterations` the Newton steps taken.
-    let (q0, g0, h0) = gate_pass(data, labels, k, &w, true)?;
+    let (q0, g0, h0) = match initial {
+        Some(gs) if gs.w == w && gs.hess.nrows() == dim => (gs.q, gs.grad.clone(), gs.hess.clone()),
+        _ => gate_pass(data, labels, k, &w, true)?,
+    };
     stats.hessians += 1;
     let mut q = q0 / n;
     let mut g: Vec<f64> = g0.iter().map(|v| v / n).collect();

@@ -631,3 +631,33 @@ fn custom_family_plugs_in_through_glm() {
         Err(MoeError::InvalidParam { name: "expert", .. })
     ));
 }
+
+#[test]
+fn e_step_gate_statistics_match_a_separate_gate_pass() {
+    let m = MixtureOfExperts::new(Arc::new(LinearGaussian::new()), 3, 3, Gating::Softmax).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let theta = m.random_params(&mut rng, 0.7);
+    let (data, _) = simulate(&m, &theta, 5000, 32);
+    let (stats, _) = m.e_step(&data, &theta).unwrap();
+    let gs = stats
+        .gate
+        .as_ref()
+        .expect("gated model carries gate statistics");
+    let mut g = vec![0.0; m.gate_block(&theta).len()];
+    let q = em_as_md::gate::gate_objective(&data, &stats.resp, 3, m.gate_block(&theta), &mut g)
+        .unwrap();
+    let n = data.n() as f64;
+    assert_eq!(gs.w, m.gate_block(&theta));
+    assert!((gs.q / n - q).abs() < 1e-12 * q.abs());
+    for (a, b) in gs.grad.iter().zip(&g) {
+        assert!((a / n - b).abs() < 1e-12);
+    }
+    // Hessian symmetric and positive definite.
+    let h = &gs.hess;
+    for a in 0..h.nrows() {
+        for b in 0..h.ncols() {
+            assert_eq!(h[(a, b)], h[(b, a)]);
+        }
+    }
+    assert!(h.llt(faer::Side::Lower).is_ok());
+}
