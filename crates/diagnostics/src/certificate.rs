@@ -12,8 +12,10 @@
 //! ratio is smallest to second order. $\hat\alpha$ is the minimum over all these pairs.
 //!
 //! **Verdict** (checked in this order):
-//! 1. *Violated* if some accepted ratio exceeds $1 + $ `smoothness_tol` plus its round-off
-//!    estimate ($\mathcal A - \ell$ must be convex: an inconsistent family or objective);
+//! 1. *Violated* if some pair has $D_{\mathcal A} < 0$ beyond round-off (the family's `mean`
+//!    is not the gradient of a convex `log_partition`), or some accepted ratio exceeds
+//!    $1 + $ `smoothness_tol` plus its round-off estimate ($\mathcal A - \ell$ is convex
+//!    whatever the family: this flags round-off or an error in the objective);
 //! 2. *Violated* if the objective ever increased (beyond the noise floor): the run is not
 //!    a descent run of EM / mirror descent with step $\le 1/\hat L$;
 //! 3. *Inconclusive* if $\|\nabla L(\theta_T)\| >$ `grad_tol` (not converged), if fewer
@@ -223,6 +225,8 @@ pub struct Certificate {
     pub pairs_skipped_roundoff: usize,
     /// Pairs skipped: a point outside the model's domain.
     pub pairs_skipped_domain: usize,
+    /// Pairs with a negative $D_{\mathcal A}$ (beyond round-off): an inconsistent family.
+    pub pairs_negative_bregman: usize,
     /// Sampled points where the information could not be computed.
     pub samples_failed: usize,
     /// Radius of the region.
@@ -605,13 +609,21 @@ pub fn certify_with_em_map<M: ConditionalFamily + ?Sized>(
             .filter(|w| w[1] - w[0] > noise)
             .count()
     };
-    let (verdict, reason) = if let Some(l) = summary
+    let (verdict, reason) = if summary.negative_bregman > 0 {
+        (
+            Verdict::Violated,
+            format!(
+                "D_𝒜 < 0 on {} pair(s): the family's mean map is not the gradient of a convex log-partition",
+                summary.negative_bregman
+            ),
+        )
+    } else if let Some(l) = summary
         .l_hat
         .filter(|&l| l > 1.0 + cfg.smoothness_tol + summary.l_hat_roundoff)
     {
         (
             Verdict::Violated,
-            format!("a Bregman ratio L̂ = {l:.6} exceeds 1: 𝒜 − ℓ is not convex there (inconsistent family or objective)"),
+            format!("a Bregman ratio L̂ = {l:.6} exceeds 1 beyond round-off: error in the objective or its gradient"),
         )
     } else if increases > 0 {
         (
@@ -695,6 +707,7 @@ pub fn certify_with_em_map<M: ConditionalFamily + ?Sized>(
         pairs_skipped_small: summary.skipped_small,
         pairs_skipped_roundoff: summary.skipped_roundoff,
         pairs_skipped_domain: summary.skipped_domain,
+        pairs_negative_bregman: summary.negative_bregman,
         samples_failed,
         radius: r,
         region_start,

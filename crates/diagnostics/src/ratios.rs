@@ -14,8 +14,13 @@
 //! log-partition of row $i$'s posterior over $z$, which is convex; hence
 //! $D_\ell = D_{\mathcal A} - D_{\mathcal A - \ell} \le D_{\mathcal A}$.
 //! The ratio is computed from the definition (values and gradient of $\ell$, values and
-//! gradient of $A$), not from this decomposition, so a family whose $T$, $h$ and $A$ are
-//! inconsistent shows up as $\hat L > 1$.
+//! gradient of $A$), not from this decomposition. Note what each check can catch: since
+//! $D_{\mathcal A} - D_\ell = D_B$ holds for *any* functions `log_partition` and `mean` that
+//! the family supplies (the $A$ terms cancel), $\rho \le 1$ whenever $D_{\mathcal A} > 0$; a
+//! measured $\rho > 1$ therefore flags round-off or an implementation error in the
+//! objective, while a family whose `mean` is not the gradient of its `log_partition` (or
+//! whose $A$ is not convex) shows up as pairs with $D_{\mathcal A} < 0$, counted in
+//! [`RatioSummary::negative_bregman`].
 //!
 //! **Round-off.** Numerator and denominator are differences of $O(1)$ numbers that are
 //! $O(\|\Phi - \Phi'\|^2)$ small; the ratio's absolute round-off is estimated as
@@ -40,6 +45,8 @@ pub struct PairRatio {
     /// Estimated absolute round-off of `numerator / denominator`
     /// ($16\,\varepsilon\,S/D_{\mathcal A}$; `f64::INFINITY` when $D_{\mathcal A} \le 0$).
     pub roundoff: f64,
+    /// Estimated absolute round-off of the denominator, $16\,\varepsilon\,S$.
+    pub denominator_roundoff: f64,
 }
 
 impl PairRatio {
@@ -147,6 +154,7 @@ pub fn bregman_ratio<M: ConditionalFamily + ?Sized>(
         numerator: num,
         denominator: den,
         roundoff,
+        denominator_roundoff: 16.0 * f64::EPSILON * scale,
     })
 }
 
@@ -273,6 +281,9 @@ pub struct RatioSummary {
     pub skipped_roundoff: usize,
     /// Pairs skipped because the model failed at one end (outside the natural domain).
     pub skipped_domain: usize,
+    /// Pairs with $D_{\mathcal A} <$ −(its round-off estimate): the family's `mean` is not the
+    /// gradient of a convex `log_partition` (an inconsistent family).
+    pub negative_bregman: usize,
     /// The first model error met, in words.
     pub first_domain_error: Option<String>,
     /// Every accepted pair.
@@ -302,6 +313,7 @@ pub fn evaluate_pairs<M: ConditionalFamily + ?Sized>(
         skipped_small: 0,
         skipped_roundoff: 0,
         skipped_domain: 0,
+        negative_bregman: 0,
         first_domain_error: None,
         records: Vec::new(),
     };
@@ -323,7 +335,11 @@ pub fn evaluate_pairs<M: ConditionalFamily + ?Sized>(
             Err(e) => return Err(e),
         };
         let Some(rho) = value.ratio() else {
-            out.skipped_small += 1;
+            if value.denominator < -value.denominator_roundoff {
+                out.negative_bregman += 1;
+            } else {
+                out.skipped_small += 1;
+            }
             continue;
         };
         if value.denominator < cfg.min_bregman {

@@ -129,6 +129,7 @@ fn eta_two_mirror_descent_gets_no_false_certificate() {
     let (traj, vals) = md_eta2(&data, &th0, 3000);
     let p = Problem::new(&GmmNatural, &data).unwrap();
     let c = certify(&p, &traj, &vals, &cfg(0.05)).unwrap();
+    println!("η = 2 mirror descent:\n{c}");
     assert_ne!(c.verdict, Verdict::Certified, "{c}");
     // …whereas EM on the same data and start is certified.
     let (traj, vals) = run_gmm_em(&GmmNatural, &data, false, &th0, 300);
@@ -338,4 +339,105 @@ fn invalid_configurations_and_trajectories_are_typed() {
             ..
         })
     ));
+}
+
+/// A family whose mean map is deliberately wrong (half the gradient of its log-partition):
+/// D_𝒜 then takes negative values and the certificate must say so.
+struct HalfA;
+
+impl ExponentialFamily for HalfA {
+    fn name(&self) -> String {
+        "TwoGauss with A/2".into()
+    }
+    fn dim(&self) -> usize {
+        3
+    }
+    fn obs_dim(&self) -> usize {
+        2
+    }
+    fn in_support(&self, s: &[f64]) -> bool {
+        TwoGauss.in_support(s)
+    }
+    fn in_natural_domain(&self, t: &[f64]) -> bool {
+        TwoGauss.in_natural_domain(t)
+    }
+    fn in_mean_domain(&self, m: &[f64]) -> bool {
+        TwoGauss.in_mean_domain(m)
+    }
+    fn sufficient_stats(&self, s: &[f64], t: &mut [f64]) {
+        TwoGauss.sufficient_stats(s, t)
+    }
+    fn log_base_measure(&self, s: &[f64]) -> f64 {
+        TwoGauss.log_base_measure(s)
+    }
+    fn log_partition(&self, t: &[f64]) -> mirror::Result<f64> {
+        TwoGauss.log_partition(t)
+    }
+    fn mean(&self, t: &[f64], m: &mut [f64]) -> mirror::Result<()> {
+        TwoGauss.mean(t, m)?;
+        m.iter_mut().for_each(|v| *v *= 0.5);
+        Ok(())
+    }
+    fn fisher(&self, t: &[f64]) -> mirror::Result<faer::Mat<f64>> {
+        TwoGauss.fisher(t)
+    }
+    fn sample(&self, t: &[f64], rng: &mut dyn rand::RngCore, s: &mut [f64]) -> mirror::Result<()> {
+        TwoGauss.sample(t, rng, s)
+    }
+}
+
+struct BrokenGmm;
+
+impl em_as_md::ConditionalFamily for BrokenGmm {
+    fn complete(&self) -> &dyn ExponentialFamily {
+        &HalfA
+    }
+    fn n_latent(&self) -> usize {
+        2
+    }
+    fn n_params(&self) -> usize {
+        3
+    }
+    fn n_features(&self) -> usize {
+        1
+    }
+    fn realise(&self, theta: &[f64], _x: &[f64], phi: &mut [f64]) {
+        phi.copy_from_slice(theta);
+    }
+    fn realise_vjp(&self, _theta: &[f64], _x: &[f64], v: &[f64], grad: &mut [f64]) {
+        grad.iter_mut().zip(v).for_each(|(g, u)| *g += u);
+    }
+    fn is_linear(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn inconsistent_family_is_caught_by_negative_bregman_divergences() {
+    let data = gmm_data(500, 0.4, -1.5, 1.5, 9);
+    let (traj, _) = run_gmm_em(
+        &GmmNatural,
+        &data,
+        false,
+        &gmm_theta(false, 0.5, -1.0, 1.0),
+        100,
+    );
+    let p = Problem::new(&BrokenGmm, &data).unwrap();
+    let vals: Vec<f64> = traj.iter().map(|t| p.objective(t).unwrap()).collect();
+    let c = diagnostics::certify_with_em_map(&p, &traj, &vals, &cfg(0.1), None).unwrap();
+    assert_eq!(c.verdict, Verdict::Violated, "{c}");
+    assert!(
+        c.pairs_negative_bregman > 0 && c.reason.contains("D_𝒜 < 0"),
+        "{c}"
+    );
+    // The correct family on the same run has no negative divergence.
+    let good = Problem::new(&GmmNatural, &data).unwrap();
+    let c = diagnostics::certify_with_em_map(&good, &traj, &vals_of(&good, &traj), &cfg(0.1), None)
+        .unwrap();
+    assert_eq!(c.pairs_negative_bregman, 0);
+    assert_eq!(c.verdict, Verdict::Certified, "{c}");
+}
+
+fn vals_of(p: &Problem<'_, GmmNatural>, traj: &[Vec<f64>]) -> Vec<f64> {
+    traj.iter().map(|t| p.objective(t).unwrap()).collect()
 }
