@@ -420,8 +420,8 @@ impl EmModel for MixtureOfExperts {
                 for (li, i) in rows.clone().enumerate() {
                     // Gate logits g_k (g_{K-1} = 0) and LSE_k g_k.
                     let lse_g = if gated {
-                        for c in 0..k - 1 {
-                            s.lp[c] = cols[c][li];
+                        for (l, col) in s.lp.iter_mut().zip(&cols[..k - 1]) {
+                            *l = col[li];
                         }
                         s.lp[k - 1] = 0.0;
                         log_sum_exp(&s.lp)

@@ -20,7 +20,7 @@
 
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
-use crate::parallel::{fold_rows, Mergeable, CHUNK};
+use crate::parallel::{fold_rows, Mergeable};
 use crate::solver::InnerStats;
 use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::{LltError, Solve};
@@ -202,7 +202,7 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(u, v)| u * v).sum()
 }
 
-/// Relative pivot threshold of [`cholesky_solve`]: a pivot $L_{jj}^2 \le$ this times
+/// Relative pivot threshold of the M-steps' Cholesky solves: a pivot $L_{jj}^2 \le$ this times
 /// $\max_i G_{ii}$ is treated as a failure (numerically singular matrix).
 pub const PIVOT_TOL: f64 = 1e-13;
 
