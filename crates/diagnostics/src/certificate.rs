@@ -11,6 +11,17 @@
 //! sample along the top eigenvector $v_s$ of $I_c^{-1}I_m$ there, which is where the
 //! ratio is smallest to second order. $\hat\alpha$ is the minimum over all these pairs.
 //!
+//! **What the certificate is.** $\hat\alpha$ is a minimum over finitely many pairs, so it
+//! over-estimates the true modulus on the ball (an empirical certificate, not a proof);
+//! the probe pairs make the over-estimate second order in the probe step, and the
+//! missing-information estimate $1 - \max_s\lambda_{\max}(M(\theta_s))$ is reported beside it
+//! as an independent check. Both depend on the radius: a larger ball certifies a larger
+//! region with a smaller $\hat\alpha$. The observed rate is read on the objective, whose gap
+//! contracts like $\lambda^2$ when the parameter error contracts like $\lambda = 1 - \alpha$, so a
+//! faithful certificate has $q \le 1 - \hat\alpha$ with room to spare; compare
+//! $\sqrt q$ ([`ObservedRate::contraction`]) with $1 - \hat\alpha$ and the SEM radius for a
+//! like-for-like reading.
+//!
 //! **Verdict** (checked in this order):
 //! 1. *Violated* if some pair has $D_{\mathcal A} < 0$ beyond round-off (the family's `mean`
 //!    is not the gradient of a convex `log_partition`), or some accepted ratio exceeds
