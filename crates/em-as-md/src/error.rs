@@ -28,9 +28,9 @@ pub enum MoeError {
         reason: String,
     },
     /// A Cholesky factorisation failed in an M-step.
-    #[error("weighted Gram matrix of expert {expert} is not positive definite (pivot {pivot}); the expert has too little weight or collinear features — try ridge > 0")]
+    #[error("weighted {} is not positive definite (pivot {pivot}): too little weight or collinear features — try ridge > 0 or drop a column", component_name(*.expert))]
     NotPositiveDefinite {
-        /// Index of the expert (or `usize::MAX` for the gate).
+        /// Index of the expert, or [`GATE`] (`usize::MAX`) for the gate.
         expert: usize,
         /// Failing pivot.
         pivot: usize,
@@ -45,7 +45,7 @@ pub enum MoeError {
     },
     /// A mirror-descent step with η > 1 (or gradient step) left the domain of the mirror
     /// map: the target statistics are not a valid mean parameter.
-    #[error("step left the mean domain at iteration {iter}: {reason}")]
+    #[error("step left the domain (natural or mean parameters) at iteration {iter}: {reason}")]
     LeftDomain {
         /// Outer iteration.
         iter: u64,
@@ -60,5 +60,40 @@ pub enum MoeError {
     Io(String),
 }
 
+/// The constant used in [`MoeError::NotPositiveDefinite`] for the gate's Hessian.
+pub const GATE: usize = usize::MAX;
+
+fn component_name(expert: usize) -> String {
+    if expert == GATE {
+        "Hessian of the gate".to_string()
+    } else {
+        format!("Gram matrix / Hessian of expert {expert}")
+    }
+}
+
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, MoeError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_is_named_not_numbered() {
+        let e = MoeError::NotPositiveDefinite {
+            expert: GATE,
+            pivot: 3,
+        }
+        .to_string();
+        assert!(
+            e.contains("gate") && !e.contains(&usize::MAX.to_string()),
+            "{e}"
+        );
+        let e = MoeError::NotPositiveDefinite {
+            expert: 1,
+            pivot: 0,
+        }
+        .to_string();
+        assert!(e.contains("expert 1"), "{e}");
+    }
+}
