@@ -7,25 +7,7 @@
 //! Run with `cargo run --release --example certify`.
 
 use diagnostics::{certify, Certificate, CertifyConfig, RatioConfig};
-use em_as_md::{Em, Executor, FitState, IterRecord, Observer, ObserverMode, Problem, SymMoLinE};
-use std::sync::{Arc, Mutex};
-
-/// Records every iterate θ_t and L(θ_t) (the executor's trace keeps only the records).
-#[derive(Clone, Default)]
-struct Iterates(Arc<Mutex<(Vec<Vec<f64>>, Vec<f64>)>>);
-
-impl Observer for Iterates {
-    fn observe_init(&mut self, _solver: &str, state: &FitState) {
-        let mut g = self.0.lock().expect("observer lock");
-        g.0.push(state.theta.clone());
-        g.1.push(state.objective);
-    }
-    fn observe_iter(&mut self, state: &FitState, _record: &IterRecord) {
-        let mut g = self.0.lock().expect("observer lock");
-        g.0.push(state.theta.clone());
-        g.1.push(state.objective);
-    }
-}
+use em_as_md::{Em, Executor, ObserverMode, Problem, SymMoLinE, TrajectoryObserver};
 
 fn fit_and_certify(snr: f64) -> anyhow::Result<Certificate> {
     let d = 4;
@@ -39,14 +21,14 @@ fn fit_and_certify(snr: f64) -> anyhow::Result<Certificate> {
         .map(|b| 0.5 * b)
         .chain(vec![0.0; d])
         .collect();
-    let iterates = Iterates::default();
+    let iterates = TrajectoryObserver::new();
     Executor::new(problem, Em::new())
         .theta0(theta0)
         .max_iters(2000)
         .tol(1e-14)
         .add_observer(Box::new(iterates.clone()), ObserverMode::Always)
         .run()?;
-    let (traj, vals) = iterates.0.lock().expect("observer lock").clone();
+    let (traj, vals) = iterates.take();
     let cfg = CertifyConfig {
         ratios: RatioConfig {
             radius: 0.05,
@@ -63,10 +45,8 @@ fn main() -> anyhow::Result<()> {
     let low = fit_and_certify(0.8)?;
     let (a, b) = (high.to_string(), low.to_string());
     let width = 76;
-    println!(
-        "{:<width$} | {}",
-        "SymMoLinE, high SNR", "SymMoLinE, low SNR"
-    );
+    let (ha, hb) = ("SymMoLinE, high SNR", "SymMoLinE, low SNR");
+    println!("{ha:<width$} | {hb}");
     let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
     for i in 0..la.len().max(lb.len()) {
         let l = la.get(i).copied().unwrap_or("");

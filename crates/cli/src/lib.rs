@@ -18,7 +18,6 @@ pub mod plot;
 pub mod progress;
 pub mod report;
 pub mod scaling;
-pub mod trajectory;
 
 use clap::Parser;
 

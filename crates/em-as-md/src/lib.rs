@@ -42,7 +42,7 @@ pub use md::{MdStep, MirrorDescent, UnprojectedMirrorDescent};
 pub use mirror;
 pub use moe::{Gating, MixtureFamily, MixtureOfExperts, MoeSpec};
 pub use objective::{Problem, StackedLogPartition};
-pub use observer::{LogObserver, Observer, ObserverMode, TraceObserver};
+pub use observer::{LogObserver, Observer, ObserverMode, TraceObserver, TrajectoryObserver};
 pub use parallel::{fold_rows, Mergeable};
 pub use predict::{FitReport, FittedMoe};
 pub use solver::{FitState, InnerStats, IterRecord, Solver, Termination};

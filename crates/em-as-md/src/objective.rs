@@ -17,7 +17,7 @@
 //!   whose minimiser is $\arg\min_\theta \langle\nabla\ell(\Phi_t), \Phi(\theta)\rangle
 //!   + \frac1\eta D_{\mathcal A}(\Phi(\theta), \Phi_t)$ (both differ by $\frac1{\eta}$ and a constant).
 //!
-//! Every sum over rows runs through [`fold_rows`](crate::parallel::fold_rows): parallel,
+//! Every sum over rows runs through [`fold_rows`]: parallel,
 //! and bit-identical for any thread count.
 
 use crate::conditional::ConditionalFamily;
@@ -26,6 +26,7 @@ use crate::error::{MoeError, Result};
 use crate::parallel::fold_rows;
 use mirror::special::log_sum_exp;
 use mirror::{ExponentialFamily, MirrorError, MirrorMap};
+use rayon::prelude::*;
 
 /// A model together with the data it is evaluated on.
 pub struct Problem<'a, M: ?Sized> {
@@ -235,11 +236,10 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
         let p = self.model.complete().dim();
         let n = self.data.n();
         let mut out = vec![0.0; n * p];
-        // Rows are independent; write each chunk's rows directly (no reduction needed).
-        out.chunks_mut(crate::parallel::CHUNK * p)
+        // Rows are independent: each chunk writes its own rows, in parallel (no reduction,
+        // so the result does not depend on the thread count).
+        out.par_chunks_mut(crate::parallel::CHUNK * p)
             .enumerate()
-            .collect::<Vec<_>>()
-            .into_iter()
             .try_for_each(|(c, block)| -> Result<()> {
                 let mut s = RowScratch::new(self.model);
                 for (r, m) in block.chunks_mut(p).enumerate() {
@@ -247,8 +247,8 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
                     self.model.realise(theta_t, self.data.x(i), &mut s.phi);
                     row_posterior(self.model, self.data.y(i), i, &mut s)?;
                     self.model.complete().mean(&s.phi, &mut s.mean)?;
-                    for j in 0..p {
-                        m[j] = (1.0 - eta) * s.mean[j] + eta * s.post_stats[j];
+                    for ((o, a), b) in m.iter_mut().zip(&s.mean).zip(&s.post_stats) {
+                        *o = (1.0 - eta) * a + eta * b;
                     }
                 }
                 Ok(())
@@ -337,7 +337,7 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
 
     /// $\ell(\Phi)$ for an arbitrary (not necessarily realisable) stacked parameter
     /// `phi_all` (row-major $n\times p$), and $\nabla\ell(\Phi)$ into `grad`
-    /// (same layout): $\nabla_{\varphi_i}\ell = \frac1n(\nabla A(\varphi_i) - \mathbb E_{\text{post}}[T])$.
+    /// (same layout): $\nabla_{\varphi_i}\ell = \frac1n(\nabla A(\varphi_i) - \mathbb E_{\text{post}}\[T\])$.
     pub fn ell_and_gradient(&self, phi_all: &[f64], grad: &mut [f64]) -> Result<f64> {
         let p = self.model.complete().dim();
         let n = self.data.n();

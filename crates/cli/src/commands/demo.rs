@@ -20,9 +20,9 @@
 use crate::error::CliError;
 use crate::plot::{Chart, Series};
 use crate::report::{num, print_stdout, Table};
-use crate::trajectory::TrajectoryObserver;
 use clap::Args;
 use diagnostics::certificate::{certify, CertifyConfig};
+use em_as_md::TrajectoryObserver;
 use em_as_md::{
     Em, Executor, FitResult, GradientDescent, GradientEm, MoeError, ObserverMode, Problem, Step,
     SymMoLinE,
