@@ -1,4 +1,6 @@
-//! # mdem
+#![doc = include_str!("../README.md")]
+//!
+//! ## Crates
 //!
 //! Facade over the member crates: [`mirror`] (mirror maps, Bregman divergences,
 //! exponential families, projected mirror descent), [`em_as_md`] (mixtures of experts and
