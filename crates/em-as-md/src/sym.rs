@@ -712,17 +712,8 @@ impl SymMoLinE {
         next: &mut [f64],
     ) -> Result<InnerStats> {
         let d = self.d;
-        check_data(data, d)?;
-        check_theta(theta, d)?;
-        check_len("m_step: next", 2 * d, next.len()).map_err(MoeError::from)?;
+        check_m_step_args(data, d, stats, theta, next)?;
         let n = data.n();
-        if stats.resp.len() != n {
-            return Err(MoeError::InvalidData {
-                row: None,
-                column: None,
-                reason: format!("{} responsibilities for {n} rows", stats.resp.len()),
-            });
-        }
         let (gram, rhs) = fold_rows(
             n,
             || (vec![0.0; d * d], vec![0.0; d]),
@@ -749,10 +740,36 @@ impl SymMoLinE {
         let beta = solve_spd(&gram, &rhs, 0)?;
         next[..d].copy_from_slice(&beta);
         next[d..2 * d].copy_from_slice(&theta[d..2 * d]);
-        let mut inner = soft_logistic_newton(data, &stats.resp, &mut next[d..2 * d], usize::MAX)?;
+        let mut inner =
+            soft_logistic_newton(data, &stats.resp, &mut next[d..2 * d], crate::error::GATE)?;
         inner.hessians += 1; // the Gram matrix XᵀX
         Ok(inner)
     }
+}
+
+/// Shape checks shared by both symmetric models' M-steps.
+fn check_m_step_args(
+    data: &Dataset,
+    d: usize,
+    stats: &SymStats,
+    theta: &[f64],
+    next: &[f64],
+) -> Result<()> {
+    check_data(data, d)?;
+    check_theta(theta, d)?;
+    check_len("m_step: next", 2 * d, next.len()).map_err(MoeError::from)?;
+    if stats.resp.len() != data.n() {
+        return Err(MoeError::InvalidData {
+            row: None,
+            column: None,
+            reason: format!(
+                "{} responsibilities for {} rows",
+                stats.resp.len(),
+                data.n()
+            ),
+        });
+    }
+    Ok(())
 }
 
 impl ConditionalFamily for SymMoLinE {
@@ -892,17 +909,8 @@ impl SymMoLogE {
         next: &mut [f64],
     ) -> Result<InnerStats> {
         let d = self.d;
-        check_data(data, d)?;
-        check_theta(theta, d)?;
-        check_len("m_step: next", 2 * d, next.len()).map_err(MoeError::from)?;
+        check_m_step_args(data, d, stats, theta, next)?;
         let n = data.n();
-        if stats.resp.len() != n {
-            return Err(MoeError::InvalidData {
-                row: None,
-                column: None,
-                reason: format!("{} responsibilities for {n} rows", stats.resp.len()),
-            });
-        }
         let t: Vec<f64> = (0..n)
             .map(|i| {
                 let (r, y) = (stats.resp[i], data.y(i)[0]);
@@ -911,7 +919,7 @@ impl SymMoLogE {
             .collect();
         next.copy_from_slice(&theta[..2 * d]);
         let a = soft_logistic_newton(data, &t, &mut next[..d], 0)?;
-        let b = soft_logistic_newton(data, &stats.resp, &mut next[d..2 * d], usize::MAX)?;
+        let b = soft_logistic_newton(data, &stats.resp, &mut next[d..2 * d], crate::error::GATE)?;
         Ok(InnerStats {
             iterations: a.iterations + b.iterations,
             residual: a.residual.max(b.residual),
