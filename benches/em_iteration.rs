@@ -7,22 +7,30 @@
 //! * **Floor**: the unavoidable dense work with faer on the same data: the $K$ weighted
 //!   Grams $X^\top\operatorname{diag}(r_k)X$ (columns scaled by $\sqrt{r_k}$ into a
 //!   preallocated $d\times n$ buffer, one product each), right-hand sides
-//!   $X^\top\operatorname{diag}(r_k)y$, $K$ Cholesky solves, and for the gated model one
-//!   Gram-sized ($d\times d$) weighted Hessian + Cholesky per gate Newton step the M-step
-//!   actually took (counted from its [`em_as_md::InnerStats`]).
+//!   $X^\top\operatorname{diag}(r_k)y$, $K$ Cholesky solves, plus for the gated model
+//!   Gram-sized ($d\times d$) weighted products (each with a $d\times d$ Cholesky), counted
+//!   two ways from the M-step's [`em_as_md::InnerStats`]:
+//!   - **floor (a)**: one per gate Newton step taken (`iterations`);
+//!   - **floor (b)**: the Gram-sized blocks actually formed — the softmax gate's
+//!     $(K-1)d$-square Hessian has $(K-1)K/2$ distinct $d\times d$ blocks
+//!     $X^\top\operatorname{diag}(\pi_k(\delta_{kl}-\pi_l))X$, $k \le l < K-1$, and the M-step
+//!     forms `hessians` − $K$ of them (`hessians` also counts the $K$ expert Grams; the
+//!     Hessian carried in from the E-step and speculative ones on accepted trials count).
+//!   For $K = 2$ both agree up to the speculative-Hessian count; for $K = 4$ (b) has
+//!   6 blocks per Hessian where (a) has 1.
 //!
 //! Settings: $n \in \{20\,000, 100\,000\}$, $d = 10$ (intercept included),
 //! $K \in \{2, 4\}$, gated and ungated. Besides criterion's report, the bench prints the
-//! ratio (median over repeated timings) and the time of a whole gated $K = 2$,
-//! $n = 20\,000$ fit to relative tolerance $10^{-8}$.
+//! ratios to floors (a) and (b) (medians over repeated timings) and the time of a whole
+//! gated $K = 2$, $n = 20\,000$ fit to relative tolerance $10^{-8}$.
 //!
 //! Run with `cargo bench --bench em_iteration` (set `EM_BENCH_QUICK=1` to print the
 //! ratios without criterion's measurements).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use em_as_md::{
-    ConditionalFamily, Dataset, Em, EmModel, FitState, Gating, LinearGaussian, MixtureOfExperts,
-    Problem, Solver,
+    ConditionalFamily, Dataset, Em, EmModel, FitState, Gating, InnerStats, LinearGaussian,
+    MixtureOfExperts, Problem, Solver,
 };
 use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::Solve;
@@ -92,8 +100,8 @@ fn case(n: usize, k: usize, gating: Gating) -> Case {
     Case { model, data, theta }
 }
 
-/// One EM iteration (E-step + M-step); returns the gate Newton steps taken.
-fn em_iteration(c: &Case) -> u64 {
+/// One EM iteration (E-step + M-step); returns the M-step's inner statistics.
+fn em_iteration(c: &Case) -> InnerStats {
     let (stats, l) = c.model.e_step(&c.data, &c.theta).unwrap();
     let mut next = vec![0.0; c.theta.len()];
     let inner = c
@@ -101,8 +109,7 @@ fn em_iteration(c: &Case) -> u64 {
         .m_step(&c.data, &stats, &c.theta, &mut next)
         .unwrap();
     black_box((l, &next));
-    // Linear experts are closed form (0 inner iterations): these are the gate's steps.
-    inner.iterations
+    inner
 }
 
 /// Buffers of the floor, allocated once.
@@ -110,17 +117,22 @@ struct Floor {
     resp: Vec<f64>,
     buf: Mat<f64>,
     wy: Vec<f64>,
+    /// Gate Newton steps taken (linear experts are closed form: 0 inner iterations).
     gate_steps: u64,
+    /// Gate block Hessians formed (`hessians` minus the $K$ expert Grams).
+    gate_hessians: u64,
 }
 
 fn floor_setup(c: &Case) -> Floor {
     let (stats, _) = c.model.e_step(&c.data, &c.theta).unwrap();
-    let gate_steps = em_iteration(c);
+    let inner = em_iteration(c);
+    let k = c.model.n_experts() as u64;
     Floor {
         resp: stats.resp,
         buf: Mat::zeros(D, c.data.n()),
         wy: vec![0.0; c.data.n()],
-        gate_steps,
+        gate_steps: inner.iterations,
+        gate_hessians: inner.hessians.saturating_sub(k),
     }
 }
 
@@ -158,7 +170,15 @@ fn gram_and_solve(
     x[(0, 0)]
 }
 
-fn floor(c: &Case, f: &mut Floor) -> f64 {
+/// Gram-sized gate blocks of floor (b): $(K-1)K/2$ per gate Hessian formed.
+fn gate_blocks(k: usize, f: &Floor) -> u64 {
+    f.gate_hessians * ((k - 1) * k / 2) as u64
+}
+
+/// The floor with `gate_grams` Gram-sized gate products (see the module documentation);
+/// block $j$ uses the weights of the $j$-th distinct pair $(k, l)$, $k \le l < K-1$
+/// (magnitudes $\pi_k\pi_l$ off the diagonal, so the $\sqrt w$ scaling applies: same cost).
+fn floor(c: &Case, f: &mut Floor, gate_grams: u64) -> f64 {
     let k = c.model.n_experts();
     let n = c.data.n();
     let xt = c.data.xt();
@@ -183,11 +203,22 @@ fn floor(c: &Case, f: &mut Floor) -> f64 {
         let resp = &f.resp;
         acc += gram_and_solve(xt, |i| resp[i * k + e], &mut f.buf, &rhs);
     }
-    for _ in 0..f.gate_steps {
-        // One Gram-sized weighted Hessian X diag(π(1−π)) Xᵀ + Cholesky per Newton step.
+    let pairs: Vec<(usize, usize)> = (0..k.saturating_sub(1))
+        .flat_map(|a| (a..k - 1).map(move |b| (a, b)))
+        .collect();
+    for j in 0..gate_grams as usize {
+        let (a, b) = pairs[j % pairs.len().max(1)];
         let resp = &f.resp;
         let rhs = vec![1.0; D];
-        acc += gram_and_solve(xt, |i| resp[i * k] * (1.0 - resp[i * k]), &mut f.buf, &rhs);
+        let w = |i: usize| {
+            let (pa, pb) = (resp[i * k + a], resp[i * k + b]);
+            if a == b {
+                pa * (1.0 - pa)
+            } else {
+                pa * pb
+            }
+        };
+        acc += gram_and_solve(xt, w, &mut f.buf, &rhs);
     }
     acc
 }
@@ -295,18 +326,30 @@ fn bench(cr: &mut Criterion) {
                     println!("{label}: EM iteration {:.3} ms", t_em * 1e3);
                     continue;
                 }
+                let (grams_a, grams_b) = (f.gate_steps, gate_blocks(k, &f));
                 let t_floor = median_secs(
                     || {
-                        black_box(floor(&c, &mut f));
+                        black_box(floor(&c, &mut f, grams_a));
+                    },
+                    11,
+                );
+                let t_floor_b = median_secs(
+                    || {
+                        black_box(floor(&c, &mut f, grams_b));
                     },
                     11,
                 );
                 println!(
-                    "{label}: EM iteration {:.3} ms, floor {:.3} ms ({} gate Newton steps), ratio {:.2}",
+                    "{label}: EM iteration {:.3} ms | floor (a) {:.3} ms ({} gate Newton steps, 1 Gram each), ratio {:.2} | floor (b) {:.3} ms ({} gate Hessians × {} blocks = {} Grams), ratio {:.2}",
                     t_em * 1e3,
                     t_floor * 1e3,
-                    f.gate_steps,
-                    t_em / t_floor
+                    grams_a,
+                    t_em / t_floor,
+                    t_floor_b * 1e3,
+                    f.gate_hessians,
+                    (k - 1) * k / 2,
+                    grams_b,
+                    t_em / t_floor_b
                 );
                 if std::env::var_os("EM_BENCH_QUICK").is_some() {
                     continue;
@@ -314,8 +357,11 @@ fn bench(cr: &mut Criterion) {
                 group.bench_function(BenchmarkId::new("em", &label), |b| {
                     b.iter(|| em_iteration(&c))
                 });
-                group.bench_function(BenchmarkId::new("floor", &label), |b| {
-                    b.iter(|| black_box(floor(&c, &mut f)))
+                group.bench_function(BenchmarkId::new("floor_a", &label), |b| {
+                    b.iter(|| black_box(floor(&c, &mut f, grams_a)))
+                });
+                group.bench_function(BenchmarkId::new("floor_b", &label), |b| {
+                    b.iter(|| black_box(floor(&c, &mut f, grams_b)))
                 });
             }
         }
