@@ -14,8 +14,10 @@
 //!   - **floor (b)**: the Gram-sized blocks actually formed — the softmax gate's
 //!     $(K-1)d$-square Hessian has $(K-1)K/2$ distinct $d\times d$ blocks
 //!     $X^\top\operatorname{diag}(\pi_k(\delta_{kl}-\pi_l))X$, $k \le l < K-1$, and the M-step
-//!     forms `hessians` − $K$ of them (`hessians` also counts the $K$ expert Grams; the
-//!     Hessian carried in from the E-step and speculative ones on accepted trials count).
+//!     forms `hessians` − $K$ such block Hessians (`hessians` also counts the $K$ expert
+//!     Grams; the Hessian carried in from the E-step and speculative ones on accepted
+//!     trials count).
+//!
 //!   For $K = 2$ both agree up to the speculative-Hessian count; for $K = 4$ (b) has
 //!   6 blocks per Hessian where (a) has 1.
 //!

@@ -176,11 +176,11 @@ fn plain_gaussian_mixture_em_converges_and_recovers_components() {
     // Fixed point: each fitted component is the closed-form weighted MLE under the
     // responsibilities at the fitted θ (computed here, not by the M-step code).
     let (stats, _) = s.model.e_step(&s.data, &fit.best.theta).unwrap();
-    let mut logits_w = [0.0; 2];
-    for k in 0..2 {
+    let mut weights = [0.0; 2];
+    for (k, wk) in weights.iter_mut().enumerate() {
         let r = stats.column(k);
         let w: f64 = r.iter().sum();
-        logits_w[k] = w;
+        *wk = w;
         let mut m = [0.0; 2];
         for (i, ri) in r.iter().enumerate() {
             let y = s.data.y(i);
@@ -203,6 +203,6 @@ fn plain_gaussian_mixture_em_converges_and_recovers_components() {
             "component {k}: fitted {fitted:?} vs closed form {closed:?}"
         );
     }
-    let logit = (logits_w[0] / logits_w[1]).ln();
+    let logit = (weights[0] / weights[1]).ln();
     assert!((fit.best.theta[0] - logit).abs() < 1e-6);
 }
