@@ -12,7 +12,9 @@
 //! is concave. Its gradient is $\sum_i w_i J^\top(T_F(y_i) - \nabla A_F(\eta_i))$ and its
 //! negative Hessian $\sum_i w_i J^\top \nabla^2 A_F(\eta_i) J$ (with $J = \partial\eta/\partial\vartheta$),
 //! which is what the default [`Expert::weighted_fit`] (Newton/IRLS with backtracking,
-//! [`glm_newton`]) uses.
+//! [`glm_newton`]) uses. [`Multinomial`] overrides it above
+//! [`MULTINOMIAL_DENSE_MAX_PARAMS`] parameters with L-BFGS on the same objective
+//! ([`Multinomial::fit_lbfgs`]), which never forms the $((C-1)d)^2$ Hessian.
 //!
 //! Built-ins: [`LinearGaussian`] (Gaussian with per-expert variance, closed-form weighted
 //! least squares), [`Logistic`] (Bernoulli), [`Multinomial`] (Categorical, $C$ classes),
@@ -41,6 +43,23 @@ pub const INNER_MAX_ITER: u64 = 50;
 /// predicted increase is then below the round-off of evaluating $Q$, so the test could
 /// not tell an improvement from noise (the pure-Newton phase).
 pub const NEWTON_PURE: f64 = 1e-14;
+/// Largest parameter count $(C-1)d$ for which [`Multinomial`]'s M-step uses the dense
+/// Newton method [`glm_newton`] (exact to [`INNER_TOL`]). Above it the dense Newton step
+/// costs $O(n\,(C-1)^2d^2)$ to assemble a $((C-1)d)^2$ Hessian (on the bundled digits,
+/// $C = 10$, $d = 65$: a $585\times585$ matrix, ~24 s per EM iteration) and that Hessian
+/// is singular when a feature vanishes on every weighted row; the M-step then runs
+/// L-BFGS ([`Multinomial::fit_lbfgs`]) on the same objective.
+pub const MULTINOMIAL_DENSE_MAX_PARAMS: usize = 100;
+/// Inner tolerance of the L-BFGS multinomial M-step: $\|\nabla F\|_\infty$ of the
+/// weight-averaged objective ([`Multinomial::weighted_objective`]). On a well-posed
+/// problem this puts $F$ within $\sim\|\nabla F\|^2/\lambda_{\min}$ of its minimum
+/// (tested against dense Newton); looser than [`INNER_TOL`] because L-BFGS converges
+/// linearly, not quadratically.
+pub const MULTINOMIAL_LBFGS_TOL: f64 = 1e-8;
+/// Iteration cap of the L-BFGS multinomial M-step (not reaching
+/// [`MULTINOMIAL_LBFGS_TOL`] — e.g. on separable data, where no maximiser exists — is
+/// reported as `converged = false` in [`InnerStats`]).
+pub const MULTINOMIAL_LBFGS_MAX_ITER: u64 = 300;
 
 /// A serialisable description of a built-in expert (for model I/O).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -903,6 +922,173 @@ impl Multinomial {
     pub fn classes(&self) -> usize {
         self.family.classes()
     }
+
+    /// The weight-averaged negative M-step objective of one multinomial expert,
+    /// $$ F(B) = -\frac{Q(B)}{W} = \frac1W\sum_{i=1}^n w_i\Big[\log\Big(1 + \sum_{j<C-1}
+    ///    e^{\eta_{ij}}\Big) - \eta_{i y_i}\Big],\qquad \eta_{ij} = b_j^\top x_i,\
+    ///    \eta_{i,C-1} = 0,\ W = \sum_i w_i, $$
+    /// returned, and its gradient
+    /// $$ \nabla_{b_j} F = \frac1W\sum_i w_i\,(p_{ij} - [y_i = j])\,x_i,\qquad
+    ///    p_i = \operatorname{softmax}(\eta_{i0}, \dots, \eta_{i,C-2}, 0), $$
+    /// written into `grad` (layout of the parameters: $b_j$ contiguous). Rows are processed
+    /// in [`fold_rows`] chunks; per chunk the logits $B^\top X_c$ and the gradient
+    /// $X_c R_c^\top$ are two faer products, so one evaluation costs $O(n\,C\,d)$ and no
+    /// Hessian is formed. Targets are assumed validated (classes in $0..C$).
+    ///
+    /// # Errors
+    /// `InvalidParam` for wrong lengths or $W = 0$; `NonFinite` when $F$ or the gradient is
+    /// not finite (e.g. non-finite parameters).
+    pub fn weighted_objective(
+        &self,
+        data: &Dataset,
+        weights: &[f64],
+        params: &[f64],
+        grad: &mut [f64],
+    ) -> Result<f64> {
+        let d = data.d();
+        let cm = self.classes() - 1;
+        let np = cm * d;
+        check_len("params", np, params.len())?;
+        check_len("grad", np, grad.len())?;
+        check_len("weights", data.n(), weights.len())?;
+        let wsum: f64 = weights.iter().sum();
+        if !(wsum > 0.0 && wsum.is_finite()) {
+            return Err(MoeError::InvalidParam {
+                name: "weights",
+                reason: "the weights must have a positive finite sum".into(),
+            });
+        }
+        let bm = MatRef::from_column_major_slice(params, d, cm);
+        let acc = fold_rows(
+            data.n(),
+            || SoftmaxAcc {
+                f: 0.0,
+                grad: vec![0.0; np],
+                logits: Mat::zeros(cm, crate::parallel::CHUNK),
+                resid: Mat::zeros(cm, crate::parallel::CHUNK),
+            },
+            |acc, rows| {
+                let m = rows.len();
+                let xc = data.xt().subcols(rows.start, m);
+                matmul(
+                    acc.logits.as_mut().subcols_mut(0, m),
+                    Accum::Replace,
+                    bm.transpose(),
+                    xc,
+                    1.0,
+                    Par::Seq,
+                );
+                for (li, i) in rows.enumerate() {
+                    let wi = weights[i];
+                    let y = data.y(i)[0] as usize;
+                    let col = acc.logits.col(li);
+                    let mx = col.iter().copied().fold(0.0f64, f64::max);
+                    let s = (-mx).exp() + col.iter().map(|e| (e - mx).exp()).sum::<f64>();
+                    let lse = mx + s.ln();
+                    let eta_y = if y < cm { col[y] } else { 0.0 };
+                    if wi != 0.0 {
+                        acc.f += wi * (lse - eta_y);
+                    }
+                    for j in 0..cm {
+                        let p = (acc.logits[(j, li)] - lse).exp();
+                        acc.resid[(j, li)] = wi * (p - if j == y { 1.0 } else { 0.0 });
+                    }
+                }
+                let g = MatMut::from_column_major_slice_mut(&mut acc.grad, d, cm);
+                matmul(
+                    g,
+                    Accum::Add,
+                    xc,
+                    acc.resid.as_ref().subcols(0, m).transpose(),
+                    1.0,
+                    Par::Seq,
+                );
+                Ok(())
+            },
+        )?;
+        for (g, a) in grad.iter_mut().zip(&acc.grad) {
+            *g = a / wsum;
+        }
+        let f = acc.f / wsum;
+        if f.is_finite() && grad.iter().all(|g| g.is_finite()) {
+            Ok(f)
+        } else {
+            Err(MoeError::NonFinite {
+                what: "multinomial expert M-step objective",
+                iter: 0,
+            })
+        }
+    }
+
+    /// Minimises [`weighted_objective`](Self::weighted_objective) (i.e. maximises the
+    /// expert's weighted complete-data log-likelihood $Q$) by L-BFGS
+    /// ([`crate::lbfgs::Lbfgs`], 10 pairs, strong Wolfe) warm-started at `start`, until
+    /// $\|\nabla F\|_\infty \le$ `tol` or `max_iter` iterations; the result goes into `out`.
+    /// Each iteration costs a few $O(n\,C\,d)$ passes and $O((C-1)d)$ memory, against
+    /// $O(n\,(C-1)^2 d^2)$ per step and a $((C-1)d)^2$ Hessian for [`glm_newton`]; and a
+    /// singular Hessian (a feature that is zero on every weighted row) does not stop it
+    /// (those coefficients keep their starting values). The returned [`InnerStats`] holds
+    /// the iterations, the final $\|\nabla F\|_\infty$ as `residual`, whether `tol` was met
+    /// (`converged`; `false` means an inexact M-step, e.g. on separable data where the
+    /// maximiser does not exist) and `hessians = 0`.
+    ///
+    /// # Errors
+    /// As [`glm_newton`] for bad lengths, weights and targets (`NotPositiveDefinite
+    /// { expert: usize::MAX, pivot: 0 }` when all weights are zero, as the dense path);
+    /// `InvalidParam` for `tol <= 0` or `max_iter == 0`; `NonFinite` for non-finite
+    /// starting parameters; `LeftDomain` if the iterates run off to infinity.
+    pub fn fit_lbfgs(
+        &self,
+        data: &Dataset,
+        weights: &[f64],
+        start: &[f64],
+        out: &mut [f64],
+        tol: f64,
+        max_iter: u64,
+    ) -> Result<InnerStats> {
+        let np = self.n_params(data.d());
+        check_len("start", np, start.len())?;
+        check_len("out", np, out.len())?;
+        check_weights(data.n(), weights)?;
+        check_targets(self, data)?;
+        if weights.iter().sum::<f64>() <= 0.0 {
+            return Err(MoeError::NotPositiveDefinite {
+                expert: usize::MAX,
+                pivot: 0,
+            });
+        }
+        let solver = crate::lbfgs::Lbfgs {
+            grad_tol: tol,
+            max_iter: max_iter.try_into().unwrap_or(usize::MAX),
+            ..crate::lbfgs::Lbfgs::default()
+        };
+        out.copy_from_slice(start);
+        let rep = solver.minimize(|b, g| self.weighted_objective(data, weights, b, g), out)?;
+        Ok(InnerStats {
+            iterations: rep.iterations,
+            residual: rep.grad_norm,
+            converged: rep.converged,
+            hessians: 0,
+        })
+    }
+}
+
+/// Per-chunk accumulator of [`Multinomial::weighted_objective`]: $\sum w_i(\dots)$, the
+/// gradient, and the chunk's logits / residual scratch (not merged).
+struct SoftmaxAcc {
+    f: f64,
+    grad: Vec<f64>,
+    logits: Mat<f64>,
+    resid: Mat<f64>,
+}
+
+impl Mergeable for SoftmaxAcc {
+    fn merge(&mut self, other: Self) {
+        self.f += other.f;
+        for (a, b) in self.grad.iter_mut().zip(&other.grad) {
+            *a += b;
+        }
+    }
 }
 
 impl Expert for Multinomial {
@@ -933,6 +1119,31 @@ impl Expert for Multinomial {
             }
         }
         Ok(())
+    }
+    /// Dense Newton ([`glm_newton`], [`INNER_TOL`], [`INNER_MAX_ITER`]: an exact M-step)
+    /// when $(C-1)d \le$ [`MULTINOMIAL_DENSE_MAX_PARAMS`]; above it L-BFGS
+    /// ([`Multinomial::fit_lbfgs`] with [`MULTINOMIAL_LBFGS_TOL`] and
+    /// [`MULTINOMIAL_LBFGS_MAX_ITER`]), whose inexactness is reported in the returned
+    /// [`InnerStats`] (`residual` = $\|\nabla F\|_\infty$, `converged`, `hessians = 0`).
+    fn weighted_fit(
+        &self,
+        data: &Dataset,
+        weights: &[f64],
+        start: &[f64],
+        out: &mut [f64],
+    ) -> Result<InnerStats> {
+        if self.n_params(data.d()) > MULTINOMIAL_DENSE_MAX_PARAMS {
+            self.fit_lbfgs(
+                data,
+                weights,
+                start,
+                out,
+                MULTINOMIAL_LBFGS_TOL,
+                MULTINOMIAL_LBFGS_MAX_ITER,
+            )
+        } else {
+            glm_newton(self, data, weights, start, out, INNER_TOL, INNER_MAX_ITER)
+        }
     }
     fn predict_dim(&self) -> usize {
         self.classes()
@@ -1167,6 +1378,215 @@ mod tests {
         for dv in [[1e-3, 0.0], [0.0, -1e-3], [1e-3, 1e-3]] {
             assert!(q0 > q(&[out[0] + dv[0], out[1] + dv[1]]));
         }
+    }
+
+    /// Labels from a random softmax model with coefficients of scale `scale` (not
+    /// separable for moderate scales), on `data`'s features.
+    fn multinomial_data(n: usize, d: usize, c: usize, scale: f64, seed: u64) -> Dataset {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed + 1000);
+        let b: Vec<f64> = (0..(c - 1) * d)
+            .map(|_| {
+                let z: f64 = StandardNormal.sample(&mut rng);
+                scale * z
+            })
+            .collect();
+        let fam = mirror::Categorical::new(c).unwrap();
+        data(n, d, seed, move |x, r| {
+            let eta: Vec<f64> = (0..c - 1).map(|j| dot(&b[j * d..(j + 1) * d], x)).collect();
+            let p = fam.probabilities(&eta).unwrap();
+            let u: f64 = rand::Rng::random(r);
+            let mut acc = 0.0;
+            for (k, pk) in p.iter().enumerate() {
+                acc += pk;
+                if u < acc {
+                    return k as f64;
+                }
+            }
+            (c - 1) as f64
+        })
+    }
+
+    /// $-\frac1W\sum_i w_i[\langle T(y_i), \eta_i\rangle - A(\eta_i)]$ and its gradient through
+    /// the generic family calls (`log_partition`, `mean`) and the trait's default
+    /// `natural` / `natural_vjp`: independent of `weighted_objective`.
+    fn generic_objective(e: &Multinomial, ds: &Dataset, w: &[f64], b: &[f64]) -> (f64, Vec<f64>) {
+        let fam = e.family();
+        let p = fam.dim();
+        let (mut eta, mut mu, mut t) = (vec![0.0; p], vec![0.0; p], vec![0.0; p]);
+        let mut g = vec![0.0; b.len()];
+        let (mut f, mut wsum) = (0.0, 0.0);
+        for (i, &wi) in w.iter().enumerate().take(ds.n()) {
+            e.natural(b, ds.x(i), &mut eta);
+            fam.sufficient_stats(ds.y(i), &mut t);
+            fam.mean(&eta, &mut mu).unwrap();
+            f += wi * (fam.log_partition(&eta).unwrap() - dot(&t, &eta));
+            let v: Vec<f64> = (0..p).map(|j| wi * (mu[j] - t[j])).collect();
+            e.natural_vjp(b, ds.x(i), &v, &mut g);
+            wsum += wi;
+        }
+        g.iter_mut().for_each(|v| *v /= wsum);
+        (f / wsum, g)
+    }
+
+    #[test]
+    fn multinomial_weighted_objective_matches_generic_and_finite_differences() {
+        let (n, d, c) = (300, 5, 4);
+        let ds = multinomial_data(n, d, c, 0.8, 21);
+        let mut rng = ChaCha8Rng::seed_from_u64(22);
+        let w: Vec<f64> = (0..n)
+            .map(|i| {
+                if i % 7 == 0 {
+                    0.0
+                } else {
+                    rand::Rng::random(&mut rng)
+                }
+            })
+            .collect();
+        let e = Multinomial::new(c).unwrap();
+        let b: Vec<f64> = (0..(c - 1) * d)
+            .map(|_| {
+                0.5 * {
+                    let z: f64 = StandardNormal.sample(&mut rng);
+                    z
+                }
+            })
+            .collect();
+        let mut g = vec![0.0; b.len()];
+        let f = e.weighted_objective(&ds, &w, &b, &mut g).unwrap();
+        let (f_ref, g_ref) = generic_objective(&e, &ds, &w, &b);
+        assert!((f - f_ref).abs() <= 1e-13 * f_ref.abs(), "{f} vs {f_ref}");
+        let mut scratch = vec![0.0; b.len()];
+        for j in 0..b.len() {
+            assert!(
+                (g[j] - g_ref[j]).abs() <= 1e-13,
+                "{j}: {} vs {}",
+                g[j],
+                g_ref[j]
+            );
+            let h = 1e-6;
+            let (mut bp, mut bm) = (b.clone(), b.clone());
+            bp[j] += h;
+            bm[j] -= h;
+            let fd = (e.weighted_objective(&ds, &w, &bp, &mut scratch).unwrap()
+                - e.weighted_objective(&ds, &w, &bm, &mut scratch).unwrap())
+                / (2.0 * h);
+            assert!((fd - g[j]).abs() < 1e-8, "{j}: fd {fd} vs {}", g[j]);
+        }
+        assert!(matches!(
+            e.weighted_objective(&ds, &vec![0.0; n], &b, &mut g),
+            Err(MoeError::InvalidParam {
+                name: "weights",
+                ..
+            })
+        ));
+        let mut bad = b.clone();
+        bad[0] = f64::NAN;
+        assert!(matches!(
+            e.weighted_objective(&ds, &w, &bad, &mut g),
+            Err(MoeError::NonFinite { .. })
+        ));
+    }
+
+    #[test]
+    fn multinomial_large_m_step_by_lbfgs_matches_dense_newton() {
+        // (C−1)d = 9·13 = 117 > MULTINOMIAL_DENSE_MAX_PARAMS: weighted_fit takes L-BFGS.
+        let (n, d, c) = (2500, 13, 10);
+        assert!((c - 1) * d > MULTINOMIAL_DENSE_MAX_PARAMS);
+        let ds = multinomial_data(n, d, c, 0.4, 5);
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let w: Vec<f64> = (0..n).map(|_| rand::Rng::random(&mut rng)).collect();
+        let e = Multinomial::new(c).unwrap();
+        let np = e.n_params(d);
+        let start: Vec<f64> = (0..np)
+            .map(|_| {
+                0.1 * {
+                    let z: f64 = StandardNormal.sample(&mut rng);
+                    z
+                }
+            })
+            .collect();
+        let mut dense = vec![0.0; np];
+        let sd = glm_newton(&e, &ds, &w, &start, &mut dense, INNER_TOL, INNER_MAX_ITER).unwrap();
+        assert!(sd.converged && sd.hessians > 0);
+        let mut fast = vec![0.0; np];
+        let sf = e.weighted_fit(&ds, &w, &start, &mut fast).unwrap();
+        assert!(sf.converged, "{sf:?}");
+        assert_eq!(sf.hessians, 0);
+        assert!(
+            sf.iterations > 0 && sf.residual <= MULTINOMIAL_LBFGS_TOL,
+            "{sf:?}"
+        );
+        // Gradient at the L-BFGS result, computed independently, meets the tolerance.
+        let (f_fast, g_fast) = generic_objective(&e, &ds, &w, &fast);
+        let ginf = g_fast.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(ginf <= MULTINOMIAL_LBFGS_TOL * (1.0 + 1e-6), "{ginf}");
+        // Objective within a tight tolerance of the dense-Newton optimum.
+        let (f_dense, _) = generic_objective(&e, &ds, &w, &dense);
+        assert!(
+            f_fast - f_dense <= 1e-12 * (1.0 + f_dense.abs()) && f_dense - f_fast <= 1e-13,
+            "L-BFGS {f_fast} vs Newton {f_dense}"
+        );
+        let diff = fast
+            .iter()
+            .zip(&dense)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff < 1e-5, "max parameter difference {diff}");
+    }
+
+    #[test]
+    fn multinomial_small_m_step_stays_dense_newton_and_large_separable_is_reported() {
+        let ds = multinomial_data(200, 4, 3, 1.0, 8);
+        let e = Multinomial::new(3).unwrap();
+        let w = vec![1.0; 200];
+        let (mut a, mut b) = (vec![0.0; 8], vec![0.0; 8]);
+        let sa = e.weighted_fit(&ds, &w, &[0.0; 8], &mut a).unwrap();
+        let sb = glm_newton(&e, &ds, &w, &[0.0; 8], &mut b, INNER_TOL, INNER_MAX_ITER).unwrap();
+        assert_eq!((a, sa.clone()), (b, sb));
+        assert!(sa.converged && sa.hessians > 0);
+        // Separable labels (class = sign pattern of two features): no maximiser exists.
+        // The L-BFGS M-step stops at the gradient tolerance with large finite
+        // coefficients; with a small iteration cap it reports the inexact step.
+        let (n, d, c) = (400, 30, 5);
+        let sep = data(n, d, 9, |x, _| {
+            (usize::from(x[1] > 0.0) + 2 * usize::from(x[2] > 0.0)) as f64
+        });
+        let e = Multinomial::new(c).unwrap();
+        let np = e.n_params(d);
+        assert!(np > MULTINOMIAL_DENSE_MAX_PARAMS);
+        let mut out = vec![0.0; np];
+        let ones = vec![1.0; n];
+        let s = e
+            .weighted_fit(&sep, &ones, &vec![0.0; np], &mut out)
+            .unwrap();
+        assert!(s.residual <= MULTINOMIAL_LBFGS_TOL && s.converged, "{s:?}");
+        let mut g = vec![0.0; np];
+        let f_end = e.weighted_objective(&sep, &ones, &out, &mut g).unwrap();
+        assert!(out.iter().all(|v| v.is_finite()) && f_end < 1e-6, "{f_end}");
+        let s = e
+            .fit_lbfgs(
+                &sep,
+                &ones,
+                &vec![0.0; np],
+                &mut out,
+                MULTINOMIAL_LBFGS_TOL,
+                3,
+            )
+            .unwrap();
+        assert!(!s.converged && s.iterations == 3 && s.residual > MULTINOMIAL_LBFGS_TOL);
+        assert!(matches!(
+            e.fit_lbfgs(&sep, &ones, &vec![0.0; np], &mut out, 0.0, 3),
+            Err(MoeError::InvalidParam { .. })
+        ));
+        let err = e
+            .weighted_fit(&sep, &vec![0.0; n], &vec![0.0; np], &mut out)
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            MoeError::NotPositiveDefinite {
+                expert: usize::MAX,
+                pivot: 0
+            }
+        ));
     }
 
     #[test]

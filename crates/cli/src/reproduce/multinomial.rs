@@ -1,15 +1,20 @@
 //! A fast EM for softmax-gated mixtures of multinomial-logistic experts, with an
 //! **inexact** M-step by L-BFGS — the solver of the "Random Invert Digits" experiment.
 //!
-//! The library's [`Em`](em_as_md::Em) solves each multinomial expert's M-step by a dense
-//! Newton method whose Hessian has $((C-1)d)^2$ entries, assembled row by row: for
-//! $C = 10$ classes and $d = 65$ design columns that is a $585 \times 585$ matrix costing
-//! about $81 d^2 \approx 3.4\cdot10^5$ multiply–adds per row, i.e. $\approx 5\cdot10^8$ per
-//! Newton step on 1347 rows, several steps per M-step, two experts, 100 iterations,
-//! 25 instances: far beyond the 10-minute budget. On digits the weighted fits are also
-//! (nearly) separable, so the exact M-step maximiser need not exist and Newton's Hessian
-//! is singular on the always-blank pixels. Here the M-step is instead minimised
-//! approximately with L-BFGS ([`em_as_md::lbfgs::Lbfgs`]), warm-started at $\theta_t$,
+//! The library's [`Em`](em_as_md::Em) now solves a multinomial expert's M-step with more
+//! than [`MULTINOMIAL_DENSE_MAX_PARAMS`](em_as_md::expert::MULTINOMIAL_DENSE_MAX_PARAMS)
+//! parameters by L-BFGS too ([`Multinomial::fit_lbfgs`](em_as_md::expert::Multinomial::fit_lbfgs),
+//! no dense $((C-1)d)^2$ Hessian), but this solver is kept for the digits experiment
+//! because (1) the library's *gate* M-step is dense Newton, and on "Random Invert Digits"
+//! the inversion makes the always-blank pixels identical "inverted" indicators
+//! (collinear design columns) and the gate nearly separable, so its Hessian is not
+//! positive definite and [`Em`](em_as_md::Em) stops with `NotPositiveDefinite` (checked
+//! with `mdem fit` on such data, even with the duplicate columns removed); (2) the
+//! protocol uses a deliberately loose, configurable inner budget (`grad_tol`, `max_iter`
+//! per block, for the gate and the experts alike), which the
+//! [`Expert::weighted_fit`](em_as_md::expert::Expert::weighted_fit) API does not take.
+//! Here every block of the M-step (gate and experts) is minimised approximately with
+//! L-BFGS ([`em_as_md::lbfgs::Lbfgs`]), warm-started at $\theta_t$,
 //! to $\|\nabla\|_\infty \le$ `grad_tol` or at most `max_iter` iterations (both reported;
 //! see [`InexactMultinomialEm`]). Every pass over the data is a dense matrix product with
 //! faer.
