@@ -9,64 +9,16 @@
 use em_as_md::{
     Dataset, Em, Executor, FitState, Gating, Glm, MirrorDescent, MixtureOfExperts, Problem, Solver,
 };
-use mirror::{ExponentialFamily, Result as MirrorResult};
 use proptest::prelude::*;
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::Distribution;
 use std::sync::Arc;
 
-/// Gamma distributions with known shape `k` — a user's family, not part of any crate.
-struct UserGamma {
-    k: f64,
-}
-
-impl ExponentialFamily for UserGamma {
-    fn name(&self) -> String {
-        format!("user Gamma(shape {})", self.k)
-    }
-    fn dim(&self) -> usize {
-        1
-    }
-    fn obs_dim(&self) -> usize {
-        1
-    }
-    fn in_support(&self, s: &[f64]) -> bool {
-        s[0] > 0.0 && s[0].is_finite()
-    }
-    fn in_natural_domain(&self, theta: &[f64]) -> bool {
-        theta[0] < 0.0 && theta[0].is_finite()
-    }
-    fn in_mean_domain(&self, mu: &[f64]) -> bool {
-        mu[0] > 0.0 && mu[0].is_finite()
-    }
-    fn sufficient_stats(&self, s: &[f64], t: &mut [f64]) {
-        t[0] = s[0];
-    }
-    fn log_base_measure(&self, s: &[f64]) -> f64 {
-        (self.k - 1.0) * s[0].ln() - statrs::function::gamma::ln_gamma(self.k)
-    }
-    fn log_partition(&self, theta: &[f64]) -> MirrorResult<f64> {
-        Ok(-self.k * (-theta[0]).ln())
-    }
-    fn mean(&self, theta: &[f64], mu: &mut [f64]) -> MirrorResult<()> {
-        mu[0] = -self.k / theta[0];
-        Ok(())
-    }
-    fn fisher(&self, theta: &[f64]) -> MirrorResult<faer::Mat<f64>> {
-        Ok(faer::Mat::from_fn(1, 1, |_, _| {
-            self.k / (theta[0] * theta[0])
-        }))
-    }
-    fn sample(&self, theta: &[f64], rng: &mut dyn RngCore, s: &mut [f64]) -> MirrorResult<()> {
-        let g = rand_distr::Gamma::new(self.k, -1.0 / theta[0]).expect("valid parameters");
-        s[0] = g.sample(rng);
-        Ok(())
-    }
-    fn newton_start(&self, theta: &mut [f64]) {
-        theta[0] = -1.0;
-    }
-}
+// The same user family as the `plug_in_family` / `plug_in_expert` examples, written
+// outside every crate (one copy, included by path).
+#[path = "../../../examples/common/gamma.rs"]
+mod gamma;
+use gamma::GammaKnownShape as UserGamma;
 
 fn rel_vec(a: &[f64], b: &[f64]) -> f64 {
     let num = a
