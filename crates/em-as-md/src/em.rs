@@ -686,18 +686,7 @@ where
             stats: stats_next,
         }));
         let iter = state.iter + 1;
-        let (best_theta, best_objective) = if objective < state.best_objective {
-            (next.clone(), objective)
-        } else {
-            (state.best_theta, state.best_objective)
-        };
-        let new_state = FitState {
-            theta: next,
-            objective,
-            iter,
-            best_theta,
-            best_objective,
-        };
+        let new_state = state.advance(next, objective);
         let record = IterRecord {
             iter,
             objective,

@@ -140,19 +140,8 @@ pub(crate) fn assemble<M: ConditionalFamily + ?Sized>(
     } else {
         f64::NAN
     };
-    let (best_theta, best_objective) = if objective < state.best_objective {
-        (next.clone(), objective)
-    } else {
-        (state.best_theta, state.best_objective)
-    };
     Ok((
-        FitState {
-            theta: next,
-            objective,
-            iter,
-            best_theta,
-            best_objective,
-        },
+        state.advance(next, objective),
         IterRecord {
             iter,
             objective,

@@ -34,6 +34,43 @@ impl FitState {
             iter: 0,
         }
     }
+
+    /// The state after one step to `theta` with objective $L(\theta)$ = `objective`:
+    /// the iteration count advances and the best pair is kept apart from the current one
+    /// (mirror descent with $\eta > 1$ and gradient descent are not monotone). Every solver
+    /// builds its next state through this one function.
+    pub fn advance(self, theta: Vec<f64>, objective: f64) -> FitState {
+        let (best_theta, best_objective) = if objective < self.best_objective {
+            (theta.clone(), objective)
+        } else {
+            (self.best_theta, self.best_objective)
+        };
+        FitState {
+            theta,
+            objective,
+            iter: self.iter + 1,
+            best_theta,
+            best_objective,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advance_keeps_best_apart_from_current() {
+        let s = FitState::new(vec![0.0], 2.0);
+        let s = s.advance(vec![1.0], 1.0); // improves
+        assert_eq!(
+            (s.iter, s.best_theta.clone(), s.best_objective),
+            (1, vec![1.0], 1.0)
+        );
+        let s = s.advance(vec![2.0], 3.0); // worse: current moves, best stays
+        assert_eq!((s.iter, s.theta.clone(), s.objective), (2, vec![2.0], 3.0));
+        assert_eq!((s.best_theta, s.best_objective), (vec![1.0], 1.0));
+    }
 }
 
 /// Work done by an inner solver (an iterative M-step or the mirror-descent subproblem)

@@ -354,19 +354,8 @@ impl Solver<Problem<'_, MixtureOfExperts>> for InexactMultinomialEm {
         })?;
         let objective = new_eval.objective;
         self.cache = Some((next.clone(), new_eval));
-        let (best_theta, best_objective) = if objective < state.best_objective {
-            (next.clone(), objective)
-        } else {
-            (state.best_theta, state.best_objective)
-        };
         Ok((
-            FitState {
-                theta: next,
-                objective,
-                iter,
-                best_theta,
-                best_objective,
-            },
+            state.advance(next, objective),
             IterRecord {
                 iter,
                 objective,
