@@ -19,8 +19,7 @@
 //! $L$; two figures show $L_t - L^\star$ (log scale) against iterations and against time
 //! (`DIR/compare_iterations.{svg,png}`, `DIR/compare_time.{svg,png}`).
 
-use super::fit::{expert_kind, ExpertArg};
-use crate::csvdata::{self, LoadOptions};
+use super::fit::ModelArgs;
 use crate::error::CliError;
 use crate::plot::{Chart, Series};
 use crate::report::{num, print_stdout, Align, Table};
@@ -28,7 +27,7 @@ use crate::scaling::Scaling;
 use clap::{Args, ValueEnum};
 use em_as_md::fit::initial_theta;
 use em_as_md::init::InitMethod;
-use em_as_md::moe::{Gating, MixtureOfExperts};
+use em_as_md::moe::MixtureOfExperts;
 use em_as_md::{
     ConditionalFamily, Em, GradientDescent, GradientEm, MirrorDescent, MoeError, Problem, Step,
 };
@@ -44,32 +43,12 @@ pub const GAP_FLOOR: f64 = 1e-16;
 /// Arguments of `mdem compare`.
 #[derive(Debug, Clone, Args)]
 pub struct CompareArgs {
-    /// CSV file with a header row.
-    pub data: PathBuf,
-    /// Name of the target column.
-    #[arg(long)]
-    pub target: String,
-    /// Feature columns, comma-separated (default: every other column).
-    #[arg(long, value_delimiter = ',')]
-    pub features: Option<Vec<String>>,
-    /// Number of experts K.
-    #[arg(long, short = 'k', value_parser = clap::value_parser!(u32).range(1..))]
-    pub experts: u32,
-    /// Expert type.
-    #[arg(long, value_enum)]
-    pub expert: ExpertArg,
-    /// No gate on the features: constant mixing weights.
-    #[arg(long)]
-    pub no_gate: bool,
-    /// Do not add an intercept to the experts and the gate.
-    #[arg(long)]
-    pub no_intercept: bool,
+    /// Data, expert and gate (as for `mdem fit`).
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Standardise the feature columns (mean 0, sd 1) first.
     #[arg(long)]
     pub standardize: bool,
-    /// Drop constant feature columns (with a warning) instead of refusing them.
-    #[arg(long)]
-    pub drop_constant: bool,
     /// Mirror-descent steps η, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "0.5,1,1.5")]
     pub etas: Vec<f64>,
@@ -153,20 +132,7 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
     if !(args.eps.is_finite() && args.eps > 0.0) {
         return Err(bad("eps", args.eps, "a finite number > 0"));
     }
-    let loaded = csvdata::load_csv_with(
-        &args.data,
-        &args.target,
-        args.features.as_deref(),
-        LoadOptions {
-            intercept: !args.no_intercept,
-            drop_constant: args.drop_constant,
-        },
-    )?;
-    for w in &loaded.warnings {
-        eprintln!("warning: {}: {w}", loaded.file);
-    }
-    let support = loaded.validate_target(args.expert.target_kind())?;
-    let kind = expert_kind(args.expert, support);
+    let (loaded, kind) = args.model.load(false)?;
     let data = if args.standardize {
         Scaling::fit(&loaded.dataset, loaded.intercept)
             .apply(&loaded.dataset)
@@ -174,12 +140,8 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
     } else {
         loaded.dataset.clone()
     };
-    let (n, d, k) = (data.n(), data.d(), args.experts as usize);
-    let gating = if args.no_gate {
-        Gating::Constant
-    } else {
-        Gating::Softmax
-    };
+    let (n, d, k) = (data.n(), data.d(), args.model.experts as usize);
+    let gating = args.model.gating();
     let expert = kind
         .build()
         .map_err(|e| CliError::BadInput(format!("{}: {e}", loaded.file)))?;
@@ -265,7 +227,8 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
         format!(
             "{}: {k} {} experts, n = {n}, d = {d} — L_t − L* against {x}",
             loaded.file,
-            args.expert
+            args.model
+                .expert
                 .to_possible_value()
                 .map_or_else(String::new, |v| v.get_name().to_string())
         )
@@ -292,8 +255,8 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
          GD constant step {}; mirror-descent steps solved by L-BFGS to ‖∇F_η‖∞ ≤ {} (at most {} inner iterations)\n\n{table}\n\
          figures: {dir}/compare_iterations.{{svg,png}}, {dir}/compare_time.{{svg,png}}\n",
         loaded.file,
-        args.expert.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string()),
-        if args.no_gate { ", no gate" } else { ", softmax gate" },
+        args.model.expert.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string()),
+        if args.model.no_gate { ", no gate" } else { ", softmax gate" },
         args.seed,
         num(l_star, 12),
         reference.iterations(),

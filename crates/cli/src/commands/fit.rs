@@ -56,9 +56,9 @@ impl ExpertArg {
     }
 }
 
-/// Arguments of `mdem fit`.
+/// The data and model flags shared by `mdem fit` and `mdem compare`.
 #[derive(Debug, Clone, Args)]
-pub struct FitArgs {
+pub struct ModelArgs {
     /// CSV file with a header row.
     pub data: PathBuf,
     /// Name of the target column.
@@ -79,6 +79,53 @@ pub struct FitArgs {
     /// Do not add an intercept to the experts and the gate.
     #[arg(long)]
     pub no_intercept: bool,
+    /// Drop constant feature columns (with a warning) instead of refusing them.
+    #[arg(long)]
+    pub drop_constant: bool,
+}
+
+impl ModelArgs {
+    /// Loads the CSV (intercept unless `--no-intercept`), prints the loader's warnings
+    /// unless `quiet`, and checks the target against the expert's support.
+    ///
+    /// # Errors
+    /// The loader's one-line errors (file, line, column, what was expected).
+    pub fn load(&self, quiet: bool) -> Result<(csvdata::LoadedData, ExpertKind), CliError> {
+        let loaded = csvdata::load_csv_with(
+            &self.data,
+            &self.target,
+            self.features.as_deref(),
+            LoadOptions {
+                intercept: !self.no_intercept,
+                drop_constant: self.drop_constant,
+            },
+        )?;
+        if !quiet {
+            for w in &loaded.warnings {
+                eprintln!("warning: {}: {w}", loaded.file);
+            }
+        }
+        let support = loaded.validate_target(self.expert.target_kind())?;
+        let kind = expert_kind(self.expert, support);
+        Ok((loaded, kind))
+    }
+
+    /// Softmax gate, or constant mixing weights with `--no-gate`.
+    pub fn gating(&self) -> Gating {
+        if self.no_gate {
+            Gating::Constant
+        } else {
+            Gating::Softmax
+        }
+    }
+}
+
+/// Arguments of `mdem fit`.
+#[derive(Debug, Clone, Args)]
+pub struct FitArgs {
+    /// Data, expert and gate.
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Fit on the raw feature columns. By default EM runs on standardised columns (mean 0,
     /// standard deviation 1; an exact reparametrisation, see `mdem_cli::scaling`) and the
     /// parameters are mapped back to the data's units: the Newton M-steps of logistic,
@@ -86,9 +133,6 @@ pub struct FitArgs {
     /// widely.
     #[arg(long)]
     pub no_standardize: bool,
-    /// Drop constant feature columns (with a warning) instead of refusing them.
-    #[arg(long)]
-    pub drop_constant: bool,
     /// Number of seeded starts (the best is kept).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub n_init: u32,
@@ -141,23 +185,8 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             args.tol
         )));
     }
-    let loaded = csvdata::load_csv_with(
-        &args.data,
-        &args.target,
-        args.features.as_deref(),
-        LoadOptions {
-            intercept: !args.no_intercept,
-            drop_constant: args.drop_constant,
-        },
-    )?;
     let verbose = !args.quiet && !args.json;
-    if verbose {
-        for w in &loaded.warnings {
-            eprintln!("warning: {}: {w}", loaded.file);
-        }
-    }
-    let support = loaded.validate_target(args.expert.target_kind())?;
-    let kind = expert_kind(args.expert, support);
+    let (loaded, kind) = args.model.load(!verbose)?;
     let scaling = (!args.no_standardize).then(|| Scaling::fit(&loaded.dataset, loaded.intercept));
     let scaled;
     let fit_data = match &scaling {
@@ -171,12 +200,8 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     };
     let data = &loaded.dataset;
     let (n, d) = (data.n(), data.d());
-    let k = args.experts as usize;
-    let gating = if args.no_gate {
-        Gating::Constant
-    } else {
-        Gating::Softmax
-    };
+    let k = args.model.experts as usize;
+    let gating = args.model.gating();
     let expert = kind
         .build()
         .map_err(|e| CliError::BadInput(format!("{}: {e}", loaded.file)))?;
@@ -193,8 +218,8 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         return Err(CliError::BadInput(format!(
             "{}: {n} data rows but the model has {p} parameters ({k} {kind} experts on {d} design columns{}); expected at least as many rows as parameters: use fewer experts or features",
             loaded.file,
-            if args.no_gate { "" } else { ", softmax gate" },
-            kind = args.expert.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string()),
+            if args.model.no_gate { "" } else { ", softmax gate" },
+            kind = args.model.expert.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string()),
         )));
     }
 
@@ -253,6 +278,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     let iterations = rep.iterations;
     let termination = rep.termination.to_string();
     let expert_name = args
+        .model
         .expert
         .to_possible_value()
         .map_or_else(String::new, |v| v.get_name().to_string());
@@ -335,7 +361,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         format!(
             "{k} {} experts, {}",
             model.expert().name(),
-            if args.no_gate {
+            if args.model.no_gate {
                 "constant mixing weights"
             } else {
                 "softmax gate"
