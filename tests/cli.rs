@@ -795,3 +795,51 @@ fn predict_refuses_a_target_outside_the_support() {
         "{err}"
     );
 }
+
+/// `compare` standardises the feature columns by default, as `fit` does, says so on its
+/// first line, and takes `--no-standardize` to run on the raw columns; the old opt-in
+/// `--standardize` is gone (a usage error, exit code 2).
+#[test]
+fn compare_standardises_by_default_and_accepts_no_standardize() {
+    let d = tmpdir("compare-standardize");
+    let run = |extra: &[&str], out: &str| {
+        let o = mdem()
+            .arg("compare")
+            .arg(data("diabetes.csv"))
+            .args(LIN)
+            .args([
+                "--features",
+                "bmi,bp,s5",
+                "--max-iter",
+                "5",
+                "--ref-iter",
+                "50",
+                "--etas",
+                "1",
+            ])
+            .args(extra)
+            .arg("--out")
+            .arg(d.join(out))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let default = run(&[], "default");
+    let first = default.lines().next().unwrap_or_default();
+    assert!(first.contains("standardised features"), "{first}");
+    assert!(!first.contains("raw feature columns"), "{first}");
+    let raw = run(&["--no-standardize"], "raw");
+    let first = raw.lines().next().unwrap_or_default();
+    assert!(first.contains("raw feature columns"), "{first}");
+    assert!(!first.contains("standardised features"), "{first}");
+    mdem()
+        .arg("compare")
+        .arg(data("diabetes.csv"))
+        .args(LIN)
+        .arg("--standardize")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--standardize"));
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -1,5 +1,6 @@
-//! Standardisation of the feature columns, used by `mdem fit` as numerical
-//! preconditioning (on by default, `--no-standardize` to turn it off).
+//! Standardisation of the feature columns, used by `mdem fit` and `mdem compare` as
+//! numerical preconditioning (on by default, `--no-standardize` to turn it off; decided
+//! in one place, `commands::fit::ModelArgs::standardise`).
 //!
 //! **With an intercept** (design column 0 is the constant 1), every other column $j$
 //! becomes $z_{ij} = (x_{ij} - m_j)/s_j$ with the column mean $m_j = \frac1n\sum_i x_{ij}$

@@ -142,7 +142,6 @@ fn compare_prints_a_table_and_writes_both_figures() {
         "linear",
         "--features",
         "bmi,bp,s5",
-        "--standardize",
         "--max-iter",
         "15",
         "--ref-iter",

@@ -1,6 +1,9 @@
 //! `mdem compare DATA.csv --target y --experts K --expert … [--etas 0.5,1,1.5]
-//! [--max-iter N] [--seed S] [--out DIR]`: EM, mirror descent at several steps $\eta$,
-//! gradient descent and gradient EM on one data set, all from **one** initialisation.
+//! [--no-standardize] [--max-iter N] [--seed S] [--out DIR]`: EM, mirror descent at
+//! several steps $\eta$, gradient descent and gradient EM on one data set, all from **one**
+//! initialisation. As in `mdem fit`, the solvers run on standardised feature columns
+//! ([`ModelArgs::standardise`]) unless `--no-standardize`; the objective $L$ is the same
+//! either way (an exact reparametrisation), the start and the iterates are not.
 //!
 //! * EM: the library's [`Em`] (exact or Newton M-step).
 //! * Mirror descent with step $\eta$ ([`MirrorDescent`]): the projected step
@@ -23,7 +26,6 @@ use super::fit::ModelArgs;
 use crate::error::CliError;
 use crate::plot::{Chart, Series};
 use crate::report::{num, print_stdout, Align, Table};
-use crate::scaling::Scaling;
 use clap::{Args, ValueEnum};
 use em_as_md::fit::initial_theta;
 use em_as_md::init::InitMethod;
@@ -43,12 +45,10 @@ pub const GAP_FLOOR: f64 = 1e-16;
 /// Arguments of `mdem compare`.
 #[derive(Debug, Clone, Args)]
 pub struct CompareArgs {
-    /// Data, expert and gate (as for `mdem fit`).
+    /// Data, expert, gate and standardisation (as for `mdem fit`: every solver runs on
+    /// standardised columns unless `--no-standardize`).
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Standardise the feature columns (mean 0, sd 1) first.
-    #[arg(long)]
-    pub standardize: bool,
     /// Mirror-descent steps η, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "0.5,1,1.5")]
     pub etas: Vec<f64>,
@@ -133,13 +133,8 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
         return Err(bad("eps", args.eps, "a finite number > 0"));
     }
     let (loaded, kind) = args.model.load(false)?;
-    let data = if args.standardize {
-        Scaling::fit(&loaded.dataset, loaded.intercept)
-            .apply(&loaded.dataset)
-            .map_err(|e| CliError::compute("standardising", e))?
-    } else {
-        loaded.dataset.clone()
-    };
+    let standardised = args.model.standardise(&loaded)?;
+    let data = standardised.as_ref().map_or(&loaded.dataset, |(_, d)| d);
     let (n, d, k) = (data.n(), data.d(), args.model.experts as usize);
     let gating = args.model.gating();
     let expert = kind
@@ -155,9 +150,9 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
         )));
     }
     let ctx = |what: String| move |e: MoeError| CliError::compute(what, e);
-    let theta0 = initial_theta(&model, &data, &InitMethod::KMeansPlusPlus, args.seed, 0)
+    let theta0 = initial_theta(&model, data, &InitMethod::KMeansPlusPlus, args.seed, 0)
         .map_err(ctx("initialisation".into()))?;
-    let problem = Problem::new(&model, &data).map_err(ctx("problem".into()))?;
+    let problem = Problem::new(&model, data).map_err(ctx("problem".into()))?;
     let fixed = RunSettings::fixed(args.max_iter);
 
     let mut runs: Vec<Run> = Vec::new();
@@ -250,7 +245,7 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
     save_both(&by_time, &args.out, "compare_time")?;
 
     let text = format!(
-        "mdem compare: {} (n = {n}, d = {d} design columns), {k} {} experts{}, one k-means++ start (seed {})\n\
+        "mdem compare: {} (n = {n}, d = {d} design columns), {k} {} experts{}, one k-means++ start (seed {}), {}\n\
          L* = {} (reference EM run: {} iterations{}; never above any value seen)\n\
          GD constant step {}; mirror-descent steps solved by L-BFGS to ‖∇F_η‖∞ ≤ {} (at most {} inner iterations)\n\n{table}\n\
          figures: {dir}/compare_iterations.{{svg,png}}, {dir}/compare_time.{{svg,png}}\n",
@@ -258,6 +253,11 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
         args.model.expert.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string()),
         if args.model.no_gate { ", no gate" } else { ", softmax gate" },
         args.seed,
+        if standardised.is_some() {
+            "on standardised features (mean 0, sd 1; --no-standardize for the raw columns)"
+        } else {
+            "on the raw feature columns (--no-standardize)"
+        },
         num(l_star, 12),
         reference.iterations(),
         reference.failure.as_ref().map_or_else(String::new, |f| format!(", stopped: {f}")),

@@ -27,7 +27,7 @@ use clap::{Args, ValueEnum};
 use em_as_md::expert::ExpertKind;
 use em_as_md::init::InitMethod;
 use em_as_md::moe::{Gating, MixtureOfExperts};
-use em_as_md::{ConditionalFamily, FittedMoe, MoeError};
+use em_as_md::{ConditionalFamily, Dataset, FittedMoe, MoeError};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -82,6 +82,12 @@ pub struct ModelArgs {
     /// Drop constant feature columns (with a warning) instead of refusing them.
     #[arg(long)]
     pub drop_constant: bool,
+    /// Fit on the raw feature columns. By default the solvers run on standardised columns
+    /// (mean 0, standard deviation 1; an exact reparametrisation, see `mdem_cli::scaling`):
+    /// the Newton M-steps of logistic, multinomial and Poisson experts and of the gate need
+    /// it when feature scales differ widely.
+    #[arg(long)]
+    pub no_standardize: bool,
 }
 
 impl ModelArgs {
@@ -110,6 +116,26 @@ impl ModelArgs {
         Ok((loaded, kind))
     }
 
+    /// The standardisation of the loaded feature columns ([`Scaling::fit`]) and the data
+    /// set on standardised columns ([`Scaling::apply`]), or `None` with
+    /// `--no-standardize`. The one place where `fit` and `compare` decide it.
+    ///
+    /// # Errors
+    /// [`CliError::Compute`] when the standardised data set cannot be built.
+    pub fn standardise(
+        &self,
+        loaded: &csvdata::LoadedData,
+    ) -> Result<Option<(Scaling, Dataset)>, CliError> {
+        if self.no_standardize {
+            return Ok(None);
+        }
+        let scaling = Scaling::fit(&loaded.dataset, loaded.intercept);
+        let data = scaling
+            .apply(&loaded.dataset)
+            .map_err(|e| CliError::compute("standardising", e))?;
+        Ok(Some((scaling, data)))
+    }
+
     /// Softmax gate, or constant mixing weights with `--no-gate`.
     pub fn gating(&self) -> Gating {
         if self.no_gate {
@@ -123,16 +149,10 @@ impl ModelArgs {
 /// Arguments of `mdem fit`.
 #[derive(Debug, Clone, Args)]
 pub struct FitArgs {
-    /// Data, expert and gate.
+    /// Data, expert, gate and standardisation (EM runs on standardised columns unless
+    /// `--no-standardize`; the parameters are mapped back to the data's units).
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Fit on the raw feature columns. By default EM runs on standardised columns (mean 0,
-    /// standard deviation 1; an exact reparametrisation, see `mdem_cli::scaling`) and the
-    /// parameters are mapped back to the data's units: the Newton M-steps of logistic,
-    /// multinomial and Poisson experts and of the gate need it when feature scales differ
-    /// widely.
-    #[arg(long)]
-    pub no_standardize: bool,
     /// Number of seeded starts (the best is kept).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub n_init: u32,
@@ -187,17 +207,9 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     }
     let verbose = !args.quiet && !args.json;
     let (loaded, kind) = args.model.load(!verbose)?;
-    let scaling = (!args.no_standardize).then(|| Scaling::fit(&loaded.dataset, loaded.intercept));
-    let scaled;
-    let fit_data = match &scaling {
-        Some(s) => {
-            scaled = s
-                .apply(&loaded.dataset)
-                .map_err(|e| CliError::compute("standardising", e))?;
-            &scaled
-        }
-        None => &loaded.dataset,
-    };
+    let standardised = args.model.standardise(&loaded)?;
+    let scaling = standardised.as_ref().map(|(s, _)| s);
+    let fit_data = standardised.as_ref().map_or(&loaded.dataset, |(_, d)| d);
     let data = &loaded.dataset;
     let (n, d) = (data.n(), data.d());
     let k = args.model.experts as usize;
@@ -247,7 +259,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
                 loaded.target
             ))
         }
-        e @ MoeError::NotPositiveDefinite { .. } if args.no_standardize => CliError::compute(
+        e @ MoeError::NotPositiveDefinite { .. } if args.model.no_standardize => CliError::compute(
             format!(
                 "{}: fitting (hint: drop --no-standardize when feature scales differ widely)",
                 loaded.file
@@ -257,7 +269,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         e => CliError::compute(format!("{}: fitting", loaded.file), e),
     })?;
     // Back to the data's units: the same laws, so the same likelihood and report.
-    let fitted = match &scaling {
+    let fitted = match scaling {
         Some(s) => s
             .to_original(fitted.model(), fitted.theta())
             .and_then(|theta| {
@@ -290,13 +302,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             best_restart: rep.best_restart,
             init: "kmeans++".into(),
         };
-        save_model(
-            &fitted,
-            &loaded.target,
-            scaling.as_ref(),
-            Some(&start),
-            path,
-        )?;
+        save_model(&fitted, &loaded.target, scaling, Some(&start), path)?;
     }
     if let Some(path) = &args.plot {
         let l_final = rep
