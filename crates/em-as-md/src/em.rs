@@ -32,7 +32,8 @@
 //! accumulates the gate M-step's objective, gradient and block Hessian at $\theta_t$
 //! ([`GateStats`]), so the gate's Newton solve starts without a pass of its own. The
 //! M-step is then $K$ Cholesky solves plus the gate's Newton steps (one pass over the
-//! data per step: objective, gradient and, speculatively, the next Hessian).
+//! data per step: objective, gradient and, only when the factored Hessian stops
+//! contracting the gradient fast enough, a fresh Hessian).
 //!
 //! [`Em`] is the [`Solver`]: it caches the E-step of the new iterate, so each iteration
 //! costs one E-step and one M-step, and its state's objective is $L(\theta_{t+1})$.
@@ -40,17 +41,18 @@
 use crate::conditional::ConditionalFamily;
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
-use crate::expert::{add_weighted_gram, GRAM_BLOCK};
+use crate::expert::{add_weighted_gram, gram_buffer_len};
 use crate::gate::{
-    constant_gate_mstep, fit_softmax_gate_from, gate_chunk, GateAcc, GateConfig, GateStats,
+    constant_gate_mstep, fit_softmax_gate_from, gate_chunk, gate_softmax_rows, GateConfig,
+    GateScratch, GateStats, GateSums,
 };
 use crate::moe::{Gating, MixtureOfExperts};
 use crate::objective::Problem;
-use crate::parallel::{fold_rows, Mergeable, CHUNK};
+use crate::parallel::{fold_rows_with, Mergeable, CHUNK};
 use crate::solver::{FitState, InnerStats, IterRecord, Solver};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, Par};
-use mirror::special::log_sum_exp;
+use mirror::special::{log_sum_exp, softmax_in_place};
 use std::any::Any;
 use std::ops::Range;
 
@@ -148,7 +150,8 @@ impl Mergeable for MoeStats {
     }
 }
 
-/// Per-chunk work buffers of the E-step (never merged, allocated once per chunk).
+/// Work buffers of the E-step for one worker (never merged; allocated once per rayon job
+/// and reused across its chunks).
 struct EScratch {
     lin: Mat<f64>,
     buf: Vec<f64>,
@@ -156,13 +159,14 @@ struct EScratch {
     t: Vec<f64>,
     eta: Vec<f64>,
     lp: Vec<f64>,
+    gate: Option<GateScratch>,
 }
 
+/// The E-step sums of one chunk.
 struct EAcc {
     stats: MoeStats,
     ll: f64,
-    s: EScratch,
-    gate: Option<GateAcc>,
+    gate: Option<GateSums>,
 }
 
 impl Mergeable for EAcc {
@@ -265,20 +269,18 @@ impl MixtureOfExperts {
         }
         let d = data.d();
         let linear = self.expert().linear_gaussian().is_some();
-        let (mut stats, _) = fold_rows(
+        let mut stats = fold_rows_with(
             data.n(),
             || {
                 (
-                    MoeStats::empty(k, d, linear, CHUNK),
-                    Bufs(
-                        vec![0.0; if linear { d * GRAM_BLOCK } else { 0 }],
-                        vec![0.0; CHUNK],
-                    ),
+                    vec![0.0; if linear { gram_buffer_len(d) } else { 0 }],
+                    vec![0.0; CHUNK],
                 )
             },
-            |(st, b), rows| {
+            || MoeStats::empty(k, d, linear, CHUNK),
+            |(buf, w), st, rows| {
                 let r = &resp[rows.start * k..rows.end * k];
-                self.accumulate_chunk(data, rows.clone(), r, st, &mut b.0, &mut b.1);
+                self.accumulate_chunk(data, rows.clone(), r, st, buf, w);
                 st.resp.extend_from_slice(r);
                 Ok(())
             },
@@ -343,11 +345,6 @@ fn linear_gaussian_log_density(y: f64, mean: f64, c: f64, inv_two_s2: f64) -> f6
     c - e * e * inv_two_s2
 }
 
-struct Bufs(Vec<f64>, Vec<f64>);
-impl Mergeable for Bufs {
-    fn merge(&mut self, _other: Self) {}
-}
-
 impl EmModel for MixtureOfExperts {
     type Stats = MoeStats;
 
@@ -386,24 +383,25 @@ impl EmModel for MixtureOfExperts {
         }
         let const_lse_g = if gated { 0.0 } else { log_sum_exp(&glog) };
         let yall = data.y_all();
-        let acc = fold_rows(
+        let gate_fit = gated && k > 1;
+        let acc = fold_rows_with(
             data.n(),
+            || EScratch {
+                lin: Mat::zeros(CHUNK, ncols),
+                buf: vec![0.0; if linear { gram_buffer_len(d) } else { 0 }],
+                w: vec![0.0; CHUNK],
+                t: vec![0.0; p],
+                eta: vec![0.0; p],
+                lp: vec![0.0; k],
+                gate: gate_fit.then(|| GateScratch::new(d, k)),
+            },
             || EAcc {
                 stats: MoeStats::empty(k, d, linear, CHUNK),
                 ll: 0.0,
-                s: EScratch {
-                    lin: Mat::zeros(CHUNK, ncols),
-                    buf: vec![0.0; if linear { d * GRAM_BLOCK } else { 0 }],
-                    w: vec![0.0; CHUNK],
-                    t: vec![0.0; p],
-                    eta: vec![0.0; p],
-                    lp: vec![0.0; k],
-                },
-                gate: (gated && k > 1).then(|| GateAcc::new(d, k, true)),
+                gate: gate_fit.then(|| GateSums::new(d, k, true)),
             },
-            |acc, rows| {
+            |s, acc, rows| {
                 let m = rows.len();
-                let s = &mut acc.s;
                 if ncols > 0 {
                     let xc = data.xt().subcols(rows.start, m);
                     matmul(
@@ -416,7 +414,11 @@ impl EmModel for MixtureOfExperts {
                     );
                 }
                 // Column slices of the chunk's products (no per-element matrix indexing).
-                let cols: Vec<&[f64]> = (0..ncols).map(|j| s.lin.col_as_slice(j)).collect();
+                let cols: Vec<&[f64]> = (0..ncols).map(|j| &s.lin.col_as_slice(j)[..m]).collect();
+                // Gate probabilities and LSE_k g_k per row, kept for the gate's sums.
+                if let Some(gs) = s.gate.as_mut() {
+                    gate_softmax_rows(&cols[..k - 1], k, &mut gs.probs[..m * k], &mut gs.lse[..m])?;
+                }
                 for (li, i) in rows.clone().enumerate() {
                     // Gate logits g_k (g_{K-1} = 0) and LSE_k g_k.
                     let lse_g = if gated {
@@ -424,7 +426,7 @@ impl EmModel for MixtureOfExperts {
                             *l = col[li];
                         }
                         s.lp[k - 1] = 0.0;
-                        log_sum_exp(&s.lp)
+                        s.gate.as_ref().map_or(0.0, |gs| gs.lse[li])
                     } else {
                         s.lp.copy_from_slice(&glog);
                         const_lse_g
@@ -463,20 +465,8 @@ impl EmModel for MixtureOfExperts {
                             s.lp[c] += log_h + inner - a;
                         }
                     }
-                    // Responsibilities r_ik = e^{ℓ_ik - LSE} with the exponentials reused.
-                    let mx = s.lp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    if !mx.is_finite() {
-                        return Err(MoeError::NonFinite {
-                            what: "row log-likelihood in the E-step",
-                            iter: 0,
-                        });
-                    }
-                    let mut sum = 0.0;
-                    for v in s.lp.iter_mut() {
-                        *v = (*v - mx).exp();
-                        sum += *v;
-                    }
-                    let lse = mx + sum.ln();
+                    // Responsibilities r_ik = e^{ℓ_ik - LSE} (the LSE's exponentials reused).
+                    let lse = softmax_in_place(&mut s.lp);
                     if !lse.is_finite() {
                         return Err(MoeError::NonFinite {
                             what: "row log-likelihood in the E-step",
@@ -484,16 +474,13 @@ impl EmModel for MixtureOfExperts {
                         });
                     }
                     acc.ll += lse - lse_g;
-                    let inv_sum = 1.0 / sum;
-                    for v in &s.lp {
-                        acc.stats.resp.push(v * inv_sum);
-                    }
+                    acc.stats.resp.extend_from_slice(&s.lp);
                 }
                 let resp = std::mem::take(&mut acc.stats.resp);
-                if let Some(ga) = acc.gate.as_mut() {
-                    let logits = s.lin.as_ref().subrows(0, m).subcols(0, k - 1);
-                    gate_chunk(data, rows.clone(), logits, &resp, k, ga)?;
+                if let (Some(gsum), Some(gs)) = (acc.gate.as_mut(), s.gate.as_mut()) {
+                    gate_chunk(data, rows.clone(), &cols[..k - 1], &resp, k, gsum, gs);
                 }
+                drop(cols);
                 self.accumulate_chunk(data, rows, &resp, &mut acc.stats, &mut s.buf, &mut s.w);
                 acc.stats.resp = resp;
                 Ok(())

@@ -43,20 +43,36 @@ impl<A: Mergeable, B: Mergeable> Mergeable for (A, B) {
 }
 
 /// Folds `body` over the rows `0..n` in fixed-size chunks, in parallel, and merges the
-/// per-chunk accumulators in chunk order. `init` creates an empty accumulator (and is
-/// where per-chunk scratch buffers are allocated, never per row).
+/// per-chunk accumulators in chunk order. `init` creates an empty accumulator (small:
+/// the sums only); work buffers belong in [`fold_rows_with`]'s scratch.
 pub fn fold_rows<S, I, B>(n: usize, init: I, body: B) -> Result<S>
 where
     S: Mergeable,
     I: Fn() -> S + Sync,
     B: Fn(&mut S, Range<usize>) -> Result<()> + Sync,
 {
+    fold_rows_with(n, || (), init, |_, acc, rows| body(acc, rows))
+}
+
+/// [`fold_rows`] with per-worker scratch: `scratch` builds work buffers once per rayon
+/// job (reused across the chunks that job folds, so chunk-sized buffers are neither
+/// allocated nor zeroed per chunk), while `init` builds the per-chunk accumulator that is
+/// merged. Whatever the scratch holds on entry must not influence the result: `body`
+/// overwrites what it reads, so the sums stay bit-identical across thread counts.
+pub fn fold_rows_with<S, T, J, I, B>(n: usize, scratch: J, init: I, body: B) -> Result<S>
+where
+    S: Mergeable,
+    T: Send,
+    J: Fn() -> T + Sync + Send,
+    I: Fn() -> S + Sync,
+    B: Fn(&mut T, &mut S, Range<usize>) -> Result<()> + Sync,
+{
     let n_chunks = n.div_ceil(CHUNK).max(1);
     let parts: Vec<Result<S>> = (0..n_chunks)
         .into_par_iter()
-        .map(|c| {
+        .map_init(scratch, |t, c| {
             let mut acc = init();
-            body(&mut acc, c * CHUNK..((c + 1) * CHUNK).min(n))?;
+            body(t, &mut acc, c * CHUNK..((c + 1) * CHUNK).min(n))?;
             Ok(acc)
         })
         .collect();
@@ -99,5 +115,55 @@ mod tests {
         // …and agrees with a plain sum up to round-off.
         let plain: f64 = v.iter().sum();
         assert!((one - plain).abs() < 1e-9 * plain.abs().max(1.0));
+    }
+
+    #[test]
+    fn scratch_is_reused_without_changing_the_sum() {
+        let n = 7 * CHUNK + 5;
+        let v: Vec<f64> = (0..n).map(|i| ((i as f64) * 0.11).cos() * 1e2).collect();
+        let created = std::sync::atomic::AtomicUsize::new(0);
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    fold_rows_with(
+                        n,
+                        || {
+                            created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            vec![f64::NAN; CHUNK]
+                        },
+                        || 0.0f64,
+                        |buf, acc, r| {
+                            // Squares through the (stale) scratch buffer, then summed.
+                            let m = r.len();
+                            for (b, x) in buf[..m].iter_mut().zip(&v[r]) {
+                                *b = x * x;
+                            }
+                            *acc += buf[..m].iter().sum::<f64>();
+                            Ok(())
+                        },
+                    )
+                    .unwrap()
+                })
+        };
+        let one = run(1);
+        let per_thread = created.swap(0, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            per_thread < n.div_ceil(CHUNK),
+            "scratch built {per_thread} times"
+        );
+        assert_eq!(one.to_bits(), run(2).to_bits());
+        let plain = fold_rows(
+            n,
+            || 0.0f64,
+            |acc, r| {
+                *acc += v[r].iter().map(|x| x * x).sum::<f64>();
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(one.to_bits(), plain.to_bits());
     }
 }

@@ -20,18 +20,37 @@ pub fn log_sum_exp(v: &[f64]) -> f64 {
 
 /// Softmax in place: $v_j \leftarrow e^{v_j - \mathrm{LSE}(v)}$; returns $\mathrm{LSE}(v)$.
 ///
+/// Computed as $e_j = e^{v_j - m}$, $m = \max_j v_j$, $v_j \leftarrow e_j / \sum_l e_l$,
+/// $\mathrm{LSE}(v) = m + \log\sum_l e_l$: one exponential per entry, none for the
+/// maximal entries (their $e_j = 1$ exactly), and one logarithm — the exponentials of the
+/// log-sum-exp are the probabilities' numerators (hot in every E-step).
+///
 /// Entries equal to $-\infty$ get probability exactly 0. If every entry is $-\infty$ the
-/// slice is left as zeros and $-\infty$ is returned (the caller decides what that means).
+/// slice is left as zeros and $-\infty$ is returned (the caller decides what that means);
+/// a $+\infty$ or NaN entry gives NaN probabilities and returns $+\infty$ or NaN (callers
+/// check the returned value's finiteness).
 pub fn softmax_in_place(v: &mut [f64]) -> f64 {
-    let lse = log_sum_exp(v);
-    if lse.is_finite() {
-        for x in v.iter_mut() {
-            *x = (*x - lse).exp();
+    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        let lse = log_sum_exp(v);
+        if lse == f64::NEG_INFINITY {
+            v.iter_mut().for_each(|x| *x = 0.0);
+        } else {
+            v.iter_mut().for_each(|x| *x = f64::NAN);
         }
-    } else {
-        v.iter_mut().for_each(|x| *x = 0.0);
+        return lse;
     }
-    lse
+    let mut sum = 0.0;
+    for x in v.iter_mut() {
+        let t = *x - m;
+        *x = if t == 0.0 { 1.0 } else { t.exp() };
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    for x in v.iter_mut() {
+        *x *= inv;
+    }
+    m + sum.ln()
 }
 
 /// $\log(1 + e^x)$ without overflow or loss of precision for large $|x|$.
@@ -72,6 +91,27 @@ mod tests {
         assert!((log_sum_exp(&[1000.0, 1000.0]) - (1000.0 + 2f64.ln())).abs() < 1e-12);
     }
 
+    #[test]
+    fn softmax_handles_infinities_and_large_values() {
+        let mut v = [f64::NEG_INFINITY, 0.0, 0.0];
+        assert_eq!(softmax_in_place(&mut v), 2f64.ln());
+        assert_eq!(v, [0.0, 0.5, 0.5]);
+        let mut v = [f64::NEG_INFINITY; 3];
+        assert_eq!(softmax_in_place(&mut v), f64::NEG_INFINITY);
+        assert_eq!(v, [0.0; 3]);
+        let mut v = [1.0, f64::INFINITY];
+        assert_eq!(softmax_in_place(&mut v), f64::INFINITY);
+        assert!(v.iter().all(|p| p.is_nan()));
+        let mut v = [1.0, f64::NAN];
+        assert!(softmax_in_place(&mut v).is_nan());
+        // The naive e^{1000} overflows; the shifted form gives (1/(1+e), e/(1+e)).
+        let mut v = [1000.0, 1001.0];
+        let lse = softmax_in_place(&mut v);
+        let e = 1f64.exp();
+        assert!((lse - (1001.0 + (1.0 + 1.0 / e).ln())).abs() < 1e-12);
+        assert!((v[0] - 1.0 / (1.0 + e)).abs() < 1e-15 && (v[1] - e / (1.0 + e)).abs() < 1e-15);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
@@ -83,8 +123,14 @@ mod tests {
         #[test]
         fn softmax_sums_to_one(v in proptest::collection::vec(-50.0f64..50.0, 1..8)) {
             let mut p = v.clone();
-            softmax_in_place(&mut p);
+            let lse = softmax_in_place(&mut p);
             prop_assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+            // Against the textbook definitions e^{v_j}/Σ e^{v_l} and log Σ e^{v_l}.
+            let z: f64 = v.iter().map(|x| x.exp()).sum();
+            prop_assert!((lse - z.ln()).abs() < 1e-12 * z.ln().abs().max(1.0));
+            for (pj, x) in p.iter().zip(&v) {
+                prop_assert!((pj - x.exp() / z).abs() < 1e-13);
+            }
         }
 
         #[test]
