@@ -1,15 +1,17 @@
 //! How the command line runs a fit: the library's validated parameters and seeded
 //! restarts ([`em_as_md::fit::MoeParams`]), with an observer on every restart (the
-//! progress bar).
+//! progress bar) and a cancellation flag (Ctrl-C, [`crate::interrupt`]).
 
 use crate::progress::ProgressObserver;
 use em_as_md::expert::ExpertKind;
 use em_as_md::init::InitMethod;
 use em_as_md::moe::Gating;
 use em_as_md::{Dataset, FittedMoe, MoeError, MoeParams, ObserverMode};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 /// Settings of a command-line fit.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct FitSettings {
     /// Number of experts $K$.
     pub n_experts: usize,
@@ -27,10 +29,15 @@ pub struct FitSettings {
     pub tol: f64,
     /// How restarts start.
     pub init: InitMethod,
+    /// Cancellation flag shared by all restarts (the command line passes
+    /// [`crate::interrupt::flag`]): once raised, every restart stops before its next
+    /// iteration with [`em_as_md::Termination::Interrupted`] and the best restart so far
+    /// is returned as usual.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// Fits by EM with [`MoeParams`] (restarts in parallel), ticking `progress` once per
-/// iteration of any restart.
+/// iteration of any restart and stopping early when `settings.cancel` is raised.
 ///
 /// # Errors
 /// As [`MoeParams::check`] and [`em_as_md::MoeValidParams::fit`].
@@ -47,8 +54,80 @@ pub fn fit_em(
         .max_iters(settings.max_iters)
         .tol(settings.tol)
         .init(settings.init.clone());
+    if let Some(flag) = &settings.cancel {
+        params = params.cancel(flag.clone());
+    }
     if let Some(bar) = progress {
         params = params.observe(move |_| (Box::new(bar.clone()), ObserverMode::Always));
     }
     params.check()?.fit(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use em_as_md::{ConditionalFamily, Termination};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use std::sync::atomic::Ordering;
+
+    /// Two well-separated linear regimes, $y = \pm 2x + \varepsilon$ by the sign of a
+    /// second feature, with an intercept.
+    fn two_regimes(n: usize) -> Dataset {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut x = Vec::with_capacity(2 * n);
+        let mut y = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (a, g): (f64, f64) = (rng.random_range(-2.0..2.0), rng.random_range(-1.0..1.0));
+            let e: f64 = rng.random_range(-0.3..0.3);
+            x.extend([a, g]);
+            y.push(if g > 0.0 { 2.0 * a } else { -2.0 * a } + e);
+        }
+        Dataset::from_rows(&x, 2, &y, 1).unwrap().with_intercept()
+    }
+
+    fn settings(cancel: Option<Arc<AtomicBool>>) -> FitSettings {
+        FitSettings {
+            n_experts: 2,
+            expert: ExpertKind::Linear,
+            gating: Gating::Softmax,
+            n_init: 3,
+            seed: 5,
+            max_iters: 200,
+            tol: 1e-10,
+            init: InitMethod::KMeansPlusPlus,
+            cancel,
+        }
+    }
+
+    #[test]
+    fn a_raised_flag_ends_the_fit_interrupted_with_results() {
+        let data = two_regimes(300);
+        let flag = Arc::new(AtomicBool::new(true));
+        let fitted = fit_em(&data, &settings(Some(flag.clone())), None).unwrap();
+        let rep = fitted.report();
+        assert_eq!(rep.termination, Termination::Interrupted);
+        assert_eq!(rep.iterations, 0);
+        assert!(rep
+            .restarts
+            .iter()
+            .all(|r| r.termination == Some(Termination::Interrupted)));
+        // Results are still there: the best start's parameters and a finite likelihood.
+        assert_eq!(fitted.theta().len(), fitted.model().n_params());
+        assert!(fitted.theta().iter().all(|v| v.is_finite()));
+        assert!(rep.log_likelihood.is_finite());
+        assert!(fitted.responsibilities(&data).is_ok());
+        assert!(flag.load(Ordering::SeqCst), "the fit never lowers the flag");
+
+        // The same fit with the flag lowered runs and ends otherwise, at a higher
+        // likelihood than the interrupted one's start.
+        let lowered = Arc::new(AtomicBool::new(false));
+        let full = fit_em(&data, &settings(Some(lowered)), None).unwrap();
+        assert_ne!(full.report().termination, Termination::Interrupted);
+        assert!(full.report().iterations > 0);
+        assert!(full.report().log_likelihood > rep.log_likelihood + 1.0);
+        // No flag at all: the same as a lowered one.
+        let none = fit_em(&data, &settings(None), None).unwrap();
+        assert_eq!(none.theta(), full.theta());
+    }
 }

@@ -9,6 +9,7 @@
 //! | 0 | success |
 //! | 1 | the computation failed on valid input (a fit broke down numerically, a figure could not be drawn) |
 //! | 2 | bad input: a data file, a model file, a flag value (clap's own usage errors also exit 2) |
+//! | 130 | interrupted by Ctrl-C after writing the results so far, or at once on a second Ctrl-C ([`crate::interrupt`]) |
 //!
 //! The binary's `main` prints `error: <line>` and exits with that code; a panic is turned
 //! into one line too ([`install_panic_hook`]), never a backtrace.

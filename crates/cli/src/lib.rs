@@ -7,12 +7,13 @@
 //!
 //! Reusable pieces: [`csvdata`] (loading and checking CSV data), [`plot`] (line charts,
 //! SVG/PNG, log axes), [`progress`] (a progress-bar observer), [`report`] (tables and
-//! number formatting).
+//! number formatting), [`interrupt`] (the Ctrl-C flag every solver run checks).
 
 pub mod commands;
 pub mod csvdata;
 pub mod engine;
 pub mod error;
+pub mod interrupt;
 pub mod model;
 pub mod plot;
 pub mod progress;

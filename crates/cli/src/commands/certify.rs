@@ -16,9 +16,15 @@
 //! saved fit (deterministic starts, bit-identical reductions) and then continues to the
 //! tighter tolerance; the distance between its end point and the saved parameters is
 //! printed so a mismatch (other data, another optimum) is visible.
+//!
+//! Ctrl-C ([`crate::interrupt`]) stops the EM re-run at its next iteration; the
+//! certificate is then computed on the run so far (the diagnostics themselves cannot be
+//! interrupted but by a second Ctrl-C), and if it cannot be, the re-run's summary is
+//! still printed with the reason in place of the certificate.
 
 use crate::commands::predict::{check_target_support, read_for_prediction};
 use crate::error::CliError;
+use crate::interrupt;
 use crate::model::{data_features, load_model};
 use crate::report::{num, print_stdout};
 use clap::Args;
@@ -26,7 +32,7 @@ use diagnostics::certificate::{certify, CertifyConfig};
 use em_as_md::fit::initial_theta;
 use em_as_md::init::InitMethod;
 use em_as_md::TrajectoryObserver;
-use em_as_md::{Em, Executor, MoeError, ObserverMode, Problem};
+use em_as_md::{Em, Executor, MoeError, ObserverMode, Problem, Termination};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -132,10 +138,17 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
         .tol(RERUN_TOL)
         .grad_tol(RERUN_GRAD_TOL)
         .add_observer(Box::new(traj.clone()), ObserverMode::Always)
+        .cancel(interrupt::flag())
         .run()
         .map_err(|e| CliError::compute(format!("{file}: EM re-run"), e))?;
     let (iterates, objectives) = traj.take();
-    let cert = certify(&problem, &iterates, &objectives, &CertifyConfig::default())?;
+    let interrupted = result.termination == Termination::Interrupted;
+    // An interrupted re-run may be too short to certify: its summary is still printed.
+    let cert = match certify(&problem, &iterates, &objectives, &CertifyConfig::default()) {
+        Ok(c) => Ok(c),
+        Err(e) if interrupted => Err(e.to_string()),
+        Err(e) => return Err(e.into()),
+    };
     let end = &result.state.theta;
     // The saved θ̂ is in the data's units; EM ran on the standardised design.
     let saved = match &loaded.scaling {
@@ -155,8 +168,14 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::compute(format!("{file}: objective at the saved parameters"), e))?;
     let n = data.n() as f64;
     if args.json {
-        let c: serde_json::Value =
-            serde_json::from_str(&cert.to_json()?).map_err(|e| CliError::output("stdout", e))?;
+        let c: serde_json::Value = match &cert {
+            Ok(cert) => {
+                serde_json::from_str(&cert.to_json()?).map_err(|e| CliError::output("stdout", e))?
+            }
+            Err(reason) => {
+                json!({ "error": format!("not computed on the interrupted run: {reason}") })
+            }
+        };
         let out = json!({
             "model": args.model.display().to_string(),
             "data": file,
@@ -176,13 +195,22 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
     }
     let text = format!(
         "EM re-run on {file} ({} rows) from the saved fit's start (seed {seed}, restart {restart}): {} iterations, {}\n\
-         log-likelihood: re-run {}, saved model {}; ‖θ_rerun − θ_saved‖/‖θ_saved‖ = {}\n\n{cert}",
+         log-likelihood: re-run {}, saved model {}; ‖θ_rerun − θ_saved‖/‖θ_saved‖ = {}\n\n{}",
         data.n(),
         result.state.iter,
         result.termination,
         num(-n * result.state.objective, 10),
         num(-n * l_saved, 10),
         num(dist, 3),
+        match &cert {
+            Ok(c) if interrupted => format!(
+                "(the re-run was interrupted: this certificate reads the iterates before the interrupt)\n{c}"
+            ),
+            Ok(c) => c.to_string(),
+            Err(reason) => format!(
+                "certificate: not computed on the interrupted re-run: {reason}\n"
+            ),
+        },
     );
     print_stdout(&text)
 }

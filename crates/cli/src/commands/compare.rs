@@ -21,6 +21,11 @@
 //! reach $L_t - L^\star \le$ `--eps` (default $10^{-6}$) or "not reached", and the final
 //! $L$; two figures show $L_t - L^\star$ (log scale) against iterations and against time
 //! (`DIR/compare_iterations.{svg,png}`, `DIR/compare_time.{svg,png}`).
+//!
+//! Ctrl-C ([`crate::interrupt`]) stops the running solver at its next iteration and every
+//! later one at its start; the table and the figures are still written, with the cut
+//! runs marked "interrupted" and a line saying that $L^\star$ is then only the best value
+//! seen.
 
 use super::fit::ModelArgs;
 use crate::error::CliError;
@@ -108,6 +113,9 @@ pub fn summarise(run: &Run, l_star: f64, eps: f64) -> Summary {
         final_objective: run.final_objective(),
         status: match &run.failure {
             Some(f) => format!("stopped after {} iterations: {f}", run.iterations()),
+            None if run.interrupted => {
+                format!("interrupted (Ctrl-C) after {} iterations", run.iterations())
+            }
             None => "ok".into(),
         },
     }
@@ -156,38 +164,34 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
     let fixed = RunSettings::fixed(args.max_iter);
 
     let mut runs: Vec<Run> = Vec::new();
-    runs.push(run_recorded(problem, Em::new(), &theta0, fixed).map_err(ctx("EM".into()))?);
+    runs.push(run_recorded(problem, Em::new(), &theta0, &fixed).map_err(ctx("EM".into()))?);
     for &eta in &args.etas {
         let md = MirrorDescent::new(eta, args.md_inner_tol, args.md_inner_max as usize)
             .map_err(|e| CliError::BadInput(format!("--etas {eta}: {e}")))?
             .with_bregman(false);
-        runs.push(run_recorded(problem, md, &theta0, fixed).map_err(ctx(format!("MD(η={eta})")))?);
+        runs.push(run_recorded(problem, md, &theta0, &fixed).map_err(ctx(format!("MD(η={eta})")))?);
     }
     let tuned = tune_gd_step(problem, &theta0, args.max_iter, &GD_STEPS);
     let step = tuned.unwrap_or(GD_STEPS[0]);
     let gd = GradientDescent::new(Step::Constant(step)).map_err(ctx("GD".into()))?;
-    runs.push(run_recorded(problem, gd, &theta0, fixed).map_err(ctx("GD".into()))?);
+    runs.push(run_recorded(problem, gd, &theta0, &fixed).map_err(ctx("GD".into()))?);
     let gd = GradientDescent::new(Step::armijo()).map_err(ctx("GD".into()))?;
-    runs.push(run_recorded(problem, gd, &theta0, fixed).map_err(ctx("GD(Armijo)".into()))?);
+    runs.push(run_recorded(problem, gd, &theta0, &fixed).map_err(ctx("GD(Armijo)".into()))?);
     let gem = GradientEm::new(Step::armijo()).map_err(ctx("gradient EM".into()))?;
-    runs.push(run_recorded(problem, gem, &theta0, fixed).map_err(ctx("gradient EM".into()))?);
+    runs.push(run_recorded(problem, gem, &theta0, &fixed).map_err(ctx("gradient EM".into()))?);
 
     let reference = run_recorded(
         problem,
         Em::new(),
         &theta0,
-        RunSettings {
-            max_iters: args.ref_iter,
-            tol: Some(1e-14),
-            grad_tol: Some(1e-10),
-            keep_thetas: false,
-        },
+        &RunSettings::fixed(args.ref_iter).until(1e-14, 1e-10),
     )
     .map_err(ctx("reference EM run".into()))?;
     let l_star = runs
         .iter()
         .map(Run::best_objective)
         .fold(reference.best_objective(), f64::min);
+    let cut = reference.interrupted || runs.iter().any(|r| r.interrupted);
 
     let eps_s = num(args.eps, 2);
     let mut table = Table::new([
@@ -248,7 +252,7 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
         "mdem compare: {} (n = {n}, d = {d} design columns), {k} {} experts{}, one k-means++ start (seed {}), {}\n\
          L* = {} (reference EM run: {} iterations{}; never above any value seen)\n\
          GD constant step {}; mirror-descent steps solved by L-BFGS to ‖∇F_η‖∞ ≤ {} (at most {} inner iterations)\n\n{table}\n\
-         figures: {dir}/compare_iterations.{{svg,png}}, {dir}/compare_time.{{svg,png}}\n",
+         figures: {dir}/compare_iterations.{{svg,png}}, {dir}/compare_time.{{svg,png}}\n{}",
         loaded.file,
         args.model.expert.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string()),
         if args.model.no_gate { ", no gate" } else { ", softmax gate" },
@@ -260,7 +264,11 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
         },
         num(l_star, 12),
         reference.iterations(),
-        reference.failure.as_ref().map_or_else(String::new, |f| format!(", stopped: {f}")),
+        match (&reference.failure, reference.interrupted) {
+            (Some(f), _) => format!(", stopped: {f}"),
+            (None, true) => ", interrupted (Ctrl-C)".into(),
+            (None, false) => String::new(),
+        },
         match tuned {
             Some(a) => format!(
                 "{a} chosen from {{{}}} by the smallest final L",
@@ -270,6 +278,11 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
         },
         num(args.md_inner_tol, 2),
         args.md_inner_max,
+        if cut {
+            "\ninterrupted (Ctrl-C): the runs marked interrupted stopped early (those started after the interrupt stopped at their start), so L* is only the best value seen so far and the GD step was chosen from cut runs\n"
+        } else {
+            ""
+        },
         dir = args.out.display(),
     );
     print_stdout(&text)
@@ -296,5 +309,17 @@ mod tests {
             .status
             .contains("stopped after 3 iterations: left the domain"));
         assert_eq!(summarise(&r, 0.0, 1e-6).reached, None);
+        let cut = Run {
+            interrupted: true,
+            ..r.clone()
+        };
+        let cut = Run {
+            failure: None,
+            ..cut
+        };
+        assert_eq!(
+            summarise(&cut, 1.0, 1e-6).status,
+            "interrupted (Ctrl-C) after 3 iterations"
+        );
     }
 }

@@ -130,7 +130,8 @@ where
     let mut ex = Executor::new(problem, solver)
         .theta0(theta0.to_vec())
         .max_iters(iters)
-        .add_observer(Box::new(traj.clone()), ObserverMode::Always);
+        .add_observer(Box::new(traj.clone()), ObserverMode::Always)
+        .cancel(crate::interrupt::flag());
     if let Some(t) = tol {
         ex = ex.tol(t).grad_tol(1e-10);
     }

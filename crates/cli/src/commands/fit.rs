@@ -14,10 +14,14 @@
 //! stderr when it is a terminal), map $\hat\theta$ back to the data's units, then print the
 //! summary table (or one JSON object with `--json`), and write the model (`--out`) and
 //! the objective trace (`--plot`).
+//!
+//! Ctrl-C ([`crate::interrupt`]) stops every restart at its next iteration; the best
+//! restart so far is then reported and saved as usual, with termination "interrupted".
 
 use crate::csvdata::{self, ExpertKind as TargetKind, LoadOptions, TargetSupport};
 use crate::engine::{fit_em, FitSettings};
 use crate::error::CliError;
+use crate::interrupt;
 use crate::model::{params_json, params_tables, save_model, StartInfo};
 use crate::plot::{Chart, Series};
 use crate::progress::{show_progress, ProgressObserver};
@@ -244,6 +248,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         max_iters: args.max_iter,
         tol: args.tol,
         init: InitMethod::KMeansPlusPlus,
+        cancel: Some(interrupt::flag()),
     };
     let visible = show_progress(args.quiet, args.json);
     let bar = ProgressObserver::new("EM", settings.max_iters * settings.n_init as u64, visible);
@@ -304,6 +309,8 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         };
         save_model(&fitted, &loaded.target, scaling, Some(&start), path)?;
     }
+    let interrupted = rep.termination == em_as_md::Termination::Interrupted;
+    let mut figure_written = false;
     if let Some(path) = &args.plot {
         let l_final = rep
             .trace
@@ -315,14 +322,21 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             .iter()
             .map(|r| (r.iter as f64, r.objective - l_final))
             .collect();
-        Chart::new(
+        let drawn = Chart::new(
             format!("EM on {} ({k} {expert_name} experts)", loaded.file),
             "iteration t",
             "L(θ_t) − min_t L(θ_t)",
         )
         .log_y(true)
         .series(Series::new("EM", pts))
-        .save(path)?;
+        .save(path);
+        match drawn {
+            Ok(()) => figure_written = true,
+            // A fit interrupted after 0 or 1 iterations has no decrease to draw; its
+            // results are still reported.
+            Err(e) if interrupted => eprintln!("warning: figure not written: {e}"),
+            Err(e) => return Err(e.into()),
+        }
     }
     let restart_lls: Vec<Option<f64>> = rep.restarts.iter().map(|r| r.log_likelihood).collect();
 
@@ -409,7 +423,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     if let Some(path) = &args.out {
         text.push_str(&format!("model written to {}\n", path.display()));
     }
-    if let Some(path) = &args.plot {
+    if let Some(path) = args.plot.as_ref().filter(|_| figure_written) {
         text.push_str(&format!("figure written to {}\n", path.display()));
     }
     print_stdout(&text)

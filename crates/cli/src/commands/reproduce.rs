@@ -18,6 +18,7 @@
 //! instances, fewer iterations) for under a minute.
 
 use crate::error::CliError;
+use crate::interrupt;
 use crate::plot::{Chart, Series};
 use crate::report::num;
 use clap::Args;
@@ -30,6 +31,7 @@ use experiments::synthetic::{run_model, SnrResult, SynthConfig, GAP_FLOOR, GD_ST
 use experiments::tabular::{run_tabular, TabResult, Tabular};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 #[path = "../reproduce/mod.rs"]
@@ -549,7 +551,60 @@ fn tabular_section(
     Ok(())
 }
 
+/// A part of the reproduction that ran: its result and wall seconds.
+struct Part<T> {
+    result: T,
+    seconds: f64,
+}
+
+/// Runs one part of the reproduction unless `flag` (Ctrl-C) was raised during an earlier
+/// one (then `None`); records in `cut` the part during which it was raised. A part that
+/// fails after the interrupt is reported on stderr and left out instead of failing the
+/// whole run.
+fn part<T>(
+    flag: &AtomicBool,
+    cut: &mut Option<&'static str>,
+    name: &'static str,
+    f: impl FnOnce() -> Result<T, CliError>,
+) -> Result<Option<Part<T>>, CliError> {
+    if cut.is_some() {
+        return Ok(None);
+    }
+    let clock = Instant::now();
+    let r = f();
+    let seconds = clock.elapsed().as_secs_f64();
+    if flag.load(Ordering::SeqCst) {
+        *cut = Some(name);
+        if let Err(e) = &r {
+            eprintln!("{name}: left out of the report: it failed after the interrupt: {e}");
+            return Ok(None);
+        }
+    }
+    r.map(|result| Some(Part { result, seconds }))
+}
+
+/// The note under a part's heading after Ctrl-C: cut short (the part that was running),
+/// or not run (a later part); nothing for a part that finished before it.
+fn cut_note(cut: Option<&str>, name: &str, ran: bool) -> String {
+    match cut {
+        Some(c) if c == name && ran => format!(
+            "> **Interrupted (Ctrl-C) during {name}:** its runs stopped at their next iteration and runs that had not started stopped at their start, so its numbers mix complete and cut-short runs and are not the stated protocol.\n"
+        ),
+        Some(c) if c == name => format!(
+            "> **Interrupted (Ctrl-C) during {name}:** it failed after the interrupt and is left out.\n"
+        ),
+        Some(_) if !ran => format!(
+            "> **Not run:** the reproduction was interrupted (Ctrl-C) before {name}.\n"
+        ),
+        _ => String::new(),
+    }
+}
+
 /// Runs `mdem reproduce`.
+///
+/// Ctrl-C ([`crate::interrupt`]) stops the part that is running at its runs' next
+/// iteration, skips the parts after it, and still writes the report and the figures of
+/// what ran, with the interrupted part marked.
 ///
 /// # Errors
 /// [`CliError::BadInput`]/[`CliError::Data`] for missing or bad data files,
@@ -564,34 +619,47 @@ pub fn run(args: &ReproduceArgs) -> Result<(), CliError> {
     let threads = rayon::current_num_threads();
     let log = |what: &str| eprintln!("[{:6.1} s] {what}", clock.elapsed().as_secs_f64());
 
-    log("synthetic: SymMoLinE");
     let ctx = |what: &'static str| move |e| CliError::compute(what, e);
-    let lin = run_model::<SymMoLinE>(&plan.synth, &plan.snr_lin).map_err(ctx("SymMoLinE"))?;
-    let t_lin = clock.elapsed().as_secs_f64();
-    log("synthetic: SymMoLogE");
-    let logi = run_model::<SymMoLogE>(&plan.synth, &plan.snr_log).map_err(ctx("SymMoLogE"))?;
-    let t_log = clock.elapsed().as_secs_f64() - t_lin;
-    log("Random Invert Digits");
-    let digits_path = dir.join("digits.csv");
-    let px = load_digits(&digits_path)?;
-    let dig = run_digits(&px, &plan.digits).map_err(ctx("Random Invert Digits"))?;
-    log("diabetes, breast cancer");
-    let t0 = clock.elapsed().as_secs_f64();
-    let diab = run_tabular(
-        Tabular::Diabetes,
-        &dir,
-        plan.tab_starts,
-        plan.tab_iters,
-        args.seed,
-    )?;
-    let bc = run_tabular(
-        Tabular::BreastCancer,
-        &dir,
-        plan.tab_starts,
-        plan.tab_iters,
-        args.seed,
-    )?;
-    let t_tab = clock.elapsed().as_secs_f64() - t0;
+    let mut cut: Option<&'static str> = None;
+    let flag = interrupt::flag();
+    log("synthetic: SymMoLinE");
+    let lin = part(&flag, &mut cut, "SymMoLinE", || {
+        run_model::<SymMoLinE>(&plan.synth, &plan.snr_lin).map_err(ctx("SymMoLinE"))
+    })?;
+    if cut.is_none() {
+        log("synthetic: SymMoLogE");
+    }
+    let logi = part(&flag, &mut cut, "SymMoLogE", || {
+        run_model::<SymMoLogE>(&plan.synth, &plan.snr_log).map_err(ctx("SymMoLogE"))
+    })?;
+    if cut.is_none() {
+        log("Random Invert Digits");
+    }
+    let dig = part(&flag, &mut cut, "Random Invert Digits", || {
+        let px = load_digits(&dir.join("digits.csv"))?;
+        run_digits(&px, &plan.digits).map_err(ctx("Random Invert Digits"))
+    })?;
+    if cut.is_none() {
+        log("diabetes, breast cancer");
+    }
+    let diab = part(&flag, &mut cut, "diabetes", || {
+        run_tabular(
+            Tabular::Diabetes,
+            &dir,
+            plan.tab_starts,
+            plan.tab_iters,
+            args.seed,
+        )
+    })?;
+    let bc = part(&flag, &mut cut, "breast cancer", || {
+        run_tabular(
+            Tabular::BreastCancer,
+            &dir,
+            plan.tab_starts,
+            plan.tab_iters,
+            args.seed,
+        )
+    })?;
     log("writing the report");
 
     let s = &plan.synth;
@@ -604,6 +672,12 @@ pub fn run(args: &ReproduceArgs) -> Result<(), CliError> {
         args.seed,
         threads
     );
+    if let Some(c) = cut {
+        let _ = writeln!(
+            text,
+            "> **This run was interrupted (Ctrl-C) during {c}.** The parts before it are complete; {c} is marked below; the parts after it were not run.\n"
+        );
+    }
     let _ = writeln!(
         text,
         "## 1. Synthetic: SymMoLinE and SymMoLogE\n\nSetup: {} seeded instances per SNR, {} iterations per solver, n = {} rows, d = {} features, x ~ N(0, I_d), ‖w*‖ = {}; SymMoLinE has σ = 1 and SNR = ‖β*‖/σ, SymMoLogE has SNR = ‖β*‖ (the logistic link fixes the noise). All solvers start from the same θ_0 = θ* + {}·(‖β*‖u, ‖w*‖v) with u, v uniform on the unit sphere (a start near θ*, the regime of the paper's local results; the paper's own initialisation is not stated in what we could read). EM is the library's exact EM; gradient EM takes one Armijo-backtracked gradient step on the M-step objective (initial step 1, shrink ½, c = 1e-4); GD takes constant steps α, chosen per SNR from {{{}}} by the smallest final L on the first instance (the chosen α is in the solver's name). By Fisher's identity ∇Q_t(θ_t) = ∇L(θ_t), so gradient EM with a constant step *is* GD with that step: the two differ only through the step rule. L* is the smallest objective seen, including a reference EM run from θ_0 to convergence (relative change < 1e-15 or ‖∇L‖ < 1e-10, at most {} iterations): the empirical optimum, so L − L* measures optimisation error; ‖β−β*‖ and ‖w−w*‖ are against the true θ* and level off at the statistical error. Labels are aligned for the symmetry (β, w) ↔ (−β, −w) by choosing the sign closer to θ*. Gaps are floored at {:e} before averaging.\n",
@@ -611,8 +685,30 @@ pub fn run(args: &ReproduceArgs) -> Result<(), CliError> {
         GD_STEPS.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
         s.ref_iters, GAP_FLOOR
     );
-    synth_section(&mut text, &figs, "symmoline", "SymMoLinE", "SNR", &lin, s)?;
-    synth_section(&mut text, &figs, "symmologe", "SymMoLogE", "SNR", &logi, s)?;
+    text.push_str(&cut_note(cut, "SymMoLinE", lin.is_some()));
+    if let Some(p) = &lin {
+        synth_section(
+            &mut text,
+            &figs,
+            "symmoline",
+            "SymMoLinE",
+            "SNR",
+            &p.result,
+            s,
+        )?;
+    }
+    text.push_str(&cut_note(cut, "SymMoLogE", logi.is_some()));
+    if let Some(p) = &logi {
+        synth_section(
+            &mut text,
+            &figs,
+            "symmologe",
+            "SymMoLogE",
+            "SNR",
+            &p.result,
+            s,
+        )?;
+    }
     let _ = writeln!(
         text,
         "What the paper reports (read off its SymMoLinE figure): EM below 1e-5 in about 5 iterations, gradient EM in about 25–30, GD in about 55–65; GD's gate error still about 0.35 at iteration 100, EM's about 0.08 by iteration 8. Our d, n, SNR, step sizes and start are choices (the paper's are not known to us), so only the ordering and the orders of magnitude are comparable.\n"
@@ -621,17 +717,24 @@ pub fn run(args: &ReproduceArgs) -> Result<(), CliError> {
     let dc = &plan.digits;
     let _ = writeln!(
         text,
-        "## 2. Random Invert Digits (the paper's Random Invert protocol on a different data set)\n\n**The data set differs from the paper's.** The paper uses Fashion-MNIST (60 000 training images of 28×28 pixels); it cannot be downloaded here, so the same protocol runs on scikit-learn's bundled handwritten digits (1797 images of 8×8 pixels, 10 classes, `data/digits.csv`). The numbers are therefore not comparable one to one; the paper's are shown beside ours for orientation only.\n\nProtocol: pixels scaled to [0, 1] (x/16); each image inverted (x → 1 − x) with probability ½, seeded per instance ({:.1} % of images inverted overall); intercept added (d = 65); fixed train/test split {} / {} rows (one seeded permutation); a softmax-gated mixture of 2 multinomial-logistic experts over 10 classes (1235 parameters) from one random start per instance (entries N(0, {}²)), trained for {} iterations by EM, gradient EM (Armijo on the M-step objective) and GD (constant step α = {}, the best final L on instance 0 over the grid {{{}}}) over {} seeded instances. Test cross-entropy is −(1/n_test) Σ log p(y|x) under the mixture; accuracy takes the most probable class.\n",
-        100.0 * dig.inverted_fraction,
-        dig.n_train,
-        dig.n_test,
-        dc.init_scale,
-        dc.iters,
-        dig.gd_step,
-        GD_STEPS.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
-        dc.instances
+        "## 2. Random Invert Digits (the paper's Random Invert protocol on a different data set)\n"
     );
-    digits_section(&mut text, &figs, &dig, dc)?;
+    text.push_str(&cut_note(cut, "Random Invert Digits", dig.is_some()));
+    if let Some(Part { result: dig, .. }) = &dig {
+        let _ = writeln!(
+            text,
+            "**The data set differs from the paper's.** The paper uses Fashion-MNIST (60 000 training images of 28×28 pixels); it cannot be downloaded here, so the same protocol runs on scikit-learn's bundled handwritten digits (1797 images of 8×8 pixels, 10 classes, `data/digits.csv`). The numbers are therefore not comparable one to one; the paper's are shown beside ours for orientation only.\n\nProtocol: pixels scaled to [0, 1] (x/16); each image inverted (x → 1 − x) with probability ½, seeded per instance ({:.1} % of images inverted overall); intercept added (d = 65); fixed train/test split {} / {} rows (one seeded permutation); a softmax-gated mixture of 2 multinomial-logistic experts over 10 classes (1235 parameters) from one random start per instance (entries N(0, {}²)), trained for {} iterations by EM, gradient EM (Armijo on the M-step objective) and GD (constant step α = {}, the best final L on instance 0 over the grid {{{}}}) over {} seeded instances. Test cross-entropy is −(1/n_test) Σ log p(y|x) under the mixture; accuracy takes the most probable class.\n",
+            100.0 * dig.inverted_fraction,
+            dig.n_train,
+            dig.n_test,
+            dc.init_scale,
+            dc.iters,
+            dig.gd_step,
+            GD_STEPS.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+            dc.instances
+        );
+        digits_section(&mut text, &figs, dig, dc)?;
+    }
 
     let _ = writeln!(
         text,
@@ -639,21 +742,91 @@ pub fn run(args: &ReproduceArgs) -> Result<(), CliError> {
         plan.tab_iters,
         GD_STEPS.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
     );
-    tabular_section(&mut text, &figs, &diab, plan.tab_iters)?;
-    tabular_section(&mut text, &figs, &bc, plan.tab_iters)?;
+    text.push_str(&cut_note(cut, "diabetes", diab.is_some()));
+    if let Some(p) = &diab {
+        tabular_section(&mut text, &figs, &p.result, plan.tab_iters)?;
+    }
+    text.push_str(&cut_note(cut, "breast cancer", bc.is_some()));
+    if let Some(p) = &bc {
+        tabular_section(&mut text, &figs, &p.result, plan.tab_iters)?;
+    }
 
     let total = clock.elapsed().as_secs_f64();
+    let secs = |p: Option<f64>| p.map_or_else(|| "not run".to_string(), |v| num(v, 3));
+    let tab = match (&diab, &bc) {
+        (Some(a), Some(b)) => Some(a.seconds + b.seconds),
+        (Some(a), None) => Some(a.seconds),
+        _ => None,
+    };
     let _ = writeln!(
         text,
         "## Run time\n\n| part | seconds |\n|---|---|\n| SymMoLinE (incl. reference runs and certificates) | {} |\n| SymMoLogE | {} |\n| Random Invert Digits | {} |\n| diabetes + breast cancer | {} |\n| total | {} |\n",
-        num(t_lin, 3),
-        num(t_log, 3),
-        num(dig.seconds, 3),
-        num(t_tab, 3),
+        secs(lin.as_ref().map(|p| p.seconds)),
+        secs(logi.as_ref().map(|p| p.seconds)),
+        secs(dig.as_ref().map(|p| p.seconds)),
+        secs(tab),
         num(total, 3)
     );
     let path = args.out.join("report.md");
     std::fs::write(&path, text).map_err(|e| CliError::output(path.display(), e))?;
     log(&format!("done: {}", path.display()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_after_an_interrupt_are_skipped_and_marked() {
+        let flag = AtomicBool::new(false);
+        let mut cut = None;
+        let a = part(&flag, &mut cut, "A", || Ok(1)).unwrap();
+        assert_eq!(a.map(|p| p.result), Some(1));
+        assert_eq!(cut, None);
+        // Ctrl-C during B: B's (cut-short) result is kept and B is marked.
+        let b = part(&flag, &mut cut, "B", || {
+            flag.store(true, Ordering::SeqCst);
+            Ok(2)
+        })
+        .unwrap();
+        assert_eq!(b.map(|p| p.result), Some(2));
+        assert_eq!(cut, Some("B"));
+        // C does not run at all.
+        let mut ran = false;
+        let c = part(&flag, &mut cut, "C", || {
+            ran = true;
+            Ok(3)
+        })
+        .unwrap();
+        assert!(c.is_none() && !ran);
+        assert_eq!(cut, Some("B"));
+
+        assert_eq!(cut_note(cut, "A", true), "");
+        assert!(cut_note(cut, "B", true).contains("Interrupted (Ctrl-C) during B"));
+        assert!(cut_note(cut, "C", false).contains("Not run"));
+        assert_eq!(cut_note(None, "C", true), "");
+    }
+
+    #[test]
+    fn a_part_failing_after_the_interrupt_is_left_out_not_an_error() {
+        let flag = AtomicBool::new(false);
+        let mut cut = None;
+        let r: Option<Part<()>> = part(&flag, &mut cut, "B", || {
+            flag.store(true, Ordering::SeqCst);
+            Err(CliError::BadInput("cut".into()))
+        })
+        .unwrap();
+        assert!(r.is_none());
+        assert_eq!(cut, Some("B"));
+        assert!(cut_note(cut, "B", false).contains("left out"));
+        // Without an interrupt a failure is the run's error.
+        let mut cut = None;
+        let lowered = AtomicBool::new(false);
+        let e = part::<()>(&lowered, &mut cut, "A", || {
+            Err(CliError::BadInput("bad".into()))
+        });
+        assert!(matches!(e, Err(CliError::BadInput(_))));
+        assert_eq!(cut, None);
+    }
 }

@@ -1,11 +1,15 @@
 //! Pieces shared by `mdem compare` and `mdem reproduce`: running any solver through the
-//! [`Executor`] while recording its trajectory (also when it fails part-way), summary
+//! [`Executor`] while recording its trajectory (also when it fails part-way or is
+//! interrupted by Ctrl-C, [`crate::interrupt`]), summary
 //! statistics over instances (mean and quantile bands) and small formatting helpers.
 
 use crate::error::CliError;
 use crate::plot::{Chart, Series};
-use em_as_md::{Executor, FitState, IterRecord, MoeError, Observer, ObserverMode, Solver};
+use em_as_md::{
+    Executor, FitState, IterRecord, MoeError, Observer, ObserverMode, Solver, Termination,
+};
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// What one solver run produced: $L(\theta_t)$ and the elapsed seconds for
@@ -27,6 +31,9 @@ pub struct Run {
     pub inner_converged: Vec<bool>,
     /// `Some(message)` if the run stopped with an error after the recorded iterations.
     pub failure: Option<String>,
+    /// Whether the run was stopped by its cancellation flag (Ctrl-C) before its own
+    /// stopping rules ended it.
+    pub interrupted: bool,
 }
 
 impl Run {
@@ -89,7 +96,7 @@ impl Observer for Recorder {
 }
 
 /// Settings of [`run_recorded`].
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RunSettings {
     /// Iteration limit.
     pub max_iters: u64,
@@ -99,17 +106,34 @@ pub struct RunSettings {
     pub grad_tol: Option<f64>,
     /// Keep every iterate.
     pub keep_thetas: bool,
+    /// Cancellation flag checked before every step (`None`: the run cannot be
+    /// interrupted).
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl RunSettings {
-    /// Exactly `max_iters` iterations, iterates not kept.
+    /// Exactly `max_iters` iterations, iterates not kept, stopped early only by the
+    /// process-wide Ctrl-C flag ([`crate::interrupt::flag`]).
     pub fn fixed(max_iters: u64) -> Self {
         RunSettings {
             max_iters,
             tol: None,
             grad_tol: None,
             keep_thetas: false,
+            cancel: Some(crate::interrupt::flag()),
         }
+    }
+    /// Stop at `rel` relative change of $L$ and at $\|\nabla L\| <$ `grad` (the
+    /// iteration limit stays).
+    pub fn until(mut self, rel: f64, grad: f64) -> Self {
+        self.tol = Some(rel);
+        self.grad_tol = Some(grad);
+        self
+    }
+    /// Use `flag` (or none) as the cancellation flag instead of the process-wide one.
+    pub fn cancel(mut self, flag: Option<Arc<AtomicBool>>) -> Self {
+        self.cancel = flag;
+        self
     }
     /// Keep the iterates.
     pub fn keep(mut self) -> Self {
@@ -121,7 +145,9 @@ impl RunSettings {
 /// Runs `solver` on `problem` from `theta0` through the [`Executor`], recording
 /// $L(\theta_t)$, times and (optionally) iterates. A run that fails part-way (e.g. mirror
 /// descent with $\eta > 1$ leaving the domain) returns what it recorded with
-/// [`Run::failure`] set; only a failure at the start is an error.
+/// [`Run::failure`] set; only a failure at the start is an error. A run stopped by
+/// `settings.cancel` returns what it recorded with [`Run::interrupted`] set (a flag
+/// raised before the start records $L(\theta_0)$ only).
 ///
 /// # Errors
 /// The executor's error when not even $L(\theta_0)$ could be recorded.
@@ -129,7 +155,7 @@ pub fn run_recorded<P, S>(
     problem: P,
     solver: S,
     theta0: &[f64],
-    settings: RunSettings,
+    settings: &RunSettings,
 ) -> Result<Run, MoeError>
 where
     P: em_as_md::executor::Objective,
@@ -144,6 +170,9 @@ where
         .theta0(theta0.to_vec())
         .max_iters(settings.max_iters)
         .add_observer(Box::new(Recorder(buffer.clone())), ObserverMode::Always);
+    if let Some(flag) = &settings.cancel {
+        ex = ex.cancel(flag.clone());
+    }
     if let Some(t) = settings.tol {
         ex = ex.tol(t);
     }
@@ -156,7 +185,10 @@ where
         run.name = name;
     }
     match outcome {
-        Ok(_) => Ok(run),
+        Ok(result) => {
+            run.interrupted = result.termination == Termination::Interrupted;
+            Ok(run)
+        }
         Err(e) if !run.objectives.is_empty() => {
             run.failure = Some(e.to_string());
             Ok(run)
@@ -313,6 +345,78 @@ mod tests {
         assert_eq!((eb, ew), (0.0, 0.0));
         let (eb, ew) = sym_aligned_errors(&[1.0, 0.5], &[0.0, 1.0], &[1.0, 0.0], &[0.0, 2.0]);
         assert!((eb - 0.5).abs() < 1e-15 && (ew - 0.5).abs() < 1e-15);
+    }
+
+    /// EM that raises `flag` after its `after`-th step (a Ctrl-C arriving mid-run).
+    struct RaiseAfter {
+        inner: em_as_md::Em,
+        flag: Arc<AtomicBool>,
+        after: u64,
+        steps: u64,
+    }
+
+    impl<'a> Solver<em_as_md::Problem<'a, em_as_md::SymMoLinE>> for RaiseAfter {
+        fn name(&self) -> String {
+            "EM".into()
+        }
+        fn next_iter(
+            &mut self,
+            problem: &em_as_md::Problem<'a, em_as_md::SymMoLinE>,
+            state: FitState,
+        ) -> Result<(FitState, IterRecord), MoeError> {
+            let out = self.inner.next_iter(problem, state)?;
+            self.steps += 1;
+            if self.steps == self.after {
+                self.flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            Ok(out)
+        }
+    }
+
+    #[test]
+    fn a_raised_flag_stops_a_recorded_run_at_the_next_iteration() {
+        use em_as_md::{Em, Problem, SymMoLinE};
+        use std::sync::atomic::Ordering;
+        let model = SymMoLinE::new(3, 1.0).unwrap();
+        let truth = model.random_theta(2.0, 1.0, 1).unwrap();
+        let (data, _) = model.simulate(&truth, 400, 2).unwrap();
+        let problem = Problem::new(&model, &data).unwrap();
+        let theta0: Vec<f64> = truth.iter().map(|v| 0.5 * v + 0.1).collect();
+
+        // Raised before the start: L(θ_0) only, marked interrupted.
+        let raised = Arc::new(AtomicBool::new(true));
+        let settings = RunSettings::fixed(50).keep().cancel(Some(raised));
+        let r = run_recorded(problem, Em::new(), &theta0, &settings).unwrap();
+        assert!(r.interrupted && r.failure.is_none());
+        assert_eq!(r.iterations(), 0);
+        assert_eq!(r.thetas, vec![theta0.clone()]);
+        assert!(r.final_objective().is_finite());
+
+        // Raised during step 3: exactly 3 iterations recorded, the best so far kept.
+        let flag = Arc::new(AtomicBool::new(false));
+        let solver = RaiseAfter {
+            inner: Em::new(),
+            flag: flag.clone(),
+            after: 3,
+            steps: 0,
+        };
+        let settings = RunSettings::fixed(50).cancel(Some(flag.clone()));
+        let r = run_recorded(problem, solver, &theta0, &settings).unwrap();
+        assert!(flag.load(Ordering::SeqCst));
+        assert!(r.interrupted);
+        assert_eq!(r.iterations(), 3);
+        assert!(r.best_objective() < r.objectives[0]);
+
+        // The same with no flag runs all 50 iterations and is not marked.
+        let r = run_recorded(
+            problem,
+            Em::new(),
+            &theta0,
+            &RunSettings::fixed(50).cancel(None),
+        )
+        .unwrap();
+        assert!(!r.interrupted);
+        assert_eq!(r.iterations(), 50);
     }
 
     #[test]

@@ -176,18 +176,23 @@ pub fn run_digits(px: &Digits, cfg: &DigitsConfig) -> Result<DigitsResult, MoeEr
                         problem,
                         InexactMultinomialEm::new(cfg.inner_tol, cfg.inner_max),
                         &theta0,
-                        settings,
+                        &settings,
                     )
                 })?,
                 timed(&|| {
-                    run_recorded(problem, GradientEm::new(Step::armijo())?, &theta0, settings)
+                    run_recorded(
+                        problem,
+                        GradientEm::new(Step::armijo())?,
+                        &theta0,
+                        &settings,
+                    )
                 })?,
                 timed(&|| {
                     run_recorded(
                         problem,
                         GradientDescent::new(Step::Constant(gd_step))?,
                         &theta0,
-                        settings,
+                        &settings,
                     )
                 })?,
             ];

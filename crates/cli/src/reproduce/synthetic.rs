@@ -208,7 +208,7 @@ pub fn tune_gd_step<M: em_as_md::ConditionalFamily + ?Sized>(
     grid.iter()
         .filter_map(|&a| {
             let gd = GradientDescent::new(Step::Constant(a)).ok()?;
-            let r = run_recorded(problem, gd, theta0, RunSettings::fixed(iters)).ok()?;
+            let r = run_recorded(problem, gd, theta0, &RunSettings::fixed(iters)).ok()?;
             let f = r.final_objective();
             (r.failure.is_none() && f.is_finite()).then_some((a, f))
         })
@@ -249,14 +249,21 @@ fn instance<M: SymModel>(
         Ok((r, t.elapsed().as_secs_f64()))
     };
     let runs = vec![
-        timed(&|| run_recorded(problem, Em::new(), &theta0, settings))?,
-        timed(&|| run_recorded(problem, GradientEm::new(Step::armijo())?, &theta0, settings))?,
+        timed(&|| run_recorded(problem, Em::new(), &theta0, &settings))?,
+        timed(&|| {
+            run_recorded(
+                problem,
+                GradientEm::new(Step::armijo())?,
+                &theta0,
+                &settings,
+            )
+        })?,
         timed(&|| {
             run_recorded(
                 problem,
                 GradientDescent::new(Step::Constant(gd_step))?,
                 &theta0,
-                settings,
+                &settings,
             )
         })?,
     ];
@@ -264,12 +271,7 @@ fn instance<M: SymModel>(
         problem,
         Em::new(),
         &theta0,
-        RunSettings {
-            max_iters: cfg.ref_iters,
-            tol: Some(1e-15),
-            grad_tol: Some(1e-10),
-            keep_thetas: true,
-        },
+        &RunSettings::fixed(cfg.ref_iters).until(1e-15, 1e-10).keep(),
     )?;
     let l_star = runs
         .iter()

@@ -201,20 +201,15 @@ pub fn run_tabular(
         .into_par_iter()
         .map(|s| {
             let (theta0, random) = start(s);
-            let st = RunSettings::fixed(iters);
+            let st = RunSettings::fixed(iters).keep();
             let runs = vec![
-                run_recorded(problem, Em::new(), &theta0, st.keep())?,
-                run_recorded(
-                    problem,
-                    GradientEm::new(Step::armijo())?,
-                    &theta0,
-                    st.keep(),
-                )?,
+                run_recorded(problem, Em::new(), &theta0, &st)?,
+                run_recorded(problem, GradientEm::new(Step::armijo())?, &theta0, &st)?,
                 run_recorded(
                     problem,
                     GradientDescent::new(Step::Constant(gd_step))?,
                     &theta0,
-                    st.keep(),
+                    &st,
                 )?,
             ];
             Ok((runs, random))
