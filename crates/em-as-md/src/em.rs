@@ -41,17 +41,17 @@
 use crate::conditional::ConditionalFamily;
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
-use crate::expert::{add_weighted_gram, gram_buffer_len};
+use crate::expert::{add_weighted_grams, gram_buffer_len};
 use crate::gate::{
-    constant_gate_mstep, fit_softmax_gate_from, gate_chunk, gate_softmax_rows, GateConfig,
-    GateScratch, GateStats, GateSums,
+    constant_gate_mstep, fit_softmax_gate_from, gate_chunk, gate_softmax_rows, GateScratch,
+    GateStats, GateSums,
 };
 use crate::moe::{Gating, MixtureOfExperts};
 use crate::objective::Problem;
 use crate::parallel::{fold_rows_with, Mergeable, CHUNK};
 use crate::solver::{FitState, InnerStats, IterRecord, Solver};
 use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, Par};
+use faer::{Accum, Mat, MatRef, Par};
 use mirror::special::{log_sum_exp, softmax_in_place};
 use std::any::Any;
 use std::ops::Range;
@@ -216,31 +216,41 @@ impl MixtureOfExperts {
     ) {
         let k = self.n_experts();
         let d = data.d();
-        for (li, _) in rows.clone().enumerate() {
-            for c in 0..k {
-                stats.weight[c] += resp[li * k + c];
+        let m = rows.len();
+        for r in resp.chunks_exact(k) {
+            for (wc, rc) in stats.weight.iter_mut().zip(r) {
+                *wc += rc;
             }
         }
         if let Some(lin) = stats.linear.as_mut() {
+            let y = &data.y_all()[rows.clone()];
+            // b_k += X_c (r_k ∘ y) for all k in one product (r_k ∘ y as the columns of an
+            // m × K matrix in `w`).
             for c in 0..k {
-                for (li, i) in rows.clone().enumerate() {
-                    let r = resp[li * k + c];
-                    w[li] = r;
-                    let y = data.y(i)[0];
-                    let ry = r * y;
-                    lin.syy[c] += ry * y;
-                    for (b, xa) in lin.rhs[c * d..(c + 1) * d].iter_mut().zip(data.x(i)) {
-                        *b += ry * xa;
-                    }
+                for (li, (wl, yi)) in w[c * m..(c + 1) * m].iter_mut().zip(y).enumerate() {
+                    let ry = resp[li * k + c] * yi;
+                    *wl = ry;
+                    lin.syy[c] += ry * yi;
                 }
-                add_weighted_gram(
-                    data,
-                    rows.clone(),
-                    &w[..rows.len()],
-                    buf,
-                    lin.gram[c].as_mut(),
-                );
             }
+            matmul(
+                faer::MatMut::from_column_major_slice_mut(&mut lin.rhs, d, k),
+                Accum::Add,
+                data.xt().subcols(rows.start, m),
+                MatRef::from_column_major_slice(&w[..k * m], m, k),
+                1.0,
+                Par::Seq,
+            );
+            // The K Grams X_c diag(r_k) X_cᵀ, stacked into as few products as fit.
+            for c in 0..k {
+                for (li, wl) in w[c * m..(c + 1) * m].iter_mut().enumerate() {
+                    *wl = resp[li * k + c];
+                }
+            }
+            let grams = &mut lin.gram;
+            add_weighted_grams(data, rows, &w[..k * m], k, buf, &mut |c, p| {
+                grams[c] += p;
+            });
         }
     }
 
@@ -274,7 +284,7 @@ impl MixtureOfExperts {
             || {
                 (
                     vec![0.0; if linear { gram_buffer_len(d) } else { 0 }],
-                    vec![0.0; CHUNK],
+                    vec![0.0; k * CHUNK],
                 )
             },
             || MoeStats::empty(k, d, linear, CHUNK),
@@ -389,7 +399,7 @@ impl EmModel for MixtureOfExperts {
             || EScratch {
                 lin: Mat::zeros(CHUNK, ncols),
                 buf: vec![0.0; if linear { gram_buffer_len(d) } else { 0 }],
-                w: vec![0.0; CHUNK],
+                w: vec![0.0; k * CHUNK],
                 t: vec![0.0; p],
                 eta: vec![0.0; p],
                 lp: vec![0.0; k],
@@ -544,7 +554,7 @@ impl EmModel for MixtureOfExperts {
                         k,
                         self.gate_block(theta),
                         &mut next[..gl],
-                        GateConfig::default(),
+                        self.gate_config(),
                         stats.gate.as_ref(),
                     )?;
                     add(s);

@@ -28,8 +28,8 @@
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
 use crate::expert::{
-    add_weighted_gram, cholesky_factor, dot, gram_buffer_len, llt_solve, INNER_MAX_ITER, INNER_TOL,
-    NEWTON_PURE,
+    add_weighted_grams, cholesky_factor, dot, gram_buffer_len, llt_solve, INNER_MAX_ITER,
+    INNER_TOL, NEWTON_PURE,
 };
 use crate::parallel::{fold_rows_with, Mergeable, CHUNK};
 use crate::solver::InnerStats;
@@ -71,8 +71,34 @@ pub struct GateConfig {
     /// with the Hessian already factored instead of forming a new one (a gradient-only
     /// pass instead of a pass with $K(K-1)/2$ weighted Grams); a poorer contraction makes
     /// the next full-step pass form a fresh Hessian. `0` disables reuse (every step a
-    /// fresh Hessian: plain Newton). Default $0.1$.
+    /// fresh Hessian: plain Newton). Default $0.01$.
     pub reuse_below: f64,
+}
+
+impl GateConfig {
+    /// Validates the settings: `tol` $> 0$ (finite), `max_iter` $\ge 1$,
+    /// $0 \le$ `reuse_below` $< 1$.
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "gate config" }` naming the offending values.
+    pub fn check(&self) -> Result<()> {
+        if !(self.tol > 0.0
+            && self.tol.is_finite()
+            && self.max_iter >= 1
+            && self.reuse_below >= 0.0
+            && self.reuse_below < 1.0)
+        {
+            return Err(MoeError::InvalidParam {
+                name: "gate config",
+                reason: format!(
+                    "need tol > 0, max_iter >= 1 and 0 <= reuse_below < 1, got tol = {}, \
+                     max_iter = {}, reuse_below = {}",
+                    self.tol, self.max_iter, self.reuse_below
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for GateConfig {
@@ -80,7 +106,7 @@ impl Default for GateConfig {
         GateConfig {
             tol: INNER_TOL,
             max_iter: INNER_MAX_ITER,
-            reuse_below: 0.1,
+            reuse_below: 0.01,
         }
     }
 }
@@ -165,7 +191,7 @@ impl GateScratch {
             lse: vec![0.0; CHUNK],
             resid: vec![0.0; CHUNK * (k - 1)],
             csum: vec![0.0; CHUNK],
-            wts: vec![0.0; CHUNK],
+            wts: vec![0.0; CHUNK * k * (k - 1) / 2],
             buf: vec![0.0; gram_buffer_len(d)],
         }
     }
@@ -263,31 +289,33 @@ pub(crate) fn gate_chunk(
         Par::Seq,
     );
     if sums.hess.nrows() > 0 {
-        for a in 0..km {
-            for b in 0..=a {
-                for (li, (wl, &c)) in scratch.wts[..m]
-                    .iter_mut()
-                    .zip(&scratch.csum[..m])
-                    .enumerate()
-                {
-                    let (pa, pb) = (probs[li * k + a], probs[li * k + b]);
-                    // c(π_a δ_ab − π_a π_b).
-                    *wl = if a == b {
-                        c * pa * (1.0 - pb)
-                    } else {
-                        -c * pa * pb
-                    };
-                }
-                let block = sums.hess.as_mut().submatrix_mut(a * d, b * d, d, d);
-                add_weighted_gram(
-                    data,
-                    rows.clone(),
-                    &scratch.wts[..m],
-                    &mut scratch.buf,
-                    block,
-                );
+        // Weights c(π_a δ_ab − π_a π_b) of the lower blocks (a, b), b ≤ a, as the columns
+        // of an m × K(K−1)/2 matrix; the blocks are then formed by stacked products.
+        let pairs: Vec<(usize, usize)> =
+            (0..km).flat_map(|a| (0..=a).map(move |b| (a, b))).collect();
+        for (&(a, b), col) in pairs.iter().zip(scratch.wts.chunks_exact_mut(m)) {
+            for (li, (wl, &c)) in col.iter_mut().zip(&scratch.csum[..m]).enumerate() {
+                let (pa, pb) = (probs[li * k + a], probs[li * k + b]);
+                *wl = if a == b {
+                    c * pa * (1.0 - pb)
+                } else {
+                    -c * pa * pb
+                };
             }
         }
+        let hess = &mut sums.hess;
+        add_weighted_grams(
+            data,
+            rows,
+            &scratch.wts[..pairs.len() * m],
+            pairs.len(),
+            &mut scratch.buf,
+            &mut |j, p| {
+                let (a, b) = pairs[j];
+                let mut block = hess.as_mut().submatrix_mut(a * d, b * d, d, d);
+                block += p;
+            },
+        );
     }
 }
 
@@ -446,15 +474,7 @@ pub fn fit_softmax_gate_from(
     initial: Option<&GateStats>,
 ) -> Result<InnerStats> {
     check(data, labels, k, start)?;
-    if !(cfg.tol > 0.0 && cfg.reuse_below >= 0.0 && cfg.reuse_below < 1.0) {
-        return Err(MoeError::InvalidParam {
-            name: "gate config",
-            reason: format!(
-                "need tol > 0 and 0 <= reuse_below < 1, got tol = {}, reuse_below = {}",
-                cfg.tol, cfg.reuse_below
-            ),
-        });
-    }
+    cfg.check()?;
     let n = data.n() as f64;
     let dim = start.len();
     let mut w = start.to_vec();

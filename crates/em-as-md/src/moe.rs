@@ -32,7 +32,7 @@
 use crate::conditional::ConditionalFamily;
 use crate::error::{MoeError, Result};
 use crate::expert::{Expert, ExpertKind};
-use crate::gate::softmax_gate_logits;
+use crate::gate::{softmax_gate_logits, GateConfig};
 use faer::Mat;
 use mirror::special::{log_sum_exp, softmax_in_place};
 use mirror::{ExponentialFamily, MirrorError};
@@ -275,6 +275,7 @@ pub struct MixtureOfExperts {
     d: usize,
     gating: Gating,
     family: MixtureFamily,
+    gate_config: GateConfig,
 }
 
 impl MixtureOfExperts {
@@ -302,7 +303,22 @@ impl MixtureOfExperts {
             d: n_features,
             gating,
             family,
+            gate_config: GateConfig::default(),
         })
+    }
+    /// The same model with the softmax gate's M-step run with `cfg` (tolerance, step cap,
+    /// Hessian reuse) instead of [`GateConfig::default`].
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "gate config" }` for a setting [`GateConfig::check`] rejects.
+    pub fn with_gate_config(mut self, cfg: GateConfig) -> Result<Self> {
+        cfg.check()?;
+        self.gate_config = cfg;
+        Ok(self)
+    }
+    /// The settings of the gate's M-step.
+    pub fn gate_config(&self) -> GateConfig {
+        self.gate_config
     }
     /// Builds the model from its serialisable description.
     ///
@@ -552,6 +568,38 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn gate_config_is_validated_and_kept() {
+        let m =
+            MixtureOfExperts::new(Arc::new(LinearGaussian::new()), 3, 2, Gating::Softmax).unwrap();
+        assert_eq!(m.gate_config(), GateConfig::default());
+        let newton = GateConfig {
+            reuse_below: 0.0,
+            ..GateConfig::default()
+        };
+        let m = m.with_gate_config(newton).unwrap();
+        assert_eq!(m.gate_config(), newton);
+        for bad in [
+            GateConfig { tol: 0.0, ..newton },
+            GateConfig {
+                max_iter: 0,
+                ..newton
+            },
+            GateConfig {
+                reuse_below: 1.0,
+                ..newton
+            },
+        ] {
+            assert!(matches!(
+                m.clone().with_gate_config(bad),
+                Err(MoeError::InvalidParam {
+                    name: "gate config",
+                    ..
+                })
+            ));
+        }
     }
 
     #[test]

@@ -661,3 +661,38 @@ fn e_step_gate_statistics_match_a_separate_gate_pass() {
     }
     assert!(h.llt(faer::Side::Lower).is_ok());
 }
+
+#[test]
+fn gate_hessian_reuse_changes_the_work_not_the_m_step() {
+    // A gated 3-expert logistic model: the gate and the experts are Newton M-steps.
+    let base = MixtureOfExperts::new(expert_of(1), 3, 3, Gating::Softmax).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let truth = base.random_params(&mut rng, 1.5);
+    let (data, _) = simulate(&base, &truth, 3000, 22);
+    let newton = base.clone().with_gate_config(em_as_md::GateConfig {
+        reuse_below: 0.0,
+        ..em_as_md::GateConfig::default()
+    });
+    let newton = newton.unwrap();
+    let chord = base.with_gate_config(em_as_md::GateConfig {
+        reuse_below: 0.5,
+        ..em_as_md::GateConfig::default()
+    });
+    let chord = chord.unwrap();
+    let mut theta = init_theta(&newton, &data, 23);
+    let (mut hn, mut hc) = (0, 0);
+    for _ in 0..5 {
+        let (stats, _) = newton.e_step(&data, &theta).unwrap();
+        let (mut a, mut b) = (vec![0.0; theta.len()], vec![0.0; theta.len()]);
+        let sn = newton.m_step(&data, &stats, &theta, &mut a).unwrap();
+        let sc = chord.m_step(&data, &stats, &theta, &mut b).unwrap();
+        assert!(sn.converged && sc.converged, "{sn:?} {sc:?}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-8 * (1.0 + x.abs()), "{x} vs {y}");
+        }
+        hn += sn.hessians;
+        hc += sc.hessians;
+        theta = a;
+    }
+    assert!(hc < hn, "Hessians formed: chord {hc}, Newton {hn}");
+}

@@ -21,9 +21,11 @@ pub fn log_sum_exp(v: &[f64]) -> f64 {
 /// Softmax in place: $v_j \leftarrow e^{v_j - \mathrm{LSE}(v)}$; returns $\mathrm{LSE}(v)$.
 ///
 /// Computed as $e_j = e^{v_j - m}$, $m = \max_j v_j$, $v_j \leftarrow e_j / \sum_l e_l$,
-/// $\mathrm{LSE}(v) = m + \log\sum_l e_l$: one exponential per entry, none for the
-/// maximal entries (their $e_j = 1$ exactly), and one logarithm — the exponentials of the
-/// log-sum-exp are the probabilities' numerators (hot in every E-step).
+/// $\mathrm{LSE}(v) = m + \log\sum_l e_l$: one exponential per entry and one logarithm —
+/// the exponentials of the log-sum-exp are the probabilities' numerators (hot in every
+/// E-step). Two entries take one exponential:
+/// $e = e^{-|v_1 - v_2|}$, probabilities $1/(1+e)$ (the larger entry) and $e/(1+e)$,
+/// $\mathrm{LSE} = m + \log(1 + e)$.
 ///
 /// Entries equal to $-\infty$ get probability exactly 0. If every entry is $-\infty$ the
 /// slice is left as zeros and $-\infty$ is returned (the caller decides what that means);
@@ -40,10 +42,22 @@ pub fn softmax_in_place(v: &mut [f64]) -> f64 {
         }
         return lse;
     }
+    if let [a, b] = v {
+        // Two entries (a two-expert gate, a two-component posterior): with
+        // e = e^{-|a-b|} ∈ (0, 1] the probabilities are 1/(1+e) and e/(1+e) and
+        // LSE = max + log1p(e) — one exponential, and no branch on which entry is larger
+        // (it is unpredictable row to row).
+        let e = (-(*a - *b).abs()).exp();
+        let s = 1.0 + e;
+        let (hi, lo) = (1.0 / s, e / s);
+        let a_max = *a >= *b;
+        *a = if a_max { hi } else { lo };
+        *b = if a_max { lo } else { hi };
+        return m + e.ln_1p();
+    }
     let mut sum = 0.0;
     for x in v.iter_mut() {
-        let t = *x - m;
-        *x = if t == 0.0 { 1.0 } else { t.exp() };
+        *x = (*x - m).exp();
         sum += *x;
     }
     let inv = 1.0 / sum;
@@ -96,6 +110,9 @@ mod tests {
         let mut v = [f64::NEG_INFINITY, 0.0, 0.0];
         assert_eq!(softmax_in_place(&mut v), 2f64.ln());
         assert_eq!(v, [0.0, 0.5, 0.5]);
+        let mut v = [0.0, f64::NEG_INFINITY];
+        assert_eq!(softmax_in_place(&mut v), 0.0);
+        assert_eq!(v, [1.0, 0.0]);
         let mut v = [f64::NEG_INFINITY; 3];
         assert_eq!(softmax_in_place(&mut v), f64::NEG_INFINITY);
         assert_eq!(v, [0.0; 3]);
