@@ -17,10 +17,47 @@
 //! On a logarithmic axis, points with $y \le 0$ or non-finite $y$ cannot be drawn: they
 //! are dropped (a series is cut there), and the axis spans whole decades around the
 //! remaining points ([`log_axis_range`]).
+//!
+//! Text is measured and, in PNGs, drawn with an embedded DejaVu Sans ([`FONT`], which
+//! also says why: plotters' default font path drew `j` as "¡" in PNGs).
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
+
+/// The font of every text in a figure: DejaVu Sans 2.37, embedded in the binary
+/// (`crates/cli/assets/fonts/`, licence beside it) and registered with plotters as
+/// `"sans-serif"` ([`register_font`]).
+///
+/// Why embedded, through plotters' `ab_glyph` feature rather than its default `ttf` one:
+/// with `ttf`, plotters rasterises each glyph (through font-kit and FreeType) into a
+/// square canvas whose left edge is the pen position, and font-kit 0.14's blit, when a
+/// glyph bitmap starts left of that edge (a negative left side bearing, as DejaVu Sans'
+/// `j`), clips the destination without offsetting the source: the bitmap is shifted right
+/// and loses its right-most columns. For `j` those hold the stem and the dot, so PNG
+/// figures showed "Armijo" as "Armi¡o" (SVGs, drawn by the viewer, were fine). The
+/// `ab_glyph` backend rasterises the whole outline, so `j` is drawn complete, and the
+/// embedded font makes PNGs independent of the system's fonts (and the build independent
+/// of fontconfig and FreeType). Its known limitation: plotters' `ab_glyph` backend places each
+/// glyph's ink at the pen position, ignoring the left side bearing, so letter spacing is
+/// uneven by about a pixel (`ij` looks slightly spread); the glyphs themselves are right.
+pub const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+
+/// Registers [`FONT`] as plotters' `"sans-serif"` family (once per process; later calls
+/// return the first outcome). Every drawing needs it: plotters measures text through it
+/// for SVG too.
+///
+/// # Errors
+/// A message when plotters refuses the font data (it does not for the embedded file).
+pub fn register_font() -> Result<(), String> {
+    static REGISTERED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+                .map_err(|_| "the embedded font is not a valid OpenType font".to_string())
+        })
+        .clone()
+}
 
 /// Why a figure could not be written.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -217,6 +254,10 @@ impl Chart {
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), PlotError> {
         let path = path.as_ref();
         let shown = path.display().to_string();
+        register_font().map_err(|reason| PlotError::Backend {
+            path: shown.clone(),
+            reason,
+        })?;
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
@@ -386,6 +427,70 @@ mod tests {
 
     fn tmp(name: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("mdem-plot-{}-{name}", std::process::id()))
+    }
+
+    /// Darkness (0 = white, 255 = black) of `text` drawn black on white at `size` px with
+    /// its pen at (40, 20), in a 120 × 60 RGB bitmap, row-major.
+    fn ink(text: &str, size: f64) -> Vec<Vec<u8>> {
+        register_font().unwrap();
+        let (w, h) = (120usize, 60usize);
+        let mut buf = vec![0u8; w * h * 3];
+        {
+            let root =
+                BitMapBackend::with_buffer(&mut buf, (w as u32, h as u32)).into_drawing_area();
+            root.fill(&WHITE).unwrap();
+            root.draw_text(
+                text,
+                &("sans-serif", size).into_font().color(&BLACK),
+                (40, 20),
+            )
+            .unwrap();
+            root.present().unwrap();
+        }
+        buf.chunks(3 * w)
+            .map(|row| row.chunks(3).map(|p| 255 - p[0]).collect())
+            .collect()
+    }
+
+    fn row_ink(img: &[Vec<u8>], rows: std::ops::Range<usize>) -> u32 {
+        img[rows].iter().flatten().map(|&v| u32::from(v)).sum()
+    }
+
+    /// The PNG glyph bug (see [`FONT`]): with plotters' `ttf` backend a small `j` lost
+    /// its right-most columns, i.e. its dot and most of its stem, and read as "¡". Here
+    /// `j` is checked against `i`, whose dot DejaVu Sans draws at the same height: the
+    /// rows of `i`'s dot (above the lightest row that separates it from the stem) must hold
+    /// about as much ink for `j`, and `j` must have a descender below `i`'s baseline.
+    #[test]
+    fn small_j_keeps_its_dot_and_descender_in_png() {
+        for size in [11.0, 12.0, 13.0, 14.0, 16.0, 22.0] {
+            let (i, j) = (ink("i", size), ink("j", size));
+            let inked = |img: &[Vec<u8>], r: usize| img[r].iter().any(|&v| v > 40);
+            let top = (0..i.len()).find(|&r| inked(&i, r)).unwrap();
+            let bottom = (0..i.len()).rev().find(|&r| inked(&i, r)).unwrap();
+            // The lightest row in the upper half of `i` separates its dot from its stem.
+            let gap = (top + 1..=(top + bottom) / 2)
+                .min_by_key(|&r| row_ink(&i, r..r + 1))
+                .unwrap();
+            let (dot_i, dot_j) = (row_ink(&i, top..gap), row_ink(&j, top..gap));
+            assert!(dot_i > 0);
+            let ratio = f64::from(dot_j) / f64::from(dot_i);
+            assert!(
+                (0.5..2.0).contains(&ratio),
+                "size {size}: ink of j's dot / i's dot = {ratio:.2}"
+            );
+            let below = row_ink(&j, bottom + 1..j.len());
+            let below_i = row_ink(&i, bottom + 1..i.len());
+            assert_eq!(below_i, 0);
+            assert!(below > 255, "size {size}: j has no descender ({below})");
+        }
+    }
+
+    #[test]
+    fn the_embedded_font_registers() {
+        assert!(FONT.len() > 100_000);
+        assert_eq!(register_font(), Ok(()));
+        assert_eq!(register_font(), Ok(()));
     }
 
     #[test]
