@@ -24,6 +24,18 @@
 //!
 //! Per row, the probabilities come from [`softmax_in_place`]: $K-1$ exponentials and one
 //! logarithm, shared by $Q$, $\nabla Q$ and the Hessian weights.
+//!
+//! **L-BFGS alternative.** With [`GateConfig::solver`] $=$ [`GateSolver::Lbfgs`] the gate
+//! M-step instead minimises $-Q(W)$ by L-BFGS ([`crate::lbfgs::Lbfgs`], 10 pairs, strong
+//! Wolfe), warm-started at $W_t$, from [`gate_objective`] alone (no Hessian is formed), until
+//! $\|\nabla Q\|_\infty \le$ `tol` or `max_iter` iterations ([`fit_softmax_gate_lbfgs`]).
+//! It needs no positive definite Hessian, so it runs on designs where Newton stops with
+//! `NotPositiveDefinite` (collinear columns, e.g. a duplicated feature, or a nearly
+//! separable gate); it converges linearly, so a loose budget gives an *inexact*
+//! (generalised-EM) M-step: every accepted step increases $Q$, and a step that does not
+//! reach `tol` is reported (`converged = false`). With [`GateConfig::lbfgs_fallback`] the
+//! Newton solver hands a singular-Hessian failure over to this L-BFGS solve from the same
+//! start and counts it in [`InnerStats::fallbacks`].
 
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
@@ -59,25 +71,46 @@ pub fn gate_log_probs(g: &mut [f64]) -> f64 {
     lse
 }
 
-/// Settings of the gate's Newton M-step.
+/// Which method solves the gate's M-step (see the [module documentation](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GateSolver {
+    /// Newton's method with backtracking and optional Hessian reuse (the default): exact to
+    /// `tol` in a few steps, but needs $-\nabla^2 Q$ positive definite.
+    #[default]
+    Newton,
+    /// L-BFGS on $-Q$ ([`fit_softmax_gate_lbfgs`]): gradient passes only, no Hessian.
+    Lbfgs,
+}
+
+/// Settings of the gate's M-step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GateConfig {
-    /// Stop when $\|\nabla Q\|_2 \le$ `tol`.
+    /// Stop when $\|\nabla Q\|_2 \le$ `tol` (Newton) or $\|\nabla Q\|_\infty \le$ `tol`
+    /// (L-BFGS, as [`crate::lbfgs::Lbfgs::grad_tol`]).
     pub tol: f64,
-    /// Newton step cap.
+    /// Step cap (Newton steps or L-BFGS iterations; a fallback L-BFGS solve gets its own
+    /// `max_iter`).
     pub max_iter: u64,
     /// Hessian reuse (the chord/Shamanskii variant of Newton): while the last step
     /// contracted $\|\nabla Q\|_2$ by a factor $\le$ `reuse_below`, the next step solves
     /// with the Hessian already factored instead of forming a new one (a gradient-only
     /// pass instead of a pass with $K(K-1)/2$ weighted Grams); a poorer contraction makes
     /// the next full-step pass form a fresh Hessian. `0` disables reuse (every step a
-    /// fresh Hessian: plain Newton). Default $0.01$.
+    /// fresh Hessian: plain Newton). Default $0.01$. Ignored by [`GateSolver::Lbfgs`].
     pub reuse_below: f64,
+    /// The method; default [`GateSolver::Newton`].
+    pub solver: GateSolver,
+    /// With [`GateSolver::Newton`]: when the Hessian is singular (`NotPositiveDefinite`),
+    /// solve the M-step by L-BFGS from the same start instead of failing, and count it in
+    /// [`InnerStats::fallbacks`]. Default `false` (the error is returned).
+    pub lbfgs_fallback: bool,
 }
 
 impl GateConfig {
-    /// Validates the settings: `tol` $> 0$ (finite), `max_iter` $\ge 1$,
-    /// $0 \le$ `reuse_below` $< 1$.
+    /// Validates the settings: `tol` $> 0$ (finite), `max_iter` $\ge 1$ (and at most
+    /// `usize::MAX` for the L-BFGS solver), $0 \le$ `reuse_below` $< 1$ (checked whatever
+    /// the solver); every [`GateSolver`] with either `lbfgs_fallback` is valid
+    /// (`lbfgs_fallback` has no effect with [`GateSolver::Lbfgs`]).
     ///
     /// # Errors
     /// `InvalidParam { name: "gate config" }` naming the offending values.
@@ -85,6 +118,7 @@ impl GateConfig {
         if !(self.tol > 0.0
             && self.tol.is_finite()
             && self.max_iter >= 1
+            && usize::try_from(self.max_iter).is_ok()
             && self.reuse_below >= 0.0
             && self.reuse_below < 1.0)
         {
@@ -107,6 +141,8 @@ impl Default for GateConfig {
             tol: INNER_TOL,
             max_iter: INNER_MAX_ITER,
             reuse_below: 0.01,
+            solver: GateSolver::Newton,
+            lbfgs_fallback: false,
         }
     }
 }
@@ -421,8 +457,9 @@ fn check(data: &Dataset, labels: &[f64], k: usize, w: &[f64]) -> Result<()> {
     Ok(())
 }
 
-/// Newton's method with backtracking for the gate M-step (see the
-/// [module documentation](self)), from `start`, result in `out`.
+/// The gate M-step with the method of `cfg` (see the [module documentation](self)), from
+/// `start`, result in `out`: Newton's method with backtracking by default, L-BFGS with
+/// [`GateSolver::Lbfgs`] ([`fit_softmax_gate_lbfgs`]).
 ///
 /// Every data pass at a full Newton step evaluates $Q$ and $\nabla Q$ and, when a fresh
 /// Hessian will be wanted next, the Hessian in the same pass (speculatively: a
@@ -435,8 +472,10 @@ fn check(data: &Dataset, labels: &[f64], k: usize, w: &[f64]) -> Result<()> {
 /// Hessians formed.
 ///
 /// # Errors
-/// `NotPositiveDefinite { expert: usize::MAX, pivot }` when the Hessian is singular
-/// (collinear features or a gate saturated to 0/1 everywhere).
+/// `NotPositiveDefinite { expert: usize::MAX, pivot }` when the Newton Hessian is singular
+/// (collinear features or a gate saturated to 0/1 everywhere) and
+/// [`GateConfig::lbfgs_fallback`] is off; the errors of [`fit_softmax_gate_lbfgs`] for the
+/// L-BFGS solver or fallback.
 pub fn fit_softmax_gate(
     data: &Dataset,
     labels: &[f64],
@@ -459,8 +498,8 @@ fn factor_gate_hessian(hess: &Mat<f64>, n: f64) -> Result<Llt<f64>> {
 }
 
 /// [`fit_softmax_gate`] starting from precomputed [`GateStats`] at `start` (from the
-/// E-step); they are used only if computed at exactly `start`, otherwise the first pass
-/// is taken as usual.
+/// E-step); they are used only if computed at exactly `start` (and only by Newton),
+/// otherwise the first pass is taken as usual.
 ///
 /// # Errors
 /// As [`fit_softmax_gate`].
@@ -475,6 +514,89 @@ pub fn fit_softmax_gate_from(
 ) -> Result<InnerStats> {
     check(data, labels, k, start)?;
     cfg.check()?;
+    if cfg.solver == GateSolver::Lbfgs {
+        return lbfgs_gate(data, labels, k, start, out, cfg);
+    }
+    match newton_gate(data, labels, k, start, out, cfg, initial) {
+        Err(MoeError::NotPositiveDefinite {
+            expert: usize::MAX,
+            ..
+        }) if cfg.lbfgs_fallback => {
+            let mut stats = lbfgs_gate(data, labels, k, start, out, cfg)?;
+            stats.fallbacks += 1;
+            Ok(stats)
+        }
+        other => other,
+    }
+}
+
+/// The gate M-step by L-BFGS (see the [module documentation](self)): minimises $-Q(W)$
+/// ([`gate_objective`]) from `start` with [`crate::lbfgs::Lbfgs`] (defaults but
+/// `grad_tol` $=$ `cfg.tol`, `max_iter` $=$ `cfg.max_iter`), result in `out`, whatever
+/// `cfg.solver` says. The returned [`InnerStats`] holds the L-BFGS iterations, the final
+/// $\|\nabla Q\|_\infty$ as `residual`, whether `tol` was met (`converged`; `false` is an
+/// inexact M-step, reported) and `hessians = 0`, `fallbacks = 0`.
+///
+/// # Errors
+/// `InvalidParam`/`InvalidData` for inconsistent inputs or settings; `NonFinite` when $Q$
+/// is not finite at `start`; `LeftDomain` when the iterates run off to infinity (a gate
+/// separable in the labels).
+pub fn fit_softmax_gate_lbfgs(
+    data: &Dataset,
+    labels: &[f64],
+    k: usize,
+    start: &[f64],
+    out: &mut [f64],
+    cfg: GateConfig,
+) -> Result<InnerStats> {
+    check(data, labels, k, start)?;
+    cfg.check()?;
+    lbfgs_gate(data, labels, k, start, out, cfg)
+}
+
+/// [`fit_softmax_gate_lbfgs`] on checked inputs.
+fn lbfgs_gate(
+    data: &Dataset,
+    labels: &[f64],
+    k: usize,
+    start: &[f64],
+    out: &mut [f64],
+    cfg: GateConfig,
+) -> Result<InnerStats> {
+    let solver = crate::lbfgs::Lbfgs {
+        grad_tol: cfg.tol,
+        max_iter: usize::try_from(cfg.max_iter).unwrap_or(usize::MAX),
+        ..crate::lbfgs::Lbfgs::default()
+    };
+    let mut w = start.to_vec();
+    let rep = solver.minimize(
+        |w, g| {
+            let q = gate_objective(data, labels, k, w, g)?;
+            g.iter_mut().for_each(|v| *v = -*v);
+            Ok(-q)
+        },
+        &mut w,
+    )?;
+    out.copy_from_slice(&w);
+    Ok(InnerStats {
+        iterations: rep.iterations,
+        residual: rep.grad_norm,
+        converged: rep.converged,
+        hessians: 0,
+        fallbacks: 0,
+    })
+}
+
+/// The Newton gate M-step of [`fit_softmax_gate_from`] on checked inputs.
+fn newton_gate(
+    data: &Dataset,
+    labels: &[f64],
+    k: usize,
+    start: &[f64],
+    out: &mut [f64],
+    cfg: GateConfig,
+    initial: Option<&GateStats>,
+) -> Result<InnerStats> {
     let n = data.n() as f64;
     let dim = start.len();
     let mut w = start.to_vec();
@@ -516,10 +638,15 @@ pub fn fit_softmax_gate_from(
         // Reuse the factor for the next step while steps contract well; a NaN ratio (first
         // step, taken with the E-step's fresh Hessian) counts as good.
         let reuse = cfg.reuse_below > 0.0 && (ratio.is_nan() || ratio <= cfg.reuse_below);
-        // No speculative Hessian either when the trial is predicted to converge: linear
-        // rate `ratio` (Newton's is faster still), or, for plain Newton, the quadratic
-        // rate estimated from the last two gradient norms.
-        let predicted = gnorm * ratio;
+        // No speculative Hessian either when the trial is predicted to converge: with a
+        // fresh factor (a Newton step) at the quadratic rate ‖g⁺‖ ≈ C‖g‖², C estimated
+        // from the last step as ratio/‖g‖, i.e. ‖g‖·ratio²; with a stale one (a chord
+        // step) at the linear rate ‖g‖·ratio.
+        let predicted = if fresh {
+            gnorm * ratio * ratio
+        } else {
+            gnorm * ratio
+        };
         let converging = predicted.is_finite() && predicted <= 0.1 * cfg.tol;
         let mut t = 1.0;
         let mut accepted = false;
