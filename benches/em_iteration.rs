@@ -9,30 +9,32 @@
 //!   preallocated $d\times n$ buffer, one product each), right-hand sides
 //!   $X^\top\operatorname{diag}(r_k)y$, $K$ Cholesky solves, plus for the gated model
 //!   Gram-sized ($d\times d$) weighted products (each with a $d\times d$ Cholesky), counted
-//!   two ways from the M-step's [`em_as_md::InnerStats`]:
-//!   - **floor (a)**: one per gate Newton step taken (`iterations`);
+//!   two ways from the M-step's [`em_as_md::InnerStats`] (`hessians` − $K$ gate Hessians
+//!   formed, `hessians` also counting the $K$ expert Grams; the Hessian the E-step forms
+//!   at $\theta_t$ counts):
+//!   - **floor (a)**: one Gram per gate Hessian formed — one per Newton step that forms
+//!     one; steps that reuse the factored Hessian ([`em_as_md::GateConfig::reuse_below`])
+//!     form none and add nothing to the floor, although they cost a gradient pass;
 //!   - **floor (b)**: the Gram-sized blocks actually formed — the softmax gate's
 //!     $(K-1)d$-square Hessian has $(K-1)K/2$ distinct $d\times d$ blocks
-//!     $X^\top\operatorname{diag}(\pi_k(\delta_{kl}-\pi_l))X$, $k \le l < K-1$, and the M-step
-//!     forms `hessians` − $K$ such block Hessians (`hessians` also counts the $K$ expert
-//!     Grams; the Hessian carried in from the E-step and speculative ones on accepted
-//!     trials count).
+//!     $X^\top\operatorname{diag}(\pi_k(\delta_{kl}-\pi_l))X$, $k \le l < K-1$.
 //!
-//!   For $K = 2$ both agree up to the speculative-Hessian count; for $K = 4$ (b) has
-//!   6 blocks per Hessian where (a) has 1.
+//!   For $K = 2$ both agree; for $K = 4$ (b) has 6 blocks per Hessian where (a) has 1.
 //!
 //! Settings: $n \in \{20\,000, 100\,000\}$, $d = 10$ (intercept included),
 //! $K \in \{2, 4\}$, gated and ungated. Besides criterion's report, the bench prints the
 //! ratios to floors (a) and (b) (medians over repeated timings) and the time of a whole
 //! gated $K = 2$, $n = 20\,000$ fit to relative tolerance $10^{-8}$.
 //!
-//! Run with `cargo bench --bench em_iteration` (set `EM_BENCH_QUICK=1` to print the
-//! ratios without criterion's measurements).
+//! Run with `cargo bench --bench em_iteration`. Switches: `EM_BENCH_QUICK=1` prints the
+//! ratios without criterion's measurements; `EM_BENCH_SPLIT=1` also times the E- and
+//! M-step apart; `EM_BENCH_NOFLOOR=1` skips the floors; `EM_BENCH_ONLY=n=100000,K=2,gated`
+//! runs one setting; `EM_BENCH_REUSE=<x>` sets [`GateConfig::reuse_below`].
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use em_as_md::{
-    ConditionalFamily, Dataset, Em, EmModel, FitState, Gating, InnerStats, LinearGaussian,
-    MixtureOfExperts, Problem, Solver,
+    ConditionalFamily, Dataset, Em, EmModel, FitState, GateConfig, Gating, InnerStats,
+    LinearGaussian, MixtureOfExperts, Problem, Solver,
 };
 use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::Solve;
@@ -52,6 +54,18 @@ fn normal(rng: &mut ChaCha8Rng) -> f64 {
     (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
 }
 
+/// The gate M-step settings: the default, or `EM_BENCH_REUSE=<reuse_below>`.
+fn gate_config() -> GateConfig {
+    let mut cfg = GateConfig::default();
+    if let Some(v) = std::env::var("EM_BENCH_REUSE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.reuse_below = v;
+    }
+    cfg
+}
+
 struct Case {
     model: MixtureOfExperts,
     data: Dataset,
@@ -59,7 +73,10 @@ struct Case {
 }
 
 fn case(n: usize, k: usize, gating: Gating) -> Case {
-    let model = MixtureOfExperts::new(Arc::new(LinearGaussian::new()), k, D, gating).unwrap();
+    let model = MixtureOfExperts::new(Arc::new(LinearGaussian::new()), k, D, gating)
+        .unwrap()
+        .with_gate_config(gate_config())
+        .unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(42 + k as u64);
     let mut truth = model.random_params(&mut rng, 1.0);
     for c in 0..k {
@@ -279,7 +296,9 @@ fn whole_fit() {
 }
 
 fn bench(cr: &mut Criterion) {
-    whole_fit();
+    if std::env::var_os("EM_BENCH_ONLY").is_none() {
+        whole_fit();
+    }
     let mut group = cr.benchmark_group("em_iteration");
     group.sample_size(10);
     group.measurement_time(std::time::Duration::from_secs(2));
@@ -287,8 +306,6 @@ fn bench(cr: &mut Criterion) {
     for &n in &[20_000usize, 100_000] {
         for &k in &[2usize, 4] {
             for gating in [Gating::Constant, Gating::Softmax] {
-                let c = case(n, k, gating);
-                let mut f = floor_setup(&c);
                 let label = format!(
                     "n={n},K={k},{}",
                     if gating == Gating::Softmax {
@@ -297,6 +314,11 @@ fn bench(cr: &mut Criterion) {
                         "ungated"
                     }
                 );
+                if std::env::var("EM_BENCH_ONLY").is_ok_and(|o| o != label) {
+                    continue;
+                }
+                let c = case(n, k, gating);
+                let mut f = floor_setup(&c);
                 let t_em = median_secs(
                     || {
                         em_iteration(&c);
@@ -328,7 +350,7 @@ fn bench(cr: &mut Criterion) {
                     println!("{label}: EM iteration {:.3} ms", t_em * 1e3);
                     continue;
                 }
-                let (grams_a, grams_b) = (f.gate_steps, gate_blocks(k, &f));
+                let (grams_a, grams_b) = (f.gate_hessians, gate_blocks(k, &f));
                 let t_floor = median_secs(
                     || {
                         black_box(floor(&c, &mut f, grams_a));
@@ -342,8 +364,9 @@ fn bench(cr: &mut Criterion) {
                     11,
                 );
                 println!(
-                    "{label}: EM iteration {:.3} ms | floor (a) {:.3} ms ({} gate Newton steps, 1 Gram each), ratio {:.2} | floor (b) {:.3} ms ({} gate Hessians × {} blocks = {} Grams), ratio {:.2}",
+                    "{label}: EM iteration {:.3} ms ({} gate Newton steps) | floor (a) {:.3} ms ({} gate Hessians, 1 Gram each), ratio {:.2} | floor (b) {:.3} ms ({} gate Hessians × {} blocks = {} Grams), ratio {:.2}",
                     t_em * 1e3,
+                    f.gate_steps,
                     t_floor * 1e3,
                     grams_a,
                     t_em / t_floor,
