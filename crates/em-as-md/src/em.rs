@@ -543,6 +543,7 @@ impl EmModel for MixtureOfExperts {
             total.residual = total.residual.max(s.residual);
             total.converged &= s.converged;
             total.hessians += s.hessians;
+            total.fallbacks += s.fallbacks;
         };
         let gl = self.gate_len();
         if k > 1 {
@@ -586,6 +587,7 @@ impl EmModel for MixtureOfExperts {
                         residual: 0.0,
                         converged: true,
                         hessians: 1,
+                        fallbacks: 0,
                     });
                 }
             }

@@ -109,6 +109,9 @@ pub struct RecordJson {
     pub inner_converged: bool,
     /// Gram-sized Hessians formed.
     pub inner_hessians: u64,
+    /// Inner fallbacks (see [`InnerStats::fallbacks`]); 0 in checkpoints written before it.
+    #[serde(default)]
+    pub inner_fallbacks: u64,
     /// See [`IterRecord::elapsed`].
     pub elapsed: f64,
 }
@@ -128,6 +131,7 @@ impl From<&IterRecord> for RecordJson {
             inner_residual: opt(r.inner.residual),
             inner_converged: r.inner.converged,
             inner_hessians: r.inner.hessians,
+            inner_fallbacks: r.inner.fallbacks,
             elapsed: r.elapsed,
         }
     }
@@ -145,6 +149,7 @@ impl From<&RecordJson> for IterRecord {
                 residual: r.inner_residual.unwrap_or(f64::NAN),
                 converged: r.inner_converged,
                 hessians: r.inner_hessians,
+                fallbacks: r.inner_fallbacks,
             },
             elapsed: r.elapsed,
         }
@@ -515,6 +520,7 @@ mod tests {
                 residual: 1e-12,
                 converged: true,
                 hessians: 2,
+                fallbacks: 1,
             },
             elapsed: 0.125,
         };

@@ -872,6 +872,7 @@ impl Expert for LinearGaussian {
             residual: 0.0,
             converged: true,
             hessians: 1,
+            fallbacks: 0,
         })
     }
     fn default_constants(&self, out: &mut [f64]) {
@@ -979,9 +980,17 @@ impl Expert for Poisson {
 /// $P(y = c \mid x, z = k) = \operatorname{softmax}(b_0^\top x, \dots, b_{C-2}^\top x, 0)_c$
 /// in the [`mirror::Categorical`] family; all $C - 1$ components are regressed.
 /// [`Expert::predict_mean`] returns the $C$ class probabilities.
+///
+/// The budget of its L-BFGS M-step (used above [`MULTINOMIAL_DENSE_MAX_PARAMS`]) is
+/// [`MULTINOMIAL_LBFGS_TOL`] / [`MULTINOMIAL_LBFGS_MAX_ITER`] unless set with
+/// [`Multinomial::with_lbfgs_budget`]; like [`crate::GateConfig`] it is a fitting setting,
+/// not part of the model's [`ExpertKind`] (a saved and reloaded model has the defaults).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Multinomial {
     family: mirror::Categorical,
+    lbfgs_tol: f64,
+    lbfgs_max_iter: u64,
+    dense_max_params: usize,
 }
 
 impl Multinomial {
@@ -994,7 +1003,51 @@ impl Multinomial {
             name: "classes",
             reason: format!("at least 2 classes, got {classes}"),
         })?;
-        Ok(Multinomial { family })
+        Ok(Multinomial {
+            family,
+            lbfgs_tol: MULTINOMIAL_LBFGS_TOL,
+            lbfgs_max_iter: MULTINOMIAL_LBFGS_MAX_ITER,
+            dense_max_params: MULTINOMIAL_DENSE_MAX_PARAMS,
+        })
+    }
+    /// The expert whose L-BFGS M-step ([`Expert::weighted_fit`] above
+    /// [`MULTINOMIAL_DENSE_MAX_PARAMS`] parameters) stops at $\|\nabla F\|_\infty \le$ `tol`
+    /// or after `max_iter` iterations instead of [`MULTINOMIAL_LBFGS_TOL`] /
+    /// [`MULTINOMIAL_LBFGS_MAX_ITER`] — e.g. a deliberately loose budget for an inexact
+    /// (generalised-EM) M-step, whose inexactness is then reported in [`InnerStats`]. The
+    /// dense Newton path (at most [`MULTINOMIAL_DENSE_MAX_PARAMS`] parameters) is unchanged.
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "lbfgs budget" }` unless `tol` is finite and $> 0$ and
+    /// $1 \le$ `max_iter` $\le$ `usize::MAX`.
+    pub fn with_lbfgs_budget(mut self, tol: f64, max_iter: u64) -> Result<Self> {
+        if !(tol > 0.0 && tol.is_finite() && max_iter >= 1 && usize::try_from(max_iter).is_ok()) {
+            return Err(MoeError::InvalidParam {
+                name: "lbfgs budget",
+                reason: format!(
+                    "need tol > 0 (finite) and max_iter >= 1, got {tol} and {max_iter}"
+                ),
+            });
+        }
+        self.lbfgs_tol = tol;
+        self.lbfgs_max_iter = max_iter;
+        Ok(self)
+    }
+    /// The L-BFGS M-step budget `(tol, max_iter)` (see [`Self::with_lbfgs_budget`]).
+    pub fn lbfgs_budget(&self) -> (f64, u64) {
+        (self.lbfgs_tol, self.lbfgs_max_iter)
+    }
+    /// The expert whose M-step uses dense Newton only up to `max` parameters $(C-1)d$
+    /// (default [`MULTINOMIAL_DENSE_MAX_PARAMS`]) and L-BFGS above; `0` means L-BFGS at
+    /// every size (e.g. to run one inexact protocol on small and large designs alike).
+    pub fn with_dense_max_params(mut self, max: usize) -> Self {
+        self.dense_max_params = max;
+        self
+    }
+    /// The largest parameter count solved by dense Newton (see
+    /// [`Self::with_dense_max_params`]).
+    pub fn dense_max_params(&self) -> usize {
+        self.dense_max_params
     }
     /// Number of classes $C$.
     pub fn classes(&self) -> usize {
@@ -1147,6 +1200,7 @@ impl Multinomial {
             residual: rep.grad_norm,
             converged: rep.converged,
             hessians: 0,
+            fallbacks: 0,
         })
     }
 }
@@ -1199,9 +1253,10 @@ impl Expert for Multinomial {
         Ok(())
     }
     /// Dense Newton ([`glm_newton`], [`INNER_TOL`], [`INNER_MAX_ITER`]: an exact M-step)
-    /// when $(C-1)d \le$ [`MULTINOMIAL_DENSE_MAX_PARAMS`]; above it L-BFGS
-    /// ([`Multinomial::fit_lbfgs`] with [`MULTINOMIAL_LBFGS_TOL`] and
-    /// [`MULTINOMIAL_LBFGS_MAX_ITER`]), whose inexactness is reported in the returned
+    /// when $(C-1)d \le$ [`MULTINOMIAL_DENSE_MAX_PARAMS`] (or the bound of
+    /// [`Multinomial::with_dense_max_params`]); above it L-BFGS
+    /// ([`Multinomial::fit_lbfgs`] with the budget of [`Multinomial::with_lbfgs_budget`],
+    /// by default [`MULTINOMIAL_LBFGS_TOL`] and [`MULTINOMIAL_LBFGS_MAX_ITER`]), whose inexactness is reported in the returned
     /// [`InnerStats`] (`residual` = $\|\nabla F\|_\infty$, `converged`, `hessians = 0`).
     fn weighted_fit(
         &self,
@@ -1210,14 +1265,14 @@ impl Expert for Multinomial {
         start: &[f64],
         out: &mut [f64],
     ) -> Result<InnerStats> {
-        if self.n_params(data.d()) > MULTINOMIAL_DENSE_MAX_PARAMS {
+        if self.n_params(data.d()) > self.dense_max_params {
             self.fit_lbfgs(
                 data,
                 weights,
                 start,
                 out,
-                MULTINOMIAL_LBFGS_TOL,
-                MULTINOMIAL_LBFGS_MAX_ITER,
+                self.lbfgs_tol,
+                self.lbfgs_max_iter,
             )
         } else {
             glm_newton(self, data, weights, start, out, INNER_TOL, INNER_MAX_ITER)

@@ -519,8 +519,7 @@ pub fn fit_softmax_gate_from(
     }
     match newton_gate(data, labels, k, start, out, cfg, initial) {
         Err(MoeError::NotPositiveDefinite {
-            expert: usize::MAX,
-            ..
+            expert: usize::MAX, ..
         }) if cfg.lbfgs_fallback => {
             let mut stats = lbfgs_gate(data, labels, k, start, out, cfg)?;
             stats.fallbacks += 1;

@@ -224,6 +224,7 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientDescent {
             residual: grad_norm,
             converged: accepted,
             hessians: 0,
+            fallbacks: 0,
         };
         assemble(
             problem,

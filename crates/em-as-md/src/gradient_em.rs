@@ -124,6 +124,7 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientEm {
             residual: q_residual,
             converged: all_accepted,
             hessians: 0,
+            fallbacks: 0,
         };
         assemble(
             problem,

@@ -34,7 +34,7 @@ pub use error::{MoeError, Result};
 pub use executor::{Executor, FitResult};
 pub use expert::{Expert, ExpertKind, Glm, LinearGaussian, Logistic, Multinomial, Poisson};
 pub use fit::{MoeParams, MoeValidParams};
-pub use gate::{GateConfig, GateStats};
+pub use gate::{GateConfig, GateSolver, GateStats};
 pub use gd::{GradientDescent, Step};
 pub use gradient_em::GradientEm;
 pub use init::InitMethod;

@@ -267,6 +267,7 @@ fn inner_stats(r: &LbfgsReport) -> InnerStats {
         residual: r.grad_norm,
         converged: r.converged,
         hessians: 0,
+        fallbacks: 0,
     }
 }
 

@@ -85,6 +85,11 @@ pub struct InnerStats {
     pub converged: bool,
     /// Number of Gram-sized weighted Hessians formed (for the cost floor in benchmarks).
     pub hessians: u64,
+    /// Inner solves that fell back to another method (the softmax gate's Newton M-step
+    /// handing a singular Hessian to L-BFGS, [`crate::gate::GateConfig::lbfgs_fallback`]).
+    /// Absent in records written before it existed (read as 0).
+    #[serde(default)]
+    pub fallbacks: u64,
 }
 
 /// One row of the per-iteration record passed to observers.

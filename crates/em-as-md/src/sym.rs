@@ -925,6 +925,7 @@ impl SymMoLogE {
             residual: a.residual.max(b.residual),
             converged: a.converged && b.converged,
             hessians: a.hessians + b.hessians,
+            fallbacks: a.fallbacks + b.fallbacks,
         })
     }
 }
