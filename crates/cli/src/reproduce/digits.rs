@@ -6,20 +6,27 @@
 //! ($d = 65$); a fixed train/test split (75 % / 25 %, one seeded permutation for every
 //! instance); a softmax-gated mixture of $K = 2$ multinomial-logistic experts over the
 //! 10 classes (1235 parameters), started from one random $\theta_0$ (seeded by $s$) and
-//! trained for a fixed number of iterations by EM (inexact L-BFGS M-step,
-//! [`InexactMultinomialEm`]), gradient EM and gradient descent (gradient EM with Armijo backtracking
-//! on the M-step objective, GD with a constant step tuned on instance 0 from
-//! [`GD_STEPS`]; the library's solvers). Recorded per iteration: the training objective
-//! $L(\theta_t)$, test accuracy and test cross-entropy.
+//! trained for a fixed number of iterations by EM, gradient EM and gradient descent
+//! (gradient EM with Armijo backtracking on the M-step objective, GD with a constant step
+//! tuned on instance 0 from [`GD_STEPS`]); all three are the library's solvers. Recorded per
+//! iteration: the training objective $L(\theta_t)$, test accuracy and test cross-entropy.
+//!
+//! EM is the library's [`Em`] with an **inexact** M-step ([`digits_model`]): every block
+//! (the gate and each expert) is minimised by L-BFGS (memory 10), warm-started at
+//! $\theta_t$, to $\|\nabla\|_\infty \le$ `inner_tol` or at most `inner_max` iterations —
+//! the gate by [`GateSolver::Lbfgs`] (its Newton Hessian is singular here: the inversion
+//! makes the always-blank pixels identical, collinear design columns, and the gate nearly
+//! separable), the experts by [`Multinomial::with_lbfgs_budget`]. Every L-BFGS step
+//! decreases its block's objective, so each outer step is a generalised EM step; the
+//! blocks that stopped at the cap are reported (`converged` of the [`em_as_md::InnerStats`]).
 
 use super::common::{run_recorded, Run, RunSettings};
-use super::multinomial::{
-    accuracy_and_cross_entropy, evaluate, labels, InexactMultinomialEm, Shape,
-};
 use super::synthetic::{tune_gd_step, GD_STEPS};
 use em_as_md::expert::Multinomial;
 use em_as_md::moe::{Gating, MixtureOfExperts};
-use em_as_md::{Dataset, GradientDescent, GradientEm, MoeError, Problem, Step};
+use em_as_md::{
+    Dataset, Em, GateConfig, GateSolver, GradientDescent, GradientEm, MoeError, Problem, Step,
+};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -116,18 +123,92 @@ pub fn split(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     (idx, test)
 }
 
+/// The experiment's model: a softmax gate over `k` multinomial-logistic experts with `c`
+/// classes on `d` design columns, whose EM M-step runs L-BFGS on every block (gate and
+/// experts) to $\|\nabla\|_\infty \le$ `inner_tol` or `inner_max` iterations (see the
+/// [module documentation](self)).
+///
+/// # Errors
+/// `InvalidParam` for fewer than 2 classes or experts, or a bad inner budget.
+pub fn digits_model(
+    k: usize,
+    c: usize,
+    d: usize,
+    inner_tol: f64,
+    inner_max: usize,
+) -> Result<MixtureOfExperts, MoeError> {
+    let max_iter = u64::try_from(inner_max).unwrap_or(u64::MAX);
+    let expert = Multinomial::new(c)?
+        .with_dense_max_params(0)
+        .with_lbfgs_budget(inner_tol, max_iter)?;
+    MixtureOfExperts::new(Arc::new(expert), k, d, Gating::Softmax)?.with_gate_config(GateConfig {
+        tol: inner_tol,
+        max_iter,
+        solver: GateSolver::Lbfgs,
+        ..GateConfig::default()
+    })
+}
+
+/// The mixture's class probabilities $P(y = c \mid x_i) = \sum_k \pi_k(x_i)\,
+/// p_k(c \mid x_i)$ at $\theta$, row-major $n \times C$.
+///
+/// # Errors
+/// `Mirror` from the expert's class probabilities.
+fn class_probs(
+    model: &MixtureOfExperts,
+    theta: &[f64],
+    data: &Dataset,
+) -> Result<Vec<f64>, MoeError> {
+    let (k, c) = (model.n_experts(), model.expert().predict_dim());
+    let mut out = vec![0.0; data.n() * c];
+    let (mut pi, mut p) = (vec![0.0; k], vec![0.0; c]);
+    for (i, row) in out.chunks_exact_mut(c).enumerate() {
+        model.gate_probs(theta, data.x(i), &mut pi);
+        for (z, &pz) in pi.iter().enumerate() {
+            model
+                .expert()
+                .predict_mean(model.expert_block(theta, z), data.x(i), &mut p)?;
+            for (o, v) in row.iter_mut().zip(&p) {
+                *o += pz * v;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Test accuracy (the most probable class) and test cross-entropy
+/// $-\frac1n\sum_i\log P(y_i \mid x_i) = L(\theta)$ on `test` at `theta`.
+///
+/// # Errors
+/// As [`Problem::new`] and [`Problem::objective`] (e.g. a label outside $0..C$).
+fn accuracy_and_cross_entropy(
+    model: &MixtureOfExperts,
+    theta: &[f64],
+    test: &Dataset,
+) -> Result<(f64, f64), MoeError> {
+    let ce = Problem::new(model, test)?.objective(theta)?;
+    let c = model.expert().predict_dim();
+    let probs = class_probs(model, theta, test)?;
+    let correct = probs
+        .chunks_exact(c)
+        .enumerate()
+        .filter(|(i, p)| {
+            let arg = (0..c).fold(0, |a, j| if p[j] > p[a] { j } else { a });
+            arg as f64 == test.y(*i)[0]
+        })
+        .count();
+    Ok((correct as f64 / test.n().max(1) as f64, ce))
+}
+
 fn test_curves(
     run: &Run,
     model: &MixtureOfExperts,
     test: &Dataset,
 ) -> Result<(Vec<f64>, Vec<f64>), MoeError> {
-    let shape = Shape::of(model)?;
-    let y = labels(test, shape.c)?;
     let mut acc = Vec::with_capacity(run.thetas.len());
     let mut ce = Vec::with_capacity(run.thetas.len());
     for th in &run.thetas {
-        let e = evaluate(shape, th, test, &y)?;
-        let (a, c) = accuracy_and_cross_entropy(&e, &y, shape.c);
+        let (a, c) = accuracy_and_cross_entropy(model, th, test)?;
         acc.push(a);
         ce.push(c);
     }
@@ -142,7 +223,7 @@ pub fn run_digits(px: &Digits, cfg: &DigitsConfig) -> Result<DigitsResult, MoeEr
     let clock = Instant::now();
     let n = px.labels.len();
     let (train_rows, test_rows) = split(n, cfg.train_fraction, cfg.seed ^ 0x5eed);
-    let model = MixtureOfExperts::new(Arc::new(Multinomial::new(10)?), 2, 65, Gating::Softmax)?;
+    let model = digits_model(2, 10, 65, cfg.inner_tol, cfg.inner_max)?;
     let make = |s: usize| -> Result<(Dataset, Dataset, Vec<f64>, usize), MoeError> {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(s as u64));
         let flip: Vec<bool> = (0..n).map(|_| rng.random_bool(0.5)).collect();
@@ -171,14 +252,7 @@ pub fn run_digits(px: &Digits, cfg: &DigitsConfig) -> Result<DigitsResult, MoeEr
                 Ok((r, t.elapsed().as_secs_f64()))
             };
             let runs = [
-                timed(&|| {
-                    run_recorded(
-                        problem,
-                        InexactMultinomialEm::new(cfg.inner_tol, cfg.inner_max),
-                        &theta0,
-                        &settings,
-                    )
-                })?,
+                timed(&|| run_recorded(problem, Em::new(), &theta0, &settings))?,
                 timed(&|| {
                     run_recorded(
                         problem,
@@ -244,6 +318,99 @@ pub fn run_digits(px: &Digits, cfg: &DigitsConfig) -> Result<DigitsResult, MoeEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use em_as_md::Executor;
+
+    /// The first `rows` images of the bundled digits (plain parse of the CSV).
+    fn bundled(rows: usize) -> Digits {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/digits.csv");
+        let text = std::fs::read_to_string(path).unwrap();
+        let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+        for line in text.lines().skip(1).take(rows) {
+            let v: Vec<f64> = line.split(',').map(|c| c.trim().parse().unwrap()).collect();
+            assert_eq!(v.len(), 65);
+            pixels.extend_from_slice(&v[..64]);
+            labels.push(v[64]);
+        }
+        Digits { pixels, labels }
+    }
+
+    #[test]
+    fn cross_entropy_and_accuracy_match_the_class_probabilities() {
+        let px = bundled(120);
+        let rows: Vec<usize> = (0..120).collect();
+        let flip: Vec<bool> = (0..120).map(|i| i % 3 == 0).collect();
+        let data = design(&px, &rows, &flip).unwrap();
+        let model = digits_model(2, 10, 65, 1e-5, 5).unwrap();
+        let theta = model.random_params(&mut ChaCha8Rng::seed_from_u64(3), 0.3);
+        let probs = class_probs(&model, &theta, &data).unwrap();
+        let (acc, ce) = accuracy_and_cross_entropy(&model, &theta, &data).unwrap();
+        // Independent: −mean log P(y_i | x_i) and the argmax from the probabilities.
+        let mut nll = 0.0;
+        let mut hits = 0usize;
+        for (i, p) in probs.chunks_exact(10).enumerate() {
+            assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+            let y = px.labels[i] as usize;
+            nll -= p[y].ln();
+            let best = p.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            hits += usize::from(p[y] == best);
+        }
+        assert!((ce - nll / 120.0).abs() < 1e-10, "{ce} vs {}", nll / 120.0);
+        assert!((acc - hits as f64 / 120.0).abs() < 1e-12, "{acc} vs {hits}");
+    }
+
+    #[test]
+    fn library_em_runs_the_inverted_digits_protocol() {
+        let px = bundled(300);
+        let rows: Vec<usize> = (0..300).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let flip: Vec<bool> = (0..300).map(|_| rng.random_bool(0.5)).collect();
+        let data = design(&px, &rows, &flip).unwrap();
+        let model = digits_model(2, 10, 65, 1e-5, 5).unwrap();
+        let theta0 = model.random_params(&mut rng, 0.1);
+        // The default (Newton) gate M-step stops on this design.
+        let newton = MixtureOfExperts::new(
+            Arc::new(
+                Multinomial::new(10)
+                    .unwrap()
+                    .with_lbfgs_budget(1e-5, 5)
+                    .unwrap(),
+            ),
+            2,
+            65,
+            Gating::Softmax,
+        )
+        .unwrap();
+        let r = Executor::new(Problem::new(&newton, &data).unwrap(), Em::new())
+            .theta0(theta0.clone())
+            .max_iters(3)
+            .run();
+        assert!(
+            matches!(
+                r,
+                Err(MoeError::NotPositiveDefinite {
+                    expert: usize::MAX,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        // The protocol's L-BFGS M-steps: within budget, no Hessian, L never increases.
+        let r = Executor::new(Problem::new(&model, &data).unwrap(), Em::new())
+            .theta0(theta0)
+            .max_iters(4)
+            .run()
+            .unwrap();
+        let mut prev = f64::INFINITY;
+        for t in &r.trace {
+            assert!(
+                t.inner.iterations <= 3 * 5 && t.inner.hessians == 0,
+                "{t:?}"
+            );
+            assert!(t.objective <= prev, "{prev} -> {}", t.objective);
+            prev = t.objective;
+        }
+        assert_eq!(r.trace.len(), 4);
+    }
 
     #[test]
     fn split_is_a_fixed_partition() {

@@ -2,6 +2,5 @@
 
 pub mod common;
 pub mod digits;
-pub mod multinomial;
 pub mod synthetic;
 pub mod tabular;
