@@ -53,7 +53,9 @@ pub fn softmax_in_place(v: &mut [f64]) -> f64 {
         let a_max = *a >= *b;
         *a = if a_max { hi } else { lo };
         *b = if a_max { lo } else { hi };
-        return m + e.ln_1p();
+        // ln(s), not ln_1p(e): the LSE needs absolute accuracy only (m dominates), which
+        // ln(1 + e) has, and glibc's log1p costs several times log.
+        return m + s.ln();
     }
     let mut sum = 0.0;
     for x in v.iter_mut() {
