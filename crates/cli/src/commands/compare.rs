@@ -271,7 +271,7 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
         },
         match tuned {
             Some(a) => format!(
-                "{a} chosen from {{{}}} by the smallest final L",
+                "{a} chosen from {{{}}} by the smallest final L among the steps whose L never increases (by more than round-off), among all steps if none does",
                 GD_STEPS.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
             ),
             None => format!("{step}: no step of the grid ran without leaving the domain; the smallest is shown"),

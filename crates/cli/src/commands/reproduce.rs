@@ -27,7 +27,7 @@ use experiments::common::{
     band, band_series, create_dir, fmt_or_dash, mean_sd, quantile, save_both,
 };
 use experiments::digits::{run_digits, Digits, DigitsConfig, DigitsResult};
-use experiments::synthetic::{run_model, SnrResult, SynthConfig, GAP_FLOOR, GD_STEPS};
+use experiments::synthetic::{run_model, SnrResult, SynthConfig, GAP_FLOOR, GD_STEPS, STABLE_RTOL};
 use experiments::tabular::{run_tabular, TabResult, Tabular};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -680,9 +680,10 @@ pub fn run(args: &ReproduceArgs) -> Result<(), CliError> {
     }
     let _ = writeln!(
         text,
-        "## 1. Synthetic: SymMoLinE and SymMoLogE\n\nSetup: {} seeded instances per SNR, {} iterations per solver, n = {} rows, d = {} features, x ~ N(0, I_d), ‖w*‖ = {}; SymMoLinE has σ = 1 and SNR = ‖β*‖/σ, SymMoLogE has SNR = ‖β*‖ (the logistic link fixes the noise). All solvers start from the same θ_0 = θ* + {}·(‖β*‖u, ‖w*‖v) with u, v uniform on the unit sphere (a start near θ*, the regime of the paper's local results; the paper's own initialisation is not stated in what we could read). EM is the library's exact EM; gradient EM takes one Armijo-backtracked gradient step on the M-step objective (initial step 1, shrink ½, c = 1e-4); GD takes constant steps α, chosen per SNR from {{{}}} by the smallest final L on the first instance (the chosen α is in the solver's name). By Fisher's identity ∇Q_t(θ_t) = ∇L(θ_t), so gradient EM with a constant step *is* GD with that step: the two differ only through the step rule. L* is the smallest objective seen, including a reference EM run from θ_0 to convergence (relative change < 1e-15 or ‖∇L‖ < 1e-10, at most {} iterations): the empirical optimum, so L − L* measures optimisation error; ‖β−β*‖ and ‖w−w*‖ are against the true θ* and level off at the statistical error. Labels are aligned for the symmetry (β, w) ↔ (−β, −w) by choosing the sign closer to θ*. Gaps are floored at {:e} before averaging.\n",
+        "## 1. Synthetic: SymMoLinE and SymMoLogE\n\nSetup: {} seeded instances per SNR, {} iterations per solver, n = {} rows, d = {} features, x ~ N(0, I_d), ‖w*‖ = {}; SymMoLinE has σ = 1 and SNR = ‖β*‖/σ, SymMoLogE has SNR = ‖β*‖ (the logistic link fixes the noise). All solvers start from the same θ_0 = θ* + {}·(‖β*‖u, ‖w*‖v) with u, v uniform on the unit sphere (a start near θ*, the regime of the paper's local results; the paper's own initialisation is not stated in what we could read). EM is the library's exact EM; gradient EM takes one Armijo-backtracked gradient step on the M-step objective (initial step 1, shrink ½, c = 1e-4); GD takes constant steps α, chosen per SNR from {{{}}} on the first instance: the smallest final L among the steps whose run is stable, i.e. L never increases by more than round-off (L_{{t+1}} ≤ L_t + {:e}·max(1, |L_t|) at every iteration), or among all steps if none is stable (the chosen α is in the solver's name). A step whose L goes up and down is excluded however low it happens to end: its final L is an accident of a chaotic trajectory. By Fisher's identity ∇Q_t(θ_t) = ∇L(θ_t), so gradient EM with a constant step *is* GD with that step: the two differ only through the step rule. L* is the smallest objective seen, including a reference EM run from θ_0 to convergence (relative change < 1e-15 or ‖∇L‖ < 1e-10, at most {} iterations): the empirical optimum, so L − L* measures optimisation error; ‖β−β*‖ and ‖w−w*‖ are against the true θ* and level off at the statistical error. Labels are aligned for the symmetry (β, w) ↔ (−β, −w) by choosing the sign closer to θ*. Gaps are floored at {:e} before averaging.\n",
         s.instances, s.iters, s.n, s.d, s.gate_norm, s.init_rel,
         GD_STEPS.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+        STABLE_RTOL,
         s.ref_iters, GAP_FLOOR
     );
     text.push_str(&cut_note(cut, "SymMoLinE", lin.is_some()));
@@ -723,7 +724,7 @@ pub fn run(args: &ReproduceArgs) -> Result<(), CliError> {
     if let Some(Part { result: dig, .. }) = &dig {
         let _ = writeln!(
             text,
-            "**The data set differs from the paper's.** The paper uses Fashion-MNIST (60 000 training images of 28×28 pixels); it cannot be downloaded here, so the same protocol runs on scikit-learn's bundled handwritten digits (1797 images of 8×8 pixels, 10 classes, `data/digits.csv`). The numbers are therefore not comparable one to one; the paper's are shown beside ours for orientation only.\n\nProtocol: pixels scaled to [0, 1] (x/16); each image inverted (x → 1 − x) with probability ½, seeded per instance ({:.1} % of images inverted overall); intercept added (d = 65); fixed train/test split {} / {} rows (one seeded permutation); a softmax-gated mixture of 2 multinomial-logistic experts over 10 classes (1235 parameters) from one random start per instance (entries N(0, {}²)), trained for {} iterations by EM, gradient EM (Armijo on the M-step objective) and GD (constant step α = {}, the best final L on instance 0 over the grid {{{}}}) over {} seeded instances. Test cross-entropy is −(1/n_test) Σ log p(y|x) under the mixture; accuracy takes the most probable class.\n",
+            "**The data set differs from the paper's.** The paper uses Fashion-MNIST (60 000 training images of 28×28 pixels); it cannot be downloaded here, so the same protocol runs on scikit-learn's bundled handwritten digits (1797 images of 8×8 pixels, 10 classes, `data/digits.csv`). The numbers are therefore not comparable one to one; the paper's are shown beside ours for orientation only.\n\nProtocol: pixels scaled to [0, 1] (x/16); each image inverted (x → 1 − x) with probability ½, seeded per instance ({:.1} % of images inverted overall); intercept added (d = 65); fixed train/test split {} / {} rows (one seeded permutation); a softmax-gated mixture of 2 multinomial-logistic experts over 10 classes (1235 parameters) from one random start per instance (entries N(0, {}²)), trained for {} iterations by EM, gradient EM (Armijo on the M-step objective) and GD (constant step α = {}, the smallest final L on instance 0 among the steps of the grid {{{}}} whose L never increases by more than round-off, {:e}·max(1, |L|), in that run; among all steps if none is stable) over {} seeded instances. Test cross-entropy is −(1/n_test) Σ log p(y|x) under the mixture; accuracy takes the most probable class.\n",
             100.0 * dig.inverted_fraction,
             dig.n_train,
             dig.n_test,
@@ -731,6 +732,7 @@ pub fn run(args: &ReproduceArgs) -> Result<(), CliError> {
             dc.iters,
             dig.gd_step,
             GD_STEPS.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+            STABLE_RTOL,
             dc.instances
         );
         digits_section(&mut text, &figs, dig, dc)?;
@@ -738,9 +740,10 @@ pub fn run(args: &ReproduceArgs) -> Result<(), CliError> {
 
     let _ = writeln!(
         text,
-        "## 3. Diabetes and breast cancer\n\nFixed split (75 % / 25 %, one seeded permutation), features (and the diabetes target) standardised with the training rows, softmax-gated mixtures of 2 experts, {} iterations per solver from the same start (the library's k-means++ start for each seed); gradient EM with Armijo, GD with the constant step of the grid {{{}}} that gives the smallest final L from start 0. Breast cancer uses the 10 `mean_*` features only: with all 30 the training rows are separable by the mixture and every solver drives the training L to ≈ 0. Test log-likelihood is the mean over test rows of log p(y|x) (natural log, all constants included).\n",
+        "## 3. Diabetes and breast cancer\n\nFixed split (75 % / 25 %, one seeded permutation), features (and the diabetes target) standardised with the training rows, softmax-gated mixtures of 2 experts, {} iterations per solver from the same start (the library's k-means++ start for each seed); gradient EM with Armijo, GD with the constant step of the grid {{{}}} that gives the smallest final L from start 0 among the steps whose L never increases by more than round-off ({:e}·max(1, |L|)) in that run (among all steps if none is stable). Breast cancer uses the 10 `mean_*` features only: with all 30 the training rows are separable by the mixture and every solver drives the training L to ≈ 0. Test log-likelihood is the mean over test rows of log p(y|x) (natural log, all constants included).\n",
         plan.tab_iters,
-        GD_STEPS.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+        GD_STEPS.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+        STABLE_RTOL
     );
     text.push_str(&cut_note(cut, "diabetes", diab.is_some()));
     if let Some(p) = &diab {

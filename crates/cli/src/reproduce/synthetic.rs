@@ -192,28 +192,90 @@ struct Instance {
     cert: Option<CertRow>,
 }
 
-/// Grid of constant gradient-descent steps; the one with the smallest final $L$ on the
-/// first instance of each setting is used for all of its instances.
+/// Grid of constant gradient-descent steps; the one [`tune_gd_step`] picks on the first
+/// instance of each setting is used for all of its instances.
 pub const GD_STEPS: [f64; 9] = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0];
 
-/// Picks the constant step of `grid` whose run of `iters` iterations from `theta0` ends
-/// with the smallest finite $L$ (runs that fail are skipped);
-/// `None` when every run fails at the start.
+/// Relative round-off allowance $\varepsilon$ of [`is_stable`].
+pub const STABLE_RTOL: f64 = 1e-10;
+
+/// Whether a recorded objective trace $L_0, L_1, \dots, L_T$ is *stable*: finite and never
+/// increasing by more than round-off,
+/// $$L_{t+1} \le L_t + \varepsilon \max(1, |L_t|) \quad (t = 0, \dots, T-1),$$
+/// with $\varepsilon$ = [`STABLE_RTOL`]. A constant step that is small enough for the local
+/// curvature gives such a trace (descent lemma); a non-monotone trace is the mark of a
+/// step beyond that, whose final value is then an accident of the trajectory.
+pub fn is_stable(objectives: &[f64]) -> bool {
+    objectives.iter().all(|l| l.is_finite())
+        && objectives
+            .windows(2)
+            .all(|w| w[1] <= w[0] + STABLE_RTOL * w[0].abs().max(1.0))
+}
+
+/// The outcome of [`tune_gd_step_detailed`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GdTuning {
+    /// The chosen constant step.
+    pub step: f64,
+    /// Final $L$ of the chosen step's tuning run.
+    pub final_objective: f64,
+    /// `true` when the step was chosen among stable runs ([`is_stable`]); `false` when no
+    /// run of the grid was stable and the smallest final $L$ of all runs decided.
+    pub stable: bool,
+}
+
+/// Picks the constant step of `grid` for gradient descent: every step is run for `iters`
+/// iterations from `theta0` (runs that fail or end non-finite are skipped); among the
+/// runs whose trace of $L$ is stable ([`is_stable`]: $L$ never increases by more than
+/// round-off) the step with the smallest final $L$ wins. Only when no run is stable does
+/// the smallest final $L$ over all runs decide (reported as
+/// [`GdTuning::stable`]` = false`). The rule ignores steps whose trajectory is chaotic:
+/// there the final $L$ changes with the last bits of the arithmetic, and so would the
+/// choice. `None` when every run fails at the start.
+pub fn tune_gd_step_detailed<M: em_as_md::ConditionalFamily + ?Sized>(
+    problem: Problem<'_, M>,
+    theta0: &[f64],
+    iters: u64,
+    grid: &[f64],
+) -> Option<GdTuning> {
+    let runs: Vec<(f64, f64, bool)> = grid
+        .iter()
+        .filter_map(|&a| {
+            let gd = GradientDescent::new(Step::Constant(a)).ok()?;
+            let r = run_recorded(problem, gd, theta0, &RunSettings::fixed(iters)).ok()?;
+            let f = r.final_objective();
+            (r.failure.is_none() && f.is_finite()).then(|| (a, f, is_stable(&r.objectives)))
+        })
+        .collect();
+    let best = |stable_only: bool| {
+        runs.iter()
+            .filter(|r| r.2 || !stable_only)
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|&(step, final_objective, _)| GdTuning {
+                step,
+                final_objective,
+                stable: stable_only,
+            })
+    };
+    best(true).or_else(|| best(false))
+}
+
+/// The step of [`tune_gd_step_detailed`] (stable runs first, then the smallest final
+/// $L$); prints a warning to standard error when no step of the grid was stable.
 pub fn tune_gd_step<M: em_as_md::ConditionalFamily + ?Sized>(
     problem: Problem<'_, M>,
     theta0: &[f64],
     iters: u64,
     grid: &[f64],
 ) -> Option<f64> {
-    grid.iter()
-        .filter_map(|&a| {
-            let gd = GradientDescent::new(Step::Constant(a)).ok()?;
-            let r = run_recorded(problem, gd, theta0, &RunSettings::fixed(iters)).ok()?;
-            let f = r.final_objective();
-            (r.failure.is_none() && f.is_finite()).then_some((a, f))
-        })
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(a, _)| a)
+    let t = tune_gd_step_detailed(problem, theta0, iters, grid)?;
+    if !t.stable {
+        eprintln!(
+            "warning: no constant GD step of the grid keeps L non-increasing; using α = {} (smallest final L)",
+            t.step
+        );
+    }
+    Some(t.step)
 }
 
 fn setup<M: SymModel>(
@@ -439,5 +501,86 @@ mod tests {
             "{:?}",
             res[0].mle_beta_err
         );
+    }
+
+    #[test]
+    fn stability_allows_round_off_only() {
+        assert!(is_stable(&[3.0, 2.0, 2.0, 1.5]));
+        assert!(is_stable(&[1.0]));
+        // An increase of half the allowance passes, of twice the allowance fails; the
+        // allowance is relative for |L| > 1 and absolute below.
+        assert!(is_stable(&[100.0, 100.0 + 50.0 * STABLE_RTOL]));
+        assert!(!is_stable(&[100.0, 100.0 + 200.0 * STABLE_RTOL]));
+        assert!(is_stable(&[1e-3, 1e-3 + 0.5 * STABLE_RTOL]));
+        assert!(!is_stable(&[1e-3, 1e-3 + 2.0 * STABLE_RTOL]));
+        // One increase anywhere, or a non-finite value, makes the trace unstable.
+        assert!(!is_stable(&[3.0, 2.0, 2.1, 1.0]));
+        assert!(!is_stable(&[3.0, f64::NAN, 1.0]));
+        assert!(!is_stable(&[3.0, 2.0, f64::NEG_INFINITY]));
+    }
+
+    /// A small SymMoLinE instance (n = 100, d = 2, SNR 1, start at relative distance 0.8)
+    /// and 10 iterations, on which GD with α = 3 oscillates yet ends below α = 0.3 and
+    /// α = 0.1, and α = 5 oscillates too.
+    fn oscillating_instance() -> (SymMoLinE, Dataset, Vec<f64>) {
+        let model = SymMoLinE::build(2).unwrap();
+        let truth = model.truth(1.0, 1.0, 3).unwrap();
+        let data = model.data(&truth, 100, 4).unwrap();
+        let (b, w) = model.split(&truth);
+        let theta0 = perturbed_start(b, w, 0.8, 5);
+        (model, data, theta0)
+    }
+
+    fn gd_trace(problem: Problem<'_, SymMoLinE>, theta0: &[f64], a: f64) -> Vec<f64> {
+        let gd = GradientDescent::new(Step::Constant(a)).unwrap();
+        run_recorded(problem, gd, theta0, &RunSettings::fixed(10))
+            .unwrap()
+            .objectives
+    }
+
+    #[test]
+    fn tuning_skips_a_non_monotone_step_that_ends_lowest() {
+        let (model, data, theta0) = oscillating_instance();
+        let problem = Problem::new(&model, &data).unwrap();
+        let grid = [0.1, 0.3, 3.0];
+        let traces: Vec<Vec<f64>> = grid
+            .iter()
+            .map(|&a| gd_trace(problem, &theta0, a))
+            .collect();
+        let last = |t: &Vec<f64>| *t.last().unwrap();
+        // The premise: the largest step is non-monotone and has the smallest final L, so
+        // the smallest-final-L rule alone would pick it.
+        assert!(is_stable(&traces[0]) && is_stable(&traces[1]), "{traces:?}");
+        assert!(!is_stable(&traces[2]), "{:?}", traces[2]);
+        assert!(
+            last(&traces[2]) < last(&traces[1]) && last(&traces[1]) < last(&traces[0]),
+            "{traces:?}"
+        );
+        let t = tune_gd_step_detailed(problem, &theta0, 10, &grid).unwrap();
+        assert_eq!(t.step, 0.3);
+        assert!(t.stable);
+        assert_eq!(t.final_objective, last(&traces[1]));
+        assert_eq!(tune_gd_step(problem, &theta0, 10, &grid), Some(0.3));
+    }
+
+    #[test]
+    fn tuning_falls_back_to_the_smallest_final_l_when_no_step_is_stable() {
+        let (model, data, theta0) = oscillating_instance();
+        let problem = Problem::new(&model, &data).unwrap();
+        let grid = [5.0, 3.0];
+        let traces: Vec<Vec<f64>> = grid
+            .iter()
+            .map(|&a| gd_trace(problem, &theta0, a))
+            .collect();
+        assert!(traces.iter().all(|t| !is_stable(t)), "{traces:?}");
+        let t = tune_gd_step_detailed(problem, &theta0, 10, &grid).unwrap();
+        let expect = if traces[0].last() < traces[1].last() {
+            5.0
+        } else {
+            3.0
+        };
+        assert_eq!(t.step, expect);
+        assert!(!t.stable);
+        assert_eq!(tune_gd_step(problem, &theta0, 10, &grid), Some(expect));
     }
 }
