@@ -150,9 +150,12 @@ impl Mergeable for MoeStats {
     }
 }
 
-/// Work buffers of the E-step for one worker (never merged; allocated once per rayon job
-/// and reused across its chunks).
+/// Work buffers of the E-step for one worker (never merged; reused across chunks and
+/// calls, see [`fold_rows_with`]).
 struct EScratch {
+    /// $(d, K, \dim T, \text{product columns}, \text{linear}, \text{gated})$ the buffers
+    /// are sized for.
+    shape: (usize, usize, usize, usize, bool, bool),
     lin: Mat<f64>,
     buf: Vec<f64>,
     w: Vec<f64>,
@@ -281,11 +284,11 @@ impl MixtureOfExperts {
         let linear = self.expert().linear_gaussian().is_some();
         let mut stats = fold_rows_with(
             data.n(),
-            || {
-                (
-                    vec![0.0; if linear { gram_buffer_len(d) } else { 0 }],
-                    vec![0.0; k * CHUNK],
-                )
+            |cached: Option<(Vec<f64>, Vec<f64>)>| {
+                let lens = (if linear { gram_buffer_len(d) } else { 0 }, k * CHUNK);
+                cached
+                    .filter(|(b, w)| (b.len(), w.len()) == lens)
+                    .unwrap_or_else(|| (vec![0.0; lens.0], vec![0.0; lens.1]))
             },
             || MoeStats::empty(k, d, linear, CHUNK),
             |(buf, w), st, rows| {
@@ -396,14 +399,20 @@ impl EmModel for MixtureOfExperts {
         let gate_fit = gated && k > 1;
         let acc = fold_rows_with(
             data.n(),
-            || EScratch {
-                lin: Mat::zeros(CHUNK, ncols),
-                buf: vec![0.0; if linear { gram_buffer_len(d) } else { 0 }],
-                w: vec![0.0; k * CHUNK],
-                t: vec![0.0; p],
-                eta: vec![0.0; p],
-                lp: vec![0.0; k],
-                gate: gate_fit.then(|| GateScratch::new(d, k)),
+            |cached: Option<EScratch>| {
+                let shape = (d, k, p, ncols, linear, gate_fit);
+                cached
+                    .filter(|s| s.shape == shape)
+                    .unwrap_or_else(|| EScratch {
+                        shape,
+                        lin: Mat::zeros(CHUNK, ncols),
+                        buf: vec![0.0; if linear { gram_buffer_len(d) } else { 0 }],
+                        w: vec![0.0; k * CHUNK],
+                        t: vec![0.0; p],
+                        eta: vec![0.0; p],
+                        lp: vec![0.0; k],
+                        gate: gate_fit.then(|| GateScratch::new(d, k)),
+                    })
             },
             || EAcc {
                 stats: MoeStats::empty(k, d, linear, CHUNK),

@@ -200,8 +200,10 @@ impl Mergeable for GateSums {
 }
 
 /// Work buffers of the gate pass for one worker, sized for a [`CHUNK`] of rows and reused
-/// across chunks (every entry read is first written for the current chunk).
+/// across chunks and passes (every entry read is first written for the current chunk).
 pub(crate) struct GateScratch {
+    /// $(d, K)$ the buffers are sized for.
+    shape: (usize, usize),
     /// Logits $x_i^\top w_k$, $k < K-1$ ($m\times(K-1)$).
     logits: Mat<f64>,
     /// Gate probabilities $\pi_{ik}$, row-major $m\times K$.
@@ -222,6 +224,7 @@ impl GateScratch {
     /// Buffers for $d$ features and $K$ experts.
     pub(crate) fn new(d: usize, k: usize) -> Self {
         GateScratch {
+            shape: (d, k),
             logits: Mat::zeros(CHUNK, k - 1),
             probs: vec![0.0; CHUNK * k],
             lse: vec![0.0; CHUNK],
@@ -230,6 +233,13 @@ impl GateScratch {
             wts: vec![0.0; CHUNK * k * (k - 1) / 2],
             buf: vec![0.0; gram_buffer_len(d)],
         }
+    }
+
+    /// `cached` if it was sized for $d$ features and $K$ experts, else new buffers.
+    pub(crate) fn reuse(cached: Option<Self>, d: usize, k: usize) -> Self {
+        cached
+            .filter(|s| s.shape == (d, k))
+            .unwrap_or_else(|| GateScratch::new(d, k))
     }
 }
 
@@ -370,7 +380,7 @@ fn gate_pass(
     let wm = MatRef::from_column_major_slice(w, d, km);
     let sums = fold_rows_with(
         data.n(),
-        || GateScratch::new(d, k),
+        |cached| GateScratch::reuse(cached, d, k),
         || GateSums::new(d, k, hessian),
         |scratch, sums, rows| {
             let m = rows.len();

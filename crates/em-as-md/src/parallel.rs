@@ -7,6 +7,8 @@
 
 use crate::error::Result;
 use rayon::prelude::*;
+use std::any::Any;
+use std::cell::RefCell;
 use std::ops::Range;
 
 /// Rows per chunk.
@@ -51,30 +53,37 @@ where
     I: Fn() -> S + Sync,
     B: Fn(&mut S, Range<usize>) -> Result<()> + Sync,
 {
-    fold_rows_with(n, || (), init, |_, acc, rows| body(acc, rows))
+    fold_rows_with(n, |_| (), init, |_, acc, rows| body(acc, rows))
 }
 
-/// [`fold_rows`] with per-worker scratch: `scratch` builds work buffers once per rayon
-/// job (reused across the chunks that job folds, so chunk-sized buffers are neither
-/// allocated nor zeroed per chunk), while `init` builds the per-chunk accumulator that is
-/// merged. Whatever the scratch holds on entry must not influence the result: `body`
-/// overwrites what it reads, so the sums stay bit-identical across thread counts.
+/// [`fold_rows`] with per-worker scratch: work buffers are built once per rayon job and
+/// reused across the chunks that job folds, and kept in a small per-thread cache between
+/// calls, so an iterative solver's passes neither allocate nor zero chunk-sized buffers.
+/// `scratch(cached)` returns the buffers to use, given the value of type `T` an earlier
+/// fold left on this thread (if any): reuse it when its sizes fit, else build anew.
+/// `init` builds the per-chunk accumulator that is merged. Whatever the scratch holds on
+/// entry must not influence the result (`body` overwrites what it reads), so the sums
+/// stay bit-identical across thread counts.
 pub fn fold_rows_with<S, T, J, I, B>(n: usize, scratch: J, init: I, body: B) -> Result<S>
 where
     S: Mergeable,
-    T: Send,
-    J: Fn() -> T + Sync + Send,
+    T: Send + 'static,
+    J: Fn(Option<T>) -> T + Sync + Send,
     I: Fn() -> S + Sync,
     B: Fn(&mut T, &mut S, Range<usize>) -> Result<()> + Sync,
 {
     let n_chunks = n.div_ceil(CHUNK).max(1);
     let parts: Vec<Result<S>> = (0..n_chunks)
         .into_par_iter()
-        .map_init(scratch, |t, c| {
-            let mut acc = init();
-            body(t, &mut acc, c * CHUNK..((c + 1) * CHUNK).min(n))?;
-            Ok(acc)
-        })
+        .map_init(
+            || Cached(Some(scratch(take_cached::<T>()))),
+            |t, c| {
+                let mut acc = init();
+                let t = t.0.as_mut().expect("scratch is present until dropped");
+                body(t, &mut acc, c * CHUNK..((c + 1) * CHUNK).min(n))?;
+                Ok(acc)
+            },
+        )
         .collect();
     let mut it = parts.into_iter();
     let mut total = it.next().expect("at least one chunk")?;
@@ -82,6 +91,39 @@ where
         total.merge(p?);
     }
     Ok(total)
+}
+
+/// Scratch values per thread kept between folds (a few: one per type in use).
+const SCRATCH_CACHE_LEN: usize = 8;
+
+thread_local! {
+    /// Scratch values left by earlier folds on this thread, of any type.
+    static SCRATCH_CACHE: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A fold's scratch value, returned to its thread's cache when the rayon job drops it.
+struct Cached<T: 'static>(Option<T>);
+
+impl<T: 'static> Drop for Cached<T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            SCRATCH_CACHE.with(|c| {
+                let mut c = c.borrow_mut();
+                if c.len() < SCRATCH_CACHE_LEN {
+                    c.push(Box::new(t));
+                }
+            });
+        }
+    }
+}
+
+/// Takes a cached scratch value of type `T` from this thread's cache.
+fn take_cached<T: 'static>() -> Option<T> {
+    SCRATCH_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let i = c.iter().position(|b| b.is::<T>())?;
+        c.swap_remove(i).downcast::<T>().ok().map(|b| *b)
+    })
 }
 
 #[cfg(test)]
@@ -122,39 +164,48 @@ mod tests {
         let n = 7 * CHUNK + 5;
         let v: Vec<f64> = (0..n).map(|i| ((i as f64) * 0.11).cos() * 1e2).collect();
         let created = std::sync::atomic::AtomicUsize::new(0);
-        let run = |threads: usize| {
+        // Squares through a (stale, NaN-filled when new) scratch buffer, then summed.
+        let fold = || {
+            fold_rows_with(
+                n,
+                |cached: Option<Vec<f64>>| {
+                    cached.unwrap_or_else(|| {
+                        created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        vec![f64::NAN; CHUNK]
+                    })
+                },
+                || 0.0f64,
+                |buf, acc, r| {
+                    let m = r.len();
+                    for (b, x) in buf[..m].iter_mut().zip(&v[r]) {
+                        *b = x * x;
+                    }
+                    *acc += buf[..m].iter().sum::<f64>();
+                    Ok(())
+                },
+            )
+            .unwrap()
+        };
+        let pool = |threads: usize| {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap()
-                .install(|| {
-                    fold_rows_with(
-                        n,
-                        || {
-                            created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            vec![f64::NAN; CHUNK]
-                        },
-                        || 0.0f64,
-                        |buf, acc, r| {
-                            // Squares through the (stale) scratch buffer, then summed.
-                            let m = r.len();
-                            for (b, x) in buf[..m].iter_mut().zip(&v[r]) {
-                                *b = x * x;
-                            }
-                            *acc += buf[..m].iter().sum::<f64>();
-                            Ok(())
-                        },
-                    )
-                    .unwrap()
-                })
         };
-        let one = run(1);
-        let per_thread = created.swap(0, std::sync::atomic::Ordering::Relaxed);
-        assert!(
-            per_thread < n.div_ceil(CHUNK),
-            "scratch built {per_thread} times"
-        );
-        assert_eq!(one.to_bits(), run(2).to_bits());
+        let one = pool(1).install(|| {
+            let first = fold();
+            let built = created.swap(0, std::sync::atomic::Ordering::Relaxed);
+            assert!(
+                built >= 1 && built < n.div_ceil(CHUNK),
+                "built {built} times"
+            );
+            // A second fold on the same thread finds the cached buffer: none built.
+            let second = fold();
+            assert_eq!(created.load(std::sync::atomic::Ordering::Relaxed), 0);
+            assert_eq!(first.to_bits(), second.to_bits());
+            first
+        });
+        assert_eq!(one.to_bits(), pool(2).install(fold).to_bits());
         let plain = fold_rows(
             n,
             || 0.0f64,
