@@ -22,8 +22,8 @@
 //! gradient pass. The iteration stops at $\|\nabla Q\|_2 \le$ `tol` (default $10^{-10}$)
 //! or after `max_iter` (default 50) steps.
 //!
-//! Per row, the probabilities come from [`softmax_in_place`]: $K-1$ exponentials and one
-//! logarithm, shared by $Q$, $\nabla Q$ and the Hessian weights.
+//! Per row, the probabilities come from [`softmax_in_place`]: $K$ exponentials (one for
+//! $K = 2$) and one logarithm, shared by $Q$, $\nabla Q$ and the Hessian weights.
 //!
 //! **L-BFGS alternative.** With [`GateConfig::solver`] $=$ [`GateSolver::Lbfgs`] the gate
 //! M-step instead minimises $-Q(W)$ by L-BFGS ([`crate::lbfgs::Lbfgs`], 10 pairs, strong
@@ -262,7 +262,8 @@ pub struct GateStats {
 /// Gate probabilities and log-partitions of a chunk from its logits (`logits[j]` is the
 /// column of $g_j$, $j < K-1$, over the chunk's $m$ rows; $g_{K-1} = 0$): row $i$ of
 /// `probs` ($m\times K$ row-major) becomes $\pi_i$ and `lse[i]` $= \operatorname{LSE}_k g_{ik}$,
-/// by [`softmax_in_place`] ($K - 1$ exponentials and one logarithm per row).
+/// by [`softmax_in_place`] ($K$ exponentials, one for $K = 2$, and one logarithm per
+/// row).
 ///
 /// # Errors
 /// `NonFinite` when a row's logits overflow.
