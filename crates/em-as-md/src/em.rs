@@ -44,7 +44,7 @@ use crate::error::{MoeError, Result};
 use crate::expert::{add_weighted_grams, gram_buffer_len};
 use crate::gate::{
     constant_gate_mstep, fit_softmax_gate_from, gate_chunk, gate_softmax_rows, GateScratch,
-    GateStats, GateSums,
+    GateSolver, GateStats, GateSums,
 };
 use crate::moe::{Gating, MixtureOfExperts};
 use crate::objective::Problem;
@@ -96,8 +96,9 @@ pub struct MoeStats {
     pub weight: Vec<f64>,
     /// Gram statistics when the experts are linear-Gaussian.
     pub linear: Option<LinearStats>,
-    /// For a softmax gate: the gate M-step's objective, gradient and Hessian at the
-    /// E-step's parameters with these responsibilities as labels (the first Newton pass).
+    /// For a softmax gate solved by Newton: the gate M-step's objective, gradient and
+    /// Hessian at the E-step's parameters with these responsibilities as labels (the first
+    /// Newton pass); `None` otherwise (the L-BFGS gate does not use them).
     pub gate: Option<GateStats>,
 }
 
@@ -397,6 +398,9 @@ impl EmModel for MixtureOfExperts {
         let const_lse_g = if gated { 0.0 } else { log_sum_exp(&glog) };
         let yall = data.y_all();
         let gate_fit = gated && k > 1;
+        // Only the Newton gate M-step starts from the E-step's gate sums (L-BFGS makes its
+        // own gradient passes and needs no Hessian).
+        let gate_sums = gate_fit && self.gate_config().solver == GateSolver::Newton;
         let acc = fold_rows_with(
             data.n(),
             |cached: Option<EScratch>| {
@@ -417,7 +421,7 @@ impl EmModel for MixtureOfExperts {
             || EAcc {
                 stats: MoeStats::empty(k, d, linear, CHUNK),
                 ll: 0.0,
-                gate: gate_fit.then(|| GateSums::new(d, k, true)),
+                gate: gate_sums.then(|| GateSums::new(d, k, true)),
             },
             |s, acc, rows| {
                 let m = rows.len();

@@ -696,3 +696,30 @@ fn gate_hessian_reuse_changes_the_work_not_the_m_step() {
     }
     assert!(hc < hn, "Hessians formed: chord {hc}, Newton {hn}");
 }
+
+#[test]
+fn lbfgs_gate_e_step_skips_the_gate_sums_but_not_the_likelihood() {
+    let newton = MixtureOfExperts::new(expert_of(0), 3, 3, Gating::Softmax).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let truth = newton.random_params(&mut rng, 1.0);
+    let (data, _) = simulate(&newton, &truth, 2500, 32);
+    let lbfgs = newton
+        .clone()
+        .with_gate_config(em_as_md::GateConfig {
+            solver: em_as_md::GateSolver::Lbfgs,
+            ..em_as_md::GateConfig::default()
+        })
+        .unwrap();
+    let theta = init_theta(&newton, &data, 33);
+    let (sn, ln) = newton.e_step(&data, &theta).unwrap();
+    let (sl, ll) = lbfgs.e_step(&data, &theta).unwrap();
+    assert!(sn.gate.is_some() && sl.gate.is_none());
+    assert_eq!(ln.to_bits(), ll.to_bits());
+    assert_eq!(sn.resp, sl.resp);
+    // …and the objective is the model's L, computed independently of the E-step.
+    let l = Problem::new(&lbfgs, &data)
+        .unwrap()
+        .objective(&theta)
+        .unwrap();
+    assert!((l - ll).abs() <= 1e-12 * l.abs().max(1.0), "{l} vs {ll}");
+}
