@@ -6,7 +6,8 @@
 use crate::error::CliError;
 use crate::plot::{Chart, Series};
 use em_as_md::{
-    Executor, FitState, IterRecord, MoeError, Observer, ObserverMode, Solver, Termination,
+    Em, Executor, FitState, GradientDescent, GradientEm, IterRecord, MoeError, Observer,
+    ObserverMode, Solver, Step, Termination,
 };
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -195,6 +196,40 @@ where
         }
         Err(e) => Err(e),
     }
+}
+
+/// The paper's three solvers from one start, in this order: EM, gradient EM (one
+/// Armijo-backtracked gradient step on the M-step objective) and GD with the constant
+/// step `gd_step`, each through [`run_recorded`] with `settings`, with its wall time in
+/// seconds.
+///
+/// # Errors
+/// As [`run_recorded`]; `InvalidParam` for a bad `gd_step`.
+pub fn em_gem_gd_runs<P>(
+    problem: P,
+    theta0: &[f64],
+    settings: &RunSettings,
+    gd_step: f64,
+) -> Result<[(Run, f64); 3], MoeError>
+where
+    P: em_as_md::executor::Objective + Copy,
+    Em: Solver<P>,
+    GradientEm: Solver<P>,
+    GradientDescent: Solver<P>,
+{
+    fn timed(f: impl FnOnce() -> Result<Run, MoeError>) -> Result<(Run, f64), MoeError> {
+        let t = std::time::Instant::now();
+        let r = f()?;
+        Ok((r, t.elapsed().as_secs_f64()))
+    }
+    Ok([
+        timed(|| run_recorded(problem, Em::new(), theta0, settings))?,
+        timed(|| run_recorded(problem, GradientEm::new(Step::armijo())?, theta0, settings))?,
+        timed(|| {
+            let gd = GradientDescent::new(Step::Constant(gd_step))?;
+            run_recorded(problem, gd, theta0, settings)
+        })?,
+    ])
 }
 
 /// The `q`-quantile ($0 \le q \le 1$) of the finite values, by linear interpolation

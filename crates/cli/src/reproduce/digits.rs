@@ -20,13 +20,11 @@
 //! decreases its block's objective, so each outer step is a generalised EM step; the
 //! blocks that stopped at the cap are reported (`converged` of the [`em_as_md::InnerStats`]).
 
-use super::common::{run_recorded, Run, RunSettings};
+use super::common::{em_gem_gd_runs, Run, RunSettings};
 use super::synthetic::{tune_gd_step, GD_STEPS};
 use em_as_md::expert::Multinomial;
 use em_as_md::moe::{Gating, MixtureOfExperts};
-use em_as_md::{
-    Dataset, Em, GateConfig, GateSolver, GradientDescent, GradientEm, MoeError, Problem, Step,
-};
+use em_as_md::{Dataset, GateConfig, GateSolver, MoeError, Problem};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -246,30 +244,7 @@ pub fn run_digits(px: &Digits, cfg: &DigitsConfig) -> Result<DigitsResult, MoeEr
             let problem = Problem::new(&model, &train)?;
             let settings = RunSettings::fixed(cfg.iters).keep();
             let mut out = Vec::new();
-            let timed = |f: &dyn Fn() -> Result<Run, MoeError>| -> Result<(Run, f64), MoeError> {
-                let t = Instant::now();
-                let r = f()?;
-                Ok((r, t.elapsed().as_secs_f64()))
-            };
-            let runs = [
-                timed(&|| run_recorded(problem, Em::new(), &theta0, &settings))?,
-                timed(&|| {
-                    run_recorded(
-                        problem,
-                        GradientEm::new(Step::armijo())?,
-                        &theta0,
-                        &settings,
-                    )
-                })?,
-                timed(&|| {
-                    run_recorded(
-                        problem,
-                        GradientDescent::new(Step::Constant(gd_step))?,
-                        &theta0,
-                        &settings,
-                    )
-                })?,
-            ];
+            let runs = em_gem_gd_runs(problem, &theta0, &settings, gd_step)?;
             for (mut run, secs) in runs {
                 let (acc, ce) = test_curves(&run, &model, &test)?;
                 run.thetas.clear();
@@ -318,7 +293,7 @@ pub fn run_digits(px: &Digits, cfg: &DigitsConfig) -> Result<DigitsResult, MoeEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use em_as_md::Executor;
+    use em_as_md::{Em, Executor};
 
     /// The first `rows` images of the bundled digits (plain parse of the CSV).
     fn bundled(rows: usize) -> Digits {

@@ -14,12 +14,10 @@
 //! (relative change $< 10^{-15}$ or $\|\nabla L\| < 10^{-10}$); that run's trajectory is what
 //! [`diagnostics::certificate::certify`] certifies.
 
-use super::common::{run_recorded, sym_aligned_errors, Run, RunSettings};
+use super::common::{em_gem_gd_runs, run_recorded, sym_aligned_errors, Run, RunSettings};
 use diagnostics::certificate::{certify, CertifyConfig};
 use em_as_md::Dataset;
-use em_as_md::{
-    Em, EmModel, GradientDescent, GradientEm, MoeError, Problem, Step, SymMoLinE, SymMoLogE,
-};
+use em_as_md::{Em, EmModel, GradientDescent, MoeError, Problem, Step, SymMoLinE, SymMoLogE};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -305,30 +303,7 @@ fn instance<M: SymModel>(
     let (truth, data, theta0) = setup(model, cfg, snr, s)?;
     let problem = Problem::new(model, &data)?;
     let settings = RunSettings::fixed(cfg.iters).keep();
-    let timed = |f: &dyn Fn() -> Result<Run, MoeError>| -> Result<(Run, f64), MoeError> {
-        let t = std::time::Instant::now();
-        let r = f()?;
-        Ok((r, t.elapsed().as_secs_f64()))
-    };
-    let runs = vec![
-        timed(&|| run_recorded(problem, Em::new(), &theta0, &settings))?,
-        timed(&|| {
-            run_recorded(
-                problem,
-                GradientEm::new(Step::armijo())?,
-                &theta0,
-                &settings,
-            )
-        })?,
-        timed(&|| {
-            run_recorded(
-                problem,
-                GradientDescent::new(Step::Constant(gd_step))?,
-                &theta0,
-                &settings,
-            )
-        })?,
-    ];
+    let runs = Vec::from(em_gem_gd_runs(problem, &theta0, &settings, gd_step)?);
     let reference = run_recorded(
         problem,
         Em::new(),

@@ -13,7 +13,7 @@
 //! ([`em_as_md::fit::initial_theta`]) for restart $s$ of the master seed, or a random
 //! $\theta_0$ (entries $N(0, 0.1^2)$) when that start cannot be computed.
 
-use super::common::{run_recorded, Run, RunSettings};
+use super::common::{em_gem_gd_runs, Run, RunSettings};
 use super::synthetic::{tune_gd_step, GD_STEPS};
 use crate::csvdata::{load_csv_with, LoadOptions};
 use crate::error::CliError;
@@ -21,9 +21,7 @@ use crate::scaling::Scaling;
 use em_as_md::fit::{initial_theta, restart_rng};
 use em_as_md::init::InitMethod;
 use em_as_md::moe::{Gating, MixtureOfExperts};
-use em_as_md::{
-    Dataset, Em, GradientDescent, GradientEm, LinearGaussian, Logistic, MoeError, Problem, Step,
-};
+use em_as_md::{Dataset, LinearGaussian, Logistic, MoeError, Problem};
 use mirror::special::sigmoid;
 use rayon::prelude::*;
 use std::path::Path;
@@ -202,16 +200,9 @@ pub fn run_tabular(
         .map(|s| {
             let (theta0, random) = start(s);
             let st = RunSettings::fixed(iters).keep();
-            let runs = vec![
-                run_recorded(problem, Em::new(), &theta0, &st)?,
-                run_recorded(problem, GradientEm::new(Step::armijo())?, &theta0, &st)?,
-                run_recorded(
-                    problem,
-                    GradientDescent::new(Step::Constant(gd_step))?,
-                    &theta0,
-                    &st,
-                )?,
-            ];
+            let runs = em_gem_gd_runs(problem, &theta0, &st, gd_step)?
+                .map(|(run, _)| run)
+                .to_vec();
             Ok((runs, random))
         })
         .collect();
