@@ -11,7 +11,7 @@
 //! tuned on instance 0 from [`GD_STEPS`]); all three are the library's solvers. Recorded per
 //! iteration: the training objective $L(\theta_t)$, test accuracy and test cross-entropy.
 //!
-//! EM is the library's [`Em`] with an **inexact** M-step ([`digits_model`]): every block
+//! EM is the library's [`Em`](em_as_md::Em) with an **inexact** M-step ([`digits_model`]): every block
 //! (the gate and each expert) is minimised by L-BFGS (memory 10), warm-started at
 //! $\theta_t$, to $\|\nabla\|_\infty \le$ `inner_tol` or at most `inner_max` iterations —
 //! the gate by [`GateSolver::Lbfgs`] (its Newton Hessian is singular here: the inversion
