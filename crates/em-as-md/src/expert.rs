@@ -369,6 +369,33 @@ pub(crate) fn add_weighted_grams(
     }
 }
 
+/// The checks shared by the weighted M-step solvers of one expert: `start` and `out` have
+/// the expert's parameter count, the weights are valid, every target is in the family's
+/// support, and the weights do not sum to zero (an all-zero weight vector has no M-step:
+/// `NotPositiveDefinite { expert: usize::MAX, pivot: 0 }`, as a singular Hessian).
+/// Returns the parameter count and $\sum_i w_i$.
+fn check_weighted_fit<E: Expert + ?Sized>(
+    expert: &E,
+    data: &Dataset,
+    weights: &[f64],
+    start: &[f64],
+    out: &[f64],
+) -> Result<(usize, f64)> {
+    let np = expert.n_params(data.d());
+    check_len("start", np, start.len())?;
+    check_len("out", np, out.len())?;
+    check_weights(data.n(), weights)?;
+    check_targets(expert, data)?;
+    let wsum: f64 = weights.iter().sum();
+    if wsum <= 0.0 {
+        return Err(MoeError::NotPositiveDefinite {
+            expert: usize::MAX,
+            pivot: 0,
+        });
+    }
+    Ok((np, wsum))
+}
+
 /// Validates per-row weights for one expert: right length, finite, non-negative.
 pub(crate) fn check_weights(n: usize, w: &[f64]) -> Result<()> {
     if w.len() != n {
@@ -564,18 +591,7 @@ pub fn glm_newton<E: Expert + ?Sized>(
     tol: f64,
     max_iter: u64,
 ) -> Result<InnerStats> {
-    let np = expert.n_params(data.d());
-    check_len("start", np, start.len())?;
-    check_len("out", np, out.len())?;
-    check_weights(data.n(), weights)?;
-    check_targets(expert, data)?;
-    let wsum: f64 = weights.iter().sum();
-    if wsum <= 0.0 {
-        return Err(MoeError::NotPositiveDefinite {
-            expert: usize::MAX,
-            pivot: 0,
-        });
-    }
+    let (np, wsum) = check_weighted_fit(expert, data, weights, start, out)?;
     let mut theta = start.to_vec();
     let mut trial = vec![0.0; np];
     let mut stats = InnerStats::default();
@@ -1177,17 +1193,7 @@ impl Multinomial {
         tol: f64,
         max_iter: u64,
     ) -> Result<InnerStats> {
-        let np = self.n_params(data.d());
-        check_len("start", np, start.len())?;
-        check_len("out", np, out.len())?;
-        check_weights(data.n(), weights)?;
-        check_targets(self, data)?;
-        if weights.iter().sum::<f64>() <= 0.0 {
-            return Err(MoeError::NotPositiveDefinite {
-                expert: usize::MAX,
-                pivot: 0,
-            });
-        }
+        check_weighted_fit(self, data, weights, start, out)?;
         let solver = crate::lbfgs::Lbfgs {
             grad_tol: tol,
             max_iter: max_iter.try_into().unwrap_or(usize::MAX),
