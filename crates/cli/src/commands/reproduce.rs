@@ -182,6 +182,23 @@ fn chart(title: String, x: &str, y: &str, log_y: bool) -> Chart {
     Chart::new(title, x, y).log_y(log_y).size(760, 460)
 }
 
+/// One figure against the iteration: per solver, the mean curve over instances with its
+/// 10–90 % band, saved as `stem`.svg and `stem`.png in `figs`.
+fn save_band_figure<'a>(
+    title: String,
+    ylab: &str,
+    log_y: bool,
+    solvers: impl IntoIterator<Item = (&'a str, &'a [Vec<f64>])>,
+    figs: &Path,
+    stem: &str,
+) -> Result<(), CliError> {
+    let mut c = chart(title, "iteration t", ylab, log_y);
+    for (name, curves) in solvers {
+        c = c.series(band_series(name, &band(curves, 0.1, 0.9)));
+    }
+    save_both(&c, figs, stem)
+}
+
 /// `mean ± sd` of the values.
 fn pm(values: &[f64], sig: usize) -> String {
     let (m, s) = mean_sd(values);
@@ -282,21 +299,21 @@ fn synth_section(
         ];
         let mut links = Vec::new();
         for (m, ylab, log, get) in metrics {
-            let mut c = chart(
+            let stem = format!("{tag}_snr{snr_tag}_{m}");
+            save_band_figure(
                 format!(
                     "{model}, {snr_label} = {}: mean and 10–90 % band over {} instances",
                     num(r.snr, 3),
                     cfg.instances
                 ),
-                "iteration t",
                 ylab,
                 log,
-            );
-            for s in &r.solvers {
-                c = c.series(band_series(&s.name, &band(get(s), 0.1, 0.9)));
-            }
-            let stem = format!("{tag}_snr{snr_tag}_{m}");
-            save_both(&c, figs, &stem)?;
+                r.solvers
+                    .iter()
+                    .map(|s| (s.name.as_str(), get(s).as_slice())),
+                figs,
+                &stem,
+            )?;
             links.push(format!("[{m}](figures/{stem}.svg)"));
         }
         let _ = writeln!(
@@ -432,20 +449,20 @@ fn digits_section(
         }),
     ];
     for (m, ylab, log, get) in metrics {
-        let mut c = chart(
+        let stem = format!("digits_{m}");
+        save_band_figure(
             format!(
                 "Random Invert Digits: {ylab}, mean and 10–90 % band over {} instances",
                 cfg.instances
             ),
-            "iteration t",
             ylab,
             log,
-        );
-        for s in &r.solvers {
-            c = c.series(band_series(&s.name, &band(get(s), 0.1, 0.9)));
-        }
-        let stem = format!("digits_{m}");
-        save_both(&c, figs, &stem)?;
+            r.solvers
+                .iter()
+                .map(|s| (s.name.as_str(), get(s).as_slice())),
+            figs,
+            &stem,
+        )?;
         let _ = writeln!(
             text,
             "![Random Invert Digits {ylab}](figures/{stem}.svg) ([PNG](figures/{stem}.png))\n"
