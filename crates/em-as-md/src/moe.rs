@@ -307,7 +307,29 @@ impl MixtureOfExperts {
         })
     }
     /// The same model with the softmax gate's M-step run with `cfg` (tolerance, step cap,
-    /// Hessian reuse) instead of [`GateConfig::default`].
+    /// Hessian reuse, solver) instead of [`GateConfig::default`].
+    ///
+    /// ```
+    /// use em_as_md::{GateConfig, GateSolver, Gating, LinearGaussian, MixtureOfExperts};
+    /// use std::sync::Arc;
+    ///
+    /// // Plain Newton (a fresh Hessian every step), to a looser tolerance…
+    /// let newton = MixtureOfExperts::new(Arc::new(LinearGaussian::new()), 3, 4, Gating::Softmax)?
+    ///     .with_gate_config(GateConfig { reuse_below: 0.0, tol: 1e-8, ..GateConfig::default() })?;
+    /// assert_eq!(newton.gate_config().reuse_below, 0.0);
+    /// // …or L-BFGS with a loose budget: an inexact (generalised-EM) M-step, reported
+    /// // per iteration in `InnerStats`.
+    /// let gem = newton.clone().with_gate_config(GateConfig {
+    ///     solver: GateSolver::Lbfgs,
+    ///     tol: 1e-5,
+    ///     max_iter: 25,
+    ///     ..GateConfig::default()
+    /// })?;
+    /// assert_eq!(gem.gate_config().solver, GateSolver::Lbfgs);
+    /// // Settings out of range are typed errors.
+    /// assert!(gem.with_gate_config(GateConfig { tol: -1.0, ..GateConfig::default() }).is_err());
+    /// # Ok::<(), em_as_md::MoeError>(())
+    /// ```
     ///
     /// # Errors
     /// `InvalidParam { name: "gate config" }` for a setting [`GateConfig::check`] rejects.
