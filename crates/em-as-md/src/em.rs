@@ -52,7 +52,7 @@ use crate::parallel::{fold_rows_with, Mergeable, CHUNK};
 use crate::solver::{FitState, InnerStats, IterRecord, Solver};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
-use mirror::special::{log_sum_exp, softmax_in_place};
+use mirror::special::{log_sum_exp, softmax_parts, SumOfLogs};
 use std::any::Any;
 use std::ops::Range;
 
@@ -440,20 +440,33 @@ impl EmModel for MixtureOfExperts {
                 let cols: Vec<&[f64]> = (0..ncols).map(|j| &s.lin.col_as_slice(j)[..m]).collect();
                 // Gate probabilities and LSE_k g_k per row, kept for the gate's sums.
                 if let Some(gs) = s.gate.as_mut() {
-                    gate_softmax_rows(&cols[..k - 1], k, &mut gs.probs[..m * k], &mut gs.lse[..m])?;
+                    gate_softmax_rows(
+                        &cols[..k - 1],
+                        k,
+                        &mut gs.probs[..m * k],
+                        &mut gs.gmax[..m],
+                        &mut gs.gsum[..m],
+                    )?;
                 }
+                // log p(y_i | x_i) = LSE_k ℓ_ik − LSE_k g_k = (m_i − m^g_i) + log(z_i / z^g_i),
+                // with the logarithms summed by block (one per few hundred rows, not two
+                // per row): `lin` gathers the m's, `logs`/`glogs` the z's.
+                let (mut lin, mut logs, mut glogs) = (0.0, SumOfLogs::new(), SumOfLogs::new());
                 for (li, i) in rows.clone().enumerate() {
-                    // Gate logits g_k (g_{K-1} = 0) and LSE_k g_k.
-                    let lse_g = if gated {
+                    // Gate logits g_k (g_{K-1} = 0) and LSE_k g_k = m^g + log z^g.
+                    if gated {
                         for (l, col) in s.lp.iter_mut().zip(&cols[..k - 1]) {
                             *l = col[li];
                         }
                         s.lp[k - 1] = 0.0;
-                        s.gate.as_ref().map_or(0.0, |gs| gs.lse[li])
+                        if let Some(gs) = s.gate.as_ref() {
+                            lin -= gs.gmax[li];
+                            glogs.add_log(gs.gsum[li]);
+                        }
                     } else {
                         s.lp.copy_from_slice(&glog);
-                        const_lse_g
-                    };
+                        lin -= const_lse_g;
+                    }
                     // ℓ_ik = g_k + log p_F(y_i; η_k(x_i)) (the gate's LSE is subtracted once).
                     if let Some((_, cst, inv)) = lin_rows.as_ref() {
                         let y = yall[i];
@@ -489,16 +502,18 @@ impl EmModel for MixtureOfExperts {
                         }
                     }
                     // Responsibilities r_ik = e^{ℓ_ik - LSE} (the LSE's exponentials reused).
-                    let lse = softmax_in_place(&mut s.lp);
-                    if !lse.is_finite() {
+                    let (mx, z) = softmax_parts(&mut s.lp);
+                    if !mx.is_finite() {
                         return Err(MoeError::NonFinite {
                             what: "row log-likelihood in the E-step",
                             iter: 0,
                         });
                     }
-                    acc.ll += lse - lse_g;
+                    lin += mx;
+                    logs.add_log(z);
                     acc.stats.resp.extend_from_slice(&s.lp);
                 }
+                acc.ll += lin + (logs.value() - glogs.value());
                 let resp = std::mem::take(&mut acc.stats.resp);
                 if let (Some(gsum), Some(gs)) = (acc.gate.as_mut(), s.gate.as_mut()) {
                     gate_chunk(data, rows.clone(), &cols[..k - 1], &resp, k, gsum, gs);

@@ -22,8 +22,9 @@
 //! gradient pass. The iteration stops at $\|\nabla Q\|_2 \le$ `tol` (default $10^{-10}$)
 //! or after `max_iter` (default 50) steps.
 //!
-//! Per row, the probabilities come from [`softmax_in_place`]: $K$ exponentials (one for
-//! $K = 2$) and one logarithm, shared by $Q$, $\nabla Q$ and the Hessian weights.
+//! Per row, the probabilities come from [`softmax_parts`]: $K$ exponentials (one for
+//! $K = 2$), shared by $Q$, $\nabla Q$ and the Hessian weights; $Q$'s logarithms are taken
+//! once per block of rows ([`SumOfLogs`]).
 //!
 //! **L-BFGS alternative.** With [`GateConfig::solver`] $=$ [`GateSolver::Lbfgs`] the gate
 //! M-step instead minimises $-Q(W)$ by L-BFGS ([`crate::lbfgs::Lbfgs`], 10 pairs, strong
@@ -48,7 +49,7 @@ use crate::solver::InnerStats;
 use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::Llt;
 use faer::{Accum, Mat, MatRef, Par};
-use mirror::special::{log_sum_exp, softmax_in_place};
+use mirror::special::{log_sum_exp, softmax_parts, SumOfLogs};
 
 /// Gate logits $g = (w_0^\top x, \dots, w_{K-2}^\top x, 0)$ into `out` (length $K$) from
 /// the flattened gate block `w` ($(K-1) d$ values).
@@ -208,8 +209,11 @@ pub(crate) struct GateScratch {
     logits: Mat<f64>,
     /// Gate probabilities $\pi_{ik}$, row-major $m\times K$.
     pub(crate) probs: Vec<f64>,
-    /// $\operatorname{LSE}_k g_k(x_i)$ per row.
-    pub(crate) lse: Vec<f64>,
+    /// Per row, $\operatorname{LSE}_k g_k(x_i) = m_i + \log z_i$ in two parts
+    /// ([`softmax_parts`]): the largest logit $m_i$ …
+    pub(crate) gmax: Vec<f64>,
+    /// … and $z_i = \sum_k e^{g_k(x_i) - m_i} \in [1, K]$.
+    pub(crate) gsum: Vec<f64>,
     /// Gradient residuals $s_{ik} - c_i\pi_{ik}$, column-major $m\times(K-1)$.
     resid: Vec<f64>,
     /// Label row sums $c_i = \sum_k s_{ik}$.
@@ -227,7 +231,8 @@ impl GateScratch {
             shape: (d, k),
             logits: Mat::zeros(CHUNK, k - 1),
             probs: vec![0.0; CHUNK * k],
-            lse: vec![0.0; CHUNK],
+            gmax: vec![0.0; CHUNK],
+            gsum: vec![0.0; CHUNK],
             resid: vec![0.0; CHUNK * (k - 1)],
             csum: vec![0.0; CHUNK],
             wts: vec![0.0; CHUNK * k * (k - 1) / 2],
@@ -261,9 +266,9 @@ pub struct GateStats {
 
 /// Gate probabilities and log-partitions of a chunk from its logits (`logits[j]` is the
 /// column of $g_j$, $j < K-1$, over the chunk's $m$ rows; $g_{K-1} = 0$): row $i$ of
-/// `probs` ($m\times K$ row-major) becomes $\pi_i$ and `lse[i]` $= \operatorname{LSE}_k g_{ik}$,
-/// by [`softmax_in_place`] ($K$ exponentials, one for $K = 2$, and one logarithm per
-/// row).
+/// `probs` ($m\times K$ row-major) becomes $\pi_i$, and
+/// $\operatorname{LSE}_k g_{ik} = $ `gmax[i]` $+ \log$ `gsum[i]`, by [`softmax_parts`] ($K$
+/// exponentials, one for $K = 2$, and no logarithm: callers sum the logarithms by block).
 ///
 /// # Errors
 /// `NonFinite` when a row's logits overflow.
@@ -271,16 +276,20 @@ pub(crate) fn gate_softmax_rows(
     logits: &[&[f64]],
     k: usize,
     probs: &mut [f64],
-    lse: &mut [f64],
+    gmax: &mut [f64],
+    gsum: &mut [f64],
 ) -> Result<()> {
     let km = k - 1;
-    for (li, (p, l)) in probs.chunks_exact_mut(k).zip(lse.iter_mut()).enumerate() {
+    let rows = probs
+        .chunks_exact_mut(k)
+        .zip(gmax.iter_mut().zip(gsum.iter_mut()));
+    for (li, (p, (mx, z))) in rows.enumerate() {
         for (pj, col) in p[..km].iter_mut().zip(logits) {
             *pj = col[li];
         }
         p[km] = 0.0;
-        *l = softmax_in_place(p);
-        if !l.is_finite() {
+        (*mx, *z) = softmax_parts(p);
+        if !mx.is_finite() {
             return Err(MoeError::NonFinite {
                 what: "gate logits",
                 iter: 0,
@@ -291,11 +300,16 @@ pub(crate) fn gate_softmax_rows(
 }
 
 /// Adds one chunk (`rows`; its gate logits `logits` (columns, as in
-/// [`gate_softmax_rows`]), probabilities and log-partitions in `scratch.probs` /
-/// `scratch.lse`, and soft labels `labels` ($m\times K$, chunk-local)) to the gate sums:
-/// $q \mathrel{+}= \sum_k s_{ik}(g_{ik} - \operatorname{LSE}_i)$, the gradient
-/// $X_c^\top(S - c\,\Pi)$ as one faer product and, if `sums` holds a Hessian, its
+/// [`gate_softmax_rows`]), probabilities and log-partitions in `scratch.probs`,
+/// `scratch.gmax` and `scratch.gsum`, and soft labels `labels` ($m\times K$, chunk-local))
+/// to the gate sums: $q \mathrel{+}= \sum_k s_{ik}(g_{ik} - \operatorname{LSE}_i)$, the
+/// gradient $X_c^\top(S - c\,\Pi)$ as one faer product and, if `sums` holds a Hessian, its
 /// $K(K-1)/2$ weighted Gram blocks.
+///
+/// $q$ is summed as $\sum_i[\sum_k s_{ik}(g_{ik} - m_i) - c_i\log z_i]$: rows whose labels
+/// sum to exactly $c_i = 1$ (most rows of an E-step's responsibilities) add $\log z_i$
+/// through one [`SumOfLogs`] per chunk, so the logarithm is taken once per block of rows
+/// instead of once per row; other rows take their own.
 pub(crate) fn gate_chunk(
     data: &Dataset,
     rows: std::ops::Range<usize>,
@@ -309,22 +323,29 @@ pub(crate) fn gate_chunk(
     let km = k - 1;
     let m = rows.len();
     let probs = &scratch.probs[..m * k];
+    let mut logs = SumOfLogs::new();
     for li in 0..m {
         let s = &labels[li * k..(li + 1) * k];
         let p = &probs[li * k..(li + 1) * k];
-        let lse = scratch.lse[li];
+        let (mx, z) = (scratch.gmax[li], scratch.gsum[li]);
         let c: f64 = s.iter().sum();
         scratch.csum[li] = c;
         for (j, &sj) in s.iter().enumerate() {
             if sj > 0.0 {
                 let g = if j < km { logits[j][li] } else { 0.0 };
-                sums.q += sj * (g - lse);
+                sums.q += sj * (g - mx);
             }
+        }
+        if c == 1.0 {
+            logs.add_log(z);
+        } else if c > 0.0 {
+            sums.q -= c * z.ln();
         }
         for j in 0..km {
             scratch.resid[j * m + li] = s[j] - c * p[j];
         }
     }
+    sums.q -= logs.value();
     let xc = data.xt().subcols(rows.start, m);
     let mut gm = faer::MatMut::from_column_major_slice_mut(&mut sums.grad, d, km);
     matmul(
@@ -396,8 +417,13 @@ fn gate_pass(
             );
             let logits = std::mem::replace(&mut scratch.logits, Mat::zeros(0, 0));
             let cols: Vec<&[f64]> = (0..km).map(|j| &logits.col_as_slice(j)[..m]).collect();
-            let res =
-                gate_softmax_rows(&cols, k, &mut scratch.probs[..m * k], &mut scratch.lse[..m]);
+            let res = gate_softmax_rows(
+                &cols,
+                k,
+                &mut scratch.probs[..m * k],
+                &mut scratch.gmax[..m],
+                &mut scratch.gsum[..m],
+            );
             if res.is_ok() {
                 gate_chunk(
                     data,

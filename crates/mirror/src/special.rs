@@ -1,5 +1,6 @@
 //! Numerically careful scalar kernels shared by the whole workspace: log-sum-exp with
-//! $-\infty$ handled, $\log(1 + e^x)$ and the logistic function.
+//! $-\infty$ handled, softmax, sums of logarithms with one logarithm per block,
+//! $\log(1 + e^x)$ and the logistic function.
 
 /// $\log \sum_j e^{v_j}$, computed as $m + \log\sum_j e^{v_j - m}$ with $m = \max_j v_j$.
 ///
@@ -20,18 +21,29 @@ pub fn log_sum_exp(v: &[f64]) -> f64 {
 
 /// Softmax in place: $v_j \leftarrow e^{v_j - \mathrm{LSE}(v)}$; returns $\mathrm{LSE}(v)$.
 ///
-/// Computed as $e_j = e^{v_j - m}$, $m = \max_j v_j$, $v_j \leftarrow e_j / \sum_l e_l$,
-/// $\mathrm{LSE}(v) = m + \log\sum_l e_l$: one exponential per entry and one logarithm —
+/// $\mathrm{LSE}(v) = m + \log z$ with $(m, z)$ from [`softmax_parts`], which does the work
+/// (see there for the two-entry path and the handling of $\pm\infty$ and NaN).
+pub fn softmax_in_place(v: &mut [f64]) -> f64 {
+    let (m, z) = softmax_parts(v);
+    m + z.ln()
+}
+
+/// Softmax in place, returning the log-sum-exp in two parts $(m, z)$ with
+/// $\mathrm{LSE}(v) = m + \log z$: $m = \max_j v_j$ and $z = \sum_j e^{v_j - m} \in [1, n]$.
+/// No logarithm is taken, so a caller summing many LSEs can take one logarithm per block
+/// of rows ([`SumOfLogs`]) instead of one per row.
+///
+/// Computed as $e_j = e^{v_j - m}$, $v_j \leftarrow e_j / z$: one exponential per entry —
 /// the exponentials of the log-sum-exp are the probabilities' numerators (hot in every
-/// E-step). Two entries take one exponential:
-/// $e = e^{-|v_1 - v_2|}$, probabilities $1/(1+e)$ (the larger entry) and $e/(1+e)$,
-/// $\mathrm{LSE} = m + \log(1 + e)$.
+/// E-step). Two entries take one exponential and no branch on which entry is larger (it is
+/// unpredictable row to row): $e = e^{-|v_1 - v_2|}$, $z = 1 + e$, probabilities $1/z$
+/// (the larger entry) and $e/z$.
 ///
 /// Entries equal to $-\infty$ get probability exactly 0. If every entry is $-\infty$ the
-/// slice is left as zeros and $-\infty$ is returned (the caller decides what that means);
-/// a $+\infty$ or NaN entry gives NaN probabilities and returns $+\infty$ or NaN (callers
-/// check the returned value's finiteness).
-pub fn softmax_in_place(v: &mut [f64]) -> f64 {
+/// slice is left as zeros and $(-\infty, 1)$ is returned (the caller decides what that
+/// means); a $+\infty$ or NaN entry gives NaN probabilities and returns $(+\infty, 1)$ or
+/// $(\mathrm{NaN}, 1)$ (callers check $m$'s finiteness; $z$ is then 1).
+pub fn softmax_parts(v: &mut [f64]) -> (f64, f64) {
     let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if !m.is_finite() {
         let lse = log_sum_exp(v);
@@ -40,33 +52,93 @@ pub fn softmax_in_place(v: &mut [f64]) -> f64 {
         } else {
             v.iter_mut().for_each(|x| *x = f64::NAN);
         }
-        return lse;
+        return (lse, 1.0);
     }
     if let [a, b] = v {
-        // Two entries (a two-expert gate, a two-component posterior): with
-        // e = e^{-|a-b|} ∈ (0, 1] the probabilities are 1/(1+e) and e/(1+e) and
-        // LSE = max + log1p(e) — one exponential, and no branch on which entry is larger
-        // (it is unpredictable row to row).
         let e = (-(*a - *b).abs()).exp();
-        let s = 1.0 + e;
-        let (hi, lo) = (1.0 / s, e / s);
+        let z = 1.0 + e;
+        let (hi, lo) = (1.0 / z, e / z);
         let a_max = *a >= *b;
         *a = if a_max { hi } else { lo };
         *b = if a_max { lo } else { hi };
-        // ln(s), not ln_1p(e): the LSE needs absolute accuracy only (m dominates), which
-        // ln(1 + e) has, and glibc's log1p costs several times log.
-        return m + s.ln();
+        return (m, z);
     }
-    let mut sum = 0.0;
+    let mut z = 0.0;
     for x in v.iter_mut() {
         *x = (*x - m).exp();
-        sum += *x;
+        z += *x;
     }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / z;
     for x in v.iter_mut() {
         *x *= inv;
     }
-    m + sum.ln()
+    (m, z)
+}
+
+/// $\sum_i \log z_i$ over positive factors $z_i$ with one logarithm per block of factors:
+/// the factors are multiplied into a running product $P$, and $\log P$ is added to the
+/// total (and $P$ reset to 1) only when $P$ leaves $[2^{-512}, 2^{512}]$. A factor outside
+/// $[2^{-256}, 2^{256}]$ is added as its own logarithm, so $P$ never overflows or
+/// underflows.
+///
+/// **Why.** An E-step sums one log-sum-exp per row, $m_i + \log z_i$ with
+/// $z_i \in [1, K]$ ([`softmax_parts`]); the logarithm is then the most expensive
+/// operation per row. Here it is taken about once per $512/\log_2 K$ rows.
+///
+/// **Accuracy.** Each product rounds with relative error at most $u = 2^{-53}$, so after
+/// $m$ factors $\log P$ is off by at most about $m u$ in absolute terms: the same order as
+/// summing $m$ correctly rounded logarithms of moderate size. Callers keep $m$ bounded by
+/// using one accumulator per row chunk.
+///
+/// **Special values.** A zero factor makes the sum $-\infty$, a $+\infty$ factor
+/// $+\infty$, a NaN factor (or $0 \cdot \infty$) NaN, as $\sum_i\log z_i$ would; a
+/// negative factor gives NaN.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SumOfLogs {
+    /// Logarithms of the flushed blocks (and of out-of-range factors).
+    logs: f64,
+    /// Product of the factors since the last flush.
+    prod: f64,
+}
+
+impl SumOfLogs {
+    /// Flush bound on the running product ($2^{512}$).
+    const PROD_MAX: f64 = 1.340_780_792_994_259_7e154;
+    /// Largest factor multiplied in ($2^{256}$); larger or smaller ones are logged.
+    const FACTOR_MAX: f64 = 1.157_920_892_373_162e77;
+
+    /// The empty sum (0).
+    pub const fn new() -> Self {
+        SumOfLogs {
+            logs: 0.0,
+            prod: 1.0,
+        }
+    }
+
+    /// Adds $\log z$.
+    #[inline]
+    pub fn add_log(&mut self, z: f64) {
+        if (1.0 / Self::FACTOR_MAX..=Self::FACTOR_MAX).contains(&z) {
+            self.prod *= z;
+            if !(1.0 / Self::PROD_MAX..=Self::PROD_MAX).contains(&self.prod) {
+                self.logs += self.prod.ln();
+                self.prod = 1.0;
+            }
+        } else {
+            self.logs += z.ln();
+        }
+    }
+
+    /// The sum $\sum_i\log z_i$ so far.
+    pub fn value(&self) -> f64 {
+        self.logs + self.prod.ln()
+    }
+}
+
+impl Default for SumOfLogs {
+    fn default() -> Self {
+        SumOfLogs::new()
+    }
 }
 
 /// $\log(1 + e^x)$ without overflow or loss of precision for large $|x|$.
@@ -105,6 +177,29 @@ mod tests {
         assert!(log_sum_exp(&[1.0, f64::NAN]).is_nan());
         // Naive evaluation overflows here; the shifted one does not.
         assert!((log_sum_exp(&[1000.0, 1000.0]) - (1000.0 + 2f64.ln())).abs() < 1e-12);
+    }
+
+    #[test]
+    fn sum_of_logs_special_values() {
+        let sum = |z: &[f64]| {
+            let mut s = SumOfLogs::default();
+            z.iter().for_each(|&x| s.add_log(x));
+            s.value()
+        };
+        assert_eq!(sum(&[]), 0.0);
+        assert_eq!(sum(&[2.0, 0.0, 3.0]), f64::NEG_INFINITY);
+        assert_eq!(sum(&[2.0, f64::INFINITY]), f64::INFINITY);
+        assert!(sum(&[2.0, f64::NAN, 3.0]).is_nan());
+        assert!(sum(&[0.0, f64::INFINITY]).is_nan());
+        assert!(sum(&[2.0, -1.0]).is_nan());
+        // 2000 factors of 2 leave [2^-512, 2^512] three times (products of powers of 2 are
+        // exact: only the flushed logarithms round).
+        assert!((sum(&[2.0; 2000]) - 2000.0 * 2f64.ln()).abs() < 1e-12);
+        assert!((sum(&[0.5; 2000]) + 2000.0 * 2f64.ln()).abs() < 1e-12);
+        // Factors at the limits of f64 are logged directly, never overflowing P.
+        let big = [f64::MAX, f64::MAX, f64::MIN_POSITIVE, 1e-320];
+        let exact: f64 = big.iter().map(|x| x.ln()).sum();
+        assert!((sum(&big) - exact).abs() < 1e-12 * exact.abs());
     }
 
     #[test]
@@ -150,6 +245,41 @@ mod tests {
             for (pj, x) in p.iter().zip(&v) {
                 prop_assert!((pj - x.exp() / z).abs() < 1e-13);
             }
+        }
+
+        #[test]
+        fn softmax_parts_recombine_to_the_lse(v in proptest::collection::vec(-50.0f64..50.0, 1..8)) {
+            let mut p = v.clone();
+            let (m, z) = softmax_parts(&mut p);
+            prop_assert!(m == v.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+            prop_assert!((1.0..=v.len() as f64 + 1e-12).contains(&z));
+            prop_assert!((m + z.ln() - log_sum_exp(&v)).abs() < 1e-12 * m.abs().max(1.0));
+            let mut q = v.clone();
+            softmax_in_place(&mut q);
+            prop_assert!(p == q);
+        }
+
+        #[test]
+        fn sum_of_logs_matches_the_sum_of_logarithms(
+            z in proptest::collection::vec(prop_oneof![0.5f64..10.0, 1e-300f64..1e-200, 1e200f64..1e300], 0..3000)
+        ) {
+            let mut s = SumOfLogs::new();
+            for &x in &z {
+                s.add_log(x);
+            }
+            // Reference: the logarithms summed with Neumaier compensation (independent of
+            // the blocking).
+            let (mut sum, mut comp) = (0.0f64, 0.0f64);
+            for x in &z {
+                let l = x.ln();
+                let t = sum + l;
+                comp += if sum.abs() >= l.abs() { (sum - t) + l } else { (l - t) + sum };
+                sum = t;
+            }
+            let exact = sum + comp;
+            let scale: f64 = z.iter().map(|x| x.ln().abs()).sum::<f64>().max(1.0);
+            prop_assert!((s.value() - exact).abs() <= 1e-13 * scale + z.len() as f64 * 4e-16,
+                "{} vs {}", s.value(), exact);
         }
 
         #[test]
