@@ -9,9 +9,10 @@
 //!   preallocated $d\times n$ buffer, one product each), right-hand sides
 //!   $X^\top\operatorname{diag}(r_k)y$, $K$ Cholesky solves, plus for the gated model
 //!   Gram-sized ($d\times d$) weighted products (each with a $d\times d$ Cholesky), counted
-//!   two ways from the M-step's [`em_as_md::InnerStats`] (`hessians` − $K$ gate Hessians
-//!   formed, `hessians` also counting the $K$ expert Grams; the Hessian the E-step forms
-//!   at $\theta_t$ counts):
+//!   counted three ways from the M-step's [`em_as_md::InnerStats`] (`iterations` = gate
+//!   Newton steps taken; `hessians` − $K$ = gate Hessians formed, `hessians` also counting
+//!   the $K$ expert Grams; the Hessian the E-step forms at $\theta_t$ counts):
+//!   - **floor (issue)**: one Gram per gate Newton step taken, as the issue words it;
 //!   - **floor (a)**: one Gram per gate Hessian formed — one per Newton step that forms
 //!     one; steps that reuse the factored Hessian ([`em_as_md::GateConfig::reuse_below`])
 //!     form none and add nothing to the floor, although they cost a gradient pass;
@@ -19,17 +20,19 @@
 //!     $(K-1)d$-square Hessian has $(K-1)K/2$ distinct $d\times d$ blocks
 //!     $X^\top\operatorname{diag}(\pi_k(\delta_{kl}-\pi_l))X$, $k \le l < K-1$.
 //!
-//!   For $K = 2$ both agree; for $K = 4$ (b) has 6 blocks per Hessian where (a) has 1.
+//!   (a) is below (issue) whenever a step reuses the Hessian; for $K = 2$ (a) and (b)
+//!   agree, for $K = 4$ (b) has 6 blocks per Hessian where (a) has 1.
 //!
 //! Settings: $n \in \{20\,000, 100\,000\}$, $d = 10$ (intercept included),
 //! $K \in \{2, 4\}$, gated and ungated. Besides criterion's report, the bench prints the
-//! ratios to floors (a) and (b) (medians over repeated timings) and the time of a whole
+//! ratios to the three floors (medians over repeated timings) and the time of a whole
 //! gated $K = 2$, $n = 20\,000$ fit to relative tolerance $10^{-8}$.
 //!
 //! Run with `cargo bench --bench em_iteration`. Switches: `EM_BENCH_QUICK=1` prints the
 //! ratios without criterion's measurements; `EM_BENCH_SPLIT=1` also times the E- and
 //! M-step apart; `EM_BENCH_NOFLOOR=1` skips the floors; `EM_BENCH_ONLY=n=100000,K=2,gated`
-//! runs one setting; `EM_BENCH_REUSE=<x>` sets [`GateConfig::reuse_below`].
+//! runs one setting; `EM_BENCH_REUSE=<x>` sets [`GateConfig::reuse_below`];
+//! `EM_BENCH_LOOP=<reps>` only repeats the EM iteration `reps` times (for a profiler).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use em_as_md::{
@@ -319,6 +322,15 @@ fn bench(cr: &mut Criterion) {
                 }
                 let c = case(n, k, gating);
                 let mut f = floor_setup(&c);
+                if let Some(reps) = std::env::var("EM_BENCH_LOOP")
+                    .ok()
+                    .and_then(|v| v.parse::<usize>().ok())
+                {
+                    for _ in 0..reps {
+                        em_iteration(&c);
+                    }
+                    continue;
+                }
                 let t_em = median_secs(
                     || {
                         em_iteration(&c);
@@ -350,7 +362,14 @@ fn bench(cr: &mut Criterion) {
                     println!("{label}: EM iteration {:.3} ms", t_em * 1e3);
                     continue;
                 }
-                let (grams_a, grams_b) = (f.gate_hessians, gate_blocks(k, &f));
+                let (grams_i, grams_a, grams_b) =
+                    (f.gate_steps, f.gate_hessians, gate_blocks(k, &f));
+                let t_floor_i = median_secs(
+                    || {
+                        black_box(floor(&c, &mut f, grams_i));
+                    },
+                    11,
+                );
                 let t_floor = median_secs(
                     || {
                         black_box(floor(&c, &mut f, grams_a));
@@ -364,9 +383,11 @@ fn bench(cr: &mut Criterion) {
                     11,
                 );
                 println!(
-                    "{label}: EM iteration {:.3} ms ({} gate Newton steps) | floor (a) {:.3} ms ({} gate Hessians, 1 Gram each), ratio {:.2} | floor (b) {:.3} ms ({} gate Hessians × {} blocks = {} Grams), ratio {:.2}",
+                    "{label}: EM iteration {:.3} ms | floor (issue) {:.3} ms ({} gate Newton steps, 1 Gram each), ratio {:.2} | floor (a) {:.3} ms ({} gate Hessians, 1 Gram each), ratio {:.2} | floor (b) {:.3} ms ({} gate Hessians × {} blocks = {} Grams), ratio {:.2}",
                     t_em * 1e3,
+                    t_floor_i * 1e3,
                     f.gate_steps,
+                    t_em / t_floor_i,
                     t_floor * 1e3,
                     grams_a,
                     t_em / t_floor,
@@ -381,6 +402,9 @@ fn bench(cr: &mut Criterion) {
                 }
                 group.bench_function(BenchmarkId::new("em", &label), |b| {
                     b.iter(|| em_iteration(&c))
+                });
+                group.bench_function(BenchmarkId::new("floor_issue", &label), |b| {
+                    b.iter(|| black_box(floor(&c, &mut f, grams_i)))
                 });
                 group.bench_function(BenchmarkId::new("floor_a", &label), |b| {
                     b.iter(|| black_box(floor(&c, &mut f, grams_a)))

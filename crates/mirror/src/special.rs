@@ -23,6 +23,7 @@ pub fn log_sum_exp(v: &[f64]) -> f64 {
 ///
 /// $\mathrm{LSE}(v) = m + \log z$ with $(m, z)$ from [`softmax_parts`], which does the work
 /// (see there for the two-entry path and the handling of $\pm\infty$ and NaN).
+#[inline]
 pub fn softmax_in_place(v: &mut [f64]) -> f64 {
     let (m, z) = softmax_parts(v);
     m + z.ln()
@@ -43,6 +44,7 @@ pub fn softmax_in_place(v: &mut [f64]) -> f64 {
 /// slice is left as zeros and $(-\infty, 1)$ is returned (the caller decides what that
 /// means); a $+\infty$ or NaN entry gives NaN probabilities and returns $(+\infty, 1)$ or
 /// $(\mathrm{NaN}, 1)$ (callers check $m$'s finiteness; $z$ is then 1).
+#[inline]
 pub fn softmax_parts(v: &mut [f64]) -> (f64, f64) {
     let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if !m.is_finite() {
