@@ -1000,7 +1000,9 @@ impl Expert for Poisson {
 /// The budget of its L-BFGS M-step (used above [`MULTINOMIAL_DENSE_MAX_PARAMS`]) is
 /// [`MULTINOMIAL_LBFGS_TOL`] / [`MULTINOMIAL_LBFGS_MAX_ITER`] unless set with
 /// [`Multinomial::with_lbfgs_budget`]; like [`crate::GateConfig`] it is a fitting setting,
-/// not part of the model's [`ExpertKind`] (a saved and reloaded model has the defaults).
+/// not part of the model's [`ExpertKind`]. [`crate::io`] saves it, with
+/// [`Multinomial::dense_max_params`], in the model file's `fitting` section, so a reloaded
+/// model keeps it (a file written before that section existed loads with the defaults).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Multinomial {
     family: mirror::Categorical,

@@ -338,7 +338,9 @@ impl MixtureOfExperts {
         self.gate_config = cfg;
         Ok(self)
     }
-    /// The settings of the gate's M-step.
+    /// The settings of the gate's M-step. [`crate::io`] saves them in the model file's
+    /// `fitting` section, so a reloaded model keeps them (a file written before that
+    /// section existed loads with [`GateConfig::default`]).
     pub fn gate_config(&self) -> GateConfig {
         self.gate_config
     }
