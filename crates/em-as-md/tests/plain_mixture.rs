@@ -206,3 +206,63 @@ fn plain_gaussian_mixture_em_converges_and_recovers_components() {
     let logit = (weights[0] / weights[1]).ln();
     assert!((fit.best.theta[0] - logit).abs() < 1e-6);
 }
+
+/// The same fit from [`MixtureOfExperts::random_params`] starts (no hand-built start):
+/// for several seeds and scales every start is in the domain (the precision part of each
+/// component positive definite), EM converges with a non-increasing $L$ and recovers
+/// the two components.
+#[test]
+fn plain_gaussian_mixture_fits_from_random_params_starts() {
+    let s = setup(1500, 9);
+    let problem = Problem::new(&s.model, &s.data).unwrap();
+    let layout = layout_of(&s.model);
+    for (seed, scale) in [
+        (1u64, 1.0),
+        (2, 1.0),
+        (3, 3.0),
+        (4, 3.0),
+        (5, 5.0),
+        (6, 0.5),
+    ] {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let theta0 = s.model.random_params(&mut rng, scale);
+        for k in 0..2 {
+            assert!(
+                s.mvn
+                    .mean_cov_from_natural(&theta0[1 + 5 * k..6 + 5 * k])
+                    .is_ok(),
+                "seed {seed}: start {theta0:?}"
+            );
+        }
+        let fit = Executor::new(problem, Em::new())
+            .theta0(theta0)
+            .tol(1e-12)
+            .max_iters(1000)
+            .run()
+            .unwrap_or_else(|e| panic!("seed {seed}, scale {scale}: {e}"));
+        assert!(
+            matches!(fit.termination, Termination::Converged { .. }),
+            "seed {seed}: {:?} after {} iterations",
+            fit.termination,
+            fit.trace.len()
+        );
+        let l: Vec<f64> = fit.trace.iter().map(|r| r.objective).collect();
+        for w in l.windows(2) {
+            assert!(w[1] <= w[0] + 1e-10 * w[0].abs().max(1.0), "seed {seed}");
+        }
+        let theta = align_to(&s.truth, &fit.best.theta, &layout).unwrap();
+        for k in 0..2 {
+            let (m, _) = s
+                .mvn
+                .mean_cov_from_natural(&theta[1 + 5 * k..6 + 5 * k])
+                .unwrap();
+            for i in 0..2 {
+                assert!(
+                    (m[i] - s.means[k][i]).abs() < 0.15,
+                    "seed {seed}, scale {scale}, component {k}: mean {m:?} vs {:?}",
+                    s.means[k]
+                );
+            }
+        }
+    }
+}
