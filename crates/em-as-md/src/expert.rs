@@ -218,6 +218,11 @@ pub trait Expert: Send + Sync + std::fmt::Debug {
     fn linear_gaussian(&self) -> Option<&LinearGaussian> {
         None
     }
+    /// `Some` for the multinomial expert, whose fitting settings (L-BFGS budget, dense
+    /// limit) a saved model keeps ([`crate::io`]).
+    fn multinomial(&self) -> Option<&Multinomial> {
+        None
+    }
 }
 
 #[inline]
@@ -1238,6 +1243,9 @@ impl Mergeable for SoftmaxAcc {
 impl Expert for Multinomial {
     fn name(&self) -> String {
         format!("multinomial(C={})", self.classes())
+    }
+    fn multinomial(&self) -> Option<&Multinomial> {
+        Some(self)
     }
     fn family(&self) -> &dyn ExponentialFamily {
         &self.family

@@ -141,46 +141,24 @@ impl From<GateConfigJson> for GateConfig {
     }
 }
 
-/// The L-BFGS budget and dense-Newton limit of a built-in [`Multinomial`] expert held as
-/// `dyn Expert`.
-///
-/// The [`Expert`] trait has no accessor that returns the concrete [`Multinomial`] (as
-/// [`Expert::linear_gaussian`] does for the linear expert), so the values are read from
-/// its derived `Debug` form (`Multinomial { …, lbfgs_tol: …, lbfgs_max_iter: …,
-/// dense_max_params: … }`); Rust prints floats there with the shortest digits that read
-/// back to the same bits. If that form ever changes this fails loudly (an error, not
-/// defaults), and the round-trip tests in `tests/io_settings.rs` fail.
+/// The fitting settings of a multinomial expert.
 ///
 /// # Errors
-/// `InvalidParam { name: "expert" }` when the settings cannot be read.
+/// `InvalidParam { name: "expert" }` if `expert` is not the multinomial expert.
 fn multinomial_settings(expert: &dyn Expert) -> Result<MultinomialJson> {
-    let text = format!("{expert:?}");
-    let read = || -> Option<MultinomialJson> {
-        if !text.starts_with("Multinomial {") {
-            return None;
-        }
-        Some(MultinomialJson {
-            lbfgs_tol: debug_field(&text, "lbfgs_tol")?,
-            lbfgs_max_iter: debug_field(&text, "lbfgs_max_iter")?,
-            dense_max_params: debug_field(&text, "dense_max_params")?,
-        })
-    };
-    read().ok_or_else(|| MoeError::InvalidParam {
+    let m = expert.multinomial().ok_or_else(|| MoeError::InvalidParam {
         name: "expert",
         reason: format!(
-            "cannot read the fitting settings of multinomial expert `{}`",
+            "expert `{}` is saved as multinomial but is not one",
             expert.name()
         ),
+    })?;
+    let (lbfgs_tol, lbfgs_max_iter) = m.lbfgs_budget();
+    Ok(MultinomialJson {
+        lbfgs_tol,
+        lbfgs_max_iter,
+        dense_max_params: m.dense_max_params(),
     })
-}
-
-/// The value printed after `field: ` in a derived `Debug` string.
-fn debug_field<T: std::str::FromStr>(debug: &str, field: &str) -> Option<T> {
-    let key = format!(" {field}: ");
-    let start = debug.find(&key)? + key.len();
-    let rest = &debug[start..];
-    let end = rest.find([',', ' ', '}']).unwrap_or(rest.len());
-    rest[..end].parse().ok()
 }
 
 /// The fitting settings of `model` for the file.
