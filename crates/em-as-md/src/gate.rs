@@ -47,7 +47,7 @@ use crate::expert::{
 use crate::parallel::{fold_rows_with, Mergeable, CHUNK};
 use crate::solver::InnerStats;
 use faer::linalg::matmul::matmul;
-use faer::linalg::solvers::Llt;
+use faer::linalg::solvers::{DenseSolveCore, Llt};
 use faer::{Accum, Mat, MatRef, Par};
 use mirror::special::{log_sum_exp, softmax_parts, SumOfLogs};
 
@@ -623,6 +623,38 @@ fn lbfgs_gate(
     })
 }
 
+/// The BFGS update of an inverse-Hessian approximation $H \approx (-\nabla^2 Q)^{-1}$ with
+/// the step $s = W^+ - W$ and the change $y = \nabla Q(W) - \nabla Q(W^+)$ of the gradient
+/// of the convex $-Q$:
+/// $$ H^+ = (I - \rho s y^\top) H (I - \rho y s^\top) + \rho s s^\top,\qquad
+///    \rho = 1 / y^\top s, $$
+/// computed in $O(\dim^2)$ as $H^+ = H - \rho(s u^\top + u s^\top) + (\rho^2 y^\top u + \rho)
+/// s s^\top$ with $u = Hy$. $H^+$ satisfies the secant equation $H^+ y = s$ and stays
+/// positive definite. Returns `false` and leaves $H$ alone when $y^\top s \le 10^{-12}
+/// \|y\|\|s\|$ (no usable curvature: a step of round-off size).
+///
+/// **Why.** Between fresh Hessians the gate's Newton solve reuses a factored Hessian (the
+/// chord method, linearly convergent); folding each step's secant pair in makes the reused
+/// matrix track the curvature met on the way (superlinear convergence from an exact start,
+/// Dennis–Moré), so fewer fresh Hessians — $K(K-1)/2$ weighted Grams each — are needed.
+fn bfgs_inverse_update(h: &mut Mat<f64>, s: &[f64], y: &[f64]) -> bool {
+    let ys = dot(y, s);
+    // (written so that a NaN pair is also skipped)
+    if ys.is_nan() || ys <= 1e-12 * dot(y, y).sqrt() * dot(s, s).sqrt() {
+        return false;
+    }
+    let rho = 1.0 / ys;
+    let dim = s.len();
+    let u: Vec<f64> = (0..dim).map(|a| dot(h.col_as_slice(a), y)).collect();
+    let c = rho * rho * dot(y, &u) + rho;
+    for b in 0..dim {
+        for a in 0..dim {
+            h[(a, b)] += c * s[a] * s[b] - rho * (s[a] * u[b] + u[a] * s[b]);
+        }
+    }
+    true
+}
+
 /// The Newton gate M-step of [`fit_softmax_gate_from`] on checked inputs.
 fn newton_gate(
     data: &Dataset,
@@ -648,6 +680,9 @@ fn newton_gate(
     let mut factor = factor_gate_hessian(&h0, n)?;
     // Whether `factor` is the Hessian at the current `w`.
     let mut fresh = true;
+    // Between fresh Hessians: the BFGS-updated inverse approximation of −∇²Q (built from
+    // `factor` at the first update), which steers the reused steps.
+    let mut hinv: Option<Mat<f64>> = None;
     // ‖∇Q‖ contraction of the last accepted step (NaN before the first).
     let mut ratio = f64::NAN;
     loop {
@@ -666,10 +701,13 @@ fn newton_gate(
         if stats.iterations >= cfg.max_iter {
             break;
         }
-        let dir = llt_solve(&factor, &g).map_err(|pivot| MoeError::NotPositiveDefinite {
-            expert: usize::MAX,
-            pivot,
-        })?;
+        let dir = match hinv.as_ref() {
+            Some(h) => (0..dim).map(|a| dot(h.col_as_slice(a), &g)).collect(),
+            None => llt_solve(&factor, &g).map_err(|pivot| MoeError::NotPositiveDefinite {
+                expert: usize::MAX,
+                pivot,
+            })?,
+        };
         let slope = dot(&g, &dir);
         // Reuse the factor for the next step while steps contract well; a NaN ratio (first
         // step, taken with the E-step's fresh Hessian) counts as good.
@@ -700,10 +738,18 @@ fn newton_gate(
             if qt.is_finite() && (qt >= q + 1e-4 * t * slope || (full && slope <= NEWTON_PURE)) {
                 accepted = true;
                 q = qt;
-                g = gt.iter().map(|v| v / n).collect();
+                let g_new: Vec<f64> = gt.iter().map(|v| v / n).collect();
                 if want_h {
                     factor = factor_gate_hessian(&ht, n)?;
+                    hinv = None;
+                } else {
+                    // The factored Hessian will be reused: fold this step's curvature in.
+                    let h = hinv.get_or_insert_with(|| factor.inverse());
+                    let step: Vec<f64> = trial.iter().zip(&w).map(|(a, b)| a - b).collect();
+                    let dg: Vec<f64> = g.iter().zip(&g_new).map(|(a, b)| a - b).collect();
+                    bfgs_inverse_update(h, &step, &dg);
                 }
+                g = g_new;
                 fresh = want_h;
                 break;
             }
@@ -718,6 +764,7 @@ fn newton_gate(
             let (_, _, hm) = gate_pass(data, labels, k, &w, true)?;
             stats.hessians += 1;
             factor = factor_gate_hessian(&hm, n)?;
+            hinv = None;
             fresh = true;
             ratio = f64::INFINITY;
             continue;
@@ -881,6 +928,58 @@ mod tests {
             fit_softmax_gate(&ds, &labels, 3, &[0.0; 8], &mut exact, bad),
             Err(MoeError::InvalidParam { .. })
         ));
+    }
+
+    #[test]
+    fn bfgs_inverse_update_is_the_inverse_of_the_direct_bfgs_update() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let dim = 6;
+        let spd = |rng: &mut ChaCha8Rng| {
+            let m = Mat::from_fn(dim, dim, |_, _| rng.random::<f64>() - 0.5);
+            let mut a = &m * m.transpose();
+            for i in 0..dim {
+                a[(i, i)] += 0.5;
+            }
+            a
+        };
+        for _ in 0..20 {
+            // B ≈ −∇²Q (direct form), H = B⁻¹; a curvature pair y = A s of a convex quadratic.
+            let b = spd(&mut rng);
+            let a = spd(&mut rng);
+            let sv: Vec<f64> = (0..dim).map(|_| rng.random::<f64>() - 0.5).collect();
+            let matvec = |m: &Mat<f64>, v: &[f64]| -> Vec<f64> {
+                (0..dim)
+                    .map(|i| (0..dim).map(|j| m[(i, j)] * v[j]).sum())
+                    .collect()
+            };
+            let y = matvec(&a, &sv);
+            let mut h = b.as_ref().llt(faer::Side::Lower).unwrap().inverse();
+            assert!(bfgs_inverse_update(&mut h, &sv, &y));
+            // Direct update: B⁺ = B − B s sᵀB / sᵀBs + y yᵀ / yᵀs.
+            let bs = matvec(&b, &sv);
+            let (sbs, ys) = (dot(&sv, &bs), dot(&y, &sv));
+            let bp = Mat::from_fn(dim, dim, |i, j| {
+                b[(i, j)] - bs[i] * bs[j] / sbs + y[i] * y[j] / ys
+            });
+            let prod = &bp * &h;
+            for i in 0..dim {
+                for j in 0..dim {
+                    let want = if i == j { 1.0 } else { 0.0 };
+                    assert!((prod[(i, j)] - want).abs() < 1e-9, "B⁺H⁺ = {prod:?}");
+                    assert!((h[(i, j)] - h[(j, i)]).abs() < 1e-12);
+                }
+            }
+            // Secant equation H⁺ y = s.
+            for i in 0..dim {
+                let hy: f64 = (0..dim).map(|j| h[(i, j)] * y[j]).sum();
+                assert!((hy - sv[i]).abs() < 1e-9 * (1.0 + sv[i].abs()));
+            }
+        }
+        // No curvature (y ⟂ s or y = 0): H is left alone.
+        let mut h = Mat::<f64>::identity(2, 2);
+        assert!(!bfgs_inverse_update(&mut h, &[1.0, 0.0], &[0.0, 1.0]));
+        assert!(!bfgs_inverse_update(&mut h, &[1.0, 0.0], &[0.0, 0.0]));
+        assert_eq!(h, Mat::<f64>::identity(2, 2));
     }
 
     #[test]
