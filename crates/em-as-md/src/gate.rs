@@ -18,8 +18,9 @@
 //! ([`fit_softmax_gate`]). A fresh block Hessian has size $(K-1)d$ (its $K(K-1)/2$
 //! $d\times d$ blocks are weighted Gram products taken with faer per row chunk); it is
 //! factored once and reused while the steps contract $\|\nabla Q\|$ by at least
-//! [`GateConfig::reuse_below`] (the chord method), so late in EM a gate step costs one
-//! gradient pass. The iteration stops at $\|\nabla Q\|_2 \le$ `tol` (default $10^{-10}$)
+//! [`GateConfig::reuse_below`], each reused step folding its secant pair into the matrix
+//! (a BFGS update), so late in EM a gate step costs one gradient
+//! pass. The iteration stops at $\|\nabla Q\|_2 \le$ `tol` (default $10^{-10}$)
 //! or after `max_iter` (default 50) steps.
 //!
 //! Per row, the probabilities come from [`softmax_parts`]: $K$ exponentials (one for
@@ -92,9 +93,9 @@ pub struct GateConfig {
     /// Step cap (Newton steps or L-BFGS iterations; a fallback L-BFGS solve gets its own
     /// `max_iter`).
     pub max_iter: u64,
-    /// Hessian reuse (the chord/Shamanskii variant of Newton): while the last step
-    /// contracted $\|\nabla Q\|_2$ by a factor $\le$ `reuse_below`, the next step solves
-    /// with the Hessian already factored instead of forming a new one (a gradient-only
+    /// Hessian reuse: while the last step contracted $\|\nabla Q\|_2$ by a factor
+    /// $\le$ `reuse_below`, the next step solves with the Hessian already formed, updated
+    /// by BFGS with each step's secant pair, instead of forming a new one (a gradient-only
     /// pass instead of a pass with $K(K-1)/2$ weighted Grams); a poorer contraction makes
     /// the next full-step pass form a fresh Hessian. `0` disables reuse (every step a
     /// fresh Hessian: plain Newton). Default $0.01$. Ignored by [`GateSolver::Lbfgs`].
@@ -500,10 +501,11 @@ fn check(data: &Dataset, labels: &[f64], k: usize, w: &[f64]) -> Result<()> {
 ///
 /// Every data pass at a full Newton step evaluates $Q$ and $\nabla Q$ and, when a fresh
 /// Hessian will be wanted next, the Hessian in the same pass (speculatively: a
-/// backtracked trial forms none). With [`GateConfig::reuse_below`] $> 0$ the factored
-/// Hessian is reused while steps contract $\|\nabla Q\|$ fast enough (the chord method:
-/// linear convergence with the rate of $\|I - H_0^{-1}H\|$, so near the optimum — late in
-/// EM, when the gate barely moves — a step costs a gradient pass only). A stale Hessian
+/// backtracked trial forms none). With [`GateConfig::reuse_below`] $> 0$ the last fresh
+/// Hessian is reused while steps contract $\|\nabla Q\|$ fast enough, with a BFGS update
+/// per reused step (without it this is the chord method, linear
+/// with the rate of $\|I - H_0^{-1}H\|$; with it superlinear), so near the optimum — late
+/// in EM, when the gate barely moves — a step costs a gradient pass only. A stale Hessian
 /// whose step the line search cannot accept is replaced by a fresh one before giving up.
 /// [`InnerStats::iterations`] counts accepted steps, [`InnerStats::hessians`] the
 /// Hessians formed.
