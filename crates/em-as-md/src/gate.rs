@@ -23,8 +23,8 @@
 //! pass. The iteration stops at $\|\nabla Q\|_2 \le$ `tol` (default $10^{-10}$)
 //! or after `max_iter` (default 50) steps.
 //!
-//! Per row, the probabilities come from [`softmax_parts`]: $K$ exponentials (one for
-//! $K = 2$), shared by $Q$, $\nabla Q$ and the Hessian weights; $Q$'s logarithms are taken
+//! Per row, the probabilities come from [`softmax_parts_ref0`]: $K-1$ exponentials,
+//! shared by $Q$, $\nabla Q$ and the Hessian weights; $Q$'s logarithms are taken
 //! once per block of rows ([`SumOfLogs`]).
 //!
 //! **L-BFGS alternative.** With [`GateConfig::solver`] $=$ [`GateSolver::Lbfgs`] the gate
@@ -50,7 +50,7 @@ use crate::solver::InnerStats;
 use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::{DenseSolveCore, Llt};
 use faer::{Accum, Mat, MatRef, Par};
-use mirror::special::{log_sum_exp, softmax_parts, SumOfLogs};
+use mirror::special::{log_sum_exp, softmax_parts_ref0, SumOfLogs};
 
 /// Gate logits $g = (w_0^\top x, \dots, w_{K-2}^\top x, 0)$ into `out` (length $K$) from
 /// the flattened gate block `w` ($(K-1) d$ values).
@@ -211,9 +211,10 @@ pub(crate) struct GateScratch {
     /// Gate probabilities $\pi_{ik}$, row-major $m\times K$.
     pub(crate) probs: Vec<f64>,
     /// Per row, $\operatorname{LSE}_k g_k(x_i) = m_i + \log z_i$ in two parts
-    /// ([`softmax_parts`]): the largest logit $m_i$ …
+    /// ([`softmax_parts_ref0`]): the shift $m_i$ (0, or the largest logit when one is
+    /// too large to exponentiate unshifted) …
     pub(crate) gmax: Vec<f64>,
-    /// … and $z_i = \sum_k e^{g_k(x_i) - m_i} \in [1, K]$.
+    /// … and $z_i = \sum_k e^{g_k(x_i) - m_i} \ge 1$.
     pub(crate) gsum: Vec<f64>,
     /// Gradient residuals $s_{ik} - c_i\pi_{ik}$, column-major $m\times(K-1)$.
     resid: Vec<f64>,
@@ -268,8 +269,9 @@ pub struct GateStats {
 /// Gate probabilities and log-partitions of a chunk from its logits (`logits[j]` is the
 /// column of $g_j$, $j < K-1$, over the chunk's $m$ rows; $g_{K-1} = 0$): row $i$ of
 /// `probs` ($m\times K$ row-major) becomes $\pi_i$, and
-/// $\operatorname{LSE}_k g_{ik} = $ `gmax[i]` $+ \log$ `gsum[i]`, by [`softmax_parts`] ($K$
-/// exponentials, one for $K = 2$, and no logarithm: callers sum the logarithms by block).
+/// $\operatorname{LSE}_k g_{ik} = $ `gmax[i]` $+ \log$ `gsum[i]`, by [`softmax_parts_ref0`]
+/// ($K-1$ exponentials, the reference's being 1, and no logarithm: callers sum the
+/// logarithms by block).
 ///
 /// # Errors
 /// `NonFinite` when a row's logits overflow.
@@ -289,7 +291,7 @@ pub(crate) fn gate_softmax_rows(
             *pj = col[li];
         }
         p[km] = 0.0;
-        (*mx, *z) = softmax_parts(p);
+        (*mx, *z) = softmax_parts_ref0(p);
         if !mx.is_finite() {
             return Err(MoeError::NonFinite {
                 what: "gate logits",

@@ -59,6 +59,11 @@ pub fn softmax_parts(v: &mut [f64]) -> (f64, f64) {
     if let [a, b] = v {
         let e = (-(*a - *b).abs()).exp();
         let z = 1.0 + e;
+        if z.is_nan() {
+            // A NaN entry (`f64::max` skipped it when finding m).
+            v.iter_mut().for_each(|x| *x = f64::NAN);
+            return (f64::NAN, 1.0);
+        }
         let (hi, lo) = (1.0 / z, e / z);
         let a_max = *a >= *b;
         *a = if a_max { hi } else { lo };
@@ -70,12 +75,55 @@ pub fn softmax_parts(v: &mut [f64]) -> (f64, f64) {
         *x = (*x - m).exp();
         z += *x;
     }
+    if z.is_nan() {
+        v.iter_mut().for_each(|x| *x = f64::NAN);
+        return (f64::NAN, 1.0);
+    }
     let inv = 1.0 / z;
     for x in v.iter_mut() {
         *x *= inv;
     }
     (m, z)
 }
+
+/// [`softmax_parts`] for a vector whose **last entry is the reference 0** (a softmax gate
+/// or a multinomial logit with a reference class): when every entry is at most
+/// [`UNSHIFTED_MAX`] the exponentials are taken unshifted, $e_j = e^{v_j}$ with $e_{K-1} = 1$,
+/// so $K-1$ exponentials suffice (the max-shifted form spends one on $e^0$), and
+/// $(m, z) = (0, 1 + \sum_{j<K-1} e^{v_j})$. Each probability $e_j/z$ has the same relative
+/// accuracy as in the shifted form: $z \ge 1$, and an $e^{v_j}$ that underflows is a
+/// probability below $e^{-745}$. Larger entries, $\pm\infty$ and NaN take
+/// [`softmax_parts`]. `v` must end with 0 (checked in debug builds).
+#[inline]
+pub fn softmax_parts_ref0(v: &mut [f64]) -> (f64, f64) {
+    debug_assert_eq!(v.last(), Some(&0.0));
+    let Some((_, free)) = v.split_last_mut() else {
+        return (f64::NEG_INFINITY, 1.0);
+    };
+    // NaN fails `<=` and takes the general path.
+    if free.len() < 2 || !free.iter().all(|x| *x <= UNSHIFTED_MAX) {
+        return softmax_parts(v);
+    }
+    let mut z = 1.0;
+    for x in free.iter_mut() {
+        *x = x.exp();
+        z += *x;
+    }
+    // (no NaN here: NaN entries took the general path)
+    let inv = 1.0 / z;
+    for x in v.iter_mut() {
+        *x *= inv;
+    }
+    // The reference entry: e^0 / z.
+    if let Some(last) = v.last_mut() {
+        *last = inv;
+    }
+    (0.0, z)
+}
+
+/// Largest entry [`softmax_parts_ref0`] exponentiates unshifted: $e^{700} \approx 10^{304}$
+/// leaves room for a sum of many such terms below `f64::MAX`.
+pub const UNSHIFTED_MAX: f64 = 700.0;
 
 /// $\sum_i \log z_i$ over positive factors $z_i$ with one logarithm per block of factors:
 /// the factors are multiplied into a running product $P$, and $\log P$ is added to the
@@ -205,6 +253,38 @@ mod tests {
     }
 
     #[test]
+    fn softmax_with_a_zero_reference_special_values() {
+        // Two entries and huge or non-finite entries take the shifted path.
+        for v in [
+            vec![3.0, 0.0],
+            vec![800.0, 1.0, 0.0],
+            vec![f64::INFINITY, 1.0, 0.0],
+            vec![f64::NAN, 1.0, 0.0],
+            vec![f64::NEG_INFINITY, f64::NEG_INFINITY, 0.0],
+        ] {
+            let (mut a, mut b) = (v.clone(), v.clone());
+            let (ra, rb) = (softmax_parts_ref0(&mut a), softmax_parts(&mut b));
+            let same = |x: f64, y: f64| x == y || (x.is_nan() && y.is_nan());
+            assert!(same(ra.0, rb.0) && same(ra.1, rb.1), "{v:?}");
+            if v.iter().any(|x| x.is_nan()) {
+                assert!(
+                    ra.0.is_nan() && a.iter().all(|p| p.is_nan()),
+                    "{v:?}: {ra:?} {a:?}"
+                );
+            }
+            assert!(a
+                .iter()
+                .zip(&b)
+                .all(|(x, y)| x == y || (x.is_nan() && y.is_nan())));
+        }
+        // −∞ logits get probability exactly 0 on the unshifted path too.
+        let mut v = [f64::NEG_INFINITY, 1.0, 0.0];
+        let (m, z) = softmax_parts_ref0(&mut v);
+        assert_eq!((m, v[0]), (0.0, 0.0));
+        assert!((z - (1.0 + 1f64.exp())).abs() < 1e-15);
+    }
+
+    #[test]
     fn softmax_handles_infinities_and_large_values() {
         let mut v = [f64::NEG_INFINITY, 0.0, 0.0];
         assert_eq!(softmax_in_place(&mut v), 2f64.ln());
@@ -259,6 +339,27 @@ mod tests {
             let mut q = v.clone();
             softmax_in_place(&mut q);
             prop_assert!(p == q);
+        }
+
+        #[test]
+        fn softmax_with_a_zero_reference_matches_the_shifted_softmax(
+            v in proptest::collection::vec(-800.0f64..720.0, 1..7)
+        ) {
+            let mut v = v;
+            v.push(0.0);
+            let mut a = v.clone();
+            let mut b = v.clone();
+            let (ma, za) = softmax_parts_ref0(&mut a);
+            let (mb, zb) = softmax_parts(&mut b);
+            let (la, lb) = (ma + za.ln(), mb + zb.ln());
+            prop_assert!((la - lb).abs() <= 1e-13 * lb.abs().max(1.0), "{la} vs {lb}");
+            // Same relative accuracy, tiny probabilities included: both forms are exact up
+            // to the conditioning of e^x in its argument, |x| u relative.
+            let big = v.iter().fold(1.0f64, |a, x| a.max(x.abs()));
+            for (x, y) in a.iter().zip(&b) {
+                prop_assert!((x - y).abs() <= 8.0 * f64::EPSILON * big * y.abs() + 1e-300,
+                    "{a:?} vs {b:?}");
+            }
         }
 
         #[test]
