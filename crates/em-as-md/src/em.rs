@@ -453,8 +453,8 @@ impl EmModel for MixtureOfExperts {
                 }
                 // log p(y_i | x_i) = LSE_k ℓ_ik − LSE_k g_k = (m_i − m^g_i) + log(z_i / z^g_i),
                 // with the logarithms summed by block (one per few hundred rows, not two
-                // per row): `lin` gathers the m's, `logs`/`glogs` the z's.
-                let (mut lin, mut logs, mut glogs) = (0.0, SumOfLogs::new(), SumOfLogs::new());
+                // per row): `shifts` gathers the m's, `logs`/`glogs` the z's.
+                let (mut shifts, mut logs, mut glogs) = (0.0, SumOfLogs::new(), SumOfLogs::new());
                 for (li, i) in rows.clone().enumerate() {
                     // Gate logits g_k (g_{K-1} = 0) and LSE_k g_k = m^g + log z^g.
                     if gated {
@@ -463,12 +463,12 @@ impl EmModel for MixtureOfExperts {
                         }
                         s.lp[k - 1] = 0.0;
                         if let Some(gs) = s.gate.as_ref() {
-                            lin -= gs.gmax[li];
+                            shifts -= gs.gmax[li];
                             glogs.add_log(gs.gsum[li]);
                         }
                     } else {
                         s.lp.copy_from_slice(&glog);
-                        lin -= const_lse_g;
+                        shifts -= const_lse_g;
                     }
                     // ℓ_ik = g_k + log p_F(y_i; η_k(x_i)) (the gate's LSE is subtracted once).
                     if let Some((_, cst, inv)) = lin_rows.as_ref() {
@@ -512,11 +512,11 @@ impl EmModel for MixtureOfExperts {
                             iter: 0,
                         });
                     }
-                    lin += mx;
+                    shifts += mx;
                     logs.add_log(z);
                     acc.stats.resp.extend_from_slice(&s.lp);
                 }
-                acc.ll += lin + (logs.value() - glogs.value());
+                acc.ll += shifts + (logs.value() - glogs.value());
                 let resp = std::mem::take(&mut acc.stats.resp);
                 if let (Some(gsum), Some(gs)) = (acc.gate.as_mut(), s.gate.as_mut()) {
                     gate_chunk(data, rows.clone(), &cols[..k - 1], &resp, k, gsum, gs);

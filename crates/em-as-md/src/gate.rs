@@ -935,6 +935,54 @@ mod tests {
     }
 
     #[test]
+    fn q_matches_the_textbook_sum_across_chunks_and_label_sums() {
+        // Q summed with blocked logarithms (labels summing to exactly 1), per-row ones
+        // (other label sums) and the unshifted K−1-exponential softmax, against
+        // (1/n) Σ_i Σ_k s_ik log π_k(x_i) computed naively, over several row chunks.
+        for k in [2usize, 3, 4] {
+            let n = 2 * CHUNK + 123;
+            let d = 3;
+            let (ds, mut labels) = setup(n, d, k, 40 + k as u64);
+            // Every third row's labels scaled (row sum ≠ 1, as with weighted rows).
+            for (i, row) in labels.chunks_mut(k).enumerate() {
+                if i % 3 == 0 {
+                    row.iter_mut().for_each(|v| *v *= 1.7);
+                }
+            }
+            let mut rng = ChaCha8Rng::seed_from_u64(7);
+            let w: Vec<f64> = (0..(k - 1) * d)
+                .map(|_| {
+                    let z: f64 = StandardNormal.sample(&mut rng);
+                    3.0 * z
+                })
+                .collect();
+            let mut g = vec![0.0; w.len()];
+            let q = gate_objective(&ds, &labels, k, &w, &mut g).unwrap();
+            let mut naive = 0.0;
+            for i in 0..n {
+                let logits: Vec<f64> = (0..k)
+                    .map(|j| {
+                        if j + 1 == k {
+                            0.0
+                        } else {
+                            (0..d).map(|a| w[j * d + a] * ds.x(i)[a]).sum()
+                        }
+                    })
+                    .collect();
+                let z: f64 = logits.iter().map(|v| v.exp()).sum();
+                for j in 0..k {
+                    naive += labels[i * k + j] * (logits[j] - z.ln());
+                }
+            }
+            naive /= n as f64;
+            assert!(
+                (q - naive).abs() < 1e-12 * naive.abs(),
+                "K = {k}: {q} vs {naive}"
+            );
+        }
+    }
+
+    #[test]
     fn bfgs_inverse_update_is_the_inverse_of_the_direct_bfgs_update() {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let dim = 6;
