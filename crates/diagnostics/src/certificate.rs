@@ -43,7 +43,7 @@ use crate::rates::{
     em_map_jacobian, iterations_to, observed_rate, predicted_rate, EmMapFn, ObservedRate,
 };
 use crate::ratios::{evaluate_pairs, invalid, sample_ball, PairKind, RatioConfig};
-use crate::stderr::{standard_errors, StandardErrors};
+use crate::stderr::{standard_errors_from_information, StandardErrors};
 use em_as_md::{ConditionalFamily, Dataset, EmModel, Problem};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -545,6 +545,8 @@ pub fn certify_with_em_map<M: ConditionalFamily + ?Sized>(
     let mut missing_info_rate = None;
     let mut louis = None;
     let mut non_identifiable_directions = 0;
+    // Standard errors at θ_T, from the information computed there (with curvature).
+    let mut se = None;
     let h = cfg.probe_fraction * r;
     for b in std::iter::once(0).chain(first_sample..last_sample) {
         let with_c = b == 0;
@@ -555,6 +557,9 @@ pub fn certify_with_em_map<M: ConditionalFamily + ?Sized>(
                 continue;
             }
         };
+        if b == 0 && cfg.standard_errors {
+            se = standard_errors_from_information(&info, problem.data.n(), cfg.max_condition).ok();
+        }
         let Ok(ge) = missing_fraction(&info) else {
             samples_failed += 1;
             continue;
@@ -605,11 +610,6 @@ pub fn certify_with_em_map<M: ConditionalFamily + ?Sized>(
             cfg.target_suboptimality,
         )
     });
-    let se = if cfg.standard_errors {
-        standard_errors(problem, theta_t, cfg.max_condition).ok()
-    } else {
-        None
-    };
 
     // Verdict.
     let n_ratios = observed.as_ref().map_or(0, |o| o.n_ratios);

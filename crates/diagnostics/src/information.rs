@@ -39,6 +39,7 @@
 
 use crate::error::{DiagnosticsError, Result};
 use em_as_md::objective::{row_posterior, RowScratch};
+use em_as_md::parallel::fold_rows_with;
 use em_as_md::{fold_rows, ConditionalFamily, Mergeable, Problem};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par, Side};
@@ -72,14 +73,29 @@ impl InformationMatrices {
     }
 }
 
+/// Rows stacked per block product in [`information`].
+const BLOCK_ROWS: usize = 16;
+
+/// Per-worker buffers of [`information`]: the row scratch and the stacked blocks
+/// $J^\top$, $(FJ)^\top$ and $W^\top$ of up to [`BLOCK_ROWS`] rows.
+struct InfoScratch {
+    s: RowScratch,
+    tz: Vec<f64>,
+    obs: Vec<f64>,
+    unit: Vec<f64>,
+    /// Column $z$: $\sqrt{r_{iz}}\,(T(y_i, z) - \mathbb E_{\text{post}}\[T\])$ ($p$ × $K$).
+    u: Mat<f64>,
+    /// Column $(i, r)$: row $r$ of $J_i$ (`np` × `BLOCK_ROWS·p`).
+    jt: Mat<f64>,
+    /// Column $(i, r)$: row $r$ of $\nabla^2A(\varphi_i)J_i$.
+    fjt: Mat<f64>,
+    /// Column $(i, z)$: $\sqrt{r_{iz}}\,J_i^\top(T(y_i, z) - \mathbb E_{\text{post}}\[T\])$.
+    wt: Mat<f64>,
+}
+
 struct InfoAcc {
     ic: Mat<f64>,
     im: Mat<f64>,
-    s: RowScratch,
-    cov: Mat<f64>,
-    tz: Vec<f64>,
-    obs: Vec<f64>,
-    tmp: Mat<f64>,
 }
 
 impl Mergeable for InfoAcc {
@@ -89,8 +105,50 @@ impl Mergeable for InfoAcc {
     }
 }
 
+/// Column `j` of a column-major matrix as a mutable slice.
+fn col_slice_mut(m: &mut Mat<f64>, j: usize) -> &mut [f64] {
+    m.col_mut(j)
+        .try_as_col_major_mut()
+        .expect("a Mat column is contiguous")
+        .as_slice_mut()
+}
+
+/// `ic += Jᵀ(FJ)` and `im += WWᵀ` over the first `rows` stacked rows of the block.
+fn flush_block(sc: &InfoScratch, acc: &mut InfoAcc, rows: usize, p: usize, k: usize) {
+    if rows == 0 {
+        return;
+    }
+    let jt = sc.jt.subcols(0, rows * p);
+    let fjt = sc.fjt.subcols(0, rows * p);
+    matmul(
+        acc.ic.as_mut(),
+        Accum::Add,
+        jt,
+        fjt.transpose(),
+        1.0,
+        Par::Seq,
+    );
+    let wt = sc.wt.subcols(0, rows * k);
+    matmul(
+        acc.im.as_mut(),
+        Accum::Add,
+        wt,
+        wt.transpose(),
+        1.0,
+        Par::Seq,
+    );
+}
+
 /// Computes $I_c$, $I_m$ and (when `with_curvature` and the realisation is not linear)
 /// $C$ at `theta`.
+///
+/// The row sums are formed as block products over [`BLOCK_ROWS`] rows at a time:
+/// $$ \sum_i J_i^\top\nabla^2A(\varphi_i)J_i = \mathbf J^\top(\mathbf F\mathbf J), \qquad
+///    \sum_i J_i^\top\mathrm{Cov}_{\text{post}}\[T\]J_i = \mathbf W^\top\mathbf W,\quad
+///    \mathbf W_{(i,z)} = \sqrt{r_{iz}}\,(T(y_i,z) - \mathbb E_{\text{post}}\[T\])^\top J_i, $$
+/// using $\mathrm{Cov}_{\text{post}}\[T\] = \sum_z r_{iz}(T_z - \bar T)(T_z - \bar T)^\top$ (rank $\le K$).
+/// $J_i$ is assembled from `realise_vjp` with unit vectors (as the trait's default
+/// `realise_jacobian`), directly into the stacked block.
 ///
 /// # Errors
 /// `DimensionMismatch` for a wrong-length `theta`; `Model` if a row's natural parameter
@@ -115,80 +173,87 @@ pub fn information<M: ConditionalFamily + ?Sized>(
     let k = model.n_latent();
     let q = data.q();
     let n = data.n();
-    let acc = fold_rows(
+    let fits = |c: &InfoScratch| {
+        c.jt.nrows() == np
+            && c.jt.ncols() == BLOCK_ROWS * p
+            && c.wt.ncols() == BLOCK_ROWS * k
+            && c.obs.len() == fam.obs_dim()
+            && c.s.resp.len() == k
+    };
+    let acc = fold_rows_with(
         n,
+        |cached: Option<InfoScratch>| match cached {
+            Some(c) if fits(&c) => c,
+            _ => InfoScratch {
+                s: RowScratch::new(model),
+                tz: vec![0.0; p],
+                obs: vec![0.0; fam.obs_dim()],
+                unit: vec![0.0; p],
+                u: Mat::zeros(p, k),
+                jt: Mat::zeros(np, BLOCK_ROWS * p),
+                fjt: Mat::zeros(np, BLOCK_ROWS * p),
+                wt: Mat::zeros(np, BLOCK_ROWS * k),
+            },
+        },
         || InfoAcc {
             ic: Mat::zeros(np, np),
             im: Mat::zeros(np, np),
-            s: RowScratch::new(model),
-            cov: Mat::zeros(p, p),
-            tz: vec![0.0; p],
-            obs: vec![0.0; fam.obs_dim()],
-            tmp: Mat::zeros(p, np),
         },
-        |acc, rows| {
+        |sc, acc, rows| {
+            let mut b = 0;
             for i in rows {
                 let x = data.x(i);
                 let y = data.y(i);
-                model.realise(theta, x, &mut acc.s.phi);
-                row_posterior(model, y, i, &mut acc.s)?;
-                let jac = model.realise_jacobian(theta, x);
-                let fisher = fam.fisher(&acc.s.phi)?;
-                // Cov_post[T] = Σ_z r_z (T_z − E)(T_z − E)ᵀ.
-                acc.cov.fill(0.0);
-                acc.obs[..q].copy_from_slice(y);
+                model.realise(theta, x, &mut sc.s.phi);
+                row_posterior(model, y, i, &mut sc.s)?;
+                let fisher = fam.fisher(&sc.s.phi)?;
+                // Columns b·p .. (b+1)·p of Jᵀ: J_iᵀ e_r.
+                for r in 0..p {
+                    sc.unit[r] = 1.0;
+                    let col = col_slice_mut(&mut sc.jt, b * p + r);
+                    col.fill(0.0);
+                    model.realise_vjp(theta, x, &sc.unit, col);
+                    sc.unit[r] = 0.0;
+                }
+                // (F J)ᵀ columns: Jᵀ Fᵀ = Jᵀ F (one small product per row).
+                matmul(
+                    sc.fjt.subcols_mut(b * p, p),
+                    Accum::Replace,
+                    sc.jt.subcols(b * p, p),
+                    fisher.as_ref(),
+                    1.0,
+                    Par::Seq,
+                );
+                // W columns: √r_z J_iᵀ (T_z − E_post T); zero for z outside the support.
+                sc.obs[..q].copy_from_slice(y);
                 for z in 0..k {
-                    let r = acc.s.resp[z];
-                    if r <= 0.0 {
+                    let r = sc.s.resp[z];
+                    sc.obs[q] = z as f64;
+                    if r <= 0.0 || !fam.in_support(&sc.obs) {
+                        sc.u.col_mut(z).fill(0.0);
                         continue;
                     }
-                    acc.obs[q] = z as f64;
-                    if !fam.in_support(&acc.obs) {
-                        continue;
-                    }
-                    fam.sufficient_stats(&acc.obs, &mut acc.tz);
+                    fam.sufficient_stats(&sc.obs, &mut sc.tz);
+                    let sr = r.sqrt();
                     for a in 0..p {
-                        acc.tz[a] -= acc.s.post_stats[a];
-                    }
-                    for a in 0..p {
-                        for b in 0..p {
-                            acc.cov[(a, b)] += r * acc.tz[a] * acc.tz[b];
-                        }
+                        sc.u[(a, z)] = sr * (sc.tz[a] - sc.s.post_stats[a]);
                     }
                 }
                 matmul(
-                    acc.tmp.as_mut(),
+                    sc.wt.subcols_mut(b * k, k),
                     Accum::Replace,
-                    fisher.as_ref(),
-                    jac.as_ref(),
+                    sc.jt.subcols(b * p, p),
+                    sc.u.as_ref(),
                     1.0,
                     Par::Seq,
                 );
-                matmul(
-                    acc.ic.as_mut(),
-                    Accum::Add,
-                    jac.transpose(),
-                    acc.tmp.as_ref(),
-                    1.0,
-                    Par::Seq,
-                );
-                matmul(
-                    acc.tmp.as_mut(),
-                    Accum::Replace,
-                    acc.cov.as_ref(),
-                    jac.as_ref(),
-                    1.0,
-                    Par::Seq,
-                );
-                matmul(
-                    acc.im.as_mut(),
-                    Accum::Add,
-                    jac.transpose(),
-                    acc.tmp.as_ref(),
-                    1.0,
-                    Par::Seq,
-                );
+                b += 1;
+                if b == BLOCK_ROWS {
+                    flush_block(sc, acc, b, p, k);
+                    b = 0;
+                }
             }
+            flush_block(sc, acc, b, p, k);
             Ok(())
         },
     )?;

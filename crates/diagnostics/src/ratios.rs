@@ -30,6 +30,7 @@
 
 use crate::error::{DiagnosticsError, Result};
 use em_as_md::objective::{row_posterior, RowScratch};
+use em_as_md::parallel::fold_rows_with;
 use em_as_md::{fold_rows, ConditionalFamily, Mergeable, Problem};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -136,8 +137,14 @@ pub fn bregman_ratio<M: ConditionalFamily + ?Sized>(
             Ok(())
         },
     )?;
+    finish_ratio(acc.num, acc.den, acc.scale, n)
+}
+
+/// The ratio from its row sums: divides by $n$, rejects a non-finite part, and sets the
+/// round-off estimates $16\,\varepsilon\,S/D_{\mathcal A}$ and $16\,\varepsilon\,S$.
+fn finish_ratio(num: f64, den: f64, scale: f64, n: usize) -> Result<PairRatio> {
     let nf = n as f64;
-    let (num, den, scale) = (acc.num / nf, acc.den / nf, acc.scale / nf);
+    let (num, den, scale) = (num / nf, den / nf, scale / nf);
     if !(num.is_finite() && den.is_finite()) {
         return Err(em_as_md::MoeError::NonFinite {
             what: "Bregman ratio",
@@ -156,6 +163,219 @@ pub fn bregman_ratio<M: ConditionalFamily + ?Sized>(
         roundoff,
         denominator_roundoff: 16.0 * f64::EPSILON * scale,
     })
+}
+
+/// A model error met at one point of [`bregman_ratios`] while folding a chunk: the row
+/// and stage (0: realisation/posterior/log-partition, 1: mean) fix which error of a pair
+/// the one-pair computation would have met first.
+#[derive(Debug, Clone)]
+struct PointFailure {
+    row: usize,
+    stage: u8,
+    error: em_as_md::MoeError,
+}
+
+/// Per-point buffers of [`bregman_ratios`]' row loop (one [`RowScratch`] per point).
+struct BatchScratch {
+    s: Vec<RowScratch>,
+    lp: Vec<f64>,
+    a: Vec<f64>,
+}
+
+/// Row sums of every pair, and the first failure of every point (as a first or second
+/// element: `fail_eval`, or as a second element only: `fail_mean`).
+struct BatchAcc {
+    /// `(num, den, scale)` per pair, flattened.
+    sums: Vec<f64>,
+    fail_eval: Vec<Option<PointFailure>>,
+    fail_mean: Vec<Option<PointFailure>>,
+}
+
+impl Mergeable for BatchAcc {
+    fn merge(&mut self, other: Self) {
+        for (a, b) in self.sums.iter_mut().zip(other.sums) {
+            *a += b;
+        }
+        // Chunks merge in row order: the earlier failure is the one kept.
+        for (a, b) in self
+            .fail_eval
+            .iter_mut()
+            .zip(other.fail_eval)
+            .chain(self.fail_mean.iter_mut().zip(other.fail_mean))
+        {
+            if a.is_none() {
+                *a = b;
+            }
+        }
+    }
+}
+
+/// The Bregman ratios of many pairs in **one** parallel pass over the rows: the row
+/// quantities of each distinct point ($\varphi_i$, $\log p(y_i;\varphi_i)$, $A(\varphi_i)$, and
+/// for a point that is some pair's $\theta'$ also $\nabla A(\varphi_i)$ and $\mathbb E_{\text{post}}\[T\]$)
+/// are computed once per row and shared by every pair that uses the point, then each
+/// pair's row terms are added exactly as in [`bregman_ratio`] (same formula, same
+/// operation order, same row chunks), so each result is **bit-identical** to
+/// `bregman_ratio(problem, &points[a], &points[b])`, including which model error a
+/// failing pair reports (up to errors at the same row in the same stage).
+///
+/// `pairs` holds `(a, b)` = indices of $(\theta, \theta')$ into `points`; the result has
+/// one entry per pair.
+///
+/// # Errors
+/// The outer `Err` is `DimensionMismatch` for an index outside `points` or a wrong-length
+/// point (the first one in pair order); a pair whose evaluation fails in the model gets
+/// its own `Err` entry.
+pub fn bregman_ratios<M: ConditionalFamily + ?Sized>(
+    problem: &Problem<'_, M>,
+    points: &[Vec<f64>],
+    pairs: &[(usize, usize)],
+) -> Result<Vec<Result<PairRatio>>> {
+    let model = problem.model;
+    let data = problem.data;
+    let np = model.n_params();
+    for &(a, b) in pairs {
+        if a >= points.len() || b >= points.len() {
+            return Err(DiagnosticsError::DimensionMismatch {
+                what: "pair index",
+                expected: points.len(),
+                found: a.max(b),
+            });
+        }
+        for t in [a, b] {
+            if points[t].len() != np {
+                return Err(DiagnosticsError::DimensionMismatch {
+                    what: "theta",
+                    expected: np,
+                    found: points[t].len(),
+                });
+            }
+        }
+    }
+    // Compact the points in use: `slot[pt]` is the point's index in the row buffers;
+    // points with bit-identical coordinates share one slot (their row values are equal).
+    let mut slot = vec![usize::MAX; points.len()];
+    let mut used: Vec<usize> = Vec::new();
+    let mut second: Vec<bool> = Vec::new();
+    let same = |u: &[f64], v: &[f64]| u.iter().zip(v).all(|(a, b)| a.to_bits() == b.to_bits());
+    for &(a, b) in pairs {
+        for (t, is_second) in [(a, false), (b, true)] {
+            if slot[t] == usize::MAX {
+                slot[t] = match used.iter().position(|&u| same(&points[u], &points[t])) {
+                    Some(s) => s,
+                    None => {
+                        used.push(t);
+                        second.push(false);
+                        used.len() - 1
+                    }
+                };
+            }
+            second[slot[t]] |= is_second;
+        }
+    }
+    let m = used.len();
+    let cp: Vec<(usize, usize)> = pairs.iter().map(|&(a, b)| (slot[a], slot[b])).collect();
+    let fam = model.complete();
+    let p = fam.dim();
+    let n = data.n();
+    let acc = fold_rows_with(
+        n,
+        |cached: Option<BatchScratch>| match cached {
+            Some(c) if c.s.len() == m && c.s.first().is_none_or(|s| s.phi.len() == p) => c,
+            _ => BatchScratch {
+                s: (0..m).map(|_| RowScratch::new(model)).collect(),
+                lp: vec![0.0; m],
+                a: vec![0.0; m],
+            },
+        },
+        || BatchAcc {
+            sums: vec![0.0; 3 * cp.len()],
+            fail_eval: vec![None; m],
+            fail_mean: vec![None; m],
+        },
+        |sc, acc, rows| {
+            for i in rows {
+                let x = data.x(i);
+                let y = data.y(i);
+                for u in 0..m {
+                    if acc.fail_eval[u].is_some() {
+                        continue;
+                    }
+                    let s = &mut sc.s[u];
+                    model.realise(&points[used[u]], x, &mut s.phi);
+                    let r = row_posterior(model, y, i, s).and_then(|lp| {
+                        let a = fam.log_partition(&s.phi)?;
+                        Ok((lp, a))
+                    });
+                    match r {
+                        Ok((lp, a)) => {
+                            sc.lp[u] = lp;
+                            sc.a[u] = a;
+                        }
+                        Err(error) => {
+                            acc.fail_eval[u] = Some(PointFailure {
+                                row: i,
+                                stage: 0,
+                                error,
+                            });
+                            continue;
+                        }
+                    }
+                    if second[u] && acc.fail_mean[u].is_none() {
+                        if let Err(e) = fam.mean(&s.phi, &mut s.mean) {
+                            acc.fail_mean[u] = Some(PointFailure {
+                                row: i,
+                                stage: 1,
+                                error: e.into(),
+                            });
+                        }
+                    }
+                }
+                for (c, &(ua, ub)) in cp.iter().enumerate() {
+                    if acc.fail_eval[ua].is_some()
+                        || acc.fail_eval[ub].is_some()
+                        || acc.fail_mean[ub].is_some()
+                    {
+                        continue;
+                    }
+                    let (sa, sb) = (&sc.s[ua], &sc.s[ub]);
+                    let (lp, lp2, a, a2) = (sc.lp[ua], sc.lp[ub], sc.a[ua], sc.a[ub]);
+                    let (mut g_mean, mut g_post) = (0.0, 0.0);
+                    for j in 0..p {
+                        let d = sa.phi[j] - sb.phi[j];
+                        g_mean += sb.mean[j] * d;
+                        g_post += sb.post_stats[j] * d;
+                    }
+                    acc.sums[3 * c] += -lp + lp2 - (g_mean - g_post);
+                    acc.sums[3 * c + 1] += a - a2 - g_mean;
+                    acc.sums[3 * c + 2] +=
+                        lp.abs() + lp2.abs() + a.abs() + a2.abs() + g_mean.abs() + g_post.abs();
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(cp
+        .iter()
+        .enumerate()
+        .map(|(c, &(ua, ub))| {
+            // The one-pair computation meets, in row order, a's evaluation, then b's
+            // evaluation, then b's mean.
+            let fails = [
+                (&acc.fail_eval[ua], 0u8),
+                (&acc.fail_eval[ub], 1),
+                (&acc.fail_mean[ub], 2),
+            ];
+            let first = fails
+                .iter()
+                .filter_map(|(f, o)| f.as_ref().map(|f| ((f.row, *o, f.stage), f)))
+                .min_by_key(|(k, _)| *k);
+            match first {
+                Some((_, f)) => Err(f.error.clone().into()),
+                None => finish_ratio(acc.sums[3 * c], acc.sums[3 * c + 1], acc.sums[3 * c + 2], n),
+            }
+        })
+        .collect())
 }
 
 /// Sampling and acceptance settings for the ratios.
@@ -317,15 +537,10 @@ pub fn evaluate_pairs<M: ConditionalFamily + ?Sized>(
         first_domain_error: None,
         records: Vec::new(),
     };
-    for &(a, b, kind) in pairs {
-        if a >= points.len() || b >= points.len() {
-            return Err(DiagnosticsError::DimensionMismatch {
-                what: "pair index",
-                expected: points.len(),
-                found: a.max(b),
-            });
-        }
-        let value = match bregman_ratio(problem, &points[a], &points[b]) {
+    let ab: Vec<(usize, usize)> = pairs.iter().map(|&(a, b, _)| (a, b)).collect();
+    let values = bregman_ratios(problem, points, &ab)?;
+    for (&(a, b, kind), value) in pairs.iter().zip(values) {
+        let value = match value {
             Ok(v) => v,
             Err(DiagnosticsError::Model(e)) => {
                 out.skipped_domain += 1;

@@ -21,7 +21,7 @@
 //! the experts, which does not make $I_{\text{obs}}$ singular at a separated fit.
 
 use crate::error::{DiagnosticsError, Result};
-use crate::information::information;
+use crate::information::{information, InformationMatrices};
 use em_as_md::{ConditionalFamily, Problem};
 use faer::Side;
 use serde::{Deserialize, Serialize};
@@ -80,6 +80,24 @@ pub fn standard_errors<M: ConditionalFamily + ?Sized>(
         return Err(crate::ratios::invalid("max_condition", "finite and > 1"));
     }
     let info = information(problem, theta, true)?;
+    standard_errors_from_information(&info, problem.data.n(), max_condition)
+}
+
+/// [`standard_errors`] from information matrices already computed at the point (with
+/// the curvature term, `information(problem, theta, true)`) for `n` rows: the same
+/// numbers without a second pass over the data.
+///
+/// # Errors
+/// `InvalidConfig` for `max_condition` not finite and $> 1$; `Linalg` when the
+/// eigen-solver fails.
+pub fn standard_errors_from_information(
+    info: &InformationMatrices,
+    n: usize,
+    max_condition: f64,
+) -> Result<StandardErrors> {
+    if !(max_condition.is_finite() && max_condition > 1.0) {
+        return Err(crate::ratios::invalid("max_condition", "finite and > 1"));
+    }
     let obs = info.observed();
     let p = obs.nrows();
     let eig = obs
@@ -114,7 +132,6 @@ pub fn standard_errors<M: ConditionalFamily + ?Sized>(
             directions: dropped,
         });
     }
-    let n = problem.data.n();
     let se = (0..p)
         .map(|j| {
             let mut var = 0.0;
