@@ -77,7 +77,7 @@ impl InformationMatrices {
 const BLOCK_ROWS: usize = 16;
 
 /// Per-worker buffers of [`information`]: the row scratch and the stacked blocks
-/// $J^\top$, $(FJ)^\top$ and $W^\top$ of up to [`BLOCK_ROWS`] rows.
+/// $J^\top$, $(FJ)^\top$ and $W^\top$ of up to `BLOCK_ROWS` rows.
 struct InfoScratch {
     s: RowScratch,
     tz: Vec<f64>,
@@ -142,7 +142,7 @@ fn flush_block(sc: &InfoScratch, acc: &mut InfoAcc, rows: usize, p: usize, k: us
 /// Computes $I_c$, $I_m$ and (when `with_curvature` and the realisation is not linear)
 /// $C$ at `theta`.
 ///
-/// The row sums are formed as block products over [`BLOCK_ROWS`] rows at a time:
+/// The row sums are formed as block products over 16 rows at a time:
 /// $$ \sum_i J_i^\top\nabla^2A(\varphi_i)J_i = \mathbf J^\top(\mathbf F\mathbf J), \qquad
 ///    \sum_i J_i^\top\mathrm{Cov}_{\text{post}}\[T\]J_i = \mathbf W^\top\mathbf W,\quad
 ///    \mathbf W_{(i,z)} = \sqrt{r_{iz}}\,(T(y_i,z) - \mathbb E_{\text{post}}\[T\])^\top J_i, $$

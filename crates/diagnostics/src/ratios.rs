@@ -510,8 +510,9 @@ pub struct RatioSummary {
     pub records: Vec<RatioRecord>,
 }
 
-/// Evaluates $\rho$ on `pairs` of indices into `points` and summarises them.
-/// A model error at a pair is counted in `skipped_domain` (sampled points may leave the
+/// Evaluates $\rho$ on `pairs` of indices into `points` and summarises them. All pairs
+/// are evaluated in one pass over the rows ([`bregman_ratios`]; each value is
+/// bit-identical to [`bregman_ratio`] on the pair). A model error at a pair is counted in `skipped_domain` (sampled points may leave the
 /// natural domain) rather than returned.
 ///
 /// # Errors
