@@ -82,7 +82,8 @@ struct InfoScratch {
     s: RowScratch,
     tz: Vec<f64>,
     obs: Vec<f64>,
-    unit: Vec<f64>,
+    /// $\nabla^2 A(\varphi_i)$ ($p$ × $p$).
+    fisher: Mat<f64>,
     /// Column $z$: $\sqrt{r_{iz}}\,(T(y_i, z) - \mathbb E_{\text{post}}\[T\])$ ($p$ × $K$).
     u: Mat<f64>,
     /// Column $(i, r)$: row $r$ of $J_i$ (`np` × `BLOCK_ROWS·p`).
@@ -103,14 +104,6 @@ impl Mergeable for InfoAcc {
         self.ic += &other.ic;
         self.im += &other.im;
     }
-}
-
-/// Column `j` of a column-major matrix as a mutable slice.
-fn col_slice_mut(m: &mut Mat<f64>, j: usize) -> &mut [f64] {
-    m.col_mut(j)
-        .try_as_col_major_mut()
-        .expect("a Mat column is contiguous")
-        .as_slice_mut()
 }
 
 /// `ic += Jᵀ(FJ)` and `im += WWᵀ` over the first `rows` stacked rows of the block.
@@ -147,8 +140,9 @@ fn flush_block(sc: &InfoScratch, acc: &mut InfoAcc, rows: usize, p: usize, k: us
 ///    \sum_i J_i^\top\mathrm{Cov}_{\text{post}}\[T\]J_i = \mathbf W^\top\mathbf W,\quad
 ///    \mathbf W_{(i,z)} = \sqrt{r_{iz}}\,(T(y_i,z) - \mathbb E_{\text{post}}\[T\])^\top J_i, $$
 /// using $\mathrm{Cov}_{\text{post}}\[T\] = \sum_z r_{iz}(T_z - \bar T)(T_z - \bar T)^\top$ (rank $\le K$).
-/// $J_i$ is assembled from `realise_vjp` with unit vectors (as the trait's default
-/// `realise_jacobian`), directly into the stacked block.
+/// $J_i^\top$ is written by the model's `realise_jacobian_t` and $\nabla^2A(\varphi_i)$ by its
+/// `complete_fisher`, directly into per-worker buffers (no allocation per row for models
+/// that override them, such as the mixture of experts).
 ///
 /// # Errors
 /// `DimensionMismatch` for a wrong-length `theta`; `Model` if a row's natural parameter
@@ -179,6 +173,7 @@ pub fn information<M: ConditionalFamily + ?Sized>(
             && c.wt.ncols() == BLOCK_ROWS * k
             && c.obs.len() == fam.obs_dim()
             && c.s.resp.len() == k
+            && c.s.work.len() == model.row_work_len()
     };
     let acc = fold_rows_with(
         n,
@@ -188,7 +183,7 @@ pub fn information<M: ConditionalFamily + ?Sized>(
                 s: RowScratch::new(model),
                 tz: vec![0.0; p],
                 obs: vec![0.0; fam.obs_dim()],
-                unit: vec![0.0; p],
+                fisher: Mat::zeros(p, p),
                 u: Mat::zeros(p, k),
                 jt: Mat::zeros(np, BLOCK_ROWS * p),
                 fjt: Mat::zeros(np, BLOCK_ROWS * p),
@@ -206,21 +201,15 @@ pub fn information<M: ConditionalFamily + ?Sized>(
                 let y = data.y(i);
                 model.realise(theta, x, &mut sc.s.phi);
                 row_posterior(model, y, i, &mut sc.s)?;
-                let fisher = fam.fisher(&sc.s.phi)?;
+                model.complete_fisher(&sc.s.phi, sc.fisher.as_mut(), &mut sc.s.work)?;
                 // Columns b·p .. (b+1)·p of Jᵀ: J_iᵀ e_r.
-                for r in 0..p {
-                    sc.unit[r] = 1.0;
-                    let col = col_slice_mut(&mut sc.jt, b * p + r);
-                    col.fill(0.0);
-                    model.realise_vjp(theta, x, &sc.unit, col);
-                    sc.unit[r] = 0.0;
-                }
+                model.realise_jacobian_t(theta, x, sc.jt.subcols_mut(b * p, p), &mut sc.s.work);
                 // (F J)ᵀ columns: Jᵀ Fᵀ = Jᵀ F (one small product per row).
                 matmul(
                     sc.fjt.subcols_mut(b * p, p),
                     Accum::Replace,
                     sc.jt.subcols(b * p, p),
-                    fisher.as_ref(),
+                    sc.fisher.as_ref(),
                     1.0,
                     Par::Seq,
                 );
@@ -300,7 +289,7 @@ pub fn curvature_term<M: ConditionalFamily + ?Sized>(
         for i in 0..n {
             model.realise(theta, data.x(i), &mut s.phi);
             row_posterior(model, data.y(i), i, &mut s)?;
-            model.complete().mean(&s.phi, &mut s.mean)?;
+            model.complete_mean(&s.phi, &mut s.mean, &mut s.work)?;
             for j in 0..p {
                 v[i * p + j] = s.mean[j] - s.post_stats[j];
             }

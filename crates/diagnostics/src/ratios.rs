@@ -117,12 +117,12 @@ pub fn bregman_ratio<M: ConditionalFamily + ?Sized>(
                 let y = data.y(i);
                 model.realise(theta, x, &mut acc.s.phi);
                 let lp = row_posterior(model, y, i, &mut acc.s)?;
-                let a = fam.log_partition(&acc.s.phi)?;
+                let a = acc.s.log_partition;
                 acc.phi_a.copy_from_slice(&acc.s.phi);
                 model.realise(theta_prime, x, &mut acc.s2.phi);
                 let lp2 = row_posterior(model, y, i, &mut acc.s2)?;
-                let a2 = fam.log_partition(&acc.s2.phi)?;
-                fam.mean(&acc.s2.phi, &mut acc.s2.mean)?;
+                let a2 = acc.s2.log_partition;
+                model.complete_mean(&acc.s2.phi, &mut acc.s2.mean, &mut acc.s2.work)?;
                 let (mut g_mean, mut g_post) = (0.0, 0.0);
                 for j in 0..p {
                     let d = acc.phi_a[j] - acc.s2.phi[j];
@@ -303,10 +303,7 @@ pub fn bregman_ratios<M: ConditionalFamily + ?Sized>(
                     }
                     let s = &mut sc.s[u];
                     model.realise(&points[used[u]], x, &mut s.phi);
-                    let r = row_posterior(model, y, i, s).and_then(|lp| {
-                        let a = fam.log_partition(&s.phi)?;
-                        Ok((lp, a))
-                    });
+                    let r = row_posterior(model, y, i, s).map(|lp| (lp, s.log_partition));
                     match r {
                         Ok((lp, a)) => {
                             sc.lp[u] = lp;
@@ -322,7 +319,7 @@ pub fn bregman_ratios<M: ConditionalFamily + ?Sized>(
                         }
                     }
                     if second[u] && acc.fail_mean[u].is_none() {
-                        if let Err(e) = fam.mean(&s.phi, &mut s.mean) {
+                        if let Err(e) = model.complete_mean(&s.phi, &mut s.mean, &mut s.work) {
                             acc.fail_mean[u] = Some(PointFailure {
                                 row: i,
                                 stage: 1,

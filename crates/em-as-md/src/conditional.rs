@@ -51,4 +51,74 @@ pub trait ConditionalFamily: Send + Sync {
         }
         jac
     }
+    /// Length of the `work` buffer that [`complete_log_partition`](Self::complete_log_partition),
+    /// [`complete_mean`](Self::complete_mean), [`complete_fisher`](Self::complete_fisher)
+    /// and [`realise_jacobian_t`](Self::realise_jacobian_t) need. Default:
+    /// `complete().dim() + n_params()` (the unit vector and row of the default Jacobian).
+    fn row_work_len(&self) -> usize {
+        self.complete().dim() + self.n_params()
+    }
+    /// $A(\varphi)$ of [`complete`](Self::complete), using `work` (length
+    /// [`row_work_len`](Self::row_work_len)) instead of allocating where a model overrides it.
+    /// Default: `complete().log_partition(phi)`.
+    ///
+    /// # Errors
+    /// As the family's `log_partition`.
+    fn complete_log_partition(&self, phi: &[f64], work: &mut [f64]) -> mirror::Result<f64> {
+        let _ = work;
+        self.complete().log_partition(phi)
+    }
+    /// $\nabla A(\varphi)$ into `mu`, using `work` as
+    /// [`complete_log_partition`](Self::complete_log_partition). Default: `complete().mean`.
+    ///
+    /// # Errors
+    /// As the family's `mean`.
+    fn complete_mean(&self, phi: &[f64], mu: &mut [f64], work: &mut [f64]) -> mirror::Result<()> {
+        let _ = work;
+        self.complete().mean(phi, mu)
+    }
+    /// $\nabla^2 A(\varphi)$ into `out` (`dim` × `dim`), using `work` as
+    /// [`complete_log_partition`](Self::complete_log_partition). Default: copies
+    /// `complete().fisher(phi)` (which allocates).
+    ///
+    /// # Errors
+    /// As the family's `fisher`.
+    fn complete_fisher(
+        &self,
+        phi: &[f64],
+        mut out: faer::MatMut<'_, f64>,
+        work: &mut [f64],
+    ) -> mirror::Result<()> {
+        let _ = work;
+        let f = self.complete().fisher(phi)?;
+        out.copy_from(&f);
+        Ok(())
+    }
+    /// The **transposed** Jacobian $J_i(\theta)^\top$ (`n_params()` × `complete().dim()`)
+    /// into `jac_t`: column $r$ is $J_i^\top e_r = \partial\varphi_{ir}/\partial\theta$, the
+    /// layout of a stacked $\mathbf J^\top$ block. `work` has length
+    /// [`row_work_len`](Self::row_work_len). Default: column by column from
+    /// [`realise_vjp`](Self::realise_vjp) with unit vectors, as
+    /// [`realise_jacobian`](Self::realise_jacobian), without allocating.
+    fn realise_jacobian_t(
+        &self,
+        theta: &[f64],
+        x: &[f64],
+        mut jac_t: faer::MatMut<'_, f64>,
+        work: &mut [f64],
+    ) {
+        let p = self.complete().dim();
+        let np = self.n_params();
+        let (e, row) = work[..p + np].split_at_mut(p);
+        e.fill(0.0);
+        for r in 0..p {
+            e[r] = 1.0;
+            row.fill(0.0);
+            self.realise_vjp(theta, x, e, row);
+            for (c, v) in row.iter().enumerate() {
+                jac_t[(c, r)] = *v;
+            }
+            e[r] = 0.0;
+        }
+    }
 }

@@ -108,6 +108,109 @@ impl MixtureFamily {
         }
         Ok(())
     }
+    /// Length of the `work` buffer of [`log_partition_with`](Self::log_partition_with),
+    /// [`mean_with`](Self::mean_with) and [`fisher_into`](Self::fisher_into):
+    /// $K(1 + p + p^2)$ (the component weights, then each component's $\nabla A_F$ and
+    /// $\nabla^2 A_F$).
+    pub fn work_len(&self) -> usize {
+        let p = self.p();
+        self.k * (1 + p + p * p)
+    }
+    /// $A(\varphi) = \operatorname{LSE}_k(a_k + A_F(\eta_k))$ without allocating: the same
+    /// computation as [`ExponentialFamily::log_partition`] with the logits in `work`
+    /// (length at least $K$).
+    ///
+    /// # Errors
+    /// `OutsideDomain` if $\varphi$ is outside the natural domain.
+    pub fn log_partition_with(&self, phi: &[f64], work: &mut [f64]) -> mirror::Result<f64> {
+        let c = &mut work[..self.k];
+        self.component_logits(phi, c)?;
+        Ok(log_sum_exp(c))
+    }
+    /// $\nabla A(\varphi) = (\rho_k, \rho_k\nabla A_F(\eta_k))$ into `mu` without
+    /// allocating: the same computation as [`ExponentialFamily::mean`] with $\rho$ in
+    /// `work` (length at least $K$).
+    ///
+    /// # Errors
+    /// `OutsideDomain` if $\varphi$ is outside the natural domain.
+    pub fn mean_with(&self, phi: &[f64], mu: &mut [f64], work: &mut [f64]) -> mirror::Result<()> {
+        let p = self.p();
+        let rho = &mut work[..self.k];
+        self.component_logits(phi, rho)?;
+        softmax_in_place(rho);
+        for k in 0..self.k {
+            mu[k] = rho[k];
+            let block = &mut mu[self.k + k * p..self.k + (k + 1) * p];
+            self.expert.family().mean(self.eta(phi, k), block)?;
+            block.iter_mut().for_each(|v| *v *= rho[k]);
+        }
+        Ok(())
+    }
+    /// $\nabla^2 A(\varphi)$ (the block formula of the [module documentation](self)) into
+    /// `out` (`dim` × `dim`) without allocating: $\rho$, $\mu_k = \nabla A_F(\eta_k)$ and
+    /// $\nabla^2 A_F(\eta_k)$ (from [`Expert::moments`]) are computed once per component
+    /// into `work` (length [`work_len`](Self::work_len)).
+    ///
+    /// # Errors
+    /// `OutsideDomain` if $\varphi$ is outside the natural domain or an expert's moments
+    /// fail.
+    pub fn fisher_into(
+        &self,
+        phi: &[f64],
+        mut out: faer::MatMut<'_, f64>,
+        work: &mut [f64],
+    ) -> mirror::Result<()> {
+        let (k, p) = (self.k, self.p());
+        let dim = self.dim();
+        let (rho, rest) = work.split_at_mut(k);
+        let (m, rest) = rest.split_at_mut(k * p);
+        let f = &mut rest[..k * p * p];
+        self.component_logits(phi, rho)?;
+        softmax_in_place(rho);
+        for c in 0..k {
+            self.expert
+                .moments(
+                    self.eta(phi, c),
+                    &mut m[c * p..(c + 1) * p],
+                    &mut f[c * p * p..(c + 1) * p * p],
+                )
+                .map_err(|e| match e {
+                    MoeError::Mirror(e) => e,
+                    other => MirrorError::OutsideDomain {
+                        what: "natural parameter",
+                        reason: other.to_string(),
+                    },
+                })?;
+        }
+        let (rho, m, f) = (&*rho, &*m, &*f);
+        let mu = |a: usize| {
+            if a < k {
+                rho[a]
+            } else {
+                m[a - k] * rho[(a - k) / p]
+            }
+        };
+        for b in 0..dim {
+            let mb = mu(b);
+            for a in 0..dim {
+                out[(a, b)] = -mu(a) * mb;
+            }
+        }
+        for c in 0..k {
+            let r = rho[c];
+            let (mc, fc) = (&m[c * p..(c + 1) * p], &f[c * p * p..(c + 1) * p * p]);
+            let off = k + c * p;
+            out[(c, c)] += r;
+            for j in 0..p {
+                out[(c, off + j)] += r * mc[j];
+                out[(off + j, c)] += r * mc[j];
+                for l in 0..p {
+                    out[(off + j, off + l)] += r * (fc[j * p + l] + mc[j] * mc[l]);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ExponentialFamily for MixtureFamily {
@@ -167,51 +270,23 @@ impl ExponentialFamily for MixtureFamily {
     fn log_base_measure(&self, s: &[f64]) -> f64 {
         self.expert.family().log_base_measure(&s[..self.q()])
     }
-    /// $A(\varphi) = \operatorname{LSE}_k(a_k + A_F(\eta_k))$.
+    /// $A(\varphi) = \operatorname{LSE}_k(a_k + A_F(\eta_k))$ ([`log_partition_with`](MixtureFamily::log_partition_with)).
     fn log_partition(&self, phi: &[f64]) -> mirror::Result<f64> {
         let mut c = vec![0.0; self.k];
-        self.component_logits(phi, &mut c)?;
-        Ok(log_sum_exp(&c))
+        self.log_partition_with(phi, &mut c)
     }
-    /// $\nabla A = (\rho_k, \rho_k\nabla A_F(\eta_k))$.
+    /// $\nabla A = (\rho_k, \rho_k\nabla A_F(\eta_k))$ ([`mean_with`](MixtureFamily::mean_with)).
     fn mean(&self, phi: &[f64], mu: &mut [f64]) -> mirror::Result<()> {
-        let p = self.p();
         let mut rho = vec![0.0; self.k];
-        self.component_logits(phi, &mut rho)?;
-        softmax_in_place(&mut rho);
-        for k in 0..self.k {
-            mu[k] = rho[k];
-            let block = &mut mu[self.k + k * p..self.k + (k + 1) * p];
-            self.expert.family().mean(self.eta(phi, k), block)?;
-            block.iter_mut().for_each(|v| *v *= rho[k]);
-        }
-        Ok(())
+        self.mean_with(phi, mu, &mut rho)
     }
     /// $\nabla^2 A = E[TT^\top] - \nabla A\nabla A^\top$ with the block-diagonal second
-    /// moment of the module documentation.
+    /// moment of the module documentation ([`fisher_into`](MixtureFamily::fisher_into)).
     fn fisher(&self, phi: &[f64]) -> mirror::Result<Mat<f64>> {
-        let (k, p) = (self.k, self.p());
         let dim = self.dim();
-        let mut mu = vec![0.0; dim];
-        self.mean(phi, &mut mu)?;
-        let mut h = Mat::from_fn(dim, dim, |a, b| -mu[a] * mu[b]);
-        for c in 0..k {
-            let rho = mu[c];
-            let eta = self.eta(phi, c);
-            let fam = self.expert.family();
-            let mut m = vec![0.0; p];
-            fam.mean(eta, &mut m)?;
-            let f = fam.fisher(eta)?;
-            let off = k + c * p;
-            h[(c, c)] += rho;
-            for j in 0..p {
-                h[(c, off + j)] += rho * m[j];
-                h[(off + j, c)] += rho * m[j];
-                for l in 0..p {
-                    h[(off + j, off + l)] += rho * (f[(j, l)] + m[j] * m[l]);
-                }
-            }
-        }
+        let mut h = Mat::zeros(dim, dim);
+        let mut work = vec![0.0; self.work_len()];
+        self.fisher_into(phi, h.as_mut(), &mut work)?;
         Ok(h)
     }
     /// $z \sim \operatorname{softmax}(a_k + A_F(\eta_k))$, then $y \sim F(\eta_z)$.
@@ -248,6 +323,28 @@ impl ExponentialFamily for MixtureFamily {
             phi[c] = rho.ln() - fam.log_partition(&phi[k + c * p..k + (c + 1) * p])?;
         }
         Ok(())
+    }
+}
+
+/// Expert natural dimensions up to this use stack buffers in `realise_vjp`.
+const STACK_P: usize = 8;
+
+/// Runs `f` on column `r` of a zeroed `jac`: in place when the column is contiguous,
+/// otherwise through the zeroed buffer `row` (copied back).
+fn with_column(
+    mut jac: faer::MatMut<'_, f64>,
+    r: usize,
+    row: &mut [f64],
+    f: impl FnOnce(&mut [f64]),
+) {
+    if let Some(col) = jac.as_mut().col_mut(r).try_as_col_major_mut() {
+        f(col.as_slice_mut());
+        return;
+    }
+    row.fill(0.0);
+    f(row);
+    for (i, v) in row.iter().enumerate() {
+        jac[(i, r)] = *v;
     }
 }
 
@@ -542,13 +639,21 @@ impl ConditionalFamily for MixtureOfExperts {
                 Gating::Constant => grad[c] += v[c],
             }
         }
-        let mut eta = vec![0.0; p];
-        let mut mu = vec![0.0; p];
+        // Stack buffers for the built-in experts (p ≤ STACK_P); heap only beyond.
+        let (mut eta_s, mut mu_s) = ([0.0; STACK_P], [0.0; STACK_P]);
+        let (mut eta_h, mut mu_h) = (Vec::new(), Vec::new());
+        let (eta, mu) = if p <= STACK_P {
+            (&mut eta_s[..p], &mut mu_s[..p])
+        } else {
+            eta_h.resize(p, 0.0);
+            mu_h.resize(p, 0.0);
+            (&mut eta_h[..], &mut mu_h[..])
+        };
         let el = self.expert_len();
         for c in 0..k {
             let block = self.expert_block(theta, c);
-            self.expert.natural(block, x, &mut eta);
-            if self.expert.family().mean(&eta, &mut mu).is_err() {
+            self.expert.natural(block, x, eta);
+            if self.expert.family().mean(eta, mu).is_err() {
                 mu.iter_mut().for_each(|m| *m = f64::NAN);
             }
             let vv = &v[k + c * p..k + (c + 1) * p];
@@ -556,7 +661,82 @@ impl ConditionalFamily for MixtureOfExperts {
                 mu[j] = vv[j] - v[c] * mu[j];
             }
             let s = gl + c * el;
-            self.expert.natural_vjp(block, x, &mu, &mut grad[s..s + el]);
+            self.expert.natural_vjp(block, x, mu, &mut grad[s..s + el]);
+        }
+    }
+    /// [`MixtureFamily::work_len`], and at least $3p$ + `n_params()` for
+    /// [`realise_jacobian_t`](ConditionalFamily::realise_jacobian_t).
+    fn row_work_len(&self) -> usize {
+        self.family
+            .work_len()
+            .max(3 * self.family.p() + self.n_params())
+    }
+    /// [`MixtureFamily::log_partition_with`].
+    fn complete_log_partition(&self, phi: &[f64], work: &mut [f64]) -> mirror::Result<f64> {
+        self.family.log_partition_with(phi, work)
+    }
+    /// [`MixtureFamily::mean_with`].
+    fn complete_mean(&self, phi: &[f64], mu: &mut [f64], work: &mut [f64]) -> mirror::Result<()> {
+        self.family.mean_with(phi, mu, work)
+    }
+    /// [`MixtureFamily::fisher_into`].
+    fn complete_fisher(
+        &self,
+        phi: &[f64],
+        out: faer::MatMut<'_, f64>,
+        work: &mut [f64],
+    ) -> mirror::Result<()> {
+        self.family.fisher_into(phi, out, work)
+    }
+    /// The direct Jacobian, column $r$ of $J_i^\top$ being $\partial\varphi_{ir}/\partial\theta$:
+    /// $$ \frac{\partial a_k}{\partial w_k} = x,\qquad
+    ///    \frac{\partial a_k}{\partial\vartheta_k} = -\Big(\frac{\partial\eta_k}{\partial\vartheta_k}\Big)^{\!\top}
+    ///    \nabla A_F(\eta_k),\qquad
+    ///    \frac{\partial\eta_{kj}}{\partial\vartheta_k} = \Big(\frac{\partial\eta_k}{\partial\vartheta_k}\Big)^{\!\top} e_j $$
+    /// ($\partial a_k/\partial\text{logit}_k = 1$ for constant gating; $w_{K-1}$ is not a
+    /// parameter), every other entry zero. One expert mean per component instead of one
+    /// per column, no allocation (`work` of length [`row_work_len`](ConditionalFamily::row_work_len));
+    /// equal to the [`realise_vjp`](ConditionalFamily::realise_vjp)-built Jacobian
+    /// (where every expert mean is defined).
+    fn realise_jacobian_t(
+        &self,
+        theta: &[f64],
+        x: &[f64],
+        mut jac_t: faer::MatMut<'_, f64>,
+        work: &mut [f64],
+    ) {
+        let (k, p, d) = (self.k, self.family.p(), self.d);
+        let (gl, el, np) = (self.gate_len(), self.expert_len(), self.n_params());
+        let (eta, rest) = work.split_at_mut(p);
+        let (mu, rest) = rest.split_at_mut(p);
+        let (e, rest) = rest.split_at_mut(p);
+        let row = &mut rest[..np];
+        jac_t.fill(0.0);
+        e.fill(0.0);
+        for c in 0..k {
+            let block = self.expert_block(theta, c);
+            self.expert.natural(block, x, eta);
+            if self.expert.family().mean(eta, mu).is_err() {
+                mu.iter_mut().for_each(|m| *m = f64::NAN);
+            }
+            mu.iter_mut().for_each(|m| *m = -*m);
+            let s = gl + c * el;
+            with_column(jac_t.as_mut(), c, row, |col| {
+                if c + 1 < k {
+                    match self.gating {
+                        Gating::Softmax => col[c * d..(c + 1) * d].copy_from_slice(x),
+                        Gating::Constant => col[c] = 1.0,
+                    }
+                }
+                self.expert.natural_vjp(block, x, mu, &mut col[s..s + el]);
+            });
+            for j in 0..p {
+                e[j] = 1.0;
+                with_column(jac_t.as_mut(), k + c * p + j, row, |col| {
+                    self.expert.natural_vjp(block, x, e, &mut col[s..s + el])
+                });
+                e[j] = 0.0;
+            }
         }
     }
 }

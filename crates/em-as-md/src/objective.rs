@@ -53,6 +53,12 @@ pub struct RowScratch {
     pub post_stats: Vec<f64>,
     /// Posterior probabilities $p(z \mid y_i; \varphi_i)$.
     pub resp: Vec<f64>,
+    /// $A(\varphi_i)$ as computed by the last [`row_posterior`] (NaN before the first).
+    pub log_partition: f64,
+    /// Work buffer of length [`ConditionalFamily::row_work_len`] for the model's
+    /// allocation-free row functions (`complete_log_partition`, `complete_mean`,
+    /// `complete_fisher`, `realise_jacobian_t`).
+    pub work: Vec<f64>,
     t: Vec<f64>,
     obs: Vec<f64>,
 }
@@ -68,6 +74,8 @@ impl RowScratch {
             mean: vec![0.0; p],
             post_stats: vec![0.0; p],
             resp: vec![0.0; k],
+            log_partition: f64::NAN,
+            work: vec![0.0; model.row_work_len()],
             t: vec![0.0; p * k],
             obs: vec![0.0; fam.obs_dim()],
         }
@@ -75,7 +83,9 @@ impl RowScratch {
 }
 
 /// Row kernel: given $\varphi$ in `s.phi`, computes the posterior $p(z\mid y;\varphi)$
-/// into `s.resp`, $\mathbb E_{\text{post}}[T(y,z)]$ into `s.post_stats`, and returns
+/// into `s.resp`, $\mathbb E_{\text{post}}[T(y,z)]$ into `s.post_stats`, $A(\varphi)$ into
+/// `s.log_partition` (through [`ConditionalFamily::complete_log_partition`] with `s.work`,
+/// so callers need no second evaluation), and returns
 /// $\log p(y;\varphi) = \log\sum_z h(y,z)e^{\langle T(y,z),\varphi\rangle} - A(\varphi)$.
 ///
 /// # Errors
@@ -112,7 +122,8 @@ pub fn row_posterior<M: ConditionalFamily + ?Sized>(
             reason: format!("target {y:?} is outside the support of {}", fam.name()),
         });
     }
-    let a = fam.log_partition(&s.phi)?;
+    let a = model.complete_log_partition(&s.phi, &mut s.work)?;
+    s.log_partition = a;
     if !log_num.is_finite() || !a.is_finite() {
         return Err(MoeError::NonFinite {
             what: "row log-likelihood",
