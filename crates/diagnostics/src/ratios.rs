@@ -281,7 +281,16 @@ pub fn bregman_ratios<M: ConditionalFamily + ?Sized>(
     let acc = fold_rows_with(
         n,
         |cached: Option<BatchScratch>| match cached {
-            Some(c) if c.s.len() == m && c.s.first().is_none_or(|s| s.phi.len() == p) => c,
+            Some(c)
+                if c.s.len() == m
+                    && c.s.first().is_none_or(|s| {
+                        s.phi.len() == p
+                            && s.resp.len() == model.n_latent()
+                            && s.work.len() == model.row_work_len()
+                    }) =>
+            {
+                c
+            }
             _ => BatchScratch {
                 s: (0..m).map(|_| RowScratch::new(model)).collect(),
                 lp: vec![0.0; m],

@@ -121,8 +121,10 @@ impl MixtureFamily {
     /// (length at least $K$).
     ///
     /// # Errors
-    /// `OutsideDomain` if $\varphi$ is outside the natural domain.
+    /// `OutsideDomain` if $\varphi$ is outside the natural domain, `DimensionMismatch` for
+    /// a short `work`.
     pub fn log_partition_with(&self, phi: &[f64], work: &mut [f64]) -> mirror::Result<f64> {
+        check_work("log_partition_with: work", self.k, work.len())?;
         let c = &mut work[..self.k];
         self.component_logits(phi, c)?;
         Ok(log_sum_exp(c))
@@ -132,9 +134,18 @@ impl MixtureFamily {
     /// `work` (length at least $K$).
     ///
     /// # Errors
-    /// `OutsideDomain` if $\varphi$ is outside the natural domain.
+    /// `OutsideDomain` if $\varphi$ is outside the natural domain, `DimensionMismatch` for
+    /// a short `work` or a wrong-length `mu`.
     pub fn mean_with(&self, phi: &[f64], mu: &mut [f64], work: &mut [f64]) -> mirror::Result<()> {
         let p = self.p();
+        check_work("mean_with: work", self.k, work.len())?;
+        if mu.len() != self.dim() {
+            return Err(MirrorError::DimensionMismatch {
+                what: "mean_with: output",
+                expected: self.dim(),
+                found: mu.len(),
+            });
+        }
         let rho = &mut work[..self.k];
         self.component_logits(phi, rho)?;
         softmax_in_place(rho);
@@ -153,7 +164,7 @@ impl MixtureFamily {
     ///
     /// # Errors
     /// `OutsideDomain` if $\varphi$ is outside the natural domain or an expert's moments
-    /// fail.
+    /// fail, `DimensionMismatch` for a short `work` or an `out` that is not `dim` × `dim`.
     pub fn fisher_into(
         &self,
         phi: &[f64],
@@ -162,6 +173,18 @@ impl MixtureFamily {
     ) -> mirror::Result<()> {
         let (k, p) = (self.k, self.p());
         let dim = self.dim();
+        check_work("fisher_into: work", self.work_len(), work.len())?;
+        if out.nrows() != dim || out.ncols() != dim {
+            return Err(MirrorError::DimensionMismatch {
+                what: "fisher_into: output",
+                expected: dim,
+                found: if out.nrows() != dim {
+                    out.nrows()
+                } else {
+                    out.ncols()
+                },
+            });
+        }
         let (rho, rest) = work.split_at_mut(k);
         let (m, rest) = rest.split_at_mut(k * p);
         let f = &mut rest[..k * p * p];
@@ -324,6 +347,18 @@ impl ExponentialFamily for MixtureFamily {
         }
         Ok(())
     }
+}
+
+/// `Err(DimensionMismatch)` when a work buffer is shorter than `needed`.
+fn check_work(what: &'static str, needed: usize, found: usize) -> mirror::Result<()> {
+    if found < needed {
+        return Err(MirrorError::DimensionMismatch {
+            what,
+            expected: needed,
+            found,
+        });
+    }
+    Ok(())
 }
 
 /// Expert natural dimensions up to this use stack buffers in `realise_vjp`.
@@ -707,6 +742,11 @@ impl ConditionalFamily for MixtureOfExperts {
     ) {
         let (k, p, d) = (self.k, self.family.p(), self.d);
         let (gl, el, np) = (self.gate_len(), self.expert_len(), self.n_params());
+        if work.len() < 3 * p + np {
+            // A short buffer is the caller's mistake: fall back to a temporary one.
+            let mut tmp = vec![0.0; 3 * p + np];
+            return self.realise_jacobian_t(theta, x, jac_t, &mut tmp);
+        }
         let (eta, rest) = work.split_at_mut(p);
         let (mu, rest) = rest.split_at_mut(p);
         let (e, rest) = rest.split_at_mut(p);

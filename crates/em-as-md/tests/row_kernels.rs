@@ -318,3 +318,49 @@ fn defaults_serve_models_without_overrides() {
         }
     }
 }
+
+#[test]
+fn short_buffers_are_typed_errors_or_a_temporary_fallback() {
+    let m = MixtureOfExperts::new(Arc::new(LinearGaussian::new()), 2, 2, Gating::Softmax).unwrap();
+    let (p, np) = (m.complete().dim(), m.n_params());
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let theta = m.random_params(&mut rng, 0.5);
+    let x = [1.0, 0.4];
+    let mut phi = vec![0.0; p];
+    m.realise(&theta, &x, &mut phi);
+    let mut short = vec![0.0; 1];
+    assert!(matches!(
+        m.complete_log_partition(&phi, &mut short),
+        Err(MirrorError::DimensionMismatch { .. })
+    ));
+    let mut mu = vec![0.0; p];
+    assert!(matches!(
+        m.complete_mean(&phi, &mut mu, &mut short),
+        Err(MirrorError::DimensionMismatch { .. })
+    ));
+    let mut work = dirty_work(&m);
+    let mut mu_short = vec![0.0; p - 1];
+    assert!(matches!(
+        m.complete_mean(&phi, &mut mu_short, &mut work),
+        Err(MirrorError::DimensionMismatch { .. })
+    ));
+    let mut f = Mat::zeros(p, p);
+    assert!(matches!(
+        m.complete_fisher(&phi, f.as_mut(), &mut short),
+        Err(MirrorError::DimensionMismatch { .. })
+    ));
+    let mut f_bad = Mat::zeros(p, p - 1);
+    assert!(matches!(
+        m.complete_fisher(&phi, f_bad.as_mut(), &mut work),
+        Err(MirrorError::DimensionMismatch { .. })
+    ));
+    // The Jacobian has no error channel: a short buffer is replaced by a temporary one.
+    let mut jt = Mat::zeros(np, p);
+    m.realise_jacobian_t(&theta, &x, jt.as_mut(), &mut short);
+    let reference = m.realise_jacobian(&theta, &x);
+    for r in 0..p {
+        for c in 0..np {
+            assert_eq!(jt[(c, r)].to_bits(), reference[(r, c)].to_bits());
+        }
+    }
+}
