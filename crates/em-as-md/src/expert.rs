@@ -1212,13 +1212,7 @@ impl Multinomial {
         };
         out.copy_from_slice(start);
         let rep = solver.minimize(|b, g| self.weighted_objective(data, weights, b, g), out)?;
-        Ok(InnerStats {
-            iterations: rep.iterations,
-            residual: rep.grad_norm,
-            converged: rep.converged,
-            hessians: 0,
-            fallbacks: 0,
-        })
+        Ok(InnerStats::from(&rep))
     }
 }
 

@@ -618,13 +618,7 @@ fn lbfgs_gate(
         &mut w,
     )?;
     out.copy_from_slice(&w);
-    Ok(InnerStats {
-        iterations: rep.iterations,
-        residual: rep.grad_norm,
-        converged: rep.converged,
-        hessians: 0,
-        fallbacks: 0,
-    })
+    Ok(InnerStats::from(&rep))
 }
 
 /// The BFGS update of an inverse-Hessian approximation $H \approx (-\nabla^2 Q)^{-1}$ with

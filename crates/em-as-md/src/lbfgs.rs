@@ -82,6 +82,21 @@ pub struct LbfgsReport {
     pub converged: bool,
 }
 
+impl From<&LbfgsReport> for crate::solver::InnerStats {
+    /// An L-BFGS inner solve as inner-solver statistics: its iterations, final
+    /// $\Vert\nabla f\Vert_\infty$ as the residual, whether it converged, and no Hessians
+    /// or fallbacks.
+    fn from(r: &LbfgsReport) -> Self {
+        crate::solver::InnerStats {
+            iterations: r.iterations,
+            residual: r.grad_norm,
+            converged: r.converged,
+            hessians: 0,
+            fallbacks: 0,
+        }
+    }
+}
+
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }

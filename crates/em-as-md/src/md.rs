@@ -261,16 +261,6 @@ where
     }
 }
 
-fn inner_stats(r: &LbfgsReport) -> InnerStats {
-    InnerStats {
-        iterations: r.iterations,
-        residual: r.grad_norm,
-        converged: r.converged,
-        hessians: 0,
-        fallbacks: 0,
-    }
-}
-
 /// Projected mirror descent with step $\eta$ (see the [module documentation](self)).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MirrorDescent {
@@ -395,7 +385,7 @@ impl MirrorDescent {
         self.last.inner_iterations = report.iterations;
         self.last.inner_evaluations = report.evaluations;
         self.last.subproblem_value = report.value;
-        Ok((theta, inner_stats(&report)))
+        Ok((theta, InnerStats::from(&report)))
     }
 }
 
@@ -560,7 +550,7 @@ impl UnprojectedMirrorDescent {
             inner_evaluations: report.evaluations,
             subproblem_value: report.value,
         };
-        Ok((theta, inner_stats(&report)))
+        Ok((theta, InnerStats::from(&report)))
     }
 }
 
