@@ -93,7 +93,7 @@ pub fn softmax_parts(v: &mut [f64]) -> (f64, f64) {
 /// $(m, z) = (0, 1 + \sum_{j<K-1} e^{v_j})$. Each probability $e_j/z$ has the same relative
 /// accuracy as in the shifted form: $z \ge 1$, and an $e^{v_j}$ that underflows is a
 /// probability below $e^{-745}$. Larger entries, $\pm\infty$ and NaN take
-/// [`softmax_parts`]. `v` must end with 0 (checked in debug builds).
+/// [`softmax_parts`], and so do two-entry vectors (its one-exponential path). `v` must end with 0 (checked in debug builds).
 #[inline]
 pub fn softmax_parts_ref0(v: &mut [f64]) -> (f64, f64) {
     debug_assert_eq!(v.last(), Some(&0.0));
