@@ -55,7 +55,7 @@ use crate::parallel::{fold_rows_with, Mergeable, CHUNK};
 use crate::solver::{FitState, InnerStats, IterRecord, Solver};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
-use mirror::special::{log_sum_exp, softmax_parts, SumOfLogs};
+use mirror::special::{log_sum_exp, softmax_rows, SumOfLogs};
 use std::any::Any;
 use std::ops::Range;
 
@@ -166,6 +166,12 @@ struct EScratch {
     t: Vec<f64>,
     eta: Vec<f64>,
     lp: Vec<f64>,
+    /// Row log-joints $\ell_{ik}$ of a chunk, column-major $m\times K$, then (in place)
+    /// its responsibilities.
+    ell: Vec<f64>,
+    /// Per row, the log-sum-exp of $\ell_{i\cdot}$ in two parts ([`softmax_rows`]).
+    lmax: Vec<f64>,
+    lsum: Vec<f64>,
     gate: Option<GateScratch>,
 }
 
@@ -418,6 +424,9 @@ impl EmModel for MixtureOfExperts {
                         t: vec![0.0; p],
                         eta: vec![0.0; p],
                         lp: vec![0.0; k],
+                        ell: vec![0.0; k * CHUNK],
+                        lmax: vec![0.0; CHUNK],
+                        lsum: vec![0.0; CHUNK],
                         gate: gate_fit.then(|| GateScratch::new(d, k)),
                     })
             },
@@ -449,6 +458,7 @@ impl EmModel for MixtureOfExperts {
                         &mut gs.probs[..m * k],
                         &mut gs.gmax[..m],
                         &mut gs.gsum[..m],
+                        &mut gs.ex,
                     )?;
                 }
                 // log p(y_i | x_i) = LSE_k ℓ_ik − LSE_k g_k = (m_i − m^g_i) + log(z_i / z^g_i),
@@ -504,8 +514,15 @@ impl EmModel for MixtureOfExperts {
                             s.lp[c] += log_h + inner - a;
                         }
                     }
-                    // Responsibilities r_ik = e^{ℓ_ik - LSE} (the LSE's exponentials reused).
-                    let (mx, z) = softmax_parts(&mut s.lp);
+                    for (c, l) in s.lp.iter().enumerate() {
+                        s.ell[c * m + li] = *l;
+                    }
+                }
+                // Responsibilities r_ik = e^{ℓ_ik - LSE} (the LSE's exponentials reused),
+                // the chunk's exponentials in one vectorised call.
+                let (ell, lmax, lsum) = (&mut s.ell[..k * m], &mut s.lmax[..m], &mut s.lsum[..m]);
+                softmax_rows(ell, m, lmax, lsum);
+                for (li, (&mx, &z)) in lmax.iter().zip(lsum.iter()).enumerate() {
                     if !mx.is_finite() {
                         return Err(MoeError::NonFinite {
                             what: "row log-likelihood in the E-step",
@@ -514,7 +531,7 @@ impl EmModel for MixtureOfExperts {
                     }
                     shifts += mx;
                     logs.add_log(z);
-                    acc.stats.resp.extend_from_slice(&s.lp);
+                    acc.stats.resp.extend((0..k).map(|c| ell[c * m + li]));
                 }
                 acc.ll += shifts + (logs.value() - glogs.value());
                 let resp = std::mem::take(&mut acc.stats.resp);

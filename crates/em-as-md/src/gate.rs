@@ -23,9 +23,10 @@
 //! pass. The iteration stops at $\|\nabla Q\|_2 \le$ `tol` (default $10^{-10}$)
 //! or after `max_iter` (default 50) steps.
 //!
-//! Per row, the probabilities come from [`softmax_parts_ref0`]: $K-1$ exponentials,
-//! shared by $Q$, $\nabla Q$ and the Hessian weights; $Q$'s logarithms are taken
-//! once per block of rows ([`SumOfLogs`]).
+//! Per row, the probabilities take $K-1$ exponentials, the reference's being $e^0 = 1$
+//! ([`gate_softmax_rows`]; a row chunk's exponentials are one vectorised
+//! [`exp_in_place`] call), shared by $Q$, $\nabla Q$ and the Hessian weights; $Q$'s
+//! logarithms are taken once per block of rows ([`SumOfLogs`]).
 //!
 //! **L-BFGS alternative.** With [`GateConfig::solver`] $=$ [`GateSolver::Lbfgs`] the gate
 //! M-step instead minimises $-Q(W)$ by L-BFGS ([`crate::lbfgs::Lbfgs`], 10 pairs, strong
@@ -50,7 +51,8 @@ use crate::solver::InnerStats;
 use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::{DenseSolveCore, Llt};
 use faer::{Accum, Mat, MatRef, Par};
-use mirror::special::{log_sum_exp, softmax_parts_ref0, SumOfLogs};
+use mirror::batch_exp::exp_in_place;
+use mirror::special::{log_sum_exp, softmax_parts_ref0, SumOfLogs, UNSHIFTED_MAX};
 
 /// Gate logits $g = (w_0^\top x, \dots, w_{K-2}^\top x, 0)$ into `out` (length $K$) from
 /// the flattened gate block `w` ($(K-1) d$ values).
@@ -211,11 +213,13 @@ pub(crate) struct GateScratch {
     /// Gate probabilities $\pi_{ik}$, row-major $m\times K$.
     pub(crate) probs: Vec<f64>,
     /// Per row, $\operatorname{LSE}_k g_k(x_i) = m_i + \log z_i$ in two parts
-    /// ([`softmax_parts_ref0`]): the shift $m_i$ (0, or the largest logit when one is
+    /// ([`gate_softmax_rows`]): the shift $m_i$ (0, or the largest logit when one is
     /// too large to exponentiate unshifted) …
     pub(crate) gmax: Vec<f64>,
     /// … and $z_i = \sum_k e^{g_k(x_i) - m_i} \ge 1$.
     pub(crate) gsum: Vec<f64>,
+    /// Exponentials $e^{g_k(x_i)}$, column-major $m\times(K-1)$.
+    pub(crate) ex: Vec<f64>,
     /// Gradient residuals $s_{ik} - c_i\pi_{ik}$, column-major $m\times(K-1)$.
     resid: Vec<f64>,
     /// Label row sums $c_i = \sum_k s_{ik}$.
@@ -235,6 +239,7 @@ impl GateScratch {
             probs: vec![0.0; CHUNK * k],
             gmax: vec![0.0; CHUNK],
             gsum: vec![0.0; CHUNK],
+            ex: vec![0.0; CHUNK * (k - 1)],
             resid: vec![0.0; CHUNK * (k - 1)],
             csum: vec![0.0; CHUNK],
             wts: vec![0.0; CHUNK * k * (k - 1) / 2],
@@ -269,9 +274,14 @@ pub struct GateStats {
 /// Gate probabilities and log-partitions of a chunk from its logits (`logits[j]` is the
 /// column of $g_j$, $j < K-1$, over the chunk's $m$ rows; $g_{K-1} = 0$): row $i$ of
 /// `probs` ($m\times K$ row-major) becomes $\pi_i$, and
-/// $\operatorname{LSE}_k g_{ik} = $ `gmax[i]` $+ \log$ `gsum[i]`, by [`softmax_parts_ref0`]
-/// ($K-1$ exponentials, the reference's being 1, and no logarithm: callers sum the
-/// logarithms by block).
+/// $\operatorname{LSE}_k g_{ik} = $ `gmax[i]` $+ \log$ `gsum[i]`, where
+/// $$ (m_i, z_i) = \Big(0,\; 1 + \sum_{j<K-1} e^{g_{ij}}\Big),\qquad
+///    \pi_{ij} = e^{g_{ij}} / z_i,\quad \pi_{i,K-1} = 1/z_i $$
+/// as in [`softmax_parts_ref0`] ($K-1$ exponentials, the reference's being 1, and no
+/// logarithm: callers sum the logarithms by block), with the chunk's $m(K-1)$
+/// exponentials taken by one vectorised [`exp_in_place`] into `ex` (at least $m(K-1)$
+/// values). A row with a logit above [`UNSHIFTED_MAX`] (or NaN) takes
+/// [`softmax_parts_ref0`]'s shifted path instead.
 ///
 /// # Errors
 /// `NonFinite` when a row's logits overflow.
@@ -281,22 +291,44 @@ pub(crate) fn gate_softmax_rows(
     probs: &mut [f64],
     gmax: &mut [f64],
     gsum: &mut [f64],
+    ex: &mut [f64],
 ) -> Result<()> {
     let km = k - 1;
+    let m = gmax.len();
+    let ex = &mut ex[..km * m];
+    for (dst, col) in ex.chunks_exact_mut(m).zip(logits) {
+        dst.copy_from_slice(&col[..m]);
+    }
+    exp_in_place(ex);
     let rows = probs
         .chunks_exact_mut(k)
         .zip(gmax.iter_mut().zip(gsum.iter_mut()));
     for (li, (p, (mx, z))) in rows.enumerate() {
-        for (pj, col) in p[..km].iter_mut().zip(logits) {
-            *pj = col[li];
-        }
-        p[km] = 0.0;
-        (*mx, *z) = softmax_parts_ref0(p);
-        if !mx.is_finite() {
-            return Err(MoeError::NonFinite {
-                what: "gate logits",
-                iter: 0,
-            });
+        // (NaN fails `<=` and takes the shifted path, which reports it.)
+        if logits.iter().all(|col| col[li] <= UNSHIFTED_MAX) {
+            let mut zi = 1.0;
+            for j in 0..km {
+                p[j] = ex[j * m + li];
+                zi += p[j];
+            }
+            let inv = 1.0 / zi;
+            for pj in &mut p[..km] {
+                *pj *= inv;
+            }
+            p[km] = inv;
+            (*mx, *z) = (0.0, zi);
+        } else {
+            for (pj, col) in p[..km].iter_mut().zip(logits) {
+                *pj = col[li];
+            }
+            p[km] = 0.0;
+            (*mx, *z) = softmax_parts_ref0(p);
+            if !mx.is_finite() {
+                return Err(MoeError::NonFinite {
+                    what: "gate logits",
+                    iter: 0,
+                });
+            }
         }
     }
     Ok(())
@@ -426,6 +458,7 @@ fn gate_pass(
                 &mut scratch.probs[..m * k],
                 &mut scratch.gmax[..m],
                 &mut scratch.gsum[..m],
+                &mut scratch.ex,
             );
             if res.is_ok() {
                 gate_chunk(

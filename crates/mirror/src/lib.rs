@@ -20,6 +20,7 @@
 //!   \langle g, \theta\rangle + \tfrac1\eta D_\psi(\theta, \theta_t)$, computed as the dual
 //!   step $\nabla\psi(\theta_t) - \eta g$ followed by the Bregman projection onto $C$.
 
+pub mod batch_exp;
 pub mod check;
 pub mod descent;
 pub mod error;

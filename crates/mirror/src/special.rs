@@ -125,6 +125,93 @@ pub fn softmax_parts_ref0(v: &mut [f64]) -> (f64, f64) {
 /// leaves room for a sum of many such terms below `f64::MAX`.
 pub const UNSHIFTED_MAX: f64 = 700.0;
 
+/// [`softmax_parts`] for every row of a column-major $m\times K$ block at once: row $i$
+/// (entries `block[c * m + i]`, $c < K$) becomes its softmax, and `shift[i]`, `sum[i]`
+/// get its $(m_i, z_i)$, with the same special values as [`softmax_parts`] (a row with a
+/// NaN entry or a non-finite maximum gets $m_i$ NaN or $\pm\infty$; callers check).
+///
+/// The same formulas as [`softmax_parts`], rearranged so that the exponentials of the
+/// whole block are one call of [`exp_in_place`](crate::batch_exp::exp_in_place) (the
+/// E-step's responsibilities: this is where its exponentials are). $K = 2$ keeps its one
+/// exponential per row, $e^{-|v_1 - v_2|}$. `shift` and `sum` have length $m$, `block`
+/// length $mK$.
+///
+/// # Panics
+/// If the lengths disagree (a caller's bug, not a data error).
+pub fn softmax_rows(block: &mut [f64], m: usize, shift: &mut [f64], sum: &mut [f64]) {
+    assert!(m > 0 && block.len() % m == 0 && shift.len() == m && sum.len() == m);
+    let k = block.len() / m;
+    // Row maxima (f64::max skips NaN: NaN entries are found separately).
+    shift.copy_from_slice(&block[..m]);
+    let mut bad = false;
+    for col in block.chunks_exact(m) {
+        for (mx, &v) in shift.iter_mut().zip(col) {
+            *mx = mx.max(v);
+            bad |= v.is_nan();
+        }
+    }
+    bad |= shift.iter().any(|mx| !mx.is_finite());
+    // Rows with special values take the scalar path, on a copy taken before the block is
+    // overwritten (an error path: allocating here is fine).
+    let special: Vec<(usize, Vec<f64>, (f64, f64))> = if bad {
+        (0..m)
+            .filter_map(|i| {
+                let mut row: Vec<f64> = (0..k).map(|c| block[c * m + i]).collect();
+                let bad_row = !shift[i].is_finite() || row.iter().any(|v| v.is_nan());
+                bad_row.then(|| {
+                    let parts = softmax_parts(&mut row);
+                    (i, row, parts)
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if k == 2 {
+        let (a, b) = block.split_at_mut(m);
+        // a ← −|a − b|, b ← whether a was the larger; then one exponential per row.
+        for (x, y) in a.iter_mut().zip(b.iter_mut()) {
+            let a_max = *x >= *y;
+            *x = -(*x - *y).abs();
+            *y = if a_max { 1.0 } else { 0.0 };
+        }
+        crate::batch_exp::exp_in_place(a);
+        for ((x, y), z) in a.iter_mut().zip(b.iter_mut()).zip(sum.iter_mut()) {
+            let e = *x;
+            *z = 1.0 + e;
+            let (hi, lo) = (1.0 / *z, e / *z);
+            let a_max = *y == 1.0;
+            *x = if a_max { hi } else { lo };
+            *y = if a_max { lo } else { hi };
+        }
+    } else {
+        for col in block.chunks_exact_mut(m) {
+            for (v, mx) in col.iter_mut().zip(shift.iter()) {
+                *v -= mx;
+            }
+        }
+        crate::batch_exp::exp_in_place(block);
+        sum.fill(0.0);
+        for col in block.chunks_exact(m) {
+            for (z, e) in sum.iter_mut().zip(col) {
+                *z += e;
+            }
+        }
+        for col in block.chunks_exact_mut(m) {
+            for (v, z) in col.iter_mut().zip(sum.iter()) {
+                *v *= 1.0 / z;
+            }
+        }
+    }
+    for (i, row, (mx, z)) in special {
+        for (c, v) in row.into_iter().enumerate() {
+            block[c * m + i] = v;
+        }
+        shift[i] = mx;
+        sum[i] = z;
+    }
+}
+
 /// $\sum_i \log z_i$ over positive factors $z_i$ with one logarithm per block of factors:
 /// the factors are multiplied into a running product $P$, and $\log P$ is added to the
 /// total (and $P$ reset to 1) only when $P$ leaves $[2^{-512}, 2^{512}]$. A factor outside
@@ -214,6 +301,64 @@ pub fn sigmoid(x: f64) -> f64 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Rows of a column-major block against [`softmax_parts`] on each row alone.
+    fn check_softmax_rows(rows: &[Vec<f64>]) {
+        let (m, k) = (rows.len(), rows[0].len());
+        let mut block: Vec<f64> = (0..k)
+            .flat_map(|c| rows.iter().map(move |r| r[c]))
+            .collect();
+        let (mut shift, mut sum) = (vec![0.0; m], vec![0.0; m]);
+        softmax_rows(&mut block, m, &mut shift, &mut sum);
+        for (i, row) in rows.iter().enumerate() {
+            let mut want = row.clone();
+            let (mx, z) = softmax_parts(&mut want);
+            let same = |a: f64, b: f64| {
+                (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 4e-16 * b.abs()
+            };
+            assert!(
+                same(shift[i], mx) && same(sum[i], z),
+                "row {row:?}: ({}, {}) vs ({mx}, {z})",
+                shift[i],
+                sum[i]
+            );
+            for c in 0..k {
+                assert!(
+                    same(block[c * m + i], want[c]),
+                    "row {row:?} entry {c}: {} vs {}",
+                    block[c * m + i],
+                    want[c]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_rows_equals_softmax_parts_row_by_row() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for k in 1..=5 {
+            let rows: Vec<Vec<f64>> = (0..257)
+                .map(|_| {
+                    (0..k)
+                        .map(|_| rng.random_range(-50.0..50.0) * rng.random_range(0.0..20.0))
+                        .collect()
+                })
+                .collect();
+            check_softmax_rows(&rows);
+            // Special values mixed in with ordinary rows.
+            let mut rows = rows;
+            let inf = f64::INFINITY;
+            rows[3] = vec![f64::NEG_INFINITY; k];
+            rows[7] = vec![f64::NAN; k];
+            rows[8][0] = inf;
+            rows[9][k - 1] = f64::NEG_INFINITY;
+            if k > 1 {
+                rows[10][1] = f64::NAN;
+            }
+            check_softmax_rows(&rows);
+        }
+    }
 
     #[test]
     fn lse_handles_infinities() {
