@@ -458,7 +458,6 @@ impl EmModel for MixtureOfExperts {
                         &mut gs.probs[..m * k],
                         &mut gs.gmax[..m],
                         &mut gs.gsum[..m],
-                        &mut gs.ex,
                     )?;
                 }
                 // log p(y_i | x_i) = LSE_k ℓ_ik − LSE_k g_k = (m_i − m^g_i) + log(z_i / z^g_i),

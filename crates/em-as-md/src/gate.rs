@@ -210,7 +210,7 @@ pub(crate) struct GateScratch {
     shape: (usize, usize),
     /// Logits $x_i^\top w_k$, $k < K-1$ ($m\times(K-1)$).
     logits: Mat<f64>,
-    /// Gate probabilities $\pi_{ik}$, row-major $m\times K$.
+    /// Gate probabilities $\pi_{ik}$, column-major $m\times K$.
     pub(crate) probs: Vec<f64>,
     /// Per row, $\operatorname{LSE}_k g_k(x_i) = m_i + \log z_i$ in two parts
     /// ([`gate_softmax_rows`]): the shift $m_i$ (0, or the largest logit when one is
@@ -218,8 +218,6 @@ pub(crate) struct GateScratch {
     pub(crate) gmax: Vec<f64>,
     /// … and $z_i = \sum_k e^{g_k(x_i) - m_i} \ge 1$.
     pub(crate) gsum: Vec<f64>,
-    /// Exponentials $e^{g_k(x_i)}$, column-major $m\times(K-1)$.
-    pub(crate) ex: Vec<f64>,
     /// Gradient residuals $s_{ik} - c_i\pi_{ik}$, column-major $m\times(K-1)$.
     resid: Vec<f64>,
     /// Label row sums $c_i = \sum_k s_{ik}$.
@@ -239,7 +237,6 @@ impl GateScratch {
             probs: vec![0.0; CHUNK * k],
             gmax: vec![0.0; CHUNK],
             gsum: vec![0.0; CHUNK],
-            ex: vec![0.0; CHUNK * (k - 1)],
             resid: vec![0.0; CHUNK * (k - 1)],
             csum: vec![0.0; CHUNK],
             wts: vec![0.0; CHUNK * k * (k - 1) / 2],
@@ -272,15 +269,15 @@ pub struct GateStats {
 }
 
 /// Gate probabilities and log-partitions of a chunk from its logits (`logits[j]` is the
-/// column of $g_j$, $j < K-1$, over the chunk's $m$ rows; $g_{K-1} = 0$): row $i$ of
-/// `probs` ($m\times K$ row-major) becomes $\pi_i$, and
+/// column of $g_j$, $j < K-1$, over the chunk's $m$ rows; $g_{K-1} = 0$): column $k$ of
+/// `probs` ($m\times K$ column-major, at least $mK$ values) becomes $\pi_{\cdot k}$, and
 /// $\operatorname{LSE}_k g_{ik} = $ `gmax[i]` $+ \log$ `gsum[i]`, where
 /// $$ (m_i, z_i) = \Big(0,\; 1 + \sum_{j<K-1} e^{g_{ij}}\Big),\qquad
 ///    \pi_{ij} = e^{g_{ij}} / z_i,\quad \pi_{i,K-1} = 1/z_i $$
 /// as in [`softmax_parts_ref0`] ($K-1$ exponentials, the reference's being 1, and no
-/// logarithm: callers sum the logarithms by block), with the chunk's $m(K-1)$
-/// exponentials taken by one vectorised [`exp_in_place`] into `ex` (at least $m(K-1)$
-/// values). A row with a logit above [`UNSHIFTED_MAX`] (or NaN) takes
+/// logarithm: callers sum the logarithms by block). The chunk's $m(K-1)$ exponentials are
+/// one vectorised [`exp_in_place`], and the rest are column operations that vectorise
+/// too. A row with a logit above [`UNSHIFTED_MAX`] (or NaN) takes
 /// [`softmax_parts_ref0`]'s shifted path instead.
 ///
 /// # Errors
@@ -291,44 +288,49 @@ pub(crate) fn gate_softmax_rows(
     probs: &mut [f64],
     gmax: &mut [f64],
     gsum: &mut [f64],
-    ex: &mut [f64],
 ) -> Result<()> {
     let km = k - 1;
     let m = gmax.len();
-    let ex = &mut ex[..km * m];
+    let (ex, reference) = probs[..k * m].split_at_mut(km * m);
     for (dst, col) in ex.chunks_exact_mut(m).zip(logits) {
         dst.copy_from_slice(&col[..m]);
     }
     exp_in_place(ex);
-    let rows = probs
-        .chunks_exact_mut(k)
-        .zip(gmax.iter_mut().zip(gsum.iter_mut()));
-    for (li, (p, (mx, z))) in rows.enumerate() {
-        // (NaN fails `<=` and takes the shifted path, which reports it.)
-        if logits.iter().all(|col| col[li] <= UNSHIFTED_MAX) {
-            let mut zi = 1.0;
-            for j in 0..km {
-                p[j] = ex[j * m + li];
-                zi += p[j];
+    gsum.fill(1.0);
+    for col in ex.chunks_exact(m) {
+        for (z, e) in gsum.iter_mut().zip(col) {
+            *z += e;
+        }
+    }
+    for (r, z) in reference.iter_mut().zip(gsum.iter()) {
+        *r = 1.0 / z;
+    }
+    for col in ex.chunks_exact_mut(m) {
+        for (p, r) in col.iter_mut().zip(reference.iter()) {
+            *p *= r;
+        }
+    }
+    gmax.fill(0.0);
+    // (NaN fails `<=`, so it is found here too.)
+    let unshifted = |li: usize| logits.iter().all(|col| col[li] <= UNSHIFTED_MAX);
+    if !(0..m).all(unshifted) {
+        let mut row = vec![0.0; k];
+        for li in (0..m).filter(|&li| !unshifted(li)) {
+            for (v, col) in row.iter_mut().zip(logits) {
+                *v = col[li];
             }
-            let inv = 1.0 / zi;
-            for pj in &mut p[..km] {
-                *pj *= inv;
-            }
-            p[km] = inv;
-            (*mx, *z) = (0.0, zi);
-        } else {
-            for (pj, col) in p[..km].iter_mut().zip(logits) {
-                *pj = col[li];
-            }
-            p[km] = 0.0;
-            (*mx, *z) = softmax_parts_ref0(p);
+            row[km] = 0.0;
+            let (mx, z) = softmax_parts_ref0(&mut row);
             if !mx.is_finite() {
                 return Err(MoeError::NonFinite {
                     what: "gate logits",
                     iter: 0,
                 });
             }
+            for (j, v) in row.iter().enumerate() {
+                probs[j * m + li] = *v;
+            }
+            (gmax[li], gsum[li]) = (mx, z);
         }
     }
     Ok(())
@@ -361,7 +363,6 @@ pub(crate) fn gate_chunk(
     let mut logs = SumOfLogs::new();
     for li in 0..m {
         let s = &labels[li * k..(li + 1) * k];
-        let p = &probs[li * k..(li + 1) * k];
         let (mx, z) = (scratch.gmax[li], scratch.gsum[li]);
         let c: f64 = s.iter().sum();
         scratch.csum[li] = c;
@@ -376,8 +377,15 @@ pub(crate) fn gate_chunk(
         } else if c > 0.0 {
             sums.q -= c * z.ln();
         }
-        for j in 0..km {
-            scratch.resid[j * m + li] = s[j] - c * p[j];
+    }
+    let csum = &scratch.csum[..m];
+    for (j, (res, p)) in scratch.resid[..km * m]
+        .chunks_exact_mut(m)
+        .zip(probs.chunks_exact(m))
+        .enumerate()
+    {
+        for (li, (r, (pj, c))) in res.iter_mut().zip(p.iter().zip(csum)).enumerate() {
+            *r = labels[li * k + j] - c * pj;
         }
     }
     sums.q -= logs.value();
@@ -397,13 +405,12 @@ pub(crate) fn gate_chunk(
         let pairs: Vec<(usize, usize)> =
             (0..km).flat_map(|a| (0..=a).map(move |b| (a, b))).collect();
         for (&(a, b), col) in pairs.iter().zip(scratch.wts.chunks_exact_mut(m)) {
-            for (li, (wl, &c)) in col.iter_mut().zip(&scratch.csum[..m]).enumerate() {
-                let (pa, pb) = (probs[li * k + a], probs[li * k + b]);
-                *wl = if a == b {
-                    c * pa * (1.0 - pb)
-                } else {
-                    -c * pa * pb
-                };
+            let (pa, pb) = (&probs[a * m..(a + 1) * m], &probs[b * m..(b + 1) * m]);
+            let cols = col.iter_mut().zip(csum.iter().zip(pa.iter().zip(pb)));
+            if a == b {
+                cols.for_each(|(wl, (c, (pa, pb)))| *wl = c * pa * (1.0 - pb));
+            } else {
+                cols.for_each(|(wl, (c, (pa, pb)))| *wl = -c * pa * pb);
             }
         }
         let hess = &mut sums.hess;
@@ -458,7 +465,6 @@ fn gate_pass(
                 &mut scratch.probs[..m * k],
                 &mut scratch.gmax[..m],
                 &mut scratch.gsum[..m],
-                &mut scratch.ex,
             );
             if res.is_ok() {
                 gate_chunk(
@@ -1006,6 +1012,48 @@ mod tests {
                 (q - naive).abs() < 1e-12 * naive.abs(),
                 "K = {k}: {q} vs {naive}"
             );
+        }
+    }
+
+    #[test]
+    fn chunk_softmax_matches_the_shifted_softmax_row_by_row() {
+        // Column-major probabilities of a chunk (vectorised unshifted exponentials, rows
+        // with a logit > UNSHIFTED_MAX on the shifted path) against softmax_parts of each
+        // row with its reference 0 appended.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for k in [2usize, 3, 5] {
+            let m = 301;
+            let mut cols: Vec<Vec<f64>> = (0..k - 1)
+                .map(|_| (0..m).map(|_| rng.random_range(-60.0..60.0)).collect())
+                .collect();
+            cols[0][5] = 750.0;
+            cols[k - 2][6] = 705.0;
+            cols[0][7] = -900.0;
+            let views: Vec<&[f64]> = cols.iter().map(|c| c.as_slice()).collect();
+            let (mut probs, mut gmax, mut gsum) = (vec![0.0; m * k], vec![0.0; m], vec![0.0; m]);
+            gate_softmax_rows(&views, k, &mut probs, &mut gmax, &mut gsum).unwrap();
+            for li in 0..m {
+                let mut row: Vec<f64> = cols.iter().map(|c| c[li]).chain([0.0]).collect();
+                let lse = mirror::special::log_sum_exp(&row);
+                let (mx, z) = mirror::special::softmax_parts(&mut row);
+                let got = gmax[li] + gsum[li].ln();
+                assert!(
+                    (got - lse).abs() <= 1e-14 * lse.abs().max(1.0),
+                    "row {li}: {got} vs {lse} ({mx}, {z})"
+                );
+                // The shifted form rounds g − m first: relative error up to |g − m|·u.
+                let spread = 1.0 + cols.iter().map(|c| c[li].abs()).fold(0.0, f64::max);
+                for j in 0..k {
+                    let (a, b) = (probs[j * m + li], row[j]);
+                    let tol = 1e-15 * spread * b + 1e-300;
+                    assert!((a - b).abs() <= tol, "row {li}, class {j}: {a} vs {b}");
+                }
+            }
+            // An infinite logit is an error, not NaN probabilities.
+            cols[0][9] = f64::INFINITY;
+            let views: Vec<&[f64]> = cols.iter().map(|c| c.as_slice()).collect();
+            let err = gate_softmax_rows(&views, k, &mut probs, &mut gmax, &mut gsum);
+            assert!(matches!(err, Err(MoeError::NonFinite { .. })), "{err:?}");
         }
     }
 
