@@ -220,6 +220,8 @@ pub(crate) struct GateScratch {
     pub(crate) gsum: Vec<f64>,
     /// Gradient residuals $s_{ik} - c_i\pi_{ik}$, column-major $m\times(K-1)$.
     resid: Vec<f64>,
+    /// Soft labels $s_{ik}$ of the chunk, column-major $m\times K$ (a transposed copy).
+    labels: Vec<f64>,
     /// Label row sums $c_i = \sum_k s_{ik}$.
     csum: Vec<f64>,
     /// Hessian block weights $c_i\pi_{ia}(\delta_{ab} - \pi_{ib})$ per row.
@@ -238,6 +240,7 @@ impl GateScratch {
             gmax: vec![0.0; CHUNK],
             gsum: vec![0.0; CHUNK],
             resid: vec![0.0; CHUNK * (k - 1)],
+            labels: vec![0.0; CHUNK * k],
             csum: vec![0.0; CHUNK],
             wts: vec![0.0; CHUNK * k * (k - 1) / 2],
             buf: vec![0.0; gram_buffer_len(d)],
@@ -360,17 +363,28 @@ pub(crate) fn gate_chunk(
     let km = k - 1;
     let m = rows.len();
     let probs = &scratch.probs[..m * k];
+    // Column-major labels, so that the loops below are column operations.
+    let lab = &mut scratch.labels[..k * m];
+    faer::MatMut::from_column_major_slice_mut(&mut *lab, m, k)
+        .copy_from(MatRef::from_row_major_slice(labels, m, k));
+    let lab = &scratch.labels[..k * m];
+    let csum = &mut scratch.csum[..m];
+    csum.fill(0.0);
+    for col in lab.chunks_exact(m) {
+        for (c, s) in csum.iter_mut().zip(col) {
+            *c += s;
+        }
+    }
+    let csum = &scratch.csum[..m];
+    // Σ_ik s_ik (g_ik − m_i) = Σ_{k<K−1} ⟨s_·k, g_·k⟩ − Σ_i c_i m_i (g_{K−1} = 0; m_i is 0
+    // but on rows with huge logits).
+    for (col, g) in lab.chunks_exact(m).zip(logits) {
+        sums.q += dot_lanes(col, &g[..m]);
+    }
     let mut logs = SumOfLogs::new();
-    for li in 0..m {
-        let s = &labels[li * k..(li + 1) * k];
-        let (mx, z) = (scratch.gmax[li], scratch.gsum[li]);
-        let c: f64 = s.iter().sum();
-        scratch.csum[li] = c;
-        for (j, &sj) in s.iter().enumerate() {
-            if sj > 0.0 {
-                let g = if j < km { logits[j][li] } else { 0.0 };
-                sums.q += sj * (g - mx);
-            }
+    for ((&c, &mx), &z) in csum.iter().zip(&scratch.gmax[..m]).zip(&scratch.gsum[..m]) {
+        if mx != 0.0 {
+            sums.q -= c * mx;
         }
         if c == 1.0 {
             logs.add_log(z);
@@ -378,14 +392,13 @@ pub(crate) fn gate_chunk(
             sums.q -= c * z.ln();
         }
     }
-    let csum = &scratch.csum[..m];
-    for (j, (res, p)) in scratch.resid[..km * m]
+    for ((res, p), s) in scratch.resid[..km * m]
         .chunks_exact_mut(m)
         .zip(probs.chunks_exact(m))
-        .enumerate()
+        .zip(lab.chunks_exact(m))
     {
-        for (li, (r, (pj, c))) in res.iter_mut().zip(p.iter().zip(csum)).enumerate() {
-            *r = labels[li * k + j] - c * pj;
+        for (r, (pj, (c, sj))) in res.iter_mut().zip(p.iter().zip(csum.iter().zip(s))) {
+            *r = sj - c * pj;
         }
     }
     sums.q -= logs.value();
@@ -427,6 +440,25 @@ pub(crate) fn gate_chunk(
             },
         );
     }
+}
+
+/// $\langle a, b\rangle$ with four interleaved partial sums, which vectorise (a single
+/// running sum is a chain of dependent additions).
+fn dot_lanes(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..4 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// One pass over the data: $nQ(W)$, $n\nabla Q$ (column-major $d\times(K-1)$, i.e. the
