@@ -300,10 +300,10 @@ fn gram_block_rows(rows_out: usize) -> usize {
 }
 
 /// Length of the scratch buffer [`add_weighted_grams`] needs for $d$ features (any number
-/// of Grams): the scaled copies of the largest sub-block and the sub-block's transpose.
+/// of Grams).
 pub(crate) fn gram_buffer_len(d: usize) -> usize {
     (1..=stack_width(d))
-        .map(|s| (s + 1) * d * gram_block_rows(s * d))
+        .map(|s| s * d * gram_block_rows(s * d))
         .max()
         .unwrap_or(0)
 }
@@ -326,11 +326,9 @@ pub(crate) fn add_weighted_gram(
 /// $B$ weighted Grams of the same rows, $G_b \mathrel{+}= X_c\operatorname{diag}(w_b)X_c^\top$,
 /// $b < B$, with `w` the column-major $m\times B$ weights: per sub-block of rows, up to
 /// `STACK_ROWS`$/d$ of them are formed by one faer product
-/// $[\,\operatorname{diag}(w_{b})X_s\mid\operatorname{diag}(w_{b+1})X_s\mid\dots]^\top X_s$,
-/// $X_s$ the sub-block's rows as an $m_s\times d$ column-major matrix (a transposed copy), so
-/// that every scaled column is one contiguous, vectorised product of two $m_s$-vectors.
-/// The copies live in the preallocated `buf` ($\ge$ [`gram_buffer_len`] values), and
-/// `add(b, P_b)` receives each $d\times d$ product to add.
+/// $[\,X_c\operatorname{diag}(w_{b})\,;\,X_c\operatorname{diag}(w_{b+1})\,;\dots]\,X_c^\top$
+/// of the $w$-scaled column copies (in the preallocated `buf`, $\ge$ [`gram_buffer_len`]
+/// values) against the data, and `add(b, P_b)` receives each $d\times d$ product to add.
 pub(crate) fn add_weighted_grams(
     data: &Dataset,
     rows: std::ops::Range<usize>,
@@ -353,21 +351,20 @@ pub(crate) fn add_weighted_grams(
         while start < rows.end {
             let end = (start + block).min(rows.end);
             let m = end - start;
-            let off = start - rows.start;
-            let (scaled, xs) = buf[..(sd + d) * m].split_at_mut(sd * m);
-            faer::MatMut::from_column_major_slice_mut(&mut *xs, m, d)
-                .copy_from(data.xt().subcols(start, m).transpose());
-            for (j, cols) in scaled.chunks_exact_mut(d * m).enumerate() {
-                let wj = &w[(first + j) * m_all + off..][..m];
-                for (dst, xa) in cols.chunks_exact_mut(m).zip(xs.chunks_exact(m)) {
-                    for (c, (wi, x)) in dst.iter_mut().zip(wj.iter().zip(xa)) {
-                        *c = wi * x;
+            let b = &mut buf[..sd * m];
+            for (li, i) in (start..end).enumerate() {
+                let x = data.x(i);
+                let col = &mut b[li * sd..(li + 1) * sd];
+                for (j, part) in col.chunks_exact_mut(d).enumerate() {
+                    let wi = w[(first + j) * m_all + (i - rows.start)];
+                    for (c, xa) in part.iter_mut().zip(x) {
+                        *c = wi * xa;
                     }
                 }
             }
-            let bm = MatRef::from_column_major_slice(scaled, m, sd);
-            let xm = MatRef::from_column_major_slice(xs, m, d);
-            matmul(prod.as_mut(), accum, bm.transpose(), xm, 1.0, Par::Seq);
+            let bm = MatRef::from_column_major_slice(b, sd, m);
+            let xc = data.xt().subcols(start, m);
+            matmul(prod.as_mut(), accum, bm, xc.transpose(), 1.0, Par::Seq);
             accum = Accum::Add;
             start = end;
         }

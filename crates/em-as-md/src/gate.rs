@@ -365,8 +365,11 @@ pub(crate) fn gate_chunk(
     let probs = &scratch.probs[..m * k];
     // Column-major labels, so that the loops below are column operations.
     let lab = &mut scratch.labels[..k * m];
-    faer::MatMut::from_column_major_slice_mut(&mut *lab, m, k)
-        .copy_from(MatRef::from_row_major_slice(labels, m, k));
+    for (li, row) in labels.chunks_exact(k).enumerate() {
+        for (j, s) in row.iter().enumerate() {
+            lab[j * m + li] = *s;
+        }
+    }
     let lab = &scratch.labels[..k * m];
     let csum = &mut scratch.csum[..m];
     csum.fill(0.0);
