@@ -165,7 +165,6 @@ struct EScratch {
     w: Vec<f64>,
     t: Vec<f64>,
     eta: Vec<f64>,
-    lp: Vec<f64>,
     /// Row log-joints $\ell_{ik}$ of a chunk, column-major $m\times K$, then (in place)
     /// its responsibilities.
     ell: Vec<f64>,
@@ -423,7 +422,6 @@ impl EmModel for MixtureOfExperts {
                         w: vec![0.0; k * CHUNK],
                         t: vec![0.0; p],
                         eta: vec![0.0; p],
-                        lp: vec![0.0; k],
                         ell: vec![0.0; k * CHUNK],
                         lmax: vec![0.0; CHUNK],
                         lsum: vec![0.0; CHUNK],
@@ -464,29 +462,35 @@ impl EmModel for MixtureOfExperts {
                 // with the logarithms summed by block (one per few hundred rows, not two
                 // per row): `shifts` gathers the m's, `logs`/`glogs` the z's.
                 let (mut shifts, mut logs, mut glogs) = (0.0, SumOfLogs::new(), SumOfLogs::new());
-                for (li, i) in rows.clone().enumerate() {
-                    // Gate logits g_k (g_{K-1} = 0) and LSE_k g_k = m^g + log z^g.
-                    if gated {
-                        for (l, col) in s.lp.iter_mut().zip(&cols[..k - 1]) {
-                            *l = col[li];
-                        }
-                        s.lp[k - 1] = 0.0;
-                        if let Some(gs) = s.gate.as_ref() {
-                            shifts -= gs.gmax[li];
-                            glogs.add_log(gs.gsum[li]);
-                        }
-                    } else {
-                        s.lp.copy_from_slice(&glog);
-                        shifts -= const_lse_g;
+                // ℓ_ik = g_k + log p_F(y_i; η_k(x_i)) (the gate's LSE is subtracted once),
+                // built column by column (column-major m × K in `s.ell`): gate logits
+                // g_k (g_{K-1} = 0) and LSE_k g_k = m^g + log z^g first.
+                let ell = &mut s.ell[..k * m];
+                for (c, col) in ell.chunks_exact_mut(m).enumerate() {
+                    match (gated, cols.get(c)) {
+                        (true, Some(g)) if c + 1 < k => col.copy_from_slice(&g[..m]),
+                        (true, _) => col.fill(0.0),
+                        (false, _) => col.fill(glog[c]),
                     }
-                    // ℓ_ik = g_k + log p_F(y_i; η_k(x_i)) (the gate's LSE is subtracted once).
-                    if let Some((_, cst, inv)) = lin_rows.as_ref() {
-                        let y = yall[i];
-                        for c in 0..k {
-                            s.lp[c] +=
-                                linear_gaussian_log_density(y, cols[gcols + c][li], cst[c], inv[c]);
+                }
+                if !gated {
+                    shifts -= const_lse_g * m as f64;
+                } else if let Some(gs) = s.gate.as_ref() {
+                    for (mx, z) in gs.gmax[..m].iter().zip(&gs.gsum[..m]) {
+                        shifts -= mx;
+                        glogs.add_log(*z);
+                    }
+                }
+                if let Some((_, cst, inv)) = lin_rows.as_ref() {
+                    let y = &yall[rows.clone()];
+                    for (c, col) in ell.chunks_exact_mut(m).enumerate() {
+                        let mean = &cols[gcols + c][..m];
+                        for (l, (yi, mu)) in col.iter_mut().zip(y.iter().zip(mean)) {
+                            *l += linear_gaussian_log_density(*yi, *mu, cst[c], inv[c]);
                         }
-                    } else {
+                    }
+                } else {
+                    for (li, i) in rows.clone().enumerate() {
                         let y = data.y(i);
                         if !expert.check_target(y) {
                             return Err(MoeError::InvalidData {
@@ -510,11 +514,8 @@ impl EmModel for MixtureOfExperts {
                             }
                             let a = fam.log_partition(&s.eta)?;
                             let inner: f64 = s.t.iter().zip(&s.eta).map(|(u, v)| u * v).sum();
-                            s.lp[c] += log_h + inner - a;
+                            ell[c * m + li] += log_h + inner - a;
                         }
-                    }
-                    for (c, l) in s.lp.iter().enumerate() {
-                        s.ell[c * m + li] = *l;
                     }
                 }
                 // Responsibilities r_ik = e^{ℓ_ik - LSE} (the LSE's exponentials reused),
