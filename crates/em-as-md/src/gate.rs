@@ -99,8 +99,10 @@ pub struct GateConfig {
     /// $\le$ `reuse_below`, the next step solves with the Hessian already formed, updated
     /// by BFGS with each step's secant pair, instead of forming a new one (a gradient-only
     /// pass instead of a pass with $K(K-1)/2$ weighted Grams); a poorer contraction makes
-    /// the next full-step pass form a fresh Hessian. `0` disables reuse (every step a
-    /// fresh Hessian: plain Newton). Default $0.01$. Ignored by [`GateSolver::Lbfgs`].
+    /// the next full-step pass form a fresh Hessian. A step taken with a fresh Hessian
+    /// never forms another at its trial point: its own contraction is judged first.
+    /// `0` disables reuse (every step a fresh Hessian: plain Newton). Default $0.01$.
+    /// Ignored by [`GateSolver::Lbfgs`].
     pub reuse_below: f64,
     /// The method; default [`GateSolver::Newton`].
     pub solver: GateSolver,
@@ -781,9 +783,11 @@ fn newton_gate(
             })?,
         };
         let slope = dot(&g, &dir);
-        // Reuse the factor for the next step while steps contract well; a NaN ratio (first
-        // step, taken with the E-step's fresh Hessian) counts as good.
-        let reuse = cfg.reuse_below > 0.0 && (ratio.is_nan() || ratio <= cfg.reuse_below);
+        // Reuse the factor for the next step while steps contract well. A step about to be
+        // taken with a fresh factor (the first, with the E-step's Hessian, or one just
+        // formed) is a Newton step: no new Hessian until its own contraction is known (the
+        // last ratio measured the stale matrix it replaced).
+        let reuse = cfg.reuse_below > 0.0 && (fresh || ratio <= cfg.reuse_below);
         // No speculative Hessian either when the trial is predicted to converge: with a
         // fresh factor (a Newton step) at the quadratic rate ‖g⁺‖ ≈ C‖g‖², C estimated
         // from the last step as ratio/‖g‖, i.e. ‖g‖·ratio²; with a stale one (a chord
