@@ -31,9 +31,11 @@
 //! order: bit-identical for any thread count). For a softmax gate the same pass also
 //! accumulates the gate M-step's objective, gradient and block Hessian at $\theta_t$
 //! ([`GateStats`]), so the gate's Newton solve starts without a pass of its own. Per row
-//! the pass takes the exponentials of the gate's and the posterior's softmax and no
-//! logarithm: the log-sum-exps come as (max, sum) pairs ([`softmax_parts`]) whose
-//! logarithms are summed one block of rows at a time ([`SumOfLogs`]). The
+//! the pass takes the exponentials of the gate's and the posterior's softmax — a chunk's
+//! all at once, vectorised ([`mirror::batch_exp::exp_in_place`], through
+//! [`softmax_rows`] for the posterior) — and no logarithm: the log-sum-exps come as
+//! (max, sum) pairs whose logarithms are summed one block of rows at a time
+//! ([`SumOfLogs`]). The
 //! M-step is then $K$ Cholesky solves plus the gate's Newton steps (one pass over the
 //! data per step: objective, gradient and, only when the factored Hessian stops
 //! contracting the gradient fast enough, a fresh Hessian).

@@ -24,7 +24,7 @@
 //! or after `max_iter` (default 50) steps.
 //!
 //! Per row, the probabilities take $K-1$ exponentials, the reference's being $e^0 = 1$
-//! ([`gate_softmax_rows`]; a row chunk's exponentials are one vectorised
+//! (a row chunk's exponentials are one vectorised
 //! [`exp_in_place`] call), shared by $Q$, $\nabla Q$ and the Hessian weights; $Q$'s
 //! logarithms are taken once per block of rows ([`SumOfLogs`]).
 //!

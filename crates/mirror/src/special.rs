@@ -1,6 +1,7 @@
-//! Numerically careful scalar kernels shared by the whole workspace: log-sum-exp with
-//! $-\infty$ handled, softmax, sums of logarithms with one logarithm per block,
-//! $\log(1 + e^x)$ and the logistic function.
+//! Numerically careful kernels shared by the whole workspace: log-sum-exp with $-\infty$
+//! handled, softmax (of one vector, or of every row of a block at once with the block's
+//! exponentials vectorised, [`softmax_rows`]), sums of logarithms with one logarithm per
+//! block, $\log(1 + e^x)$ and the logistic function.
 
 /// $\log \sum_j e^{v_j}$, computed as $m + \log\sum_j e^{v_j - m}$ with $m = \max_j v_j$.
 ///
