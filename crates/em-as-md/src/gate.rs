@@ -316,9 +316,15 @@ pub(crate) fn gate_softmax_rows(
         }
     }
     gmax.fill(0.0);
-    // (NaN fails `<=`, so it is found here too.)
+    // (NaN fails `<=`, so it is found here too.) An or-reduction without early exit,
+    // which vectorises; rows are looked at one by one only if some logit is too large.
     let unshifted = |li: usize| logits.iter().all(|col| col[li] <= UNSHIFTED_MAX);
-    if !(0..m).all(unshifted) {
+    let any_large = logits.iter().any(|col| {
+        col[..m]
+            .iter()
+            .fold(false, |large, &g| large | (g > UNSHIFTED_MAX) | g.is_nan())
+    });
+    if any_large {
         let mut row = vec![0.0; k];
         for li in (0..m).filter(|&li| !unshifted(li)) {
             for (v, col) in row.iter_mut().zip(logits) {
@@ -367,9 +373,9 @@ pub(crate) fn gate_chunk(
     let probs = &scratch.probs[..m * k];
     // Column-major labels, so that the loops below are column operations.
     let lab = &mut scratch.labels[..k * m];
-    for (li, row) in labels.chunks_exact(k).enumerate() {
-        for (j, s) in row.iter().enumerate() {
-            lab[j * m + li] = *s;
+    for (j, col) in lab.chunks_exact_mut(m).enumerate() {
+        for (dst, row) in col.iter_mut().zip(labels.chunks_exact(k)) {
+            *dst = row[j];
         }
     }
     let lab = &scratch.labels[..k * m];
