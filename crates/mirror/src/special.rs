@@ -137,10 +137,17 @@ pub const UNSHIFTED_MAX: f64 = 700.0;
 /// exponential per row, $e^{-|v_1 - v_2|}$. `shift` and `sum` have length $m$, `block`
 /// length $mK$.
 ///
+/// An empty block ($m = 0$) is left alone.
+///
 /// # Panics
 /// If the lengths disagree (a caller's bug, not a data error).
 pub fn softmax_rows(block: &mut [f64], m: usize, shift: &mut [f64], sum: &mut [f64]) {
-    assert!(m > 0 && block.len() % m == 0 && shift.len() == m && sum.len() == m);
+    assert!(shift.len() == m && sum.len() == m);
+    if m == 0 {
+        assert!(block.is_empty());
+        return;
+    }
+    assert!(block.len() % m == 0);
     let k = block.len() / m;
     // Row maxima (f64::max skips NaN: NaN entries are found separately).
     shift.copy_from_slice(&block[..m]);
@@ -359,6 +366,8 @@ mod tests {
             }
             check_softmax_rows(&rows);
         }
+        // No rows: nothing to do, and no panic.
+        softmax_rows(&mut [], 0, &mut [], &mut []);
     }
 
     #[test]
