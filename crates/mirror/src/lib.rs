@@ -19,6 +19,14 @@
 //! * **Mirror descent** (module `descent`): $\theta^+ = \arg\min_{\theta\in C}
 //!   \langle g, \theta\rangle + \tfrac1\eta D_\psi(\theta, \theta_t)$, computed as the dual
 //!   step $\nabla\psi(\theta_t) - \eta g$ followed by the Bregman projection onto $C$.
+//!
+//! ## Numerical kernels
+//!
+//! [`special`] holds log-sum-exp with $-\infty$ handled, softmax (of a vector, or of every
+//! row of a block at once), sums of logarithms taken one logarithm per block of factors,
+//! $\log(1 + e^x)$ and the logistic function; [`batch_exp`] takes $e^x$ over a whole slice,
+//! vectorised with the widest instruction set the CPU has and with the same bits on every
+//! machine (the E-step's and the gate's exponentials go through it).
 
 pub mod batch_exp;
 pub mod check;
