@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo run --release --example fit_moe`.
 
-use em_as_md::align::{align_to, layout_of};
+use em_as_md::fit::align::{align_to, layout_of};
 use em_as_md::{Dataset, ExpertKind, Gating, LinearGaussian, MixtureOfExperts, MoeParams};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -13,8 +13,8 @@
 #[path = "common/gamma.rs"]
 mod gamma;
 
-use em_as_md::align::{align_to, layout_of};
-use em_as_md::init::{hard_responsibilities, HARD_FLOOR};
+use em_as_md::fit::align::{align_to, layout_of};
+use em_as_md::fit::init::{hard_responsibilities, HARD_FLOOR};
 use em_as_md::{Dataset, Em, EmModel, Executor, Gating, Glm, MixtureOfExperts, Problem};
 use gamma::GammaKnownShape;
 use rand::{Rng, SeedableRng};

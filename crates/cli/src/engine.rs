@@ -3,9 +3,9 @@
 //! progress bar) and a cancellation flag (Ctrl-C, [`crate::interrupt`]).
 
 use crate::progress::ProgressObserver;
-use em_as_md::expert::ExpertKind;
-use em_as_md::init::InitMethod;
-use em_as_md::moe::Gating;
+use em_as_md::fit::init::InitMethod;
+use em_as_md::model::expert::ExpertKind;
+use em_as_md::model::mixture::Gating;
 use em_as_md::{Dataset, FittedMoe, MoeError, MoeParams, ObserverMode};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

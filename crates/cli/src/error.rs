@@ -154,7 +154,7 @@ mod tests {
         };
         assert_eq!(m.exit_code(), 2);
         assert_eq!(m.to_string(), "m.json: bad");
-        let c = CliError::compute("fit", MoeError::NonFinite { what: "L", iter: 3 });
+        let c = CliError::compute("fit", MoeError::NonFinite { what: "L" });
         assert_eq!(c.exit_code(), 1);
         let c = CliError::compute(
             "fit",

@@ -1,7 +1,7 @@
 //! The model file written by `mdem fit --out` and read by `predict` and `certify`, and
 //! the human / JSON description of fitted parameters.
 //!
-//! The file is JSON: the library's model file ([`em_as_md::io`], format `mdem-moe`: spec,
+//! The file is JSON: the library's model file ([`em_as_md::fit::io`], format `mdem-moe`: spec,
 //! $\hat\theta$ in the data's units, feature names, intercept flag, fit report) wrapped
 //! with the name of the target column, so that `predict` can find the target in new data,
 //! and with what `certify` needs to re-run the fit (the standardisation EM ran on,
@@ -13,9 +13,9 @@
 use crate::error::CliError;
 use crate::report::{num, Table};
 use crate::scaling::Scaling;
-use em_as_md::expert::{ExpertKind, LinearGaussian};
-use em_as_md::moe::{Gating, MixtureOfExperts};
-use em_as_md::predict::FittedMoe;
+use em_as_md::fit::predict::FittedMoe;
+use em_as_md::model::expert::{ExpertKind, LinearGaussian};
+use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::ConditionalFamily;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -49,7 +49,8 @@ pub fn save_model(
     start: Option<&StartInfo>,
     path: &Path,
 ) -> Result<(), CliError> {
-    let inner = em_as_md::io::to_json(fitted).map_err(|e| CliError::output(path.display(), e))?;
+    let inner =
+        em_as_md::fit::io::to_json(fitted).map_err(|e| CliError::output(path.display(), e))?;
     let inner: Value =
         serde_json::from_str(&inner).map_err(|e| CliError::output(path.display(), e))?;
     let env = json!({
@@ -131,7 +132,7 @@ pub fn load_model(path: &Path) -> Result<LoadedModel, CliError> {
     } else {
         (text, None, None, None)
     };
-    let fitted = em_as_md::io::from_json(&inner).map_err(|e| bad(e.to_string()))?;
+    let fitted = em_as_md::fit::io::from_json(&inner).map_err(|e| bad(e.to_string()))?;
     if let Some(s) = &scaling {
         let d = fitted.model().n_features();
         if s.mean.len() != d || s.sd.len() != d || s.sd.iter().any(|v| !(v.is_finite() && *v > 0.0))

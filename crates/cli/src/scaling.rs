@@ -21,7 +21,7 @@
 //! (logistic, multinomial, Poisson experts, the gate) work on well-conditioned Hessians
 //! (features on scales from $10^{-3}$ to $10^3$ make them numerically singular).
 
-use em_as_md::moe::{Gating, MixtureOfExperts};
+use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::{ConditionalFamily, Dataset, MoeError};
 use serde::{Deserialize, Serialize};
 
@@ -186,7 +186,7 @@ impl Scaling {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use em_as_md::expert::ExpertKind;
+    use em_as_md::model::expert::ExpertKind;
     use em_as_md::Problem;
     use rand::{Rng, SeedableRng};
 

@@ -38,8 +38,8 @@
 //! whose eigenvalue is below a relative tolerance, and reports how many it dropped.
 
 use crate::error::{DiagnosticsError, Result};
-use em_as_md::objective::{row_posterior, RowScratch};
-use em_as_md::parallel::fold_rows_with;
+use em_as_md::inner::parallel::fold_rows_with;
+use em_as_md::solve::problem::{row_posterior, RowScratch};
 use em_as_md::{fold_rows, ConditionalFamily, Mergeable, Problem};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par, Side};

@@ -29,8 +29,8 @@
 //! $D_{\mathcal A}$ below a floor, are skipped and counted, never silently used.
 
 use crate::error::{DiagnosticsError, Result};
-use em_as_md::objective::{row_posterior, RowScratch};
-use em_as_md::parallel::fold_rows_with;
+use em_as_md::inner::parallel::fold_rows_with;
+use em_as_md::solve::problem::{row_posterior, RowScratch};
 use em_as_md::{fold_rows, ConditionalFamily, Mergeable, Problem};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -148,7 +148,6 @@ fn finish_ratio(num: f64, den: f64, scale: f64, n: usize) -> Result<PairRatio> {
     if !(num.is_finite() && den.is_finite()) {
         return Err(em_as_md::MoeError::NonFinite {
             what: "Bregman ratio",
-            iter: 0,
         }
         .into());
     }

@@ -247,10 +247,7 @@ pub fn gmm_m_step(stats: &[f64], curved: bool, next: &mut [f64]) -> Result<(), M
     let (s0, s0y, s1y, n) = (stats[0], stats[1], stats[2], stats[3]);
     let s1 = n - s0;
     if !(s0 > 0.0 && s1 > 0.0) {
-        return Err(MoeError::NonFinite {
-            what: "GMM M-step",
-            iter: 0,
-        });
+        return Err(MoeError::NonFinite { what: "GMM M-step" });
     }
     next.copy_from_slice(&gmm_theta(curved, s0 / n, s0y / s0, s1y / s1));
     Ok(())

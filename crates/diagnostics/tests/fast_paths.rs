@@ -12,7 +12,7 @@ use diagnostics::information::{information, InformationMatrices};
 use diagnostics::ratios::{bregman_ratio, bregman_ratios};
 use diagnostics::stderr::{standard_errors, standard_errors_from_information};
 use diagnostics::DiagnosticsError;
-use em_as_md::objective::{row_posterior, RowScratch};
+use em_as_md::solve::problem::{row_posterior, RowScratch};
 use em_as_md::{ConditionalFamily, Dataset, Gating, LinearGaussian, MixtureOfExperts, Problem};
 use faer::Mat;
 use rand::SeedableRng;

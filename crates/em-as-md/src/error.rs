@@ -2,10 +2,30 @@
 
 use thiserror::Error;
 
+/// The block of the parameters $\theta$ a failure belongs to: the gate or one expert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Block {
+    /// The softmax gate (or the constant mixing weights).
+    Gate,
+    /// An expert: its index $k$ inside a mixture, `None` for an expert's weighted fit
+    /// called on its own (outside a mixture, where no index exists).
+    Expert(Option<usize>),
+}
+
+impl std::fmt::Display for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Block::Gate => write!(f, "the gate"),
+            Block::Expert(Some(k)) => write!(f, "expert {k}"),
+            Block::Expert(None) => write!(f, "the expert"),
+        }
+    }
+}
+
 /// What can prevent a mixture of experts from being built, fitted or evaluated.
 ///
 /// Not converging is *not* an error: a fit that stops at its iteration limit is returned
-/// with its [`Termination`](crate::solver::Termination) reason.
+/// with its [`Termination`](crate::solve::Termination) reason.
 #[derive(Debug, Clone, PartialEq, Error)]
 #[non_exhaustive]
 pub enum MoeError {
@@ -28,29 +48,34 @@ pub enum MoeError {
         reason: String,
     },
     /// A Cholesky factorisation failed in an M-step.
-    #[error("weighted {} is not positive definite (pivot {pivot}): too little weight or collinear features — try ridge > 0 or drop a column", component_name(*.expert))]
+    #[error("weighted Gram matrix / Hessian of {block} is not positive definite (pivot {pivot}): too little weight or collinear features — try ridge > 0 or drop a column")]
     NotPositiveDefinite {
-        /// Index of the expert, or [`GATE`] (`usize::MAX`) for the gate.
-        expert: usize,
+        /// Whose matrix.
+        block: Block,
         /// Failing pivot.
         pivot: usize,
     },
     /// A computation produced NaN/∞ where a finite number is required.
-    #[error("non-finite value in {what} at iteration {iter}")]
+    #[error("non-finite value in {what}")]
     NonFinite {
         /// Where.
         what: &'static str,
-        /// Outer iteration.
-        iter: u64,
     },
     /// A mirror-descent step with η > 1 (or gradient step) left the domain of the mirror
     /// map: the target statistics are not a valid mean parameter.
-    #[error("step left the domain (natural or mean parameters) at iteration {iter}: {reason}")]
+    #[error("step left the domain (natural or mean parameters): {reason}")]
     LeftDomain {
-        /// Outer iteration.
-        iter: u64,
         /// Details.
         reason: String,
+    },
+    /// An error returned by a solver's step, with the outer iteration it happened in
+    /// (added by the [`Executor`](crate::solve::Executor); iteration 0 is the start).
+    #[error("at iteration {iter}: {source}")]
+    AtIteration {
+        /// Outer iteration $t + 1$ of the step that failed (0: before the first step).
+        iter: u64,
+        /// What failed.
+        source: Box<MoeError>,
     },
     /// Error from the `mirror` crate.
     #[error(transparent)]
@@ -60,14 +85,46 @@ pub enum MoeError {
     Io(String),
 }
 
-/// The constant used in [`MoeError::NotPositiveDefinite`] for the gate's Hessian.
-pub const GATE: usize = usize::MAX;
+impl MoeError {
+    /// The error without the iteration context [`MoeError::AtIteration`] adds (the error
+    /// itself for every other variant).
+    pub fn root(&self) -> &MoeError {
+        match self {
+            MoeError::AtIteration { source, .. } => source.root(),
+            other => other,
+        }
+    }
 
-fn component_name(expert: usize) -> String {
-    if expert == GATE {
-        "Hessian of the gate".to_string()
-    } else {
-        format!("Gram matrix / Hessian of expert {expert}")
+    /// The outer iteration the error happened in, when an executor recorded it.
+    pub fn iteration(&self) -> Option<u64> {
+        match self {
+            MoeError::AtIteration { iter, .. } => Some(*iter),
+            _ => None,
+        }
+    }
+
+    /// Wraps the error with the iteration it happened in (an error that already carries
+    /// one keeps it: the innermost executor knows best).
+    pub fn at_iteration(self, iter: u64) -> MoeError {
+        match self {
+            e @ MoeError::AtIteration { .. } => e,
+            e => MoeError::AtIteration {
+                iter,
+                source: Box::new(e),
+            },
+        }
+    }
+
+    /// Names the block of a [`MoeError::NotPositiveDefinite`] raised by a fit that did not
+    /// know which block it was solving (e.g. an expert's weighted fit, which the mixture
+    /// runs as expert $k$); every other error is returned unchanged.
+    pub fn in_block(self, block: Block) -> MoeError {
+        match self {
+            MoeError::NotPositiveDefinite { pivot, .. } => {
+                MoeError::NotPositiveDefinite { block, pivot }
+            }
+            other => other,
+        }
     }
 }
 
@@ -79,21 +136,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gate_is_named_not_numbered() {
+    fn blocks_are_named_not_numbered() {
         let e = MoeError::NotPositiveDefinite {
-            expert: GATE,
+            block: Block::Gate,
             pivot: 3,
         }
         .to_string();
         assert!(
-            e.contains("gate") && !e.contains(&usize::MAX.to_string()),
+            e.contains("the gate") && !e.contains(&usize::MAX.to_string()),
             "{e}"
         );
         let e = MoeError::NotPositiveDefinite {
-            expert: 1,
+            block: Block::Expert(Some(1)),
+            pivot: 0,
+        };
+        assert!(e.to_string().contains("expert 1"), "{e}");
+        let e = MoeError::NotPositiveDefinite {
+            block: Block::Expert(None),
             pivot: 0,
         }
-        .to_string();
-        assert!(e.contains("expert 1"), "{e}");
+        .in_block(Block::Expert(Some(2)));
+        assert_eq!(
+            e,
+            MoeError::NotPositiveDefinite {
+                block: Block::Expert(Some(2)),
+                pivot: 0
+            }
+        );
+    }
+
+    #[test]
+    fn iteration_context_wraps_once_and_peels() {
+        let e = MoeError::NonFinite { what: "L" }.at_iteration(4);
+        assert_eq!(e.iteration(), Some(4));
+        assert_eq!(e.to_string(), "at iteration 4: non-finite value in L");
+        let e = e.at_iteration(9);
+        assert_eq!(e.iteration(), Some(4));
+        assert_eq!(e.root(), &MoeError::NonFinite { what: "L" });
+        assert_eq!(MoeError::Io("x".into()).iteration(), None);
     }
 }

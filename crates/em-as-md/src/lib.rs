@@ -3,47 +3,46 @@
 //! Mixtures of experts fitted by Expectation–Maximization, with EM expressed as projected
 //! mirror descent with unit step whose mirror map is the stacked complete-data
 //! log-partition $\mathcal A(\Phi) = \frac1n\sum_i A(\varphi_i)$.
+//!
+//! ## Layout
+//!
+//! The dependency arrows run one way: [`inner`] ← [`model`] ← [`solve`] ← [`fit`], with
+//! [`data`] beneath them all.
+//!
+//! | folder | what it holds |
+//! |---|---|
+//! | [`data`] | [`Dataset`]: features (column-major) and targets |
+//! | [`inner`] | the inner numerics: solver reports, Cholesky policy, weighted Grams, L-BFGS, parallel folds |
+//! | [`model`] | conditional families, the E-/M-step capability, experts (one file each), the gate, mixtures, symmetric models |
+//! | [`solve`] | the [`Solver`] trait, the [`Executor`], observers, EM, mirror descent, GD, gradient EM |
+//! | [`fit`] | validated hyperparameters, initialisation, restarts, alignment, prediction, model files |
 
-pub mod align;
-pub mod conditional;
 pub mod data;
-pub mod em;
 pub mod error;
-pub mod executor;
-pub mod expert;
 pub mod fit;
-pub mod gate;
-pub mod gd;
-pub mod gradient_em;
-pub mod init;
-pub mod io;
-pub mod lbfgs;
-pub mod md;
-pub mod moe;
-pub mod objective;
-pub mod observer;
-pub mod parallel;
-pub mod predict;
-pub mod solver;
-pub mod sym;
+pub mod inner;
+pub mod model;
+pub mod solve;
 
-pub use conditional::ConditionalFamily;
 pub use data::Dataset;
-pub use em::{Em, EmModel, LinearStats, MoeStats};
 pub use error::{MoeError, Result};
-pub use executor::{Executor, FitResult};
-pub use expert::{Expert, ExpertKind, Glm, LinearGaussian, Logistic, Multinomial, Poisson};
-pub use fit::{MoeParams, MoeValidParams};
-pub use gate::{GateConfig, GateSolver, GateStats};
-pub use gd::{GradientDescent, Step};
-pub use gradient_em::GradientEm;
-pub use init::InitMethod;
-pub use md::{MdStep, MirrorDescent, UnprojectedMirrorDescent};
+pub use fit::init::InitMethod;
+pub use fit::{FitReport, FittedMoe, MoeParams, MoeValidParams};
+pub use inner::{fold_rows, InnerStats, Mergeable};
+pub use model::expert::{Expert, ExpertKind, Glm, LinearGaussian, Logistic, Multinomial, Poisson};
+pub use model::gate::{GateConfig, GateSolver, GateStats};
+pub use model::mixture::{Gating, LinearStats, MixtureFamily, MixtureOfExperts, MoeSpec, MoeStats};
+pub use model::sym::{SymLinComplete, SymLogComplete, SymMoLinE, SymMoLogE, SymStats};
+pub use model::{ConditionalFamily, EmModel};
+pub use solve::gd::{GradientDescent, Step};
+pub use solve::gradient_em::GradientEm;
+pub use solve::md::{MdStep, MirrorDescent, UnprojectedMirrorDescent};
+pub use solve::observer::{LogObserver, Observer, ObserverMode, TraceObserver, TrajectoryObserver};
+pub use solve::{
+    Em, Executor, FitResult, FitState, IterRecord, Problem, Solver, StackedLogPartition,
+    Termination,
+};
+
+pub use faer;
 pub use mirror;
-pub use moe::{Gating, MixtureFamily, MixtureOfExperts, MoeSpec};
-pub use objective::{Problem, StackedLogPartition};
-pub use observer::{LogObserver, Observer, ObserverMode, TraceObserver, TrajectoryObserver};
-pub use parallel::{fold_rows, Mergeable};
-pub use predict::{FitReport, FittedMoe};
-pub use solver::{FitState, InnerStats, IterRecord, Solver, Termination};
-pub use sym::{SymLinComplete, SymLogComplete, SymMoLinE, SymMoLogE, SymStats};
+pub use rand;

@@ -8,9 +8,9 @@
 //! in L; with η = 0.5 they differ by far more. On the linear-realisation models the
 //! projected and unprojected forms of MD agree, and ∇L matches finite differences of L.
 
-use em_as_md::expert::ExpertKind;
-use em_as_md::md::complete_information;
-use em_as_md::objective::{row_posterior, RowScratch};
+use em_as_md::model::expert::ExpertKind;
+use em_as_md::solve::md::complete_information;
+use em_as_md::solve::problem::{row_posterior, RowScratch};
 use em_as_md::{ConditionalFamily, EmModel};
 use em_as_md::{
     Dataset, Em, FitState, Gating, MirrorDescent, MixtureOfExperts, Problem, Solver, SymMoLinE,

@@ -1,7 +1,7 @@
 //! Executor behaviour on small dummy problems and solvers: stop reasons, best vs current,
 //! observers, checkpoints.
 
-use em_as_md::executor::{relative_change, Checkpoint, Objective};
+use em_as_md::solve::executor::{relative_change, Checkpoint, Objective};
 use em_as_md::{
     Executor, FitState, InnerStats, IterRecord, MoeError, ObserverMode, Result, Solver,
     Termination, TraceObserver,
@@ -386,7 +386,9 @@ fn a_non_finite_step_is_an_error() {
         .theta0(vec![0.0; 3])
         .run()
         .unwrap_err();
-    assert!(matches!(e, MoeError::NonFinite { iter: 1, .. }));
+    // The executor names the iteration of the step that failed.
+    assert_eq!(e.iteration(), Some(1), "{e:?}");
+    assert!(matches!(e.root(), MoeError::NonFinite { .. }), "{e:?}");
 }
 
 mod with_em {

@@ -1,9 +1,9 @@
 //! Fitting with restarts, determinism, validation, prediction, model I/O and alignment on
 //! a generated 3-expert gated linear mixture.
 
-use em_as_md::align::{align_components, layout_of, permute_theta};
+use em_as_md::fit::align::{align_components, layout_of, permute_theta};
+use em_as_md::fit::predict::{classification_entropy, information_criteria};
 use em_as_md::fit::{initial_theta, MoeParams};
-use em_as_md::predict::{classification_entropy, information_criteria};
 use em_as_md::{
     ConditionalFamily, Dataset, EmModel, ExpertKind, FittedMoe, Gating, InitMethod, LinearGaussian,
     MixtureOfExperts, MoeError, Problem, Termination,
@@ -462,17 +462,17 @@ fn save_then_load_predicts_identically() {
     assert_eq!(back.icl().to_bits(), fit.icl().to_bits());
 
     // Corrupted files give typed errors.
-    let text = em_as_md::io::to_json(&fit).unwrap();
+    let text = em_as_md::fit::io::to_json(&fit).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["theta"].as_array_mut().unwrap().pop();
-    let e = em_as_md::io::from_json(&v.to_string()).unwrap_err();
+    let e = em_as_md::fit::io::from_json(&v.to_string()).unwrap_err();
     assert!(
         matches!(e, MoeError::InvalidParam { name: "theta", .. }),
         "{e:?}"
     );
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["feature_names"].as_array_mut().unwrap().pop();
-    let e = em_as_md::io::from_json(&v.to_string()).unwrap_err();
+    let e = em_as_md::fit::io::from_json(&v.to_string()).unwrap_err();
     assert!(
         matches!(
             e,
@@ -485,7 +485,7 @@ fn save_then_load_predicts_identically() {
     );
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["spec"]["n_experts"] = serde_json::json!(0);
-    let e = em_as_md::io::from_json(&v.to_string()).unwrap_err();
+    let e = em_as_md::fit::io::from_json(&v.to_string()).unwrap_err();
     assert!(
         matches!(
             e,
@@ -498,7 +498,7 @@ fn save_then_load_predicts_identically() {
     );
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["intercept"] = serde_json::json!(false);
-    let e = em_as_md::io::from_json(&v.to_string()).unwrap_err();
+    let e = em_as_md::fit::io::from_json(&v.to_string()).unwrap_err();
     assert!(
         matches!(
             e,
@@ -512,11 +512,11 @@ fn save_then_load_predicts_identically() {
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["format"] = serde_json::json!("something-else");
     assert!(matches!(
-        em_as_md::io::from_json(&v.to_string()).unwrap_err(),
+        em_as_md::fit::io::from_json(&v.to_string()).unwrap_err(),
         MoeError::Io(_)
     ));
     assert!(matches!(
-        em_as_md::io::from_json("{").unwrap_err(),
+        em_as_md::fit::io::from_json("{").unwrap_err(),
         MoeError::Io(_)
     ));
     assert!(matches!(
@@ -552,7 +552,7 @@ fn alignment_recovers_a_known_permutation_and_keeps_the_likelihood() {
     }
     // The fit, aligned to the truth, is close to it.
     let (_, truth) = truth();
-    let aligned = em_as_md::align::align_to(&truth, fit.theta(), &layout).unwrap();
+    let aligned = em_as_md::fit::align::align_to(&truth, fit.theta(), &layout).unwrap();
     let m = fit.model();
     for k in 0..3 {
         let (bt, _) = LinearGaussian::beta_from_natural(m.expert_block(&truth, k)).unwrap();

@@ -2,7 +2,7 @@
 //! singular gate Hessian ([`GateConfig::lbfgs_fallback`]) and the configurable L-BFGS
 //! budget of multinomial experts ([`Multinomial::with_lbfgs_budget`]).
 
-use em_as_md::gate::{fit_softmax_gate, fit_softmax_gate_lbfgs, gate_objective};
+use em_as_md::model::gate::{fit_softmax_gate, fit_softmax_gate_lbfgs, gate_objective};
 use em_as_md::{
     Dataset, Em, Executor, Expert, GateConfig, GateSolver, Gating, MixtureOfExperts, MoeError,
     Multinomial, Problem,
@@ -149,7 +149,7 @@ fn singular_gate_hessian_falls_back_to_lbfgs_only_when_allowed() {
         matches!(
             err,
             MoeError::NotPositiveDefinite {
-                expert: usize::MAX,
+                block: em_as_md::error::Block::Gate,
                 ..
             }
         ),
@@ -199,7 +199,7 @@ fn em_with_gate_fallback_runs_on_a_duplicated_column_and_does_not_increase_l() {
         matches!(
             newton,
             Err(MoeError::NotPositiveDefinite {
-                expert: usize::MAX,
+                block: em_as_md::error::Block::Gate,
                 ..
             })
         ),
@@ -279,13 +279,13 @@ fn multinomial_lbfgs_budget_is_honoured() {
     assert_eq!(
         plain.lbfgs_budget(),
         (
-            em_as_md::expert::MULTINOMIAL_LBFGS_TOL,
-            em_as_md::expert::MULTINOMIAL_LBFGS_MAX_ITER
+            em_as_md::model::expert::MULTINOMIAL_LBFGS_TOL,
+            em_as_md::model::expert::MULTINOMIAL_LBFGS_MAX_ITER
         )
     );
     assert_eq!(
         plain.dense_max_params(),
-        em_as_md::expert::MULTINOMIAL_DENSE_MAX_PARAMS
+        em_as_md::model::expert::MULTINOMIAL_DENSE_MAX_PARAMS
     );
     let np = plain.n_params(data.d());
     let start = vec![0.0; np];

@@ -1,12 +1,12 @@
-//! Fitting settings in saved models ([`em_as_md::io`]): the gate's [`GateConfig`] and a
+//! Fitting settings in saved models ([`em_as_md::fit::io`]): the gate's [`GateConfig`] and a
 //! multinomial expert's L-BFGS budget and dense-Newton limit survive save → load, a refit
 //! from the loaded model runs with them, files without the `fitting` section load with
 //! the defaults, and invalid saved settings are the setters' typed errors.
 
-use em_as_md::expert::{
+use em_as_md::fit::io::{from_json, to_json};
+use em_as_md::model::expert::{
     MULTINOMIAL_DENSE_MAX_PARAMS, MULTINOMIAL_LBFGS_MAX_ITER, MULTINOMIAL_LBFGS_TOL,
 };
-use em_as_md::io::{from_json, to_json};
 use em_as_md::{
     Dataset, Em, Executor, FitReport, FitResult, FittedMoe, GateConfig, GateSolver, Gating,
     MixtureOfExperts, MoeError, Multinomial, Problem, Termination,

@@ -597,7 +597,13 @@ fn bad_inputs_give_typed_errors() {
     let stats = m.stats_from_responsibilities(&data, &[0.5; 8]).unwrap();
     let e = m.m_step(&data, &stats, &theta, &mut next).unwrap_err();
     assert!(
-        matches!(e, MoeError::NotPositiveDefinite { expert: 0, .. }),
+        matches!(
+            e.root(),
+            MoeError::NotPositiveDefinite {
+                block: em_as_md::error::Block::Expert(Some(0)),
+                ..
+            }
+        ),
         "{e:?}"
     );
 }
@@ -644,8 +650,9 @@ fn e_step_gate_statistics_match_a_separate_gate_pass() {
         .as_ref()
         .expect("gated model carries gate statistics");
     let mut g = vec![0.0; m.gate_block(&theta).len()];
-    let q = em_as_md::gate::gate_objective(&data, &stats.resp, 3, m.gate_block(&theta), &mut g)
-        .unwrap();
+    let q =
+        em_as_md::model::gate::gate_objective(&data, &stats.resp, 3, m.gate_block(&theta), &mut g)
+            .unwrap();
     let n = data.n() as f64;
     assert_eq!(gs.w, m.gate_block(&theta));
     assert!((gs.q / n - q).abs() < 1e-12 * q.abs());

@@ -9,7 +9,7 @@
 //! closed-form responsibility-weighted mean and covariance (computed here from the
 //! E-step's responsibilities, not by the crate's Newton M-step).
 
-use em_as_md::align::{align_to, layout_of};
+use em_as_md::fit::align::{align_to, layout_of};
 use em_as_md::{
     Dataset, Em, EmModel, Executor, FitState, Gating, Glm, MirrorDescent, MixtureOfExperts,
     Problem, Solver, Termination,

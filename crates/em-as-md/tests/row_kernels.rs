@@ -6,7 +6,7 @@
 //! for a model that does not override them (SymMoLinE).
 
 use em_as_md::mirror::MirrorError;
-use em_as_md::objective::{row_posterior, RowScratch};
+use em_as_md::solve::problem::{row_posterior, RowScratch};
 use em_as_md::{
     ConditionalFamily, Expert, Gating, LinearGaussian, Logistic, MixtureOfExperts, SymMoLinE,
 };

@@ -32,9 +32,9 @@ use crate::error::CliError;
 use crate::plot::{Chart, Series};
 use crate::report::{num, print_stdout, Align, Table};
 use clap::{Args, ValueEnum};
+use em_as_md::fit::init::InitMethod;
 use em_as_md::fit::initial_theta;
-use em_as_md::init::InitMethod;
-use em_as_md::moe::MixtureOfExperts;
+use em_as_md::model::mixture::MixtureOfExperts;
 use em_as_md::{
     ConditionalFamily, Em, GradientDescent, GradientEm, MirrorDescent, MoeError, Problem, Step,
 };

@@ -28,9 +28,9 @@ use crate::progress::{show_progress, ProgressObserver};
 use crate::report::{num, print_stdout, Align, Table};
 use crate::scaling::Scaling;
 use clap::{Args, ValueEnum};
-use em_as_md::expert::ExpertKind;
-use em_as_md::init::InitMethod;
-use em_as_md::moe::{Gating, MixtureOfExperts};
+use em_as_md::fit::init::InitMethod;
+use em_as_md::model::expert::ExpertKind;
+use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::{ConditionalFamily, Dataset, FittedMoe, MoeError};
 use serde_json::json;
 use std::path::PathBuf;
@@ -264,13 +264,17 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
                 loaded.target
             ))
         }
-        e @ MoeError::NotPositiveDefinite { .. } if args.model.no_standardize => CliError::compute(
-            format!(
-                "{}: fitting (hint: drop --no-standardize when feature scales differ widely)",
-                loaded.file
-            ),
-            e,
-        ),
+        e if matches!(e.root(), MoeError::NotPositiveDefinite { .. })
+            && args.model.no_standardize =>
+        {
+            CliError::compute(
+                format!(
+                    "{}: fitting (hint: drop --no-standardize when feature scales differ widely)",
+                    loaded.file
+                ),
+                e,
+            )
+        }
         e => CliError::compute(format!("{}: fitting", loaded.file), e),
     })?;
     // Back to the data's units: the same laws, so the same likelihood and report.

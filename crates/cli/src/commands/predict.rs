@@ -17,7 +17,7 @@ use crate::error::CliError;
 use crate::model::{data_features, load_model};
 use crate::report::print_stdout;
 use clap::Args;
-use em_as_md::expert::ExpertKind;
+use em_as_md::model::expert::ExpertKind;
 use em_as_md::{Dataset, MoeError};
 use std::path::{Path, PathBuf};
 

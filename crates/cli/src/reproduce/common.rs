@@ -159,7 +159,7 @@ pub fn run_recorded<P, S>(
     settings: &RunSettings,
 ) -> Result<Run, MoeError>
 where
-    P: em_as_md::executor::Objective,
+    P: em_as_md::solve::executor::Objective,
     S: Solver<P>,
 {
     let buffer = Arc::new(Mutex::new(Buffer {
@@ -212,7 +212,7 @@ pub fn em_gem_gd_runs<P>(
     gd_step: f64,
 ) -> Result<[(Run, f64); 3], MoeError>
 where
-    P: em_as_md::executor::Objective + Copy,
+    P: em_as_md::solve::executor::Objective + Copy,
     Em: Solver<P>,
     GradientEm: Solver<P>,
     GradientDescent: Solver<P>,

@@ -22,8 +22,8 @@
 
 use super::common::{em_gem_gd_runs, Run, RunSettings};
 use super::synthetic::{tune_gd_step, GD_STEPS};
-use em_as_md::expert::Multinomial;
-use em_as_md::moe::{Gating, MixtureOfExperts};
+use em_as_md::model::expert::Multinomial;
+use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::{Dataset, GateConfig, GateSolver, MoeError, Problem};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -361,9 +361,9 @@ mod tests {
             .run();
         assert!(
             matches!(
-                r,
+                r.as_ref().map_err(MoeError::root),
                 Err(MoeError::NotPositiveDefinite {
-                    expert: usize::MAX,
+                    block: em_as_md::error::Block::Gate,
                     ..
                 })
             ),

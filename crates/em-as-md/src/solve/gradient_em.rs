@@ -26,12 +26,13 @@
 //! in the issue and the paper's summary; the step sizes used in its experiments are unknown
 //! to us, so the comparison example tunes the constant step on a grid for both methods.
 
-use crate::conditional::ConditionalFamily;
 use crate::error::{MoeError, Result};
-use crate::gd::{gradient_step, Step};
-use crate::md::{assemble, with_iter};
-use crate::objective::Problem;
-use crate::solver::{FitState, InnerStats, IterRecord, Solver};
+use crate::inner::InnerStats;
+use crate::model::conditional::ConditionalFamily;
+use crate::solve::gd::{gradient_step, Step};
+use crate::solve::md::assemble;
+use crate::solve::problem::Problem;
+use crate::solve::solver::{FitState, IterRecord, Solver};
 
 /// Gradient EM (see the [module documentation](self)).
 #[derive(Debug, Clone, PartialEq)]
@@ -91,22 +92,18 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientEm {
         problem: &Problem<'_, M>,
         state: FitState,
     ) -> Result<(FitState, IterRecord)> {
-        let iter = state.iter + 1;
         let k = state.theta.len();
-        let m = problem
-            .md_targets(&state.theta, 1.0)
-            .map_err(|e| with_iter(e, iter))?;
+        let m = problem.md_targets(&state.theta, 1.0)?;
         let q = |th: &[f64], g: &mut [f64]| problem.md_subproblem(th, &m, g);
         let mut x = state.theta.clone();
         let mut g = vec![0.0; k];
-        let mut qx = q(&x, &mut g).map_err(|e| with_iter(e, iter))?;
+        let mut qx = q(&x, &mut g)?;
         let mut out = vec![0.0; k];
         let mut g_out = vec![0.0; k];
         let mut evals = 1u64;
         let mut all_accepted = true;
         for _ in 0..self.inner_steps {
-            let (v, e, ok) = gradient_step(self.step, q, &x, qx, &g, &mut out, &mut g_out)
-                .map_err(|e| with_iter(e, iter))?;
+            let (v, e, ok) = gradient_step(self.step, q, &x, qx, &g, &mut out, &mut g_out)?;
             evals += e;
             all_accepted &= ok;
             std::mem::swap(&mut x, &mut out);
@@ -115,9 +112,7 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientEm {
         }
         let q_residual = g.iter().fold(0.0f64, |a, v| a.max(v.abs()));
         let mut grad = vec![0.0; k];
-        let objective = problem
-            .objective_and_gradient(&x, &mut grad)
-            .map_err(|e| with_iter(e, iter))?;
+        let objective = problem.objective_and_gradient(&x, &mut grad)?;
         let grad_norm = grad.iter().map(|v| v * v).sum::<f64>().sqrt();
         let inner = InnerStats {
             iterations: evals,

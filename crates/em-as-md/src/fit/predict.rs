@@ -17,12 +17,12 @@
 //!   likelihood), computed on the training data at the end of the fit.
 
 use crate::data::Dataset;
-use crate::em::EmModel;
 use crate::error::{MoeError, Result};
-use crate::expert::ExpertKind;
-use crate::moe::MixtureOfExperts;
-use crate::objective::Problem;
-use crate::solver::{IterRecord, Termination};
+use crate::model::expert::ExpertKind;
+use crate::model::mixture::MixtureOfExperts;
+use crate::model::EmModel;
+use crate::solve::problem::Problem;
+use crate::solve::solver::{IterRecord, Termination};
 use crate::ConditionalFamily;
 use mirror::special::log_sum_exp;
 use rayon::prelude::*;
@@ -130,7 +130,7 @@ pub struct FittedMoe {
 }
 
 impl FittedMoe {
-    /// Assembles a fitted model (used by [`crate::fit`] and [`crate::io`]).
+    /// Assembles a fitted model (used by [`crate::fit`] and [`crate::fit::io`]).
     ///
     /// # Errors
     /// `InvalidParam { name: "theta" }` for a wrong length or non-finite value,

@@ -22,12 +22,12 @@
 //! [`MoeSpec`]) cannot be saved.
 
 use crate::error::{MoeError, Result};
-use crate::executor::RecordJson;
-use crate::expert::{Expert, ExpertKind, Multinomial};
-use crate::gate::{GateConfig, GateSolver};
-use crate::moe::{MixtureOfExperts, MoeSpec};
-use crate::predict::{FitReport, FittedMoe, RestartSummary, Spread};
-use crate::solver::{IterRecord, Termination};
+use crate::fit::predict::{FitReport, FittedMoe, RestartSummary, Spread};
+use crate::model::expert::{Expert, ExpertKind, Multinomial};
+use crate::model::gate::{GateConfig, GateSolver};
+use crate::model::mixture::{MixtureOfExperts, MoeSpec};
+use crate::solve::executor::RecordJson;
+use crate::solve::solver::{IterRecord, Termination};
 use crate::ConditionalFamily;
 use serde::{Deserialize, Serialize};
 use std::path::Path;

@@ -36,12 +36,13 @@
 //! $\nabla A_n(\theta_t) - \eta\nabla L(\theta_t) = \frac1n\sum_i J_i^\top m_i$, both forms
 //! have the same stationarity equation; the tests check that both computations agree.
 
-use crate::conditional::ConditionalFamily;
 use crate::error::{MoeError, Result};
-use crate::lbfgs::{Lbfgs, LbfgsReport};
-use crate::objective::Problem;
-use crate::parallel::fold_rows;
-use crate::solver::{FitState, InnerStats, IterRecord, Solver};
+use crate::inner::lbfgs::{Lbfgs, LbfgsReport};
+use crate::inner::parallel::fold_rows;
+use crate::inner::InnerStats;
+use crate::model::conditional::ConditionalFamily;
+use crate::solve::problem::Problem;
+use crate::solve::solver::{FitState, IterRecord, Solver};
 
 /// Default inner tolerance $\Vert \nabla F_\eta\Vert_\infty$ of the subproblem solve: tight enough
 /// that EM and MD($\eta = 1$) agree to $10^{-8}$ relative in $\theta$ and $L$ (tested).
@@ -88,14 +89,6 @@ fn validate(eta: f64, inner_tol: f64, inner_max: usize) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn with_iter(e: MoeError, iter: u64) -> MoeError {
-    match e {
-        MoeError::LeftDomain { reason, .. } => MoeError::LeftDomain { iter, reason },
-        MoeError::NonFinite { what, .. } => MoeError::NonFinite { what, iter },
-        other => other,
-    }
-}
-
 /// Builds the next state and record from $\theta^+$: $L(\theta^+)$ and
 /// $\Vert \nabla L(\theta^+)\Vert_2$ in one pass, $D_{\mathcal A}(\Phi_{t+1},\Phi_t)$ if asked.
 fn finish<M: ConditionalFamily + ?Sized>(
@@ -105,11 +98,8 @@ fn finish<M: ConditionalFamily + ?Sized>(
     inner: InnerStats,
     bregman: bool,
 ) -> Result<(FitState, IterRecord)> {
-    let iter = state.iter + 1;
     let mut grad = vec![0.0; next.len()];
-    let objective = problem
-        .objective_and_gradient(&next, &mut grad)
-        .map_err(|e| with_iter(e, iter))?;
+    let objective = problem.objective_and_gradient(&next, &mut grad)?;
     let grad_norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
     assemble(problem, state, next, objective, grad_norm, inner, bregman)
 }
@@ -126,20 +116,17 @@ pub(crate) fn assemble<M: ConditionalFamily + ?Sized>(
     inner: InnerStats,
     bregman: bool,
 ) -> Result<(FitState, IterRecord)> {
-    let iter = state.iter + 1;
     if !objective.is_finite() {
         return Err(MoeError::NonFinite {
             what: "objective L(θ)",
-            iter,
         });
     }
     let bregman_step = if bregman {
-        problem
-            .stacked_bregman(&next, &state.theta)
-            .map_err(|e| with_iter(e, iter))?
+        problem.stacked_bregman(&next, &state.theta)?
     } else {
         f64::NAN
     };
+    let iter = state.iter + 1;
     Ok((
         state.advance(next, objective),
         IterRecord {
@@ -183,7 +170,6 @@ pub fn complete_information<M: ConditionalFamily + ?Sized>(
                 let x = data.x(i);
                 model.realise(theta, x, &mut phi);
                 let fisher = fam.fisher(&phi).map_err(|err| MoeError::LeftDomain {
-                    iter: 0,
                     reason: format!("row {i}: {err}"),
                 })?;
                 jac.iter_mut().for_each(|v| *v = 0.0);
@@ -220,7 +206,7 @@ pub fn complete_information<M: ConditionalFamily + ?Sized>(
 
 /// Per-chunk scratch that merging ignores.
 struct Scratch(Vec<f64>);
-impl crate::parallel::Mergeable for Scratch {
+impl crate::inner::parallel::Mergeable for Scratch {
     fn merge(&mut self, _other: Self) {}
 }
 
@@ -350,7 +336,6 @@ impl MirrorDescent {
         };
         if outside > 0 && self.strict_mean_domain {
             return Err(MoeError::LeftDomain {
-                iter: 0,
                 reason: format!(
                     "η = {}: {outside} of {} target statistics m_i are outside the mean domain of {}",
                     self.eta,
@@ -372,8 +357,7 @@ impl MirrorDescent {
             &mut theta,
         )
         .map_err(|e| match e {
-                MoeError::LeftDomain { iter, reason } => MoeError::LeftDomain {
-                    iter,
+                MoeError::LeftDomain { reason } => MoeError::LeftDomain {
                     reason: format!(
                         "mirror-descent step η = {} ({outside} rows with targets outside the mean domain): {reason}",
                         self.eta
@@ -398,10 +382,7 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for MirrorDescent {
         problem: &Problem<'_, M>,
         state: FitState,
     ) -> Result<(FitState, IterRecord)> {
-        let iter = state.iter + 1;
-        let (next, inner) = self
-            .step(problem, &state.theta)
-            .map_err(|e| with_iter(e, iter))?;
+        let (next, inner) = self.step(problem, &state.theta)?;
         finish(problem, state, next, inner, self.record_bregman)
     }
 }
@@ -476,7 +457,6 @@ impl UnprojectedMirrorDescent {
                     let x = data.x(i);
                     model.realise(theta, x, &mut phi);
                     *acc += fam.log_partition(&phi).map_err(|e| MoeError::LeftDomain {
-                        iter: 0,
                         reason: format!("row {i}: {e}"),
                     })?;
                     fam.mean(&phi, &mut mu)?;
@@ -494,7 +474,6 @@ impl UnprojectedMirrorDescent {
         } else {
             Err(MoeError::NonFinite {
                 what: "stacked potential A_n(θ)",
-                iter: 0,
             })
         }
     }
@@ -563,10 +542,7 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for UnprojectedMirror
         problem: &Problem<'_, M>,
         state: FitState,
     ) -> Result<(FitState, IterRecord)> {
-        let iter = state.iter + 1;
-        let (next, inner) = self
-            .step(problem, &state.theta)
-            .map_err(|e| with_iter(e, iter))?;
+        let (next, inner) = self.step(problem, &state.theta)?;
         finish(problem, state, next, inner, self.record_bregman)
     }
 }

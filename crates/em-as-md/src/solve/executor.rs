@@ -25,11 +25,12 @@
 //! [`Checkpoint`]); [`Executor::resume`] continues from one and, for a deterministic
 //! solver, reaches the same final parameters as an uninterrupted run.
 
-use crate::conditional::ConditionalFamily;
 use crate::error::{MoeError, Result};
-use crate::objective::Problem;
-use crate::observer::{Observer, ObserverMode};
-use crate::solver::{FitState, InnerStats, IterRecord, Solver, Termination};
+use crate::inner::InnerStats;
+use crate::model::conditional::ConditionalFamily;
+use crate::solve::observer::{Observer, ObserverMode};
+use crate::solve::problem::Problem;
+use crate::solve::solver::{FitState, IterRecord, Solver, Termination};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -385,7 +386,10 @@ impl<P: Objective, S: Solver<P>> Executor<P, S> {
                     })
                 }
                 Start::Theta(theta) => {
-                    let l = self.problem.objective(&theta)?;
+                    let l = self
+                        .problem
+                        .objective(&theta)
+                        .map_err(|e| e.at_iteration(0))?;
                     (FitState::new(theta, l), 0, Vec::new(), 0.0)
                 }
                 Start::State {
@@ -398,11 +402,15 @@ impl<P: Objective, S: Solver<P>> Executor<P, S> {
         if !state.objective.is_finite() {
             return Err(MoeError::NonFinite {
                 what: "initial objective",
-                iter: state.iter,
-            });
+            }
+            .at_iteration(state.iter));
         }
         let clock = Instant::now();
-        let mut state = self.solver.init(&self.problem, state)?;
+        let start_iter = state.iter;
+        let mut state = self
+            .solver
+            .init(&self.problem, state)
+            .map_err(|e| e.at_iteration(start_iter))?;
         let name = self.solver.name();
         for (o, _) in self.observers.iter_mut() {
             o.observe_init(&name, &state);
@@ -424,12 +432,15 @@ impl<P: Objective, S: Solver<P>> Executor<P, S> {
             let previous = state.objective;
             let (best_theta, best_objective) = (state.best_theta.clone(), state.best_objective);
             let iter = state.iter + 1;
-            let (mut next, mut record) = self.solver.next_iter(&self.problem, state)?;
+            let (mut next, mut record) = self
+                .solver
+                .next_iter(&self.problem, state)
+                .map_err(|e| e.at_iteration(iter))?;
             if !next.objective.is_finite() || next.theta.iter().any(|v| !v.is_finite()) {
                 return Err(MoeError::NonFinite {
                     what: "objective or parameters after a step",
-                    iter,
-                });
+                }
+                .at_iteration(iter));
             }
             next.iter = iter;
             record.iter = iter;

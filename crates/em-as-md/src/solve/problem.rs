@@ -20,10 +20,10 @@
 //! Every sum over rows runs through [`fold_rows`]: parallel,
 //! and bit-identical for any thread count.
 
-use crate::conditional::ConditionalFamily;
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
-use crate::parallel::fold_rows;
+use crate::inner::parallel::fold_rows;
+use crate::model::conditional::ConditionalFamily;
 use mirror::special::log_sum_exp;
 use mirror::{ExponentialFamily, MirrorError, MirrorMap};
 use rayon::prelude::*;
@@ -127,7 +127,6 @@ pub fn row_posterior<M: ConditionalFamily + ?Sized>(
     if !log_num.is_finite() || !a.is_finite() {
         return Err(MoeError::NonFinite {
             what: "row log-likelihood",
-            iter: 0,
         });
     }
     for r in s.resp.iter_mut() {
@@ -249,12 +248,12 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
         let mut out = vec![0.0; n * p];
         // Rows are independent: each chunk writes its own rows, in parallel (no reduction,
         // so the result does not depend on the thread count).
-        out.par_chunks_mut(crate::parallel::CHUNK * p)
+        out.par_chunks_mut(crate::inner::parallel::CHUNK * p)
             .enumerate()
             .try_for_each(|(c, block)| -> Result<()> {
                 let mut s = RowScratch::new(self.model);
                 for (r, m) in block.chunks_mut(p).enumerate() {
-                    let i = c * crate::parallel::CHUNK + r;
+                    let i = c * crate::inner::parallel::CHUNK + r;
                     self.model.realise(theta_t, self.data.x(i), &mut s.phi);
                     row_posterior(self.model, self.data.y(i), i, &mut s)?;
                     self.model.complete().mean(&s.phi, &mut s.mean)?;
@@ -291,7 +290,6 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
                     model.realise(theta, x, &mut phi);
                     let mi = &m[i * p..(i + 1) * p];
                     let a = fam.log_partition(&phi).map_err(|e| MoeError::LeftDomain {
-                        iter: 0,
                         reason: format!("row {i}: {e}"),
                     })?;
                     *acc += a - mi.iter().zip(&phi).map(|(u, v)| u * v).sum::<f64>();
@@ -415,7 +413,7 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
 
 /// Scratch buffers carried inside a reduction accumulator: merging keeps the left one.
 struct ScratchCell(RowScratch);
-impl crate::parallel::Mergeable for ScratchCell {
+impl crate::inner::parallel::Mergeable for ScratchCell {
     fn merge(&mut self, _other: Self) {}
 }
 
@@ -423,7 +421,7 @@ fn finite(v: f64, what: &'static str) -> Result<f64> {
     if v.is_finite() {
         Ok(v)
     } else {
-        Err(MoeError::NonFinite { what, iter: 0 })
+        Err(MoeError::NonFinite { what })
     }
 }
 

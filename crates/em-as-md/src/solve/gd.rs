@@ -17,13 +17,14 @@
 //! the gradient at $\theta_{t+1}$ is cached for the next step, so a constant-step
 //! iteration costs one pass.
 
-use crate::conditional::ConditionalFamily;
 use crate::error::{MoeError, Result};
-use crate::md::{assemble, with_iter};
-use crate::objective::Problem;
-use crate::solver::{FitState, InnerStats, IterRecord, Solver};
+use crate::inner::InnerStats;
+use crate::model::conditional::ConditionalFamily;
+use crate::solve::md::assemble;
+use crate::solve::problem::Problem;
+use crate::solve::solver::{FitState, IterRecord, Solver};
 
-/// Step-size rule of [`GradientDescent`] and [`GradientEm`](crate::gradient_em::GradientEm).
+/// Step-size rule of [`GradientDescent`] and [`GradientEm`](crate::solve::gradient_em::GradientEm).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Step {
     /// $\alpha_t = \alpha$.
@@ -112,7 +113,6 @@ where
             let v = f(out, g_out).map_err(|e| match e {
                 MoeError::Mirror(mirror::MirrorError::OutsideDomain { .. }) => {
                     MoeError::LeftDomain {
-                        iter: 0,
                         reason: format!(
                             "the constant step α = {a} left the natural domain of the model: {e}"
                         ),
@@ -193,15 +193,12 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientDescent {
         problem: &Problem<'_, M>,
         state: FitState,
     ) -> Result<(FitState, IterRecord)> {
-        let iter = state.iter + 1;
         let k = state.theta.len();
         let (grad, value) = match self.cache.take() {
             Some((th, g, v)) if th == state.theta => (g, v),
             _ => {
                 let mut g = vec![0.0; k];
-                let v = problem
-                    .objective_and_gradient(&state.theta, &mut g)
-                    .map_err(|e| with_iter(e, iter))?;
+                let v = problem.objective_and_gradient(&state.theta, &mut g)?;
                 (g, v)
             }
         };
@@ -215,8 +212,7 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientDescent {
             &grad,
             &mut next,
             &mut g_next,
-        )
-        .map_err(|e| with_iter(e, iter))?;
+        )?;
         let grad_norm = g_next.iter().map(|v| v * v).sum::<f64>().sqrt();
         self.cache = Some((next.clone(), g_next, objective));
         let inner = InnerStats {

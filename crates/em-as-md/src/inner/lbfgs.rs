@@ -24,7 +24,7 @@
 //! **Why not `argmin`?** The mirror-descent subproblem must be solved to a gradient norm of
 //! about $10^{-11}$ on slices with typed `MoeError`s crossing the closure (a trial point
 //! outside the natural domain must shrink the step, not abort), and every call must report
-//! its iterations and residual in [`InnerStats`](crate::solver::InnerStats). Wrapping that in
+//! its iterations and residual in [`InnerStats`](crate::inner::InnerStats). Wrapping that in
 //! `argmin`'s `CostFunction`/`Gradient`/`State` generics (with its own error type and
 //! ndarray/nalgebra/Vec backends) would cost more code than these ~250 lines, and pull a
 //! dependency tree into a crate whose only linear-algebra backend is faer.
@@ -82,12 +82,12 @@ pub struct LbfgsReport {
     pub converged: bool,
 }
 
-impl From<&LbfgsReport> for crate::solver::InnerStats {
+impl From<&LbfgsReport> for crate::inner::InnerStats {
     /// An L-BFGS inner solve as inner-solver statistics: its iterations, final
     /// $\Vert\nabla f\Vert_\infty$ as the residual, whether it converged, and no Hessians
     /// or fallbacks.
     fn from(r: &LbfgsReport) -> Self {
-        crate::solver::InnerStats {
+        crate::inner::InnerStats {
             iterations: r.iterations,
             residual: r.grad_norm,
             converged: r.converged,
@@ -194,7 +194,6 @@ impl Lbfgs {
         if !fx.is_finite() {
             return Err(MoeError::NonFinite {
                 what: "L-BFGS objective at the starting point",
-                iter: 0,
             });
         }
         let mut s_hist: Vec<Vec<f64>> = Vec::with_capacity(self.memory);
@@ -287,7 +286,6 @@ impl Lbfgs {
             iter += 1;
             if fx < f_start - self.f_drop_limit * (1.0 + f_start.abs()) {
                 return Err(MoeError::LeftDomain {
-                    iter: 0,
                     reason: format!(
                         "the subproblem looks unbounded below: after {iter} L-BFGS steps \
                          f fell from {f_start:.6e} to {fx:.6e}"
@@ -296,7 +294,6 @@ impl Lbfgs {
             }
             if inf_norm(x) > self.x_limit {
                 return Err(MoeError::LeftDomain {
-                    iter: 0,
                     reason: format!(
                         "the subproblem looks unbounded below: after {iter} L-BFGS steps \
                          ‖x‖∞ = {:.3e} > {:.1e} with f = {fx:.6e}",
@@ -378,7 +375,6 @@ impl Lbfgs {
             a *= 2.0;
             if a * inf_norm(d) > self.x_limit {
                 return Err(MoeError::LeftDomain {
-                    iter: 0,
                     reason: format!(
                         "the subproblem looks unbounded below: the line search keeps \
                          decreasing f (now {fa:.6e}) out to step {a:.3e}"
@@ -388,7 +384,6 @@ impl Lbfgs {
         }
         let (mut lo, mut flo, mut dlo, mut hi, mut fhi, mut dhi) =
             bracket.ok_or_else(|| MoeError::LeftDomain {
-                iter: 0,
                 reason: "line search: no bracket found in 60 expansions".into(),
             })?;
         for _ in 0..80 {
@@ -439,7 +434,6 @@ impl Lbfgs {
             }
         }
         Err(MoeError::LeftDomain {
-            iter: 0,
             reason: "line search failed: no acceptable step along a descent direction".into(),
         })
     }
@@ -515,7 +509,6 @@ mod tests {
         let f = |x: &[f64], g: &mut [f64]| -> Result<f64> {
             if x[0] <= 0.0 {
                 return Err(MoeError::LeftDomain {
-                    iter: 0,
                     reason: "x ≤ 0".into(),
                 });
             }

@@ -3,8 +3,8 @@
 //!
 //! ```no_run
 //! use em_as_md::fit::MoeParams;
-//! use em_as_md::expert::ExpertKind;
-//! use em_as_md::moe::Gating;
+//! use em_as_md::model::expert::ExpertKind;
+//! use em_as_md::model::mixture::Gating;
 //! # fn main() -> em_as_md::Result<()> {
 //! # let data = em_as_md::Dataset::from_rows(&[0.0, 1.0, 2.0, 3.0], 1, &[0.0, 1.0, 0.5, 2.0], 1)?.with_intercept();
 //! let fitted = MoeParams::new(2)
@@ -27,21 +27,22 @@
 //! in parallel with rayon; each E-step reduces rows in a fixed order, so results are
 //! bit-identical for any number of threads. A restart that fails (for example a singular
 //! weighted Gram matrix from a degenerate start) is reported in
-//! [`FitReport::restarts`](crate::predict::FitReport::restarts); the fit fails only when
+//! [`FitReport::restarts`](crate::fit::predict::FitReport::restarts); the fit fails only when
 //! every restart fails.
 
 use crate::data::Dataset;
-use crate::em::{Em, EmModel};
 use crate::error::{MoeError, Result};
-use crate::executor::{Executor, FitResult};
-use crate::expert::ExpertKind;
-use crate::init::{
+use crate::fit::init::{
     hard_responsibilities, kmeanspp_labels, random_responsibilities, InitMethod, HARD_FLOOR,
 };
-use crate::moe::{Gating, MixtureOfExperts};
-use crate::objective::Problem;
-use crate::observer::{LogObserver, Observer, ObserverMode};
-use crate::predict::{training_summaries, FitReport, FittedMoe, RestartSummary, Spread};
+use crate::fit::predict::{training_summaries, FitReport, FittedMoe, RestartSummary, Spread};
+use crate::model::expert::ExpertKind;
+use crate::model::mixture::{Gating, MixtureOfExperts};
+use crate::model::EmModel;
+use crate::solve::em::Em;
+use crate::solve::executor::{Executor, FitResult};
+use crate::solve::observer::{LogObserver, Observer, ObserverMode};
+use crate::solve::problem::Problem;
 use crate::ConditionalFamily;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

@@ -1,83 +1,22 @@
-//! Expectation–Maximization, and why it is unit-step KL mirror descent.
-//!
-//! **E-step** ([`EmModel::e_step`]). At $\theta_t$, for each row in log space,
-//! $$ \ell_{ik} = \log\pi_k(x_i) + \log p_F(y_i;\eta_k(x_i)),\qquad
-//!    \log p(y_i\mid x_i) = \operatorname{LSE}_k \ell_{ik},\qquad
-//!    r_{ik} = e^{\ell_{ik} - \operatorname{LSE}_k\ell_{ik}}, $$
-//! (terms equal to $-\infty$ get responsibility exactly 0) and
-//! $L(\theta_t) = -\frac1n\sum_i\log p(y_i\mid x_i)$. In the language of
-//! [`crate::objective`], $(r_{ik}, r_{ik}T_F(y_i))_k = \mathbb E_{z\sim p(z\mid y_i;\varphi_{t,i})}[T(y_i,z)]
-//! = m_i$, the mirror-descent target statistics with $\eta = 1$.
-//!
-//! **M-step** ([`EmModel::m_step`]). $\theta_{t+1} = \arg\max_\theta \sum_i \langle m_i,
-//! \varphi_i(\theta)\rangle - A(\varphi_i(\theta))$, i.e. the minimiser of the mirror-descent
-//! subproblem $F_1(\theta) = \frac1n\sum_i[A(\varphi_i(\theta)) - \langle m_i,\varphi_i(\theta)\rangle]$.
-//! Because $A(\varphi_i(\theta)) = \operatorname{LSE}_k g_k(x_i)$ and
-//! $\langle m_i, \varphi_i\rangle = \sum_k r_{ik}[g_k(x_i) - A_F(\eta_{ik}) + \langle T_F(y_i),\eta_{ik}\rangle]$,
-//! this objective separates into the gate problem
-//! $\max_w \sum_i\sum_k r_{ik}\log\pi_k(x_i)$ ([`crate::gate::fit_softmax_gate`], or the
-//! closed form [`crate::gate::constant_gate_mstep`]) and one weighted GLM problem per
-//! expert $\max_{\vartheta_k}\sum_i r_{ik}[\langle T_F(y_i),\eta_k(x_i)\rangle - A_F(\eta_k(x_i))]$
-//! (closed-form weighted least squares for linear experts from the merged Gram matrices,
-//! [`crate::expert::Expert::weighted_fit`] otherwise). Hence
-//! $$ \theta_{t+1} = \arg\min_\theta \langle\nabla\ell(\Phi_t), \Phi(\theta)\rangle + D_{\mathcal A}(\Phi(\theta), \Phi_t): $$
-//! **EM is projected mirror descent with unit step and the KL (stacked log-partition)
-//! mirror map.**
-//!
-//! **Cost.** The E-step evaluates $X^\top[\,W \mid B\,]$ (gate and expert coefficient
-//! vectors) per chunk with one faer product and, for linear experts, accumulates the $K$
-//! weighted Gram matrices $X^\top\operatorname{diag}(r_k)X$, right-hand sides
-//! $X^\top\operatorname{diag}(r_k)y$, $\sum_i r_{ik}y_i^2$ in the same pass (merged in chunk
-//! order: bit-identical for any thread count). For a softmax gate the same pass also
-//! accumulates the gate M-step's objective, gradient and block Hessian at $\theta_t$
-//! ([`GateStats`]), so the gate's Newton solve starts without a pass of its own. Per row
-//! the pass takes the exponentials of the gate's and the posterior's softmax — a chunk's
-//! all at once, vectorised ([`mirror::batch_exp::exp_in_place`], through
-//! [`softmax_rows`] for the posterior) — and no logarithm: the log-sum-exps come as
-//! (max, sum) pairs whose logarithms are summed one block of rows at a time
-//! ([`SumOfLogs`]). The
-//! M-step is then $K$ Cholesky solves plus the gate's Newton steps (one pass over the
-//! data per step: objective, gradient and, only when the factored Hessian stops
-//! contracting the gradient fast enough, a fresh Hessian).
-//!
-//! [`Em`] is the [`Solver`]: it caches the E-step of the new iterate, so each iteration
-//! costs one E-step and one M-step, and its state's objective is $L(\theta_{t+1})$.
+//! The E- and M-steps of a [`MixtureOfExperts`] (its [`EmModel`] implementation); the
+//! mathematics, and why they make EM the unit-step KL mirror-descent step, are in
+//! [`crate::solve::em`].
 
-use crate::conditional::ConditionalFamily;
 use crate::data::Dataset;
-use crate::error::{MoeError, Result};
-use crate::expert::{add_weighted_grams, gram_buffer_len};
-use crate::gate::{
+use crate::error::{Block, MoeError, Result};
+use crate::inner::gram::{add_weighted_grams, gram_buffer_len};
+use crate::inner::parallel::{fold_rows_with, Mergeable, CHUNK};
+use crate::inner::InnerStats;
+use crate::model::gate::{
     constant_gate_mstep, fit_softmax_gate_from, gate_chunk, gate_softmax_rows, GateScratch,
     GateSolver, GateStats, GateSums,
 };
-use crate::moe::{Gating, MixtureOfExperts};
-use crate::objective::Problem;
-use crate::parallel::{fold_rows_with, Mergeable, CHUNK};
-use crate::solver::{FitState, InnerStats, IterRecord, Solver};
+use crate::model::mixture::{Gating, MixtureOfExperts};
+use crate::model::{ConditionalFamily, EmModel};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
 use mirror::special::{log_sum_exp, softmax_rows, SumOfLogs};
-use std::any::Any;
 use std::ops::Range;
-
-/// A model EM can fit: a [`ConditionalFamily`] with an E-step producing mergeable posterior
-/// statistics and an M-step consuming them.
-pub trait EmModel: ConditionalFamily {
-    /// Merged posterior statistics.
-    type Stats: Mergeable;
-    /// E-step at θ: merged posterior statistics and L(θ) (average negative log-likelihood).
-    fn e_step(&self, data: &Dataset, theta: &[f64]) -> Result<(Self::Stats, f64)>;
-    /// M-step: θ_next = argmax of the expected complete-data log-likelihood given the stats
-    /// (θ = current parameters, a warm start for iterative inner solvers).
-    fn m_step(
-        &self,
-        data: &Dataset,
-        stats: &Self::Stats,
-        theta: &[f64],
-        next: &mut [f64],
-    ) -> Result<InnerStats>;
-}
 
 /// Merged weighted least-squares statistics of $K$ linear experts:
 /// $G_k = \sum_i r_{ik}x_ix_i^\top$, $b_k = \sum_i r_{ik}y_ix_i$, $s_k = \sum_i r_{ik}y_i^2$.
@@ -351,7 +290,8 @@ fn linear_row_constants(
     let k = m.n_experts();
     let (mut s2, mut cst, mut inv) = (vec![0.0; k], vec![0.0; k], vec![0.0; k]);
     for c in 0..k {
-        let (_, v) = crate::expert::LinearGaussian::beta_from_natural(m.expert_block(theta, c))?;
+        let (_, v) =
+            crate::model::expert::LinearGaussian::beta_from_natural(m.expert_block(theta, c))?;
         s2[c] = v;
         cst[c] = -0.5 * (2.0 * std::f64::consts::PI * v).ln();
         inv[c] = 0.5 / v;
@@ -372,7 +312,7 @@ fn linear_gaussian_log_density(y: f64, mean: f64, c: f64, inv_two_s2: f64) -> f6
 impl EmModel for MixtureOfExperts {
     type Stats = MoeStats;
 
-    /// Log-space E-step over row chunks (see the [module documentation](self)).
+    /// Log-space E-step over row chunks (see the [module documentation](crate::solve::em)).
     ///
     /// # Errors
     /// `InvalidParam` for a wrong θ length or $K > n$; `InvalidData` naming the row whose
@@ -528,7 +468,6 @@ impl EmModel for MixtureOfExperts {
                     if !mx.is_finite() {
                         return Err(MoeError::NonFinite {
                             what: "row log-likelihood in the E-step",
-                            iter: 0,
                         });
                     }
                     shifts += mx;
@@ -550,7 +489,6 @@ impl EmModel for MixtureOfExperts {
         if !objective.is_finite() {
             return Err(MoeError::NonFinite {
                 what: "objective L(θ) in the E-step",
-                iter: 0,
             });
         }
         let mut stats = acc.stats;
@@ -565,7 +503,7 @@ impl EmModel for MixtureOfExperts {
     ///
     /// # Errors
     /// `NotPositiveDefinite { expert, pivot }` naming the expert whose weighted Gram /
-    /// Hessian failed Cholesky (`usize::MAX` for the gate); `NonFinite` for a degenerate
+    /// Hessian failed Cholesky ([`Block::Gate`] for the gate); `NonFinite` for a degenerate
     /// expert (zero weight or zero residual variance).
     fn m_step(
         &self,
@@ -614,12 +552,7 @@ impl EmModel for MixtureOfExperts {
             }
         }
         let expert = self.expert();
-        let at = |e: MoeError, c: usize| match e {
-            MoeError::NotPositiveDefinite { pivot, .. } => {
-                MoeError::NotPositiveDefinite { expert: c, pivot }
-            }
-            other => other,
-        };
+        let at = |e: MoeError, c: usize| e.in_block(Block::Expert(Some(c)));
         match (expert.linear_gaussian(), stats.linear.as_ref()) {
             (Some(lg), Some(lin)) => {
                 let d = data.d();
@@ -657,93 +590,5 @@ impl EmModel for MixtureOfExperts {
             }
         }
         Ok(total)
-    }
-}
-
-/// The EM solver; see the [module documentation](self).
-#[derive(Default)]
-pub struct Em {
-    cache: Option<Box<dyn Any + Send>>,
-    record_bregman: bool,
-}
-
-impl std::fmt::Debug for Em {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Em")
-            .field("cached", &self.cache.is_some())
-            .field("record_bregman", &self.record_bregman)
-            .finish()
-    }
-}
-
-struct Cached<S> {
-    theta: Vec<f64>,
-    stats: S,
-}
-
-impl Em {
-    /// EM without per-iteration diagnostics.
-    pub fn new() -> Self {
-        Em::default()
-    }
-    /// Also record $D_{\mathcal A}(\Phi_{t+1}, \Phi_t)$ in every [`IterRecord`] (one extra
-    /// pass over the data per iteration).
-    pub fn with_bregman(mut self, on: bool) -> Self {
-        self.record_bregman = on;
-        self
-    }
-}
-
-impl<M> Solver<Problem<'_, M>> for Em
-where
-    M: EmModel + ?Sized,
-    M::Stats: 'static,
-{
-    fn name(&self) -> String {
-        "EM".into()
-    }
-    fn init(&mut self, _problem: &Problem<'_, M>, state: FitState) -> Result<FitState> {
-        self.cache = None;
-        Ok(state)
-    }
-    fn next_iter(
-        &mut self,
-        problem: &Problem<'_, M>,
-        state: FitState,
-    ) -> Result<(FitState, IterRecord)> {
-        let model = problem.model;
-        let data = problem.data;
-        let cached = self
-            .cache
-            .take()
-            .and_then(|b| b.downcast::<Cached<M::Stats>>().ok())
-            .filter(|c| c.theta == state.theta);
-        let stats = match cached {
-            Some(c) => c.stats,
-            None => model.e_step(data, &state.theta)?.0,
-        };
-        let mut next = vec![0.0; model.n_params()];
-        let inner = model.m_step(data, &stats, &state.theta, &mut next)?;
-        let (stats_next, objective) = model.e_step(data, &next)?;
-        let bregman_step = if self.record_bregman {
-            problem.stacked_bregman(&next, &state.theta)?
-        } else {
-            f64::NAN
-        };
-        self.cache = Some(Box::new(Cached {
-            theta: next.clone(),
-            stats: stats_next,
-        }));
-        let iter = state.iter + 1;
-        let new_state = state.advance(next, objective);
-        let record = IterRecord {
-            iter,
-            objective,
-            grad_norm: f64::NAN,
-            bregman_step,
-            inner,
-            elapsed: 0.0,
-        };
-        Ok((new_state, record))
     }
 }

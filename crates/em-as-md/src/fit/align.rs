@@ -74,15 +74,15 @@ impl ParamLayout {
     }
 }
 
-/// The layout of a [`MixtureOfExperts`](crate::moe::MixtureOfExperts): $d_g = d$ for a
+/// The layout of a [`MixtureOfExperts`](crate::model::mixture::MixtureOfExperts): $d_g = d$ for a
 /// softmax gate, $1$ for constant mixing logits.
-pub fn layout_of(model: &crate::moe::MixtureOfExperts) -> ParamLayout {
+pub fn layout_of(model: &crate::model::mixture::MixtureOfExperts) -> ParamLayout {
     use crate::ConditionalFamily;
     ParamLayout {
         n_experts: model.n_experts(),
         gate_dim: match model.gating() {
-            crate::moe::Gating::Softmax => model.n_features(),
-            crate::moe::Gating::Constant => 1,
+            crate::model::mixture::Gating::Softmax => model.n_features(),
+            crate::model::mixture::Gating::Constant => 1,
         },
         expert_len: model.expert_len(),
     }

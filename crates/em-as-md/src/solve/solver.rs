@@ -1,7 +1,8 @@
 //! The solver abstraction: a solver is a step function, the
-//! [`Executor`](crate::executor::Executor) owns the loop (as in `argmin`).
+//! [`Executor`](crate::solve::executor::Executor) owns the loop (as in `argmin`).
 
 use crate::error::Result;
+use crate::inner::InnerStats;
 use serde::{Deserialize, Serialize};
 
 /// The state carried from one iteration to the next.
@@ -71,25 +72,6 @@ mod tests {
         assert_eq!((s.iter, s.theta.clone(), s.objective), (2, vec![2.0], 3.0));
         assert_eq!((s.best_theta, s.best_objective), (vec![1.0], 1.0));
     }
-}
-
-/// Work done by an inner solver (an iterative M-step or the mirror-descent subproblem)
-/// inside one outer iteration. An inexact inner solve is reported, never hidden.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct InnerStats {
-    /// Inner iterations taken (Newton/IRLS/L-BFGS steps, summed over blocks).
-    pub iterations: u64,
-    /// Final inner residual (gradient norm of the subproblem; 0 for closed forms).
-    pub residual: f64,
-    /// Whether every inner solve reached its tolerance.
-    pub converged: bool,
-    /// Number of Gram-sized weighted Hessians formed (for the cost floor in benchmarks).
-    pub hessians: u64,
-    /// Inner solves that fell back to another method (the softmax gate's Newton M-step
-    /// handing a singular Hessian to L-BFGS, [`crate::gate::GateConfig::lbfgs_fallback`]).
-    /// Absent in records written before it existed (read as 0).
-    #[serde(default)]
-    pub fallbacks: u64,
 }
 
 /// One row of the per-iteration record passed to observers.

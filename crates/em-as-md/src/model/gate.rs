@@ -29,7 +29,7 @@
 //! logarithms are taken once per block of rows ([`SumOfLogs`]).
 //!
 //! **L-BFGS alternative.** With [`GateConfig::solver`] $=$ [`GateSolver::Lbfgs`] the gate
-//! M-step instead minimises $-Q(W)$ by L-BFGS ([`crate::lbfgs::Lbfgs`], 10 pairs, strong
+//! M-step instead minimises $-Q(W)$ by L-BFGS ([`crate::inner::lbfgs::Lbfgs`], 10 pairs, strong
 //! Wolfe), warm-started at $W_t$, from [`gate_objective`] alone (no Hessian is formed), until
 //! $\|\nabla Q\|_\infty \le$ `tol` or `max_iter` iterations ([`fit_softmax_gate_lbfgs`]).
 //! It needs no positive definite Hessian, so it runs on designs where Newton stops with
@@ -41,13 +41,12 @@
 //! start and counts it in [`InnerStats::fallbacks`].
 
 use crate::data::Dataset;
-use crate::error::{MoeError, Result};
-use crate::expert::{
-    add_weighted_grams, cholesky_factor, dot, gram_buffer_len, llt_solve, INNER_MAX_ITER,
-    INNER_TOL, NEWTON_PURE,
-};
-use crate::parallel::{fold_rows_with, Mergeable, CHUNK};
-use crate::solver::InnerStats;
+use crate::error::{Block, MoeError, Result};
+use crate::inner::cholesky::{cholesky_factor, llt_solve};
+use crate::inner::gram::{add_weighted_grams, gram_buffer_len};
+use crate::inner::parallel::{fold_rows_with, Mergeable, CHUNK};
+use crate::inner::InnerStats;
+use crate::model::expert::{dot, INNER_MAX_ITER, INNER_TOL, NEWTON_PURE};
 use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::{DenseSolveCore, Llt};
 use faer::{Accum, Mat, MatRef, Par};
@@ -90,7 +89,7 @@ pub enum GateSolver {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GateConfig {
     /// Stop when $\|\nabla Q\|_2 \le$ `tol` (Newton) or $\|\nabla Q\|_\infty \le$ `tol`
-    /// (L-BFGS, as [`crate::lbfgs::Lbfgs::grad_tol`]).
+    /// (L-BFGS, as [`crate::inner::lbfgs::Lbfgs::grad_tol`]).
     pub tol: f64,
     /// Step cap (Newton steps or L-BFGS iterations; a fallback L-BFGS solve gets its own
     /// `max_iter`).
@@ -335,7 +334,6 @@ pub(crate) fn gate_softmax_rows(
             if !mx.is_finite() {
                 return Err(MoeError::NonFinite {
                     what: "gate logits",
-                    iter: 0,
                 });
             }
             for (j, v) in row.iter().enumerate() {
@@ -595,7 +593,7 @@ fn check(data: &Dataset, labels: &[f64], k: usize, w: &[f64]) -> Result<()> {
 /// Hessians formed.
 ///
 /// # Errors
-/// `NotPositiveDefinite { expert: usize::MAX, pivot }` when the Newton Hessian is singular
+/// `NotPositiveDefinite { block: Block::Gate, pivot }` when the Newton Hessian is singular
 /// (collinear features or a gate saturated to 0/1 everywhere) and
 /// [`GateConfig::lbfgs_fallback`] is off; the errors of [`fit_softmax_gate_lbfgs`] for the
 /// L-BFGS solver or fallback.
@@ -615,7 +613,7 @@ fn factor_gate_hessian(hess: &Mat<f64>, n: f64) -> Result<Llt<f64>> {
     let dim = hess.nrows();
     let hs = Mat::from_fn(dim, dim, |a, b| hess[(a, b)] / n);
     cholesky_factor(hs.as_ref()).map_err(|pivot| MoeError::NotPositiveDefinite {
-        expert: usize::MAX,
+        block: Block::Gate,
         pivot,
     })
 }
@@ -642,7 +640,7 @@ pub fn fit_softmax_gate_from(
     }
     match newton_gate(data, labels, k, start, out, cfg, initial) {
         Err(MoeError::NotPositiveDefinite {
-            expert: usize::MAX, ..
+            block: Block::Gate, ..
         }) if cfg.lbfgs_fallback => {
             let mut stats = lbfgs_gate(data, labels, k, start, out, cfg)?;
             stats.fallbacks += 1;
@@ -653,7 +651,7 @@ pub fn fit_softmax_gate_from(
 }
 
 /// The gate M-step by L-BFGS (see the [module documentation](self)): minimises $-Q(W)$
-/// ([`gate_objective`]) from `start` with [`crate::lbfgs::Lbfgs`] (defaults but
+/// ([`gate_objective`]) from `start` with [`crate::inner::lbfgs::Lbfgs`] (defaults but
 /// `grad_tol` $=$ `cfg.tol`, `max_iter` $=$ `cfg.max_iter`), result in `out`, whatever
 /// `cfg.solver` says. The returned [`InnerStats`] holds the L-BFGS iterations, the final
 /// $\|\nabla Q\|_\infty$ as `residual`, whether `tol` was met (`converged`; `false` is an
@@ -685,10 +683,10 @@ fn lbfgs_gate(
     out: &mut [f64],
     cfg: GateConfig,
 ) -> Result<InnerStats> {
-    let solver = crate::lbfgs::Lbfgs {
+    let solver = crate::inner::lbfgs::Lbfgs {
         grad_tol: cfg.tol,
         max_iter: usize::try_from(cfg.max_iter).unwrap_or(usize::MAX),
-        ..crate::lbfgs::Lbfgs::default()
+        ..crate::inner::lbfgs::Lbfgs::default()
     };
     let mut w = start.to_vec();
     let rep = solver.minimize(
@@ -771,7 +769,6 @@ fn newton_gate(
         if !gnorm.is_finite() {
             return Err(MoeError::NonFinite {
                 what: "gate gradient",
-                iter: 0,
             });
         }
         if gnorm <= cfg.tol {
@@ -784,7 +781,7 @@ fn newton_gate(
         let dir = match hinv.as_ref() {
             Some(h) => (0..dim).map(|a| dot(h.col_as_slice(a), &g)).collect(),
             None => llt_solve(&factor, &g).map_err(|pivot| MoeError::NotPositiveDefinite {
-                expert: usize::MAX,
+                block: Block::Gate,
                 pivot,
             })?,
         };
@@ -870,7 +867,6 @@ pub fn constant_gate_mstep(weights: &[f64], out: &mut [f64]) -> Result<()> {
     if weights.iter().any(|w| !(*w > 0.0 && w.is_finite())) {
         return Err(MoeError::NonFinite {
             what: "mixing weight of an expert with zero total responsibility",
-            iter: 0,
         });
     }
     let last = weights[k - 1].ln();

@@ -50,11 +50,11 @@
 //! ([`SymMoLinE::snr`]); for SymMoLogE the link fixes the noise and we report
 //! $\Vert \beta^{\ast}\Vert $ ([`SymMoLogE::snr`]).
 
-use crate::conditional::ConditionalFamily;
 use crate::data::Dataset;
-use crate::error::{MoeError, Result};
-use crate::parallel::{fold_rows, Mergeable};
-use crate::solver::InnerStats;
+use crate::error::{Block, MoeError, Result};
+use crate::inner::parallel::{fold_rows, Mergeable};
+use crate::inner::InnerStats;
+use crate::model::conditional::ConditionalFamily;
 use faer::Mat;
 use mirror::special::{log1p_exp, log_sum_exp, sigmoid};
 use mirror::{ExponentialFamily, MirrorError};
@@ -384,7 +384,6 @@ fn check_theta(theta: &[f64], d: usize) -> Result<()> {
     if theta.iter().any(|v| !v.is_finite()) {
         return Err(MoeError::NonFinite {
             what: "parameters θ",
-            iter: 0,
         });
     }
     Ok(())
@@ -406,14 +405,14 @@ fn check_data(data: &Dataset, d: usize) -> Result<()> {
 }
 
 /// Solves $H x = g$ for SPD $H$ (row-major $d\times d$) by faer's Cholesky.
-fn solve_spd(h: &[f64], g: &[f64], who: usize) -> Result<Vec<f64>> {
+fn solve_spd(h: &[f64], g: &[f64], who: Block) -> Result<Vec<f64>> {
     use faer::linalg::solvers::Solve;
     let d = g.len();
     let m = Mat::from_fn(d, d, |i, j| h[i * d + j]);
     let llt = m
         .llt(faer::Side::Lower)
         .map_err(|_| MoeError::NotPositiveDefinite {
-            expert: who,
+            block: who,
             pivot: 0,
         })?;
     let x = llt.solve(Mat::from_fn(d, 1, |i, _| g[i]));
@@ -426,7 +425,7 @@ fn solve_spd(h: &[f64], g: &[f64], who: usize) -> Result<Vec<f64>> {
 ///    \nabla^2 f = \frac1n\sum_i \sigma(v^\top x_i)\sigma(-v^\top x_i)x_ix_i^\top, $$
 /// started at `v` (a warm start, overwritten), stopping when $\Vert \nabla f\Vert_\infty \le$
 /// [`NEWTON_TOL`]. Targets $t_i \in [0, 1]$ (soft labels). `who` names the block in a
-/// `NotPositiveDefinite` error (`usize::MAX` = the gate).
+/// `NotPositiveDefinite` error.
 ///
 /// # Errors
 /// `InvalidData` if the number of targets differs from $n$, `NotPositiveDefinite` if the
@@ -437,7 +436,7 @@ pub fn soft_logistic_newton(
     data: &Dataset,
     targets: &[f64],
     v: &mut [f64],
-    who: usize,
+    who: Block,
 ) -> Result<InnerStats> {
     let n = data.n();
     let d = data.d();
@@ -508,7 +507,6 @@ pub fn soft_logistic_newton(
         if !gnorm.is_finite() {
             return Err(MoeError::NonFinite {
                 what: "Newton gradient (soft-label logistic regression)",
-                iter: 0,
             });
         }
         if gnorm <= NEWTON_TOL {
@@ -702,7 +700,7 @@ impl SymMoLinE {
     /// $\beta^+ = (X^\top X)^{-1}X^\top((2r-1)\circ y)$ by Cholesky; writes $\theta^+$ into `next`.
     ///
     /// # Errors
-    /// `NotPositiveDefinite` (expert 0 for $X^\top X$, `usize::MAX` for the gate) when the
+    /// `NotPositiveDefinite` (expert 0 for $X^\top X$, [`Block::Gate`] for the gate) when the
     /// features are collinear; `InvalidData` on shape mismatches.
     pub fn m_step(
         &self,
@@ -737,11 +735,10 @@ impl SymMoLinE {
                 gram[b * d + a] = gram[a * d + b];
             }
         }
-        let beta = solve_spd(&gram, &rhs, 0)?;
+        let beta = solve_spd(&gram, &rhs, Block::Expert(Some(0)))?;
         next[..d].copy_from_slice(&beta);
         next[d..2 * d].copy_from_slice(&theta[d..2 * d]);
-        let mut inner =
-            soft_logistic_newton(data, &stats.resp, &mut next[d..2 * d], crate::error::GATE)?;
+        let mut inner = soft_logistic_newton(data, &stats.resp, &mut next[d..2 * d], Block::Gate)?;
         inner.hessians += 1; // the Gram matrix XᵀX
         Ok(inner)
     }
@@ -900,7 +897,7 @@ impl SymMoLogE {
     /// [module documentation](self)); both warm-started at $\theta_t$.
     ///
     /// # Errors
-    /// `NotPositiveDefinite` (expert 0 / gate `usize::MAX`), `InvalidData` on shapes.
+    /// `NotPositiveDefinite` (expert 0 / [`Block::Gate`]), `InvalidData` on shapes.
     pub fn m_step(
         &self,
         data: &Dataset,
@@ -918,8 +915,8 @@ impl SymMoLogE {
             })
             .collect();
         next.copy_from_slice(&theta[..2 * d]);
-        let a = soft_logistic_newton(data, &t, &mut next[..d], 0)?;
-        let b = soft_logistic_newton(data, &stats.resp, &mut next[d..2 * d], crate::error::GATE)?;
+        let a = soft_logistic_newton(data, &t, &mut next[..d], Block::Expert(Some(0)))?;
+        let b = soft_logistic_newton(data, &stats.resp, &mut next[d..2 * d], Block::Gate)?;
         Ok(InnerStats {
             iterations: a.iterations + b.iterations,
             residual: a.residual.max(b.residual),
@@ -963,7 +960,7 @@ impl ConditionalFamily for SymMoLogE {
     }
 }
 
-impl crate::em::EmModel for SymMoLinE {
+impl crate::model::EmModel for SymMoLinE {
     type Stats = SymStats;
     fn e_step(&self, data: &Dataset, theta: &[f64]) -> Result<(SymStats, f64)> {
         SymMoLinE::e_step(self, data, theta)
@@ -979,7 +976,7 @@ impl crate::em::EmModel for SymMoLinE {
     }
 }
 
-impl crate::em::EmModel for SymMoLogE {
+impl crate::model::EmModel for SymMoLogE {
     type Stats = SymStats;
     fn e_step(&self, data: &Dataset, theta: &[f64]) -> Result<(SymStats, f64)> {
         SymMoLogE::e_step(self, data, theta)
@@ -1018,7 +1015,6 @@ where
     if !obj.is_finite() {
         return Err(MoeError::NonFinite {
             what: "E-step log-likelihood",
-            iter: 0,
         });
     }
     Ok((stats, obj))

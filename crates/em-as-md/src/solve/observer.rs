@@ -1,6 +1,6 @@
 //! Observers: code that watches a run without owning it (as in `argmin`).
 //!
-//! The [`Executor`](crate::executor::Executor) calls [`Observer::observe_init`] once after
+//! The [`Executor`](crate::solve::executor::Executor) calls [`Observer::observe_init`] once after
 //! the solver's `init`, [`Observer::observe_iter`] after each accepted step (subject to
 //! the observer's [`ObserverMode`]), and [`Observer::observe_final`] once with the
 //! [`Termination`] reason. Every hook defaults to a no-op, so an observer implements only
@@ -8,7 +8,7 @@
 //! [`LogObserver`] (one line per iteration on stderr). The library never installs signal
 //! handlers; a front end that wants Ctrl-C passes a cancellation flag to the executor.
 
-use crate::solver::{FitState, IterRecord, Termination};
+use crate::solve::solver::{FitState, IterRecord, Termination};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// When an observer's [`Observer::observe_iter`] is called.
@@ -17,7 +17,7 @@ pub enum ObserverMode {
     /// After every iteration.
     Always,
     /// After iterations whose index is a multiple of `n` (`n ≥ 1`; `Every(0)` is rejected
-    /// by [`Executor::run`](crate::executor::Executor::run)).
+    /// by [`Executor::run`](crate::solve::executor::Executor::run)).
     Every(u64),
     /// Only after iterations that improved the best objective seen so far.
     NewBest,
@@ -180,7 +180,7 @@ impl Observer for TrajectoryObserver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::solver::InnerStats;
+    use crate::inner::InnerStats;
 
     fn rec(iter: u64) -> IterRecord {
         IterRecord {
@@ -235,7 +235,8 @@ mod tests {
 #[cfg(test)]
 mod trajectory_tests {
     use super::*;
-    use crate::solver::{FitState, InnerStats, IterRecord};
+    use crate::inner::InnerStats;
+    use crate::solve::solver::{FitState, IterRecord};
 
     #[test]
     fn keeps_start_and_iterates_in_order() {

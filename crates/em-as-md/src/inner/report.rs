@@ -1,0 +1,23 @@
+//! What an inner solve reports ([`InnerStats`]): every M-step and mirror-descent
+//! subproblem says how much work it did and whether it met its tolerance.
+
+use serde::{Deserialize, Serialize};
+
+/// Work done by an inner solver (an iterative M-step or the mirror-descent subproblem)
+/// inside one outer iteration. An inexact inner solve is reported, never hidden.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InnerStats {
+    /// Inner iterations taken (Newton/IRLS/L-BFGS steps, summed over blocks).
+    pub iterations: u64,
+    /// Final inner residual (gradient norm of the subproblem; 0 for closed forms).
+    pub residual: f64,
+    /// Whether every inner solve reached its tolerance.
+    pub converged: bool,
+    /// Number of Gram-sized weighted Hessians formed (for the cost floor in benchmarks).
+    pub hessians: u64,
+    /// Inner solves that fell back to another method (the softmax gate's Newton M-step
+    /// handing a singular Hessian to L-BFGS, [`crate::model::gate::GateConfig::lbfgs_fallback`]).
+    /// Absent in records written before it existed (read as 0).
+    #[serde(default)]
+    pub fallbacks: u64,
+}

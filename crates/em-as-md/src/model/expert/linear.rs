@@ -1,0 +1,250 @@
+//! The linear-Gaussian expert ([`LinearGaussian`]): weighted least squares in closed form.
+
+use super::{check_len, check_targets, check_weights, dot, Expert, ExpertKind};
+use crate::data::Dataset;
+use crate::error::{Block, MoeError, Result};
+use crate::inner::cholesky::cholesky_solve;
+use crate::inner::gram::{add_weighted_gram, gram_buffer_len};
+use crate::inner::parallel::{fold_rows, Mergeable};
+use crate::inner::InnerStats;
+use faer::{Mat, MatRef};
+use mirror::ExponentialFamily;
+
+/// Linear regression with Gaussian noise and its own variance:
+/// $y \mid x, z = k \sim N(\beta_k^\top x, \sigma_k^2)$, in the family
+/// [`mirror::Gaussian`] (mean and variance) with natural parameter
+/// $\eta = (\gamma^\top x, \tau)$, $\gamma = \beta/\sigma^2$, $\tau = -1/(2\sigma^2)$
+/// (parameters $\vartheta = (\gamma, \tau)$, $d + 1$ values).
+///
+/// The weighted fit is closed form (weighted least squares):
+/// $$ \hat\beta = (X^\top W X + \lambda I)^{-1} X^\top W y,\qquad
+///    \hat\sigma^2 = \frac{\sum_i w_i (y_i - \hat\beta^\top x_i)^2}{\sum_i w_i}, $$
+/// with the ridge $\lambda = 0$ unless asked for ([`LinearGaussian::with_ridge`]; it is
+/// part of [`Expert::name`] and [`ExpertKind`], so it is always reported). With
+/// $\lambda = 0$ this is the exact maximiser of $Q$.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LinearGaussian {
+    ridge: f64,
+    family: mirror::Gaussian,
+}
+
+impl LinearGaussian {
+    /// Without ridge.
+    pub fn new() -> Self {
+        LinearGaussian {
+            ridge: 0.0,
+            family: mirror::Gaussian::new(),
+        }
+    }
+    /// With ridge $\lambda \ge 0$ added to every weighted Gram matrix.
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "ridge" }` unless $\lambda$ is finite and $\ge 0$.
+    pub fn with_ridge(ridge: f64) -> Result<Self> {
+        if !(ridge.is_finite() && ridge >= 0.0) {
+            return Err(MoeError::InvalidParam {
+                name: "ridge",
+                reason: format!("finite and >= 0, got {ridge}"),
+            });
+        }
+        Ok(LinearGaussian {
+            ridge,
+            family: mirror::Gaussian::new(),
+        })
+    }
+    /// The ridge $\lambda$.
+    pub fn ridge(&self) -> f64 {
+        self.ridge
+    }
+    /// $(\beta, \sigma^2) \mapsto (\gamma, \tau) = (\beta/\sigma^2, -1/(2\sigma^2))$ into
+    /// `out` ($d + 1$).
+    ///
+    /// # Errors
+    /// `InvalidParam` unless $\sigma^2 > 0$ is finite and $\beta$ is finite.
+    pub fn natural_from_beta(beta: &[f64], sigma2: f64, out: &mut [f64]) -> Result<()> {
+        if !(sigma2 > 0.0 && sigma2.is_finite()) || beta.iter().any(|b| !b.is_finite()) {
+            return Err(MoeError::InvalidParam {
+                name: "sigma2",
+                reason: format!("finite beta and variance > 0, got {sigma2}"),
+            });
+        }
+        check_len("out", beta.len() + 1, out.len())?;
+        for (o, b) in out.iter_mut().zip(beta) {
+            *o = b / sigma2;
+        }
+        out[beta.len()] = -0.5 / sigma2;
+        Ok(())
+    }
+    /// $(\gamma, \tau) \mapsto (\beta, \sigma^2) = (-\gamma/(2\tau), -1/(2\tau))$.
+    ///
+    /// # Errors
+    /// `LeftDomain` unless $\tau < 0$.
+    pub fn beta_from_natural(params: &[f64]) -> Result<(Vec<f64>, f64)> {
+        let d = params.len().saturating_sub(1);
+        let tau = params.get(d).copied().unwrap_or(f64::NAN);
+        if !(tau < 0.0 && tau.is_finite()) {
+            return Err(MoeError::LeftDomain {
+                reason: format!("Gaussian expert precision parameter tau = {tau} must be < 0"),
+            });
+        }
+        let s2 = -0.5 / tau;
+        Ok((params[..d].iter().map(|g| g * s2).collect(), s2))
+    }
+
+    /// The closed-form M-step from merged weighted statistics $G = \sum_i w_i x_ix_i^\top$
+    /// (`gram`, $d\times d$, lower triangle read), $b = \sum_i w_i y_i x_i$,
+    /// $s = \sum_i w_i y_i^2$ and $W = \sum_i w_i$: $\hat\beta = (G + \lambda I)^{-1} b$,
+    /// $\hat\sigma^2 = (s - 2\hat\beta^\top b + \hat\beta^\top G\hat\beta)/W$, written as
+    /// natural parameters into `out`.
+    ///
+    /// # Errors
+    /// `NotPositiveDefinite { block: Block::Expert(None), pivot }` if the Cholesky factorisation
+    /// fails; `NonFinite` if the weighted residual variance is not $> 0$.
+    pub fn solve_from_gram(
+        &self,
+        gram: MatRef<'_, f64>,
+        rhs: &[f64],
+        syy: f64,
+        wsum: f64,
+        out: &mut [f64],
+    ) -> Result<()> {
+        let d = rhs.len();
+        let err = |pivot| MoeError::NotPositiveDefinite {
+            block: Block::Expert(None),
+            pivot,
+        };
+        if wsum.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+            return Err(err(0));
+        }
+        let beta = if self.ridge > 0.0 {
+            let g = Mat::from_fn(d, d, |a, b| {
+                gram[(a.max(b), a.min(b))] + if a == b { self.ridge } else { 0.0 }
+            });
+            cholesky_solve(g.as_ref(), rhs).map_err(err)?
+        } else {
+            cholesky_solve(gram, rhs).map_err(err)?
+        };
+        // βᵀGβ with G read from its lower triangle.
+        let mut quad = 0.0;
+        for a in 0..d {
+            let mut s = 0.0;
+            for b in 0..d {
+                s += gram[(a.max(b), a.min(b))] * beta[b];
+            }
+            quad += beta[a] * s;
+        }
+        let rss = syy - 2.0 * dot(&beta, rhs) + quad;
+        let s2 = rss / wsum;
+        if !(s2 > 0.0 && s2.is_finite()) {
+            return Err(MoeError::NonFinite {
+                what: "weighted residual variance of a linear expert (degenerate fit)",
+            });
+        }
+        LinearGaussian::natural_from_beta(&beta, s2, out)
+    }
+}
+
+/// Merged weighted least-squares statistics of one linear expert.
+struct WlsAcc {
+    gram: Mat<f64>,
+    rhs: Vec<f64>,
+    syy: f64,
+    wsum: f64,
+    buf: Vec<f64>,
+}
+impl Mergeable for WlsAcc {
+    fn merge(&mut self, other: Self) {
+        self.gram += &other.gram;
+        for (a, b) in self.rhs.iter_mut().zip(&other.rhs) {
+            *a += b;
+        }
+        self.syy += other.syy;
+        self.wsum += other.wsum;
+    }
+}
+
+impl Expert for LinearGaussian {
+    fn name(&self) -> String {
+        if self.ridge > 0.0 {
+            format!("linear-Gaussian(ridge={})", self.ridge)
+        } else {
+            "linear-Gaussian".into()
+        }
+    }
+    fn family(&self) -> &dyn ExponentialFamily {
+        &self.family
+    }
+    fn n_regressed(&self) -> usize {
+        1
+    }
+    /// $\nabla A = (m, m^2 + v)$, Fisher $\begin{pmatrix} v & 2mv\\ 2mv & 4m^2v+2v^2\end{pmatrix}$
+    /// with $v = -1/(2\tau)$, $m = \eta_1 v$.
+    fn moments(&self, eta: &[f64], mu: &mut [f64], fisher: &mut [f64]) -> Result<()> {
+        let (m, v) = mirror::Gaussian::mean_var_from_natural(eta)?;
+        mu[0] = m;
+        mu[1] = m * m + v;
+        fisher[0] = v;
+        fisher[1] = 2.0 * m * v;
+        fisher[2] = 2.0 * m * v;
+        fisher[3] = 4.0 * m * m * v + 2.0 * v * v;
+        Ok(())
+    }
+    fn weighted_fit(
+        &self,
+        data: &Dataset,
+        weights: &[f64],
+        start: &[f64],
+        out: &mut [f64],
+    ) -> Result<InnerStats> {
+        let d = data.d();
+        check_len("start", d + 1, start.len())?;
+        check_len("out", d + 1, out.len())?;
+        check_weights(data.n(), weights)?;
+        check_targets(self, data)?;
+        let acc = fold_rows(
+            data.n(),
+            || WlsAcc {
+                gram: Mat::zeros(d, d),
+                rhs: vec![0.0; d],
+                syy: 0.0,
+                wsum: 0.0,
+                buf: vec![0.0; gram_buffer_len(d)],
+            },
+            |acc, rows| {
+                let w = &weights[rows.clone()];
+                add_weighted_gram(data, rows.clone(), w, &mut acc.buf, acc.gram.as_mut());
+                for (li, i) in rows.enumerate() {
+                    let y = data.y(i)[0];
+                    let wy = w[li] * y;
+                    for (r, xa) in acc.rhs.iter_mut().zip(data.x(i)) {
+                        *r += wy * xa;
+                    }
+                    acc.syy += wy * y;
+                    acc.wsum += w[li];
+                }
+                Ok(())
+            },
+        )?;
+        self.solve_from_gram(acc.gram.as_ref(), &acc.rhs, acc.syy, acc.wsum, out)?;
+        Ok(InnerStats {
+            iterations: 0,
+            residual: 0.0,
+            converged: true,
+            hessians: 1,
+            fallbacks: 0,
+        })
+    }
+    fn default_constants(&self, out: &mut [f64]) {
+        out[0] = -0.5;
+    }
+    fn kind(&self) -> Option<ExpertKind> {
+        Some(if self.ridge > 0.0 {
+            ExpertKind::RidgeLinear { ridge: self.ridge }
+        } else {
+            ExpertKind::Linear
+        })
+    }
+    fn linear_gaussian(&self) -> Option<&LinearGaussian> {
+        Some(self)
+    }
+}

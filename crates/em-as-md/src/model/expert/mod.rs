@@ -1,0 +1,909 @@
+//! Experts: GLM-style conditional laws $p(y \mid x, z = k)$ built on any
+//! [`mirror::ExponentialFamily`] with canonical link.
+//!
+//! An expert with family $F$ (natural dimension $p$, statistic $T_F$, log-partition
+//! $A_F$) and $r$ = [`Expert::n_regressed`] regressed components has parameters
+//! $\vartheta = (b_0, \dots, b_{r-1}, c_r, \dots, c_{p-1})$, $b_j \in \mathbb R^d$
+//! (contiguous), and natural parameter
+//! $$ \eta(x) = (b_0^\top x, \dots, b_{r-1}^\top x,\ c_r, \dots, c_{p-1}), $$
+//! linear in $\vartheta$ ([`Expert::natural`]), so the weighted complete-data
+//! log-likelihood of one expert
+//! $$ Q(\vartheta) = \sum_i w_i\big[\langle T_F(y_i), \eta(x_i)\rangle - A_F(\eta(x_i))\big] $$
+//! is concave. Its gradient is $\sum_i w_i J^\top(T_F(y_i) - \nabla A_F(\eta_i))$ and its
+//! negative Hessian $\sum_i w_i J^\top \nabla^2 A_F(\eta_i) J$ (with $J = \partial\eta/\partial\vartheta$),
+//! which is what the default [`Expert::weighted_fit`] (Newton/IRLS with backtracking,
+//! [`glm_newton`]) uses. [`Multinomial`] overrides it above
+//! [`MULTINOMIAL_DENSE_MAX_PARAMS`] parameters with L-BFGS on the same objective
+//! ([`Multinomial::fit_lbfgs`]), which never forms the $((C-1)d)^2$ Hessian.
+//!
+//! Built-ins: [`LinearGaussian`] (Gaussian with per-expert variance, closed-form weighted
+//! least squares), [`Logistic`] (Bernoulli), [`Multinomial`] (Categorical, $C$ classes),
+//! [`Poisson`], and [`Glm`] for any family a researcher writes.
+
+use crate::data::Dataset;
+use crate::error::{Block, MoeError, Result};
+use crate::inner::cholesky::cholesky_solve;
+use crate::inner::parallel::{fold_rows, Mergeable};
+use crate::inner::InnerStats;
+use faer::{Mat, MatRef};
+use mirror::ExponentialFamily;
+use rand::RngCore;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Default tolerance of the inner Newton solves (norm of the weight-averaged gradient).
+pub const INNER_TOL: f64 = 1e-10;
+/// Default iteration cap of the inner Newton solves.
+pub const INNER_MAX_ITER: u64 = 50;
+/// Newton decrement $\nabla Q^\top H^{-1}\nabla Q$ (of the weight-averaged objective)
+/// below which the inner Newton solvers take the full step without the Armijo test: the
+/// predicted increase is then below the round-off of evaluating $Q$, so the test could
+/// not tell an improvement from noise (the pure-Newton phase).
+pub const NEWTON_PURE: f64 = 1e-14;
+/// Largest parameter count $(C-1)d$ for which [`Multinomial`]'s M-step uses the dense
+/// Newton method [`glm_newton`] (exact to [`INNER_TOL`]). Above it the dense Newton step
+/// costs $O(n\,(C-1)^2d^2)$ to assemble a $((C-1)d)^2$ Hessian (on the bundled digits,
+/// $C = 10$, $d = 65$: a $585\times585$ matrix, ~24 s per EM iteration) and that Hessian
+/// is singular when a feature vanishes on every weighted row; the M-step then runs
+/// L-BFGS ([`Multinomial::fit_lbfgs`]) on the same objective.
+pub const MULTINOMIAL_DENSE_MAX_PARAMS: usize = 100;
+/// Inner tolerance of the L-BFGS multinomial M-step: $\|\nabla F\|_\infty$ of the
+/// weight-averaged objective ([`Multinomial::weighted_objective`]). On a well-posed
+/// problem this puts $F$ within $\sim\|\nabla F\|^2/\lambda_{\min}$ of its minimum
+/// (tested against dense Newton); looser than [`INNER_TOL`] because L-BFGS converges
+/// linearly, not quadratically.
+pub const MULTINOMIAL_LBFGS_TOL: f64 = 1e-8;
+/// Iteration cap of the L-BFGS multinomial M-step (not reaching
+/// [`MULTINOMIAL_LBFGS_TOL`] — e.g. on separable data, where no maximiser exists — is
+/// reported as `converged = false` in [`InnerStats`]).
+pub const MULTINOMIAL_LBFGS_MAX_ITER: u64 = 300;
+
+/// A serialisable description of a built-in expert (for model I/O).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum ExpertKind {
+    /// [`LinearGaussian`] without ridge.
+    Linear,
+    /// [`LinearGaussian`] with a ridge penalty $\lambda$ on the Gram matrix.
+    RidgeLinear {
+        /// $\lambda \ge 0$.
+        ridge: f64,
+    },
+    /// [`Logistic`].
+    Logistic,
+    /// [`Multinomial`] with `classes` classes.
+    Multinomial {
+        /// Number of classes $C \ge 2$.
+        classes: usize,
+    },
+    /// [`Poisson`].
+    Poisson,
+}
+
+impl ExpertKind {
+    /// Builds the expert.
+    ///
+    /// # Errors
+    /// `InvalidParam` for fewer than 2 classes or a negative / non-finite ridge.
+    pub fn build(self) -> Result<Arc<dyn Expert>> {
+        Ok(match self {
+            ExpertKind::Linear => Arc::new(LinearGaussian::new()),
+            ExpertKind::RidgeLinear { ridge } => Arc::new(LinearGaussian::with_ridge(ridge)?),
+            ExpertKind::Logistic => Arc::new(Logistic::new()),
+            ExpertKind::Multinomial { classes } => Arc::new(Multinomial::new(classes)?),
+            ExpertKind::Poisson => Arc::new(Poisson::new()),
+        })
+    }
+}
+
+/// A conditional law $p(y \mid x, z = k)$ in an exponential family with canonical link;
+/// see the [module documentation](self).
+pub trait Expert: Send + Sync + std::fmt::Debug {
+    /// Human-readable name, e.g. `"linear-Gaussian"`.
+    fn name(&self) -> String;
+    /// The family $F$ of $y$ given $x$ and $z = k$.
+    fn family(&self) -> &dyn ExponentialFamily;
+    /// Number $r$ of natural components that are linear in $x$ (the rest are constants).
+    fn n_regressed(&self) -> usize;
+    /// Parameters per expert with $d$ features: $r d + (p - r)$.
+    fn n_params(&self, d: usize) -> usize {
+        let p = self.family().dim();
+        self.n_regressed() * d + (p - self.n_regressed())
+    }
+    /// $\eta(x) = (b_j^\top x)_{j<r}$ followed by the constants $c_j$ (`eta` has length $p$).
+    fn natural(&self, params: &[f64], x: &[f64], eta: &mut [f64]) {
+        let (d, r) = (x.len(), self.n_regressed());
+        for (j, e) in eta.iter_mut().enumerate() {
+            *e = if j < r {
+                dot(&params[j * d..(j + 1) * d], x)
+            } else {
+                params[r * d + (j - r)]
+            };
+        }
+    }
+    /// Vector–Jacobian product of [`natural`](Self::natural): `grad += Jᵀ v`, i.e.
+    /// $\nabla_{b_j} \mathrel{+}= v_j x$ and $\nabla_{c_j} \mathrel{+}= v_j$.
+    fn natural_vjp(&self, _params: &[f64], x: &[f64], v: &[f64], grad: &mut [f64]) {
+        let (d, r) = (x.len(), self.n_regressed());
+        for (j, &vj) in v.iter().enumerate() {
+            if j < r {
+                for (g, xa) in grad[j * d..(j + 1) * d].iter_mut().zip(x) {
+                    *g += vj * xa;
+                }
+            } else {
+                grad[r * d + (j - r)] += vj;
+            }
+        }
+    }
+    /// $\nabla A_F(\eta)$ into `mu` ($p$) and $\nabla^2 A_F(\eta)$ into `fisher`
+    /// ($p \times p$ row-major). Default: the family's `mean` and `fisher` (which
+    /// allocates); built-ins override with allocation-free closed forms.
+    fn moments(&self, eta: &[f64], mu: &mut [f64], fisher: &mut [f64]) -> Result<()> {
+        let fam = self.family();
+        fam.mean(eta, mu)?;
+        let f = fam.fisher(eta)?;
+        let p = fam.dim();
+        for a in 0..p {
+            for b in 0..p {
+                fisher[a * p + b] = f[(a, b)];
+            }
+        }
+        Ok(())
+    }
+    /// Maximises $Q(\vartheta) = \sum_i w_i[\langle T_F(y_i), \eta(x_i)\rangle - A_F(\eta(x_i))]$
+    /// from `start`, writing the maximiser into `out`. Default: [`glm_newton`] with
+    /// [`INNER_TOL`] and [`INNER_MAX_ITER`]; the inner iterations, final gradient norm and
+    /// Hessians formed are returned.
+    ///
+    /// # Errors
+    /// `NotPositiveDefinite { block: Block::Expert(None), .. }` if the weighted Hessian is singular
+    /// (the mixture remaps the index), `InvalidData` for a target outside the support.
+    fn weighted_fit(
+        &self,
+        data: &Dataset,
+        weights: &[f64],
+        start: &[f64],
+        out: &mut [f64],
+    ) -> Result<InnerStats> {
+        glm_newton(self, data, weights, start, out, INNER_TOL, INNER_MAX_ITER)
+    }
+    /// Length of [`predict_mean`](Self::predict_mean)'s output (default: `obs_dim`).
+    fn predict_dim(&self) -> usize {
+        self.family().obs_dim()
+    }
+    /// $\mathbb E[y \mid x, z = k]$. Default: the first `obs_dim` entries of
+    /// $\nabla A_F(\eta(x))$ (exact when $T_F$ starts with $y$ itself).
+    fn predict_mean(&self, params: &[f64], x: &[f64], out: &mut [f64]) -> Result<()> {
+        let fam = self.family();
+        let p = fam.dim();
+        let mut eta = vec![0.0; p];
+        let mut mu = vec![0.0; p];
+        self.natural(params, x, &mut eta);
+        fam.mean(&eta, &mut mu)?;
+        let q = self.predict_dim();
+        out[..q].copy_from_slice(&mu[..q]);
+        Ok(())
+    }
+    /// Whether a target row lies in the family's support.
+    fn check_target(&self, y: &[f64]) -> bool {
+        self.family().in_support(y)
+    }
+    /// Random parameters: regressed coefficients $\sim N(0, \text{scale}^2)$, constants
+    /// from [`default_constants`](Self::default_constants). This is in the natural domain
+    /// for every $x$ when the regressed components range over all of $\mathbb R$ and the
+    /// constants are valid (the built-ins; [`Poisson`] only while $b^\top x$ stays below
+    /// mirror's cap $\log\lambda_{\max} \approx 44$). [`Glm`] overrides it so that its
+    /// starts are always in the domain ([`Glm::start_point`]).
+    fn init_params(&self, d: usize, rng: &mut dyn RngCore, scale: f64, out: &mut [f64]) {
+        let r = self.n_regressed();
+        for v in out[..r * d].iter_mut() {
+            let z: f64 = StandardNormal.sample(rng);
+            *v = scale * z;
+        }
+        self.default_constants(&mut out[r * d..]);
+    }
+    /// In-domain values of the constant components (default 0; the Gaussian uses
+    /// $\tau = -1/2$, i.e. unit variance).
+    fn default_constants(&self, out: &mut [f64]) {
+        out.iter_mut().for_each(|v| *v = 0.0);
+    }
+    /// The serialisable description, `None` for custom experts.
+    fn kind(&self) -> Option<ExpertKind> {
+        None
+    }
+    /// `Some` for the linear-Gaussian expert, whose M-step the mixture runs from merged
+    /// weighted Gram matrices accumulated during the E-step.
+    fn linear_gaussian(&self) -> Option<&LinearGaussian> {
+        None
+    }
+    /// `Some` for the multinomial expert, whose fitting settings (L-BFGS budget, dense
+    /// limit) a saved model keeps ([`crate::fit::io`]).
+    fn multinomial(&self) -> Option<&Multinomial> {
+        None
+    }
+}
+
+#[inline]
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(u, v)| u * v).sum()
+}
+
+mod glm;
+mod linear;
+mod logistic;
+mod multinomial;
+mod poisson;
+
+pub use glm::Glm;
+pub use linear::LinearGaussian;
+pub use logistic::Logistic;
+pub use multinomial::Multinomial;
+pub use poisson::Poisson;
+
+/// The checks shared by the weighted M-step solvers of one expert: `start` and `out` have
+/// the expert's parameter count, the weights are valid, every target is in the family's
+/// support, and the weights do not sum to zero (an all-zero weight vector has no M-step:
+/// `NotPositiveDefinite { block: Block::Expert(None), pivot: 0 }`, as a singular Hessian).
+/// Returns the parameter count and $\sum_i w_i$.
+fn check_weighted_fit<E: Expert + ?Sized>(
+    expert: &E,
+    data: &Dataset,
+    weights: &[f64],
+    start: &[f64],
+    out: &[f64],
+) -> Result<(usize, f64)> {
+    let np = expert.n_params(data.d());
+    check_len("start", np, start.len())?;
+    check_len("out", np, out.len())?;
+    check_weights(data.n(), weights)?;
+    check_targets(expert, data)?;
+    let wsum: f64 = weights.iter().sum();
+    if wsum <= 0.0 {
+        return Err(MoeError::NotPositiveDefinite {
+            block: Block::Expert(None),
+            pivot: 0,
+        });
+    }
+    Ok((np, wsum))
+}
+
+/// Validates per-row weights for one expert: right length, finite, non-negative.
+pub(crate) fn check_weights(n: usize, w: &[f64]) -> Result<()> {
+    if w.len() != n {
+        return Err(MoeError::InvalidParam {
+            name: "weights",
+            reason: format!("expected {n} weights, found {}", w.len()),
+        });
+    }
+    if let Some(i) = w.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
+        return Err(MoeError::InvalidData {
+            row: Some(i),
+            column: Some("weight".into()),
+            reason: "weight must be finite and >= 0".into(),
+        });
+    }
+    Ok(())
+}
+
+fn check_targets<E: Expert + ?Sized>(expert: &E, data: &Dataset) -> Result<()> {
+    let fam = expert.family();
+    if data.q() != fam.obs_dim() {
+        return Err(MoeError::InvalidData {
+            row: None,
+            column: None,
+            reason: format!(
+                "{} expects {} target columns, data has {}",
+                expert.name(),
+                fam.obs_dim(),
+                data.q()
+            ),
+        });
+    }
+    for i in 0..data.n() {
+        if !expert.check_target(data.y(i)) {
+            return Err(MoeError::InvalidData {
+                row: Some(i),
+                column: Some("target".into()),
+                reason: format!(
+                    "value {:?} is outside the support of {}",
+                    data.y(i),
+                    fam.name()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Accumulator of one pass of [`glm_newton`]: $Q$, gradient, negative Hessian, scratch.
+struct GlmAcc {
+    q: f64,
+    grad: Vec<f64>,
+    hess: Vec<f64>,
+    eta: Vec<f64>,
+    mu: Vec<f64>,
+    fisher: Vec<f64>,
+    t: Vec<f64>,
+}
+
+impl Mergeable for GlmAcc {
+    fn merge(&mut self, other: Self) {
+        self.q += other.q;
+        for (a, b) in self.grad.iter_mut().zip(&other.grad) {
+            *a += b;
+        }
+        for (a, b) in self.hess.iter_mut().zip(&other.hess) {
+            *a += b;
+        }
+    }
+}
+
+/// One pass over the rows: $Q(\vartheta)$ and, when `derivs`, its gradient and negative
+/// Hessian (row-major $P\times P$). A natural parameter outside the domain gives
+/// $Q = -\infty$ (used by the line search).
+fn glm_pass<E: Expert + ?Sized>(
+    expert: &E,
+    data: &Dataset,
+    w: &[f64],
+    params: &[f64],
+    derivs: bool,
+) -> Result<GlmAcc> {
+    let fam = expert.family();
+    let (p, r, d) = (fam.dim(), expert.n_regressed(), data.d());
+    let np = expert.n_params(d);
+    let (gl, hl) = if derivs { (np, np * np) } else { (0, 0) };
+    fold_rows(
+        data.n(),
+        || GlmAcc {
+            q: 0.0,
+            grad: vec![0.0; gl],
+            hess: vec![0.0; hl],
+            eta: vec![0.0; p],
+            mu: vec![0.0; p],
+            fisher: vec![0.0; p * p],
+            t: vec![0.0; p],
+        },
+        |acc, rows| {
+            for i in rows {
+                let wi = w[i];
+                if wi == 0.0 {
+                    continue;
+                }
+                let x = data.x(i);
+                expert.natural(params, x, &mut acc.eta);
+                let a = match fam.log_partition(&acc.eta) {
+                    Ok(a) if a.is_finite() => a,
+                    _ => {
+                        acc.q = f64::NEG_INFINITY;
+                        if derivs {
+                            return Err(MoeError::NonFinite {
+                                what: "expert log-partition in the M-step",
+                            });
+                        }
+                        continue;
+                    }
+                };
+                fam.sufficient_stats(data.y(i), &mut acc.t);
+                acc.q += wi * (dot(&acc.t, &acc.eta) - a);
+                if !derivs {
+                    continue;
+                }
+                expert.moments(&acc.eta, &mut acc.mu, &mut acc.fisher)?;
+                // Gradient Σ w Jᵀ(T − μ).
+                for j in 0..p {
+                    let v = wi * (acc.t[j] - acc.mu[j]);
+                    if j < r {
+                        for (g, xa) in acc.grad[j * d..(j + 1) * d].iter_mut().zip(x) {
+                            *g += v * xa;
+                        }
+                    } else {
+                        acc.grad[r * d + (j - r)] += v;
+                    }
+                }
+                // Negative Hessian Σ w Jᵀ F J.
+                for j in 0..p {
+                    for l in 0..p {
+                        let f = wi * acc.fisher[j * p + l];
+                        if f == 0.0 {
+                            continue;
+                        }
+                        match (j < r, l < r) {
+                            (true, true) => {
+                                for a in 0..d {
+                                    let fa = f * x[a];
+                                    let row = &mut acc.hess[(j * d + a) * np + l * d..];
+                                    for b in 0..d {
+                                        row[b] += fa * x[b];
+                                    }
+                                }
+                            }
+                            (true, false) => {
+                                let c = r * d + (l - r);
+                                for (a, xa) in x.iter().enumerate() {
+                                    acc.hess[(j * d + a) * np + c] += f * xa;
+                                }
+                            }
+                            (false, true) => {
+                                let c = r * d + (j - r);
+                                let row = &mut acc.hess[c * np + l * d..c * np + (l + 1) * d];
+                                for (h, xb) in row.iter_mut().zip(x) {
+                                    *h += f * xb;
+                                }
+                            }
+                            (false, false) => {
+                                acc.hess[(r * d + (j - r)) * np + r * d + (l - r)] += f;
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Newton's method with backtracking (Armijo) for the weighted expert fit
+/// $\max_\vartheta Q(\vartheta)$ (see the [module documentation](self)); $Q$, its gradient
+/// and Hessian are divided by $W = \sum_i w_i$ and the iteration stops when
+/// $\|\nabla Q / W\|_2 \le$ `tol` or after `max_iter` Newton steps (then
+/// `converged = false`).
+///
+/// # Errors
+/// `InvalidParam`/`InvalidData` for bad weights or targets; `NotPositiveDefinite
+/// { block: Block::Expert(None), pivot }` when the weighted Hessian is singular (e.g. all
+/// weights zero or collinear features).
+pub fn glm_newton<E: Expert + ?Sized>(
+    expert: &E,
+    data: &Dataset,
+    weights: &[f64],
+    start: &[f64],
+    out: &mut [f64],
+    tol: f64,
+    max_iter: u64,
+) -> Result<InnerStats> {
+    let (np, wsum) = check_weighted_fit(expert, data, weights, start, out)?;
+    let mut theta = start.to_vec();
+    let mut trial = vec![0.0; np];
+    let mut stats = InnerStats::default();
+    loop {
+        let acc = glm_pass(expert, data, weights, &theta, true)?;
+        stats.hessians += 1;
+        let q = acc.q / wsum;
+        let g: Vec<f64> = acc.grad.iter().map(|v| v / wsum).collect();
+        let gnorm = dot(&g, &g).sqrt();
+        stats.residual = gnorm;
+        if !gnorm.is_finite() || !q.is_finite() {
+            return Err(MoeError::NonFinite {
+                what: "expert M-step gradient",
+            });
+        }
+        if gnorm <= tol {
+            stats.converged = true;
+            break;
+        }
+        if stats.iterations >= max_iter {
+            break;
+        }
+        let h = MatRef::from_row_major_slice(&acc.hess, np, np);
+        let hs = Mat::from_fn(np, np, |a, b| h[(a, b)] / wsum);
+        let dir =
+            cholesky_solve(hs.as_ref(), &g).map_err(|pivot| MoeError::NotPositiveDefinite {
+                block: Block::Expert(None),
+                pivot,
+            })?;
+        let slope = dot(&g, &dir);
+        let mut t = 1.0;
+        let mut accepted = false;
+        while t > 1e-12 {
+            for j in 0..np {
+                trial[j] = theta[j] + t * dir[j];
+            }
+            let qt = glm_pass(expert, data, weights, &trial, false)?.q / wsum;
+            // Armijo; or, once the Newton decrement is below what Q's round-off can
+            // resolve (the pure-Newton phase), the full step.
+            if qt.is_finite() && (qt >= q + 1e-4 * t * slope || (t == 1.0 && slope <= NEWTON_PURE))
+            {
+                accepted = true;
+                break;
+            }
+            t *= 0.5;
+        }
+        stats.iterations += 1;
+        if !accepted {
+            // No ascent possible in floating point: stop and report the residual.
+            break;
+        }
+        theta.copy_from_slice(&trial);
+    }
+    out.copy_from_slice(&theta);
+    Ok(stats)
+}
+
+fn check_len(name: &'static str, expected: usize, found: usize) -> Result<()> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(MoeError::InvalidParam {
+            name,
+            reason: format!("expected length {expected}, found {found}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mirror::special::sigmoid;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn data(n: usize, d: usize, seed: u64, y: impl Fn(&[f64], &mut ChaCha8Rng) -> f64) -> Dataset {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut xs = Vec::new();
+        let mut ys = Vec::new();
+        for _ in 0..n {
+            let mut x = vec![1.0];
+            for _ in 1..d {
+                x.push(StandardNormal.sample(&mut rng));
+            }
+            ys.push(y(&x, &mut rng));
+            xs.extend(x);
+        }
+        Dataset::from_rows(&xs, d, &ys, 1).unwrap()
+    }
+
+    #[test]
+    fn experts_are_send_sync() {
+        fn ok<T: Send + Sync>() {}
+        ok::<LinearGaussian>();
+        ok::<Logistic>();
+        ok::<Multinomial>();
+        ok::<Poisson>();
+        ok::<Glm>();
+    }
+
+    #[test]
+    fn moments_match_family() {
+        let experts: Vec<(Box<dyn Expert>, Vec<f64>)> = vec![
+            (Box::new(LinearGaussian::new()), vec![0.7, -0.3]),
+            (Box::new(Logistic::new()), vec![1.3]),
+            (Box::new(Poisson::new()), vec![0.4]),
+            (Box::new(Multinomial::new(4).unwrap()), vec![0.2, -1.0, 0.5]),
+        ];
+        for (e, eta) in experts {
+            let p = eta.len();
+            let (mut mu, mut f) = (vec![0.0; p], vec![0.0; p * p]);
+            e.moments(&eta, &mut mu, &mut f).unwrap();
+            let mut mu2 = vec![0.0; p];
+            e.family().mean(&eta, &mut mu2).unwrap();
+            let f2 = e.family().fisher(&eta).unwrap();
+            for a in 0..p {
+                assert!((mu[a] - mu2[a]).abs() < 1e-12, "{}", e.name());
+                for b in 0..p {
+                    assert!((f[a * p + b] - f2[(a, b)]).abs() < 1e-12, "{}", e.name());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn natural_vjp_matches_finite_differences() {
+        let e = Multinomial::new(3).unwrap();
+        let d = 3;
+        let params = vec![0.1, 0.2, -0.3, 0.5, -0.1, 0.4];
+        let x = [1.0, -0.5, 2.0];
+        let v = [0.3, -0.7];
+        let mut g = vec![0.0; 6];
+        e.natural_vjp(&params, &x, &v, &mut g);
+        for j in 0..6 {
+            let h = 1e-6;
+            let (mut pp, mut pm) = (params.clone(), params.clone());
+            pp[j] += h;
+            pm[j] -= h;
+            let (mut ep, mut em) = (vec![0.0; 2], vec![0.0; 2]);
+            e.natural(&pp, &x, &mut ep);
+            e.natural(&pm, &x, &mut em);
+            let fd: f64 = (0..2).map(|a| v[a] * (ep[a] - em[a]) / (2.0 * h)).sum();
+            assert!((fd - g[j]).abs() < 1e-8);
+        }
+        assert_eq!(e.n_params(d), 6);
+    }
+
+    #[test]
+    fn linear_weighted_fit_equals_newton_on_same_objective() {
+        let ds = data(300, 3, 1, |x, r| {
+            let e: f64 = StandardNormal.sample(r);
+            1.0 + 2.0 * x[1] - x[2] + 0.5 * e
+        });
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let w: Vec<f64> = (0..300)
+            .map(|_| rand::Rng::random::<f64>(&mut rng))
+            .collect();
+        let lg = LinearGaussian::new();
+        let mut closed = vec![0.0; 4];
+        lg.weighted_fit(&ds, &w, &[0.0, 0.0, 0.0, -0.5], &mut closed)
+            .unwrap();
+        // The generic Newton on the same concave objective (independent path).
+        let mut newton = vec![0.0; 4];
+        let st = glm_newton(
+            &lg,
+            &ds,
+            &w,
+            &[0.0, 0.0, 0.0, -0.5],
+            &mut newton,
+            1e-11,
+            100,
+        )
+        .unwrap();
+        assert!(st.converged);
+        for j in 0..4 {
+            assert!(
+                (closed[j] - newton[j]).abs() < 1e-7 * (1.0 + closed[j].abs()),
+                "{closed:?} {newton:?}"
+            );
+        }
+        let (beta, s2) = LinearGaussian::beta_from_natural(&closed).unwrap();
+        assert!((beta[1] - 2.0).abs() < 0.2 && (s2 - 0.25).abs() < 0.1);
+    }
+
+    #[test]
+    fn logistic_newton_stationary_and_beats_perturbations() {
+        let ds = data(400, 2, 3, |x, r| {
+            let p = sigmoid(0.5 - 1.5 * x[1]);
+            if rand::Rng::random::<f64>(r) < p {
+                1.0
+            } else {
+                0.0
+            }
+        });
+        let w = vec![1.0; 400];
+        let e = Logistic::new();
+        let mut out = vec![0.0; 2];
+        let st = e.weighted_fit(&ds, &w, &[0.0, 0.0], &mut out).unwrap();
+        assert!(st.converged && st.residual <= INNER_TOL && st.iterations > 0);
+        let q = |p: &[f64]| glm_pass(&e, &ds, &w, p, false).unwrap().q;
+        let q0 = q(&out);
+        for dv in [[1e-3, 0.0], [0.0, -1e-3], [1e-3, 1e-3]] {
+            assert!(q0 > q(&[out[0] + dv[0], out[1] + dv[1]]));
+        }
+    }
+
+    /// Labels from a random softmax model with coefficients of scale `scale` (not
+    /// separable for moderate scales), on `data`'s features.
+    fn multinomial_data(n: usize, d: usize, c: usize, scale: f64, seed: u64) -> Dataset {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed + 1000);
+        let b: Vec<f64> = (0..(c - 1) * d)
+            .map(|_| {
+                let z: f64 = StandardNormal.sample(&mut rng);
+                scale * z
+            })
+            .collect();
+        let fam = mirror::Categorical::new(c).unwrap();
+        data(n, d, seed, move |x, r| {
+            let eta: Vec<f64> = (0..c - 1).map(|j| dot(&b[j * d..(j + 1) * d], x)).collect();
+            let p = fam.probabilities(&eta).unwrap();
+            let u: f64 = rand::Rng::random(r);
+            let mut acc = 0.0;
+            for (k, pk) in p.iter().enumerate() {
+                acc += pk;
+                if u < acc {
+                    return k as f64;
+                }
+            }
+            (c - 1) as f64
+        })
+    }
+
+    /// $-\frac1W\sum_i w_i[\langle T(y_i), \eta_i\rangle - A(\eta_i)]$ and its gradient through
+    /// the generic family calls (`log_partition`, `mean`) and the trait's default
+    /// `natural` / `natural_vjp`: independent of `weighted_objective`.
+    fn generic_objective(e: &Multinomial, ds: &Dataset, w: &[f64], b: &[f64]) -> (f64, Vec<f64>) {
+        let fam = e.family();
+        let p = fam.dim();
+        let (mut eta, mut mu, mut t) = (vec![0.0; p], vec![0.0; p], vec![0.0; p]);
+        let mut g = vec![0.0; b.len()];
+        let (mut f, mut wsum) = (0.0, 0.0);
+        for (i, &wi) in w.iter().enumerate().take(ds.n()) {
+            e.natural(b, ds.x(i), &mut eta);
+            fam.sufficient_stats(ds.y(i), &mut t);
+            fam.mean(&eta, &mut mu).unwrap();
+            f += wi * (fam.log_partition(&eta).unwrap() - dot(&t, &eta));
+            let v: Vec<f64> = (0..p).map(|j| wi * (mu[j] - t[j])).collect();
+            e.natural_vjp(b, ds.x(i), &v, &mut g);
+            wsum += wi;
+        }
+        g.iter_mut().for_each(|v| *v /= wsum);
+        (f / wsum, g)
+    }
+
+    #[test]
+    fn multinomial_weighted_objective_matches_generic_and_finite_differences() {
+        let (n, d, c) = (300, 5, 4);
+        let ds = multinomial_data(n, d, c, 0.8, 21);
+        let mut rng = ChaCha8Rng::seed_from_u64(22);
+        let w: Vec<f64> = (0..n)
+            .map(|i| {
+                if i % 7 == 0 {
+                    0.0
+                } else {
+                    rand::Rng::random(&mut rng)
+                }
+            })
+            .collect();
+        let e = Multinomial::new(c).unwrap();
+        let b: Vec<f64> = (0..(c - 1) * d)
+            .map(|_| {
+                0.5 * {
+                    let z: f64 = StandardNormal.sample(&mut rng);
+                    z
+                }
+            })
+            .collect();
+        let mut g = vec![0.0; b.len()];
+        let f = e.weighted_objective(&ds, &w, &b, &mut g).unwrap();
+        let (f_ref, g_ref) = generic_objective(&e, &ds, &w, &b);
+        assert!((f - f_ref).abs() <= 1e-13 * f_ref.abs(), "{f} vs {f_ref}");
+        let mut scratch = vec![0.0; b.len()];
+        for j in 0..b.len() {
+            assert!(
+                (g[j] - g_ref[j]).abs() <= 1e-13,
+                "{j}: {} vs {}",
+                g[j],
+                g_ref[j]
+            );
+            let h = 1e-6;
+            let (mut bp, mut bm) = (b.clone(), b.clone());
+            bp[j] += h;
+            bm[j] -= h;
+            let fd = (e.weighted_objective(&ds, &w, &bp, &mut scratch).unwrap()
+                - e.weighted_objective(&ds, &w, &bm, &mut scratch).unwrap())
+                / (2.0 * h);
+            assert!((fd - g[j]).abs() < 1e-8, "{j}: fd {fd} vs {}", g[j]);
+        }
+        assert!(matches!(
+            e.weighted_objective(&ds, &vec![0.0; n], &b, &mut g),
+            Err(MoeError::InvalidParam {
+                name: "weights",
+                ..
+            })
+        ));
+        let mut bad = b.clone();
+        bad[0] = f64::NAN;
+        assert!(matches!(
+            e.weighted_objective(&ds, &w, &bad, &mut g),
+            Err(MoeError::NonFinite { .. })
+        ));
+    }
+
+    #[test]
+    fn multinomial_large_m_step_by_lbfgs_matches_dense_newton() {
+        // (C−1)d = 9·13 = 117 > MULTINOMIAL_DENSE_MAX_PARAMS: weighted_fit takes L-BFGS.
+        let (n, d, c) = (2500, 13, 10);
+        assert!((c - 1) * d > MULTINOMIAL_DENSE_MAX_PARAMS);
+        let ds = multinomial_data(n, d, c, 0.4, 5);
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let w: Vec<f64> = (0..n).map(|_| rand::Rng::random(&mut rng)).collect();
+        let e = Multinomial::new(c).unwrap();
+        let np = e.n_params(d);
+        let start: Vec<f64> = (0..np)
+            .map(|_| {
+                0.1 * {
+                    let z: f64 = StandardNormal.sample(&mut rng);
+                    z
+                }
+            })
+            .collect();
+        let mut dense = vec![0.0; np];
+        let sd = glm_newton(&e, &ds, &w, &start, &mut dense, INNER_TOL, INNER_MAX_ITER).unwrap();
+        assert!(sd.converged && sd.hessians > 0);
+        let mut fast = vec![0.0; np];
+        let sf = e.weighted_fit(&ds, &w, &start, &mut fast).unwrap();
+        assert!(sf.converged, "{sf:?}");
+        assert_eq!(sf.hessians, 0);
+        assert!(
+            sf.iterations > 0 && sf.residual <= MULTINOMIAL_LBFGS_TOL,
+            "{sf:?}"
+        );
+        // Gradient at the L-BFGS result, computed independently, meets the tolerance.
+        let (f_fast, g_fast) = generic_objective(&e, &ds, &w, &fast);
+        let ginf = g_fast.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(ginf <= MULTINOMIAL_LBFGS_TOL * (1.0 + 1e-6), "{ginf}");
+        // Objective within a tight tolerance of the dense-Newton optimum.
+        let (f_dense, _) = generic_objective(&e, &ds, &w, &dense);
+        assert!(
+            f_fast - f_dense <= 1e-12 * (1.0 + f_dense.abs()) && f_dense - f_fast <= 1e-13,
+            "L-BFGS {f_fast} vs Newton {f_dense}"
+        );
+        let diff = fast
+            .iter()
+            .zip(&dense)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff < 1e-5, "max parameter difference {diff}");
+    }
+
+    #[test]
+    fn multinomial_small_m_step_stays_dense_newton_and_large_separable_is_reported() {
+        let ds = multinomial_data(200, 4, 3, 1.0, 8);
+        let e = Multinomial::new(3).unwrap();
+        let w = vec![1.0; 200];
+        let (mut a, mut b) = (vec![0.0; 8], vec![0.0; 8]);
+        let sa = e.weighted_fit(&ds, &w, &[0.0; 8], &mut a).unwrap();
+        let sb = glm_newton(&e, &ds, &w, &[0.0; 8], &mut b, INNER_TOL, INNER_MAX_ITER).unwrap();
+        assert_eq!((a, sa.clone()), (b, sb));
+        assert!(sa.converged && sa.hessians > 0);
+        // Separable labels (class = sign pattern of two features): no maximiser exists.
+        // The L-BFGS M-step stops at the gradient tolerance with large finite
+        // coefficients; with a small iteration cap it reports the inexact step.
+        let (n, d, c) = (400, 30, 5);
+        let sep = data(n, d, 9, |x, _| {
+            (usize::from(x[1] > 0.0) + 2 * usize::from(x[2] > 0.0)) as f64
+        });
+        let e = Multinomial::new(c).unwrap();
+        let np = e.n_params(d);
+        assert!(np > MULTINOMIAL_DENSE_MAX_PARAMS);
+        let mut out = vec![0.0; np];
+        let ones = vec![1.0; n];
+        let s = e
+            .weighted_fit(&sep, &ones, &vec![0.0; np], &mut out)
+            .unwrap();
+        assert!(s.residual <= MULTINOMIAL_LBFGS_TOL && s.converged, "{s:?}");
+        let mut g = vec![0.0; np];
+        let f_end = e.weighted_objective(&sep, &ones, &out, &mut g).unwrap();
+        assert!(out.iter().all(|v| v.is_finite()) && f_end < 1e-6, "{f_end}");
+        let s = e
+            .fit_lbfgs(
+                &sep,
+                &ones,
+                &vec![0.0; np],
+                &mut out,
+                MULTINOMIAL_LBFGS_TOL,
+                3,
+            )
+            .unwrap();
+        assert!(!s.converged && s.iterations == 3 && s.residual > MULTINOMIAL_LBFGS_TOL);
+        assert!(matches!(
+            e.fit_lbfgs(&sep, &ones, &vec![0.0; np], &mut out, 0.0, 3),
+            Err(MoeError::InvalidParam { .. })
+        ));
+        let err = e
+            .weighted_fit(&sep, &vec![0.0; n], &vec![0.0; np], &mut out)
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            MoeError::NotPositiveDefinite {
+                block: Block::Expert(None),
+                pivot: 0
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_inputs_give_typed_errors() {
+        assert!(matches!(
+            Multinomial::new(1),
+            Err(MoeError::InvalidParam {
+                name: "classes",
+                ..
+            })
+        ));
+        assert!(matches!(
+            LinearGaussian::with_ridge(-1.0),
+            Err(MoeError::InvalidParam { name: "ridge", .. })
+        ));
+        let ds = Dataset::from_rows(&[1.0, 1.0, 1.0], 1, &[0.0, 2.0, 1.0], 1).unwrap();
+        let mut out = vec![0.0];
+        let e = Logistic::new()
+            .weighted_fit(&ds, &[1.0; 3], &[0.0], &mut out)
+            .unwrap_err();
+        assert!(matches!(e, MoeError::InvalidData { row: Some(1), .. }));
+        let ds = Dataset::from_rows(&[1.0, 1.0], 1, &[0.0, 1.0], 1).unwrap();
+        let e = Logistic::new()
+            .weighted_fit(&ds, &[0.0, 0.0], &[0.0], &mut out)
+            .unwrap_err();
+        assert!(matches!(e, MoeError::NotPositiveDefinite { .. }));
+        let e = Logistic::new()
+            .weighted_fit(&ds, &[1.0, -1.0], &[0.0], &mut out)
+            .unwrap_err();
+        assert!(matches!(e, MoeError::InvalidData { row: Some(1), .. }));
+    }
+}

@@ -1,0 +1,322 @@
+//! The multinomial-logistic expert ([`Multinomial`]).
+
+use super::MULTINOMIAL_DENSE_MAX_PARAMS;
+use super::{check_len, check_weighted_fit, glm_newton, Expert, ExpertKind};
+use super::{INNER_MAX_ITER, INNER_TOL};
+use super::{MULTINOMIAL_LBFGS_MAX_ITER, MULTINOMIAL_LBFGS_TOL};
+use crate::data::Dataset;
+use crate::error::{MoeError, Result};
+use crate::inner::parallel::{fold_rows, Mergeable};
+use crate::inner::InnerStats;
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use mirror::ExponentialFamily;
+
+/// Multinomial logistic regression over $C$ classes (reference class $C-1$):
+/// $P(y = c \mid x, z = k) = \operatorname{softmax}(b_0^\top x, \dots, b_{C-2}^\top x, 0)_c$
+/// in the [`mirror::Categorical`] family; all $C - 1$ components are regressed.
+/// [`Expert::predict_mean`] returns the $C$ class probabilities.
+///
+/// The budget of its L-BFGS M-step (used above [`MULTINOMIAL_DENSE_MAX_PARAMS`]) is
+/// [`MULTINOMIAL_LBFGS_TOL`] / [`MULTINOMIAL_LBFGS_MAX_ITER`] unless set with
+/// [`Multinomial::with_lbfgs_budget`]; like [`crate::GateConfig`] it is a fitting setting,
+/// not part of the model's [`ExpertKind`]. [`crate::fit::io`] saves it, with
+/// [`Multinomial::dense_max_params`], in the model file's `fitting` section, so a reloaded
+/// model keeps it (a file written before that section existed loads with the defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Multinomial {
+    family: mirror::Categorical,
+    lbfgs_tol: f64,
+    lbfgs_max_iter: u64,
+    dense_max_params: usize,
+}
+
+impl Multinomial {
+    /// The expert with `classes` classes.
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "classes" }` if `classes < 2`.
+    pub fn new(classes: usize) -> Result<Self> {
+        let family = mirror::Categorical::new(classes).map_err(|_| MoeError::InvalidParam {
+            name: "classes",
+            reason: format!("at least 2 classes, got {classes}"),
+        })?;
+        Ok(Multinomial {
+            family,
+            lbfgs_tol: MULTINOMIAL_LBFGS_TOL,
+            lbfgs_max_iter: MULTINOMIAL_LBFGS_MAX_ITER,
+            dense_max_params: MULTINOMIAL_DENSE_MAX_PARAMS,
+        })
+    }
+    /// The expert whose L-BFGS M-step ([`Expert::weighted_fit`] above
+    /// [`MULTINOMIAL_DENSE_MAX_PARAMS`] parameters) stops at $\|\nabla F\|_\infty \le$ `tol`
+    /// or after `max_iter` iterations instead of [`MULTINOMIAL_LBFGS_TOL`] /
+    /// [`MULTINOMIAL_LBFGS_MAX_ITER`] — e.g. a deliberately loose budget for an inexact
+    /// (generalised-EM) M-step, whose inexactness is then reported in [`InnerStats`]. The
+    /// dense Newton path (at most [`MULTINOMIAL_DENSE_MAX_PARAMS`] parameters) is unchanged.
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "lbfgs budget" }` unless `tol` is finite and $> 0$ and
+    /// $1 \le$ `max_iter` $\le$ `usize::MAX`.
+    pub fn with_lbfgs_budget(mut self, tol: f64, max_iter: u64) -> Result<Self> {
+        if !(tol > 0.0 && tol.is_finite() && max_iter >= 1 && usize::try_from(max_iter).is_ok()) {
+            return Err(MoeError::InvalidParam {
+                name: "lbfgs budget",
+                reason: format!(
+                    "need tol > 0 (finite) and max_iter >= 1, got {tol} and {max_iter}"
+                ),
+            });
+        }
+        self.lbfgs_tol = tol;
+        self.lbfgs_max_iter = max_iter;
+        Ok(self)
+    }
+    /// The L-BFGS M-step budget `(tol, max_iter)` (see [`Self::with_lbfgs_budget`]).
+    pub fn lbfgs_budget(&self) -> (f64, u64) {
+        (self.lbfgs_tol, self.lbfgs_max_iter)
+    }
+    /// The expert whose M-step uses dense Newton only up to `max` parameters $(C-1)d$
+    /// (default [`MULTINOMIAL_DENSE_MAX_PARAMS`]) and L-BFGS above; `0` means L-BFGS at
+    /// every size (e.g. to run one inexact protocol on small and large designs alike).
+    pub fn with_dense_max_params(mut self, max: usize) -> Self {
+        self.dense_max_params = max;
+        self
+    }
+    /// The largest parameter count solved by dense Newton (see
+    /// [`Self::with_dense_max_params`]).
+    pub fn dense_max_params(&self) -> usize {
+        self.dense_max_params
+    }
+    /// Number of classes $C$.
+    pub fn classes(&self) -> usize {
+        self.family.classes()
+    }
+
+    /// The weight-averaged negative M-step objective of one multinomial expert,
+    /// $$ F(B) = -\frac{Q(B)}{W} = \frac1W\sum_{i=1}^n w_i\Big[\log\Big(1 + \sum_{j<C-1}
+    ///    e^{\eta_{ij}}\Big) - \eta_{i y_i}\Big],\qquad \eta_{ij} = b_j^\top x_i,\
+    ///    \eta_{i,C-1} = 0,\ W = \sum_i w_i, $$
+    /// returned, and its gradient
+    /// $$ \nabla_{b_j} F = \frac1W\sum_i w_i\,(p_{ij} - [y_i = j])\,x_i,\qquad
+    ///    p_i = \operatorname{softmax}(\eta_{i0}, \dots, \eta_{i,C-2}, 0), $$
+    /// written into `grad` (layout of the parameters: $b_j$ contiguous). Rows are processed
+    /// in [`fold_rows`] chunks; per chunk the logits $B^\top X_c$ and the gradient
+    /// $X_c R_c^\top$ are two faer products, so one evaluation costs $O(n\,C\,d)$ and no
+    /// Hessian is formed. Targets are assumed validated (classes in $0..C$).
+    ///
+    /// # Errors
+    /// `InvalidParam` for wrong lengths or $W = 0$; `NonFinite` when $F$ or the gradient is
+    /// not finite (e.g. non-finite parameters).
+    pub fn weighted_objective(
+        &self,
+        data: &Dataset,
+        weights: &[f64],
+        params: &[f64],
+        grad: &mut [f64],
+    ) -> Result<f64> {
+        let d = data.d();
+        let cm = self.classes() - 1;
+        let np = cm * d;
+        check_len("params", np, params.len())?;
+        check_len("grad", np, grad.len())?;
+        check_len("weights", data.n(), weights.len())?;
+        let wsum: f64 = weights.iter().sum();
+        if !(wsum > 0.0 && wsum.is_finite()) {
+            return Err(MoeError::InvalidParam {
+                name: "weights",
+                reason: "the weights must have a positive finite sum".into(),
+            });
+        }
+        let bm = MatRef::from_column_major_slice(params, d, cm);
+        let acc = fold_rows(
+            data.n(),
+            || SoftmaxAcc {
+                f: 0.0,
+                grad: vec![0.0; np],
+                logits: Mat::zeros(cm, crate::inner::parallel::CHUNK),
+                resid: Mat::zeros(cm, crate::inner::parallel::CHUNK),
+            },
+            |acc, rows| {
+                let m = rows.len();
+                let xc = data.xt().subcols(rows.start, m);
+                matmul(
+                    acc.logits.as_mut().subcols_mut(0, m),
+                    Accum::Replace,
+                    bm.transpose(),
+                    xc,
+                    1.0,
+                    Par::Seq,
+                );
+                for (li, i) in rows.enumerate() {
+                    let wi = weights[i];
+                    let y = data.y(i)[0] as usize;
+                    let col = acc.logits.col(li);
+                    let mx = col.iter().copied().fold(0.0f64, f64::max);
+                    let s = (-mx).exp() + col.iter().map(|e| (e - mx).exp()).sum::<f64>();
+                    let lse = mx + s.ln();
+                    let eta_y = if y < cm { col[y] } else { 0.0 };
+                    if wi != 0.0 {
+                        acc.f += wi * (lse - eta_y);
+                    }
+                    for j in 0..cm {
+                        let p = (acc.logits[(j, li)] - lse).exp();
+                        acc.resid[(j, li)] = wi * (p - if j == y { 1.0 } else { 0.0 });
+                    }
+                }
+                let g = MatMut::from_column_major_slice_mut(&mut acc.grad, d, cm);
+                matmul(
+                    g,
+                    Accum::Add,
+                    xc,
+                    acc.resid.as_ref().subcols(0, m).transpose(),
+                    1.0,
+                    Par::Seq,
+                );
+                Ok(())
+            },
+        )?;
+        for (g, a) in grad.iter_mut().zip(&acc.grad) {
+            *g = a / wsum;
+        }
+        let f = acc.f / wsum;
+        if f.is_finite() && grad.iter().all(|g| g.is_finite()) {
+            Ok(f)
+        } else {
+            Err(MoeError::NonFinite {
+                what: "multinomial expert M-step objective",
+            })
+        }
+    }
+
+    /// Minimises [`weighted_objective`](Self::weighted_objective) (i.e. maximises the
+    /// expert's weighted complete-data log-likelihood $Q$) by L-BFGS
+    /// ([`crate::inner::lbfgs::Lbfgs`], 10 pairs, strong Wolfe) warm-started at `start`, until
+    /// $\|\nabla F\|_\infty \le$ `tol` or `max_iter` iterations; the result goes into `out`.
+    /// Each iteration costs a few $O(n\,C\,d)$ passes and $O((C-1)d)$ memory, against
+    /// $O(n\,(C-1)^2 d^2)$ per step and a $((C-1)d)^2$ Hessian for [`glm_newton`]; and a
+    /// singular Hessian (a feature that is zero on every weighted row) does not stop it
+    /// (those coefficients keep their starting values). The returned [`InnerStats`] holds
+    /// the iterations, the final $\|\nabla F\|_\infty$ as `residual`, whether `tol` was met
+    /// (`converged`; `false` means an inexact M-step, e.g. on separable data where the
+    /// maximiser does not exist) and `hessians = 0`.
+    ///
+    /// # Errors
+    /// As [`glm_newton`] for bad lengths, weights and targets (`NotPositiveDefinite
+    /// { block: Block::Expert(None), pivot: 0 }` when all weights are zero, as the dense path);
+    /// `InvalidParam` for `tol <= 0` or `max_iter == 0`; `NonFinite` for non-finite
+    /// starting parameters; `LeftDomain` if the iterates run off to infinity.
+    pub fn fit_lbfgs(
+        &self,
+        data: &Dataset,
+        weights: &[f64],
+        start: &[f64],
+        out: &mut [f64],
+        tol: f64,
+        max_iter: u64,
+    ) -> Result<InnerStats> {
+        check_weighted_fit(self, data, weights, start, out)?;
+        let solver = crate::inner::lbfgs::Lbfgs {
+            grad_tol: tol,
+            max_iter: max_iter.try_into().unwrap_or(usize::MAX),
+            ..crate::inner::lbfgs::Lbfgs::default()
+        };
+        out.copy_from_slice(start);
+        let rep = solver.minimize(|b, g| self.weighted_objective(data, weights, b, g), out)?;
+        Ok(InnerStats::from(&rep))
+    }
+}
+
+/// Per-chunk accumulator of [`Multinomial::weighted_objective`]: $\sum w_i(\dots)$, the
+/// gradient, and the chunk's logits / residual scratch (not merged).
+struct SoftmaxAcc {
+    f: f64,
+    grad: Vec<f64>,
+    logits: Mat<f64>,
+    resid: Mat<f64>,
+}
+
+impl Mergeable for SoftmaxAcc {
+    fn merge(&mut self, other: Self) {
+        self.f += other.f;
+        for (a, b) in self.grad.iter_mut().zip(&other.grad) {
+            *a += b;
+        }
+    }
+}
+
+impl Expert for Multinomial {
+    fn name(&self) -> String {
+        format!("multinomial(C={})", self.classes())
+    }
+    fn multinomial(&self) -> Option<&Multinomial> {
+        Some(self)
+    }
+    fn family(&self) -> &dyn ExponentialFamily {
+        &self.family
+    }
+    fn n_regressed(&self) -> usize {
+        self.classes() - 1
+    }
+    /// $\mu_j = p_j = e^{\eta_j}/(1 + \sum_l e^{\eta_l})$, $F = \operatorname{diag}(p) - pp^\top$.
+    fn moments(&self, eta: &[f64], mu: &mut [f64], fisher: &mut [f64]) -> Result<()> {
+        let m = eta.iter().copied().fold(0.0f64, f64::max);
+        let s = (-m).exp() + eta.iter().map(|e| (e - m).exp()).sum::<f64>();
+        for (u, e) in mu.iter_mut().zip(eta) {
+            *u = (e - m).exp() / s;
+        }
+        let p = eta.len();
+        for a in 0..p {
+            for b in 0..p {
+                fisher[a * p + b] = if a == b {
+                    mu[a] * (1.0 - mu[a])
+                } else {
+                    -mu[a] * mu[b]
+                };
+            }
+        }
+        Ok(())
+    }
+    /// Dense Newton ([`glm_newton`], [`INNER_TOL`], [`INNER_MAX_ITER`]: an exact M-step)
+    /// when $(C-1)d \le$ [`MULTINOMIAL_DENSE_MAX_PARAMS`] (or the bound of
+    /// [`Multinomial::with_dense_max_params`]); above it L-BFGS
+    /// ([`Multinomial::fit_lbfgs`] with the budget of [`Multinomial::with_lbfgs_budget`],
+    /// by default [`MULTINOMIAL_LBFGS_TOL`] and [`MULTINOMIAL_LBFGS_MAX_ITER`]), whose inexactness is reported in the returned
+    /// [`InnerStats`] (`residual` = $\|\nabla F\|_\infty$, `converged`, `hessians = 0`).
+    fn weighted_fit(
+        &self,
+        data: &Dataset,
+        weights: &[f64],
+        start: &[f64],
+        out: &mut [f64],
+    ) -> Result<InnerStats> {
+        if self.n_params(data.d()) > self.dense_max_params {
+            self.fit_lbfgs(
+                data,
+                weights,
+                start,
+                out,
+                self.lbfgs_tol,
+                self.lbfgs_max_iter,
+            )
+        } else {
+            glm_newton(self, data, weights, start, out, INNER_TOL, INNER_MAX_ITER)
+        }
+    }
+    fn predict_dim(&self) -> usize {
+        self.classes()
+    }
+    /// All $C$ class probabilities.
+    fn predict_mean(&self, params: &[f64], x: &[f64], out: &mut [f64]) -> Result<()> {
+        let c = self.classes();
+        let mut eta = vec![0.0; c - 1];
+        self.natural(params, x, &mut eta);
+        let probs = self.family.probabilities(&eta)?;
+        out[..c].copy_from_slice(&probs);
+        Ok(())
+    }
+    fn kind(&self) -> Option<ExpertKind> {
+        Some(ExpertKind::Multinomial {
+            classes: self.classes(),
+        })
+    }
+}
