@@ -33,6 +33,7 @@ pub mod check;
 pub mod descent;
 pub mod error;
 pub mod family;
+pub mod linalg;
 pub mod map;
 pub mod special;
 
