@@ -35,6 +35,7 @@ pub mod error;
 pub mod family;
 pub mod linalg;
 pub mod map;
+pub mod newton;
 pub mod special;
 
 pub use check::{
