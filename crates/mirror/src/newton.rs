@@ -70,8 +70,12 @@
 //!   at the current point before giving up.
 //!
 //! With `reuse_below` $= 0$ the speculative Hessian is requested in the full-step trial
-//! unless that step is predicted to converge; an iterate reached by a backtracked (or a
-//! predicted-converging) step gets its Hessian from an extra evaluation.
+//! unless that step is predicted to converge or the previous step was backtracked (then
+//! the full trial is likely rejected again and its Hessian wasted); an iterate reached
+//! without a Hessian gets one from an extra evaluation before its step. So while full
+//! steps are accepted a Newton step costs one evaluation (with the Hessian); while steps
+//! are backtracked, one Hessian per iterate plus a value-and-gradient evaluation per
+//! trial (a speculative Hessian is wasted only at the first rejected full step).
 //!
 //! ## Cost and memory
 //!
@@ -726,6 +730,10 @@ pub fn minimize<O: NewtonObjective + ?Sized>(
     let mut have_hinv = false;
     // ‖∇f‖ contraction of the last accepted step (NaN before the first).
     let mut ratio = f64::NAN;
+    // Plain Newton only: whether the last accepted step was a full one. After a
+    // backtracked step the next full trial is likely rejected too, so its speculative
+    // Hessian would be wasted: the Hessian is then formed at the accepted point instead.
+    let mut last_full = true;
 
     loop {
         let gnorm = norm(&w.g);
@@ -788,7 +796,7 @@ pub fn minimize<O: NewtonObjective + ?Sized>(
                 *tr = xa + t * da;
             }
             let full = t == 1.0;
-            let want_h = full && !reuse && !converging;
+            let want_h = full && !reuse && !converging && (reuse_on || last_full);
             rep.evaluations += 1;
             if want_h {
                 rep.hessians += 1;
@@ -810,13 +818,13 @@ pub fn minimize<O: NewtonObjective + ?Sized>(
                     None
                 };
                 if let Some(rule) = rule {
-                    accepted = Some((rule, want_h, ft, dt));
+                    accepted = Some((rule, want_h, full, ft, dt));
                     break;
                 }
             }
             t *= 0.5;
         }
-        let Some((rule, with_hessian, ft, dt)) = accepted else {
+        let Some((rule, with_hessian, full, ft, dt)) = accepted else {
             if fresh {
                 rep.end = NewtonEnd::NoAcceptableStep;
                 break;
@@ -860,6 +868,7 @@ pub fn minimize<O: NewtonObjective + ?Sized>(
             bfgs_inverse_update(w.hinv.as_mut(), &w.s, &w.y, &mut w.u)?;
         }
         fresh = with_hessian;
+        last_full = full;
         rep.iterations += 1;
         ratio = norm(&w.g_trial) / gnorm;
         x.copy_from_slice(&w.trial);
