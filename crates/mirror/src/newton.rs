@@ -762,8 +762,9 @@ pub fn minimize<O: NewtonObjective + ?Sized>(
         }
         // Direction p = −H⁻¹g, from the BFGS inverse when reusing, else from the factor.
         if have_hinv {
-            for a in 0..n {
-                w.dir[a] = -(0..n).map(|b| w.hinv[(a, b)] * w.g[b]).sum::<f64>();
+            // (H⁻¹ is symmetric: row a is column a, which is contiguous.)
+            for (a, da) in w.dir.iter_mut().enumerate() {
+                *da = -dot(w.hinv.col_as_slice(a), &w.g);
             }
         } else {
             w.dir.copy_from_slice(&w.g);
