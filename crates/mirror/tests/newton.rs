@@ -1284,3 +1284,81 @@ fn reuse_mode_matches_the_gate_loop_on_its_rare_branches() {
     // Every rare branch was compared at least once (else this test would show nothing).
     assert!(seen.converging_skips > 0 && seen.stale_refreshes > 0 && seen.backtracked > 0);
 }
+
+/// The Gamma family with known shape of `examples/common/gamma.rs` (A(θ) = −k log(−θ),
+/// θ < 0), which relies on the default Newton inversion from θ = −1.
+struct GammaKnownShape {
+    k: f64,
+}
+
+impl ExponentialFamily for GammaKnownShape {
+    fn name(&self) -> String {
+        format!("Gamma(shape {})", self.k)
+    }
+    fn dim(&self) -> usize {
+        1
+    }
+    fn obs_dim(&self) -> usize {
+        1
+    }
+    fn in_support(&self, s: &[f64]) -> bool {
+        s[0] > 0.0 && s[0].is_finite()
+    }
+    fn in_natural_domain(&self, theta: &[f64]) -> bool {
+        theta[0] < 0.0 && theta[0].is_finite()
+    }
+    fn in_mean_domain(&self, mu: &[f64]) -> bool {
+        mu[0] > 0.0 && mu[0].is_finite()
+    }
+    fn sufficient_stats(&self, s: &[f64], t: &mut [f64]) {
+        t[0] = s[0];
+    }
+    fn log_base_measure(&self, s: &[f64]) -> f64 {
+        (self.k - 1.0) * s[0].ln()
+    }
+    fn log_partition(&self, theta: &[f64]) -> mirror::Result<f64> {
+        Ok(-self.k * (-theta[0]).ln())
+    }
+    fn mean(&self, theta: &[f64], mu: &mut [f64]) -> mirror::Result<()> {
+        mu[0] = -self.k / theta[0];
+        Ok(())
+    }
+    fn fisher(&self, theta: &[f64]) -> mirror::Result<Mat<f64>> {
+        Ok(Mat::from_fn(1, 1, |_, _| self.k / (theta[0] * theta[0])))
+    }
+    fn sample(&self, _: &[f64], _: &mut dyn rand::RngCore, s: &mut [f64]) -> mirror::Result<()> {
+        s[0] = 1.0;
+        Ok(())
+    }
+    fn newton_start(&self, theta: &mut [f64]) {
+        theta[0] = -1.0;
+    }
+}
+
+#[test]
+fn default_inversion_of_a_plug_in_family_halves_back_into_the_domain() {
+    for k in [0.5, 2.5, 40.0] {
+        let fam = GammaKnownShape { k };
+        for e in -4..=6 {
+            for m in [1.0, 3.7] {
+                let mu = m * 10f64.powi(e);
+                let mut theta = [0.0];
+                newton_natural_from_mean(&fam, &[mu], &mut theta)
+                    .unwrap_or_else(|err| panic!("k {k} μ {mu}: {err}"));
+                // The stopping rule |∇A(θ) − μ| ≤ 1e-12 (1 + μ), checked independently;
+                // θ then follows to 1e-12 (1 + μ) / A''(θ) = 1e-12 (1 + μ) θ² / k.
+                let exact = -k / mu;
+                assert!(
+                    (-k / theta[0] - mu).abs() <= 1e-12 * (1.0 + mu),
+                    "k {k} μ {mu}"
+                );
+                let bound = 2e-12 * (1.0 + mu) * exact * exact / k + 1e-14 * exact.abs();
+                assert!(
+                    (theta[0] - exact).abs() <= bound,
+                    "k {k} μ {mu}: {} vs {exact}",
+                    theta[0]
+                );
+            }
+        }
+    }
+}
