@@ -22,7 +22,8 @@
 //!    and $\|\nabla f(x + tp)\|_2 < \|\nabla f(x)\|_2$.
 //!
 //! A trial with $f(x + tp) = +\infty$ (outside the domain) is never accepted: the step is
-//! halved. The iteration stops when $\|\nabla f(x)\|_2 \le$ [`NewtonSettings::tol`]
+//! halved. A trial that rounds to $x$ itself ends the line search (a zero step would pass
+//! Armijo, since $f - c_1 t\lambda^2$ rounds to $f$, and make no progress). The iteration stops when $\|\nabla f(x)\|_2 \le$ [`NewtonSettings::tol`]
 //! ([`NewtonEnd::Converged`], the only outcome reported as converged), after
 //! [`NewtonSettings::max_iter`] accepted steps ([`NewtonEnd::IterationLimit`]), or when no
 //! step size is acceptable with a fresh Hessian ([`NewtonEnd::NoAcceptableStep`]); the
@@ -795,6 +796,11 @@ pub fn minimize<O: NewtonObjective + ?Sized>(
         while lambda2 > 0.0 && t >= settings.min_step {
             for ((tr, xa), da) in w.trial.iter_mut().zip(x.iter()).zip(&w.dir) {
                 *tr = xa + t * da;
+            }
+            if w.trial == *x {
+                // The step is below the resolution of x: no smaller one can do anything
+                // (and Armijo would "accept" the zero step, as f − tiny rounds to f).
+                break;
             }
             let full = t == 1.0;
             let want_h = full && !reuse && !converging && (reuse_on || last_full);

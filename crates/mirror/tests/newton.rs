@@ -507,26 +507,86 @@ fn value_round_off_does_not_stall_the_solve() {
 }
 
 #[test]
-fn gradient_rule_finishes_when_the_value_cannot_resolve_progress() {
-    // A start with decrement well above the noise (no pure step at first), but the value
-    // perturbed by far more than the remaining decrease: the driver must finish on the
-    // gradient (or by pure steps once the decrement is small), never stall.
-    let d = 3;
-    let mut obj = Logistic::random(200, d, 1.0, 7);
+fn gradient_rule_accepts_a_step_the_value_cannot_judge() {
+    // A start whose decrement is above the round-off (λ²/2 = 1.2 N, so no pure step),
+    // where the value's round-off N makes the Newton step look like an increase: f is
+    // perturbed by −N at the start and by +0.9 N elsewhere, so the computed change is
+    // −1.2 N + 1.9 N > 0 and Armijo rejects every step size. The change is within the
+    // round-off 2N and the gradient drops, so the driver accepts the full step there.
+    let d = 4;
+    let mut base = Logistic::random(300, d, 1.0, 21);
     let mut xstar = vec![0.0; d];
-    minimize(&mut obj, &mut xstar, &settings(0.0), None).unwrap();
-    obj.perturb = 1e-9;
-    let x0: Vec<f64> = xstar.iter().map(|v| v + 1e-3).collect();
+    assert!(
+        minimize(&mut base, &mut xstar, &settings(0.0), None)
+            .unwrap()
+            .converged
+    );
+    let n_noise = 1e-13;
+    let v = [0.3, -0.8, 0.5, 0.1];
+    let probe: Vec<f64> = xstar.iter().zip(&v).map(|(a, b)| a + 1e-6 * b).collect();
+    let scale = 1e-6 * (2.4 * n_noise / decrement(&base, &probe)).sqrt();
+    let x0: Vec<f64> = xstar.iter().zip(&v).map(|(a, b)| a + scale * b).collect();
+    assert!((decrement(&base, &x0) / (2.4 * n_noise) - 1.0).abs() < 0.01);
+    let perturb = |x: &[f64]| {
+        if x == &x0[..] {
+            -n_noise
+        } else {
+            0.9 * n_noise
+        }
+    };
+    let mut obj = FnObjective::new(d, |x: &[f64], need: Need, out: &mut EvalOut<'_>| {
+        let mut h = Mat::zeros(d, d);
+        let want = need == Need::Hessian;
+        let (f, _) = base.parts(x, out.grad, want.then_some(&mut h));
+        if want {
+            out.hess.copy_from(&h);
+        }
+        out.value = f + perturb(x);
+        out.noise = n_noise;
+        Ok::<(), NewtonFailure>(())
+    });
     let mut x = x0.clone();
+    let tol = 1e-10;
     let rep = minimize(
         &mut obj,
         &mut x,
-        &NewtonSettings::new(1e-11, 50).unwrap(),
+        &NewtonSettings::new(tol, 50).unwrap(),
         None,
     )
     .unwrap();
     assert!(rep.converged, "{rep:?}");
+    assert_eq!((rep.gradient_steps, rep.pure_steps), (1, 0), "{rep:?}");
     assert!(max_diff(&x, &xstar) < 1e-9);
+    // Armijo alone (the old rule: the decrement 2.4e-13 is above its 1e-14) stalls here.
+    let mut x = x0.clone();
+    let mut g = vec![0.0; d];
+    base.parts(&x0, &mut g, None);
+    let g0 = norm(&g);
+    assert!(g0 > 100.0 * tol);
+    let mut t = 1.0;
+    let mut armijo_accepts = false;
+    let dir = {
+        let mut h = Mat::zeros(d, d);
+        base.parts(&x0, &mut g, Some(&mut h));
+        let sol = h
+            .llt(faer::Side::Lower)
+            .unwrap()
+            .solve(Mat::from_fn(d, 1, |i, _| g[i]));
+        (0..d).map(|i| -sol[(i, 0)]).collect::<Vec<_>>()
+    };
+    let f0 = base.parts(&x0, &mut g, None).0 + perturb(&x0);
+    while t > 1e-12 {
+        for j in 0..d {
+            x[j] = x0[j] + t * dir[j];
+        }
+        // (Steps that round to x0 itself are no steps.)
+        if x != x0 {
+            let ft = base.parts(&x, &mut g, None).0 + perturb(&x);
+            armijo_accepts |= ft <= f0 - 1e-4 * t * 2.4 * n_noise;
+        }
+        t *= 0.5;
+    }
+    assert!(!armijo_accepts);
 }
 
 // ---------------------------------------------------------------------------------------
