@@ -27,13 +27,25 @@
 //! $\log(1 + e^x)$ and the logistic function; [`batch_exp`] takes $e^x$ over a whole slice,
 //! vectorised with the widest instruction set the CPU has and with the same bits on every
 //! machine (the E-step's and the gate's exponentials go through it).
+//!
+//! [`linalg`] is the workspace's one Cholesky policy: faer's $LL^\top$, rejecting a pivot
+//! with $L_{jj}^2 \le$ [`linalg::PIVOT_TOL`] $\cdot \max_i G_{ii}$ (relative, so an exactly
+//! singular Gram matrix fails whatever its scale), with the failing pivot in a typed
+//! error. [`newton`] is the one damped Newton driver for smooth convex minimisation that
+//! the inverse mean map ([`family::newton_natural_from_mean`]) and the M-steps run on:
+//! $p = -H^{-1}\nabla f$, Armijo backtracking, and two rules driven by the objective's own
+//! round-off estimate $\delta$ instead of a fixed threshold (the full step when the
+//! decrement $\lambda^2/2 \le \delta$; a step whose value change is within round-off when
+//! it lowers $\|\nabla f\|$), with optional Hessian reuse and BFGS updates.
 
 pub mod batch_exp;
 pub mod check;
 pub mod descent;
 pub mod error;
 pub mod family;
+pub mod linalg;
 pub mod map;
+pub mod newton;
 pub mod special;
 
 pub use check::{

@@ -16,12 +16,13 @@
 
 use crate::error::{check_len, MirrorError, Result};
 use crate::map::{bregman, MirrorMap};
+use crate::newton::{minimize, sum_noise, EvalOut, FnObjective, Need, NewtonEnd, NewtonSettings};
 use faer::Mat;
 use rand::RngCore;
 
 /// Relative tolerance of the generic Newton inversion of
 /// [`ExponentialFamily::natural_from_mean`]: it stops when
-/// $\|\nabla A(\theta) - \mu\|_\infty \le \texttt{NEWTON\_TOL}\,(1 + \|\mu\|_\infty)$.
+/// $\|\nabla A(\theta) - \mu\|_2 \le \texttt{NEWTON\_TOL}\,(1 + \|\mu\|_\infty)$.
 pub const NEWTON_TOL: f64 = 1e-12;
 /// Iteration cap of that Newton inversion.
 pub const NEWTON_MAX_ITER: usize = 100;
@@ -63,11 +64,12 @@ pub trait ExponentialFamily: Send + Sync {
 
     /// The inverse mean map $\theta = \nabla A^*(\mu)$.
     ///
-    /// Default: Newton's method on the convex problem
+    /// Default: Newton's method ([`newton_natural_from_mean`], the workspace's driver
+    /// [`crate::newton`]) on the convex problem
     /// $\min_\theta A(\theta) - \langle \mu, \theta \rangle$, started at $\theta = 0$ (or
     /// wherever [`newton_start`](Self::newton_start) says), with step halving to stay in
     /// the natural domain and decrease the objective; stops when
-    /// $\|\nabla A(\theta) - \mu\|_\infty \le$ [`NEWTON_TOL`] $(1 + \|\mu\|_\infty)$.
+    /// $\|\nabla A(\theta) - \mu\|_2 \le$ [`NEWTON_TOL`] $(1 + \|\mu\|_\infty)$.
     ///
     /// # Errors
     /// `OutsideDomain` if $\mu$ is not in the mean domain, `NoConvergence` if Newton
@@ -217,6 +219,23 @@ fn domain_guard<F: ExponentialFamily + ?Sized>(f: &F, theta: &[f64]) -> Result<(
 /// Damped Newton inversion of the mean map (see
 /// [`ExponentialFamily::natural_from_mean`]); public so that families overriding the
 /// method can still fall back to it.
+///
+/// Minimises $\phi(\theta) = A(\theta) - \langle\mu, \theta\rangle$ (gradient
+/// $\nabla A(\theta) - \mu$, Hessian the Fisher information) with the workspace's Newton
+/// driver ([`crate::newton::minimize`], plain Newton) from
+/// [`ExponentialFamily::newton_start`]. A trial outside the natural domain has
+/// $\phi = +\infty$, so the line search halves the step back into it. The round-off of
+/// $\phi$ is estimated by [`crate::newton::sum_noise`] over the parts
+/// $|A(\theta)| + \sum_j |\mu_j\theta_j|$, which lets the driver finish on the gradient
+/// where the value no longer resolves the decrease (large means). Stops when
+/// $\|\nabla A(\theta) - \mu\|_2 \le$ [`NEWTON_TOL`] $(1 + \|\mu\|_\infty)$.
+///
+/// # Errors
+/// `DimensionMismatch` for wrong lengths; `OutsideDomain` if $\mu$ is not in the mean
+/// domain; `NoConvergence` (with the final $\|\nabla A(\theta) - \mu\|_2$) if the
+/// tolerance is not reached in [`NEWTON_MAX_ITER`] steps or no step is acceptable;
+/// `NotPositiveDefinite { what: "Fisher information" }` if the Fisher information is
+/// singular; the family's own errors.
 pub fn newton_natural_from_mean<F: ExponentialFamily + ?Sized>(
     f: &F,
     mu: &[f64],
@@ -234,84 +253,58 @@ pub fn newton_natural_from_mean<F: ExponentialFamily + ?Sized>(
     f.newton_start(theta);
     // Relative to the scale of μ: an absolute 1e-12 is below round-off for large means.
     let tol = NEWTON_TOL * (1.0 + mu.iter().fold(0.0f64, |m, v| m.max(v.abs())));
-    let objective = |th: &[f64]| -> Result<f64> {
-        let inner: f64 = mu.iter().zip(th).map(|(a, b)| a * b).sum();
-        Ok(f.log_partition(th)? - inner)
+    let settings = NewtonSettings {
+        tol,
+        max_iter: NEWTON_MAX_ITER,
+        ..NewtonSettings::default()
     };
-    let mut m = vec![0.0; p];
-    let mut trial = vec![0.0; p];
-    let mut residual = f64::INFINITY;
-    for _ in 0..NEWTON_MAX_ITER {
-        f.mean(theta, &mut m)?;
-        let g: Vec<f64> = m.iter().zip(mu).map(|(a, b)| a - b).collect();
-        residual = g.iter().fold(0.0f64, |r, x| r.max(x.abs()));
-        if !residual.is_finite() {
-            return Err(MirrorError::NonFinite {
-                what: "Newton inversion of the mean map",
-            });
-        }
-        if residual <= tol {
+    let mut objective = FnObjective::new(p, |th: &[f64], need: Need, out: &mut EvalOut<'_>| {
+        if !f.in_natural_domain(th) {
+            out.value = f64::INFINITY;
             return Ok(());
         }
-        let h = f.fisher(theta)?;
-        let dir = solve_spd(&h, &g)?;
-        let f0 = objective(theta)?;
-        let slope: f64 = g.iter().zip(&dir).map(|(a, b)| a * b).sum();
-        let mut t = 1.0;
-        loop {
-            for j in 0..p {
-                trial[j] = theta[j] - t * dir[j];
-            }
-            if f.in_natural_domain(&trial) {
-                let f1 = objective(&trial)?;
-                // Armijo with a small constant. Near the optimum round-off swamps the
-                // decrease of the objective, so a full Newton step is also accepted when
-                // it halves the residual (the quantity the stopping rule measures).
-                if f1 <= f0 - 1e-4 * t * slope || (t < 1e-8 && f1 <= f0) {
-                    break;
-                }
-                if t == 1.0 {
-                    f.mean(&trial, &mut m)?;
-                    let r1 = m
-                        .iter()
-                        .zip(mu)
-                        .fold(0.0f64, |r, (a, b)| r.max((a - b).abs()));
-                    if r1 <= 0.5 * residual {
-                        break;
-                    }
-                }
-            }
-            t *= 0.5;
-            if t < 1e-16 {
-                return Err(MirrorError::NoConvergence {
-                    what: "Newton inversion of the mean map (line search)",
-                    iterations: 0,
-                    residual,
-                });
-            }
+        let a = f.log_partition(th)?;
+        f.mean(th, out.grad)?;
+        let mut inner = 0.0;
+        let mut abs_sum = a.abs();
+        for ((g, m), t) in out.grad.iter_mut().zip(mu).zip(th) {
+            *g -= m;
+            inner += m * t;
+            abs_sum += (m * t).abs();
         }
-        theta.copy_from_slice(&trial);
-    }
-    Err(MirrorError::NoConvergence {
-        what: "Newton inversion of the mean map",
-        iterations: NEWTON_MAX_ITER,
-        residual,
-    })
-}
-
-/// Solves $H x = g$ for symmetric positive definite $H$ by Cholesky (faer).
-pub(crate) fn solve_spd(h: &Mat<f64>, g: &[f64]) -> Result<Vec<f64>> {
-    use faer::linalg::solvers::Solve;
-    let n = g.len();
-    let llt = h
-        .llt(faer::Side::Lower)
-        .map_err(|_| MirrorError::NotPositiveDefinite {
+        out.value = a - inner;
+        out.noise = sum_noise(abs_sum, p + 1);
+        if need == Need::Hessian {
+            let h = f.fisher(th)?;
+            check_len("Fisher information rows", p, h.nrows())?;
+            check_len("Fisher information columns", p, h.ncols())?;
+            out.hess.copy_from(&h);
+        }
+        Ok::<(), MirrorError>(())
+    });
+    let report = minimize(&mut objective, theta, &settings, None).map_err(|e| match e {
+        MirrorError::NotPositiveDefinite {
+            what: "Newton Hessian",
+            pivot,
+        } => MirrorError::NotPositiveDefinite {
             what: "Fisher information",
-            pivot: 0,
-        })?;
-    let rhs = Mat::from_fn(n, 1, |i, _| g[i]);
-    let x = llt.solve(&rhs);
-    Ok((0..n).map(|i| x[(i, 0)]).collect())
+            pivot,
+        },
+        e => e,
+    })?;
+    match report.end {
+        NewtonEnd::Converged => Ok(()),
+        NewtonEnd::NoAcceptableStep => Err(MirrorError::NoConvergence {
+            what: "Newton inversion of the mean map (line search)",
+            iterations: report.iterations,
+            residual: report.residual,
+        }),
+        _ => Err(MirrorError::NoConvergence {
+            what: "Newton inversion of the mean map",
+            iterations: report.iterations,
+            residual: report.residual,
+        }),
+    }
 }
 
 /// `Ok` when `mu` has length `f.dim()` and lies in the mean domain of `f`; the check every
