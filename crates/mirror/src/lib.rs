@@ -34,6 +34,7 @@ pub mod descent;
 pub mod error;
 pub mod family;
 pub mod map;
+pub mod quadrature;
 pub mod special;
 
 pub use check::{
