@@ -3,7 +3,12 @@
 //! A researcher who implements the trait for a new family runs
 //! [`check_family`]`(&family, &theta, &CheckConfig::default())` at one or more natural
 //! parameters and reads the [`FamilyReport`] (it implements `Display` as a table). Every
-//! check states its measured error and its tolerance, so a failure says by how much.
+//! check states its measured error and its tolerance, so a failure says by how much, and
+//! every check that compares vectors or matrices entry by entry (gradient, Hessian and
+//! its symmetry, the inverse mean map, Bregman pairs, Monte-Carlo mean and covariance)
+//! names the entry furthest from its reference: its index $(i, j)$, the value the family
+//! gave and the value expected ([`WorstEntry`], [`CheckResult::worst`], shown on a second
+//! line of the table).
 //!
 //! | check | identity | how |
 //! |---|---|---|
@@ -228,6 +233,83 @@ pub struct CheckResult {
     pub status: CheckStatus,
     /// What was compared, in words and numbers (or the error the family returned).
     pub detail: String,
+    /// For a check that compares vectors or matrices entry by entry, the entry with the
+    /// largest error (the one that sets [`error`](Self::error)); `None` for the scalar
+    /// checks and when the family returned an error.
+    pub worst: Option<WorstEntry>,
+}
+
+/// The entry of a vector or matrix check that is furthest from its reference: its index,
+/// the family's value and the independently computed value it should equal.
+///
+/// | check | entry | found | expected |
+/// |---|---|---|---|
+/// | [`CheckKind::GradientFd`] | $j$ | $\mu_j$ from [`ExponentialFamily::mean`] | central difference of $A$ |
+/// | [`CheckKind::FisherFd`] | $(i, j)$ | $F_{ij}$ from [`ExponentialFamily::fisher`] | central difference $\partial\mu_i/\partial\theta_j$, or $F_{ji}$ when the asymmetry is the worst |
+/// | [`CheckKind::MeanInverse`] | $j$ | $(\nabla A^*(\nabla A(\theta)))_j$ | $\theta_j$ |
+/// | [`CheckKind::Bregman`] | $(a, b)$, indices of the points | $D_A(a, b)$ | $0$ (the bound it violates) |
+/// | [`CheckKind::MeanMonteCarlo`] | $j$ | $\mu_j$ | sample mean of $T_j$ |
+/// | [`CheckKind::FisherMonteCarlo`] | $(j, k)$, $j \le k$ | $F_{jk}$ | sample covariance of $T_j, T_k$ |
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WorstEntry {
+    /// Row (the entry of a vector).
+    pub row: usize,
+    /// Column, for a matrix entry.
+    pub col: Option<usize>,
+    /// The family's value.
+    pub found: f64,
+    /// Which method of the family gave it (e.g. `"fisher"`).
+    pub found_by: &'static str,
+    /// The reference value it should equal.
+    pub expected: f64,
+    /// What the reference is, in words.
+    pub reference: &'static str,
+}
+
+impl WorstEntry {
+    /// The index as $(i, j)$; a vector entry $j$ is $(j, 0)$.
+    pub fn index(&self) -> (usize, usize) {
+        (self.row, self.col.unwrap_or(0))
+    }
+}
+
+impl fmt::Display for WorstEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.col {
+            Some(c) => write!(f, "worst entry ({}, {c})", self.row)?,
+            None => write!(f, "worst entry {}", self.row)?,
+        }
+        write!(
+            f,
+            ": found {:.10e} ({}), expected {:.10e} ({})",
+            self.found, self.found_by, self.expected, self.reference
+        )
+    }
+}
+
+impl fmt::Display for CheckResult {
+    /// One line: label, error, tolerance, status and detail; the worst entry follows on a
+    /// second, indented line when there is one.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = match self.status {
+            CheckStatus::Passed => "ok",
+            CheckStatus::Failed => "FAIL",
+            CheckStatus::Skipped => "skip",
+        };
+        write!(
+            f,
+            "{:<32} {:>11.3e} {:>11.3e}  {:<6} {}",
+            self.kind.label(),
+            self.error,
+            self.tolerance,
+            status,
+            self.detail
+        )?;
+        if let Some(w) = &self.worst {
+            write!(f, "\n{:<34}{w}", "")?;
+        }
+        Ok(())
+    }
 }
 
 /// Everything [`check_family`] measured at one parameter.
@@ -272,20 +354,8 @@ impl fmt::Display for FamilyReport {
             "check", "error", "tolerance", "status"
         )?;
         for c in &self.checks {
-            let status = match c.status {
-                CheckStatus::Passed => "ok",
-                CheckStatus::Failed => "FAIL",
-                CheckStatus::Skipped => "skip",
-            };
-            writeln!(
-                f,
-                "  {:<32} {:>11.3e} {:>11.3e}  {:<6} {}",
-                c.kind.label(),
-                c.error,
-                c.tolerance,
-                status,
-                c.detail
-            )?;
+            // Indent both lines of a check (the second holds its worst entry).
+            writeln!(f, "  {}", c.to_string().replace('\n', "\n  "))?;
         }
         let failed = self.failures().len();
         if failed == 0 {
@@ -356,12 +426,12 @@ pub fn check_family<F: ExponentialFamily + ?Sized>(
 
     // One batch of draws from p_θ serves every Monte-Carlo check.
     let draws = draw(family, theta, config.mc_samples, &mut rng);
-    let mc = |kind: CheckKind, f: &dyn Fn(&Draws) -> Result<(f64, String)>| match &draws {
+    let mc = |kind: CheckKind, f: &dyn Fn(&Draws) -> Result<Measured>| match &draws {
         Ok(d) => run(kind, config.mc_sigmas, || f(d)),
         Err(e) => failed(kind, config.mc_sigmas, format!("sampling failed: {e}")),
     };
     checks.push(mc(CheckKind::KlMonteCarlo, &|d| {
-        kl_monte_carlo(family, theta, &theta2, d)
+        kl_monte_carlo(family, theta, &theta2, d).map(Measured::from)
     }));
     checks.push(mc(CheckKind::MeanMonteCarlo, &|d| {
         mean_monte_carlo(family, theta, d)
@@ -393,23 +463,93 @@ fn failed(kind: CheckKind, tolerance: f64, detail: String) -> CheckResult {
         tolerance,
         status: CheckStatus::Failed,
         detail,
+        worst: None,
     }
 }
 
-/// Runs one check whose closure returns (error, detail); NaN errors fail.
-fn run(kind: CheckKind, tolerance: f64, f: impl FnOnce() -> Result<(f64, String)>) -> CheckResult {
-    match f() {
-        Ok((error, detail)) => CheckResult {
-            kind,
+/// What a check measured: its error, the words and numbers of its detail, and for a
+/// vector or matrix check the entry that gave the error.
+struct Measured {
+    error: f64,
+    detail: String,
+    worst: Option<WorstEntry>,
+}
+
+impl From<(f64, String)> for Measured {
+    fn from((error, detail): (f64, String)) -> Self {
+        Measured {
             error,
-            tolerance,
-            status: if error <= tolerance {
-                CheckStatus::Passed
-            } else {
-                CheckStatus::Failed
-            },
             detail,
-        },
+            worst: None,
+        }
+    }
+}
+
+/// Running maximum of the entry-wise errors of a vector or matrix check, with the entry
+/// that attains it (the first of equal ones; a NaN error sticks).
+#[derive(Default)]
+struct Worst {
+    error: f64,
+    entry: Option<WorstEntry>,
+}
+
+impl Worst {
+    /// Offers the entry `(row, col)` with its error, the family's value (and the method
+    /// that gave it) and the reference value (and what it is).
+    fn offer(
+        &mut self,
+        error: f64,
+        (row, col): (usize, Option<usize>),
+        (found_by, found): (&'static str, f64),
+        (expected, reference): (f64, &'static str),
+    ) {
+        if self.entry.is_none() || worse(error, self.error) {
+            self.error = error;
+            self.entry = Some(WorstEntry {
+                row,
+                col,
+                found,
+                found_by,
+                expected,
+                reference,
+            });
+        }
+    }
+    fn measured(self, detail: String) -> Measured {
+        Measured {
+            error: self.error,
+            detail,
+            worst: self.entry,
+        }
+    }
+}
+
+/// Runs one check whose closure returns what it measured; NaN errors fail.
+fn run<M: Into<Measured>>(
+    kind: CheckKind,
+    tolerance: f64,
+    f: impl FnOnce() -> Result<M>,
+) -> CheckResult {
+    match f() {
+        Ok(m) => {
+            let Measured {
+                error,
+                detail,
+                worst,
+            } = m.into();
+            CheckResult {
+                kind,
+                error,
+                tolerance,
+                status: if error <= tolerance {
+                    CheckStatus::Passed
+                } else {
+                    CheckStatus::Failed
+                },
+                detail,
+                worst,
+            }
+        }
         Err(e) => failed(kind, tolerance, format!("family returned an error: {e}")),
     }
 }
@@ -499,12 +639,11 @@ fn gradient_fd<F: ExponentialFamily + ?Sized>(
     family: &F,
     theta: &[f64],
     step: f64,
-) -> Result<(f64, String)> {
+) -> Result<Measured> {
     let p = family.dim();
     let mut mu = vec![0.0; p];
     family.mean(theta, &mut mu)?;
-    let mut err = 0.0f64;
-    let mut worst = (0, 0.0, 0.0);
+    let mut worst = Worst::default();
     for (j, &mu_j) in mu.iter().enumerate() {
         let h = fd_h(family, theta, j, step);
         let fd = richardson(theta, j, h, 1, |x, out| {
@@ -512,25 +651,21 @@ fn gradient_fd<F: ExponentialFamily + ?Sized>(
             Ok(())
         })?[0];
         let e = (fd - mu_j).abs() / (1.0 + mu_j.abs());
-        if worse(e, err) {
-            err = e;
-            worst = (j, fd, mu_j);
-        }
+        worst.offer(
+            e,
+            (j, None),
+            ("mean", mu_j),
+            (fd, "central difference of A"),
+        );
     }
-    Ok((
-        err,
-        format!(
-            "relative; worst coordinate {}: finite difference {:.10e}, mean {:.10e}",
-            worst.0, worst.1, worst.2
-        ),
-    ))
+    Ok(worst.measured("relative to 1 + |mean_j|".into()))
 }
 
 fn fisher_fd<F: ExponentialFamily + ?Sized>(
     family: &F,
     theta: &[f64],
     step: f64,
-) -> Result<(f64, String)> {
+) -> Result<Measured> {
     let p = family.dim();
     let fisher = family.fisher(theta)?;
     check_len("fisher: rows", p, fisher.nrows())?;
@@ -539,37 +674,53 @@ fn fisher_fd<F: ExponentialFamily + ?Sized>(
         + (0..p)
             .flat_map(|i| (0..p).map(move |j| (i, j)))
             .fold(0.0f64, |m, (i, j)| m.max(fisher[(i, j)].abs()));
-    let mut err = 0.0f64;
+    let mut worst = Worst::default();
     let mut asym = 0.0f64;
     for j in 0..p {
         let h = fd_h(family, theta, j, step);
+        // Column j of the Hessian: ∂(∇A)_i/∂θ_j.
         let col = richardson(theta, j, h, p, |x, out| family.mean(x, out))?;
         for i in 0..p {
-            let e = (col[i] - fisher[(i, j)]).abs() / scale;
-            if worse(e, err) {
-                err = e;
-            }
-            let a = (fisher[(i, j)] - fisher[(j, i)]).abs() / scale;
-            if worse(a, asym) {
-                asym = a;
-            }
+            let f_ij = fisher[(i, j)];
+            let e = (col[i] - f_ij).abs() / scale;
+            worst.offer(
+                e,
+                (i, Some(j)),
+                ("fisher", f_ij),
+                (col[i], "central difference of grad A"),
+            );
+            let a = (f_ij - fisher[(j, i)]).abs() / scale;
+            asym = asym.max(a);
+            worst.offer(
+                a,
+                (i, Some(j)),
+                ("fisher", f_ij),
+                (fisher[(j, i)], "transposed entry, symmetry"),
+            );
         }
     }
-    Ok((
-        err.max(asym),
-        format!("relative to 1 + max|F| = {scale:.3e}; asymmetry {asym:.2e}"),
-    ))
+    Ok(worst.measured(format!(
+        "relative to 1 + max|F| = {scale:.3e}; asymmetry {asym:.2e}"
+    )))
 }
 
-fn mean_inverse<F: ExponentialFamily + ?Sized>(family: &F, theta: &[f64]) -> Result<(f64, String)> {
+fn mean_inverse<F: ExponentialFamily + ?Sized>(family: &F, theta: &[f64]) -> Result<Measured> {
     let p = family.dim();
     let mut mu = vec![0.0; p];
     family.mean(theta, &mut mu)?;
     let mut back = vec![0.0; p];
     family.natural_from_mean(&mu, &mut back)?;
-    let diff: Vec<f64> = back.iter().zip(theta).map(|(a, b)| a - b).collect();
-    let err = max_abs(&diff) / (1.0 + max_abs(theta));
-    Ok((err, format!("relative; recovered {back:?}")))
+    let rel = 1.0 + max_abs(theta);
+    let mut worst = Worst::default();
+    for (j, (b, t)) in back.iter().zip(theta).enumerate() {
+        worst.offer(
+            (b - t).abs() / rel,
+            (j, None),
+            ("natural_from_mean(mean)", *b),
+            (*t, "theta"),
+        );
+    }
+    Ok(worst.measured(format!("relative to 1 + max|theta|; recovered {back:?}")))
 }
 
 fn bregman_pairs<F: ExponentialFamily + ?Sized>(
@@ -578,14 +729,14 @@ fn bregman_pairs<F: ExponentialFamily + ?Sized>(
     theta2: &[f64],
     config: &CheckConfig,
     rng: &mut StdRng,
-) -> Result<(f64, String)> {
+) -> Result<Measured> {
     let map = LogPartition::new(family);
     let mut points = vec![theta.to_vec(), theta2.to_vec()];
     for k in 0..config.bregman_pairs {
         let scale = config.perturbation * [0.1, 1.0, 3.0][k % 3];
         points.push(perturb(family, theta, scale, rng));
     }
-    let mut err = 0.0f64;
+    let mut worst = Worst::default();
     let mut most_negative = 0.0f64;
     let mut diag_max = 0.0f64;
     for (a_i, a) in points.iter().enumerate() {
@@ -594,25 +745,31 @@ fn bregman_pairs<F: ExponentialFamily + ?Sized>(
             let ab = family.log_partition(b)?;
             let d = bregman(&map, a, b)?;
             let rel = 1.0 + aa.abs() + ab.abs();
-            let e = if a_i == b_i {
+            if a_i == b_i {
                 diag_max = diag_max.max(d.abs());
-                d.abs() / rel
+                worst.offer(
+                    d.abs() / rel,
+                    (a_i, Some(b_i)),
+                    ("D_A(a, b)", d),
+                    (0.0, "D_A(a, a) = 0"),
+                );
             } else {
                 most_negative = most_negative.min(d);
-                (-d).max(0.0) / rel
-            };
-            if worse(e, err) {
-                err = e;
+                worst.offer(
+                    (-d).max(0.0) / rel,
+                    (a_i, Some(b_i)),
+                    ("D_A(a, b)", d),
+                    (0.0, "D_A(a, b) >= 0"),
+                );
             }
         }
     }
-    Ok((
-        err,
-        format!(
-            "relative; {} points; most negative D = {most_negative:.2e}, max |D(a,a)| = {diag_max:.2e}",
-            points.len()
-        ),
-    ))
+    Ok(worst.measured(format!(
+        "relative to 1 + |A(a)| + |A(b)|; {} points (0 = theta, 1 = theta2, then random), \
+         entry (a, b) = D_A(a, b); most negative D = {most_negative:.2e}, \
+         max |D(a,a)| = {diag_max:.2e}",
+        points.len()
+    )))
 }
 
 fn kl_dual<F: ExponentialFamily + ?Sized>(
@@ -695,46 +852,39 @@ fn mean_monte_carlo<F: ExponentialFamily + ?Sized>(
     family: &F,
     theta: &[f64],
     d: &Draws,
-) -> Result<(f64, String)> {
+) -> Result<Measured> {
     let p = family.dim();
     let mut mu = vec![0.0; p];
     family.mean(theta, &mut mu)?;
     let fisher = family.fisher(theta)?;
     let n = d.n as f64;
-    let mut err = 0.0f64;
-    let mut worst = (0, 0.0, 0.0);
+    let mut worst = Worst::default();
     for j in 0..p {
         let col: Vec<f64> = (0..d.n).map(|i| d.t[i * p + j]).collect();
         let (m, se) = mean_se(&col);
         let se = se.max((fisher[(j, j)].max(0.0) / n).sqrt()).max(1e-300);
-        let z = (m - mu[j]).abs() / se;
-        if worse(z, err) {
-            err = z;
-            worst = (j, m, mu[j]);
-        }
+        worst.offer(
+            (m - mu[j]).abs() / se,
+            (j, None),
+            ("mean", mu[j]),
+            (m, "sample mean of T_j"),
+        );
     }
-    Ok((
-        err,
-        format!(
-            "standard errors; worst coordinate {}: sample {:.6e}, mean {:.6e}",
-            worst.0, worst.1, worst.2
-        ),
-    ))
+    Ok(worst.measured(format!("standard errors ({} draws)", d.n)))
 }
 
 fn fisher_monte_carlo<F: ExponentialFamily + ?Sized>(
     family: &F,
     theta: &[f64],
     d: &Draws,
-) -> Result<(f64, String)> {
+) -> Result<Measured> {
     let p = family.dim();
     let fisher = family.fisher(theta)?;
     let n = d.n as f64;
     let means: Vec<f64> = (0..p)
         .map(|j| (0..d.n).map(|i| d.t[i * p + j]).sum::<f64>() / n)
         .collect();
-    let mut err = 0.0f64;
-    let mut worst = (0, 0, 0.0, 0.0);
+    let mut worst = Worst::default();
     let mut u = vec![0.0; d.n];
     for j in 0..p {
         for k in j..p {
@@ -746,19 +896,15 @@ fn fisher_monte_carlo<F: ExponentialFamily + ?Sized>(
             let gauss = (fisher[(j, j)] * fisher[(k, k)] + fisher[(j, k)].powi(2)).max(0.0);
             let se = se.max((gauss / n).sqrt()).max(1e-300);
             let z = (c - fisher[(j, k)]).abs() / se;
-            if worse(z, err) {
-                err = z;
-                worst = (j, k, c, fisher[(j, k)]);
-            }
+            worst.offer(
+                z,
+                (j, Some(k)),
+                ("fisher", fisher[(j, k)]),
+                (c, "sample covariance of T"),
+            );
         }
     }
-    Ok((
-        err,
-        format!(
-            "standard errors; worst entry ({}, {}): sample {:.6e}, Fisher {:.6e}",
-            worst.0, worst.1, worst.2, worst.3
-        ),
-    ))
+    Ok(worst.measured(format!("standard errors ({} draws; upper triangle)", d.n)))
 }
 
 fn normalisation<F: ExponentialFamily + ?Sized>(
@@ -788,6 +934,7 @@ fn normalisation<F: ExponentialFamily + ?Sized>(
                     tolerance: config.norm_tol,
                     status: CheckStatus::Skipped,
                     detail: "lattice box larger than 1e6 points".into(),
+                    worst: None,
                 },
                 Err(e) => failed(
                     CheckKind::Normalisation,

@@ -39,6 +39,7 @@ pub mod special;
 
 pub use check::{
     check_family, CheckConfig, CheckKind, CheckResult, CheckStatus, FamilyReport, SupportKind,
+    WorstEntry,
 };
 pub use descent::{
     BoxSet, Constant, ConstraintSet, InvSqrt, MirrorDescent, Simplex, StepFn, StepSize, Trajectory,

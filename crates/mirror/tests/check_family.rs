@@ -199,6 +199,15 @@ fn wrong_mean_fails_gradient_check() {
     assert_eq!(status(&r, CheckKind::GradientFd), CheckStatus::Failed);
     assert_eq!(status(&r, CheckKind::MeanInverse), CheckStatus::Failed);
     assert!(r.to_string().contains("FAIL"));
+    // The failure names the entry: ∇A = 1.05 e found, e = dA/dθ expected.
+    let w = r.result(CheckKind::GradientFd).unwrap().worst.unwrap();
+    let e = 1f64.exp();
+    assert_eq!((w.row, w.col, w.found_by), (0, None, "mean"), "{r}");
+    assert!(
+        (w.found - 1.05 * e).abs() < 1e-12 && (w.expected - e).abs() < 1e-7,
+        "{w:?}"
+    );
+    assert!(r.to_string().contains(&w.to_string()), "{r}");
 }
 
 #[test]
@@ -235,6 +244,14 @@ fn wrong_base_measure_fails_normalisation_only() {
 #[test]
 fn wrong_fisher_fails_both_fisher_checks() {
     let r = check_family(&Broken(Fault::Fisher), &[1.0], &config()).unwrap();
+    // ∇²A = 2e found where the finite differences of ∇A = e^θ give e.
+    let w = r.result(CheckKind::FisherFd).unwrap().worst.unwrap();
+    let e = 1f64.exp();
+    assert_eq!(w.index(), (0, 0));
+    assert!(
+        (w.found - 2.0 * e).abs() < 1e-12 && (w.expected - e).abs() < 1e-7,
+        "{w:?}"
+    );
     assert_eq!(status(&r, CheckKind::FisherFd), CheckStatus::Failed, "{r}");
     assert_eq!(
         status(&r, CheckKind::FisherMonteCarlo),
@@ -251,6 +268,9 @@ fn wrong_fisher_fails_both_fisher_checks() {
 #[test]
 fn wrong_inverse_fails_inverse_checks() {
     let r = check_family(&Broken(Fault::Inverse), &[1.0], &config()).unwrap();
+    let w = r.result(CheckKind::MeanInverse).unwrap().worst.unwrap();
+    assert_eq!((w.row, w.expected), (0, 1.0), "{w:?}");
+    assert!((w.found - 1.01).abs() < 1e-12, "{w:?}");
     assert_eq!(
         status(&r, CheckKind::MeanInverse),
         CheckStatus::Failed,
@@ -509,6 +529,15 @@ fn mvn_fisher_without_mean_terms_fails() {
     let theta = mvn.natural_from_mean_cov(&[1.5, -1.0], &cov).unwrap();
     let r = check_family(&ZeroMeanIsserlis(mvn), &theta, &config()).unwrap();
     assert_eq!(status(&r, CheckKind::FisherFd), CheckStatus::Failed, "{r}");
+    // The worst entry lies in the dropped cross block (one index a mean coordinate, the
+    // other a second-moment one), where the family says 0.
+    for kind in [CheckKind::FisherFd, CheckKind::FisherMonteCarlo] {
+        let w = r.result(kind).unwrap().worst.unwrap();
+        let (i, j) = w.index();
+        assert!((i < 2) != (j < 2), "{kind:?}: {w:?}\n{r}");
+        assert_eq!(w.found, 0.0, "{kind:?}: {w:?}");
+        assert!(w.expected.abs() > 0.1, "{kind:?}: {w:?}");
+    }
     assert_eq!(
         status(&r, CheckKind::FisherMonteCarlo),
         CheckStatus::Failed,
