@@ -38,8 +38,8 @@ pub mod quadrature;
 pub mod special;
 
 pub use check::{
-    check_family, CheckConfig, CheckKind, CheckResult, CheckStatus, FamilyReport, SupportKind,
-    WorstEntry,
+    check_family, check_family_sweep, CheckConfig, CheckKind, CheckResult, CheckStatus,
+    FamilyReport, SupportKind, SweepConfig, SweepOrigin, SweepReport, WorstEntry,
 };
 pub use descent::{
     BoxSet, Constant, ConstraintSet, InvSqrt, MirrorDescent, Simplex, StepFn, StepSize, Trajectory,
