@@ -375,6 +375,25 @@ impl fmt::Display for FamilyReport {
 /// `InvalidParameter` for a bad [`CheckConfig`]; `DimensionMismatch` if `theta` (or
 /// `config.theta2`) has the wrong length; `OutsideDomain` if either is not in the
 /// natural domain.
+///
+/// # Example
+/// ```
+/// use mirror::{check_family, CheckConfig, CheckKind, CheckStatus, Exponential, Poisson};
+///
+/// // An exponential distribution with rate 2 (θ = −2): every check passes, and its
+/// // density (continuous, one-dimensional) is normalised by quadrature to round-off.
+/// let report = check_family(&Exponential, &[-2.0], &CheckConfig::default())?;
+/// assert!(report.passed(), "{report}");
+/// let norm = report.result(CheckKind::Normalisation).unwrap();
+/// assert!(norm.error < 1e-12, "{norm}");
+///
+/// // A Poisson family at θ = log 3 (a lattice: its mass function is summed).
+/// let report = check_family(&Poisson, &[3f64.ln()], &CheckConfig::default())?;
+/// assert_eq!(report.checks.len(), 9);
+/// assert!(report.checks.iter().all(|c| c.status == CheckStatus::Passed), "{report}");
+/// println!("{report}"); // a table: one line per check, worst entries underneath
+/// # Ok::<(), mirror::MirrorError>(())
+/// ```
 pub fn check_family<F: ExponentialFamily + ?Sized>(
     family: &F,
     theta: &[f64],
