@@ -10,17 +10,23 @@
 //! gave and the value expected ([`WorstEntry`], [`CheckResult::worst`], shown on a second
 //! line of the table).
 //!
-//! | check | identity | how |
-//! |---|---|---|
-//! | [`CheckKind::GradientFd`] | $\nabla A(\theta)$ | central differences of $A$, Richardson-extrapolated: $\frac{4D(h/2) - D(h)}{3}$, $D(h) = \frac{A(\theta+he_j) - A(\theta-he_j)}{2h}$ |
-//! | [`CheckKind::FisherFd`] | $\nabla^2 A(\theta)$ | the same differences of $\nabla A$, plus symmetry |
-//! | [`CheckKind::MeanInverse`] | $\nabla A^*(\nabla A(\theta)) = \theta$ | direct |
-//! | [`CheckKind::Bregman`] | $D_A(a,b) \ge 0$, $D_A(a,a) = 0$ | on $(\theta,\theta_2)$, $(\theta_2,\theta)$ and random nearby pairs |
-//! | [`CheckKind::KlDual`] | $\mathrm{KL}(p_{\theta}\Vert p_{\theta_2}) = D_{A^*}(\mu, \mu_2)$ | through [`ExponentialFamily::conjugate`] |
-//! | [`CheckKind::KlMonteCarlo`] | $\mathrm{KL}(p_{\theta}\Vert p_{\theta_2}) = \mathbb E_{\theta}[\log p_{\theta} - \log p_{\theta_2}]$ | seeded Monte Carlo with [`ExponentialFamily::sample`] and [`ExponentialFamily::log_density`] |
-//! | [`CheckKind::MeanMonteCarlo`] | $\mathbb E_\theta\[T\] = \nabla A(\theta)$ | sample mean of $T$ |
-//! | [`CheckKind::FisherMonteCarlo`] | $\operatorname{Cov}_\theta\[T\] = \nabla^2 A(\theta)$ | sample covariance of $T$ |
-//! | [`CheckKind::Normalisation`] | $\int p_\theta = 1$ | summation (lattice), adaptive quadrature (continuous, one dimension) or importance sampling (continuous, several dimensions), below |
+//! | check | identity | how | worst entry |
+//! |---|---|---|---|
+//! | [`CheckKind::GradientFd`] | $\nabla A(\theta)$ | central differences of $A$, Richardson-extrapolated: $\frac{4D(h/2) - D(h)}{3}$, $D(h) = \frac{A(\theta+he_j) - A(\theta-he_j)}{2h}$ | $j$: `mean` vs the difference |
+//! | [`CheckKind::FisherFd`] | $\nabla^2 A(\theta)$ | the same differences of $\nabla A$, plus symmetry | $(i, j)$: `fisher` vs $\partial\mu_i/\partial\theta_j$ (or vs $F_{ji}$) |
+//! | [`CheckKind::MeanInverse`] | $\nabla A^*(\nabla A(\theta)) = \theta$ | direct | $j$: recovered vs $\theta_j$ |
+//! | [`CheckKind::Bregman`] | $D_A(a,b) \ge 0$, $D_A(a,a) = 0$ | on $(\theta,\theta_2)$, $(\theta_2,\theta)$ and random nearby pairs | pair $(a, b)$: $D_A(a, b)$ vs 0 |
+//! | [`CheckKind::KlDual`] | $\mathrm{KL}(p_{\theta}\Vert p_{\theta_2}) = D_{A^*}(\mu, \mu_2)$ | through [`ExponentialFamily::conjugate`] | (scalar) |
+//! | [`CheckKind::KlMonteCarlo`] | $\mathrm{KL}(p_{\theta}\Vert p_{\theta_2}) = \mathbb E_{\theta}[\log p_{\theta} - \log p_{\theta_2}]$ | seeded Monte Carlo with [`ExponentialFamily::sample`] and [`ExponentialFamily::log_density`] | (scalar) |
+//! | [`CheckKind::MeanMonteCarlo`] | $\mathbb E_\theta\[T\] = \nabla A(\theta)$ | sample mean of $T$ | $j$: `mean` vs sample mean |
+//! | [`CheckKind::FisherMonteCarlo`] | $\operatorname{Cov}_\theta\[T\] = \nabla^2 A(\theta)$ | sample covariance of $T$ | $(j, k)$: `fisher` vs sample covariance |
+//! | [`CheckKind::Normalisation`] | $\int p_\theta = 1$ | summation (lattice), deterministic adaptive quadrature (continuous, one dimension) or importance sampling (continuous, several dimensions), below | (scalar) |
+//!
+//! **Messages.** A failed vector or matrix check names its worst entry on the line under
+//! it, e.g.
+//! `worst entry (0, 1): found 1.1000000000e0 (fisher), expected 1.0000000000e0 (central
+//! difference of grad A)`; the same numbers are in [`CheckResult::worst`] for a program.
+//! A check whose family method returned an error fails and quotes the error.
 //!
 //! Monte-Carlo errors are measured **in standard errors** (the tolerance is
 //! [`CheckConfig::mc_sigmas`]); the standard error of a mean of $T_j$ uses
@@ -37,9 +43,13 @@
 //!   $\sum_s p_\theta(s)$ over the integers, from the sampled range outwards until ten
 //!   successive terms are below $10^{-17}$ of the sum (1-D), or over the sampled box
 //!   widened by half its width (several dimensions, at most $10^6$ points);
-//!   error $|\sum - 1|$ against [`CheckConfig::norm_tol`];
+//!   error $|\sum - 1|$ against [`CheckConfig::norm_tol`]. A 1-D range of draws wider
+//!   than $10^7$ integers or reaching $2^{53}$ (where consecutive integers stop being
+//!   floats), or a larger box, is not summed: the check is `Skipped` and says why;
 //! * continuous in one dimension: by deterministic adaptive double-exponential quadrature
-//!   ([`crate::quadrature`]) of $p_\theta$ = `log_density(θ, s).exp()` over the support.
+//!   ([`crate::quadrature`]) of $p_\theta = e^{\texttt{log\_density}(\theta, s)}$ over the
+//!   support (each term formed as $e^{\log p + \log w}$ from the log-density, so a density
+//!   that overflows next to an integrable singularity still counts).
 //!   The support's ends are found from the family itself: from the smallest and largest
 //!   draw the harness probes [`ExponentialFamily::in_support`] at distances $w, 2w, 4w,
 //!   \dots$ ($w$ the range of the draws) until a probe is outside (then bisects to the
@@ -50,7 +60,13 @@
 //!   density of shape $0.6$ behaves as $s^{-0.4}$ at $0$) are integrated to round-off.
 //!   Error $|\int - 1|$ plus the quadrature's own error estimate, against
 //!   [`CheckConfig::norm_tol`] (default $10^{-8}$): the result does not depend on the
-//!   draws beyond round-off, so a 5 % normalisation error or a wrong $h$ fails every time;
+//!   draws beyond round-off, so a 5 % normalisation error or a wrong $h$ fails every time.
+//!   The limit is `f64` itself: mass closer to a finite end than the nearest float (below
+//!   $5\cdot10^{-324}$ at $0$, within an ulp of $1$ at $1$) cannot be integrated, and the
+//!   quadrature's tail estimate then exceeds the tolerance: a Gamma density of shape $k$
+//!   has about $e^{-744k}$ of its mass below the smallest positive `f64`, more than
+//!   $10^{-8}$ for $k < 0.025$, and the check fails there with "quadrature did not reach
+//!   its tolerance" in the detail (a correct family included: it cannot be certified);
 //! * otherwise by importance sampling from a multivariate Student-$t$ proposal $q$
 //!   ($\nu = 3$, location and scale the sample mean and covariance of the draws from
 //!   $p_\theta$): $\hat Z = \frac1n\sum_i p_\theta(s_i)/q(s_i)$, $s_i \sim q$, whose
@@ -61,11 +77,23 @@
 //! The second parameter $\theta_2$ is [`CheckConfig::theta2`] if given, else
 //! $\theta + \epsilon\,z \odot \max(1, |\theta|)$ with $z$ standard normal and
 //! $\epsilon$ = [`CheckConfig::perturbation`], halved until it lies in the natural domain.
+//!
+//! **Sweeps.** A family is rarely wrong everywhere: a series valid for large arguments, a
+//! cancellation near the edge of the domain. [`check_family_sweep`] runs [`check_family`]
+//! at every given parameter and, for each of them, at points near the boundary of the
+//! natural domain: along each coordinate direction $\pm e_j$ it finds the distance $d$ to
+//! the boundary (doubling steps with [`ExponentialFamily::in_natural_domain`], then
+//! bisection) and checks $\theta \pm (1-\rho)\,d\,e_j$ for each $\rho$ in
+//! [`SweepConfig::boundary_fractions`] (default $0.1$). Every point gets its own seed,
+//! derived from the base seed, so the sweep is deterministic. The [`SweepReport`] holds one
+//! [`FamilyReport`] per point, and its `Display` lists the points, names the worst check
+//! (largest error relative to its tolerance, [`SweepReport::worst`]) and prints every
+//! failed check with its worst entry.
 
 use crate::error::{check_len, MirrorError, Result};
 use crate::family::{ExponentialFamily, LogPartition};
 use crate::map::bregman;
-use crate::quadrature::{integrate_with_breaks, QuadratureConfig};
+use crate::quadrature::{integrate_exp_with_breaks, QuadratureConfig};
 use faer::linalg::solvers::Solve;
 use faer::Mat;
 use rand::rngs::StdRng;
@@ -495,8 +523,9 @@ pub struct SweepConfig {
 impl Default for SweepConfig {
     /// `boundary_fractions = [0.1]`: a tenth of the distance from the boundary. Closer
     /// points are allowed but can leave what `f64` resolves: a Gamma density of shape
-    /// below about $0.03$ has more than $10^{-8}$ of its mass below the smallest positive
-    /// `f64`, so no quadrature can certify its normalisation there.
+    /// below about $0.025$ has more than $10^{-8}$ of its mass below the smallest positive
+    /// `f64`, so no quadrature can certify its normalisation there (from shape $0.6$,
+    /// $\rho = 0.01$ would ask for shape $0.006$).
     fn default() -> Self {
         SweepConfig {
             check: CheckConfig::default(),
@@ -1308,7 +1337,7 @@ fn normalisation<F: ExponentialFamily + ?Sized>(
 const QUANTILE_BREAKS: [f64; 7] = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0];
 
 /// $\int h(s)e^{\langle T(s),\theta\rangle - A(\theta)}\,ds$ over the support of a
-/// one-dimensional continuous family by [`integrate_with_breaks`], with the ends of the
+/// one-dimensional continuous family by [`integrate_exp_with_breaks`] of `log_density`, with the ends of the
 /// support found by [`support_end`] and breaks at the [`QUANTILE_BREAKS`] of the draws;
 /// error $|\int - 1|$ plus the quadrature's own error estimate.
 fn quadrature_normalisation<F: ExponentialFamily + ?Sized>(
@@ -1343,14 +1372,15 @@ fn quadrature_normalisation<F: ExponentialFamily + ?Sized>(
         rel_tol: 1e-3 * config.norm_tol,
         ..QuadratureConfig::default()
     };
-    let integral = integrate_with_breaks(
+    // From the log-density: a density that overflows next to an integrable singularity
+    // (Gamma shape 0.04 at s = 1e-323) still gives finite terms.
+    let integral = integrate_exp_with_breaks(
         |x| match family.log_density(theta, &[x]) {
             Ok(l) => {
-                let p = l.exp();
-                if !p.is_finite() && bad_point.is_none() {
-                    bad_point = Some((x, p));
+                if (l.is_nan() || l == f64::INFINITY) && bad_point.is_none() {
+                    bad_point = Some((x, l));
                 }
-                p
+                l
             }
             Err(e) => {
                 family_error.get_or_insert(e);
@@ -1363,10 +1393,10 @@ fn quadrature_normalisation<F: ExponentialFamily + ?Sized>(
     if let Some(e) = family_error {
         return Err(e);
     }
-    if let Some((x, p)) = bad_point {
+    if let Some((x, l)) = bad_point {
         return Ok((
             f64::INFINITY,
-            format!("absolute; the density at s = {x:e} inside the support is {p}"),
+            format!("absolute; the log-density at s = {x:e} inside the support is {l}"),
         ));
     }
     let r = integral?;

@@ -24,9 +24,12 @@
 //!
 //! [`special`] holds log-sum-exp with $-\infty$ handled, softmax (of a vector, or of every
 //! row of a block at once), sums of logarithms taken one logarithm per block of factors,
-//! $\log(1 + e^x)$ and the logistic function; [`batch_exp`] takes $e^x$ over a whole slice,
+//! $\log(1 + e^x)$, the logistic function, and the digamma and trigamma functions
+//! $\psi$, $\psi_1$; [`batch_exp`] takes $e^x$ over a whole slice,
 //! vectorised with the widest instruction set the CPU has and with the same bits on every
-//! machine (the E-step's and the gate's exponentials go through it).
+//! machine (the E-step's and the gate's exponentials go through it); [`quadrature`]
+//! integrates a function of one variable over a finite, half-infinite or infinite range
+//! by adaptive double-exponential quadrature, endpoint singularities included.
 //!
 //! ## Writing your own family
 //!

@@ -297,3 +297,36 @@ fn wrong_fisher_entry_fails_and_is_named_at_every_seed() {
         );
     }
 }
+#[test]
+fn the_limit_of_f64_near_a_singular_end_is_reported_not_hidden() {
+    // Shape 0.04 (the density overflows f64 at the smallest floats, its terms do not):
+    // certified. Shape 0.02: the mass below the smallest positive double,
+    // (5e-324)^{0.02}/Γ(1.02) ≈ 3.4e-7, cannot be integrated; a correct family then fails
+    // the normalisation with the quadrature saying so, and the reported error covers what
+    // is missing.
+    let r = check_family(
+        &GammaShape(None),
+        &theta(0.04, 1.0),
+        &CheckConfig::default(),
+    )
+    .unwrap();
+    assert!(r.passed(), "{r}");
+    let r = check_family(
+        &GammaShape(None),
+        &theta(0.02, 1.0),
+        &CheckConfig::default(),
+    )
+    .unwrap();
+    let norm = r.result(CheckKind::Normalisation).unwrap();
+    assert_eq!(norm.status, CheckStatus::Failed, "{r}");
+    assert!(
+        norm.detail.contains("did not reach its tolerance"),
+        "{norm}"
+    );
+    let missing = (-744.44f64 * 0.02).exp() / statrs::function::gamma::gamma(1.02);
+    assert!(
+        norm.error >= missing && norm.error < 10.0 * missing,
+        "{norm}"
+    );
+    assert_eq!(r.failures().len(), 1, "{r}");
+}
