@@ -1,7 +1,10 @@
 //! Numerically careful kernels shared by the whole workspace: log-sum-exp with $-\infty$
 //! handled, softmax (of one vector, or of every row of a block at once with the block's
 //! exponentials vectorised, [`softmax_rows`]), sums of logarithms with one logarithm per
-//! block, $\log(1 + e^x)$ and the logistic function.
+//! block, $\log(1 + e^x)$ and the logistic function; and the polygamma functions a
+//! family with a Gamma or Beta factor needs for $\nabla A$ and $\nabla^2 A$: the digamma
+//! function $\psi = (\log\Gamma)'$ ([`digamma`]) and the trigamma function $\psi_1 = \psi'$
+//! ([`trigamma`]).
 
 /// $\log \sum_j e^{v_j}$, computed as $m + \log\sum_j e^{v_j - m}$ with $m = \max_j v_j$.
 ///
@@ -305,10 +308,234 @@ pub fn sigmoid(x: f64) -> f64 {
     }
 }
 
+/// The digamma function $\psi(x) = \frac{d}{dx}\log\Gamma(x) = \Gamma'(x)/\Gamma(x)$.
+///
+/// Delegates to [`statrs::function::gamma::digamma`] (recurrence
+/// $\psi(x) = \psi(x+1) - 1/x$ up to $x \ge 12$, then the asymptotic series
+/// $\psi(x) \sim \log x - \frac1{2x} - \sum_{k\ge1} \frac{B_{2k}}{2k\,x^{2k}}$, and the
+/// reflection $\psi(1-x) - \psi(x) = \pi\cot(\pi x)$ for $x < 0$); the tests hold it to
+/// $10^{-14}$ relative at closed-form points and check it against finite differences of
+/// $\log\Gamma$, so a family's $\nabla A$ may rely on it.
+///
+/// **Special values** (statrs's convention): $-\infty$ at the poles
+/// $x \in \{0, -1, -2, \dots\}$ (the two one-sided limits there are $\mp\infty$), NaN for
+/// NaN and $-\infty$, $+\infty$ at $+\infty$. Never panics.
+pub fn digamma(x: f64) -> f64 {
+    statrs::function::gamma::digamma(x)
+}
+
+/// Threshold above which [`trigamma`] uses its asymptotic series: at $x \ge 10$ the first
+/// omitted term, $B_{20}/x^{21} \le 5.3\cdot10^{-19}$, is far below the rounding of the
+/// result ($\psi_1(x) \ge 1/x$); at $x = 6$ the series would bottom out near $10^{-15}$
+/// relative only after 18 terms.
+const TRIGAMMA_ASYMPTOTIC: f64 = 10.0;
+
+/// Bernoulli numbers $B_2, B_4, \dots, B_{18}$ of the asymptotic series of [`trigamma`].
+const BERNOULLI_EVEN: [f64; 9] = [
+    1.0 / 6.0,
+    -1.0 / 30.0,
+    1.0 / 42.0,
+    -1.0 / 30.0,
+    5.0 / 66.0,
+    -691.0 / 2730.0,
+    7.0 / 6.0,
+    -3617.0 / 510.0,
+    43867.0 / 798.0,
+];
+
+/// The trigamma function $\psi_1(x) = \psi'(x) = \frac{d^2}{dx^2}\log\Gamma(x)
+/// = \sum_{k\ge0} (x+k)^{-2}$ (statrs has no trigamma).
+///
+/// * $x \ge 10$: the asymptotic series
+///   $\psi_1(x) \sim \frac1x + \frac1{2x^2} + \sum_{k=1}^{9} \frac{B_{2k}}{x^{2k+1}}$
+///   ($B_{2k}$ the Bernoulli numbers), whose error is below the first omitted term,
+///   $|B_{20}|/x^{21} \le 5.3\cdot10^{-19}$;
+/// * $0 < x < 10$: the recurrence $\psi_1(x) = \psi_1(x+1) + 1/x^2$ up to $x \ge 10$;
+/// * $x < 0$, not an integer: the reflection formula
+///   $\psi_1(x) = \dfrac{\pi^2}{\sin^2(\pi x)} - \psi_1(1 - x)$, with $\sin^2(\pi x)$ taken
+///   at $x - \operatorname{round}(x)$ (exact in floating point), so the period is
+///   removed without rounding.
+///
+/// **Special values**: $+\infty$ at the poles $x \in \{0, -1, -2, \dots\}$ (where
+/// $\psi_1 \to +\infty$ from both sides) and for $0 < x < 10^{-154}$, where $1/x^2$
+/// overflows; $0$ at $+\infty$; NaN for NaN and $-\infty$. Never panics.
+///
+/// Accuracy: a few units in the last place for $x > 0$ (the tests hold it to
+/// $10^{-13}$ relative at closed-form points and check it against finite differences
+/// of [`digamma`] over $[10^{-3}, 10^3]$).
+pub fn trigamma(x: f64) -> f64 {
+    if x.is_nan() || x == f64::NEG_INFINITY {
+        return f64::NAN;
+    }
+    if x == f64::INFINITY {
+        return 0.0;
+    }
+    if x <= 0.0 {
+        let frac = x - x.round();
+        if frac == 0.0 {
+            return f64::INFINITY;
+        }
+        let s = (std::f64::consts::PI * frac).sin();
+        return std::f64::consts::PI * std::f64::consts::PI / (s * s) - trigamma(1.0 - x);
+    }
+    let mut z = x;
+    let mut recur = 0.0;
+    while z < TRIGAMMA_ASYMPTOTIC {
+        recur += 1.0 / (z * z);
+        z += 1.0;
+    }
+    let inv = 1.0 / z;
+    let inv2 = inv * inv;
+    // Σ_k B_2k / z^{2k+1} = inv · Σ_k B_2k inv2^k, by Horner from the smallest term.
+    let mut series = 0.0;
+    for b in BERNOULLI_EVEN.iter().rev() {
+        series = (series + b) * inv2;
+    }
+    let asym = inv + 0.5 * inv2 + inv * series;
+    recur + asym
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Euler–Mascheroni constant γ (OEIS A001620).
+    const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
+    /// Catalan's constant G (OEIS A006752).
+    const CATALAN: f64 = 0.915_965_594_177_219;
+
+    fn rel(a: f64, b: f64) -> f64 {
+        (a - b).abs() / b.abs()
+    }
+
+    #[test]
+    fn digamma_closed_forms() {
+        use std::f64::consts::{LN_2, PI};
+        // ψ(1) = −γ, ψ(1/2) = −γ − 2 ln 2, ψ(1/4) = −γ − π/2 − 3 ln 2, ψ(n+1) = −γ + H_n.
+        assert!(rel(digamma(1.0), -EULER_GAMMA) < 1e-14, "{}", digamma(1.0));
+        assert!(rel(digamma(0.5), -EULER_GAMMA - 2.0 * LN_2) < 1e-14);
+        assert!(rel(digamma(0.25), -EULER_GAMMA - PI / 2.0 - 3.0 * LN_2) < 1e-14);
+        let mut harmonic = 0.0;
+        for n in 1..=30u32 {
+            harmonic += 1.0 / f64::from(n);
+            let want = -EULER_GAMMA + harmonic;
+            assert!(rel(digamma(f64::from(n) + 1.0), want) < 1e-14, "n = {n}");
+        }
+        // Poles and special values, as documented.
+        assert_eq!(digamma(0.0), f64::NEG_INFINITY);
+        assert_eq!(digamma(-3.0), f64::NEG_INFINITY);
+        assert!(digamma(f64::NAN).is_nan() && digamma(f64::NEG_INFINITY).is_nan());
+        assert_eq!(digamma(f64::INFINITY), f64::INFINITY);
+    }
+
+    #[test]
+    fn digamma_recurrence_and_derivative_of_ln_gamma() {
+        use statrs::function::gamma::ln_gamma;
+        let mut x = 1e-3;
+        while x < 1e3 {
+            // ψ(x+1) − ψ(x) = 1/x.
+            let d = digamma(x + 1.0) - digamma(x);
+            assert!(
+                (d - 1.0 / x).abs() <= 1e-13 * (1.0 / x).max(digamma(x).abs()),
+                "x = {x}"
+            );
+            // ψ = (log Γ)' by Richardson-extrapolated central differences.
+            let h = 1e-3 * x;
+            let c = |h: f64| (ln_gamma(x + h) - ln_gamma(x - h)) / (2.0 * h);
+            let fd = (4.0 * c(h / 2.0) - c(h)) / 3.0;
+            let scale = digamma(x).abs().max(1.0);
+            assert!(
+                (fd - digamma(x)).abs() < 1e-8 * scale,
+                "x = {x}: {fd} vs {}",
+                digamma(x)
+            );
+            x *= 1.37;
+        }
+    }
+
+    #[test]
+    fn trigamma_closed_forms() {
+        use std::f64::consts::PI;
+        let pi2 = PI * PI;
+        // ψ₁(1) = π²/6, ψ₁(1/2) = π²/2, ψ₁(1/4) = π² + 8G, ψ₁(3/4) = π² − 8G.
+        let cases = [
+            (1.0, pi2 / 6.0),
+            (0.5, pi2 / 2.0),
+            (0.25, pi2 + 8.0 * CATALAN),
+            (0.75, pi2 - 8.0 * CATALAN),
+            (1.5, pi2 / 2.0 - 4.0),
+            // Reflection branch: ψ₁(−1/2) = ψ₁(1/2) + 4 (from the recurrence), and
+            // ψ₁(−3/2) = ψ₁(−1/2) + 4/9.
+            (-0.5, pi2 / 2.0 + 4.0),
+            (-1.5, pi2 / 2.0 + 4.0 + 4.0 / 9.0),
+        ];
+        for (x, want) in cases {
+            assert!(
+                rel(trigamma(x), want) <= 1e-13,
+                "ψ₁({x}) = {} vs {want}",
+                trigamma(x)
+            );
+        }
+        // ψ₁(n+1) = π²/6 − Σ_{k≤n} 1/k², across the switch to the asymptotic series.
+        let mut partial = 0.0;
+        for n in 1..=40u32 {
+            partial += 1.0 / f64::from(n * n);
+            let want = pi2 / 6.0 - partial;
+            let x = f64::from(n) + 1.0;
+            assert!(
+                rel(trigamma(x), want) <= 1e-13,
+                "ψ₁({x}) = {} vs {want}",
+                trigamma(x)
+            );
+        }
+        // Large x: ψ₁(x) = 1/x + 1/(2x²) + 1/(6x³) + O(x⁻⁵).
+        for x in [1e4, 1e8, 1e200] {
+            let want = 1.0 / x + 0.5 / (x * x) + 1.0 / (6.0 * x * x * x);
+            assert!(rel(trigamma(x), want) <= 1e-15, "x = {x}");
+        }
+    }
+
+    #[test]
+    fn trigamma_special_values() {
+        for pole in [0.0, -0.0, -1.0, -7.0, -1e6] {
+            assert_eq!(trigamma(pole), f64::INFINITY, "pole {pole}");
+        }
+        assert_eq!(trigamma(1e-200), f64::INFINITY);
+        assert_eq!(trigamma(f64::INFINITY), 0.0);
+        assert!(trigamma(f64::NAN).is_nan() && trigamma(f64::NEG_INFINITY).is_nan());
+        // Near a pole ψ₁(x) ≈ 1/(x − pole)², from both sides.
+        for eps in [1e-4, -1e-4] {
+            let x = -2.0 + eps;
+            assert!(rel(trigamma(x), 1.0 / (eps * eps)) < 1e-3, "x = {x}");
+        }
+    }
+
+    #[test]
+    fn trigamma_is_the_derivative_of_digamma() {
+        let mut x = 1e-3;
+        while x <= 1e3 {
+            let h = 1e-3 * x;
+            let c = |h: f64| (digamma(x + h) - digamma(x - h)) / (2.0 * h);
+            let fd = (4.0 * c(h / 2.0) - c(h)) / 3.0;
+            let t = trigamma(x);
+            assert!(rel(fd, t) < 1e-9, "x = {x}: finite difference {fd} vs {t}");
+            // And the recurrence it is built on, ψ₁(x) − ψ₁(x+1) = 1/x².
+            let d = trigamma(x) - trigamma(x + 1.0);
+            assert!(rel(d, 1.0 / (x * x)) < 1e-12, "x = {x}");
+            x *= 1.29;
+        }
+        // The reflection branch against finite differences too.
+        for x in [-0.3, -1.7, -5.45] {
+            let h = 1e-5;
+            let fd = (digamma(x + h) - digamma(x - h)) / (2.0 * h);
+            assert!(
+                rel(fd, trigamma(x)) < 1e-6,
+                "x = {x}: {fd} vs {}",
+                trigamma(x)
+            );
+        }
+    }
 
     /// Rows of a column-major block against [`softmax_parts`] on each row alone.
     fn check_softmax_rows(rows: &[Vec<f64>]) {

@@ -4,9 +4,9 @@
 
 use faer::Mat;
 use mirror::{
-    check_family, Bernoulli, Categorical, CheckConfig, CheckKind, CheckStatus, Exponential,
-    ExponentialFamily, FamilyReport, Gaussian, GaussianKnownVariance, MirrorError,
-    MultivariateGaussian, Poisson, Result,
+    check_family, check_family_sweep, Bernoulli, Categorical, CheckConfig, CheckKind, CheckStatus,
+    Exponential, ExponentialFamily, FamilyReport, Gaussian, GaussianKnownVariance, MirrorError,
+    MultivariateGaussian, Poisson, Result, SweepConfig, SweepOrigin,
 };
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
@@ -199,6 +199,15 @@ fn wrong_mean_fails_gradient_check() {
     assert_eq!(status(&r, CheckKind::GradientFd), CheckStatus::Failed);
     assert_eq!(status(&r, CheckKind::MeanInverse), CheckStatus::Failed);
     assert!(r.to_string().contains("FAIL"));
+    // The failure names the entry: ∇A = 1.05 e found, e = dA/dθ expected.
+    let w = r.result(CheckKind::GradientFd).unwrap().worst.unwrap();
+    let e = 1f64.exp();
+    assert_eq!((w.row, w.col, w.found_by), (0, None, "mean"), "{r}");
+    assert!(
+        (w.found - 1.05 * e).abs() < 1e-12 && (w.expected - e).abs() < 1e-7,
+        "{w:?}"
+    );
+    assert!(r.to_string().contains(&w.to_string()), "{r}");
 }
 
 #[test]
@@ -235,6 +244,14 @@ fn wrong_base_measure_fails_normalisation_only() {
 #[test]
 fn wrong_fisher_fails_both_fisher_checks() {
     let r = check_family(&Broken(Fault::Fisher), &[1.0], &config()).unwrap();
+    // ∇²A = 2e found where the finite differences of ∇A = e^θ give e.
+    let w = r.result(CheckKind::FisherFd).unwrap().worst.unwrap();
+    let e = 1f64.exp();
+    assert_eq!(w.index(), (0, 0));
+    assert!(
+        (w.found - 2.0 * e).abs() < 1e-12 && (w.expected - e).abs() < 1e-7,
+        "{w:?}"
+    );
     assert_eq!(status(&r, CheckKind::FisherFd), CheckStatus::Failed, "{r}");
     assert_eq!(
         status(&r, CheckKind::FisherMonteCarlo),
@@ -251,6 +268,9 @@ fn wrong_fisher_fails_both_fisher_checks() {
 #[test]
 fn wrong_inverse_fails_inverse_checks() {
     let r = check_family(&Broken(Fault::Inverse), &[1.0], &config()).unwrap();
+    let w = r.result(CheckKind::MeanInverse).unwrap().worst.unwrap();
+    assert_eq!((w.row, w.expected), (0, 1.0), "{w:?}");
+    assert!((w.found - 1.01).abs() < 1e-12, "{w:?}");
     assert_eq!(
         status(&r, CheckKind::MeanInverse),
         CheckStatus::Failed,
@@ -509,6 +529,15 @@ fn mvn_fisher_without_mean_terms_fails() {
     let theta = mvn.natural_from_mean_cov(&[1.5, -1.0], &cov).unwrap();
     let r = check_family(&ZeroMeanIsserlis(mvn), &theta, &config()).unwrap();
     assert_eq!(status(&r, CheckKind::FisherFd), CheckStatus::Failed, "{r}");
+    // The worst entry lies in the dropped cross block (one index a mean coordinate, the
+    // other a second-moment one), where the family says 0.
+    for kind in [CheckKind::FisherFd, CheckKind::FisherMonteCarlo] {
+        let w = r.result(kind).unwrap().worst.unwrap();
+        let (i, j) = w.index();
+        assert!((i < 2) != (j < 2), "{kind:?}: {w:?}\n{r}");
+        assert_eq!(w.found, 0.0, "{kind:?}: {w:?}");
+        assert!(w.expected.abs() > 0.1, "{kind:?}: {w:?}");
+    }
     assert_eq!(
         status(&r, CheckKind::FisherMonteCarlo),
         CheckStatus::Failed,
@@ -519,4 +548,179 @@ fn mvn_fisher_without_mean_terms_fails() {
         CheckStatus::Passed,
         "{r}"
     );
+}
+
+fn sweep_config() -> SweepConfig {
+    SweepConfig {
+        check: config(),
+        ..SweepConfig::default()
+    }
+}
+
+#[test]
+fn sweep_of_built_in_families_passes_with_points_near_the_boundary() {
+    // Exponential: θ < 0, so one boundary point per given θ, at 0.1 of the way left.
+    let r = check_family_sweep(&Exponential, &[[-2.0], [-0.5]], &sweep_config()).unwrap();
+    assert!(r.passed(), "{r}");
+    assert_eq!(r.reports.len(), 4, "{r}");
+    for (k, (base, want)) in [(0, -0.2), (1, -0.05)].into_iter().enumerate() {
+        let o = r.origins[2 + k];
+        let SweepOrigin::NearBoundary {
+            base: b,
+            coordinate,
+            direction,
+            boundary_distance,
+            fraction,
+        } = o
+        else {
+            panic!("point {} should be near the boundary: {o:?}", 2 + k);
+        };
+        assert_eq!((b, coordinate, direction, fraction), (base, 0, 1.0, 0.1));
+        assert!((boundary_distance - [2.0, 0.5][base]).abs() < 1e-9, "{o:?}");
+        assert!((r.reports[2 + k].theta[0] - want).abs() < 1e-9, "{r}");
+    }
+    // Bernoulli and Categorical have no boundary: only the given points.
+    let r = check_family_sweep(&Bernoulli, &[vec![0.3]], &sweep_config()).unwrap();
+    assert_eq!(r.reports.len(), 1);
+    // Gaussian (θ₂ = −1/(2σ²) < 0) and a 2-D MVN (precision positive definite).
+    let g = check_family_sweep(&Gaussian, &[[1.0, -0.5]], &sweep_config()).unwrap();
+    assert!(g.passed() && g.reports.len() == 2, "{g}");
+    assert!((g.reports[1].theta[1] + 0.05).abs() < 1e-9, "{g}");
+    let mvn = MultivariateGaussian::new(2).unwrap();
+    let cov = Mat::from_fn(2, 2, |i, j| if i == j { 0.5 } else { -0.2 });
+    let theta = mvn.natural_from_mean_cov(&[1.0, -0.5], &cov).unwrap();
+    let r = check_family_sweep(&mvn, &[theta], &sweep_config()).unwrap();
+    assert!(r.passed() && r.reports.len() > 3, "{r}");
+    for (k, rep) in r.reports.iter().enumerate().skip(1) {
+        assert!(mvn.in_natural_domain(&rep.theta), "point {k}: {rep}");
+    }
+    // Poisson's domain ends where its sampler does (λ ≤ 1.8e19); there the lattice is
+    // too wide to sum, which the report says (skipped, not passed silently).
+    let r = check_family_sweep(&Poisson, &[[1.0]], &sweep_config()).unwrap();
+    assert!(r.passed(), "{r}");
+    let far = r.reports[1].result(CheckKind::Normalisation).unwrap();
+    assert_eq!(far.status, CheckStatus::Skipped, "{r}");
+    assert!(far.detail.contains("not summed"), "{far}");
+    assert!(r.to_string().contains("1 skipped"), "{r}");
+}
+
+#[test]
+fn sweep_is_deterministic_and_names_its_worst_check() {
+    let cfg = sweep_config();
+    let a = check_family_sweep(&Exponential, &[[-1.0]], &cfg).unwrap();
+    let b = check_family_sweep(&Exponential, &[[-1.0]], &cfg).unwrap();
+    assert_eq!(a, b);
+    // Points get different seeds: their Monte-Carlo errors differ.
+    let kl = |k: usize| a.reports[k].result(CheckKind::KlMonteCarlo).unwrap().error;
+    assert_ne!(kl(0), kl(1));
+    let (k, worst) = a.worst().unwrap();
+    let ratio = |c: &mirror::CheckResult| c.error / c.tolerance;
+    for rep in &a.reports {
+        for c in &rep.checks {
+            assert!(ratio(c) <= ratio(worst), "{c:?} is worse than {worst:?}");
+        }
+    }
+    let text = a.to_string();
+    assert!(
+        text.contains("worst check") && text.contains(worst.kind.label()),
+        "{text}"
+    );
+    assert!(text.contains(&format!("at [{k}]")), "{text}");
+}
+
+/// An exponential family whose mean is 1 % off only for θ > −0.5 (rates below 1/2), as a
+/// series expansion valid for large rates would be: a check at θ = −2 alone passes, the
+/// sweep's point near the boundary catches it.
+struct LowRateBug;
+
+impl ExponentialFamily for LowRateBug {
+    fn name(&self) -> String {
+        "Exponential with a low-rate bug".into()
+    }
+    fn dim(&self) -> usize {
+        1
+    }
+    fn obs_dim(&self) -> usize {
+        1
+    }
+    fn in_support(&self, s: &[f64]) -> bool {
+        Exponential.in_support(s)
+    }
+    fn in_natural_domain(&self, theta: &[f64]) -> bool {
+        Exponential.in_natural_domain(theta)
+    }
+    fn in_mean_domain(&self, mu: &[f64]) -> bool {
+        Exponential.in_mean_domain(mu)
+    }
+    fn sufficient_stats(&self, s: &[f64], t: &mut [f64]) {
+        t[0] = s[0];
+    }
+    fn log_base_measure(&self, _s: &[f64]) -> f64 {
+        0.0
+    }
+    fn log_partition(&self, theta: &[f64]) -> Result<f64> {
+        Exponential.log_partition(theta)
+    }
+    fn mean(&self, theta: &[f64], mu: &mut [f64]) -> Result<()> {
+        Exponential.mean(theta, mu)?;
+        if theta[0] > -0.5 {
+            mu[0] *= 1.01;
+        }
+        Ok(())
+    }
+    fn fisher(&self, theta: &[f64]) -> Result<Mat<f64>> {
+        Exponential.fisher(theta)
+    }
+    fn sample(&self, theta: &[f64], rng: &mut dyn RngCore, s: &mut [f64]) -> Result<()> {
+        Exponential.sample(theta, rng, s)
+    }
+    fn natural_from_mean(&self, mu: &[f64], theta: &mut [f64]) -> Result<()> {
+        Exponential.natural_from_mean(mu, theta)
+    }
+}
+
+#[test]
+fn sweep_catches_a_fault_near_the_boundary() {
+    let single = check_family(&LowRateBug, &[-2.0], &config()).unwrap();
+    assert!(single.passed(), "{single}");
+    let r = check_family_sweep(&LowRateBug, &[[-2.0]], &sweep_config()).unwrap();
+    assert!(!r.passed(), "{r}");
+    let (k, worst) = r.worst().unwrap();
+    assert_eq!(k, 1, "{r}");
+    assert!(
+        matches!(worst.kind, CheckKind::GradientFd | CheckKind::MeanInverse),
+        "{r}"
+    );
+    assert!(r.failures().iter().all(|(k, _)| *k == 1), "{r}");
+    assert!(r.to_string().contains("FAILED"), "{r}");
+}
+
+#[test]
+fn sweep_rejects_bad_settings_with_typed_errors() {
+    for fractions in [vec![0.0], vec![1.0], vec![f64::NAN], vec![0.1, -0.2]] {
+        let cfg = SweepConfig {
+            boundary_fractions: fractions.clone(),
+            ..sweep_config()
+        };
+        let e = check_family_sweep(&Exponential, &[[-1.0]], &cfg).unwrap_err();
+        assert!(
+            matches!(e, MirrorError::InvalidParameter { .. }),
+            "{fractions:?}: {e:?}"
+        );
+    }
+    let cfg = SweepConfig {
+        max_boundary_distance: f64::INFINITY,
+        ..sweep_config()
+    };
+    assert!(matches!(
+        check_family_sweep(&Exponential, &[[-1.0]], &cfg).unwrap_err(),
+        MirrorError::InvalidParameter { .. }
+    ));
+    let e = check_family_sweep(&Exponential, &[[-1.0], [1.0]], &sweep_config()).unwrap_err();
+    assert!(matches!(e, MirrorError::OutsideDomain { .. }), "{e:?}");
+    let e = check_family_sweep(&Exponential, &[vec![-1.0, 2.0]], &sweep_config()).unwrap_err();
+    assert!(matches!(e, MirrorError::DimensionMismatch { .. }), "{e:?}");
+    // No parameters: an empty, passing sweep with no worst check.
+    let r = check_family_sweep(&Exponential, &[] as &[[f64; 1]], &sweep_config()).unwrap();
+    assert!(r.passed() && r.worst().is_none() && r.reports.is_empty());
 }
