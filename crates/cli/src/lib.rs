@@ -18,7 +18,6 @@ pub mod model;
 pub mod plot;
 pub mod progress;
 pub mod report;
-pub mod scaling;
 
 use clap::Parser;
 

@@ -9,7 +9,7 @@
 //!
 //! Steps: load and check the CSV ([`crate::csvdata`]: intercept by default, constant
 //! columns reported), check the target's support and the model's size against the rows,
-//! standardise the columns ([`crate::scaling`], an exact reparametrisation; off with
+//! standardise the columns ([`em_as_md::fit::scaling`], an exact reparametrisation; off with
 //! `--no-standardize`), run EM with seeded restarts ([`crate::engine`], a progress bar on
 //! stderr when it is a terminal), map $\hat\theta$ back to the data's units, then print the
 //! summary table (or one JSON object with `--json`), and write the model (`--out`) and
@@ -26,7 +26,7 @@ use crate::model::{params_json, params_tables, save_model, StartInfo};
 use crate::plot::{Chart, Series};
 use crate::progress::{show_progress, ProgressObserver};
 use crate::report::{num, print_stdout, Align, Table};
-use crate::scaling::Scaling;
+use em_as_md::fit::scaling::Scaling;
 use clap::{Args, ValueEnum};
 use em_as_md::fit::init::InitMethod;
 use em_as_md::model::expert::ExpertKind;
@@ -87,7 +87,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub drop_constant: bool,
     /// Fit on the raw feature columns. By default the solvers run on standardised columns
-    /// (mean 0, standard deviation 1; an exact reparametrisation, see `mdem_cli::scaling`):
+    /// (mean 0, standard deviation 1; an exact reparametrisation, see `em_as_md::fit::scaling`):
     /// the Newton M-steps of logistic, multinomial and Poisson experts and of the gate need
     /// it when feature scales differ widely.
     #[arg(long)]
