@@ -14,7 +14,7 @@
 //! The binary's `main` prints `error: <line>` and exits with that code; a panic is turned
 //! into one line too ([`install_panic_hook`]), never a backtrace.
 
-use crate::csvdata::DataError;
+use em_as_md::data::csv::DataError;
 use em_as_md::MoeError;
 
 /// Exit code of bad input (as clap uses for usage errors).

@@ -5,7 +5,7 @@
 //! ([`error::CliError`]); `main` prints them as one line and exits with
 //! [`error::CliError::exit_code`] (2 for bad input).
 //!
-//! Reusable pieces: [`csvdata`] (loading and checking CSV data), [`plot`] (line charts,
+//! Reusable pieces: [`csvdata`] (the target's support per kind of expert), [`plot`] (line charts,
 //! SVG/PNG, log axes), [`progress`] (a progress-bar observer), [`report`] (tables and
 //! number formatting), [`interrupt`] (the Ctrl-C flag every solver run checks).
 

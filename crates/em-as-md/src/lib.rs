@@ -11,7 +11,7 @@
 //!
 //! | folder | what it holds |
 //! |---|---|
-//! | [`data`] | [`Dataset`]: features (column-major) and targets |
+//! | [`data`] | [`Dataset`]: features (column-major) and targets; CSV loading ([`data::csv`]) |
 //! | [`inner`] | the inner numerics: solver reports, Cholesky policy, weighted Grams, L-BFGS, parallel folds |
 //! | [`model`] | conditional families, the E-/M-step capability, experts (one file each), the gate, mixtures, symmetric models |
 //! | [`solve`] | the [`Solver`] trait, the [`Executor`], observers, EM, mirror descent, GD, gradient EM |

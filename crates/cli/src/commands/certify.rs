@@ -82,7 +82,7 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
     let features = data_features(fitted);
     let mut pd = read_for_prediction(&args.data, &target, &features, fitted.intercept())?;
     if !pd.has_target {
-        return Err(CliError::Data(crate::csvdata::DataError::MissingTarget {
+        return Err(CliError::Data(em_as_md::data::csv::DataError::MissingTarget {
             file,
             target,
             available: features,

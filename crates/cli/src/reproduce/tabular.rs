@@ -15,9 +15,9 @@
 
 use super::common::{em_gem_gd_runs, Run, RunSettings};
 use super::synthetic::{tune_gd_step, GD_STEPS};
-use crate::csvdata::{load_csv_with, LoadOptions};
 use crate::error::CliError;
 use em_as_md::fit::scaling::Scaling;
+use em_as_md::data::csv::{load_csv_with, LoadOptions};
 use em_as_md::fit::init::InitMethod;
 use em_as_md::fit::{initial_theta, restart_rng};
 use em_as_md::model::mixture::{Gating, MixtureOfExperts};
