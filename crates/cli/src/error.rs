@@ -63,7 +63,7 @@ pub enum CliError {
     },
     /// A figure could not be drawn.
     #[error(transparent)]
-    Plot(#[from] crate::plot::PlotError),
+    Plot(#[from] experiments::plot::PlotError),
     /// The subcommand is not part of this build yet.
     #[error("{0}")]
     Unavailable(String),

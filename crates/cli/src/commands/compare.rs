@@ -29,7 +29,7 @@
 
 use super::fit::ModelArgs;
 use crate::error::CliError;
-use crate::plot::{Chart, Series};
+use experiments::plot::{Chart, Series};
 use crate::report::{num, print_stdout, Align, Table};
 use clap::{Args, ValueEnum};
 use em_as_md::fit::init::InitMethod;

@@ -18,7 +18,7 @@
 //! same start, continued until $L$ stops changing (and never above any value seen).
 
 use crate::error::CliError;
-use crate::plot::{Chart, Series};
+use experiments::plot::{Chart, Series};
 use crate::report::{num, print_stdout, Table};
 use clap::Args;
 use diagnostics::certificate::{certify, CertifyConfig};

@@ -23,7 +23,7 @@ use crate::engine::{fit_em, FitSettings};
 use crate::error::CliError;
 use crate::interrupt;
 use crate::model::{params_json, params_tables, save_model, StartInfo};
-use crate::plot::{Chart, Series};
+use experiments::plot::{Chart, Series};
 use crate::progress::{show_progress, ProgressObserver};
 use crate::report::{num, print_stdout, Align, Table};
 use em_as_md::fit::scaling::Scaling;

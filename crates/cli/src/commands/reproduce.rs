@@ -19,16 +19,16 @@
 
 use crate::error::CliError;
 use crate::interrupt;
-use crate::plot::{Chart, Series};
+use ::experiments::plot::{Chart, Series};
 use crate::report::num;
 use clap::Args;
 use em_as_md::{SymMoLinE, SymMoLogE};
-use experiments::common::{
+use self::experiments::common::{
     band, band_series, create_dir, fmt_or_dash, mean_sd, quantile, save_both,
 };
-use experiments::digits::{run_digits, Digits, DigitsConfig, DigitsResult};
-use experiments::synthetic::{run_model, SnrResult, SynthConfig, GAP_FLOOR, GD_STEPS, STABLE_RTOL};
-use experiments::tabular::{run_tabular, TabResult, Tabular};
+use self::experiments::digits::{run_digits, Digits, DigitsConfig, DigitsResult};
+use self::experiments::synthetic::{run_model, SnrResult, SynthConfig, GAP_FLOOR, GD_STEPS, STABLE_RTOL};
+use self::experiments::tabular::{run_tabular, TabResult, Tabular};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

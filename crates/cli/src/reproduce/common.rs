@@ -4,7 +4,7 @@
 //! statistics over instances (mean and quantile bands) and small formatting helpers.
 
 use crate::error::CliError;
-use crate::plot::{Chart, Series};
+use ::experiments::plot::{Chart, Series};
 use em_as_md::{
     Em, Executor, FitState, GradientDescent, GradientEm, IterRecord, MoeError, Observer,
     ObserverMode, Solver, Step, Termination,
