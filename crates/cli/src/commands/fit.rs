@@ -23,16 +23,16 @@ use crate::engine::{fit_em, FitSettings};
 use crate::error::CliError;
 use crate::interrupt;
 use crate::model::{params_json, params_tables, save_model, StartInfo};
-use experiments::plot::{Chart, Series};
 use crate::progress::{show_progress, ProgressObserver};
 use crate::report::{num, print_stdout, Align, Table};
-use em_as_md::fit::scaling::Scaling;
 use clap::{Args, ValueEnum};
 use em_as_md::data::csv::{load_csv_with, LoadOptions, LoadedData};
 use em_as_md::fit::init::InitMethod;
+use em_as_md::fit::scaling::Scaling;
 use em_as_md::model::expert::ExpertKind;
 use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::{ConditionalFamily, Dataset, FittedMoe, MoeError};
+use experiments::plot::{Chart, Series};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -127,10 +127,7 @@ impl ModelArgs {
     ///
     /// # Errors
     /// [`CliError::Compute`] when the standardised data set cannot be built.
-    pub fn standardise(
-        &self,
-        loaded: &LoadedData,
-    ) -> Result<Option<(Scaling, Dataset)>, CliError> {
+    pub fn standardise(&self, loaded: &LoadedData) -> Result<Option<(Scaling, Dataset)>, CliError> {
         if self.no_standardize {
             return Ok(None);
         }
