@@ -26,6 +26,16 @@ pub enum ExpertKind {
 }
 
 impl ExpertKind {
+    /// The name, as used in messages (`linear`, `logistic`, `multinomial`, `poisson`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ExpertKind::Linear => "linear",
+            ExpertKind::Logistic => "logistic",
+            ExpertKind::Multinomial => "multinomial",
+            ExpertKind::Poisson => "poisson",
+        }
+    }
+
     /// The support in words, as used in messages.
     pub fn support(self) -> &'static str {
         match self {
@@ -39,12 +49,7 @@ impl ExpertKind {
 
 impl fmt::Display for ExpertKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ExpertKind::Linear => "linear",
-            ExpertKind::Logistic => "logistic",
-            ExpertKind::Multinomial => "multinomial",
-            ExpertKind::Poisson => "poisson",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -62,7 +67,7 @@ pub enum TargetSupport {
 }
 
 /// A target value outside an expert's support, by 0-based row index; see
-/// [`LoadedData::validate_target`] for the message with file, line and column.
+/// [`validate_loaded_target`] for the message with file, line and column.
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TargetError {
@@ -141,8 +146,8 @@ pub fn validate_loaded_target(
             line: loaded.lines.get(row).copied().unwrap_or(row as u64 + 2),
             row: row + 1,
             column: loaded.target.clone(),
-            kind: kind.to_string(),
-            expected: kind.support().to_string(),
+            kind: kind.name(),
+            expected: kind.support(),
             value,
         },
         TargetError::TooFewClasses => DataError::TooFewClasses {
@@ -256,7 +261,7 @@ mod tests {
         assert_eq!(d.lines, vec![2, 3, 5]);
         let e = validate_loaded_target(&d, ExpertKind::Logistic).unwrap_err();
         assert!(
-            matches!(e, DataError::TargetOutOfSupport { line: 5, row: 3, ref column, ref kind, value, .. } if column == "y" && kind == "logistic" && value == 2.0),
+            matches!(e, DataError::TargetOutOfSupport { line: 5, row: 3, ref column, kind: "logistic", value, .. } if column == "y" && value == 2.0),
             "{e:?}"
         );
         let m = e.to_string();

@@ -203,8 +203,8 @@ pub fn check_target_support(
                 line: pd.lines.get(row).copied().unwrap_or(row as u64 + 2),
                 row: row + 1,
                 column: target.to_string(),
-                kind: kind.to_string(),
-                expected: kind.support().to_string(),
+                kind: kind.name(),
+                expected: kind.support(),
                 value,
             }))
         }

@@ -225,9 +225,9 @@ pub enum DataError {
         /// The target column.
         column: String,
         /// The expert kind, as named in messages (e.g. `logistic`).
-        kind: String,
+        kind: &'static str,
         /// The support, in words (e.g. `0 or 1`).
-        expected: String,
+        expected: &'static str,
         /// The offending value.
         value: f64,
     },
