@@ -14,7 +14,7 @@
 //! The binary's `main` prints `error: <line>` and exits with that code; a panic is turned
 //! into one line too ([`install_panic_hook`]), never a backtrace.
 
-use crate::csvdata::DataError;
+use em_as_md::data::csv::DataError;
 use em_as_md::MoeError;
 
 /// Exit code of bad input (as clap uses for usage errors).
@@ -63,7 +63,11 @@ pub enum CliError {
     },
     /// A figure could not be drawn.
     #[error(transparent)]
-    Plot(#[from] crate::plot::PlotError),
+    Plot(#[from] experiments::plot::PlotError),
+    /// The paper reproduction stopped (`mdem reproduce`); bad input when
+    /// [`ExperimentsError::is_bad_input`](experiments::ExperimentsError::is_bad_input).
+    #[error(transparent)]
+    Experiments(#[from] experiments::ExperimentsError),
     /// The subcommand is not part of this build yet.
     #[error("{0}")]
     Unavailable(String),
@@ -78,9 +82,11 @@ impl CliError {
                 MoeError::InvalidData { .. } | MoeError::InvalidParam { .. } => EXIT_BAD_INPUT,
                 _ => EXIT_FAILURE,
             },
+            CliError::Experiments(e) if e.is_bad_input() => EXIT_BAD_INPUT,
             CliError::Diagnostics(_)
             | CliError::Output { .. }
             | CliError::Plot(_)
+            | CliError::Experiments(_)
             | CliError::Unavailable(_) => EXIT_FAILURE,
         }
     }
@@ -165,6 +171,25 @@ mod tests {
         );
         assert_eq!(c.exit_code(), 2);
         assert_eq!(CliError::output("f.svg", "denied").exit_code(), 1);
+        // The reproduction's errors: bad data files are bad input, failed runs are not.
+        use experiments::ExperimentsError;
+        let e = CliError::from(ExperimentsError::BadInput(
+            "data/digits.csv: no data rows".into(),
+        ));
+        assert_eq!(
+            (e.exit_code(), e.to_string().as_str()),
+            (2, "data/digits.csv: no data rows")
+        );
+        let e = CliError::from(ExperimentsError::compute(
+            "SymMoLinE",
+            MoeError::NonFinite { what: "L" },
+        ));
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.to_string().starts_with("SymMoLinE: "));
+        assert_eq!(
+            CliError::from(ExperimentsError::output("r", "denied")).exit_code(),
+            1
+        );
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! Ctrl-C: one process-wide cancellation flag, raised by a signal handler that the
 //! binary installs once ([`install_handler`], called from `main`).
 //!
-//! The library never installs a handler; its [`Executor`](em_as_md::Executor) (and
+//! The libraries never install a handler; em-as-md's [`Executor`](em_as_md::Executor) (and
 //! [`MoeParams::cancel`](em_as_md::MoeParams::cancel) for restarts) accepts a flag and
 //! checks it before every step, ending the run with
 //! [`Termination::Interrupted`](em_as_md::Termination::Interrupted) and the best iterate
-//! so far. The command line
-//! hands every executor it builds the [`flag`] of this module:
+//! so far, and the paper reproduction takes one as
+//! [`experiments::Options::cancel`]. The command line
+//! hands every executor it builds, and the reproduction, the [`flag`] of this module:
 //!
 //! * the **first** Ctrl-C raises the flag and says so on stderr: every running solver
 //!   stops before its next iteration, runs that have not started stop at their start, and

@@ -5,9 +5,11 @@
 //! ([`error::CliError`]); `main` prints them as one line and exits with
 //! [`error::CliError::exit_code`] (2 for bad input).
 //!
-//! Reusable pieces: [`csvdata`] (loading and checking CSV data), [`plot`] (line charts,
-//! SVG/PNG, log axes), [`progress`] (a progress-bar observer), [`report`] (tables and
-//! number formatting), [`interrupt`] (the Ctrl-C flag every solver run checks).
+//! Pieces of the command: [`csvdata`] (the target's support per kind of expert),
+//! [`progress`] (a progress-bar observer), [`report`] (printing; the tables and number
+//! formatting are [`experiments::report`]'s), [`interrupt`] (the Ctrl-C flag every solver
+//! run checks). Figures are drawn with [`experiments::plot`], CSV files loaded with
+//! [`em_as_md::data::csv`].
 
 pub mod commands;
 pub mod csvdata;
@@ -15,10 +17,8 @@ pub mod engine;
 pub mod error;
 pub mod interrupt;
 pub mod model;
-pub mod plot;
 pub mod progress;
 pub mod report;
-pub mod scaling;
 
 use clap::Parser;
 

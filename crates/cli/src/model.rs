@@ -12,8 +12,8 @@
 
 use crate::error::CliError;
 use crate::report::{num, Table};
-use crate::scaling::Scaling;
 use em_as_md::fit::predict::FittedMoe;
+use em_as_md::fit::scaling::Scaling;
 use em_as_md::model::expert::{ExpertKind, LinearGaussian};
 use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::ConditionalFamily;

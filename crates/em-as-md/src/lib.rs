@@ -11,11 +11,11 @@
 //!
 //! | folder | what it holds |
 //! |---|---|
-//! | [`data`] | [`Dataset`]: features (column-major) and targets |
+//! | [`data`] | [`Dataset`]: features (column-major) and targets; CSV loading ([`data::csv`]) |
 //! | [`inner`] | the inner numerics: solver reports, Cholesky policy, weighted Grams, L-BFGS, parallel folds |
 //! | [`model`] | conditional families, the E-/M-step capability, experts (one file each), the gate, mixtures, symmetric models |
 //! | [`solve`] | the [`Solver`] trait, the [`Executor`], observers, EM, mirror descent, GD, gradient EM |
-//! | [`fit`] | validated hyperparameters, initialisation, restarts, alignment, prediction, model files |
+//! | [`fit`] | validated hyperparameters, initialisation, restarts, alignment, prediction, model files, standardisation of columns |
 
 pub mod data;
 pub mod error;

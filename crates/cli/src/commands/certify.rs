@@ -82,11 +82,13 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
     let features = data_features(fitted);
     let mut pd = read_for_prediction(&args.data, &target, &features, fitted.intercept())?;
     if !pd.has_target {
-        return Err(CliError::Data(crate::csvdata::DataError::MissingTarget {
-            file,
-            target,
-            available: features,
-        }));
+        return Err(CliError::Data(
+            em_as_md::data::csv::DataError::MissingTarget {
+                file,
+                target,
+                available: features,
+            },
+        ));
     }
     if let Some(s) = &loaded.scaling {
         pd.dataset = s

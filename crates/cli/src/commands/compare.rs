@@ -29,7 +29,7 @@
 
 use super::fit::ModelArgs;
 use crate::error::CliError;
-use crate::plot::{Chart, Series};
+use crate::interrupt;
 use crate::report::{num, print_stdout, Align, Table};
 use clap::{Args, ValueEnum};
 use em_as_md::fit::init::InitMethod;
@@ -38,10 +38,11 @@ use em_as_md::model::mixture::MixtureOfExperts;
 use em_as_md::{
     ConditionalFamily, Em, GradientDescent, GradientEm, MirrorDescent, MoeError, Problem, Step,
 };
+use experiments::plot::{Chart, Series};
 use std::path::PathBuf;
 
-use super::reproduce::experiments::common::{run_recorded, save_both, Run, RunSettings};
-use super::reproduce::experiments::synthetic::{tune_gd_step, GD_STEPS};
+use experiments::common::{run_recorded, save_both, Run, RunSettings};
+use experiments::synthetic::{tune_gd_step, GD_STEPS};
 
 /// Floor of $L_t - L^\star$ in the figures (round-off level; zero gaps cannot be drawn on a
 /// log axis).
@@ -161,7 +162,7 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
     let theta0 = initial_theta(&model, data, &InitMethod::KMeansPlusPlus, args.seed, 0)
         .map_err(ctx("initialisation".into()))?;
     let problem = Problem::new(&model, data).map_err(ctx("problem".into()))?;
-    let fixed = RunSettings::fixed(args.max_iter);
+    let fixed = RunSettings::fixed(args.max_iter).cancel(Some(interrupt::flag()));
 
     let mut runs: Vec<Run> = Vec::new();
     runs.push(run_recorded(problem, Em::new(), &theta0, &fixed).map_err(ctx("EM".into()))?);
@@ -171,8 +172,11 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
             .with_bregman(false);
         runs.push(run_recorded(problem, md, &theta0, &fixed).map_err(ctx(format!("MD(η={eta})")))?);
     }
-    let tuned = tune_gd_step(problem, &theta0, args.max_iter, &GD_STEPS);
-    let step = tuned.unwrap_or(GD_STEPS[0]);
+    let tuned = tune_gd_step(problem, &theta0, &fixed, &GD_STEPS);
+    if let Some(w) = tuned.and_then(|t| t.warning()) {
+        eprintln!("warning: {w}");
+    }
+    let step = tuned.map_or(GD_STEPS[0], |t| t.step);
     let gd = GradientDescent::new(Step::Constant(step)).map_err(ctx("GD".into()))?;
     runs.push(run_recorded(problem, gd, &theta0, &fixed).map_err(ctx("GD".into()))?);
     let gd = GradientDescent::new(Step::armijo()).map_err(ctx("GD".into()))?;
@@ -184,7 +188,9 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
         problem,
         Em::new(),
         &theta0,
-        &RunSettings::fixed(args.ref_iter).until(1e-14, 1e-10),
+        &RunSettings::fixed(args.ref_iter)
+            .until(1e-14, 1e-10)
+            .cancel(Some(interrupt::flag())),
     )
     .map_err(ctx("reference EM run".into()))?;
     let l_star = runs
@@ -269,7 +275,7 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
             (None, true) => ", interrupted (Ctrl-C)".into(),
             (None, false) => String::new(),
         },
-        match tuned {
+        match tuned.map(|t| t.step) {
             Some(a) => format!(
                 "{a} chosen from {{{}}} by the smallest final L among the steps whose L never increases (by more than round-off), among all steps if none does",
                 GD_STEPS.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")

@@ -18,7 +18,6 @@
 //! same start, continued until $L$ stops changing (and never above any value seen).
 
 use crate::error::CliError;
-use crate::plot::{Chart, Series};
 use crate::report::{num, print_stdout, Table};
 use clap::Args;
 use diagnostics::certificate::{certify, CertifyConfig};
@@ -27,6 +26,7 @@ use em_as_md::{
     Em, Executor, FitResult, GradientDescent, GradientEm, MoeError, ObserverMode, Problem, Step,
     SymMoLinE,
 };
+use experiments::plot::{Chart, Series};
 use std::path::PathBuf;
 
 /// Arguments of `mdem demo` (all optional).

@@ -7,9 +7,9 @@
 //! so it is comparable with R's `logLik` (for one linear expert it is the Gaussian
 //! maximum-likelihood value $-\tfrac n2(\log(2\pi\hat\sigma^2) + 1)$, tested).
 //!
-//! Steps: load and check the CSV ([`crate::csvdata`]: intercept by default, constant
-//! columns reported), check the target's support and the model's size against the rows,
-//! standardise the columns ([`crate::scaling`], an exact reparametrisation; off with
+//! Steps: load and check the CSV ([`em_as_md::data::csv`]: intercept by default, constant
+//! columns reported), check the target's support ([`crate::csvdata`]) and the model's size against the rows,
+//! standardise the columns ([`em_as_md::fit::scaling`], an exact reparametrisation; off with
 //! `--no-standardize`), run EM with seeded restarts ([`crate::engine`], a progress bar on
 //! stderr when it is a terminal), map $\hat\theta$ back to the data's units, then print the
 //! summary table (or one JSON object with `--json`), and write the model (`--out`) and
@@ -18,20 +18,21 @@
 //! Ctrl-C ([`crate::interrupt`]) stops every restart at its next iteration; the best
 //! restart so far is then reported and saved as usual, with termination "interrupted".
 
-use crate::csvdata::{self, ExpertKind as TargetKind, LoadOptions, TargetSupport};
+use crate::csvdata::{validate_loaded_target, ExpertKind as TargetKind, TargetSupport};
 use crate::engine::{fit_em, FitSettings};
 use crate::error::CliError;
 use crate::interrupt;
 use crate::model::{params_json, params_tables, save_model, StartInfo};
-use crate::plot::{Chart, Series};
 use crate::progress::{show_progress, ProgressObserver};
 use crate::report::{num, print_stdout, Align, Table};
-use crate::scaling::Scaling;
 use clap::{Args, ValueEnum};
+use em_as_md::data::csv::{load_csv_with, LoadOptions, LoadedData};
 use em_as_md::fit::init::InitMethod;
+use em_as_md::fit::scaling::Scaling;
 use em_as_md::model::expert::ExpertKind;
 use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::{ConditionalFamily, Dataset, FittedMoe, MoeError};
+use experiments::plot::{Chart, Series};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -87,7 +88,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub drop_constant: bool,
     /// Fit on the raw feature columns. By default the solvers run on standardised columns
-    /// (mean 0, standard deviation 1; an exact reparametrisation, see `mdem_cli::scaling`):
+    /// (mean 0, standard deviation 1; an exact reparametrisation, see `em_as_md::fit::scaling`):
     /// the Newton M-steps of logistic, multinomial and Poisson experts and of the gate need
     /// it when feature scales differ widely.
     #[arg(long)]
@@ -100,8 +101,8 @@ impl ModelArgs {
     ///
     /// # Errors
     /// The loader's one-line errors (file, line, column, what was expected).
-    pub fn load(&self, quiet: bool) -> Result<(csvdata::LoadedData, ExpertKind), CliError> {
-        let loaded = csvdata::load_csv_with(
+    pub fn load(&self, quiet: bool) -> Result<(LoadedData, ExpertKind), CliError> {
+        let loaded = load_csv_with(
             &self.data,
             &self.target,
             self.features.as_deref(),
@@ -115,7 +116,7 @@ impl ModelArgs {
                 eprintln!("warning: {}: {w}", loaded.file);
             }
         }
-        let support = loaded.validate_target(self.expert.target_kind())?;
+        let support = validate_loaded_target(&loaded, self.expert.target_kind())?;
         let kind = expert_kind(self.expert, support);
         Ok((loaded, kind))
     }
@@ -126,10 +127,7 @@ impl ModelArgs {
     ///
     /// # Errors
     /// [`CliError::Compute`] when the standardised data set cannot be built.
-    pub fn standardise(
-        &self,
-        loaded: &csvdata::LoadedData,
-    ) -> Result<Option<(Scaling, Dataset)>, CliError> {
+    pub fn standardise(&self, loaded: &LoadedData) -> Result<Option<(Scaling, Dataset)>, CliError> {
         if self.no_standardize {
             return Ok(None);
         }

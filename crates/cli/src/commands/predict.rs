@@ -12,11 +12,11 @@
 //! `fit`, a handful of rows is fine (no design checks: constant or collinear columns do
 //! not matter for prediction).
 
-use crate::csvdata::DataError;
 use crate::error::CliError;
 use crate::model::{data_features, load_model};
 use crate::report::print_stdout;
 use clap::Args;
+use em_as_md::data::csv::DataError;
 use em_as_md::model::expert::ExpertKind;
 use em_as_md::{Dataset, MoeError};
 use std::path::{Path, PathBuf};
@@ -203,7 +203,7 @@ pub fn check_target_support(
                 line: pd.lines.get(row).copied().unwrap_or(row as u64 + 2),
                 row: row + 1,
                 column: target.to_string(),
-                kind,
+                kind: kind.name(),
                 expected: kind.support(),
                 value,
             }))

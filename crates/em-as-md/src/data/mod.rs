@@ -1,5 +1,8 @@
 //! The data a model is fitted to: features $x_i \in \mathbb R^d$ and targets
-//! $y_i \in \mathbb R^q$, validated once on construction.
+//! $y_i \in \mathbb R^q$, validated once on construction; [`csv`] loads and checks a CSV
+//! file with a header row, with errors naming the file, the line and the column.
+
+pub mod csv;
 
 use crate::error::{MoeError, Result};
 use faer::{Mat, MatRef};

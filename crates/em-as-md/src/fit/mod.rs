@@ -1,12 +1,14 @@
 //! The product layer: validated hyperparameters and seeded restarts
 //! ([`MoeParams`] → [`MoeValidParams::fit`] → [`FittedMoe`]), initialisation, label
-//! alignment, prediction and model files.
+//! alignment, prediction, model files and the standardisation of feature columns
+//! ([`scaling`], an exact reparametrisation of $\theta$).
 
 pub mod align;
 pub mod init;
 pub mod io;
 mod params;
 pub mod predict;
+pub mod scaling;
 
 pub use params::*;
 pub use predict::{FitReport, FittedMoe};

@@ -14,13 +14,15 @@
 //! (relative change $< 10^{-15}$ or $\|\nabla L\| < 10^{-10}$); that run's trajectory is what
 //! [`diagnostics::certificate::certify`] certifies.
 
-use super::common::{em_gem_gd_runs, run_recorded, sym_aligned_errors, Run, RunSettings};
+use crate::common::{em_gem_gd_runs, run_recorded, sym_aligned_errors, Run, RunSettings};
 use diagnostics::certificate::{certify, CertifyConfig};
 use em_as_md::Dataset;
 use em_as_md::{Em, EmModel, GradientDescent, MoeError, Problem, Step, SymMoLinE, SymMoLogE};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 /// Floor applied to $L_t - L^\star$ before averaging on a log scale (round-off level).
 pub const GAP_FLOOR: f64 = 1e-15;
@@ -142,6 +144,9 @@ pub struct SnrResult {
     pub snr: f64,
     /// The constant GD step chosen from [`GD_STEPS`].
     pub gd_step: f64,
+    /// How it was chosen ([`tune_gd_step`]); `None` when every step failed at the start
+    /// and `gd_step` is the grid's first.
+    pub gd_tuning: Option<GdTuning>,
     /// EM, gradient EM, GD.
     pub solvers: Vec<SolverSynth>,
     /// Certificates of the first `cert_instances` instances.
@@ -210,7 +215,7 @@ pub fn is_stable(objectives: &[f64]) -> bool {
             .all(|w| w[1] <= w[0] + STABLE_RTOL * w[0].abs().max(1.0))
 }
 
-/// The outcome of [`tune_gd_step_detailed`].
+/// The outcome of [`tune_gd_step`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GdTuning {
     /// The chosen constant step.
@@ -222,25 +227,38 @@ pub struct GdTuning {
     pub stable: bool,
 }
 
-/// Picks the constant step of `grid` for gradient descent: every step is run for `iters`
-/// iterations from `theta0` (runs that fail or end non-finite are skipped); among the
-/// runs whose trace of $L$ is stable ([`is_stable`]: $L$ never increases by more than
+impl GdTuning {
+    /// The warning to show when no step of the grid was stable (`None` when one was).
+    pub fn warning(&self) -> Option<String> {
+        (!self.stable).then(|| {
+            format!(
+                "no constant GD step of the grid keeps L non-increasing; using α = {} (smallest final L)",
+                self.step
+            )
+        })
+    }
+}
+
+/// Picks the constant step of `grid` for gradient descent: every step is run from
+/// `theta0` with `settings` (its iteration limit and cancellation flag; runs that fail or
+/// end non-finite are skipped); among the runs whose trace of $L$ is stable ([`is_stable`]: $L$ never increases by more than
 /// round-off) the step with the smallest final $L$ wins. Only when no run is stable does
 /// the smallest final $L$ over all runs decide (reported as
 /// [`GdTuning::stable`]` = false`). The rule ignores steps whose trajectory is chaotic:
 /// there the final $L$ changes with the last bits of the arithmetic, and so would the
-/// choice. `None` when every run fails at the start.
-pub fn tune_gd_step_detailed<M: em_as_md::ConditionalFamily + ?Sized>(
+/// choice. `None` when every run fails at the start. A caller shows
+/// [`GdTuning::warning`] when no step was stable.
+pub fn tune_gd_step<M: em_as_md::ConditionalFamily + ?Sized>(
     problem: Problem<'_, M>,
     theta0: &[f64],
-    iters: u64,
+    settings: &RunSettings,
     grid: &[f64],
 ) -> Option<GdTuning> {
     let runs: Vec<(f64, f64, bool)> = grid
         .iter()
         .filter_map(|&a| {
             let gd = GradientDescent::new(Step::Constant(a)).ok()?;
-            let r = run_recorded(problem, gd, theta0, &RunSettings::fixed(iters)).ok()?;
+            let r = run_recorded(problem, gd, theta0, settings).ok()?;
             let f = r.final_objective();
             (r.failure.is_none() && f.is_finite()).then(|| (a, f, is_stable(&r.objectives)))
         })
@@ -256,24 +274,6 @@ pub fn tune_gd_step_detailed<M: em_as_md::ConditionalFamily + ?Sized>(
             })
     };
     best(true).or_else(|| best(false))
-}
-
-/// The step of [`tune_gd_step_detailed`] (stable runs first, then the smallest final
-/// $L$); prints a warning to standard error when no step of the grid was stable.
-pub fn tune_gd_step<M: em_as_md::ConditionalFamily + ?Sized>(
-    problem: Problem<'_, M>,
-    theta0: &[f64],
-    iters: u64,
-    grid: &[f64],
-) -> Option<f64> {
-    let t = tune_gd_step_detailed(problem, theta0, iters, grid)?;
-    if !t.stable {
-        eprintln!(
-            "warning: no constant GD step of the grid keeps L non-increasing; using α = {} (smallest final L)",
-            t.step
-        );
-    }
-    Some(t.step)
 }
 
 fn setup<M: SymModel>(
@@ -299,16 +299,20 @@ fn instance<M: SymModel>(
     snr: f64,
     s: usize,
     gd_step: f64,
+    cancel: Option<&Arc<AtomicBool>>,
 ) -> Result<Instance, MoeError> {
     let (truth, data, theta0) = setup(model, cfg, snr, s)?;
     let problem = Problem::new(model, &data)?;
-    let settings = RunSettings::fixed(cfg.iters).keep();
+    let settings = RunSettings::fixed(cfg.iters).keep().cancel(cancel.cloned());
     let runs = Vec::from(em_gem_gd_runs(problem, &theta0, &settings, gd_step)?);
     let reference = run_recorded(
         problem,
         Em::new(),
         &theta0,
-        &RunSettings::fixed(cfg.ref_iters).until(1e-15, 1e-10).keep(),
+        &RunSettings::fixed(cfg.ref_iters)
+            .until(1e-15, 1e-10)
+            .keep()
+            .cancel(cancel.cloned()),
     )?;
     let l_star = runs
         .iter()
@@ -354,25 +358,31 @@ fn instance<M: SymModel>(
     })
 }
 
-/// Runs model `M` at every SNR.
+/// Runs model `M` at every SNR. A raised `cancel` flag stops every run at its next
+/// iteration (runs that have not started stop at their start); the results then hold the
+/// iterations done.
 ///
 /// # Errors
 /// A library error at the start of a run or while building an instance.
-pub fn run_model<M: SymModel>(cfg: &SynthConfig, snrs: &[f64]) -> Result<Vec<SnrResult>, MoeError> {
+pub fn run_model<M: SymModel>(
+    cfg: &SynthConfig,
+    snrs: &[f64],
+    cancel: Option<&Arc<AtomicBool>>,
+) -> Result<Vec<SnrResult>, MoeError> {
     let model = M::build(cfg.d)?;
     snrs.iter()
         .map(|&snr| {
             let (_, data0, theta00) = setup(&model, cfg, snr, 0)?;
-            let gd_step = tune_gd_step(
+            let gd_tuning = tune_gd_step(
                 Problem::new(&model, &data0)?,
                 &theta00,
-                cfg.iters,
+                &RunSettings::fixed(cfg.iters).cancel(cancel.cloned()),
                 &GD_STEPS,
-            )
-            .unwrap_or(GD_STEPS[0]);
+            );
+            let gd_step = gd_tuning.map_or(GD_STEPS[0], |t| t.step);
             let insts: Vec<Result<Instance, MoeError>> = (0..cfg.instances)
                 .into_par_iter()
-                .map(|s| instance(&model, cfg, snr, s, gd_step))
+                .map(|s| instance(&model, cfg, snr, s, gd_step, cancel))
                 .collect();
             let mut solvers: Vec<SolverSynth> = Vec::new();
             let mut certs = Vec::new();
@@ -422,6 +432,7 @@ pub fn run_model<M: SymModel>(cfg: &SynthConfig, snrs: &[f64]) -> Result<Vec<Snr
             Ok(SnrResult {
                 snr,
                 gd_step,
+                gd_tuning,
                 solvers,
                 certs,
                 mle_beta_err: mb,
@@ -439,8 +450,8 @@ mod tests {
     fn start_is_at_the_stated_relative_distance() {
         let (b, w) = (vec![3.0, 0.0, 4.0], vec![0.0, 2.0, 0.0]);
         let t = perturbed_start(&b, &w, 0.5, 7);
-        let rb = super::super::common::relative_error(&t[..3], &b);
-        let rw = super::super::common::relative_error(&t[3..], &w);
+        let rb = crate::common::relative_error(&t[..3], &b);
+        let rw = crate::common::relative_error(&t[3..], &w);
         assert!(
             (rb - 0.5).abs() < 1e-12 && (rw - 0.5).abs() < 1e-12,
             "{rb} {rw}"
@@ -461,7 +472,7 @@ mod tests {
             ref_iters: 500,
             cert_instances: 0,
         };
-        let res = run_model::<SymMoLinE>(&cfg, &[4.0]).unwrap();
+        let res = run_model::<SymMoLinE>(&cfg, &[4.0], None).unwrap();
         let em = &res[0].solvers[0];
         assert_eq!(em.name, "EM");
         for g in &em.gaps {
@@ -531,11 +542,11 @@ mod tests {
             last(&traces[2]) < last(&traces[1]) && last(&traces[1]) < last(&traces[0]),
             "{traces:?}"
         );
-        let t = tune_gd_step_detailed(problem, &theta0, 10, &grid).unwrap();
+        let t = tune_gd_step(problem, &theta0, &RunSettings::fixed(10), &grid).unwrap();
         assert_eq!(t.step, 0.3);
         assert!(t.stable);
         assert_eq!(t.final_objective, last(&traces[1]));
-        assert_eq!(tune_gd_step(problem, &theta0, 10, &grid), Some(0.3));
+        assert_eq!(t.warning(), None);
     }
 
     #[test]
@@ -548,7 +559,7 @@ mod tests {
             .map(|&a| gd_trace(problem, &theta0, a))
             .collect();
         assert!(traces.iter().all(|t| !is_stable(t)), "{traces:?}");
-        let t = tune_gd_step_detailed(problem, &theta0, 10, &grid).unwrap();
+        let t = tune_gd_step(problem, &theta0, &RunSettings::fixed(10), &grid).unwrap();
         let expect = if traces[0].last() < traces[1].last() {
             5.0
         } else {
@@ -556,6 +567,9 @@ mod tests {
         };
         assert_eq!(t.step, expect);
         assert!(!t.stable);
-        assert_eq!(tune_gd_step(problem, &theta0, 10, &grid), Some(expect));
+        assert_eq!(
+            t.warning().unwrap(),
+            format!("no constant GD step of the grid keeps L non-increasing; using α = {expect} (smallest final L)")
+        );
     }
 }

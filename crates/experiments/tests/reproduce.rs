@@ -1,20 +1,11 @@
-//! `mdem reproduce --quick` and `mdem compare` end to end through the command line's
-//! parser and dispatcher (the library behind the `mdem` binary, which lives in the root
-//! package): the report and the figures are written and the numbers in the report parse.
+//! The quick reproduction end to end (what `mdem reproduce --quick` runs): the report and
+//! the figures are written and the numbers in the report parse; a raised cancellation
+//! flag still writes a report, with the parts marked.
 
-use clap::Parser;
-use mdem_cli::commands::{dispatch, Cli};
+use experiments::{reproduce, reproduce_with, Event, Options};
 use std::path::{Path, PathBuf};
-
-fn run_cli(args: &[&str]) -> Result<(), mdem_cli::error::CliError> {
-    let cli = Cli::try_parse_from(std::iter::once("mdem").chain(args.iter().copied()))
-        .expect("arguments parse");
-    dispatch(&cli)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data")
@@ -52,17 +43,27 @@ fn lead(cell: &str) -> f64 {
 #[test]
 fn quick_reproduction_writes_report_and_figures() {
     let out = tmp("quick");
-    let data = data_dir();
-    run_cli(&[
-        "reproduce",
-        "--quick",
-        "--out",
-        s(&out),
-        "--data-dir",
-        s(&data),
-    ])
-    .unwrap();
-    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let options = Options {
+        quick: true,
+        data_dir: Some(data_dir()),
+        ..Options::new(&out)
+    };
+    let outcome = reproduce(&options).unwrap();
+    assert_eq!(outcome.report, out.join("report.md"));
+    assert_eq!(outcome.figures, out.join("figures"));
+    assert_eq!(outcome.interrupted_during, None);
+    let parts: Vec<&str> = outcome.part_seconds.iter().map(|p| p.0).collect();
+    assert_eq!(
+        parts,
+        [
+            "SymMoLinE",
+            "SymMoLogE",
+            "Random Invert Digits",
+            "diabetes",
+            "breast cancer"
+        ]
+    );
+    let report = std::fs::read_to_string(&outcome.report).unwrap();
     for heading in [
         "## 1. Synthetic",
         "### SymMoLinE",
@@ -128,58 +129,53 @@ fn quick_reproduction_writes_report_and_figures() {
 }
 
 #[test]
-fn compare_prints_a_table_and_writes_both_figures() {
-    let out = tmp("compare");
-    let file = data_dir().join("diabetes.csv");
-    run_cli(&[
-        "compare",
-        s(&file),
-        "--target",
-        "y",
-        "--experts",
-        "2",
-        "--expert",
-        "linear",
-        "--features",
-        "bmi,bp,s5",
-        "--max-iter",
-        "15",
-        "--ref-iter",
-        "400",
-        "--etas",
-        "0.5,1",
-        "--out",
-        s(&out),
-    ])
-    .unwrap();
-    for f in [
-        "compare_iterations.svg",
-        "compare_iterations.png",
-        "compare_time.svg",
-        "compare_time.png",
+fn a_raised_cancellation_flag_still_writes_a_marked_report() {
+    let out = tmp("cancelled");
+    let options = Options {
+        quick: true,
+        data_dir: Some(data_dir()),
+        cancel: Arc::new(AtomicBool::new(true)),
+        ..Options::new(&out)
+    };
+    let mut events = Vec::new();
+    let outcome = reproduce_with(&options, &mut |e: Event<'_>| events.push(e.to_string())).unwrap();
+    // The first part ran (every solver stopped at its start) and is marked; no later
+    // part ran.
+    assert_eq!(outcome.interrupted_during, Some("SymMoLinE"));
+    assert!(
+        outcome.part_seconds.len() <= 1,
+        "{:?}",
+        outcome.part_seconds
+    );
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("synthetic: SymMoLinE")
+    );
+    assert!(
+        !events.iter().any(|e| e.starts_with("synthetic: SymMoLogE")
+            || e == "Random Invert Digits"
+            || e == "diabetes, breast cancer"),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e == "writing the report"),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.last().cloned(),
+        Some(format!("done: {}", outcome.report.display()))
+    );
+    let report = std::fs::read_to_string(&outcome.report).unwrap();
+    for note in [
+        "This run was interrupted (Ctrl-C) during SymMoLinE.",
+        "Interrupted (Ctrl-C) during SymMoLinE",
+        "**Not run:** the reproduction was interrupted (Ctrl-C) before SymMoLogE.",
+        "**Not run:** the reproduction was interrupted (Ctrl-C) before Random Invert Digits.",
+        "**Not run:** the reproduction was interrupted (Ctrl-C) before diabetes.",
+        "**Not run:** the reproduction was interrupted (Ctrl-C) before breast cancer.",
     ] {
-        assert!(out.join(f).is_file(), "{f}");
+        assert!(report.contains(note), "missing {note:?}");
     }
+    assert!(!report.contains("### SymMoLogE"));
     std::fs::remove_dir_all(&out).unwrap();
-}
-
-#[test]
-fn compare_rejects_a_bad_step_with_exit_code_2() {
-    let file = data_dir().join("diabetes.csv");
-    let e = run_cli(&[
-        "compare",
-        s(&file),
-        "--target",
-        "y",
-        "--experts",
-        "2",
-        "--expert",
-        "linear",
-        "--etas",
-        "0.5,-1",
-    ])
-    .unwrap_err();
-    assert!(matches!(e, mdem_cli::error::CliError::BadInput(_)), "{e}");
-    assert_eq!(e.exit_code(), 2);
-    assert!(e.to_string().contains("--etas"), "{e}");
 }

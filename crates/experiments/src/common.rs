@@ -1,10 +1,10 @@
-//! Pieces shared by `mdem compare` and `mdem reproduce`: running any solver through the
-//! [`Executor`] while recording its trajectory (also when it fails part-way or is
-//! interrupted by Ctrl-C, [`crate::interrupt`]), summary
-//! statistics over instances (mean and quantile bands) and small formatting helpers.
+//! Pieces shared by the experiments and by `mdem compare`: running any solver through the
+//! [`Executor`] while recording its trajectory (also when it fails part-way or is stopped
+//! by its cancellation flag, e.g. the command line's Ctrl-C), summary statistics over
+//! instances (mean and quantile bands) and small formatting and output helpers.
 
-use crate::error::CliError;
-use crate::plot::{Chart, Series};
+use crate::error::ExperimentsError;
+use crate::plot::{Chart, PlotError, Series};
 use em_as_md::{
     Em, Executor, FitState, GradientDescent, GradientEm, IterRecord, MoeError, Observer,
     ObserverMode, Solver, Step, Termination,
@@ -113,15 +113,15 @@ pub struct RunSettings {
 }
 
 impl RunSettings {
-    /// Exactly `max_iters` iterations, iterates not kept, stopped early only by the
-    /// process-wide Ctrl-C flag ([`crate::interrupt::flag`]).
+    /// Exactly `max_iters` iterations, iterates not kept, no cancellation flag (set one
+    /// with [`RunSettings::cancel`]).
     pub fn fixed(max_iters: u64) -> Self {
         RunSettings {
             max_iters,
             tol: None,
             grad_tol: None,
             keep_thetas: false,
-            cancel: Some(crate::interrupt::flag()),
+            cancel: None,
         }
     }
     /// Stop at `rel` relative change of $L$ and at $\|\nabla L\| <$ `grad` (the
@@ -131,7 +131,8 @@ impl RunSettings {
         self.grad_tol = Some(grad);
         self
     }
-    /// Use `flag` (or none) as the cancellation flag instead of the process-wide one.
+    /// Use `flag` (or none) as the cancellation flag: a raised flag stops the run before
+    /// its next step.
     pub fn cancel(mut self, flag: Option<Arc<AtomicBool>>) -> Self {
         self.cancel = flag;
         self
@@ -289,8 +290,8 @@ pub fn band_series(name: &str, rows: &[(f64, f64, f64, f64)]) -> Series {
 /// Saves `chart` as `dir/stem.svg` and `dir/stem.png`.
 ///
 /// # Errors
-/// [`CliError::Plot`] when a file cannot be drawn.
-pub fn save_both(chart: &Chart, dir: &Path, stem: &str) -> Result<(), CliError> {
+/// The [`PlotError`] of the first file that cannot be drawn.
+pub fn save_both(chart: &Chart, dir: &Path, stem: &str) -> Result<(), PlotError> {
     chart.save(dir.join(format!("{stem}.svg")))?;
     chart.save(dir.join(format!("{stem}.png")))?;
     Ok(())
@@ -299,9 +300,9 @@ pub fn save_both(chart: &Chart, dir: &Path, stem: &str) -> Result<(), CliError> 
 /// Creates `dir` (and parents).
 ///
 /// # Errors
-/// [`CliError::Output`] when it cannot be created.
-pub fn create_dir(dir: &Path) -> Result<(), CliError> {
-    std::fs::create_dir_all(dir).map_err(|e| CliError::output(dir.display(), e))
+/// [`ExperimentsError::Output`] when it cannot be created.
+pub fn create_dir(dir: &Path) -> Result<(), ExperimentsError> {
+    std::fs::create_dir_all(dir).map_err(|e| ExperimentsError::output(dir.display(), e))
 }
 
 /// $\|a - b\|_2 / \|b\|_2$.

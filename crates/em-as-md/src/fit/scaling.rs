@@ -1,6 +1,8 @@
-//! Standardisation of the feature columns, used by `mdem fit` and `mdem compare` as
-//! numerical preconditioning (on by default, `--no-standardize` to turn it off; decided
-//! in one place, `commands::fit::ModelArgs::standardise`).
+//! Standardisation of the feature columns as numerical preconditioning: `mdem fit` and
+//! `mdem compare` fit on standardised columns by default (`--no-standardize` to turn it
+//! off; decided in one place, the command line's `ModelArgs::standardise`), and the
+//! paper reproduction (`mdem-experiments`) standardises its tabular data sets with the
+//! training rows.
 //!
 //! **With an intercept** (design column 0 is the constant 1), every other column $j$
 //! becomes $z_{ij} = (x_{ij} - m_j)/s_j$ with the column mean $m_j = \frac1n\sum_i x_{ij}$
@@ -21,8 +23,8 @@
 //! (logistic, multinomial, Poisson experts, the gate) work on well-conditioned Hessians
 //! (features on scales from $10^{-3}$ to $10^3$ make them numerically singular).
 
-use em_as_md::model::mixture::{Gating, MixtureOfExperts};
-use em_as_md::{ConditionalFamily, Dataset, MoeError};
+use crate::model::mixture::{Gating, MixtureOfExperts};
+use crate::{ConditionalFamily, Dataset, MoeError};
 use serde::{Deserialize, Serialize};
 
 /// The centring and scaling of every design column (identity for the intercept).
@@ -186,8 +188,8 @@ impl Scaling {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use em_as_md::model::expert::ExpertKind;
-    use em_as_md::Problem;
+    use crate::model::expert::ExpertKind;
+    use crate::Problem;
     use rand::{Rng, SeedableRng};
 
     fn data(intercept: bool) -> Dataset {

@@ -13,18 +13,19 @@
 //! ([`em_as_md::fit::initial_theta`]) for restart $s$ of the master seed, or a random
 //! $\theta_0$ (entries $N(0, 0.1^2)$) when that start cannot be computed.
 
-use super::common::{em_gem_gd_runs, Run, RunSettings};
-use super::synthetic::{tune_gd_step, GD_STEPS};
-use crate::csvdata::{load_csv_with, LoadOptions};
-use crate::error::CliError;
-use crate::scaling::Scaling;
+use crate::common::{em_gem_gd_runs, Run, RunSettings};
+use crate::error::ExperimentsError;
+use crate::synthetic::{tune_gd_step, GdTuning, GD_STEPS};
+use em_as_md::data::csv::{load_csv_with, LoadOptions};
 use em_as_md::fit::init::InitMethod;
+use em_as_md::fit::scaling::Scaling;
 use em_as_md::fit::{initial_theta, restart_rng};
 use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::{Dataset, LinearGaussian, Logistic, MoeError, Problem};
 use mirror::special::sigmoid;
 use rayon::prelude::*;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// Which data set.
@@ -81,6 +82,9 @@ pub struct TabResult {
     pub d: usize,
     /// EM, gradient EM, GD.
     pub solvers: Vec<TabSolver>,
+    /// How GD's constant step was chosen on start 0 ([`tune_gd_step`]); `None` when every
+    /// step failed at the start and the grid's first was used.
+    pub gd_tuning: Option<GdTuning>,
     /// Starts that needed the random fallback.
     pub random_starts: usize,
     /// Standard deviation of the training target used to standardise it (1 when not
@@ -119,19 +123,22 @@ fn logistic_accuracy(model: &MixtureOfExperts, theta: &[f64], test: &Dataset) ->
     correct as f64 / test.n() as f64
 }
 
-/// Runs one data set with `starts` seeded starts and `iters` iterations per solver.
+/// Runs one data set (read from `dir`) with `starts` seeded starts and `iters` iterations
+/// per solver. A raised `cancel` flag stops every run at its next iteration (runs that
+/// have not started stop at their start).
 ///
 /// # Errors
-/// [`CliError::Data`] when the file cannot be read, [`CliError::Compute`] when a model
-/// cannot be built or a run fails at its start.
+/// [`ExperimentsError::Data`] when the file cannot be read, [`ExperimentsError::Compute`]
+/// when a model cannot be built or a run fails at its start.
 pub fn run_tabular(
     which: Tabular,
     dir: &Path,
     starts: usize,
     iters: u64,
     seed: u64,
-) -> Result<TabResult, CliError> {
-    let ctx = |e: MoeError| CliError::compute(which.name(), e);
+    cancel: Option<&Arc<AtomicBool>>,
+) -> Result<TabResult, ExperimentsError> {
+    let ctx = |e: MoeError| ExperimentsError::compute(which.name(), e);
     let features: Option<Vec<String>> = match which {
         Tabular::Diabetes => None,
         Tabular::BreastCancer => Some(
@@ -159,7 +166,7 @@ pub fn run_tabular(
         LoadOptions::default(),
     )?;
     let all = loaded.dataset;
-    let (train_rows, test_rows) = super::digits::split(all.n(), 0.75, seed ^ 0x7ab1e);
+    let (train_rows, test_rows) = crate::digits::split(all.n(), 0.75, seed ^ 0x7ab1e);
     let (train0, test0) = (all.select(&train_rows), all.select(&test_rows));
     let scaling = Scaling::fit(&train0, true);
     let mut train = scaling.apply(&train0).map_err(ctx)?;
@@ -193,13 +200,15 @@ pub fn run_tabular(
             ),
         }
     };
-    let gd_step = tune_gd_step(problem, &start(0).0, iters, &GD_STEPS).unwrap_or(GD_STEPS[0]);
+    let fixed = RunSettings::fixed(iters).cancel(cancel.cloned());
+    let gd_tuning = tune_gd_step(problem, &start(0).0, &fixed, &GD_STEPS);
+    let gd_step = gd_tuning.map_or(GD_STEPS[0], |t| t.step);
     type StartRuns = (Vec<Run>, bool);
     let per: Vec<Result<StartRuns, MoeError>> = (0..starts)
         .into_par_iter()
         .map(|s| {
             let (theta0, random) = start(s);
-            let st = RunSettings::fixed(iters).keep();
+            let st = fixed.clone().keep();
             let runs = em_gem_gd_runs(problem, &theta0, &st, gd_step)?
                 .map(|(run, _)| run)
                 .to_vec();
@@ -238,6 +247,7 @@ pub fn run_tabular(
         n_test: test.n(),
         d,
         solvers,
+        gd_tuning,
         random_starts,
         y_sd,
     })

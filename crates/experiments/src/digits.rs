@@ -20,8 +20,8 @@
 //! decreases its block's objective, so each outer step is a generalised EM step; the
 //! blocks that stopped at the cap are reported (`converged` of the [`em_as_md::InnerStats`]).
 
-use super::common::{em_gem_gd_runs, Run, RunSettings};
-use super::synthetic::{tune_gd_step, GD_STEPS};
+use crate::common::{em_gem_gd_runs, Run, RunSettings};
+use crate::synthetic::{tune_gd_step, GdTuning, GD_STEPS};
 use em_as_md::model::expert::Multinomial;
 use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::{Dataset, GateConfig, GateSolver, MoeError, Problem};
@@ -29,6 +29,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -79,6 +80,9 @@ pub struct DigitsResult {
     pub solvers: Vec<SolverCurves>,
     /// The constant GD step chosen from [`GD_STEPS`] on instance 0.
     pub gd_step: f64,
+    /// How it was chosen ([`tune_gd_step`]); `None` when every step failed at the start
+    /// and `gd_step` is the grid's first.
+    pub gd_tuning: Option<GdTuning>,
     /// Rows in the training and test sets.
     pub n_train: usize,
     /// Rows in the test set.
@@ -213,11 +217,16 @@ fn test_curves(
     Ok((acc, ce))
 }
 
-/// Runs the experiment on the loaded digits.
+/// Runs the experiment on the loaded digits. A raised `cancel` flag stops every run at its
+/// next iteration (runs that have not started stop at their start).
 ///
 /// # Errors
 /// A library error from building the data or model, or a failure at the start of a run.
-pub fn run_digits(px: &Digits, cfg: &DigitsConfig) -> Result<DigitsResult, MoeError> {
+pub fn run_digits(
+    px: &Digits,
+    cfg: &DigitsConfig,
+    cancel: Option<&Arc<AtomicBool>>,
+) -> Result<DigitsResult, MoeError> {
     let clock = Instant::now();
     let n = px.labels.len();
     let (train_rows, test_rows) = split(n, cfg.train_fraction, cfg.seed ^ 0x5eed);
@@ -231,18 +240,23 @@ pub fn run_digits(px: &Digits, cfg: &DigitsConfig) -> Result<DigitsResult, MoeEr
         let theta0 = model.random_params(&mut rng, cfg.init_scale);
         Ok((train, test, theta0, inverted))
     };
-    let gd_step = {
+    let gd_tuning = {
         let (train, _, theta0, _) = make(0)?;
-        tune_gd_step(Problem::new(&model, &train)?, &theta0, cfg.iters, &GD_STEPS)
-            .unwrap_or(GD_STEPS[0])
+        tune_gd_step(
+            Problem::new(&model, &train)?,
+            &theta0,
+            &RunSettings::fixed(cfg.iters).cancel(cancel.cloned()),
+            &GD_STEPS,
+        )
     };
+    let gd_step = gd_tuning.map_or(GD_STEPS[0], |t| t.step);
     type InstanceRuns = (Vec<(Run, Vec<f64>, Vec<f64>, f64)>, usize);
     let per_instance: Vec<Result<InstanceRuns, MoeError>> = (0..cfg.instances)
         .into_par_iter()
         .map(|s| {
             let (train, test, theta0, inverted) = make(s)?;
             let problem = Problem::new(&model, &train)?;
-            let settings = RunSettings::fixed(cfg.iters).keep();
+            let settings = RunSettings::fixed(cfg.iters).keep().cancel(cancel.cloned());
             let mut out = Vec::new();
             let runs = em_gem_gd_runs(problem, &theta0, &settings, gd_step)?;
             for (mut run, secs) in runs {
@@ -283,6 +297,7 @@ pub fn run_digits(px: &Digits, cfg: &DigitsConfig) -> Result<DigitsResult, MoeEr
     Ok(DigitsResult {
         solvers,
         gd_step,
+        gd_tuning,
         n_train: train_rows.len(),
         n_test: test_rows.len(),
         inverted_fraction: inverted as f64 / (n * cfg.instances.max(1)) as f64,

@@ -1,9 +1,9 @@
-//! Line charts for every subcommand that draws: several series, optional bands, a linear
-//! or logarithmic $y$ axis, written as SVG or PNG (chosen by the file extension) with
-//! `plotters`.
+//! Line charts for the reproduction's figures and for every `mdem` subcommand that draws:
+//! several series, optional bands, a linear or logarithmic $y$ axis, written as SVG or PNG
+//! (chosen by the file extension) with `plotters`.
 //!
 //! ```no_run
-//! use mdem_cli::plot::{Chart, Series};
+//! use experiments::plot::{Chart, Series};
 //! let em = Series::new("EM", vec![(0.0, 1.0), (1.0, 1e-3), (2.0, 1e-7)]);
 //! let gd = Series::new("GD", vec![(0.0, 1.0), (1.0, 0.5), (2.0, 0.25)]);
 //! Chart::new("suboptimality", "iteration", "L_t − L*")
@@ -11,7 +11,7 @@
 //!     .series(em)
 //!     .series(gd)
 //!     .save("fig.svg")?;
-//! # Ok::<(), mdem_cli::plot::PlotError>(())
+//! # Ok::<(), experiments::plot::PlotError>(())
 //! ```
 //!
 //! On a logarithmic axis, points with $y \le 0$ or non-finite $y$ cannot be drawn: they
@@ -26,7 +26,7 @@ use plotters::prelude::*;
 use std::path::Path;
 
 /// The font of every text in a figure: DejaVu Sans 2.37, embedded in the binary
-/// (`crates/cli/assets/fonts/`, licence beside it) and registered with plotters as
+/// (`crates/experiments/assets/fonts/`, licence beside it) and registered with plotters as
 /// `"sans-serif"` ([`register_font`]).
 ///
 /// Why embedded, through plotters' `ab_glyph` feature rather than its default `ttf` one:

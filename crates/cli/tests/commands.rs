@@ -1,0 +1,109 @@
+//! `mdem compare` and `mdem reproduce` through the command line's parser and dispatcher
+//! (the library behind the `mdem` binary, which lives in the root package). The
+//! reproduction itself is tested in `crates/experiments/tests/reproduce.rs`; here only
+//! its wiring: flags, errors and exit codes.
+
+use clap::Parser;
+use mdem_cli::commands::{dispatch, Cli};
+use std::path::{Path, PathBuf};
+
+fn run_cli(args: &[&str]) -> Result<(), mdem_cli::error::CliError> {
+    let cli = Cli::try_parse_from(std::iter::once("mdem").chain(args.iter().copied()))
+        .expect("arguments parse");
+    dispatch(&cli)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("mdem-commands-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    p
+}
+
+#[test]
+fn reproduce_reports_an_unwritable_output_directory_with_exit_code_1() {
+    // `--out` below a regular file: the figures' directory cannot be created, which the
+    // reproduction checks before running anything.
+    let file = tmp("not-a-directory");
+    std::fs::write(&file, "x").unwrap();
+    let out = file.join("results");
+    let e = run_cli(&["reproduce", "--quick", "--out", s(&out)]).unwrap_err();
+    std::fs::remove_file(&file).unwrap();
+    assert!(
+        matches!(e, mdem_cli::error::CliError::Experiments(_)),
+        "{e:?}"
+    );
+    assert_eq!(e.exit_code(), 1);
+    let m = e.to_string();
+    assert!(
+        m.starts_with(&format!(
+            "{}: cannot write: ",
+            out.join("figures").display()
+        )),
+        "{m}"
+    );
+}
+
+#[test]
+fn compare_prints_a_table_and_writes_both_figures() {
+    let out = tmp("compare");
+    let file = data_dir().join("diabetes.csv");
+    run_cli(&[
+        "compare",
+        s(&file),
+        "--target",
+        "y",
+        "--experts",
+        "2",
+        "--expert",
+        "linear",
+        "--features",
+        "bmi,bp,s5",
+        "--max-iter",
+        "15",
+        "--ref-iter",
+        "400",
+        "--etas",
+        "0.5,1",
+        "--out",
+        s(&out),
+    ])
+    .unwrap();
+    for f in [
+        "compare_iterations.svg",
+        "compare_iterations.png",
+        "compare_time.svg",
+        "compare_time.png",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn compare_rejects_a_bad_step_with_exit_code_2() {
+    let file = data_dir().join("diabetes.csv");
+    let e = run_cli(&[
+        "compare",
+        s(&file),
+        "--target",
+        "y",
+        "--experts",
+        "2",
+        "--expert",
+        "linear",
+        "--etas",
+        "0.5,-1",
+    ])
+    .unwrap_err();
+    assert!(matches!(e, mdem_cli::error::CliError::BadInput(_)), "{e}");
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("--etas"), "{e}");
+}
