@@ -171,7 +171,7 @@ impl GaussianRegression for MyLinear {
     fn mean_variance(&self, params: &[f64], beta: &mut [f64]) -> em_as_md::Result<f64> {
         let d = beta.len();
         let tau = params[d];
-        if !(tau < 0.0) {
+        if !(tau.is_finite() && tau < 0.0) {
             return Err(MoeError::LeftDomain {
                 reason: format!("tau = {tau}"),
             });
