@@ -7,6 +7,12 @@
 //! EM as unit-step KL mirror descent) and [`diagnostics`] (relative smoothness/strong
 //! convexity certificates).
 
+//! The crates whose types appear in public signatures are re-exported too, so a user's
+//! crate depends on `mdem` alone and gets matching versions: [`faer`] (matrices such as an
+//! exponential family's Fisher information) and [`rand`] (the samplers' `RngCore`).
+
 pub use diagnostics;
 pub use em_as_md;
+pub use faer;
 pub use mirror;
+pub use rand;

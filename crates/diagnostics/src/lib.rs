@@ -101,6 +101,8 @@ pub use certificate::{
 };
 pub use em_as_md;
 pub use error::{DiagnosticsError, Result};
+pub use faer;
 pub use mirror;
+pub use rand;
 pub use ratios::RatioConfig;
 pub use stderr::StandardErrors;

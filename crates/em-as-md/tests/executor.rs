@@ -208,7 +208,9 @@ fn time_limit_is_reached() {
     .run()
     .unwrap();
     assert_eq!(res.termination, Termination::TimeLimit);
-    assert!((3..=5).contains(&res.trace.len()), "{}", res.trace.len());
+    // 15 ms steps against a 40 ms limit: at most 5 steps run (the limit is checked before
+    // each step). A loaded machine may stretch each sleep, so only one step is certain.
+    assert!((1..=5).contains(&res.trace.len()), "{}", res.trace.len());
 }
 
 #[test]

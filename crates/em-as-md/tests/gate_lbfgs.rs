@@ -197,7 +197,7 @@ fn em_with_gate_fallback_runs_on_a_duplicated_column_and_does_not_increase_l() {
         .run();
     assert!(
         matches!(
-            newton,
+            newton.as_ref().map_err(MoeError::root),
             Err(MoeError::NotPositiveDefinite {
                 block: em_as_md::error::Block::Gate,
                 ..

@@ -46,7 +46,7 @@
 //!   soft-label logistic regression on the labels $t_i$ (Newton, [`SymMoLogE::m_step`]).
 //!
 //! ## Signal-to-noise ratio
-//! The working definition (paper.md, claim 4) is $\mathrm{SNR} = \Vert \beta^{\ast}\Vert /\sigma$
+//! The working definition (ours: the paper's public material does not fix it; `docs/README.md`, item 4) is $\mathrm{SNR} = \Vert \beta^{\ast}\Vert /\sigma$
 //! ([`SymMoLinE::snr`]); for SymMoLogE the link fixes the noise and we report
 //! $\Vert \beta^{\ast}\Vert $ ([`SymMoLogE::snr`]).
 
