@@ -36,9 +36,11 @@
 //!   depends on.
 //!
 //! The target's support for a given expert is checked separately, once the expert is
-//! known: [`validate_target`] and [`LoadedData::validate_target`].
+//! known, by the expert's registry entry ([`LoadedData::expert_spec`], with the entry's
+//! target rule from `em_as_md::model::registry`).
 
-use em_as_md::Dataset;
+use em_as_md::model::registry::{ExpertEntry, TargetError};
+use em_as_md::{Dataset, ExpertSpec};
 use faer::Mat;
 use std::fmt;
 use std::io::Read;
@@ -47,9 +49,6 @@ use std::path::Path;
 /// Relative residual variance $1 - R_j^2$ below which a column counts as an exact linear
 /// combination of the columns before it.
 pub const COLLINEAR_TOL: f64 = 1e-10;
-
-/// Largest class count accepted for a multinomial target (labels $0, \dots, 999$).
-pub const MAX_CLASSES: usize = 1000;
 
 /// Everything that can be wrong with a CSV data file. `Display` is one line naming the
 /// file, the line (header = line 1), the column and what was expected.
@@ -212,7 +211,7 @@ pub enum DataError {
         residual: f64,
     },
     /// The target lies outside the support of the chosen expert.
-    #[error("{file}: line {line} (data row {row}; the header is line 1), column \"{column}\": {kind} experts expect {expected}, found {value}")]
+    #[error("{file}: line {line} (data row {row}; the header is line 1), column \"{column}\": {expert} experts expect {expected}, found {value}")]
     TargetOutOfSupport {
         /// The file.
         file: String,
@@ -222,20 +221,27 @@ pub enum DataError {
         row: usize,
         /// The target column.
         column: String,
-        /// The expert kind.
-        kind: ExpertKind,
-        /// The support, in words.
-        expected: &'static str,
+        /// The expert's registry name.
+        expert: String,
+        /// The support, in words (the registry entry's; boxed to keep the error small).
+        expected: Box<str>,
         /// The offending value.
         value: f64,
     },
-    /// A multinomial target with fewer than two classes.
-    #[error("{file}: column \"{column}\": multinomial experts expect at least two classes 0..C−1, found only class 0")]
-    TooFewClasses {
+    /// The target column as a whole cannot be modelled by the expert (e.g. a multinomial
+    /// target with a single class).
+    #[error("{file}: column \"{column}\": {expert} experts expect {expected}, found {found}")]
+    TargetUnusable {
         /// The file.
         file: String,
         /// The target column.
         column: String,
+        /// The expert's registry name.
+        expert: String,
+        /// What is needed.
+        expected: String,
+        /// What the column has.
+        found: String,
     },
     /// The data set could not be built (should not happen after the checks above).
     #[error("{file}: {source}")]
@@ -364,142 +370,58 @@ pub struct LoadedData {
     pub warnings: Vec<DataWarning>,
 }
 
-/// The kind of expert, for checking the target's support ([`validate_target`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ExpertKind {
-    /// Gaussian linear expert: any finite $y$.
-    Linear,
-    /// Logistic expert: $y \in \{0, 1\}$.
-    Logistic,
-    /// Multinomial-logistic expert: $y \in \{0, \dots, C-1\}$.
-    Multinomial,
-    /// Poisson expert: $y \in \{0, 1, 2, \dots\}$.
-    Poisson,
-}
-
-impl ExpertKind {
-    /// The support in words, as used in messages.
-    pub fn support(self) -> &'static str {
-        match self {
-            ExpertKind::Linear => "a finite number",
-            ExpertKind::Logistic => "0 or 1",
-            ExpertKind::Multinomial => "an integer class label 0, 1, …, C−1 (C ≤ 1000)",
-            ExpertKind::Poisson => "a non-negative integer count",
-        }
-    }
-}
-
-impl fmt::Display for ExpertKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ExpertKind::Linear => "linear",
-            ExpertKind::Logistic => "logistic",
-            ExpertKind::Multinomial => "multinomial",
-            ExpertKind::Poisson => "poisson",
-        })
-    }
-}
-
-/// What [`validate_target`] learned about a valid target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TargetSupport {
-    /// Real-valued (linear experts).
-    Real,
-    /// Binary 0/1 (logistic experts).
-    Binary,
-    /// $C$ classes $0, \dots, C-1$ with $C = 1 + \max_i y_i$ (multinomial experts).
-    Classes(usize),
-    /// Counts (Poisson experts).
-    Counts,
-}
-
-/// A target value outside an expert's support, by 0-based row index; see
-/// [`LoadedData::validate_target`] for the message with file, line and column.
-#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TargetError {
-    /// `y[row]` is outside the support.
-    #[error("data row {} (0-based index {row}): {kind} experts expect {}, found {value}", row + 1, kind.support())]
-    OutOfSupport {
-        /// 0-based row index.
-        row: usize,
-        /// The expert kind.
-        kind: ExpertKind,
-        /// The value.
-        value: f64,
-    },
-    /// A multinomial target whose labels are all 0.
-    #[error("multinomial experts expect at least two classes, found only class 0")]
-    TooFewClasses,
-}
-
-/// Checks that every target value lies in the support of `kind`'s expert and returns
-/// what it found; the error names the first offending row (0-based index, shown 1-based).
-///
-/// Linear: finite. Logistic: $\{0, 1\}$. Multinomial: integers $0 \dots C-1$,
-/// $2 \le C \le$ [`MAX_CLASSES`], returned as [`TargetSupport::Classes`]`(C)`
-/// with $C = 1 + \max_i y_i$ (a label below the maximum may be absent). Poisson:
-/// non-negative integers (at most $2^{53}$, the exactly representable range).
-///
-/// # Errors
-/// [`TargetError::OutOfSupport`] at the first offending row;
-/// [`TargetError::TooFewClasses`] for a multinomial target with only label 0.
-pub fn validate_target(kind: ExpertKind, y: &[f64]) -> Result<TargetSupport, TargetError> {
-    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-    let ok = |v: f64| -> bool {
-        v.is_finite()
-            && match kind {
-                ExpertKind::Linear => true,
-                ExpertKind::Logistic => v == 0.0 || v == 1.0,
-                ExpertKind::Multinomial => v >= 0.0 && v.fract() == 0.0 && v < MAX_CLASSES as f64,
-                ExpertKind::Poisson => v >= 0.0 && v.fract() == 0.0 && v <= EXACT,
-            }
-    };
-    if let Some(row) = y.iter().position(|&v| !ok(v)) {
-        return Err(TargetError::OutOfSupport {
-            row,
-            kind,
-            value: y[row],
-        });
-    }
-    Ok(match kind {
-        ExpertKind::Linear => TargetSupport::Real,
-        ExpertKind::Logistic => TargetSupport::Binary,
-        ExpertKind::Poisson => TargetSupport::Counts,
-        ExpertKind::Multinomial => {
-            let max = y.iter().fold(0.0_f64, |m, &v| m.max(v));
-            // `max` is an integer in 0..MAX_CLASSES by the check above.
-            let c = max as usize + 1;
-            if c < 2 {
-                return Err(TargetError::TooFewClasses);
-            }
-            TargetSupport::Classes(c)
-        }
-    })
-}
-
 impl LoadedData {
-    /// [`validate_target`] on this data's target, with the error naming the file, the
-    /// line (header = line 1) and the target column.
+    /// The description of the expert `entry` for this data's target, by the entry's
+    /// target rule (which checks every value against the expert's support and infers
+    /// what the target determines, e.g. a multinomial expert's classes); the error names
+    /// the file, the line (header = line 1) and the target column.
     ///
     /// # Errors
-    /// [`DataError::TargetOutOfSupport`] or [`DataError::TooFewClasses`].
-    pub fn validate_target(&self, kind: ExpertKind) -> Result<TargetSupport, DataError> {
-        validate_target(kind, self.dataset.y_all()).map_err(|e| match e {
-            TargetError::OutOfSupport { row, kind, value } => DataError::TargetOutOfSupport {
-                file: self.file.clone(),
-                line: self.lines.get(row).copied().unwrap_or(row as u64 + 2),
-                row: row + 1,
-                column: self.target.clone(),
-                kind,
-                expected: kind.support(),
-                value,
-            },
-            TargetError::TooFewClasses => DataError::TooFewClasses {
-                file: self.file.clone(),
-                column: self.target.clone(),
-            },
-        })
+    /// [`DataError::TargetOutOfSupport`] or [`DataError::TargetUnusable`]; `None` when the
+    /// entry has no target rule.
+    pub fn expert_spec(&self, entry: &ExpertEntry) -> Option<Result<ExpertSpec, DataError>> {
+        let r = entry.spec_from_target(self.dataset.y_all())?;
+        Some(r.map_err(|e| target_error(&self.file, &self.lines, &self.target, e)))
+    }
+}
+
+/// A [`TargetError`] (rows 0-based) as a [`DataError`] naming the file, the physical line
+/// of the row (`lines[row]`, header = line 1) and the target column.
+pub fn target_error(file: &str, lines: &[u64], column: &str, e: TargetError) -> DataError {
+    match e {
+        TargetError::OutOfSupport {
+            row,
+            expert,
+            expected,
+            value,
+        } => DataError::TargetOutOfSupport {
+            file: file.into(),
+            line: lines.get(row).copied().unwrap_or(row as u64 + 2),
+            row: row + 1,
+            column: column.into(),
+            expert,
+            expected: expected.into_boxed_str(),
+            value,
+        },
+        TargetError::Unusable {
+            expert,
+            expected,
+            found,
+        } => DataError::TargetUnusable {
+            file: file.into(),
+            column: column.into(),
+            expert,
+            expected,
+            found,
+        },
+        // `TargetError` is non-exhaustive: a future variant keeps its own message.
+        other => DataError::TargetUnusable {
+            file: file.into(),
+            column: column.into(),
+            expert: String::new(),
+            expected: String::new(),
+            found: other.to_string(),
+        },
     }
 }
 
@@ -1017,6 +939,16 @@ fn dependency(g: &Mat<f64>, j: usize, means: &[f64], norms: &[f64]) -> Dependenc
 mod tests {
     use super::*;
 
+    fn entry(name: &str) -> ExpertEntry {
+        em_as_md::model::registry::expert_entry(name).unwrap()
+    }
+
+    /// The class count the multinomial entry infers from `d`'s target.
+    fn classes(d: &LoadedData) -> f64 {
+        let spec = d.expert_spec(&entry("multinomial")).unwrap().unwrap();
+        spec.params.get("classes").unwrap()
+    }
+
     fn load(
         text: &str,
         target: &str,
@@ -1316,59 +1248,6 @@ mod tests {
     }
 
     #[test]
-    fn target_support_per_expert_kind() {
-        let y = [0.0, 1.0, 1.0, 0.5];
-        assert_eq!(
-            validate_target(ExpertKind::Linear, &y),
-            Ok(TargetSupport::Real)
-        );
-        assert!(matches!(
-            validate_target(ExpertKind::Logistic, &y),
-            Err(TargetError::OutOfSupport { row: 3, kind: ExpertKind::Logistic, value }) if value == 0.5
-        ));
-        assert_eq!(
-            validate_target(ExpertKind::Logistic, &y[..3]),
-            Ok(TargetSupport::Binary)
-        );
-        assert_eq!(
-            validate_target(ExpertKind::Multinomial, &[0.0, 2.0, 1.0, 4.0]),
-            Ok(TargetSupport::Classes(5))
-        );
-        assert!(matches!(
-            validate_target(ExpertKind::Multinomial, &[0.0, 2.0, -1.0]),
-            Err(TargetError::OutOfSupport { row: 2, .. })
-        ));
-        assert!(matches!(
-            validate_target(ExpertKind::Multinomial, &[0.0, 1.5]),
-            Err(TargetError::OutOfSupport { row: 1, .. })
-        ));
-        assert!(matches!(
-            validate_target(ExpertKind::Multinomial, &[0.0, 1000.0]),
-            Err(TargetError::OutOfSupport { row: 1, .. })
-        ));
-        assert_eq!(
-            validate_target(ExpertKind::Multinomial, &[0.0, 0.0]),
-            Err(TargetError::TooFewClasses)
-        );
-        assert_eq!(
-            validate_target(ExpertKind::Poisson, &[0.0, 3.0, 17.0]),
-            Ok(TargetSupport::Counts)
-        );
-        assert!(matches!(
-            validate_target(ExpertKind::Poisson, &[0.0, 3.0, 2.5]),
-            Err(TargetError::OutOfSupport { row: 2, .. })
-        ));
-        assert!(matches!(
-            validate_target(ExpertKind::Poisson, &[-1.0]),
-            Err(TargetError::OutOfSupport { row: 0, .. })
-        ));
-        assert!(matches!(
-            validate_target(ExpertKind::Linear, &[1.0, f64::NAN]),
-            Err(TargetError::OutOfSupport { row: 1, .. })
-        ));
-    }
-
-    #[test]
     fn target_error_on_loaded_data_names_file_line_and_column() {
         // A blank line: the csv crate skips it, the reported line still matches the file.
         let d = load("a,y\n1,0\n\n2,1\n3,2\n4,1\n", "y", None, true).unwrap();
@@ -1384,20 +1263,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.lines, vec![2, 3, 5]);
-        let e = d.validate_target(ExpertKind::Logistic).unwrap_err();
+        let e = d.expert_spec(&entry("logistic")).unwrap().unwrap_err();
         assert!(
-            matches!(e, DataError::TargetOutOfSupport { line: 5, row: 3, ref column, kind: ExpertKind::Logistic, value, .. } if column == "y" && value == 2.0),
+            matches!(e, DataError::TargetOutOfSupport { line: 5, row: 3, ref column, ref expert, value, .. } if column == "y" && expert == "logistic" && value == 2.0),
             "{e:?}"
         );
         let m = e.to_string();
         assert!(m.contains("t.csv: line 5 (data row 3; the header is line 1), column \"y\": logistic experts expect 0 or 1, found 2"), "{m}");
-        assert_eq!(
-            d.validate_target(ExpertKind::Multinomial).unwrap(),
-            TargetSupport::Classes(3)
-        );
+        assert_eq!(classes(&d), 3.0);
         let d = load("a,y\n1,0\n2,0\n", "y", None, false).unwrap();
-        let e = d.validate_target(ExpertKind::Multinomial).unwrap_err();
-        assert!(matches!(e, DataError::TooFewClasses { .. }));
+        let e = d.expert_spec(&entry("multinomial")).unwrap().unwrap_err();
+        assert!(matches!(e, DataError::TargetUnusable { .. }));
+        assert_eq!(
+            e.to_string(),
+            "t.csv: column \"y\": multinomial experts expect at least two classes 0..C−1, found only class 0"
+        );
+        // An entry without a target rule (a GLM needs its family) offers no description.
+        assert!(d.expert_spec(&entry("glm")).is_none());
     }
 
     #[test]
@@ -1430,14 +1312,14 @@ mod tests {
             &[1.0, 59.0, 2.0, 32.1, 101.0, 157.0, 93.2, 38.0, 4.0, 4.8598, 87.0]
         );
         assert_eq!(
-            d.validate_target(ExpertKind::Linear).unwrap(),
-            TargetSupport::Real
+            d.expert_spec(&entry("linear")).unwrap().unwrap(),
+            ExpertSpec::new("linear")
         );
         let d = load_csv(data.join("breast_cancer.csv"), "y", None, true).unwrap();
         assert_eq!((d.dataset.n(), d.dataset.d()), (569, 31));
         assert_eq!(
-            d.validate_target(ExpertKind::Logistic).unwrap(),
-            TargetSupport::Binary
+            d.expert_spec(&entry("logistic")).unwrap().unwrap(),
+            ExpertSpec::new("logistic")
         );
         // Digits: three all-zero pixels are refused with an intercept, dropped on request.
         let e = load_csv(data.join("digits.csv"), "y", None, true).unwrap_err();
@@ -1454,9 +1336,6 @@ mod tests {
         .unwrap();
         assert_eq!((d.dataset.n(), d.dataset.d()), (1797, 62));
         assert_eq!(d.warnings.len(), 3);
-        assert_eq!(
-            d.validate_target(ExpertKind::Multinomial).unwrap(),
-            TargetSupport::Classes(10)
-        );
+        assert_eq!(classes(&d), 10.0);
     }
 }
