@@ -673,6 +673,21 @@ fn registering_the_same_entry_twice_is_a_no_op() {
     };
     registry::register_expert(entry()).unwrap();
     registry::register_expert(entry()).unwrap();
+    // Another support test is another entry.
+    let other = ExpertEntry::new(
+        "counts-again",
+        "Poisson under another name",
+        "a count",
+        build,
+    )
+    .row_support(|v| v > 0.0);
+    assert!(matches!(
+        registry::register_expert(other),
+        Err(MoeError::Registry(RegistryError::Duplicate {
+            what: "expert",
+            ..
+        }))
+    ));
     registry::register_family(FamilyEntry::new("poisson-again", &[], poisson_family)).unwrap();
     registry::register_family(FamilyEntry::new("poisson-again", &[], poisson_family)).unwrap();
     // A different summary is a different entry.

@@ -122,6 +122,9 @@ pub struct ExpertEntry {
     build: Arc<ExpertBuilder>,
     build_id: TypeId,
     target: Option<(Arc<TargetRule>, TypeId)>,
+    /// The support test of [`ExpertEntry::row_support`] (part of the entry's identity:
+    /// every such rule shares one closure type).
+    row_test: Option<fn(f64) -> bool>,
 }
 
 impl fmt::Debug for ExpertEntry {
@@ -156,6 +159,7 @@ impl ExpertEntry {
             build: Arc::new(build),
             build_id: TypeId::of::<F>(),
             target: None,
+            row_test: None,
         }
     }
     /// With a target rule: `rule(y)` checks the column $y$ (one value per row) and returns
@@ -165,16 +169,19 @@ impl ExpertEntry {
         G: Fn(&[f64]) -> std::result::Result<ExpertSpec, TargetError> + Send + Sync + 'static,
     {
         self.target = Some((Arc::new(rule), TypeId::of::<G>()));
+        self.row_test = None;
         self
     }
     /// With the target rule "every value satisfies `in_support`", describing the expert
     /// as `ExpertSpec::new(name)` (its builder's defaults).
     pub fn row_support(self, in_support: fn(f64) -> bool) -> Self {
         let (name, expected) = (self.name.clone(), self.support.clone());
-        self.target_rule(move |y: &[f64]| {
+        let mut entry = self.target_rule(move |y: &[f64]| {
             check_rows(&name, &expected, y, in_support)?;
             Ok(ExpertSpec::new(name.clone()))
-        })
+        });
+        entry.row_test = Some(in_support);
+        entry
     }
     /// The registry name.
     pub fn name(&self) -> &str {
@@ -223,6 +230,10 @@ impl ExpertEntry {
             && self.support == other.support
             && self.build_id == other.build_id
             && self.target.as_ref().map(|t| t.1) == other.target.as_ref().map(|t| t.1)
+            && match (self.row_test, other.row_test) {
+                (Some(a), Some(b)) => std::ptr::fn_addr_eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            }
     }
 }
 

@@ -19,6 +19,15 @@
 //! Built-ins: [`LinearGaussian`] (Gaussian with per-expert variance, closed-form weighted
 //! least squares), [`Logistic`] (Bernoulli), [`Multinomial`] (Categorical, $C$ classes),
 //! [`Poisson`], and [`Glm`] for any family a researcher writes.
+//!
+//! **Descriptions and capabilities.** An expert describes itself for model files with
+//! [`Expert::spec`] ([`ExpertSpec`]: a [registry](crate::model::registry) name and named
+//! parameters; `None` means it cannot be saved), and offers what else it can do through
+//! trait methods rather than downcasts: [`Expert::gaussian_regression`] (the mixture's
+//! fast Gaussian E-/M-step, [`GaussianRegression`]), [`Expert::readable_params`] (labelled
+//! parameters for reports), [`Expert::n_classes`] / [`Expert::class_probs`] (classifiers)
+//! and [`Expert::prediction_names`]. A researcher's own expert type can offer each of them
+//! and is then treated exactly as the built-ins.
 
 use crate::data::Dataset;
 use crate::error::{Block, MoeError, Result};
