@@ -213,8 +213,10 @@ impl<'de> Deserialize<'de> for Params {
 }
 
 /// The description of an exponential family: its registered name and parameters (e.g.
-/// `gaussian-known-variance` with `variance`, or a user's `gamma`).
+/// `gaussian-known-variance` with `variance`, or a user's `gamma`). An unknown field in a
+/// file is an error, not ignored.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FamilySpec {
     /// The name it is registered under ([`crate::model::registry::register_family`]).
     pub name: String,
@@ -237,7 +239,8 @@ impl FamilySpec {
 /// the registry name of its builder, its named parameters (e.g. `classes`, `ridge`, a
 /// multinomial expert's `lbfgs_tol`, `lbfgs_max_iter`, `dense_max_params`) and, for a
 /// [`Glm`](super::Glm), the family's [`FamilySpec`], the number of regressed components
-/// and the starting constants.
+/// and the starting constants. An unknown field in a file (e.g. a misspelt `family`) is an
+/// error, not ignored.
 ///
 /// ```
 /// use em_as_md::model::expert::{Expert, ExpertSpec, Multinomial};
@@ -247,9 +250,11 @@ impl FamilySpec {
 /// let json = serde_json::to_string(&spec).unwrap();
 /// assert!(json.starts_with(r#"{"name":"multinomial","params":{"classes":3.0,"#));
 /// assert_eq!(serde_json::from_str::<ExpertSpec>(&json).unwrap(), spec);
+/// assert!(serde_json::from_str::<ExpertSpec>(r#"{"name": "glm", "familly": {"name": "x"}}"#).is_err());
 /// # Ok::<(), em_as_md::MoeError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExpertSpec {
     /// The registry name of the expert's builder (`linear`, `logistic`, `multinomial`,
     /// `poisson`, `glm`, or a user's).
