@@ -4,7 +4,7 @@
 //! Run with `cargo run --release --example fit_moe`.
 
 use em_as_md::fit::align::{align_to, layout_of};
-use em_as_md::{Dataset, ExpertKind, Gating, LinearGaussian, MixtureOfExperts, MoeParams};
+use em_as_md::{Dataset, Gating, LinearGaussian, MixtureOfExperts, MoeParams};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
     let data = Dataset::from_rows(&x, 1, &y, 1)?.with_intercept();
 
     let fit = MoeParams::new(3)
-        .expert(ExpertKind::Linear)
+        .expert(LinearGaussian::new())
         .gating(Gating::Softmax)
         .tol(1e-10)
         .n_init(4)

@@ -4,9 +4,8 @@
 
 use crate::progress::ProgressObserver;
 use em_as_md::fit::init::InitMethod;
-use em_as_md::model::expert::ExpertKind;
 use em_as_md::model::mixture::Gating;
-use em_as_md::{Dataset, FittedMoe, MoeError, MoeParams, ObserverMode};
+use em_as_md::{Dataset, Expert, FittedMoe, MoeError, MoeParams, ObserverMode};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -15,8 +14,8 @@ use std::sync::Arc;
 pub struct FitSettings {
     /// Number of experts $K$.
     pub n_experts: usize,
-    /// Expert type.
-    pub expert: ExpertKind,
+    /// The expert (built from its registry description).
+    pub expert: Arc<dyn Expert>,
     /// Gating.
     pub gating: Gating,
     /// Number of seeded restarts.
@@ -47,7 +46,7 @@ pub fn fit_em(
     progress: Option<ProgressObserver>,
 ) -> Result<FittedMoe, MoeError> {
     let mut params = MoeParams::new(settings.n_experts)
-        .expert(settings.expert)
+        .expert_shared(settings.expert.clone())
         .gating(settings.gating)
         .n_init(settings.n_init)
         .seed(settings.seed)
@@ -89,7 +88,7 @@ mod tests {
     fn settings(cancel: Option<Arc<AtomicBool>>) -> FitSettings {
         FitSettings {
             n_experts: 2,
-            expert: ExpertKind::Linear,
+            expert: Arc::new(em_as_md::LinearGaussian::new()),
             gating: Gating::Softmax,
             n_init: 3,
             seed: 5,

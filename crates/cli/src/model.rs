@@ -14,7 +14,7 @@ use crate::error::CliError;
 use crate::report::{num, Table};
 use em_as_md::fit::predict::FittedMoe;
 use em_as_md::fit::scaling::Scaling;
-use em_as_md::model::expert::{ExpertKind, LinearGaussian};
+use em_as_md::model::expert::{default_readable_params, ReadableParams};
 use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::ConditionalFamily;
 use serde_json::{json, Value};
@@ -167,31 +167,16 @@ pub fn design_names(features: &[String], intercept: bool) -> Vec<String> {
     v
 }
 
-/// The readable parameters of expert `k`: one coefficient vector per regressed component
-/// (for linear experts $\beta = -\gamma/(2\tau)$, and $\sigma^2 = -1/(2\tau)$ as the
-/// constant), with labels.
-fn expert_params(
-    model: &MixtureOfExperts,
-    theta: &[f64],
-    k: usize,
-) -> (Vec<(String, Vec<f64>)>, Option<f64>) {
+/// The readable parameters of expert `k` ([`Expert::readable_params`](em_as_md::Expert::readable_params):
+/// for linear experts $\beta = -\gamma/(2\tau)$ and $\sigma^2 = -1/(2\tau)$, for multinomial
+/// experts "class $j$ vs $C-1$"; by default the regressed components and the constants).
+/// A block the expert cannot read (e.g. $\tau \ge 0$) is shown in its raw components.
+fn expert_params(model: &MixtureOfExperts, theta: &[f64], k: usize) -> ReadableParams {
+    let (e, d) = (model.expert(), model.n_features());
     let block = model.expert_block(theta, k);
-    let d = model.n_features();
-    let r = model.expert().n_regressed();
-    if model.expert().linear_gaussian().is_some() {
-        return match LinearGaussian::beta_from_natural(block) {
-            Ok((beta, s2)) => (vec![("beta".into(), beta)], Some(s2)),
-            Err(_) => (vec![("gamma".into(), block[..d].to_vec())], None),
-        };
-    }
-    let label = |j: usize| match model.spec().map(|s| s.expert) {
-        Ok(ExpertKind::Multinomial { classes }) => format!("class {j} vs {}", classes - 1),
-        _ => "beta".to_string(),
-    };
-    let coefs = (0..r)
-        .map(|j| (label(j), block[j * d..(j + 1) * d].to_vec()))
-        .collect();
-    (coefs, None)
+    e.readable_params(block, d)
+        .or_else(|_| default_readable_params(e.as_ref(), block, d))
+        .unwrap_or_default()
 }
 
 /// The parameters as JSON: experts (coefficients per design column, variances), the
@@ -199,15 +184,12 @@ fn expert_params(
 pub fn params_json(model: &MixtureOfExperts, theta: &[f64], names: &[String]) -> Value {
     let experts: Vec<Value> = (0..model.n_experts())
         .map(|k| {
-            let (coefs, s2) = expert_params(model, theta, k);
-            let mut v = json!({
+            let p = expert_params(model, theta, k);
+            json!({
                 "expert": k,
-                "coefficients": coefs.iter().map(|(l, c)| json!({"component": l, "values": c})).collect::<Vec<_>>(),
-            });
-            if let Some(s2) = s2 {
-                v["variance"] = json!(s2);
-            }
-            v
+                "coefficients": p.coefficients.iter().map(|(l, c)| json!({"component": l, "values": c})).collect::<Vec<_>>(),
+                "scalars": p.scalars.iter().map(|(l, v)| json!({"name": l, "value": v})).collect::<Vec<_>>(),
+            })
         })
         .collect();
     let gate = model.gate_block(theta);
@@ -231,29 +213,45 @@ pub fn params_json(model: &MixtureOfExperts, theta: &[f64], names: &[String]) ->
 /// component), one for the gate.
 pub fn params_tables(model: &MixtureOfExperts, theta: &[f64], names: &[String]) -> (Table, Table) {
     let k = model.n_experts();
-    let per: Vec<_> = (0..k).map(|c| expert_params(model, theta, c)).collect();
+    let per: Vec<ReadableParams> = (0..k).map(|c| expert_params(model, theta, c)).collect();
     let mut header = vec!["column".to_string()];
-    for (c, (coefs, _)) in per.iter().enumerate() {
-        for (l, _) in coefs {
-            header.push(if coefs.len() == 1 {
-                format!("expert {}", c + 1)
-            } else {
-                format!("expert {} {l}", c + 1)
-            });
+    for (c, p) in per.iter().enumerate() {
+        let coefs = &p.coefficients;
+        if coefs.len() <= 1 {
+            // One column per expert (an expert without coefficients still shows its scalars).
+            header.push(format!("expert {}", c + 1));
+        } else {
+            header.extend(coefs.iter().map(|(l, _)| format!("expert {} {l}", c + 1)));
         }
     }
     let mut experts = Table::new(header);
     for (j, name) in names.iter().enumerate() {
         let mut row = vec![name.clone()];
-        for (coefs, _) in &per {
-            row.extend(coefs.iter().map(|(_, c)| num(c[j], 6)));
+        for p in &per {
+            if p.coefficients.is_empty() {
+                row.push("-".into());
+            }
+            row.extend(p.coefficients.iter().map(|(_, c)| num(c[j], 6)));
         }
         experts.row(row);
     }
-    if per.iter().any(|(_, s2)| s2.is_some()) {
-        let mut row = vec!["variance σ²".to_string()];
-        for (coefs, s2) in &per {
-            row.extend(coefs.iter().map(|_| s2.map_or("-".into(), |v| num(v, 6))));
+    // One row per scalar label (e.g. "variance σ²"), its value under each expert's first
+    // coefficient column and "-" elsewhere.
+    let mut labels: Vec<&str> = Vec::new();
+    for p in &per {
+        for (l, _) in &p.scalars {
+            if !labels.contains(&l.as_str()) {
+                labels.push(l);
+            }
+        }
+    }
+    for label in labels {
+        let mut row = vec![label.to_string()];
+        for p in &per {
+            let v = p.scalars.iter().find(|(l, _)| l == label).map(|(_, v)| *v);
+            let width = p.coefficients.len().max(1);
+            row.push(v.map_or("-".into(), |v| num(v, 6)));
+            row.extend((1..width).map(|_| "-".to_string()));
         }
         experts.row(row);
     }

@@ -19,11 +19,27 @@
 //! never a number. With a reference expert in the softmax gate (the layout used by
 //! `em-as-md`) the gate is identifiable; what remains is the discrete label symmetry of
 //! the experts, which does not make $I_{\text{obs}}$ singular at a separated fit.
+//!
+//! **Relabelled components.** Standard errors come in the fit's labels. When a fit is
+//! aligned to a reference (`em_as_md::fit::align`, [`FittedMoe::aligned_to`]) its
+//! parameters change by the *linear* map $\theta' = P\theta$
+//! ([`permutation_map`]: expert blocks move, gate vectors are re-referenced to the new last
+//! component, i.e. become differences). [`StandardErrors::permuted`] moves the standard
+//! errors with it: the covariance becomes $\Sigma' = P\Sigma P^\top$ (not a reordering of
+//! the vector: a re-referenced gate coefficient $w'_k = W_{\sigma(k)} - W_{\sigma(K-1)}$
+//! has variance $\operatorname{Var} W_{\sigma(k)} + \operatorname{Var} W_{\sigma(K-1)} -
+//! 2\operatorname{Cov}$), and the information $I' = P^{-\top} I P^{-1}$ gives the
+//! conditioning and identifiability in the new labels. The result equals the standard
+//! errors computed from scratch at $P\hat\theta$ (tested).
+//!
+//! [`FittedMoe::aligned_to`]: em_as_md::FittedMoe::aligned_to
+//! [`permutation_map`]: em_as_md::fit::align::permutation_map
 
 use crate::error::{DiagnosticsError, Result};
 use crate::information::{information, InformationMatrices};
+use em_as_md::fit::align::{inverse_permutation, permutation_map, ParamLayout};
 use em_as_md::{ConditionalFamily, Problem};
-use faer::Side;
+use faer::{Mat, Side};
 use serde::{Deserialize, Serialize};
 
 /// Why the standard errors deserve caution.
@@ -60,6 +76,18 @@ pub struct StandardErrors {
     pub n: usize,
     /// Warnings (empty when the information is well conditioned).
     pub warnings: Vec<InformationWarning>,
+    /// $\widehat{\mathrm{Cov}}(\hat\theta) = I_{\text{obs}}^{+}/n$ (the pseudo-inverse on the
+    /// kept directions), row-major $p\times p$. Not serialised (empty after
+    /// deserialisation).
+    #[serde(skip)]
+    pub covariance: Vec<f64>,
+    /// $I_{\text{obs}}$, row-major $p\times p$, for [`StandardErrors::permuted`]. Not
+    /// serialised (empty after deserialisation).
+    #[serde(skip)]
+    pub information: Vec<f64>,
+    /// The `max_condition` the warnings were computed with.
+    #[serde(skip)]
+    pub max_condition: f64,
 }
 
 /// Relative eigenvalue below which a direction of $I_{\text{obs}}$ is dropped.
@@ -98,8 +126,30 @@ pub fn standard_errors_from_information(
     if !(max_condition.is_finite() && max_condition > 1.0) {
         return Err(crate::ratios::invalid("max_condition", "finite and > 1"));
     }
-    let obs = info.observed();
+    standard_errors_from_observed(info.observed(), n, max_condition)
+}
+
+/// [`standard_errors`] from the observed information $I_{\text{obs}}$ itself.
+///
+/// # Errors
+/// `InvalidConfig` for `max_condition` not finite and $> 1$; `DimensionMismatch` for a
+/// non-square matrix; `Linalg` when the eigen-solver fails.
+pub fn standard_errors_from_observed(
+    obs: Mat<f64>,
+    n: usize,
+    max_condition: f64,
+) -> Result<StandardErrors> {
+    if !(max_condition.is_finite() && max_condition > 1.0) {
+        return Err(crate::ratios::invalid("max_condition", "finite and > 1"));
+    }
     let p = obs.nrows();
+    if obs.ncols() != p {
+        return Err(DiagnosticsError::DimensionMismatch {
+            what: "observed information (columns)",
+            expected: p,
+            found: obs.ncols(),
+        });
+    }
     let eig = obs
         .self_adjoint_eigen(Side::Lower)
         .map_err(|e| DiagnosticsError::Linalg {
@@ -132,6 +182,20 @@ pub fn standard_errors_from_information(
             directions: dropped,
         });
     }
+    // Σ = U diag(1/λ on kept directions) Uᵀ / n.
+    let nf = n as f64;
+    let mut covariance = vec![0.0; p * p];
+    for (k, &l) in lam.iter().enumerate() {
+        if !kept[k] {
+            continue;
+        }
+        for a in 0..p {
+            let ua = u[(a, k)] / (l * nf);
+            for b in 0..p {
+                covariance[a * p + b] += ua * u[(b, k)];
+            }
+        }
+    }
     let se = (0..p)
         .map(|j| {
             let mut var = 0.0;
@@ -144,16 +208,76 @@ pub fn standard_errors_from_information(
                     leak += w;
                 }
             }
-            (leak <= 1e-8 && var.is_finite() && var > 0.0).then(|| (var / n as f64).sqrt())
+            (leak <= 1e-8 && var.is_finite() && var > 0.0).then(|| (var / nf).sqrt())
         })
         .collect();
+    let information = (0..p * p).map(|i| obs[(i / p, i % p)]).collect();
     Ok(StandardErrors {
         se,
         condition,
         eigenvalues: lam,
         n,
         warnings,
+        covariance,
+        information,
+        max_condition,
     })
+}
+
+impl StandardErrors {
+    /// The standard errors of the relabelled parameters $\theta' = P\theta$, with $P$ =
+    /// [`permutation_map`]`(layout, perm)` (component $k$ of the result is component
+    /// `perm[k]` of the fit, as `em_as_md::fit::align::permute_theta` and
+    /// `FittedMoe::aligned_to`): $\mathrm{se}'_j = \sqrt{\Sigma'_{jj}}$ with
+    /// $\Sigma' = P\Sigma P^\top$; eigenvalues, condition, warnings and which coordinates
+    /// are identifiable from $I' = P^{-\top} I_{\text{obs}} P^{-1}$, exactly as
+    /// [`standard_errors`] decides them (see the [module documentation](self)).
+    ///
+    /// # Errors
+    /// `InvalidConfig { field: "covariance" }` when the matrices are absent (a value read
+    /// back from JSON); `DimensionMismatch` when `layout` does not have $p$ parameters;
+    /// `Model(InvalidParam { name: "perm" })` when `perm` is not a permutation of $0..K$;
+    /// as [`standard_errors_from_observed`].
+    pub fn permuted(&self, layout: &ParamLayout, perm: &[usize]) -> Result<StandardErrors> {
+        let p = self.se.len();
+        if self.covariance.len() != p * p || self.information.len() != p * p {
+            return Err(crate::ratios::invalid(
+                "covariance",
+                "the covariance and information matrices (not serialised; recompute the standard errors)",
+            ));
+        }
+        if layout.len() != p {
+            return Err(DiagnosticsError::DimensionMismatch {
+                what: "parameter layout",
+                expected: p,
+                found: layout.len(),
+            });
+        }
+        let pm = permutation_map(layout, perm)?;
+        let qm = permutation_map(layout, &inverse_permutation(perm)?)?;
+        let info = Mat::from_fn(p, p, |a, b| self.information[a * p + b]);
+        let cov = Mat::from_fn(p, p, |a, b| self.covariance[a * p + b]);
+        // I' = Qᵀ I Q, symmetrised against round-off.
+        let iq = &info * &qm;
+        let ip = qm.transpose() * &iq;
+        let ip = Mat::from_fn(p, p, |a, b| 0.5 * (ip[(a, b)] + ip[(b, a)]));
+        let mut out = standard_errors_from_observed(ip, self.n, self.max_condition)?;
+        // Σ' = P Σ Pᵀ gives the standard errors of the identifiable coordinates.
+        let cp = &cov * pm.transpose();
+        let sp = &pm * &cp;
+        let mut covariance = vec![0.0; p * p];
+        for a in 0..p {
+            for b in 0..p {
+                covariance[a * p + b] = 0.5 * (sp[(a, b)] + sp[(b, a)]);
+            }
+        }
+        for (j, se) in out.se.iter_mut().enumerate() {
+            let v = covariance[j * p + j];
+            *se = se.and((v.is_finite() && v > 0.0).then(|| v.sqrt()));
+        }
+        out.covariance = covariance;
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

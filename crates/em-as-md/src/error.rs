@@ -83,6 +83,114 @@ pub enum MoeError {
     /// Reading or writing a model or checkpoint failed.
     #[error("I/O: {0}")]
     Io(String),
+    /// Describing, registering or rebuilding an expert or a family failed
+    /// ([`crate::model::registry`]).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// What can go wrong between an expert and its serialisable description
+/// ([`ExpertSpec`](crate::model::expert::ExpertSpec)): registering, looking up and
+/// building experts and exponential families by name ([`crate::model::registry`]), and
+/// saving an expert that has no description.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// No expert of this name is registered.
+    #[error("no expert named `{name}` is registered (known: {})", known.join(", "))]
+    UnknownExpert {
+        /// The name asked for.
+        name: String,
+        /// The registered names, sorted.
+        known: Vec<String>,
+    },
+    /// No exponential family of this name is registered (e.g. a model file saved by a
+    /// program that registered it, loaded by one that did not).
+    #[error("no exponential family named `{name}` is registered (known: {}); register it with `em_as_md::model::registry::register_family` before loading", known.join(", "))]
+    UnknownFamily {
+        /// The name asked for.
+        name: String,
+        /// The registered names, sorted.
+        known: Vec<String>,
+    },
+    /// The name is already registered with a different entry (builder, parameter names,
+    /// summary or support).
+    #[error("{what} `{name}` is already registered with a different builder")]
+    Duplicate {
+        /// `"expert"` or `"family"`.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// A name that cannot be registered (empty, or a character other than ASCII letters,
+    /// digits, `-` and `_`).
+    #[error("invalid {what} name {name:?}: expected ASCII letters, digits, '-' or '_'")]
+    InvalidName {
+        /// `"expert"` or `"family"`.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// The named parameters differ from those the expert or family takes (a missing,
+    /// an unexpected or a repeated name).
+    #[error("`{owner}` takes the parameters [{}], found [{}]", expected.join(", "), found.join(", "))]
+    WrongParams {
+        /// The expert or family.
+        owner: String,
+        /// The names it takes (optional ones included).
+        expected: Vec<String>,
+        /// The names given.
+        found: Vec<String>,
+    },
+    /// A parameter value out of range.
+    #[error("parameter `{param}` of `{owner}` is {value}: expected {expected}")]
+    BadParam {
+        /// The expert or family.
+        owner: String,
+        /// The parameter.
+        param: String,
+        /// Its value.
+        value: f64,
+        /// What was expected.
+        expected: String,
+    },
+    /// A field of an [`ExpertSpec`](crate::model::expert::ExpertSpec) other than the
+    /// parameters is missing, superfluous or inconsistent (e.g. a `glm` without a family,
+    /// a `linear` expert with one, or constants of the wrong length).
+    #[error("expert `{expert}`: field `{field}`: {reason}")]
+    SpecField {
+        /// The expert.
+        expert: String,
+        /// `"family"`, `"n_regressed"` or `"constants"`.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A family whose methods disagree with its own `dim()` / `obs_dim()`, or that fails
+    /// at its own starting point ([`check_family_shape`](crate::model::registry::check_family_shape)).
+    #[error("family `{family}` (dim() = {dim}, obs_dim() = {obs_dim}): `{method}` {reason}")]
+    FamilyShape {
+        /// The family's name (its registered name, or `ExponentialFamily::name`).
+        family: String,
+        /// The method found inconsistent: `dim`, `obs_dim`, `newton_start`, `sample`,
+        /// `in_support`, `sufficient_stats`, `log_partition`, `mean` or `fisher`.
+        method: &'static str,
+        /// `dim()`.
+        dim: usize,
+        /// `obs_dim()`.
+        obs_dim: usize,
+        /// What was found.
+        reason: String,
+    },
+    /// The expert has no description ([`Expert::spec`](crate::model::expert::Expert::spec)
+    /// is `None`), so a model with it cannot be saved.
+    #[error("expert `{expert}` cannot be saved: {reason}")]
+    NotSerialisable {
+        /// The expert's name.
+        expert: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
 }
 
 impl MoeError {

@@ -13,7 +13,7 @@
 //! |---|---|
 //! | [`data`] | [`Dataset`]: features (column-major) and targets; CSV loading ([`data::csv`]) |
 //! | [`inner`] | the inner numerics: solver reports, Cholesky policy, weighted Grams, L-BFGS, parallel folds |
-//! | [`model`] | conditional families, the E-/M-step capability, experts (one file each), the gate, mixtures, symmetric models |
+//! | [`model`] | conditional families, the E-/M-step capability, experts (one file each) and their descriptions, the registry, the gate, mixtures, symmetric models |
 //! | [`solve`] | the [`Solver`] trait, the [`Executor`], observers, EM, mirror descent, GD, gradient EM |
 //! | [`fit`] | validated hyperparameters, initialisation, restarts, alignment, prediction, model files, standardisation of columns |
 
@@ -25,11 +25,14 @@ pub mod model;
 pub mod solve;
 
 pub use data::Dataset;
-pub use error::{MoeError, Result};
+pub use error::{MoeError, RegistryError, Result};
 pub use fit::init::InitMethod;
 pub use fit::{FitReport, FittedMoe, MoeParams, MoeValidParams};
 pub use inner::{fold_rows, InnerStats, Mergeable};
-pub use model::expert::{Expert, ExpertKind, Glm, LinearGaussian, Logistic, Multinomial, Poisson};
+pub use model::expert::{
+    Expert, ExpertSpec, FamilySpec, GaussianRegression, Glm, LinearGaussian, Logistic, Multinomial,
+    Params, Poisson, ReadableParams,
+};
 pub use model::gate::{GateConfig, GateSolver, GateStats};
 pub use model::mixture::{Gating, LinearStats, MixtureFamily, MixtureOfExperts, MoeSpec, MoeStats};
 pub use model::sym::{SymLinComplete, SymLogComplete, SymMoLinE, SymMoLogE, SymStats};

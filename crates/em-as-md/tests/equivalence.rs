@@ -8,7 +8,7 @@
 //! in L; with η = 0.5 they differ by far more. On the linear-realisation models the
 //! projected and unprojected forms of MD agree, and ∇L matches finite differences of L.
 
-use em_as_md::model::expert::ExpertKind;
+use em_as_md::model::expert::{Expert, LinearGaussian, Logistic, Multinomial, Poisson};
 use em_as_md::solve::md::complete_information;
 use em_as_md::solve::problem::{row_posterior, RowScratch};
 use em_as_md::{ConditionalFamily, EmModel};
@@ -20,6 +20,7 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
+use std::sync::Arc;
 
 /// $\|a - b\|_\infty / \max(1, \|b\|_\infty)$.
 fn rel_vec(a: &[f64], b: &[f64]) -> f64 {
@@ -234,7 +235,7 @@ proptest! {
 /// A random mixture of experts with data drawn from it (features N(0, I) plus an
 /// intercept) and an independent random start.
 fn moe_instance(
-    kind: ExpertKind,
+    kind: Arc<dyn Expert>,
     k: usize,
     gating: Gating,
     n: usize,
@@ -242,7 +243,7 @@ fn moe_instance(
 ) -> (MixtureOfExperts, Dataset, Vec<f64>) {
     let d_raw = 2;
     let d = d_raw + 1;
-    let model = MixtureOfExperts::new(kind.build().unwrap(), k, d, gating).unwrap();
+    let model = MixtureOfExperts::new(kind, k, d, gating).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let star = model.random_params(&mut rng, 1.0);
     let mut x = Vec::with_capacity(n * d_raw);
@@ -265,8 +266,8 @@ fn moe_instance(
     (model, data, theta0)
 }
 
-fn check_moe(kind: ExpertKind, gating: Gating, seed: u64) {
-    let (model, data, theta0) = moe_instance(kind, 2, gating, 400, seed);
+fn check_moe(kind: Arc<dyn Expert>, gating: Gating, seed: u64) {
+    let (model, data, theta0) = moe_instance(kind.clone(), 2, gating, 400, seed);
     let (t_em, l_em, t_md, l_md) = em_and_md(&model, &data, &theta0, 1.0);
     let e = rel_vec(&t_md, &t_em);
     assert!(
@@ -286,16 +287,16 @@ fn check_moe(kind: ExpertKind, gating: Gating, seed: u64) {
 
 #[test]
 fn em_equals_md_eta_one_on_mixtures_of_experts() {
-    let kinds = [
-        ExpertKind::Linear,
-        ExpertKind::Logistic,
-        ExpertKind::Multinomial { classes: 3 },
-        ExpertKind::Poisson,
+    let kinds: [Arc<dyn Expert>; 4] = [
+        Arc::new(LinearGaussian::new()),
+        Arc::new(Logistic::new()),
+        Arc::new(Multinomial::new(3).unwrap()),
+        Arc::new(Poisson::new()),
     ];
     for (i, kind) in kinds.into_iter().enumerate() {
         for gating in [Gating::Softmax, Gating::Constant] {
             for seed in 0..3u64 {
-                check_moe(kind, gating, 100 * i as u64 + seed);
+                check_moe(kind.clone(), gating, 100 * i as u64 + seed);
             }
         }
     }

@@ -5,8 +5,9 @@ use em_as_md::fit::align::{align_components, layout_of, permute_theta};
 use em_as_md::fit::predict::{classification_entropy, information_criteria};
 use em_as_md::fit::{initial_theta, MoeParams};
 use em_as_md::{
-    ConditionalFamily, Dataset, EmModel, ExpertKind, FittedMoe, Gating, InitMethod, LinearGaussian,
-    MixtureOfExperts, MoeError, Problem, Termination,
+    ConditionalFamily, Dataset, EmModel, Expert, ExpertSpec, FittedMoe, GateConfig, Gating,
+    InitMethod, LinearGaussian, Logistic, MixtureOfExperts, MoeError, Multinomial, Poisson,
+    Problem, Termination,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -47,7 +48,7 @@ fn bits(v: &[f64]) -> Vec<u64> {
 
 fn params() -> MoeParams {
     MoeParams::new(3)
-        .expert(ExpertKind::Linear)
+        .expert(LinearGaussian::new())
         .gating(Gating::Softmax)
         .tol(1e-10)
         .max_iters(500)
@@ -183,12 +184,12 @@ fn invalid_params_name_the_field() {
         (params().tol(f64::INFINITY), "tol"),
         (params().max_iters(0), "max_iters"),
         (params().n_init(0), "n_init"),
-        (params().ridge(-1.0), "ridge"),
-        (params().ridge(f64::NAN), "ridge"),
-        (params().expert(ExpertKind::Logistic).ridge(0.1), "ridge"),
         (
-            params().expert(ExpertKind::Multinomial { classes: 1 }),
-            "expert",
+            params().gate_config(GateConfig {
+                tol: -1.0,
+                ..GateConfig::default()
+            }),
+            "gate config",
         ),
         (params().init(InitMethod::Theta(vec![f64::NAN; 13])), "init"),
     ];
@@ -208,11 +209,14 @@ fn invalid_params_name_the_field() {
             reason: "finite and > 0".into()
         }
     );
-    // A ridge turns linear experts into ridge experts (and is reported in the spec).
-    let v = params().ridge(0.5).check().unwrap();
+    // A ridge is a setting of the linear expert (and is reported in its description).
+    let v = params()
+        .expert(LinearGaussian::with_ridge(0.5).unwrap())
+        .check()
+        .unwrap();
     assert_eq!(
         v.model(2).unwrap().spec().unwrap().expert,
-        ExpertKind::RidgeLinear { ridge: 0.5 }
+        ExpertSpec::new("linear").param("ridge", 0.5)
     );
 }
 
@@ -254,7 +258,7 @@ fn data_that_cannot_carry_the_model_is_a_typed_error() {
     );
     // Logistic experts on a continuous target: the row is named.
     let e = params()
-        .expert(ExpertKind::Logistic)
+        .expert(Logistic::new())
         .check()
         .unwrap()
         .fit(&data)
@@ -389,11 +393,12 @@ fn class_probs_of_logistic_and_multinomial_experts_are_distributions() {
     let y: Vec<f64> = (0..20).map(|i| (i % 2) as f64).collect();
     let data = Dataset::from_rows(&x, 1, &y, 1).unwrap().with_intercept();
     let mut rng = ChaCha8Rng::seed_from_u64(2);
-    for (kind, c) in [
-        (ExpertKind::Logistic, 2),
-        (ExpertKind::Multinomial { classes: 3 }, 3),
-    ] {
-        let model = MixtureOfExperts::new(kind.build().unwrap(), 2, 2, Gating::Softmax).unwrap();
+    let experts: [(Arc<dyn Expert>, usize); 2] = [
+        (Arc::new(Logistic::new()), 2),
+        (Arc::new(Multinomial::new(3).unwrap()), 3),
+    ];
+    for (kind, c) in experts {
+        let model = MixtureOfExperts::new(kind, 2, 2, Gating::Softmax).unwrap();
         let theta = model.random_params(&mut rng, 1.0);
         let fit =
             FittedMoe::new(model, theta, data.feature_names().to_vec(), dummy_report()).unwrap();
@@ -568,9 +573,10 @@ fn every_expert_kind_and_gating_fits_through_the_driver() {
     let mut rng = ChaCha8Rng::seed_from_u64(10);
     let n = 400;
     let x: Vec<f64> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
-    let cases: Vec<(ExpertKind, Gating, usize, Vec<f64>)> = vec![
+    type Case = (Arc<dyn Expert>, Gating, usize, Vec<f64>);
+    let cases: Vec<Case> = vec![
         (
-            ExpertKind::Linear,
+            Arc::new(LinearGaussian::new()),
             Gating::Constant,
             2,
             x.iter()
@@ -579,7 +585,7 @@ fn every_expert_kind_and_gating_fits_through_the_driver() {
                 .collect(),
         ),
         (
-            ExpertKind::Logistic,
+            Arc::new(Logistic::new()),
             Gating::Softmax,
             2,
             x.iter()
@@ -588,7 +594,7 @@ fn every_expert_kind_and_gating_fits_through_the_driver() {
                 .collect(),
         ),
         (
-            ExpertKind::Poisson,
+            Arc::new(Poisson::new()),
             Gating::Softmax,
             2,
             x.iter()
@@ -597,7 +603,7 @@ fn every_expert_kind_and_gating_fits_through_the_driver() {
                 .collect(),
         ),
         (
-            ExpertKind::Multinomial { classes: 3 },
+            Arc::new(Multinomial::new(3).unwrap()),
             Gating::Softmax,
             2,
             x.iter()
@@ -613,7 +619,7 @@ fn every_expert_kind_and_gating_fits_through_the_driver() {
                 .collect(),
         ),
         (
-            ExpertKind::Linear,
+            Arc::new(LinearGaussian::new()),
             Gating::Softmax,
             1,
             x.iter()
@@ -626,7 +632,7 @@ fn every_expert_kind_and_gating_fits_through_the_driver() {
         let data = Dataset::from_rows(&x, 1, &y, 1).unwrap().with_intercept();
         for init in [InitMethod::Random, InitMethod::KMeansPlusPlus] {
             let fit = MoeParams::new(k)
-                .expert(kind)
+                .expert_shared(kind.clone())
                 .gating(gating)
                 .init(init.clone())
                 .max_iters(40)

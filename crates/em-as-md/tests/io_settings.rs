@@ -1,7 +1,8 @@
-//! Fitting settings in saved models ([`em_as_md::fit::io`]): the gate's [`GateConfig`] and a
-//! multinomial expert's L-BFGS budget and dense-Newton limit survive save → load, a refit
-//! from the loaded model runs with them, files without the `fitting` section load with
-//! the defaults, and invalid saved settings are the setters' typed errors.
+//! Fitting settings in saved models ([`em_as_md::fit::io`]): the gate's [`GateConfig`] (the
+//! `fitting` section) and a multinomial expert's L-BFGS budget and dense-Newton limit (the
+//! parameters of its description) survive save → load, a refit from the loaded model runs
+//! with them, files without them load with the defaults, and invalid saved settings are
+//! typed errors. Version-1 files (settings in `fitting.multinomial`) still load.
 
 use em_as_md::fit::io::{from_json, to_json};
 use em_as_md::model::expert::{
@@ -9,7 +10,7 @@ use em_as_md::model::expert::{
 };
 use em_as_md::{
     Dataset, Em, Executor, FitReport, FitResult, FittedMoe, GateConfig, GateSolver, Gating,
-    MixtureOfExperts, MoeError, Multinomial, Problem, Termination,
+    MixtureOfExperts, MoeError, Multinomial, Problem, RegistryError, Termination,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -108,10 +109,13 @@ fn settings_survive_save_and_load_and_drive_the_refit() {
     // The settings as read back.
     assert_eq!(loaded.model().gate_config(), GATE);
     let v: Value = serde_json::from_str(&json).unwrap();
-    let m = &v["fitting"]["multinomial"];
+    assert_eq!(v["version"], 2);
+    assert_eq!(v["spec"]["expert"]["name"], "multinomial");
+    let m = &v["spec"]["expert"]["params"];
+    assert_eq!(m["classes"].as_f64(), Some(3.0));
     assert_eq!(m["lbfgs_tol"].as_f64(), Some(LBFGS_TOL));
-    assert_eq!(m["lbfgs_max_iter"].as_u64(), Some(LBFGS_MAX_ITER));
-    assert_eq!(m["dense_max_params"].as_u64(), Some(DENSE_MAX as u64));
+    assert_eq!(m["lbfgs_max_iter"].as_f64(), Some(LBFGS_MAX_ITER as f64));
+    assert_eq!(m["dense_max_params"].as_f64(), Some(DENSE_MAX as f64));
     assert_eq!(v["fitting"]["gate"]["solver"], "Lbfgs");
     // The loaded expert equals the configured one in every field (its Debug form lists
     // them all), and differs from a default multinomial expert.
@@ -136,10 +140,14 @@ fn settings_survive_save_and_load_and_drive_the_refit() {
     assert_eq!(inner(&a), inner(&b));
     assert_eq!(a.state.theta, b.state.theta);
 
-    // The same file without the section loads with the defaults, whose refit differs
+    // The same file without the settings loads with the defaults, whose refit differs
     // (Newton gate and dense Newton experts: Hessians are formed).
     let mut old = v.clone();
     old.as_object_mut().unwrap().remove("fitting");
+    let params = old["spec"]["expert"]["params"].as_object_mut().unwrap();
+    for name in ["lbfgs_tol", "lbfgs_max_iter", "dense_max_params"] {
+        params.remove(name);
+    }
     let plain = from_json(&old.to_string()).unwrap();
     assert_eq!(plain.model().gate_config(), GateConfig::default());
     assert_eq!(debug_expert(plain.model()), default_expert);
@@ -153,7 +161,7 @@ fn settings_survive_save_and_load_and_drive_the_refit() {
     assert_ne!(objs(&a), objs(&c));
 }
 
-/// A file as written before the `fitting` section existed.
+/// A version-1 file as written before the `fitting` section existed.
 const OLD_FILE: &str = r#"{
   "format": "mdem-moe",
   "version": 1,
@@ -191,23 +199,71 @@ fn a_file_without_the_section_loads_with_the_defaults() {
         format!("{:?}", m.model().expert()),
         format!("{:?}", Multinomial::new(2).unwrap())
     );
-    // Saved again, it carries the (default) settings explicitly.
-    let v: Value = serde_json::from_str(&to_json(&m).unwrap()).unwrap();
+    // Saved again, it is a version-2 file carrying the (default) settings explicitly.
+    let text = to_json(&m).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["version"], 2);
     let f = &v["fitting"];
     assert_eq!(f["gate"]["tol"].as_f64(), Some(GateConfig::default().tol));
     assert_eq!(f["gate"]["solver"], "Newton");
+    let p = &v["spec"]["expert"]["params"];
+    assert_eq!(p["classes"].as_f64(), Some(2.0));
+    assert_eq!(p["lbfgs_tol"].as_f64(), Some(MULTINOMIAL_LBFGS_TOL));
     assert_eq!(
-        f["multinomial"]["lbfgs_tol"].as_f64(),
-        Some(MULTINOMIAL_LBFGS_TOL)
+        p["lbfgs_max_iter"].as_f64(),
+        Some(MULTINOMIAL_LBFGS_MAX_ITER as f64)
     );
     assert_eq!(
-        f["multinomial"]["lbfgs_max_iter"].as_u64(),
-        Some(MULTINOMIAL_LBFGS_MAX_ITER)
+        p["dense_max_params"].as_f64(),
+        Some(MULTINOMIAL_DENSE_MAX_PARAMS as f64)
     );
-    assert_eq!(
-        f["multinomial"]["dense_max_params"].as_u64(),
-        Some(MULTINOMIAL_DENSE_MAX_PARAMS as u64)
-    );
+    // The version-2 file reads back to the same model, bit for bit.
+    let again = from_json(&text).unwrap();
+    assert_eq!(to_json(&again).unwrap(), text);
+    assert_eq!(again.theta(), m.theta());
+}
+
+#[test]
+fn version_1_multinomial_settings_become_the_spec_params() {
+    let v1 = with_fitting(serde_json::json!({
+        "gate": gate_json(1e-6, 9),
+        "multinomial": { "lbfgs_tol": LBFGS_TOL, "lbfgs_max_iter": LBFGS_MAX_ITER,
+                         "dense_max_params": DENSE_MAX }
+    }));
+    let m = from_json(&v1).unwrap();
+    let want = Multinomial::new(2)
+        .unwrap()
+        .with_dense_max_params(DENSE_MAX)
+        .with_lbfgs_budget(LBFGS_TOL, LBFGS_MAX_ITER)
+        .unwrap();
+    assert_eq!(debug_expert(m.model()), format!("{want:?}"));
+    assert_eq!(m.model().gate_config().max_iter, 9);
+    // Other version-1 experts map to their registry names.
+    for (v1_expert, name, ridge) in [
+        (r#""Linear""#, "linear", None),
+        (
+            r#"{ "RidgeLinear": { "ridge": 0.25 } }"#,
+            "linear",
+            Some(0.25),
+        ),
+        (r#""Logistic""#, "logistic", None),
+        (r#""Poisson""#, "poisson", None),
+    ] {
+        // One-parameter experts: gate 1 + experts 2 × 1 = 3 values, as OLD_FILE; the
+        // linear expert has d + 1 = 2 per expert.
+        let mut v: Value = serde_json::from_str(OLD_FILE).unwrap();
+        v["spec"]["expert"] = serde_json::from_str(v1_expert).unwrap();
+        if name == "linear" {
+            v["theta"] = serde_json::json!([0.25, -1.5, -0.5, 0.75, -2.0]);
+        }
+        let m = from_json(&v.to_string()).unwrap();
+        let spec = m.model().spec().unwrap().expert;
+        assert_eq!(spec.name, name);
+        assert_eq!(
+            spec.params.get("ridge"),
+            ridge.or((name == "linear").then_some(0.0))
+        );
+    }
 }
 
 /// `OLD_FILE` with a `fitting` section.
@@ -247,20 +303,41 @@ fn invalid_saved_settings_are_the_setters_typed_errors() {
         ),
         "{bad_gate:?}"
     );
-    // A zero L-BFGS iteration cap: `with_lbfgs_budget`'s error.
+    // A zero L-BFGS iteration cap: the multinomial builder names the parameter.
     let bad_budget = from_json(&with_fitting(serde_json::json!({
         "gate": gate_json(1e-6, 9),
         "multinomial": { "lbfgs_tol": 1e-6, "lbfgs_max_iter": 0, "dense_max_params": 4 }
     })));
     assert!(
         matches!(
-            bad_budget,
-            Err(MoeError::InvalidParam {
-                name: "lbfgs budget",
-                ..
-            })
+            &bad_budget,
+            Err(MoeError::Registry(RegistryError::BadParam { owner, param, value, .. }))
+                if owner == "multinomial" && param == "lbfgs_max_iter" && *value == 0.0
         ),
         "{bad_budget:?}"
+    );
+    // The same in a version-2 file, and a parameter the expert does not take.
+    let v2 = to_json(&from_json(OLD_FILE).unwrap()).unwrap();
+    let mut v: Value = serde_json::from_str(&v2).unwrap();
+    v["spec"]["expert"]["params"]["lbfgs_tol"] = serde_json::json!(-1.0);
+    let e = from_json(&v.to_string());
+    assert!(
+        matches!(
+            &e,
+            Err(MoeError::Registry(RegistryError::BadParam { param, .. })) if param == "lbfgs_tol"
+        ),
+        "{e:?}"
+    );
+    let mut v: Value = serde_json::from_str(&v2).unwrap();
+    v["spec"]["expert"]["params"]["clases"] = serde_json::json!(3.0);
+    let e = from_json(&v.to_string());
+    assert!(
+        matches!(
+            &e,
+            Err(MoeError::Registry(RegistryError::WrongParams { owner, found, .. }))
+                if owner == "multinomial" && found.contains(&"clases".to_string())
+        ),
+        "{e:?}"
     );
     // An unknown solver name is malformed JSON for the file's schema.
     let mut g = gate_json(1e-6, 9);

@@ -3,7 +3,7 @@
 //! with one step = gradient descent, domain failures reported, and the EM fixed point is
 //! stationary.
 
-use em_as_md::model::expert::ExpertKind;
+use em_as_md::model::expert::LinearGaussian;
 use em_as_md::{ConditionalFamily, IterRecord};
 use em_as_md::{
     Dataset, Em, Executor, FitState, Gating, GradientDescent, GradientEm, MirrorDescent,
@@ -14,6 +14,7 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
+use std::sync::Arc;
 
 fn sym_lin(seed: u64) -> (SymMoLinE, Dataset, Vec<f64>) {
     let model = SymMoLinE::new(3, 1.0).unwrap();
@@ -76,7 +77,7 @@ fn assert_consistent<M: ConditionalFamily + ?Sized>(
 
 fn gated_linear_moe(seed: u64) -> (MixtureOfExperts, Dataset, Vec<f64>) {
     let model =
-        MixtureOfExperts::new(ExpertKind::Linear.build().unwrap(), 2, 3, Gating::Softmax).unwrap();
+        MixtureOfExperts::new(Arc::new(LinearGaussian::new()), 2, 3, Gating::Softmax).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let star = model.random_params(&mut rng, 1.5);
     let n = 400;

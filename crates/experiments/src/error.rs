@@ -15,7 +15,7 @@ pub enum ExperimentsError {
     BadInput(String),
     /// A tabular data file is unusable (the message names file, line and column).
     #[error(transparent)]
-    Data(#[from] DataError),
+    Data(Box<DataError>),
     /// An experiment failed (a model could not be built, a run failed at its start).
     #[error("{context}: {source}")]
     Compute {
@@ -70,6 +70,14 @@ impl ExperimentsError {
     }
 }
 
+/// Boxed: a data error names file, line, column, expert and support, and unboxed it would
+/// make every `Result` of this crate (and the CLI's error, which wraps it) twice as large.
+impl From<DataError> for ExperimentsError {
+    fn from(e: DataError) -> Self {
+        ExperimentsError::Data(Box::new(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,3 +109,4 @@ mod tests {
         assert_send_sync::<ExperimentsError>();
     }
 }
+

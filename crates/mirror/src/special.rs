@@ -150,7 +150,7 @@ pub fn softmax_rows(block: &mut [f64], m: usize, shift: &mut [f64], sum: &mut [f
         assert!(block.is_empty());
         return;
     }
-    assert!(block.len() % m == 0);
+    assert!(block.len().is_multiple_of(m));
     let k = block.len() / m;
     // Row maxima (f64::max skips NaN: NaN entries are found separately).
     shift.copy_from_slice(&block[..m]);

@@ -31,7 +31,7 @@ use super::fit::ModelArgs;
 use crate::error::CliError;
 use crate::interrupt;
 use crate::report::{num, print_stdout, Align, Table};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use em_as_md::fit::init::InitMethod;
 use em_as_md::fit::initial_theta;
 use em_as_md::model::mixture::MixtureOfExperts;
@@ -141,14 +141,12 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
     if !(args.eps.is_finite() && args.eps > 0.0) {
         return Err(bad("eps", args.eps, "a finite number > 0"));
     }
-    let (loaded, kind) = args.model.load(false)?;
+    let (loaded, spec) = args.model.load(false)?;
     let standardised = args.model.standardise(&loaded)?;
     let data = standardised.as_ref().map_or(&loaded.dataset, |(_, d)| d);
     let (n, d, k) = (data.n(), data.d(), args.model.experts as usize);
     let gating = args.model.gating();
-    let expert = kind
-        .build()
-        .map_err(|e| CliError::BadInput(format!("{}: {e}", loaded.file)))?;
+    let expert = args.model.build_expert(&loaded, &spec)?;
     let model = MixtureOfExperts::new(expert, k, d, gating)
         .map_err(|e| CliError::BadInput(format!("{}: {e}", loaded.file)))?;
     if k > n || model.n_params() > n {
@@ -231,11 +229,7 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
     let title = |x: &str| {
         format!(
             "{}: {k} {} experts, n = {n}, d = {d} — L_t − L* against {x}",
-            loaded.file,
-            args.model
-                .expert
-                .to_possible_value()
-                .map_or_else(String::new, |v| v.get_name().to_string())
+            loaded.file, args.model.expert
         )
     };
     let gap = |r: &Run, t: usize| (r.objectives[t] - l_star).max(GAP_FLOOR);
@@ -260,7 +254,7 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
          GD constant step {}; mirror-descent steps solved by L-BFGS to ‖∇F_η‖∞ ≤ {} (at most {} inner iterations)\n\n{table}\n\
          figures: {dir}/compare_iterations.{{svg,png}}, {dir}/compare_time.{{svg,png}}\n{}",
         loaded.file,
-        args.model.expert.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string()),
+        args.model.expert,
         if args.model.no_gate { ", no gate" } else { ", softmax gate" },
         args.seed,
         if standardised.is_some() {

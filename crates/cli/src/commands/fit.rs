@@ -1,5 +1,12 @@
-//! `mdem fit DATA.csv --target y --experts K --expert linear|logistic|multinomial|poisson`:
-//! fits a mixture of experts by EM and reports it.
+//! `mdem fit DATA.csv --target y --experts K --expert NAME`: fits a mixture of experts by
+//! EM and reports it.
+//!
+//! The experts offered are the registry's (`em_as_md::model::registry`): every entry with a
+//! target rule — the built-ins `linear`, `logistic`, `multinomial` and `poisson`, and any
+//! a program registers before parsing the command line. `mdem fit --help` lists them with
+//! their summaries; the entry checks the target column against the expert's support (one
+//! line naming file, line, column and what was expected) and infers the expert's
+//! description from it (a multinomial expert's classes).
 //!
 //! The reported log-likelihood is the **total** over the rows, in natural log, with every
 //! normalising constant included,
@@ -18,47 +25,36 @@
 //! Ctrl-C ([`crate::interrupt`]) stops every restart at its next iteration; the best
 //! restart so far is then reported and saved as usual, with termination "interrupted".
 
-use crate::csvdata::{validate_loaded_target, ExpertKind as TargetKind, TargetSupport};
+use crate::csvdata;
 use crate::engine::{fit_em, FitSettings};
 use crate::error::CliError;
 use crate::interrupt;
 use crate::model::{params_json, params_tables, save_model, StartInfo};
 use crate::progress::{show_progress, ProgressObserver};
 use crate::report::{num, print_stdout, Align, Table};
-use clap::{Args, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser};
+use clap::Args;
 use em_as_md::data::csv::{load_csv_with, LoadOptions, LoadedData};
 use em_as_md::fit::init::InitMethod;
 use em_as_md::fit::scaling::Scaling;
-use em_as_md::model::expert::ExpertKind;
 use em_as_md::model::mixture::{Gating, MixtureOfExperts};
-use em_as_md::{ConditionalFamily, Dataset, FittedMoe, MoeError};
+use em_as_md::model::registry;
+use em_as_md::{ConditionalFamily, Dataset, Expert, ExpertSpec, FittedMoe, MoeError};
 use experiments::plot::{Chart, Series};
 use serde_json::json;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-/// The expert type on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ExpertArg {
-    /// Gaussian linear regression with its own variance.
-    Linear,
-    /// Logistic regression (target 0/1).
-    Logistic,
-    /// Multinomial logistic regression (target 0..C−1).
-    Multinomial,
-    /// Poisson regression (target a count).
-    Poisson,
-}
-
-impl ExpertArg {
-    /// The data loader's kind (for the target-support check).
-    pub fn target_kind(self) -> TargetKind {
-        match self {
-            ExpertArg::Linear => TargetKind::Linear,
-            ExpertArg::Logistic => TargetKind::Logistic,
-            ExpertArg::Multinomial => TargetKind::Multinomial,
-            ExpertArg::Poisson => TargetKind::Poisson,
-        }
-    }
+/// The values of `--expert`: every registered expert with a target rule (so that the
+/// command line can build it from the target column), in the registry's order, with its
+/// summary as the help text.
+pub fn expert_values() -> PossibleValuesParser {
+    PossibleValuesParser::new(
+        registry::expert_entries()
+            .into_iter()
+            .filter(|e| e.has_target_rule())
+            .map(|e| PossibleValue::new(e.name().to_string()).help(e.summary().to_string())),
+    )
 }
 
 /// The data and model flags shared by `mdem fit` and `mdem compare`.
@@ -75,9 +71,9 @@ pub struct ModelArgs {
     /// Number of experts K.
     #[arg(long, short = 'k', value_parser = clap::value_parser!(u32).range(1..))]
     pub experts: u32,
-    /// Expert type.
-    #[arg(long, value_enum)]
-    pub expert: ExpertArg,
+    /// Expert type (a registered expert whose description the target determines).
+    #[arg(long, value_parser = expert_values())]
+    pub expert: String,
     /// No gate on the features: constant mixing weights (a mixture of regressions).
     #[arg(long)]
     pub no_gate: bool,
@@ -97,11 +93,15 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     /// Loads the CSV (intercept unless `--no-intercept`), prints the loader's warnings
-    /// unless `quiet`, and checks the target against the expert's support.
+    /// unless `quiet`, checks the target against the expert's support and returns the
+    /// expert's description for it (both by the expert's registry entry).
     ///
     /// # Errors
-    /// The loader's one-line errors (file, line, column, what was expected).
-    pub fn load(&self, quiet: bool) -> Result<(LoadedData, ExpertKind), CliError> {
+    /// The loader's one-line errors (file, line, column, what was expected);
+    /// [`CliError::BadInput`] for an expert that is not registered or has no target rule.
+    pub fn load(&self, quiet: bool) -> Result<(LoadedData, ExpertSpec), CliError> {
+        let entry = registry::expert_entry(&self.expert)
+            .map_err(|e| CliError::BadInput(format!("--expert {}: {e}", self.expert)))?;
         let loaded = load_csv_with(
             &self.data,
             &self.target,
@@ -116,9 +116,28 @@ impl ModelArgs {
                 eprintln!("warning: {}: {w}", loaded.file);
             }
         }
-        let support = validate_loaded_target(&loaded, self.expert.target_kind())?;
-        let kind = expert_kind(self.expert, support);
-        Ok((loaded, kind))
+        let spec = csvdata::expert_spec(&loaded, &entry).ok_or_else(|| {
+            CliError::BadInput(format!(
+                "--expert {}: the command line cannot build this expert from a target column \
+                 (it has no target rule); expected one of {}",
+                self.expert,
+                offered().join(", ")
+            ))
+        })??;
+        Ok((loaded, spec))
+    }
+
+    /// The expert described by `spec` (from [`ModelArgs::load`]).
+    ///
+    /// # Errors
+    /// [`CliError::BadInput`] naming the data file when the registry cannot build it.
+    pub fn build_expert(
+        &self,
+        loaded: &LoadedData,
+        spec: &ExpertSpec,
+    ) -> Result<Arc<dyn Expert>, CliError> {
+        registry::build_expert(spec)
+            .map_err(|e| CliError::BadInput(format!("{}: {e}", loaded.file)))
     }
 
     /// The standardisation of the loaded feature columns ([`Scaling::fit`]) and the data
@@ -181,18 +200,13 @@ pub struct FitArgs {
     pub quiet: bool,
 }
 
-/// The library's expert kind for a validated target.
-pub fn expert_kind(arg: ExpertArg, support: TargetSupport) -> ExpertKind {
-    match (arg, support) {
-        (ExpertArg::Linear, _) => ExpertKind::Linear,
-        (ExpertArg::Logistic, _) => ExpertKind::Logistic,
-        (ExpertArg::Poisson, _) => ExpertKind::Poisson,
-        (ExpertArg::Multinomial, TargetSupport::Classes(c)) => {
-            ExpertKind::Multinomial { classes: c }
-        }
-        // validate_target returns Classes for multinomial targets; 2 classes otherwise.
-        (ExpertArg::Multinomial, _) => ExpertKind::Multinomial { classes: 2 },
-    }
+/// The names `--expert` accepts (registered experts with a target rule).
+pub fn offered() -> Vec<String> {
+    registry::expert_entries()
+        .into_iter()
+        .filter(|e| e.has_target_rule())
+        .map(|e| e.name().to_string())
+        .collect()
 }
 
 /// Runs `mdem fit`.
@@ -208,7 +222,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         )));
     }
     let verbose = !args.quiet && !args.json;
-    let (loaded, kind) = args.model.load(!verbose)?;
+    let (loaded, spec) = args.model.load(!verbose)?;
     let standardised = args.model.standardise(&loaded)?;
     let scaling = standardised.as_ref().map(|(s, _)| s);
     let fit_data = standardised.as_ref().map_or(&loaded.dataset, |(_, d)| d);
@@ -216,10 +230,8 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     let (n, d) = (data.n(), data.d());
     let k = args.model.experts as usize;
     let gating = args.model.gating();
-    let expert = kind
-        .build()
-        .map_err(|e| CliError::BadInput(format!("{}: {e}", loaded.file)))?;
-    let model = MixtureOfExperts::new(expert, k, d, gating)
+    let expert = args.model.build_expert(&loaded, &spec)?;
+    let model = MixtureOfExperts::new(expert.clone(), k, d, gating)
         .map_err(|e| CliError::BadInput(format!("{}: {e}", loaded.file)))?;
     if k > n {
         return Err(CliError::BadInput(format!(
@@ -233,13 +245,13 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             "{}: {n} data rows but the model has {p} parameters ({k} {kind} experts on {d} design columns{}); expected at least as many rows as parameters: use fewer experts or features",
             loaded.file,
             if args.model.no_gate { "" } else { ", softmax gate" },
-            kind = args.model.expert.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string()),
+            kind = args.model.expert,
         )));
     }
 
     let settings = FitSettings {
         n_experts: k,
-        expert: kind,
+        expert,
         gating,
         n_init: args.n_init as usize,
         seed: args.seed,
@@ -296,11 +308,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     let names = fitted.feature_names().to_vec();
     let iterations = rep.iterations;
     let termination = rep.termination.to_string();
-    let expert_name = args
-        .model
-        .expert
-        .to_possible_value()
-        .map_or_else(String::new, |v| v.get_name().to_string());
+    let expert_name = &args.model.expert;
 
     if let Some(path) = &args.out {
         let start = StartInfo {
@@ -350,7 +358,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             "features": loaded.features,
             "intercept": loaded.intercept,
             "fitted_on_standardized_features": scaling.is_some(),
-            "expert": kind,
+            "expert": model.expert().spec(),
             "experts": k,
             "gating": gating,
             "n_params": p,
@@ -436,14 +444,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn multinomial_classes_come_from_the_target() {
-        assert_eq!(
-            expert_kind(ExpertArg::Multinomial, TargetSupport::Classes(10)),
-            ExpertKind::Multinomial { classes: 10 }
-        );
-        assert_eq!(
-            expert_kind(ExpertArg::Linear, TargetSupport::Real),
-            ExpertKind::Linear
-        );
+    fn the_offered_experts_are_the_registered_ones_with_a_target_rule() {
+        let offered = offered();
+        for name in ["linear", "logistic", "multinomial", "poisson"] {
+            assert!(offered.iter().any(|o| o == name), "{offered:?}");
+        }
+        // A GLM needs its family: the library offers it, the command line does not.
+        assert!(!offered.iter().any(|o| o == "glm"));
+        use clap::builder::TypedValueParser;
+        let values: Vec<String> = expert_values()
+            .possible_values()
+            .unwrap()
+            .map(|v| v.get_name().to_string())
+            .collect();
+        assert_eq!(values, offered);
     }
 }

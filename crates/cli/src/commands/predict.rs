@@ -4,9 +4,14 @@
 //! Columns, one row per data row: `row` (1-based data row), `gate_1..gate_K` (gate
 //! probabilities $\pi_k(x)$); when the target column is present, `resp_1..resp_K`
 //! (posterior responsibilities $r_k \propto \pi_k(x)\,p_F(y;\eta_k(x))$) and
-//! `log_density` ($\log p(y\mid x)$); then the prediction: `mean` ($\mathbb E[y \mid x] =
-//! \sum_k\pi_k(x)\,\mathbb E_k[y\mid x]$) for linear and Poisson experts, `prob_1` ($P(y=1\mid x)$)
-//! for logistic experts, `prob_0..prob_{C-1}` for multinomial experts.
+//! `log_density` ($\log p(y\mid x)$); then the prediction $\mathbb E[y \mid x] =
+//! \sum_k\pi_k(x)\,\mathbb E_k[y\mid x]$, with the columns the expert names
+//! (`Expert::prediction_names`): `mean` for linear and Poisson experts, `prob_1`
+//! ($P(y=1\mid x)$) for logistic experts, `prob_0..prob_{C-1}` for multinomial experts.
+//!
+//! When the target column is present, every value is checked against the support of the
+//! model's expert (`Expert::check_target`), with the registry entry's words for the
+//! support in the one-line message (as `fit`).
 //!
 //! The data file is read with the same messages as `fit` (file, line, column); unlike
 //! `fit`, a handful of rows is fine (no design checks: constant or collinear columns do
@@ -17,7 +22,7 @@ use crate::model::{data_features, load_model};
 use crate::report::print_stdout;
 use clap::Args;
 use em_as_md::data::csv::DataError;
-use em_as_md::model::expert::ExpertKind;
+use em_as_md::model::registry;
 use em_as_md::{Dataset, MoeError};
 use std::path::{Path, PathBuf};
 
@@ -167,19 +172,9 @@ pub fn read_for_prediction(
     })
 }
 
-/// Column names of the prediction part for a model's expert kind.
-pub fn prediction_columns(kind: Option<ExpertKind>) -> Vec<String> {
-    match kind {
-        Some(ExpertKind::Logistic) => vec!["prob_1".into()],
-        Some(ExpertKind::Multinomial { classes }) => {
-            (0..classes).map(|c| format!("prob_{c}")).collect()
-        }
-        _ => vec!["mean".into()],
-    }
-}
-
-/// Checks that the target values lie in the support of the model's experts, with a
-/// message naming file, line and column (as `fit` does).
+/// Checks that the target values lie in the support of the model's experts
+/// (`Expert::check_target`), with a message naming file, line and column (as `fit`): the
+/// expert is named by its registry name and the support in the registry entry's words.
 ///
 /// # Errors
 /// [`CliError::Data`] with [`DataError::TargetOutOfSupport`].
@@ -189,29 +184,30 @@ pub fn check_target_support(
     file: &str,
     target: &str,
 ) -> Result<(), CliError> {
-    use crate::csvdata::{validate_target, ExpertKind as TargetKind, TargetError};
-    let kind = match fitted.model().expert().kind() {
-        Some(ExpertKind::Logistic) => TargetKind::Logistic,
-        Some(ExpertKind::Poisson) => TargetKind::Poisson,
-        Some(ExpertKind::Multinomial { .. }) => TargetKind::Multinomial,
-        _ => TargetKind::Linear,
+    let expert = fitted.model().expert();
+    let Some(row) = (0..pd.dataset.n()).find(|&i| !expert.check_target(pd.dataset.y(i))) else {
+        return Ok(());
     };
-    match validate_target(kind, pd.dataset.y_all()) {
-        Err(TargetError::OutOfSupport { row, kind, value }) => {
-            Err(CliError::Data(DataError::TargetOutOfSupport {
-                file: file.to_string(),
-                line: pd.lines.get(row).copied().unwrap_or(row as u64 + 2),
-                row: row + 1,
-                column: target.to_string(),
-                kind: kind.name(),
-                expected: kind.support(),
-                value,
-            }))
-        }
-        // A single class in new data is fine for prediction; labels beyond the model's
-        // classes are caught by the library with the row named.
-        _ => Ok(()),
-    }
+    // A model read from a file always has a description; its entry words the support.
+    let entry = expert
+        .spec()
+        .and_then(|s| registry::expert_entry(&s.name).ok());
+    let (name, expected) = match entry {
+        Some(e) => (e.name().to_string(), e.support().to_string()),
+        None => (
+            expert.name(),
+            format!("a value in the support of {}", expert.family().name()),
+        ),
+    };
+    Err(CliError::Data(DataError::TargetOutOfSupport {
+        file: file.to_string(),
+        line: pd.lines.get(row).copied().unwrap_or(row as u64 + 2),
+        row: row + 1,
+        column: target.to_string(),
+        expert: name,
+        expected: expected.into_boxed_str(),
+        value: pd.dataset.y(row)[0],
+    }))
 }
 
 /// Maps a library error about row `i` to a message naming the file and line.
@@ -264,8 +260,7 @@ pub fn run(args: &PredictArgs) -> Result<(), CliError> {
     } else {
         None
     };
-    let kind = model.expert().kind();
-    let pred_cols = prediction_columns(kind);
+    let pred_cols = model.expert().prediction_names();
     let m = model.expert().predict_dim();
     let mean = fitted.predict_mean(data).map_err(err)?;
     let mut header: Vec<String> = vec!["row".into()];

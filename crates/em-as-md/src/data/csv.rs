@@ -37,8 +37,8 @@
 //!
 //! The target's support for a given expert is not checked here: whoever knows the expert
 //! checks it once the data is loaded (the `mdem` command line does, reporting an offending
-//! row with [`DataError::TargetOutOfSupport`] or [`DataError::TooFewClasses`] and the
-//! row's line from [`LoadedData::lines`]).
+//! row with [`DataError::TargetOutOfSupport`] or [`DataError::TargetUnusable`] and the
+//! row's line from [`LoadedData::lines`], from the expert's registry entry).
 //!
 //! The messages are written for the `mdem` command line, which prints them as they are:
 //! some name its flags (`--features`, `--no-intercept`).
@@ -214,7 +214,7 @@ pub enum DataError {
         residual: f64,
     },
     /// The target lies outside the support of the chosen expert.
-    #[error("{file}: line {line} (data row {row}; the header is line 1), column \"{column}\": {kind} experts expect {expected}, found {value}")]
+    #[error("{file}: line {line} (data row {row}; the header is line 1), column \"{column}\": {expert} experts expect {expected}, found {value}")]
     TargetOutOfSupport {
         /// The file.
         file: String,
@@ -224,20 +224,27 @@ pub enum DataError {
         row: usize,
         /// The target column.
         column: String,
-        /// The expert kind, as named in messages (e.g. `logistic`).
-        kind: &'static str,
-        /// The support, in words (e.g. `0 or 1`).
-        expected: &'static str,
+        /// The expert's registry name (e.g. `logistic`).
+        expert: String,
+        /// The support, in words (the registry entry's; boxed to keep the error small).
+        expected: Box<str>,
         /// The offending value.
         value: f64,
     },
-    /// A multinomial target with fewer than two classes.
-    #[error("{file}: column \"{column}\": multinomial experts expect at least two classes 0..C−1, found only class 0")]
-    TooFewClasses {
+    /// The target column as a whole cannot be modelled by the expert (e.g. a multinomial
+    /// target with a single class).
+    #[error("{file}: column \"{column}\": {expert} experts expect {expected}, found {found}")]
+    TargetUnusable {
         /// The file.
         file: String,
         /// The target column.
         column: String,
+        /// The expert's registry name.
+        expert: String,
+        /// What is needed.
+        expected: String,
+        /// What the column has.
+        found: String,
     },
     /// The data set could not be built (should not happen after the checks above).
     #[error("{file}: {source}")]

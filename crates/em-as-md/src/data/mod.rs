@@ -34,7 +34,7 @@ impl Dataset {
         if y.is_empty() {
             return Err(invalid(None, None, "the data set has no rows"));
         }
-        if y.len() % q != 0 {
+        if !y.len().is_multiple_of(q) {
             return Err(invalid(None, None, "target length is not a multiple of q"));
         }
         let n = y.len() / q;

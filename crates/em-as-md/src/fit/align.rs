@@ -19,8 +19,19 @@
 //! gate logits (invariant to the choice of reference). The assignment minimising
 //! $\sum_k C_{k\sigma(k)}$ is found exactly by the Hungarian algorithm
 //! ([`min_cost_assignment`], $O(K^3)$, any $K$), tested against exhaustive search.
+//!
+//! **The permutation is linear.** $\theta' = P\theta$ with the sparse matrix
+//! $P$ = [`permutation_map`] (expert blocks moved, gate rows $w'_k = W_{\sigma(k)} -
+//! W_{\sigma(K-1)}$ re-referenced: differences, not a plain reordering). So quantities
+//! attached to $\theta$ transform with it: a covariance as $\Sigma' = P\Sigma P^\top$, an
+//! information matrix as $I' = P^{-\top} I P^{-1}$, where $P^{-1}$ is the map of the
+//! inverse permutation ([`inverse_permutation`]). `diagnostics::StandardErrors::permuted`
+//! uses it to move standard errors to aligned labels; [`FittedMoe::aligned_to`] aligns a
+//! whole fit and returns the permutation.
 
 use crate::error::{MoeError, Result};
+use crate::fit::predict::FittedMoe;
+use faer::Mat;
 
 /// Where the components live inside a flattened MoE parameter vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +140,65 @@ pub fn permute_theta(theta: &[f64], layout: &ParamLayout, perm: &[usize]) -> Res
         out[g + new * e..g + (new + 1) * e].copy_from_slice(layout.expert(theta, old));
     }
     Ok(out)
+}
+
+/// The matrix $P$ ($p\times p$, $p$ = `layout.len()`) of [`permute_theta`]:
+/// `permute_theta(θ, layout, perm)` $= P\theta$ for every $\theta$. Row $g + k e + a$
+/// (expert $k$'s entry $a$) is $e_{g + \sigma(k) e + a}^\top$; row $k d_g + j$ (gate vector
+/// $k < K-1$, entry $j$) is $e_{\sigma(k) d_g + j} - e_{\sigma(K-1) d_g + j}$, each term
+/// present only when its component is not the old reference $K-1$ (whose logits are 0).
+///
+/// # Errors
+/// `InvalidParam { name: "perm" }` when `perm` is not a permutation of $0..K$,
+/// `{ name: "n_experts" }` for $K = 0$.
+pub fn permutation_map(layout: &ParamLayout, perm: &[usize]) -> Result<Mat<f64>> {
+    let k = layout.n_experts;
+    if k == 0 {
+        return Err(MoeError::InvalidParam {
+            name: "n_experts",
+            reason: ">= 1".into(),
+        });
+    }
+    check_perm(perm, k)?;
+    let (p, dg, g, e) = (
+        layout.len(),
+        layout.gate_dim,
+        layout.gate_len(),
+        layout.expert_len,
+    );
+    let mut m = Mat::<f64>::zeros(p, p);
+    let last = perm[k - 1];
+    for (new, &old) in perm.iter().enumerate().take(k - 1) {
+        for j in 0..dg {
+            let row = new * dg + j;
+            if old + 1 < k {
+                m[(row, old * dg + j)] += 1.0;
+            }
+            if last + 1 < k {
+                m[(row, last * dg + j)] -= 1.0;
+            }
+        }
+    }
+    for (new, &old) in perm.iter().enumerate() {
+        for a in 0..e {
+            m[(g + new * e + a, g + old * e + a)] = 1.0;
+        }
+    }
+    Ok(m)
+}
+
+/// The inverse permutation: `inverse[perm[k]] = k`, so that permuting by `perm` and then
+/// by its inverse restores $\theta$ (and `permutation_map` of the inverse is $P^{-1}$).
+///
+/// # Errors
+/// `InvalidParam { name: "perm" }` when `perm` is not a permutation of $0..K$.
+pub fn inverse_permutation(perm: &[usize]) -> Result<Vec<usize>> {
+    check_perm(perm, perm.len())?;
+    let mut inv = vec![0; perm.len()];
+    for (k, &p) in perm.iter().enumerate() {
+        inv[p] = k;
+    }
+    Ok(inv)
 }
 
 /// The $K\times K$ matching cost $C_{kj}$ of the module documentation (row-major; row =
@@ -268,6 +338,48 @@ pub fn align_to(reference: &[f64], other: &[f64], layout: &ParamLayout) -> Resul
     permute_theta(other, layout, &perm)
 }
 
+impl FittedMoe {
+    /// The same fit with its components relabelled: component $k$ of the result is
+    /// component `perm[k]` of this fit ([`permute_theta`]; the likelihood, predictions and
+    /// report are unchanged).
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "perm" }` when `perm` is not a permutation of $0..K$.
+    pub fn permuted(&self, perm: &[usize]) -> Result<FittedMoe> {
+        let layout = layout_of(self.model());
+        let theta = permute_theta(self.theta(), &layout, perm)?;
+        FittedMoe::new(
+            self.model().clone(),
+            theta,
+            self.feature_names().to_vec(),
+            self.report().clone(),
+        )
+    }
+
+    /// This fit written in the labels of `reference` ([`align_components`]), and the
+    /// permutation `perm` used (component `perm[k]` of this fit is component $k$ of the
+    /// result). Quantities computed in this fit's labels follow with the same `perm`,
+    /// e.g. standard errors with `diagnostics::StandardErrors::permuted`.
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "reference" }` when the two fits do not share a parameter
+    /// layout ($K$, gate and expert lengths).
+    pub fn aligned_to(&self, reference: &FittedMoe) -> Result<(FittedMoe, Vec<usize>)> {
+        let layout = layout_of(self.model());
+        if layout_of(reference.model()) != layout {
+            return Err(MoeError::InvalidParam {
+                name: "reference",
+                reason: format!(
+                    "the reference's layout {:?} differs from this fit's {layout:?}",
+                    layout_of(reference.model())
+                ),
+            });
+        }
+        let perm = align_components(reference.theta(), self.theta(), &layout)?;
+        Ok((self.permuted(&perm)?, perm))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +457,44 @@ mod tests {
             assert!((a - b).abs() < 1e-12);
         }
         assert_eq!(align_to(&theta, &permuted, &layout).unwrap(), back);
+    }
+
+    #[test]
+    fn permutation_map_is_permute_theta_and_its_inverse_is_the_inverse_perm() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for (k, dg, e) in [(1, 0, 2), (2, 1, 1), (3, 2, 3), (4, 3, 2)] {
+            let layout = ParamLayout {
+                n_experts: k,
+                gate_dim: dg,
+                expert_len: e,
+            };
+            let theta: Vec<f64> = (0..layout.len())
+                .map(|_| rng.random_range(-2.0..2.0))
+                .collect();
+            let mut perm: Vec<usize> = (0..k).collect();
+            for i in (1..k).rev() {
+                perm.swap(i, rng.random_range(0..=i));
+            }
+            let p = permutation_map(&layout, &perm).unwrap();
+            let direct = permute_theta(&theta, &layout, &perm).unwrap();
+            for (r, d) in direct.iter().enumerate() {
+                let pt: f64 = (0..theta.len()).map(|c| p[(r, c)] * theta[c]).sum();
+                assert!((pt - d).abs() < 1e-14, "K={k}: row {r}");
+            }
+            let inv = inverse_permutation(&perm).unwrap();
+            let q = permutation_map(&layout, &inv).unwrap();
+            let pq = &p * &q;
+            for r in 0..theta.len() {
+                for c in 0..theta.len() {
+                    let id = if r == c { 1.0 } else { 0.0 };
+                    assert_eq!(pq[(r, c)], id, "K={k}: P P⁻¹ at ({r}, {c})");
+                }
+            }
+        }
+        assert!(matches!(
+            inverse_permutation(&[0, 0]),
+            Err(MoeError::InvalidParam { name: "perm", .. })
+        ));
     }
 
     #[test]

@@ -1,42 +1,64 @@
 //! Saving and loading fitted models as JSON.
 //!
-//! The file holds a format tag and version, the [`MoeSpec`] (expert kind, $K$, $d$,
-//! gating), $\hat\theta$, the feature names, the intercept flag, the fit report (with
-//! non-finite record fields stored as `null`) and the model's *fitting settings*: the
-//! softmax gate's M-step settings ([`GateConfig`], as set with
-//! [`MixtureOfExperts::with_gate_config`]) and, for [`Multinomial`] experts, their L-BFGS
-//! budget ([`Multinomial::with_lbfgs_budget`]) and dense-Newton limit
-//! ([`Multinomial::with_dense_max_params`]). A loaded model therefore refits (e.g.
-//! `mdem certify`, or an [`crate::Executor`] started from it) with the settings it was
-//! saved with.
+//! **Version 2** (written): a format tag and version, the [`MoeSpec`] — the expert's
+//! [`ExpertSpec`] (its [registry](crate::model::registry) name and named parameters, for a
+//! GLM the family's [`FamilySpec`](crate::model::expert::FamilySpec), the number of
+//! regressed components and the constants), $K$, $d$, the gating — then $\hat\theta$, the
+//! feature names, the intercept flag, the fit report (non-finite record fields stored as
+//! `null`) and the `fitting` section with the softmax gate's M-step settings
+//! ([`GateConfig`], as set with [`MixtureOfExperts::with_gate_config`]):
 //!
-//! The settings live in an optional `fitting` section, added without a version bump:
-//! a file written before it existed has no such section and loads exactly as before, with
-//! the default settings ([`GateConfig::default`], [`Multinomial::new`]); a reader that
-//! predates it ignores it. On load the settings go through the same validated setters as
-//! in code, so an out-of-range value in a file is the setter's typed error.
+//! ```json
+//! { "format": "mdem-moe", "version": 2,
+//!   "spec": { "expert": { "name": "multinomial",
+//!                         "params": { "classes": 3.0, "lbfgs_tol": 1e-8,
+//!                                     "lbfgs_max_iter": 300.0, "dense_max_params": 100.0 } },
+//!             "n_experts": 2, "n_features": 3, "gating": "Softmax" },
+//!   "theta": [ … ], "feature_names": [ … ], "intercept": true, "report": { … },
+//!   "fitting": { "gate": { "tol": 1e-10, … } } }
+//! ```
 //!
-//! Floats are written with the shortest representation that reads back to the same bits
-//! (`serde_json` with `float_roundtrip`), so a loaded model predicts bit-identically.
-//! Loading validates every size and gives typed errors; models with custom experts (no
-//! [`MoeSpec`]) cannot be saved.
+//! An expert's own fitting settings are parameters of its description (a multinomial
+//! expert's L-BFGS budget and dense-Newton limit), so a loaded model refits (e.g.
+//! `mdem certify`, or an [`crate::Executor`] started from it) exactly as it was saved.
+//! Loading rebuilds the expert with [`registry::build_expert`](crate::model::registry::build_expert):
+//! a user's expert or family must be registered first, and an unregistered name is
+//! [`RegistryError::UnknownExpert`](crate::error::RegistryError::UnknownExpert) /
+//! [`RegistryError::UnknownFamily`](crate::error::RegistryError::UnknownFamily) naming
+//! it. An expert without a description ([`Expert::spec`](crate::model::expert::Expert::spec) is `None`) cannot be saved:
+//! [`RegistryError::NotSerialisable`](crate::error::RegistryError::NotSerialisable)
+//! naming it.
+//!
+//! **Version 1** files (written before the registry: `"spec": {"expert": "Linear" |
+//! {"RidgeLinear": {"ridge": λ}} | "Logistic" | {"Multinomial": {"classes": C}} |
+//! "Poisson", …}`, with an optional `fitting` section holding the gate settings and, for
+//! multinomial experts, `{"multinomial": {"lbfgs_tol", "lbfgs_max_iter",
+//! "dense_max_params"}}`) still load: the expert becomes the equivalent [`ExpertSpec`]
+//! (`linear` with `ridge`, `logistic`, `multinomial` with `classes` and the saved settings,
+//! `poisson`); a file without the section loads with the default settings; multinomial
+//! settings on another expert are `InvalidParam { name: "fitting" }`. Saving such a model
+//! writes version 2.
+//!
+//! On load every setting goes through the same validated setters and builders as in code,
+//! so an out-of-range value in a file is their typed error. Floats are written with the
+//! shortest representation that reads back to the same bits (`serde_json` with
+//! `float_roundtrip`), so a loaded model predicts bit-identically.
 
 use crate::error::{MoeError, Result};
 use crate::fit::predict::{FitReport, FittedMoe, RestartSummary, Spread};
-use crate::model::expert::{Expert, ExpertKind, Multinomial};
+use crate::model::expert::ExpertSpec;
 use crate::model::gate::{GateConfig, GateSolver};
-use crate::model::mixture::{MixtureOfExperts, MoeSpec};
+use crate::model::mixture::{Gating, MixtureOfExperts, MoeSpec};
 use crate::solve::executor::RecordJson;
 use crate::solve::solver::{IterRecord, Termination};
 use crate::ConditionalFamily;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::sync::Arc;
 
 /// Format tag written into every model file.
 pub const FORMAT: &str = "mdem-moe";
-/// Format version.
-pub const VERSION: u32 = 1;
+/// Format version written ([`from_json`] also reads version 1).
+pub const VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct ReportJson {
@@ -53,6 +75,14 @@ struct ReportJson {
     spread: Option<Spread>,
 }
 
+/// The format tag and version, read first to choose the schema.
+#[derive(Deserialize)]
+struct Header {
+    format: String,
+    version: u32,
+}
+
+/// A version-2 file.
 #[derive(Serialize, Deserialize)]
 struct ModelFile {
     format: String,
@@ -62,19 +92,64 @@ struct ModelFile {
     feature_names: Vec<String>,
     intercept: bool,
     report: ReportJson,
-    /// Absent in files written before it existed (read as `None`: default settings).
     #[serde(default)]
     fitting: Option<FittingJson>,
 }
 
-/// The fitting settings of a saved model (the `fitting` section).
+/// The model-level fitting settings (the `fitting` section).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct FittingJson {
     /// The gate's M-step settings.
     gate: GateConfigJson,
-    /// The multinomial experts' settings; written only for [`ExpertKind::Multinomial`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    multinomial: Option<MultinomialJson>,
+}
+
+/// A version-1 file (read only).
+#[derive(Deserialize)]
+struct ModelFileV1 {
+    spec: MoeSpecV1,
+    theta: Vec<f64>,
+    feature_names: Vec<String>,
+    intercept: bool,
+    report: ReportJson,
+    /// Absent in files written before it existed (read as `None`: default settings).
+    #[serde(default)]
+    fitting: Option<FittingJsonV1>,
+}
+
+/// The version-1 spec: the expert as the closed set of built-ins it had.
+#[derive(Deserialize)]
+struct MoeSpecV1 {
+    expert: ExpertV1,
+    n_experts: usize,
+    n_features: usize,
+    gating: Gating,
+}
+
+/// The expert of a version-1 file (the schema of that version, read only; it becomes
+/// an [`ExpertSpec`] at once).
+#[derive(Debug, Clone, Copy, Deserialize)]
+enum ExpertV1 {
+    Linear,
+    RidgeLinear { ridge: f64 },
+    Logistic,
+    Multinomial { classes: usize },
+    Poisson,
+}
+
+/// The version-1 `fitting` section.
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct FittingJsonV1 {
+    gate: GateConfigJson,
+    #[serde(default)]
+    multinomial: Option<MultinomialJsonV1>,
+}
+
+/// A multinomial expert's settings in a version-1 file.
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct MultinomialJsonV1 {
+    lbfgs_tol: f64,
+    lbfgs_max_iter: u64,
+    dense_max_params: usize,
 }
 
 /// [`GateConfig`] as written in the file (the type itself has no serde derives).
@@ -92,14 +167,6 @@ struct GateConfigJson {
 enum GateSolverJson {
     Newton,
     Lbfgs,
-}
-
-/// The settings of a [`Multinomial`] expert as written in the file.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-struct MultinomialJson {
-    lbfgs_tol: f64,
-    lbfgs_max_iter: u64,
-    dense_max_params: usize,
 }
 
 impl From<GateConfig> for GateConfigJson {
@@ -141,83 +208,64 @@ impl From<GateConfigJson> for GateConfig {
     }
 }
 
-/// The fitting settings of a multinomial expert.
+/// The [`ExpertSpec`] equivalent to a version-1 expert and its saved settings.
 ///
 /// # Errors
-/// `InvalidParam { name: "expert" }` if `expert` is not the multinomial expert.
-fn multinomial_settings(expert: &dyn Expert) -> Result<MultinomialJson> {
-    let m = expert.multinomial().ok_or_else(|| MoeError::InvalidParam {
-        name: "expert",
-        reason: format!(
-            "expert `{}` is saved as multinomial but is not one",
-            expert.name()
-        ),
-    })?;
-    let (lbfgs_tol, lbfgs_max_iter) = m.lbfgs_budget();
-    Ok(MultinomialJson {
-        lbfgs_tol,
-        lbfgs_max_iter,
-        dense_max_params: m.dense_max_params(),
-    })
-}
-
-/// The fitting settings of `model` for the file.
-///
-/// # Errors
-/// As [`multinomial_settings`] for a multinomial expert.
-fn fitting_of(model: &MixtureOfExperts, spec: &MoeSpec) -> Result<FittingJson> {
-    let multinomial = match spec.expert {
-        ExpertKind::Multinomial { .. } => Some(multinomial_settings(model.expert().as_ref())?),
-        _ => None,
-    };
-    Ok(FittingJson {
-        gate: model.gate_config().into(),
-        multinomial,
-    })
-}
-
-/// The model described by `spec`, with the saved fitting settings applied through the
-/// validated setters (the defaults when the file has no `fitting` section).
-///
-/// # Errors
-/// As [`MixtureOfExperts::from_spec`]; `InvalidParam { name: "gate config" }` and
-/// `InvalidParam { name: "lbfgs budget" }` from [`MixtureOfExperts::with_gate_config`] and
-/// [`Multinomial::with_lbfgs_budget`]; `InvalidParam { name: "fitting" }` for multinomial
-/// settings on another expert kind.
-fn model_from_file(spec: &MoeSpec, fitting: Option<&FittingJson>) -> Result<MixtureOfExperts> {
-    let Some(fit) = fitting else {
-        return MixtureOfExperts::from_spec(spec);
-    };
-    let expert: Arc<dyn Expert> = match (spec.expert, fit.multinomial) {
-        (ExpertKind::Multinomial { classes }, Some(m)) => Arc::new(
-            Multinomial::new(classes)?
-                .with_dense_max_params(m.dense_max_params)
-                .with_lbfgs_budget(m.lbfgs_tol, m.lbfgs_max_iter)?,
-        ),
-        (kind, None) => kind.build()?,
+/// `InvalidParam { name: "fitting" }` for multinomial settings on another expert.
+fn spec_from_v1(kind: ExpertV1, settings: Option<MultinomialJsonV1>) -> Result<ExpertSpec> {
+    let spec = match (kind, settings) {
+        (ExpertV1::Multinomial { classes }, settings) => {
+            let spec = ExpertSpec::new("multinomial").param("classes", classes as f64);
+            match settings {
+                Some(m) => spec
+                    .param("lbfgs_tol", m.lbfgs_tol)
+                    .param("lbfgs_max_iter", m.lbfgs_max_iter as f64)
+                    .param("dense_max_params", m.dense_max_params as f64),
+                None => spec,
+            }
+        }
         (kind, Some(_)) => {
             return Err(MoeError::InvalidParam {
                 name: "fitting",
                 reason: format!("multinomial settings saved for a {kind:?} expert"),
             })
         }
+        (ExpertV1::Linear, None) => ExpertSpec::new("linear"),
+        (ExpertV1::RidgeLinear { ridge }, None) => ExpertSpec::new("linear").param("ridge", ridge),
+        (ExpertV1::Logistic, None) => ExpertSpec::new("logistic"),
+        (ExpertV1::Poisson, None) => ExpertSpec::new("poisson"),
     };
-    MixtureOfExperts::new(expert, spec.n_experts, spec.n_features, spec.gating)?
-        .with_gate_config(fit.gate.into())
+    Ok(spec)
 }
 
-/// The model as a JSON string.
+/// The model described by `spec` with the saved gate settings applied through the
+/// validated setter (the defaults when the file has none).
 ///
 /// # Errors
-/// `InvalidParam { name: "expert" }` for a custom expert (or a multinomial expert whose
-/// fitting settings cannot be read); `Io` if serialisation fails.
+/// As [`MixtureOfExperts::from_spec`]; `InvalidParam { name: "gate config" }` from
+/// [`MixtureOfExperts::with_gate_config`].
+fn model_from_file(spec: &MoeSpec, gate: Option<GateConfigJson>) -> Result<MixtureOfExperts> {
+    let model = MixtureOfExperts::from_spec(spec)?;
+    match gate {
+        Some(g) => model.with_gate_config(g.into()),
+        None => Ok(model),
+    }
+}
+
+/// The model as a JSON string (version [`VERSION`]).
+///
+/// # Errors
+/// [`RegistryError::NotSerialisable`](crate::error::RegistryError::NotSerialisable)
+/// naming an expert without a description; `Io` if serialisation fails.
 pub fn to_json(m: &FittedMoe) -> Result<String> {
     let r = m.report();
     let spec = m.model().spec()?;
     let file = ModelFile {
         format: FORMAT.into(),
         version: VERSION,
-        fitting: Some(fitting_of(m.model(), &spec)?),
+        fitting: Some(FittingJson {
+            gate: m.model().gate_config().into(),
+        }),
         spec,
         theta: m.theta().to_vec(),
         feature_names: m.feature_names().to_vec(),
@@ -239,36 +287,66 @@ pub fn to_json(m: &FittedMoe) -> Result<String> {
     serde_json::to_string_pretty(&file).map_err(|e| MoeError::Io(e.to_string()))
 }
 
-/// A model from a JSON string written by [`to_json`].
+/// A model from a JSON string written by [`to_json`] (version 2) or by a version-1 writer.
 ///
 /// # Errors
-/// `Io` for malformed JSON or a wrong format tag/version; `InvalidParam` naming
-/// `n_experts`, `n_features`, `expert`, `theta` or `feature_names` when sizes are
-/// inconsistent; `InvalidParam { name: "intercept" }` when the flag contradicts the names;
-/// for the `fitting` section, the setters' errors `InvalidParam { name: "gate config" }`
-/// ([`GateConfig::check`]) and `InvalidParam { name: "lbfgs budget" }`
-/// ([`Multinomial::with_lbfgs_budget`]), and `InvalidParam { name: "fitting" }` for
-/// multinomial settings on another expert kind.
+/// `Io` for malformed JSON or a wrong format tag/version; the registry's errors for the
+/// expert ([`RegistryError::UnknownExpert`](crate::error::RegistryError::UnknownExpert),
+/// [`RegistryError::UnknownFamily`](crate::error::RegistryError::UnknownFamily) naming an
+/// unregistered name, [`RegistryError::WrongParams`](crate::error::RegistryError::WrongParams)
+/// and [`RegistryError::BadParam`](crate::error::RegistryError::BadParam) for its
+/// parameters, e.g. a zero `lbfgs_max_iter`); `InvalidParam` naming `n_experts`,
+/// `n_features`, `theta` or `feature_names` when sizes are inconsistent;
+/// `InvalidParam { name: "intercept" }` when the flag contradicts the names;
+/// `InvalidParam { name: "gate config" }` ([`GateConfig::check`]) for bad gate settings;
+/// for version 1, the builders' errors for the saved multinomial settings and
+/// `InvalidParam { name: "fitting" }` for multinomial settings on another expert.
 pub fn from_json(text: &str) -> Result<FittedMoe> {
-    let f: ModelFile = serde_json::from_str(text).map_err(|e| MoeError::Io(e.to_string()))?;
-    if f.format != FORMAT || f.version != VERSION {
-        return Err(MoeError::Io(format!(
-            "not an {FORMAT} v{VERSION} model file (found {} v{})",
-            f.format, f.version
-        )));
-    }
-    let model = model_from_file(&f.spec, f.fitting.as_ref())?;
-    if f.theta.len() != model.n_params() {
+    let io = |e: serde_json::Error| MoeError::Io(e.to_string());
+    let h: Header = serde_json::from_str(text).map_err(io)?;
+    let (spec, gate, theta, feature_names, intercept, r) = match (h.format.as_str(), h.version) {
+        (FORMAT, 2) => {
+            let f: ModelFile = serde_json::from_str(text).map_err(io)?;
+            let gate = f.fitting.map(|s| s.gate);
+            (
+                f.spec,
+                gate,
+                f.theta,
+                f.feature_names,
+                f.intercept,
+                f.report,
+            )
+        }
+        (FORMAT, 1) => {
+            let f: ModelFileV1 = serde_json::from_str(text).map_err(io)?;
+            let expert = spec_from_v1(f.spec.expert, f.fitting.and_then(|s| s.multinomial))?;
+            let spec = MoeSpec {
+                expert,
+                n_experts: f.spec.n_experts,
+                n_features: f.spec.n_features,
+                gating: f.spec.gating,
+            };
+            let gate = f.fitting.map(|s| s.gate);
+            (spec, gate, f.theta, f.feature_names, f.intercept, f.report)
+        }
+        _ => {
+            return Err(MoeError::Io(format!(
+                "not an {FORMAT} v1 or v{VERSION} model file (found {} v{})",
+                h.format, h.version
+            )))
+        }
+    };
+    let model = model_from_file(&spec, gate)?;
+    if theta.len() != model.n_params() {
         return Err(MoeError::InvalidParam {
             name: "theta",
             reason: format!(
                 "the model has {} parameters, the file {}",
                 model.n_params(),
-                f.theta.len()
+                theta.len()
             ),
         });
     }
-    let r = f.report;
     let report = FitReport {
         solver: r.solver,
         n_rows: r.n_rows,
@@ -282,8 +360,8 @@ pub fn from_json(text: &str) -> Result<FittedMoe> {
         restarts: r.restarts,
         spread: r.spread,
     };
-    let fitted = FittedMoe::new(model, f.theta, f.feature_names, report)?;
-    if fitted.intercept() != f.intercept {
+    let fitted = FittedMoe::new(model, theta, feature_names, report)?;
+    if fitted.intercept() != intercept {
         return Err(MoeError::InvalidParam {
             name: "intercept",
             reason: "flag contradicts the first feature name".into(),

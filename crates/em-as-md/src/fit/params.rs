@@ -3,12 +3,12 @@
 //!
 //! ```no_run
 //! use em_as_md::fit::MoeParams;
-//! use em_as_md::model::expert::ExpertKind;
+//! use em_as_md::model::expert::LinearGaussian;
 //! use em_as_md::model::mixture::Gating;
 //! # fn main() -> em_as_md::Result<()> {
 //! # let data = em_as_md::Dataset::from_rows(&[0.0, 1.0, 2.0, 3.0], 1, &[0.0, 1.0, 0.5, 2.0], 1)?.with_intercept();
 //! let fitted = MoeParams::new(2)
-//!     .expert(ExpertKind::Linear)
+//!     .expert(LinearGaussian::with_ridge(1e-6)?)
 //!     .gating(Gating::Softmax)
 //!     .tol(1e-8)
 //!     .n_init(4)
@@ -19,6 +19,14 @@
 //!     fitted.report().log_likelihood, fitted.report().iterations, fitted.report().termination);
 //! # Ok(()) }
 //! ```
+//!
+//! **Any expert.** [`MoeParams::expert`] takes any [`Expert`]: a built-in, a
+//! [`Glm`](crate::model::expert::Glm) on a researcher's own family, or a researcher's own
+//! expert type; [`MoeParams::expert_shared`] takes one already behind an `Arc`, and
+//! [`MoeParams::for_model`] starts from a [`MixtureOfExperts`] (its expert, $K$, gating and
+//! gate settings). Restarts, initialisation ([`InitMethod`]), prediction, information
+//! criteria and label alignment ([`FittedMoe::aligned_to`]) are the same for every
+//! expert; saving needs the expert's description ([`Expert::spec`]).
 //!
 //! **Restarts.** Restart $r \in \{0, …, n_{\text{init}}-1\}$ draws its start from the
 //! `ChaCha8Rng` seeded with the master seed on stream $r$ (deterministic, independent of
@@ -36,8 +44,10 @@ use crate::fit::init::{
     hard_responsibilities, kmeanspp_labels, random_responsibilities, InitMethod, HARD_FLOOR,
 };
 use crate::fit::predict::{training_summaries, FitReport, FittedMoe, RestartSummary, Spread};
-use crate::model::expert::ExpertKind;
+use crate::model::expert::{Expert, LinearGaussian};
+use crate::model::gate::GateConfig;
 use crate::model::mixture::{Gating, MixtureOfExperts};
+use crate::model::registry::check_family_shape;
 use crate::model::EmModel;
 use crate::solve::em::Em;
 use crate::solve::executor::{Executor, FitResult};
@@ -55,14 +65,14 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct MoeParams {
     n_experts: usize,
-    expert: ExpertKind,
+    expert: Arc<dyn Expert>,
     gating: Gating,
+    gate_config: GateConfig,
     max_iters: u64,
     tol: f64,
     n_init: usize,
     seed: u64,
     init: InitMethod,
-    ridge: f64,
     time_limit: Option<Duration>,
     cancel: Option<Arc<AtomicBool>>,
     verbose: bool,
@@ -88,28 +98,49 @@ impl std::fmt::Debug for ObserverFactory {
 pub struct MoeValidParams(MoeParams);
 
 impl MoeParams {
-    /// Defaults: linear-Gaussian experts, softmax gate, `max_iters` 1000, `tol` 1e-8,
-    /// one start, seed 0, k-means++ initialisation, no ridge.
+    /// Defaults: linear-Gaussian experts ([`LinearGaussian::new`]), softmax gate with
+    /// [`GateConfig::default`], `max_iters` 1000, `tol` 1e-8, one start, seed 0, k-means++
+    /// initialisation.
     pub fn new(n_experts: usize) -> Self {
         MoeParams {
             n_experts,
-            expert: ExpertKind::Linear,
+            expert: Arc::new(LinearGaussian::new()),
             gating: Gating::Softmax,
+            gate_config: GateConfig::default(),
             max_iters: 1000,
             tol: 1e-8,
             n_init: 1,
             seed: 0,
             init: InitMethod::KMeansPlusPlus,
-            ridge: 0.0,
             time_limit: None,
             cancel: None,
             verbose: false,
             observers: None,
         }
     }
-    /// Expert type.
-    pub fn expert(mut self, e: ExpertKind) -> Self {
+    /// The hyperparameters of `model`: its expert, $K$, gating and gate settings, with the
+    /// other fields at their defaults (as [`MoeParams::new`]). The model's $d$ is not kept:
+    /// [`MoeValidParams::fit`] builds the model for the data's features.
+    pub fn for_model(model: &MixtureOfExperts) -> Self {
+        MoeParams::new(model.n_experts())
+            .expert_shared(model.expert().clone())
+            .gating(model.gating())
+            .gate_config(model.gate_config())
+    }
+    /// The expert: a built-in ([`LinearGaussian`], [`Logistic`](crate::Logistic),
+    /// [`Multinomial`](crate::Multinomial), [`Poisson`](crate::Poisson)), a
+    /// [`Glm`](crate::Glm) on any family, or a user's own [`Expert`].
+    pub fn expert(self, e: impl Expert + 'static) -> Self {
+        self.expert_shared(Arc::new(e))
+    }
+    /// The expert, shared.
+    pub fn expert_shared(mut self, e: Arc<dyn Expert>) -> Self {
         self.expert = e;
+        self
+    }
+    /// The softmax gate's M-step settings (see [`MixtureOfExperts::with_gate_config`]).
+    pub fn gate_config(mut self, cfg: GateConfig) -> Self {
+        self.gate_config = cfg;
         self
     }
     /// Gating.
@@ -142,12 +173,6 @@ impl MoeParams {
         self.init = m;
         self
     }
-    /// Ridge $\lambda \ge 0$ added to the weighted Gram matrices of linear experts
-    /// (reported in the expert's name and kind; only for linear-Gaussian experts).
-    pub fn ridge(mut self, r: f64) -> Self {
-        self.ridge = r;
-        self
-    }
     /// Wall-clock limit per restart.
     pub fn time_limit(mut self, d: Duration) -> Self {
         self.time_limit = Some(d);
@@ -178,8 +203,11 @@ impl MoeParams {
     ///
     /// # Errors
     /// `InvalidParam` naming the field: `n_experts` (≥ 1), `tol` (finite and > 0),
-    /// `max_iters` (≥ 1), `n_init` (≥ 1), `ridge` (finite, ≥ 0, linear experts only),
-    /// `expert` (e.g. fewer than 2 classes), `init` (non-finite given θ).
+    /// `max_iters` (≥ 1), `n_init` (≥ 1), `gate config` ([`GateConfig::check`]),
+    /// `expert` (more regressed components than the family's dimension), `init`
+    /// (non-finite given θ); [`RegistryError::FamilyShape`](crate::error::RegistryError::FamilyShape)
+    /// naming the expert's family when its methods disagree with its dimensions
+    /// ([`check_family_shape`]).
     pub fn check(self) -> Result<MoeValidParams> {
         let bad = |name: &'static str, reason: &str| {
             Err(MoeError::InvalidParam {
@@ -199,34 +227,26 @@ impl MoeParams {
         if self.n_init == 0 {
             return bad("n_init", ">= 1");
         }
-        if !(self.ridge.is_finite() && self.ridge >= 0.0) {
-            return bad("ridge", "finite and >= 0");
+        self.gate_config.check()?;
+        let family = self.expert.family();
+        if self.expert.n_regressed() > family.dim() {
+            return bad(
+                "expert",
+                &format!(
+                    "{} regresses {} components of a family of dimension {}",
+                    self.expert.name(),
+                    self.expert.n_regressed(),
+                    family.dim()
+                ),
+            );
         }
-        let mut p = self;
-        if p.ridge > 0.0 {
-            match p.expert {
-                ExpertKind::Linear | ExpertKind::RidgeLinear { .. } => {
-                    p.expert = ExpertKind::RidgeLinear { ridge: p.ridge }
-                }
-                _ => return bad("ridge", "only linear-Gaussian experts take a ridge"),
-            }
-        }
-        if let ExpertKind::Multinomial { classes } = p.expert {
-            if classes < 2 {
-                return bad("expert", "multinomial experts need at least 2 classes");
-            }
-        }
-        if let ExpertKind::RidgeLinear { ridge } = p.expert {
-            if !(ridge.is_finite() && ridge >= 0.0) {
-                return bad("ridge", "finite and >= 0");
-            }
-        }
-        if let InitMethod::Theta(t) = &p.init {
+        check_family_shape(family, &family.name())?;
+        if let InitMethod::Theta(t) = &self.init {
             if t.iter().any(|v| !v.is_finite()) {
                 return bad("init", "given parameters must be finite");
             }
         }
-        Ok(MoeValidParams(p))
+        Ok(MoeValidParams(self))
     }
 }
 
@@ -303,15 +323,29 @@ impl MoeValidParams {
         &self.0
     }
 
+    /// The expert.
+    pub fn expert(&self) -> &Arc<dyn Expert> {
+        &self.0.expert
+    }
+
     /// The model these parameters describe for data with `d` features.
     ///
     /// # Errors
     /// As [`MixtureOfExperts::new`].
     pub fn model(&self, d: usize) -> Result<MixtureOfExperts> {
-        MixtureOfExperts::new(self.0.expert.build()?, self.0.n_experts, d, self.0.gating)
+        MixtureOfExperts::new(self.0.expert.clone(), self.0.n_experts, d, self.0.gating)?
+            .with_gate_config(self.0.gate_config)
     }
 
-    fn run_restart(
+    /// Restart `index` on its own, as [`fit`](Self::fit) runs it: $\theta_0$ from
+    /// [`initial_theta`] (the master seed's stream `index`), then EM through the
+    /// [`Executor`] with these limits and observers. `model` should be
+    /// [`model`](Self::model)`(data.d())`; [`fit`](Self::fit) runs the restarts in
+    /// parallel and keeps the best.
+    ///
+    /// # Errors
+    /// As [`initial_theta`], [`Problem::new`] and [`Executor::run`].
+    pub fn run_restart(
         &self,
         model: &MixtureOfExperts,
         data: &Dataset,

@@ -18,7 +18,6 @@
 
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
-use crate::model::expert::ExpertKind;
 use crate::model::mixture::MixtureOfExperts;
 use crate::model::EmModel;
 use crate::solve::problem::Problem;
@@ -284,28 +283,40 @@ impl FittedMoe {
         Ok(out)
     }
 
-    /// Class probabilities for classification experts, row-major $n\times C$: for
-    /// logistic experts $(1 - p_i, p_i)$ with $p_i = P(y_i = 1\mid x_i)$, for multinomial
-    /// experts all $C$ probabilities.
+    /// Class probabilities $P(y_i = c \mid x_i) = \sum_k \pi_k(x_i)\,P(y = c \mid x_i, z = k)$,
+    /// row-major $n\times C$, for experts that classify ([`Expert::n_classes`] and
+    /// [`Expert::class_probs`]; logistic: $C = 2$, multinomial: $C$ classes).
     ///
     /// # Errors
     /// `InvalidParam { name: "expert" }` for other experts; as [`Self::predict_mean`].
+    ///
+    /// [`Expert::n_classes`]: crate::model::expert::Expert::n_classes
+    /// [`Expert::class_probs`]: crate::model::expert::Expert::class_probs
     pub fn class_probs(&self, data: &Dataset) -> Result<Vec<f64>> {
-        match self.model.expert().kind() {
-            Some(ExpertKind::Logistic) => Ok(self
-                .predict_mean(data)?
-                .into_iter()
-                .flat_map(|p| [1.0 - p, p])
-                .collect()),
-            Some(ExpertKind::Multinomial { .. }) => self.predict_mean(data),
-            _ => Err(MoeError::InvalidParam {
-                name: "expert",
-                reason: format!(
-                    "class probabilities need logistic or multinomial experts, not {}",
-                    self.model.expert().name()
-                ),
-            }),
-        }
+        let e = self.model.expert();
+        let c = e.n_classes().ok_or_else(|| MoeError::InvalidParam {
+            name: "expert",
+            reason: format!(
+                "class probabilities need a classifying expert (logistic, multinomial), not {}",
+                e.name()
+            ),
+        })?;
+        let pi = self.gate_probs(data)?;
+        let k = self.model.n_experts();
+        let mut out = vec![0.0; data.n() * c];
+        out.par_chunks_mut(c)
+            .enumerate()
+            .try_for_each(|(i, row)| -> Result<()> {
+                let mut buf = vec![0.0; c];
+                for z in 0..k {
+                    e.class_probs(self.model.expert_block(&self.theta, z), data.x(i), &mut buf)?;
+                    for (o, b) in row.iter_mut().zip(&buf) {
+                        *o += pi[i * k + z] * b;
+                    }
+                }
+                Ok(())
+            })?;
+        Ok(out)
     }
 
     /// $\log p(y_i\mid x_i;\hat\theta)$ for every row.

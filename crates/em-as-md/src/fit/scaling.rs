@@ -188,7 +188,8 @@ impl Scaling {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::expert::ExpertKind;
+    use crate::model::registry::build_expert;
+    use crate::ExpertSpec;
     use crate::Problem;
     use rand::{Rng, SeedableRng};
 
@@ -247,13 +248,13 @@ mod tests {
             let s = Scaling::fit(&raw, intercept);
             let z = s.apply(&raw).unwrap();
             for kind in [
-                ExpertKind::Linear,
-                ExpertKind::Logistic,
-                ExpertKind::Poisson,
-                ExpertKind::Multinomial { classes: 3 },
+                ExpertSpec::new("linear"),
+                ExpertSpec::new("logistic"),
+                ExpertSpec::new("poisson"),
+                ExpertSpec::new("multinomial").param("classes", 3.0),
             ] {
                 for gating in [Gating::Softmax, Gating::Constant] {
-                    let y = if kind == ExpertKind::Logistic {
+                    let y = if kind.name == "logistic" {
                         raw.y_all().iter().map(|v| f64::from(*v > 0.5)).collect()
                     } else {
                         raw.y_all().to_vec()
@@ -263,7 +264,8 @@ mod tests {
                     let zrows: Vec<f64> = (0..z.n()).flat_map(|i| z.x(i).to_vec()).collect();
                     let z_k = Dataset::from_rows(&zrows, z.d(), &y, 1).unwrap();
                     let model =
-                        MixtureOfExperts::new(kind.build().unwrap(), 2, raw.d(), gating).unwrap();
+                        MixtureOfExperts::new(build_expert(&kind).unwrap(), 2, raw.d(), gating)
+                            .unwrap();
                     let theta_z = model.random_params(&mut rng, 0.3);
                     let theta_x = s.to_original(&model, &theta_z).unwrap();
                     let lz = Problem::new(&model, &z_k)
@@ -296,9 +298,13 @@ mod tests {
             intercept: false,
         };
         assert!(matches!(s.apply(&data), Err(MoeError::InvalidData { .. })));
-        let model =
-            MixtureOfExperts::new(ExpertKind::Linear.build().unwrap(), 2, 2, Gating::Softmax)
-                .unwrap();
+        let model = MixtureOfExperts::new(
+            build_expert(&ExpertSpec::new("linear")).unwrap(),
+            2,
+            2,
+            Gating::Softmax,
+        )
+        .unwrap();
         assert!(matches!(
             s.to_original(&model, &[0.0; 3]),
             Err(MoeError::InvalidParam { .. })

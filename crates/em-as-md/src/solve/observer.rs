@@ -28,7 +28,7 @@ impl ObserverMode {
     pub fn fires(&self, iter: u64, improved: bool) -> bool {
         match *self {
             ObserverMode::Always => true,
-            ObserverMode::Every(n) => n > 0 && iter % n == 0,
+            ObserverMode::Every(n) => n > 0 && iter.is_multiple_of(n),
             ObserverMode::NewBest => improved,
         }
     }

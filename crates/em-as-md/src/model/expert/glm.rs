@@ -1,6 +1,6 @@
 //! [`Glm`]: an expert on any exponential family a researcher writes.
 
-use super::Expert;
+use super::{Expert, ExpertSpec, FamilySpec, Params};
 use crate::error::{MoeError, Result};
 use mirror::ExponentialFamily;
 use rand::RngCore;
@@ -9,12 +9,33 @@ use std::sync::Arc;
 
 /// A GLM expert on any [`ExponentialFamily`] (a researcher's own, e.g. a Gamma family):
 /// the first `n_regressed` natural components are linear in $x$, the others are
-/// constants. Fitted by [`glm_newton`](super::glm_newton). Not serialisable ([`Expert::kind`] is `None`).
+/// constants. Fitted by [`glm_newton`](super::glm_newton).
+///
+/// **Saving.** A `Glm` built from a *registered* family ([`Glm::registered`], or the
+/// registry's `glm` builder when a model file is loaded) remembers the family's
+/// [`FamilySpec`], so its [`Expert::spec`] is
+/// `ExpertSpec { name: "glm", family, n_regressed, constants }` and a model with it can be
+/// saved and loaded (loading needs the family registered under the same name). A `Glm`
+/// built from a family value ([`Glm::new`], [`Glm::with_constants`]) fits, predicts and
+/// has standard errors all the same, but has no description: saving it is
+/// [`RegistryError::NotSerialisable`](crate::error::RegistryError::NotSerialisable).
+///
+/// ```
+/// use em_as_md::model::expert::{Expert, Glm, Params};
+/// // Mirror's Gaussian with known variance, registered by em-as-md as
+/// // `gaussian-known-variance` with the parameter `variance`.
+/// let g = Glm::registered("gaussian-known-variance", &Params::new().with("variance", 0.5))?;
+/// let spec = g.spec().unwrap();
+/// assert_eq!(spec.name, "glm");
+/// assert_eq!(spec.family.unwrap().params.get("variance"), Some(0.5));
+/// # Ok::<(), em_as_md::MoeError>(())
+/// ```
 #[derive(Clone)]
 pub struct Glm {
     family: Arc<dyn ExponentialFamily>,
     n_regressed: usize,
     constants: Vec<f64>,
+    family_spec: Option<FamilySpec>,
 }
 
 impl std::fmt::Debug for Glm {
@@ -23,6 +44,7 @@ impl std::fmt::Debug for Glm {
             .field("family", &self.family.name())
             .field("n_regressed", &self.n_regressed)
             .field("constants", &self.constants)
+            .field("family_spec", &self.family_spec)
             .finish()
     }
 }
@@ -35,14 +57,50 @@ impl Glm {
             family,
             n_regressed: p,
             constants: Vec::new(),
+            family_spec: None,
         }
+    }
+    /// Every natural component regressed, on the family registered as `name`, built from
+    /// `params` by the [registry](crate::model::registry) (which checks the family's
+    /// shape); the expert remembers the family's name and parameters, so a model with it
+    /// can be saved.
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownFamily`](crate::error::RegistryError::UnknownFamily) for an unregistered name (listing the known ones),
+    /// [`RegistryError::WrongParams`](crate::error::RegistryError::WrongParams) / [`RegistryError::BadParam`](crate::error::RegistryError::BadParam) for parameters the
+    /// family does not take, [`RegistryError::FamilyShape`](crate::error::RegistryError::FamilyShape) for a family inconsistent with
+    /// its `dim()` / `obs_dim()`, and the builder's own errors.
+    pub fn registered(name: &str, params: &Params) -> Result<Self> {
+        let spec = FamilySpec::new(name, params.clone());
+        let family = crate::model::registry::build_family(&spec)?;
+        let mut g = Glm::new(family);
+        g.family_spec = Some(spec);
+        Ok(g)
+    }
+    /// The same expert with only the first `n_regressed` components regressed and the
+    /// others constant, starting at `constants` (as [`Glm::with_constants`]; the family
+    /// and its description are kept).
+    ///
+    /// # Errors
+    /// As [`Glm::with_constants`].
+    pub fn regressing(self, n_regressed: usize, constants: Vec<f64>) -> Result<Self> {
+        let spec = self.family_spec;
+        let mut g = Glm::with_constants(self.family, n_regressed, constants)?;
+        g.family_spec = spec;
+        Ok(g)
+    }
+    /// The family's description, when it was built from the registry.
+    pub fn family_spec(&self) -> Option<&FamilySpec> {
+        self.family_spec.as_ref()
     }
     /// The first `n_regressed` components regressed, the others constant, starting at
     /// `constants` (which must make a valid natural parameter together with any
     /// regressed values, e.g. a Gamma shape).
     ///
     /// # Errors
-    /// `InvalidParam` if `n_regressed > dim` or `constants.len() != dim - n_regressed`.
+    /// `InvalidParam { name: "n_regressed" }` if `n_regressed > dim` or
+    /// `constants.len() != dim - n_regressed`; `InvalidParam { name: "constants" }` for a
+    /// non-finite constant.
     pub fn with_constants(
         family: Arc<dyn ExponentialFamily>,
         n_regressed: usize,
@@ -59,10 +117,17 @@ impl Glm {
                 ),
             });
         }
+        if let Some(i) = constants.iter().position(|c| !c.is_finite()) {
+            return Err(MoeError::InvalidParam {
+                name: "constants",
+                reason: format!("constant {i} is {}, expected a finite value", constants[i]),
+            });
+        }
         Ok(Glm {
             family,
             n_regressed,
             constants,
+            family_spec: None,
         })
     }
 }
@@ -79,6 +144,18 @@ impl Expert for Glm {
     }
     fn default_constants(&self, out: &mut [f64]) {
         out.copy_from_slice(&self.constants);
+    }
+    /// `ExpertSpec { name: "glm", family, n_regressed, constants }` when the family came
+    /// from the registry ([`Glm::registered`]), else `None`.
+    fn spec(&self) -> Option<ExpertSpec> {
+        let family = self.family_spec.clone()?;
+        Some(ExpertSpec {
+            name: "glm".into(),
+            params: Params::new(),
+            family: Some(family),
+            n_regressed: Some(self.n_regressed),
+            constants: self.constants.clone(),
+        })
     }
     /// A random start whose natural parameter lies in the family's domain for every $x$
     /// with $x_0 = 1$ (feature 0 the intercept, as [`Dataset::with_intercept`](crate::Dataset::with_intercept) arranges),

@@ -1,6 +1,7 @@
 //! The linear-Gaussian expert ([`LinearGaussian`]): weighted least squares in closed form.
 
-use super::{check_len, check_targets, check_weights, dot, Expert, ExpertKind};
+use super::{check_len, check_targets, check_weights, dot, Expert, ExpertSpec};
+use super::{GaussianRegression, ReadableParams};
 use crate::data::Dataset;
 use crate::error::{Block, MoeError, Result};
 use crate::inner::cholesky::cholesky_solve;
@@ -20,8 +21,12 @@ use mirror::ExponentialFamily;
 /// $$ \hat\beta = (X^\top W X + \lambda I)^{-1} X^\top W y,\qquad
 ///    \hat\sigma^2 = \frac{\sum_i w_i (y_i - \hat\beta^\top x_i)^2}{\sum_i w_i}, $$
 /// with the ridge $\lambda = 0$ unless asked for ([`LinearGaussian::with_ridge`]; it is
-/// part of [`Expert::name`] and [`ExpertKind`], so it is always reported). With
+/// part of [`Expert::name`] and of the description [`Expert::spec`] (registry name
+/// `linear`, parameter `ridge`), so it is always reported and saved). With
 /// $\lambda = 0$ this is the exact maximiser of $Q$.
+///
+/// It offers the [`GaussianRegression`] capability ([`Expert::gaussian_regression`]), so
+/// a mixture of linear experts runs its M-step from merged weighted Gram matrices.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct LinearGaussian {
     ridge: f64,
@@ -237,14 +242,53 @@ impl Expert for LinearGaussian {
     fn default_constants(&self, out: &mut [f64]) {
         out[0] = -0.5;
     }
-    fn kind(&self) -> Option<ExpertKind> {
-        Some(if self.ridge > 0.0 {
-            ExpertKind::RidgeLinear { ridge: self.ridge }
-        } else {
-            ExpertKind::Linear
+    fn spec(&self) -> Option<ExpertSpec> {
+        Some(ExpertSpec::new("linear").param("ridge", self.ridge))
+    }
+    fn gaussian_regression(&self) -> Option<&dyn GaussianRegression> {
+        Some(self)
+    }
+    /// $\beta = -\gamma/(2\tau)$ (label `beta`) and $\sigma^2 = -1/(2\tau)$ (label
+    /// `variance σ²`).
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "params" }` for a wrong length, `LeftDomain` unless $\tau < 0$.
+    fn readable_params(&self, params: &[f64], d: usize) -> Result<ReadableParams> {
+        check_len("params", d + 1, params.len())?;
+        let (beta, s2) = LinearGaussian::beta_from_natural(params)?;
+        Ok(ReadableParams {
+            coefficients: vec![("beta".into(), beta)],
+            scalars: vec![("variance σ²".into(), s2)],
         })
     }
-    fn linear_gaussian(&self) -> Option<&LinearGaussian> {
-        Some(self)
+}
+
+impl GaussianRegression for LinearGaussian {
+    /// $\beta = \sigma^2\gamma$, $\sigma^2 = -1/(2\tau)$ ([`LinearGaussian::beta_from_natural`]).
+    fn mean_variance(&self, params: &[f64], beta: &mut [f64]) -> Result<f64> {
+        let d = params.len().saturating_sub(1);
+        check_len("beta", d, beta.len())?;
+        let tau = params.get(d).copied().unwrap_or(f64::NAN);
+        if !(tau < 0.0 && tau.is_finite()) {
+            return Err(MoeError::LeftDomain {
+                reason: format!("Gaussian expert precision parameter tau = {tau} must be < 0"),
+            });
+        }
+        let s2 = -0.5 / tau;
+        for (b, g) in beta.iter_mut().zip(&params[..d]) {
+            *b = g * s2;
+        }
+        Ok(s2)
+    }
+    /// [`LinearGaussian::solve_from_gram`].
+    fn solve_from_gram(
+        &self,
+        gram: MatRef<'_, f64>,
+        rhs: &[f64],
+        syy: f64,
+        wsum: f64,
+        out: &mut [f64],
+    ) -> Result<()> {
+        LinearGaussian::solve_from_gram(self, gram, rhs, syy, wsum, out)
     }
 }

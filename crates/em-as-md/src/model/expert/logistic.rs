@@ -1,6 +1,6 @@
 //! The logistic expert ([`Logistic`]): Bernoulli with the canonical (logit) link.
 
-use super::{Expert, ExpertKind};
+use super::{Expert, ExpertSpec};
 use crate::error::Result;
 use mirror::special::sigmoid;
 use mirror::ExponentialFamily;
@@ -38,7 +38,23 @@ impl Expert for Logistic {
         fisher[0] = s * (1.0 - s);
         Ok(())
     }
-    fn kind(&self) -> Option<ExpertKind> {
-        Some(ExpertKind::Logistic)
+    fn spec(&self) -> Option<ExpertSpec> {
+        Some(ExpertSpec::new("logistic"))
+    }
+    fn n_classes(&self) -> Option<usize> {
+        Some(2)
+    }
+    /// $(1 - \sigma(\eta), \sigma(\eta))$.
+    fn class_probs(&self, params: &[f64], x: &[f64], out: &mut [f64]) -> Result<()> {
+        let mut eta = [0.0];
+        self.natural(params, x, &mut eta);
+        let p = sigmoid(eta[0]);
+        out[0] = 1.0 - p;
+        out[1] = p;
+        Ok(())
+    }
+    /// `prob_1`: the predictive mean is $P(y = 1 \mid x)$.
+    fn prediction_names(&self) -> Vec<String> {
+        vec!["prob_1".into()]
     }
 }

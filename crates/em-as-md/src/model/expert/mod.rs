@@ -19,6 +19,15 @@
 //! Built-ins: [`LinearGaussian`] (Gaussian with per-expert variance, closed-form weighted
 //! least squares), [`Logistic`] (Bernoulli), [`Multinomial`] (Categorical, $C$ classes),
 //! [`Poisson`], and [`Glm`] for any family a researcher writes.
+//!
+//! **Descriptions and capabilities.** An expert describes itself for model files with
+//! [`Expert::spec`] ([`ExpertSpec`]: a [registry](crate::model::registry) name and named
+//! parameters; `None` means it cannot be saved), and offers what else it can do through
+//! trait methods rather than downcasts: [`Expert::gaussian_regression`] (the mixture's
+//! fast Gaussian E-/M-step, [`GaussianRegression`]), [`Expert::readable_params`] (labelled
+//! parameters for reports), [`Expert::n_classes`] / [`Expert::class_probs`] (classifiers)
+//! and [`Expert::prediction_names`]. A researcher's own expert type can offer each of them
+//! and is then treated exactly as the built-ins.
 
 use crate::data::Dataset;
 use crate::error::{Block, MoeError, Result};
@@ -29,8 +38,6 @@ use faer::{Mat, MatRef};
 use mirror::ExponentialFamily;
 use rand::RngCore;
 use rand_distr::{Distribution, StandardNormal};
-use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 /// Default tolerance of the inner Newton solves (norm of the weight-averaged gradient).
 pub const INNER_TOL: f64 = 1e-10;
@@ -58,43 +65,6 @@ pub const MULTINOMIAL_LBFGS_TOL: f64 = 1e-8;
 /// [`MULTINOMIAL_LBFGS_TOL`] — e.g. on separable data, where no maximiser exists — is
 /// reported as `converged = false` in [`InnerStats`]).
 pub const MULTINOMIAL_LBFGS_MAX_ITER: u64 = 300;
-
-/// A serialisable description of a built-in expert (for model I/O).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub enum ExpertKind {
-    /// [`LinearGaussian`] without ridge.
-    Linear,
-    /// [`LinearGaussian`] with a ridge penalty $\lambda$ on the Gram matrix.
-    RidgeLinear {
-        /// $\lambda \ge 0$.
-        ridge: f64,
-    },
-    /// [`Logistic`].
-    Logistic,
-    /// [`Multinomial`] with `classes` classes.
-    Multinomial {
-        /// Number of classes $C \ge 2$.
-        classes: usize,
-    },
-    /// [`Poisson`].
-    Poisson,
-}
-
-impl ExpertKind {
-    /// Builds the expert.
-    ///
-    /// # Errors
-    /// `InvalidParam` for fewer than 2 classes or a negative / non-finite ridge.
-    pub fn build(self) -> Result<Arc<dyn Expert>> {
-        Ok(match self {
-            ExpertKind::Linear => Arc::new(LinearGaussian::new()),
-            ExpertKind::RidgeLinear { ridge } => Arc::new(LinearGaussian::with_ridge(ridge)?),
-            ExpertKind::Logistic => Arc::new(Logistic::new()),
-            ExpertKind::Multinomial { classes } => Arc::new(Multinomial::new(classes)?),
-            ExpertKind::Poisson => Arc::new(Poisson::new()),
-        })
-    }
-}
 
 /// A conditional law $p(y \mid x, z = k)$ in an exponential family with canonical link;
 /// see the [module documentation](self).
@@ -207,20 +177,144 @@ pub trait Expert: Send + Sync + std::fmt::Debug {
     fn default_constants(&self, out: &mut [f64]) {
         out.iter_mut().for_each(|v| *v = 0.0);
     }
-    /// The serialisable description, `None` for custom experts.
-    fn kind(&self) -> Option<ExpertKind> {
+    /// The serialisable description of this expert ([`ExpertSpec`]: a
+    /// [registry](crate::model::registry) name and parameters), from which the registry
+    /// rebuilds an equal expert when a model file is loaded. `None` (the default): the
+    /// expert cannot be saved, and [`crate::fit::io`] says so with
+    /// [`RegistryError::NotSerialisable`](crate::error::RegistryError::NotSerialisable)
+    /// naming it; everything else (fitting, restarts, prediction, standard errors) works
+    /// without it.
+    fn spec(&self) -> Option<ExpertSpec> {
         None
     }
-    /// `Some` for the linear-Gaussian expert, whose M-step the mixture runs from merged
-    /// weighted Gram matrices accumulated during the E-step.
-    fn linear_gaussian(&self) -> Option<&LinearGaussian> {
+    /// The Gaussian-regression capability, for experts with
+    /// $y \mid x, z = k \sim N(\beta_k^\top x, \sigma_k^2)$: the mixture then accumulates
+    /// merged weighted Gram statistics in the E-step, evaluates the row densities from one
+    /// matrix product, and runs the M-step from the Grams ([`GaussianRegression`]) instead of
+    /// [`weighted_fit`](Self::weighted_fit). Default `None`; [`LinearGaussian`] offers it,
+    /// and so may a user's own Gaussian-regression expert.
+    fn gaussian_regression(&self) -> Option<&dyn GaussianRegression> {
         None
     }
-    /// `Some` for the multinomial expert, whose fitting settings (L-BFGS budget, dense
-    /// limit) a saved model keeps ([`crate::fit::io`]).
-    fn multinomial(&self) -> Option<&Multinomial> {
+    /// The parameters of one expert block in readable form, for reports: coefficient
+    /// vectors over the $d$ features and labelled scalars. Default
+    /// ([`default_readable_params`]): the regressed components $b_j$ (labelled `beta`, or
+    /// `beta_j` when $r > 1$) and the constants $c_j$ (labelled `eta_j`, $j$ the natural
+    /// component). [`LinearGaussian`] gives $\beta = -\gamma/(2\tau)$ and
+    /// $\sigma^2 = -1/(2\tau)$, [`Multinomial`] labels $b_j$ "class $j$ vs $C-1$".
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "params" }` for a block of the wrong length; an override may
+    /// fail for a block outside its domain (e.g. $\tau \ge 0$).
+    fn readable_params(&self, params: &[f64], d: usize) -> Result<ReadableParams> {
+        default_readable_params(self, params, d)
+    }
+    /// The number $C$ of classes when $y$ is a class label $0, \dots, C-1$ and
+    /// [`class_probs`](Self::class_probs) gives their probabilities; `None` (the default)
+    /// for other experts.
+    fn n_classes(&self) -> Option<usize> {
         None
     }
+    /// $P(y = c \mid x, z = k)$ for $c = 0, \dots, C-1$ into `out` (length
+    /// [`n_classes`](Self::n_classes)).
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "expert" }` (the default) for an expert that is not a
+    /// classifier.
+    fn class_probs(&self, _params: &[f64], _x: &[f64], _out: &mut [f64]) -> Result<()> {
+        Err(MoeError::InvalidParam {
+            name: "expert",
+            reason: format!(
+                "class probabilities need a classifying expert (logistic, multinomial), not {}",
+                self.name()
+            ),
+        })
+    }
+    /// Names of the [`predict_mean`](Self::predict_mean) outputs, e.g. for CSV columns.
+    /// Default: `mean` when [`predict_dim`](Self::predict_dim) is 1, else `mean_0`, ….
+    fn prediction_names(&self) -> Vec<String> {
+        match self.predict_dim() {
+            1 => vec!["mean".into()],
+            m => (0..m).map(|j| format!("mean_{j}")).collect(),
+        }
+    }
+}
+
+/// Parameters of one expert in readable form ([`Expert::readable_params`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReadableParams {
+    /// Labelled coefficient vectors, one value per feature.
+    pub coefficients: Vec<(String, Vec<f64>)>,
+    /// Labelled scalars.
+    pub scalars: Vec<(String, f64)>,
+}
+
+/// The default of [`Expert::readable_params`]: $b_j$ labelled `beta` ($r = 1$) or
+/// `beta_j`, the constants labelled `eta_j`.
+///
+/// # Errors
+/// `InvalidParam { name: "params" }` when `params` does not have
+/// [`Expert::n_params`]$(d)$ values.
+pub fn default_readable_params<E: Expert + ?Sized>(
+    expert: &E,
+    params: &[f64],
+    d: usize,
+) -> Result<ReadableParams> {
+    check_len("params", expert.n_params(d), params.len())?;
+    let r = expert.n_regressed();
+    let label = |j: usize| {
+        if r == 1 {
+            "beta".to_string()
+        } else {
+            format!("beta_{j}")
+        }
+    };
+    Ok(ReadableParams {
+        coefficients: (0..r)
+            .map(|j| (label(j), params[j * d..(j + 1) * d].to_vec()))
+            .collect(),
+        scalars: params[r * d..]
+            .iter()
+            .enumerate()
+            .map(|(j, v)| (format!("eta_{}", r + j), *v))
+            .collect(),
+    })
+}
+
+/// The capability behind the mixture's fast path for Gaussian-regression experts
+/// ([`Expert::gaussian_regression`]): $y \mid x, z = k \sim N(\beta_k^\top x, \sigma_k^2)$
+/// with one target column and support $\mathbb R$, whatever the parametrisation of the
+/// expert's block.
+///
+/// With it the E-step computes every row's means $\beta_k^\top x_i$ in one matrix product
+/// and the log-densities $-\tfrac12\log(2\pi\sigma_k^2) - (y_i - \beta_k^\top x_i)^2/(2\sigma_k^2)$,
+/// accumulates the merged weighted statistics
+/// $G_k = \sum_i r_{ik}x_ix_i^\top$, $b_k = \sum_i r_{ik}y_ix_i$, $s_k = \sum_i r_{ik}y_i^2$,
+/// $W_k = \sum_i r_{ik}$, and the M-step is [`solve_from_gram`](Self::solve_from_gram).
+/// The expert's family, [`Expert::natural`] and [`Expert::weighted_fit`] must describe the
+/// same law (they are used by everything else: gradients, information, mirror descent).
+pub trait GaussianRegression: Send + Sync {
+    /// The mean coefficients $\beta$ (into `beta`, length $d$) and the variance
+    /// $\sigma^2$ (returned) of one expert block.
+    ///
+    /// # Errors
+    /// `LeftDomain` when the block is not a valid parameter (e.g. $\sigma^2 \le 0$).
+    fn mean_variance(&self, params: &[f64], beta: &mut [f64]) -> Result<f64>;
+    /// The weighted maximum-likelihood block from the merged statistics: $G$ (`gram`,
+    /// $d\times d$, lower triangle read), $b$ (`rhs`), $s$ (`syy`) and $W$ (`wsum`),
+    /// written into `out`.
+    ///
+    /// # Errors
+    /// `NotPositiveDefinite { block: Block::Expert(None), .. }` for a singular system
+    /// (the mixture names the expert); `NonFinite` for a degenerate variance.
+    fn solve_from_gram(
+        &self,
+        gram: MatRef<'_, f64>,
+        rhs: &[f64],
+        syy: f64,
+        wsum: f64,
+        out: &mut [f64],
+    ) -> Result<()>;
 }
 
 #[inline]
@@ -233,12 +327,15 @@ mod linear;
 mod logistic;
 mod multinomial;
 mod poisson;
+mod spec;
 
 pub use glm::Glm;
 pub use linear::LinearGaussian;
 pub use logistic::Logistic;
 pub use multinomial::Multinomial;
 pub use poisson::Poisson;
+pub(crate) use spec::bad_param;
+pub use spec::{ExpertSpec, FamilySpec, Params};
 
 /// The checks shared by the weighted M-step solvers of one expert: `start` and `out` have
 /// the expert's parameter count, the weights are valid, every target is in the family's

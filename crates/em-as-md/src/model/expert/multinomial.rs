@@ -1,7 +1,7 @@
 //! The multinomial-logistic expert ([`Multinomial`]).
 
 use super::MULTINOMIAL_DENSE_MAX_PARAMS;
-use super::{check_len, check_weighted_fit, glm_newton, Expert, ExpertKind};
+use super::{check_len, check_weighted_fit, glm_newton, Expert, ExpertSpec, ReadableParams};
 use super::{INNER_MAX_ITER, INNER_TOL};
 use super::{MULTINOMIAL_LBFGS_MAX_ITER, MULTINOMIAL_LBFGS_TOL};
 use crate::data::Dataset;
@@ -19,10 +19,11 @@ use mirror::ExponentialFamily;
 ///
 /// The budget of its L-BFGS M-step (used above [`MULTINOMIAL_DENSE_MAX_PARAMS`]) is
 /// [`MULTINOMIAL_LBFGS_TOL`] / [`MULTINOMIAL_LBFGS_MAX_ITER`] unless set with
-/// [`Multinomial::with_lbfgs_budget`]; like [`crate::GateConfig`] it is a fitting setting,
-/// not part of the model's [`ExpertKind`]. [`crate::fit::io`] saves it, with
-/// [`Multinomial::dense_max_params`], in the model file's `fitting` section, so a reloaded
-/// model keeps it (a file written before that section existed loads with the defaults).
+/// [`Multinomial::with_lbfgs_budget`]. The description [`Expert::spec`] (registry name
+/// `multinomial`) carries it with the classes and [`Multinomial::dense_max_params`] as the
+/// parameters `classes`, `lbfgs_tol`, `lbfgs_max_iter` and `dense_max_params`, so a saved
+/// model ([`crate::fit::io`]) reloads with the same M-step (a version-1 file keeps them in
+/// its `fitting` section, or loads with the defaults when it has none).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Multinomial {
     family: mirror::Categorical,
@@ -248,9 +249,6 @@ impl Expert for Multinomial {
     fn name(&self) -> String {
         format!("multinomial(C={})", self.classes())
     }
-    fn multinomial(&self) -> Option<&Multinomial> {
-        Some(self)
-    }
     fn family(&self) -> &dyn ExponentialFamily {
         &self.family
     }
@@ -314,9 +312,42 @@ impl Expert for Multinomial {
         out[..c].copy_from_slice(&probs);
         Ok(())
     }
-    fn kind(&self) -> Option<ExpertKind> {
-        Some(ExpertKind::Multinomial {
-            classes: self.classes(),
+    fn spec(&self) -> Option<ExpertSpec> {
+        Some(
+            ExpertSpec::new("multinomial")
+                .param("classes", self.classes() as f64)
+                .param("lbfgs_tol", self.lbfgs_tol)
+                .param("lbfgs_max_iter", self.lbfgs_max_iter as f64)
+                .param("dense_max_params", self.dense_max_params as f64),
+        )
+    }
+    fn n_classes(&self) -> Option<usize> {
+        Some(Multinomial::classes(self))
+    }
+    /// All $C$ class probabilities (as [`predict_mean`](Expert::predict_mean)).
+    fn class_probs(&self, params: &[f64], x: &[f64], out: &mut [f64]) -> Result<()> {
+        self.predict_mean(params, x, out)
+    }
+    /// `prob_0`, …, `prob_{C-1}`.
+    fn prediction_names(&self) -> Vec<String> {
+        (0..Multinomial::classes(self))
+            .map(|c| format!("prob_{c}"))
+            .collect()
+    }
+    /// $b_j$ labelled "class $j$ vs $C-1$" (the reference class).
+    fn readable_params(&self, params: &[f64], d: usize) -> Result<ReadableParams> {
+        let c = Multinomial::classes(self);
+        check_len("params", (c - 1) * d, params.len())?;
+        Ok(ReadableParams {
+            coefficients: (0..c - 1)
+                .map(|j| {
+                    (
+                        format!("class {j} vs {}", c - 1),
+                        params[j * d..(j + 1) * d].to_vec(),
+                    )
+                })
+                .collect(),
+            scalars: Vec::new(),
         })
     }
 }

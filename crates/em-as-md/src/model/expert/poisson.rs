@@ -1,6 +1,6 @@
 //! The Poisson expert ([`Poisson`]): counts with the canonical (log) link.
 
-use super::{Expert, ExpertKind};
+use super::{Expert, ExpertSpec};
 use crate::error::{MoeError, Result};
 use mirror::ExponentialFamily;
 
@@ -42,7 +42,7 @@ impl Expert for Poisson {
         fisher[0] = e;
         Ok(())
     }
-    fn kind(&self) -> Option<ExpertKind> {
-        Some(ExpertKind::Poisson)
+    fn spec(&self) -> Option<ExpertSpec> {
+        Some(ExpertSpec::new("poisson"))
     }
 }

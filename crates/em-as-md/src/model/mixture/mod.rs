@@ -35,8 +35,8 @@ mod steps;
 pub use family::MixtureFamily;
 pub use steps::{LinearStats, MoeStats};
 
-use crate::error::{MoeError, Result};
-use crate::model::expert::{Expert, ExpertKind};
+use crate::error::{MoeError, RegistryError, Result};
+use crate::model::expert::{Expert, ExpertSpec};
 use crate::model::gate::{softmax_gate_logits, GateConfig};
 use crate::model::ConditionalFamily;
 use mirror::special::{log_sum_exp, softmax_in_place};
@@ -55,11 +55,13 @@ pub enum Gating {
     Constant,
 }
 
-/// The serialisable description of a mixture of built-in experts (model I/O).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// The serialisable description of a mixture of experts (model I/O): the expert's
+/// [`ExpertSpec`] (rebuilt through the [registry](crate::model::registry)), $K$, $d$ and
+/// the gating.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MoeSpec {
-    /// The expert type.
-    pub expert: ExpertKind,
+    /// The expert's description.
+    pub expert: ExpertSpec,
     /// $K$.
     pub n_experts: usize,
     /// $d$ (including an intercept column if the data has one).
@@ -183,13 +185,16 @@ impl MixtureOfExperts {
     pub fn gate_config(&self) -> GateConfig {
         self.gate_config
     }
-    /// Builds the model from its serialisable description.
+    /// Builds the model from its serialisable description (the expert through
+    /// [`registry::build_expert`](crate::model::registry::build_expert)), with the default
+    /// gate settings.
     ///
     /// # Errors
-    /// As [`new`](Self::new) and [`ExpertKind::build`].
+    /// As [`new`](Self::new) and [`registry::build_expert`](crate::model::registry::build_expert)
+    /// (e.g. [`RegistryError::UnknownFamily`] for a `glm` on an unregistered family).
     pub fn from_spec(spec: &MoeSpec) -> Result<Self> {
         MixtureOfExperts::new(
-            spec.expert.build()?,
+            crate::model::registry::build_expert(&spec.expert)?,
             spec.n_experts,
             spec.n_features,
             spec.gating,
@@ -198,12 +203,26 @@ impl MixtureOfExperts {
     /// The serialisable description.
     ///
     /// # Errors
-    /// `InvalidParam { name: "expert" }` for a custom expert (e.g. [`crate::model::expert::Glm`]).
+    /// [`RegistryError::NotSerialisable`] naming the expert when it has no description
+    /// ([`Expert::spec`] is `None`, e.g. a [`Glm`](crate::model::expert::Glm) on an
+    /// unregistered family value) or a non-finite number in it.
     pub fn spec(&self) -> Result<MoeSpec> {
-        let expert = self.expert.kind().ok_or_else(|| MoeError::InvalidParam {
-            name: "expert",
-            reason: format!("custom expert `{}` is not serialisable", self.expert.name()),
-        })?;
+        let expert = self
+            .expert
+            .spec()
+            .ok_or_else(|| RegistryError::NotSerialisable {
+                expert: self.expert.name(),
+                reason: "it has no description (Expert::spec is None); implement Expert::spec and \
+                     register a builder, or build a Glm with Glm::registered"
+                    .into(),
+            })?;
+        if !expert.all_finite() {
+            return Err(RegistryError::NotSerialisable {
+                expert: self.expert.name(),
+                reason: format!("its description has a non-finite number: {expert:?}"),
+            }
+            .into());
+        }
         Ok(MoeSpec {
             expert,
             n_experts: self.k,
@@ -572,7 +591,8 @@ mod tests {
         let m = MixtureOfExperts::new(Arc::new(g), 2, 2, Gating::Softmax).unwrap();
         assert!(matches!(
             m.spec(),
-            Err(MoeError::InvalidParam { name: "expert", .. })
+            Err(MoeError::Registry(RegistryError::NotSerialisable { ref expert, .. }))
+                if expert == "GLM(Poisson)"
         ));
     }
 

@@ -7,6 +7,7 @@ use crate::error::{Block, MoeError, Result};
 use crate::inner::gram::{add_weighted_grams, gram_buffer_len};
 use crate::inner::parallel::{fold_rows_with, Mergeable, CHUNK};
 use crate::inner::InnerStats;
+use crate::model::expert::GaussianRegression;
 use crate::model::gate::{
     constant_gate_mstep, fit_softmax_gate_from, gate_chunk, gate_softmax_rows, GateScratch,
     GateSolver, GateStats, GateSums,
@@ -18,7 +19,8 @@ use faer::{Accum, Mat, MatRef, Par};
 use mirror::special::{log_sum_exp, softmax_rows, SumOfLogs};
 use std::ops::Range;
 
-/// Merged weighted least-squares statistics of $K$ linear experts:
+/// Merged weighted least-squares statistics of $K$ Gaussian-regression experts
+/// ([`GaussianRegression`](crate::model::expert::GaussianRegression)):
 /// $G_k = \sum_i r_{ik}x_ix_i^\top$, $b_k = \sum_i r_{ik}y_ix_i$, $s_k = \sum_i r_{ik}y_i^2$.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinearStats {
@@ -38,7 +40,7 @@ pub struct MoeStats {
     pub resp: Vec<f64>,
     /// $W_k = \sum_i r_{ik}$.
     pub weight: Vec<f64>,
-    /// Gram statistics when the experts are linear-Gaussian.
+    /// Gram statistics when the experts offer the Gaussian-regression capability.
     pub linear: Option<LinearStats>,
     /// For a softmax gate solved by Newton: the gate M-step's objective, gradient and
     /// Hessian at the E-step's parameters with these responsibilities as labels (the first
@@ -156,7 +158,7 @@ impl MixtureOfExperts {
         Ok(())
     }
 
-    /// Adds the chunk's weights (and Gram statistics for linear experts) to `stats`,
+    /// Adds the chunk's weights (and Gram statistics for Gaussian-regression experts) to `stats`,
     /// from the chunk's responsibilities `resp` ($m\times K$).
     fn accumulate_chunk(
         &self,
@@ -231,7 +233,7 @@ impl MixtureOfExperts {
             });
         }
         let d = data.d();
-        let linear = self.expert().linear_gaussian().is_some();
+        let linear = self.expert().gaussian_regression().is_some();
         let mut stats = fold_rows_with(
             data.n(),
             |cached: Option<(Vec<f64>, Vec<f64>)>| {
@@ -254,12 +256,15 @@ impl MixtureOfExperts {
 
     /// The coefficient matrix $[\,W \mid B\,]$ ($d\times$ (gate columns + $K r$)) used to
     /// compute all gate logits and regressed expert components of a chunk in one product.
-    /// With `scale` (linear-Gaussian experts: $\sigma_k^2$) expert $k$'s column is
-    /// $\sigma_k^2\gamma_k = \beta_k$, so the product gives the regression means.
-    fn coefficient_matrix(&self, theta: &[f64], scale: Option<&[f64]>) -> (Mat<f64>, usize) {
+    /// With `means` (Gaussian-regression experts: $\beta_k$, $K d$ values) expert $k$ has
+    /// the one column $\beta_k$, so the product gives the regression means.
+    fn coefficient_matrix(&self, theta: &[f64], means: Option<&[f64]>) -> (Mat<f64>, usize) {
         let d = self.n_features();
         let k = self.n_experts();
-        let r = self.expert().n_regressed();
+        let r = match means {
+            Some(_) => 1,
+            None => self.expert().n_regressed(),
+        };
         let gcols = match self.gating() {
             Gating::Softmax => k - 1,
             Gating::Constant => 0,
@@ -270,39 +275,48 @@ impl MixtureOfExperts {
                 gate[j * d + a]
             } else {
                 let (e, comp) = ((j - gcols) / r, (j - gcols) % r);
-                let f = scale.map_or(1.0, |s| s[e]);
-                f * self.expert_block(theta, e)[comp * d + a]
+                match means {
+                    Some(b) => b[e * d + a],
+                    None => self.expert_block(theta, e)[comp * d + a],
+                }
             }
         });
         (c, gcols)
     }
 }
 
-/// Per-expert constants of the linear-Gaussian row log-density: $\sigma_k^2 = -1/(2\tau_k)$,
-/// $c_k = -\tfrac12\log(2\pi\sigma_k^2)$ and $1/(2\sigma_k^2)$.
+/// Per-expert quantities of the Gaussian-regression row log-density: the mean
+/// coefficients $\beta_k$ ($K d$ values), $c_k = -\tfrac12\log(2\pi\sigma_k^2)$ and
+/// $1/(2\sigma_k^2)$.
 ///
 /// # Errors
-/// `LeftDomain` when some $\tau_k \ge 0$.
-fn linear_row_constants(
+/// The capability's `LeftDomain` when some block is not a valid parameter (e.g.
+/// $\tau_k \ge 0$), or `NonFinite` for a variance that is not finite and $> 0$.
+fn gaussian_row_constants(
     m: &MixtureOfExperts,
+    g: &dyn GaussianRegression,
     theta: &[f64],
 ) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
-    let k = m.n_experts();
-    let (mut s2, mut cst, mut inv) = (vec![0.0; k], vec![0.0; k], vec![0.0; k]);
+    let (k, d) = (m.n_experts(), m.n_features());
+    let (mut beta, mut cst, mut inv) = (vec![0.0; k * d], vec![0.0; k], vec![0.0; k]);
     for c in 0..k {
-        let (_, v) =
-            crate::model::expert::LinearGaussian::beta_from_natural(m.expert_block(theta, c))?;
-        s2[c] = v;
+        let v = g.mean_variance(m.expert_block(theta, c), &mut beta[c * d..(c + 1) * d])?;
+        if !(v > 0.0 && v.is_finite()) {
+            return Err(MoeError::NonFinite {
+                what: "variance of a Gaussian-regression expert",
+            });
+        }
         cst[c] = -0.5 * (2.0 * std::f64::consts::PI * v).ln();
         inv[c] = 0.5 / v;
     }
-    Ok((s2, cst, inv))
+    Ok((beta, cst, inv))
 }
 
-/// The linear-Gaussian log-density with precomputed constants:
+/// The Gaussian log-density with precomputed constants:
 /// $\log N(y;\,\beta^\top x, \sigma^2) = c - (y - \beta^\top x)^2/(2\sigma^2)$, $c = -\tfrac12\log(2\pi\sigma^2)$
 /// (equal to $\log h_F(y) + \langle T_F(y),\eta\rangle - A_F(\eta)$ of the Gaussian family at
-/// $\eta = (\gamma^\top x, \tau)$; the tests compare it with statrs' density).
+/// $\eta = (\gamma^\top x, \tau)$ for [`LinearGaussian`](crate::model::expert::LinearGaussian);
+/// the tests compare it with statrs' density).
 #[inline]
 fn linear_gaussian_log_density(y: f64, mean: f64, c: f64, inv_two_s2: f64) -> f64 {
     let e = y - mean;
@@ -333,8 +347,8 @@ impl EmModel for MixtureOfExperts {
         let consts: Vec<f64> = (0..k)
             .flat_map(|c| self.expert_block(theta, c)[r * d..el].to_vec())
             .collect();
-        let lin_rows = match expert.linear_gaussian() {
-            Some(_) => Some(linear_row_constants(self, theta)?),
+        let lin_rows = match expert.gaussian_regression() {
+            Some(g) => Some(gaussian_row_constants(self, g, theta)?),
             None => None,
         };
         let linear = lin_rows.is_some();
@@ -497,9 +511,9 @@ impl EmModel for MixtureOfExperts {
     }
 
     /// Gate M-step (Newton, or closed form for constant gating) and one expert fit per
-    /// expert (closed-form WLS from the merged Grams for linear experts, Newton
+    /// expert (closed-form WLS from the merged Grams for Gaussian-regression experts ([`GaussianRegression::solve_from_gram`]), Newton
     /// otherwise); inner work summed in the returned [`InnerStats`] (`hessians` counts the
-    /// $K$ Gram matrices of linear experts and every Newton Hessian).
+    /// $K$ Gram matrices of Gaussian-regression experts and every Newton Hessian).
     ///
     /// # Errors
     /// `NotPositiveDefinite { expert, pivot }` naming the expert whose weighted Gram /
@@ -553,11 +567,11 @@ impl EmModel for MixtureOfExperts {
         }
         let expert = self.expert();
         let at = |e: MoeError, c: usize| e.in_block(Block::Expert(Some(c)));
-        match (expert.linear_gaussian(), stats.linear.as_ref()) {
-            (Some(lg), Some(lin)) => {
+        match (expert.gaussian_regression(), stats.linear.as_ref()) {
+            (Some(g), Some(lin)) => {
                 let d = data.d();
                 for c in 0..k {
-                    lg.solve_from_gram(
+                    g.solve_from_gram(
                         lin.gram[c].as_ref(),
                         &lin.rhs[c * d..(c + 1) * d],
                         lin.syy[c],
