@@ -109,4 +109,3 @@ mod tests {
         assert_send_sync::<ExperimentsError>();
     }
 }
-
