@@ -337,6 +337,22 @@ impl MoeValidParams {
             .with_gate_config(self.0.gate_config)
     }
 
+    /// The start $\theta_0$ of restart `index`, as [`fit`](Self::fit) draws it
+    /// ([`initial_theta`] with these settings' initialisation and master seed): re-running
+    /// EM from it retraces the restart's path, e.g. to certify the fit that won
+    /// ([`FitReport::best_restart`](crate::fit::predict::FitReport::best_restart)).
+    ///
+    /// # Errors
+    /// As [`initial_theta`].
+    pub fn restart_theta0(
+        &self,
+        model: &MixtureOfExperts,
+        data: &Dataset,
+        index: usize,
+    ) -> Result<Vec<f64>> {
+        initial_theta(model, data, &self.0.init, self.0.seed, index)
+    }
+
     /// Restart `index` on its own, as [`fit`](Self::fit) runs it: $\theta_0$ from
     /// [`initial_theta`] (the master seed's stream `index`), then EM through the
     /// [`Executor`] with these limits and observers. `model` should be
@@ -352,7 +368,7 @@ impl MoeValidParams {
         index: usize,
     ) -> Result<FitResult> {
         let p = &self.0;
-        let theta0 = initial_theta(model, data, &p.init, p.seed, index)?;
+        let theta0 = self.restart_theta0(model, data, index)?;
         let problem = Problem::new(model, data)?;
         let mut ex = Executor::new(problem, Em::new())
             .theta0(theta0)
