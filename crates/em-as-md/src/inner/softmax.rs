@@ -746,3 +746,207 @@ impl NewtonObjective for SoftmaxObjective<'_, '_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inner::lbfgs::Lbfgs;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// $n$ rows (intercept + $d-1$ normals), class targets, soft labels and weights.
+    fn setup(n: usize, d: usize, c: usize, seed: u64) -> (Dataset, Vec<f64>, Vec<f64>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut xs = Vec::new();
+        let mut ys = Vec::new();
+        for _ in 0..n {
+            xs.push(1.0);
+            for _ in 1..d {
+                xs.push(rng.random_range(-2.0..2.0));
+            }
+            ys.push(rng.random_range(0..c) as f64);
+        }
+        let labels: Vec<f64> = (0..n * c).map(|_| rng.random::<f64>()).collect();
+        let w: Vec<f64> = (0..n)
+            .map(|i| if i % 5 == 0 { 0.0 } else { rng.random() })
+            .collect();
+        (Dataset::from_rows(&xs, d, &ys, 1).unwrap(), labels, w)
+    }
+
+    /// $F$ computed naively row by row (log-sum-exp of the full logit vector).
+    fn naive(
+        data: &Dataset,
+        c: usize,
+        lab: &dyn Fn(usize, usize) -> f64,
+        w: &[f64],
+        b: &[f64],
+    ) -> f64 {
+        let d = data.d();
+        let (mut f, mut wsum) = (0.0, 0.0);
+        for i in 0..data.n() {
+            let g: Vec<f64> = (0..c)
+                .map(|k| {
+                    if k + 1 == c {
+                        0.0
+                    } else {
+                        (0..d).map(|a| b[k * d + a] * data.x(i)[a]).sum()
+                    }
+                })
+                .collect();
+            let lse = mirror::special::log_sum_exp(&g);
+            for (k, gk) in g.iter().enumerate() {
+                f -= w[i] * lab(i, k) * (gk - lse);
+            }
+            wsum += w[i];
+        }
+        f / wsum
+    }
+
+    #[test]
+    fn value_gradient_hessian_match_naive_sum_and_finite_differences() {
+        let (n, d, c) = (700, 3, 4);
+        let (ds, labels, w) = setup(n, d, c, 1);
+        let reg = SoftmaxRegression::new(&ds, c, Labels::Soft(&labels), Some(&w)).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let b: Vec<f64> = (0..reg.dim())
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let mut g = vec![0.0; b.len()];
+        let f = reg.objective(&b, &mut g).unwrap();
+        let f_ref = naive(&ds, c, &|i, k| labels[i * c + k], &w, &b);
+        assert!((f - f_ref).abs() <= 1e-13 * f_ref.abs(), "{f} vs {f_ref}");
+        let hess = reg.stats(&b, true).unwrap().hess;
+        let wsum = reg.weight_sum();
+        let e = 1e-5;
+        for j in 0..b.len() {
+            let (mut bp, mut bm) = (b.clone(), b.clone());
+            bp[j] += e;
+            bm[j] -= e;
+            let (mut gp, mut gm) = (vec![0.0; b.len()], vec![0.0; b.len()]);
+            let fp = reg.objective(&bp, &mut gp).unwrap();
+            let fm = reg.objective(&bm, &mut gm).unwrap();
+            assert!(((fp - fm) / (2.0 * e) - g[j]).abs() < 1e-8, "gradient {j}");
+            for l in 0..b.len() {
+                let fd = (gp[l] - gm[l]) / (2.0 * e);
+                let h = hess[(l, j)] / wsum;
+                assert!((fd - h).abs() < 1e-7, "Hessian ({l}, {j}): {fd} vs {h}");
+            }
+        }
+        // Class labels and binary labels are the same problem as their dense soft labels.
+        let onehot: Vec<f64> = (0..n * c)
+            .map(|ik| f64::from(ds.y(ik / c)[0] as usize == ik % c))
+            .collect();
+        let a = SoftmaxRegression::new(&ds, c, Labels::Classes, Some(&w)).unwrap();
+        let s = SoftmaxRegression::new(&ds, c, Labels::Soft(&onehot), Some(&w)).unwrap();
+        let (mut ga, mut gs) = (g.clone(), g.clone());
+        assert_eq!(
+            a.objective(&b, &mut ga).unwrap(),
+            s.objective(&b, &mut gs).unwrap()
+        );
+        assert_eq!(ga, gs);
+        let t: Vec<f64> = (0..n).map(|i| labels[i * c]).collect();
+        let bin = SoftmaxRegression::new(&ds, 2, Labels::Binary(&t), None).unwrap();
+        let mut g2 = vec![0.0; d];
+        let f2 = bin.objective(&b[..d], &mut g2).unwrap();
+        // −(1/n) Σ log(1 + e^u) − t u, the logistic form.
+        let f2_ref: f64 = (0..n)
+            .map(|i| {
+                let u: f64 = (0..d).map(|a| b[a] * ds.x(i)[a]).sum();
+                mirror::special::log1p_exp(u) - t[i] * u
+            })
+            .sum::<f64>()
+            / n as f64;
+        assert!(
+            (f2 - f2_ref).abs() <= 1e-13 * f2_ref.abs(),
+            "{f2} vs {f2_ref}"
+        );
+    }
+
+    #[test]
+    fn newton_optimum_matches_lbfgs_on_the_same_objective() {
+        let (n, d, c) = (900, 3, 3);
+        let (ds, labels, w) = setup(n, d, c, 7);
+        for labels in [Labels::Soft(&labels), Labels::Classes] {
+            let reg = SoftmaxRegression::new(&ds, c, labels, Some(&w)).unwrap();
+            let mut b = vec![0.0; reg.dim()];
+            let rep = reg
+                .newton(&mut b, &NewtonSettings::new(1e-12, 50).unwrap(), None)
+                .unwrap();
+            assert!(rep.converged, "{rep:?}");
+            let mut bl = vec![0.0; reg.dim()];
+            let lb = Lbfgs {
+                grad_tol: 1e-11,
+                max_iter: 2000,
+                ..Lbfgs::default()
+            };
+            let r = lb.minimize(|x, g| reg.objective(x, g), &mut bl).unwrap();
+            assert!(r.converged, "{r:?}");
+            for (x, y) in b.iter().zip(&bl) {
+                assert!((x - y).abs() < 1e-7, "{b:?} vs {bl:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_typed_errors() {
+        let (ds, labels, w) = setup(20, 2, 3, 3);
+        let err = |r: Result<SoftmaxRegression<'_>>| r.unwrap_err();
+        assert!(matches!(
+            err(SoftmaxRegression::new(&ds, 1, Labels::Classes, None)),
+            MoeError::InvalidParam {
+                name: "classes",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(SoftmaxRegression::new(
+                &ds,
+                3,
+                Labels::Soft(&labels[1..]),
+                None
+            )),
+            MoeError::InvalidParam { .. }
+        ));
+        let mut bad = labels.clone();
+        bad[7] = f64::NAN;
+        assert!(matches!(
+            err(SoftmaxRegression::new(&ds, 3, Labels::Soft(&bad), None)),
+            MoeError::InvalidData { row: Some(2), .. }
+        ));
+        assert!(matches!(
+            err(SoftmaxRegression::new(&ds, 2, Labels::Classes, None)),
+            MoeError::InvalidData { .. }
+        ));
+        assert!(matches!(
+            err(SoftmaxRegression::new(
+                &ds,
+                2,
+                Labels::Binary(&[2.0; 20]),
+                None
+            )),
+            MoeError::InvalidData { row: Some(0), .. }
+        ));
+        assert!(matches!(
+            err(SoftmaxRegression::new(
+                &ds,
+                3,
+                Labels::Classes,
+                Some(&[0.0; 20])
+            )),
+            MoeError::InvalidParam {
+                name: "weights",
+                ..
+            }
+        ));
+        let reg = SoftmaxRegression::new(&ds, 3, Labels::Classes, Some(&w)).unwrap();
+        let mut g = vec![0.0; 4];
+        assert!(matches!(
+            reg.objective(&[f64::NAN; 4], &mut g),
+            Err(MoeError::NonFinite { .. })
+        ));
+        assert!(matches!(
+            reg.objective(&[0.0; 3], &mut g),
+            Err(MoeError::InvalidParam { .. })
+        ));
+    }
+}
