@@ -83,6 +83,7 @@ fn gamma_data(n: usize, shape: f64, rate: f64, rng: &mut ChaCha8Rng) -> Dataset 
 /// `log_partition`, `mean` and `fisher` (independent of the M-step code):
 /// gradient of $-Q/W$, the Hessian $\frac1W\sum_i w_i J_i^\top\nabla^2A J_i$ and
 /// $\frac1W\sum_i w_i(|\langle T_i, \eta_i\rangle| + |A(\eta_i)|)$.
+#[allow(clippy::needless_range_loop)] // (rows index data and weights alike)
 fn gamma_pieces(data: &Dataset, w: &[f64], th: &[f64]) -> (Vec<f64>, faer::Mat<f64>, f64) {
     let fam = GammaShapeRate;
     let wsum: f64 = w.iter().sum();

@@ -783,7 +783,7 @@ mod tests {
     ) -> f64 {
         let d = data.d();
         let (mut f, mut wsum) = (0.0, 0.0);
-        for i in 0..data.n() {
+        for (i, wi) in w.iter().enumerate().take(data.n()) {
             let g: Vec<f64> = (0..c)
                 .map(|k| {
                     if k + 1 == c {
@@ -795,9 +795,9 @@ mod tests {
                 .collect();
             let lse = mirror::special::log_sum_exp(&g);
             for (k, gk) in g.iter().enumerate() {
-                f -= w[i] * lab(i, k) * (gk - lse);
+                f -= wi * lab(i, k) * (gk - lse);
             }
-            wsum += w[i];
+            wsum += wi;
         }
         f / wsum
     }

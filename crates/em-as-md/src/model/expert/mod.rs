@@ -556,9 +556,9 @@ fn glm_pass<E: Expert + ?Sized>(
 /// $f(\vartheta) = -Q(\vartheta)/W$, $W = \sum_i w_i$, with gradient and Hessian
 /// $$ \nabla f = \frac1W\sum_i w_i J_i^\top(\nabla A(\eta_i) - T_i),\qquad
 ///    \nabla^2 f = \frac1W\sum_i w_i J_i^\top\nabla^2A(\eta_i)J_i, $$
-/// and round-off $\delta = $ [`sum_noise`]$\big(\frac1W\sum_i w_i(\sum_j|T_{ij}\eta_{ij}|
-/// + |A(\eta_i)|),\ n\big)$ (the terms' sizes before they cancel); $f = +\infty$ outside
-/// the natural domain.
+/// and round-off $\delta = $ [`sum_noise`]$(S, n)$ with
+/// $S = \frac1W\sum_i w_i(\sum_j|T_{ij}\eta_{ij}| + |A(\eta_i)|)$ (the terms' sizes before
+/// they cancel); $f = +\infty$ outside the natural domain.
 struct GlmObjective<'a, E: ?Sized> {
     expert: &'a E,
     data: &'a Dataset,
