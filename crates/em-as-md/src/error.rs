@@ -236,6 +236,25 @@ impl MoeError {
     }
 }
 
+/// The Newton driver's own failures ([`mirror::newton::minimize`]) as M-step errors: a
+/// rejected Hessian is `NotPositiveDefinite` of `Block::Expert(None)` (the solver names the
+/// block with [`MoeError::in_block`]), a non-finite quantity is `NonFinite`, the rest are
+/// [`MoeError::Mirror`].
+impl From<mirror::newton::NewtonFailure> for MoeError {
+    fn from(e: mirror::newton::NewtonFailure) -> Self {
+        match e {
+            mirror::newton::NewtonFailure::NotPositiveDefinite { pivot } => {
+                MoeError::NotPositiveDefinite {
+                    block: Block::Expert(None),
+                    pivot,
+                }
+            }
+            mirror::newton::NewtonFailure::NonFinite { what } => MoeError::NonFinite { what },
+            other => MoeError::Mirror(other.into()),
+        }
+    }
+}
+
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, MoeError>;
 

@@ -1,54 +1,76 @@
-//! The one Cholesky policy of the M-steps: faer's $G = LL^\top$ with a relative pivot
-//! tolerance.
+//! The M-steps' Cholesky solves, under the workspace's one Cholesky policy
+//! ([`mirror::linalg`]: faer's $G = LL^\top$, rejected at the first pivot with
+//! $\neg(L_{jj}^2 > $ [`PIVOT_TOL`] $\max_i G_{ii})$, and a non-finite solve rejected too).
+//!
+//! This module only names the block whose matrix failed: every failure of the policy
+//! becomes [`MoeError::NotPositiveDefinite`] `{ block, pivot }` ([`block_error`]); there is
+//! no second singularity rule in em-as-md.
 
-use faer::linalg::solvers::{Llt, LltError, Solve};
-use faer::{Mat, MatRef};
+use crate::error::{Block, MoeError, Result};
+use faer::MatRef;
+pub use mirror::linalg::{Cholesky, CholeskyError, PIVOT_TOL};
 
-/// Relative pivot threshold of the M-steps' Cholesky solves: a pivot $L_{jj}^2 \le$ this times
-/// $\max_i G_{ii}$ is treated as a failure (numerically singular matrix).
-pub const PIVOT_TOL: f64 = 1e-13;
-
-/// Solves $G x = b$ for symmetric positive definite $G$ ($n\times n$, lower triangle
-/// read) by faer's Cholesky $G = LL^\top$ ([`cholesky_factor`], [`llt_solve`]); on
-/// failure returns the failing pivot.
-pub(crate) fn cholesky_solve(
-    g: MatRef<'_, f64>,
-    b: &[f64],
-) -> std::result::Result<Vec<f64>, usize> {
-    llt_solve(&cholesky_factor(g)?, b)
-}
-
-/// faer's Cholesky factor $G = LL^\top$ of a symmetric positive definite $G$ (lower
-/// triangle read); on failure — a non-positive pivot, or one below [`PIVOT_TOL`] relative
-/// to the largest diagonal entry (round-off can leave a tiny positive pivot on an exactly
-/// singular matrix) — returns the failing pivot.
-pub(crate) fn cholesky_factor(g: MatRef<'_, f64>) -> std::result::Result<Llt<f64>, usize> {
-    let llt = g.llt(faer::Side::Lower).map_err(|e| match e {
-        LltError::NonPositivePivot { index } => index,
-    })?;
-    let n = g.nrows();
-    let scale = (0..n).map(|i| g[(i, i)]).fold(0.0f64, f64::max);
-    let l = llt.L();
-    // (written so that a NaN pivot also fails)
-    if let Some(j) = (0..n).find(|&j| {
-        (l[(j, j)] * l[(j, j)]).partial_cmp(&(PIVOT_TOL * scale))
-            != Some(std::cmp::Ordering::Greater)
-    }) {
-        return Err(j);
+/// The [`MoeError`] of a failed factorisation or solve of `block`'s matrix:
+/// `NotPositiveDefinite { block, pivot }` for a rejected pivot, and with pivot 0 for a
+/// non-finite solution (a factor that passed the pivot test but overflowed is numerically
+/// singular all the same); a size mismatch is a `Mirror(DimensionMismatch)`.
+pub fn block_error(e: CholeskyError, block: Block) -> MoeError {
+    match e {
+        CholeskyError::NotPositiveDefinite { pivot } => {
+            MoeError::NotPositiveDefinite { block, pivot }
+        }
+        CholeskyError::NonFiniteSolution => MoeError::NotPositiveDefinite { block, pivot: 0 },
+        other => MoeError::Mirror(other.into_mirror("Cholesky factor")),
     }
-    Ok(llt)
 }
 
-/// $x = (LL^\top)^{-1} b$ from a [`cholesky_factor`]; a non-finite solution fails with
-/// pivot 0.
-pub(crate) fn llt_solve(llt: &Llt<f64>, b: &[f64]) -> std::result::Result<Vec<f64>, usize> {
-    let n = b.len();
-    let rhs = Mat::from_fn(n, 1, |i, _| b[i]);
-    let x = llt.solve(&rhs);
-    let out: Vec<f64> = (0..n).map(|i| x[(i, 0)]).collect();
-    if out.iter().all(|v| v.is_finite()) {
-        Ok(out)
-    } else {
-        Err(0)
+/// Factors $G$ ($n\times n$, lower triangle read) under the policy.
+///
+/// # Errors
+/// `NotPositiveDefinite { block, pivot }` ([`block_error`]).
+pub fn factor(g: MatRef<'_, f64>, block: Block) -> Result<Cholesky> {
+    mirror::linalg::cholesky_factor(g).map_err(|e| block_error(e, block))
+}
+
+/// Solves $G x = b$ for symmetric positive definite $G$ (lower triangle read).
+///
+/// # Errors
+/// `NotPositiveDefinite { block, pivot }` ([`block_error`]).
+pub fn solve(g: MatRef<'_, f64>, b: &[f64], block: Block) -> Result<Vec<f64>> {
+    mirror::linalg::cholesky_solve(g, b).map_err(|e| block_error(e, block))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faer::Mat;
+
+    #[test]
+    fn failures_name_the_block_and_pivot() {
+        // Rank one: the second pivot is round-off, rejected by the relative rule.
+        let g = Mat::from_fn(2, 2, |_, _| 3.0);
+        assert_eq!(
+            solve(g.as_ref(), &[1.0, 1.0], Block::Gate).unwrap_err(),
+            MoeError::NotPositiveDefinite {
+                block: Block::Gate,
+                pivot: 1
+            }
+        );
+        let g = Mat::from_fn(2, 2, |a, b| if a == b { -1.0 } else { 0.0 });
+        assert_eq!(
+            factor(g.as_ref(), Block::Expert(Some(2))).unwrap_err(),
+            MoeError::NotPositiveDefinite {
+                block: Block::Expert(Some(2)),
+                pivot: 0
+            }
+        );
+        // Solved against the closed form of a 2×2 inverse.
+        let g = Mat::from_fn(2, 2, |a, b| if a == b { 2.0 } else { 1.0 });
+        let x = solve(g.as_ref(), &[1.0, 0.0], Block::Gate).unwrap();
+        assert!((x[0] - 2.0 / 3.0).abs() < 1e-15 && (x[1] + 1.0 / 3.0).abs() < 1e-15);
+        assert!(matches!(
+            solve(g.as_ref(), &[1.0], Block::Gate),
+            Err(MoeError::Mirror(_))
+        ));
     }
 }

@@ -42,16 +42,10 @@
 
 use crate::data::Dataset;
 use crate::error::{Block, MoeError, Result};
-use crate::inner::cholesky::{cholesky_factor, llt_solve};
-use crate::inner::gram::{add_weighted_grams, gram_buffer_len};
-use crate::inner::parallel::{fold_rows_with, Mergeable, CHUNK};
+use crate::inner::softmax::{softmax_chunk, Labels, SoftmaxRegression};
 use crate::inner::InnerStats;
-use crate::model::expert::{dot, INNER_MAX_ITER, INNER_TOL, NEWTON_PURE};
-use faer::linalg::matmul::matmul;
-use faer::linalg::solvers::{DenseSolveCore, Llt};
-use faer::{Accum, Mat, MatRef, Par};
-use mirror::batch_exp::exp_in_place;
-use mirror::special::{log_sum_exp, softmax_parts_ref0, SumOfLogs, UNSHIFTED_MAX};
+use crate::model::expert::{dot, inner_stats, newton_settings, INNER_MAX_ITER, INNER_TOL};
+use mirror::special::log_sum_exp;
 
 /// Gate logits $g = (w_0^\top x, \dots, w_{K-2}^\top x, 0)$ into `out` (length $K$) from
 /// the flattened gate block `w` ($(K-1) d$ values).
@@ -152,210 +146,23 @@ impl Default for GateConfig {
     }
 }
 
-/// The gate sums of one row chunk (merged in chunk order): $nQ$, $n\nabla Q$ and, when
-/// asked for, the lower block triangle of $-n\nabla^2 Q$.
-pub(crate) struct GateSums {
-    q: f64,
-    grad: Vec<f64>,
-    hess: Mat<f64>,
-}
+/// The gate's M-step quantities at gate parameters `w` as sums over rows (not divided by
+/// $n$): $nQ(W)$, the size of its terms, $n\nabla Q$ and $-n\nabla^2 Q$ — the
+/// [`SoftmaxStats`](crate::inner::softmax::SoftmaxStats) of the gate's softmax regression
+/// (unit row weights, responsibilities as labels). The E-step of a gated mixture computes
+/// them at the current parameters in the same pass, so the gate's Newton solve starts
+/// without a pass of its own.
+pub use crate::inner::softmax::SoftmaxStats as GateStats;
+// The gate's pass is the shared softmax regression's (the E-step fuses it into its own).
+pub(crate) use crate::inner::softmax::{
+    softmax_rows as gate_softmax_rows, SoftmaxScratch as GateScratch, SoftmaxSums as GateSums,
+};
 
-impl GateSums {
-    /// Zero sums for $d$ features and $K$ experts (Hessian of size 0 when not wanted).
-    pub(crate) fn new(d: usize, k: usize, hessian: bool) -> Self {
-        let dim = (k - 1) * d;
-        GateSums {
-            q: 0.0,
-            grad: vec![0.0; dim],
-            hess: if hessian {
-                Mat::zeros(dim, dim)
-            } else {
-                Mat::zeros(0, 0)
-            },
-        }
-    }
-
-    /// The merged sums at gate parameters `w` as [`GateStats`] (Hessian symmetrised).
-    pub(crate) fn finish(self, w: &[f64]) -> GateStats {
-        let mut hess = self.hess;
-        for a in 0..hess.nrows() {
-            for b in a + 1..hess.ncols() {
-                hess[(a, b)] = hess[(b, a)];
-            }
-        }
-        GateStats {
-            w: w.to_vec(),
-            q: self.q,
-            grad: self.grad,
-            hess,
-        }
-    }
-}
-
-impl Mergeable for GateSums {
-    fn merge(&mut self, other: Self) {
-        self.q += other.q;
-        for (a, b) in self.grad.iter_mut().zip(&other.grad) {
-            *a += b;
-        }
-        if self.hess.nrows() > 0 {
-            self.hess += &other.hess;
-        }
-    }
-}
-
-/// Work buffers of the gate pass for one worker, sized for a [`CHUNK`] of rows and reused
-/// across chunks and passes (every entry read is first written for the current chunk).
-pub(crate) struct GateScratch {
-    /// $(d, K)$ the buffers are sized for.
-    shape: (usize, usize),
-    /// Logits $x_i^\top w_k$, $k < K-1$ ($m\times(K-1)$).
-    logits: Mat<f64>,
-    /// Gate probabilities $\pi_{ik}$, column-major $m\times K$.
-    pub(crate) probs: Vec<f64>,
-    /// Per row, $\operatorname{LSE}_k g_k(x_i) = m_i + \log z_i$ in two parts
-    /// ([`gate_softmax_rows`]): the shift $m_i$ (0, or the largest logit when one is
-    /// too large to exponentiate unshifted) …
-    pub(crate) gmax: Vec<f64>,
-    /// … and $z_i = \sum_k e^{g_k(x_i) - m_i} \ge 1$.
-    pub(crate) gsum: Vec<f64>,
-    /// Gradient residuals $s_{ik} - c_i\pi_{ik}$, column-major $m\times(K-1)$.
-    resid: Vec<f64>,
-    /// Soft labels $s_{ik}$ of the chunk, column-major $m\times K$ (a transposed copy).
-    labels: Vec<f64>,
-    /// Label row sums $c_i = \sum_k s_{ik}$.
-    csum: Vec<f64>,
-    /// Hessian block weights $c_i\pi_{ia}(\delta_{ab} - \pi_{ib})$ per row.
-    wts: Vec<f64>,
-    /// Scaled-columns buffer of [`add_weighted_gram`].
-    buf: Vec<f64>,
-}
-
-impl GateScratch {
-    /// Buffers for $d$ features and $K$ experts.
-    pub(crate) fn new(d: usize, k: usize) -> Self {
-        GateScratch {
-            shape: (d, k),
-            logits: Mat::zeros(CHUNK, k - 1),
-            probs: vec![0.0; CHUNK * k],
-            gmax: vec![0.0; CHUNK],
-            gsum: vec![0.0; CHUNK],
-            resid: vec![0.0; CHUNK * (k - 1)],
-            labels: vec![0.0; CHUNK * k],
-            csum: vec![0.0; CHUNK],
-            wts: vec![0.0; CHUNK * k * (k - 1) / 2],
-            buf: vec![0.0; gram_buffer_len(d)],
-        }
-    }
-
-    /// `cached` if it was sized for $d$ features and $K$ experts, else new buffers.
-    pub(crate) fn reuse(cached: Option<Self>, d: usize, k: usize) -> Self {
-        cached
-            .filter(|s| s.shape == (d, k))
-            .unwrap_or_else(|| GateScratch::new(d, k))
-    }
-}
-
-/// The gate's M-step quantities at gate parameters `w`, as sums over rows (not divided by
-/// $n$): $nQ(W)$, $n\nabla Q$ and $-n\nabla^2 Q$. The E-step of a gated mixture computes
-/// them at the current parameters in the same pass (its responsibilities are the labels),
-/// so the gate's Newton solve starts without a pass of its own.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GateStats {
-    /// The gate parameters they were computed at.
-    pub w: Vec<f64>,
-    /// $\sum_i\sum_k s_{ik}\log\pi_k(x_i)$.
-    pub q: f64,
-    /// $\sum_i (s_{ik} - c_i\pi_{ik})x_i$, flattened like `w`.
-    pub grad: Vec<f64>,
-    /// $\sum_i c_i(\operatorname{diag}\pi_i - \pi_i\pi_i^\top)\otimes x_ix_i^\top$.
-    pub hess: Mat<f64>,
-}
-
-/// Gate probabilities and log-partitions of a chunk from its logits (`logits[j]` is the
-/// column of $g_j$, $j < K-1$, over the chunk's $m$ rows; $g_{K-1} = 0$): column $k$ of
-/// `probs` ($m\times K$ column-major, at least $mK$ values) becomes $\pi_{\cdot k}$, and
-/// $\operatorname{LSE}_k g_{ik} = $ `gmax[i]` $+ \log$ `gsum[i]`, where
-/// $$ (m_i, z_i) = \Big(0,\; 1 + \sum_{j<K-1} e^{g_{ij}}\Big),\qquad
-///    \pi_{ij} = e^{g_{ij}} / z_i,\quad \pi_{i,K-1} = 1/z_i $$
-/// as in [`softmax_parts_ref0`] ($K-1$ exponentials, the reference's being 1, and no
-/// logarithm: callers sum the logarithms by block). The chunk's $m(K-1)$ exponentials are
-/// one vectorised [`exp_in_place`], and the rest are column operations that vectorise
-/// too. A row with a logit above [`UNSHIFTED_MAX`] (or NaN) takes
-/// [`softmax_parts_ref0`]'s shifted path instead.
-///
-/// # Errors
-/// `NonFinite` when a row's logits overflow.
-pub(crate) fn gate_softmax_rows(
-    logits: &[&[f64]],
-    k: usize,
-    probs: &mut [f64],
-    gmax: &mut [f64],
-    gsum: &mut [f64],
-) -> Result<()> {
-    let km = k - 1;
-    let m = gmax.len();
-    let (ex, reference) = probs[..k * m].split_at_mut(km * m);
-    for (dst, col) in ex.chunks_exact_mut(m).zip(logits) {
-        dst.copy_from_slice(&col[..m]);
-    }
-    exp_in_place(ex);
-    gsum.fill(1.0);
-    for col in ex.chunks_exact(m) {
-        for (z, e) in gsum.iter_mut().zip(col) {
-            *z += e;
-        }
-    }
-    for (r, z) in reference.iter_mut().zip(gsum.iter()) {
-        *r = 1.0 / z;
-    }
-    for col in ex.chunks_exact_mut(m) {
-        for (p, r) in col.iter_mut().zip(reference.iter()) {
-            *p *= r;
-        }
-    }
-    gmax.fill(0.0);
-    // (NaN fails `<=`, so it is found here too.) An or-reduction without early exit,
-    // which vectorises; rows are looked at one by one only if some logit is too large.
-    let unshifted = |li: usize| logits.iter().all(|col| col[li] <= UNSHIFTED_MAX);
-    let any_large = logits.iter().any(|col| {
-        col[..m]
-            .iter()
-            .fold(false, |large, &g| large | (g > UNSHIFTED_MAX) | g.is_nan())
-    });
-    if any_large {
-        let mut row = vec![0.0; k];
-        for li in (0..m).filter(|&li| !unshifted(li)) {
-            for (v, col) in row.iter_mut().zip(logits) {
-                *v = col[li];
-            }
-            row[km] = 0.0;
-            let (mx, z) = softmax_parts_ref0(&mut row);
-            if !mx.is_finite() {
-                return Err(MoeError::NonFinite {
-                    what: "gate logits",
-                });
-            }
-            for (j, v) in row.iter().enumerate() {
-                probs[j * m + li] = *v;
-            }
-            (gmax[li], gsum[li]) = (mx, z);
-        }
-    }
-    Ok(())
-}
-
-/// Adds one chunk (`rows`; its gate logits `logits` (columns, as in
-/// [`gate_softmax_rows`]), probabilities and log-partitions in `scratch.probs`,
-/// `scratch.gmax` and `scratch.gsum`, and soft labels `labels` ($m\times K$, chunk-local))
-/// to the gate sums: $q \mathrel{+}= \sum_k s_{ik}(g_{ik} - \operatorname{LSE}_i)$, the
-/// gradient $X_c^\top(S - c\,\Pi)$ as one faer product and, if `sums` holds a Hessian, its
-/// $K(K-1)/2$ weighted Gram blocks.
-///
-/// $q$ is summed as $\sum_i[\sum_k s_{ik}(g_{ik} - m_i) - c_i\log z_i]$: rows whose labels
-/// sum to exactly $c_i = 1$ (most rows of an E-step's responsibilities) add $\log z_i$
-/// through one [`SumOfLogs`] per chunk, so the logarithm is taken once per block of rows
-/// instead of once per row; other rows take their own.
+/// Adds one E-step chunk to the gate sums: the chunk's soft labels `labels` ($m\times K$
+/// row-major, chunk-local; unit row weights) go into the scratch, then
+/// [`softmax_chunk`](crate::inner::softmax) adds $Q$, its term sizes, $\nabla Q$ and the
+/// Hessian blocks (logits, probabilities and log-partitions already in `scratch` from
+/// [`gate_softmax_rows`]).
 pub(crate) fn gate_chunk(
     data: &Dataset,
     rows: std::ops::Range<usize>,
@@ -365,166 +172,13 @@ pub(crate) fn gate_chunk(
     sums: &mut GateSums,
     scratch: &mut GateScratch,
 ) {
-    let d = data.d();
-    let km = k - 1;
-    let m = rows.len();
-    let probs = &scratch.probs[..m * k];
-    // Column-major labels, so that the loops below are column operations.
-    let lab = &mut scratch.labels[..k * m];
-    for (j, col) in lab.chunks_exact_mut(m).enumerate() {
-        for (dst, row) in col.iter_mut().zip(labels.chunks_exact(k)) {
-            *dst = row[j];
-        }
-    }
-    let lab = &scratch.labels[..k * m];
-    let csum = &mut scratch.csum[..m];
-    csum.fill(0.0);
-    for col in lab.chunks_exact(m) {
-        for (c, s) in csum.iter_mut().zip(col) {
-            *c += s;
-        }
-    }
-    let csum = &scratch.csum[..m];
-    // Σ_ik s_ik (g_ik − m_i) = Σ_{k<K−1} ⟨s_·k, g_·k⟩ − Σ_i c_i m_i (g_{K−1} = 0; m_i is 0
-    // but on rows with huge logits).
-    for (col, g) in lab.chunks_exact(m).zip(logits) {
-        sums.q += dot_lanes(col, &g[..m]);
-    }
-    let mut logs = SumOfLogs::new();
-    for ((&c, &mx), &z) in csum.iter().zip(&scratch.gmax[..m]).zip(&scratch.gsum[..m]) {
-        if mx != 0.0 {
-            sums.q -= c * mx;
-        }
-        if c == 1.0 {
-            logs.add_log(z);
-        } else if c > 0.0 {
-            sums.q -= c * z.ln();
-        }
-    }
-    for ((res, p), s) in scratch.resid[..km * m]
-        .chunks_exact_mut(m)
-        .zip(probs.chunks_exact(m))
-        .zip(lab.chunks_exact(m))
-    {
-        for (r, (pj, (c, sj))) in res.iter_mut().zip(p.iter().zip(csum.iter().zip(s))) {
-            *r = sj - c * pj;
-        }
-    }
-    sums.q -= logs.value();
-    let xc = data.xt().subcols(rows.start, m);
-    let mut gm = faer::MatMut::from_column_major_slice_mut(&mut sums.grad, d, km);
-    matmul(
-        gm.as_mut(),
-        Accum::Add,
-        xc,
-        MatRef::from_column_major_slice(&scratch.resid[..km * m], m, km),
-        1.0,
-        Par::Seq,
-    );
-    if sums.hess.nrows() > 0 {
-        // Weights c(π_a δ_ab − π_a π_b) of the lower blocks (a, b), b ≤ a, as the columns
-        // of an m × K(K−1)/2 matrix; the blocks are then formed by stacked products.
-        let pairs: Vec<(usize, usize)> =
-            (0..km).flat_map(|a| (0..=a).map(move |b| (a, b))).collect();
-        for (&(a, b), col) in pairs.iter().zip(scratch.wts.chunks_exact_mut(m)) {
-            let (pa, pb) = (&probs[a * m..(a + 1) * m], &probs[b * m..(b + 1) * m]);
-            let cols = col.iter_mut().zip(csum.iter().zip(pa.iter().zip(pb)));
-            if a == b {
-                cols.for_each(|(wl, (c, (pa, pb)))| *wl = c * pa * (1.0 - pb));
-            } else {
-                cols.for_each(|(wl, (c, (pa, pb)))| *wl = -c * pa * pb);
-            }
-        }
-        let hess = &mut sums.hess;
-        add_weighted_grams(
-            data,
-            rows,
-            &scratch.wts[..pairs.len() * m],
-            pairs.len(),
-            &mut scratch.buf,
-            &mut |j, p| {
-                let (a, b) = pairs[j];
-                let mut block = hess.as_mut().submatrix_mut(a * d, b * d, d, d);
-                block += p;
-            },
-        );
-    }
+    scratch.set_labels_from_rows(labels, k);
+    softmax_chunk(data, rows, logits, k, sums, scratch);
 }
 
-/// $\langle a, b\rangle$ with four interleaved partial sums, which vectorise (a single
-/// running sum is a chain of dependent additions).
-fn dot_lanes(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = [0.0; 4];
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..4 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
-}
-
-/// One pass over the data: $nQ(W)$, $n\nabla Q$ (column-major $d\times(K-1)$, i.e. the
-/// flattened layout) and, when `hessian`, $-n\nabla^2 Q$ (lower block triangle filled,
-/// then symmetrised).
-fn gate_pass(
-    data: &Dataset,
-    labels: &[f64],
-    k: usize,
-    w: &[f64],
-    hessian: bool,
-) -> Result<(f64, Vec<f64>, Mat<f64>)> {
-    let d = data.d();
-    let km = k - 1;
-    let wm = MatRef::from_column_major_slice(w, d, km);
-    let sums = fold_rows_with(
-        data.n(),
-        |cached| GateScratch::reuse(cached, d, k),
-        || GateSums::new(d, k, hessian),
-        |scratch, sums, rows| {
-            let m = rows.len();
-            let xc = data.xt().subcols(rows.start, m);
-            matmul(
-                scratch.logits.as_mut().subrows_mut(0, m),
-                Accum::Replace,
-                xc.transpose(),
-                wm,
-                1.0,
-                Par::Seq,
-            );
-            let logits = std::mem::replace(&mut scratch.logits, Mat::zeros(0, 0));
-            let cols: Vec<&[f64]> = (0..km).map(|j| &logits.col_as_slice(j)[..m]).collect();
-            let res = gate_softmax_rows(
-                &cols,
-                k,
-                &mut scratch.probs[..m * k],
-                &mut scratch.gmax[..m],
-                &mut scratch.gsum[..m],
-            );
-            if res.is_ok() {
-                gate_chunk(
-                    data,
-                    rows.clone(),
-                    &cols,
-                    &labels[rows.start * k..rows.end * k],
-                    k,
-                    sums,
-                    scratch,
-                );
-            }
-            drop(cols);
-            scratch.logits = logits;
-            res
-        },
-    )?;
-    let st = sums.finish(w);
-    Ok((st.q, st.grad, st.hess))
+/// The gate's softmax regression: responsibilities `labels` as soft labels, unit weights.
+fn regression<'a>(data: &'a Dataset, labels: &'a [f64], k: usize) -> Result<SoftmaxRegression<'a>> {
+    SoftmaxRegression::new(data, k, Labels::Soft(labels), None)
 }
 
 /// $Q(W) = \frac1n\sum_i\sum_k s_{ik}\log\pi_k(x_i)$ and $\nabla Q$ (into `grad`) for soft
@@ -540,12 +194,9 @@ pub fn gate_objective(
     grad: &mut [f64],
 ) -> Result<f64> {
     check(data, labels, k, w)?;
-    let n = data.n() as f64;
-    let (q, g, _) = gate_pass(data, labels, k, w, false)?;
-    for (o, v) in grad.iter_mut().zip(g) {
-        *o = v / n;
-    }
-    Ok(q / n)
+    let f = regression(data, labels, k)?.objective(w, grad)?;
+    grad.iter_mut().for_each(|v| *v = -*v);
+    Ok(-f)
 }
 
 fn check(data: &Dataset, labels: &[f64], k: usize, w: &[f64]) -> Result<()> {
@@ -606,16 +257,6 @@ pub fn fit_softmax_gate(
     cfg: GateConfig,
 ) -> Result<InnerStats> {
     fit_softmax_gate_from(data, labels, k, start, out, cfg, None)
-}
-
-/// The factored Hessian $-\nabla^2 Q = LL^\top$ (from the sums $-n\nabla^2 Q$).
-fn factor_gate_hessian(hess: &Mat<f64>, n: f64) -> Result<Llt<f64>> {
-    let dim = hess.nrows();
-    let hs = Mat::from_fn(dim, dim, |a, b| hess[(a, b)] / n);
-    cholesky_factor(hs.as_ref()).map_err(|pivot| MoeError::NotPositiveDefinite {
-        block: Block::Gate,
-        pivot,
-    })
 }
 
 /// [`fit_softmax_gate`] starting from precomputed [`GateStats`] at `start` (from the
@@ -701,39 +342,11 @@ fn lbfgs_gate(
     Ok(InnerStats::from(&rep))
 }
 
-/// The BFGS update of an inverse-Hessian approximation $H \approx (-\nabla^2 Q)^{-1}$ with
-/// the step $s = W^+ - W$ and the change $y = \nabla Q(W) - \nabla Q(W^+)$ of the gradient
-/// of the convex $-Q$:
-/// $$ H^+ = (I - \rho s y^\top) H (I - \rho y s^\top) + \rho s s^\top,\qquad
-///    \rho = 1 / y^\top s, $$
-/// computed in $O(\dim^2)$ as $H^+ = H - \rho(s u^\top + u s^\top) + (\rho^2 y^\top u + \rho)
-/// s s^\top$ with $u = Hy$. $H^+$ satisfies the secant equation $H^+ y = s$ and stays
-/// positive definite. Returns `false` and leaves $H$ alone when $y^\top s \le 10^{-12}
-/// \|y\|\|s\|$ (no usable curvature: a step of round-off size).
-///
-/// **Why.** Between fresh Hessians the gate's Newton solve reuses a factored Hessian (the
-/// chord method, linearly convergent); folding each step's secant pair in makes the reused
-/// matrix track the curvature met on the way (superlinear convergence from an exact start,
-/// Dennis–Moré), so fewer fresh Hessians — $K(K-1)/2$ weighted Grams each — are needed.
-fn bfgs_inverse_update(h: &mut Mat<f64>, s: &[f64], y: &[f64]) -> bool {
-    let ys = dot(y, s);
-    // (written so that a NaN pair is also skipped)
-    if ys.is_nan() || ys <= 1e-12 * dot(y, y).sqrt() * dot(s, s).sqrt() {
-        return false;
-    }
-    let rho = 1.0 / ys;
-    let dim = s.len();
-    let u: Vec<f64> = (0..dim).map(|a| dot(h.col_as_slice(a), y)).collect();
-    let c = rho * rho * dot(y, &u) + rho;
-    for b in 0..dim {
-        for a in 0..dim {
-            h[(a, b)] += c * s[a] * s[b] - rho * (s[a] * u[b] + u[a] * s[b]);
-        }
-    }
-    true
-}
-
-/// The Newton gate M-step of [`fit_softmax_gate_from`] on checked inputs.
+/// The Newton gate M-step of [`fit_softmax_gate_from`] on checked inputs: the shared
+/// softmax regression's [`SoftmaxRegression::newton`] ([`mirror::newton::minimize`] with
+/// `tol`, `max_iter` and `reuse_below` of `cfg`: Hessian reuse with BFGS updates,
+/// speculative Hessians, round-off-aware acceptance), started from the E-step's
+/// [`GateStats`] when they were computed at `start`.
 fn newton_gate(
     data: &Dataset,
     labels: &[f64],
@@ -743,117 +356,12 @@ fn newton_gate(
     cfg: GateConfig,
     initial: Option<&GateStats>,
 ) -> Result<InnerStats> {
-    let n = data.n() as f64;
-    let dim = start.len();
-    let mut w = start.to_vec();
-    let mut trial = vec![0.0; dim];
-    let mut stats = InnerStats::default();
-    let (q0, g0, h0) = match initial {
-        Some(gs) if gs.w == w && gs.hess.nrows() == dim => (gs.q, gs.grad.clone(), gs.hess.clone()),
-        _ => gate_pass(data, labels, k, &w, true)?,
-    };
-    stats.hessians += 1;
-    let mut q = q0 / n;
-    let mut g: Vec<f64> = g0.iter().map(|v| v / n).collect();
-    let mut factor = factor_gate_hessian(&h0, n)?;
-    // Whether `factor` is the Hessian at the current `w`.
-    let mut fresh = true;
-    // Between fresh Hessians: the BFGS-updated inverse approximation of −∇²Q (built from
-    // `factor` at the first update), which steers the reused steps.
-    let mut hinv: Option<Mat<f64>> = None;
-    // ‖∇Q‖ contraction of the last accepted step (NaN before the first).
-    let mut ratio = f64::NAN;
-    loop {
-        let gnorm = dot(&g, &g).sqrt();
-        stats.residual = gnorm;
-        if !gnorm.is_finite() {
-            return Err(MoeError::NonFinite {
-                what: "gate gradient",
-            });
-        }
-        if gnorm <= cfg.tol {
-            stats.converged = true;
-            break;
-        }
-        if stats.iterations >= cfg.max_iter {
-            break;
-        }
-        let dir = match hinv.as_ref() {
-            Some(h) => (0..dim).map(|a| dot(h.col_as_slice(a), &g)).collect(),
-            None => llt_solve(&factor, &g).map_err(|pivot| MoeError::NotPositiveDefinite {
-                block: Block::Gate,
-                pivot,
-            })?,
-        };
-        let slope = dot(&g, &dir);
-        // Reuse the factor for the next step while steps contract well. A step about to be
-        // taken with a fresh factor (the first, with the E-step's Hessian, or one just
-        // formed) is a Newton step: no new Hessian until its own contraction is known (the
-        // last ratio measured the stale matrix it replaced).
-        let reuse = cfg.reuse_below > 0.0 && (fresh || ratio <= cfg.reuse_below);
-        // No speculative Hessian either when the trial is predicted to converge: with a
-        // fresh factor (a Newton step) at the quadratic rate ‖g⁺‖ ≈ C‖g‖², C estimated
-        // from the last step as ratio/‖g‖, i.e. ‖g‖·ratio²; with a stale one (a chord
-        // step) at the linear rate ‖g‖·ratio.
-        let predicted = if fresh {
-            gnorm * ratio * ratio
-        } else {
-            gnorm * ratio
-        };
-        let converging = predicted.is_finite() && predicted <= 0.1 * cfg.tol;
-        let mut t = 1.0;
-        let mut accepted = false;
-        while t > 1e-12 {
-            for j in 0..dim {
-                trial[j] = w[j] + t * dir[j];
-            }
-            let full = t == 1.0;
-            let want_h = full && !reuse && !converging;
-            let (qt, gt, ht) = gate_pass(data, labels, k, &trial, want_h)?;
-            if want_h {
-                stats.hessians += 1;
-            }
-            let qt = qt / n;
-            if qt.is_finite() && (qt >= q + 1e-4 * t * slope || (full && slope <= NEWTON_PURE)) {
-                accepted = true;
-                q = qt;
-                let g_new: Vec<f64> = gt.iter().map(|v| v / n).collect();
-                if want_h {
-                    factor = factor_gate_hessian(&ht, n)?;
-                    hinv = None;
-                } else {
-                    // The factored Hessian will be reused: fold this step's curvature in.
-                    let h = hinv.get_or_insert_with(|| factor.inverse());
-                    let step: Vec<f64> = trial.iter().zip(&w).map(|(a, b)| a - b).collect();
-                    let dg: Vec<f64> = g.iter().zip(&g_new).map(|(a, b)| a - b).collect();
-                    bfgs_inverse_update(h, &step, &dg);
-                }
-                g = g_new;
-                fresh = want_h;
-                break;
-            }
-            t *= 0.5;
-        }
-        if !accepted {
-            if fresh {
-                stats.iterations += 1;
-                break;
-            }
-            // A stale Hessian's direction failed: form the Hessian at w and retry.
-            let (_, _, hm) = gate_pass(data, labels, k, &w, true)?;
-            stats.hessians += 1;
-            factor = factor_gate_hessian(&hm, n)?;
-            hinv = None;
-            fresh = true;
-            ratio = f64::INFINITY;
-            continue;
-        }
-        stats.iterations += 1;
-        ratio = dot(&g, &g).sqrt() / gnorm;
-        w.copy_from_slice(&trial);
-    }
-    out.copy_from_slice(&w);
-    Ok(stats)
+    let settings = newton_settings(cfg.tol, cfg.max_iter)?.with_reuse_below(cfg.reuse_below);
+    out.copy_from_slice(start);
+    let rep = regression(data, labels, k)?
+        .newton(out, &settings, initial)
+        .map_err(|e| e.in_block(Block::Gate))?;
+    Ok(inner_stats(&rep))
 }
 
 /// Closed-form M-step of a constant gate (mixture of regressions): with
@@ -879,6 +387,7 @@ pub fn constant_gate_mstep(weights: &[f64], out: &mut [f64]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inner::parallel::CHUNK;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
     use rand_distr::{Distribution, StandardNormal};
@@ -919,7 +428,11 @@ mod tests {
         let w: Vec<f64> = (0..6).map(|j| 0.1 * j as f64 - 0.2).collect();
         let mut g = vec![0.0; 6];
         gate_objective(&ds, &labels, 3, &w, &mut g).unwrap();
-        let (_, _, h) = gate_pass(&ds, &labels, 3, &w, true).unwrap();
+        let h = regression(&ds, &labels, 3)
+            .unwrap()
+            .stats(&w, true)
+            .unwrap()
+            .hess;
         let n = 300.0;
         for j in 0..6 {
             let e = 1e-5;
@@ -1096,58 +609,6 @@ mod tests {
             let err = gate_softmax_rows(&views, k, &mut probs, &mut gmax, &mut gsum);
             assert!(matches!(err, Err(MoeError::NonFinite { .. })), "{err:?}");
         }
-    }
-
-    #[test]
-    fn bfgs_inverse_update_is_the_inverse_of_the_direct_bfgs_update() {
-        let mut rng = ChaCha8Rng::seed_from_u64(11);
-        let dim = 6;
-        let spd = |rng: &mut ChaCha8Rng| {
-            let m = Mat::from_fn(dim, dim, |_, _| rng.random::<f64>() - 0.5);
-            let mut a = &m * m.transpose();
-            for i in 0..dim {
-                a[(i, i)] += 0.5;
-            }
-            a
-        };
-        for _ in 0..20 {
-            // B ≈ −∇²Q (direct form), H = B⁻¹; a curvature pair y = A s of a convex quadratic.
-            let b = spd(&mut rng);
-            let a = spd(&mut rng);
-            let sv: Vec<f64> = (0..dim).map(|_| rng.random::<f64>() - 0.5).collect();
-            let matvec = |m: &Mat<f64>, v: &[f64]| -> Vec<f64> {
-                (0..dim)
-                    .map(|i| (0..dim).map(|j| m[(i, j)] * v[j]).sum())
-                    .collect()
-            };
-            let y = matvec(&a, &sv);
-            let mut h = b.as_ref().llt(faer::Side::Lower).unwrap().inverse();
-            assert!(bfgs_inverse_update(&mut h, &sv, &y));
-            // Direct update: B⁺ = B − B s sᵀB / sᵀBs + y yᵀ / yᵀs.
-            let bs = matvec(&b, &sv);
-            let (sbs, ys) = (dot(&sv, &bs), dot(&y, &sv));
-            let bp = Mat::from_fn(dim, dim, |i, j| {
-                b[(i, j)] - bs[i] * bs[j] / sbs + y[i] * y[j] / ys
-            });
-            let prod = &bp * &h;
-            for i in 0..dim {
-                for j in 0..dim {
-                    let want = if i == j { 1.0 } else { 0.0 };
-                    assert!((prod[(i, j)] - want).abs() < 1e-9, "B⁺H⁺ = {prod:?}");
-                    assert!((h[(i, j)] - h[(j, i)]).abs() < 1e-12);
-                }
-            }
-            // Secant equation H⁺ y = s.
-            for i in 0..dim {
-                let hy: f64 = (0..dim).map(|j| h[(i, j)] * y[j]).sum();
-                assert!((hy - sv[i]).abs() < 1e-9 * (1.0 + sv[i].abs()));
-            }
-        }
-        // No curvature (y ⟂ s or y = 0): H is left alone.
-        let mut h = Mat::<f64>::identity(2, 2);
-        assert!(!bfgs_inverse_update(&mut h, &[1.0, 0.0], &[0.0, 1.0]));
-        assert!(!bfgs_inverse_update(&mut h, &[1.0, 0.0], &[0.0, 0.0]));
-        assert_eq!(h, Mat::<f64>::identity(2, 2));
     }
 
     #[test]

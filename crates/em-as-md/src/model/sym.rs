@@ -52,9 +52,12 @@
 
 use crate::data::Dataset;
 use crate::error::{Block, MoeError, Result};
+use crate::inner::cholesky;
 use crate::inner::parallel::{fold_rows, Mergeable};
+use crate::inner::softmax::{Labels, SoftmaxRegression};
 use crate::inner::InnerStats;
 use crate::model::conditional::ConditionalFamily;
+use crate::model::expert::{inner_stats, newton_settings};
 use faer::Mat;
 use mirror::special::{log1p_exp, log_sum_exp, sigmoid};
 use mirror::{ExponentialFamily, MirrorError};
@@ -62,7 +65,8 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-/// Tolerance on $\Vert \nabla\Vert_\infty$ of the Newton M-steps (gate and SymMoLogE experts).
+/// Tolerance on $\Vert \nabla\Vert_2$ (hence on $\Vert\nabla\Vert_\infty$) of the Newton M-steps
+/// (gate and SymMoLogE experts).
 pub const NEWTON_TOL: f64 = 1e-12;
 /// Iteration cap of the Newton M-steps.
 pub const NEWTON_MAX_ITER: usize = 100;
@@ -404,34 +408,29 @@ fn check_data(data: &Dataset, d: usize) -> Result<()> {
     Ok(())
 }
 
-/// Solves $H x = g$ for SPD $H$ (row-major $d\times d$) by faer's Cholesky.
+/// Solves $H x = g$ for SPD $H$ (row-major $d\times d$, lower triangle read) under the
+/// one Cholesky policy ([`crate::inner::cholesky`]).
 fn solve_spd(h: &[f64], g: &[f64], who: Block) -> Result<Vec<f64>> {
-    use faer::linalg::solvers::Solve;
     let d = g.len();
     let m = Mat::from_fn(d, d, |i, j| h[i * d + j]);
-    let llt = m
-        .llt(faer::Side::Lower)
-        .map_err(|_| MoeError::NotPositiveDefinite {
-            block: who,
-            pivot: 0,
-        })?;
-    let x = llt.solve(Mat::from_fn(d, 1, |i, _| g[i]));
-    Ok((0..d).map(|i| x[(i, 0)]).collect())
+    cholesky::solve(m.as_ref(), g, who)
 }
 
-/// Soft-label logistic regression by Newton's method with Armijo backtracking:
+/// Soft-label logistic regression, the 2-class case of the shared softmax regression
+/// ([`SoftmaxRegression`] with [`Labels::Binary`], unit weights):
 /// $$ \min_v f(v) = \frac1n\sum_i \log(1 + e^{v^\top x_i}) - t_i v^\top x_i,\qquad
 ///    \nabla f = \frac1n\sum_i(\sigma(v^\top x_i) - t_i)x_i,\quad
 ///    \nabla^2 f = \frac1n\sum_i \sigma(v^\top x_i)\sigma(-v^\top x_i)x_ix_i^\top, $$
-/// started at `v` (a warm start, overwritten), stopping when $\Vert \nabla f\Vert_\infty \le$
-/// [`NEWTON_TOL`]. Targets $t_i \in [0, 1]$ (soft labels). `who` names the block in a
+/// by [`mirror::newton::minimize`] started at `v` (a warm start, overwritten), stopping when
+/// $\Vert \nabla f\Vert_2 \le$ [`NEWTON_TOL`] (which bounds $\Vert\nabla f\Vert_\infty$
+/// too). Targets $t_i \in [0, 1]$ (soft labels). `who` names the block in a
 /// `NotPositiveDefinite` error.
 ///
 /// # Errors
-/// `InvalidData` if the number of targets differs from $n$, `NotPositiveDefinite` if the
-/// weighted Gram matrix is singular. Not converging within [`NEWTON_MAX_ITER`] (e.g.
-/// separable labels, where the minimiser is at infinity) is reported in the returned
-/// [`InnerStats`] (`converged = false`), not as an error.
+/// `InvalidData` if the number of targets differs from $n$ or a target lies outside
+/// $[0, 1]$, `NotPositiveDefinite` if the weighted Gram matrix is singular. Not converging
+/// within [`NEWTON_MAX_ITER`] (e.g. separable labels, where the minimiser is at infinity)
+/// is reported in the returned [`InnerStats`] (`converged = false`), not as an error.
 pub fn soft_logistic_newton(
     data: &Dataset,
     targets: &[f64],
@@ -451,95 +450,12 @@ pub fn soft_logistic_newton(
             ),
         });
     }
-    let value = |v: &[f64]| -> Result<f64> {
-        let s = fold_rows(
-            n,
-            || 0.0f64,
-            |acc, rows| {
-                for i in rows {
-                    let u = dotp(v, data.x(i));
-                    *acc += log1p_exp(u) - targets[i] * u;
-                }
-                Ok(())
-            },
-        )?;
-        Ok(s / n as f64)
-    };
-    let mut stats = InnerStats {
-        converged: false,
-        ..InnerStats::default()
-    };
-    let mut f0 = value(v)?;
-    for _ in 0..NEWTON_MAX_ITER {
-        // Gradient and Hessian in one pass (Hessian row-major d × d).
-        let (g, h) = fold_rows(
-            n,
-            || (vec![0.0; d], vec![0.0; d * d]),
-            |(g, h), rows| {
-                for i in rows {
-                    let x = data.x(i);
-                    let u = dotp(v, x);
-                    let p = sigmoid(u);
-                    let wgt = p * sigmoid(-u);
-                    let res = p - targets[i];
-                    for a in 0..d {
-                        g[a] += res * x[a];
-                        let wa = wgt * x[a];
-                        for b in 0..=a {
-                            h[a * d + b] += wa * x[b];
-                        }
-                    }
-                }
-                Ok(())
-            },
-        )?;
-        let mut g = g;
-        let mut h = h;
-        for a in 0..d {
-            g[a] /= n as f64;
-            for b in 0..=a {
-                h[a * d + b] /= n as f64;
-                h[b * d + a] = h[a * d + b];
-            }
-        }
-        let gnorm = g.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-        stats.residual = gnorm;
-        if !gnorm.is_finite() {
-            return Err(MoeError::NonFinite {
-                what: "Newton gradient (soft-label logistic regression)",
-            });
-        }
-        if gnorm <= NEWTON_TOL {
-            stats.converged = true;
-            return Ok(stats);
-        }
-        stats.hessians += 1;
-        let step = solve_spd(&h, &g, who)?;
-        let slope = dotp(&g, &step);
-        let mut t = 1.0;
-        let mut trial = vec![0.0; d];
-        loop {
-            for a in 0..d {
-                trial[a] = v[a] - t * step[a];
-            }
-            let f1 = value(&trial)?;
-            // Armijo; near the optimum round-off makes f1 ≈ f0, so a non-increase at
-            // full step is accepted too.
-            if f1 <= f0 - 1e-4 * t * slope || (t == 1.0 && f1 <= f0 + 1e-14 * f0.abs()) {
-                f0 = f1;
-                break;
-            }
-            t *= 0.5;
-            if t < 1e-12 {
-                // No decrease possible any more: round-off floor.
-                stats.iterations += 1;
-                return Ok(stats);
-            }
-        }
-        v.copy_from_slice(&trial);
-        stats.iterations += 1;
-    }
-    Ok(stats)
+    let reg = SoftmaxRegression::new(data, 2, Labels::Binary(targets), None)?;
+    let settings = newton_settings(NEWTON_TOL, NEWTON_MAX_ITER as u64)?;
+    let rep = reg
+        .newton(v, &settings, None)
+        .map_err(|e| e.in_block(who))?;
+    Ok(inner_stats(&rep))
 }
 
 /// Draws $x_i \sim N(0, I_d)$, $(y_i, z_i) \sim p(\cdot \mid x_i; \theta)$ from the model's

@@ -4,7 +4,7 @@ use super::{check_len, check_targets, check_weights, dot, Expert, ExpertSpec};
 use super::{GaussianRegression, ReadableParams};
 use crate::data::Dataset;
 use crate::error::{Block, MoeError, Result};
-use crate::inner::cholesky::cholesky_solve;
+use crate::inner::cholesky;
 use crate::inner::gram::{add_weighted_gram, gram_buffer_len};
 use crate::inner::parallel::{fold_rows, Mergeable};
 use crate::inner::InnerStats;
@@ -125,9 +125,9 @@ impl LinearGaussian {
             let g = Mat::from_fn(d, d, |a, b| {
                 gram[(a.max(b), a.min(b))] + if a == b { self.ridge } else { 0.0 }
             });
-            cholesky_solve(g.as_ref(), rhs).map_err(err)?
+            cholesky::solve(g.as_ref(), rhs, Block::Expert(None))?
         } else {
-            cholesky_solve(gram, rhs).map_err(err)?
+            cholesky::solve(gram, rhs, Block::Expert(None))?
         };
         // βᵀGβ with G read from its lower triangle.
         let mut quad = 0.0;

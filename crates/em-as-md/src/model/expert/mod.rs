@@ -31,10 +31,12 @@
 
 use crate::data::Dataset;
 use crate::error::{Block, MoeError, Result};
-use crate::inner::cholesky::cholesky_solve;
 use crate::inner::parallel::{fold_rows, Mergeable};
 use crate::inner::InnerStats;
-use faer::{Mat, MatRef};
+use faer::MatRef;
+use mirror::newton::{
+    minimize, sum_noise, EvalOut, Need, NewtonObjective, NewtonReport, NewtonSettings,
+};
 use mirror::ExponentialFamily;
 use rand::RngCore;
 use rand_distr::{Distribution, StandardNormal};
@@ -43,11 +45,6 @@ use rand_distr::{Distribution, StandardNormal};
 pub const INNER_TOL: f64 = 1e-10;
 /// Default iteration cap of the inner Newton solves.
 pub const INNER_MAX_ITER: u64 = 50;
-/// Newton decrement $\nabla Q^\top H^{-1}\nabla Q$ (of the weight-averaged objective)
-/// below which the inner Newton solvers take the full step without the Armijo test: the
-/// predicted increase is then below the round-off of evaluating $Q$, so the test could
-/// not tell an improvement from noise (the pure-Newton phase).
-pub const NEWTON_PURE: f64 = 1e-14;
 /// Largest parameter count $(C-1)d$ for which [`Multinomial`]'s M-step uses the dense
 /// Newton method [`glm_newton`] (exact to [`INNER_TOL`]). Above it the dense Newton step
 /// costs $O(n\,(C-1)^2d^2)$ to assemble a $((C-1)d)^2$ Hessian (on the bundled digits,
@@ -412,9 +409,13 @@ fn check_targets<E: Expert + ?Sized>(expert: &E, data: &Dataset) -> Result<()> {
     Ok(())
 }
 
-/// Accumulator of one pass of [`glm_newton`]: $Q$, gradient, negative Hessian, scratch.
+/// Accumulator of one pass of [`glm_newton`]: $Q$, $\sum_i w_i(\sum_j|T_{ij}\eta_{ij}| +
+/// |A(\eta_i)|)$ (the size of $Q$'s terms, for its round-off), whether a row left the
+/// natural domain, gradient, negative Hessian (row-major), and per-row scratch.
 struct GlmAcc {
     q: f64,
+    abs: f64,
+    outside: bool,
     grad: Vec<f64>,
     hess: Vec<f64>,
     eta: Vec<f64>,
@@ -426,6 +427,8 @@ struct GlmAcc {
 impl Mergeable for GlmAcc {
     fn merge(&mut self, other: Self) {
         self.q += other.q;
+        self.abs += other.abs;
+        self.outside |= other.outside;
         for (a, b) in self.grad.iter_mut().zip(&other.grad) {
             *a += b;
         }
@@ -435,24 +438,31 @@ impl Mergeable for GlmAcc {
     }
 }
 
-/// One pass over the rows: $Q(\vartheta)$ and, when `derivs`, its gradient and negative
-/// Hessian (row-major $P\times P$). A natural parameter outside the domain gives
-/// $Q = -\infty$ (used by the line search).
+/// One pass over the rows: $Q(\vartheta) = \sum_i w_i[\langle T_i, \eta_i\rangle -
+/// A(\eta_i)]$ and, with `need` = `Some(Gradient)`, its gradient
+/// $\sum_i w_i J_i^\top(T_i - \nabla A(\eta_i))$, with `Some(Hessian)` also its negative
+/// Hessian $\sum_i w_i J_i^\top\nabla^2A(\eta_i)J_i$ (row-major $P\times P$). A natural
+/// parameter outside the domain sets `outside` (and $Q = -\infty$); the derivatives are
+/// then meaningless.
 fn glm_pass<E: Expert + ?Sized>(
     expert: &E,
     data: &Dataset,
     w: &[f64],
     params: &[f64],
-    derivs: bool,
+    need: Option<Need>,
 ) -> Result<GlmAcc> {
     let fam = expert.family();
     let (p, r, d) = (fam.dim(), expert.n_regressed(), data.d());
     let np = expert.n_params(d);
-    let (gl, hl) = if derivs { (np, np * np) } else { (0, 0) };
+    let grad = need.is_some();
+    let hessian = need == Some(Need::Hessian);
+    let (gl, hl) = (if grad { np } else { 0 }, if hessian { np * np } else { 0 });
     fold_rows(
         data.n(),
         || GlmAcc {
             q: 0.0,
+            abs: 0.0,
+            outside: false,
             grad: vec![0.0; gl],
             hess: vec![0.0; hl],
             eta: vec![0.0; p],
@@ -463,7 +473,7 @@ fn glm_pass<E: Expert + ?Sized>(
         |acc, rows| {
             for i in rows {
                 let wi = w[i];
-                if wi == 0.0 {
+                if wi == 0.0 || acc.outside {
                     continue;
                 }
                 let x = data.x(i);
@@ -471,20 +481,20 @@ fn glm_pass<E: Expert + ?Sized>(
                 let a = match fam.log_partition(&acc.eta) {
                     Ok(a) if a.is_finite() => a,
                     _ => {
+                        acc.outside = true;
                         acc.q = f64::NEG_INFINITY;
-                        if derivs {
-                            return Err(MoeError::NonFinite {
-                                what: "expert log-partition in the M-step",
-                            });
-                        }
                         continue;
                     }
                 };
                 fam.sufficient_stats(data.y(i), &mut acc.t);
-                acc.q += wi * (dot(&acc.t, &acc.eta) - a);
-                if !derivs {
+                let te = dot(&acc.t, &acc.eta);
+                acc.q += wi * (te - a);
+                let te_abs: f64 = acc.t.iter().zip(&acc.eta).map(|(t, e)| (t * e).abs()).sum();
+                acc.abs += wi * (te_abs + a.abs());
+                if !grad {
                     continue;
                 }
+                // (`moments` writes both; without a Hessian the Fisher part is scratch.)
                 expert.moments(&acc.eta, &mut acc.mu, &mut acc.fisher)?;
                 // Gradient Σ w Jᵀ(T − μ).
                 for j in 0..p {
@@ -496,6 +506,9 @@ fn glm_pass<E: Expert + ?Sized>(
                     } else {
                         acc.grad[r * d + (j - r)] += v;
                     }
+                }
+                if !hessian {
+                    continue;
                 }
                 // Negative Hessian Σ w Jᵀ F J.
                 for j in 0..p {
@@ -539,14 +552,64 @@ fn glm_pass<E: Expert + ?Sized>(
     )
 }
 
-/// Newton's method with backtracking (Armijo) for the weighted expert fit
-/// $\max_\vartheta Q(\vartheta)$ (see the [module documentation](self)); $Q$, its gradient
-/// and Hessian are divided by $W = \sum_i w_i$ and the iteration stops when
-/// $\|\nabla Q / W\|_2 \le$ `tol` or after `max_iter` Newton steps (then
-/// `converged = false`).
+/// The expert's M-step objective for [`mirror::newton::minimize`]: the weight-averaged
+/// $f(\vartheta) = -Q(\vartheta)/W$, $W = \sum_i w_i$, with gradient and Hessian
+/// $$ \nabla f = \frac1W\sum_i w_i J_i^\top(\nabla A(\eta_i) - T_i),\qquad
+///    \nabla^2 f = \frac1W\sum_i w_i J_i^\top\nabla^2A(\eta_i)J_i, $$
+/// and round-off $\delta = $ [`sum_noise`]$(S, n)$ with
+/// $S = \frac1W\sum_i w_i(\sum_j|T_{ij}\eta_{ij}| + |A(\eta_i)|)$ (the terms' sizes before
+/// they cancel); $f = +\infty$ outside the natural domain.
+struct GlmObjective<'a, E: ?Sized> {
+    expert: &'a E,
+    data: &'a Dataset,
+    weights: &'a [f64],
+    wsum: f64,
+    np: usize,
+}
+
+impl<E: Expert + ?Sized> NewtonObjective for GlmObjective<'_, E> {
+    type Error = MoeError;
+    fn dim(&self) -> usize {
+        self.np
+    }
+    fn eval(&mut self, x: &[f64], need: Need, out: &mut EvalOut<'_>) -> Result<()> {
+        let acc = glm_pass(self.expert, self.data, self.weights, x, Some(need))?;
+        if acc.outside {
+            out.value = f64::INFINITY;
+            return Ok(());
+        }
+        let wsum = self.wsum;
+        out.value = -acc.q / wsum;
+        out.noise = sum_noise(acc.abs / wsum, self.data.n());
+        for (g, a) in out.grad.iter_mut().zip(&acc.grad) {
+            *g = -a / wsum;
+        }
+        if need == Need::Hessian {
+            let np = self.np;
+            for a in 0..np {
+                for b in 0..=a {
+                    out.hess[(a, b)] = acc.hess[a * np + b] / wsum;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Newton's method for the weighted expert fit $\max_\vartheta Q(\vartheta)$ (see the
+/// [module documentation](self)): [`mirror::newton::minimize`] on $f = -Q/W$
+/// ([`GlmObjective`]-style weight averaging, $W = \sum_i w_i$), whose line search accepts a
+/// step by Armijo, by the pure-Newton rule $\lambda^2/2 \le \delta$ with $\delta$ the
+/// round-off of the computed $f$ ([`sum_noise`] of the sizes of $Q$'s terms — not a fixed
+/// threshold, so a decrement just above $10^{-14}$ on an objective with round-off
+/// $10^{-13}$ no longer stalls the solve), or by a smaller gradient when the value change
+/// is inside round-off. It stops when $\|\nabla Q / W\|_2 \le$ `tol`, after `max_iter`
+/// Newton steps, or when no step is acceptable (both reported as `converged = false` with
+/// the residual). [`InnerStats::hessians`] counts the Hessians formed.
 ///
 /// # Errors
-/// `InvalidParam`/`InvalidData` for bad weights or targets; `NotPositiveDefinite
+/// `InvalidParam`/`InvalidData` for bad weights or targets; `NonFinite` for a start
+/// outside the natural domain or non-finite derivatives; `NotPositiveDefinite
 /// { block: Block::Expert(None), pivot }` when the weighted Hessian is singular (e.g. all
 /// weights zero or collinear features).
 pub fn glm_newton<E: Expert + ?Sized>(
@@ -559,61 +622,50 @@ pub fn glm_newton<E: Expert + ?Sized>(
     max_iter: u64,
 ) -> Result<InnerStats> {
     let (np, wsum) = check_weighted_fit(expert, data, weights, start, out)?;
-    let mut theta = start.to_vec();
-    let mut trial = vec![0.0; np];
-    let mut stats = InnerStats::default();
-    loop {
-        let acc = glm_pass(expert, data, weights, &theta, true)?;
-        stats.hessians += 1;
-        let q = acc.q / wsum;
-        let g: Vec<f64> = acc.grad.iter().map(|v| v / wsum).collect();
-        let gnorm = dot(&g, &g).sqrt();
-        stats.residual = gnorm;
-        if !gnorm.is_finite() || !q.is_finite() {
-            return Err(MoeError::NonFinite {
-                what: "expert M-step gradient",
-            });
-        }
-        if gnorm <= tol {
-            stats.converged = true;
-            break;
-        }
-        if stats.iterations >= max_iter {
-            break;
-        }
-        let h = MatRef::from_row_major_slice(&acc.hess, np, np);
-        let hs = Mat::from_fn(np, np, |a, b| h[(a, b)] / wsum);
-        let dir =
-            cholesky_solve(hs.as_ref(), &g).map_err(|pivot| MoeError::NotPositiveDefinite {
-                block: Block::Expert(None),
-                pivot,
-            })?;
-        let slope = dot(&g, &dir);
-        let mut t = 1.0;
-        let mut accepted = false;
-        while t > 1e-12 {
-            for j in 0..np {
-                trial[j] = theta[j] + t * dir[j];
-            }
-            let qt = glm_pass(expert, data, weights, &trial, false)?.q / wsum;
-            // Armijo; or, once the Newton decrement is below what Q's round-off can
-            // resolve (the pure-Newton phase), the full step.
-            if qt.is_finite() && (qt >= q + 1e-4 * t * slope || (t == 1.0 && slope <= NEWTON_PURE))
-            {
-                accepted = true;
-                break;
-            }
-            t *= 0.5;
-        }
-        stats.iterations += 1;
-        if !accepted {
-            // No ascent possible in floating point: stop and report the residual.
-            break;
-        }
-        theta.copy_from_slice(&trial);
+    let settings = newton_settings(tol, max_iter)?;
+    let mut obj = GlmObjective {
+        expert,
+        data,
+        weights,
+        wsum,
+        np,
+    };
+    if glm_pass(expert, data, weights, start, None)?.outside {
+        return Err(MoeError::NonFinite {
+            what: "expert log-partition in the M-step",
+        });
     }
-    out.copy_from_slice(&theta);
-    Ok(stats)
+    out.copy_from_slice(start);
+    let rep =
+        minimize(&mut obj, out, &settings, None).map_err(|e| e.in_block(Block::Expert(None)))?;
+    Ok(inner_stats(&rep))
+}
+
+/// [`NewtonSettings`] with tolerance `tol` and step cap `max_iter` (the driver's other
+/// defaults).
+///
+/// # Errors
+/// `InvalidParam { name: "newton settings" }` for a tolerance that is not finite and
+/// $> 0$, or a cap of 0.
+pub(crate) fn newton_settings(tol: f64, max_iter: u64) -> Result<NewtonSettings> {
+    NewtonSettings::new(tol, usize::try_from(max_iter).unwrap_or(usize::MAX)).map_err(|e| {
+        MoeError::InvalidParam {
+            name: "newton settings",
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// [`InnerStats`] of one [`minimize`] run: accepted steps, final residual, converged,
+/// Hessians formed (no fallbacks).
+pub(crate) fn inner_stats(rep: &NewtonReport) -> InnerStats {
+    InnerStats {
+        iterations: rep.iterations as u64,
+        residual: rep.residual,
+        converged: rep.converged,
+        hessians: rep.hessians as u64,
+        fallbacks: 0,
+    }
 }
 
 fn check_len(name: &'static str, expected: usize, found: usize) -> Result<()> {
@@ -758,7 +810,7 @@ mod tests {
         let mut out = vec![0.0; 2];
         let st = e.weighted_fit(&ds, &w, &[0.0, 0.0], &mut out).unwrap();
         assert!(st.converged && st.residual <= INNER_TOL && st.iterations > 0);
-        let q = |p: &[f64]| glm_pass(&e, &ds, &w, p, false).unwrap().q;
+        let q = |p: &[f64]| glm_pass(&e, &ds, &w, p, None).unwrap().q;
         let q0 = q(&out);
         for dv in [[1e-3, 0.0], [0.0, -1e-3], [1e-3, 1e-3]] {
             assert!(q0 > q(&[out[0] + dv[0], out[1] + dv[1]]));
@@ -925,9 +977,18 @@ mod tests {
         let w = vec![1.0; 200];
         let (mut a, mut b) = (vec![0.0; 8], vec![0.0; 8]);
         let sa = e.weighted_fit(&ds, &w, &[0.0; 8], &mut a).unwrap();
-        let sb = glm_newton(&e, &ds, &w, &[0.0; 8], &mut b, INNER_TOL, INNER_MAX_ITER).unwrap();
-        assert_eq!((a, sa.clone()), (b, sb));
+        let sb = e
+            .fit_newton(&ds, &w, &[0.0; 8], &mut b, INNER_TOL, INNER_MAX_ITER)
+            .unwrap();
+        assert_eq!((&a, sa.clone()), (&b, sb));
         assert!(sa.converged && sa.hessians > 0);
+        // The generic GLM Newton (per-row Fisher matrices, an independent path) agrees.
+        let mut c = vec![0.0; 8];
+        let sc = glm_newton(&e, &ds, &w, &[0.0; 8], &mut c, INNER_TOL, INNER_MAX_ITER).unwrap();
+        assert!(sc.converged);
+        for (x, y) in a.iter().zip(&c) {
+            assert!((x - y).abs() < 1e-9 * (1.0 + y.abs()), "{a:?} vs {c:?}");
+        }
         // Separable labels (class = sign pattern of two features): no maximiser exists.
         // The L-BFGS M-step stops at the gradient tolerance with large finite
         // coefficients; with a small iteration cap it reports the inexact step.

@@ -1,15 +1,14 @@
 //! The multinomial-logistic expert ([`Multinomial`]).
 
 use super::MULTINOMIAL_DENSE_MAX_PARAMS;
-use super::{check_len, check_weighted_fit, glm_newton, Expert, ExpertSpec, ReadableParams};
+use super::{check_len, check_weighted_fit, Expert, ExpertSpec, ReadableParams};
+use super::{inner_stats, newton_settings};
 use super::{INNER_MAX_ITER, INNER_TOL};
 use super::{MULTINOMIAL_LBFGS_MAX_ITER, MULTINOMIAL_LBFGS_TOL};
 use crate::data::Dataset;
-use crate::error::{MoeError, Result};
-use crate::inner::parallel::{fold_rows, Mergeable};
+use crate::error::{Block, MoeError, Result};
+use crate::inner::softmax::{Labels, SoftmaxRegression};
 use crate::inner::InnerStats;
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatMut, MatRef, Par};
 use mirror::ExponentialFamily;
 
 /// Multinomial logistic regression over $C$ classes (reference class $C-1$):
@@ -100,10 +99,9 @@ impl Multinomial {
     /// returned, and its gradient
     /// $$ \nabla_{b_j} F = \frac1W\sum_i w_i\,(p_{ij} - [y_i = j])\,x_i,\qquad
     ///    p_i = \operatorname{softmax}(\eta_{i0}, \dots, \eta_{i,C-2}, 0), $$
-    /// written into `grad` (layout of the parameters: $b_j$ contiguous). Rows are processed
-    /// in [`fold_rows`] chunks; per chunk the logits $B^\top X_c$ and the gradient
-    /// $X_c R_c^\top$ are two faer products, so one evaluation costs $O(n\,C\,d)$ and no
-    /// Hessian is formed. Targets are assumed validated (classes in $0..C$).
+    /// written into `grad` (layout of the parameters: $b_j$ contiguous): the shared
+    /// [`SoftmaxRegression::objective`] with one-hot labels ([`Labels::Classes`]) and row
+    /// weights $w_i$, one $O(n\,C\,d)$ pass without a Hessian.
     ///
     /// # Errors
     /// `InvalidParam` for wrong lengths or $W = 0$; `NonFinite` when $F$ or the gradient is
@@ -115,78 +113,55 @@ impl Multinomial {
         params: &[f64],
         grad: &mut [f64],
     ) -> Result<f64> {
-        let d = data.d();
-        let cm = self.classes() - 1;
-        let np = cm * d;
+        let np = (self.classes() - 1) * data.d();
         check_len("params", np, params.len())?;
         check_len("grad", np, grad.len())?;
         check_len("weights", data.n(), weights.len())?;
-        let wsum: f64 = weights.iter().sum();
-        if !(wsum > 0.0 && wsum.is_finite()) {
-            return Err(MoeError::InvalidParam {
-                name: "weights",
-                reason: "the weights must have a positive finite sum".into(),
-            });
-        }
-        let bm = MatRef::from_column_major_slice(params, d, cm);
-        let acc = fold_rows(
-            data.n(),
-            || SoftmaxAcc {
-                f: 0.0,
-                grad: vec![0.0; np],
-                logits: Mat::zeros(cm, crate::inner::parallel::CHUNK),
-                resid: Mat::zeros(cm, crate::inner::parallel::CHUNK),
-            },
-            |acc, rows| {
-                let m = rows.len();
-                let xc = data.xt().subcols(rows.start, m);
-                matmul(
-                    acc.logits.as_mut().subcols_mut(0, m),
-                    Accum::Replace,
-                    bm.transpose(),
-                    xc,
-                    1.0,
-                    Par::Seq,
-                );
-                for (li, i) in rows.enumerate() {
-                    let wi = weights[i];
-                    let y = data.y(i)[0] as usize;
-                    let col = acc.logits.col(li);
-                    let mx = col.iter().copied().fold(0.0f64, f64::max);
-                    let s = (-mx).exp() + col.iter().map(|e| (e - mx).exp()).sum::<f64>();
-                    let lse = mx + s.ln();
-                    let eta_y = if y < cm { col[y] } else { 0.0 };
-                    if wi != 0.0 {
-                        acc.f += wi * (lse - eta_y);
-                    }
-                    for j in 0..cm {
-                        let p = (acc.logits[(j, li)] - lse).exp();
-                        acc.resid[(j, li)] = wi * (p - if j == y { 1.0 } else { 0.0 });
-                    }
-                }
-                let g = MatMut::from_column_major_slice_mut(&mut acc.grad, d, cm);
-                matmul(
-                    g,
-                    Accum::Add,
-                    xc,
-                    acc.resid.as_ref().subcols(0, m).transpose(),
-                    1.0,
-                    Par::Seq,
-                );
-                Ok(())
-            },
-        )?;
-        for (g, a) in grad.iter_mut().zip(&acc.grad) {
-            *g = a / wsum;
-        }
-        let f = acc.f / wsum;
-        if f.is_finite() && grad.iter().all(|g| g.is_finite()) {
-            Ok(f)
-        } else {
-            Err(MoeError::NonFinite {
-                what: "multinomial expert M-step objective",
+        SoftmaxRegression::new(data, self.classes(), Labels::Classes, Some(weights))
+            .map_err(|e| match e {
+                MoeError::InvalidParam {
+                    name: "weights", ..
+                } => MoeError::InvalidParam {
+                    name: "weights",
+                    reason: "the weights must have a positive finite sum".into(),
+                },
+                other => other,
+            })?
+            .objective(params, grad)
+            .map_err(|e| match e {
+                MoeError::NonFinite { .. } => MoeError::NonFinite {
+                    what: "multinomial expert M-step objective",
+                },
+                other => other,
             })
-        }
+    }
+
+    /// The dense Newton M-step: minimises [`weighted_objective`](Self::weighted_objective)
+    /// by [`SoftmaxRegression::newton`] ([`mirror::newton::minimize`], Hessian
+    /// $\frac1W\sum_i w_i(\operatorname{diag}p_i - p_ip_i^\top)\otimes x_ix_i^\top$ from
+    /// weighted Gram blocks) from `start` until $\|\nabla F\|_2 \le$ `tol` or `max_iter`
+    /// steps; the result goes into `out`.
+    ///
+    /// # Errors
+    /// As [`glm_newton`](super::glm_newton) for bad lengths, weights and targets; `NotPositiveDefinite
+    /// { block: Block::Expert(None), pivot }` for a singular Hessian.
+    pub fn fit_newton(
+        &self,
+        data: &Dataset,
+        weights: &[f64],
+        start: &[f64],
+        out: &mut [f64],
+        tol: f64,
+        max_iter: u64,
+    ) -> Result<InnerStats> {
+        check_weighted_fit(self, data, weights, start, out)?;
+        let settings = newton_settings(tol, max_iter)?;
+        let reg = SoftmaxRegression::new(data, self.classes(), Labels::Classes, Some(weights))?;
+        out.copy_from_slice(start);
+        let rep = reg
+            .newton(out, &settings, None)
+            .map_err(|e| e.in_block(Block::Expert(None)))?;
+        Ok(inner_stats(&rep))
     }
 
     /// Minimises [`weighted_objective`](Self::weighted_objective) (i.e. maximises the
@@ -194,7 +169,7 @@ impl Multinomial {
     /// ([`crate::inner::lbfgs::Lbfgs`], 10 pairs, strong Wolfe) warm-started at `start`, until
     /// $\|\nabla F\|_\infty \le$ `tol` or `max_iter` iterations; the result goes into `out`.
     /// Each iteration costs a few $O(n\,C\,d)$ passes and $O((C-1)d)$ memory, against
-    /// $O(n\,(C-1)^2 d^2)$ per step and a $((C-1)d)^2$ Hessian for [`glm_newton`]; and a
+    /// $O(n\,(C-1)^2 d^2)$ per step and a $((C-1)d)^2$ Hessian for [`glm_newton`](super::glm_newton); and a
     /// singular Hessian (a feature that is zero on every weighted row) does not stop it
     /// (those coefficients keep their starting values). The returned [`InnerStats`] holds
     /// the iterations, the final $\|\nabla F\|_\infty$ as `residual`, whether `tol` was met
@@ -202,7 +177,7 @@ impl Multinomial {
     /// maximiser does not exist) and `hessians = 0`.
     ///
     /// # Errors
-    /// As [`glm_newton`] for bad lengths, weights and targets (`NotPositiveDefinite
+    /// As [`glm_newton`](super::glm_newton) for bad lengths, weights and targets (`NotPositiveDefinite
     /// { block: Block::Expert(None), pivot: 0 }` when all weights are zero, as the dense path);
     /// `InvalidParam` for `tol <= 0` or `max_iter == 0`; `NonFinite` for non-finite
     /// starting parameters; `LeftDomain` if the iterates run off to infinity.
@@ -224,24 +199,6 @@ impl Multinomial {
         out.copy_from_slice(start);
         let rep = solver.minimize(|b, g| self.weighted_objective(data, weights, b, g), out)?;
         Ok(InnerStats::from(&rep))
-    }
-}
-
-/// Per-chunk accumulator of [`Multinomial::weighted_objective`]: $\sum w_i(\dots)$, the
-/// gradient, and the chunk's logits / residual scratch (not merged).
-struct SoftmaxAcc {
-    f: f64,
-    grad: Vec<f64>,
-    logits: Mat<f64>,
-    resid: Mat<f64>,
-}
-
-impl Mergeable for SoftmaxAcc {
-    fn merge(&mut self, other: Self) {
-        self.f += other.f;
-        for (a, b) in self.grad.iter_mut().zip(&other.grad) {
-            *a += b;
-        }
     }
 }
 
@@ -274,7 +231,7 @@ impl Expert for Multinomial {
         }
         Ok(())
     }
-    /// Dense Newton ([`glm_newton`], [`INNER_TOL`], [`INNER_MAX_ITER`]: an exact M-step)
+    /// Dense Newton ([`glm_newton`](super::glm_newton), [`INNER_TOL`], [`INNER_MAX_ITER`]: an exact M-step)
     /// when $(C-1)d \le$ [`MULTINOMIAL_DENSE_MAX_PARAMS`] (or the bound of
     /// [`Multinomial::with_dense_max_params`]); above it L-BFGS
     /// ([`Multinomial::fit_lbfgs`] with the budget of [`Multinomial::with_lbfgs_budget`],
@@ -297,7 +254,7 @@ impl Expert for Multinomial {
                 self.lbfgs_max_iter,
             )
         } else {
-            glm_newton(self, data, weights, start, out, INNER_TOL, INNER_MAX_ITER)
+            self.fit_newton(data, weights, start, out, INNER_TOL, INNER_MAX_ITER)
         }
     }
     fn predict_dim(&self) -> usize {
