@@ -70,7 +70,8 @@ pub struct CompareArgs {
     /// Inner tolerance of the mirror-descent subproblem (‖∇F_η‖∞ of its L-BFGS solve).
     #[arg(long, default_value_t = 1e-9)]
     pub md_inner_tol: f64,
-    /// Inner L-BFGS iteration cap of each mirror-descent step.
+    /// Floor of the inner L-BFGS iteration cap of each mirror-descent step (the cap grows
+    /// with the subproblem: em_as_md::solve::md::inner_iteration_cap).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub md_inner_max: u64,
     /// Seed of the (k-means++) initialisation shared by all solvers.
