@@ -303,7 +303,10 @@ fn limits_and_interrupts_are_not_converged_and_from_window_keeps_them() {
         Termination::Interrupted,
     ] {
         assert!(!t.is_converged());
-        assert_eq!(Termination::from_window(t, &[inexact.clone()], None), t);
+        assert_eq!(
+            Termination::from_window(t, std::slice::from_ref(&inexact), None),
+            t
+        );
     }
     assert!(Termination::GradientSmall.is_converged());
     assert_eq!(
