@@ -252,7 +252,7 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
     let text = format!(
         "mdem compare: {} (n = {n}, d = {d} design columns), {k} {} experts{}, one k-means++ start (seed {}), {}\n\
          L* = {} (reference EM run: {} iterations{}; never above any value seen)\n\
-         GD constant step {}; mirror-descent steps solved by L-BFGS to ‖∇F_η‖∞ ≤ {} (at most {} inner iterations)\n\n{table}\n\
+         GD constant step {}; mirror-descent steps solved by L-BFGS to ‖∇F_η‖∞ ≤ {} (inner iteration cap: at least {}, scaled with the subproblem)\n\n{table}\n\
          figures: {dir}/compare_iterations.{{svg,png}}, {dir}/compare_time.{{svg,png}}\n{}",
         loaded.file,
         args.model.expert,
