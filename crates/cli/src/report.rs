@@ -16,3 +16,84 @@ pub fn print_stdout(text: &str) -> Result<(), crate::error::CliError> {
         Err(e) => Err(crate::error::CliError::output("stdout", e)),
     }
 }
+
+/// The report's warning line for a run that did not converge, naming the reason
+/// (`None` for a converged run): "WARNING: not converged: {termination}", with a hint on
+/// what to change for each reason.
+pub fn termination_warning(termination: &em_as_md::Termination) -> Option<String> {
+    use em_as_md::Termination;
+    let hint = match termination {
+        Termination::Converged { .. } | Termination::GradientSmall => return None,
+        Termination::InexactMStep { .. } => {
+            "the last steps were not exact EM steps; the parameters are not a fixed point of EM"
+        }
+        Termination::MaxIters => "raise the iteration limit",
+        Termination::TimeLimit => "raise the time limit",
+        Termination::Interrupted => "the results are those of the iterations before the interrupt",
+    };
+    Some(format!("WARNING: not converged: {termination} ({hint})"))
+}
+
+/// The `"inexact_m_step"` field of the JSON reports: the figures of
+/// [`Termination::InexactMStep`](em_as_md::Termination::InexactMStep), or `null` for any
+/// other termination.
+pub fn inexact_m_step_json(termination: &em_as_md::Termination) -> serde_json::Value {
+    use em_as_md::Termination;
+    match termination {
+        Termination::InexactMStep {
+            inexact,
+            window,
+            worst_residual,
+            rel_change,
+        } => serde_json::json!({
+            "inexact": inexact,
+            "window": window,
+            "worst_residual": worst_residual,
+            "rel_change": rel_change,
+        }),
+        Termination::Converged { .. }
+        | Termination::GradientSmall
+        | Termination::MaxIters
+        | Termination::TimeLimit
+        | Termination::Interrupted => serde_json::Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use em_as_md::Termination;
+
+    #[test]
+    fn warnings_name_every_non_converged_reason_and_only_those() {
+        let inexact = Termination::InexactMStep {
+            inexact: 2,
+            window: 5,
+            worst_residual: Some(0.5),
+            rel_change: Some(1e-12),
+        };
+        assert_eq!(termination_warning(&Termination::GradientSmall), None);
+        assert_eq!(
+            termination_warning(&Termination::Converged { rel_change: 1e-9 }),
+            None
+        );
+        let w = termination_warning(&inexact).unwrap();
+        assert!(
+            w.starts_with("WARNING: not converged: M-step inexact in 2 of the last 5 iterations (worst residual 5.000e-1)"),
+            "{w}"
+        );
+        for t in [
+            Termination::MaxIters,
+            Termination::TimeLimit,
+            Termination::Interrupted,
+        ] {
+            let w = termination_warning(&t).unwrap();
+            assert!(w.contains(&t.to_string()), "{w}");
+        }
+        assert_eq!(
+            inexact_m_step_json(&inexact),
+            serde_json::json!({"inexact": 2, "window": 5, "worst_residual": 0.5, "rel_change": 1e-12})
+        );
+        assert!(inexact_m_step_json(&Termination::MaxIters).is_null());
+    }
+}

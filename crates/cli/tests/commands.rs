@@ -107,3 +107,39 @@ fn compare_rejects_a_bad_step_with_exit_code_2() {
     assert_eq!(e.exit_code(), 2);
     assert!(e.to_string().contains("--etas"), "{e}");
 }
+
+#[test]
+fn a_fit_stopped_by_its_limit_is_saved_and_reloaded_as_not_converged() {
+    let dir = tmp("not-converged");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("m.json");
+    let data = data_dir().join("diabetes.csv");
+    run_cli(&[
+        "fit",
+        s(&data),
+        "--target",
+        "y",
+        "--experts",
+        "2",
+        "--expert",
+        "linear",
+        "--max-iter",
+        "2",
+        "--n-init",
+        "2",
+        "--quiet",
+        "--json",
+        "--out",
+        s(&out),
+    ])
+    .unwrap();
+    let loaded = mdem_cli::model::load_model(&out).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let rep = loaded.fitted.report();
+    assert_eq!(rep.termination, em_as_md::Termination::MaxIters);
+    assert!(!rep.converged());
+    assert_eq!(rep.unconverged_restarts(), vec![0, 1]);
+    let w = mdem_cli::commands::fit::convergence_warnings(rep);
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w[0].starts_with("WARNING: not converged: maximum number of iterations"));
+}

@@ -36,6 +36,11 @@
 //!    $1 - \hat\alpha$: its speed $1 - q$ is below $(1 - $`rate_tol`$)\,\hat\alpha$ (the run is
 //!    slower than the theorem allows: not EM, or the region is not representative);
 //! 5. otherwise *Certified*.
+//!
+//! The verdict reads the trajectory only. The caller that ran it should also pass the
+//! run's [`Termination`] to [`Certificate::account_for`]: a run that did not converge
+//! (an inexact M-step in its last iterations, a limit, an interrupt) turns *Certified*
+//! into *Inconclusive*, and the report and JSON name the termination.
 
 use crate::error::{DiagnosticsError, Result};
 use crate::information::{information, louis_em_rate, missing_fraction};
@@ -44,7 +49,7 @@ use crate::rates::{
 };
 use crate::ratios::{evaluate_pairs, invalid, sample_ball, PairKind, RatioConfig};
 use crate::stderr::{standard_errors_from_information, StandardErrors};
-use em_as_md::{ConditionalFamily, Dataset, EmModel, Problem};
+use em_as_md::{ConditionalFamily, Dataset, EmModel, Problem, Termination};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -254,9 +259,42 @@ pub struct Certificate {
     pub converged: bool,
     /// Standard errors at $\theta_T$ (when requested and computable).
     pub standard_errors: Option<StandardErrors>,
+    /// How the certified run ended, when the caller gave it with
+    /// [`Certificate::account_for`] (`None`: not given; absent in certificates written
+    /// before the field existed).
+    #[serde(default)]
+    pub run_termination: Option<Termination>,
 }
 
 impl Certificate {
+    /// Takes the run's [`Termination`] into account: records it in
+    /// [`run_termination`](Self::run_termination) and, when the run did not converge
+    /// ([`Termination::is_converged`] is false: an inexact M-step, a limit, an interrupt),
+    /// downgrades a [`Verdict::Certified`] to [`Verdict::Inconclusive`] and puts the
+    /// termination at the head of the reason (a *Violated* verdict stays: its evidence
+    /// does not depend on convergence). Why: the ratios certify a rate of the exact EM
+    /// map; a run whose steps were not exact, or that stopped early, is not evidence that
+    /// the iterates follow it. Calling it again with the same termination changes nothing.
+    pub fn account_for(&mut self, termination: &Termination) {
+        if self.run_termination.as_ref() == Some(termination) {
+            return;
+        }
+        self.run_termination = Some(*termination);
+        if termination.is_converged() {
+            return;
+        }
+        if self.verdict == Verdict::Certified {
+            self.verdict = Verdict::Inconclusive;
+        }
+        self.reason = format!("the run did not converge ({termination}); {}", self.reason);
+    }
+
+    /// Whether the certified run converged, as given to [`Certificate::account_for`]
+    /// (`None` when it was not given).
+    pub fn run_converged(&self) -> Option<bool> {
+        self.run_termination.map(|t| t.is_converged())
+    }
+
     /// The certificate as pretty JSON (every figure in it is finite or absent, so it
     /// reads back with `serde_json::from_str`).
     ///
@@ -397,6 +435,11 @@ impl fmt::Display for Certificate {
                 "not converged"
             }
         )?;
+        match (&self.run_termination, self.run_converged()) {
+            (Some(t), Some(false)) => writeln!(f, "WARNING: the run did not converge: {t}")?,
+            (Some(t), _) => writeln!(f, "run: {t}")?,
+            (None, _) => {}
+        }
         if let Some(se) = &self.standard_errors {
             let shown: Vec<String> = se.se.iter().take(6).map(|v| opt(*v)).collect();
             let more = if se.se.len() > 6 { ", …" } else { "" };
@@ -727,5 +770,6 @@ pub fn certify_with_em_map<M: ConditionalFamily + ?Sized>(
         final_grad_norm,
         converged,
         standard_errors: se,
+        run_termination: None,
     })
 }

@@ -251,6 +251,74 @@ fn certificate_round_trips_through_json_and_renders_one_screen() {
 }
 
 #[test]
+fn a_certificate_of_a_run_that_did_not_converge_says_so_and_is_not_certified() {
+    use em_as_md::Termination;
+    let (data, traj, vals) = fit(3.0, 5, 300);
+    let p = Problem::new(&GmmNatural, &data).unwrap();
+    let c = certify(&p, &traj, &vals, &cfg(0.05)).unwrap();
+    assert_eq!(
+        (c.verdict, c.run_termination, c.run_converged()),
+        (Verdict::Certified, None, None)
+    );
+
+    // A converged run keeps its certificate, and the report names the termination.
+    let mut ok = c.clone();
+    let conv = Termination::Converged { rel_change: 1e-15 };
+    ok.account_for(&conv);
+    assert_eq!(
+        (ok.verdict, ok.run_converged()),
+        (Verdict::Certified, Some(true))
+    );
+    assert_eq!(ok.reason, c.reason);
+    assert!(ok.to_string().contains("run: converged"), "{ok}");
+
+    // An inexact M-step at the end withdraws it, with the reason first.
+    let inexact = Termination::InexactMStep {
+        inexact: 5,
+        window: 5,
+        worst_residual: Some(0.5),
+        rel_change: Some(0.0),
+    };
+    let mut bad = c.clone();
+    bad.account_for(&inexact);
+    bad.account_for(&inexact); // idempotent
+    assert_eq!(
+        (bad.verdict, bad.run_converged()),
+        (Verdict::Inconclusive, Some(false))
+    );
+    assert_eq!(
+        bad.reason,
+        format!("the run did not converge ({inexact}); {}", c.reason)
+    );
+    let text = bad.to_string();
+    assert!(
+        text.contains(
+            "WARNING: the run did not converge: M-step inexact in 5 of the last 5 iterations"
+        ),
+        "{text}"
+    );
+    // The field survives JSON, and a certificate written before it existed still reads.
+    let back: Certificate = serde_json::from_str(&bad.to_json().unwrap()).unwrap();
+    assert_eq!(
+        (back.verdict, &back.reason, back.run_termination),
+        (bad.verdict, &bad.reason, bad.run_termination)
+    );
+    let mut old: serde_json::Value = serde_json::from_str(&c.to_json().unwrap()).unwrap();
+    old.as_object_mut().unwrap().remove("run_termination");
+    let back: Certificate = serde_json::from_value(old).unwrap();
+    assert_eq!(back.run_termination, None);
+
+    // A Violated verdict keeps its evidence.
+    let mut v = c.clone();
+    v.verdict = Verdict::Violated;
+    v.account_for(&Termination::MaxIters);
+    assert_eq!(v.verdict, Verdict::Violated);
+    assert!(v
+        .reason
+        .starts_with("the run did not converge (maximum number"));
+}
+
+#[test]
 fn invalid_configurations_and_trajectories_are_typed() {
     let (data, traj, vals) = fit(3.0, 5, 50);
     let p = Problem::new(&GmmNatural, &data).unwrap();

@@ -43,7 +43,7 @@ pub use solve::md::{MdStep, MirrorDescent, UnprojectedMirrorDescent};
 pub use solve::observer::{LogObserver, Observer, ObserverMode, TraceObserver, TrajectoryObserver};
 pub use solve::{
     Em, Executor, FitResult, FitState, IterRecord, Problem, Solver, StackedLogPartition,
-    Termination,
+    Termination, INEXACT_WINDOW,
 };
 
 pub use faer;

@@ -4,7 +4,7 @@
 use em_as_md::solve::executor::{relative_change, Checkpoint, Objective};
 use em_as_md::{
     Executor, FitState, InnerStats, IterRecord, MoeError, ObserverMode, Result, Solver,
-    Termination, TraceObserver,
+    Termination, TraceObserver, INEXACT_WINDOW,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,13 +27,17 @@ impl Objective for Quad<'_> {
     }
 }
 
+/// A record of an exact step (these dummy solvers have no inner solve).
 fn record(objective: f64, grad_norm: f64) -> IterRecord {
     IterRecord {
         iter: 0,
         objective,
         grad_norm,
         bregman_step: f64::NAN,
-        inner: InnerStats::default(),
+        inner: InnerStats {
+            converged: true,
+            ..InnerStats::default()
+        },
         elapsed: 0.0,
     }
 }
@@ -104,6 +108,40 @@ impl<'a> Solver<Quad<'a>> for Side {
     }
 }
 
+/// GD whose inner report says "not converged" (with the given residual) at the listed
+/// iterations: an M-step that gave up, as the executor sees it.
+struct InexactAt {
+    inner: Gd,
+    at: Vec<u64>,
+    residual: f64,
+}
+
+impl<'a> Solver<Quad<'a>> for InexactAt {
+    fn name(&self) -> String {
+        "inexact-at".into()
+    }
+    fn next_iter(&mut self, p: &Quad<'a>, s: FitState) -> Result<(FitState, IterRecord)> {
+        let (s, mut r) = self.inner.next_iter(p, s)?;
+        if self.at.contains(&s.iter) {
+            r.inner.converged = false;
+            r.inner.residual = self.residual;
+        }
+        Ok((s, r))
+    }
+}
+
+fn inexact_at(at: Vec<u64>, residual: f64) -> Executor<Quad<'static>, InexactAt> {
+    Executor::new(
+        Quad { c: &C },
+        InexactAt {
+            inner: Gd { step: 0.1 },
+            at,
+            residual,
+        },
+    )
+    .theta0(vec![4.0, 3.0, -1.0])
+}
+
 /// Returns NaN after the first step.
 struct Breaks;
 
@@ -155,6 +193,199 @@ fn tolerance_stops_with_the_exact_relative_change() {
     // …and not one step earlier.
     let prev = relative_change(res.trace[n - 3].objective, res.trace[n - 2].objective).unwrap();
     assert!(prev >= 1e-6);
+}
+
+#[test]
+fn an_inexact_inner_solve_in_the_last_window_is_not_convergence() {
+    let clean = gd(0.1).max_iters(10_000).tol(1e-6).run().unwrap();
+    let Termination::Converged { rel_change } = clean.termination else {
+        panic!("{:?}", clean.termination);
+    };
+    assert!(clean.termination.is_converged());
+    let stop = clean.state.iter;
+    assert!(stop > INEXACT_WINDOW as u64 + 2, "{stop}");
+    // Inexact at the stop, and at the oldest iteration the window still holds: the same
+    // criterion is met at the same iteration, but the run is not converged.
+    let oldest = stop - INEXACT_WINDOW as u64 + 1;
+    for at in [vec![stop], vec![oldest], vec![oldest, stop - 1]] {
+        let res = inexact_at(at.clone(), 0.5)
+            .max_iters(10_000)
+            .tol(1e-6)
+            .run()
+            .unwrap();
+        assert_eq!(res.state.iter, stop, "{at:?}");
+        assert_eq!(
+            res.termination,
+            Termination::InexactMStep {
+                inexact: at.len(),
+                window: INEXACT_WINDOW,
+                worst_residual: Some(0.5),
+                rel_change: Some(rel_change),
+            },
+            "{at:?}"
+        );
+        assert!(!res.termination.is_converged());
+        assert_eq!(
+            res.termination.to_string(),
+            format!(
+                "M-step inexact in {} of the last {INEXACT_WINDOW} iterations (worst residual 5.000e-1)",
+                at.len()
+            )
+        );
+    }
+}
+
+#[test]
+fn an_inexact_inner_solve_before_the_window_is_forgotten() {
+    let clean = gd(0.1).max_iters(10_000).tol(1e-6).run().unwrap();
+    let stop = clean.state.iter;
+    // Inexact only before the window (the first iterations, and the newest one outside).
+    let res = inexact_at(vec![1, 2, stop - INEXACT_WINDOW as u64], 0.5)
+        .max_iters(10_000)
+        .tol(1e-6)
+        .run()
+        .unwrap();
+    assert_eq!(res.termination, clean.termination);
+    assert!(res.termination.is_converged());
+}
+
+#[test]
+fn the_window_is_shorter_at_the_start_and_residuals_may_be_missing() {
+    // A tolerance met at the first step: the window holds one record.
+    let res = inexact_at(vec![1], f64::NAN).tol(1e300).run().unwrap();
+    assert_eq!(res.state.iter, 1);
+    let Termination::InexactMStep {
+        inexact: 1,
+        window: 1,
+        worst_residual: None,
+        rel_change: Some(_),
+    } = res.termination
+    else {
+        panic!("{:?}", res.termination);
+    };
+    assert!(res.termination.to_string().contains("no finite residual"));
+}
+
+#[test]
+fn the_gradient_criterion_obeys_the_same_rule() {
+    let clean = gd(0.1).max_iters(10_000).grad_tol(1e-3).run().unwrap();
+    assert_eq!(clean.termination, Termination::GradientSmall);
+    let stop = clean.state.iter;
+    let res = inexact_at(vec![stop - 1], 2.0)
+        .max_iters(10_000)
+        .grad_tol(1e-3)
+        .run()
+        .unwrap();
+    assert_eq!(res.state.iter, stop);
+    let n = res.trace.len();
+    let rel = relative_change(res.trace[n - 2].objective, res.trace[n - 1].objective);
+    assert_eq!(
+        res.termination,
+        Termination::InexactMStep {
+            inexact: 1,
+            window: INEXACT_WINDOW,
+            worst_residual: Some(2.0),
+            rel_change: rel,
+        }
+    );
+}
+
+#[test]
+fn limits_and_interrupts_are_not_converged_and_from_window_keeps_them() {
+    let inexact = {
+        let mut r = record(1.0, 1.0);
+        r.inner.converged = false;
+        r
+    };
+    for t in [
+        Termination::MaxIters,
+        Termination::TimeLimit,
+        Termination::Interrupted,
+    ] {
+        assert!(!t.is_converged());
+        assert_eq!(
+            Termination::from_window(t, std::slice::from_ref(&inexact), None),
+            t
+        );
+    }
+    assert!(Termination::GradientSmall.is_converged());
+    assert_eq!(
+        Termination::from_window(Termination::GradientSmall, &[], None),
+        Termination::GradientSmall
+    );
+}
+
+#[test]
+fn terminations_round_trip_through_json_and_old_names_still_read() {
+    for t in [
+        Termination::MaxIters,
+        Termination::Converged { rel_change: 1e-9 },
+        Termination::GradientSmall,
+        Termination::InexactMStep {
+            inexact: 2,
+            window: 5,
+            worst_residual: Some(0.5),
+            rel_change: Some(1e-10),
+        },
+        Termination::InexactMStep {
+            inexact: 1,
+            window: 1,
+            worst_residual: None,
+            rel_change: None,
+        },
+        Termination::TimeLimit,
+        Termination::Interrupted,
+    ] {
+        let j = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<Termination>(&j).unwrap(), t, "{j}");
+    }
+    // The spelling of files written before InexactMStep existed.
+    assert_eq!(
+        serde_json::from_str::<Termination>("{\"Converged\":{\"rel_change\":1e-9}}").unwrap(),
+        Termination::Converged { rel_change: 1e-9 }
+    );
+    assert_eq!(
+        serde_json::from_str::<Termination>("\"MaxIters\"").unwrap(),
+        Termination::MaxIters
+    );
+}
+
+#[test]
+fn a_resumed_run_counts_the_inexact_records_of_its_checkpoint() {
+    let clean = gd(0.1).max_iters(10_000).tol(1e-6).run().unwrap();
+    let stop = clean.state.iter;
+    let path = std::env::temp_dir().join(format!(
+        "mdem_executor_inexact_resume_{}.json",
+        std::process::id()
+    ));
+    // The first part ends just after an inexact step inside the final window …
+    inexact_at(vec![stop - 2], 0.5)
+        .max_iters(stop - 1)
+        .checkpoint(&path, 1)
+        .run()
+        .unwrap();
+    // … and the resumed part, all exact, still sees it.
+    let res = gd(0.1)
+        .resume(&path)
+        .unwrap()
+        .max_iters(10_000)
+        .tol(1e-6)
+        .run()
+        .unwrap();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(res.state.iter, stop);
+    assert!(
+        matches!(
+            res.termination,
+            Termination::InexactMStep {
+                inexact: 1,
+                window: INEXACT_WINDOW,
+                ..
+            }
+        ),
+        "{:?}",
+        res.termination
+    );
 }
 
 #[test]

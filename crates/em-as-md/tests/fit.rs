@@ -655,3 +655,133 @@ fn every_expert_kind_and_gating_fits_through_the_driver() {
         }
     }
 }
+
+/// The Poisson family with a deliberately wrong $\nabla A$: `mean` returns $1.1\,e^\theta$
+/// (the true mean times 1.1); $A$, the Fisher information and everything else are the
+/// true family's. The likelihood is therefore right and only the M-step's gradient is
+/// wrong, so Newton cannot reach a zero of it where the likelihood increases.
+struct WrongMean(mirror::Poisson);
+
+impl mirror::ExponentialFamily for WrongMean {
+    fn name(&self) -> String {
+        "Poisson with mean ×1.1".into()
+    }
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+    fn obs_dim(&self) -> usize {
+        self.0.obs_dim()
+    }
+    fn in_support(&self, s: &[f64]) -> bool {
+        self.0.in_support(s)
+    }
+    fn in_natural_domain(&self, theta: &[f64]) -> bool {
+        self.0.in_natural_domain(theta)
+    }
+    fn in_mean_domain(&self, mu: &[f64]) -> bool {
+        self.0.in_mean_domain(mu)
+    }
+    fn sufficient_stats(&self, s: &[f64], t: &mut [f64]) {
+        self.0.sufficient_stats(s, t)
+    }
+    fn log_base_measure(&self, s: &[f64]) -> f64 {
+        self.0.log_base_measure(s)
+    }
+    fn log_partition(&self, theta: &[f64]) -> mirror::Result<f64> {
+        self.0.log_partition(theta)
+    }
+    fn mean(&self, theta: &[f64], mu: &mut [f64]) -> mirror::Result<()> {
+        self.0.mean(theta, mu)?;
+        mu.iter_mut().for_each(|m| *m *= 1.1);
+        Ok(())
+    }
+    fn fisher(&self, theta: &[f64]) -> mirror::Result<mirror::faer::Mat<f64>> {
+        self.0.fisher(theta)
+    }
+    fn sample(
+        &self,
+        theta: &[f64],
+        rng: &mut dyn rand::RngCore,
+        s: &mut [f64],
+    ) -> mirror::Result<()> {
+        self.0.sample(theta, rng, s)
+    }
+}
+
+/// 2-expert gated Poisson regression: gate $w = (0.5, 2)$, experts $\beta = (1, 0.8)$ and
+/// $(2, -0.6)$ on $x \sim U(-1.5, 1.5)$ with an intercept.
+fn poisson_data(n: usize, seed: u64) -> Dataset {
+    let model = MixtureOfExperts::new(Arc::new(Poisson::new()), 2, 2, Gating::Softmax).unwrap();
+    let theta = vec![0.5, 2.0, 1.0, 0.8, 2.0, -0.6];
+    assert_eq!(theta.len(), model.n_params());
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut x, mut y) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        let xi: f64 = rng.random_range(-1.5..1.5);
+        let (yi, _) = model.sample(&theta, &[1.0, xi], &mut rng).unwrap();
+        x.push(xi);
+        y.push(yi[0]);
+    }
+    Dataset::from_rows(&x, 1, &y, 1).unwrap().with_intercept()
+}
+
+#[test]
+fn a_wrong_mean_map_makes_the_fit_not_converged_and_the_right_one_converges() {
+    let data = poisson_data(800, 21);
+    let fit = |expert: Arc<dyn Expert>| {
+        MoeParams::new(2)
+            .expert_shared(expert)
+            .tol(1e-8)
+            .max_iters(500)
+            .n_init(2)
+            .seed(3)
+            .check()
+            .unwrap()
+            .fit(&data)
+            .unwrap()
+    };
+    let right = fit(Arc::new(em_as_md::Glm::new(Arc::new(
+        mirror::Poisson::new(),
+    ))));
+    let rep = right.report();
+    assert!(
+        matches!(rep.termination, Termination::Converged { .. }),
+        "{:?}",
+        rep.termination
+    );
+    assert!(rep.converged() && rep.restarts.iter().all(|r| r.converged()));
+
+    let wrong = fit(Arc::new(em_as_md::Glm::new(Arc::new(WrongMean(
+        mirror::Poisson::new(),
+    )))));
+    let rep = wrong.report();
+    let Termination::InexactMStep {
+        inexact,
+        window,
+        worst_residual,
+        ..
+    } = rep.termination
+    else {
+        panic!("{:?}", rep.termination);
+    };
+    assert!(!rep.termination.is_converged() && !rep.converged());
+    assert!(inexact >= 1 && inexact <= window, "{inexact} of {window}");
+    // The stalled Newton's residual is the wrong gradient: far from round-off.
+    assert!(
+        worst_residual.is_some_and(|r| r > 1e-3),
+        "{worst_residual:?}"
+    );
+    // Every restart ran on the wrong map: none may claim convergence, and the summary
+    // says so.
+    assert!(
+        rep.restarts.iter().all(|r| !r.converged()),
+        "{:?}",
+        rep.restarts
+    );
+    assert!(rep
+        .trace
+        .iter()
+        .rev()
+        .take(window)
+        .any(|r| !r.inner.converged));
+}

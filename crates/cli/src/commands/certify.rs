@@ -26,7 +26,7 @@ use crate::commands::predict::{check_target_support, read_for_prediction};
 use crate::error::CliError;
 use crate::interrupt;
 use crate::model::{data_features, load_model};
-use crate::report::{num, print_stdout};
+use crate::report::{inexact_m_step_json, num, print_stdout, termination_warning};
 use clap::Args;
 use diagnostics::certificate::{certify, CertifyConfig};
 use em_as_md::fit::init::InitMethod;
@@ -147,7 +147,12 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
     let interrupted = result.termination == Termination::Interrupted;
     // An interrupted re-run may be too short to certify: its summary is still printed.
     let cert = match certify(&problem, &iterates, &objectives, &CertifyConfig::default()) {
-        Ok(c) => Ok(c),
+        Ok(mut c) => {
+            // A re-run that did not converge (an inexact M-step, the iteration limit, an
+            // interrupt) certifies nothing: the certificate says so.
+            c.account_for(&result.termination);
+            Ok(c)
+        }
         Err(e) if interrupted => Err(e.to_string()),
         Err(e) => return Err(e.into()),
     };
@@ -187,6 +192,8 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
                 "restart": restart,
                 "iterations": result.state.iter,
                 "termination": result.termination.to_string(),
+                "converged": result.termination.is_converged(),
+                "inexact_m_step": inexact_m_step_json(&result.termination),
                 "log_likelihood": -n * result.state.objective,
             },
             "saved_log_likelihood": -n * l_saved,
@@ -195,8 +202,10 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
         });
         return print_stdout(&format!("{out}\n"));
     }
+    let warning =
+        termination_warning(&result.termination).map_or_else(String::new, |w| format!("{w}\n"));
     let text = format!(
-        "EM re-run on {file} ({} rows) from the saved fit's start (seed {seed}, restart {restart}): {} iterations, {}\n\
+        "EM re-run on {file} ({} rows) from the saved fit's start (seed {seed}, restart {restart}): {} iterations, {}\n{warning}\
          log-likelihood: re-run {}, saved model {}; ‖θ_rerun − θ_saved‖/‖θ_saved‖ = {}\n\n{}",
         data.n(),
         result.state.iter,

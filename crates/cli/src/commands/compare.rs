@@ -70,7 +70,8 @@ pub struct CompareArgs {
     /// Inner tolerance of the mirror-descent subproblem (‖∇F_η‖∞ of its L-BFGS solve).
     #[arg(long, default_value_t = 1e-9)]
     pub md_inner_tol: f64,
-    /// Inner L-BFGS iteration cap of each mirror-descent step.
+    /// Floor of the inner L-BFGS iteration cap of each mirror-descent step (the cap grows
+    /// with the subproblem: em_as_md::solve::md::inner_iteration_cap).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub md_inner_max: u64,
     /// Seed of the (k-means++) initialisation shared by all solvers.
@@ -251,7 +252,7 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
     let text = format!(
         "mdem compare: {} (n = {n}, d = {d} design columns), {k} {} experts{}, one k-means++ start (seed {}), {}\n\
          L* = {} (reference EM run: {} iterations{}; never above any value seen)\n\
-         GD constant step {}; mirror-descent steps solved by L-BFGS to ‖∇F_η‖∞ ≤ {} (at most {} inner iterations)\n\n{table}\n\
+         GD constant step {}; mirror-descent steps solved by L-BFGS to ‖∇F_η‖∞ ≤ {} (inner iteration cap: at least {}, scaled with the subproblem)\n\n{table}\n\
          figures: {dir}/compare_iterations.{{svg,png}}, {dir}/compare_time.{{svg,png}}\n{}",
         loaded.file,
         args.model.expert,

@@ -31,7 +31,7 @@ use crate::error::CliError;
 use crate::interrupt;
 use crate::model::{params_json, params_tables, save_model, StartInfo};
 use crate::progress::{show_progress, ProgressObserver};
-use crate::report::{num, print_stdout, Align, Table};
+use crate::report::{inexact_m_step_json, num, print_stdout, termination_warning, Align, Table};
 use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::Args;
 use em_as_md::data::csv::{load_csv_with, LoadOptions, LoadedData};
@@ -366,7 +366,9 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             "average_negative_log_likelihood": -ll / n as f64,
             "iterations": iterations,
             "termination": termination,
-            "converged": matches!(rep.termination, em_as_md::Termination::Converged { .. }),
+            "converged": rep.converged(),
+            "inexact_m_step": inexact_m_step_json(&rep.termination),
+            "unconverged_starts": rep.unconverged_restarts(),
             "seconds": rep.seconds,
             "aic": fitted.aic(),
             "bic": fitted.bic(),
@@ -426,10 +428,15 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     let weights: Vec<String> = (0..k)
         .map(|c| num(resp.iter().skip(c).step_by(k).sum::<f64>() / n as f64, 4))
         .collect();
-    let mut text = format!(
-        "{summary}\nExperts (average responsibility: {})\n{experts}\nGate\n{gate}",
+    let mut text = format!("{summary}\n");
+    // Not converged: said before the parameters, so it is read before they are used.
+    for w in convergence_warnings(rep) {
+        text.push_str(&format!("{w}\n"));
+    }
+    text.push_str(&format!(
+        "Experts (average responsibility: {})\n{experts}\nGate\n{gate}",
         weights.join(", ")
-    );
+    ));
     if let Some(path) = &args.out {
         text.push_str(&format!("model written to {}\n", path.display()));
     }
@@ -439,9 +446,84 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     print_stdout(&text)
 }
 
+/// The report's warning lines about convergence: one for the returned start when it did
+/// not converge ([`termination_warning`]), one listing the other starts that ran but did
+/// not converge (with their terminations); empty when every start converged.
+pub fn convergence_warnings(rep: &em_as_md::FitReport) -> Vec<String> {
+    let mut lines: Vec<String> = termination_warning(&rep.termination).into_iter().collect();
+    let others: Vec<String> = rep
+        .restarts
+        .iter()
+        .filter(|r| r.index != rep.best_restart && r.termination.is_some() && !r.converged())
+        .map(|r| {
+            let t = r.termination.map_or_else(String::new, |t| t.to_string());
+            format!("start {}: {t}", r.index + 1)
+        })
+        .collect();
+    if !others.is_empty() {
+        lines.push(format!(
+            "WARNING: other starts did not converge: {}",
+            others.join("; ")
+        ));
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn convergence_warnings_name_the_returned_start_and_the_others() {
+        use em_as_md::fit::predict::RestartSummary;
+        use em_as_md::Termination;
+        let summary = |index: usize, termination: Option<Termination>| RestartSummary {
+            index,
+            log_likelihood: termination.map(|_| -1.0),
+            termination,
+            iterations: 3,
+            error: termination.is_none().then(|| "singular".to_string()),
+        };
+        let inexact = Termination::InexactMStep {
+            inexact: 3,
+            window: 5,
+            worst_residual: Some(0.25),
+            rel_change: Some(0.0),
+        };
+        let converged = Termination::Converged { rel_change: 1e-9 };
+        let mut rep = em_as_md::FitReport {
+            solver: "EM".into(),
+            n_rows: 10,
+            log_likelihood: -1.0,
+            entropy: 0.0,
+            iterations: 3,
+            termination: converged,
+            seconds: 0.0,
+            trace: Vec::new(),
+            best_restart: 0,
+            restarts: vec![
+                summary(0, Some(converged)),
+                summary(1, Some(converged)),
+                summary(2, None),
+            ],
+            spread: None,
+        };
+        // Everything converged (a failed start is reported elsewhere, by its error).
+        assert!(convergence_warnings(&rep).is_empty());
+        rep.restarts[1].termination = Some(Termination::MaxIters);
+        assert_eq!(
+            convergence_warnings(&rep),
+            vec!["WARNING: other starts did not converge: start 2: maximum number of iterations reached"]
+        );
+        rep.termination = inexact;
+        rep.restarts[0].termination = Some(inexact);
+        let w = convergence_warnings(&rep);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("WARNING: not converged: M-step inexact in 3 of the last 5 iterations (worst residual 2.500e-1)"),
+            "{w:?}"
+        );
+    }
 
     #[test]
     fn the_offered_experts_are_the_registered_ones_with_a_target_rule() {

@@ -74,6 +74,14 @@ pub struct RestartSummary {
     pub error: Option<String>,
 }
 
+impl RestartSummary {
+    /// Whether the restart ran to convergence ([`Termination::is_converged`]): `false`
+    /// for a failed restart, an inexact M-step, a limit or an interrupt.
+    pub fn converged(&self) -> bool {
+        self.termination.is_some_and(|t| t.is_converged())
+    }
+}
+
 /// How a model was fitted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FitReport {
@@ -87,7 +95,8 @@ pub struct FitReport {
     pub entropy: f64,
     /// Outer iterations of the returned restart.
     pub iterations: u64,
-    /// Why the returned restart stopped.
+    /// Why the returned restart stopped (check [`FitReport::converged`]: an inexact
+    /// M-step, a limit or an interrupt is not convergence).
     pub termination: Termination,
     /// Wall-clock seconds of the whole fit (all restarts).
     pub seconds: f64,
@@ -99,6 +108,26 @@ pub struct FitReport {
     pub restarts: Vec<RestartSummary>,
     /// Spread of the restarts' final log-likelihoods.
     pub spread: Option<Spread>,
+}
+
+impl FitReport {
+    /// Whether the returned restart converged ([`Termination::is_converged`] of
+    /// [`termination`](Self::termination)); an inexact M-step near the end is not
+    /// convergence.
+    pub fn converged(&self) -> bool {
+        self.termination.is_converged()
+    }
+
+    /// Indices of the restarts that ran but did not converge (their
+    /// [`RestartSummary::termination`] says why); failed restarts are not listed here
+    /// (their `error` says why).
+    pub fn unconverged_restarts(&self) -> Vec<usize> {
+        self.restarts
+            .iter()
+            .filter(|r| r.termination.is_some() && !r.converged())
+            .map(|r| r.index)
+            .collect()
+    }
 }
 
 /// AIC, BIC and the BIC part of ICL for a total log-likelihood `ll`, `p` free parameters

@@ -16,6 +16,14 @@
 //!      and never passes silently: a non-finite objective is an error);
 //!    * gradient norm ([`Executor::grad_tol`]): $\|\nabla L(\theta_{t+1})\|_2 <$ `grad_tol`,
 //!      only when the solver's record carries a finite gradient norm;
+//!
+//!    a met criterion ends the run with [`Termination::Converged`] /
+//!    [`Termination::GradientSmall`] only if every record among the last
+//!    [`INEXACT_WINDOW`](crate::solve::solver::INEXACT_WINDOW) of the trace (the stopping
+//!    iteration included; records restored from a checkpoint count) has
+//!    `inner.converged`; otherwise it ends with [`Termination::InexactMStep`] (the rule is
+//!    [`Termination::from_window`]). "Converged" therefore always means the outer
+//!    criterion held *and* the recent steps were the exact steps of the method;
 //! 3. observers' `observe_final`, and the [`FitResult`].
 //!
 //! Reaching the iteration limit, the time limit or the cancel flag is a
@@ -474,14 +482,22 @@ impl<P: Objective, S: Solver<P>> Executor<P, S> {
                     )?;
                 }
             }
-            if let (Some(tol), Some(rel)) = (self.tol, relative_change(previous, state.objective)) {
-                if rel < tol {
-                    break Termination::Converged { rel_change: rel };
+            // The outer criteria; a met criterion becomes `InexactMStep` when an inner
+            // solve of the last INEXACT_WINDOW iterations missed its tolerance (a stalled
+            // M-step also stops L from changing, which is not convergence).
+            let rel = relative_change(previous, state.objective);
+            if let (Some(tol), Some(r)) = (self.tol, rel) {
+                if r < tol {
+                    break Termination::from_window(
+                        Termination::Converged { rel_change: r },
+                        &trace,
+                        rel,
+                    );
                 }
             }
             if let Some(g) = self.grad_tol {
                 if grad_norm.is_finite() && grad_norm < g {
-                    break Termination::GradientSmall;
+                    break Termination::from_window(Termination::GradientSmall, &trace, rel);
                 }
             }
         };

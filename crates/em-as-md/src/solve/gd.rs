@@ -204,7 +204,7 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientDescent {
         };
         let mut next = vec![0.0; k];
         let mut g_next = vec![0.0; k];
-        let (objective, evals, accepted) = gradient_step(
+        let (objective, evals, _accepted) = gradient_step(
             self.step,
             |th, g| problem.objective_and_gradient(th, g),
             &state.theta,
@@ -215,10 +215,15 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientDescent {
         )?;
         let grad_norm = g_next.iter().map(|v| v * v).sum::<f64>().sqrt();
         self.cache = Some((next.clone(), g_next, objective));
+        // No inner solve: the step is the method's exact step, so `converged` is true
+        // (an inexact flag would turn the executor's stop into `InexactMStep`). A stalled
+        // Armijo search stays put and shows as `iterations = MAX_BACKTRACKS + 1`; its
+        // zero change then stops the run, which is right: the stall happens only when no
+        // decrease along −∇L is representable.
         let inner = InnerStats {
             iterations: evals,
             residual: grad_norm,
-            converged: accepted,
+            converged: true,
             hessians: 0,
             fallbacks: 0,
         };

@@ -22,7 +22,9 @@
 //! The subproblem is built only from [`Problem::md_targets`] and [`Problem::md_subproblem`]
 //! (i.e. from $A$, $\nabla A$, $T$, the posterior and the realisation map) and minimised by
 //! [`Lbfgs`] warm-started at $\theta_t$ to $\Vert \nabla F_\eta\Vert_\infty \le$ `inner_tol` — never
-//! by M-step code, so the equality with EM is a test, not a tautology.
+//! by M-step code, so the equality with EM is a test, not a tautology. Its iteration cap
+//! scales with the subproblem ([`inner_iteration_cap`]); a solve that still reaches it is
+//! reported as not converged, and the executor then does not call the run converged.
 //!
 //! **Unprojected form** ([`UnprojectedMirrorDescent`], linear realisations only): when
 //! $\varphi_i(\theta) = J_i\theta$ ($J_i$ constant, e.g. SymMoLinE, SymMoLogE),
@@ -47,8 +49,57 @@ use crate::solve::solver::{FitState, IterRecord, Solver};
 /// Default inner tolerance $\Vert \nabla F_\eta\Vert_\infty$ of the subproblem solve: tight enough
 /// that EM and MD($\eta = 1$) agree to $10^{-8}$ relative in $\theta$ and $L$ (tested).
 pub const DEFAULT_INNER_TOL: f64 = 1e-11;
-/// Default cap on inner L-BFGS iterations.
+/// Default floor of the inner L-BFGS iteration cap ([`inner_iteration_cap`]).
 pub const DEFAULT_INNER_MAX: usize = 1000;
+/// Inner iterations allowed per free parameter by [`inner_iteration_cap`].
+pub const INNER_ITERS_PER_PARAM: usize = 20;
+/// Inner iterations allowed per unit of $\sqrt\kappa$ by [`inner_iteration_cap`].
+pub const INNER_ITERS_PER_SQRT_CONDITION: f64 = 20.0;
+/// Upper bound of the scaled cap, so a near-singular $I_c$ cannot make it unbounded.
+pub const MAX_INNER_CAP: usize = 1_000_000;
+
+/// The inner L-BFGS iteration cap of one mirror-descent subproblem with $k$ =
+/// `n_params` free parameters:
+/// $$ \min\Big(\max\big(\text{floor},\ 20\,k,\ \lceil 20\sqrt{\kappa}\,\rceil\big),\
+///    \text{MAX\_INNER\_CAP}\Big), $$
+/// where $\kappa$ is the condition number of the matrix the L-BFGS iterations face
+/// (`condition`; `None`, non-finite or below 1 leaves only the other two terms), and a
+/// floor above [`MAX_INNER_CAP`] is kept as given.
+///
+/// Why these terms: on a quadratic, conjugate directions reach the minimiser in $k$
+/// steps in exact arithmetic and reduce the error by $\varepsilon$ in about
+/// $\tfrac12\sqrt\kappa\ln(2/\varepsilon)$ steps ($\approx 13\sqrt\kappa$ for the
+/// $10^{-11}$ default tolerance); L-BFGS behaves comparably, so 20 per parameter and per
+/// $\sqrt\kappa$ leave room for round-off and curvature. A fixed cap (the former 1000)
+/// is hit by large or ill-conditioned subproblems long before they stop making progress.
+pub fn inner_iteration_cap(floor: usize, n_params: usize, condition: Option<f64>) -> usize {
+    let by_dim = n_params.saturating_mul(INNER_ITERS_PER_PARAM);
+    let by_cond = condition
+        .filter(|c| c.is_finite() && *c >= 1.0)
+        // The value is at most MAX_INNER_CAP after `min`, so the cast cannot truncate.
+        .map_or(0, |c| {
+            (INNER_ITERS_PER_SQRT_CONDITION * c.sqrt())
+                .ceil()
+                .min(MAX_INNER_CAP as f64) as usize
+        });
+    floor.max(by_dim.max(by_cond).min(MAX_INNER_CAP))
+}
+
+/// The condition number $\lambda_{\max}/\lambda_{\min}$ of a symmetric row-major
+/// $k\times k$ matrix, or `None` when it is not positive definite (or the eigen-solver
+/// fails).
+pub fn condition_number(h: &[f64], k: usize) -> Option<f64> {
+    if k == 0 || h.len() != k * k {
+        return None;
+    }
+    let m = faer::Mat::from_fn(k, k, |a, b| h[a * k + b]);
+    let eig = m.self_adjoint_eigen(faer::Side::Lower).ok()?;
+    let s = eig.S().column_vector();
+    let (lo, hi) = (0..k).fold((f64::INFINITY, 0.0f64), |(lo, hi), i| {
+        (lo.min(s[i]), hi.max(s[i]))
+    });
+    (lo > 0.0 && (hi / lo).is_finite()).then(|| hi / lo)
+}
 
 /// What one mirror-descent step saw beyond the [`IterRecord`].
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -222,6 +273,17 @@ fn preconditioner<M: ConditionalFamily + ?Sized>(
     Ok(m.llt(faer::Side::Lower).ok())
 }
 
+/// The L-BFGS settings of one subproblem with `k` parameters: `base` with its
+/// `max_iter` replaced by [`inner_iteration_cap`]`(base.max_iter, k, condition)` unless
+/// the cap is fixed.
+fn inner_for(base: &Lbfgs, fixed: bool, k: usize, condition: Option<f64>) -> Lbfgs {
+    let mut inner = base.clone();
+    if !fixed {
+        inner.max_iter = inner_iteration_cap(base.max_iter, k, condition);
+    }
+    inner
+}
+
 fn run_inner<F>(
     inner: &Lbfgs,
     llt: Option<&faer::linalg::solvers::Llt<f64>>,
@@ -252,6 +314,7 @@ where
 pub struct MirrorDescent {
     eta: f64,
     inner: Lbfgs,
+    fixed_inner_cap: bool,
     record_bregman: bool,
     strict_mean_domain: bool,
     precondition: bool,
@@ -259,8 +322,11 @@ pub struct MirrorDescent {
 }
 
 impl MirrorDescent {
-    /// Step $\eta$, inner tolerance $\Vert \nabla F_\eta\Vert_\infty \le$ `inner_tol`, at most
-    /// `inner_max` L-BFGS iterations.
+    /// Step $\eta$, inner tolerance $\Vert \nabla F_\eta\Vert_\infty \le$ `inner_tol`, and
+    /// `inner_max` as the floor of the inner L-BFGS iteration cap, which scales with the
+    /// subproblem ([`inner_iteration_cap`]: its number of parameters and, without the
+    /// preconditioner, the condition number of $I_c(\theta_t)$); see
+    /// [`fixed_inner_cap`](Self::fixed_inner_cap) for a cap of exactly `inner_max`.
     ///
     /// # Errors
     /// `InvalidParam` for $\eta \le 0$ or non-finite, `inner_tol` not finite and positive,
@@ -274,6 +340,7 @@ impl MirrorDescent {
                 max_iter: inner_max,
                 ..Lbfgs::default()
             },
+            fixed_inner_cap: false,
             record_bregman: true,
             strict_mean_domain: false,
             precondition: true,
@@ -308,6 +375,12 @@ impl MirrorDescent {
     /// the subproblem is solved, not its solution).
     pub fn precondition(mut self, on: bool) -> Self {
         self.precondition = on;
+        self
+    }
+    /// With `true`, the inner cap is exactly `inner_max` whatever the subproblem
+    /// (default: scaled by [`inner_iteration_cap`], `inner_max` being its floor).
+    pub fn fixed_inner_cap(mut self, on: bool) -> Self {
+        self.fixed_inner_cap = on;
         self
     }
     /// Details of the last step.
@@ -345,13 +418,30 @@ impl MirrorDescent {
             });
         }
         let mut theta = theta_t.to_vec();
-        let llt = if self.precondition {
-            preconditioner(problem, theta_t)?
+        let k = theta_t.len();
+        // Preconditioned by I_c(θ_t), the iterations face a condition number near 1 (exactly
+        // 1 for a linear realisation): the cap scales with k alone. Without it (or when
+        // I_c is singular), they face κ(I_c(θ_t)), which then enters the cap.
+        let (llt, condition) = if self.precondition {
+            match preconditioner(problem, theta_t)? {
+                Some(llt) => (Some(llt), None),
+                None if self.fixed_inner_cap => (None, None),
+                None => (
+                    None,
+                    condition_number(&complete_information(problem, theta_t)?, k),
+                ),
+            }
+        } else if self.fixed_inner_cap {
+            (None, None)
         } else {
-            None
+            (
+                None,
+                condition_number(&complete_information(problem, theta_t)?, k),
+            )
         };
+        let inner = inner_for(&self.inner, self.fixed_inner_cap, k, condition);
         let report = run_inner(
-            &self.inner,
+            &inner,
             llt.as_ref(),
             |th, g| problem.md_subproblem(th, &m, g),
             &mut theta,
@@ -393,12 +483,15 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for MirrorDescent {
 pub struct UnprojectedMirrorDescent {
     eta: f64,
     inner: Lbfgs,
+    fixed_inner_cap: bool,
     record_bregman: bool,
     last: MdStep,
 }
 
 impl UnprojectedMirrorDescent {
-    /// Step $\eta$, inner tolerance and iteration cap as for [`MirrorDescent::new`].
+    /// Step $\eta$, inner tolerance and iteration-cap floor as for
+    /// [`MirrorDescent::new`] (the cap scales with the number of parameters; with a
+    /// singular $I_c(\theta_t)$, hence no preconditioner, also with its condition number).
     ///
     /// # Errors
     /// `InvalidParam` as for [`MirrorDescent::new`].
@@ -411,6 +504,7 @@ impl UnprojectedMirrorDescent {
                 max_iter: inner_max,
                 ..Lbfgs::default()
             },
+            fixed_inner_cap: false,
             record_bregman: true,
             last: MdStep::default(),
         })
@@ -425,6 +519,11 @@ impl UnprojectedMirrorDescent {
     /// Whether to compute $D_{\mathcal A}(\Phi_{t+1},\Phi_t)$ each step (default: yes).
     pub fn with_bregman(mut self, on: bool) -> Self {
         self.record_bregman = on;
+        self
+    }
+    /// With `true`, the inner cap is exactly `inner_max` (as [`MirrorDescent::fixed_inner_cap`]).
+    pub fn fixed_inner_cap(mut self, on: bool) -> Self {
+        self.fixed_inner_cap = on;
         self
     }
     /// Details of the last step (`rows_outside_mean_domain` is not computed here: 0).
@@ -508,8 +607,13 @@ impl UnprojectedMirrorDescent {
         let mut theta = theta_t.to_vec();
         // For a linear realisation I_c(θ) is the Hessian of A_n: L-BFGS becomes Newton-like.
         let llt = preconditioner(problem, theta_t)?;
+        let condition = match (&llt, self.fixed_inner_cap) {
+            (None, false) => condition_number(&complete_information(problem, theta_t)?, k),
+            (Some(_), _) | (None, true) => None,
+        };
+        let inner = inner_for(&self.inner, self.fixed_inner_cap, k, condition);
         let report = run_inner(
-            &self.inner,
+            &inner,
             llt.as_ref(),
             |th, g| {
                 let v = Self::stacked_potential(problem, th, g)?;
@@ -566,6 +670,36 @@ mod tests {
             let e = UnprojectedMirrorDescent::new(eta, tol, max).unwrap_err();
             assert!(matches!(e, MoeError::InvalidParam { name: n, .. } if n == name));
         }
+    }
+
+    #[test]
+    fn the_inner_cap_follows_its_rule() {
+        // Small, well-conditioned: the floor.
+        assert_eq!(inner_iteration_cap(1000, 10, None), 1000);
+        assert_eq!(inner_iteration_cap(1000, 10, Some(100.0)), 1000);
+        // Dimension: 20 per parameter.
+        assert_eq!(inner_iteration_cap(1000, 120, None), 2400);
+        // Conditioning: ⌈20 √κ⌉.
+        assert_eq!(inner_iteration_cap(1000, 10, Some(1e6)), 20_000);
+        assert_eq!(inner_iteration_cap(1000, 2000, Some(1e6)), 40_000);
+        // Meaningless condition numbers are ignored, huge ones bounded.
+        for c in [f64::NAN, f64::INFINITY, 0.5, -3.0] {
+            assert_eq!(inner_iteration_cap(1000, 10, Some(c)), 1000);
+        }
+        assert_eq!(inner_iteration_cap(1000, 10, Some(1e30)), MAX_INNER_CAP);
+        assert_eq!(inner_iteration_cap(1000, usize::MAX, None), MAX_INNER_CAP);
+        // A floor above the bound is the caller's explicit choice.
+        assert_eq!(inner_iteration_cap(2_000_000, 10, Some(1e30)), 2_000_000);
+    }
+
+    #[test]
+    fn condition_number_of_diagonal_and_singular_matrices() {
+        let c = condition_number(&[4.0, 0.0, 0.0, 0.01], 2).unwrap();
+        assert!((c - 400.0).abs() < 1e-9, "{c}");
+        assert_eq!(condition_number(&[1.0, 1.0, 1.0, 1.0], 2), None);
+        assert_eq!(condition_number(&[1.0, 0.0, 0.0, -1.0], 2), None);
+        assert_eq!(condition_number(&[1.0], 2), None);
+        assert_eq!(condition_number(&[], 0), None);
     }
 
     #[test]

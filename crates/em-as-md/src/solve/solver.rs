@@ -92,23 +92,124 @@ pub struct IterRecord {
     pub elapsed: f64,
 }
 
+/// How many of the last outer iterations [`Termination::from_window`] inspects for an
+/// inexact inner solve (an M-step or mirror-descent subproblem that missed its tolerance)
+/// when an outer stopping criterion is met.
+///
+/// Why a window and not only the last step: an inexact M-step often stalls the outer
+/// iterate (the inner solver gives up and leaves the block where it was), which makes the
+/// objective stop changing — exactly what the relative-change criterion reads as
+/// convergence. Looking back a few iterations catches a stall that began just before the
+/// stop; steps further back are forgotten, because a fit whose early M-steps were inexact
+/// (a poor start) and whose last [`INEXACT_WINDOW`] were exact has converged to a point
+/// where the exact M-step holds.
+pub const INEXACT_WINDOW: usize = 5;
+
 /// Why a run stopped. Reaching the iteration limit is a reason, not an error.
+///
+/// **"Converged" always means converged.** The executor
+/// ([`Executor`](crate::solve::executor::Executor)) ends with [`Termination::Converged`] or
+/// [`Termination::GradientSmall`] only when the outer criterion is met *and* every inner
+/// solve of the last [`INEXACT_WINDOW`] iterations (fewer at the start of a run) reported
+/// `converged` in its [`InnerStats`]; when the criterion is met but at least one of them
+/// did not, the run ends with [`Termination::InexactMStep`] instead (the rule is
+/// [`Termination::from_window`]). [`Termination::is_converged`] is the test to use.
+///
+/// Not `#[non_exhaustive]`: every front end matches it exhaustively, so a new reason
+/// cannot be silently reported as something else.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum Termination {
     /// The iteration limit was reached.
     MaxIters,
-    /// The relative change of $L$ fell below the tolerance.
+    /// The relative change of $L$ fell below the tolerance, and every inner solve of the
+    /// last [`INEXACT_WINDOW`] iterations converged.
     Converged {
         /// $|L_{t+1} - L_t| / \max(1, |L_t|)$ at the stop.
         rel_change: f64,
     },
-    /// $\|\nabla L\|$ fell below its tolerance.
+    /// $\|\nabla L\|$ fell below its tolerance, and every inner solve of the last
+    /// [`INEXACT_WINDOW`] iterations converged.
     GradientSmall,
+    /// An outer criterion (relative change or gradient norm) was met, but the inner solve
+    /// (M-step, mirror-descent subproblem) missed its tolerance in `inexact` of the last
+    /// `window` iterations: the iterate may have stopped moving because the step could
+    /// not be computed, not because it is a fixed point. Not converged.
+    InexactMStep {
+        /// Iterations among the last `window` whose inner solve reported not converged.
+        inexact: usize,
+        /// Iterations inspected: [`INEXACT_WINDOW`], or fewer when the run had fewer.
+        window: usize,
+        /// Largest finite inner residual among those inexact iterations (`None` when none
+        /// of them reported a finite residual).
+        worst_residual: Option<f64>,
+        /// $|L_{t+1} - L_t| / \max(1, |L_t|)$ at the stop (`None` if not a finite number,
+        /// possible only when the gradient criterion fired).
+        rel_change: Option<f64>,
+    },
     /// The time limit was reached.
     TimeLimit,
     /// The caller's cancellation flag was raised.
     Interrupted,
+}
+
+impl Termination {
+    /// Whether the run converged: `true` only for [`Termination::Converged`] and
+    /// [`Termination::GradientSmall`] (which the executor returns only when the recent
+    /// inner solves were exact); `false` for an inexact M-step, the iteration or time
+    /// limit and an interrupt.
+    pub fn is_converged(&self) -> bool {
+        match self {
+            Termination::Converged { .. } | Termination::GradientSmall => true,
+            Termination::InexactMStep { .. }
+            | Termination::MaxIters
+            | Termination::TimeLimit
+            | Termination::Interrupted => false,
+        }
+    }
+
+    /// The termination for a run whose outer criterion (`criterion`:
+    /// [`Termination::Converged`] or [`Termination::GradientSmall`]) was just met, given
+    /// the records of the run so far (`trace`, oldest first, the stopping iteration last)
+    /// and the relative change at the stop:
+    ///
+    /// * `criterion` itself when every inner solve of the last
+    ///   `min(`[`INEXACT_WINDOW`]`, trace.len())` records converged;
+    /// * otherwise [`Termination::InexactMStep`] with the count of inexact records among
+    ///   them, the window size, their worst finite residual and `rel_change`.
+    ///
+    /// Any other `criterion` is returned unchanged (the limits and the interrupt do not
+    /// claim convergence, so there is nothing to correct).
+    pub fn from_window(
+        criterion: Termination,
+        trace: &[IterRecord],
+        rel_change: Option<f64>,
+    ) -> Termination {
+        match criterion {
+            Termination::Converged { .. } | Termination::GradientSmall => {}
+            Termination::InexactMStep { .. }
+            | Termination::MaxIters
+            | Termination::TimeLimit
+            | Termination::Interrupted => return criterion,
+        }
+        let recent = &trace[trace.len().saturating_sub(INEXACT_WINDOW)..];
+        let inexact: Vec<&IterRecord> = recent.iter().filter(|r| !r.inner.converged).collect();
+        if inexact.is_empty() {
+            return criterion;
+        }
+        let worst_residual = inexact
+            .iter()
+            .map(|r| r.inner.residual)
+            .filter(|v| v.is_finite())
+            .fold(None, |acc: Option<f64>, v| {
+                Some(acc.map_or(v, |a| a.max(v)))
+            });
+        Termination::InexactMStep {
+            inexact: inexact.len(),
+            window: recent.len(),
+            worst_residual,
+            rel_change,
+        }
+    }
 }
 
 impl std::fmt::Display for Termination {
@@ -119,6 +220,21 @@ impl std::fmt::Display for Termination {
                 write!(f, "converged (relative change {rel_change:.3e})")
             }
             Termination::GradientSmall => write!(f, "gradient norm below tolerance"),
+            Termination::InexactMStep {
+                inexact,
+                window,
+                worst_residual,
+                ..
+            } => {
+                write!(
+                    f,
+                    "M-step inexact in {inexact} of the last {window} iterations "
+                )?;
+                match worst_residual {
+                    Some(r) => write!(f, "(worst residual {r:.3e})"),
+                    None => write!(f, "(no finite residual reported)"),
+                }
+            }
             Termination::TimeLimit => write!(f, "time limit reached"),
             Termination::Interrupted => write!(f, "interrupted"),
         }
