@@ -4,25 +4,23 @@
 //!
 //! ## What is compared
 //!
-//! From the same start $\theta_t$ on the same data, [`em_md_gap`] takes
-//!
-//! * one **EM step** through the model's own E-/M-step code ([`EmModel`], via the
-//!   [`Em`] solver):
-//!   $$ \theta^+_{\mathrm{EM}} = \arg\max_\theta Q(\theta\mid\theta_t),\qquad
-//!      Q(\theta\mid\theta_t) = \frac1n\sum_i \mathbb E_{z\sim p(z\mid x_i, y_i;\theta_t)}
-//!      \big[\log p(y_i, z\mid x_i;\theta)\big]; $$
-//! * one **mirror-descent step** with step $\eta$ through [`MirrorDescent`], which sees
-//!   only the complete-data family and the realisation map ([`ConditionalFamily`]) and
-//!   minimises with L-BFGS — never the M-step:
-//!   $$ \theta^+_{\mathrm{MD}(\eta)} = \arg\min_\theta\ \langle\nabla\ell(\Phi_t), \Phi(\theta)\rangle
-//!      + \tfrac1\eta D_{\mathcal A}(\Phi(\theta), \Phi_t), $$
-//!   with $\ell$ the average negative log-likelihood as a function of the stacked natural
-//!   parameters $\Phi = (\varphi_1, \dots, \varphi_n)$ (so $\nabla L(\theta_t) =
-//!   \sum_i J_i^\top\nabla_{\varphi_i}\ell$) and the KL Bregman divergence of the stacked
-//!   complete-data log-partition $\mathcal A(\Phi) = \frac1n\sum_i A(\varphi_i)$,
-//!   $D_{\mathcal A}(\Phi, \Phi') = \frac1n\sum_i \mathrm{KL}(p_{\varphi'_i}\,\|\,p_{\varphi_i})$.
-//!   For a realisation linear in $\theta$ the first term is $\langle\nabla L(\theta_t), \theta\rangle$:
-//!   a step against the gradient, regularised by a KL instead of $\Vert\cdot\Vert^2$.
+//! From the same start $\theta_t$ on the same data, [`em_md_gap`] takes one **EM step**
+//! through the model's own E-/M-step code ([`EmModel`], via the [`Em`] solver),
+//! $$ \theta^+_{\mathrm{EM}} = \arg\max_\theta Q(\theta\mid\theta_t),\qquad
+//!    Q(\theta\mid\theta_t) = \frac1n\sum_i \mathbb E_{z\sim p(z\mid x_i, y_i;\theta_t)}
+//!    \big[\log p(y_i, z\mid x_i;\theta)\big], $$
+//! and one **mirror-descent step** with step $\eta$ through [`MirrorDescent`], which sees
+//! only the complete-data family and the realisation map ([`ConditionalFamily`]) and
+//! minimises with L-BFGS — never the M-step:
+//! $$ \theta^+_{\mathrm{MD}(\eta)} = \arg\min_\theta\ \langle\nabla\ell(\Phi_t), \Phi(\theta)\rangle +
+//!    \tfrac1\eta D_{\mathcal A}(\Phi(\theta), \Phi_t). $$
+//! Here $\ell$ is the average negative log-likelihood as a function of the stacked natural
+//! parameters $\Phi = (\varphi_1, \dots, \varphi_n)$ (so $\nabla L(\theta_t) =
+//! \sum_i J_i^\top\nabla_{\varphi_i}\ell$) and $D_{\mathcal A}$ the KL Bregman divergence of
+//! the stacked complete-data log-partition $\mathcal A(\Phi) = \frac1n\sum_i A(\varphi_i)$,
+//! $D_{\mathcal A}(\Phi, \Phi') = \frac1n\sum_i \mathrm{KL}(p_{\varphi'_i}\,\|\,p_{\varphi_i})$.
+//! For a realisation linear in $\theta$ the first term is $\langle\nabla L(\theta_t), \theta\rangle$:
+//! a step against the gradient, regularised by a KL instead of $\Vert\cdot\Vert^2$.
 //!
 //! At $\eta = 1$ both are the same argmin (the MD objective is $-Q$ up to a constant), so
 //! the two steps agree to the inner solvers' accuracy; at $\eta \ne 1$ MD is a damped
