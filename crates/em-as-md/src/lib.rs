@@ -16,6 +16,7 @@
 //! | [`model`] | conditional families, the E-/M-step capability, experts (one file each) and their descriptions, the registry, the gate, mixtures, symmetric models |
 //! | [`solve`] | the [`Solver`] trait, the [`Executor`], observers, EM, mirror descent, GD, gradient EM |
 //! | [`fit`] | validated hyperparameters, initialisation, restarts, alignment, prediction, model files, standardisation of columns |
+//! | `testkit` | (feature `testkit`, on by default) the public equivalence harness: EM vs MD($\eta$) gaps for any model, proptest strategies for random instances |
 
 pub mod data;
 pub mod error;
@@ -23,6 +24,8 @@ pub mod fit;
 pub mod inner;
 pub mod model;
 pub mod solve;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use data::Dataset;
 pub use error::{MoeError, RegistryError, Result};
@@ -45,6 +48,8 @@ pub use solve::{
     Em, Executor, FitResult, FitState, IterRecord, Problem, Solver, StackedLogPartition,
     Termination, INEXACT_WINDOW,
 };
+#[cfg(feature = "testkit")]
+pub use testkit::{em_md_gap, Gap};
 
 pub use faer;
 pub use mirror;

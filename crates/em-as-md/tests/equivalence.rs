@@ -1,68 +1,54 @@
-//! EM = projected mirror descent with unit step, checked numerically.
+//! EM = projected mirror descent with unit step, checked numerically through the public
+//! harness [`em_as_md::testkit`].
 //!
-//! The EM step comes from the models' E-/M-step code (through the [`Em`] solver); the MD
-//! step from [`MirrorDescent`], which only sees `Problem::md_targets` /
-//! `Problem::md_subproblem` and minimises them with L-BFGS — never the M-step. On random
-//! SymMoLinE/SymMoLogE instances and random mixtures of linear, logistic, multinomial and
-//! Poisson experts (softmax and constant gating) the two agree to 1e-8 relative, in θ and
-//! in L; with η = 0.5 they differ by far more. On the linear-realisation models the
-//! projected and unprojected forms of MD agree, and ∇L matches finite differences of L.
+//! The EM step comes from the models' E-/M-step code (through the `Em` solver); the MD
+//! step from `MirrorDescent`, which only sees `Problem::md_targets` /
+//! `Problem::md_subproblem` and minimises them with L-BFGS — never the M-step.
+//!
+//! **The 1000-draw test** (`em_equals_md_eta_one_on_1040_random_draws`): 1040 random
+//! instances (model, data drawn from it at a random θ*, an independent random start θ₀)
+//! over mixtures of the built-in experts (linear-Gaussian, logistic, Poisson,
+//! multinomial; softmax and constant gating, K = 2–3, 1–3 features plus an intercept),
+//! the symmetric models SymMoLinE and SymMoLogE, and `Glm` over two user-style families
+//! (the two-parameter Gamma of `examples/gamma-expert`, shared through `tests/common`,
+//! and the bivariate normal with unknown covariance). Every draw must give EM ≡ MD(η = 1)
+//! to 1e-8 relative in θ and in L with both inner solves converged, and MD(η = 0.5) must
+//! land clearly apart (on every fourth draw). No draw is skipped: a draw that errors or disagrees is recorded
+//! (group, case, seed, gap, inner status) and the test fails listing all of them. Seeds
+//! are fixed, so the run is reproducible.
+//!
+//! The other tests: on the linear-realisation models the projected and unprojected
+//! forms of MD agree, and ∇L, ∇A_n and I_c match finite differences.
 
+mod common;
+
+use common::gamma::{gamma_expert, GammaShapeRate};
+use common::mvn_expert;
 use em_as_md::model::expert::{Expert, LinearGaussian, Logistic, Multinomial, Poisson};
 use em_as_md::solve::md::complete_information;
 use em_as_md::solve::problem::{row_posterior, RowScratch};
-use em_as_md::{ConditionalFamily, EmModel};
+use em_as_md::testkit::proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use em_as_md::testkit::{
+    draw, draws, em_md_gap, relative_gap, relative_gap_scalar, theta_strategy, Draw, DrawConfig,
+    Simulate,
+};
+use em_as_md::{ConditionalFamily, EmModel, Glm, MoeError};
 use em_as_md::{
-    Dataset, Em, FitState, Gating, MirrorDescent, MixtureOfExperts, Problem, Solver, SymMoLinE,
-    SymMoLogE, UnprojectedMirrorDescent,
+    Dataset, Gating, MirrorDescent, MixtureOfExperts, Problem, SymMoLinE, SymMoLogE,
+    UnprojectedMirrorDescent,
 };
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
+use std::time::Instant;
 
-/// $\|a - b\|_\infty / \max(1, \|b\|_\infty)$.
-fn rel_vec(a: &[f64], b: &[f64]) -> f64 {
-    let num = a
-        .iter()
-        .zip(b)
-        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
-    num / b.iter().fold(1.0f64, |m, y| m.max(y.abs()))
-}
-
-fn rel(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs().max(1.0)
-}
-
-/// One EM step through the `Em` solver (E-/M-step code) and one MD(η) step through the
-/// generic subproblem; returns (θ_EM, L_EM, θ_MD, L_MD).
-fn em_and_md<M>(
-    model: &M,
-    data: &Dataset,
-    theta0: &[f64],
-    eta: f64,
-) -> (Vec<f64>, f64, Vec<f64>, f64)
-where
-    M: EmModel + ?Sized,
-    M::Stats: 'static,
-{
-    let problem = Problem::new(model, data).unwrap();
-    let l0 = problem.objective(theta0).unwrap();
-    let mut em = Em::new();
-    let (s_em, _) = em
-        .next_iter(&problem, FitState::new(theta0.to_vec(), l0))
-        .unwrap();
-    let mut md = MirrorDescent::with_eta(eta).unwrap();
-    let (s_md, rec) = md
-        .next_iter(&problem, FitState::new(theta0.to_vec(), l0))
-        .unwrap();
-    assert!(
-        rec.inner.converged,
-        "MD inner solve did not converge: {rec:?}"
-    );
-    (s_em.theta, s_em.objective, s_md.theta, s_md.objective)
-}
+/// EM and MD(η = 1) must agree to this, relative, in θ and in L.
+const TOL: f64 = 1e-8;
+/// MD(η = 0.5) is half an EM step to first order (θ⁺ − θₜ ≈ η (θ_EM − θₜ)), so its gap
+/// to EM is about half of EM's step; it must be at least this fraction of it.
+const HALF_STEP_FRACTION: f64 = 0.1;
 
 fn sym_lin(d: usize, n: usize, sigma: f64, snr: f64, seed: u64) -> (SymMoLinE, Dataset, Vec<f64>) {
     let model = SymMoLinE::new(d, sigma).unwrap();
@@ -80,31 +66,260 @@ fn sym_log(d: usize, n: usize, bnorm: f64, seed: u64) -> (SymMoLogE, Dataset, Ve
     (model, data, theta0)
 }
 
+// ---------------------------------------------------------------------------------------
+// The 1000-draw equivalence test
+// ---------------------------------------------------------------------------------------
+
+/// What one group of draws measured.
+#[derive(Debug, Default)]
+struct Tally {
+    draws: usize,
+    max_theta_gap: f64,
+    max_objective_gap: f64,
+    max_md_residual: f64,
+    max_md_iterations: u64,
+    /// min over draws of gap(MD(0.5), EM) / EM step.
+    min_half_fraction: f64,
+    seconds: f64,
+    failures: Vec<String>,
+}
+
+/// Draws `cases` instances from `strategy` (a proptest strategy run with a fixed seed)
+/// and compares EM with MD(η = 1) and MD(η = 0.5) on each; nothing is skipped.
+fn run_group<M, S>(name: &str, cases: usize, seed: u8, strategy: S) -> Tally
+where
+    M: EmModel,
+    M::Stats: 'static,
+    S: Strategy<Value = Result<(M, Draw), MoeError>>,
+{
+    let started = Instant::now();
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]);
+    let mut runner = TestRunner::new_with_rng(Config::default(), rng);
+    let mut t = Tally {
+        min_half_fraction: f64::INFINITY,
+        ..Tally::default()
+    };
+    for case in 0..cases {
+        t.draws += 1;
+        // Every draw is compared or reported: an error is a failure like a disagreement.
+        let compared = strategy
+            .new_tree(&mut runner)
+            .map_err(|reason| format!("no draw: {reason}"))
+            .and_then(|tree| {
+                let (model, d) = tree.current().map_err(|e| format!("draw: {e}"))?;
+                let one = em_md_gap(&model, &d.data, &d.theta0, 1.0)
+                    .map_err(|e| format!("seed {}: η = 1: {e}", d.seed))?;
+                let half = if case % HALF_EVERY == 0 {
+                    let h = em_md_gap(&model, &d.data, &d.theta0, 0.5)
+                        .map_err(|e| format!("seed {}: η = 0.5: {e}", d.seed))?;
+                    Some(h)
+                } else {
+                    None
+                };
+                Ok((d, one, half))
+            });
+        match compared {
+            Err(e) => t.failures.push(format!("{name} case {case}: error: {e}")),
+            Ok((d, one, half)) => {
+                t.max_theta_gap = t.max_theta_gap.max(one.theta_gap);
+                t.max_objective_gap = t.max_objective_gap.max(one.objective_gap);
+                t.max_md_residual = t.max_md_residual.max(one.md_inner.residual);
+                t.max_md_iterations = t.max_md_iterations.max(one.md_inner.iterations);
+                if !one.agrees(TOL) {
+                    t.failures.push(format!(
+                        "{name} case {case} (seed {}, n {}): {one}",
+                        d.seed,
+                        d.data.n()
+                    ));
+                }
+                if let Some(half) = half {
+                    let fraction = half.theta_gap / one.em_step;
+                    t.min_half_fraction = t.min_half_fraction.min(fraction);
+                    // A NaN fraction fails too.
+                    if fraction.is_nan() || fraction < HALF_STEP_FRACTION {
+                        t.failures.push(format!(
+                            "{name} case {case} (seed {}): η = 0.5 too close to EM: {half}",
+                            d.seed
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    t.seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{name}: {} draws in {:.1} s, {} failed",
+        t.draws,
+        t.seconds,
+        t.failures.len()
+    );
+    for f in &t.failures {
+        eprintln!("  {f}");
+    }
+    t
+}
+
+/// The 1040 draws: 150 per built-in expert and per symmetric model, 120 for the Gamma
+/// and 20 for the bivariate normal (K = 2, 40–80 rows), whose rows cost most: mirror's
+/// multivariate normal factors and solves with its precision matrix through faer, with
+/// fresh allocations, at every evaluation of every expert on every row.
+const BUILTIN_CASES: usize = 150;
+const SYM_CASES: usize = 150;
+const GAMMA_CASES: usize = 120;
+const MVN_CASES: usize = 20;
+/// MD(η = 0.5) is compared on every `HALF_EVERY`-th draw (a second inner solve; the
+/// η = 1 comparison runs on every draw).
+const HALF_EVERY: usize = 4;
+
+/// A mixture of `expert(variant)` (`variant` a fair coin) with K in `experts`, a number of
+/// features in `features` plus an intercept, softmax or
+/// constant gating, and a draw from it (rows and seed from the proptest RNG).
+fn mixture_draws(
+    expert: impl Fn(bool) -> Arc<dyn Expert> + 'static,
+    config: DrawConfig,
+    experts: RangeInclusive<usize>,
+    features: RangeInclusive<usize>,
+) -> impl Strategy<Value = Result<(MixtureOfExperts, Draw), MoeError>> {
+    (
+        experts,
+        features,
+        any::<bool>(),
+        any::<bool>(),
+        config.rows.clone(),
+        any::<u64>(),
+    )
+        .prop_map(move |(k, d_raw, gated, variant, n, seed)| {
+            let gating = if gated {
+                Gating::Softmax
+            } else {
+                Gating::Constant
+            };
+            let model = MixtureOfExperts::new(expert(variant), k, d_raw + 1, gating)?;
+            let d = draw(&model, &config, n, seed)?;
+            Ok((model, d))
+        })
+}
+
+/// Builds a group's expert (the flag is a per-draw coin some groups use).
+type ExpertOf = fn(bool) -> Arc<dyn Expert>;
+
+/// 80–160 rows: enough for every block's M-step, few enough for 1040 draws in a minute.
+fn rows() -> DrawConfig {
+    DrawConfig {
+        rows: 80..160,
+        ..DrawConfig::default()
+    }
+}
+
+#[test]
+fn em_equals_md_eta_one_on_1040_random_draws() {
+    let started = Instant::now();
+    let mut groups: Vec<(&str, Tally)> = Vec::new();
+    let builtins: [(&str, ExpertOf); 4] = [
+        ("linear-Gaussian", |_| Arc::new(LinearGaussian::new())),
+        ("logistic", |_| Arc::new(Logistic::new())),
+        ("Poisson", |_| Arc::new(Poisson::new())),
+        ("multinomial(3)", |_| Arc::new(Multinomial::new(3).unwrap())),
+    ];
+    for (i, (name, expert)) in builtins.into_iter().enumerate() {
+        let s = mixture_draws(expert, rows(), 2..=3, 1..=3);
+        groups.push((name, run_group(name, BUILTIN_CASES, 1 + i as u8, s)));
+    }
+    // The symmetric models: no intercept, x ~ N(0, I_d) as in the paper.
+    let sym = DrawConfig {
+        intercept: false,
+        ..rows()
+    };
+    let cfg = sym.clone();
+    let s = (1usize..=4, 0.5f64..2.0, sym.rows.clone(), any::<u64>()).prop_map(
+        move |(d, sigma, n, seed)| {
+            let model = SymMoLinE::new(d, sigma)?;
+            let dr = draw(&model, &cfg, n, seed)?;
+            Ok((model, dr))
+        },
+    );
+    groups.push(("SymMoLinE", run_group("SymMoLinE", SYM_CASES, 11, s)));
+    let cfg = sym.clone();
+    let s = (1usize..=4, sym.rows.clone(), any::<u64>()).prop_map(move |(d, n, seed)| {
+        let model = SymMoLogE::new(d)?;
+        let dr = draw(&model, &cfg, n, seed)?;
+        Ok((model, dr))
+    });
+    groups.push(("SymMoLogE", run_group("SymMoLogE", SYM_CASES, 12, s)));
+    // Glm over user-style families: Gamma with unknown shape (both components
+    // regressed, or the shape a per-expert constant as in examples/gamma-expert) and the
+    // bivariate normal with unknown covariance.
+    let gamma = |both: bool| -> Arc<dyn Expert> {
+        if both {
+            Arc::new(Glm::new(Arc::new(GammaShapeRate)))
+        } else {
+            Arc::new(gamma_expert().unwrap())
+        }
+    };
+    let s = mixture_draws(gamma, rows(), 2..=3, 1..=3);
+    groups.push(("Glm(Gamma)", run_group("Glm(Gamma)", GAMMA_CASES, 21, s)));
+    let mvn_rows = DrawConfig {
+        rows: 40..80,
+        ..rows()
+    };
+    let s = mixture_draws(|_| Arc::new(mvn_expert().unwrap()), mvn_rows, 2..=2, 1..=2);
+    groups.push(("Glm(MVN 2)", run_group("Glm(MVN 2)", MVN_CASES, 22, s)));
+
+    let elapsed = started.elapsed().as_secs_f64();
+    let total: usize = groups.iter().map(|(_, t)| t.draws).sum();
+    eprintln!("{total} draws in {elapsed:.1} s");
+    eprintln!("group             draws  seconds  max θ gap  max L gap  max MD residual  max MD iters  min gap(η=0.5)/EM step");
+    for (name, t) in &groups {
+        eprintln!(
+            "{name:16} {:6}  {:7.1}  {:9.2e}  {:9.2e}  {:15.2e}  {:12}  {:.3}",
+            t.draws,
+            t.seconds,
+            t.max_theta_gap,
+            t.max_objective_gap,
+            t.max_md_residual,
+            t.max_md_iterations,
+            t.min_half_fraction
+        );
+    }
+    let failures: Vec<&String> = groups.iter().flat_map(|(_, t)| &t.failures).collect();
+    assert!(total >= 1000, "only {total} draws");
+    assert!(
+        failures.is_empty(),
+        "{} of {total} draws failed:\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .map(|f| f.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+// The strategies as a user writes them in `proptest!` (the harness's own example).
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, rng_seed: proptest::test_runner::RngSeed::Fixed(5), ..ProptestConfig::default() })]
+
+    #[test]
+    fn strategies_from_the_testkit_in_a_user_proptest(
+        draw in draws(MixtureOfExperts::new(Arc::new(Poisson::new()), 2, 3, Gating::Softmax).unwrap(), DrawConfig::default()).unwrap(),
+        theta0 in theta_strategy(MixtureOfExperts::new(Arc::new(Poisson::new()), 2, 3, Gating::Softmax).unwrap(), 0.5).unwrap(),
+    ) {
+        let model = MixtureOfExperts::new(Arc::new(Poisson::new()), 2, 3, Gating::Softmax)?;
+        let (d, theta0) = (draw?, theta0?);
+        prop_assert_eq!(d.data.n(), d.data.y_all().len());
+        let gap = em_md_gap(&model, &d.data, &theta0, 1.0)?;
+        prop_assert!(gap.agrees(TOL), "{}", gap);
+        // The truth is a valid start too.
+        let gap = em_md_gap(&model, &d.data, &d.theta_true, 1.0)?;
+        prop_assert!(gap.agrees(TOL), "{}", gap);
+        // Simulate is the trait behind both strategies.
+        let t = model.draw_theta(&mut rand_chacha::ChaCha8Rng::seed_from_u64(1), 1.0)?;
+        prop_assert_eq!(t.len(), model.n_params());
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 16, rng_seed: proptest::test_runner::RngSeed::Fixed(7), ..ProptestConfig::default() })]
-
-    #[test]
-    fn em_equals_md_eta_one_on_sym_mo_lin_e(d in 1usize..5, n in 150usize..400, sigma in 0.5f64..2.0,
-                                          snr in 0.5f64..4.0, seed in 0u64..1000) {
-        let (model, data, theta0) = sym_lin(d, n, sigma, snr, seed);
-        let (t_em, l_em, t_md, l_md) = em_and_md(&model, &data, &theta0, 1.0);
-        prop_assert!(rel_vec(&t_md, &t_em) < 1e-8, "θ: EM {t_em:?} MD {t_md:?}");
-        prop_assert!(rel(l_md, l_em) < 1e-8, "L: EM {l_em} MD {l_md}");
-        // η = 0.5 is a genuinely different (damped) step.
-        let (_, _, t_half, _) = em_and_md(&model, &data, &theta0, 0.5);
-        prop_assert!(rel_vec(&t_half, &t_em) > 1e-4, "η = 0.5 should differ: {}", rel_vec(&t_half, &t_em));
-    }
-
-    #[test]
-    fn em_equals_md_eta_one_on_sym_mo_log_e(d in 1usize..5, n in 200usize..500, bnorm in 0.5f64..4.0,
-                                          seed in 0u64..1000) {
-        let (model, data, theta0) = sym_log(d, n, bnorm, seed);
-        let (t_em, l_em, t_md, l_md) = em_and_md(&model, &data, &theta0, 1.0);
-        prop_assert!(rel_vec(&t_md, &t_em) < 1e-8, "θ: EM {t_em:?} MD {t_md:?}");
-        prop_assert!(rel(l_md, l_em) < 1e-8, "L: EM {l_em} MD {l_md}");
-        let (_, _, t_half, _) = em_and_md(&model, &data, &theta0, 0.5);
-        prop_assert!(rel_vec(&t_half, &t_em) > 1e-4);
-    }
 
     #[test]
     fn projected_and_unprojected_md_agree(d in 1usize..4, n in 150usize..300, seed in 0u64..1000,
@@ -123,7 +338,7 @@ proptest! {
             let b = UnprojectedMirrorDescent::with_eta(eta).unwrap().step(&p, &t0).unwrap().0;
             (a, b)
         };
-        prop_assert!(rel_vec(&a, &b) < 1e-8, "projected {a:?} vs unprojected {b:?}");
+        prop_assert!(relative_gap(&a, &b)? < 1e-8, "projected {a:?} vs unprojected {b:?}");
     }
 
     #[test]
@@ -163,7 +378,7 @@ proptest! {
             let p = Problem::new(m, data).unwrap();
             let (st, l) = m.e_step(data, t0).unwrap();
             let lg = p.objective(t0).unwrap();
-            assert!(rel(l, lg) < 1e-13, "{l} vs {lg}");
+            assert!(relative_gap_scalar(l, lg) < 1e-13, "{l} vs {lg}");
             let mut s = RowScratch::new(m);
             for i in 0..data.n() {
                 m.realise(t0, data.x(i), &mut s.phi);
@@ -228,76 +443,6 @@ proptest! {
             t[j] = t0[j];
             let fd = (fp - fm) / (2.0 * h);
             prop_assert!((fd - g[j]).abs() < 1e-8 * (1.0 + g[j].abs()), "coord {j}: {fd} vs {}", g[j]);
-        }
-    }
-}
-
-/// A random mixture of experts with data drawn from it (features N(0, I) plus an
-/// intercept) and an independent random start.
-fn moe_instance(
-    kind: Arc<dyn Expert>,
-    k: usize,
-    gating: Gating,
-    n: usize,
-    seed: u64,
-) -> (MixtureOfExperts, Dataset, Vec<f64>) {
-    let d_raw = 2;
-    let d = d_raw + 1;
-    let model = MixtureOfExperts::new(kind, k, d, gating).unwrap();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let star = model.random_params(&mut rng, 1.0);
-    let mut x = Vec::with_capacity(n * d_raw);
-    let mut y = Vec::new();
-    let mut row = vec![1.0; d];
-    for _ in 0..n {
-        for j in 0..d_raw {
-            let v: f64 = StandardNormal.sample(&mut rng);
-            row[j + 1] = v;
-            x.push(v);
-        }
-        let (yi, _) = model.sample(&star, &row, &mut rng).unwrap();
-        y.extend(yi);
-    }
-    let q = y.len() / n;
-    let data = Dataset::from_rows(&x, d_raw, &y, q)
-        .unwrap()
-        .with_intercept();
-    let theta0 = model.random_params(&mut rng, 0.5);
-    (model, data, theta0)
-}
-
-fn check_moe(kind: Arc<dyn Expert>, gating: Gating, seed: u64) {
-    let (model, data, theta0) = moe_instance(kind.clone(), 2, gating, 400, seed);
-    let (t_em, l_em, t_md, l_md) = em_and_md(&model, &data, &theta0, 1.0);
-    let e = rel_vec(&t_md, &t_em);
-    assert!(
-        e < 1e-8,
-        "{kind:?} {gating:?} seed {seed}: θ differ by {e:e}\nEM {t_em:?}\nMD {t_md:?}"
-    );
-    assert!(
-        rel(l_md, l_em) < 1e-8,
-        "{kind:?} {gating:?}: L EM {l_em} MD {l_md}"
-    );
-    let (_, _, t_half, _) = em_and_md(&model, &data, &theta0, 0.5);
-    assert!(
-        rel_vec(&t_half, &t_em) > 1e-4,
-        "{kind:?} {gating:?}: η = 0.5 should differ"
-    );
-}
-
-#[test]
-fn em_equals_md_eta_one_on_mixtures_of_experts() {
-    let kinds: [Arc<dyn Expert>; 4] = [
-        Arc::new(LinearGaussian::new()),
-        Arc::new(Logistic::new()),
-        Arc::new(Multinomial::new(3).unwrap()),
-        Arc::new(Poisson::new()),
-    ];
-    for (i, kind) in kinds.into_iter().enumerate() {
-        for gating in [Gating::Softmax, Gating::Constant] {
-            for seed in 0..3u64 {
-                check_moe(kind.clone(), gating, 100 * i as u64 + seed);
-            }
         }
     }
 }

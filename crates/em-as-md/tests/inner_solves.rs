@@ -56,7 +56,7 @@ fn two_multinomial_experts_fit_clean_three_class_data() {
 
 mod common;
 
-use common::gamma_shape_rate::GammaShapeRate;
+use common::gamma::GammaShapeRate;
 use em_as_md::model::expert::{glm_newton, Expert, Glm, INNER_MAX_ITER, INNER_TOL};
 use mirror::ExponentialFamily;
 use std::sync::Arc;
