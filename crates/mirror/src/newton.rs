@@ -286,7 +286,24 @@ pub struct NewtonSettings {
     pub armijo: f64,
     /// Smallest step size $t$ tried. Default $10^{-12}$.
     pub min_step: f64,
+    /// Whether a Hessian that fails the Cholesky policy is shifted instead of failing the
+    /// run (see [`SHIFT_START`]). Default `false`.
+    pub shift_singular: bool,
 }
+
+/// First Levenberg shift, relative to $\max_j |H_{jj}|$: with
+/// [`NewtonSettings::shift_singular`], a Hessian that fails the Cholesky policy is factored
+/// as $H + \mu I$ with $\mu = \mu_0 \max_j|H_{jj}|$, $\mu_0 =$ `SHIFT_START`, multiplied by
+/// 100 until it factors (at most [`SHIFT_TRIES`] shifts). The shifted direction
+/// $-(H + \mu I)^{-1} g$ is still a descent direction, so the line search and the stopping
+/// rule on $\|\nabla f\|$ are unchanged; each shifted factorisation is counted in
+/// [`NewtonReport::shifted`]. Why: an objective whose infimum lies at infinity along some
+/// direction (a weighted softmax fit in which a class has almost no weight) has a Hessian
+/// that degenerates along it while $f$ is still well defined and decreasing.
+pub const SHIFT_START: f64 = 1e-8;
+/// Most shifts tried per factorisation ($\mu_0 \cdot 100^{k}$, $k < $ `SHIFT_TRIES`, i.e.
+/// up to $\max_j|H_{jj}|$).
+pub const SHIFT_TRIES: usize = 5;
 
 impl Default for NewtonSettings {
     fn default() -> Self {
@@ -296,6 +313,7 @@ impl Default for NewtonSettings {
             reuse_below: 0.0,
             armijo: 1e-4,
             min_step: 1e-12,
+            shift_singular: false,
         }
     }
 }
@@ -324,6 +342,12 @@ impl NewtonSettings {
     /// With Armijo constant `armijo` (unchecked until [`check`](Self::check)).
     pub fn with_armijo(mut self, armijo: f64) -> Self {
         self.armijo = armijo;
+        self
+    }
+
+    /// With (or without) the Levenberg shift of a singular Hessian ([`SHIFT_START`]).
+    pub fn with_shift_singular(mut self, shift: bool) -> Self {
+        self.shift_singular = shift;
         self
     }
 
@@ -503,6 +527,8 @@ pub struct NewtonReport {
     pub pure_steps: usize,
     /// Steps accepted on the gradient with the value change inside round-off.
     pub gradient_steps: usize,
+    /// Hessians factored with a Levenberg shift ([`NewtonSettings::shift_singular`]).
+    pub shifted: usize,
 }
 
 /// The BFGS update of an inverse-Hessian approximation $H \approx (\nabla^2 f)^{-1}$ with
@@ -603,6 +629,40 @@ struct Work {
     hinv: Mat<f64>,
 }
 
+/// Factors `hess` into `chol`; with `shift`, a Hessian that fails the Cholesky policy is
+/// retried as $H + \mu I$ ([`SHIFT_START`], [`SHIFT_TRIES`]; `hess` keeps the shift),
+/// counting one in `shifted` when a shift was needed.
+fn factor_hessian(
+    chol: &mut Cholesky,
+    hess: &mut Mat<f64>,
+    shift: bool,
+    shifted: &mut usize,
+) -> Result<(), NewtonFailure> {
+    let first = chol.refactor(hess.as_ref());
+    let Err(CholeskyError::NotPositiveDefinite { .. }) = first else {
+        return first.map_err(NewtonFailure::from);
+    };
+    let n = hess.nrows();
+    let scale = (0..n).map(|j| hess[(j, j)].abs()).fold(0.0f64, f64::max);
+    if !shift || !(scale.is_finite() && scale > 0.0) {
+        return first.map_err(NewtonFailure::from);
+    }
+    let mut added = 0.0;
+    let mut mu = SHIFT_START * scale;
+    for _ in 0..SHIFT_TRIES {
+        for j in 0..n {
+            hess[(j, j)] += mu - added;
+        }
+        added = mu;
+        if chol.refactor(hess.as_ref()).is_ok() {
+            *shifted += 1;
+            return Ok(());
+        }
+        mu *= 100.0;
+    }
+    first.map_err(NewtonFailure::from)
+}
+
 /// One evaluation into the given buffers; returns (value, noise) after checking them.
 /// A value of +∞ is returned as is (the domain signal); NaN, −∞ or a non-finite gradient
 /// at a finite value are failures.
@@ -695,6 +755,7 @@ pub fn minimize<O: NewtonObjective + ?Sized>(
         end: NewtonEnd::IterationLimit,
         pure_steps: 0,
         gradient_steps: 0,
+        shifted: 0,
     };
 
     let usable = initial
@@ -722,9 +783,12 @@ pub fn minimize<O: NewtonObjective + ?Sized>(
         }
     };
     rep.hessians += 1;
-    w.chol
-        .refactor(w.hess.as_ref())
-        .map_err(NewtonFailure::from)?;
+    factor_hessian(
+        &mut w.chol,
+        &mut w.hess,
+        settings.shift_singular,
+        &mut rep.shifted,
+    )?;
     // Whether the factor is the Hessian at the current x (no BFGS update since).
     let mut fresh = true;
     // Whether `w.hinv` holds the BFGS-updated inverse that steers reused steps.
@@ -756,9 +820,12 @@ pub fn minimize<O: NewtonObjective + ?Sized>(
             rep.evaluations += 1;
             rep.hessians += 1;
             evaluate(objective, x, Need::Hessian, &mut w.g_trial, &mut w.hess)?;
-            w.chol
-                .refactor(w.hess.as_ref())
-                .map_err(NewtonFailure::from)?;
+            factor_hessian(
+                &mut w.chol,
+                &mut w.hess,
+                settings.shift_singular,
+                &mut rep.shifted,
+            )?;
             fresh = true;
         }
         // Direction p = −H⁻¹g, from the BFGS inverse when reusing, else from the factor.
@@ -840,9 +907,12 @@ pub fn minimize<O: NewtonObjective + ?Sized>(
             rep.evaluations += 1;
             rep.hessians += 1;
             evaluate(objective, x, Need::Hessian, &mut w.g_trial, &mut w.hess)?;
-            w.chol
-                .refactor(w.hess.as_ref())
-                .map_err(NewtonFailure::from)?;
+            factor_hessian(
+                &mut w.chol,
+                &mut w.hess,
+                settings.shift_singular,
+                &mut rep.shifted,
+            )?;
             have_hinv = false;
             fresh = true;
             ratio = f64::INFINITY;
@@ -854,9 +924,12 @@ pub fn minimize<O: NewtonObjective + ?Sized>(
             Rule::Armijo => {}
         }
         if with_hessian {
-            w.chol
-                .refactor(w.hess.as_ref())
-                .map_err(NewtonFailure::from)?;
+            factor_hessian(
+                &mut w.chol,
+                &mut w.hess,
+                settings.shift_singular,
+                &mut rep.shifted,
+            )?;
             have_hinv = false;
         } else if reuse_on {
             // The factor will be reused: fold this step's curvature in.

@@ -1422,3 +1422,45 @@ fn default_inversion_of_a_plug_in_family_halves_back_into_the_domain() {
         }
     }
 }
+
+/// The Levenberg shift of a singular Hessian ([`NewtonSettings::shift_singular`]):
+/// $f(x, y) = x^4/4 + y^2/2$ from $(0, 1)$ has $\nabla^2 f = \operatorname{diag}(3x^2, 1)$,
+/// singular at the start. Without the shift the run fails at pivot 0; with it the first
+/// direction is $-(H + \mu I)^{-1}\nabla f = (0, -1/(1+\mu))$ and the run converges to the
+/// minimiser $(0, 0)$, reporting the shifted factorisations.
+#[test]
+fn a_singular_hessian_is_shifted_only_on_request() {
+    let quartic = || {
+        FnObjective::new(2, |x: &[f64], need: Need, out: &mut EvalOut<'_>| {
+            out.value = x[0].powi(4) / 4.0 + x[1] * x[1] / 2.0;
+            out.noise = sum_noise(out.value.abs(), 2);
+            out.grad[0] = x[0].powi(3);
+            out.grad[1] = x[1];
+            if need == Need::Hessian {
+                out.hess[(0, 0)] = 3.0 * x[0] * x[0];
+                out.hess[(1, 0)] = 0.0;
+                out.hess[(0, 1)] = 0.0;
+                out.hess[(1, 1)] = 1.0;
+            }
+            Ok::<(), NewtonFailure>(())
+        })
+    };
+    let settings = NewtonSettings::new(1e-10, 50).unwrap();
+    let mut x = vec![0.0, 1.0];
+    let e = minimize(&mut quartic(), &mut x, &settings, None).unwrap_err();
+    assert!(
+        matches!(e, NewtonFailure::NotPositiveDefinite { pivot: 0 }),
+        "{e:?}"
+    );
+    let mut x = vec![0.0, 1.0];
+    let rep = minimize(
+        &mut quartic(),
+        &mut x,
+        &settings.clone().with_shift_singular(true),
+        None,
+    )
+    .unwrap();
+    assert!(rep.converged && rep.residual <= 1e-10, "{rep:?}");
+    assert!(rep.shifted >= 1, "{rep:?}");
+    assert!(x[0] == 0.0 && x[1].abs() <= 1e-10, "{x:?}");
+}

@@ -16,7 +16,9 @@ pub struct InnerStats {
     /// Number of Gram-sized weighted Hessians formed (for the cost floor in benchmarks).
     pub hessians: u64,
     /// Inner solves that fell back to another method (the softmax gate's Newton M-step
-    /// handing a singular Hessian to L-BFGS, [`crate::model::gate::GateConfig::lbfgs_fallback`]).
+    /// handing a singular Hessian to L-BFGS, [`crate::model::gate::GateConfig::lbfgs_fallback`]),
+    /// and expert Newton steps factored with a Levenberg shift
+    /// ([`mirror::newton::NewtonSettings::shift_singular`]).
     /// Absent in records written before it existed (read as 0).
     #[serde(default)]
     pub fallbacks: u64,

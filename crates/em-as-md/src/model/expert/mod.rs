@@ -605,13 +605,17 @@ impl<E: Expert + ?Sized> NewtonObjective for GlmObjective<'_, E> {
 /// $10^{-13}$ no longer stalls the solve), or by a smaller gradient when the value change
 /// is inside round-off. It stops when $\|\nabla Q / W\|_2 \le$ `tol`, after `max_iter`
 /// Newton steps, or when no step is acceptable (both reported as `converged = false` with
-/// the residual). [`InnerStats::hessians`] counts the Hessians formed.
+/// the residual). [`InnerStats::hessians`] counts the Hessians formed. A Hessian that fails
+/// the Cholesky policy is factored with a Levenberg shift
+/// ([`mirror::newton::SHIFT_START`]; counted in [`InnerStats::fallbacks`]): an expert
+/// whose weighted fit has its optimum at infinity (e.g. quasi-separated logistic targets)
+/// keeps descending, and a tolerance it cannot reach is reported as `converged = false`.
 ///
 /// # Errors
 /// `InvalidParam`/`InvalidData` for bad weights or targets; `NonFinite` for a start
 /// outside the natural domain or non-finite derivatives; `NotPositiveDefinite
-/// { block: Block::Expert(None), pivot }` when the weighted Hessian is singular (e.g. all
-/// weights zero or collinear features).
+/// { block: Block::Expert(None), pivot: 0 }` when all weights are zero, or `pivot` when
+/// even the largest shift leaves the Hessian singular.
 pub fn glm_newton<E: Expert + ?Sized>(
     expert: &E,
     data: &Dataset,
@@ -622,7 +626,7 @@ pub fn glm_newton<E: Expert + ?Sized>(
     max_iter: u64,
 ) -> Result<InnerStats> {
     let (np, wsum) = check_weighted_fit(expert, data, weights, start, out)?;
-    let settings = newton_settings(tol, max_iter)?;
+    let settings = newton_settings(tol, max_iter)?.with_shift_singular(true);
     let mut obj = GlmObjective {
         expert,
         data,
@@ -657,14 +661,14 @@ pub(crate) fn newton_settings(tol: f64, max_iter: u64) -> Result<NewtonSettings>
 }
 
 /// [`InnerStats`] of one [`minimize`] run: accepted steps, final residual, converged,
-/// Hessians formed (no fallbacks).
+/// Hessians formed, and the Levenberg-shifted factorisations as fallbacks.
 pub(crate) fn inner_stats(rep: &NewtonReport) -> InnerStats {
     InnerStats {
         iterations: rep.iterations as u64,
         residual: rep.residual,
         converged: rep.converged,
         hessians: rep.hessians as u64,
-        fallbacks: 0,
+        fallbacks: rep.shifted as u64,
     }
 }
 

@@ -155,7 +155,9 @@ impl Multinomial {
         max_iter: u64,
     ) -> Result<InnerStats> {
         check_weighted_fit(self, data, weights, start, out)?;
-        let settings = newton_settings(tol, max_iter)?;
+        // Shifted where singular: an expert whose responsibilities leave a class almost no
+        // weight has its optimum at infinity (see `glm_newton`).
+        let settings = newton_settings(tol, max_iter)?.with_shift_singular(true);
         let reg = SoftmaxRegression::new(data, self.classes(), Labels::Classes, Some(weights))?;
         out.copy_from_slice(start);
         let rep = reg
