@@ -60,7 +60,7 @@ pub const MAX_INNER_CAP: usize = 1_000_000;
 /// L-BFGS iterations per round of the inner solve: after each round that has not
 /// converged, the solve goes on only if the round at least halved $\Vert\nabla F\Vert_\infty$
 /// (see [`MirrorDescent::step`]); otherwise it has stalled and the Newton endgame takes over.
-pub const INNER_ROUND: usize = 100;
+pub const INNER_ROUND: usize = 25;
 /// Step cap of the Newton endgame of the inner solve.
 pub const ENDGAME_MAX_STEPS: usize = 50;
 
