@@ -311,13 +311,11 @@ impl ExponentialFamily for MultivariateGaussian {
         s.len() == self.d && s.iter().all(|x| x.is_finite())
     }
     fn in_natural_domain(&self, theta: &[f64]) -> bool {
-        theta.len() == self.dim()
-            && theta.iter().all(|t| t.is_finite())
-            && {
-                let mut p = vec![0.0; self.d * self.d];
-                self.precision_rows(theta, &mut p);
-                cholesky_in_place(&mut p, self.d)
-            }
+        theta.len() == self.dim() && theta.iter().all(|t| t.is_finite()) && {
+            let mut p = vec![0.0; self.d * self.d];
+            self.precision_rows(theta, &mut p);
+            cholesky_in_place(&mut p, self.d)
+        }
     }
     fn in_mean_domain(&self, mu: &[f64]) -> bool {
         mu.len() == self.dim()
