@@ -442,8 +442,8 @@ fn newton_endgame<M: ConditionalFamily + ?Sized>(
                 }
                 let step = xp[j] - x[j];
                 xp[j] = x[j];
-                for i in 0..k {
-                    out.hess[(i, j)] = (gp[i] - out.grad[i]) / step;
+                for (i, (a, b)) in gp.iter().zip(out.grad.iter()).enumerate() {
+                    out.hess[(i, j)] = (a - b) / step;
                 }
             }
             // Symmetrise (the driver reads the lower triangle).
