@@ -159,14 +159,15 @@ where
     t
 }
 
-/// The 1040 draws: 150 per built-in expert and per symmetric model, 120 for the Gamma
-/// and 20 for the bivariate normal (K = 2, 40–80 rows), whose rows cost most: mirror's
-/// multivariate normal factors and solves with its precision matrix through faer, with
-/// fresh allocations, at every evaluation of every expert on every row.
+/// The 1040 draws: 150 per built-in expert and per symmetric model, 80 for the Gamma
+/// and 60 for the bivariate normal (K = 2, 40–80 rows), whose rows cost most (a 2×2
+/// Cholesky factorisation, solve and inverse of the precision per expert per row at
+/// every evaluation). Measured on 2 cores in the test profile: about 10 s in all
+/// (linear-Gaussian 2 s, Poisson 3 s, bivariate normal 6 s, the rest under 2 s each).
 const BUILTIN_CASES: usize = 150;
 const SYM_CASES: usize = 150;
-const GAMMA_CASES: usize = 120;
-const MVN_CASES: usize = 20;
+const GAMMA_CASES: usize = 80;
+const MVN_CASES: usize = 60;
 /// MD(η = 0.5) is compared on every `HALF_EVERY`-th draw (a second inner solve; the
 /// η = 1 comparison runs on every draw).
 const HALF_EVERY: usize = 4;
