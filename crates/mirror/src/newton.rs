@@ -644,7 +644,7 @@ fn factor_hessian(
     };
     let n = hess.nrows();
     let scale = (0..n).map(|j| hess[(j, j)].abs()).fold(0.0f64, f64::max);
-    if !shift || !(scale.is_finite() && scale > 0.0) {
+    if !(shift && scale.is_finite() && scale > 0.0) {
         return first.map_err(NewtonFailure::from);
     }
     let mut added = 0.0;

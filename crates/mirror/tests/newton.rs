@@ -1456,7 +1456,7 @@ fn a_singular_hessian_is_shifted_only_on_request() {
     let rep = minimize(
         &mut quartic(),
         &mut x,
-        &settings.clone().with_shift_singular(true),
+        &settings.with_shift_singular(true),
         None,
     )
     .unwrap();
