@@ -28,10 +28,10 @@
 //!
 //! Rows go through the deterministic [`fold_rows_with`] (fixed chunks merged in chunk
 //! order, so results do not depend on the thread count); per chunk the logits are one faer
-//! product, the $m(C-1)$ exponentials one vectorised [`exp_in_place`] ([`softmax_rows`]),
+//! product, the $m(C-1)$ exponentials one vectorised [`exp_in_place`] (`softmax_rows`),
 //! the gradient $X_c^\top(S - c\,\Pi)$ one product and the Hessian's $C(C-1)/2$ distinct
-//! $d\times d$ blocks weighted Gram products ([`add_weighted_grams`]). Work buffers are
-//! per worker ([`SoftmaxScratch`]): nothing is allocated per row. $Q$'s logarithms are
+//! $d\times d$ blocks weighted Gram products (`add_weighted_grams`). Work buffers are
+//! per worker (`SoftmaxScratch`): nothing is allocated per row. $Q$'s logarithms are
 //! summed by block ([`SumOfLogs`]) for rows whose weighted labels sum to 1.
 //!
 //! The round-off estimate handed to the Newton driver is
@@ -153,7 +153,7 @@ pub(crate) struct SoftmaxScratch {
     /// Probabilities $\pi_{ik}$, column-major $m\times C$.
     pub(crate) probs: Vec<f64>,
     /// Per row, $\operatorname{LSE}_k g_{ik} = m_i + \log z_i$ in two parts
-    /// ([`softmax_rows`]): the shift $m_i$ (0, or the largest logit when one is too large
+    /// (`softmax_rows`): the shift $m_i$ (0, or the largest logit when one is too large
     /// to exponentiate unshifted) …
     pub(crate) gmax: Vec<f64>,
     /// … and $z_i = \sum_k e^{g_{ik} - m_i} \ge 1$.

@@ -25,8 +25,8 @@
 //!
 //! Per row, the probabilities take $K-1$ exponentials, the reference's being $e^0 = 1$
 //! (a row chunk's exponentials are one vectorised
-//! [`exp_in_place`] call), shared by $Q$, $\nabla Q$ and the Hessian weights; $Q$'s
-//! logarithms are taken once per block of rows ([`SumOfLogs`]).
+//! [`mirror::batch_exp::exp_in_place`] call), shared by $Q$, $\nabla Q$ and the Hessian weights; $Q$'s
+//! logarithms are taken once per block of rows ([`mirror::special::SumOfLogs`]).
 //!
 //! **L-BFGS alternative.** With [`GateConfig::solver`] $=$ [`GateSolver::Lbfgs`] the gate
 //! M-step instead minimises $-Q(W)$ by L-BFGS ([`crate::inner::lbfgs::Lbfgs`], 10 pairs, strong

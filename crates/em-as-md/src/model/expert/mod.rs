@@ -598,7 +598,7 @@ impl<E: Expert + ?Sized> NewtonObjective for GlmObjective<'_, E> {
 
 /// Newton's method for the weighted expert fit $\max_\vartheta Q(\vartheta)$ (see the
 /// [module documentation](self)): [`mirror::newton::minimize`] on $f = -Q/W$
-/// ([`GlmObjective`]-style weight averaging, $W = \sum_i w_i$), whose line search accepts a
+/// (weight-averaged, $W = \sum_i w_i$), whose line search accepts a
 /// step by Armijo, by the pure-Newton rule $\lambda^2/2 \le \delta$ with $\delta$ the
 /// round-off of the computed $f$ ([`sum_noise`] of the sizes of $Q$'s terms — not a fixed
 /// threshold, so a decrement just above $10^{-14}$ on an objective with round-off
