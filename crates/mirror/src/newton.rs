@@ -629,15 +629,33 @@ struct Work {
     hinv: Mat<f64>,
 }
 
-/// Factors `hess` into `chol`; with `shift`, a Hessian that fails the Cholesky policy is
-/// retried as $H + \mu I$ ([`SHIFT_START`], [`SHIFT_TRIES`]; `hess` keeps the shift),
-/// counting one in `shifted` when a shift was needed.
+/// Forms the Hessian at `x` (one evaluation; value and gradient go to scratch, the ones
+/// held are the same since evaluations are deterministic) and factors it.
+fn hessian_at<O: NewtonObjective + ?Sized>(
+    objective: &mut O,
+    x: &[f64],
+    w: &mut Work,
+    settings: &NewtonSettings,
+    rep: &mut NewtonReport,
+) -> Result<(), O::Error> {
+    rep.evaluations += 1;
+    rep.hessians += 1;
+    evaluate(objective, x, Need::Hessian, &mut w.g_trial, &mut w.hess)?;
+    factor_hessian(w, settings, rep)?;
+    Ok(())
+}
+
+/// Factors `w.hess` into `w.chol`; with [`NewtonSettings::shift_singular`], a Hessian that
+/// fails the Cholesky policy is retried as $H + \mu I$ ([`SHIFT_START`], [`SHIFT_TRIES`];
+/// `w.hess` keeps the shift), counting one in [`NewtonReport::shifted`] when a shift was
+/// needed.
 fn factor_hessian(
-    chol: &mut Cholesky,
-    hess: &mut Mat<f64>,
-    shift: bool,
-    shifted: &mut usize,
+    w: &mut Work,
+    settings: &NewtonSettings,
+    rep: &mut NewtonReport,
 ) -> Result<(), NewtonFailure> {
+    let (chol, hess) = (&mut w.chol, &mut w.hess);
+    let shift = settings.shift_singular;
     let first = chol.refactor(hess.as_ref());
     let Err(CholeskyError::NotPositiveDefinite { .. }) = first else {
         return first.map_err(NewtonFailure::from);
@@ -655,7 +673,7 @@ fn factor_hessian(
         }
         added = mu;
         if chol.refactor(hess.as_ref()).is_ok() {
-            *shifted += 1;
+            rep.shifted += 1;
             return Ok(());
         }
         mu *= 100.0;
@@ -783,12 +801,7 @@ pub fn minimize<O: NewtonObjective + ?Sized>(
         }
     };
     rep.hessians += 1;
-    factor_hessian(
-        &mut w.chol,
-        &mut w.hess,
-        settings.shift_singular,
-        &mut rep.shifted,
-    )?;
+    factor_hessian(&mut w, settings, &mut rep)?;
     // Whether the factor is the Hessian at the current x (no BFGS update since).
     let mut fresh = true;
     // Whether `w.hinv` holds the BFGS-updated inverse that steers reused steps.
@@ -817,15 +830,7 @@ pub fn minimize<O: NewtonObjective + ?Sized>(
             // Plain Newton: this iterate was reached without a Hessian (a backtracked or
             // predicted-converging step), so form it now. Its value and gradient are the
             // ones already held (evaluations are deterministic).
-            rep.evaluations += 1;
-            rep.hessians += 1;
-            evaluate(objective, x, Need::Hessian, &mut w.g_trial, &mut w.hess)?;
-            factor_hessian(
-                &mut w.chol,
-                &mut w.hess,
-                settings.shift_singular,
-                &mut rep.shifted,
-            )?;
+            hessian_at(objective, x, &mut w, settings, &mut rep)?;
             fresh = true;
         }
         // Direction p = −H⁻¹g, from the BFGS inverse when reusing, else from the factor.
@@ -904,15 +909,7 @@ pub fn minimize<O: NewtonObjective + ?Sized>(
                 break;
             }
             // A stale matrix's direction failed: form the Hessian at x and retry.
-            rep.evaluations += 1;
-            rep.hessians += 1;
-            evaluate(objective, x, Need::Hessian, &mut w.g_trial, &mut w.hess)?;
-            factor_hessian(
-                &mut w.chol,
-                &mut w.hess,
-                settings.shift_singular,
-                &mut rep.shifted,
-            )?;
+            hessian_at(objective, x, &mut w, settings, &mut rep)?;
             have_hinv = false;
             fresh = true;
             ratio = f64::INFINITY;
@@ -924,12 +921,7 @@ pub fn minimize<O: NewtonObjective + ?Sized>(
             Rule::Armijo => {}
         }
         if with_hessian {
-            factor_hessian(
-                &mut w.chol,
-                &mut w.hess,
-                settings.shift_singular,
-                &mut rep.shifted,
-            )?;
+            factor_hessian(&mut w, settings, &mut rep)?;
             have_hinv = false;
         } else if reuse_on {
             // The factor will be reused: fold this step's curvature in.
