@@ -13,6 +13,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
 
+mod common;
+use common::with_threads;
+
 /// True parameters: gate $w_0 = (1, 2)$, $w_1 = (0.5, -2)$; experts
 /// $\beta = (2, 1), (-2, 0.5), (0, -1.5)$, $\sigma^2 = 0.09, 0.16, 0.04$.
 fn truth() -> (MixtureOfExperts, Vec<f64>) {
@@ -149,21 +152,17 @@ fn restarts_return_the_best_and_report_the_spread() {
 fn one_and_two_threads_give_identical_fits() {
     let data = generate(5000, 3);
     let run = |threads: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(|| {
-                params()
-                    .n_init(3)
-                    .seed(5)
-                    .init(InitMethod::Random)
-                    .max_iters(60)
-                    .check()
-                    .unwrap()
-                    .fit(&data)
-                    .unwrap()
-            })
+        with_threads(threads, || {
+            params()
+                .n_init(3)
+                .seed(5)
+                .init(InitMethod::Random)
+                .max_iters(60)
+                .check()
+                .unwrap()
+                .fit(&data)
+                .unwrap()
+        })
     };
     let (a, b) = (run(1), run(2));
     assert_eq!(bits(a.theta()), bits(b.theta()));
