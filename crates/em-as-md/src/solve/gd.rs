@@ -220,22 +220,11 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientDescent {
         // Armijo search stays put and shows as `iterations = MAX_BACKTRACKS + 1`; its
         // zero change then stops the run, which is right: the stall happens only when no
         // decrease along −∇L is representable.
-        let inner = InnerStats {
-            iterations: evals,
-            residual: grad_norm,
-            converged: true,
-            hessians: 0,
-            fallbacks: 0,
-        };
-        assemble(
-            problem,
-            state,
-            next,
-            objective,
-            grad_norm,
-            inner,
+        let (inner, bregman) = (
+            InnerStats::exact_step(evals, grad_norm),
             self.record_bregman,
-        )
+        );
+        assemble(problem, state, next, objective, grad_norm, inner, bregman)
     }
 }
 

@@ -116,22 +116,11 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientEm {
         // tolerance: its step is exact as specified, so `converged` is true (otherwise the
         // executor would report every stop as `InexactMStep`). `residual` still shows
         // how far θ_{t+1} is from the M-step's minimiser.
-        let inner = InnerStats {
-            iterations: evals,
-            residual: q_residual,
-            converged: true,
-            hessians: 0,
-            fallbacks: 0,
-        };
-        assemble(
-            problem,
-            state,
-            x,
-            objective,
-            grad_norm,
-            inner,
+        let (inner, bregman) = (
+            InnerStats::exact_step(evals, q_residual),
             self.record_bregman,
-        )
+        );
+        assemble(problem, state, x, objective, grad_norm, inner, bregman)
     }
 }
 
