@@ -220,10 +220,8 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientDescent {
         // Armijo search stays put and shows as `iterations = MAX_BACKTRACKS + 1`; its
         // zero change then stops the run, which is right: the stall happens only when no
         // decrease along −∇L is representable.
-        let (inner, bregman) = (
-            InnerStats::exact_step(evals, grad_norm),
-            self.record_bregman,
-        );
+        let inner = InnerStats::exact_step(evals, grad_norm);
+        let bregman = self.record_bregman;
         assemble(problem, state, next, objective, grad_norm, inner, bregman)
     }
 }

@@ -108,19 +108,24 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientEm {
             std::mem::swap(&mut g, &mut g_out);
             qx = v;
         }
-        let q_residual = g.iter().fold(0.0f64, |a, v| a.max(v.abs()));
-        let mut grad = vec![0.0; k];
-        let objective = problem.objective_and_gradient(&x, &mut grad)?;
-        let grad_norm = grad.iter().map(|v| v * v).sum::<f64>().sqrt();
         // Gradient EM takes k gradient steps on Q_t by definition, not a solve to a
         // tolerance: its step is exact as specified, so `converged` is true (otherwise the
         // executor would report every stop as `InexactMStep`). `residual` still shows
         // how far θ_{t+1} is from the M-step's minimiser.
-        let (inner, bregman) = (
-            InnerStats::exact_step(evals, q_residual),
+        let q_residual = g.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let inner = InnerStats::exact_step(evals, q_residual);
+        let mut grad = vec![0.0; k];
+        let objective = problem.objective_and_gradient(&x, &mut grad)?;
+        let grad_norm = grad.iter().map(|v| v * v).sum::<f64>().sqrt();
+        assemble(
+            problem,
+            state,
+            x,
+            objective,
+            grad_norm,
+            inner,
             self.record_bregman,
-        );
-        assemble(problem, state, x, objective, grad_norm, inner, bregman)
+        )
     }
 }
 
