@@ -22,7 +22,7 @@ use crate::inner::InnerStats;
 use crate::model::conditional::ConditionalFamily;
 use crate::solve::md::assemble;
 use crate::solve::problem::Problem;
-use crate::solve::solver::{FitState, IterRecord, Solver};
+use crate::solve::solver::{FitState, NextIter, Solver};
 
 /// Step-size rule of [`GradientDescent`] and [`GradientEm`](crate::solve::gradient_em::GradientEm).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -188,11 +188,7 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientDescent {
         self.cache = None;
         Ok(state)
     }
-    fn next_iter(
-        &mut self,
-        problem: &Problem<'_, M>,
-        state: FitState,
-    ) -> Result<(FitState, IterRecord)> {
+    fn next_iter(&mut self, problem: &Problem<'_, M>, state: FitState) -> NextIter {
         let k = state.theta.len();
         let (grad, value) = match self.cache.take() {
             Some((th, g, v)) if th == state.theta => (g, v),

@@ -32,7 +32,7 @@ use crate::model::conditional::ConditionalFamily;
 use crate::solve::gd::{gradient_step, Step};
 use crate::solve::md::assemble;
 use crate::solve::problem::Problem;
-use crate::solve::solver::{FitState, IterRecord, Solver};
+use crate::solve::solver::{FitState, NextIter, Solver};
 
 /// Gradient EM (see the [module documentation](self)).
 #[derive(Debug, Clone, PartialEq)]
@@ -87,11 +87,7 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientEm {
             format!("gradient EM({s}, {} steps)", self.inner_steps)
         }
     }
-    fn next_iter(
-        &mut self,
-        problem: &Problem<'_, M>,
-        state: FitState,
-    ) -> Result<(FitState, IterRecord)> {
+    fn next_iter(&mut self, problem: &Problem<'_, M>, state: FitState) -> NextIter {
         let k = state.theta.len();
         let m = problem.md_targets(&state.theta, 1.0)?;
         let q = |th: &[f64], g: &mut [f64]| problem.md_subproblem(th, &m, g);
