@@ -467,52 +467,28 @@ fn save_then_load_predicts_identically() {
 
     // Corrupted files give typed errors.
     let text = em_as_md::fit::io::to_json(&fit).unwrap();
-    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["theta"].as_array_mut().unwrap().pop();
-    let e = em_as_md::fit::io::from_json(&v.to_string()).unwrap_err();
-    assert!(
-        matches!(e, MoeError::InvalidParam { name: "theta", .. }),
-        "{e:?}"
-    );
-    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["feature_names"].as_array_mut().unwrap().pop();
-    let e = em_as_md::fit::io::from_json(&v.to_string()).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            MoeError::InvalidParam {
-                name: "feature_names",
-                ..
-            }
-        ),
-        "{e:?}"
-    );
-    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["spec"]["n_experts"] = serde_json::json!(0);
-    let e = em_as_md::fit::io::from_json(&v.to_string()).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            MoeError::InvalidParam {
-                name: "n_experts",
-                ..
-            }
-        ),
-        "{e:?}"
-    );
-    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["intercept"] = serde_json::json!(false);
-    let e = em_as_md::fit::io::from_json(&v.to_string()).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            MoeError::InvalidParam {
-                name: "intercept",
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    type Edit = fn(&mut serde_json::Value);
+    let corruptions: [(&str, Edit); 4] = [
+        ("theta", |v| {
+            v["theta"].as_array_mut().unwrap().pop();
+        }),
+        ("feature_names", |v| {
+            v["feature_names"].as_array_mut().unwrap().pop();
+        }),
+        ("n_experts", |v| {
+            v["spec"]["n_experts"] = serde_json::json!(0)
+        }),
+        ("intercept", |v| v["intercept"] = serde_json::json!(false)),
+    ];
+    for (field, edit) in corruptions {
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        edit(&mut v);
+        let e = em_as_md::fit::io::from_json(&v.to_string()).unwrap_err();
+        assert!(
+            matches!(e, MoeError::InvalidParam { name, .. } if name == field),
+            "{field}: {e:?}"
+        );
+    }
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["format"] = serde_json::json!("something-else");
     assert!(matches!(
