@@ -194,6 +194,16 @@ pub enum RegistryError {
 }
 
 impl MoeError {
+    /// The [`MoeError::InvalidData`] for row `row` whose target `value` is outside the
+    /// support of the family named `family`.
+    pub(crate) fn outside_support(row: usize, value: &[f64], family: &str) -> MoeError {
+        MoeError::InvalidData {
+            row: Some(row),
+            column: Some("target".into()),
+            reason: format!("value {value:?} is outside the support of {family}"),
+        }
+    }
+
     /// The error without the iteration context [`MoeError::AtIteration`] adds (the error
     /// itself for every other variant).
     pub fn root(&self) -> &MoeError {

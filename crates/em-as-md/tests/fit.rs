@@ -13,6 +13,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
 
+mod common;
+use common::with_threads;
+
 /// True parameters: gate $w_0 = (1, 2)$, $w_1 = (0.5, -2)$; experts
 /// $\beta = (2, 1), (-2, 0.5), (0, -1.5)$, $\sigma^2 = 0.09, 0.16, 0.04$.
 fn truth() -> (MixtureOfExperts, Vec<f64>) {
@@ -54,23 +57,16 @@ fn params() -> MoeParams {
         .max_iters(500)
 }
 
+/// `p` checked and fitted to `data`, both expected to succeed.
+fn fit_ok(p: MoeParams, data: &Dataset) -> FittedMoe {
+    p.check().unwrap().fit(data).unwrap()
+}
+
 #[test]
 fn same_seed_gives_identical_fits_and_the_fit_is_good() {
     let data = generate(600, 1);
-    let a = params()
-        .n_init(2)
-        .seed(9)
-        .check()
-        .unwrap()
-        .fit(&data)
-        .unwrap();
-    let b = params()
-        .n_init(2)
-        .seed(9)
-        .check()
-        .unwrap()
-        .fit(&data)
-        .unwrap();
+    let a = fit_ok(params().n_init(2).seed(9), &data);
+    let b = fit_ok(params().n_init(2).seed(9), &data);
     assert_eq!(bits(a.theta()), bits(b.theta()));
     assert_eq!(a.report().iterations, b.report().iterations);
     assert_eq!(a.report().restarts, b.report().restarts);
@@ -102,15 +98,14 @@ fn same_seed_gives_identical_fits_and_the_fit_is_good() {
 #[test]
 fn restarts_return_the_best_and_report_the_spread() {
     let data = generate(400, 2);
-    let fit = params()
-        .init(InitMethod::Random)
-        .n_init(5)
-        .seed(3)
-        .max_iters(200)
-        .check()
-        .unwrap()
-        .fit(&data)
-        .unwrap();
+    let fit = fit_ok(
+        params()
+            .init(InitMethod::Random)
+            .n_init(5)
+            .seed(3)
+            .max_iters(200),
+        &data,
+    );
     let r = fit.report();
     assert_eq!(r.restarts.len(), 5);
     let lls: Vec<f64> = r
@@ -132,15 +127,14 @@ fn restarts_return_the_best_and_report_the_spread() {
         .iter()
         .all(|s| s.termination.is_some() && s.error.is_none()));
     // A single start (restart 0 only) is never better.
-    let one = params()
-        .init(InitMethod::Random)
-        .n_init(1)
-        .seed(3)
-        .max_iters(200)
-        .check()
-        .unwrap()
-        .fit(&data)
-        .unwrap();
+    let one = fit_ok(
+        params()
+            .init(InitMethod::Random)
+            .n_init(1)
+            .seed(3)
+            .max_iters(200),
+        &data,
+    );
     assert_eq!(one.report().restarts[0].log_likelihood, Some(lls[0]));
     assert!(one.report().log_likelihood <= r.log_likelihood + 1e-9);
 }
@@ -149,21 +143,16 @@ fn restarts_return_the_best_and_report_the_spread() {
 fn one_and_two_threads_give_identical_fits() {
     let data = generate(5000, 3);
     let run = |threads: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(|| {
+        with_threads(threads, || {
+            fit_ok(
                 params()
                     .n_init(3)
                     .seed(5)
                     .init(InitMethod::Random)
-                    .max_iters(60)
-                    .check()
-                    .unwrap()
-                    .fit(&data)
-                    .unwrap()
-            })
+                    .max_iters(60),
+                &data,
+            )
+        })
     };
     let (a, b) = (run(1), run(2));
     assert_eq!(bits(a.theta()), bits(b.theta()));
@@ -303,13 +292,7 @@ fn observers_are_attached_to_every_restart_and_cancel_stops_them() {
     }
     // A raised flag stops every restart before its first step: a reason, not an error.
     let flag = Arc::new(AtomicBool::new(true));
-    let fit = params()
-        .n_init(2)
-        .cancel(flag)
-        .check()
-        .unwrap()
-        .fit(&data)
-        .unwrap();
+    let fit = fit_ok(params().n_init(2).cancel(flag), &data);
     assert_eq!(fit.report().termination, Termination::Interrupted);
     assert_eq!(fit.report().iterations, 0);
 }
@@ -320,13 +303,7 @@ fn user_given_start_is_used_as_is() {
     let (model, theta) = truth();
     let t0 = initial_theta(&model, &data, &InitMethod::Theta(theta.clone()), 1, 0).unwrap();
     assert_eq!(t0, theta);
-    let fit = params()
-        .init(InitMethod::Theta(theta))
-        .max_iters(1)
-        .check()
-        .unwrap()
-        .fit(&data)
-        .unwrap();
+    let fit = fit_ok(params().init(InitMethod::Theta(theta)).max_iters(1), &data);
     assert_eq!(fit.report().termination, Termination::MaxIters);
     assert_eq!(fit.report().iterations, 1);
 }
@@ -334,7 +311,7 @@ fn user_given_start_is_used_as_is() {
 #[test]
 fn predictions_match_independent_computations() {
     let data = generate(500, 6);
-    let fit = params().seed(1).check().unwrap().fit(&data).unwrap();
+    let fit = fit_ok(params().seed(1), &data);
     let model = fit.model();
     let th = fit.theta();
     let k = 3;
@@ -437,13 +414,7 @@ fn dummy_report() -> em_as_md::FitReport {
 #[test]
 fn save_then_load_predicts_identically() {
     let data = generate(300, 7);
-    let fit = params()
-        .n_init(2)
-        .seed(4)
-        .check()
-        .unwrap()
-        .fit(&data)
-        .unwrap();
+    let fit = fit_ok(params().n_init(2).seed(4), &data);
     let path = std::env::temp_dir().join(format!("em_as_md_model_{}.json", std::process::id()));
     fit.save(&path).unwrap();
     let back = FittedMoe::load(&path).unwrap();
@@ -468,52 +439,28 @@ fn save_then_load_predicts_identically() {
 
     // Corrupted files give typed errors.
     let text = em_as_md::fit::io::to_json(&fit).unwrap();
-    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["theta"].as_array_mut().unwrap().pop();
-    let e = em_as_md::fit::io::from_json(&v.to_string()).unwrap_err();
-    assert!(
-        matches!(e, MoeError::InvalidParam { name: "theta", .. }),
-        "{e:?}"
-    );
-    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["feature_names"].as_array_mut().unwrap().pop();
-    let e = em_as_md::fit::io::from_json(&v.to_string()).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            MoeError::InvalidParam {
-                name: "feature_names",
-                ..
-            }
-        ),
-        "{e:?}"
-    );
-    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["spec"]["n_experts"] = serde_json::json!(0);
-    let e = em_as_md::fit::io::from_json(&v.to_string()).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            MoeError::InvalidParam {
-                name: "n_experts",
-                ..
-            }
-        ),
-        "{e:?}"
-    );
-    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["intercept"] = serde_json::json!(false);
-    let e = em_as_md::fit::io::from_json(&v.to_string()).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            MoeError::InvalidParam {
-                name: "intercept",
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    type Edit = fn(&mut serde_json::Value);
+    let corruptions: [(&str, Edit); 4] = [
+        ("theta", |v| {
+            v["theta"].as_array_mut().unwrap().pop();
+        }),
+        ("feature_names", |v| {
+            v["feature_names"].as_array_mut().unwrap().pop();
+        }),
+        ("n_experts", |v| {
+            v["spec"]["n_experts"] = serde_json::json!(0)
+        }),
+        ("intercept", |v| v["intercept"] = serde_json::json!(false)),
+    ];
+    for (field, edit) in corruptions {
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        edit(&mut v);
+        let e = em_as_md::fit::io::from_json(&v.to_string()).unwrap_err();
+        assert!(
+            matches!(e, MoeError::InvalidParam { name, .. } if name == field),
+            "{field}: {e:?}"
+        );
+    }
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["format"] = serde_json::json!("something-else");
     assert!(matches!(
@@ -533,7 +480,7 @@ fn save_then_load_predicts_identically() {
 #[test]
 fn alignment_recovers_a_known_permutation_and_keeps_the_likelihood() {
     let data = generate(400, 8);
-    let fit = params().seed(2).check().unwrap().fit(&data).unwrap();
+    let fit = fit_ok(params().seed(2), &data);
     let layout = layout_of(fit.model());
     let problem = Problem::new(fit.model(), &data).unwrap();
     let l0 = problem.objective(fit.theta()).unwrap();

@@ -11,6 +11,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
 
+mod common;
+use common::intercept_row;
+
 /// $n$ rows: an intercept, `d - 1` uniform features on $[-1, 1]$, and, when `dup`, the last
 /// feature once more (a duplicated column: the gate Hessian is singular). Targets are
 /// classes $0..C$ drawn from a feature-dependent rule; soft labels over `k` experts are
@@ -22,15 +25,7 @@ fn design(n: usize, d: usize, c: usize, k: usize, dup: bool, seed: u64) -> (Data
     let mut y = Vec::with_capacity(n);
     let mut labels = Vec::with_capacity(n * k);
     for _ in 0..n {
-        let row: Vec<f64> = (0..d)
-            .map(|j| {
-                if j == 0 {
-                    1.0
-                } else {
-                    rng.random::<f64>() * 2.0 - 1.0
-                }
-            })
-            .collect();
+        let row = intercept_row(d, || rng.random::<f64>() * 2.0 - 1.0);
         let u = row[1.min(d - 1)];
         let cls = if rng.random::<f64>() < 0.7 {
             (((u + 1.0) * 0.5 * c as f64) as usize).min(c - 1)

@@ -15,19 +15,13 @@ use rand_distr::{Distribution, StandardNormal};
 use statrs::distribution::{Continuous, Discrete};
 use std::sync::Arc;
 
+mod common;
+use common::{intercept_row, with_threads};
+
 fn features(n: usize, d: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
     let mut xs = Vec::with_capacity(n * d);
     for _ in 0..n {
-        let row: Vec<f64> = (0..d)
-            .map(|j| {
-                if j == 0 {
-                    1.0
-                } else {
-                    StandardNormal.sample(rng)
-                }
-            })
-            .collect();
-        xs.extend(row);
+        xs.extend(intercept_row(d, || StandardNormal.sample(rng)));
     }
     xs
 }
@@ -476,16 +470,12 @@ fn e_step_is_bit_identical_for_one_and_two_threads() {
         let theta = m.random_params(&mut rng, 0.5);
         let (data, _) = simulate(&m, &theta, 9000, 78);
         let run = |threads: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| {
-                    let (s, l) = m.e_step(&data, &theta).unwrap();
-                    let mut next = vec![0.0; m.n_params()];
-                    m.m_step(&data, &s, &theta, &mut next).unwrap();
-                    (s, l, next)
-                })
+            with_threads(threads, || {
+                let (s, l) = m.e_step(&data, &theta).unwrap();
+                let mut next = vec![0.0; m.n_params()];
+                m.m_step(&data, &s, &theta, &mut next).unwrap();
+                (s, l, next)
+            })
         };
         let (s1, l1, n1) = run(1);
         let (s2, l2, n2) = run(2);

@@ -20,13 +20,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
 
-fn rel_vec(a: &[f64], b: &[f64]) -> f64 {
-    let num = a
-        .iter()
-        .zip(b)
-        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
-    num / b.iter().fold(1.0f64, |m, y| m.max(y.abs()))
-}
+mod common;
+use common::rel_vec;
 
 fn cov(a: f64, b: f64, c: f64) -> Mat<f64> {
     Mat::from_fn(2, 2, |i, j| match (i, j) {

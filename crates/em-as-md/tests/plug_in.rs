@@ -14,19 +14,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
 
+mod common;
+use common::rel_vec;
+
 // The same user family as the `plug_in_family` / `plug_in_expert` examples, written
 // outside every crate (one copy, included by path).
 #[path = "../../../examples/common/gamma.rs"]
 mod gamma;
 use gamma::GammaKnownShape as UserGamma;
-
-fn rel_vec(a: &[f64], b: &[f64]) -> f64 {
-    let num = a
-        .iter()
-        .zip(b)
-        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
-    num / b.iter().fold(1.0f64, |m, y| m.max(y.abs()))
-}
 
 /// A 2-expert Gamma-regression mixture (features (1, x), x ∈ [0, 2], so βᵀx < 0 for
 /// negative intercepts and non-positive slopes), data from it, and a start near it.

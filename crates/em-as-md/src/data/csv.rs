@@ -905,6 +905,12 @@ mod tests {
         )
     }
 
+    /// An intercept, constant columns dropped (with a warning) instead of refused.
+    const DROP_CONSTANT: LoadOptions = LoadOptions {
+        intercept: true,
+        drop_constant: true,
+    };
+
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
     }
@@ -1058,17 +1064,7 @@ mod tests {
         let e = load("a,c,y\n1,0,0\n2,0,1\n", "y", None, false).unwrap_err();
         assert!(matches!(e, DataError::ConstantColumn { value, .. } if value == 0.0));
         // Dropping on request.
-        let d = load_csv_from_reader(
-            text.as_bytes(),
-            "t.csv",
-            "y",
-            None,
-            LoadOptions {
-                intercept: true,
-                drop_constant: true,
-            },
-        )
-        .unwrap();
+        let d = load_csv_from_reader(text.as_bytes(), "t.csv", "y", None, DROP_CONSTANT).unwrap();
         assert_eq!(d.features, names(&["a"]));
         assert_eq!(d.dataset.d(), 2);
         assert!(matches!(
@@ -1218,16 +1214,7 @@ mod tests {
         // Digits: three all-zero pixels are refused with an intercept, dropped on request.
         let e = load_csv(data.join("digits.csv"), "y", None, true).unwrap_err();
         assert!(matches!(e, DataError::ConstantColumn { ref column, .. } if column == "p0"));
-        let d = load_csv_with(
-            data.join("digits.csv"),
-            "y",
-            None,
-            LoadOptions {
-                intercept: true,
-                drop_constant: true,
-            },
-        )
-        .unwrap();
+        let d = load_csv_with(data.join("digits.csv"), "y", None, DROP_CONSTANT).unwrap();
         assert_eq!((d.dataset.n(), d.dataset.d()), (1797, 62));
         assert_eq!(d.warnings.len(), 3);
     }

@@ -49,7 +49,6 @@ use crate::fit::predict::{FitReport, FittedMoe, RestartSummary, Spread};
 use crate::model::expert::ExpertSpec;
 use crate::model::gate::{GateConfig, GateSolver};
 use crate::model::mixture::{Gating, MixtureOfExperts, MoeSpec};
-use crate::solve::executor::RecordJson;
 use crate::solve::solver::{IterRecord, Termination};
 use crate::ConditionalFamily;
 use serde::{Deserialize, Serialize};
@@ -60,8 +59,15 @@ pub const FORMAT: &str = "mdem-moe";
 /// Format version written ([`from_json`] also reads version 1).
 pub const VERSION: u32 = 2;
 
+/// The `report` section: the [`FitReport`] as [`FitReportDef`] writes it.
 #[derive(Serialize, Deserialize)]
-struct ReportJson {
+struct ReportJson(#[serde(with = "FitReportDef")] FitReport);
+
+/// [`FitReport`] field by field (serde's remote derive, so the copy is generated), the
+/// trace as [`RecordJson`](crate::solve::executor::RecordJson)s.
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "FitReport")]
+struct FitReportDef {
     solver: String,
     n_rows: usize,
     log_likelihood: f64,
@@ -69,10 +75,27 @@ struct ReportJson {
     iterations: u64,
     termination: Termination,
     seconds: f64,
-    trace: Vec<RecordJson>,
+    #[serde(with = "trace_json")]
+    trace: Vec<IterRecord>,
     best_restart: usize,
     restarts: Vec<RestartSummary>,
     spread: Option<Spread>,
+}
+
+/// The trace as [`RecordJson`]s (JSON has no NaN).
+mod trace_json {
+    use crate::solve::executor::RecordJson;
+    use crate::solve::solver::IterRecord;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(trace: &[IterRecord], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(trace.iter().map(RecordJson::from))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IterRecord>, D::Error> {
+        let trace = Vec::<RecordJson>::deserialize(d)?;
+        Ok(trace.iter().map(IterRecord::from).collect())
+    }
 }
 
 /// The format tag and version, read first to choose the schema.
@@ -270,19 +293,7 @@ pub fn to_json(m: &FittedMoe) -> Result<String> {
         theta: m.theta().to_vec(),
         feature_names: m.feature_names().to_vec(),
         intercept: m.intercept(),
-        report: ReportJson {
-            solver: r.solver.clone(),
-            n_rows: r.n_rows,
-            log_likelihood: r.log_likelihood,
-            entropy: r.entropy,
-            iterations: r.iterations,
-            termination: r.termination,
-            seconds: r.seconds,
-            trace: r.trace.iter().map(RecordJson::from).collect(),
-            best_restart: r.best_restart,
-            restarts: r.restarts.clone(),
-            spread: r.spread,
-        },
+        report: ReportJson(r.clone()),
     };
     serde_json::to_string_pretty(&file).map_err(|e| MoeError::Io(e.to_string()))
 }
@@ -347,20 +358,7 @@ pub fn from_json(text: &str) -> Result<FittedMoe> {
             ),
         });
     }
-    let report = FitReport {
-        solver: r.solver,
-        n_rows: r.n_rows,
-        log_likelihood: r.log_likelihood,
-        entropy: r.entropy,
-        iterations: r.iterations,
-        termination: r.termination,
-        seconds: r.seconds,
-        trace: r.trace.iter().map(IterRecord::from).collect(),
-        best_restart: r.best_restart,
-        restarts: r.restarts,
-        spread: r.spread,
-    };
-    let fitted = FittedMoe::new(model, theta, feature_names, report)?;
+    let fitted = FittedMoe::new(model, theta, feature_names, r.0)?;
     if fitted.intercept() != intercept {
         return Err(MoeError::InvalidParam {
             name: "intercept",

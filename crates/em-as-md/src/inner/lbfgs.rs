@@ -443,6 +443,19 @@ impl Lbfgs {
 mod tests {
     use super::*;
 
+    /// The Hessian diagonal of [`ill_conditioned`].
+    const DIAG: [f64; 4] = [1.0, 10.0, 100.0, 1000.0];
+
+    /// $\sum_i \tfrac12 D_i (x_i - i)^2$ with $D$ = [`DIAG`]: minimiser $x_i = i$.
+    fn ill_conditioned(x: &[f64], g: &mut [f64]) -> Result<f64> {
+        let mut v = 0.0;
+        for i in 0..4 {
+            g[i] = DIAG[i] * (x[i] - i as f64);
+            v += 0.5 * DIAG[i] * (x[i] - i as f64).powi(2);
+        }
+        Ok(v)
+    }
+
     #[test]
     fn minimises_rosenbrock_and_quadratic() {
         let rosen = |x: &[f64], g: &mut [f64]| -> Result<f64> {
@@ -460,15 +473,7 @@ mod tests {
         );
 
         // Ill-conditioned quadratic: exact minimiser known.
-        let diag = [1.0, 10.0, 100.0, 1000.0];
-        let q = |x: &[f64], g: &mut [f64]| -> Result<f64> {
-            let mut v = 0.0;
-            for i in 0..4 {
-                g[i] = diag[i] * (x[i] - i as f64);
-                v += 0.5 * diag[i] * (x[i] - i as f64).powi(2);
-            }
-            Ok(v)
-        };
+        let q = ill_conditioned;
         let mut x = vec![5.0; 4];
         let r = Lbfgs::default().minimize(q, &mut x).unwrap();
         assert!(r.converged);
@@ -479,15 +484,7 @@ mod tests {
 
     #[test]
     fn exact_hessian_preconditioner_gives_a_newton_step() {
-        let diag = [1.0, 10.0, 100.0, 1000.0];
-        let q = |x: &[f64], g: &mut [f64]| -> Result<f64> {
-            let mut v = 0.0;
-            for i in 0..4 {
-                g[i] = diag[i] * (x[i] - i as f64);
-                v += 0.5 * diag[i] * (x[i] - i as f64).powi(2);
-            }
-            Ok(v)
-        };
+        let (diag, q) = (DIAG, ill_conditioned);
         let mut pc = |v: &mut [f64]| {
             for (vi, di) in v.iter_mut().zip(&diag) {
                 *vi /= di;

@@ -126,6 +126,17 @@ fn take_cached<T: 'static>() -> Option<T> {
     })
 }
 
+/// `f` run inside a fresh rayon pool of `threads` threads (for tests of thread-count
+/// independence).
+#[cfg(test)]
+pub(crate) fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,21 +146,17 @@ mod tests {
         let n = 10 * CHUNK + 17;
         let v: Vec<f64> = (0..n).map(|i| ((i as f64) * 0.37).sin() * 1e3).collect();
         let run = |threads: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
+            with_threads(threads, || {
+                fold_rows(
+                    n,
+                    || 0.0f64,
+                    |acc, r| {
+                        *acc += v[r].iter().sum::<f64>();
+                        Ok(())
+                    },
+                )
                 .unwrap()
-                .install(|| {
-                    fold_rows(
-                        n,
-                        || 0.0f64,
-                        |acc, r| {
-                            *acc += v[r].iter().sum::<f64>();
-                            Ok(())
-                        },
-                    )
-                    .unwrap()
-                })
+            })
         };
         let one = run(1);
         assert_eq!(one.to_bits(), run(2).to_bits());
@@ -186,13 +193,7 @@ mod tests {
             )
             .unwrap()
         };
-        let pool = |threads: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-        };
-        let one = pool(1).install(|| {
+        let one = with_threads(1, || {
             let first = fold();
             let built = created.swap(0, std::sync::atomic::Ordering::Relaxed);
             assert!(
@@ -205,7 +206,7 @@ mod tests {
             assert_eq!(first.to_bits(), second.to_bits());
             first
         });
-        assert_eq!(one.to_bits(), pool(2).install(fold).to_bits());
+        assert_eq!(one.to_bits(), with_threads(2, fold).to_bits());
         let plain = fold_rows(
             n,
             || 0.0f64,

@@ -23,3 +23,17 @@ pub struct InnerStats {
     #[serde(default)]
     pub fallbacks: u64,
 }
+
+impl InnerStats {
+    /// The stats of a step that is exact by definition (no inner solve to a tolerance):
+    /// `iterations` evaluations, final `residual`, converged, no Hessians, no fallbacks.
+    pub(crate) fn exact_step(iterations: u64, residual: f64) -> InnerStats {
+        InnerStats {
+            iterations,
+            residual,
+            converged: true,
+            hessians: 0,
+            fallbacks: 0,
+        }
+    }
+}

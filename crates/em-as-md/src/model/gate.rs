@@ -396,16 +396,9 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut xs = Vec::new();
         for _ in 0..n {
-            let row: Vec<f64> = (0..d)
-                .map(|j| {
-                    if j == 0 {
-                        1.0
-                    } else {
-                        StandardNormal.sample(&mut rng)
-                    }
-                })
-                .collect();
-            xs.extend(row);
+            // The intercept 1, then d - 1 standard normals.
+            xs.push(1.0);
+            xs.extend((1..d).map(|_| -> f64 { StandardNormal.sample(&mut rng) }));
         }
         let ds = Dataset::from_rows(&xs, d, &vec![0.0; n], 1).unwrap();
         let mut labels = Vec::new();

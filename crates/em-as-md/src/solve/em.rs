@@ -46,7 +46,7 @@
 use crate::error::Result;
 use crate::model::EmModel;
 use crate::solve::problem::Problem;
-use crate::solve::solver::{FitState, IterRecord, Solver};
+use crate::solve::solver::{FitState, IterRecord, NextIter, Solver};
 use std::any::Any;
 
 /// The EM solver; see the [module documentation](self).
@@ -95,11 +95,7 @@ where
         self.cache = None;
         Ok(state)
     }
-    fn next_iter(
-        &mut self,
-        problem: &Problem<'_, M>,
-        state: FitState,
-    ) -> Result<(FitState, IterRecord)> {
+    fn next_iter(&mut self, problem: &Problem<'_, M>, state: FitState) -> NextIter {
         let model = problem.model;
         let data = problem.data;
         let cached = self

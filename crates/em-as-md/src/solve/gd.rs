@@ -22,7 +22,7 @@ use crate::inner::InnerStats;
 use crate::model::conditional::ConditionalFamily;
 use crate::solve::md::assemble;
 use crate::solve::problem::Problem;
-use crate::solve::solver::{FitState, IterRecord, Solver};
+use crate::solve::solver::{FitState, NextIter, Solver};
 
 /// Step-size rule of [`GradientDescent`] and [`GradientEm`](crate::solve::gradient_em::GradientEm).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -188,11 +188,7 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientDescent {
         self.cache = None;
         Ok(state)
     }
-    fn next_iter(
-        &mut self,
-        problem: &Problem<'_, M>,
-        state: FitState,
-    ) -> Result<(FitState, IterRecord)> {
+    fn next_iter(&mut self, problem: &Problem<'_, M>, state: FitState) -> NextIter {
         let k = state.theta.len();
         let (grad, value) = match self.cache.take() {
             Some((th, g, v)) if th == state.theta => (g, v),
@@ -220,22 +216,9 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientDescent {
         // Armijo search stays put and shows as `iterations = MAX_BACKTRACKS + 1`; its
         // zero change then stops the run, which is right: the stall happens only when no
         // decrease along −∇L is representable.
-        let inner = InnerStats {
-            iterations: evals,
-            residual: grad_norm,
-            converged: true,
-            hessians: 0,
-            fallbacks: 0,
-        };
-        assemble(
-            problem,
-            state,
-            next,
-            objective,
-            grad_norm,
-            inner,
-            self.record_bregman,
-        )
+        let inner = InnerStats::exact_step(evals, grad_norm);
+        let bregman = self.record_bregman;
+        assemble(problem, state, next, objective, grad_norm, inner, bregman)
     }
 }
 

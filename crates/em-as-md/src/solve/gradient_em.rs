@@ -32,7 +32,7 @@ use crate::model::conditional::ConditionalFamily;
 use crate::solve::gd::{gradient_step, Step};
 use crate::solve::md::assemble;
 use crate::solve::problem::Problem;
-use crate::solve::solver::{FitState, IterRecord, Solver};
+use crate::solve::solver::{FitState, NextIter, Solver};
 
 /// Gradient EM (see the [module documentation](self)).
 #[derive(Debug, Clone, PartialEq)]
@@ -87,11 +87,7 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientEm {
             format!("gradient EM({s}, {} steps)", self.inner_steps)
         }
     }
-    fn next_iter(
-        &mut self,
-        problem: &Problem<'_, M>,
-        state: FitState,
-    ) -> Result<(FitState, IterRecord)> {
+    fn next_iter(&mut self, problem: &Problem<'_, M>, state: FitState) -> NextIter {
         let k = state.theta.len();
         let m = problem.md_targets(&state.theta, 1.0)?;
         let q = |th: &[f64], g: &mut [f64]| problem.md_subproblem(th, &m, g);
@@ -108,21 +104,15 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientEm {
             std::mem::swap(&mut g, &mut g_out);
             qx = v;
         }
-        let q_residual = g.iter().fold(0.0f64, |a, v| a.max(v.abs()));
-        let mut grad = vec![0.0; k];
-        let objective = problem.objective_and_gradient(&x, &mut grad)?;
-        let grad_norm = grad.iter().map(|v| v * v).sum::<f64>().sqrt();
         // Gradient EM takes k gradient steps on Q_t by definition, not a solve to a
         // tolerance: its step is exact as specified, so `converged` is true (otherwise the
         // executor would report every stop as `InexactMStep`). `residual` still shows
         // how far θ_{t+1} is from the M-step's minimiser.
-        let inner = InnerStats {
-            iterations: evals,
-            residual: q_residual,
-            converged: true,
-            hessians: 0,
-            fallbacks: 0,
-        };
+        let q_residual = g.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let inner = InnerStats::exact_step(evals, q_residual);
+        let mut grad = vec![0.0; k];
+        let objective = problem.objective_and_gradient(&x, &mut grad)?;
+        let grad_norm = grad.iter().map(|v| v * v).sum::<f64>().sqrt();
         assemble(
             problem,
             state,

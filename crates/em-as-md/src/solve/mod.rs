@@ -14,4 +14,4 @@ pub mod solver;
 pub use em::Em;
 pub use executor::{Executor, FitResult};
 pub use problem::{Problem, StackedLogPartition};
-pub use solver::{FitState, IterRecord, Solver, Termination, INEXACT_WINDOW};
+pub use solver::{FitState, IterRecord, NextIter, Solver, Termination, INEXACT_WINDOW};

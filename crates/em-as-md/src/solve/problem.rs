@@ -182,15 +182,7 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
                 fam.in_support(&obs)
             });
             if !ok {
-                return Err(MoeError::InvalidData {
-                    row: Some(i),
-                    column: Some("target".into()),
-                    reason: format!(
-                        "value {:?} is outside the support of {}",
-                        data.y(i),
-                        fam.name()
-                    ),
-                });
+                return Err(MoeError::outside_support(i, data.y(i), &fam.name()));
             }
         }
         Ok(Problem { model, data })

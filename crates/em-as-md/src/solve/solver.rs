@@ -241,6 +241,10 @@ impl std::fmt::Display for Termination {
     }
 }
 
+/// What [`Solver::next_iter`] returns: the state at $\theta_{t+1}$ and the iteration's
+/// record.
+pub type NextIter = Result<(FitState, IterRecord)>;
+
 /// A solver: one step $\theta_t \to \theta_{t+1}$ on a problem `P`.
 pub trait Solver<P: ?Sized> {
     /// Short name for reports ("EM", "MD(η=0.5)", "GD", "gradient EM").
@@ -250,5 +254,5 @@ pub trait Solver<P: ?Sized> {
         Ok(state)
     }
     /// $\theta_t \to \theta_{t+1}$. The returned state holds $L(\theta_{t+1})$.
-    fn next_iter(&mut self, problem: &P, state: FitState) -> Result<(FitState, IterRecord)>;
+    fn next_iter(&mut self, problem: &P, state: FitState) -> NextIter;
 }

@@ -20,3 +20,27 @@ pub fn mvn_expert() -> Result<Glm, MoeError> {
     let mvn = MultivariateGaussian::new(2)?;
     Glm::with_constants(Arc::new(mvn), 2, vec![-0.5, 0.0, -0.5])
 }
+
+/// $\Vert a - b\Vert_\infty / \max(1, \Vert b\Vert_\infty)$ ([`relative_gap`](em_as_md::testkit::relative_gap));
+/// panics when the lengths differ.
+#[allow(dead_code)] // not every test binary uses it
+pub fn rel_vec(a: &[f64], b: &[f64]) -> f64 {
+    em_as_md::testkit::relative_gap(a, b).unwrap()
+}
+
+/// One feature row of length `d`: the intercept 1, then `d - 1` values from `draw`
+/// (called in column order, so the random stream is that of a plain loop).
+#[allow(dead_code)] // not every test binary uses it
+pub fn intercept_row(d: usize, mut draw: impl FnMut() -> f64) -> Vec<f64> {
+    (0..d).map(|j| if j == 0 { 1.0 } else { draw() }).collect()
+}
+
+/// `f` run inside a fresh rayon pool of `threads` threads.
+#[allow(dead_code)] // not every test binary uses it
+pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}

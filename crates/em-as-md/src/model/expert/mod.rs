@@ -395,15 +395,7 @@ fn check_targets<E: Expert + ?Sized>(expert: &E, data: &Dataset) -> Result<()> {
     }
     for i in 0..data.n() {
         if !expert.check_target(data.y(i)) {
-            return Err(MoeError::InvalidData {
-                row: Some(i),
-                column: Some("target".into()),
-                reason: format!(
-                    "value {:?} is outside the support of {}",
-                    data.y(i),
-                    fam.name()
-                ),
-            });
+            return Err(MoeError::outside_support(i, data.y(i), &fam.name()));
         }
     }
     Ok(())
