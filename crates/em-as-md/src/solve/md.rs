@@ -63,7 +63,7 @@ use crate::inner::parallel::fold_rows;
 use crate::inner::InnerStats;
 use crate::model::conditional::ConditionalFamily;
 use crate::solve::problem::Problem;
-use crate::solve::solver::{FitState, IterRecord, Solver};
+use crate::solve::solver::{FitState, IterRecord, NextIter, Solver};
 
 /// Default inner tolerance $\Vert \nabla F_\eta\Vert_\infty$ of the subproblem solve: tight enough
 /// that EM and MD($\eta = 1$) agree to $10^{-8}$ relative in $\theta$ and $L$ (tested).
@@ -141,6 +141,20 @@ pub struct MdStep {
     pub inner_evaluations: u64,
     /// Value of the subproblem objective at $\theta^+$.
     pub subproblem_value: f64,
+}
+
+impl MdStep {
+    /// The record of a step whose inner solve ended with `report`, with `outside` rows
+    /// outside the mean domain.
+    fn from_report(outside: usize, report: &LbfgsReport) -> Self {
+        MdStep {
+            rows_outside_mean_domain: outside,
+            inner_residual: report.grad_norm,
+            inner_iterations: report.iterations,
+            inner_evaluations: report.evaluations,
+            subproblem_value: report.value,
+        }
+    }
 }
 
 fn validate(eta: f64, inner_tol: f64, inner_max: usize) -> Result<()> {
@@ -334,58 +348,6 @@ where
     }
 }
 
-/// $F(\theta)$, its round-off estimate $\delta$ and $\nabla F(\theta)$ (into `grad`) for
-/// targets `m`: the same sums as [`Problem::md_subproblem`], with
-/// $\delta = $ [`mirror::newton::sum_noise`]$\big(\frac1n\sum_i |A(\varphi_i)| +
-/// |\langle m_i, \varphi_i\rangle|,\ n\big)$.
-fn subproblem_with_noise<M: ConditionalFamily + ?Sized>(
-    problem: &Problem<'_, M>,
-    theta: &[f64],
-    m: &[f64],
-    grad: &mut [f64],
-) -> Result<(f64, f64)> {
-    let model = problem.model;
-    let data = problem.data;
-    let fam = model.complete();
-    let p = fam.dim();
-    let n = data.n();
-    let ((val, abs), g) = fold_rows(
-        n,
-        || ((0.0f64, 0.0f64), vec![0.0; theta.len()]),
-        |((acc, abs), g), rows| {
-            let mut phi = vec![0.0; p];
-            let mut mu = vec![0.0; p];
-            for i in rows {
-                let x = data.x(i);
-                model.realise(theta, x, &mut phi);
-                let mi = &m[i * p..(i + 1) * p];
-                let a = fam.log_partition(&phi).map_err(|e| MoeError::LeftDomain {
-                    reason: format!("row {i}: {e}"),
-                })?;
-                let lin = mi.iter().zip(&phi).map(|(u, v)| u * v).sum::<f64>();
-                *acc += a - lin;
-                *abs += a.abs() + lin.abs();
-                fam.mean(&phi, &mut mu)?;
-                for j in 0..p {
-                    mu[j] -= mi[j];
-                }
-                model.realise_vjp(theta, x, &mu, g);
-            }
-            Ok(())
-        },
-    )?;
-    for (o, v) in grad.iter_mut().zip(g) {
-        *o = v / n as f64;
-    }
-    let v = val / n as f64;
-    if !v.is_finite() {
-        return Err(MoeError::NonFinite {
-            what: "mirror-descent subproblem",
-        });
-    }
-    Ok((v, mirror::newton::sum_noise(abs / n as f64, n)))
-}
-
 /// The Newton endgame of a subproblem solve that L-BFGS left short of `tol`: damped
 /// Newton ([`mirror::newton::minimize`], with its round-off rules) on $F$ from `theta`,
 /// with the Hessian by forward differences of the analytic gradient
@@ -416,7 +378,7 @@ fn newton_endgame<M: ConditionalFamily + ?Sized>(
     let mut xp = vec![0.0; k];
     let mut fd_evals = 0u64;
     let mut eval = |x: &[f64], need: Need, out: &mut EvalOut<'_>| -> Result<()> {
-        let (v, noise) = match subproblem_with_noise(problem, x, m, out.grad) {
+        let (v, noise) = match problem.md_subproblem_with_noise(x, m, out.grad) {
             Ok(r) => r,
             Err(e) if is_domain(&e) => {
                 out.value = f64::INFINITY;
@@ -432,13 +394,13 @@ fn newton_endgame<M: ConditionalFamily + ?Sized>(
                 let h = f64::EPSILON.sqrt() * x[j].abs().max(1.0);
                 xp[j] = x[j] + h;
                 fd_evals += 1;
-                if let Err(e) = subproblem_with_noise(problem, &xp, m, &mut gp) {
+                if let Err(e) = problem.md_subproblem_with_noise(&xp, m, &mut gp) {
                     if !is_domain(&e) {
                         return Err(e);
                     }
                     xp[j] = x[j] - h;
                     fd_evals += 1;
-                    subproblem_with_noise(problem, &xp, m, &mut gp)?;
+                    problem.md_subproblem_with_noise(&xp, m, &mut gp)?;
                 }
                 let step = xp[j] - x[j];
                 xp[j] = x[j];
@@ -461,7 +423,7 @@ fn newton_endgame<M: ConditionalFamily + ?Sized>(
         .with_reuse_below(0.5);
     let report = minimize(&mut FnObjective::new(k, &mut eval), theta, &settings, None)?;
     let mut g = vec![0.0; k];
-    subproblem_with_noise(problem, theta, m, &mut g)?;
+    problem.md_subproblem_with_noise(theta, m, &mut g)?;
     let gmax = g.iter().fold(0.0f64, |a, v| a.max(v.abs()));
     Ok((report, fd_evals + 1, gmax))
 }
@@ -675,10 +637,7 @@ impl MirrorDescent {
                 },
                 other => other,
             })?;
-        self.last.inner_residual = report.grad_norm;
-        self.last.inner_iterations = report.iterations;
-        self.last.inner_evaluations = report.evaluations;
-        self.last.subproblem_value = report.value;
+        self.last = MdStep::from_report(self.last.rows_outside_mean_domain, &report);
         Ok((theta, InnerStats::from(&report)))
     }
 }
@@ -687,11 +646,7 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for MirrorDescent {
     fn name(&self) -> String {
         format!("MD(η={})", self.eta)
     }
-    fn next_iter(
-        &mut self,
-        problem: &Problem<'_, M>,
-        state: FitState,
-    ) -> Result<(FitState, IterRecord)> {
+    fn next_iter(&mut self, problem: &Problem<'_, M>, state: FitState) -> NextIter {
         let (next, inner) = self.step(problem, &state.theta)?;
         finish(problem, state, next, inner, self.record_bregman)
     }
@@ -846,13 +801,7 @@ impl UnprojectedMirrorDescent {
             },
             &mut theta,
         )?;
-        self.last = MdStep {
-            rows_outside_mean_domain: 0,
-            inner_residual: report.grad_norm,
-            inner_iterations: report.iterations,
-            inner_evaluations: report.evaluations,
-            subproblem_value: report.value,
-        };
+        self.last = MdStep::from_report(0, &report);
         Ok((theta, InnerStats::from(&report)))
     }
 }
@@ -861,11 +810,7 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for UnprojectedMirror
     fn name(&self) -> String {
         format!("unprojected MD(η={})", self.eta)
     }
-    fn next_iter(
-        &mut self,
-        problem: &Problem<'_, M>,
-        state: FitState,
-    ) -> Result<(FitState, IterRecord)> {
+    fn next_iter(&mut self, problem: &Problem<'_, M>, state: FitState) -> NextIter {
         let (next, inner) = self.step(problem, &state.theta)?;
         finish(problem, state, next, inner, self.record_bregman)
     }

@@ -266,15 +266,31 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
     /// # Errors
     /// `LeftDomain` when $\varphi_i(\theta)$ leaves the natural domain.
     pub fn md_subproblem(&self, theta: &[f64], m: &[f64], grad: &mut [f64]) -> Result<f64> {
+        Ok(self.md_subproblem_with_noise(theta, m, grad)?.0)
+    }
+
+    /// [`md_subproblem`](Self::md_subproblem) with the round-off estimate of the computed
+    /// $F$: $\delta = $ [`mirror::newton::sum_noise`]$\big(\frac1n\sum_i
+    /// |A(\varphi_i)| + |\langle m_i, \varphi_i\rangle|,\ n\big)$ (what a round-off-aware
+    /// inner solver compares value changes with).
+    ///
+    /// # Errors
+    /// As [`md_subproblem`](Self::md_subproblem).
+    pub fn md_subproblem_with_noise(
+        &self,
+        theta: &[f64],
+        m: &[f64],
+        grad: &mut [f64],
+    ) -> Result<(f64, f64)> {
         self.check_theta(theta)?;
         let model = self.model;
         let fam = model.complete();
         let p = fam.dim();
         let n = self.data.n();
-        let (val, g) = fold_rows(
+        let ((val, abs), g) = fold_rows(
             n,
-            || (0.0f64, vec![0.0; theta.len()]),
-            |(acc, g), rows| {
+            || ((0.0f64, 0.0f64), vec![0.0; theta.len()]),
+            |((acc, abs), g), rows| {
                 let mut phi = vec![0.0; p];
                 let mut mu = vec![0.0; p];
                 for i in rows {
@@ -284,7 +300,9 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
                     let a = fam.log_partition(&phi).map_err(|e| MoeError::LeftDomain {
                         reason: format!("row {i}: {e}"),
                     })?;
-                    *acc += a - mi.iter().zip(&phi).map(|(u, v)| u * v).sum::<f64>();
+                    let lin = mi.iter().zip(&phi).map(|(u, v)| u * v).sum::<f64>();
+                    *acc += a - lin;
+                    *abs += a.abs() + lin.abs();
                     fam.mean(&phi, &mut mu)?;
                     for j in 0..p {
                         mu[j] -= mi[j];
@@ -297,7 +315,8 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
         for (o, v) in grad.iter_mut().zip(g) {
             *o = v / n as f64;
         }
-        finite(val / n as f64, "mirror-descent subproblem")
+        let v = finite(val / n as f64, "mirror-descent subproblem")?;
+        Ok((v, mirror::newton::sum_noise(abs / n as f64, n)))
     }
 
     /// The realised natural parameters $\Phi(\theta)$, row-major $n \times p$.
