@@ -185,12 +185,15 @@ impl GaussianRegression for MyLinear {
     /// β = G⁻¹b by faer's LLᵀ, σ² = (s − 2βᵀb + βᵀGβ)/W, returned as (β/σ², −1/(2σ²)).
     fn solve_from_gram(
         &self,
-        gram: faer::MatRef<'_, f64>,
-        rhs: &[f64],
-        syy: f64,
-        wsum: f64,
+        stats: em_as_md::WeightedGram<'_>,
         out: &mut [f64],
     ) -> em_as_md::Result<()> {
+        let em_as_md::WeightedGram {
+            gram,
+            rhs,
+            syy,
+            wsum,
+        } = stats;
         use faer::linalg::solvers::Solve;
         let d = rhs.len();
         let g = faer::Mat::from_fn(d, d, |a, b| gram[(a.max(b), a.min(b))]);

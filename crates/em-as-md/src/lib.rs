@@ -33,12 +33,12 @@ pub use fit::init::InitMethod;
 pub use fit::{FitReport, FittedMoe, MoeParams, MoeValidParams};
 pub use inner::{fold_rows, InnerStats, Mergeable};
 pub use model::expert::{
-    Expert, ExpertSpec, FamilySpec, GaussianRegression, Glm, LinearGaussian, Logistic, Multinomial,
-    Params, Poisson, ReadableParams,
+    Expert, ExpertSpec, FamilySpec, GaussianRegression, Glm, InnerBudget, LinearGaussian, Logistic,
+    Multinomial, Params, Poisson, ReadableParams, WeightedFit, WeightedGram,
 };
 pub use model::gate::{GateConfig, GateSolver, GateStats};
 pub use model::mixture::{Gating, LinearStats, MixtureFamily, MixtureOfExperts, MoeSpec, MoeStats};
-pub use model::sym::{SymLinComplete, SymLogComplete, SymMoLinE, SymMoLogE, SymStats};
+pub use model::sym::{SymLinComplete, SymLogComplete, SymMoLinE, SymMoLogE, SymStats, Symmetric};
 pub use model::{ConditionalFamily, EmModel};
 pub use solve::gd::{GradientDescent, Step};
 pub use solve::gradient_em::GradientEm;

@@ -1,11 +1,11 @@
-//! The gate's L-BFGS M-step ([`GateSolver::Lbfgs`]), the Newton → L-BFGS fallback on a
-//! singular gate Hessian ([`GateConfig::lbfgs_fallback`]) and the configurable L-BFGS
-//! budget of multinomial experts ([`Multinomial::with_lbfgs_budget`]).
+//! The gate's L-BFGS M-step ([`GateSolver::Lbfgs`]), the Levenberg-shifted Newton step on
+//! a singular gate Hessian (the experts' policy), and the configurable L-BFGS budget of
+//! multinomial experts ([`Multinomial::with_lbfgs_budget`]).
 
-use em_as_md::model::gate::{fit_softmax_gate, fit_softmax_gate_lbfgs, gate_objective};
+use em_as_md::model::gate::{fit_softmax_gate, fit_softmax_gate_lbfgs, gate_objective, GateFit};
 use em_as_md::{
     Dataset, Em, Executor, Expert, GateConfig, GateSolver, Gating, MixtureOfExperts, MoeError,
-    Multinomial, Problem,
+    Multinomial, Problem, WeightedFit,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -62,10 +62,10 @@ fn lbfgs(tol: f64, max_iter: u64) -> GateConfig {
 }
 
 #[test]
-fn defaults_keep_newton_without_fallback() {
+fn defaults_are_newton_with_the_lbfgs_fallback() {
     let cfg = GateConfig::default();
     assert_eq!(cfg.solver, GateSolver::Newton);
-    assert!(!cfg.lbfgs_fallback);
+    assert!(cfg.lbfgs_fallback);
     assert!(lbfgs(1e-6, 10).check().is_ok());
     for bad in [lbfgs(0.0, 10), lbfgs(f64::NAN, 10), lbfgs(1e-6, 0)] {
         assert!(matches!(
@@ -85,10 +85,10 @@ fn lbfgs_gate_reaches_the_newton_maximiser() {
         let dim = (k - 1) * 4;
         let start = vec![0.0; dim];
         let (mut wn, mut wl) = (vec![0.0; dim], vec![0.0; dim]);
-        let sn =
-            fit_softmax_gate(&data, &labels, k, &start, &mut wn, GateConfig::default()).unwrap();
+        let fit = GateFit::new(&data, &labels, k, &start);
+        let sn = fit_softmax_gate(fit, &mut wn, GateConfig::default()).unwrap();
         assert!(sn.converged, "{sn:?}");
-        let sl = fit_softmax_gate(&data, &labels, k, &start, &mut wl, lbfgs(1e-10, 500)).unwrap();
+        let sl = fit_softmax_gate(fit, &mut wl, lbfgs(1e-10, 500)).unwrap();
         assert!(
             sl.converged && sl.residual <= 1e-10 && sl.hessians == 0 && sl.fallbacks == 0,
             "{sl:?}"
@@ -101,8 +101,7 @@ fn lbfgs_gate_reaches_the_newton_maximiser() {
         assert!(diff < 1e-6, "K = {k}: max |W_newton - W_lbfgs| = {diff}");
         // The direct entry point agrees with the dispatch.
         let mut w2 = vec![0.0; dim];
-        let s2 = fit_softmax_gate_lbfgs(&data, &labels, k, &start, &mut w2, GateConfig::default())
-            .unwrap();
+        let s2 = fit_softmax_gate_lbfgs(fit, &mut w2, GateConfig::default()).unwrap();
         assert!(s2.converged || s2.iterations == GateConfig::default().max_iter);
         assert!(q_of(&data, &labels, k, &w2) >= q_of(&data, &labels, k, &start));
     }
@@ -116,7 +115,8 @@ fn loose_lbfgs_budget_is_honoured_and_reported() {
     let q0 = q_of(&data, &labels, 3, &start);
     for cap in [1u64, 2, 4] {
         let mut w = vec![0.0; dim];
-        let s = fit_softmax_gate(&data, &labels, 3, &start, &mut w, lbfgs(1e-12, cap)).unwrap();
+        let fit = GateFit::new(&data, &labels, 3, &start);
+        let s = fit_softmax_gate(fit, &mut w, lbfgs(1e-12, cap)).unwrap();
         assert!(s.iterations <= cap, "{s:?}");
         assert!(!s.converged && s.residual > 1e-12, "{s:?}");
         // The inexact M-step still increases Q (a generalised EM step).
@@ -133,42 +133,38 @@ fn loose_lbfgs_budget_is_honoured_and_reported() {
 }
 
 #[test]
-fn singular_gate_hessian_falls_back_to_lbfgs_only_when_allowed() {
+fn singular_gate_hessian_is_shifted_reported_and_reaches_the_lbfgs_optimum() {
     let (data, labels) = design(400, 3, 3, 2, true, 11);
     let dim = data.d();
     let start = vec![0.0; dim];
+    let fit = GateFit::new(&data, &labels, 2, &start);
+    // Without the shift and the fallback this design is refused (a duplicated column).
     let mut w = vec![0.0; dim];
-    let err =
-        fit_softmax_gate(&data, &labels, 2, &start, &mut w, GateConfig::default()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            MoeError::NotPositiveDefinite {
-                block: em_as_md::error::Block::Gate,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    let fallback = GateConfig {
-        lbfgs_fallback: true,
-        ..GateConfig::default()
-    };
-    let s = fit_softmax_gate(&data, &labels, 2, &start, &mut w, fallback).unwrap();
-    assert!(s.fallbacks >= 1 && s.hessians == 0, "{s:?}");
-    assert!(q_of(&data, &labels, 2, &w) > q_of(&data, &labels, 2, &start));
-    // The duplicated columns get equal coefficients (L-BFGS stays in the span of the
-    // gradients, whose two components agree).
-    assert!((w[dim - 1] - w[dim - 2]).abs() < 1e-10, "{w:?}");
-    // A non-singular design never falls back.
+    let s = fit_softmax_gate(fit, &mut w, GateConfig::default()).unwrap();
+    assert!(s.converged && s.fallbacks >= 1 && s.hessians >= 1, "{s:?}");
+    // The duplicated columns get equal coefficients (the shifted step treats them alike).
+    assert!((w[dim - 1] - w[dim - 2]).abs() < 1e-8, "{w:?}");
+    // The same maximum as an independent solver that needs no Hessian.
+    let mut wl = vec![0.0; dim];
+    let sl = fit_softmax_gate(fit, &mut wl, lbfgs(1e-11, 2000)).unwrap();
+    assert!(sl.converged, "{sl:?}");
+    let (q, ql) = (q_of(&data, &labels, 2, &w), q_of(&data, &labels, 2, &wl));
+    assert!((q - ql).abs() <= 1e-10 * (1.0 + ql.abs()), "{q} vs {ql}");
+    assert!(q > q_of(&data, &labels, 2, &start));
+    // A non-singular design never shifts.
     let (ok, ok_labels) = design(400, 3, 3, 2, false, 11);
     let mut w3 = vec![0.0; 3];
-    let s = fit_softmax_gate(&ok, &ok_labels, 2, &[0.0; 3], &mut w3, fallback).unwrap();
+    let s = fit_softmax_gate(
+        GateFit::new(&ok, &ok_labels, 2, &[0.0; 3]),
+        &mut w3,
+        GateConfig::default(),
+    )
+    .unwrap();
     assert!(s.fallbacks == 0 && s.hessians >= 1, "{s:?}");
 }
 
 #[test]
-fn em_with_gate_fallback_runs_on_a_duplicated_column_and_does_not_increase_l() {
+fn em_with_the_shifted_gate_runs_on_a_duplicated_column_and_does_not_increase_l() {
     let (data, _) = design(500, 3, 3, 2, true, 13);
     // Multinomial experts by L-BFGS at every size, so the singular design does not stop
     // the experts either.
@@ -185,28 +181,7 @@ fn em_with_gate_fallback_runs_on_a_duplicated_column_and_does_not_increase_l() {
     for b in 0..theta0.len() / d {
         theta0[b * d + d - 1] = theta0[b * d + d - 2];
     }
-    // Newton alone stops at the singular gate Hessian.
-    let newton = Executor::new(Problem::new(&base, &data).unwrap(), Em::new())
-        .theta0(theta0.clone())
-        .max_iters(1)
-        .run();
-    assert!(
-        matches!(
-            newton.as_ref().map_err(MoeError::root),
-            Err(MoeError::NotPositiveDefinite {
-                block: em_as_md::error::Block::Gate,
-                ..
-            })
-        ),
-        "{newton:?}"
-    );
-    let model = base
-        .with_gate_config(GateConfig {
-            lbfgs_fallback: true,
-            ..GateConfig::default()
-        })
-        .unwrap();
-    let problem = Problem::new(&model, &data).unwrap();
+    let problem = Problem::new(&base, &data).unwrap();
     let l0 = problem.objective(&theta0).unwrap();
     let r = Executor::new(problem, Em::new())
         .theta0(theta0)
@@ -291,7 +266,9 @@ fn multinomial_lbfgs_budget_is_honoured() {
         .with_dense_max_params(0)
         .with_lbfgs_budget(1e-14, 3)
         .unwrap();
-    let s = capped.weighted_fit(&data, &w, &start, &mut out).unwrap();
+    let s = capped
+        .weighted_fit(WeightedFit::new(&data, &w, &start), &mut out)
+        .unwrap();
     assert!(
         s.iterations == 3 && !s.converged && s.residual > 1e-14 && s.hessians == 0,
         "{s:?}"
@@ -303,7 +280,9 @@ fn multinomial_lbfgs_budget_is_honoured() {
         .with_lbfgs_budget(1e-3, 1000)
         .unwrap();
     let tight = plain.clone().with_dense_max_params(0);
-    let sl = loose.weighted_fit(&data, &w, &start, &mut out).unwrap();
+    let sl = loose
+        .weighted_fit(WeightedFit::new(&data, &w, &start), &mut out)
+        .unwrap();
     let mut g = vec![0.0; np];
     loose.weighted_objective(&data, &w, &out, &mut g).unwrap();
     let ginf = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
@@ -311,7 +290,9 @@ fn multinomial_lbfgs_budget_is_honoured() {
         sl.converged && sl.residual <= 1e-3 && ginf <= 1e-3,
         "{sl:?} {ginf}"
     );
-    let st = tight.weighted_fit(&data, &w, &start, &mut out).unwrap();
+    let st = tight
+        .weighted_fit(WeightedFit::new(&data, &w, &start), &mut out)
+        .unwrap();
     assert!(
         st.converged && st.iterations > sl.iterations,
         "{st:?} vs {sl:?}"
@@ -321,7 +302,7 @@ fn multinomial_lbfgs_budget_is_honoured() {
         .clone()
         .with_lbfgs_budget(1e-14, 1)
         .unwrap()
-        .weighted_fit(&data, &w, &start, &mut out)
+        .weighted_fit(WeightedFit::new(&data, &w, &start), &mut out)
         .unwrap();
     assert!(sd.converged && sd.hessians >= 1, "{sd:?}");
     for (tol, cap) in [(0.0, 5), (f64::NAN, 5), (f64::INFINITY, 5), (1e-6, 0)] {

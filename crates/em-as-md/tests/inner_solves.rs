@@ -57,7 +57,7 @@ fn two_multinomial_experts_fit_clean_three_class_data() {
 mod common;
 
 use common::gamma::GammaShapeRate;
-use em_as_md::model::expert::{glm_newton, Expert, Glm, INNER_MAX_ITER, INNER_TOL};
+use em_as_md::model::expert::{glm_newton, Expert, Glm, InnerBudget, WeightedFit, INNER_TOL};
 use mirror::ExponentialFamily;
 use std::sync::Arc;
 
@@ -134,12 +134,9 @@ fn decrement_inside_round_off_band_still_converges() {
     let mut opt = vec![0.0; 3];
     let st = glm_newton(
         &e,
-        &data,
-        &w,
-        &[-1000.0, -1000.0, 999.0],
+        WeightedFit::new(&data, &w, &[-1000.0, -1000.0, 999.0]),
         &mut opt,
-        1e-12,
-        200,
+        InnerBudget::new(1e-12, 200),
     )
     .unwrap();
     assert!(st.converged, "{st:?}");
@@ -164,7 +161,13 @@ fn decrement_inside_round_off_band_still_converges() {
         );
         assert!(gnorm > 10.0 * INNER_TOL, "‖g‖ = {gnorm:e}");
         let mut out = vec![0.0; 3];
-        let st = glm_newton(&e, &data, &w, &start, &mut out, INNER_TOL, INNER_MAX_ITER).unwrap();
+        let st = glm_newton(
+            &e,
+            WeightedFit::new(&data, &w, &start),
+            &mut out,
+            InnerBudget::EXACT,
+        )
+        .unwrap();
         assert!(
             st.converged && st.residual <= INNER_TOL,
             "{st:?}, ‖g₀‖ = {gnorm:e}"
@@ -201,7 +204,9 @@ fn two_hundred_gamma_mixture_m_steps_all_converge() {
         let mut start = vec![0.0; 3];
         e.init_params(2, &mut rng, 0.5, &mut start);
         let mut out = vec![0.0; 3];
-        let st = e.weighted_fit(&data, &w, &start, &mut out).unwrap();
+        let st = e
+            .weighted_fit(WeightedFit::new(&data, &w, &start), &mut out)
+            .unwrap();
         let (g, _, _) = gamma_pieces(&data, &w, &out);
         let gn = g.iter().map(|v| v * v).sum::<f64>().sqrt();
         if !(st.converged && st.residual <= INNER_TOL && gn <= 2.0 * INNER_TOL) {

@@ -357,7 +357,8 @@ mod tests {
         let data = design(&px, &rows, &flip).unwrap();
         let model = digits_model(2, 10, 65, 1e-5, 5).unwrap();
         let theta0 = model.random_params(&mut rng, 0.1);
-        // The default (Newton) gate M-step stops on this design.
+        // The default gate M-step meets a singular Hessian on this design: it shifts it
+        // and falls back to L-BFGS, and says so in every record.
         let newton = MixtureOfExperts::new(
             Arc::new(
                 Multinomial::new(10)
@@ -373,16 +374,12 @@ mod tests {
         let r = Executor::new(Problem::new(&newton, &data).unwrap(), Em::new())
             .theta0(theta0.clone())
             .max_iters(3)
-            .run();
+            .run()
+            .unwrap();
         assert!(
-            matches!(
-                r.as_ref().map_err(MoeError::root),
-                Err(MoeError::NotPositiveDefinite {
-                    block: em_as_md::error::Block::Gate,
-                    ..
-                })
-            ),
-            "{r:?}"
+            r.trace.iter().all(|t| t.inner.fallbacks > 0 && t.inner.hessians > 0),
+            "{:?}",
+            r.trace
         );
         // The protocol's L-BFGS M-steps: within budget, no Hessian, L never increases.
         let r = Executor::new(Problem::new(&model, &data).unwrap(), Em::new())

@@ -36,9 +36,16 @@
 //! `NotPositiveDefinite` (collinear columns, e.g. a duplicated feature, or a nearly
 //! separable gate); it converges linearly, so a loose budget gives an *inexact*
 //! (generalised-EM) M-step: every accepted step increases $Q$, and a step that does not
-//! reach `tol` is reported (`converged = false`). With [`GateConfig::lbfgs_fallback`] the
-//! Newton solver hands a singular-Hessian failure over to this L-BFGS solve from the same
-//! start and counts it in [`InnerStats::fallbacks`].
+//! reach `tol` is reported (`converged = false`).
+//!
+//! **Singular Hessians.** The gate's Newton solve uses the same policy as the experts'
+//! ([`crate::model::expert::glm_newton`]): a Hessian that fails the Cholesky policy (a gate
+//! saturated to 0/1 on the rows that move it, whose optimum lies at infinity along a few
+//! directions) is factored with a Levenberg shift $H + \mu I$
+//! ([`mirror::newton::SHIFT_START`]), and if even the largest shift fails, with
+//! [`GateConfig::lbfgs_fallback`] (on by default) the M-step is handed to this L-BFGS solve
+//! from the same start. Both are counted in [`InnerStats::fallbacks`], so a start is not
+//! lost to a singular Hessian and the fit still reports it.
 
 use crate::data::Dataset;
 use crate::error::{Block, MoeError, Result};
@@ -99,9 +106,10 @@ pub struct GateConfig {
     pub reuse_below: f64,
     /// The method; default [`GateSolver::Newton`].
     pub solver: GateSolver,
-    /// With [`GateSolver::Newton`]: when the Hessian is singular (`NotPositiveDefinite`),
-    /// solve the M-step by L-BFGS from the same start instead of failing, and count it in
-    /// [`InnerStats::fallbacks`]. Default `false` (the error is returned).
+    /// With [`GateSolver::Newton`]: when the Hessian stays singular even after the
+    /// Levenberg shifts ([`mirror::newton::SHIFT_TRIES`]), solve the M-step by L-BFGS from
+    /// the same start instead of failing, and count it in [`InnerStats::fallbacks`].
+    /// Default `true`; `false` returns the `NotPositiveDefinite` error.
     pub lbfgs_fallback: bool,
 }
 
@@ -141,7 +149,7 @@ impl Default for GateConfig {
             max_iter: INNER_MAX_ITER,
             reuse_below: 0.01,
             solver: GateSolver::Newton,
-            lbfgs_fallback: false,
+            lbfgs_fallback: true,
         }
     }
 }
@@ -179,6 +187,40 @@ pub(crate) fn gate_chunk(
 /// The gate's softmax regression: responsibilities `labels` as soft labels, unit weights.
 fn regression<'a>(data: &'a Dataset, labels: &'a [f64], k: usize) -> Result<SoftmaxRegression<'a>> {
     SoftmaxRegression::new(data, k, Labels::Soft(labels), None)
+}
+
+/// One gate M-step ([`fit_softmax_gate`]): maximise $Q(W)$ for the soft labels `labels`
+/// ($n\times K$ row-major, the responsibilities) over the rows of `data`, with $K$ = `k`
+/// experts, warm-started at the gate block `start` ($(K-1)d$ values). One value, so every
+/// gate solver takes the same argument.
+#[derive(Clone, Copy, Debug)]
+pub struct GateFit<'a> {
+    /// The rows $x_i$.
+    pub data: &'a Dataset,
+    /// $s_{ik} \ge 0$, $n\times K$ row-major.
+    pub labels: &'a [f64],
+    /// The number of experts $K \ge 2$.
+    pub k: usize,
+    /// The gate block to start from.
+    pub start: &'a [f64],
+}
+
+impl<'a> GateFit<'a> {
+    /// The gate M-step for `labels` over `data` with `k` experts, from `start`.
+    pub fn new(data: &'a Dataset, labels: &'a [f64], k: usize, start: &'a [f64]) -> Self {
+        GateFit {
+            data,
+            labels,
+            k,
+            start,
+        }
+    }
+
+    /// `InvalidParam` for $K < 2$ or inconsistent lengths, `InvalidData` naming the row of
+    /// a negative or non-finite label.
+    fn check(&self) -> Result<()> {
+        check(self.data, self.labels, self.k, self.start)
+    }
 }
 
 /// $Q(W) = \frac1n\sum_i\sum_k s_{ik}\log\pi_k(x_i)$ and $\nabla Q$ (into `grad`) for soft
@@ -245,18 +287,10 @@ fn check(data: &Dataset, labels: &[f64], k: usize, w: &[f64]) -> Result<()> {
 ///
 /// # Errors
 /// `NotPositiveDefinite { block: Block::Gate, pivot }` when the Newton Hessian is singular
-/// (collinear features or a gate saturated to 0/1 everywhere) and
-/// [`GateConfig::lbfgs_fallback`] is off; the errors of [`fit_softmax_gate_lbfgs`] for the
-/// L-BFGS solver or fallback.
-pub fn fit_softmax_gate(
-    data: &Dataset,
-    labels: &[f64],
-    k: usize,
-    start: &[f64],
-    out: &mut [f64],
-    cfg: GateConfig,
-) -> Result<InnerStats> {
-    fit_softmax_gate_from(data, labels, k, start, out, cfg, None)
+/// even after the Levenberg shifts and [`GateConfig::lbfgs_fallback`] is off; the errors of
+/// [`fit_softmax_gate_lbfgs`] for the L-BFGS solver or fallback.
+pub fn fit_softmax_gate(fit: GateFit<'_>, out: &mut [f64], cfg: GateConfig) -> Result<InnerStats> {
+    fit_softmax_gate_from(fit, out, cfg, None)
 }
 
 /// [`fit_softmax_gate`] starting from precomputed [`GateStats`] at `start` (from the
@@ -266,24 +300,21 @@ pub fn fit_softmax_gate(
 /// # Errors
 /// As [`fit_softmax_gate`].
 pub fn fit_softmax_gate_from(
-    data: &Dataset,
-    labels: &[f64],
-    k: usize,
-    start: &[f64],
+    fit: GateFit<'_>,
     out: &mut [f64],
     cfg: GateConfig,
     initial: Option<&GateStats>,
 ) -> Result<InnerStats> {
-    check(data, labels, k, start)?;
+    fit.check()?;
     cfg.check()?;
     if cfg.solver == GateSolver::Lbfgs {
-        return lbfgs_gate(data, labels, k, start, out, cfg);
+        return lbfgs_gate(fit, out, cfg);
     }
-    match newton_gate(data, labels, k, start, out, cfg, initial) {
+    match newton_gate(fit, out, cfg, initial) {
         Err(MoeError::NotPositiveDefinite {
             block: Block::Gate, ..
         }) if cfg.lbfgs_fallback => {
-            let mut stats = lbfgs_gate(data, labels, k, start, out, cfg)?;
+            let mut stats = lbfgs_gate(fit, out, cfg)?;
             stats.fallbacks += 1;
             Ok(stats)
         }
@@ -303,27 +334,23 @@ pub fn fit_softmax_gate_from(
 /// is not finite at `start`; `LeftDomain` when the iterates run off to infinity (a gate
 /// separable in the labels).
 pub fn fit_softmax_gate_lbfgs(
-    data: &Dataset,
-    labels: &[f64],
-    k: usize,
-    start: &[f64],
+    fit: GateFit<'_>,
     out: &mut [f64],
     cfg: GateConfig,
 ) -> Result<InnerStats> {
-    check(data, labels, k, start)?;
+    fit.check()?;
     cfg.check()?;
-    lbfgs_gate(data, labels, k, start, out, cfg)
+    lbfgs_gate(fit, out, cfg)
 }
 
 /// [`fit_softmax_gate_lbfgs`] on checked inputs.
-fn lbfgs_gate(
-    data: &Dataset,
-    labels: &[f64],
-    k: usize,
-    start: &[f64],
-    out: &mut [f64],
-    cfg: GateConfig,
-) -> Result<InnerStats> {
+fn lbfgs_gate(fit: GateFit<'_>, out: &mut [f64], cfg: GateConfig) -> Result<InnerStats> {
+    let GateFit {
+        data,
+        labels,
+        k,
+        start,
+    } = fit;
     let solver = crate::inner::lbfgs::Lbfgs {
         grad_tol: cfg.tol,
         max_iter: usize::try_from(cfg.max_iter).unwrap_or(usize::MAX),
@@ -348,17 +375,18 @@ fn lbfgs_gate(
 /// speculative Hessians, round-off-aware acceptance), started from the E-step's
 /// [`GateStats`] when they were computed at `start`.
 fn newton_gate(
-    data: &Dataset,
-    labels: &[f64],
-    k: usize,
-    start: &[f64],
+    fit: GateFit<'_>,
     out: &mut [f64],
     cfg: GateConfig,
     initial: Option<&GateStats>,
 ) -> Result<InnerStats> {
-    let settings = newton_settings(cfg.tol, cfg.max_iter)?.with_reuse_below(cfg.reuse_below);
-    out.copy_from_slice(start);
-    let rep = regression(data, labels, k)?
+    // Shifted where singular, as the experts' Newton (`glm_newton`): a gate saturated to
+    // 0/1 on some rows has its optimum at infinity along a few directions.
+    let settings = newton_settings(cfg.tol, cfg.max_iter)?
+        .with_reuse_below(cfg.reuse_below)
+        .with_shift_singular(true);
+    out.copy_from_slice(fit.start);
+    let rep = regression(fit.data, fit.labels, fit.k)?
         .newton(out, &settings, initial)
         .map_err(|e| e.in_block(Block::Gate))?;
     Ok(inner_stats(&rep))
@@ -447,8 +475,12 @@ mod tests {
     fn newton_reaches_tolerance_and_maximises() {
         let (ds, labels) = setup(500, 3, 3, 2);
         let mut out = vec![0.0; 6];
-        let st =
-            fit_softmax_gate(&ds, &labels, 3, &[0.0; 6], &mut out, GateConfig::default()).unwrap();
+        let st = fit_softmax_gate(
+            GateFit::new(&ds, &labels, 3, &[0.0; 6]),
+            &mut out,
+            GateConfig::default(),
+        )
+        .unwrap();
         assert!(st.converged && st.residual <= 1e-10, "{st:?}");
         assert!(
             st.hessians >= 1 && st.hessians <= st.iterations + 1,
@@ -475,16 +507,22 @@ mod tests {
         };
         // From far away (zero start) and warm (near the maximiser, as late in EM).
         let mut exact = vec![0.0; 8];
-        let st_n = fit_softmax_gate(&ds, &labels, 3, &[0.0; 8], &mut exact, newton).unwrap();
+        let st_n =
+            fit_softmax_gate(GateFit::new(&ds, &labels, 3, &[0.0; 8]), &mut exact, newton).unwrap();
         assert!(st_n.converged, "{st_n:?}");
         // Plain Newton: a fresh Hessian for every step but the last, converged one.
         assert!(st_n.hessians >= st_n.iterations, "{st_n:?}");
         let warm: Vec<f64> = exact.iter().map(|v| v + 0.01).collect();
         for start in [vec![0.0; 8], warm] {
             let (mut a, mut b) = (vec![0.0; 8], vec![0.0; 8]);
-            let sn = fit_softmax_gate(&ds, &labels, 3, &start, &mut a, newton).unwrap();
-            let sc =
-                fit_softmax_gate(&ds, &labels, 3, &start, &mut b, GateConfig::default()).unwrap();
+            let sn =
+                fit_softmax_gate(GateFit::new(&ds, &labels, 3, &start), &mut a, newton).unwrap();
+            let sc = fit_softmax_gate(
+                GateFit::new(&ds, &labels, 3, &start),
+                &mut b,
+                GateConfig::default(),
+            )
+            .unwrap();
             assert!(sn.converged && sc.converged, "{sn:?} {sc:?}");
             for (x, y) in a.iter().zip(&b) {
                 assert!((x - y).abs() < 1e-8, "{a:?} vs {b:?}");
@@ -494,10 +532,7 @@ mod tests {
         // Warm start: the start's Hessian is reused throughout.
         let warm: Vec<f64> = exact.iter().map(|v| v + 0.01).collect();
         let sc = fit_softmax_gate(
-            &ds,
-            &labels,
-            3,
-            &warm,
+            GateFit::new(&ds, &labels, 3, &warm),
             &mut exact.clone(),
             GateConfig::default(),
         )
@@ -509,7 +544,7 @@ mod tests {
             ..GateConfig::default()
         };
         assert!(matches!(
-            fit_softmax_gate(&ds, &labels, 3, &[0.0; 8], &mut exact, bad),
+            fit_softmax_gate(GateFit::new(&ds, &labels, 3, &[0.0; 8]), &mut exact, bad),
             Err(MoeError::InvalidParam { .. })
         ));
     }
@@ -620,11 +655,19 @@ mod tests {
         let (ds, mut labels) = setup(10, 2, 2, 3);
         labels[5] = -1.0;
         let mut out = vec![0.0; 2];
-        let e = fit_softmax_gate(&ds, &labels, 2, &[0.0; 2], &mut out, GateConfig::default())
-            .unwrap_err();
+        let e = fit_softmax_gate(
+            GateFit::new(&ds, &labels, 2, &[0.0; 2]),
+            &mut out,
+            GateConfig::default(),
+        )
+        .unwrap_err();
         assert!(matches!(e, MoeError::InvalidData { row: Some(2), .. }));
-        let e =
-            fit_softmax_gate(&ds, &labels, 1, &[], &mut out, GateConfig::default()).unwrap_err();
+        let e = fit_softmax_gate(
+            GateFit::new(&ds, &labels, 1, &[]),
+            &mut out,
+            GateConfig::default(),
+        )
+        .unwrap_err();
         assert!(matches!(
             e,
             MoeError::InvalidParam {

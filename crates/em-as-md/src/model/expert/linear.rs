@@ -1,14 +1,13 @@
 //! The linear-Gaussian expert ([`LinearGaussian`]): weighted least squares in closed form.
 
-use super::{check_len, check_targets, check_weights, dot, Expert, ExpertSpec};
-use super::{GaussianRegression, ReadableParams};
-use crate::data::Dataset;
+use super::{check_len, check_weighted_fit, dot, Expert, ExpertSpec, WeightedFit};
+use super::{GaussianRegression, ReadableParams, WeightedGram};
 use crate::error::{Block, MoeError, Result};
 use crate::inner::cholesky;
 use crate::inner::gram::{add_weighted_gram, gram_buffer_len};
 use crate::inner::parallel::{fold_rows, Mergeable};
 use crate::inner::InnerStats;
-use faer::{Mat, MatRef};
+use faer::Mat;
 use mirror::ExponentialFamily;
 
 /// Linear regression with Gaussian noise and its own variance:
@@ -95,58 +94,6 @@ impl LinearGaussian {
         let s2 = -0.5 / tau;
         Ok((params[..d].iter().map(|g| g * s2).collect(), s2))
     }
-
-    /// The closed-form M-step from merged weighted statistics $G = \sum_i w_i x_ix_i^\top$
-    /// (`gram`, $d\times d$, lower triangle read), $b = \sum_i w_i y_i x_i$,
-    /// $s = \sum_i w_i y_i^2$ and $W = \sum_i w_i$: $\hat\beta = (G + \lambda I)^{-1} b$,
-    /// $\hat\sigma^2 = (s - 2\hat\beta^\top b + \hat\beta^\top G\hat\beta)/W$, written as
-    /// natural parameters into `out`.
-    ///
-    /// # Errors
-    /// `NotPositiveDefinite { block: Block::Expert(None), pivot }` if the Cholesky factorisation
-    /// fails; `NonFinite` if the weighted residual variance is not $> 0$.
-    pub fn solve_from_gram(
-        &self,
-        gram: MatRef<'_, f64>,
-        rhs: &[f64],
-        syy: f64,
-        wsum: f64,
-        out: &mut [f64],
-    ) -> Result<()> {
-        let d = rhs.len();
-        let err = |pivot| MoeError::NotPositiveDefinite {
-            block: Block::Expert(None),
-            pivot,
-        };
-        if wsum.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
-            return Err(err(0));
-        }
-        let beta = if self.ridge > 0.0 {
-            let g = Mat::from_fn(d, d, |a, b| {
-                gram[(a.max(b), a.min(b))] + if a == b { self.ridge } else { 0.0 }
-            });
-            cholesky::solve(g.as_ref(), rhs, Block::Expert(None))?
-        } else {
-            cholesky::solve(gram, rhs, Block::Expert(None))?
-        };
-        // βᵀGβ with G read from its lower triangle.
-        let mut quad = 0.0;
-        for a in 0..d {
-            let mut s = 0.0;
-            for b in 0..d {
-                s += gram[(a.max(b), a.min(b))] * beta[b];
-            }
-            quad += beta[a] * s;
-        }
-        let rss = syy - 2.0 * dot(&beta, rhs) + quad;
-        let s2 = rss / wsum;
-        if !(s2 > 0.0 && s2.is_finite()) {
-            return Err(MoeError::NonFinite {
-                what: "weighted residual variance of a linear expert (degenerate fit)",
-            });
-        }
-        LinearGaussian::natural_from_beta(&beta, s2, out)
-    }
 }
 
 /// Merged weighted least-squares statistics of one linear expert.
@@ -194,18 +141,9 @@ impl Expert for LinearGaussian {
         fisher[3] = 4.0 * m * m * v + 2.0 * v * v;
         Ok(())
     }
-    fn weighted_fit(
-        &self,
-        data: &Dataset,
-        weights: &[f64],
-        start: &[f64],
-        out: &mut [f64],
-    ) -> Result<InnerStats> {
-        let d = data.d();
-        check_len("start", d + 1, start.len())?;
-        check_len("out", d + 1, out.len())?;
-        check_weights(data.n(), weights)?;
-        check_targets(self, data)?;
+    fn weighted_fit(&self, fit: WeightedFit<'_>, out: &mut [f64]) -> Result<InnerStats> {
+        check_weighted_fit(self, fit, out)?;
+        let (data, weights, d) = (fit.data, fit.weights, fit.data.d());
         let acc = fold_rows(
             data.n(),
             || WlsAcc {
@@ -230,7 +168,13 @@ impl Expert for LinearGaussian {
                 Ok(())
             },
         )?;
-        self.solve_from_gram(acc.gram.as_ref(), &acc.rhs, acc.syy, acc.wsum, out)?;
+        let stats = WeightedGram {
+            gram: acc.gram.as_ref(),
+            rhs: &acc.rhs,
+            syy: acc.syy,
+            wsum: acc.wsum,
+        };
+        self.solve_from_gram(stats, out)?;
         Ok(InnerStats {
             iterations: 0,
             residual: 0.0,
@@ -280,15 +224,53 @@ impl GaussianRegression for LinearGaussian {
         }
         Ok(s2)
     }
-    /// [`LinearGaussian::solve_from_gram`].
-    fn solve_from_gram(
-        &self,
-        gram: MatRef<'_, f64>,
-        rhs: &[f64],
-        syy: f64,
-        wsum: f64,
-        out: &mut [f64],
-    ) -> Result<()> {
-        LinearGaussian::solve_from_gram(self, gram, rhs, syy, wsum, out)
+    /// The closed-form M-step from merged weighted statistics $G = \sum_i w_i x_ix_i^\top$
+    /// ([`WeightedGram`]: $G$, $b$, $s$, $W$): $\hat\beta = (G + \lambda I)^{-1} b$,
+    /// $\hat\sigma^2 = (s - 2\hat\beta^\top b + \hat\beta^\top G\hat\beta)/W$, written as
+    /// natural parameters into `out`.
+    ///
+    /// # Errors
+    /// `NotPositiveDefinite { block: Block::Expert(None), pivot }` if the Cholesky factorisation
+    /// fails; `NonFinite` if the weighted residual variance is not $> 0$.
+    fn solve_from_gram(&self, stats: WeightedGram<'_>, out: &mut [f64]) -> Result<()> {
+        let WeightedGram {
+            gram,
+            rhs,
+            syy,
+            wsum,
+        } = stats;
+        let d = rhs.len();
+        let err = |pivot| MoeError::NotPositiveDefinite {
+            block: Block::Expert(None),
+            pivot,
+        };
+        if wsum.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+            return Err(err(0));
+        }
+        let beta = if self.ridge > 0.0 {
+            let g = Mat::from_fn(d, d, |a, b| {
+                gram[(a.max(b), a.min(b))] + if a == b { self.ridge } else { 0.0 }
+            });
+            cholesky::solve(g.as_ref(), rhs, Block::Expert(None))?
+        } else {
+            cholesky::solve(gram, rhs, Block::Expert(None))?
+        };
+        // βᵀGβ with G read from its lower triangle.
+        let mut quad = 0.0;
+        for a in 0..d {
+            let mut s = 0.0;
+            for b in 0..d {
+                s += gram[(a.max(b), a.min(b))] * beta[b];
+            }
+            quad += beta[a] * s;
+        }
+        let rss = syy - 2.0 * dot(&beta, rhs) + quad;
+        let s2 = rss / wsum;
+        if !(s2 > 0.0 && s2.is_finite()) {
+            return Err(MoeError::NonFinite {
+                what: "weighted residual variance of a linear expert (degenerate fit)",
+            });
+        }
+        LinearGaussian::natural_from_beta(&beta, s2, out)
     }
 }

@@ -14,7 +14,7 @@
 //! which is what the default [`Expert::weighted_fit`] (Newton/IRLS with backtracking,
 //! [`glm_newton`]) uses. [`Multinomial`] overrides it above
 //! [`MULTINOMIAL_DENSE_MAX_PARAMS`] parameters with L-BFGS on the same objective
-//! ([`Multinomial::fit_lbfgs`]), which never forms the $((C-1)d)^2$ Hessian.
+//! ([`MultinomialSolve::Lbfgs`]), which never forms the $((C-1)d)^2$ Hessian.
 //!
 //! Built-ins: [`LinearGaussian`] (Gaussian with per-expert variance, closed-form weighted
 //! least squares), [`Logistic`] (Bernoulli), [`Multinomial`] (Categorical, $C$ classes),
@@ -50,7 +50,7 @@ pub const INNER_MAX_ITER: u64 = 50;
 /// costs $O(n\,(C-1)^2d^2)$ to assemble a $((C-1)d)^2$ Hessian (on the bundled digits,
 /// $C = 10$, $d = 65$: a $585\times585$ matrix, ~24 s per EM iteration) and that Hessian
 /// is singular when a feature vanishes on every weighted row; the M-step then runs
-/// L-BFGS ([`Multinomial::fit_lbfgs`]) on the same objective.
+/// L-BFGS ([`MultinomialSolve::Lbfgs`]) on the same objective.
 pub const MULTINOMIAL_DENSE_MAX_PARAMS: usize = 100;
 /// Inner tolerance of the L-BFGS multinomial M-step: $\|\nabla F\|_\infty$ of the
 /// weight-averaged objective ([`Multinomial::weighted_objective`]). On a well-posed
@@ -125,14 +125,8 @@ pub trait Expert: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// `NotPositiveDefinite { block: Block::Expert(None), .. }` if the weighted Hessian is singular
     /// (the mixture remaps the index), `InvalidData` for a target outside the support.
-    fn weighted_fit(
-        &self,
-        data: &Dataset,
-        weights: &[f64],
-        start: &[f64],
-        out: &mut [f64],
-    ) -> Result<InnerStats> {
-        glm_newton(self, data, weights, start, out, INNER_TOL, INNER_MAX_ITER)
+    fn weighted_fit(&self, fit: WeightedFit<'_>, out: &mut [f64]) -> Result<InnerStats> {
+        glm_newton(self, fit, out, InnerBudget::EXACT)
     }
     /// Length of [`predict_mean`](Self::predict_mean)'s output (default: `obs_dim`).
     fn predict_dim(&self) -> usize {
@@ -297,21 +291,28 @@ pub trait GaussianRegression: Send + Sync {
     /// # Errors
     /// `LeftDomain` when the block is not a valid parameter (e.g. $\sigma^2 \le 0$).
     fn mean_variance(&self, params: &[f64], beta: &mut [f64]) -> Result<f64>;
-    /// The weighted maximum-likelihood block from the merged statistics: $G$ (`gram`,
-    /// $d\times d$, lower triangle read), $b$ (`rhs`), $s$ (`syy`) and $W$ (`wsum`),
-    /// written into `out`.
+    /// The weighted maximum-likelihood block from the merged statistics
+    /// ([`WeightedGram`]), written into `out`.
     ///
     /// # Errors
     /// `NotPositiveDefinite { block: Block::Expert(None), .. }` for a singular system
     /// (the mixture names the expert); `NonFinite` for a degenerate variance.
-    fn solve_from_gram(
-        &self,
-        gram: MatRef<'_, f64>,
-        rhs: &[f64],
-        syy: f64,
-        wsum: f64,
-        out: &mut [f64],
-    ) -> Result<()>;
+    fn solve_from_gram(&self, stats: WeightedGram<'_>, out: &mut [f64]) -> Result<()>;
+}
+
+/// The merged weighted statistics of one Gaussian-regression expert
+/// ([`GaussianRegression::solve_from_gram`]), sums over rows with weights $w_i$ (the
+/// expert's responsibilities): they combine across chunks and threads by addition.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightedGram<'a> {
+    /// $G = \sum_i w_i x_ix_i^\top$ ($d\times d$, lower triangle read).
+    pub gram: MatRef<'a, f64>,
+    /// $b = \sum_i w_i y_i x_i$.
+    pub rhs: &'a [f64],
+    /// $s = \sum_i w_i y_i^2$.
+    pub syy: f64,
+    /// $W = \sum_i w_i$.
+    pub wsum: f64,
 }
 
 #[inline]
@@ -329,10 +330,57 @@ mod spec;
 pub use glm::Glm;
 pub use linear::LinearGaussian;
 pub use logistic::Logistic;
-pub use multinomial::Multinomial;
+pub use multinomial::{Multinomial, MultinomialSolve};
 pub use poisson::Poisson;
 pub(crate) use spec::bad_param;
 pub use spec::{ExpertSpec, FamilySpec, Params};
+
+/// When an inner solve stops: at a gradient norm $\le$ `tol` (met: an exact M-step) or
+/// after `max_iter` steps (not met: reported as an inexact M-step in [`InnerStats`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InnerBudget {
+    /// Tolerance on the gradient norm.
+    pub tol: f64,
+    /// Step cap.
+    pub max_iter: u64,
+}
+
+impl InnerBudget {
+    /// [`INNER_TOL`] and [`INNER_MAX_ITER`]: the budget of an exact M-step.
+    pub const EXACT: InnerBudget = InnerBudget {
+        tol: INNER_TOL,
+        max_iter: INNER_MAX_ITER,
+    };
+    /// Tolerance `tol` and cap `max_iter` (checked by the solver that uses them).
+    pub fn new(tol: f64, max_iter: u64) -> Self {
+        InnerBudget { tol, max_iter }
+    }
+}
+
+/// One weighted M-step of an expert ([`Expert::weighted_fit`]): maximise
+/// $Q(\vartheta) = \sum_i w_i[\langle T_F(y_i), \eta(x_i)\rangle - A_F(\eta(x_i))]$ over the
+/// rows of `data` with per-row `weights` (the responsibilities of one expert), warm-started
+/// at `start`. One value, so every solver of the problem takes the same argument.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightedFit<'a> {
+    /// The rows $(x_i, y_i)$.
+    pub data: &'a Dataset,
+    /// $w_i \ge 0$, one per row.
+    pub weights: &'a [f64],
+    /// The expert's parameters to start from ([`Expert::n_params`] long).
+    pub start: &'a [f64],
+}
+
+impl<'a> WeightedFit<'a> {
+    /// The M-step over `data` with `weights`, from `start`.
+    pub fn new(data: &'a Dataset, weights: &'a [f64], start: &'a [f64]) -> Self {
+        WeightedFit {
+            data,
+            weights,
+            start,
+        }
+    }
+}
 
 /// The checks shared by the weighted M-step solvers of one expert: `start` and `out` have
 /// the expert's parameter count, the weights are valid, every target is in the family's
@@ -341,17 +389,15 @@ pub use spec::{ExpertSpec, FamilySpec, Params};
 /// Returns the parameter count and $\sum_i w_i$.
 fn check_weighted_fit<E: Expert + ?Sized>(
     expert: &E,
-    data: &Dataset,
-    weights: &[f64],
-    start: &[f64],
+    fit: WeightedFit<'_>,
     out: &[f64],
 ) -> Result<(usize, f64)> {
-    let np = expert.n_params(data.d());
-    check_len("start", np, start.len())?;
+    let np = expert.n_params(fit.data.d());
+    check_len("start", np, fit.start.len())?;
     check_len("out", np, out.len())?;
-    check_weights(data.n(), weights)?;
-    check_targets(expert, data)?;
-    let wsum: f64 = weights.iter().sum();
+    check_weights(fit.data.n(), fit.weights)?;
+    check_targets(expert, fit.data)?;
+    let wsum: f64 = fit.weights.iter().sum();
     if wsum <= 0.0 {
         return Err(MoeError::NotPositiveDefinite {
             block: Block::Expert(None),
@@ -595,7 +641,7 @@ impl<E: Expert + ?Sized> NewtonObjective for GlmObjective<'_, E> {
 /// round-off of the computed $f$ ([`sum_noise`] of the sizes of $Q$'s terms — not a fixed
 /// threshold, so a decrement just above $10^{-14}$ on an objective with round-off
 /// $10^{-13}$ no longer stalls the solve), or by a smaller gradient when the value change
-/// is inside round-off. It stops when $\|\nabla Q / W\|_2 \le$ `tol`, after `max_iter`
+/// is inside round-off. It stops when $\|\nabla Q / W\|_2 \le$ `budget.tol`, after `budget.max_iter`
 /// Newton steps, or when no step is acceptable (both reported as `converged = false` with
 /// the residual). [`InnerStats::hessians`] counts the Hessians formed. A Hessian that fails
 /// the Cholesky policy is factored with a Levenberg shift
@@ -610,15 +656,17 @@ impl<E: Expert + ?Sized> NewtonObjective for GlmObjective<'_, E> {
 /// even the largest shift leaves the Hessian singular.
 pub fn glm_newton<E: Expert + ?Sized>(
     expert: &E,
-    data: &Dataset,
-    weights: &[f64],
-    start: &[f64],
+    fit: WeightedFit<'_>,
     out: &mut [f64],
-    tol: f64,
-    max_iter: u64,
+    budget: InnerBudget,
 ) -> Result<InnerStats> {
-    let (np, wsum) = check_weighted_fit(expert, data, weights, start, out)?;
-    let settings = newton_settings(tol, max_iter)?.with_shift_singular(true);
+    let (np, wsum) = check_weighted_fit(expert, fit, out)?;
+    let WeightedFit {
+        data,
+        weights,
+        start,
+    } = fit;
+    let settings = newton_settings(budget.tol, budget.max_iter)?.with_shift_singular(true);
     let mut obj = GlmObjective {
         expert,
         data,
@@ -766,18 +814,18 @@ mod tests {
             .collect();
         let lg = LinearGaussian::new();
         let mut closed = vec![0.0; 4];
-        lg.weighted_fit(&ds, &w, &[0.0, 0.0, 0.0, -0.5], &mut closed)
-            .unwrap();
+        lg.weighted_fit(
+            WeightedFit::new(&ds, &w, &[0.0, 0.0, 0.0, -0.5]),
+            &mut closed,
+        )
+        .unwrap();
         // The generic Newton on the same concave objective (independent path).
         let mut newton = vec![0.0; 4];
         let st = glm_newton(
             &lg,
-            &ds,
-            &w,
-            &[0.0, 0.0, 0.0, -0.5],
+            WeightedFit::new(&ds, &w, &[0.0, 0.0, 0.0, -0.5]),
             &mut newton,
-            1e-11,
-            100,
+            InnerBudget::new(1e-11, 100),
         )
         .unwrap();
         assert!(st.converged);
@@ -804,7 +852,9 @@ mod tests {
         let w = vec![1.0; 400];
         let e = Logistic::new();
         let mut out = vec![0.0; 2];
-        let st = e.weighted_fit(&ds, &w, &[0.0, 0.0], &mut out).unwrap();
+        let st = e
+            .weighted_fit(WeightedFit::new(&ds, &w, &[0.0, 0.0]), &mut out)
+            .unwrap();
         assert!(st.converged && st.residual <= INNER_TOL && st.iterations > 0);
         let q = |p: &[f64]| glm_pass(&e, &ds, &w, p, None).unwrap().q;
         let q0 = q(&out);
@@ -939,10 +989,18 @@ mod tests {
             })
             .collect();
         let mut dense = vec![0.0; np];
-        let sd = glm_newton(&e, &ds, &w, &start, &mut dense, INNER_TOL, INNER_MAX_ITER).unwrap();
+        let sd = glm_newton(
+            &e,
+            WeightedFit::new(&ds, &w, &start),
+            &mut dense,
+            InnerBudget::EXACT,
+        )
+        .unwrap();
         assert!(sd.converged && sd.hessians > 0);
         let mut fast = vec![0.0; np];
-        let sf = e.weighted_fit(&ds, &w, &start, &mut fast).unwrap();
+        let sf = e
+            .weighted_fit(WeightedFit::new(&ds, &w, &start), &mut fast)
+            .unwrap();
         assert!(sf.converged, "{sf:?}");
         assert_eq!(sf.hessians, 0);
         assert!(
@@ -972,15 +1030,27 @@ mod tests {
         let e = Multinomial::new(3).unwrap();
         let w = vec![1.0; 200];
         let (mut a, mut b) = (vec![0.0; 8], vec![0.0; 8]);
-        let sa = e.weighted_fit(&ds, &w, &[0.0; 8], &mut a).unwrap();
+        let sa = e
+            .weighted_fit(WeightedFit::new(&ds, &w, &[0.0; 8]), &mut a)
+            .unwrap();
         let sb = e
-            .fit_newton(&ds, &w, &[0.0; 8], &mut b, INNER_TOL, INNER_MAX_ITER)
+            .fit_by(
+                MultinomialSolve::Newton(InnerBudget::EXACT),
+                WeightedFit::new(&ds, &w, &[0.0; 8]),
+                &mut b,
+            )
             .unwrap();
         assert_eq!((&a, sa.clone()), (&b, sb));
         assert!(sa.converged && sa.hessians > 0);
         // The generic GLM Newton (per-row Fisher matrices, an independent path) agrees.
         let mut c = vec![0.0; 8];
-        let sc = glm_newton(&e, &ds, &w, &[0.0; 8], &mut c, INNER_TOL, INNER_MAX_ITER).unwrap();
+        let sc = glm_newton(
+            &e,
+            WeightedFit::new(&ds, &w, &[0.0; 8]),
+            &mut c,
+            InnerBudget::EXACT,
+        )
+        .unwrap();
         assert!(sc.converged);
         for (x, y) in a.iter().zip(&c) {
             assert!((x - y).abs() < 1e-9 * (1.0 + y.abs()), "{a:?} vs {c:?}");
@@ -998,29 +1068,33 @@ mod tests {
         let mut out = vec![0.0; np];
         let ones = vec![1.0; n];
         let s = e
-            .weighted_fit(&sep, &ones, &vec![0.0; np], &mut out)
+            .weighted_fit(WeightedFit::new(&sep, &ones, &vec![0.0; np]), &mut out)
             .unwrap();
         assert!(s.residual <= MULTINOMIAL_LBFGS_TOL && s.converged, "{s:?}");
         let mut g = vec![0.0; np];
         let f_end = e.weighted_objective(&sep, &ones, &out, &mut g).unwrap();
         assert!(out.iter().all(|v| v.is_finite()) && f_end < 1e-6, "{f_end}");
         let s = e
-            .fit_lbfgs(
-                &sep,
-                &ones,
-                &vec![0.0; np],
+            .fit_by(
+                MultinomialSolve::Lbfgs(InnerBudget::new(MULTINOMIAL_LBFGS_TOL, 3)),
+                WeightedFit::new(&sep, &ones, &vec![0.0; np]),
                 &mut out,
-                MULTINOMIAL_LBFGS_TOL,
-                3,
             )
             .unwrap();
         assert!(!s.converged && s.iterations == 3 && s.residual > MULTINOMIAL_LBFGS_TOL);
         assert!(matches!(
-            e.fit_lbfgs(&sep, &ones, &vec![0.0; np], &mut out, 0.0, 3),
+            e.fit_by(
+                MultinomialSolve::Lbfgs(InnerBudget::new(0.0, 3)),
+                WeightedFit::new(&sep, &ones, &vec![0.0; np]),
+                &mut out
+            ),
             Err(MoeError::InvalidParam { .. })
         ));
         let err = e
-            .weighted_fit(&sep, &vec![0.0; n], &vec![0.0; np], &mut out)
+            .weighted_fit(
+                WeightedFit::new(&sep, &vec![0.0; n], &vec![0.0; np]),
+                &mut out,
+            )
             .unwrap_err();
         assert!(matches!(
             err,
@@ -1047,16 +1121,16 @@ mod tests {
         let ds = Dataset::from_rows(&[1.0, 1.0, 1.0], 1, &[0.0, 2.0, 1.0], 1).unwrap();
         let mut out = vec![0.0];
         let e = Logistic::new()
-            .weighted_fit(&ds, &[1.0; 3], &[0.0], &mut out)
+            .weighted_fit(WeightedFit::new(&ds, &[1.0; 3], &[0.0]), &mut out)
             .unwrap_err();
         assert!(matches!(e, MoeError::InvalidData { row: Some(1), .. }));
         let ds = Dataset::from_rows(&[1.0, 1.0], 1, &[0.0, 1.0], 1).unwrap();
         let e = Logistic::new()
-            .weighted_fit(&ds, &[0.0, 0.0], &[0.0], &mut out)
+            .weighted_fit(WeightedFit::new(&ds, &[0.0, 0.0], &[0.0]), &mut out)
             .unwrap_err();
         assert!(matches!(e, MoeError::NotPositiveDefinite { .. }));
         let e = Logistic::new()
-            .weighted_fit(&ds, &[1.0, -1.0], &[0.0], &mut out)
+            .weighted_fit(WeightedFit::new(&ds, &[1.0, -1.0], &[0.0]), &mut out)
             .unwrap_err();
         assert!(matches!(e, MoeError::InvalidData { row: Some(1), .. }));
     }

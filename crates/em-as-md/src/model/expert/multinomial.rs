@@ -1,9 +1,9 @@
 //! The multinomial-logistic expert ([`Multinomial`]).
 
+use super::InnerBudget;
 use super::MULTINOMIAL_DENSE_MAX_PARAMS;
-use super::{check_len, check_weighted_fit, Expert, ExpertSpec, ReadableParams};
+use super::{check_len, check_weighted_fit, Expert, ExpertSpec, ReadableParams, WeightedFit};
 use super::{inner_stats, newton_settings};
-use super::{INNER_MAX_ITER, INNER_TOL};
 use super::{MULTINOMIAL_LBFGS_MAX_ITER, MULTINOMIAL_LBFGS_TOL};
 use crate::data::Dataset;
 use crate::error::{Block, MoeError, Result};
@@ -29,6 +29,18 @@ pub struct Multinomial {
     lbfgs_tol: f64,
     lbfgs_max_iter: u64,
     dense_max_params: usize,
+}
+
+/// How [`Multinomial::fit_by`] solves the weighted M-step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MultinomialSolve {
+    /// Dense Newton on the softmax regression with the given budget (Levenberg-shifted
+    /// where the Hessian is singular), as the default M-step below
+    /// [`MULTINOMIAL_DENSE_MAX_PARAMS`].
+    Newton(InnerBudget),
+    /// L-BFGS on the same objective (no Hessian formed) with the given budget; a budget it
+    /// cannot meet is an inexact M-step, reported in [`InnerStats`].
+    Lbfgs(InnerBudget),
 }
 
 impl Multinomial {
@@ -136,6 +148,29 @@ impl Multinomial {
             })
     }
 
+    /// The weighted M-step by the given method ([`MultinomialSolve`]): the checks of every
+    /// expert M-step (lengths, weights, targets in $\{0, \dots, C-1\}$, not all weights zero),
+    /// then [`MultinomialSolve::Newton`] or [`MultinomialSolve::Lbfgs`] as documented there.
+    ///
+    /// # Errors
+    /// As [`glm_newton`](super::glm_newton) for bad lengths, weights and targets
+    /// (`NotPositiveDefinite { block: Block::Expert(None), pivot: 0 }` when all weights are
+    /// zero); `InvalidParam` for a tolerance $\le 0$ or a cap of 0; `NonFinite` for
+    /// non-finite starting parameters; `LeftDomain` if L-BFGS iterates run off to infinity;
+    /// `NotPositiveDefinite` when Newton's Hessian stays singular after the Levenberg shifts.
+    pub fn fit_by(
+        &self,
+        method: MultinomialSolve,
+        fit: WeightedFit<'_>,
+        out: &mut [f64],
+    ) -> Result<InnerStats> {
+        check_weighted_fit(self, fit, out)?;
+        match method {
+            MultinomialSolve::Newton(b) => self.newton(fit, out, b),
+            MultinomialSolve::Lbfgs(b) => self.lbfgs(fit, out, b),
+        }
+    }
+
     /// The dense Newton M-step: minimises [`weighted_objective`](Self::weighted_objective)
     /// by [`SoftmaxRegression::newton`] ([`mirror::newton::minimize`], Hessian
     /// $\frac1W\sum_i w_i(\operatorname{diag}p_i - p_ip_i^\top)\otimes x_ix_i^\top$ from
@@ -145,21 +180,13 @@ impl Multinomial {
     /// # Errors
     /// As [`glm_newton`](super::glm_newton) for bad lengths, weights and targets; `NotPositiveDefinite
     /// { block: Block::Expert(None), pivot }` for a singular Hessian.
-    pub fn fit_newton(
-        &self,
-        data: &Dataset,
-        weights: &[f64],
-        start: &[f64],
-        out: &mut [f64],
-        tol: f64,
-        max_iter: u64,
-    ) -> Result<InnerStats> {
-        check_weighted_fit(self, data, weights, start, out)?;
+    fn newton(&self, fit: WeightedFit<'_>, out: &mut [f64], b: InnerBudget) -> Result<InnerStats> {
+        let (data, weights) = (fit.data, fit.weights);
         // Shifted where singular: an expert whose responsibilities leave a class almost no
         // weight has its optimum at infinity (see `glm_newton`).
-        let settings = newton_settings(tol, max_iter)?.with_shift_singular(true);
+        let settings = newton_settings(b.tol, b.max_iter)?.with_shift_singular(true);
         let reg = SoftmaxRegression::new(data, self.classes(), Labels::Classes, Some(weights))?;
-        out.copy_from_slice(start);
+        out.copy_from_slice(fit.start);
         let rep = reg
             .newton(out, &settings, None)
             .map_err(|e| e.in_block(Block::Expert(None)))?;
@@ -183,22 +210,14 @@ impl Multinomial {
     /// { block: Block::Expert(None), pivot: 0 }` when all weights are zero, as the dense path);
     /// `InvalidParam` for `tol <= 0` or `max_iter == 0`; `NonFinite` for non-finite
     /// starting parameters; `LeftDomain` if the iterates run off to infinity.
-    pub fn fit_lbfgs(
-        &self,
-        data: &Dataset,
-        weights: &[f64],
-        start: &[f64],
-        out: &mut [f64],
-        tol: f64,
-        max_iter: u64,
-    ) -> Result<InnerStats> {
-        check_weighted_fit(self, data, weights, start, out)?;
+    fn lbfgs(&self, fit: WeightedFit<'_>, out: &mut [f64], b: InnerBudget) -> Result<InnerStats> {
+        let (data, weights) = (fit.data, fit.weights);
         let solver = crate::inner::lbfgs::Lbfgs {
-            grad_tol: tol,
-            max_iter: max_iter.try_into().unwrap_or(usize::MAX),
+            grad_tol: b.tol,
+            max_iter: b.max_iter.try_into().unwrap_or(usize::MAX),
             ..crate::inner::lbfgs::Lbfgs::default()
         };
-        out.copy_from_slice(start);
+        out.copy_from_slice(fit.start);
         let rep = solver.minimize(|b, g| self.weighted_objective(data, weights, b, g), out)?;
         Ok(InnerStats::from(&rep))
     }
@@ -233,30 +252,21 @@ impl Expert for Multinomial {
         }
         Ok(())
     }
-    /// Dense Newton ([`glm_newton`](super::glm_newton), [`INNER_TOL`], [`INNER_MAX_ITER`]: an exact M-step)
+    /// Dense Newton ([`glm_newton`](super::glm_newton), [`InnerBudget::EXACT`]: an exact M-step)
     /// when $(C-1)d \le$ [`MULTINOMIAL_DENSE_MAX_PARAMS`] (or the bound of
     /// [`Multinomial::with_dense_max_params`]); above it L-BFGS
-    /// ([`Multinomial::fit_lbfgs`] with the budget of [`Multinomial::with_lbfgs_budget`],
+    /// ([`MultinomialSolve::Lbfgs`] with the budget of [`Multinomial::with_lbfgs_budget`],
     /// by default [`MULTINOMIAL_LBFGS_TOL`] and [`MULTINOMIAL_LBFGS_MAX_ITER`]), whose inexactness is reported in the returned
     /// [`InnerStats`] (`residual` = $\|\nabla F\|_\infty$, `converged`, `hessians = 0`).
-    fn weighted_fit(
-        &self,
-        data: &Dataset,
-        weights: &[f64],
-        start: &[f64],
-        out: &mut [f64],
-    ) -> Result<InnerStats> {
-        if self.n_params(data.d()) > self.dense_max_params {
-            self.fit_lbfgs(
-                data,
-                weights,
-                start,
+    fn weighted_fit(&self, fit: WeightedFit<'_>, out: &mut [f64]) -> Result<InnerStats> {
+        if self.n_params(fit.data.d()) > self.dense_max_params {
+            self.fit_by(
+                MultinomialSolve::Lbfgs(InnerBudget::new(self.lbfgs_tol, self.lbfgs_max_iter)),
+                fit,
                 out,
-                self.lbfgs_tol,
-                self.lbfgs_max_iter,
             )
         } else {
-            self.fit_newton(data, weights, start, out, INNER_TOL, INNER_MAX_ITER)
+            self.fit_by(MultinomialSolve::Newton(InnerBudget::EXACT), fit, out)
         }
     }
     fn predict_dim(&self) -> usize {

@@ -7,10 +7,10 @@ use crate::error::{Block, MoeError, Result};
 use crate::inner::gram::{add_weighted_grams, gram_buffer_len};
 use crate::inner::parallel::{fold_rows_with, Mergeable, CHUNK};
 use crate::inner::InnerStats;
-use crate::model::expert::GaussianRegression;
+use crate::model::expert::{GaussianRegression, WeightedFit, WeightedGram};
 use crate::model::gate::{
-    constant_gate_mstep, fit_softmax_gate_from, gate_chunk, gate_softmax_rows, GateScratch,
-    GateSolver, GateStats, GateSums,
+    constant_gate_mstep, fit_softmax_gate_from, gate_chunk, gate_softmax_rows, GateFit,
+    GateScratch, GateSolver, GateStats, GateSums,
 };
 use crate::model::mixture::{Gating, MixtureOfExperts};
 use crate::model::{ConditionalFamily, EmModel};
@@ -551,11 +551,9 @@ impl EmModel for MixtureOfExperts {
         if k > 1 {
             match self.gating() {
                 Gating::Softmax => {
+                    let fit = GateFit::new(data, &stats.resp, k, self.gate_block(theta));
                     let s = fit_softmax_gate_from(
-                        data,
-                        &stats.resp,
-                        k,
-                        self.gate_block(theta),
+                        fit,
                         &mut next[..gl],
                         self.gate_config(),
                         stats.gate.as_ref(),
@@ -571,14 +569,14 @@ impl EmModel for MixtureOfExperts {
             (Some(g), Some(lin)) => {
                 let d = data.d();
                 for c in 0..k {
-                    g.solve_from_gram(
-                        lin.gram[c].as_ref(),
-                        &lin.rhs[c * d..(c + 1) * d],
-                        lin.syy[c],
-                        stats.weight[c],
-                        self.expert_block_mut(next, c),
-                    )
-                    .map_err(|e| at(e, c))?;
+                    let merged = WeightedGram {
+                        gram: lin.gram[c].as_ref(),
+                        rhs: &lin.rhs[c * d..(c + 1) * d],
+                        syy: lin.syy[c],
+                        wsum: stats.weight[c],
+                    };
+                    g.solve_from_gram(merged, self.expert_block_mut(next, c))
+                        .map_err(|e| at(e, c))?;
                     add(InnerStats {
                         iterations: 0,
                         residual: 0.0,
@@ -591,13 +589,9 @@ impl EmModel for MixtureOfExperts {
             _ => {
                 for c in 0..k {
                     let w = stats.column(c);
+                    let fit = WeightedFit::new(data, &w, self.expert_block(theta, c));
                     let s = expert
-                        .weighted_fit(
-                            data,
-                            &w,
-                            self.expert_block(theta, c),
-                            self.expert_block_mut(next, c),
-                        )
+                        .weighted_fit(fit, self.expert_block_mut(next, c))
                         .map_err(|e| at(e, c))?;
                     add(s);
                 }
