@@ -95,6 +95,25 @@ fn finite_natural(name: &str, phi: &[f64]) -> mirror::Result<()> {
     }
 }
 
+/// The argument checks of both complete families' `natural_from_mean`: two-entry `mu`
+/// and `phi`, and `mu` in the mean domain (described by `domain` in the error).
+fn check_mean_args(
+    fam: &dyn ExponentialFamily,
+    mu: &[f64],
+    phi: &[f64],
+    domain: &str,
+) -> mirror::Result<()> {
+    check_len("natural_from_mean: mu", 2, mu.len())?;
+    check_len("natural_from_mean: phi", 2, phi.len())?;
+    if !fam.in_mean_domain(mu) {
+        return Err(MirrorError::OutsideDomain {
+            what: "mean parameter",
+            reason: format!("{mu:?} is not in the mean domain {domain}"),
+        });
+    }
+    Ok(())
+}
+
 fn label(s: &[f64]) -> Option<usize> {
     match s.get(1) {
         Some(0.0) => Some(0),
@@ -213,14 +232,7 @@ impl ExponentialFamily for SymLinComplete {
     }
     /// Closed form $\nabla A^{\ast}(\mu) = (\operatorname{logit}\mu_1, \mu_2/\sigma^2)$.
     fn natural_from_mean(&self, mu: &[f64], phi: &mut [f64]) -> mirror::Result<()> {
-        check_len("natural_from_mean: mu", 2, mu.len())?;
-        check_len("natural_from_mean: phi", 2, phi.len())?;
-        if !self.in_mean_domain(mu) {
-            return Err(MirrorError::OutsideDomain {
-                what: "mean parameter",
-                reason: format!("{mu:?} is not in the mean domain (0,1) × R"),
-            });
-        }
+        check_mean_args(self, mu, phi, "(0,1) × R")?;
         phi[0] = mu[0].ln() - (-mu[0]).ln_1p();
         phi[1] = mu[1] / (self.sigma * self.sigma);
         Ok(())
@@ -315,14 +327,7 @@ impl ExponentialFamily for SymLogComplete {
     /// Closed form: $\varphi_2 = \operatorname{logit}(\mu_2 + 1 - \mu_1)$,
     /// $\varphi_1 = \operatorname{logit}(\mu_1) - \varphi_2$.
     fn natural_from_mean(&self, mu: &[f64], phi: &mut [f64]) -> mirror::Result<()> {
-        check_len("natural_from_mean: mu", 2, mu.len())?;
-        check_len("natural_from_mean: phi", 2, phi.len())?;
-        if !self.in_mean_domain(mu) {
-            return Err(MirrorError::OutsideDomain {
-                what: "mean parameter",
-                reason: format!("{mu:?} is not in the mean domain 0 < μ1 < 1, μ1 − 1 < μ2 < μ1"),
-            });
-        }
+        check_mean_args(self, mu, phi, "0 < μ1 < 1, μ1 − 1 < μ2 < μ1")?;
         let logit = |p: f64| p.ln() - (-p).ln_1p();
         phi[1] = logit(mu[1] + 1.0 - mu[0]);
         phi[0] = logit(mu[0]) - phi[1];
@@ -528,11 +533,54 @@ fn check_norm(name: &'static str, v: f64) -> Result<()> {
 // SymMoLinE
 // ---------------------------------------------------------------------------------------
 
-/// The symmetric mixture of two linear experts (see the [module documentation](self)).
+/// A symmetric two-expert model on $d$ features with complete-data family `F`
+/// ([`SymLinComplete`]: [`SymMoLinE`]; [`SymLogComplete`]: [`SymMoLogE`]), parameters
+/// $\theta = (\beta, w) \in \mathbb R^{2d}$ (see the [module documentation](self)).
 #[derive(Debug, Clone, PartialEq)]
-pub struct SymMoLinE {
+pub struct Symmetric<F> {
     d: usize,
-    family: SymLinComplete,
+    family: F,
+}
+
+/// The symmetric mixture of two linear experts (see the [module documentation](self)).
+pub type SymMoLinE = Symmetric<SymLinComplete>;
+/// The symmetric mixture of two logistic experts (see the [module documentation](self)).
+pub type SymMoLogE = Symmetric<SymLogComplete>;
+
+impl<F> Symmetric<F> {
+    /// Flattens $(\beta, w)$ into $\theta$.
+    pub fn theta(beta: &[f64], w: &[f64]) -> Vec<f64> {
+        beta.iter().chain(w).copied().collect()
+    }
+    /// $\beta$ of $\theta$.
+    pub fn beta<'t>(&self, theta: &'t [f64]) -> &'t [f64] {
+        &theta[..self.d]
+    }
+    /// The gate vector $w$ of $\theta$.
+    pub fn gate<'t>(&self, theta: &'t [f64]) -> &'t [f64] {
+        &theta[self.d..2 * self.d]
+    }
+    /// $\theta^\ast$ with $\Vert \beta^{\ast}\Vert = $ `beta_norm` and
+    /// $\Vert w^{\ast}\Vert = $ `gate_norm`, directions uniform on the sphere (seeded).
+    fn random_with_norms(&self, beta_norm: f64, gate_norm: f64, seed: u64) -> Vec<f64> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let beta = random_direction(self.d, beta_norm, &mut rng);
+        let w = random_direction(self.d, gate_norm, &mut rng);
+        Self::theta(&beta, &w)
+    }
+}
+
+impl<F> Symmetric<F>
+where
+    Self: ConditionalFamily,
+{
+    /// $n$ rows from the model at $\theta$: $x \sim N(0, I_d)$, then $(y, z)$ (seeded).
+    ///
+    /// # Errors
+    /// `InvalidParam` for $n = 0$, `DimensionMismatch`/`NonFinite` for a bad $\theta$.
+    pub fn simulate(&self, theta: &[f64], n: usize, seed: u64) -> Result<(Dataset, Vec<usize>)> {
+        simulate(self, theta, n, seed)
+    }
 }
 
 impl SymMoLinE {
@@ -551,18 +599,6 @@ impl SymMoLinE {
     pub fn sigma(&self) -> f64 {
         self.family.sigma
     }
-    /// Flattens $(\beta, w)$ into $\theta$.
-    pub fn theta(beta: &[f64], w: &[f64]) -> Vec<f64> {
-        beta.iter().chain(w).copied().collect()
-    }
-    /// $\beta$ of $\theta$.
-    pub fn beta<'t>(&self, theta: &'t [f64]) -> &'t [f64] {
-        &theta[..self.d]
-    }
-    /// The gate vector $w$ of $\theta$.
-    pub fn gate<'t>(&self, theta: &'t [f64]) -> &'t [f64] {
-        &theta[self.d..2 * self.d]
-    }
     /// $\mathrm{SNR} = \Vert \beta\Vert_2/\sigma$.
     pub fn snr(&self, theta: &[f64]) -> f64 {
         dotp(self.beta(theta), self.beta(theta)).sqrt() / self.family.sigma
@@ -575,17 +611,7 @@ impl SymMoLinE {
     pub fn random_theta(&self, snr: f64, gate_norm: f64, seed: u64) -> Result<Vec<f64>> {
         check_norm("snr", snr)?;
         check_norm("gate_norm", gate_norm)?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let beta = random_direction(self.d, snr * self.family.sigma, &mut rng);
-        let w = random_direction(self.d, gate_norm, &mut rng);
-        Ok(Self::theta(&beta, &w))
-    }
-    /// $n$ rows from the model at $\theta$: $x \sim N(0, I_d)$, then $(y, z)$ (seeded).
-    ///
-    /// # Errors
-    /// `InvalidParam` for $n = 0$, `DimensionMismatch`/`NonFinite` for a bad $\theta$.
-    pub fn simulate(&self, theta: &[f64], n: usize, seed: u64) -> Result<(Dataset, Vec<usize>)> {
-        simulate(self, theta, n, seed)
+        Ok(self.random_with_norms(snr * self.family.sigma, gate_norm, seed))
     }
 
     /// Row log-likelihood and posterior $r = P(z = 0\mid x, y)$:
@@ -601,42 +627,27 @@ impl SymMoLinE {
         let ll = log_sum_exp(&[l0, l1]);
         (ll, (l0 - ll).exp())
     }
+}
 
-    /// E-step: responsibilities $r_i$ and $L(\theta) = -\frac1n\sum_i\log p(y_i\mid x_i)$.
-    ///
-    /// # Errors
-    /// `InvalidData` on a shape mismatch, `NonFinite` if $L$ is not finite.
-    pub fn e_step(&self, data: &Dataset, theta: &[f64]) -> Result<(SymStats, f64)> {
-        check_data(data, self.d)?;
-        check_theta(theta, self.d)?;
-        e_step_with(data, |x, y| self.posterior(theta, x, y))
+impl SymSteps for SymMoLinE {
+    fn row(&self, theta: &[f64], x: &[f64], y: f64) -> (f64, f64) {
+        self.posterior(theta, x, y)
     }
-
     /// M-step: gate by [`soft_logistic_newton`] on $r$ (warm-started at the current $w$),
-    /// $\beta^+ = (X^\top X)^{-1}X^\top((2r-1)\circ y)$ by Cholesky; writes $\theta^+$ into `next`.
-    ///
-    /// # Errors
-    /// `NotPositiveDefinite` (expert 0 for $X^\top X$, [`Block::Gate`] for the gate) when the
-    /// features are collinear; `InvalidData` on shape mismatches.
-    pub fn m_step(
-        &self,
-        data: &Dataset,
-        stats: &SymStats,
-        theta: &[f64],
-        next: &mut [f64],
-    ) -> Result<InnerStats> {
-        let d = self.d;
-        check_m_step_args(data, d, stats, theta, next)?;
-        let n = data.n();
+    /// $\beta^+ = (X^\top X)^{-1}X^\top((2r-1)\circ y)$ by Cholesky; writes $\theta^+$ into
+    /// `next`. `NotPositiveDefinite` (expert 0 for $X^\top X$, [`Block::Gate`] for the gate)
+    /// when the features are collinear.
+    fn m_step_checked(&self, data: &Dataset, r: &[f64], th: &[f64], next: &mut [f64]) -> Fit {
+        let (d, n) = (self.d, data.n());
         let (gram, rhs) = fold_rows(
             n,
             || (vec![0.0; d * d], vec![0.0; d]),
-            |(g, r), rows| {
+            |(g, b_acc), rows| {
                 for i in rows {
                     let x = data.x(i);
-                    let t = (2.0 * stats.resp[i] - 1.0) * data.y(i)[0];
+                    let t = (2.0 * r[i] - 1.0) * data.y(i)[0];
                     for a in 0..d {
-                        r[a] += t * x[a];
+                        b_acc[a] += t * x[a];
                         for b in 0..=a {
                             g[a * d + b] += x[a] * x[b];
                         }
@@ -653,8 +664,8 @@ impl SymMoLinE {
         }
         let beta = solve_spd(&gram, &rhs, Block::Expert(Some(0)))?;
         next[..d].copy_from_slice(&beta);
-        next[d..2 * d].copy_from_slice(&theta[d..2 * d]);
-        let mut inner = soft_logistic_newton(data, &stats.resp, &mut next[d..2 * d], Block::Gate)?;
+        next[d..2 * d].copy_from_slice(&th[d..2 * d]);
+        let mut inner = soft_logistic_newton(data, r, &mut next[d..2 * d], Block::Gate)?;
         inner.hessians += 1; // the Gram matrix XᵀX
         Ok(inner)
     }
@@ -685,27 +696,15 @@ fn check_m_step_args(
     Ok(())
 }
 
-impl ConditionalFamily for SymMoLinE {
-    fn complete(&self) -> &dyn ExponentialFamily {
-        &self.family
-    }
-    fn n_latent(&self) -> usize {
-        2
-    }
-    fn n_params(&self) -> usize {
-        2 * self.d
-    }
-    fn n_features(&self) -> usize {
-        self.d
-    }
+impl SymRealise for SymMoLinE {
     /// $\varphi_i = (w^\top x_i,\ \beta^\top x_i/\sigma^2)$.
-    fn realise(&self, theta: &[f64], x: &[f64], phi: &mut [f64]) {
+    fn phi(&self, theta: &[f64], x: &[f64], phi: &mut [f64]) {
         let (beta, w) = split(theta, self.d);
         phi[0] = dotp(w, x);
         phi[1] = dotp(beta, x) / (self.family.sigma * self.family.sigma);
     }
     /// $J_i^\top v = (v_2 x_i/\sigma^2,\ v_1 x_i)$.
-    fn realise_vjp(&self, _theta: &[f64], x: &[f64], v: &[f64], grad: &mut [f64]) {
+    fn phi_vjp(&self, _theta: &[f64], x: &[f64], v: &[f64], grad: &mut [f64]) {
         let d = self.d;
         let c = v[1] / (self.family.sigma * self.family.sigma);
         for a in 0..d {
@@ -713,21 +712,11 @@ impl ConditionalFamily for SymMoLinE {
             grad[d + a] += v[0] * x[a];
         }
     }
-    fn is_linear(&self) -> bool {
-        true
-    }
 }
 
 // ---------------------------------------------------------------------------------------
 // SymMoLogE
 // ---------------------------------------------------------------------------------------
-
-/// The symmetric mixture of two logistic experts (see the [module documentation](self)).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SymMoLogE {
-    d: usize,
-    family: SymLogComplete,
-}
 
 impl SymMoLogE {
     /// The model on $d$ features.
@@ -741,18 +730,6 @@ impl SymMoLogE {
             family: SymLogComplete,
         })
     }
-    /// Flattens $(\beta, w)$ into $\theta$.
-    pub fn theta(beta: &[f64], w: &[f64]) -> Vec<f64> {
-        beta.iter().chain(w).copied().collect()
-    }
-    /// $\beta$ of $\theta$.
-    pub fn beta<'t>(&self, theta: &'t [f64]) -> &'t [f64] {
-        &theta[..self.d]
-    }
-    /// The gate vector $w$ of $\theta$.
-    pub fn gate<'t>(&self, theta: &'t [f64]) -> &'t [f64] {
-        &theta[self.d..2 * self.d]
-    }
     /// $\Vert \beta\Vert_2$ (the logistic link fixes the noise level, so this is the SNR).
     pub fn snr(&self, theta: &[f64]) -> f64 {
         dotp(self.beta(theta), self.beta(theta)).sqrt()
@@ -764,17 +741,7 @@ impl SymMoLogE {
     pub fn random_theta(&self, beta_norm: f64, gate_norm: f64, seed: u64) -> Result<Vec<f64>> {
         check_norm("beta_norm", beta_norm)?;
         check_norm("gate_norm", gate_norm)?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let beta = random_direction(self.d, beta_norm, &mut rng);
-        let w = random_direction(self.d, gate_norm, &mut rng);
-        Ok(Self::theta(&beta, &w))
-    }
-    /// $n$ rows from the model at $\theta$: $x \sim N(0, I_d)$, then $(y, z)$ (seeded).
-    ///
-    /// # Errors
-    /// `InvalidParam` for $n = 0$, `DimensionMismatch`/`NonFinite` for a bad $\theta$.
-    pub fn simulate(&self, theta: &[f64], n: usize, seed: u64) -> Result<(Dataset, Vec<usize>)> {
-        simulate(self, theta, n, seed)
+        Ok(self.random_with_norms(beta_norm, gate_norm, seed))
     }
 
     /// Row log-likelihood and posterior $r = P(z = 0\mid x, y)$ with
@@ -789,50 +756,38 @@ impl SymMoLogE {
         let ll = log_sum_exp(&[l0, l1]);
         (ll, (l0 - ll).exp())
     }
+}
 
-    /// E-step: responsibilities $r_i$ and $L(\theta)$.
-    ///
-    /// # Errors
-    /// `InvalidData` on a shape mismatch or a target outside $\{0, 1\}$, `NonFinite` if
-    /// $L$ is not finite.
-    pub fn e_step(&self, data: &Dataset, theta: &[f64]) -> Result<(SymStats, f64)> {
-        check_data(data, self.d)?;
-        check_theta(theta, self.d)?;
-        if let Some(i) = (0..data.n()).find(|&i| !(data.y(i)[0] == 0.0 || data.y(i)[0] == 1.0)) {
-            return Err(MoeError::InvalidData {
+impl SymSteps for SymMoLogE {
+    fn row(&self, theta: &[f64], x: &[f64], y: f64) -> (f64, f64) {
+        self.posterior(theta, x, y)
+    }
+    /// `InvalidData` naming the first row whose target is not in $\{0, 1\}$.
+    fn check_target(&self, data: &Dataset) -> Result<()> {
+        match (0..data.n()).find(|&i| !(data.y(i)[0] == 0.0 || data.y(i)[0] == 1.0)) {
+            Some(i) => Err(MoeError::InvalidData {
                 row: Some(i),
                 column: Some("y".into()),
                 reason: "SymMoLogE needs a binary target in {0, 1}".into(),
-            });
+            }),
+            None => Ok(()),
         }
-        e_step_with(data, |x, y| self.posterior(theta, x, y))
     }
-
     /// M-step: gate by [`soft_logistic_newton`] on $r_i$; $\beta$ by the same Newton
     /// solver on the soft labels $t_i = r_iy_i + (1 - r_i)(1 - y_i)$ (derivation in the
     /// [module documentation](self)); both warm-started at $\theta_t$.
-    ///
-    /// # Errors
-    /// `NotPositiveDefinite` (expert 0 / [`Block::Gate`]), `InvalidData` on shapes.
-    pub fn m_step(
-        &self,
-        data: &Dataset,
-        stats: &SymStats,
-        theta: &[f64],
-        next: &mut [f64],
-    ) -> Result<InnerStats> {
+    /// `NotPositiveDefinite` (expert 0 / [`Block::Gate`]) on collinear features.
+    fn m_step_checked(&self, data: &Dataset, r: &[f64], th: &[f64], next: &mut [f64]) -> Fit {
         let d = self.d;
-        check_m_step_args(data, d, stats, theta, next)?;
-        let n = data.n();
-        let t: Vec<f64> = (0..n)
+        let t: Vec<f64> = (0..data.n())
             .map(|i| {
-                let (r, y) = (stats.resp[i], data.y(i)[0]);
-                r * y + (1.0 - r) * (1.0 - y)
+                let y = data.y(i)[0];
+                r[i] * y + (1.0 - r[i]) * (1.0 - y)
             })
             .collect();
-        next.copy_from_slice(&theta[..2 * d]);
+        next.copy_from_slice(&th[..2 * d]);
         let a = soft_logistic_newton(data, &t, &mut next[..d], Block::Expert(Some(0)))?;
-        let b = soft_logistic_newton(data, &stats.resp, &mut next[d..2 * d], Block::Gate)?;
+        let b = soft_logistic_newton(data, r, &mut next[d..2 * d], Block::Gate)?;
         Ok(InnerStats {
             iterations: a.iterations + b.iterations,
             residual: a.residual.max(b.residual),
@@ -843,7 +798,52 @@ impl SymMoLogE {
     }
 }
 
-impl ConditionalFamily for SymMoLogE {
+impl SymRealise for SymMoLogE {
+    /// $\varphi_i = (w^\top x_i - \beta^\top x_i,\ \beta^\top x_i)$.
+    fn phi(&self, theta: &[f64], x: &[f64], phi: &mut [f64]) {
+        let (beta, w) = split(theta, self.d);
+        let b = dotp(beta, x);
+        phi[0] = dotp(w, x) - b;
+        phi[1] = b;
+    }
+    /// $J_i^\top v = ((v_2 - v_1)x_i,\ v_1 x_i)$.
+    fn phi_vjp(&self, _theta: &[f64], x: &[f64], v: &[f64], grad: &mut [f64]) {
+        let d = self.d;
+        for a in 0..d {
+            grad[a] += (v[1] - v[0]) * x[a];
+            grad[d + a] += v[0] * x[a];
+        }
+    }
+}
+
+/// What distinguishes the two symmetric models; the checks, the E-step pass and the
+/// [`EmModel`](crate::model::EmModel) plumbing are written once for both.
+trait SymSteps: Sync {
+    /// Row log-likelihood and posterior $P(z = 0 \mid x, y)$.
+    fn row(&self, theta: &[f64], x: &[f64], y: f64) -> (f64, f64);
+    /// Target support check (default: any real target).
+    fn check_target(&self, _data: &Dataset) -> Result<()> {
+        Ok(())
+    }
+    /// The M-step on checked shapes: responsibilities `r`, current `th`, result in `next`.
+    fn m_step_checked(&self, data: &Dataset, r: &[f64], th: &[f64], next: &mut [f64]) -> Fit;
+}
+
+/// The result of one symmetric-model M-step.
+type Fit = Result<InnerStats>;
+
+/// The realisation $\varphi_i(\theta)$ of a symmetric model and its vector–Jacobian
+/// product; the rest of [`ConditionalFamily`] is shared.
+trait SymRealise {
+    fn phi(&self, theta: &[f64], x: &[f64], phi: &mut [f64]);
+    fn phi_vjp(&self, theta: &[f64], x: &[f64], v: &[f64], grad: &mut [f64]);
+}
+
+/// Two latent states, $2d$ parameters, $\varphi$ linear in $\theta$.
+impl<F: ExponentialFamily> ConditionalFamily for Symmetric<F>
+where
+    Self: SymRealise + Send + Sync,
+{
     fn complete(&self) -> &dyn ExponentialFamily {
         &self.family
     }
@@ -856,55 +856,36 @@ impl ConditionalFamily for SymMoLogE {
     fn n_features(&self) -> usize {
         self.d
     }
-    /// $\varphi_i = (w^\top x_i - \beta^\top x_i,\ \beta^\top x_i)$.
     fn realise(&self, theta: &[f64], x: &[f64], phi: &mut [f64]) {
-        let (beta, w) = split(theta, self.d);
-        let b = dotp(beta, x);
-        phi[0] = dotp(w, x) - b;
-        phi[1] = b;
+        SymRealise::phi(self, theta, x, phi)
     }
-    /// $J_i^\top v = ((v_2 - v_1)x_i,\ v_1 x_i)$.
-    fn realise_vjp(&self, _theta: &[f64], x: &[f64], v: &[f64], grad: &mut [f64]) {
-        let d = self.d;
-        for a in 0..d {
-            grad[a] += (v[1] - v[0]) * x[a];
-            grad[d + a] += v[0] * x[a];
-        }
+    fn realise_vjp(&self, theta: &[f64], x: &[f64], v: &[f64], grad: &mut [f64]) {
+        SymRealise::phi_vjp(self, theta, x, v, grad)
     }
     fn is_linear(&self) -> bool {
         true
     }
 }
 
-impl crate::model::EmModel for SymMoLinE {
+/// [`EmModel`](crate::model::EmModel) for the symmetric models through [`SymSteps`]: the
+/// E-step checks shapes and targets, then one pass of [`e_step_with`] (responsibilities
+/// $r_i$ and $L(\theta) = -\frac1n\sum_i\log p(y_i\mid x_i)$; `InvalidData` on a shape
+/// mismatch or a target outside the support, `NonFinite` if $L$ is not finite); the
+/// M-step checks shapes and runs the model's own [`SymSteps::m_step_checked`].
+impl<F> crate::model::EmModel for Symmetric<F>
+where
+    Self: SymSteps + ConditionalFamily,
+{
     type Stats = SymStats;
     fn e_step(&self, data: &Dataset, theta: &[f64]) -> Result<(SymStats, f64)> {
-        SymMoLinE::e_step(self, data, theta)
+        check_data(data, self.d)?;
+        check_theta(theta, self.d)?;
+        self.check_target(data)?;
+        e_step_with(data, |x, y| self.row(theta, x, y))
     }
-    fn m_step(
-        &self,
-        data: &Dataset,
-        stats: &SymStats,
-        theta: &[f64],
-        next: &mut [f64],
-    ) -> Result<InnerStats> {
-        SymMoLinE::m_step(self, data, stats, theta, next)
-    }
-}
-
-impl crate::model::EmModel for SymMoLogE {
-    type Stats = SymStats;
-    fn e_step(&self, data: &Dataset, theta: &[f64]) -> Result<(SymStats, f64)> {
-        SymMoLogE::e_step(self, data, theta)
-    }
-    fn m_step(
-        &self,
-        data: &Dataset,
-        stats: &SymStats,
-        theta: &[f64],
-        next: &mut [f64],
-    ) -> Result<InnerStats> {
-        SymMoLogE::m_step(self, data, stats, theta, next)
+    fn m_step(&self, data: &Dataset, stats: &SymStats, theta: &[f64], next: &mut [f64]) -> Fit {
+        check_m_step_args(data, self.d, stats, theta, next)?;
+        self.m_step_checked(data, &stats.resp, theta, next)
     }
 }
 
