@@ -12,6 +12,10 @@
 
 use mirror::ExponentialFamily;
 
+/// A transposed row Jacobian block $J_i^\top$ ($n_\theta \times p$, a view into a stacked
+/// $\mathbf J^\top$), written by [`ConditionalFamily::realise_jacobian_t`].
+pub type JacT<'a> = faer::MatMut<'a, f64>;
+
 /// A latent-variable model whose complete-data law given $x$ is an exponential family,
 /// reached through a realisation map $\theta \mapsto \varphi_i(\theta)$.
 pub trait ConditionalFamily: Send + Sync {
@@ -100,13 +104,7 @@ pub trait ConditionalFamily: Send + Sync {
     /// [`row_work_len`](Self::row_work_len). Default: column by column from
     /// [`realise_vjp`](Self::realise_vjp) with unit vectors, as
     /// [`realise_jacobian`](Self::realise_jacobian), without allocating.
-    fn realise_jacobian_t(
-        &self,
-        theta: &[f64],
-        x: &[f64],
-        mut jac_t: faer::MatMut<'_, f64>,
-        work: &mut [f64],
-    ) {
+    fn realise_jacobian_t(&self, theta: &[f64], x: &[f64], mut jac_t: JacT<'_>, work: &mut [f64]) {
         let p = self.complete().dim();
         let np = self.n_params();
         let (e, row) = work[..p + np].split_at_mut(p);

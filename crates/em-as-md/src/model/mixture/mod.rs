@@ -36,6 +36,7 @@ pub use family::MixtureFamily;
 pub use steps::{LinearStats, MoeStats};
 
 use crate::error::{MoeError, RegistryError, Result};
+use crate::model::conditional::JacT;
 use crate::model::expert::{Expert, ExpertSpec};
 use crate::model::gate::{softmax_gate_logits, GateConfig};
 use crate::model::ConditionalFamily;
@@ -459,13 +460,7 @@ impl ConditionalFamily for MixtureOfExperts {
     /// per column, no allocation (`work` of length [`row_work_len`](ConditionalFamily::row_work_len));
     /// equal to the [`realise_vjp`](ConditionalFamily::realise_vjp)-built Jacobian
     /// (where every expert mean is defined).
-    fn realise_jacobian_t(
-        &self,
-        theta: &[f64],
-        x: &[f64],
-        mut jac_t: faer::MatMut<'_, f64>,
-        work: &mut [f64],
-    ) {
+    fn realise_jacobian_t(&self, theta: &[f64], x: &[f64], mut jac_t: JacT<'_>, work: &mut [f64]) {
         let (k, p, d) = (self.k, self.family.p(), self.d);
         let (gl, el, np) = (self.gate_len(), self.expert_len(), self.n_params());
         if work.len() < 3 * p + np {
