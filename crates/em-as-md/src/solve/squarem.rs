@@ -9,7 +9,10 @@
 //!    \alpha = \min\Big(-\frac{\Vert r\Vert_2}{\Vert v\Vert_2},\ -1\Big), $$
 //! $$ \theta' = \theta - 2\alpha r + \alpha^2 v,\qquad \theta'' = F(\theta')
 //!    \ \text{(stabilisation)}. $$
-//! With $\alpha = -1$, $\theta' = \theta_2$: two EM steps. The step is taken when
+//! With $\alpha = -1$, $\theta' = \theta_2$: two EM steps. As in the authors' `SQUAREM` R
+//! package, $-\alpha$ is also bounded by $s_{\max}$, which starts at [`STEP_MAX0`] and is
+//! multiplied by [`STEP_FACTOR`] after an accepted step that used all of it and divided by
+//! it after a rejected one (so early, far-from-linear steps stay short). The step is taken when
 //! $\theta'$ and $\theta''$ are valid parameters (their E-step succeeds: every realised
 //! $\varphi_i$ in the natural domain, so variances $> 0$ and finite likelihoods) and
 //! $L(\theta'') \le L(\theta)$; otherwise the **safeguard** takes the plain EM step
@@ -39,9 +42,24 @@ use crate::solve::solver::{FitState, IterRecord, NextIter, Solver, StepInfo};
 use std::any::Any;
 
 /// The SQUAREM solver; see the [module documentation](self).
-#[derive(Default)]
 pub struct Squarem {
     cache: Option<Box<dyn Any + Send>>,
+    step_max: f64,
+}
+
+/// Initial bound on the step length $-\alpha$ (the `SQUAREM` R package's `step.max0`).
+pub const STEP_MAX0: f64 = 1.0;
+/// Factor by which the bound grows when a step uses all of it, and shrinks when such a
+/// step is rejected (the R package's `mstep`).
+pub const STEP_FACTOR: f64 = 4.0;
+
+impl Default for Squarem {
+    fn default() -> Self {
+        Squarem {
+            cache: None,
+            step_max: STEP_MAX0,
+        }
+    }
 }
 
 impl std::fmt::Debug for Squarem {
@@ -58,12 +76,18 @@ struct Cached<S> {
 }
 
 /// The S3 step length and extrapolated point from $\theta$, $\theta_1 = F(\theta)$ and
-/// $\theta_2 = F(\theta_1)$:
-/// $$ \alpha = \min\big(-\Vert r\Vert_2 / \Vert v\Vert_2,\ -1\big),\qquad
+/// $\theta_2 = F(\theta_1)$, with the step bounded by `step_max` $\ge 1$:
+/// $$ \alpha = \max\Big(\min\big(-\Vert r\Vert_2 / \Vert v\Vert_2,\ -1\big),\ -s_{\max}\Big),\qquad
 ///    \theta' = \theta - 2\alpha r + \alpha^2 v, $$
 /// with $r = \theta_1 - \theta$, $v = \theta_2 - 2\theta_1 + \theta$. When $v = 0$ or the
-/// ratio is not finite, $\alpha = -1$ (then $\theta' = \theta_2$ exactly).
-pub fn squarem_extrapolate(theta: &[f64], theta1: &[f64], theta2: &[f64]) -> (f64, Vec<f64>) {
+/// ratio is not finite, $\alpha = -s_{\max}$ if $r \ne 0$ (a straight path: the longest
+/// step allowed) and $-1$ otherwise; $\alpha = -1$ gives $\theta' = \theta_2$ exactly.
+pub fn squarem_extrapolate(
+    theta: &[f64],
+    theta1: &[f64],
+    theta2: &[f64],
+    step_max: f64,
+) -> (f64, Vec<f64>) {
     let mut r2 = 0.0;
     let mut v2 = 0.0;
     for ((a, b), c) in theta.iter().zip(theta1).zip(theta2) {
@@ -73,8 +97,11 @@ pub fn squarem_extrapolate(theta: &[f64], theta1: &[f64], theta2: &[f64]) -> (f6
         v2 += v * v;
     }
     let ratio = -(r2.sqrt() / v2.sqrt());
+    let floor = -step_max.max(1.0);
     let alpha = if ratio.is_finite() {
-        ratio.min(-1.0)
+        ratio.clamp(floor, -1.0)
+    } else if r2 > 0.0 {
+        floor
     } else {
         -1.0
     };
@@ -138,6 +165,7 @@ where
     }
     fn init(&mut self, _problem: &Problem<'_, M>, state: FitState) -> Result<FitState> {
         self.cache = None;
+        self.step_max = STEP_MAX0;
         Ok(state)
     }
     fn next_iter(&mut self, problem: &Problem<'_, M>, state: FitState) -> NextIter {
@@ -163,7 +191,8 @@ where
         let (theta2, inner2) = m_step(&stats1, &theta1)?;
         add_inner(&mut inner, &inner2);
         let mut passes = 2;
-        let (alpha, extrapolated) = squarem_extrapolate(&state.theta, &theta1, &theta2);
+        let (alpha, extrapolated) =
+            squarem_extrapolate(&state.theta, &theta1, &theta2, self.step_max);
         // θ' valid → F(θ') valid → L(θ'') ≤ L(θ): accept θ''; otherwise the plain EM step θ₂.
         let mut accepted = None;
         if let Some((stats_x, _)) = trial_e_step(problem, &extrapolated) {
@@ -178,6 +207,14 @@ where
             }
         }
         let safeguard = accepted.is_none();
+        // The bound adapts as in the R package: a rejected step that used all of it
+        // shrinks it (never below STEP_MAX0), an accepted one that used all of it grows it.
+        let at_bound = -alpha >= self.step_max;
+        if safeguard && at_bound {
+            self.step_max = (self.step_max / STEP_FACTOR).max(STEP_MAX0);
+        } else if at_bound {
+            self.step_max *= STEP_FACTOR;
+        }
         let (next, stats_next, objective) = match accepted {
             Some(a) => a,
             None => {
@@ -216,15 +253,20 @@ mod tests {
     #[test]
     fn extrapolation_follows_s3() {
         // r = (1, 0), v = (-0.5, 0): ‖r‖/‖v‖ = 2, α = −2, θ' = θ + 4r + 4v.
-        let (alpha, next) = squarem_extrapolate(&[0.0, 1.0], &[1.0, 1.0], &[1.5, 1.0]);
+        let (alpha, next) = squarem_extrapolate(&[0.0, 1.0], &[1.0, 1.0], &[1.5, 1.0], 4.0);
         assert_eq!(alpha, -2.0);
         assert_eq!(next, vec![4.0 * 1.0 + 4.0 * -0.5, 1.0]);
+        // The bound caps it: α = −1.5, θ' = θ + 3r + 2.25v.
+        let (alpha, next) = squarem_extrapolate(&[0.0], &[1.0], &[1.5], 1.5);
+        assert_eq!((alpha, next), (-1.5, vec![3.0 - 2.25 * 0.5]));
         // A ratio below 1 is clamped: α = −1 gives θ₂ itself.
-        let (alpha, next) = squarem_extrapolate(&[0.0], &[1.0], &[5.0]);
+        let (alpha, next) = squarem_extrapolate(&[0.0], &[1.0], &[5.0], 4.0);
         assert_eq!((alpha, next), (-1.0, vec![5.0]));
-        // v = 0 (a fixed point or an exactly linear path): α = −1.
-        let (alpha, next) = squarem_extrapolate(&[0.0], &[1.0], &[2.0]);
-        assert_eq!((alpha, next), (-1.0, vec![2.0]));
+        // v = 0 on a straight path: the longest step; at a fixed point: α = −1.
+        let (alpha, _) = squarem_extrapolate(&[0.0], &[1.0], &[2.0], 4.0);
+        assert_eq!(alpha, -4.0);
+        let (alpha, next) = squarem_extrapolate(&[1.0], &[1.0], &[1.0], 4.0);
+        assert_eq!((alpha, next), (-1.0, vec![1.0]));
     }
 
     #[test]
@@ -234,7 +276,7 @@ mod tests {
         let (star, c, t0) = (3.0, 0.9, 1.0);
         let f = |t: f64| star + c * (t - star);
         let (t1, t2) = (f(t0), f(f(t0)));
-        let (alpha, next) = squarem_extrapolate(&[t0], &[t1], &[t2]);
+        let (alpha, next) = squarem_extrapolate(&[t0], &[t1], &[t2], 100.0);
         assert!((alpha + 1.0 / (1.0 - c)).abs() < 1e-9, "{alpha}");
         assert!((next[0] - star).abs() < 1e-9, "{}", next[0]);
     }
