@@ -878,3 +878,95 @@ fn two_multinomial_experts_fit_overlapping_three_class_data() {
         assert!(two["converged"].is_boolean(), "{two}");
     }
 }
+
+/// `--accel none|squarem|md` runs the chosen solver from the same start: the JSON says
+/// which, every choice reaches the same log-likelihood, SQUAREM in fewer iterations than
+/// plain EM; an unknown value exits 2 naming the accepted ones.
+#[test]
+fn fit_accel_choices_reach_the_same_log_likelihood() {
+    let fit = |accel: &str| {
+        fit_json(&[
+            &data("diabetes.csv"),
+            "--target",
+            "y",
+            "--experts",
+            "2",
+            "--expert",
+            "linear",
+            "--features",
+            "bmi,bp,s5",
+            "--max-iter",
+            "3000",
+            "--tol",
+            "1e-12",
+            "--accel",
+            accel,
+        ])
+    };
+    let runs: Vec<_> = ["none", "squarem", "md"]
+        .iter()
+        .map(|a| (*a, fit(a)))
+        .collect();
+    let ll0 = runs[0].1["log_likelihood"].as_f64().unwrap();
+    for (a, v) in &runs {
+        assert_eq!(v["accel"], *a, "{v}");
+        let ll = v["log_likelihood"].as_f64().unwrap();
+        assert!((ll - ll0).abs() < 1e-6 * ll0.abs(), "{a}: {ll} vs {ll0}");
+        assert!(v["solver"].as_str().unwrap().starts_with("EM"), "{v}");
+    }
+    let iters = |i: usize| runs[i].1["iterations"].as_u64().unwrap();
+    assert!(
+        iters(1) < iters(0),
+        "SQUAREM {} vs EM {}",
+        iters(1),
+        iters(0)
+    );
+    mdem()
+        .arg("fit")
+        .arg(data("diabetes.csv"))
+        .args(LIN)
+        .args(["--accel", "fast"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("none, squarem, md"));
+}
+
+/// `mdem compare` shows EM, SQUAREM, MD(1/L̂) and Adam at each learning rate of the grid
+/// side by side, with the passes column.
+#[test]
+fn compare_shows_the_accelerated_solvers_and_adam() {
+    let d = tmpdir("compare-accel");
+    let o = mdem()
+        .arg("compare")
+        .arg(data("diabetes.csv"))
+        .args(LIN)
+        .args([
+            "--features",
+            "bmi,bp,s5",
+            "--max-iter",
+            "20",
+            "--ref-iter",
+            "200",
+        ])
+        .args(["--etas", "1", "--out"])
+        .arg(&d)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    for name in [
+        "EM",
+        "SQUAREM",
+        "MD(η=1/L̂)",
+        "Adam(lr=0.001)",
+        "Adam(lr=0.01)",
+        "Adam(lr=0.1)",
+    ] {
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with(name)),
+            "{name}:\n{text}"
+        );
+    }
+    assert!(text.contains("passes to"), "{text}");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -5,7 +5,7 @@
 use crate::progress::ProgressObserver;
 use em_as_md::fit::init::InitMethod;
 use em_as_md::model::mixture::Gating;
-use em_as_md::{Dataset, Expert, FittedMoe, MoeError, MoeParams, ObserverMode};
+use em_as_md::{Accel, Dataset, Expert, FittedMoe, MoeError, MoeParams, ObserverMode};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -28,6 +28,8 @@ pub struct FitSettings {
     pub tol: f64,
     /// How restarts start.
     pub init: InitMethod,
+    /// How EM is accelerated ([`MoeParams::accel`]).
+    pub accel: Accel,
     /// Cancellation flag shared by all restarts (the command line passes
     /// [`crate::interrupt::flag`]): once raised, every restart stops before its next
     /// iteration with [`em_as_md::Termination::Interrupted`] and the best restart so far
@@ -52,7 +54,8 @@ pub fn fit_em(
         .seed(settings.seed)
         .max_iters(settings.max_iters)
         .tol(settings.tol)
-        .init(settings.init.clone());
+        .init(settings.init.clone())
+        .accel(settings.accel);
     if let Some(flag) = &settings.cancel {
         params = params.cancel(flag.clone());
     }
@@ -95,6 +98,7 @@ mod tests {
             max_iters: 200,
             tol: 1e-10,
             init: InitMethod::KMeansPlusPlus,
+            accel: Accel::default(),
             cancel,
         }
     }

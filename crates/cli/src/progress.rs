@@ -93,6 +93,7 @@ mod tests {
                 grad_norm: f64::NAN,
                 bregman_step: f64::NAN,
                 inner: InnerStats::default(),
+                step: Default::default(),
                 elapsed: 0.0,
             };
             boxed.observe_iter(&st, &r);

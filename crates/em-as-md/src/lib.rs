@@ -40,12 +40,16 @@ pub use model::gate::{GateConfig, GateSolver, GateStats};
 pub use model::mixture::{Gating, LinearStats, MixtureFamily, MixtureOfExperts, MoeSpec, MoeStats};
 pub use model::sym::{SymLinComplete, SymLogComplete, SymMoLinE, SymMoLogE, SymStats, Symmetric};
 pub use model::{ConditionalFamily, EmModel};
+pub use solve::accel::{Accel, AccelSolver};
+pub use solve::adam::{Adam, AdamSettings, ADAM_LEARNING_RATES};
 pub use solve::gd::{GradientDescent, Step};
 pub use solve::gradient_em::GradientEm;
 pub use solve::md::{MdStep, MirrorDescent, UnprojectedMirrorDescent};
+pub use solve::md_adaptive::{step_smoothness, AdaptiveMirrorDescent};
 pub use solve::observer::{LogObserver, Observer, ObserverMode, TraceObserver, TrajectoryObserver};
+pub use solve::squarem::Squarem;
 pub use solve::{
-    Em, Executor, FitResult, FitState, IterRecord, Problem, Solver, StackedLogPartition,
+    Em, Executor, FitResult, FitState, IterRecord, Problem, Solver, StackedLogPartition, StepInfo,
     Termination, INEXACT_WINDOW,
 };
 #[cfg(feature = "testkit")]

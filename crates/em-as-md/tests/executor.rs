@@ -38,6 +38,7 @@ fn record(objective: f64, grad_norm: f64) -> IterRecord {
             converged: true,
             ..InnerStats::default()
         },
+        step: Default::default(),
         elapsed: 0.0,
     }
 }

@@ -6,8 +6,8 @@
 use crate::error::ExperimentsError;
 use crate::plot::{Chart, PlotError, Series};
 use em_as_md::{
-    Em, Executor, FitState, GradientDescent, GradientEm, IterRecord, MoeError, Observer,
-    ObserverMode, Solver, Step, Termination,
+    Adam, Em, Executor, FitState, GradientDescent, GradientEm, IterRecord, MoeError, Observer,
+    ObserverMode, Solver, Step, StepInfo, Termination, ADAM_LEARNING_RATES,
 };
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -30,6 +30,11 @@ pub struct Run {
     pub inner_iterations: Vec<u64>,
     /// Whether every inner solve of each step reached its tolerance, $t = 1..T$.
     pub inner_converged: Vec<bool>,
+    /// EM-equivalent passes over the data up to each $t$, cumulative ($t = 0$: 0); see
+    /// [`em_as_md::StepInfo::passes`].
+    pub passes: Vec<u64>,
+    /// What each step did ($\eta$, $\hat L_t$, backtracks, safeguard), $t = 1..T$.
+    pub steps: Vec<StepInfo>,
     /// `Some(message)` if the run stopped with an error after the recorded iterations.
     pub failure: Option<String>,
     /// Whether the run was stopped by its cancellation flag (Ctrl-C) before its own
@@ -57,6 +62,10 @@ impl Run {
     pub fn first_below(&self, l_star: f64, eps: f64) -> Option<(usize, f64)> {
         first_below(&self.objectives, l_star, eps).map(|t| (t, self.times[t]))
     }
+    /// The EM-equivalent passes spent up to iteration `t` (`None` when not recorded).
+    pub fn passes_at(&self, t: usize) -> Option<u64> {
+        self.passes.get(t).copied()
+    }
 }
 
 /// The first $t$ with $L_t - L^\star \le \varepsilon$.
@@ -80,6 +89,7 @@ impl Observer for Recorder {
         g.run.name = solver.to_string();
         g.run.objectives = vec![state.objective];
         g.run.times = vec![0.0];
+        g.run.passes = vec![0];
         if g.keep_thetas {
             g.run.thetas = vec![state.theta.clone()];
         }
@@ -90,6 +100,9 @@ impl Observer for Recorder {
         g.run.times.push(record.elapsed);
         g.run.inner_iterations.push(record.inner.iterations);
         g.run.inner_converged.push(record.inner.converged);
+        let total = g.run.passes.last().copied().unwrap_or(0) + record.step.passes;
+        g.run.passes.push(total);
+        g.run.steps.push(record.step.clone());
         if g.keep_thetas {
             g.run.thetas.push(state.theta.clone());
         }
@@ -218,11 +231,6 @@ where
     GradientEm: Solver<P>,
     GradientDescent: Solver<P>,
 {
-    fn timed(f: impl FnOnce() -> Result<Run, MoeError>) -> Result<(Run, f64), MoeError> {
-        let t = std::time::Instant::now();
-        let r = f()?;
-        Ok((r, t.elapsed().as_secs_f64()))
-    }
     Ok([
         timed(|| run_recorded(problem, Em::new(), theta0, settings))?,
         timed(|| run_recorded(problem, GradientEm::new(Step::armijo())?, theta0, settings))?,
@@ -231,6 +239,34 @@ where
             run_recorded(problem, gd, theta0, settings)
         })?,
     ])
+}
+
+/// `f`'s run and its wall time in seconds.
+fn timed(f: impl FnOnce() -> Result<Run, MoeError>) -> Result<(Run, f64), MoeError> {
+    let t = std::time::Instant::now();
+    let r = f()?;
+    Ok((r, t.elapsed().as_secs_f64()))
+}
+
+/// Adam ([`em_as_md::Adam`], default $\beta_1, \beta_2, \epsilon$) from one start at
+/// every learning rate of [`ADAM_LEARNING_RATES`], each through [`run_recorded`] with
+/// `settings`, with its wall time in seconds: the whole grid is reported, not its best.
+///
+/// # Errors
+/// As [`run_recorded`].
+pub fn adam_runs<P>(
+    problem: P,
+    theta0: &[f64],
+    settings: &RunSettings,
+) -> Result<Vec<(Run, f64)>, MoeError>
+where
+    P: em_as_md::solve::executor::Objective + Copy,
+    Adam: Solver<P>,
+{
+    ADAM_LEARNING_RATES
+        .iter()
+        .map(|&lr| timed(|| run_recorded(problem, Adam::with_lr(lr)?, theta0, settings)))
+        .collect()
 }
 
 /// The `q`-quantile ($0 \le q \le 1$) of the finite values, by linear interpolation

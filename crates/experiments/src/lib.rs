@@ -53,6 +53,7 @@
 //! [`plot`], [`report`] and [`common`] are also used by the `mdem` command's other
 //! subcommands (`fit --plot`, `demo`, `compare`).
 
+pub mod accel;
 pub mod common;
 pub mod digits;
 pub mod error;

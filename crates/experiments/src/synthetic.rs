@@ -14,7 +14,9 @@
 //! (relative change $< 10^{-15}$ or $\|\nabla L\| < 10^{-10}$); that run's trajectory is what
 //! [`diagnostics::certificate::certify`] certifies.
 
-use crate::common::{em_gem_gd_runs, run_recorded, sym_aligned_errors, Run, RunSettings};
+use crate::common::{
+    adam_runs, em_gem_gd_runs, run_recorded, sym_aligned_errors, Run, RunSettings,
+};
 use diagnostics::certificate::{certify, CertifyConfig};
 use em_as_md::Dataset;
 use em_as_md::{Em, EmModel, GradientDescent, MoeError, Problem, Step, SymMoLinE, SymMoLogE};
@@ -147,7 +149,8 @@ pub struct SnrResult {
     /// How it was chosen ([`tune_gd_step`]); `None` when every step failed at the start
     /// and `gd_step` is the grid's first.
     pub gd_tuning: Option<GdTuning>,
-    /// EM, gradient EM, GD.
+    /// EM, gradient EM, GD, then Adam at each learning rate of
+    /// [`em_as_md::ADAM_LEARNING_RATES`].
     pub solvers: Vec<SolverSynth>,
     /// Certificates of the first `cert_instances` instances.
     pub certs: Vec<CertRow>,
@@ -304,7 +307,8 @@ fn instance<M: SymModel>(
     let (truth, data, theta0) = setup(model, cfg, snr, s)?;
     let problem = Problem::new(model, &data)?;
     let settings = RunSettings::fixed(cfg.iters).keep().cancel(cancel.cloned());
-    let runs = Vec::from(em_gem_gd_runs(problem, &theta0, &settings, gd_step)?);
+    let mut runs = Vec::from(em_gem_gd_runs(problem, &theta0, &settings, gd_step)?);
+    runs.extend(adam_runs(problem, &theta0, &settings)?);
     let reference = run_recorded(
         problem,
         Em::new(),

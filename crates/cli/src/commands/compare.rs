@@ -6,6 +6,11 @@
 //! either way (an exact reparametrisation), the start and the iterates are not.
 //!
 //! * EM: the library's [`Em`] (exact or Newton M-step).
+//! * Accelerated EM: SQUAREM with the monotone safeguard ([`Squarem`]) and mirror descent
+//!   with $\eta_t = 1/\hat L_t$ measured along the run ([`AdaptiveMirrorDescent`]) — what
+//!   `mdem fit --accel squarem|md` runs.
+//! * Adam ([`Adam`], full batch, default $\beta_1, \beta_2, \epsilon$) at every learning
+//!   rate of [`ADAM_LEARNING_RATES`], all reported.
 //! * Mirror descent with step $\eta$ ([`MirrorDescent`]): the projected step
 //!   $\theta^+ = \arg\min_\theta \langle\nabla\ell(\Phi_t), \Phi(\theta)\rangle + \frac1\eta
 //!   D_{\mathcal A}(\Phi(\theta), \Phi_t)$ by L-BFGS; $\eta = 1$ is EM (the two rows should
@@ -18,7 +23,9 @@
 //! $L^\star$ is estimated by a long EM run from the same start (relative change
 //! $< 10^{-14}$ or $\|\nabla L\| < 10^{-10}$, at most `--ref-iter` iterations), and never
 //! above any value seen. The table gives, per solver, the iterations and wall time to
-//! reach $L_t - L^\star \le$ `--eps` (default $10^{-6}$) or "not reached", and the final
+//! reach $L_t - L^\star \le$ `--eps` (default $10^{-6}$) or "not reached", the
+//! EM-equivalent passes over the data spent by then ([`em_as_md::StepInfo::passes`]: one
+//! per EM-map evaluation for EM and SQUAREM, one per data pass for the others), and the final
 //! $L$; two figures show $L_t - L^\star$ (log scale) against iterations and against time
 //! (`DIR/compare_iterations.{svg,png}`, `DIR/compare_time.{svg,png}`).
 //!
@@ -36,7 +43,8 @@ use em_as_md::fit::init::InitMethod;
 use em_as_md::fit::initial_theta;
 use em_as_md::model::mixture::MixtureOfExperts;
 use em_as_md::{
-    ConditionalFamily, Em, GradientDescent, GradientEm, MirrorDescent, MoeError, Problem, Step,
+    Adam, AdaptiveMirrorDescent, ConditionalFamily, Em, GradientDescent, GradientEm, MirrorDescent,
+    MoeError, Problem, Squarem, Step, ADAM_LEARNING_RATES,
 };
 use experiments::plot::{Chart, Series};
 use std::path::PathBuf;
@@ -97,6 +105,8 @@ pub struct Summary {
     pub iterations: usize,
     /// First iteration with $L_t - L^\star \le \varepsilon$ and the seconds at it.
     pub reached: Option<(usize, f64)>,
+    /// EM-equivalent passes spent by that iteration (when recorded).
+    pub passes: Option<u64>,
     /// Wall seconds of the whole run.
     pub seconds: f64,
     /// Final $L$.
@@ -111,6 +121,9 @@ pub fn summarise(run: &Run, l_star: f64, eps: f64) -> Summary {
         name: run.name.clone(),
         iterations: run.iterations(),
         reached: run.first_below(l_star, eps),
+        passes: run
+            .first_below(l_star, eps)
+            .and_then(|(t, _)| run.passes_at(t)),
         seconds: run.times.last().copied().unwrap_or(0.0),
         final_objective: run.final_objective(),
         status: match &run.failure {
@@ -165,6 +178,11 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
 
     let mut runs: Vec<Run> = Vec::new();
     runs.push(run_recorded(problem, Em::new(), &theta0, &fixed).map_err(ctx("EM".into()))?);
+    runs.push(
+        run_recorded(problem, Squarem::new(), &theta0, &fixed).map_err(ctx("SQUAREM".into()))?,
+    );
+    let md = AdaptiveMirrorDescent::new();
+    runs.push(run_recorded(problem, md, &theta0, &fixed).map_err(ctx("MD(1/L̂)".into()))?);
     for &eta in &args.etas {
         let md = MirrorDescent::new(eta, args.md_inner_tol, args.md_inner_max as usize)
             .map_err(|e| CliError::BadInput(format!("--etas {eta}: {e}")))?
@@ -182,6 +200,12 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
     runs.push(run_recorded(problem, gd, &theta0, &fixed).map_err(ctx("GD(Armijo)".into()))?);
     let gem = GradientEm::new(Step::armijo()).map_err(ctx("gradient EM".into()))?;
     runs.push(run_recorded(problem, gem, &theta0, &fixed).map_err(ctx("gradient EM".into()))?);
+    for lr in ADAM_LEARNING_RATES {
+        let adam = Adam::with_lr(lr).map_err(ctx("Adam".into()))?;
+        runs.push(
+            run_recorded(problem, adam, &theta0, &fixed).map_err(ctx(format!("Adam(lr={lr})")))?,
+        );
+    }
 
     let reference = run_recorded(
         problem,
@@ -203,13 +227,14 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
         "solver".to_string(),
         format!("iters to L−L* ≤ {eps_s}"),
         format!("time to ≤ {eps_s} (ms)"),
+        format!("passes to ≤ {eps_s}"),
         "iterations".to_string(),
         "time (ms)".to_string(),
         "final L".to_string(),
         "final L − L*".to_string(),
         "status".to_string(),
     ])
-    .align(7, Align::Left);
+    .align(8, Align::Left);
     for r in &runs {
         let s = summarise(r, l_star, args.eps);
         table.row([
@@ -218,6 +243,8 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
                 .map_or_else(|| "not reached".into(), |(t, _)| t.to_string()),
             s.reached
                 .map_or_else(|| "not reached".into(), |(_, sec)| num(1e3 * sec, 3)),
+            s.passes
+                .map_or_else(|| "not reached".into(), |p| p.to_string()),
             s.iterations.to_string(),
             num(1e3 * s.seconds, 3),
             num(s.final_objective, 10),

@@ -39,6 +39,7 @@ use em_as_md::fit::init::InitMethod;
 use em_as_md::fit::scaling::Scaling;
 use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::model::registry;
+use em_as_md::Accel;
 use em_as_md::{ConditionalFamily, Dataset, Expert, ExpertSpec, FittedMoe, MoeError};
 use experiments::plot::{Chart, Series};
 use serde_json::json;
@@ -186,6 +187,10 @@ pub struct FitArgs {
     /// Relative tolerance on the change of the average negative log-likelihood.
     #[arg(long, default_value_t = 1e-8, allow_negative_numbers = true)]
     pub tol: f64,
+    /// How EM is accelerated: `squarem` (SQUAREM with the monotone safeguard), `md`
+    /// (mirror descent with step 1/L̂ measured along the run) or `none` (plain EM).
+    #[arg(long, default_value_t = Accel::default(), value_parser = accel_value)]
+    pub accel: Accel,
     /// Write the fitted model (JSON) here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -198,6 +203,11 @@ pub struct FitArgs {
     /// No progress bar, no warnings.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// Parses `--accel` (`none`, `squarem`, `md`).
+fn accel_value(s: &str) -> Result<Accel, String> {
+    s.parse::<Accel>().map_err(|e| e.to_string())
 }
 
 /// The names `--expert` accepts (registered experts with a target rule).
@@ -258,10 +268,16 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         max_iters: args.max_iter,
         tol: args.tol,
         init: InitMethod::KMeansPlusPlus,
+        accel: args.accel,
         cancel: Some(interrupt::flag()),
     };
     let visible = show_progress(args.quiet, args.json);
-    let bar = ProgressObserver::new("EM", settings.max_iters * settings.n_init as u64, visible);
+    let label = match args.accel {
+        Accel::None => "EM",
+        Accel::Squarem => "SQUAREM",
+        Accel::Md => "MD(1/L̂)",
+    };
+    let bar = ProgressObserver::new(label, settings.max_iters * settings.n_init as u64, visible);
     let fitted = fit_em(fit_data, &settings, Some(bar.clone()));
     bar.finish();
     let fitted = fitted.map_err(|e| match e {
@@ -373,6 +389,8 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             "aic": fitted.aic(),
             "bic": fitted.bic(),
             "icl": fitted.icl(),
+            "solver": rep.solver,
+            "accel": args.accel.as_str(),
             "n_init": settings.n_init,
             "seed": settings.seed,
             "best_start": rep.best_restart,
@@ -405,6 +423,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         "log-likelihood (total, natural log)".to_string(),
         num(ll, 10),
     ]);
+    summary.row(["solver".to_string(), rep.solver.clone()]);
     summary.row(["iterations".to_string(), iterations.to_string()]);
     summary.row(["termination".to_string(), termination]);
     summary.row(["seconds".to_string(), num(rep.seconds, 3)]);

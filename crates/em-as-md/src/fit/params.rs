@@ -49,7 +49,7 @@ use crate::model::gate::GateConfig;
 use crate::model::mixture::{Gating, MixtureOfExperts};
 use crate::model::registry::check_family_shape;
 use crate::model::EmModel;
-use crate::solve::em::Em;
+use crate::solve::accel::Accel;
 use crate::solve::executor::{Executor, FitResult};
 use crate::solve::observer::{LogObserver, Observer, ObserverMode};
 use crate::solve::problem::Problem;
@@ -73,6 +73,7 @@ pub struct MoeParams {
     n_init: usize,
     seed: u64,
     init: InitMethod,
+    accel: Accel,
     time_limit: Option<Duration>,
     cancel: Option<Arc<AtomicBool>>,
     verbose: bool,
@@ -112,6 +113,7 @@ impl MoeParams {
             n_init: 1,
             seed: 0,
             init: InitMethod::KMeansPlusPlus,
+            accel: Accel::default(),
             time_limit: None,
             cancel: None,
             verbose: false,
@@ -171,6 +173,12 @@ impl MoeParams {
     /// Initialisation method.
     pub fn init(mut self, m: InitMethod) -> Self {
         self.init = m;
+        self
+    }
+    /// How EM is accelerated ([`Accel`]; default [`Accel::default`]): every restart runs
+    /// its solver.
+    pub fn accel(mut self, a: Accel) -> Self {
+        self.accel = a;
         self
     }
     /// Wall-clock limit per restart.
@@ -370,7 +378,7 @@ impl MoeValidParams {
         let p = &self.0;
         let theta0 = self.restart_theta0(model, data, index)?;
         let problem = Problem::new(model, data)?;
-        let mut ex = Executor::new(problem, Em::new())
+        let mut ex = Executor::new(problem, p.accel.solver())
             .theta0(theta0)
             .max_iters(p.max_iters)
             .tol(p.tol);
@@ -464,7 +472,10 @@ impl MoeValidParams {
         let (log_likelihood, entropy) = training_summaries(&model, data, &theta)?;
         let lls: Vec<f64> = restarts.iter().filter_map(|r| r.log_likelihood).collect();
         let report = FitReport {
-            solver: "EM".into(),
+            solver: match p.accel {
+                Accel::None => "EM".into(),
+                a => format!("EM accelerated by {a}"),
+            },
             n_rows: data.n(),
             log_likelihood,
             entropy,

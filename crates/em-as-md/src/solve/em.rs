@@ -46,7 +46,7 @@
 use crate::error::Result;
 use crate::model::EmModel;
 use crate::solve::problem::Problem;
-use crate::solve::solver::{FitState, IterRecord, NextIter, Solver};
+use crate::solve::solver::{FitState, IterRecord, NextIter, Solver, StepInfo};
 use std::any::Any;
 
 /// The EM solver; see the [module documentation](self).
@@ -127,6 +127,7 @@ where
             grad_norm: f64::NAN,
             bregman_step,
             inner,
+            step: StepInfo::em(),
             elapsed: 0.0,
         };
         Ok((new_state, record))

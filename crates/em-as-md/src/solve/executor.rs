@@ -38,7 +38,7 @@ use crate::inner::InnerStats;
 use crate::model::conditional::ConditionalFamily;
 use crate::solve::observer::{Observer, ObserverMode};
 use crate::solve::problem::Problem;
-use crate::solve::solver::{FitState, IterRecord, Solver, Termination};
+use crate::solve::solver::{FitState, IterRecord, Solver, StepInfo, Termination};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,6 +121,9 @@ pub struct RecordJson {
     /// Inner fallbacks (see [`InnerStats::fallbacks`]); 0 in checkpoints written before it.
     #[serde(default)]
     pub inner_fallbacks: u64,
+    /// See [`IterRecord::step`]; the default in checkpoints written before it existed.
+    #[serde(default)]
+    pub step: StepInfo,
     /// See [`IterRecord::elapsed`].
     pub elapsed: f64,
 }
@@ -141,6 +144,7 @@ impl From<&IterRecord> for RecordJson {
             inner_converged: r.inner.converged,
             inner_hessians: r.inner.hessians,
             inner_fallbacks: r.inner.fallbacks,
+            step: r.step.clone(),
             elapsed: r.elapsed,
         }
     }
@@ -160,6 +164,7 @@ impl From<&RecordJson> for IterRecord {
                 hessians: r.inner_hessians,
                 fallbacks: r.inner_fallbacks,
             },
+            step: r.step.clone(),
             elapsed: r.elapsed,
         }
     }
@@ -548,6 +553,13 @@ mod tests {
                 converged: true,
                 hessians: 2,
                 fallbacks: 1,
+            },
+            step: StepInfo {
+                passes: 3,
+                eta: Some(2.0),
+                smoothness: None,
+                backtracks: 1,
+                safeguard: true,
             },
             elapsed: 0.125,
         };

@@ -218,7 +218,10 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientDescent {
         // decrease along −∇L is representable.
         let inner = InnerStats::exact_step(evals, grad_norm);
         let bregman = self.record_bregman;
-        assemble(problem, state, next, objective, grad_norm, inner, bregman)
+        let (state, mut record) =
+            assemble(problem, state, next, objective, grad_norm, inner, bregman)?;
+        record.step.passes = evals;
+        Ok((state, record))
     }
 }
 

@@ -113,7 +113,7 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientEm {
         let mut grad = vec![0.0; k];
         let objective = problem.objective_and_gradient(&x, &mut grad)?;
         let grad_norm = grad.iter().map(|v| v * v).sum::<f64>().sqrt();
-        assemble(
+        let (state, mut record) = assemble(
             problem,
             state,
             x,
@@ -121,7 +121,10 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for GradientEm {
             grad_norm,
             inner,
             self.record_bregman,
-        )
+        )?;
+        // Targets, the inner evaluations, L and ∇L at θ_{t+1}.
+        record.step.passes = evals + 2;
+        Ok((state, record))
     }
 }
 

@@ -63,7 +63,7 @@ use crate::inner::parallel::fold_rows;
 use crate::inner::InnerStats;
 use crate::model::conditional::ConditionalFamily;
 use crate::solve::problem::Problem;
-use crate::solve::solver::{FitState, IterRecord, NextIter, Solver};
+use crate::solve::solver::{FitState, IterRecord, NextIter, Solver, StepInfo};
 
 /// Default inner tolerance $\Vert \nabla F_\eta\Vert_\infty$ of the subproblem solve: tight enough
 /// that EM and MD($\eta = 1$) agree to $10^{-8}$ relative in $\theta$ and $L$ (tested).
@@ -225,6 +225,7 @@ pub(crate) fn assemble<M: ConditionalFamily + ?Sized>(
             grad_norm,
             bregman_step,
             inner,
+            step: Default::default(),
             elapsed: 0.0,
         },
     ))
@@ -545,6 +546,19 @@ impl MirrorDescent {
     pub fn eta(&self) -> f64 {
         self.eta
     }
+    /// Changes the step $\eta$ between steps (the adaptive solver's $\eta_t$).
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "eta" }` for $\eta \le 0$ or non-finite.
+    pub fn set_eta(&mut self, eta: f64) -> Result<()> {
+        validate(eta, self.inner.grad_tol, self.inner.max_iter)?;
+        self.eta = eta;
+        Ok(())
+    }
+    /// Whether the inner solve is preconditioned by $I_c(\theta_t)$ (one pass per step).
+    pub fn is_preconditioned(&self) -> bool {
+        self.precondition
+    }
     /// Whether to compute $D_{\mathcal A}(\Phi_{t+1},\Phi_t)$ each step (default: yes).
     pub fn with_bregman(mut self, on: bool) -> Self {
         self.record_bregman = on;
@@ -648,7 +662,11 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for MirrorDescent {
     }
     fn next_iter(&mut self, problem: &Problem<'_, M>, state: FitState) -> NextIter {
         let (next, inner) = self.step(problem, &state.theta)?;
-        finish(problem, state, next, inner, self.record_bregman)
+        let (state, mut record) = finish(problem, state, next, inner, self.record_bregman)?;
+        // Targets, the preconditioner I_c(θ_t), each inner evaluation, L and ∇L at θ⁺.
+        let passes = 2 + u64::from(self.precondition) + self.last.inner_evaluations;
+        record.step = StepInfo::mirror_step(passes, self.eta);
+        Ok((state, record))
     }
 }
 
@@ -812,7 +830,11 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for UnprojectedMirror
     }
     fn next_iter(&mut self, problem: &Problem<'_, M>, state: FitState) -> NextIter {
         let (next, inner) = self.step(problem, &state.theta)?;
-        finish(problem, state, next, inner, self.record_bregman)
+        let (state, mut record) = finish(problem, state, next, inner, self.record_bregman)?;
+        // L and ∇L at θ_t, A_n at θ_t, I_c(θ_t), each inner evaluation, L and ∇L at θ⁺.
+        let passes = 4 + self.last.inner_evaluations;
+        record.step = StepInfo::mirror_step(passes, self.eta);
+        Ok((state, record))
     }
 }
 

@@ -1,17 +1,22 @@
 //! The outer solvers (argmin style: a solver is a step function, the [`Executor`] owns
 //! the loop, observers watch it): EM, mirror descent at any step, gradient descent and
-//! gradient EM, all on one [`Problem`].
+//! gradient EM, the accelerated EMs (SQUAREM, mirror descent at $\eta_t = 1/\hat L_t$) and
+//! Adam, all on one [`Problem`].
 
+pub mod accel;
+pub mod adam;
 pub mod em;
 pub mod executor;
 pub mod gd;
 pub mod gradient_em;
 pub mod md;
+pub mod md_adaptive;
 pub mod observer;
 pub mod problem;
 pub mod solver;
+pub mod squarem;
 
 pub use em::Em;
 pub use executor::{Executor, FitResult};
 pub use problem::{Problem, StackedLogPartition};
-pub use solver::{FitState, IterRecord, NextIter, Solver, Termination, INEXACT_WINDOW};
+pub use solver::{FitState, IterRecord, NextIter, Solver, StepInfo, Termination, INEXACT_WINDOW};

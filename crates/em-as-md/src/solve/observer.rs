@@ -189,6 +189,7 @@ mod tests {
             grad_norm: f64::NAN,
             bregman_step: 0.25,
             inner: InnerStats::default(),
+            step: Default::default(),
             elapsed: 0.0,
         }
     }
@@ -251,6 +252,7 @@ mod trajectory_tests {
                 grad_norm: f64::NAN,
                 bregman_step: f64::NAN,
                 inner: InnerStats::default(),
+                step: Default::default(),
                 elapsed: 0.0,
             };
             o.observe_iter(&st, &rec);

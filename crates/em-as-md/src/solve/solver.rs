@@ -88,8 +88,56 @@ pub struct IterRecord {
     pub bregman_step: f64,
     /// Inner-solver work.
     pub inner: InnerStats,
+    /// The outer step taken: EM-equivalent passes, step size $\eta$, measured relative
+    /// smoothness $\hat L_t$, backtracks and safeguard (see [`StepInfo`]).
+    #[serde(default)]
+    pub step: StepInfo,
     /// Seconds since the run started.
     pub elapsed: f64,
+}
+
+/// What an outer step did, for comparing solvers by their cost and for reading the
+/// accelerated solvers' steps as mirror-descent steps.
+///
+/// `passes` counts **EM-equivalent passes**: one per evaluation of the EM map
+/// $F = $ M-step ∘ E-step (EM: 1 per iteration; SQUAREM: 2 or 3), and for the solvers
+/// that do not evaluate $F$ one per pass over the data (an objective, gradient, target or
+/// subproblem evaluation: mirror descent, gradient descent, Adam). An E-step is itself one
+/// pass and an iterative M-step adds more, so counting one pass per data pass favours the
+/// gradient-type solvers, never EM. 0 means not counted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepInfo {
+    /// EM-equivalent passes of this iteration (0: not counted).
+    pub passes: u64,
+    /// The step size taken: $\eta$ of a mirror-descent step (1 for EM), $-\alpha \ge 1$ of
+    /// a SQUAREM step; `None` when the solver has none.
+    pub eta: Option<f64>,
+    /// The measured relative-smoothness ratio $\hat L_t$ of this step
+    /// ([`step_smoothness`](crate::solve::md_adaptive::step_smoothness)), when measured.
+    pub smoothness: Option<f64>,
+    /// Trial steps rejected before the one taken (halvings of $\eta$).
+    pub backtracks: u64,
+    /// Whether a safeguard replaced the extrapolated step by the plain EM step.
+    pub safeguard: bool,
+}
+
+impl StepInfo {
+    /// The record of one EM step: one pass, $\eta = 1$.
+    pub fn em() -> StepInfo {
+        StepInfo {
+            passes: 1,
+            eta: Some(1.0),
+            ..StepInfo::default()
+        }
+    }
+    /// The record of a mirror-descent step with step `eta` that took `passes` passes.
+    pub fn mirror_step(passes: u64, eta: f64) -> StepInfo {
+        StepInfo {
+            passes,
+            eta: Some(eta),
+            ..StepInfo::default()
+        }
+    }
 }
 
 /// How many of the last outer iterations [`Termination::from_window`] inspects for an

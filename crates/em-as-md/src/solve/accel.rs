@@ -1,0 +1,125 @@
+//! Choosing how EM is accelerated ([`Accel`]) and the solver that choice runs
+//! ([`AccelSolver`]), so a fit selects it at run time on the same [`Problem`].
+
+use crate::error::{MoeError, Result};
+use crate::model::EmModel;
+use crate::solve::em::Em;
+use crate::solve::md_adaptive::AdaptiveMirrorDescent;
+use crate::solve::problem::Problem;
+use crate::solve::solver::{FitState, NextIter, Solver};
+use crate::solve::squarem::Squarem;
+use serde::{Deserialize, Serialize};
+
+/// How a fit accelerates EM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Accel {
+    /// Plain EM.
+    None,
+    /// SQUAREM with the monotone safeguard ([`Squarem`]): the default, measured fastest
+    /// (fewest EM-equivalent passes and least wall time on every model of
+    /// `docs/07-accelerated-em.md`) and as safe as EM (monotone, same optimum).
+    #[default]
+    Squarem,
+    /// Mirror descent with $\eta_t = 1/\hat L_t$ ([`AdaptiveMirrorDescent`]).
+    Md,
+}
+
+impl Accel {
+    /// Every choice, in the order the CLI lists them.
+    pub const ALL: [Accel; 3] = [Accel::None, Accel::Squarem, Accel::Md];
+
+    /// The name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::None => "none",
+            Accel::Squarem => "squarem",
+            Accel::Md => "md",
+        }
+    }
+
+    /// The solver this choice runs.
+    pub fn solver(self) -> AccelSolver {
+        match self {
+            Accel::None => AccelSolver::Em(Em::new()),
+            Accel::Squarem => AccelSolver::Squarem(Squarem::new()),
+            Accel::Md => AccelSolver::Md(AdaptiveMirrorDescent::new()),
+        }
+    }
+}
+
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Accel {
+    type Err = MoeError;
+    /// Parses `none`, `squarem` or `md`.
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "accel" }` naming the accepted values.
+    fn from_str(s: &str) -> Result<Accel> {
+        Accel::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| MoeError::InvalidParam {
+                name: "accel",
+                reason: format!("one of none, squarem, md; got {s:?}"),
+            })
+    }
+}
+
+/// The solver of an [`Accel`] choice.
+#[derive(Debug)]
+pub enum AccelSolver {
+    /// Plain EM.
+    Em(Em),
+    /// SQUAREM.
+    Squarem(Squarem),
+    /// Mirror descent with $\eta_t = 1/\hat L_t$.
+    Md(AdaptiveMirrorDescent),
+}
+
+impl<M> Solver<Problem<'_, M>> for AccelSolver
+where
+    M: EmModel + ?Sized,
+    M::Stats: 'static,
+{
+    fn name(&self) -> String {
+        match self {
+            AccelSolver::Em(s) => Solver::<Problem<'_, M>>::name(s),
+            AccelSolver::Squarem(s) => Solver::<Problem<'_, M>>::name(s),
+            AccelSolver::Md(s) => Solver::<Problem<'_, M>>::name(s),
+        }
+    }
+    fn init(&mut self, problem: &Problem<'_, M>, state: FitState) -> Result<FitState> {
+        match self {
+            AccelSolver::Em(s) => s.init(problem, state),
+            AccelSolver::Squarem(s) => s.init(problem, state),
+            AccelSolver::Md(s) => s.init(problem, state),
+        }
+    }
+    fn next_iter(&mut self, problem: &Problem<'_, M>, state: FitState) -> NextIter {
+        match self {
+            AccelSolver::Em(s) => s.next_iter(problem, state),
+            AccelSolver::Squarem(s) => s.next_iter(problem, state),
+            AccelSolver::Md(s) => s.next_iter(problem, state),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_bad_names_are_rejected() {
+        for a in Accel::ALL {
+            assert_eq!(a.as_str().parse::<Accel>().unwrap(), a);
+            assert_eq!(a.to_string(), a.as_str());
+        }
+        let e = "fast".parse::<Accel>().unwrap_err();
+        assert!(matches!(e, MoeError::InvalidParam { name: "accel", .. }));
+    }
+}
