@@ -173,10 +173,14 @@ impl MoeParams {
         self.seed = s;
         self
     }
-    /// Initialisation method.
+    /// Initialisation method ([`InitMethod::Auto`] by default).
     pub fn init(mut self, m: InitMethod) -> Self {
         self.init = m;
         self
+    }
+    /// The initialisation method set.
+    pub fn init_method(&self) -> &InitMethod {
+        &self.init
     }
     /// Whether a gated fit ([`Gating::Softmax`]) also runs one start from the ungated
     /// optimum (default on; see [`MoeValidParams::fit`]). Off saves the ungated fit's time
