@@ -544,8 +544,11 @@ impl MoeValidParams {
     /// ungated fit has these settings with [`Gating::Constant`] (the same starts, seed and
     /// limits).
     fn ungated_theta0(&self, model: &MixtureOfExperts, data: &Dataset) -> Result<Vec<f64>> {
+        // Observers watch the gated restarts only (their indices are the gated fit's).
         let ungated = MoeValidParams(MoeParams {
             gating: Gating::Constant,
+            observers: None,
+            verbose: false,
             ..self.0.clone()
         });
         let fitted = ungated.fit(data)?;
