@@ -41,13 +41,28 @@ fn mdem_fit(c: &Case) -> serde_json::Value {
     let k = c.k.to_string();
     let data = format!("{}/data/{}", root(), c.file);
     let mut args = vec![
-        "fit", &data, "--target", &c.target, "--features", &features, "--experts", &k,
-        "--expert", &c.expert, "--n-init", "20", "--json",
+        "fit",
+        &data,
+        "--target",
+        &c.target,
+        "--features",
+        &features,
+        "--experts",
+        &k,
+        "--expert",
+        &c.expert,
+        "--n-init",
+        "20",
+        "--json",
     ];
     if !c.gated {
         args.push("--no-gate");
     }
-    let out = Command::cargo_bin("mdem").unwrap().args(&args).output().unwrap();
+    let out = Command::cargo_bin("mdem")
+        .unwrap()
+        .args(&args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}: {}",
@@ -82,7 +97,10 @@ fn fit_with_20_starts_reaches_r_best_on_every_classic_case() {
             c.case, c.package, c.r_loglik, ll, v["best_start"], v["best_start_init"]
         );
         if ll < c.r_loglik - 1e-4 {
-            short.push(format!("{} ({}): mdem {ll} < R {}", c.case, c.package, c.r_loglik));
+            short.push(format!(
+                "{} ({}): mdem {ll} < R {}",
+                c.case, c.package, c.r_loglik
+            ));
         }
     }
     assert!(short.is_empty(), "below R's best: {short:#?}");

@@ -61,10 +61,16 @@ fn gated_is_never_below_ungated_on_crossing_lines() {
         alone.report().log_likelihood
     );
     // With the start from the ungated optimum (the default), never below.
-    let valid = params(Gating::Softmax, InitMethod::Auto, 8).check().unwrap();
+    let valid = params(Gating::Softmax, InitMethod::Auto, 8)
+        .check()
+        .unwrap();
     let gated = valid.fit(&data).unwrap();
     let rep = gated.report();
-    assert!(rep.log_likelihood >= u - 1e-9, "{} < {u}", rep.log_likelihood);
+    assert!(
+        rep.log_likelihood >= u - 1e-9,
+        "{} < {u}",
+        rep.log_likelihood
+    );
     assert_eq!(rep.restarts.len(), 9);
     assert_eq!(valid.n_restarts(&data), 9);
     assert_eq!(rep.restarts[8].init, UNGATED_START);
@@ -171,11 +177,24 @@ fn auto_cycles_through_the_strategies_and_names_round_trip() {
         InitMethod::Random,
     ] {
         assert_eq!(InitMethod::from_name(m.name()), Some(m.clone()));
-        assert_eq!(m.for_restart(3), if m == InitMethod::Auto { InitMethod::Subset } else { m });
+        assert_eq!(
+            m.for_restart(3),
+            if m == InitMethod::Auto {
+                InitMethod::Subset
+            } else {
+                m
+            }
+        );
     }
-    assert_eq!(InitMethod::from_name("kmeans++"), Some(InitMethod::KMeansPlusPlus));
+    assert_eq!(
+        InitMethod::from_name("kmeans++"),
+        Some(InitMethod::KMeansPlusPlus)
+    );
     assert_eq!(InitMethod::from_name("given"), None);
-    assert_eq!(MoeParams::new(2).check().unwrap().params().init_method(), &InitMethod::Auto);
+    assert_eq!(
+        MoeParams::new(2).check().unwrap().params().init_method(),
+        &InitMethod::Auto
+    );
 }
 
 #[test]
@@ -201,7 +220,10 @@ fn short_em_start_beats_a_short_run_from_its_first_candidate() {
         // (The executor's recorded objective and a fresh evaluation agree to round-off.)
         let l_short = problem.objective(&short).unwrap();
         let l_first = run.best.objective;
-        assert!(l_short <= l_first + 1e-12 * l_first.abs(), "{l_short} > {l_first}");
+        assert!(
+            l_short <= l_first + 1e-12 * l_first.abs(),
+            "{l_short} > {l_first}"
+        );
     }
 }
 

@@ -363,7 +363,8 @@ fn subset_theta(
         .filter_map(|(i, l)| l.map(|l| (i, l)))
         .unzip();
     let sub = data.select(&rows);
-    let mut theta = theta_from_responsibilities(model, &sub, &hard_responsibilities(&z, k, HARD_FLOOR))?;
+    let mut theta =
+        theta_from_responsibilities(model, &sub, &hard_responsibilities(&z, k, HARD_FLOOR))?;
     let g = model.gate_len();
     theta[..g].iter_mut().for_each(|v| *v = 0.0);
     Ok(theta)
