@@ -17,14 +17,31 @@ use em_as_md::fit::{gated_from_ungated, initial_theta, restart_rng, MoeParams, U
 use em_as_md::solve::em::Em;
 use em_as_md::solve::executor::Executor;
 use em_as_md::solve::problem::Problem;
-use em_as_md::{ConditionalFamily, Dataset, Gating, InitMethod, LinearGaussian, MixtureOfExperts};
+use em_as_md::{
+    ConditionalFamily, Dataset, FittedMoe, Gating, InitMethod, LinearGaussian, MixtureOfExperts,
+};
 use std::sync::Arc;
 
-fn tone() -> Dataset {
+/// `tuned` on `stretchratio`, with an intercept column when `intercept`.
+fn tone_with(intercept: bool) -> Dataset {
     let path = format!("{}/../../data/tonedata.csv", env!("CARGO_MANIFEST_DIR"));
-    load_csv(&path, "tuned", Some(&["stretchratio".to_string()]), true)
-        .unwrap()
-        .dataset
+    load_csv(
+        &path,
+        "tuned",
+        Some(&["stretchratio".to_string()]),
+        intercept,
+    )
+    .unwrap()
+    .dataset
+}
+
+fn tone() -> Dataset {
+    tone_with(true)
+}
+
+/// `p` checked and fitted to `data`, both expected to succeed.
+fn fitted(p: MoeParams, data: &Dataset) -> FittedMoe {
+    p.check().unwrap().fit(data).unwrap()
 }
 
 fn params(gating: Gating, init: InitMethod, n_init: usize) -> MoeParams {
@@ -40,20 +57,14 @@ fn params(gating: Gating, init: InitMethod, n_init: usize) -> MoeParams {
 #[test]
 fn gated_is_never_below_ungated_on_crossing_lines() {
     let data = tone();
-    let ungated = params(Gating::Constant, InitMethod::Auto, 8)
-        .check()
-        .unwrap()
-        .fit(&data)
-        .unwrap();
+    let ungated = fitted(params(Gating::Constant, InitMethod::Auto, 8), &data);
     let u = ungated.report().log_likelihood;
     // It mattered here: from gated starts alone, EM ends in a worse basin than the
     // ungated optimum, which the gated model contains (gate slope 0).
-    let alone = params(Gating::Softmax, InitMethod::Auto, 8)
-        .ungated_start(false)
-        .check()
-        .unwrap()
-        .fit(&data)
-        .unwrap();
+    let alone = fitted(
+        params(Gating::Softmax, InitMethod::Auto, 8).ungated_start(false),
+        &data,
+    );
     assert_eq!(alone.report().restarts.len(), 8);
     assert!(
         alone.report().log_likelihood < u - 1.0,
@@ -90,11 +101,10 @@ fn gated_is_never_below_ungated_on_crossing_lines() {
 #[test]
 fn ungated_parameters_map_to_a_gated_model_with_the_same_law() {
     let data = tone();
-    let ungated = params(Gating::Constant, InitMethod::KMeansPlusPlus, 1)
-        .check()
-        .unwrap()
-        .fit(&data)
-        .unwrap();
+    let ungated = fitted(
+        params(Gating::Constant, InitMethod::KMeansPlusPlus, 1),
+        &data,
+    );
     let expert: Arc<dyn em_as_md::Expert> = Arc::new(LinearGaussian::new());
     let gated = MixtureOfExperts::new(expert, 2, data.d(), Gating::Softmax).unwrap();
     let theta = gated_from_ungated(&gated, ungated.model(), ungated.theta(), &data)
@@ -109,14 +119,7 @@ fn ungated_parameters_map_to_a_gated_model_with_the_same_law() {
         assert!((a - b).abs() < 1e-12, "row {i}: {a} vs {b}");
     }
     // Without a constant column the gated model does not contain the ungated one.
-    let no_intercept = load_csv(
-        format!("{}/../../data/tonedata.csv", env!("CARGO_MANIFEST_DIR")),
-        "tuned",
-        Some(&["stretchratio".to_string()]),
-        false,
-    )
-    .unwrap()
-    .dataset;
+    let no_intercept = tone_with(false);
     let e: Arc<dyn em_as_md::Expert> = Arc::new(LinearGaussian::new());
     let g1 = MixtureOfExperts::new(e.clone(), 2, 1, Gating::Softmax).unwrap();
     let u1 = MixtureOfExperts::new(e, 2, 1, Gating::Constant).unwrap();
