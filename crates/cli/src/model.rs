@@ -34,7 +34,8 @@ pub struct StartInfo {
     pub n_init: usize,
     /// The restart that was kept (its start is `initial_theta(…, seed, best_restart)`).
     pub best_restart: usize,
-    /// Initialisation method of every restart (`"kmeans++"`).
+    /// Initialisation method, an [`InitMethod::name`](em_as_md::InitMethod::name)
+    /// (`"auto"`, `"kmeans"`, …; files written before `--init` existed say `"kmeans++"`).
     pub init: String,
 }
 

@@ -3,8 +3,8 @@
 //!
 //! A certificate ([`diagnostics::certificate`]) reads an EM *run*: its iterates and
 //! objective values. A model file holds only the end point, so `certify` re-runs EM on
-//! `DATA.csv` from the saved fit's start (the recorded seed and kept restart, k-means++
-//! initialisation; seed 0 and the report's restart for a bare library model file), to
+//! `DATA.csv` from the saved fit's start (the recorded seed, initialisation and kept restart;
+//! k-means++ from seed 0 and the report's restart for a bare library model file), to
 //! a tight tolerance, and certifies that run: measured relative smoothness $\hat L$ and
 //! strong convexity $\hat\alpha$ with respect to the KL mirror map around the final
 //! iterate, the rate $1 - \hat\alpha$ they certify, the observed rate, the EM-map and
@@ -30,7 +30,7 @@ use crate::report::{inexact_m_step_json, num, print_stdout, termination_warning}
 use clap::Args;
 use diagnostics::certificate::{certify, CertifyConfig};
 use em_as_md::fit::init::InitMethod;
-use em_as_md::fit::initial_theta;
+use em_as_md::fit::MoeParams;
 use em_as_md::TrajectoryObserver;
 use em_as_md::{Em, Executor, MoeError, ObserverMode, Problem, Termination};
 use serde_json::json;
@@ -118,20 +118,39 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
             data.n()
         )));
     }
-    let (seed, restart) = match &loaded.start {
-        Some(s) if s.init == "kmeans++" => (s.seed, s.best_restart),
-        Some(s) => {
-            return Err(CliError::Model {
-                file: args.model.display().to_string(),
-                reason: format!(
-                    "unknown initialisation \"{}\" (expected \"kmeans++\")",
-                    s.init
-                ),
-            })
-        }
-        None => (0, fitted.report().best_restart),
+    // The start the kept restart drew (a gated fit's start from the ungated optimum
+    // re-fits the ungated model with the library's default limits).
+    let (params, seed, restart) = match &loaded.start {
+        Some(s) => match InitMethod::from_name(&s.init) {
+            Some(init) => (
+                MoeParams::for_model(model)
+                    .init(init)
+                    .seed(s.seed)
+                    .n_init(s.n_init.max(1)),
+                s.seed,
+                s.best_restart,
+            ),
+            None => {
+                return Err(CliError::Model {
+                    file: args.model.display().to_string(),
+                    reason: format!(
+                        "unknown initialisation \"{}\" (expected auto, random, subset, kmeans or short-em)",
+                        s.init
+                    ),
+                })
+            }
+        },
+        None => (
+            MoeParams::for_model(model)
+                .init(InitMethod::KMeansPlusPlus)
+                .n_init(fitted.report().best_restart + 1),
+            0,
+            fitted.report().best_restart,
+        ),
     };
-    let theta0 = initial_theta(model, data, &InitMethod::KMeansPlusPlus, seed, restart)
+    let theta0 = params
+        .check()
+        .and_then(|p| p.restart_theta0(model, data, restart))
         .map_err(|e| CliError::compute(format!("{file}: starting point"), e))?;
     let traj = TrajectoryObserver::new();
     let result = Executor::new(problem, Em::new())

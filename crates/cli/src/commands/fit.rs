@@ -178,6 +178,13 @@ pub struct FitArgs {
     /// Number of seeded starts (the best is kept).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub n_init: u32,
+    /// How each start is drawn: `auto` cycles start r through kmeans, short-em, random,
+    /// subset (r mod 4); `random` sends each row to a random expert (as flexmix); `subset`
+    /// fits each expert on its own small random subset of rows (as mixtools); `kmeans` is
+    /// k-means++ on (x, y); `short-em` keeps the best of 10 five-iteration EM runs from
+    /// subset and random starts. A gated fit also runs one start from the ungated optimum.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "random", "subset", "kmeans", "short-em"])]
+    pub init: String,
     /// Random seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -267,7 +274,12 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         seed: args.seed,
         max_iters: args.max_iter,
         tol: args.tol,
-        init: InitMethod::KMeansPlusPlus,
+        init: InitMethod::from_name(&args.init).ok_or_else(|| {
+            CliError::BadInput(format!(
+                "invalid value '{}' for '--init': expected auto, random, subset, kmeans or short-em",
+                args.init
+            ))
+        })?,
         accel: args.accel,
         cancel: Some(interrupt::flag()),
     };
@@ -331,7 +343,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             seed: settings.seed,
             n_init: settings.n_init,
             best_restart: rep.best_restart,
-            init: "kmeans++".into(),
+            init: settings.init.name().into(),
         };
         save_model(&fitted, &loaded.target, scaling, Some(&start), path)?;
     }
@@ -393,8 +405,12 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             "accel": args.accel.as_str(),
             "n_init": settings.n_init,
             "seed": settings.seed,
+            "init": settings.init.name(),
             "best_start": rep.best_restart,
+            "best_start_init": rep.restarts.get(rep.best_restart).map(|r| &r.init),
+            "start_inits": rep.restarts.iter().map(|r| &r.init).collect::<Vec<_>>(),
             "start_log_likelihoods": restart_lls,
+            "start_log_likelihood_spread": rep.spread,
             "warnings": loaded.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "parameters": params_json(&model, &theta, &names),
         });
@@ -430,7 +446,8 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     summary.row(["AIC".to_string(), num(fitted.aic(), 10)]);
     summary.row(["BIC".to_string(), num(fitted.bic(), 10)]);
     summary.row(["ICL".to_string(), num(fitted.icl(), 10)]);
-    if settings.n_init > 1 {
+    if rep.restarts.len() > 1 {
+        summary.row(["starts".to_string(), starts_line(rep, &settings.init)]);
         let lls: Vec<String> = restart_lls
             .iter()
             .map(|v| v.map_or_else(|| "failed".into(), |v| num(v, 8)))
@@ -463,6 +480,29 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         text.push_str(&format!("figure written to {}\n", path.display()));
     }
     print_stdout(&text)
+}
+
+/// The report's line about the starts: how many, the strategy, which start won (1-based)
+/// with its strategy, and the min/median/max of the starts' final log-likelihoods.
+pub fn starts_line(rep: &em_as_md::FitReport, init: &InitMethod) -> String {
+    let won = rep
+        .restarts
+        .get(rep.best_restart)
+        .map_or("", |r| r.init.as_str());
+    let spread = rep.spread.map_or_else(String::new, |s| {
+        format!(
+            "; log-likelihood min {}, median {}, max {}",
+            num(s.min, 8),
+            num(s.median, 8),
+            num(s.max, 8)
+        )
+    });
+    format!(
+        "{} ({}); best: start {} ({won}){spread}",
+        rep.restarts.len(),
+        init.name(),
+        rep.best_restart + 1
+    )
 }
 
 /// The report's warning lines about convergence: one for the returned start when it did
@@ -498,6 +538,7 @@ mod tests {
         use em_as_md::Termination;
         let summary = |index: usize, termination: Option<Termination>| RestartSummary {
             index,
+            init: "kmeans".into(),
             log_likelihood: termination.map(|_| -1.0),
             termination,
             iterations: 3,

@@ -1,23 +1,51 @@
 //! Initialisation: where EM starts.
 //!
-//! Every method produces posterior responsibilities $r_{ik}$ (rows summing to one), and
-//! one M-step turns them into $\theta_0$ (see [`theta_from_responsibilities`](crate::fit::theta_from_responsibilities)), except a
-//! user-given $\theta_0$ which is used as is:
+//! EM only climbs to the optimum of the basin it starts in, so the start decides which
+//! optimum a restart finds. Mixtures of regressions are the hard case: two regression
+//! lines that cross overlap in every region of $(x, y)$, so a start that groups points by
+//! position (k-means) puts every restart in the same wrong basin. The strategies below
+//! draw starts in different ways; the default, [`InitMethod::Auto`], spreads the restarts
+//! across them. Each restart $r$ draws only from its own seeded stream
+//! ([`restart_rng`](crate::fit::restart_rng)`(seed, r)`), so the same seed gives the same
+//! starts at any thread count.
 //!
-//! * [`InitMethod::Random`]: $r_i \sim \mathrm{Dirichlet}(1,\dots,1)$ drawn as normalised
-//!   $\mathrm{Exp}(1)$ variables ([`random_responsibilities`]);
+//! Every method but the last two produces posterior responsibilities $r_{ik}$ (rows summing
+//! to one), and one M-step turns them into $\theta_0$ (see
+//! [`theta_from_responsibilities`](crate::fit::theta_from_responsibilities)):
+//!
+//! * [`InitMethod::RandomPartition`] (as R's flexmix): each row goes to a uniformly random
+//!   expert, $z_i \sim \mathcal U\{0..K-1\}$ ([`random_partition_labels`]), softened by
+//!   [`HARD_FLOOR`] (below);
+//! * [`InitMethod::Subset`] (as R's mixtools): expert $k$ is fitted by its weighted M-step
+//!   on its own random subset $S_k$ of $m$ rows, the subsets disjoint
+//!   ([`random_subsets`], [`subset_size`]); the gate starts uniform ($\pi_k = 1/K$). The
+//!   subset is as small as the expert allows, $m = p_E + 1$ with $p_E$ the expert's
+//!   parameter count ([`Expert::n_params`](crate::Expert::n_params)), because a subset
+//!   lies inside one component with probability $\approx K^{1-m}$: small subsets are what
+//!   make some starts land near a true expert (the RANSAC argument);
 //! * [`InitMethod::KMeansPlusPlus`]: k-means++ seeding ($D^2$ sampling) followed by a few
 //!   Lloyd iterations on the standardised columns of $(x, y)$ (constant columns such as
 //!   the intercept are skipped), turned into hard labels ([`kmeanspp_labels`]) and then
 //!   into responsibilities $r_{ik} = (1-\varepsilon)\,[z_i = k] + \varepsilon/K$ with
 //!   $\varepsilon$ = [`HARD_FLOOR`] so that no expert starts with zero weight (which would
 //!   make its weighted least-squares system singular);
+//! * [`InitMethod::Random`]: $r_i \sim \mathrm{Dirichlet}(1,\dots,1)$ drawn as normalised
+//!   $\mathrm{Exp}(1)$ variables ([`random_responsibilities`]);
+//! * [`InitMethod::ShortEm`] (Biernacki, Celeux & Govaert 2003, "Choosing starting values
+//!   for the EM algorithm…", CSDA 41): [`SHORT_EM_CANDIDATES`] cheap starts (alternately
+//!   [`InitMethod::Subset`] and [`InitMethod::RandomPartition`]), each run for
+//!   [`SHORT_EM_ITERS`] EM iterations; the one with the largest log-likelihood is the
+//!   restart's $\theta_0$ and is run to convergence. Over the restarts of a fit this is
+//!   "many short runs, keep the best few, run them to convergence": one kept per restart;
 //! * [`InitMethod::Theta`]: the caller's parameters.
 //!
-//! All randomness comes from a seeded `ChaCha8Rng`: the same seed gives the same start.
+//! [`InitMethod::Auto`] gives restart $r$ the strategy [`AUTO_CYCLE`]$[r \bmod 4]$:
+//! k-means++, short-EM, random partition, random subsets, so one start suffices for
+//! well-separated data (k-means++ first, as before) and 20 starts try each strategy 5 times.
 
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
+use rand::seq::index::sample;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::Exp1;
@@ -29,16 +57,118 @@ pub const HARD_FLOOR: f64 = 0.05;
 /// Lloyd iterations after k-means++ seeding.
 pub const LLOYD_ITERS: usize = 10;
 
-/// How the starting parameters are chosen.
+/// EM iterations of each short run of [`InitMethod::ShortEm`] (Biernacki et al. use 5).
+pub const SHORT_EM_ITERS: u64 = 5;
+
+/// Cheap starts tried by one [`InitMethod::ShortEm`] restart.
+pub const SHORT_EM_CANDIDATES: usize = 10;
+
+/// The strategies [`InitMethod::Auto`] cycles through: restart $r$ uses entry $r \bmod 4$.
+pub const AUTO_CYCLE: [InitMethod; 4] = [
+    InitMethod::KMeansPlusPlus,
+    InitMethod::ShortEm,
+    InitMethod::RandomPartition,
+    InitMethod::Subset,
+];
+
+/// How the starting parameters are chosen (see the [module](self) documentation for each
+/// strategy and why it exists).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub enum InitMethod {
+    /// Restart $r$ uses [`AUTO_CYCLE`]$[r \bmod 4]$.
+    #[default]
+    Auto,
+    /// Every row to a uniformly random expert (flexmix), softened by [`HARD_FLOOR`], then
+    /// one M-step.
+    RandomPartition,
+    /// Each expert fitted on its own random subset of [`subset_size`] rows (mixtools),
+    /// uniform gate.
+    Subset,
+    /// k-means++ on $(x, y)$, hard labels softened by [`HARD_FLOOR`], then one M-step.
+    KMeansPlusPlus,
+    /// Best of [`SHORT_EM_CANDIDATES`] short EM runs ([`SHORT_EM_ITERS`] iterations) from
+    /// subset and random-partition starts.
+    ShortEm,
     /// Random Dirichlet(1, …, 1) responsibilities, then one M-step.
     Random,
-    /// k-means++ on $(x, y)$, hard labels softened by [`HARD_FLOOR`], then one M-step.
-    #[default]
-    KMeansPlusPlus,
     /// The given parameter vector (restarts then all start here).
     Theta(Vec<f64>),
+}
+
+impl InitMethod {
+    /// The strategy restart `index` uses: [`AUTO_CYCLE`] for [`InitMethod::Auto`], itself
+    /// otherwise.
+    pub fn for_restart(&self, index: usize) -> InitMethod {
+        match self {
+            InitMethod::Auto => AUTO_CYCLE[index % AUTO_CYCLE.len()].clone(),
+            m => m.clone(),
+        }
+    }
+
+    /// The name used by the command line (`--init`) and in reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            InitMethod::Auto => "auto",
+            InitMethod::RandomPartition => "random",
+            InitMethod::Subset => "subset",
+            InitMethod::KMeansPlusPlus => "kmeans",
+            InitMethod::ShortEm => "short-em",
+            InitMethod::Random => "dirichlet",
+            InitMethod::Theta(_) => "given",
+        }
+    }
+
+    /// The method named `name` ([`InitMethod::name`]; `kmeans++` is accepted for
+    /// `kmeans`), `None` for an unknown name or `given`.
+    pub fn from_name(name: &str) -> Option<InitMethod> {
+        Some(match name {
+            "auto" => InitMethod::Auto,
+            "random" => InitMethod::RandomPartition,
+            "subset" => InitMethod::Subset,
+            "kmeans" | "kmeans++" => InitMethod::KMeansPlusPlus,
+            "short-em" => InitMethod::ShortEm,
+            "dirichlet" => InitMethod::Random,
+            _ => return None,
+        })
+    }
+}
+
+/// Hard labels with every row sent to a uniformly random expert: $z_i \sim \mathcal
+/// U\{0..K-1\}$ independently.
+pub fn random_partition_labels(n: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+    (0..n).map(|_| rng.random_range(0..k.max(1))).collect()
+}
+
+/// Rows per expert for [`InitMethod::Subset`]: $m = \min(p_E + 1,\ \lfloor n/K \rfloor)$
+/// with $p_E$ = `expert_params`, the fewest rows that determine the expert with one to
+/// spare (see the [module](self) documentation), and never more than a $K$-th of the data.
+pub fn subset_size(expert_params: usize, n: usize, k: usize) -> usize {
+    (expert_params + 1).min(n / k.max(1)).max(1)
+}
+
+/// $K$ disjoint random subsets of `m` rows each, drawn together without replacement
+/// (uniform over all such choices), returned as hard labels: `Some(k)` for the rows of
+/// $S_k$, `None` for the others.
+///
+/// # Errors
+/// `InvalidParam { name: "n_experts" }` when $Km > n$.
+pub fn random_subsets(
+    n: usize,
+    k: usize,
+    m: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Option<usize>>> {
+    if k * m > n {
+        return Err(MoeError::InvalidParam {
+            name: "n_experts",
+            reason: format!("{k} subsets of {m} rows need {} rows, found {n}", k * m),
+        });
+    }
+    let mut labels = vec![None; n];
+    for (j, i) in sample(rng, n, k * m).into_iter().enumerate() {
+        labels[i] = Some(j / m);
+    }
+    Ok(labels)
 }
 
 /// Row-major $n\times K$ responsibilities, each row an independent

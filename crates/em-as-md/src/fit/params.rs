@@ -41,7 +41,9 @@
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
 use crate::fit::init::{
-    hard_responsibilities, kmeanspp_labels, random_responsibilities, InitMethod, HARD_FLOOR,
+    hard_responsibilities, kmeanspp_labels, random_partition_labels, random_responsibilities,
+    random_subsets, subset_size, InitMethod, AUTO_CYCLE, HARD_FLOOR, SHORT_EM_CANDIDATES,
+    SHORT_EM_ITERS,
 };
 use crate::fit::predict::{training_summaries, FitReport, FittedMoe, RestartSummary, Spread};
 use crate::model::expert::{Expert, LinearGaussian};
@@ -50,6 +52,7 @@ use crate::model::mixture::{Gating, MixtureOfExperts};
 use crate::model::registry::check_family_shape;
 use crate::model::EmModel;
 use crate::solve::accel::Accel;
+use crate::solve::em::Em;
 use crate::solve::executor::{Executor, FitResult};
 use crate::solve::observer::{LogObserver, Observer, ObserverMode};
 use crate::solve::problem::Problem;
@@ -74,6 +77,7 @@ pub struct MoeParams {
     seed: u64,
     init: InitMethod,
     accel: Accel,
+    ungated_start: bool,
     time_limit: Option<Duration>,
     cancel: Option<Arc<AtomicBool>>,
     verbose: bool,
@@ -100,8 +104,9 @@ pub struct MoeValidParams(MoeParams);
 
 impl MoeParams {
     /// Defaults: linear-Gaussian experts ([`LinearGaussian::new`]), softmax gate with
-    /// [`GateConfig::default`], `max_iters` 1000, `tol` 1e-8, one start, seed 0, k-means++
-    /// initialisation.
+    /// [`GateConfig::default`], `max_iters` 1000, `tol` 1e-8, one start, seed 0,
+    /// [`InitMethod::Auto`] initialisation, gated fits also started from the ungated
+    /// optimum.
     pub fn new(n_experts: usize) -> Self {
         MoeParams {
             n_experts,
@@ -112,7 +117,8 @@ impl MoeParams {
             tol: 1e-8,
             n_init: 1,
             seed: 0,
-            init: InitMethod::KMeansPlusPlus,
+            init: InitMethod::Auto,
+            ungated_start: true,
             accel: Accel::default(),
             time_limit: None,
             cancel: None,
@@ -170,7 +176,7 @@ impl MoeParams {
         self.seed = s;
         self
     }
-    /// Initialisation method.
+    /// Initialisation method ([`InitMethod::Auto`] by default).
     pub fn init(mut self, m: InitMethod) -> Self {
         self.init = m;
         self
@@ -179,6 +185,17 @@ impl MoeParams {
     /// its solver.
     pub fn accel(mut self, a: Accel) -> Self {
         self.accel = a;
+        self
+    }
+    /// The initialisation method set.
+    pub fn init_method(&self) -> &InitMethod {
+        &self.init
+    }
+    /// Whether a gated fit ([`Gating::Softmax`]) also runs one start from the ungated
+    /// optimum (default on; see [`MoeValidParams::fit`]). Off saves the ungated fit's time
+    /// and gives up the guarantee that the gated log-likelihood is at least the ungated one.
+    pub fn ungated_start(mut self, on: bool) -> Self {
+        self.ungated_start = on;
         self
     }
     /// Wall-clock limit per restart.
@@ -279,11 +296,13 @@ pub fn theta_from_responsibilities(
 }
 
 /// $\theta_0$ for restart `index` under `method`, drawn from the master seed's stream
-/// `index`.
+/// `index` ([`restart_rng`]); [`InitMethod::Auto`] uses its strategy for `index`
+/// ([`InitMethod::for_restart`]).
 ///
 /// # Errors
 /// `InvalidParam { name: "init" }` when given parameters have the wrong length; as
-/// [`theta_from_responsibilities`] and [`kmeanspp_labels`].
+/// [`theta_from_responsibilities`], [`kmeanspp_labels`], [`random_subsets`] and (for
+/// short-EM, when every short run fails) [`Executor::run`].
 pub fn initial_theta(
     model: &MixtureOfExperts,
     data: &Dataset,
@@ -292,7 +311,17 @@ pub fn initial_theta(
     index: usize,
 ) -> Result<Vec<f64>> {
     let mut rng = restart_rng(seed, index);
-    let k = model.n_experts();
+    start_from(model, data, &method.for_restart(index), &mut rng)
+}
+
+/// $\theta_0$ under a resolved strategy, drawing from `rng`.
+fn start_from(
+    model: &MixtureOfExperts,
+    data: &Dataset,
+    method: &InitMethod,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<f64>> {
+    let (n, k) = (data.n(), model.n_experts());
     match method {
         InitMethod::Theta(t) => {
             if t.len() != model.n_params() {
@@ -307,15 +336,149 @@ pub fn initial_theta(
             }
             Ok(t.clone())
         }
+        // Resolved by `for_restart` before it gets here; its first strategy otherwise.
+        InitMethod::Auto => start_from(model, data, &AUTO_CYCLE[0], rng),
         InitMethod::Random => {
-            let r = random_responsibilities(data.n(), k, &mut rng);
+            let r = random_responsibilities(n, k, rng);
             theta_from_responsibilities(model, data, &r)
         }
         InitMethod::KMeansPlusPlus => {
-            let z = kmeanspp_labels(data, k, &mut rng)?;
+            let z = kmeanspp_labels(data, k, rng)?;
             theta_from_responsibilities(model, data, &hard_responsibilities(&z, k, HARD_FLOOR))
         }
+        InitMethod::RandomPartition => {
+            let z = random_partition_labels(n, k, rng);
+            theta_from_responsibilities(model, data, &hard_responsibilities(&z, k, HARD_FLOOR))
+        }
+        InitMethod::Subset => subset_theta(model, data, rng),
+        InitMethod::ShortEm => short_em_theta(model, data, rng),
     }
+}
+
+/// [`InitMethod::Subset`]: each expert's M-step on its own random subset (the union of the
+/// subsets, hard labels softened by [`HARD_FLOOR`]), then the gate set to zero, i.e.
+/// uniform mixing weights $\pi_k = 1/K$.
+fn subset_theta(
+    model: &MixtureOfExperts,
+    data: &Dataset,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<f64>> {
+    let k = model.n_experts();
+    let m = subset_size(model.expert().n_params(data.d()), data.n(), k);
+    let labels = random_subsets(data.n(), k, m, rng)?;
+    let (rows, z): (Vec<usize>, Vec<usize>) = labels
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| l.map(|l| (i, l)))
+        .unzip();
+    let sub = data.select(&rows);
+    let mut theta =
+        theta_from_responsibilities(model, &sub, &hard_responsibilities(&z, k, HARD_FLOOR))?;
+    let g = model.gate_len();
+    theta[..g].iter_mut().for_each(|v| *v = 0.0);
+    Ok(theta)
+}
+
+/// [`InitMethod::ShortEm`]: [`SHORT_EM_CANDIDATES`] cheap starts (subset and random
+/// partition alternately, from `rng` in turn), each run [`SHORT_EM_ITERS`] EM
+/// iterations; the best iterate of the run with the smallest $L$ (ties: the earliest).
+/// Candidates that fail are skipped; the first error is returned when all fail.
+fn short_em_theta(
+    model: &MixtureOfExperts,
+    data: &Dataset,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<f64>> {
+    let mut best: Option<(f64, Vec<f64>)> = None;
+    let mut first_err = None;
+    for c in 0..SHORT_EM_CANDIDATES {
+        let cheap = if c % 2 == 0 {
+            InitMethod::Subset
+        } else {
+            InitMethod::RandomPartition
+        };
+        let run = start_from(model, data, &cheap, rng).and_then(|theta0| {
+            Executor::new(Problem::new(model, data)?, Em::new())
+                .theta0(theta0)
+                .max_iters(SHORT_EM_ITERS)
+                .run()
+        });
+        match run {
+            Ok(f) if f.best.objective.is_finite() => {
+                if best.as_ref().is_none_or(|(o, _)| f.best.objective < *o) {
+                    best = Some((f.best.objective, f.best.theta));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match (best, first_err) {
+        (Some((_, theta)), _) => Ok(theta),
+        (None, Some(e)) => Err(e),
+        (None, None) => Err(MoeError::InvalidParam {
+            name: "init",
+            reason: "no short-EM run reached a finite log-likelihood".into(),
+        }),
+    }
+}
+
+/// The first feature column equal to one non-zero value $c$ on every row, and $c$.
+fn constant_column(data: &Dataset) -> Option<(usize, f64)> {
+    if data.n() == 0 {
+        return None;
+    }
+    (0..data.d()).find_map(|j| {
+        let c = data.x(0).get(j).copied()?;
+        (c != 0.0 && (0..data.n()).all(|i| data.x(i)[j] == c)).then_some((j, c))
+    })
+}
+
+/// [`RestartSummary::init`] of a gated fit's start from the ungated optimum.
+pub const UNGATED_START: &str = "ungated";
+
+/// The softmax-gate parameters equal to a constant-gate model's: gate row
+/// $w_k = (l_k / c)\,e_j$ with $l_k$ the constant logits and $j$ a feature column equal to
+/// $c \ne 0$ on every row (the intercept), so that $w_k^\top x_i = l_k$ and the two models
+/// give every row the same law; the expert blocks are copied. `None` when `data` has no
+/// constant non-zero column (the gated model then does not contain the ungated one).
+///
+/// # Errors
+/// `InvalidParam { name: "theta" }` when `ungated_theta` does not fit `ungated`, or the
+/// two models differ in anything but their gating.
+pub fn gated_from_ungated(
+    gated: &MixtureOfExperts,
+    ungated: &MixtureOfExperts,
+    ungated_theta: &[f64],
+    data: &Dataset,
+) -> Result<Option<Vec<f64>>> {
+    let (k, d) = (gated.n_experts(), data.d());
+    if gated.gating() != Gating::Softmax
+        || ungated.gating() != Gating::Constant
+        || ungated.n_experts() != k
+        || ungated_theta.len() != ungated.n_params()
+        || gated.expert_len() != ungated.expert_len()
+        || gated.n_features() != d
+    {
+        return Err(MoeError::InvalidParam {
+            name: "theta",
+            reason: "expected a constant-gate model and its parameters, and the same model with a softmax gate".into(),
+        });
+    }
+    let Some((j, c)) = constant_column(data) else {
+        return Ok(None);
+    };
+    let mut theta = vec![0.0; gated.n_params()];
+    for (row, &l) in ungated.gate_block(ungated_theta).iter().enumerate() {
+        theta[row * d + j] = l / c;
+    }
+    for e in 0..k {
+        gated
+            .expert_block_mut(&mut theta, e)
+            .copy_from_slice(ungated.expert_block(ungated_theta, e));
+    }
+    Ok(Some(theta))
 }
 
 /// The random stream of restart `index`: `ChaCha8Rng::seed_from_u64(seed)` on stream `index`.
@@ -346,37 +509,92 @@ impl MoeValidParams {
     }
 
     /// The start $\theta_0$ of restart `index`, as [`fit`](Self::fit) draws it
-    /// ([`initial_theta`] with these settings' initialisation and master seed): re-running
-    /// EM from it retraces the restart's path, e.g. to certify the fit that won
+    /// ([`initial_theta`] with these settings' initialisation and master seed; for a gated
+    /// fit with [`ungated_start`](MoeParams::ungated_start), index $n_{\text{init}}$ is the
+    /// ungated optimum, which this re-fits): re-running EM from it retraces the restart's
+    /// path, e.g. to certify the fit that won
     /// ([`FitReport::best_restart`](crate::fit::predict::FitReport::best_restart)).
     ///
     /// # Errors
-    /// As [`initial_theta`].
+    /// As [`initial_theta`]; `InvalidParam { name: "index" }` for an index past the last
+    /// restart.
     pub fn restart_theta0(
         &self,
         model: &MixtureOfExperts,
         data: &Dataset,
         index: usize,
     ) -> Result<Vec<f64>> {
-        initial_theta(model, data, &self.0.init, self.0.seed, index)
+        if index < self.0.n_init {
+            return initial_theta(model, data, &self.0.init, self.0.seed, index);
+        }
+        if index == self.0.n_init && self.ungated_applies(data) {
+            return self.ungated_theta0(model, data);
+        }
+        Err(MoeError::InvalidParam {
+            name: "index",
+            reason: format!("restart {index} does not exist"),
+        })
+    }
+
+    /// The number of restarts [`fit`](Self::fit) runs on `data`: $n_{\text{init}}$, plus
+    /// one from the ungated optimum for a gated fit with
+    /// [`ungated_start`](MoeParams::ungated_start) when the data have a constant column.
+    pub fn n_restarts(&self, data: &Dataset) -> usize {
+        self.0.n_init + usize::from(self.ungated_applies(data))
+    }
+
+    fn ungated_applies(&self, data: &Dataset) -> bool {
+        self.0.ungated_start
+            && self.0.gating == Gating::Softmax
+            && self.0.n_experts > 1
+            && constant_column(data).is_some()
+    }
+
+    /// The ungated fit's optimum as gated parameters ([`gated_from_ungated`]). The
+    /// ungated fit has these settings with [`Gating::Constant`] (the same starts, seed and
+    /// limits).
+    fn ungated_theta0(&self, model: &MixtureOfExperts, data: &Dataset) -> Result<Vec<f64>> {
+        // Observers watch the gated restarts only (their indices are the gated fit's).
+        let ungated = MoeValidParams(MoeParams {
+            gating: Gating::Constant,
+            observers: None,
+            verbose: false,
+            ..self.0.clone()
+        });
+        let fitted = ungated.fit(data)?;
+        gated_from_ungated(model, fitted.model(), fitted.theta(), data)?.ok_or_else(|| {
+            MoeError::InvalidParam {
+                name: "gating",
+                reason: "the data have no constant column for the ungated start".into(),
+            }
+        })
     }
 
     /// Restart `index` on its own, as [`fit`](Self::fit) runs it: $\theta_0$ from
-    /// [`initial_theta`] (the master seed's stream `index`), then EM through the
-    /// [`Executor`] with these limits and observers. `model` should be
-    /// [`model`](Self::model)`(data.d())`; [`fit`](Self::fit) runs the restarts in
-    /// parallel and keeps the best.
+    /// [`restart_theta0`](Self::restart_theta0), then EM through the [`Executor`] with
+    /// these limits and observers. `model` should be [`model`](Self::model)`(data.d())`;
+    /// [`fit`](Self::fit) runs the restarts in parallel and keeps the best.
     ///
     /// # Errors
-    /// As [`initial_theta`], [`Problem::new`] and [`Executor::run`].
+    /// As [`restart_theta0`](Self::restart_theta0), [`Problem::new`] and [`Executor::run`].
     pub fn run_restart(
         &self,
         model: &MixtureOfExperts,
         data: &Dataset,
         index: usize,
     ) -> Result<FitResult> {
-        let p = &self.0;
         let theta0 = self.restart_theta0(model, data, index)?;
+        self.run_from(model, data, index, theta0)
+    }
+
+    fn run_from(
+        &self,
+        model: &MixtureOfExperts,
+        data: &Dataset,
+        index: usize,
+        theta0: Vec<f64>,
+    ) -> Result<FitResult> {
+        let p = &self.0;
         let problem = Problem::new(model, data)?;
         let mut ex = Executor::new(problem, p.accel.solver())
             .theta0(theta0)
@@ -399,7 +617,16 @@ impl MoeValidParams {
     }
 
     /// Fits the model: seeded restarts in parallel, the best returned with the spread
-    /// of final log-likelihoods and every restart's termination.
+    /// of final log-likelihoods, every restart's strategy and termination.
+    ///
+    /// **Gated never below ungated.** The softmax gate with slopes 0 is the constant gate,
+    /// so the gated model contains the ungated one; EM from gated starts alone can still
+    /// end in a worse basin. A gated fit ([`Gating::Softmax`], $K > 1$, data with a
+    /// constant column such as the intercept) therefore first fits the ungated model with
+    /// the same settings and runs one more restart (index $n_{\text{init}}$, strategy
+    /// [`UNGATED_START`]) from its optimum ([`gated_from_ungated`]). EM never decreases the
+    /// likelihood, so the returned gated log-likelihood is at least the ungated fit's.
+    /// Off with [`MoeParams::ungated_start`]`(false)`.
     ///
     /// # Errors
     /// `InvalidParam { name: "n_experts" }` for more experts than rows;
@@ -428,10 +655,27 @@ impl MoeValidParams {
             });
         }
         Problem::new(&model, data)?;
-        let runs: Vec<Result<FitResult>> = (0..p.n_init)
+        // The ungated optimum first (itself a parallel fit); a failed ungated fit fails
+        // only that one extra restart.
+        let ungated = self
+            .ungated_applies(data)
+            .then(|| self.ungated_theta0(&model, data));
+        let n_runs = p.n_init + usize::from(ungated.is_some());
+        let runs: Vec<Result<FitResult>> = (0..n_runs)
             .into_par_iter()
-            .map(|r| self.run_restart(&model, data, r))
+            .map(|r| match (&ungated, r == p.n_init) {
+                (Some(Ok(theta0)), true) => self.run_from(&model, data, r, theta0.clone()),
+                (Some(Err(e)), true) => Err(e.clone()),
+                _ => self.run_restart(&model, data, r),
+            })
             .collect();
+        let strategy = |r: usize| {
+            if r < p.n_init {
+                p.init.for_restart(r).name().to_string()
+            } else {
+                UNGATED_START.to_string()
+            }
+        };
         let n = data.n() as f64;
         let restarts: Vec<RestartSummary> = runs
             .iter()
@@ -439,6 +683,7 @@ impl MoeValidParams {
             .map(|(index, r)| match r {
                 Ok(f) => RestartSummary {
                     index,
+                    init: strategy(index),
                     log_likelihood: Some(-n * f.best.objective),
                     termination: Some(f.termination),
                     iterations: f.state.iter,
@@ -446,6 +691,7 @@ impl MoeValidParams {
                 },
                 Err(e) => RestartSummary {
                     index,
+                    init: strategy(index),
                     log_likelihood: None,
                     termination: None,
                     iterations: 0,

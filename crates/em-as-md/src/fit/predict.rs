@@ -64,6 +64,12 @@ impl Spread {
 pub struct RestartSummary {
     /// Restart index $r$ (its random stream is `seed`'s stream $r$).
     pub index: usize,
+    /// How it started: an [`InitMethod::name`](crate::fit::init::InitMethod::name)
+    /// (`kmeans`, `short-em`, `random`, `subset`, `dirichlet`, `given`), or
+    /// [`UNGATED_START`](crate::fit::UNGATED_START) for a gated fit's start from the
+    /// ungated optimum. Empty in reports saved before this field existed.
+    #[serde(default)]
+    pub init: String,
     /// Final total log-likelihood $-nL$ of the restart's best iterate (`None` if it failed).
     pub log_likelihood: Option<f64>,
     /// Why it stopped (`None` if it failed).

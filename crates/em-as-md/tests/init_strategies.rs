@@ -1,0 +1,262 @@
+//! Initialisation strategies ([`InitMethod`]) and the gated fit's start from the ungated
+//! optimum, on the crossing regression lines of mixtools' `tonedata` (`data/tonedata.csv`)
+//! where the start decides the optimum: every strategy is seeded and gives the same result
+//! at any thread count, `Auto` cycles through the strategies and the report names them,
+//! short-EM's start beats a short run from its first candidate, random subsets and
+//! partitions have the stated laws, the ungated optimum maps to gated parameters with the
+//! same law, and the gated fit never ends below the ungated one.
+
+mod common;
+
+use common::with_threads;
+use em_as_md::data::csv::load_csv;
+use em_as_md::fit::init::{
+    random_partition_labels, random_subsets, subset_size, AUTO_CYCLE, SHORT_EM_ITERS,
+};
+use em_as_md::fit::{gated_from_ungated, initial_theta, restart_rng, MoeParams, UNGATED_START};
+use em_as_md::solve::em::Em;
+use em_as_md::solve::executor::Executor;
+use em_as_md::solve::problem::Problem;
+use em_as_md::{
+    ConditionalFamily, Dataset, FittedMoe, Gating, InitMethod, LinearGaussian, MixtureOfExperts,
+};
+use std::sync::Arc;
+
+/// `tuned` on `stretchratio`, with an intercept column when `intercept`.
+fn tone_with(intercept: bool) -> Dataset {
+    let path = format!("{}/../../data/tonedata.csv", env!("CARGO_MANIFEST_DIR"));
+    load_csv(
+        &path,
+        "tuned",
+        Some(&["stretchratio".to_string()]),
+        intercept,
+    )
+    .unwrap()
+    .dataset
+}
+
+fn tone() -> Dataset {
+    tone_with(true)
+}
+
+/// `p` checked and fitted to `data`, both expected to succeed.
+fn fitted(p: MoeParams, data: &Dataset) -> FittedMoe {
+    p.check().unwrap().fit(data).unwrap()
+}
+
+fn params(gating: Gating, init: InitMethod, n_init: usize) -> MoeParams {
+    MoeParams::new(2)
+        .expert(LinearGaussian::new())
+        .gating(gating)
+        .init(init)
+        .n_init(n_init)
+        .seed(0)
+        .max_iters(500)
+}
+
+#[test]
+fn gated_is_never_below_ungated_on_crossing_lines() {
+    let data = tone();
+    let ungated = fitted(params(Gating::Constant, InitMethod::Auto, 8), &data);
+    let u = ungated.report().log_likelihood;
+    // It mattered here: from gated starts alone, EM ends in a worse basin than the
+    // ungated optimum, which the gated model contains (gate slope 0).
+    let alone = fitted(
+        params(Gating::Softmax, InitMethod::Auto, 8).ungated_start(false),
+        &data,
+    );
+    assert_eq!(alone.report().restarts.len(), 8);
+    assert!(
+        alone.report().log_likelihood < u - 1.0,
+        "gated starts alone {} vs ungated {u}",
+        alone.report().log_likelihood
+    );
+    // With the start from the ungated optimum (the default), never below.
+    let valid = params(Gating::Softmax, InitMethod::Auto, 8)
+        .check()
+        .unwrap();
+    let gated = valid.fit(&data).unwrap();
+    let rep = gated.report();
+    assert!(
+        rep.log_likelihood >= u - 1e-9,
+        "{} < {u}",
+        rep.log_likelihood
+    );
+    assert_eq!(rep.restarts.len(), 9);
+    assert_eq!(valid.n_restarts(&data), 9);
+    assert_eq!(rep.restarts[8].init, UNGATED_START);
+    assert_eq!(rep.best_restart, 8);
+    // Its start is the ungated optimum with the same likelihood, and re-running from it
+    // retraces the kept restart.
+    let model = valid.model(data.d()).unwrap();
+    let theta0 = valid.restart_theta0(&model, &data, 8).unwrap();
+    let problem = Problem::new(&model, &data).unwrap();
+    let n = data.n() as f64;
+    assert!((-n * problem.objective(&theta0).unwrap() - u).abs() < 1e-9 * u.abs().max(1.0));
+    let rerun = valid.run_restart(&model, &data, 8).unwrap();
+    assert_eq!(rerun.best.theta, gated.theta());
+    assert!(valid.restart_theta0(&model, &data, 9).is_err());
+}
+
+#[test]
+fn ungated_parameters_map_to_a_gated_model_with_the_same_law() {
+    let data = tone();
+    let ungated = fitted(
+        params(Gating::Constant, InitMethod::KMeansPlusPlus, 1),
+        &data,
+    );
+    let expert: Arc<dyn em_as_md::Expert> = Arc::new(LinearGaussian::new());
+    let gated = MixtureOfExperts::new(expert, 2, data.d(), Gating::Softmax).unwrap();
+    let theta = gated_from_ungated(&gated, ungated.model(), ungated.theta(), &data)
+        .unwrap()
+        .expect("the intercept is a constant column");
+    for i in 0..data.n() {
+        let a = gated.log_predictive(&theta, data.x(i), data.y(i)).unwrap();
+        let b = ungated
+            .model()
+            .log_predictive(ungated.theta(), data.x(i), data.y(i))
+            .unwrap();
+        assert!((a - b).abs() < 1e-12, "row {i}: {a} vs {b}");
+    }
+    // Without a constant column the gated model does not contain the ungated one.
+    let no_intercept = tone_with(false);
+    let e: Arc<dyn em_as_md::Expert> = Arc::new(LinearGaussian::new());
+    let g1 = MixtureOfExperts::new(e.clone(), 2, 1, Gating::Softmax).unwrap();
+    let u1 = MixtureOfExperts::new(e, 2, 1, Gating::Constant).unwrap();
+    let t1 = vec![0.3; u1.n_params()];
+    assert_eq!(
+        gated_from_ungated(&g1, &u1, &t1, &no_intercept).unwrap(),
+        None
+    );
+    // A mismatched pair is an error naming theta.
+    assert!(gated_from_ungated(&u1, &g1, &t1, &no_intercept).is_err());
+}
+
+#[test]
+fn every_strategy_is_seeded_and_thread_count_independent() {
+    let data = tone();
+    for init in [
+        InitMethod::Auto,
+        InitMethod::RandomPartition,
+        InitMethod::Subset,
+        InitMethod::KMeansPlusPlus,
+        InitMethod::ShortEm,
+    ] {
+        let valid = params(Gating::Softmax, init.clone(), 4).check().unwrap();
+        let one = with_threads(1, || valid.fit(&data).unwrap());
+        let two = with_threads(2, || valid.fit(&data).unwrap());
+        assert_eq!(one.theta(), two.theta(), "{init:?}");
+        assert_eq!(one.report().restarts, two.report().restarts, "{init:?}");
+        let model = valid.model(data.d()).unwrap();
+        // Different restarts draw different starts (the streams differ).
+        let a = initial_theta(&model, &data, &init.for_restart(1), 0, 1).unwrap();
+        let b = initial_theta(&model, &data, &init.for_restart(1), 0, 2).unwrap();
+        if !matches!(init, InitMethod::Auto) {
+            assert_ne!(a, b, "{init:?}");
+        }
+        // The report names each start's strategy.
+        for r in &one.report().restarts[..4] {
+            assert_eq!(r.init, init.for_restart(r.index).name());
+        }
+    }
+}
+
+#[test]
+fn auto_cycles_through_the_strategies_and_names_round_trip() {
+    let names: Vec<&str> = (0..8)
+        .map(|r| InitMethod::Auto.for_restart(r).name())
+        .collect();
+    assert_eq!(
+        names,
+        ["kmeans", "short-em", "random", "subset", "kmeans", "short-em", "random", "subset"]
+    );
+    assert_eq!(AUTO_CYCLE.len(), 4);
+    for m in [
+        InitMethod::Auto,
+        InitMethod::RandomPartition,
+        InitMethod::Subset,
+        InitMethod::KMeansPlusPlus,
+        InitMethod::ShortEm,
+        InitMethod::Random,
+    ] {
+        assert_eq!(InitMethod::from_name(m.name()), Some(m.clone()));
+        assert_eq!(
+            m.for_restart(3),
+            if m == InitMethod::Auto {
+                InitMethod::Subset
+            } else {
+                m
+            }
+        );
+    }
+    assert_eq!(
+        InitMethod::from_name("kmeans++"),
+        Some(InitMethod::KMeansPlusPlus)
+    );
+    assert_eq!(InitMethod::from_name("given"), None);
+    assert_eq!(
+        MoeParams::new(2).check().unwrap().params().init_method(),
+        &InitMethod::Auto
+    );
+}
+
+#[test]
+fn short_em_start_beats_a_short_run_from_its_first_candidate() {
+    // Short-EM's first candidate is the subset start drawn from the same stream, so
+    // `SHORT_EM_ITERS` EM iterations from `initial_theta(Subset)` are one of the runs it
+    // compares: its start can only be as good or better.
+    let data = tone();
+    let model = params(Gating::Constant, InitMethod::ShortEm, 1)
+        .check()
+        .unwrap()
+        .model(data.d())
+        .unwrap();
+    let problem = Problem::new(&model, &data).unwrap();
+    for index in 0..6 {
+        let short = initial_theta(&model, &data, &InitMethod::ShortEm, 3, index).unwrap();
+        let first = initial_theta(&model, &data, &InitMethod::Subset, 3, index).unwrap();
+        let run = Executor::new(Problem::new(&model, &data).unwrap(), Em::new())
+            .theta0(first)
+            .max_iters(SHORT_EM_ITERS)
+            .run()
+            .unwrap();
+        // (The executor's recorded objective and a fresh evaluation agree to round-off.)
+        let l_short = problem.objective(&short).unwrap();
+        let l_first = run.best.objective;
+        assert!(
+            l_short <= l_first + 1e-12 * l_first.abs(),
+            "{l_short} > {l_first}"
+        );
+    }
+}
+
+#[test]
+fn random_subsets_and_partitions_have_the_stated_laws() {
+    assert_eq!(subset_size(3, 150, 2), 4);
+    assert_eq!(subset_size(30, 40, 2), 20);
+    let (n, k, m) = (50, 3, 4);
+    // Each row is in some subset with probability Km/n, uniformly over rows.
+    let mut hits = vec![0usize; n];
+    let draws = 3000;
+    for s in 0..draws {
+        let labels = random_subsets(n, k, m, &mut restart_rng(7, s)).unwrap();
+        for c in 0..k {
+            assert_eq!(labels.iter().filter(|l| **l == Some(c)).count(), m);
+        }
+        for (i, l) in labels.iter().enumerate() {
+            hits[i] += usize::from(l.is_some());
+        }
+    }
+    let p = (k * m) as f64 / n as f64;
+    let sd = (draws as f64 * p * (1.0 - p)).sqrt();
+    for h in hits {
+        assert!((h as f64 - draws as f64 * p).abs() < 5.0 * sd, "{h}");
+    }
+    assert!(random_subsets(10, 3, 4, &mut restart_rng(0, 0)).is_err());
+    // Random partitions: each label uniform on 0..K.
+    let z = random_partition_labels(30_000, 3, &mut restart_rng(1, 0));
+    for c in 0..3 {
+        let f = z.iter().filter(|v| **v == c).count() as f64 / 30_000.0;
+        assert!((f - 1.0 / 3.0).abs() < 0.015, "{f}");
+    }
+}

@@ -1,0 +1,145 @@
+//! `mdem fit --init` and what the report says about the starts: each start's strategy,
+//! the winner's, the spread of final log-likelihoods; a bad `--init` value is refused with
+//! exit code 2; `certify` re-runs from the kept start whatever strategy drew it (here the
+//! gated fit's start from the ungated optimum).
+
+use assert_cmd::Command;
+
+fn mdem() -> Command {
+    Command::cargo_bin("mdem").expect("the mdem binary")
+}
+
+fn tone() -> String {
+    format!("{}/data/tonedata.csv", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn json(out: std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const TONE: [&str; 8] = [
+    "--target",
+    "tuned",
+    "--experts",
+    "2",
+    "--expert",
+    "linear",
+    "--n-init",
+    "6",
+];
+
+#[test]
+fn the_json_report_names_every_start_strategy_and_the_spread() {
+    for (init, first) in [
+        ("auto", "kmeans"),
+        ("kmeans", "kmeans"),
+        ("random", "random"),
+        ("subset", "subset"),
+        ("short-em", "short-em"),
+    ] {
+        let v = json(
+            mdem()
+                .arg("fit")
+                .arg(tone())
+                .args(TONE)
+                .args(["--no-gate", "--init", init, "--json"])
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(v["init"], init);
+        let inits: Vec<&str> = v["start_inits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        assert_eq!(inits.len(), 6, "ungated: no extra start");
+        assert_eq!(inits[0], first);
+        if init == "auto" {
+            assert_eq!(
+                inits,
+                ["kmeans", "short-em", "random", "subset", "kmeans", "short-em"]
+            );
+        } else {
+            assert!(inits.iter().all(|s| *s == init));
+        }
+        let best = v["best_start"].as_u64().unwrap() as usize;
+        assert_eq!(v["best_start_init"], inits[best]);
+        let mut lls: Vec<f64> = v["start_log_likelihoods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        lls.sort_by(f64::total_cmp);
+        let spread = &v["start_log_likelihood_spread"];
+        assert_eq!(spread["min"].as_f64().unwrap(), lls[0]);
+        assert_eq!(spread["max"].as_f64().unwrap(), lls[5]);
+        assert_eq!(spread["median"].as_f64().unwrap(), 0.5 * (lls[2] + lls[3]));
+        let ll = v["log_likelihood"].as_f64().unwrap();
+        assert!((ll - lls[5]).abs() < 1e-9 * ll.abs(), "{ll} vs {}", lls[5]);
+    }
+}
+
+#[test]
+fn the_text_report_has_a_starts_line_and_a_bad_init_is_refused() {
+    let out = mdem()
+        .arg("fit")
+        .arg(tone())
+        .args(TONE)
+        .args(["--quiet"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    // Gated: 6 starts plus the one from the ungated optimum.
+    let line = text.lines().find(|l| l.starts_with("starts")).expect(&text);
+    assert!(line.contains("7 (auto); best: start "), "{line}");
+    assert!(line.contains("log-likelihood min "), "{line}");
+    let bad = mdem()
+        .arg("fit")
+        .arg(tone())
+        .args(TONE)
+        .args(["--init", "kmeans+"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--init"));
+}
+
+#[test]
+fn certify_reruns_from_the_ungated_start_of_a_gated_fit() {
+    let dir = std::env::temp_dir().join(format!("mdem-init-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("tone.json");
+    let fit = json(
+        mdem()
+            .arg("fit")
+            .arg(tone())
+            .args(TONE)
+            .args(["--json", "--out"])
+            .arg(&model)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(fit["best_start_init"], "ungated", "{fit}");
+    let cert = json(
+        mdem()
+            .arg("certify")
+            .arg(&model)
+            .arg(tone())
+            .arg("--json")
+            .output()
+            .unwrap(),
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    // The re-run from the recorded start ends where the fit did.
+    let ll = fit["log_likelihood"].as_f64().unwrap();
+    let rerun = -150.0 * cert["certificate"]["final_objective"].as_f64().unwrap();
+    assert!((rerun - ll).abs() < 1e-6 * ll.abs(), "{rerun} vs {ll}");
+}
