@@ -151,6 +151,15 @@ where
 /// [`CliError::BadInput`] for invalid settings, [`CliError::Compute`] when a solver
 /// fails, [`CliError::Plot`] when the figure cannot be written.
 pub fn run_demo(args: &DemoArgs) -> Result<(), CliError> {
+    use crate::output::{check_outputs, Output, FIGURE_EXTENSIONS};
+    check_outputs(
+        &[Output {
+            flag: "--out",
+            path: &args.out,
+            extensions: FIGURE_EXTENSIONS,
+        }],
+        &[],
+    )?;
     let ctx = |what: &str| {
         let what = what.to_string();
         move |e: MoeError| CliError::compute(format!("demo: {what}"), e)

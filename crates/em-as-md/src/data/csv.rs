@@ -847,13 +847,6 @@ pub fn load_csv_from_reader<R: Read>(
     let y = cols_x.pop().unwrap_or_default();
     let n = y.len();
     let line_of = |i: usize| lines.get(i).copied().unwrap_or(i as u64 + 2);
-    if n > 1 && y.iter().all(|&v| v == y[0]) {
-        return Err(DataError::ConstantTarget {
-            file,
-            column: target.to_string(),
-            value: y[0],
-        });
-    }
     for (col, j) in cols_x
         .iter()
         .chain([&y])
@@ -981,6 +974,25 @@ pub fn load_csv_from_reader<R: Read>(
         lines,
         warnings,
     })
+}
+
+/// Checks that the target of `loaded` varies across rows: a constant target leaves a
+/// mixture nothing to model (a linear expert's variance would be zero). Not part of
+/// [`load_csv`], so that an expert's own rule about its target (e.g. a multinomial
+/// expert's "at least two classes") can speak first.
+///
+/// # Errors
+/// [`DataError::ConstantTarget`] naming the file and the column.
+pub fn check_target_varies(loaded: &LoadedData) -> Result<(), DataError> {
+    let y = loaded.dataset.y_all();
+    match y.first() {
+        Some(&v) if y.len() > 1 && y.iter().all(|&w| w == v) => Err(DataError::ConstantTarget {
+            file: loaded.file.clone(),
+            column: loaded.target.clone(),
+            value: v,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn csv_reason(kind: &csv::ErrorKind) -> String {
@@ -1523,7 +1535,8 @@ mod tests {
             "{e:?}"
         );
         assert!(load("a,y\n1,0\n2,1e150\n3,1e-150\n", "y", None, true).is_ok());
-        let e = load("a,y\n1,3\n2,3\n3,3\n", "y", None, true).unwrap_err();
+        let e = check_target_varies(&load("a,y\n1,3\n2,3\n3,3\n", "y", None, true).unwrap())
+            .unwrap_err();
         assert!(
             matches!(e, DataError::ConstantTarget { value, .. } if value == 3.0),
             "{e:?}"
