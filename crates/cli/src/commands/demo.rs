@@ -42,10 +42,10 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub d: u64,
     /// Signal-to-noise ratio ‖β*‖/σ (σ = 1).
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
     pub snr: f64,
     /// Norm of the true gate vector ‖w*‖.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
     pub gate_norm: f64,
     /// Iterations per solver.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
