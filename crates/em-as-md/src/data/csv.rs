@@ -335,14 +335,28 @@ fn ragged_detail(expected: usize, found: usize, column: &str) -> String {
 /// Longest echo of a cell or a column name in a message, in characters.
 pub const MAX_ECHO_CHARS: usize = 80;
 
-/// `text` cut to [`MAX_ECHO_CHARS`] characters for a message (a 10 MB cell or header is
-/// named, not printed): the first characters, `…`, and the full length in bytes.
+/// `text` as a message shows it: control characters escaped (a quoted cell may hold a
+/// line break; the message stays one line) and cut to [`MAX_ECHO_CHARS`] characters (a
+/// 10 MB cell or header is named, not printed): the first characters, `…`, and the full
+/// length in bytes.
 pub fn clip(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.chars().count() <= MAX_ECHO_CHARS {
+    let long = text.chars().nth(MAX_ECHO_CHARS).is_some();
+    if !long && !text.chars().any(char::is_control) {
         return text.into();
     }
-    let head: String = text.chars().take(MAX_ECHO_CHARS - 3).collect();
-    format!("{head}… ({} bytes)", text.len()).into()
+    let mut head = String::new();
+    for c in text.chars().take(if long { MAX_ECHO_CHARS - 3 } else { MAX_ECHO_CHARS }) {
+        if c.is_control() {
+            head.extend(c.escape_default());
+        } else {
+            head.push(c);
+        }
+    }
+    if long {
+        format!("{head}… ({} bytes)", text.len()).into()
+    } else {
+        head.into()
+    }
 }
 
 /// Largest absolute value allowed in a column: its square, $10^{300}$, and sums of
@@ -1488,6 +1502,7 @@ mod tests {
     #[test]
     fn echoed_cells_and_names_are_clipped() {
         assert_eq!(clip("short"), "short");
+        assert_eq!(clip("a\nb\t"), "a\\nb\\t");
         let big = "x".repeat(10_000);
         let c = clip(&big);
         assert_eq!(
