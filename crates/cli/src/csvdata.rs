@@ -7,7 +7,7 @@
 //! offending row into a [`DataError`] naming the file, the line (header = line 1) and the
 //! column, so the command line prints it as it is and exits with code 2.
 
-use em_as_md::data::csv::{DataError, LoadedData};
+use em_as_md::data::csv::{check_target_varies, DataError, LoadedData};
 use em_as_md::model::registry::{ExpertEntry, TargetError};
 use em_as_md::ExpertSpec;
 
@@ -15,14 +15,18 @@ use em_as_md::ExpertSpec;
 /// rule; the error names the file, the line (header = line 1) and the target column.
 ///
 /// # Errors
-/// [`DataError::TargetOutOfSupport`] or [`DataError::TargetUnusable`]; `None` when the
-/// entry has no target rule.
+/// [`DataError::TargetOutOfSupport`] or [`DataError::TargetUnusable`] by the rule, then
+/// [`DataError::ConstantTarget`] ([`check_target_varies`]); `None` when the entry has no
+/// target rule.
 pub fn expert_spec(
     loaded: &LoadedData,
     entry: &ExpertEntry,
 ) -> Option<Result<ExpertSpec, DataError>> {
     let r = entry.spec_from_target(loaded.dataset.y_all())?;
-    Some(r.map_err(|e| target_error(&loaded.file, &loaded.lines, &loaded.target, e)))
+    Some(
+        r.map_err(|e| target_error(&loaded.file, &loaded.lines, &loaded.target, e))
+            .and_then(|spec| check_target_varies(loaded).map(|()| spec)),
+    )
 }
 
 /// A [`TargetError`] (rows 0-based) as a [`DataError`] naming the file, the physical line

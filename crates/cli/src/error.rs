@@ -7,8 +7,8 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success |
-//! | 1 | the computation failed on valid input (a fit broke down numerically, a figure could not be drawn) |
-//! | 2 | bad input: a data file, a model file, a flag value (clap's own usage errors also exit 2) |
+//! | 1 | the computation failed on valid input (every start of a fit failed, a figure could not be drawn) or an output could not be written (a full disk) |
+//! | 2 | bad input or usage: a data file, a model file, a flag value, an output path found unusable before the work starts; clap's usage errors, trimmed to one line naming the argument ([`usage_line`]) |
 //! | 130 | interrupted by Ctrl-C after writing the results so far, or at once on a second Ctrl-C ([`crate::interrupt`]) |
 //!
 //! The binary's `main` prints `error: <line>` and exits with that code; a panic is turned
@@ -16,6 +16,9 @@
 
 use em_as_md::data::csv::DataError;
 use em_as_md::MoeError;
+
+/// The exit codes, as `--help` shows them (after the options) and the README lists them.
+pub const EXIT_CODES: &str = "Exit codes: 0 success; 1 the computation failed on valid input (every start of a fit failed) or an output could not be written (disk full); 2 bad input or usage (a data or model file, a flag value, an output path that cannot be written, checked before any work); 130 interrupted by Ctrl-C (the results so far are written).";
 
 /// Exit code of bad input (as clap uses for usage errors).
 pub const EXIT_BAD_INPUT: u8 = 2;
@@ -68,6 +71,9 @@ pub enum CliError {
     /// [`ExperimentsError::is_bad_input`](experiments::ExperimentsError::is_bad_input).
     #[error(transparent)]
     Experiments(#[from] experiments::ExperimentsError),
+    /// The command line itself is wrong (clap's error, as one line: [`usage_line`]).
+    #[error("{0}")]
+    Usage(String),
     /// The subcommand is not part of this build yet.
     #[error("{0}")]
     Unavailable(String),
@@ -77,7 +83,10 @@ impl CliError {
     /// The process exit code for this error (see the [module documentation](self)).
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Data(_) | CliError::BadInput(_) | CliError::Model { .. } => EXIT_BAD_INPUT,
+            CliError::Data(_)
+            | CliError::BadInput(_)
+            | CliError::Model { .. }
+            | CliError::Usage(_) => EXIT_BAD_INPUT,
             CliError::Compute { source, .. } => match source {
                 MoeError::InvalidData { .. } | MoeError::InvalidParam { .. } => EXIT_BAD_INPUT,
                 _ => EXIT_FAILURE,
@@ -106,6 +115,41 @@ impl CliError {
             reason: reason.to_string(),
         }
     }
+}
+
+/// clap's usage error as one line: its message without the `error:` prefix, the usage
+/// block and the "For more information" line, the lines that name the argument (a missing
+/// `--target <TARGET>`, a value and the flag it was given to) folded into the first, and
+/// where to read more, e.g.
+/// `the following required arguments were not provided: --target <TARGET> (see 'mdem fit --help')`.
+pub fn usage_line(e: &clap::Error) -> String {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "no subcommand given; expected one of demo, fit, predict, certify, compare, reproduce (see 'mdem --help')".into();
+    }
+    let text = e.render().to_string();
+    let mut parts: Vec<&str> = Vec::new();
+    let mut command = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(usage) = line.strip_prefix("Usage:") {
+            // "Usage: mdem fit [OPTIONS] --target …": the command is the leading words.
+            let words: Vec<&str> = usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .collect();
+            command = Some(words.join(" "));
+            break;
+        }
+        let line = line.strip_prefix("error:").unwrap_or(line).trim();
+        if !line.is_empty() && !line.starts_with("For more information") {
+            parts.push(line);
+        }
+    }
+    let mut s = parts.join(" ");
+    if let Some(c) = command.filter(|c| !c.is_empty()) {
+        s.push_str(&format!(" (see '{c} --help')"));
+    }
+    s
 }
 
 /// The message printed for any error reaching `main`: the error's own line, with any
@@ -190,6 +234,41 @@ mod tests {
             CliError::from(ExperimentsError::output("r", "denied")).exit_code(),
             1
         );
+    }
+
+    #[test]
+    fn usage_errors_are_one_line_naming_the_argument() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            let mut v = vec!["mdem"];
+            v.extend_from_slice(args);
+            crate::commands::Cli::try_parse_from(v).unwrap_err()
+        };
+        let e = parse(&["fit", "d.csv", "--experts", "2", "--expert", "linear"]);
+        let line = usage_line(&e);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            line.starts_with(
+                "the following required arguments were not provided: --target <TARGET>"
+            ),
+            "{line}"
+        );
+        assert!(line.ends_with("(see 'mdem fit --help')"), "{line}");
+        let line = usage_line(&parse(&[
+            "fit",
+            "d.csv",
+            "--target",
+            "y",
+            "--experts",
+            "0",
+            "--expert",
+            "linear",
+        ]));
+        assert!(line.contains("'0'") && line.contains("--experts"), "{line}");
+        let line = usage_line(&parse(&["predict", "m.json", "d.csv", "--outt", "p.csv"]));
+        assert!(line.contains("--outt") && !line.contains('\n'), "{line}");
+        assert_eq!(CliError::Usage(line).exit_code(), 2);
+        assert!(usage_line(&parse(&[])).starts_with("no subcommand given"));
     }
 
     #[test]

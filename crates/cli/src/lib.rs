@@ -8,7 +8,7 @@
 //! Pieces of the command: [`csvdata`] (the target's support per kind of expert),
 //! [`progress`] (a progress-bar observer), [`report`] (printing; the tables and number
 //! formatting are [`experiments::report`]'s), [`interrupt`] (the Ctrl-C flag every solver
-//! run checks). Figures are drawn with [`experiments::plot`], CSV files loaded with
+//! run checks), [`output`] (output paths checked before any work, files written atomically). Figures are drawn with [`experiments::plot`], CSV files loaded with
 //! [`em_as_md::data::csv`].
 
 pub mod commands;
@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub mod interrupt;
 pub mod model;
+pub mod output;
 pub mod progress;
 pub mod report;
 
@@ -24,13 +25,21 @@ use clap::Parser;
 
 /// Entry point of the `mdem` binary: parses the command line and runs the subcommand.
 ///
-/// Usage errors and `--help`/`--version` are handled by clap (printed, then the process
-/// exits with code 2, respectively 0).
+/// `--help`/`--version` are printed by clap (exit code 0); usage errors become
+/// [`error::CliError::Usage`], one line naming the argument (exit code 2).
 ///
 /// # Errors
 /// The subcommand's [`error::CliError`], wrapped in `anyhow`.
 pub fn run() -> anyhow::Result<()> {
-    let cli = commands::Cli::parse();
+    let cli = match commands::Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--help` and `--version`: printed on stdout, success.
+        Err(e) if !e.use_stderr() => {
+            e.print()?;
+            return Ok(());
+        }
+        Err(e) => return Err(error::CliError::Usage(error::usage_line(&e)).into()),
+    };
     commands::dispatch(&cli)?;
     Ok(())
 }

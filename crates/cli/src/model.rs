@@ -12,6 +12,7 @@
 
 use crate::error::CliError;
 use crate::report::{num, Table};
+use em_as_md::data::csv::MAX_ABS_VALUE;
 use em_as_md::fit::predict::FittedMoe;
 use em_as_md::fit::scaling::Scaling;
 use em_as_md::model::expert::{default_readable_params, ReadableParams};
@@ -24,6 +25,8 @@ use std::path::Path;
 pub const FORMAT: &str = "mdem-cli-model";
 /// Current envelope version.
 pub const VERSION: u32 = 1;
+/// Extensions a model file may have.
+pub const MODEL_EXTENSIONS: &[&str] = &["json"];
 
 /// How the saved model was started, so that `certify` can re-run the same EM path.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -64,7 +67,7 @@ pub fn save_model(
     });
     let text =
         serde_json::to_string_pretty(&env).map_err(|e| CliError::output(path.display(), e))?;
-    std::fs::write(path, text + "\n").map_err(|e| CliError::output(path.display(), e))
+    crate::output::write_text(path, &(text + "\n"))
 }
 
 /// A model read from a file.
@@ -92,6 +95,14 @@ pub fn load_model(path: &Path) -> Result<LoadedModel, CliError> {
         file: file.clone(),
         reason,
     };
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => {
+            return Err(bad(
+                "not a regular file; expected the JSON written by `mdem fit --out`".into(),
+            ))
+        }
+        _ => {}
+    }
     let text = std::fs::read_to_string(path)
         .map_err(|e| bad(format!("cannot read the model file: {e}")))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| {
@@ -134,6 +145,7 @@ pub fn load_model(path: &Path) -> Result<LoadedModel, CliError> {
         (text, None, None, None)
     };
     let fitted = em_as_md::fit::io::from_json(&inner).map_err(|e| bad(e.to_string()))?;
+    check_domain(fitted.theta()).map_err(bad)?;
     if let Some(s) = &scaling {
         let d = fitted.model().n_features();
         if s.mean.len() != d || s.sd.len() != d || s.sd.iter().any(|v| !(v.is_finite() && *v > 0.0))
@@ -149,6 +161,26 @@ pub fn load_model(path: &Path) -> Result<LoadedModel, CliError> {
         scaling,
         start,
     })
+}
+
+/// Refuses saved parameters that no fit produces and no prediction survives: a value
+/// above [`MAX_ABS_VALUE`] in size (its square overflows, e.g. `1e308`), so the model
+/// file, not the data, is blamed. (Non-finite values cannot be written in JSON; the
+/// library's loader refuses them.)
+///
+/// # Errors
+/// The reason, naming the parameter's index in $\theta$.
+pub fn check_domain(theta: &[f64]) -> Result<(), String> {
+    match theta
+        .iter()
+        .position(|v| !(v.is_finite() && v.abs() <= MAX_ABS_VALUE))
+    {
+        Some(j) => Err(format!(
+            "parameter theta[{j}] = {:e} is out of domain (expected a finite value of size at most {MAX_ABS_VALUE:e}); the model file is corrupt",
+            theta[j]
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The feature columns to read from a data file for `fitted` (its feature names without

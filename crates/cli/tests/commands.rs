@@ -28,24 +28,22 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 #[test]
-fn reproduce_reports_an_unwritable_output_directory_with_exit_code_1() {
-    // `--out` below a regular file: the figures' directory cannot be created, which the
-    // reproduction checks before running anything.
+fn reproduce_refuses_an_unwritable_output_directory_before_work_with_exit_code_2() {
+    // `--out` below a regular file: the report's directory cannot be created, which the
+    // command checks before running anything (an output path unusable before the work
+    // starts is bad input: exit code 2, the flag and the path named).
     let file = tmp("not-a-directory");
     std::fs::write(&file, "x").unwrap();
     let out = file.join("results");
     let e = run_cli(&["reproduce", "--quick", "--out", s(&out)]).unwrap_err();
     std::fs::remove_file(&file).unwrap();
-    assert!(
-        matches!(e, mdem_cli::error::CliError::Experiments(_)),
-        "{e:?}"
-    );
-    assert_eq!(e.exit_code(), 1);
+    assert!(matches!(e, mdem_cli::error::CliError::BadInput(_)), "{e:?}");
+    assert_eq!(e.exit_code(), 2);
     let m = e.to_string();
     assert!(
         m.starts_with(&format!(
-            "{}: cannot write: ",
-            out.join("figures").display()
+            "--out {}: cannot create the directory",
+            out.display()
         )),
         "{m}"
     );

@@ -266,23 +266,31 @@ impl Chart {
             path: shown.clone(),
             reason,
         };
-        match ext.as_deref() {
-            Some("svg") => {
-                let root = SVGBackend::new(path, self.size).into_drawing_area();
-                self.draw(root, &shown)?;
-            }
-            Some("png") => {
-                let root = BitMapBackend::new(path, self.size).into_drawing_area();
-                self.draw(root, &shown)?;
-            }
-            _ => return Err(PlotError::Format { path: shown }),
+        if !matches!(ext.as_deref(), Some("svg" | "png")) {
+            return Err(PlotError::Format { path: shown });
         }
-        // plotters reports some write failures only on drop; check the file is there.
-        match std::fs::metadata(path) {
-            Ok(m) if m.len() > 0 => Ok(()),
-            Ok(_) => Err(backend("the file is empty after drawing".into())),
-            Err(e) => Err(backend(e.to_string())),
-        }
+        // Drawn into a temporary file beside `path` and renamed over it once complete, so
+        // a failed drawing never leaves a partial figure or destroys an existing one.
+        em_as_md::fit::atomic::write_via_path(
+            path,
+            |e| backend(e.to_string()),
+            |tmp| {
+                if ext.as_deref() == Some("svg") {
+                    self.draw(SVGBackend::new(tmp, self.size).into_drawing_area(), &shown)?;
+                } else {
+                    self.draw(
+                        BitMapBackend::new(tmp, self.size).into_drawing_area(),
+                        &shown,
+                    )?;
+                }
+                // plotters reports some write failures only on drop; check the file.
+                match std::fs::metadata(tmp) {
+                    Ok(m) if m.len() > 0 => Ok(()),
+                    Ok(_) => Err(backend("the file is empty after drawing".into())),
+                    Err(e) => Err(backend(e.to_string())),
+                }
+            },
+        )
     }
 
     fn draw<DB: DrawingBackend>(

@@ -912,7 +912,8 @@ pub fn reproduce_with(
         num(total, 3)
     );
     let path = options.out.join("report.md");
-    std::fs::write(&path, text).map_err(|e| ExperimentsError::output(path.display(), e))?;
+    em_as_md::fit::atomic::write_bytes(&path, text.as_bytes())
+        .map_err(|e| ExperimentsError::output(path.display(), e))?;
     on_event(Event::Done(&path));
     let part_seconds = [
         ("SymMoLinE", lin.as_ref().map(|p| p.seconds)),

@@ -22,7 +22,9 @@
 //! interrupted but by a second Ctrl-C), and if it cannot be, the re-run's summary is
 //! still printed with the reason in place of the certificate.
 
-use crate::commands::predict::{check_target_support, read_for_prediction};
+use crate::commands::predict::{
+    check_target_support, read_for_prediction, row_error, target_column,
+};
 use crate::error::CliError;
 use crate::interrupt;
 use crate::model::{data_features, load_model};
@@ -69,27 +71,15 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
     let loaded = load_model(&args.model)?;
     let fitted = &loaded.fitted;
     let file = args.data.display().to_string();
-    let target = args
-        .target
-        .clone()
-        .or(loaded.target.clone())
-        .ok_or_else(|| {
-            CliError::BadInput(format!(
-                "{}: the model file does not name its target column; give it with --target",
-                args.model.display()
-            ))
-        })?;
     let features = data_features(fitted);
-    let mut pd = read_for_prediction(&args.data, &target, &features, fitted.intercept())?;
-    if !pd.has_target {
-        return Err(CliError::Data(
-            em_as_md::data::csv::DataError::MissingTarget {
-                file,
-                target,
-                available: features,
-            },
-        ));
+    let (target, _) = target_column(args.target.as_deref(), loaded.target.as_deref(), &features)?;
+    if target.is_empty() {
+        return Err(CliError::BadInput(format!(
+            "{}: the model file does not name its target column; give it with --target",
+            args.model.display()
+        )));
     }
+    let mut pd = read_for_prediction(&args.data, &target, true, &features, fitted.intercept())?;
     if let Some(s) = &loaded.scaling {
         pd.dataset = s
             .apply(&pd.dataset)
@@ -98,18 +88,7 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
     check_target_support(fitted, &pd, &file, &target)?;
     let data = &pd.dataset;
     let model = fitted.model();
-    let row_err = |e: MoeError| match e {
-        MoeError::InvalidData {
-            row: Some(i),
-            ref reason,
-            ..
-        } if i < pd.lines.len() => CliError::BadInput(format!(
-            "{file}: line {} (data row {}; the header is line 1), column \"{target}\": {reason}",
-            pd.lines[i],
-            i + 1
-        )),
-        e => CliError::compute(format!("{file}: certify"), e),
-    };
+    let row_err = |e: MoeError| row_error(&file, &pd, &target, "certify", e);
     let problem = Problem::new(model, data).map_err(row_err)?;
     if model.n_experts() > data.n() {
         return Err(CliError::BadInput(format!(

@@ -142,6 +142,7 @@ pub fn summarise(run: &Run, l_star: f64, eps: f64) -> Summary {
 /// [`CliError::Data`]/[`CliError::BadInput`] for bad input, [`CliError::Compute`] when a
 /// solver fails at the start, [`CliError::Plot`] when a figure cannot be written.
 pub fn run(args: &CompareArgs) -> Result<(), CliError> {
+    crate::output::prepare_dir("--out", &args.out)?;
     if let Some(&e) = args.etas.iter().find(|e| !(e.is_finite() && **e > 0.0)) {
         return Err(bad("etas", e, "finite steps > 0"));
     }
@@ -253,7 +254,6 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
         ]);
     }
 
-    std::fs::create_dir_all(&args.out).map_err(|e| CliError::output(args.out.display(), e))?;
     let title = |x: &str| {
         format!(
             "{}: {k} {} experts, n = {n}, d = {d} — L_t − L* against {x}",

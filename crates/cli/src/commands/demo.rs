@@ -42,10 +42,10 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub d: u64,
     /// Signal-to-noise ratio ‖β*‖/σ (σ = 1).
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
     pub snr: f64,
     /// Norm of the true gate vector ‖w*‖.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
     pub gate_norm: f64,
     /// Iterations per solver.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -151,6 +151,15 @@ where
 /// [`CliError::BadInput`] for invalid settings, [`CliError::Compute`] when a solver
 /// fails, [`CliError::Plot`] when the figure cannot be written.
 pub fn run_demo(args: &DemoArgs) -> Result<(), CliError> {
+    use crate::output::{check_outputs, Output, FIGURE_EXTENSIONS};
+    check_outputs(
+        &[Output {
+            flag: "--out",
+            path: &args.out,
+            extensions: FIGURE_EXTENSIONS,
+        }],
+        &[],
+    )?;
     let ctx = |what: &str| {
         let what = what.to_string();
         move |e: MoeError| CliError::compute(format!("demo: {what}"), e)

@@ -29,7 +29,8 @@ use crate::csvdata;
 use crate::engine::{fit_em, FitSettings};
 use crate::error::CliError;
 use crate::interrupt;
-use crate::model::{params_json, params_tables, save_model, StartInfo};
+use crate::model::{params_json, params_tables, save_model, StartInfo, MODEL_EXTENSIONS};
+use crate::output::FIGURE_EXTENSIONS;
 use crate::progress::{show_progress, ProgressObserver};
 use crate::report::{inexact_m_step_json, num, print_stdout, termination_warning, Align, Table};
 use clap::builder::{PossibleValue, PossibleValuesParser};
@@ -232,6 +233,7 @@ pub fn offered() -> Vec<String> {
 /// [`CliError::Data`] for a bad file, [`CliError::BadInput`] for bad values or a model
 /// too large for the data, [`CliError::Compute`] when the fit fails.
 pub fn run(args: &FitArgs) -> Result<(), CliError> {
+    check_fit_outputs(args)?;
     if !(args.tol.is_finite() && args.tol > 0.0) {
         return Err(CliError::BadInput(format!(
             "invalid value '{}' for '--tol': expected a finite number > 0",
@@ -503,6 +505,31 @@ pub fn starts_line(rep: &em_as_md::FitReport, init: &InitMethod) -> String {
         init.name(),
         rep.best_restart + 1
     )
+}
+
+/// `--out` (a `.json` model) and `--plot` (`.svg` or `.png`) checked before any work
+/// ([`crate::output::check_outputs`]): never the data file, never each other.
+///
+/// # Errors
+/// [`CliError::BadInput`] naming the flag and the path.
+pub fn check_fit_outputs(args: &FitArgs) -> Result<(), CliError> {
+    use crate::output::{check_outputs, Output};
+    let mut outputs = Vec::new();
+    if let Some(path) = &args.out {
+        outputs.push(Output {
+            flag: "--out",
+            path,
+            extensions: MODEL_EXTENSIONS,
+        });
+    }
+    if let Some(path) = &args.plot {
+        outputs.push(Output {
+            flag: "--plot",
+            path,
+            extensions: FIGURE_EXTENSIONS,
+        });
+    }
+    check_outputs(&outputs, &[&args.model.data])
 }
 
 /// The report's warning lines about convergence: one for the returned start when it did

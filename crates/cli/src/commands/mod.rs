@@ -20,7 +20,8 @@ pub mod reproduce;
     version,
     about = "Mixtures of experts fitted by EM, analysed as mirror descent (KL mirror map, certificates)",
     long_about = None,
-    propagate_version = true
+    propagate_version = true,
+    after_help = crate::error::EXIT_CODES
 )]
 pub struct Cli {
     /// The subcommand.
@@ -34,19 +35,25 @@ pub enum Command {
     /// Generate a SymMoLinE data set, fit it by EM, gradient EM and gradient descent from the
     /// same start, print the comparison and EM's certificate, and draw the suboptimality
     /// curves.
+    #[command(after_help = crate::error::EXIT_CODES)]
     Demo(demo::DemoArgs),
     /// Fit a mixture of experts to a CSV file.
+    #[command(after_help = crate::error::EXIT_CODES)]
     Fit(fit::FitArgs),
     /// Predict with a saved model: gate probabilities, responsibilities, predictive mean or
     /// class probabilities, as CSV.
+    #[command(after_help = crate::error::EXIT_CODES)]
     Predict(predict::PredictArgs),
     /// Certify a saved model's fit on a data set: relative smoothness and strong convexity
     /// with respect to the KL mirror map, predicted and observed linear rates.
+    #[command(after_help = crate::error::EXIT_CODES)]
     Certify(certify::CertifyArgs),
     /// Compare EM, mirror descent at several steps, gradient descent and gradient EM from one
     /// initialisation.
+    #[command(after_help = crate::error::EXIT_CODES)]
     Compare(compare::CompareArgs),
     /// Reproduce the paper's experiments (figures and a Markdown report).
+    #[command(after_help = crate::error::EXIT_CODES)]
     Reproduce(reproduce::ReproduceArgs),
 }
 

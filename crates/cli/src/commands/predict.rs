@@ -19,11 +19,12 @@
 
 use crate::error::CliError;
 use crate::model::{data_features, load_model};
-use crate::report::print_stdout;
+use crate::output::{check_outputs, write_file, Output};
 use clap::Args;
-use em_as_md::data::csv::DataError;
+use em_as_md::data::csv::{clip, open_data, read_columns, DataError};
 use em_as_md::model::registry;
 use em_as_md::{Dataset, MoeError};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `mdem predict`.
@@ -52,114 +53,63 @@ pub struct PredictData {
     pub lines: Vec<u64>,
 }
 
-fn parse_cell(
-    file: &str,
-    line: u64,
-    row: usize,
-    column: &str,
-    cell: &str,
-) -> Result<f64, DataError> {
-    let v: f64 = cell.parse().map_err(|_| DataError::NonNumeric {
-        file: file.into(),
-        line,
-        row,
-        column: column.into(),
-        value: cell.into(),
-    })?;
-    if v.is_finite() {
-        Ok(v)
-    } else {
-        Err(DataError::NonFinite {
-            file: file.into(),
-            line,
-            row,
-            column: column.into(),
-            value: cell.into(),
-        })
-    }
-}
-
-/// Reads `path` for prediction: the `features` (required) and the `target` (optional),
-/// with an intercept column prepended when `intercept`.
+/// Reads `path` (`-` for standard input, with the same limits as `fit`) for prediction:
+/// the `features` (required) and the `target` (required when `target_required`, else
+/// read when present), with an intercept column prepended when `intercept`. Only these
+/// columns are parsed ([`read_columns`]), so a wide file costs the columns used.
 ///
 /// # Errors
-/// [`DataError`] naming file, line and column (missing feature column, ragged row,
-/// non-numeric or non-finite cell, no rows).
+/// [`DataError`] naming file, line and column (not a regular file, not CSV, missing
+/// feature or required target column, ragged row, non-numeric or non-finite cell, no rows).
 pub fn read_for_prediction(
     path: &Path,
     target: &str,
+    target_required: bool,
     features: &[String],
     intercept: bool,
 ) -> Result<PredictData, DataError> {
     let file = path.display().to_string();
-    let f = std::fs::File::open(path).map_err(|source| DataError::Io {
-        file: file.clone(),
-        source,
-    })?;
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(std::io::BufReader::new(f));
-    let parse_err = |e: csv::Error| DataError::Parse {
-        file: file.clone(),
-        line: e.position().map_or(0, |p| p.line()),
-        reason: e.to_string(),
-    };
-    let header: Vec<String> = rdr
-        .headers()
-        .map_err(parse_err)?
-        .iter()
-        .map(str::to_string)
-        .collect();
-    if header.is_empty() || header.iter().all(String::is_empty) {
-        return Err(DataError::Empty { file });
-    }
-    let idx = |name: &str| header.iter().position(|h| h == name);
-    let mut cols = Vec::with_capacity(features.len());
-    for name in features {
-        cols.push(idx(name).ok_or_else(|| DataError::UnknownFeature {
-            file: file.clone(),
-            column: name.clone(),
-            available: header.clone(),
-        })?);
-    }
-    let tcol = idx(target);
-    let d = features.len() + usize::from(intercept);
-    let (mut x, mut y, mut lines) = (Vec::new(), Vec::new(), Vec::new());
-    for (r, rec) in rdr.records().enumerate() {
-        let rec = rec.map_err(parse_err)?;
-        let line = rec.position().map_or(r as u64 + 2, |p| p.line());
-        let row = r + 1;
-        if rec.len() != header.len() {
-            let column = if rec.len() < header.len() {
-                header[rec.len()].clone()
-            } else {
-                header[header.len() - 1].clone()
-            };
-            return Err(DataError::Ragged {
-                file,
-                line,
-                row,
-                expected: header.len(),
-                found: rec.len(),
-                column,
-            });
+    let mut has_target = false;
+    let select = |header: &[String]| {
+        let idx = |name: &str| header.iter().position(|h| h == name);
+        let mut cols = Vec::with_capacity(features.len() + 1);
+        for name in features {
+            cols.push(idx(name).ok_or_else(|| DataError::UnknownFeature {
+                file: file.clone(),
+                column: name.clone(),
+                available: header.to_vec(),
+            })?);
         }
+        match idx(target) {
+            Some(j) => {
+                has_target = true;
+                cols.push(j);
+            }
+            None if target_required => {
+                return Err(DataError::MissingTarget {
+                    file: file.clone(),
+                    target: target.to_string(),
+                    available: header.to_vec(),
+                })
+            }
+            None => {}
+        }
+        Ok(cols)
+    };
+    let mut columns = read_columns(open_data(path)?, &file, select)?;
+    let n = columns.lines.len();
+    let y = if has_target {
+        columns.values.pop().unwrap_or_default()
+    } else {
+        vec![0.0; n]
+    };
+    let d = features.len() + usize::from(intercept);
+    let mut x = Vec::with_capacity(n * d);
+    for i in 0..n {
         if intercept {
             x.push(1.0);
         }
-        for (&c, name) in cols.iter().zip(features) {
-            x.push(parse_cell(&file, line, row, name, &rec[c])?);
-        }
-        y.push(match tcol {
-            Some(c) => parse_cell(&file, line, row, target, &rec[c])?,
-            None => 0.0,
-        });
-        lines.push(line);
-    }
-    if y.is_empty() {
-        return Err(DataError::NoDataRows { file });
+        x.extend(columns.values.iter().map(|c| c[i]));
     }
     let dataset = Dataset::from_rows(&x, d, &y, 1).map_err(|source| DataError::Dataset {
         file: file.clone(),
@@ -167,9 +117,34 @@ pub fn read_for_prediction(
     })?;
     Ok(PredictData {
         dataset,
-        has_target: tcol.is_some(),
-        lines,
+        has_target,
+        lines: columns.lines,
     })
+}
+
+/// The target column `predict` and `certify` read: `--target` when given (then it must be
+/// present in the data, and it cannot be one of the model's features), else the one saved
+/// with the model (read when present). Returns the name and whether it is required.
+///
+/// # Errors
+/// [`CliError::BadInput`] when `--target` names a feature of the model.
+pub fn target_column(
+    given: Option<&str>,
+    saved: Option<&str>,
+    features: &[String],
+) -> Result<(String, bool), CliError> {
+    match given {
+        Some(t) if features.iter().any(|f| f == t) => {
+            Err(CliError::BadInput(format!(
+            "--target {}: \"{}\" is a feature column of the model; expected the target column{}",
+            clip(t),
+            clip(t),
+            saved.map_or_else(String::new, |s| format!(" (saved with the model: \"{}\")", clip(s)))
+        )))
+        }
+        Some(t) => Ok((t.to_string(), true)),
+        None => Ok((saved.unwrap_or_default().to_string(), false)),
+    }
 }
 
 /// Checks that the target values lie in the support of the model's experts
@@ -210,8 +185,15 @@ pub fn check_target_support(
     }))
 }
 
-/// Maps a library error about row `i` to a message naming the file and line.
-fn row_error(file: &str, pd: &PredictData, target: &str, e: MoeError) -> CliError {
+/// Maps a library error about row `i` to a message naming the file and line; any other
+/// error of the computation is blamed on `context` (`predicting`, `certify`).
+pub fn row_error(
+    file: &str,
+    pd: &PredictData,
+    target: &str,
+    context: &str,
+    e: MoeError,
+) -> CliError {
     match e {
         MoeError::InvalidData {
             row: Some(i),
@@ -222,7 +204,7 @@ fn row_error(file: &str, pd: &PredictData, target: &str, e: MoeError) -> CliErro
             pd.lines[i],
             i + 1
         )),
-        e => CliError::compute(format!("{file}: predicting"), e),
+        e => CliError::compute(format!("{file}: {context}"), e),
     }
 }
 
@@ -233,64 +215,117 @@ fn row_error(file: &str, pd: &PredictData, target: &str, e: MoeError) -> CliErro
 /// [`CliError::BadInput`] for a target outside the experts' support,
 /// [`CliError::Output`] when the output cannot be written.
 pub fn run(args: &PredictArgs) -> Result<(), CliError> {
+    if let Some(path) = &args.out {
+        check_outputs(
+            &[Output {
+                flag: "--out",
+                path,
+                extensions: PREDICTION_EXTENSIONS,
+            }],
+            &[&args.model, &args.data],
+        )?;
+    }
     let loaded = load_model(&args.model)?;
     let fitted = &loaded.fitted;
-    let target = args
-        .target
-        .clone()
-        .or(loaded.target.clone())
-        .unwrap_or_default();
     let features = data_features(fitted);
-    let pd = read_for_prediction(&args.data, &target, &features, fitted.intercept())?;
-    let data = &pd.dataset;
+    let (target, required) =
+        target_column(args.target.as_deref(), loaded.target.as_deref(), &features)?;
+    let pd = read_for_prediction(&args.data, &target, required, &features, fitted.intercept())?;
     let file = args.data.display().to_string();
-    let model = fitted.model();
-    let k = model.n_experts();
-    let n = data.n();
     if pd.has_target {
         check_target_support(fitted, &pd, &file, &target)?;
     }
-    let err = |e| row_error(&file, &pd, &target, e);
-    let gate = fitted.gate_probs(data).map_err(err)?;
-    let post = if pd.has_target {
-        Some((
-            fitted.responsibilities(data).map_err(err)?,
-            fitted.log_predictive_density(data).map_err(err)?,
-        ))
-    } else {
-        None
-    };
-    let pred_cols = model.expert().prediction_names();
-    let m = model.expert().predict_dim();
-    let mean = fitted.predict_mean(data).map_err(err)?;
-    let mut header: Vec<String> = vec!["row".into()];
-    header.extend((1..=k).map(|c| format!("gate_{c}")));
-    if pd.has_target {
-        header.extend((1..=k).map(|c| format!("resp_{c}")));
-        header.push("log_density".into());
-    }
-    header.extend(pred_cols.iter().cloned());
-    let mut out = String::new();
-    out.push_str(&header.join(","));
-    out.push('\n');
-    for i in 0..n {
-        let mut cells = vec![(i + 1).to_string()];
-        cells.extend(gate[i * k..(i + 1) * k].iter().map(|v| format!("{v}")));
-        if let Some((r, ll)) = &post {
-            cells.extend(r[i * k..(i + 1) * k].iter().map(|v| format!("{v}")));
-            cells.push(format!("{}", ll[i]));
-        }
-        cells.extend(
-            mean[i * m..(i + 1) * m]
-                .iter()
-                .take(pred_cols.len())
-                .map(|v| format!("{v}")),
-        );
-        out.push_str(&cells.join(","));
-        out.push('\n');
-    }
+    let err = |e| row_error(&file, &pd, &target, "predicting", e);
+    let pred = Predictions::compute(fitted, &pd).map_err(err)?;
     match &args.out {
-        Some(path) => std::fs::write(path, out).map_err(|e| CliError::output(path.display(), e)),
-        None => print_stdout(&out),
+        Some(path) => write_file(path, |w| pred.write(w)),
+        None => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match pred.write(&mut out).and_then(|()| out.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(CliError::output("stdout", e))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+/// Extensions of a predictions file (CSV text).
+pub const PREDICTION_EXTENSIONS: &[&str] = &["csv", "txt"];
+
+/// The predicted quantities of every row (see the [module documentation](self) for the
+/// columns), computed by the library's batched passes over the rows.
+#[derive(Debug, Clone)]
+pub struct Predictions {
+    k: usize,
+    m: usize,
+    names: Vec<String>,
+    gate: Vec<f64>,
+    post: Option<(Vec<f64>, Vec<f64>)>,
+    mean: Vec<f64>,
+}
+
+impl Predictions {
+    /// Gate probabilities, responsibilities and log densities (when the target is
+    /// present) and predictive means of every row of `pd`.
+    ///
+    /// # Errors
+    /// The library's error (mapped by the caller to a line of the data file).
+    pub fn compute(fitted: &em_as_md::FittedMoe, pd: &PredictData) -> Result<Self, MoeError> {
+        let data = &pd.dataset;
+        let model = fitted.model();
+        let post = if pd.has_target {
+            Some((
+                fitted.responsibilities(data)?,
+                fitted.log_predictive_density(data)?,
+            ))
+        } else {
+            None
+        };
+        Ok(Predictions {
+            k: model.n_experts(),
+            m: model.expert().predict_dim(),
+            names: model.expert().prediction_names(),
+            gate: fitted.gate_probs(data)?,
+            post,
+            mean: fitted.predict_mean(data)?,
+        })
+    }
+
+    /// Writes the header and one line per row to `w` as it goes (no copy of the whole
+    /// output in memory).
+    ///
+    /// # Errors
+    /// The writer's error.
+    pub fn write(&self, w: &mut impl Write) -> std::io::Result<()> {
+        let k = self.k;
+        let mut header: Vec<String> = vec!["row".into()];
+        header.extend((1..=k).map(|c| format!("gate_{c}")));
+        if self.post.is_some() {
+            header.extend((1..=k).map(|c| format!("resp_{c}")));
+            header.push("log_density".into());
+        }
+        header.extend(self.names.iter().cloned());
+        writeln!(w, "{}", header.join(","))?;
+        let n = self.gate.len() / k.max(1);
+        for i in 0..n {
+            write!(w, "{}", i + 1)?;
+            for v in &self.gate[i * k..(i + 1) * k] {
+                write!(w, ",{v}")?;
+            }
+            if let Some((r, ll)) = &self.post {
+                for v in &r[i * k..(i + 1) * k] {
+                    write!(w, ",{v}")?;
+                }
+                write!(w, ",{}", ll[i])?;
+            }
+            let m = self.m;
+            for v in self.mean[i * m..(i + 1) * m].iter().take(self.names.len()) {
+                write!(w, ",{v}")?;
+            }
+            writeln!(w)?;
+        }
+        Ok(())
     }
 }

@@ -56,6 +56,9 @@ impl ReproduceArgs {
 /// [`CliError::Experiments`]: missing or bad data files (exit code 2), a failed
 /// experiment, or a report or figure that cannot be written.
 pub fn run(args: &ReproduceArgs) -> Result<(), CliError> {
+    // Before any work: the report's directory and its figures' (bad paths exit 2).
+    crate::output::prepare_dir("--out", &args.out)?;
+    crate::output::prepare_dir("--out", &args.out.join("figures"))?;
     let clock = Instant::now();
     experiments::reproduce_with(&args.options(interrupt::flag()), &mut |event| match event {
         Event::Stage(_) | Event::Done(_) => {

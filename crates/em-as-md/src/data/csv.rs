@@ -67,6 +67,26 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
+    /// The data argument is not a regular file (a directory, a device such as
+    /// `/dev/zero`, a FIFO): only regular files and `-` (standard input) are read.
+    #[error("{file}: not a regular file ({kind}); expected a CSV file or - for standard input")]
+    NotRegularFile {
+        /// The file.
+        file: String,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// The bytes cannot be CSV text: a NUL byte, or a line longer than [`MAX_LINE_BYTES`]
+    /// (checked while reading, so an endless stream is refused at once).
+    #[error("{file}: line {line}: not a CSV file: {reason}")]
+    NotCsv {
+        /// The file.
+        file: String,
+        /// Physical line (header = line 1).
+        line: u64,
+        /// What was found.
+        reason: &'static str,
+    },
     /// The CSV parser failed (for example, bytes that are not UTF-8).
     #[error("{file}: line {line}: not valid CSV: {reason}")]
     Parse {
@@ -92,7 +112,7 @@ pub enum DataError {
         file: String,
     },
     /// Two header columns have the same name (or a feature was requested twice).
-    #[error("{file}: line 1 (header), column \"{column}\": the name appears more than once; column names must be unique")]
+    #[error("{file}: line 1 (header), column \"{column_c}\": the name appears more than once; column names must be unique", column_c = clip(column))]
     DuplicateColumn {
         /// The file.
         file: String,
@@ -101,8 +121,8 @@ pub enum DataError {
     },
     /// The target column is not in the header.
     #[error(
-        "{file}: line 1 (header): no target column \"{target}\"; the columns are {}",
-        list(available)
+        "{file}: line 1 (header): no target column \"{target_c}\"; the columns are {}",
+        list(available), target_c = clip(target)
     )]
     MissingTarget {
         /// The file.
@@ -114,8 +134,8 @@ pub enum DataError {
     },
     /// A requested feature column is not in the header.
     #[error(
-        "{file}: line 1 (header): no feature column \"{column}\"; the columns are {}",
-        list(available)
+        "{file}: line 1 (header): no feature column \"{column_c}\"; the columns are {}",
+        list(available), column_c = clip(column)
     )]
     UnknownFeature {
         /// The file.
@@ -126,7 +146,7 @@ pub enum DataError {
         available: Vec<String>,
     },
     /// The target was also requested as a feature.
-    #[error("{file}: column \"{column}\" is the target and cannot also be a feature")]
+    #[error("{file}: column \"{column_c}\" is the target and cannot also be a feature", column_c = clip(column))]
     TargetIsFeature {
         /// The file.
         file: String,
@@ -150,7 +170,7 @@ pub enum DataError {
         column: String,
     },
     /// A cell that is not a number.
-    #[error("{file}: line {line} (data row {row}; the header is line 1), column \"{column}\": expected a number, found {}", show_cell(value))]
+    #[error("{file}: line {line} (data row {row}; the header is line 1), column \"{column_c}\": expected a number, found {}", show_cell(value), column_c = clip(column))]
     NonNumeric {
         /// The file.
         file: String,
@@ -164,7 +184,7 @@ pub enum DataError {
         value: String,
     },
     /// A cell that parses to NaN or ±infinity.
-    #[error("{file}: line {line} (data row {row}; the header is line 1), column \"{column}\": expected a finite number, found \"{value}\"")]
+    #[error("{file}: line {line} (data row {row}; the header is line 1), column \"{column_c}\": expected a finite number, found \"{value_c}\"", column_c = clip(column), value_c = clip(value))]
     NonFinite {
         /// The file.
         file: String,
@@ -190,7 +210,7 @@ pub enum DataError {
         detail: String,
     },
     /// A constant feature column where it cannot be used.
-    #[error("{file}: column \"{column}\" is constant (every row is {value}); {reason}")]
+    #[error("{file}: column \"{column_c}\" is constant (every row is {value}); {reason}", column_c = clip(column))]
     ConstantColumn {
         /// The file.
         file: String,
@@ -201,8 +221,33 @@ pub enum DataError {
         /// Why that is an error here and what to do.
         reason: String,
     },
+    /// A column whose values are too large (their squares overflow) or all too small (the
+    /// column's scale is below [`MIN_SCALE`]) for the fit's sums of squares.
+    #[error("{file}: line {line} (data row {row}; the header is line 1), column \"{column_c}\": {value:e} {}; rescale the column", scale_detail(*value), column_c = clip(column))]
+    BadScale {
+        /// The file.
+        file: String,
+        /// Physical line of the largest value in absolute terms.
+        line: u64,
+        /// Its 1-based data row.
+        row: usize,
+        /// The column.
+        column: String,
+        /// The value.
+        value: f64,
+    },
+    /// The target column has the same value in every row: there is nothing to model.
+    #[error("{file}: target column \"{column_c}\" is constant (every row is {value}); expected a target that varies across rows", column_c = clip(column))]
+    ConstantTarget {
+        /// The file.
+        file: String,
+        /// The target column.
+        column: String,
+        /// Its value.
+        value: f64,
+    },
     /// A feature column that is an exact linear combination of earlier design columns.
-    #[error("{file}: column \"{column}\" is an exact linear combination of {} (1 − R² = {residual:.1e}); expected linearly independent feature columns: drop one with --features", list_or_intercept(depends_on))]
+    #[error("{file}: column \"{column_c}\" is an exact linear combination of {} (1 − R² = {residual:.1e}); expected linearly independent feature columns: drop one with --features", list_or_intercept(depends_on), column_c = clip(column))]
     Collinear {
         /// The file.
         file: String,
@@ -214,7 +259,7 @@ pub enum DataError {
         residual: f64,
     },
     /// The target lies outside the support of the chosen expert.
-    #[error("{file}: line {line} (data row {row}; the header is line 1), column \"{column}\": {expert} experts expect {expected}, found {value}")]
+    #[error("{file}: line {line} (data row {row}; the header is line 1), column \"{column_c}\": {expert} experts expect {expected}, found {value}", column_c = clip(column))]
     TargetOutOfSupport {
         /// The file.
         file: String,
@@ -233,7 +278,7 @@ pub enum DataError {
     },
     /// The target column as a whole cannot be modelled by the expert (e.g. a multinomial
     /// target with a single class).
-    #[error("{file}: column \"{column}\": {expert} experts expect {expected}, found {found}")]
+    #[error("{file}: column \"{column_c}\": {expert} experts expect {expected}, found {found}", column_c = clip(column))]
     TargetUnusable {
         /// The file.
         file: String,
@@ -262,7 +307,7 @@ fn list(names: &[String]) -> String {
     let mut s = names
         .iter()
         .take(SHOWN)
-        .map(|n| format!("\"{n}\""))
+        .map(|n| format!("\"{}\"", clip(n)))
         .collect::<Vec<_>>()
         .join(", ");
     if names.len() > SHOWN {
@@ -281,17 +326,70 @@ fn list_or_intercept(names: &[String]) -> String {
 
 fn ragged_detail(expected: usize, found: usize, column: &str) -> String {
     if found < expected {
-        format!("column \"{column}\" and after are missing")
+        format!("column \"{}\" and after are missing", clip(column))
     } else {
-        format!("extra fields after the last column \"{column}\"")
+        format!("extra fields after the last column \"{}\"", clip(column))
     }
+}
+
+/// Longest echo of a cell or a column name in a message, in characters.
+pub const MAX_ECHO_CHARS: usize = 80;
+
+/// `text` as a message shows it: control characters escaped (a quoted cell may hold a
+/// line break; the message stays one line) and cut to [`MAX_ECHO_CHARS`] characters (a
+/// 10 MB cell or header is named, not printed): the first characters, `…`, and the full
+/// length in bytes.
+pub fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    let long = text.chars().nth(MAX_ECHO_CHARS).is_some();
+    if !long && !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut head = String::new();
+    for c in text.chars().take(if long { MAX_ECHO_CHARS - 3 } else { MAX_ECHO_CHARS }) {
+        if c.is_control() {
+            head.extend(c.escape_default());
+        } else {
+            head.push(c);
+        }
+    }
+    if long {
+        format!("{head}… ({} bytes)", text.len()).into()
+    } else {
+        head.into()
+    }
+}
+
+/// Largest absolute value allowed in a column: its square, $10^{300}$, and sums of
+/// squares over millions of rows stay finite.
+pub const MAX_ABS_VALUE: f64 = 1e150;
+/// Smallest allowed scale (largest absolute value) of a non-zero column: below it squares
+/// underflow to zero or to subnormals.
+pub const MIN_SCALE: f64 = 1e-150;
+
+fn scale_detail(value: f64) -> String {
+    if value.abs() > MAX_ABS_VALUE {
+        format!("is too large: its square overflows (expected |values| ≤ {MAX_ABS_VALUE:e})")
+    } else {
+        format!("is the column's largest value in size, below {MIN_SCALE:e}: its square underflows")
+    }
+}
+
+/// The row (0-based) of `col`'s largest absolute value when the column is out of scale:
+/// above [`MAX_ABS_VALUE`], or non-zero but all below [`MIN_SCALE`].
+fn out_of_scale(col: &[f64]) -> Option<usize> {
+    let (i, m) = col
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i, v.abs()))
+        .fold((0, 0.0), |a, b| if b.1 > a.1 { b } else { a });
+    (m > MAX_ABS_VALUE || (m > 0.0 && m < MIN_SCALE)).then_some(i)
 }
 
 fn show_cell(value: &str) -> String {
     if value.is_empty() {
         "an empty cell".to_string()
     } else {
-        format!("\"{value}\"")
+        format!("\"{}\"", clip(value))
     }
 }
 
@@ -391,6 +489,8 @@ struct LineCounter<R> {
     current: u8,
     /// Whether the current line so far is exactly `\r`.
     current_cr: bool,
+    /// Bytes of the current line so far (bounded by [`MAX_LINE_BYTES`]).
+    line_len: u64,
 }
 
 impl<R: Read> LineCounter<R> {
@@ -402,6 +502,7 @@ impl<R: Read> LineCounter<R> {
             offset: 0,
             current: 0,
             current_cr: false,
+            line_len: 0,
         }
     }
 
@@ -423,20 +524,238 @@ impl<R: Read> Read for LineCounter<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let k = self.inner.read(buf)?;
         for &byte in &buf[..k] {
+            let reason = if byte == 0 {
+                Some("it contains a NUL byte")
+            } else if byte != b'\n' && self.line_len >= MAX_LINE_BYTES {
+                Some("the line is longer than 1 MiB")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                let line = self.newlines.len() as u64 + 1;
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    NotText { line, reason },
+                ));
+            }
             if byte == b'\n' {
                 self.newlines.push(self.offset);
                 self.blank
                     .push(self.current == 0 || (self.current == 1 && self.current_cr));
                 self.current = 0;
                 self.current_cr = false;
+                self.line_len = 0;
             } else {
                 self.current_cr = self.current == 0 && byte == b'\r';
                 self.current = self.current.saturating_add(1).min(2);
+                self.line_len += 1;
             }
             self.offset += 1;
         }
         Ok(k)
     }
+}
+
+/// Longest line read, in bytes (1 MiB): a longer line (an endless stream, a binary file)
+/// is [`DataError::NotCsv`] as soon as it is seen.
+pub const MAX_LINE_BYTES: u64 = 1 << 20;
+
+/// Why [`LineCounter`] stopped reading: carried through the `csv` crate's I/O error.
+#[derive(Debug)]
+struct NotText {
+    line: u64,
+    reason: &'static str,
+}
+
+impl fmt::Display for NotText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.reason)
+    }
+}
+
+impl std::error::Error for NotText {}
+
+/// Opens a data argument for reading: `-` is standard input, anything else must be a
+/// regular file (a device such as `/dev/zero`, a directory or a FIFO is refused before a
+/// byte is read). Either is read with the same limits ([`MAX_LINE_BYTES`], no NUL).
+///
+/// # Errors
+/// [`DataError::Io`] when the file cannot be opened, [`DataError::NotRegularFile`].
+pub fn open_data(path: &Path) -> Result<Box<dyn Read>, DataError> {
+    let file = path.display().to_string();
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(std::io::BufReader::new(std::io::stdin())));
+    }
+    let io = |source| DataError::Io {
+        file: file.clone(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a directory"
+        } else {
+            "a device, FIFO or socket"
+        };
+        return Err(DataError::NotRegularFile { file, kind });
+    }
+    let f = std::fs::File::open(path).map_err(io)?;
+    Ok(Box::new(std::io::BufReader::new(f)))
+}
+
+/// A CSV reader over `reader` that counts lines and enforces the limits.
+type Rows<R> = csv::Reader<LineCounter<R>>;
+
+/// The `csv` crate's error as a [`DataError`] naming the file and line.
+fn parse_error<R: Read>(e: csv::Error, file: &str, lc: &LineCounter<R>) -> DataError {
+    let line = e.position().map_or(0, |p| lc.line_at(p.byte()));
+    match e.into_kind() {
+        csv::ErrorKind::Io(source) => {
+            match source.get_ref().and_then(|r| r.downcast_ref::<NotText>()) {
+                Some(t) => DataError::NotCsv {
+                    file: file.to_string(),
+                    line: t.line,
+                    reason: t.reason,
+                },
+                None => DataError::Io {
+                    file: file.to_string(),
+                    source,
+                },
+            }
+        }
+        kind => DataError::Parse {
+            file: file.to_string(),
+            line,
+            reason: csv_reason(&kind),
+        },
+    }
+}
+
+/// Starts reading CSV from `reader`: the reader and the header, checked to be present and
+/// to have unique names (a hash set, so a 100 000-column header costs linear time).
+fn read_header<R: Read>(reader: R, file: &str) -> Result<(Rows<R>, Vec<String>), DataError> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(LineCounter::new(reader));
+    let header: Vec<String> = match rdr.headers() {
+        Ok(h) => h.iter().map(str::to_string).collect(),
+        Err(e) => return Err(parse_error(e, file, rdr.get_ref())),
+    };
+    if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+        return Err(DataError::Empty { file: file.into() });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(header.len());
+    if let Some(h) = header.iter().find(|h| !seen.insert(h.as_str())) {
+        return Err(DataError::DuplicateColumn {
+            file: file.into(),
+            column: h.clone(),
+        });
+    }
+    Ok((rdr, header))
+}
+
+/// The cells of the selected columns of every row, parsed as finite numbers.
+#[derive(Debug, Clone)]
+pub struct Columns {
+    /// Every column of the header, in file order.
+    pub header: Vec<String>,
+    /// One vector per selected column, in the order selected.
+    pub values: Vec<Vec<f64>>,
+    /// Physical line of each data row (header = line 1).
+    pub lines: Vec<u64>,
+}
+
+/// Reads CSV from `reader` (`name` is the file in messages): the header, then the columns
+/// `select` picks from it (by index; it may refuse the header with an error), every row
+/// checked to have the header's width and each selected cell to be a finite number (the
+/// first bad cell of a row in file order is reported). Only the selected cells are parsed,
+/// so the cost grows with the columns used, not the header's width.
+///
+/// # Errors
+/// `select`'s error; [`DataError::NotCsv`], [`DataError::Parse`], [`DataError::Empty`],
+/// [`DataError::DuplicateColumn`], [`DataError::Ragged`], [`DataError::NonNumeric`],
+/// [`DataError::NonFinite`], [`DataError::NoDataRows`].
+pub fn read_columns<R: Read>(
+    reader: R,
+    name: &str,
+    select: impl FnOnce(&[String]) -> Result<Vec<usize>, DataError>,
+) -> Result<Columns, DataError> {
+    let file = name.to_string();
+    let (mut rdr, header) = read_header(reader, name)?;
+    let chosen = select(&header)?;
+    let width = header.len();
+    let mut values: Vec<Vec<f64>> = vec![Vec::new(); chosen.len()];
+    let mut lines = Vec::new();
+    let mut record = csv::StringRecord::new();
+    // The parsed columns in file order, so the first bad cell of a row is reported.
+    let mut in_file_order: Vec<(usize, usize)> =
+        chosen.iter().enumerate().map(|(k, &j)| (j, k)).collect();
+    in_file_order.sort_unstable();
+    loop {
+        match rdr.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(parse_error(e, &file, rdr.get_ref())),
+        }
+        let line = record
+            .position()
+            .map_or(0, |p| rdr.get_ref().line_at(p.byte()));
+        let row = lines.len() + 1;
+        if record.len() != width {
+            let column = if record.len() < width {
+                header[record.len()].clone()
+            } else {
+                header[width - 1].clone()
+            };
+            return Err(DataError::Ragged {
+                file,
+                line,
+                row,
+                expected: width,
+                found: record.len(),
+                column,
+            });
+        }
+        for &(j, k) in &in_file_order {
+            let text = &record[j];
+            let bad = |parsed: bool| {
+                let (file, column, value) = (file.clone(), header[j].clone(), text.to_string());
+                if parsed {
+                    DataError::NonFinite {
+                        file,
+                        line,
+                        row,
+                        column,
+                        value,
+                    }
+                } else {
+                    DataError::NonNumeric {
+                        file,
+                        line,
+                        row,
+                        column,
+                        value,
+                    }
+                }
+            };
+            match text.parse::<f64>() {
+                Ok(v) if v.is_finite() => values[k].push(v),
+                Ok(_) => return Err(bad(true)),
+                Err(_) => return Err(bad(false)),
+            }
+        }
+        lines.push(line);
+    }
+    if lines.is_empty() {
+        return Err(DataError::NoDataRows { file });
+    }
+    Ok(Columns {
+        header,
+        values,
+        lines,
+    })
 }
 
 /// Loads `path` (CSV with a header row): target column `target`, feature columns
@@ -473,12 +792,14 @@ pub fn load_csv_with(
     options: LoadOptions,
 ) -> Result<LoadedData, DataError> {
     let path = path.as_ref();
-    let file = path.display().to_string();
-    let f = std::fs::File::open(path).map_err(|source| DataError::Io {
-        file: file.clone(),
-        source,
-    })?;
-    load_csv_from_reader(std::io::BufReader::new(f), &file, target, features, options)
+    let reader = open_data(path)?;
+    load_csv_from_reader(
+        reader,
+        &path.display().to_string(),
+        target,
+        features,
+        options,
+    )
 }
 
 /// [`load_csv_with`] from any reader (standard input, a string in a test); `name` is the
@@ -494,147 +815,66 @@ pub fn load_csv_from_reader<R: Read>(
     options: LoadOptions,
 ) -> Result<LoadedData, DataError> {
     let file = name.to_string();
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(LineCounter::new(reader));
-    let parse_err = |e: csv::Error, file: &str, lc: &LineCounter<R>| -> DataError {
-        let line = e.position().map_or(0, |p| lc.line_at(p.byte()));
-        match e.into_kind() {
-            csv::ErrorKind::Io(source) => DataError::Io {
-                file: file.to_string(),
-                source,
-            },
-            kind => DataError::Parse {
-                file: file.to_string(),
-                line,
-                reason: csv_reason(&kind),
-            },
-        }
-    };
-
-    // Header.
-    let header: Vec<String> = match rdr.headers() {
-        Ok(h) => h.iter().map(str::to_string).collect(),
-        Err(e) => return Err(parse_err(e, &file, rdr.get_ref())),
-    };
-    if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
-        return Err(DataError::Empty { file });
-    }
-    for (j, h) in header.iter().enumerate() {
-        if header[..j].contains(h) {
-            return Err(DataError::DuplicateColumn {
-                file,
-                column: h.clone(),
-            });
-        }
-    }
-    let index_of = |name: &str| header.iter().position(|h| h == name);
-
-    // Column selection.
-    let target_col = index_of(target).ok_or_else(|| DataError::MissingTarget {
-        file: file.clone(),
-        target: target.to_string(),
-        available: header.clone(),
-    })?;
-    let mut feature_cols: Vec<usize> = match features {
-        None => (0..header.len()).filter(|&j| j != target_col).collect(),
-        Some(names) => {
-            let mut cols = Vec::with_capacity(names.len());
-            for name in names {
-                let j = index_of(name).ok_or_else(|| DataError::UnknownFeature {
-                    file: file.clone(),
-                    column: name.clone(),
-                    available: header.clone(),
-                })?;
-                if j == target_col {
-                    return Err(DataError::TargetIsFeature {
-                        file,
+    let mut target_col = 0;
+    let mut feature_cols: Vec<usize> = Vec::new();
+    let select = |header: &[String]| -> Result<Vec<usize>, DataError> {
+        let index_of = |name: &str| header.iter().position(|h| h == name);
+        target_col = index_of(target).ok_or_else(|| DataError::MissingTarget {
+            file: file.clone(),
+            target: target.to_string(),
+            available: header.to_vec(),
+        })?;
+        feature_cols = match features {
+            None => (0..header.len()).filter(|&j| j != target_col).collect(),
+            Some(names) => {
+                let mut cols = Vec::with_capacity(names.len());
+                for name in names {
+                    let j = index_of(name).ok_or_else(|| DataError::UnknownFeature {
+                        file: file.clone(),
                         column: name.clone(),
-                    });
+                        available: header.to_vec(),
+                    })?;
+                    if j == target_col {
+                        return Err(DataError::TargetIsFeature {
+                            file: file.clone(),
+                            column: name.clone(),
+                        });
+                    }
+                    if cols.contains(&j) {
+                        return Err(DataError::DuplicateColumn {
+                            file: file.clone(),
+                            column: name.clone(),
+                        });
+                    }
+                    cols.push(j);
                 }
-                if cols.contains(&j) {
-                    return Err(DataError::DuplicateColumn {
-                        file,
-                        column: name.clone(),
-                    });
-                }
-                cols.push(j);
-            }
-            cols
-        }
-    };
-
-    // Rows: parse only the selected cells; every row must have the header's width.
-    let width = header.len();
-    let mut cols_x: Vec<Vec<f64>> = vec![Vec::new(); feature_cols.len()];
-    let mut y = Vec::new();
-    let mut lines = Vec::new();
-    let mut record = csv::StringRecord::new();
-    // The parsed columns in file order (buffers reused across rows).
-    let mut selected: Vec<usize> = feature_cols.clone();
-    selected.push(target_col);
-    selected.sort_unstable();
-    let mut parsed = vec![0.0; width];
-    loop {
-        match rdr.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => return Err(parse_err(e, &file, rdr.get_ref())),
-        }
-        let line = record
-            .position()
-            .map_or(0, |p| rdr.get_ref().line_at(p.byte()));
-        let row = y.len() + 1;
-        if record.len() != width {
-            let column = if record.len() < width {
-                header[record.len()].clone()
-            } else {
-                header[width - 1].clone()
-            };
-            return Err(DataError::Ragged {
-                file,
-                line,
-                row,
-                expected: width,
-                found: record.len(),
-                column,
-            });
-        }
-        let cell = |j: usize| -> Result<f64, DataError> {
-            let text = &record[j];
-            match text.parse::<f64>() {
-                Ok(v) if v.is_finite() => Ok(v),
-                Ok(_) => Err(DataError::NonFinite {
-                    file: file.clone(),
-                    line,
-                    row,
-                    column: header[j].clone(),
-                    value: text.to_string(),
-                }),
-                Err(_) => Err(DataError::NonNumeric {
-                    file: file.clone(),
-                    line,
-                    row,
-                    column: header[j].clone(),
-                    value: text.to_string(),
-                }),
+                cols
             }
         };
-        // Cells are checked in file order, so the first bad cell of a row is reported.
-        for &j in &selected {
-            parsed[j] = cell(j)?;
-        }
-        for (k, &j) in feature_cols.iter().enumerate() {
-            cols_x[k].push(parsed[j]);
-        }
-        y.push(parsed[target_col]);
-        lines.push(line);
-    }
+        Ok(feature_cols.iter().copied().chain([target_col]).collect())
+    };
+    let Columns {
+        header,
+        values: mut cols_x,
+        lines,
+    } = read_columns(reader, name, select)?;
+    let y = cols_x.pop().unwrap_or_default();
     let n = y.len();
-    if n == 0 {
-        return Err(DataError::NoDataRows { file });
+    let line_of = |i: usize| lines.get(i).copied().unwrap_or(i as u64 + 2);
+    for (col, j) in cols_x
+        .iter()
+        .chain([&y])
+        .zip(feature_cols.iter().chain([&target_col]))
+    {
+        if let Some(i) = out_of_scale(col) {
+            return Err(DataError::BadScale {
+                file,
+                line: line_of(i),
+                row: i + 1,
+                column: header[*j].clone(),
+                value: col[i],
+            });
+        }
     }
 
     // Constant columns.
@@ -748,6 +988,25 @@ pub fn load_csv_from_reader<R: Read>(
         lines,
         warnings,
     })
+}
+
+/// Checks that the target of `loaded` varies across rows: a constant target leaves a
+/// mixture nothing to model (a linear expert's variance would be zero). Not part of
+/// [`load_csv`], so that an expert's own rule about its target (e.g. a multinomial
+/// expert's "at least two classes") can speak first.
+///
+/// # Errors
+/// [`DataError::ConstantTarget`] naming the file and the column.
+pub fn check_target_varies(loaded: &LoadedData) -> Result<(), DataError> {
+    let y = loaded.dataset.y_all();
+    match y.first() {
+        Some(&v) if y.len() > 1 && y.iter().all(|&w| w == v) => Err(DataError::ConstantTarget {
+            file: loaded.file.clone(),
+            column: loaded.target.clone(),
+            value: v,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn csv_reason(kind: &csv::ErrorKind) -> String {
@@ -1191,6 +1450,141 @@ mod tests {
         let e =
             load_csv_from_reader(bytes, "t.csv", "y", None, LoadOptions::default()).unwrap_err();
         assert!(matches!(e, DataError::Parse { line: 3, .. }), "{e:?}");
+    }
+
+    #[test]
+    fn devices_long_lines_and_nul_bytes_are_not_csv() {
+        let e = load_csv("/dev/zero", "y", None, true).unwrap_err();
+        assert!(matches!(e, DataError::NotRegularFile { .. }), "{e:?}");
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let e = load_csv(std::env::temp_dir(), "y", None, true).unwrap_err();
+        assert!(e.to_string().contains("(a directory)"), "{e}");
+        // An endless stream of zeros is refused at its first byte.
+        let e = load_csv_from_reader(std::io::repeat(0), "z", "y", None, LoadOptions::default())
+            .unwrap_err();
+        assert!(matches!(e, DataError::NotCsv { line: 1, .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "z: line 1: not a CSV file: it contains a NUL byte"
+        );
+        // A line of exactly the limit is read; one byte more on line 3 is refused.
+        let cell = "0".repeat(MAX_LINE_BYTES as usize - 2);
+        let ok = format!("a,y\n{cell},1\n1,2\n");
+        assert!(
+            load_csv_from_reader(ok.as_bytes(), "t", "y", None, LoadOptions::default()).is_ok()
+        );
+        let long = format!("a,y\n1,2\n{cell}9,1\n");
+        let e = load_csv_from_reader(long.as_bytes(), "t", "y", None, LoadOptions::default())
+            .unwrap_err();
+        assert!(matches!(e, DataError::NotCsv { line: 3, .. }), "{e:?}");
+        assert!(e.to_string().contains("longer than 1 MiB"), "{e}");
+        let e = load_csv_from_reader(
+            &b"a,y\n1,2\n3,\x004\n"[..],
+            "t",
+            "y",
+            None,
+            LoadOptions::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, DataError::NotCsv { line: 3, .. }), "{e:?}");
+        // An endless line without NUL bytes is cut at the limit too.
+        let e = load_csv_from_reader(
+            std::io::repeat(b'1'),
+            "t",
+            "y",
+            None,
+            LoadOptions::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, DataError::NotCsv { line: 1, .. }), "{e:?}");
+    }
+
+    #[test]
+    fn echoed_cells_and_names_are_clipped() {
+        assert_eq!(clip("short"), "short");
+        assert_eq!(clip("a\nb\t"), "a\\nb\\t");
+        let big = "x".repeat(10_000);
+        let c = clip(&big);
+        assert_eq!(
+            c.chars().count(),
+            MAX_ECHO_CHARS - 3 + 1 + " (10000 bytes)".len()
+        );
+        assert!(c.ends_with("… (10000 bytes)"), "{c}");
+        // Multi-byte characters are cut on character boundaries.
+        assert!(clip(&"é".repeat(100)).starts_with(&"é".repeat(77)));
+        let text = format!("a,y\n{big},1\n");
+        let e = load("a,y\n1,0\n".replace('1', &big).as_str(), "y", None, true).unwrap_err();
+        assert!(e.to_string().len() < 400, "{e}");
+        let e = load(&text, "y", None, true).unwrap_err();
+        assert!(matches!(e, DataError::NonNumeric { .. }));
+        assert!(e.to_string().len() < 300, "{e}");
+        let e = load(&format!("{big},y\n1,0\n"), "zz", None, true).unwrap_err();
+        assert!(matches!(e, DataError::MissingTarget { .. }));
+        assert!(e.to_string().len() < 300, "{e}");
+    }
+
+    #[test]
+    fn out_of_scale_columns_and_constant_targets_are_named() {
+        let e = load("a,b,y\n1,2,0\n2,1e300,1\n3,5,0\n4,1,2\n", "y", None, true).unwrap_err();
+        assert!(
+            matches!(e, DataError::BadScale { line: 3, row: 2, ref column, value, .. } if column == "b" && value == 1e300),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("its square overflows"), "{e}");
+        let e = load(
+            "a,b,y\n1,2e-300,0\n2,1e-300,1\n3,5e-301,0\n4,1e-301,2\n",
+            "y",
+            None,
+            true,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, DataError::BadScale { line: 2, ref column, .. } if column == "b"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("underflows"), "{e}");
+        // The target too, and just inside the bounds is fine.
+        let e = load("a,y\n1,0\n2,1e200\n3,0\n", "y", None, true).unwrap_err();
+        assert!(
+            matches!(e, DataError::BadScale { ref column, .. } if column == "y"),
+            "{e:?}"
+        );
+        assert!(load("a,y\n1,0\n2,1e150\n3,1e-150\n", "y", None, true).is_ok());
+        let e = check_target_varies(&load("a,y\n1,3\n2,3\n3,3\n", "y", None, true).unwrap())
+            .unwrap_err();
+        assert!(
+            matches!(e, DataError::ConstantTarget { value, .. } if value == 3.0),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().contains("target column \"y\" is constant"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_wide_header_costs_the_columns_used() {
+        // 100 000 columns, two of them used: linear in the header (hash-set duplicate
+        // check), only the selected cells parsed.
+        let w = 100_000;
+        let header: Vec<String> = (0..w).map(|j| format!("c{j}")).collect();
+        let mut text = header.join(",") + "\n";
+        for i in 0..5 {
+            let row: Vec<String> = (0..w).map(|j| ((i * 7 + j * 3) % 11).to_string()).collect();
+            text += &(row.join(",") + "\n");
+        }
+        let t = std::time::Instant::now();
+        let d = load(&text, "c5", Some(&names(&["c1", "c2"])), true).unwrap();
+        assert_eq!(d.features, names(&["c1", "c2"]));
+        assert!(t.elapsed().as_secs_f64() < 2.0, "{:?}", t.elapsed());
+        let e = load(
+            &format!("{}\n1\n", "a,".repeat(50_000) + "a"),
+            "a",
+            None,
+            true,
+        )
+        .unwrap_err();
+        assert!(matches!(e, DataError::DuplicateColumn { .. }), "{e:?}");
     }
 
     #[test]

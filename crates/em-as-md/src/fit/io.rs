@@ -368,13 +368,16 @@ pub fn from_json(text: &str) -> Result<FittedMoe> {
     Ok(fitted)
 }
 
-/// Writes the model to `path` as JSON.
+/// Writes the model to `path` as JSON, atomically ([`crate::fit::atomic`]: a failed
+/// write leaves an existing file untouched).
 ///
 /// # Errors
 /// As [`to_json`]; `Io` naming the path when writing fails.
 pub fn save(m: &FittedMoe, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    std::fs::write(path, to_json(m)?).map_err(|e| MoeError::Io(format!("{}: {e}", path.display())))
+    let text = to_json(m)?;
+    crate::fit::atomic::write_bytes(path, text.as_bytes())
+        .map_err(|e| MoeError::Io(format!("{}: {e}", path.display())))
 }
 
 /// Reads a model written by [`save`].

@@ -4,6 +4,7 @@
 //! ([`scaling`], an exact reparametrisation of $\theta$).
 
 pub mod align;
+pub mod atomic;
 pub mod init;
 pub mod io;
 mod params;
