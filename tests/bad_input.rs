@@ -543,7 +543,8 @@ fn table(fx: &Fixtures) -> Vec<Case> {
         cases.push(c);
     }
 
-    // 4. A full disk (file-size limit) while writing: exit 1, previous file intact.
+    // 4. A full disk (file-size limit) while writing: exit 1, previous file intact. The
+    // limit (one block) is below every output written here (a model is over 3 KB).
     for (what, args, prev) in [
         ("fit --out on a full disk", fit_args(&good), "prev.json"),
         (
@@ -559,7 +560,7 @@ fn table(fx: &Fixtures) -> Vec<Case> {
         let mut c = Case::new(what, &[], 1, &["cannot write", "File too large"]);
         c.args = args;
         c.args.extend(["--out".into(), s(&prev)]);
-        c.file_limit = Some(8);
+        c.file_limit = Some(1);
         c.unchanged = vec![prev.clone()];
         c.clean_dir = Some(dir);
         cases.push(c);
@@ -1190,6 +1191,67 @@ fn table(fx: &Fixtures) -> Vec<Case> {
         &[],
     ));
     cases.push(Case::new("help", &["fit", "--help"], 0, &[]));
+
+    // 9. Ordinary data that must fit, and a fit without a maximum that must say so.
+    let shipped = |f: &str| s(&Path::new(env!("CARGO_MANIFEST_DIR")).join(f));
+    let (diabetes, cancer) = (
+        shipped("data/diabetes.csv"),
+        shipped("data/breast_cancer.csv"),
+    );
+    let classes = shipped("tests/data/three_classes.csv");
+    for k in ["3", "4"] {
+        cases.push(Case::new(
+            format!("diabetes K = {k} linear fits"),
+            &[
+                "fit",
+                &diabetes,
+                "--target",
+                "y",
+                "--experts",
+                k,
+                "--expert",
+                "linear",
+                "--json",
+            ],
+            0,
+            &["\"converged\":true"],
+        ));
+    }
+    cases.push(Case::new(
+        "multinomial K = 2 on three classes fits",
+        &[
+            "fit",
+            &classes,
+            "--target",
+            "y",
+            "--experts",
+            "2",
+            "--expert",
+            "multinomial",
+        ],
+        0,
+        &["converged (relative change"],
+    ));
+    cases.push(Case::new(
+        "separable logistic data are not converged",
+        &[
+            "fit",
+            &cancer,
+            "--target",
+            "y",
+            "--experts",
+            "2",
+            "--expert",
+            "logistic",
+            "--json",
+        ],
+        0,
+        &[
+            "\"converged\":false",
+            "separates its weighted data",
+            "\"separated\":{\"expert\"",
+        ],
+    ));
     cases
 }
 
@@ -1272,6 +1334,15 @@ fn run(case: &Case) -> Result<(), String> {
         for w in &case.words {
             if !lines[0].contains(w.as_str()) {
                 return fail(format!("missing {w:?}"));
+            }
+        }
+    }
+    if case.code == 0 {
+        // A success's words are in its report.
+        let report = String::from_utf8_lossy(&out.stdout);
+        for w in &case.words {
+            if !report.contains(w.as_str()) {
+                return fail(format!("report lacks {w:?}"));
             }
         }
     }

@@ -27,6 +27,10 @@ pub fn termination_warning(termination: &em_as_md::Termination) -> Option<String
         Termination::InexactMStep { .. } => {
             "the last steps were not exact EM steps; the parameters are not a fixed point of EM"
         }
+        Termination::Separated { .. } => {
+            "a linear predictor classifies that expert's rows perfectly, so the likelihood has \
+             no maximum: use fewer experts or drop the separating columns (--features)"
+        }
         Termination::MaxIters => "raise the iteration limit",
         Termination::TimeLimit => "raise the time limit",
         Termination::Interrupted => "the results are those of the iterations before the interrupt",
@@ -53,9 +57,24 @@ pub fn inexact_m_step_json(termination: &em_as_md::Termination) -> serde_json::V
         }),
         Termination::Converged { .. }
         | Termination::GradientSmall
+        | Termination::Separated { .. }
         | Termination::MaxIters
         | Termination::TimeLimit
         | Termination::Interrupted => serde_json::Value::Null,
+    }
+}
+
+/// The `"separated"` field of the JSON reports: the expert (1-based, as in the tables)
+/// and its mean weighted negative log-likelihood for
+/// [`Termination::Separated`](em_as_md::Termination::Separated), or `null` for any other
+/// termination.
+pub fn separated_json(termination: &em_as_md::Termination) -> serde_json::Value {
+    match termination {
+        em_as_md::Termination::Separated { expert, mean_nll } => serde_json::json!({
+            "expert": expert + 1,
+            "mean_nll": mean_nll,
+        }),
+        _ => serde_json::Value::Null,
     }
 }
 
@@ -83,6 +102,10 @@ mod tests {
             "{w}"
         );
         for t in [
+            Termination::Separated {
+                expert: 1,
+                mean_nll: 1e-9,
+            },
             Termination::MaxIters,
             Termination::TimeLimit,
             Termination::Interrupted,
@@ -95,5 +118,15 @@ mod tests {
             serde_json::json!({"inexact": 2, "window": 5, "worst_residual": 0.5, "rel_change": 1e-12})
         );
         assert!(inexact_m_step_json(&Termination::MaxIters).is_null());
+        let sep = Termination::Separated {
+            expert: 1,
+            mean_nll: 1e-9,
+        };
+        assert!(sep.to_string().starts_with("expert 2 separates"), "{sep}");
+        assert_eq!(
+            separated_json(&sep),
+            serde_json::json!({"expert": 2, "mean_nll": 1e-9})
+        );
+        assert!(separated_json(&inexact).is_null());
     }
 }

@@ -32,7 +32,9 @@ use crate::interrupt;
 use crate::model::{params_json, params_tables, save_model, StartInfo, MODEL_EXTENSIONS};
 use crate::output::FIGURE_EXTENSIONS;
 use crate::progress::{show_progress, ProgressObserver};
-use crate::report::{inexact_m_step_json, num, print_stdout, termination_warning, Align, Table};
+use crate::report::{
+    inexact_m_step_json, num, print_stdout, separated_json, termination_warning, Align, Table,
+};
 use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::Args;
 use em_as_md::data::csv::{load_csv_with, LoadOptions, LoadedData};
@@ -357,19 +359,30 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             .iter()
             .map(|r| r.objective)
             .fold(f64::INFINITY, f64::min);
-        let pts = rep
+        let gaps: Vec<(f64, f64)> = rep
             .trace
             .iter()
             .map(|r| (r.iter as f64, r.objective - l_final))
             .collect();
-        let drawn = Chart::new(
-            format!("EM on {} ({k} {expert_name} experts)", loaded.file),
-            "iteration t",
-            "L(θ_t) − min_t L(θ_t)",
-        )
-        .log_y(true)
-        .series(Series::new("EM", pts))
-        .save(path);
+        let title = format!(
+            "{} on {} ({k} {expert_name} experts)",
+            rep.solver, loaded.file
+        );
+        // A start that begins at its optimum (the gated start from the ungated optimum
+        // often does) has no decrease to draw on a log axis: draw L itself instead.
+        let chart = if gaps.iter().any(|&(_, g)| g > 0.0) {
+            Chart::new(title, "iteration t", "L(θ_t) − min_t L(θ_t)")
+                .log_y(true)
+                .series(Series::new("gap", gaps))
+        } else {
+            let pts = rep
+                .trace
+                .iter()
+                .map(|r| (r.iter as f64, r.objective))
+                .collect();
+            Chart::new(title, "iteration t", "L(θ_t)").series(Series::new("L", pts))
+        };
+        let drawn = chart.save(path);
         match drawn {
             Ok(()) => figure_written = true,
             // A fit interrupted after 0 or 1 iterations has no decrease to draw; its
@@ -398,6 +411,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             "termination": termination,
             "converged": rep.converged(),
             "inexact_m_step": inexact_m_step_json(&rep.termination),
+            "separated": separated_json(&rep.termination),
             "unconverged_starts": rep.unconverged_restarts(),
             "seconds": rep.seconds,
             "aic": fitted.aic(),

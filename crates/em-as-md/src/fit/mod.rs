@@ -10,6 +10,7 @@ pub mod io;
 mod params;
 pub mod predict;
 pub mod scaling;
+pub mod separation;
 
 pub use params::*;
 pub use predict::{FitReport, FittedMoe};

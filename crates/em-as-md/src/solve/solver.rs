@@ -198,6 +198,18 @@ pub enum Termination {
     TimeLimit,
     /// The caller's cancellation flag was raised.
     Interrupted,
+    /// An outer criterion was met, but the weighted data of a classifying expert are
+    /// separated ([`crate::fit::separation`]): its M-step has no maximiser, its
+    /// coefficients grow without bound and $L$ creeps towards its supremum by ever smaller
+    /// steps. Not converged. Set by the product layer
+    /// ([`MoeValidParams::fit`](crate::MoeValidParams::fit)), not by the executor.
+    Separated {
+        /// The expert (0-based).
+        expert: usize,
+        /// Its mean weighted negative log-likelihood (at most
+        /// [`SEPARATION_MEAN_NLL`](crate::fit::separation::SEPARATION_MEAN_NLL)).
+        mean_nll: f64,
+    },
 }
 
 impl Termination {
@@ -209,6 +221,7 @@ impl Termination {
         match self {
             Termination::Converged { .. } | Termination::GradientSmall => true,
             Termination::InexactMStep { .. }
+            | Termination::Separated { .. }
             | Termination::MaxIters
             | Termination::TimeLimit
             | Termination::Interrupted => false,
@@ -235,6 +248,7 @@ impl Termination {
         match criterion {
             Termination::Converged { .. } | Termination::GradientSmall => {}
             Termination::InexactMStep { .. }
+            | Termination::Separated { .. }
             | Termination::MaxIters
             | Termination::TimeLimit
             | Termination::Interrupted => return criterion,
@@ -283,6 +297,12 @@ impl std::fmt::Display for Termination {
                     None => write!(f, "(no finite residual reported)"),
                 }
             }
+            Termination::Separated { expert, mean_nll } => write!(
+                f,
+                "expert {} separates its weighted data (mean negative log-likelihood \
+                 {mean_nll:.1e}): its coefficients grow without bound",
+                expert + 1
+            ),
             Termination::TimeLimit => write!(f, "time limit reached"),
             Termination::Interrupted => write!(f, "interrupted"),
         }

@@ -1,0 +1,83 @@
+//! Separated classifying experts end "separated", never "converged"
+//! ([`em_as_md::fit::separation`]).
+
+use em_as_md::fit::separation::{separated_experts, SEPARATION_MEAN_NLL};
+use em_as_md::{Dataset, Gating, Logistic, MoeParams, Termination};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// `n` rows with an intercept and one feature x ~ U(−2, 2); the class is `label(x, u)` for
+/// a uniform `u`.
+fn data(n: usize, seed: u64, label: impl Fn(f64, f64) -> bool) -> Dataset {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let xi: f64 = rng.random_range(-2.0..2.0);
+        let u: f64 = rng.random();
+        x.push(xi);
+        y.push(if label(xi, u) { 1.0 } else { 0.0 });
+    }
+    Dataset::from_rows(&x, 1, &y, 1).unwrap().with_intercept()
+}
+
+fn logistic(k: usize, gating: Gating) -> MoeParams {
+    MoeParams::new(k)
+        .expert(Logistic::new())
+        .gating(gating)
+        .n_init(2)
+        .seed(3)
+}
+
+#[test]
+fn separable_classes_end_separated_with_the_mean_loss_of_the_data() {
+    let d = data(200, 1, |x, _| x > 0.0);
+    let fit = logistic(1, Gating::Constant)
+        .check()
+        .unwrap()
+        .fit(&d)
+        .unwrap();
+    let rep = fit.report();
+    let Termination::Separated { expert, mean_nll } = rep.termination else {
+        panic!("{:?}", rep.termination)
+    };
+    assert!(!rep.termination.is_converged());
+    assert!(!rep.converged());
+    assert_eq!(expert, 0);
+    // With one expert the mean loss is −L/n, computed here from the predictive densities.
+    let lpd = fit.log_predictive_density(&d).unwrap();
+    let direct = -lpd.iter().sum::<f64>() / d.n() as f64;
+    assert!(
+        (mean_nll - direct).abs() <= 1e-9 * direct.max(1e-300) + 1e-15,
+        "{mean_nll} vs {direct}"
+    );
+    assert!(mean_nll <= SEPARATION_MEAN_NLL);
+    // The report's text says what happened.
+    assert!(rep.termination.to_string().contains("expert 1 separates"));
+}
+
+#[test]
+fn a_gated_mixture_on_separable_classes_is_not_converged() {
+    let d = data(200, 2, |x, _| x > 0.3);
+    let fit = logistic(2, Gating::Softmax)
+        .check()
+        .unwrap()
+        .fit(&d)
+        .unwrap();
+    let t = fit.report().termination;
+    assert!(matches!(t, Termination::Separated { .. }), "{t:?}");
+}
+
+#[test]
+fn overlapping_classes_converge_and_no_expert_is_separated() {
+    // P(y = 1 | x) = σ(x): every x carries both classes.
+    let d = data(400, 3, |x, u| u < 1.0 / (1.0 + (-x).exp()));
+    let fit = logistic(1, Gating::Constant)
+        .check()
+        .unwrap()
+        .fit(&d)
+        .unwrap();
+    let rep = fit.report();
+    assert!(rep.termination.is_converged(), "{:?}", rep.termination);
+    let seps = separated_experts(fit.model(), &d, fit.theta()).unwrap();
+    assert!(seps.is_empty(), "{seps:?}");
+}
