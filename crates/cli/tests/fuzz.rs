@@ -58,7 +58,16 @@ fn fixtures() -> &'static (PathBuf, PathBuf, String) {
         let model = dir.join("model.json");
         let (d, m) = (data.to_str().unwrap(), model.to_str().unwrap());
         run_cli(&[
-            "fit", d, "--target", "y", "--experts", "2", "--expert", "linear", "--quiet", "--out",
+            "fit",
+            d,
+            "--target",
+            "y",
+            "--experts",
+            "2",
+            "--expert",
+            "linear",
+            "--quiet",
+            "--out",
             m,
         ])
         .unwrap();

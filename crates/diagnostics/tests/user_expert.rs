@@ -8,6 +8,7 @@
 use diagnostics::stderr::standard_errors;
 use em_as_md::fit::align::{layout_of, permute_theta};
 use em_as_md::fit::io::{from_json, to_json};
+use em_as_md::fit::UNGATED_START;
 use em_as_md::model::registry::{self, ExpertEntry, FamilyEntry};
 use em_as_md::{
     Dataset, Expert, ExpertSpec, FittedMoe, Gating, GaussianRegression, Glm, InitMethod,
@@ -276,7 +277,9 @@ fn exercise(params: MoeParams, data: &Dataset, what: &str, identified: bool) -> 
             .fit(data)
             .unwrap_or_else(|e| panic!("{what} {init:?}: {e}"));
         let rep = fit.report();
-        assert_eq!(rep.restarts.len(), 4, "{what}");
+        // Four seeded starts, and for a gated fit one more from the ungated optimum.
+        let seeded = rep.restarts.iter().filter(|r| r.init != UNGATED_START);
+        assert_eq!(seeded.count(), 4, "{what}");
         assert!(
             rep.restarts.iter().all(|r| r.error.is_none()),
             "{what}: {:?}",
@@ -425,6 +428,7 @@ fn a_user_family_registered_by_name_is_first_class() {
     assert_eq!(e["n_regressed"], 1);
     // The same expert from a MixtureOfExperts the user already has.
     let again = MoeParams::for_model(&model)
+        .init(InitMethod::KMeansPlusPlus)
         .n_init(4)
         .seed(17)
         .check()
@@ -502,11 +506,11 @@ fn a_user_expert_type_registered_with_its_builder_is_first_class() {
         true,
     );
     // The fast path ran: with constant gating the M-step is the closed form only (no inner
-    // Newton iterations), one Gram solve per expert.
+    // Newton iterations), one Gram solve per expert and M-step (an accelerated step takes
+    // several M-steps).
     for r in &mine.report().trace {
-        assert_eq!(
-            (r.inner.iterations, r.inner.hessians),
-            (0, 2),
+        assert!(
+            r.inner.iterations == 0 && r.inner.hessians > 0 && r.inner.hessians % 2 == 0,
             "{:?}",
             r.inner
         );
@@ -514,6 +518,7 @@ fn a_user_expert_type_registered_with_its_builder_is_first_class() {
     // The same fit as the built-in linear expert.
     let builtin = MoeParams::new(2)
         .gating(Gating::Constant)
+        .init(InitMethod::KMeansPlusPlus)
         .tol(1e-12)
         .n_init(4)
         .seed(17)
