@@ -377,7 +377,9 @@ mod tests {
             .run()
             .unwrap();
         assert!(
-            r.trace.iter().all(|t| t.inner.fallbacks > 0 && t.inner.hessians > 0),
+            r.trace
+                .iter()
+                .all(|t| t.inner.fallbacks > 0 && t.inner.hessians > 0),
             "{:?}",
             r.trace
         );

@@ -345,7 +345,12 @@ pub fn clip(text: &str) -> std::borrow::Cow<'_, str> {
         return text.into();
     }
     let mut head = String::new();
-    for c in text.chars().take(if long { MAX_ECHO_CHARS - 3 } else { MAX_ECHO_CHARS }) {
+    let keep = if long {
+        MAX_ECHO_CHARS - 3
+    } else {
+        MAX_ECHO_CHARS
+    };
+    for c in text.chars().take(keep) {
         if c.is_control() {
             head.extend(c.escape_default());
         } else {
