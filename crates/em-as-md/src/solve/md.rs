@@ -500,14 +500,76 @@ fn solve_subproblem<M: ConditionalFamily + ?Sized>(
 /// Projected mirror descent with step $\eta$ (see the [module documentation](self)).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MirrorDescent {
+    core: MdCore,
+    strict_mean_domain: bool,
+    precondition: bool,
+}
+
+/// What both mirror-descent solvers hold: the step, the inner L-BFGS settings, the two
+/// switches of [`md_builders`] and the last step's record.
+#[derive(Debug, Clone, PartialEq)]
+struct MdCore {
     eta: f64,
     inner: Lbfgs,
     fixed_inner_cap: bool,
     record_bregman: bool,
-    strict_mean_domain: bool,
-    precondition: bool,
     last: MdStep,
 }
+
+impl MdCore {
+    fn new(eta: f64, inner_tol: f64, inner_max: usize) -> Result<Self> {
+        validate(eta, inner_tol, inner_max)?;
+        Ok(MdCore {
+            eta,
+            inner: Lbfgs {
+                grad_tol: inner_tol,
+                max_iter: inner_max,
+                ..Lbfgs::default()
+            },
+            fixed_inner_cap: false,
+            record_bregman: true,
+            last: MdStep::default(),
+        })
+    }
+}
+
+/// The builder methods and accessors both mirror-descent solvers share (on their `core`).
+macro_rules! md_builders {
+    ($solver:ident) => {
+        impl $solver {
+            /// Step $\eta$ with [`DEFAULT_INNER_TOL`] and [`DEFAULT_INNER_MAX`].
+            ///
+            /// # Errors
+            /// As [`new`](Self::new).
+            pub fn with_eta(eta: f64) -> Result<Self> {
+                Self::new(eta, DEFAULT_INNER_TOL, DEFAULT_INNER_MAX)
+            }
+            /// The step $\eta$.
+            pub fn eta(&self) -> f64 {
+                self.core.eta
+            }
+            /// Whether to compute $D_{\mathcal A}(\Phi_{t+1},\Phi_t)$ each step (default:
+            /// yes).
+            pub fn with_bregman(mut self, on: bool) -> Self {
+                self.core.record_bregman = on;
+                self
+            }
+            /// With `true`, the inner cap is exactly `inner_max` whatever the subproblem
+            /// (default: scaled by [`inner_iteration_cap`], `inner_max` being its floor).
+            pub fn fixed_inner_cap(mut self, on: bool) -> Self {
+                self.core.fixed_inner_cap = on;
+                self
+            }
+            /// Details of the last step.
+            pub fn last_step(&self) -> &MdStep {
+                &self.core.last
+            }
+        }
+    };
+}
+
+md_builders!(MirrorDescent);
+md_builders!(UnprojectedMirrorDescent);
 
 impl MirrorDescent {
     /// Step $\eta$, inner tolerance $\Vert \nabla F_\eta\Vert_\infty \le$ `inner_tol`, and
@@ -520,49 +582,24 @@ impl MirrorDescent {
     /// `InvalidParam` for $\eta \le 0$ or non-finite, `inner_tol` not finite and positive,
     /// `inner_max = 0`.
     pub fn new(eta: f64, inner_tol: f64, inner_max: usize) -> Result<Self> {
-        validate(eta, inner_tol, inner_max)?;
         Ok(MirrorDescent {
-            eta,
-            inner: Lbfgs {
-                grad_tol: inner_tol,
-                max_iter: inner_max,
-                ..Lbfgs::default()
-            },
-            fixed_inner_cap: false,
-            record_bregman: true,
+            core: MdCore::new(eta, inner_tol, inner_max)?,
             strict_mean_domain: false,
             precondition: true,
-            last: MdStep::default(),
         })
-    }
-    /// Step $\eta$ with [`DEFAULT_INNER_TOL`] and [`DEFAULT_INNER_MAX`].
-    ///
-    /// # Errors
-    /// As [`new`](Self::new).
-    pub fn with_eta(eta: f64) -> Result<Self> {
-        Self::new(eta, DEFAULT_INNER_TOL, DEFAULT_INNER_MAX)
-    }
-    /// The step $\eta$.
-    pub fn eta(&self) -> f64 {
-        self.eta
     }
     /// Changes the step $\eta$ between steps (the adaptive solver's $\eta_t$).
     ///
     /// # Errors
     /// `InvalidParam { name: "eta" }` for $\eta \le 0$ or non-finite.
     pub fn set_eta(&mut self, eta: f64) -> Result<()> {
-        validate(eta, self.inner.grad_tol, self.inner.max_iter)?;
-        self.eta = eta;
+        validate(eta, self.core.inner.grad_tol, self.core.inner.max_iter)?;
+        self.core.eta = eta;
         Ok(())
     }
     /// Whether the inner solve is preconditioned by $I_c(\theta_t)$ (one pass per step).
     pub fn is_preconditioned(&self) -> bool {
         self.precondition
-    }
-    /// Whether to compute $D_{\mathcal A}(\Phi_{t+1},\Phi_t)$ each step (default: yes).
-    pub fn with_bregman(mut self, on: bool) -> Self {
-        self.record_bregman = on;
-        self
     }
     /// With `true`, a step whose targets $m_i$ leave the mean domain fails with
     /// `LeftDomain` instead of being attempted (default: attempted and counted in
@@ -578,16 +615,6 @@ impl MirrorDescent {
         self.precondition = on;
         self
     }
-    /// With `true`, the inner cap is exactly `inner_max` whatever the subproblem
-    /// (default: scaled by [`inner_iteration_cap`], `inner_max` being its floor).
-    pub fn fixed_inner_cap(mut self, on: bool) -> Self {
-        self.fixed_inner_cap = on;
-        self
-    }
-    /// Details of the last step.
-    pub fn last_step(&self) -> &MdStep {
-        &self.last
-    }
     /// One projected mirror-descent step from $\theta_t$ alone: returns $\theta^+$ and
     /// the inner report (used by `next_iter` and by tests).
     ///
@@ -600,11 +627,11 @@ impl MirrorDescent {
         problem: &Problem<'_, M>,
         theta_t: &[f64],
     ) -> Result<(Vec<f64>, InnerStats)> {
-        let m = problem.md_targets(theta_t, self.eta)?;
+        let m = problem.md_targets(theta_t, self.core.eta)?;
         let fam = problem.model.complete();
         let p = fam.dim();
         let outside = m.chunks(p).filter(|mi| !fam.in_mean_domain(mi)).count();
-        self.last = MdStep {
+        self.core.last = MdStep {
             rows_outside_mean_domain: outside,
             ..MdStep::default()
         };
@@ -612,7 +639,7 @@ impl MirrorDescent {
             return Err(MoeError::LeftDomain {
                 reason: format!(
                     "η = {}: {outside} of {} target statistics m_i are outside the mean domain of {}",
-                    self.eta,
+                    self.core.eta,
                     problem.data.n(),
                     fam.name()
                 ),
@@ -626,13 +653,13 @@ impl MirrorDescent {
         let (llt, condition) = if self.precondition {
             match preconditioner(problem, theta_t)? {
                 Some(llt) => (Some(llt), None),
-                None if self.fixed_inner_cap => (None, None),
+                None if self.core.fixed_inner_cap => (None, None),
                 None => (
                     None,
                     condition_number(&complete_information(problem, theta_t)?, k),
                 ),
             }
-        } else if self.fixed_inner_cap {
+        } else if self.core.fixed_inner_cap {
             (None, None)
         } else {
             (
@@ -640,45 +667,42 @@ impl MirrorDescent {
                 condition_number(&complete_information(problem, theta_t)?, k),
             )
         };
-        let inner = inner_for(&self.inner, self.fixed_inner_cap, k, condition);
+        let inner = inner_for(&self.core.inner, self.core.fixed_inner_cap, k, condition);
         let report = solve_subproblem(problem, &inner, llt.as_ref(), &m, &mut theta)
         .map_err(|e| match e {
                 MoeError::LeftDomain { reason } => MoeError::LeftDomain {
                     reason: format!(
                         "mirror-descent step η = {} ({outside} rows with targets outside the mean domain): {reason}",
-                        self.eta
+                        self.core.eta
                     ),
                 },
                 other => other,
             })?;
-        self.last = MdStep::from_report(self.last.rows_outside_mean_domain, &report);
+        self.core.last = MdStep::from_report(self.core.last.rows_outside_mean_domain, &report);
         Ok((theta, InnerStats::from(&report)))
     }
 }
 
 impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for MirrorDescent {
     fn name(&self) -> String {
-        format!("MD(η={})", self.eta)
+        format!("MD(η={})", self.core.eta)
     }
     fn next_iter(&mut self, problem: &Problem<'_, M>, state: FitState) -> NextIter {
         let (next, inner) = self.step(problem, &state.theta)?;
-        let (state, mut record) = finish(problem, state, next, inner, self.record_bregman)?;
+        let (state, mut record) = finish(problem, state, next, inner, self.core.record_bregman)?;
         // Targets, the preconditioner I_c(θ_t), each inner evaluation, L and ∇L at θ⁺.
-        let passes = 2 + u64::from(self.precondition) + self.last.inner_evaluations;
-        record.step = StepInfo::mirror_step(passes, self.eta);
+        let passes = 2 + u64::from(self.precondition) + self.core.last.inner_evaluations;
+        record.step = StepInfo::mirror_step(passes, self.core.eta);
         Ok((state, record))
     }
 }
 
 /// Unprojected mirror descent in $\theta$ for linear realisations
-/// (see the [module documentation](self)).
+/// (see the [module documentation](self)). Its
+/// [`last_step`](Self::last_step) does not count rows outside the mean domain (0).
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnprojectedMirrorDescent {
-    eta: f64,
-    inner: Lbfgs,
-    fixed_inner_cap: bool,
-    record_bregman: bool,
-    last: MdStep,
+    core: MdCore,
 }
 
 impl UnprojectedMirrorDescent {
@@ -689,39 +713,9 @@ impl UnprojectedMirrorDescent {
     /// # Errors
     /// `InvalidParam` as for [`MirrorDescent::new`].
     pub fn new(eta: f64, inner_tol: f64, inner_max: usize) -> Result<Self> {
-        validate(eta, inner_tol, inner_max)?;
         Ok(UnprojectedMirrorDescent {
-            eta,
-            inner: Lbfgs {
-                grad_tol: inner_tol,
-                max_iter: inner_max,
-                ..Lbfgs::default()
-            },
-            fixed_inner_cap: false,
-            record_bregman: true,
-            last: MdStep::default(),
+            core: MdCore::new(eta, inner_tol, inner_max)?,
         })
-    }
-    /// Step $\eta$ with the default inner settings.
-    ///
-    /// # Errors
-    /// As [`new`](Self::new).
-    pub fn with_eta(eta: f64) -> Result<Self> {
-        Self::new(eta, DEFAULT_INNER_TOL, DEFAULT_INNER_MAX)
-    }
-    /// Whether to compute $D_{\mathcal A}(\Phi_{t+1},\Phi_t)$ each step (default: yes).
-    pub fn with_bregman(mut self, on: bool) -> Self {
-        self.record_bregman = on;
-        self
-    }
-    /// With `true`, the inner cap is exactly `inner_max` (as [`MirrorDescent::fixed_inner_cap`]).
-    pub fn fixed_inner_cap(mut self, on: bool) -> Self {
-        self.fixed_inner_cap = on;
-        self
-    }
-    /// Details of the last step (`rows_outside_mean_domain` is not computed here: 0).
-    pub fn last_step(&self) -> &MdStep {
-        &self.last
     }
 
     /// $A_n(\theta) = \frac1n\sum_i A(\varphi_i(\theta))$ and
@@ -795,16 +789,16 @@ impl UnprojectedMirrorDescent {
         let mut target = vec![0.0; k];
         Self::stacked_potential(problem, theta_t, &mut target)?;
         for (t, g) in target.iter_mut().zip(&grad_l) {
-            *t -= self.eta * g;
+            *t -= self.core.eta * g;
         }
         let mut theta = theta_t.to_vec();
         // For a linear realisation I_c(θ) is the Hessian of A_n: L-BFGS becomes Newton-like.
         let llt = preconditioner(problem, theta_t)?;
-        let condition = match (&llt, self.fixed_inner_cap) {
+        let condition = match (&llt, self.core.fixed_inner_cap) {
             (None, false) => condition_number(&complete_information(problem, theta_t)?, k),
             (Some(_), _) | (None, true) => None,
         };
-        let inner = inner_for(&self.inner, self.fixed_inner_cap, k, condition);
+        let inner = inner_for(&self.core.inner, self.core.fixed_inner_cap, k, condition);
         let report = run_inner(
             &inner,
             llt.as_ref(),
@@ -819,21 +813,21 @@ impl UnprojectedMirrorDescent {
             },
             &mut theta,
         )?;
-        self.last = MdStep::from_report(0, &report);
+        self.core.last = MdStep::from_report(0, &report);
         Ok((theta, InnerStats::from(&report)))
     }
 }
 
 impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for UnprojectedMirrorDescent {
     fn name(&self) -> String {
-        format!("unprojected MD(η={})", self.eta)
+        format!("unprojected MD(η={})", self.core.eta)
     }
     fn next_iter(&mut self, problem: &Problem<'_, M>, state: FitState) -> NextIter {
         let (next, inner) = self.step(problem, &state.theta)?;
-        let (state, mut record) = finish(problem, state, next, inner, self.record_bregman)?;
+        let (state, mut record) = finish(problem, state, next, inner, self.core.record_bregman)?;
         // L and ∇L at θ_t, A_n at θ_t, I_c(θ_t), each inner evaluation, L and ∇L at θ⁺.
-        let passes = 4 + self.last.inner_evaluations;
-        record.step = StepInfo::mirror_step(passes, self.eta);
+        let passes = 4 + self.core.last.inner_evaluations;
+        record.step = StepInfo::mirror_step(passes, self.core.eta);
         Ok((state, record))
     }
 }
