@@ -129,7 +129,15 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
     };
     let theta0 = params
         .check()
-        .and_then(|p| p.restart_theta0(model, data, restart))
+        .and_then(|p| {
+            // A start that was retried drew its θ₀ on the retry's stream.
+            let attempt = fitted
+                .report()
+                .restarts
+                .get(restart)
+                .map_or(0, |r| r.attempt());
+            p.retry_theta0(model, data, restart, attempt)
+        })
         .map_err(|e| CliError::compute(format!("{file}: starting point"), e))?;
     let traj = TrajectoryObserver::new();
     let result = Executor::new(problem, Em::new())

@@ -426,6 +426,8 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             "best_start_init": rep.restarts.get(rep.best_restart).map(|r| &r.init),
             "start_inits": rep.restarts.iter().map(|r| &r.init).collect::<Vec<_>>(),
             "start_log_likelihoods": restart_lls,
+            "start_errors": rep.restarts.iter().map(|r| &r.error).collect::<Vec<_>>(),
+            "start_retry_errors": rep.restarts.iter().map(|r| &r.retry_errors).collect::<Vec<_>>(),
             "start_log_likelihood_spread": rep.spread,
             "warnings": loaded.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "parameters": params_json(&model, &theta, &names),
@@ -513,8 +515,14 @@ pub fn starts_line(rep: &em_as_md::FitReport, init: &InitMethod) -> String {
             num(s.max, 8)
         )
     });
+    let retries: usize = rep.restarts.iter().map(|r| r.retry_errors.len()).sum();
+    let retried = if retries > 0 {
+        format!("; {retries} failed attempts retried from fresh draws")
+    } else {
+        String::new()
+    };
     format!(
-        "{} ({}); best: start {} ({won}){spread}",
+        "{} ({}); best: start {} ({won}){spread}{retried}",
         rep.restarts.len(),
         init.name(),
         rep.best_restart + 1
@@ -584,6 +592,7 @@ mod tests {
             termination,
             iterations: 3,
             error: termination.is_none().then(|| "singular".to_string()),
+            retry_errors: Vec::new(),
         };
         let inexact = Termination::InexactMStep {
             inexact: 3,

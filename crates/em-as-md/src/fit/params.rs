@@ -490,6 +490,19 @@ pub fn restart_rng(seed: u64, index: usize) -> ChaCha8Rng {
     rng
 }
 
+/// How many times [`MoeValidParams::fit`] retries a seeded start whose run fails (a
+/// singular Gram matrix after an expert lost its rows, a natural parameter leaving its
+/// domain), each time from a fresh draw of the same strategy.
+pub const START_RETRIES: usize = 3;
+
+/// The random stream of attempt `attempt` of restart `index`: `index` itself for the
+/// first attempt (so fits without retries are unchanged), then `index` in the low and
+/// the attempt in the high 32 bits — streams no restart of any fit with fewer than
+/// $2^{32}$ starts uses.
+fn attempt_stream(index: usize, attempt: usize) -> usize {
+    index | (attempt << 32)
+}
+
 impl MoeValidParams {
     /// The checked hyperparameters.
     pub fn params(&self) -> &MoeParams {
@@ -526,8 +539,34 @@ impl MoeValidParams {
         data: &Dataset,
         index: usize,
     ) -> Result<Vec<f64>> {
+        self.retry_theta0(model, data, index, 0)
+    }
+
+    /// The start of attempt `attempt` of restart `index`
+    /// ([`RestartSummary::attempt`](crate::fit::predict::RestartSummary::attempt)):
+    /// attempt 0 is [`restart_theta0`](Self::restart_theta0); a retry draws the same
+    /// strategy from the random stream [`restart_rng`]`(seed, index + 2^32·attempt)`. The
+    /// start from the ungated optimum is deterministic and has attempt 0 only.
+    ///
+    /// # Errors
+    /// As [`restart_theta0`](Self::restart_theta0); `InvalidParam { name: "attempt" }`
+    /// for an attempt past [`START_RETRIES`] or a retry of the ungated start.
+    pub fn retry_theta0(
+        &self,
+        model: &MixtureOfExperts,
+        data: &Dataset,
+        index: usize,
+        attempt: usize,
+    ) -> Result<Vec<f64>> {
+        if attempt > START_RETRIES || (attempt > 0 && index >= self.0.n_init) {
+            return Err(MoeError::InvalidParam {
+                name: "attempt",
+                reason: format!("restart {index} has no attempt {attempt}"),
+            });
+        }
         if index < self.0.n_init {
-            return initial_theta(model, data, &self.0.init, self.0.seed, index);
+            let mut rng = restart_rng(self.0.seed, attempt_stream(index, attempt));
+            return start_from(model, data, &self.0.init.for_restart(index), &mut rng);
         }
         if index == self.0.n_init && self.ungated_applies(data) {
             return self.ungated_theta0(model, data);
@@ -585,8 +624,56 @@ impl MoeValidParams {
         data: &Dataset,
         index: usize,
     ) -> Result<FitResult> {
-        let theta0 = self.restart_theta0(model, data, index)?;
+        self.run_attempt(model, data, index, 0)
+    }
+
+    /// Attempt `attempt` of restart `index` on its own (its start from
+    /// [`retry_theta0`](Self::retry_theta0)), as [`fit`](Self::fit) runs it when the
+    /// attempts before it failed.
+    ///
+    /// # Errors
+    /// As [`retry_theta0`](Self::retry_theta0), [`Problem::new`] and [`Executor::run`].
+    pub fn run_attempt(
+        &self,
+        model: &MixtureOfExperts,
+        data: &Dataset,
+        index: usize,
+        attempt: usize,
+    ) -> Result<FitResult> {
+        let theta0 = self.retry_theta0(model, data, index, attempt)?;
         self.run_from(model, data, index, theta0)
+    }
+
+    /// Seeded restart `index` with up to [`START_RETRIES`] retries: the first attempt
+    /// that runs, with the errors of the attempts before it. Errors in the input
+    /// (`InvalidData`, `InvalidParam`) and a given $\theta_0$ are not retried: another
+    /// draw cannot change them.
+    fn run_with_retries(
+        &self,
+        model: &MixtureOfExperts,
+        data: &Dataset,
+        index: usize,
+    ) -> (Result<FitResult>, Vec<String>) {
+        let mut failed = Vec::new();
+        let retryable = !matches!(self.0.init, InitMethod::Theta(_));
+        let mut attempt = 0;
+        loop {
+            let run = self.run_attempt(model, data, index, attempt);
+            match run {
+                Err(e)
+                    if retryable
+                        && attempt < START_RETRIES
+                        && !matches!(
+                            e.root(),
+                            MoeError::InvalidData { .. } | MoeError::InvalidParam { .. }
+                        ) =>
+                {
+                    failed.push(e.to_string());
+                    attempt += 1;
+                }
+                run => return (run, failed),
+            }
+        }
     }
 
     fn run_from(
@@ -674,12 +761,14 @@ impl MoeValidParams {
             .ungated_applies(data)
             .then(|| self.ungated_theta0(&model, data));
         let n_runs = p.n_init + usize::from(ungated.is_some());
-        let runs: Vec<Result<FitResult>> = (0..n_runs)
+        let runs: Vec<(Result<FitResult>, Vec<String>)> = (0..n_runs)
             .into_par_iter()
             .map(|r| match (&ungated, r == p.n_init) {
-                (Some(Ok(theta0)), true) => self.run_from(&model, data, r, theta0.clone()),
-                (Some(Err(e)), true) => Err(e.clone()),
-                _ => self.run_restart(&model, data, r),
+                (Some(Ok(theta0)), true) => {
+                    (self.run_from(&model, data, r, theta0.clone()), Vec::new())
+                }
+                (Some(Err(e)), true) => (Err(e.clone()), Vec::new()),
+                _ => self.run_with_retries(&model, data, r),
             })
             .collect();
         let strategy = |r: usize| {
@@ -693,7 +782,7 @@ impl MoeValidParams {
         let restarts: Vec<RestartSummary> = runs
             .iter()
             .enumerate()
-            .map(|(index, r)| match r {
+            .map(|(index, (r, retry_errors))| match r {
                 Ok(f) => RestartSummary {
                     index,
                     init: strategy(index),
@@ -701,6 +790,7 @@ impl MoeValidParams {
                     termination: Some(f.termination),
                     iterations: f.state.iter,
                     error: None,
+                    retry_errors: retry_errors.clone(),
                 },
                 Err(e) => RestartSummary {
                     index,
@@ -709,11 +799,12 @@ impl MoeValidParams {
                     termination: None,
                     iterations: 0,
                     error: Some(e.to_string()),
+                    retry_errors: retry_errors.clone(),
                 },
             })
             .collect();
         let mut best: Option<(usize, &FitResult)> = None;
-        for (i, r) in runs.iter().enumerate() {
+        for (i, (r, _)) in runs.iter().enumerate() {
             if let Ok(f) = r {
                 if best.is_none_or(|(_, b)| f.best.objective < b.best.objective) {
                     best = Some((i, f));
@@ -721,7 +812,7 @@ impl MoeValidParams {
             }
         }
         let Some((best_restart, result)) = best else {
-            let first = runs.into_iter().next().and_then(|r| r.err());
+            let first = runs.into_iter().next().and_then(|(r, _)| r.err());
             return Err(first.unwrap_or(MoeError::InvalidParam {
                 name: "n_init",
                 reason: ">= 1".into(),

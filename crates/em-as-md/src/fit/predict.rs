@@ -76,11 +76,23 @@ pub struct RestartSummary {
     pub termination: Option<Termination>,
     /// Outer iterations run.
     pub iterations: u64,
-    /// The error that ended it, if any.
+    /// The error that ended it, if any (the last attempt's, after the retries).
     pub error: Option<String>,
+    /// The errors of the attempts that failed before this result, oldest first: a seeded
+    /// start that fails is retried from a fresh draw of its strategy up to
+    /// [`START_RETRIES`](crate::fit::START_RETRIES) times
+    /// ([`MoeValidParams::retry_theta0`](crate::MoeValidParams::retry_theta0) gives
+    /// attempt $a$'s start). Empty in reports saved before this field existed.
+    #[serde(default)]
+    pub retry_errors: Vec<String>,
 }
 
 impl RestartSummary {
+    /// The attempt this summary describes (0 for the first): the number of failed
+    /// attempts before it.
+    pub fn attempt(&self) -> usize {
+        self.retry_errors.len()
+    }
     /// Whether the restart ran to convergence ([`Termination::is_converged`]): `false`
     /// for a failed restart, an inexact M-step, a limit or an interrupt.
     pub fn converged(&self) -> bool {
