@@ -164,13 +164,7 @@ fn accelerated_solvers_reach_the_em_optimum() {
                 &d.theta0,
                 tol,
             );
-            let rel = (md.best.objective - em.best.objective).abs() / em.best.objective.abs();
-            assert!(
-                rel < 1e-8,
-                "{name}: MD {} vs EM {}",
-                md.best.objective,
-                em.best.objective
-            );
+            assert_same_optimum(&format!("{name} MD(1/L̂)"), &md, &em);
         }
     }
     let lin = SymMoLinE::new(3, 1.0).unwrap();
@@ -198,14 +192,19 @@ where
             run(model, data, AdaptiveMirrorDescent::new(), theta0, tol),
         ),
     ] {
-        let rel = (res.best.objective - em.best.objective).abs() / em.best.objective.abs();
-        assert!(
-            rel < 1e-8,
-            "{name} {solver}: {} vs EM {}",
-            res.best.objective,
-            em.best.objective
-        );
+        assert_same_optimum(&format!("{name} {solver}"), &res, &em);
     }
+}
+
+/// `res` ends at EM's objective to 1e-8 relative.
+fn assert_same_optimum(what: &str, res: &FitResult, em: &FitResult) {
+    let rel = (res.best.objective - em.best.objective).abs() / em.best.objective.abs();
+    assert!(
+        rel < 1e-8,
+        "{what}: {} vs EM {}",
+        res.best.objective,
+        em.best.objective
+    );
 }
 
 /// $\hat L_t$ from [`step_smoothness`] equals the Bregman ratio computed independently

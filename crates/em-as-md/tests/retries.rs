@@ -27,7 +27,11 @@ fn failed_starts_are_retried_reported_and_reproducible() {
         .unwrap();
     let fit = valid.fit(&data).unwrap();
     let rep = fit.report();
-    assert!(rep.restarts.iter().all(|r| r.error.is_none()), "{:?}", rep.restarts);
+    assert!(
+        rep.restarts.iter().all(|r| r.error.is_none()),
+        "{:?}",
+        rep.restarts
+    );
     let retried: Vec<_> = rep.restarts.iter().filter(|r| r.attempt() > 0).collect();
     assert!(!retried.is_empty(), "no start needed a retry");
     let model = valid.model(data.d()).unwrap();
@@ -39,7 +43,9 @@ fn failed_starts_are_retried_reported_and_reproducible() {
             let e = valid.run_attempt(&model, &data, r.index, a).unwrap_err();
             assert_eq!(e.to_string(), r.retry_errors[a]);
         }
-        let again = valid.run_attempt(&model, &data, r.index, r.attempt()).unwrap();
+        let again = valid
+            .run_attempt(&model, &data, r.index, r.attempt())
+            .unwrap();
         assert_eq!(Some(-n * again.best.objective), r.log_likelihood);
     }
     assert!(valid

@@ -2,7 +2,7 @@
 //! ([`em_as_md::fit::separation`]).
 
 use em_as_md::fit::separation::{separated_experts, SEPARATION_MEAN_NLL};
-use em_as_md::{Dataset, Gating, Logistic, MoeParams, Termination};
+use em_as_md::{Dataset, FittedMoe, Gating, Logistic, MoeParams, Termination};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -20,22 +20,23 @@ fn data(n: usize, seed: u64, label: impl Fn(f64, f64) -> bool) -> Dataset {
     Dataset::from_rows(&x, 1, &y, 1).unwrap().with_intercept()
 }
 
-fn logistic(k: usize, gating: Gating) -> MoeParams {
+/// `k` logistic experts fitted to `d` with two seeded starts.
+fn fit_logistic(k: usize, gating: Gating, d: &Dataset) -> FittedMoe {
     MoeParams::new(k)
         .expert(Logistic::new())
         .gating(gating)
         .n_init(2)
         .seed(3)
+        .check()
+        .unwrap()
+        .fit(d)
+        .unwrap()
 }
 
 #[test]
 fn separable_classes_end_separated_with_the_mean_loss_of_the_data() {
     let d = data(200, 1, |x, _| x > 0.0);
-    let fit = logistic(1, Gating::Constant)
-        .check()
-        .unwrap()
-        .fit(&d)
-        .unwrap();
+    let fit = fit_logistic(1, Gating::Constant, &d);
     let rep = fit.report();
     let Termination::Separated { expert, mean_nll } = rep.termination else {
         panic!("{:?}", rep.termination)
@@ -58,11 +59,7 @@ fn separable_classes_end_separated_with_the_mean_loss_of_the_data() {
 #[test]
 fn a_gated_mixture_on_separable_classes_is_not_converged() {
     let d = data(200, 2, |x, _| x > 0.3);
-    let fit = logistic(2, Gating::Softmax)
-        .check()
-        .unwrap()
-        .fit(&d)
-        .unwrap();
+    let fit = fit_logistic(2, Gating::Softmax, &d);
     let t = fit.report().termination;
     assert!(matches!(t, Termination::Separated { .. }), "{t:?}");
 }
@@ -71,11 +68,7 @@ fn a_gated_mixture_on_separable_classes_is_not_converged() {
 fn overlapping_classes_converge_and_no_expert_is_separated() {
     // P(y = 1 | x) = σ(x): every x carries both classes.
     let d = data(400, 3, |x, u| u < 1.0 / (1.0 + (-x).exp()));
-    let fit = logistic(1, Gating::Constant)
-        .check()
-        .unwrap()
-        .fit(&d)
-        .unwrap();
+    let fit = fit_logistic(1, Gating::Constant, &d);
     let rep = fit.report();
     assert!(rep.termination.is_converged(), "{:?}", rep.termination);
     let seps = separated_experts(fit.model(), &d, fit.theta()).unwrap();
