@@ -17,7 +17,7 @@ pub enum Accel {
     None,
     /// SQUAREM with the monotone safeguard ([`Squarem`]): the default, measured fastest
     /// (fewest EM-equivalent passes and least wall time on every model of
-    /// `docs/07-accelerated-em.md`) and as safe as EM (monotone, same optimum).
+    /// `docs/08-accelerated-em.md`) and as safe as EM (monotone, same optimum).
     #[default]
     Squarem,
     /// Mirror descent with $\eta_t = 1/\hat L_t$ ([`AdaptiveMirrorDescent`]).

@@ -58,8 +58,8 @@ const RELATIVE_ROUNDOFF: f64 = 1e-10;
 
 /// The measured relative-smoothness ratio of one step (see the
 /// [module documentation](self)):
-/// $$ \hat L_t = \frac{L(\theta_{t+1}) - L(\theta_t) - \frac1n\sum_i\langle \nabla A(\varphi_{t,i})
-///    - \mathbb E_{z\mid y_i;\varphi_{t,i}}[T(y_i,z)],\ \varphi_{t+1,i} - \varphi_{t,i}\rangle}
+/// $$ \hat L_t = \frac{L(\theta_{t+1}) - L(\theta_t) - \frac1n\sum_i\langle \nabla A(\varphi_{t,i}) -
+///    \mathbb E_{z\mid y_i;\varphi_{t,i}}[T(y_i,z)],\ \varphi_{t+1,i} - \varphi_{t,i}\rangle}
 ///    {\frac1n\sum_i \big[A(\varphi_{t+1,i}) - A(\varphi_{t,i}) - \langle\nabla A(\varphi_{t,i}),
 ///    \varphi_{t+1,i} - \varphi_{t,i}\rangle\big]}, $$
 /// in one parallel pass, with the objectives `l_t` $= L(\theta_t)$ and `l_next`
