@@ -52,6 +52,9 @@ impl Case {
     }
 }
 
+/// A degenerate data file: name, bytes, extra arguments, words of the message.
+type DegenerateCase<'a> = (&'a str, Vec<u8>, Vec<&'a str>, &'a [&'a str]);
+
 /// The fixtures every case reads (written once).
 struct Fixtures {
     dir: PathBuf,
@@ -707,7 +710,7 @@ fn table(fx: &Fixtures) -> Vec<Case> {
         }
         out.into_bytes()
     };
-    let degenerate: Vec<(&str, Vec<u8>, Vec<&str>, &[&str])> = vec![
+    let degenerate: Vec<DegenerateCase> = vec![
         (
             "column ×1e300",
             scale(1, 1e300),

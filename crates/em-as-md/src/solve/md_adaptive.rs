@@ -106,10 +106,11 @@ pub fn step_smoothness<M: ConditionalFamily + ?Sized>(
                         reason: format!("row {i}: {e}"),
                     })?;
                 let (mut g_mean, mut g_post) = (0.0, 0.0);
-                for j in 0..p {
-                    let d = phi_next[j] - s.phi[j];
-                    g_mean += s.mean[j] * d;
-                    g_post += s.post_stats[j] * d;
+                let coords = phi_next.iter().zip(&s.phi).zip(&s.mean).zip(&s.post_stats);
+                for (((next, now), mean), post) in coords.take(p) {
+                    let d = next - now;
+                    g_mean += mean * d;
+                    g_post += post * d;
                 }
                 *den += a_next - a_t - g_mean;
                 *lin += g_mean - g_post;
