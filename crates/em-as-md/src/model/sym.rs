@@ -38,12 +38,12 @@
 //!   a soft-label logistic regression (Newton, [`soft_logistic_newton`]);
 //! * SymMoLinE experts: $\mathbb E_{\text{post}}[s_z y_i] = (2r_i - 1)y_i$, so
 //!   $\beta^+ = \arg\min_\beta \frac1{2}\sum_i (\beta^\top x_i)^2 - (2r_i-1)y_i\beta^\top x_i
-//!   = (X^\top X)^{-1}X^\top\big((2r - 1)\circ y\big)$ ([`SymMoLinE::m_step`]);
+//!   = (X^\top X)^{-1}X^\top\big((2r - 1)\circ y\big)$ (the M-step of [`SymMoLinE`]'s [`EmModel`](crate::model::EmModel));
 //! * SymMoLogE experts: the $b$-part of the objective is
 //!   $\log(1 + e^{b}) - b + r_i b - (2r_i - 1)y_i b = \log(1 + e^b) - t_i b$ with
 //!   $t_i = 1 - r_i + (2r_i - 1)y_i = r_i y_i + (1 - r_i)(1 - y_i) \in [0, 1]$: the
 //!   probability that $y_i$ agrees with expert $\beta$'s orientation. So $\beta^+$ is a
-//!   soft-label logistic regression on the labels $t_i$ (Newton, [`SymMoLogE::m_step`]).
+//!   soft-label logistic regression on the labels $t_i$ (Newton, in the M-step of [`SymMoLogE`]'s [`EmModel`](crate::model::EmModel)).
 //!
 //! ## Signal-to-noise ratio
 //! The working definition (ours: the paper's public material does not fix it; `docs/README.md`, item 4) is $\mathrm{SNR} = \Vert \beta^{\ast}\Vert /\sigma$
@@ -867,11 +867,12 @@ where
     }
 }
 
-/// [`EmModel`](crate::model::EmModel) for the symmetric models through [`SymSteps`]: the
-/// E-step checks shapes and targets, then one pass of [`e_step_with`] (responsibilities
-/// $r_i$ and $L(\theta) = -\frac1n\sum_i\log p(y_i\mid x_i)$; `InvalidData` on a shape
-/// mismatch or a target outside the support, `NonFinite` if $L$ is not finite); the
-/// M-step checks shapes and runs the model's own [`SymSteps::m_step_checked`].
+/// [`EmModel`](crate::model::EmModel) for the symmetric models: the E-step checks shapes
+/// and targets, then makes one pass over the rows (responsibilities $r_i$ and
+/// $L(\theta) = -\frac1n\sum_i\log p(y_i\mid x_i)$; `InvalidData` on a shape mismatch or
+/// a target outside the support, `NonFinite` if $L$ is not finite); the M-step checks
+/// shapes and runs the model's own closed form (SymMoLinE) or soft-label Newton solve
+/// (SymMoLogE), as the [module documentation](self) derives.
 impl<F> crate::model::EmModel for Symmetric<F>
 where
     Self: SymSteps + ConditionalFamily,
