@@ -485,9 +485,7 @@ pub fn gated_from_ungated(
 
 /// The random stream of restart `index`: `ChaCha8Rng::seed_from_u64(seed)` on stream `index`.
 pub fn restart_rng(seed: u64, index: usize) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(index as u64);
-    rng
+    attempt_rng(seed, index, 0)
 }
 
 /// How many times [`MoeValidParams::fit`] retries a seeded start whose run fails (a
@@ -495,12 +493,14 @@ pub fn restart_rng(seed: u64, index: usize) -> ChaCha8Rng {
 /// domain), each time from a fresh draw of the same strategy.
 pub const START_RETRIES: usize = 3;
 
-/// The random stream of attempt `attempt` of restart `index`: `index` itself for the
-/// first attempt (so fits without retries are unchanged), then `index` in the low and
+/// The random generator of attempt `attempt` of restart `index`: stream `index` itself for
+/// the first attempt (so fits without retries are unchanged), then `index` in the low and
 /// the attempt in the high 32 bits — streams no restart of any fit with fewer than
 /// $2^{32}$ starts uses.
-fn attempt_stream(index: usize, attempt: usize) -> usize {
-    index | (attempt << 32)
+fn attempt_rng(seed: u64, index: usize, attempt: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(index as u64 | ((attempt as u64) << 32));
+    rng
 }
 
 impl MoeValidParams {
@@ -545,7 +545,7 @@ impl MoeValidParams {
     /// The start of attempt `attempt` of restart `index`
     /// ([`RestartSummary::attempt`](crate::fit::predict::RestartSummary::attempt)):
     /// attempt 0 is [`restart_theta0`](Self::restart_theta0); a retry draws the same
-    /// strategy from the random stream [`restart_rng`]`(seed, index + 2^32·attempt)`. The
+    /// strategy from stream $\text{index} + 2^{32}\cdot\text{attempt}$ of the master seed. The
     /// start from the ungated optimum is deterministic and has attempt 0 only.
     ///
     /// # Errors
@@ -565,7 +565,7 @@ impl MoeValidParams {
             });
         }
         if index < self.0.n_init {
-            let mut rng = restart_rng(self.0.seed, attempt_stream(index, attempt));
+            let mut rng = attempt_rng(self.0.seed, index, attempt);
             return start_from(model, data, &self.0.init.for_restart(index), &mut rng);
         }
         if index == self.0.n_init && self.ungated_applies(data) {
