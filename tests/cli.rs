@@ -351,6 +351,16 @@ fn fit_diabetes_json_has_the_required_keys() {
     // AIC = 2p − 2 log L.
     let p = v["n_params"].as_f64().unwrap();
     assert!((v["aic"].as_f64().unwrap() - (2.0 * p - 2.0 * ll)).abs() < 1e-6 * ll.abs());
+    // The phases partition the command's wall clock; the fit's own split is within it.
+    let t = &v["seconds_by_phase"];
+    let lap = |k: &str| t[k].as_f64().unwrap_or_else(|| panic!("no phase {k}: {t}"));
+    let laps = lap("read") + lap("check") + lap("fit") + lap("output");
+    assert!(laps <= lap("total") + 1e-9 && laps > 0.0, "{t}");
+    assert!(lap("fit") >= v["seconds"].as_f64().unwrap() - 1e-6, "{t}");
+    assert!(
+        lap("fit_em_iterations") > 0.0 && lap("fit_starts") >= 0.0,
+        "{t}"
+    );
 }
 
 /// Solves the normal equations of least squares by Gaussian elimination (independent of

@@ -8,7 +8,8 @@
 //! Pieces of the command: [`csvdata`] (the target's support per kind of expert),
 //! [`progress`] (a progress-bar observer), [`report`] (printing; the tables and number
 //! formatting are [`experiments::report`]'s), [`interrupt`] (the Ctrl-C flag every solver
-//! run checks), [`output`] (output paths checked before any work, files written atomically). Figures are drawn with [`experiments::plot`], CSV files loaded with
+//! run checks), [`output`] (output paths checked before any work, files written atomically),
+//! [`phases`] (wall-clock time per phase of a command). Figures are drawn with [`experiments::plot`], CSV files loaded with
 //! [`em_as_md::data::csv`].
 
 pub mod commands;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod interrupt;
 pub mod model;
 pub mod output;
+pub mod phases;
 pub mod progress;
 pub mod report;
 

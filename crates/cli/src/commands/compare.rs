@@ -156,9 +156,9 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
     if !(args.eps.is_finite() && args.eps > 0.0) {
         return Err(bad("eps", args.eps, "a finite number > 0"));
     }
-    let (loaded, spec) = args.model.load(false)?;
-    let standardised = args.model.standardise(&loaded)?;
-    let data = standardised.as_ref().map_or(&loaded.dataset, |(_, d)| d);
+    let (mut loaded, spec) = args.model.load(false)?;
+    let standardised = args.model.standardise(&mut loaded)?;
+    let data = &loaded.dataset;
     let (n, d, k) = (data.n(), data.d(), args.model.experts as usize);
     let gating = args.model.gating();
     let expert = args.model.build_expert(&loaded, &spec)?;

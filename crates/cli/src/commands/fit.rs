@@ -31,6 +31,7 @@ use crate::error::CliError;
 use crate::interrupt;
 use crate::model::{params_json, params_tables, save_model, StartInfo, MODEL_EXTENSIONS};
 use crate::output::FIGURE_EXTENSIONS;
+use crate::phases::Phases;
 use crate::progress::{show_progress, ProgressObserver};
 use crate::report::{
     inexact_m_step_json, num, print_stdout, separated_json, termination_warning, Align, Table,
@@ -43,7 +44,7 @@ use em_as_md::fit::scaling::Scaling;
 use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::model::registry;
 use em_as_md::Accel;
-use em_as_md::{ConditionalFamily, Dataset, Expert, ExpertSpec, FittedMoe, MoeError};
+use em_as_md::{ConditionalFamily, Expert, ExpertSpec, FittedMoe, MoeError};
 use experiments::plot::{Chart, Series};
 use serde_json::json;
 use std::path::PathBuf;
@@ -144,21 +145,22 @@ impl ModelArgs {
             .map_err(|e| CliError::BadInput(format!("{}: {e}", loaded.file)))
     }
 
-    /// The standardisation of the loaded feature columns ([`Scaling::fit`]) and the data
-    /// set on standardised columns ([`Scaling::apply`]), or `None` with
-    /// `--no-standardize`. The one place where `fit` and `compare` decide it.
+    /// Standardises the loaded feature columns in place ([`Scaling::fit`],
+    /// [`Scaling::apply_in_place`]: no second copy of the data) and returns the scaling,
+    /// or `None` with `--no-standardize`. The one place where `fit` and `compare` decide
+    /// it; afterwards `loaded.dataset` holds the standardised columns.
     ///
     /// # Errors
-    /// [`CliError::Compute`] when the standardised data set cannot be built.
-    pub fn standardise(&self, loaded: &LoadedData) -> Result<Option<(Scaling, Dataset)>, CliError> {
+    /// [`CliError::Compute`] when the columns cannot be standardised.
+    pub fn standardise(&self, loaded: &mut LoadedData) -> Result<Option<Scaling>, CliError> {
         if self.no_standardize {
             return Ok(None);
         }
         let scaling = Scaling::fit(&loaded.dataset, loaded.intercept);
-        let data = scaling
-            .apply(&loaded.dataset)
+        scaling
+            .apply_in_place(&mut loaded.dataset)
             .map_err(|e| CliError::compute("standardising", e))?;
-        Ok(Some((scaling, data)))
+        Ok(Some(scaling))
     }
 
     /// Softmax gate, or constant mixing weights with `--no-gate`.
@@ -235,6 +237,7 @@ pub fn offered() -> Vec<String> {
 /// [`CliError::Data`] for a bad file, [`CliError::BadInput`] for bad values or a model
 /// too large for the data, [`CliError::Compute`] when the fit fails.
 pub fn run(args: &FitArgs) -> Result<(), CliError> {
+    let mut phases = Phases::start();
     check_fit_outputs(args)?;
     if !(args.tol.is_finite() && args.tol > 0.0) {
         return Err(CliError::BadInput(format!(
@@ -243,10 +246,12 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         )));
     }
     let verbose = !args.quiet && !args.json;
-    let (loaded, spec) = args.model.load(!verbose)?;
-    let standardised = args.model.standardise(&loaded)?;
-    let scaling = standardised.as_ref().map(|(s, _)| s);
-    let fit_data = standardised.as_ref().map_or(&loaded.dataset, |(_, d)| d);
+    let (mut loaded, spec) = args.model.load(!verbose)?;
+    phases.lap("read");
+    let scaling = args.model.standardise(&mut loaded)?;
+    let scaling = scaling.as_ref();
+    // Standardised in place: the fit and the responsibilities use these columns (the
+    // same laws as the raw ones at the mapped-back parameters).
     let data = &loaded.dataset;
     let (n, d) = (data.n(), data.d());
     let k = args.model.experts as usize;
@@ -294,7 +299,8 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         Accel::Md => "MD(1/L̂)",
     };
     let bar = ProgressObserver::new(label, settings.max_iters * settings.n_init as u64, visible);
-    let fitted = fit_em(fit_data, &settings, Some(bar.clone()));
+    phases.lap("check");
+    let fitted = fit_em(data, &settings, Some(bar.clone()));
     bar.finish();
     let fitted = fitted.map_err(|e| match e {
         MoeError::InvalidData { row: Some(i), .. } if i < loaded.lines.len() => {
@@ -319,6 +325,12 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         }
         e => CliError::compute(format!("{}: fitting", loaded.file), e),
     })?;
+    phases.lap("fit");
+    // On the columns the fit ran on, before the parameters go back to the data's units.
+    let resp = (!args.json)
+        .then(|| fitted.responsibilities(data))
+        .transpose()
+        .map_err(|e| CliError::compute(format!("{}: responsibilities", loaded.file), e))?;
     // Back to the data's units: the same laws, so the same likelihood and report.
     let fitted = match scaling {
         Some(s) => s
@@ -392,6 +404,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         }
     }
     let restart_lls: Vec<Option<f64>> = rep.restarts.iter().map(|r| r.log_likelihood).collect();
+    phases.lap("output");
 
     if args.json {
         let out = json!({
@@ -414,6 +427,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             "separated": separated_json(&rep.termination),
             "unconverged_starts": rep.unconverged_restarts(),
             "seconds": rep.seconds,
+            "seconds_by_phase": phases_json(&phases, rep),
             "aic": fitted.aic(),
             "bic": fitted.bic(),
             "icl": fitted.icl(),
@@ -461,6 +475,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     summary.row(["iterations".to_string(), iterations.to_string()]);
     summary.row(["termination".to_string(), termination]);
     summary.row(["seconds".to_string(), num(rep.seconds, 3)]);
+    summary.row(["seconds by phase".to_string(), phases_line(&phases, rep)]);
     summary.row(["AIC".to_string(), num(fitted.aic(), 10)]);
     summary.row(["BIC".to_string(), num(fitted.bic(), 10)]);
     summary.row(["ICL".to_string(), num(fitted.icl(), 10)]);
@@ -476,9 +491,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         ]);
     }
     let (experts, gate) = params_tables(&model, &theta, &names);
-    let resp = fitted
-        .responsibilities(data)
-        .map_err(|e| CliError::compute(format!("{}: responsibilities", loaded.file), e))?;
+    let resp = resp.unwrap_or_default();
     let weights: Vec<String> = (0..k)
         .map(|c| num(resp.iter().skip(c).step_by(k).sum::<f64>() / n as f64, 4))
         .collect();
@@ -498,6 +511,40 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         text.push_str(&format!("figure written to {}\n", path.display()));
     }
     print_stdout(&text)
+}
+
+/// `seconds_by_phase` of `--json`: the command's phases ([`Phases::json`]: `read` the CSV,
+/// `check` the model against the data and standardise, `fit`, `output` = mapping back,
+/// summaries, model file and figure; `total`), and the fit's own split: `fit_em_iterations`
+/// ([`em_as_md::FitReport::em_seconds`], summed over the starts, which run in parallel)
+/// and `fit_starts` ([`em_as_md::FitReport::start_seconds`]).
+fn phases_json(phases: &Phases, rep: &em_as_md::FitReport) -> serde_json::Value {
+    let mut v = phases.json();
+    v["fit_em_iterations"] = rep.em_seconds().into();
+    v["fit_starts"] = rep.start_seconds().into();
+    v
+}
+
+/// The report's line of phases: `read 0.012, check 0.001, fit 0.140 (EM iterations 0.120,
+/// starts 0.015), output 0.004; total 0.158` (see [`phases_json`]).
+fn phases_line(phases: &Phases, rep: &em_as_md::FitReport) -> String {
+    let laps: Vec<String> = phases
+        .laps()
+        .iter()
+        .map(|&(name, s)| {
+            if name == "fit" {
+                format!(
+                    "fit {} (EM iterations {}, starts {})",
+                    num(s, 3),
+                    num(rep.em_seconds(), 3),
+                    num(rep.start_seconds(), 3)
+                )
+            } else {
+                format!("{name} {}", num(s, 3))
+            }
+        })
+        .collect();
+    format!("{}; total {}", laps.join(", "), num(phases.total(), 3))
 }
 
 /// The report's line about the starts: how many, the strategy, which start won (1-based)
@@ -593,6 +640,8 @@ mod tests {
             iterations: 3,
             error: termination.is_none().then(|| "singular".to_string()),
             retry_errors: Vec::new(),
+            seconds: 0.0,
+            start_seconds: 0.0,
         };
         let inexact = Termination::InexactMStep {
             inexact: 3,

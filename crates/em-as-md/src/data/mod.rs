@@ -2,6 +2,7 @@
 //! $y_i \in \mathbb R^q$, validated once on construction; [`csv`] loads and checks a CSV
 //! file with a header row, with errors naming the file, the line and the column.
 
+pub mod blocks;
 pub mod csv;
 
 use crate::error::{MoeError, Result};
@@ -78,6 +79,53 @@ impl Dataset {
         })
     }
 
+    /// Builds a data set from the design in its storage layout — `xt` is $d \times n$, its
+    /// column $i$ the row $x_i$ — a scalar target ($q = 1$) and the feature names, without
+    /// copying (the CSV loader fills `xt` a block of rows at a time).
+    ///
+    /// # Errors
+    /// `InvalidData` naming the row and column when a value is NaN or infinite, when
+    /// there are no rows, or when the lengths or the names do not match.
+    pub fn from_design(xt: Mat<f64>, y: Vec<f64>, feature_names: Vec<String>) -> Result<Self> {
+        let (d, n) = (xt.nrows(), xt.ncols());
+        if n == 0 {
+            return Err(invalid(None, None, "the data set has no rows"));
+        }
+        if y.len() != n || feature_names.len() != d {
+            return Err(invalid(
+                None,
+                None,
+                &format!(
+                    "{n} rows of {d} features, but {} targets and {} names",
+                    y.len(),
+                    feature_names.len()
+                ),
+            ));
+        }
+        for (i, yi) in y.iter().enumerate() {
+            if let Some(j) = xt.col_as_slice(i).iter().position(|v| !v.is_finite()) {
+                return Err(invalid(
+                    Some(i),
+                    Some(format!("x{j}")),
+                    "feature is NaN or infinite",
+                ));
+            }
+            if !yi.is_finite() {
+                return Err(invalid(
+                    Some(i),
+                    Some("y0".into()),
+                    "target is NaN or infinite",
+                ));
+            }
+        }
+        Ok(Dataset {
+            xt,
+            y,
+            q: 1,
+            feature_names,
+        })
+    }
+
     /// Prepends a constant feature 1 (the intercept) to every row.
     pub fn with_intercept(self) -> Self {
         let (d, n) = (self.xt.nrows(), self.xt.ncols());
@@ -93,6 +141,15 @@ impl Dataset {
             y: self.y,
             q: self.q,
             feature_names,
+        }
+    }
+
+    /// Applies `f` to every row's features in place. Crate-private: a map that produced
+    /// a non-finite value would break the data set's invariant, so only maps that keep
+    /// values finite (the standardisation) use it.
+    pub(crate) fn map_rows(&mut self, f: impl Fn(&mut [f64])) {
+        for i in 0..self.n() {
+            f(self.xt.col_as_slice_mut(i));
         }
     }
 

@@ -757,18 +757,28 @@ impl MoeValidParams {
         Problem::new(&model, data)?;
         // The ungated optimum first (itself a parallel fit); a failed ungated fit fails
         // only that one extra restart.
+        let ungated_clock = Instant::now();
         let ungated = self
             .ungated_applies(data)
             .then(|| self.ungated_theta0(&model, data));
+        let ungated_seconds = ungated_clock.elapsed().as_secs_f64();
         let n_runs = p.n_init + usize::from(ungated.is_some());
-        let runs: Vec<(Result<FitResult>, Vec<String>)> = (0..n_runs)
+        // Each run with its wall clock: (result, retry errors, seconds before its EM).
+        let runs: Vec<(Result<FitResult>, Vec<String>, f64)> = (0..n_runs)
             .into_par_iter()
-            .map(|r| match (&ungated, r == p.n_init) {
-                (Some(Ok(theta0)), true) => {
-                    (self.run_from(&model, data, r, theta0.clone()), Vec::new())
-                }
-                (Some(Err(e)), true) => (Err(e.clone()), Vec::new()),
-                _ => self.run_with_retries(&model, data, r),
+            .map(|r| {
+                let run_clock = Instant::now();
+                let (run, failed) = match (&ungated, r == p.n_init) {
+                    (Some(Ok(theta0)), true) => {
+                        (self.run_from(&model, data, r, theta0.clone()), Vec::new())
+                    }
+                    (Some(Err(e)), true) => (Err(e.clone()), Vec::new()),
+                    _ => self.run_with_retries(&model, data, r),
+                };
+                let total = run_clock.elapsed().as_secs_f64();
+                let em = run.as_ref().map_or(0.0, |f| f.seconds.min(total));
+                let before = if r == p.n_init { ungated_seconds } else { 0.0 };
+                (run, failed, before + total - em)
             })
             .collect();
         let strategy = |r: usize| {
@@ -782,7 +792,7 @@ impl MoeValidParams {
         let restarts: Vec<RestartSummary> = runs
             .iter()
             .enumerate()
-            .map(|(index, (r, retry_errors))| match r {
+            .map(|(index, (r, retry_errors, start_seconds))| match r {
                 Ok(f) => RestartSummary {
                     index,
                     init: strategy(index),
@@ -791,6 +801,8 @@ impl MoeValidParams {
                     iterations: f.state.iter,
                     error: None,
                     retry_errors: retry_errors.clone(),
+                    seconds: f.seconds,
+                    start_seconds: *start_seconds,
                 },
                 Err(e) => RestartSummary {
                     index,
@@ -800,11 +812,13 @@ impl MoeValidParams {
                     iterations: 0,
                     error: Some(e.to_string()),
                     retry_errors: retry_errors.clone(),
+                    seconds: 0.0,
+                    start_seconds: *start_seconds,
                 },
             })
             .collect();
         let mut best: Option<(usize, &FitResult)> = None;
-        for (i, (r, _)) in runs.iter().enumerate() {
+        for (i, (r, _, _)) in runs.iter().enumerate() {
             if let Ok(f) = r {
                 if best.is_none_or(|(_, b)| f.best.objective < b.best.objective) {
                     best = Some((i, f));
@@ -812,7 +826,7 @@ impl MoeValidParams {
             }
         }
         let Some((best_restart, result)) = best else {
-            let first = runs.into_iter().next().and_then(|(r, _)| r.err());
+            let first = runs.into_iter().next().and_then(|(r, _, _)| r.err());
             return Err(first.unwrap_or(MoeError::InvalidParam {
                 name: "n_init",
                 reason: ">= 1".into(),

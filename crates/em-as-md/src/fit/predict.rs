@@ -85,6 +85,19 @@ pub struct RestartSummary {
     /// attempt $a$'s start). Empty in reports saved before this field existed.
     #[serde(default)]
     pub retry_errors: Vec<String>,
+    /// Wall-clock seconds of the kept attempt's EM iterations (its [`Executor`] run;
+    /// 0 for a failed restart). Restarts run in parallel, so these add up to more than
+    /// the fit's wall clock on several cores.
+    ///
+    /// [`Executor`]: crate::Executor
+    #[serde(default)]
+    pub seconds: f64,
+    /// Wall-clock seconds spent before the kept attempt's iterations: drawing and
+    /// building its start (k-means++, short EM runs, subset fits; for the
+    /// [`UNGATED_START`](crate::fit::UNGATED_START) the whole ungated fit) and the
+    /// attempts that failed before it.
+    #[serde(default)]
+    pub start_seconds: f64,
 }
 
 impl RestartSummary {
@@ -129,6 +142,19 @@ pub struct FitReport {
 }
 
 impl FitReport {
+    /// Seconds of EM iterations summed over the restarts
+    /// ([`RestartSummary::seconds`]): the work the iterations cost, against which the
+    /// fit's fixed costs are measured.
+    pub fn em_seconds(&self) -> f64 {
+        self.restarts.iter().map(|r| r.seconds).sum()
+    }
+
+    /// Seconds spent building starts, summed over the restarts
+    /// ([`RestartSummary::start_seconds`]).
+    pub fn start_seconds(&self) -> f64 {
+        self.restarts.iter().map(|r| r.start_seconds).sum()
+    }
+
     /// Whether the returned restart converged ([`Termination::is_converged`] of
     /// [`termination`](Self::termination)); an inexact M-step near the end is not
     /// convergence.

@@ -42,19 +42,31 @@ impl Scaling {
     /// The scaling of `data`'s design columns (see the [module documentation](self)).
     pub fn fit(data: &Dataset, intercept: bool) -> Scaling {
         let (n, d) = (data.n(), data.d());
+        // Two passes over the rows (means, then centred squares), each reading every row
+        // once in storage order.
         let mut mean = vec![0.0; d];
+        if intercept {
+            for i in 0..n {
+                for (m, v) in mean.iter_mut().zip(data.x(i)) {
+                    *m += v;
+                }
+            }
+            mean.iter_mut().for_each(|m| *m /= n as f64);
+        }
+        let mut var = vec![0.0; d];
+        for i in 0..n {
+            for ((s, v), m) in var.iter_mut().zip(data.x(i)).zip(&mean) {
+                *s += (v - m) * (v - m);
+            }
+        }
+        let start = usize::from(intercept);
         let mut sd = vec![1.0; d];
-        for j in usize::from(intercept)..d {
-            let m = if intercept {
-                (0..n).map(|i| data.x(i)[j]).sum::<f64>() / n as f64
-            } else {
-                0.0
-            };
-            let v = (0..n).map(|i| (data.x(i)[j] - m).powi(2)).sum::<f64>() / n as f64;
-            let s = v.sqrt();
-            if s.is_finite() && s > 1e-12 * m.abs() && s > 0.0 {
-                mean[j] = m;
+        for j in 0..d {
+            let (m, s) = (mean[j], (var[j] / n as f64).sqrt());
+            if j >= start && s.is_finite() && s > 1e-12 * m.abs() && s > 0.0 {
                 sd[j] = s;
+            } else {
+                mean[j] = 0.0;
             }
         }
         Scaling {
@@ -69,19 +81,25 @@ impl Scaling {
     /// # Errors
     /// `InvalidData` when the column count differs from the scaling's.
     pub fn apply(&self, data: &Dataset) -> Result<Dataset, MoeError> {
-        let (n, d) = (data.n(), data.d());
-        self.check_width(d)?;
-        let mut x = Vec::with_capacity(n * d);
-        for i in 0..n {
-            x.extend(
-                data.x(i)
-                    .iter()
-                    .zip(self.mean.iter().zip(&self.sd))
-                    .map(|(v, (m, s))| (v - m) / s),
-            );
-        }
-        Dataset::from_rows(&x, d, data.y_all(), data.q())?
-            .with_feature_names(data.feature_names().to_vec())
+        let mut z = data.clone();
+        self.apply_in_place(&mut z)?;
+        Ok(z)
+    }
+
+    /// [`apply`](Self::apply) on `data` itself, without a second copy of the features
+    /// (what `mdem fit` does: the fit needs only the standardised columns).
+    ///
+    /// # Errors
+    /// `InvalidData` when the column count differs from the scaling's.
+    pub fn apply_in_place(&self, data: &mut Dataset) -> Result<(), MoeError> {
+        self.check_width(data.d())?;
+        let (mean, sd) = (&self.mean, &self.sd);
+        data.map_rows(|x| {
+            for ((v, m), s) in x.iter_mut().zip(mean).zip(sd) {
+                *v = (*v - m) / s;
+            }
+        });
+        Ok(())
     }
 
     fn check_width(&self, d: usize) -> Result<(), MoeError> {
