@@ -226,3 +226,44 @@ impl std::fmt::Display for NotTextError {
 }
 
 impl std::error::Error for NotTextError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Splits `text` into blocks of about `size` bytes.
+    fn split(text: &str, size: usize) -> Vec<Block> {
+        let mut b = Blocks::new(text.as_bytes(), size, 1 << 20);
+        let mut out = Vec::new();
+        while let Some(block) = b.next_block().unwrap() {
+            out.push(block);
+        }
+        out
+    }
+
+    #[test]
+    fn blocks_cover_the_text_and_end_outside_quotes() {
+        let text = "h1,h2\n1,\"a\nb\"\n\r\n2,\"\"\"\n\"\n3,x";
+        for size in 1..=text.len() + 1 {
+            let blocks = split(text, size);
+            let joined: Vec<u8> = blocks.iter().flat_map(|b| b.bytes.clone()).collect();
+            assert_eq!(joined, text.as_bytes(), "size {size}");
+            let mut line = 1;
+            for b in &blocks {
+                // Independent: the quotes in each block are balanced, and lines chain.
+                assert_eq!(b.bytes.iter().filter(|&&c| c == b'"').count() % 2, 0);
+                assert_eq!(b.first_line, line, "size {size}");
+                line = b.next_line();
+            }
+            assert_eq!(line, 1 + text.matches('\n').count() as u64);
+        }
+        // The record "2,..." starts on line 5 (line 4 is a blank "\r"); the csv offset of a
+        // record may point at the line break, or the blank lines, before it.
+        let one = &split(text, 1 << 20)[0];
+        let at = text.find("\n2,").unwrap();
+        assert_eq!(one.line_at(at + 1), 5);
+        assert_eq!(one.line_at(at), 5);
+        assert_eq!(one.line_at(text.find("\r\n").unwrap() - 1), 5);
+        assert_eq!(one.line_at(text.find("3,x").unwrap()), 7);
+    }
+}
