@@ -365,6 +365,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _MixtureOfExperts):
 
     def predict(self, X):
         """The most probable class of every row."""
+        check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def score(self, X, y, sample_weight=None):
