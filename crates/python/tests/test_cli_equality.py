@@ -60,7 +60,8 @@ CASES = [
     ("linear-ungated", MixtureOfExpertsRegressor, two_regimes, "linear", "em", "none", False, 2),
     ("poisson", MixtureOfExpertsRegressor, counts, "poisson", "squarem", "squarem", True, 2),
     ("logistic", MixtureOfExpertsClassifier, two_classes, "logistic", "em", "none", True, 2),
-    ("multinomial", MixtureOfExpertsClassifier, three_classes, "multinomial", "md", "md", True, 2),
+    ("linear-md", MixtureOfExpertsRegressor, two_regimes, "linear", "md", "md", True, 2),
+    ("multinomial", MixtureOfExpertsClassifier, three_classes, "multinomial", "squarem", "squarem", True, 2),
 ]
 
 
