@@ -137,11 +137,16 @@ fn init_method(name: &str) -> PyResult<InitMethod> {
 pub fn design(x: &PyReadonlyArray2<'_, f64>, y: &[f64]) -> PyResult<Dataset> {
     let shape = x.shape();
     let (n, d) = (shape[0], shape[1]);
-    let xs = x.as_slice().map_err(|_| {
+    // `as_slice` accepts Fortran order too, whose buffer is not row-major: refuse it.
+    let not_c = || {
         PyValueError::new_err(
             "X must be a C-contiguous float64 array (use numpy.ascontiguousarray)",
         )
-    })?;
+    };
+    if !x.is_c_contiguous() {
+        return Err(not_c());
+    }
+    let xs = x.as_slice().map_err(|_| not_c())?;
     if y.len() != n {
         return Err(PyValueError::new_err(format!(
             "X has {n} rows but y has {} values",
