@@ -5,10 +5,12 @@ import pytest
 
 
 def two_regimes(n=300, seed=0):
-    """y = +2 x0 or -2 x0 (plus noise) by the sign of x1: two gated linear experts."""
+    """y = +2 x0 or -2 x0 (plus noise), the regime drawn with P = sigmoid(2 x1): two
+    linear experts under a soft softmax gate (a finite maximum-likelihood gate)."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 2))
-    y = np.where(X[:, 1] > 0, 2.0 * X[:, 0], -2.0 * X[:, 0]) + 0.3 * rng.normal(size=n)
+    z = rng.uniform(size=n) < 1.0 / (1.0 + np.exp(-2.0 * X[:, 1]))
+    y = np.where(z, 2.0 * X[:, 0], -2.0 * X[:, 0]) + 0.3 * rng.normal(size=n)
     return X, y
 
 
