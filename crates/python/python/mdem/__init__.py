@@ -1,0 +1,26 @@
+"""mdem: mixtures of experts fitted by EM, seen as mirror descent.
+
+scikit-learn estimators over the Rust library (``mdem._core``):
+
+* :class:`MixtureOfExpertsRegressor` -- linear-Gaussian or Poisson experts; ``predict``
+  is the mixture mean.
+* :class:`MixtureOfExpertsClassifier` -- logistic or multinomial experts;
+  ``predict_proba`` and ``classes_`` for arbitrary labels.
+
+A fit runs the same code path as ``mdem fit`` on the command line (an intercept column,
+standardised columns, seeded restarts, parameters mapped back to the data's units), with
+the GIL released. Extras: :meth:`~MixtureOfExpertsRegressor.certificate` (the convergence
+certificate of EM as a dict), :meth:`~MixtureOfExpertsRegressor.responsibilities`,
+``trajectory_`` (log-likelihood per iteration) and
+:meth:`~MixtureOfExpertsRegressor.em_md_gap` (one EM step against one mirror-descent step).
+
+Distributed fits on Dask (``mdem.dask``) are not available yet: they need the library's
+shard-statistics API, which does not exist yet.
+"""
+
+from mdem._estimators import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
+from mdem import _core
+
+__version__ = _core.__version__
+
+__all__ = ["MixtureOfExpertsClassifier", "MixtureOfExpertsRegressor", "__version__"]

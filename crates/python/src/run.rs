@@ -1,0 +1,417 @@
+//! The fit itself: numpy arrays to a [`Dataset`], the settings to [`MoeParams`], the
+//! library's fit with the GIL released, and the parameters back in the data's units.
+
+use crate::fitted::Fit;
+use em_as_md::fit::predict::{training_summaries, RestartSummary, Spread};
+use em_as_md::fit::scaling::Scaling;
+use em_as_md::model::mixture::{Gating, MixtureOfExperts};
+use em_as_md::model::registry;
+use em_as_md::{
+    Accel, Dataset, Executor, FitReport, FitResult, FittedMoe, GradientDescent, InitMethod,
+    MirrorDescent, MoeError, MoeParams, MoeValidParams, Problem, Solver, Step,
+};
+use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// A library error as a Python `ValueError` carrying its message.
+pub fn value_error(e: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+/// The outer solver of a fit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum SolverChoice {
+    /// EM, plain or accelerated ([`MoeParams::accel`]): what `mdem fit --accel` runs.
+    Em(Accel),
+    /// Mirror descent with a fixed step $\eta$ ([`MirrorDescent`]).
+    MdEta(f64),
+    /// Gradient descent in $\theta$ with Armijo backtracking ([`GradientDescent`]).
+    Gd,
+}
+
+impl SolverChoice {
+    /// `solver` ∈ {`em`, `squarem`, `md`, `gd`} with `eta` (only for `md`: `None` is
+    /// mirror descent at $\eta_t = 1/\hat L_t$, [`Accel::Md`]).
+    ///
+    /// # Errors
+    /// `ValueError` for another name, an `eta` with another solver, or an `eta` that is
+    /// not finite and $> 0$.
+    pub fn parse(solver: &str, eta: Option<f64>) -> PyResult<SolverChoice> {
+        if let Some(e) = eta {
+            if solver != "md" {
+                return Err(PyValueError::new_err(format!(
+                    "eta={e} applies to solver='md' only, not solver='{solver}'"
+                )));
+            }
+            if !(e.is_finite() && e > 0.0) {
+                return Err(PyValueError::new_err(format!(
+                    "invalid value {e} for eta: expected a finite number > 0"
+                )));
+            }
+        }
+        match (solver, eta) {
+            ("em", _) => Ok(SolverChoice::Em(Accel::None)),
+            ("squarem", _) => Ok(SolverChoice::Em(Accel::Squarem)),
+            ("md", None) => Ok(SolverChoice::Em(Accel::Md)),
+            ("md", Some(e)) => Ok(SolverChoice::MdEta(e)),
+            ("gd", _) => Ok(SolverChoice::Gd),
+            _ => Err(PyValueError::new_err(format!(
+                "invalid value '{solver}' for solver: expected 'em', 'squarem', 'md' or 'gd'"
+            ))),
+        }
+    }
+
+    /// The acceleration given to [`MoeParams`] (plain EM for the solvers it does not run:
+    /// their starts are drawn the same way).
+    pub fn accel(self) -> Accel {
+        match self {
+            SolverChoice::Em(a) => a,
+            _ => Accel::None,
+        }
+    }
+}
+
+/// Everything a fit was asked for, kept with the fitted model (and in its pickle) so that
+/// the certificate and the harness can redraw the kept restart's start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Registry name of the expert.
+    pub expert: String,
+    /// Number of experts $K$.
+    pub n_experts: usize,
+    /// Softmax gate (`true`) or constant mixing weights.
+    pub gating: bool,
+    /// Initialisation strategy ([`InitMethod::name`]).
+    pub init: String,
+    /// Seeded starts.
+    pub n_init: usize,
+    /// Relative tolerance on the change of $L$.
+    pub tol: f64,
+    /// Iteration limit per start.
+    pub max_iter: u64,
+    /// The outer solver.
+    pub solver: SolverChoice,
+    /// Master seed.
+    pub seed: u64,
+    /// Whether the solvers ran on standardised columns.
+    pub standardize: bool,
+}
+
+impl Settings {
+    /// The library's hyperparameters for `model`, as the fit used them.
+    ///
+    /// # Errors
+    /// `ValueError` for an unknown initialisation or as [`MoeParams::check`].
+    pub fn params(&self, model: &MixtureOfExperts) -> PyResult<MoeValidParams> {
+        MoeParams::for_model(model)
+            .n_init(self.n_init)
+            .seed(self.seed)
+            .max_iters(self.max_iter)
+            .tol(self.tol)
+            .init(init_method(&self.init)?)
+            .accel(self.solver.accel())
+            .check()
+            .map_err(value_error)
+    }
+}
+
+/// [`InitMethod::from_name`] with the error the CLI gives.
+fn init_method(name: &str) -> PyResult<InitMethod> {
+    InitMethod::from_name(name).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "invalid value '{name}' for init: expected auto, random, subset, kmeans or short-em"
+        ))
+    })
+}
+
+/// The C-contiguous data of `x` (`n × d`) with `y` (`n`), as [`Dataset::from_rows`]
+/// checks them, with the intercept column prepended ([`Dataset::with_intercept`], as
+/// `mdem fit` does by default).
+///
+/// # Errors
+/// `ValueError` for a non-contiguous array, mismatched lengths, no rows, or a NaN or
+/// infinite value (naming the row and column).
+pub fn design(x: &PyReadonlyArray2<'_, f64>, y: &[f64]) -> PyResult<Dataset> {
+    let shape = x.shape();
+    let (n, d) = (shape[0], shape[1]);
+    // `as_slice` accepts Fortran order too, whose buffer is not row-major: refuse it.
+    let not_c = || {
+        PyValueError::new_err(
+            "X must be a C-contiguous float64 array (use numpy.ascontiguousarray)",
+        )
+    };
+    if !x.is_c_contiguous() {
+        return Err(not_c());
+    }
+    let xs = x.as_slice().map_err(|_| not_c())?;
+    if y.len() != n {
+        return Err(PyValueError::new_err(format!(
+            "X has {n} rows but y has {} values",
+            y.len()
+        )));
+    }
+    Ok(Dataset::from_rows(xs, d, y, 1)
+        .map_err(value_error)?
+        .with_intercept())
+}
+
+/// `y` as a contiguous slice.
+///
+/// # Errors
+/// `ValueError` for a non-contiguous array.
+pub fn targets<'a>(y: &'a PyReadonlyArray1<'_, f64>) -> PyResult<&'a [f64]> {
+    y.as_slice().map_err(|_| {
+        PyValueError::new_err(
+            "y must be a C-contiguous float64 array (use numpy.ascontiguousarray)",
+        )
+    })
+}
+
+/// The registry names of the experts that can be built from a target column
+/// (`linear`, `logistic`, `multinomial`, `poisson`, and any registered later).
+#[pyfunction]
+pub fn expert_names() -> Vec<String> {
+    registry::expert_entries()
+        .into_iter()
+        .filter(|e| e.has_target_rule())
+        .map(|e| e.name().to_string())
+        .collect()
+}
+
+/// Fits a mixture of `n_experts` experts of kind `expert` to `x` (`n × d`, C-contiguous
+/// float64) and `y` (`n`), as `mdem fit` does (see the [crate documentation](crate)); the
+/// GIL is released during the fit.
+///
+/// `solver`: `em`, `squarem` (the CLI's default), `md` (with `eta=None`: step
+/// $1/\hat L_t$ measured along the run; with a float: mirror descent at that fixed step)
+/// or `gd` (gradient descent with Armijo backtracking). `em`, `squarem` and `md` without
+/// `eta` run the library's restarts ([`MoeValidParams::fit`], including a gated fit's
+/// extra start from the ungated optimum); `md` with `eta` and `gd` run the same seeded
+/// starts $0..n_{\text{init}}-1$ through the [`Executor`] and keep the best.
+///
+/// # Errors
+/// `ValueError` with the library's message for bad settings, bad data (a target outside
+/// the expert's support, too few rows for the model) or a fit that fails in every start.
+#[pyfunction]
+#[pyo3(signature = (x, y, *, expert, n_experts, gating=true, init="auto", n_init=1, tol=1e-8, max_iter=500, solver="squarem", eta=None, seed=0, standardize=true))]
+#[allow(clippy::too_many_arguments)]
+pub fn fit(
+    py: Python<'_>,
+    x: PyReadonlyArray2<'_, f64>,
+    y: PyReadonlyArray1<'_, f64>,
+    expert: &str,
+    n_experts: usize,
+    gating: bool,
+    init: &str,
+    n_init: usize,
+    tol: f64,
+    max_iter: u64,
+    solver: &str,
+    eta: Option<f64>,
+    seed: u64,
+    standardize: bool,
+) -> PyResult<Fit> {
+    if !(tol.is_finite() && tol > 0.0) {
+        return Err(PyValueError::new_err(format!(
+            "invalid value {tol} for tol: expected a finite number > 0"
+        )));
+    }
+    init_method(init)?;
+    let settings = Settings {
+        expert: expert.to_string(),
+        n_experts,
+        gating,
+        init: init.to_string(),
+        n_init,
+        tol,
+        max_iter,
+        solver: SolverChoice::parse(solver, eta)?,
+        seed,
+        standardize,
+    };
+    let ys = targets(&y)?;
+    let xs = &x;
+    // Validation and the copy into the column-major design hold the GIL (they read the
+    // numpy buffers); the fit does not.
+    let data = design(xs, ys)?;
+    let (fitted, scaling) = py.detach(|| run_fit(&settings, data))?;
+    Ok(Fit::new(fitted, scaling, settings))
+}
+
+/// The fit on an owned data set, without Python: the CLI's steps.
+///
+/// # Errors
+/// `ValueError` as [`fit`].
+fn run_fit(s: &Settings, data: Dataset) -> PyResult<(FittedMoe, Option<Scaling>)> {
+    let entry = registry::expert_entry(&s.expert).map_err(value_error)?;
+    let spec = entry
+        .spec_from_target(data.y_all())
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "expert '{}' cannot be built from a target column; expected one of {}",
+                s.expert,
+                expert_names().join(", ")
+            ))
+        })?
+        .map_err(value_error)?;
+    if let Some(&v) = data.y_all().first() {
+        if data.n() > 1 && data.y_all().iter().all(|&w| w == v) {
+            return Err(PyValueError::new_err(format!(
+                "the target is constant ({v} in every row): nothing to fit"
+            )));
+        }
+    }
+    let expert = registry::build_expert(&spec).map_err(value_error)?;
+    let (n, d) = (data.n(), data.d());
+    let gating = if s.gating {
+        Gating::Softmax
+    } else {
+        Gating::Constant
+    };
+    let model = MixtureOfExperts::new(expert, s.n_experts, d, gating).map_err(value_error)?;
+    let p = em_as_md::ConditionalFamily::n_params(&model);
+    if s.n_experts > n {
+        return Err(PyValueError::new_err(format!(
+            "{} experts but only {n} samples; expected at most as many experts as samples",
+            s.n_experts
+        )));
+    }
+    if p > n {
+        return Err(PyValueError::new_err(format!(
+            "{n} samples but the model has {p} parameters ({} {} experts on {d} design columns{}); expected at least as many samples as parameters: use fewer experts or features",
+            s.n_experts,
+            s.expert,
+            if s.gating { ", softmax gate" } else { "" },
+        )));
+    }
+    let (scaling, fit_data) = if s.standardize {
+        let scaling = Scaling::fit(&data, true);
+        let z = scaling.apply(&data).map_err(value_error)?;
+        (Some(scaling), z)
+    } else {
+        (None, data)
+    };
+    let valid = s.params(&model)?;
+    let fitted = match s.solver {
+        SolverChoice::Em(_) => valid.fit(&fit_data),
+        SolverChoice::MdEta(eta) => fit_with(&valid, s, &model, &fit_data, || {
+            MirrorDescent::with_eta(eta)
+        }),
+        SolverChoice::Gd => fit_with(&valid, s, &model, &fit_data, || {
+            GradientDescent::new(Step::armijo())
+        }),
+    }
+    .map_err(value_error)?;
+    let fitted = match &scaling {
+        Some(sc) => sc
+            .to_original(fitted.model(), fitted.theta())
+            .and_then(|theta| {
+                FittedMoe::new(
+                    fitted.model().clone(),
+                    theta,
+                    fitted.feature_names().to_vec(),
+                    fitted.report().clone(),
+                )
+            })
+            .map_err(value_error)?,
+        None => fitted,
+    };
+    Ok((fitted, scaling))
+}
+
+/// The seeded starts $0..n_{\text{init}}-1$ of `valid` ([`MoeValidParams::restart_theta0`])
+/// each run by a fresh solver from `make` through the [`Executor`] with the fit's limits;
+/// the start whose best iterate has the lowest $L$ is kept (ties: the lowest index), and
+/// the report is assembled as [`MoeValidParams::fit`] assembles it.
+///
+/// # Errors
+/// The first start's error when every start fails.
+fn fit_with<S>(
+    valid: &MoeValidParams,
+    settings: &Settings,
+    model: &MixtureOfExperts,
+    data: &Dataset,
+    make: impl Fn() -> em_as_md::Result<S>,
+) -> em_as_md::Result<FittedMoe>
+where
+    S: for<'a> Solver<Problem<'a, MixtureOfExperts>>,
+{
+    let clock = Instant::now();
+    let n_init = settings.n_init;
+    let problem = Problem::new(model, data)?;
+    let mut runs: Vec<em_as_md::Result<FitResult>> = Vec::with_capacity(n_init);
+    let mut name = String::new();
+    for r in 0..n_init {
+        let run = valid.restart_theta0(model, data, r).and_then(|theta0| {
+            let solver = make()?;
+            name = solver.name();
+            Executor::new(problem, solver)
+                .theta0(theta0)
+                .max_iters(settings.max_iter)
+                .tol(settings.tol)
+                .run()
+        });
+        runs.push(run);
+    }
+    let n = data.n() as f64;
+    let init = valid.params().init_method().clone();
+    let restarts: Vec<RestartSummary> = runs
+        .iter()
+        .enumerate()
+        .map(|(index, r)| RestartSummary {
+            index,
+            init: init.for_restart(index).name().to_string(),
+            log_likelihood: r.as_ref().ok().map(|f| -n * f.best.objective),
+            termination: r.as_ref().ok().map(|f| f.termination),
+            iterations: r.as_ref().map_or(0, |f| f.state.iter),
+            error: r.as_ref().err().map(ToString::to_string),
+            retry_errors: Vec::new(),
+        })
+        .collect();
+    let mut best: Option<(usize, &FitResult)> = None;
+    for (i, r) in runs.iter().enumerate() {
+        if let Ok(f) = r {
+            if best.is_none_or(|(_, b)| f.best.objective < b.best.objective) {
+                best = Some((i, f));
+            }
+        }
+    }
+    let Some((best_restart, result)) = best else {
+        return Err(runs
+            .into_iter()
+            .find_map(Result::err)
+            .unwrap_or(MoeError::InvalidParam {
+                name: "n_init",
+                reason: ">= 1".into(),
+            }));
+    };
+    let theta = result.best.theta.clone();
+    let (log_likelihood, entropy) = training_summaries(model, data, &theta)?;
+    let lls: Vec<f64> = restarts.iter().filter_map(|r| r.log_likelihood).collect();
+    let report = FitReport {
+        solver: name,
+        n_rows: data.n(),
+        log_likelihood,
+        entropy,
+        iterations: result.state.iter,
+        termination: result.termination,
+        seconds: clock.elapsed().as_secs_f64(),
+        trace: result.trace.clone(),
+        best_restart,
+        spread: Spread::of(&lls),
+        restarts,
+    };
+    FittedMoe::new(model.clone(), theta, data.feature_names().to_vec(), report)
+}
+
+/// Rebuilds a [`Fit`] from [`Fit::to_json`] (pickling).
+///
+/// # Errors
+/// `ValueError` for malformed JSON or a model the library cannot read back.
+#[pyfunction]
+pub fn fit_from_json(text: &str) -> PyResult<Fit> {
+    Fit::from_json(text)
+}

@@ -1,0 +1,111 @@
+"""The extras: certificate, EM = MD(eta = 1) harness, trajectory, solvers, GIL release."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import counts, three_classes, two_regimes
+from mdem import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, y = two_regimes(n=400, seed=5)
+    return MixtureOfExpertsRegressor(solver="em", random_state=1).fit(X, y), X, y
+
+
+def test_em_trajectory_is_monotone_and_ends_at_the_log_likelihood(fitted):
+    est, _, _ = fitted
+    traj = est.trajectory_
+    assert len(traj) == est.n_iter_ >= 2
+    assert np.all(np.diff(traj) >= -1e-9 * np.abs(traj[:-1]))
+    assert traj[-1] == pytest.approx(est.log_likelihood_, rel=1e-12)
+    assert est.converged_ and est.termination_.startswith("converged")
+
+
+def test_certificate_is_a_dict_with_the_measured_constants(fitted):
+    est, X, y = fitted
+    cert = est.certificate()
+    assert cert["verdict"] in ("Certified", "Inconclusive", "Violated")
+    assert cert["l_hat"] <= 1.0 + 1e-6  # relative smoothness: L-hat <= 1 always
+    assert cert["pairs_used"] >= 10
+    assert cert["rerun"]["converged"]
+    # The re-run retraces the fit and ends where it ended.
+    assert cert["rerun"]["relative_distance_to_fit"] < 1e-4
+    assert cert["rerun"]["log_likelihood"] >= est.log_likelihood_ - 1e-6
+    assert cert["summary"].startswith("Convergence certificate")
+    # Given data explicitly: the same certificate on the same data.
+    again = est.certificate(X, y)
+    assert again["l_hat"] == cert["l_hat"] and again["alpha_hat"] == cert["alpha_hat"]
+
+
+def test_em_is_mirror_descent_with_unit_step(fitted):
+    est, X, y = fitted
+    gap = est.em_md_gap()
+    assert gap["eta"] == 1.0
+    assert gap["em_step"] > 1e-3  # the start is not a fixed point: the test means something
+    assert gap["theta_gap"] < 1e-6 and gap["objective_gap"] < 1e-6
+    assert gap["em_inner"]["converged"] and gap["md_inner"]["converged"]
+    half = est.em_md_gap(eta=0.5)
+    assert half["theta_gap"] > 1e-3  # a damped step lands elsewhere
+    # From a given theta (data units): at the fitted optimum EM barely moves.
+    at_opt = est.em_md_gap(X, y, eta=1.0, theta=est.theta_)
+    assert at_opt["em_step"] < 1e-4 and at_opt["theta_gap"] < 1e-6
+    with pytest.raises(ValueError, match="theta must have shape"):
+        est.em_md_gap(theta=np.zeros(3))
+
+
+@pytest.mark.parametrize(
+    "solver,eta,name",
+    [
+        ("em", None, "EM"),
+        ("squarem", None, "squarem"),
+        ("md", None, "md"),
+        ("md", 0.7, "MD(η=0.7)"),
+        ("gd", None, "GD"),
+    ],
+)
+def test_every_solver_runs_and_the_em_family_reaches_the_em_optimum(solver, eta, name):
+    X, y = two_regimes(n=300, seed=9)
+    ref = MixtureOfExpertsRegressor(solver="em", random_state=2, tol=1e-10).fit(X, y)
+    est = MixtureOfExpertsRegressor(solver=solver, eta=eta, random_state=2, max_iter=3000).fit(X, y)
+    assert name in est.model_.solver
+    assert np.isfinite(est.log_likelihood_) and len(est.trajectory_) == est.n_iter_
+    if solver == "gd":
+        # Gradient descent from the same starts: never above EM's optimum here.
+        assert est.log_likelihood_ <= ref.log_likelihood_ + 1e-6
+    else:
+        assert est.log_likelihood_ == pytest.approx(ref.log_likelihood_, rel=1e-6)
+
+
+def test_poisson_and_multinomial_summaries():
+    X, y = counts()
+    est = MixtureOfExpertsRegressor(expert="poisson", random_state=0).fit(X, y)
+    s = est.summary()
+    assert s["expert"]["name"] == "poisson" and len(s["experts"]) == 2
+    assert np.all(est.predict(X) > 0)
+    X, y = three_classes()
+    clf = MixtureOfExpertsClassifier(random_state=0).fit(X, y)
+    assert clf.expert_ == "multinomial"
+    assert clf.summary()["gate"]["kind"] == "softmax"
+    ll = clf.log_likelihood(X, y)
+    assert ll == pytest.approx(clf.log_likelihood_, rel=1e-9)
+
+
+def test_the_gil_is_released_during_a_fit():
+    X, y = two_regimes(n=60_000, seed=4)
+    est = MixtureOfExpertsRegressor(solver="em", n_init=2, tol=1e-12, random_state=0)
+    worker = threading.Thread(target=est.fit, args=(X, y))
+    ticks = 0
+    start = time.perf_counter()
+    worker.start()
+    while worker.is_alive():
+        ticks += 1
+        time.sleep(0.001)
+    elapsed = time.perf_counter() - start
+    worker.join()
+    assert hasattr(est, "theta_")
+    # The main thread kept running: with the GIL held it would tick only at the start.
+    assert elapsed < 0.05 or ticks >= 10, (ticks, elapsed)
