@@ -343,8 +343,11 @@ where
     let n_init = settings.n_init;
     let problem = Problem::new(model, data)?;
     let mut runs: Vec<em_as_md::Result<FitResult>> = Vec::with_capacity(n_init);
+    // Each start's wall clock, start and iterations together.
+    let mut walls: Vec<f64> = Vec::with_capacity(n_init);
     let mut name = String::new();
     for r in 0..n_init {
+        let run_clock = Instant::now();
         let run = valid.restart_theta0(model, data, r).and_then(|theta0| {
             let solver = make()?;
             name = solver.name();
@@ -355,6 +358,7 @@ where
                 .run()
         });
         runs.push(run);
+        walls.push(run_clock.elapsed().as_secs_f64());
     }
     let n = data.n() as f64;
     let init = valid.params().init_method().clone();
@@ -369,6 +373,8 @@ where
             iterations: r.as_ref().map_or(0, |f| f.state.iter),
             error: r.as_ref().err().map(ToString::to_string),
             retry_errors: Vec::new(),
+            seconds: r.as_ref().map_or(0.0, |f| f.seconds),
+            start_seconds: walls[index] - r.as_ref().map_or(0.0, |f| f.seconds.min(walls[index])),
         })
         .collect();
     let mut best: Option<(usize, &FitResult)> = None;
