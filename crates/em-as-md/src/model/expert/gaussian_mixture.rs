@@ -409,15 +409,15 @@ impl GaussianCluster {
         check_len("centre", q, st.centre.len())?;
         check_len("sum", q, st.sum.len())?;
         check_len("scatter", q * q, st.scatter.nrows() * st.scatter.ncols())?;
-        if !(st.wsum > 0.0) {
-            return Err(MoeError::NotPositiveDefinite {
-                block: Block::Expert(None),
-                pivot: 0,
-            });
-        }
         if !st.wsum.is_finite() || !st.sum.iter().all(|v| v.is_finite()) {
             return Err(MoeError::NonFinite {
                 what: "weighted moments of a Gaussian component",
+            });
+        }
+        if st.wsum <= 0.0 {
+            return Err(MoeError::NotPositiveDefinite {
+                block: Block::Expert(None),
+                pivot: 0,
             });
         }
         let w = st.wsum;
