@@ -141,10 +141,9 @@ impl ComponentDensity {
         let q = self.mean.len();
         let mut maha = 0.0;
         for j in 0..q {
-            let mut z = 0.0;
-            for i in j..q {
-                z += self.chol_precision[(i, j)] * (y[i] - self.mean[i]);
-            }
+            let z: f64 = (j..q)
+                .map(|i| self.chol_precision[(i, j)] * (y[i] - self.mean[i]))
+                .sum();
             maha += z * z;
         }
         self.log_norm - 0.5 * maha
