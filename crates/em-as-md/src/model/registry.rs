@@ -12,7 +12,7 @@
 //! | `logistic` | [`Logistic`] | – | 0 or 1 |
 //! | `multinomial` | [`Multinomial`] | `classes` ($\ge 2$), `lbfgs_tol`, `lbfgs_max_iter`, `dense_max_params` (defaults as [`Multinomial::new`]) | integer labels $0..C-1$, $C = 1 + \max y \le$ [`MAX_CLASSES`], at least two labels |
 //! | `poisson` | [`Poisson`] | – | non-negative integer counts (at most $2^{53}$) |
-//! | `gaussian` | [`GaussianCluster`] (the Gaussian mixture's component, no covariates) | `dim` ($q \ge 1$, at most [`MAX_MVN_DIM`]), `covariance` (0 full, 1 diagonal, 2 spherical; default 0), `reg_covar` ($\ge 0$, default [`REG_COVAR`](crate::model::expert::REG_COVAR)) | no target: its $q$ coordinates are the data's columns (the rule refuses a target column) |
+//! | `gaussian` | [`GaussianCluster`] (the Gaussian mixture's component, no covariates) | `dim` ($q \ge 1$, at most [`MAX_MVN_DIM`]), `covariance` (0 full, 1 diagonal, 2 spherical; default 0), `reg_covar` ($\ge 0$, default [`REG_COVAR`]) | no target: its $q$ coordinates are the data's columns (the rule refuses a target column) |
 //! | `glm` | [`Glm`] on a registered family | none; the spec's `family`, `n_regressed` (default: all) and `constants` | – (needs a family) |
 //!
 //! and mirror's families for `glm`: `bernoulli`, `categorical` (`classes`), `poisson`,

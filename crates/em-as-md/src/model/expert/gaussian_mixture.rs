@@ -221,7 +221,7 @@ impl GaussianCluster {
             CovarianceType::Spherical => 1,
         }
     }
-    /// Length of a block: $q$ + [`n_lambda`](Self::n_lambda).
+    /// Length of a block: $q$ plus $q(q+1)/2$ (full), $q$ (diagonal) or $1$ (spherical).
     pub fn block_len(&self) -> usize {
         self.q + self.n_lambda()
     }

@@ -330,7 +330,7 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(u, v)| u * v).sum()
 }
 
-mod gaussian_mixture;
+pub mod gaussian_mixture;
 mod glm;
 mod linear;
 mod logistic;
