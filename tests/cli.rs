@@ -980,3 +980,164 @@ fn compare_shows_the_accelerated_solvers_and_adam() {
     assert!(text.contains("passes to"), "{text}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Three clusters in three columns, deterministic (a fixed pseudo-random sequence), with
+/// an extra column `id` left out by `--features`.
+fn clusters_csv(n: usize) -> String {
+    let mut t = String::from("id,u,v,w\n");
+    let mut s: u64 = 12345;
+    let mut unif = || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let centres = [[0.0, 0.0, 0.0], [5.0, -4.0, 1.0], [-4.0, 5.0, 6.0]];
+    for i in 0..n {
+        let c = centres[i % 3];
+        // Box–Muller normals.
+        let mut z = [0.0; 3];
+        for v in z.iter_mut() {
+            let (a, b) = (unif(), unif());
+            *v = (-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos();
+        }
+        t.push_str(&format!(
+            "{i},{:.6},{:.6},{:.6}\n",
+            c[0] + z[0],
+            c[1] + 0.5 * z[0] + z[1],
+            c[2] + 0.7 * z[2]
+        ));
+    }
+    t
+}
+
+#[test]
+fn gaussian_mixture_fit_save_predict_certify() {
+    let d = tmpdir("gmm");
+    let f = write(&d, "g.csv", &clusters_csv(300));
+    let model = d.join("g.json");
+    let features = ["--features", "u,v,w"];
+    let v = fit_json(&[
+        &f.display().to_string(),
+        "--experts",
+        "3",
+        "--expert",
+        "gaussian",
+        features[0],
+        features[1],
+        "--init",
+        "kmeans",
+        "--n-init",
+        "4",
+        "--out",
+        &model.display().to_string(),
+    ]);
+    assert_eq!(v["converged"], true, "{v}");
+    assert!(v["target"].is_null());
+    let g = &v["gaussian_mixture"];
+    assert_eq!(g["columns"], serde_json::json!(["u", "v", "w"]));
+    assert_eq!(g["covariance"], "full");
+    assert_eq!(g["reg_covar"].as_f64(), Some(1e-6));
+    // 3 mixing logits − 1 = 2, and 3 × (3 + 6) component parameters.
+    assert_eq!(v["n_params"], 2 + 27);
+    let ll = v["log_likelihood"].as_f64().unwrap();
+    // Each cluster holds a third of the rows.
+    let weights = v["parameters"]["gate"]["weights"].as_array().unwrap();
+    for w in weights {
+        assert!(
+            (w.as_f64().unwrap() - 1.0 / 3.0).abs() < 0.02,
+            "{weights:?}"
+        );
+    }
+    // Predictions: posterior probability per cluster, the cluster, the log density,
+    // whose sum is the fit's log-likelihood.
+    let out = mdem().arg("predict").arg(&model).arg(&f).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "row,prob_1,prob_2,prob_3,cluster,log_density"
+    );
+    let mut total = 0.0;
+    let mut rows = 0;
+    for line in lines {
+        let cells: Vec<f64> = line.split(',').map(|c| c.parse().unwrap()).collect();
+        let p: f64 = cells[1..4].iter().sum();
+        assert!((p - 1.0).abs() < 1e-12);
+        let best = cells[1..4]
+            .iter()
+            .enumerate()
+            .fold(0, |b, (c, v)| if *v > cells[1 + b] { c } else { b });
+        assert_eq!(cells[4] as usize, best + 1);
+        total += cells[5];
+        rows += 1;
+    }
+    assert_eq!(rows, 300);
+    assert!((total - ll).abs() < 1e-8 * ll.abs(), "{total} vs {ll}");
+    // The text report names the coordinates and the floor.
+    mdem()
+        .arg("fit")
+        .arg(&f)
+        .args([
+            "--experts",
+            "3",
+            "--expert",
+            "gaussian",
+            "--features",
+            "u,v,w",
+        ])
+        .args(["--covariance", "diag", "--quiet"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("0 = u, 1 = v, 2 = w"))
+        .stdout(predicate::str::contains("diag, floor reg_covar"));
+    // The certificate of the saved fit.
+    let out = mdem()
+        .arg("certify")
+        .arg(&model)
+        .arg(&f)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (a, b) = (
+        c["rerun"]["log_likelihood"].as_f64().unwrap(),
+        c["saved_log_likelihood"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-5 * b.abs(), "{a} {b}");
+    assert!((b - ll).abs() < 1e-9 * ll.abs());
+    let verdict = c["certificate"]["verdict"].as_str().unwrap();
+    assert!(["Certified", "Inconclusive", "Violated"].contains(&verdict));
+    // --target is refused by predict for a Gaussian mixture.
+    let out = mdem()
+        .arg("predict")
+        .arg(&model)
+        .arg(&f)
+        .args(["--target", "u"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // A constant or collinear column is refused with the loader's message.
+    let g2 = write(&d, "c.csv", "u,v,k\n1,2,3\n2,1,3\n3,5,3\n4,0,3\n5,2,3\n");
+    bad_fit(
+        &g2,
+        &["--experts", "2", "--expert", "gaussian"],
+        &["c.csv", "\"k\"", "constant", "--drop-constant"],
+    );
+    let g3 = write(&d, "l.csv", "u,v,s\n1,2,3\n2,1,3\n3,5,8\n4,0,4\n5,2,7\n");
+    bad_fit(
+        &g3,
+        &["--experts", "2", "--expert", "gaussian"],
+        &["l.csv", "\"s\""],
+    );
+}

@@ -244,12 +244,13 @@ mod tests {
             v.extend_from_slice(args);
             crate::commands::Cli::try_parse_from(v).unwrap_err()
         };
-        let e = parse(&["fit", "d.csv", "--experts", "2", "--expert", "linear"]);
+        // (`--target` is checked by `fit` itself: `--expert gaussian` takes none.)
+        let e = parse(&["fit", "d.csv", "--target", "y", "--expert", "linear"]);
         let line = usage_line(&e);
         assert!(!line.contains('\n'), "{line}");
         assert!(
             line.starts_with(
-                "the following required arguments were not provided: --target <TARGET>"
+                "the following required arguments were not provided: --experts <EXPERTS>"
             ),
             "{line}"
         );

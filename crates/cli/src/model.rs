@@ -70,6 +70,36 @@ pub fn save_model(
     crate::output::write_text(path, &(text + "\n"))
 }
 
+/// Writes a Gaussian mixture fitted without a target (`mdem fit --expert gaussian`) to
+/// `path`: the envelope of [`save_model`] with an empty `target` and the coordinates'
+/// column names in `"columns"`, which `predict` and `certify` read from the data.
+///
+/// # Errors
+/// [`CliError::Output`] when the model cannot be serialised or the file written.
+pub fn save_cluster_model(
+    fitted: &FittedMoe,
+    columns: &[String],
+    start: Option<&StartInfo>,
+    path: &Path,
+) -> Result<(), CliError> {
+    let inner =
+        em_as_md::fit::io::to_json(fitted).map_err(|e| CliError::output(path.display(), e))?;
+    let inner: Value =
+        serde_json::from_str(&inner).map_err(|e| CliError::output(path.display(), e))?;
+    let env = json!({
+        "format": FORMAT,
+        "version": VERSION,
+        "target": "",
+        "columns": columns,
+        "fit_scaling": null,
+        "start": start,
+        "model": inner,
+    });
+    let text =
+        serde_json::to_string_pretty(&env).map_err(|e| CliError::output(path.display(), e))?;
+    crate::output::write_text(path, &(text + "\n"))
+}
+
 /// A model read from a file.
 #[derive(Debug, Clone)]
 pub struct LoadedModel {
@@ -82,6 +112,9 @@ pub struct LoadedModel {
     pub scaling: Option<Scaling>,
     /// How the fit was started, if recorded.
     pub start: Option<StartInfo>,
+    /// A Gaussian mixture fitted without a target: the data columns of its coordinates
+    /// ([`save_cluster_model`]).
+    pub columns: Option<Vec<String>>,
 }
 
 /// Reads a model file.
@@ -110,6 +143,13 @@ pub fn load_model(path: &Path) -> Result<LoadedModel, CliError> {
             "not an mdem model file (expected the JSON written by `mdem fit --out`): {e}"
         ))
     })?;
+    let columns: Option<Vec<String>> = match v.get("columns") {
+        None | Some(Value::Null) => None,
+        Some(c) => Some(
+            serde_json::from_value(c.clone())
+                .map_err(|e| bad(format!("bad \"columns\" field: {e}")))?,
+        ),
+    };
     let (inner, target, scaling, start) = if v.get("format").and_then(Value::as_str) == Some(FORMAT)
     {
         if v.get("version").and_then(Value::as_u64) != Some(u64::from(VERSION)) {
@@ -155,11 +195,21 @@ pub fn load_model(path: &Path) -> Result<LoadedModel, CliError> {
             )));
         }
     }
+    if let Some(cols) = &columns {
+        let q = fitted.model().expert().family().obs_dim();
+        if cols.len() != q || fitted.model().expert().gaussian_clusters().is_none() {
+            return Err(bad(format!(
+                "\"columns\" names {} columns, expected the {q} coordinates of a Gaussian mixture",
+                cols.len()
+            )));
+        }
+    }
     Ok(LoadedModel {
         fitted,
         target,
         scaling,
         start,
+        columns,
     })
 }
 

@@ -33,11 +33,14 @@ pub use fit::init::InitMethod;
 pub use fit::{FitReport, FittedMoe, MoeParams, MoeValidParams};
 pub use inner::{fold_rows, InnerStats, Mergeable};
 pub use model::expert::{
-    Expert, ExpertSpec, FamilySpec, GaussianRegression, Glm, InnerBudget, LinearGaussian, Logistic,
-    Multinomial, Params, Poisson, ReadableParams, WeightedFit, WeightedGram,
+    CovarianceType, Expert, ExpertSpec, FamilySpec, GaussianCluster, GaussianClusters,
+    GaussianRegression, Glm, InnerBudget, LinearGaussian, Logistic, Multinomial, Params, Poisson,
+    ReadableParams, WeightedFit, WeightedGram,
 };
 pub use model::gate::{GateConfig, GateSolver, GateStats};
-pub use model::mixture::{Gating, LinearStats, MixtureFamily, MixtureOfExperts, MoeSpec, MoeStats};
+pub use model::mixture::{
+    ClusterStats, Gating, LinearStats, MixtureFamily, MixtureOfExperts, MoeSpec, MoeStats,
+};
 pub use model::sym::{SymLinComplete, SymLogComplete, SymMoLinE, SymMoLogE, SymStats, Symmetric};
 pub use model::{ConditionalFamily, EmModel};
 pub use solve::accel::{Accel, AccelSolver};

@@ -23,7 +23,7 @@
 //! still printed with the reason in place of the certificate.
 
 use crate::commands::predict::{
-    check_target_support, read_for_prediction, row_error, target_column,
+    check_target_support, read_clusters, read_for_prediction, row_error, target_column,
 };
 use crate::error::CliError;
 use crate::interrupt;
@@ -72,20 +72,38 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
     let fitted = &loaded.fitted;
     let file = args.data.display().to_string();
     let features = data_features(fitted);
-    let (target, _) = target_column(args.target.as_deref(), loaded.target.as_deref(), &features)?;
-    if target.is_empty() {
-        return Err(CliError::BadInput(format!(
-            "{}: the model file does not name its target column; give it with --target",
-            args.model.display()
-        )));
-    }
-    let mut pd = read_for_prediction(&args.data, &target, true, &features, fitted.intercept())?;
-    if let Some(s) = &loaded.scaling {
-        pd.dataset = s
-            .apply(&pd.dataset)
-            .map_err(|e| CliError::compute("standardising", e))?;
-    }
-    check_target_support(fitted, &pd, &file, &target)?;
+    // A Gaussian mixture (no target) reads the columns of its coordinates.
+    let (pd, target) = match &loaded.columns {
+        Some(columns) => {
+            if let Some(t) = &args.target {
+                return Err(CliError::BadInput(format!(
+                    "--target {}: the model is a Gaussian mixture of the columns {}; it has no target",
+                    em_as_md::data::csv::clip(t),
+                    columns.join(", ")
+                )));
+            }
+            (read_clusters(&args.data, columns)?, String::new())
+        }
+        None => {
+            let (target, _) =
+                target_column(args.target.as_deref(), loaded.target.as_deref(), &features)?;
+            if target.is_empty() {
+                return Err(CliError::BadInput(format!(
+                    "{}: the model file does not name its target column; give it with --target",
+                    args.model.display()
+                )));
+            }
+            let mut pd =
+                read_for_prediction(&args.data, &target, true, &features, fitted.intercept())?;
+            if let Some(s) = &loaded.scaling {
+                pd.dataset = s
+                    .apply(&pd.dataset)
+                    .map_err(|e| CliError::compute("standardising", e))?;
+            }
+            check_target_support(fitted, &pd, &file, &target)?;
+            (pd, target)
+        }
+    };
     let data = &pd.dataset;
     let model = fitted.model();
     let row_err = |e: MoeError| row_error(&file, &pd, &target, "certify", e);

@@ -29,7 +29,9 @@ use crate::csvdata;
 use crate::engine::{fit_em, FitSettings};
 use crate::error::CliError;
 use crate::interrupt;
-use crate::model::{params_json, params_tables, save_model, StartInfo, MODEL_EXTENSIONS};
+use crate::model::{
+    params_json, params_tables, save_cluster_model, save_model, StartInfo, MODEL_EXTENSIONS,
+};
 use crate::output::FIGURE_EXTENSIONS;
 use crate::phases::Phases;
 use crate::progress::{show_progress, ProgressObserver};
@@ -38,13 +40,15 @@ use crate::report::{
 };
 use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::Args;
-use em_as_md::data::csv::{load_csv_with, LoadOptions, LoadedData};
+use em_as_md::data::csv::{load_csv_columns, load_csv_with, LoadOptions, LoadedData};
 use em_as_md::fit::init::InitMethod;
 use em_as_md::fit::scaling::Scaling;
+use em_as_md::model::expert::REG_COVAR;
 use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::model::registry;
 use em_as_md::Accel;
 use em_as_md::{ConditionalFamily, Expert, ExpertSpec, FittedMoe, MoeError};
+use em_as_md::{CovarianceType, GaussianCluster};
 use experiments::plot::{Chart, Series};
 use serde_json::json;
 use std::path::PathBuf;
@@ -67,9 +71,10 @@ pub fn expert_values() -> PossibleValuesParser {
 pub struct ModelArgs {
     /// CSV file with a header row.
     pub data: PathBuf,
-    /// Name of the target column.
+    /// Name of the target column (required, except for `--expert gaussian`: a Gaussian
+    /// mixture of the feature columns, which takes no target).
     #[arg(long)]
-    pub target: String,
+    pub target: Option<String>,
     /// Feature columns, comma-separated (default: every other column).
     #[arg(long, value_delimiter = ',')]
     pub features: Option<Vec<String>>,
@@ -107,9 +112,10 @@ impl ModelArgs {
     pub fn load(&self, quiet: bool) -> Result<(LoadedData, ExpertSpec), CliError> {
         let entry = registry::expert_entry(&self.expert)
             .map_err(|e| CliError::BadInput(format!("--expert {}: {e}", self.expert)))?;
+        let target = self.target_name()?;
         let loaded = load_csv_with(
             &self.data,
-            &self.target,
+            target,
             self.features.as_deref(),
             LoadOptions {
                 intercept: !self.no_intercept,
@@ -130,6 +136,35 @@ impl ModelArgs {
             ))
         })??;
         Ok((loaded, spec))
+    }
+
+    /// The `--target` column. The rule: `--expert gaussian` fits a Gaussian mixture of
+    /// the feature columns and takes no target (with `--target` it is refused, naming the
+    /// `linear` expert for a Gaussian regression on features); every other expert needs
+    /// `--target`.
+    ///
+    /// # Errors
+    /// [`CliError::BadInput`] naming `--target` when it is missing, or given with
+    /// `--expert gaussian`.
+    pub fn target_name(&self) -> Result<&str, CliError> {
+        match (self.target.as_deref(), self.expert == GAUSSIAN) {
+            (Some(_), true) => Err(CliError::BadInput(
+                "--target: --expert gaussian fits a Gaussian mixture of the feature columns and \
+                 takes no target; for a Gaussian regression of the target on the features use \
+                 --expert linear"
+                    .into(),
+            )),
+            (Some(t), false) => Ok(t),
+            (None, true) => Err(CliError::BadInput(
+                "--expert gaussian: a Gaussian mixture is fitted by `mdem fit`; this command needs \
+                 --target and another expert"
+                    .into(),
+            )),
+            (None, false) => Err(CliError::BadInput(format!(
+                "--target: required for --expert {} (only --expert gaussian fits without a target)",
+                self.expert
+            ))),
+        }
     }
 
     /// The expert described by `spec` (from [`ModelArgs::load`]).
@@ -173,6 +208,10 @@ impl ModelArgs {
     }
 }
 
+/// The `--expert` value of the Gaussian mixture (registry name of
+/// [`em_as_md::GaussianCluster`]).
+pub const GAUSSIAN: &str = "gaussian";
+
 /// Arguments of `mdem fit`.
 #[derive(Debug, Clone, Args)]
 pub struct FitArgs {
@@ -215,6 +254,14 @@ pub struct FitArgs {
     /// No progress bar, no warnings.
     #[arg(long)]
     pub quiet: bool,
+    /// Covariance of each Gaussian-mixture component (`--expert gaussian` only): `full`
+    /// (default), `diag` or `spherical`.
+    #[arg(long, value_parser = ["full", "diag", "spherical"])]
+    pub covariance: Option<String>,
+    /// Floor added to the diagonal of every fitted covariance (`--expert gaussian` only;
+    /// scikit-learn's `reg_covar`), default 1e-6.
+    #[arg(long, allow_negative_numbers = true)]
+    pub reg_covar: Option<f64>,
 }
 
 /// Parses `--accel` (`none`, `squarem`, `md`).
@@ -246,17 +293,44 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         )));
     }
     let verbose = !args.quiet && !args.json;
-    let (mut loaded, spec) = args.model.load(!verbose)?;
+    let clustering = args.model.expert == GAUSSIAN;
+    if !clustering {
+        for (flag, given) in [
+            ("--covariance", args.covariance.is_some()),
+            ("--reg-covar", args.reg_covar.is_some()),
+        ] {
+            if given {
+                return Err(CliError::BadInput(format!(
+                    "{flag}: applies only to --expert gaussian (a Gaussian mixture), not --expert {}",
+                    args.model.expert
+                )));
+            }
+        }
+    }
+    let (mut loaded, expert) = if clustering {
+        load_clusters(args, !verbose)?
+    } else {
+        let (loaded, spec) = args.model.load(!verbose)?;
+        let expert = args.model.build_expert(&loaded, &spec)?;
+        (loaded, expert)
+    };
     phases.lap("read");
-    let scaling = args.model.standardise(&mut loaded)?;
+    let scaling = if clustering {
+        None
+    } else {
+        args.model.standardise(&mut loaded)?
+    };
     let scaling = scaling.as_ref();
     // Standardised in place: the fit and the responsibilities use these columns (the
     // same laws as the raw ones at the mapped-back parameters).
     let data = &loaded.dataset;
     let (n, d) = (data.n(), data.d());
     let k = args.model.experts as usize;
-    let gating = args.model.gating();
-    let expert = args.model.build_expert(&loaded, &spec)?;
+    let gating = if clustering {
+        Gating::Constant
+    } else {
+        args.model.gating()
+    };
     let model = MixtureOfExperts::new(expert.clone(), k, d, gating)
         .map_err(|e| CliError::BadInput(format!("{}: {e}", loaded.file)))?;
     if k > n {
@@ -270,7 +344,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         return Err(CliError::BadInput(format!(
             "{}: {n} data rows but the model has {p} parameters ({k} {kind} experts on {d} design columns{}); expected at least as many rows as parameters: use fewer experts or features",
             loaded.file,
-            if args.model.no_gate { "" } else { ", softmax gate" },
+            if gating == Gating::Constant { "" } else { ", softmax gate" },
             kind = args.model.expert,
         )));
     }
@@ -361,7 +435,11 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             best_restart: rep.best_restart,
             init: settings.init.name().into(),
         };
-        save_model(&fitted, &loaded.target, scaling, Some(&start), path)?;
+        if clustering {
+            save_cluster_model(&fitted, &loaded.features, Some(&start), path)?;
+        } else {
+            save_model(&fitted, &loaded.target, scaling, Some(&start), path)?;
+        }
     }
     let interrupted = rep.termination == em_as_md::Termination::Interrupted;
     let mut figure_written = false;
@@ -405,12 +483,32 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     }
     let restart_lls: Vec<Option<f64>> = rep.restarts.iter().map(|r| r.log_likelihood).collect();
     phases.lap("output");
+    // Gaussian mixture: the coordinates, the covariance model and floor, and how many
+    // iterations of the returned run needed the floor.
+    let cluster_info = model.expert().spec().filter(|_| clustering).map(|spec| {
+        let code = spec.params.get("covariance").unwrap_or(0.0) as u64;
+        let floored = rep.trace.iter().filter(|r| r.inner.fallbacks > 0).count();
+        (
+            CovarianceType::from_code(code).unwrap_or_default().name(),
+            spec.params.get("reg_covar").unwrap_or(REG_COVAR),
+            floored,
+        )
+    });
+    // A Gaussian mixture's design is the intercept alone: its parameters are labelled
+    // by the coordinates, not by design columns.
+    let names: Vec<String> = if clustering { Vec::new() } else { names };
 
     if args.json {
         let out = json!({
             "file": loaded.file,
             "rows": n,
-            "target": loaded.target,
+            "target": (!clustering).then_some(&loaded.target),
+            "gaussian_mixture": cluster_info.map(|(cov, reg, floored)| json!({
+                "columns": loaded.features,
+                "covariance": cov,
+                "reg_covar": reg,
+                "iterations_with_covariance_floor": floored,
+            })),
             "features": loaded.features,
             "intercept": loaded.intercept,
             "fitted_on_standardized_features": scaling.is_some(),
@@ -457,15 +555,32 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     summary.row([
         "model".to_string(),
         format!(
-            "{k} {} experts, {}",
+            "{k} {} {}, {}",
             model.expert().name(),
-            if args.model.no_gate {
+            if clustering { "components" } else { "experts" },
+            if gating == Gating::Constant {
                 "constant mixing weights"
             } else {
                 "softmax gate"
             }
         ),
     ]);
+    if let Some((cov, reg, floored)) = cluster_info {
+        let coords: Vec<String> = loaded
+            .features
+            .iter()
+            .enumerate()
+            .map(|(j, c)| format!("{j} = {c}"))
+            .collect();
+        summary.row(["coordinates".to_string(), coords.join(", ")]);
+        summary.row([
+            "covariance".to_string(),
+            format!(
+                "{cov}, floor reg_covar = {} added to the diagonal (needed in {floored} iterations)",
+                num(reg, 3)
+            ),
+        ]);
+    }
     summary.row(["parameters".to_string(), p.to_string()]);
     summary.row([
         "log-likelihood (total, natural log)".to_string(),
@@ -545,6 +660,54 @@ fn phases_line(phases: &Phases, rep: &em_as_md::FitReport) -> String {
         })
         .collect();
     format!("{}; total {}", laps.join(", "), num(phases.total(), 3))
+}
+
+/// `mdem fit --expert gaussian` without `--target`: the feature columns
+/// ([`load_csv_columns`]: `--features`, `--drop-constant`) become the Gaussian's
+/// coordinates, and the expert is [`GaussianCluster`] with `--covariance` and
+/// `--reg-covar`.
+///
+/// # Errors
+/// [`CliError::BadInput`] for `--target`, `--no-gate`/`--no-intercept`/`--no-standardize`
+/// (meaningless here), a bad `--reg-covar`; the loader's one-line errors.
+fn load_clusters(args: &FitArgs, quiet: bool) -> Result<(LoadedData, Arc<dyn Expert>), CliError> {
+    if args.model.target.is_some() {
+        args.model.target_name()?; // refused, naming --target
+    }
+    for (flag, given) in [
+        ("--no-intercept", args.model.no_intercept),
+        ("--no-standardize", args.model.no_standardize),
+    ] {
+        if given {
+            return Err(CliError::BadInput(format!(
+                "{flag}: does not apply to --expert gaussian (a Gaussian mixture has no design)"
+            )));
+        }
+    }
+    let reg = args.reg_covar.unwrap_or(REG_COVAR);
+    if !(reg.is_finite() && reg >= 0.0) {
+        return Err(CliError::BadInput(format!(
+            "invalid value '{reg}' for '--reg-covar': expected a finite number >= 0"
+        )));
+    }
+    let cov =
+        CovarianceType::from_name(args.covariance.as_deref().unwrap_or("full")).unwrap_or_default();
+    let loaded = load_csv_columns(
+        &args.model.data,
+        args.model.features.as_deref(),
+        LoadOptions {
+            intercept: true,
+            drop_constant: args.model.drop_constant,
+        },
+    )?;
+    if !quiet {
+        for w in &loaded.warnings {
+            eprintln!("warning: {}: {w}", loaded.file);
+        }
+    }
+    let expert = GaussianCluster::new(loaded.features.len(), cov, reg)
+        .map_err(|e| CliError::BadInput(format!("{}: {e}", loaded.file)))?;
+    Ok((loaded, Arc::new(expert)))
 }
 
 /// The report's line about the starts: how many, the strategy, which start won (1-based)

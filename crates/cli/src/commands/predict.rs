@@ -9,6 +9,11 @@
 //! (`Expert::prediction_names`): `mean` for linear and Poisson experts, `prob_1`
 //! ($P(y=1\mid x)$) for logistic experts, `prob_0..prob_{C-1}` for multinomial experts.
 //!
+//! **A Gaussian mixture** (fitted by `mdem fit --expert gaussian` without a target) reads
+//! the columns it was fitted on and writes `row`, `prob_1..prob_K` (the posterior
+//! probability $P(z = k \mid y_i)$ of each cluster), `cluster` (the most probable one,
+//! 1-based) and `log_density` ($\log\sum_k\pi_k N(y_i; m_k, \Sigma_k)$).
+//!
 //! When the target column is present, every value is checked against the support of the
 //! model's expert (`Expert::check_target`), with the registry entry's words for the
 //! support in the one-line message (as `fit`).
@@ -122,6 +127,49 @@ pub fn read_for_prediction(
     })
 }
 
+/// Reads the `columns` of a Gaussian mixture's coordinates from `path` (`-` for standard
+/// input): the data set has them as its targets and the intercept as its only feature,
+/// as the fit had.
+///
+/// # Errors
+/// [`DataError`] naming file, line and column, as [`read_for_prediction`].
+pub fn read_clusters(path: &Path, columns: &[String]) -> Result<PredictData, DataError> {
+    let file = path.display().to_string();
+    let select = |header: &[String]| {
+        columns
+            .iter()
+            .map(|name| {
+                header
+                    .iter()
+                    .position(|h| h == name)
+                    .ok_or_else(|| DataError::UnknownFeature {
+                        file: file.clone(),
+                        column: name.clone(),
+                        available: header.to_vec(),
+                    })
+            })
+            .collect()
+    };
+    let cols = read_columns(open_data(path)?, &file, select)?;
+    let n = cols.lines.len();
+    let q = columns.len();
+    let mut y = Vec::with_capacity(n * q);
+    for i in 0..n {
+        y.extend(cols.values.iter().map(|c| c[i]));
+    }
+    let dataset = Dataset::from_rows(&[], 0, &y, q)
+        .map_err(|source| DataError::Dataset {
+            file: file.clone(),
+            source,
+        })?
+        .with_intercept();
+    Ok(PredictData {
+        dataset,
+        has_target: true,
+        lines: cols.lines,
+    })
+}
+
 /// The target column `predict` and `certify` read: `--target` when given (then it must be
 /// present in the data, and it cannot be one of the model's features), else the one saved
 /// with the model (read when present). Returns the name and whether it is required.
@@ -227,6 +275,48 @@ pub fn run(args: &PredictArgs) -> Result<(), CliError> {
     }
     let loaded = load_model(&args.model)?;
     let fitted = &loaded.fitted;
+    if let Some(columns) = &loaded.columns {
+        if let Some(t) = &args.target {
+            return Err(CliError::BadInput(format!(
+                "--target {}: the model is a Gaussian mixture of the columns {}; it has no target",
+                clip(t),
+                columns.join(", ")
+            )));
+        }
+        let pd = read_clusters(&args.data, columns)?;
+        let file = args.data.display().to_string();
+        let err = |e| row_error(&file, &pd, "", "predicting", e);
+        let k = fitted.model().n_experts();
+        let resp = fitted.responsibilities(&pd.dataset).map_err(err)?;
+        let ll = fitted.log_predictive_density(&pd.dataset).map_err(err)?;
+        let write = |w: &mut dyn Write| -> std::io::Result<()> {
+            let mut header: Vec<String> = vec!["row".into()];
+            header.extend((1..=k).map(|c| format!("prob_{c}")));
+            header.extend(["cluster".to_string(), "log_density".to_string()]);
+            writeln!(w, "{}", header.join(","))?;
+            for (i, (r, l)) in resp.chunks_exact(k).zip(&ll).enumerate() {
+                write!(w, "{}", i + 1)?;
+                for v in r {
+                    write!(w, ",{v}")?;
+                }
+                let best = (0..k).fold(0, |b, c| if r[c] > r[b] { c } else { b });
+                writeln!(w, ",{},{l}", best + 1)?;
+            }
+            Ok(())
+        };
+        return match &args.out {
+            Some(path) => write_file(path, |w| write(w)),
+            None => {
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                match write(&mut out).and_then(|()| out.flush()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        Err(CliError::output("stdout", e))
+                    }
+                    _ => Ok(()),
+                }
+            }
+        };
+    }
     let features = data_features(fitted);
     let (target, required) =
         target_column(args.target.as_deref(), loaded.target.as_deref(), &features)?;

@@ -1144,6 +1144,149 @@ fn load_sized<R: Read + Send>(
     })
 }
 
+/// Loads `path` for a model **without a target** (a Gaussian mixture of the columns):
+/// the `columns` (every column, in file order, when `None`) become the data set's $q$
+/// target coordinates $y_i$, and the design is the intercept alone ($d = 1$, named
+/// `(intercept)`). The checks of [`load_csv`] apply to the columns: out-of-scale values,
+/// constant columns (refused — a constant coordinate makes every component's covariance
+/// singular — or dropped with a warning under `options.drop_constant`), fewer rows than
+/// columns + 1, and exact collinearity (with the constant). [`LoadedData::target`] is
+/// empty and [`LoadedData::features`] names the columns.
+///
+/// # Errors
+/// A [`DataError`] naming file, line and column, as [`load_csv`].
+pub fn load_csv_columns(
+    path: impl AsRef<Path>,
+    columns: Option<&[String]>,
+    options: LoadOptions,
+) -> Result<LoadedData, DataError> {
+    let path = path.as_ref();
+    let file = path.display().to_string();
+    let mut chosen: Vec<usize> = Vec::new();
+    let select = |header: &[String]| -> Result<Vec<usize>, DataError> {
+        chosen = match columns {
+            None => (0..header.len()).collect(),
+            Some(names) => {
+                let mut cols = Vec::with_capacity(names.len());
+                for name in names {
+                    let j = header.iter().position(|h| h == name).ok_or_else(|| {
+                        DataError::UnknownFeature {
+                            file: file.clone(),
+                            column: name.clone(),
+                            available: header.to_vec(),
+                        }
+                    })?;
+                    if cols.contains(&j) {
+                        return Err(DataError::DuplicateColumn {
+                            file: file.clone(),
+                            column: name.clone(),
+                        });
+                    }
+                    cols.push(j);
+                }
+                cols
+            }
+        };
+        Ok(chosen.clone())
+    };
+    let Columns {
+        header,
+        values: mut cols,
+        lines,
+    } = read_columns(open_data(path)?, &file, select)?;
+    let n = lines.len();
+    let line_of = |i: usize| lines.get(i).copied().unwrap_or(i as u64 + 2);
+    for (col, j) in cols.iter().zip(&chosen) {
+        if let Some(i) = out_of_scale(col) {
+            return Err(DataError::BadScale {
+                file,
+                line: line_of(i),
+                row: i + 1,
+                column: header[*j].clone(),
+                value: col[i],
+            });
+        }
+    }
+    let mut warnings = Vec::new();
+    let mut keep = vec![true; chosen.len()];
+    for (k, &j) in chosen.iter().enumerate() {
+        let v = cols[k][0];
+        if n > 1 && cols[k].iter().all(|&x| x == v) {
+            let column = header[j].clone();
+            if options.drop_constant {
+                keep[k] = false;
+                warnings.push(DataWarning::DroppedConstant { column, value: v });
+            } else {
+                return Err(DataError::ConstantColumn {
+                    file,
+                    column,
+                    value: v,
+                    reason: "a Gaussian mixture cannot model it (every component's covariance \
+                             would be singular); leave it out with --features or drop it with \
+                             --drop-constant"
+                        .to_string(),
+                });
+            }
+        }
+    }
+    let mut k = 0;
+    chosen.retain(|_| {
+        k += 1;
+        keep[k - 1]
+    });
+    let mut k = 0;
+    cols.retain(|_| {
+        k += 1;
+        keep[k - 1]
+    });
+    let names: Vec<String> = chosen.iter().map(|&j| header[j].clone()).collect();
+    let q = names.len();
+    if q == 0 || n < q + 1 {
+        return Err(DataError::TooFewRows {
+            file,
+            rows: n,
+            columns: q + 1,
+            detail: format!("{q} columns + a mean per component"),
+        });
+    }
+    let design = Mat::from_fn(q, n, |k, i| cols[k][i]);
+    if let Some(dep) = first_collinear(design.as_ref(), 0, true) {
+        let depends_on = dep
+            .depends_on
+            .iter()
+            .map(|&k| names[k].clone())
+            .chain(dep.uses_constant.then(|| "(intercept)".to_string()))
+            .collect();
+        return Err(DataError::Collinear {
+            file,
+            column: names[dep.column].clone(),
+            depends_on,
+            residual: dep.residual,
+        });
+    }
+    let mut y = Vec::with_capacity(n * q);
+    for i in 0..n {
+        y.extend(cols.iter().map(|c| c[i]));
+    }
+    let wrap = |source| DataError::Dataset {
+        file: file.clone(),
+        source,
+    };
+    let dataset = Dataset::from_rows(&[], 0, &y, q)
+        .map_err(wrap)?
+        .with_intercept();
+    Ok(LoadedData {
+        dataset,
+        file,
+        columns: header,
+        target: String::new(),
+        features: names,
+        intercept: true,
+        lines,
+        warnings,
+    })
+}
+
 /// Checks that the target of `loaded` varies across rows: a constant target leaves a
 /// mixture nothing to model (a linear expert's variance would be zero). Not part of
 /// [`load_csv`], so that an expert's own rule about its target (e.g. a multinomial

@@ -12,6 +12,7 @@
 //! | `logistic` | [`Logistic`] | – | 0 or 1 |
 //! | `multinomial` | [`Multinomial`] | `classes` ($\ge 2$), `lbfgs_tol`, `lbfgs_max_iter`, `dense_max_params` (defaults as [`Multinomial::new`]) | integer labels $0..C-1$, $C = 1 + \max y \le$ [`MAX_CLASSES`], at least two labels |
 //! | `poisson` | [`Poisson`] | – | non-negative integer counts (at most $2^{53}$) |
+//! | `gaussian` | [`GaussianCluster`] (the Gaussian mixture's component, no covariates) | `dim` ($q \ge 1$, at most [`MAX_MVN_DIM`]), `covariance` (0 full, 1 diagonal, 2 spherical; default 0), `reg_covar` ($\ge 0$, default [`REG_COVAR`]) | no target: its $q$ coordinates are the data's columns (the rule refuses a target column) |
 //! | `glm` | [`Glm`] on a registered family | none; the spec's `family`, `n_regressed` (default: all) and `constants` | – (needs a family) |
 //!
 //! and mirror's families for `glm`: `bernoulli`, `categorical` (`classes`), `poisson`,
@@ -55,8 +56,8 @@
 
 use crate::error::{MoeError, RegistryError, Result};
 use crate::model::expert::{
-    bad_param, Expert, ExpertSpec, FamilySpec, Glm, LinearGaussian, Logistic, Multinomial, Params,
-    Poisson,
+    bad_param, CovarianceType, Expert, ExpertSpec, FamilySpec, GaussianCluster, Glm,
+    LinearGaussian, Logistic, Multinomial, Params, Poisson, REG_COVAR,
 };
 use mirror::ExponentialFamily;
 use rand::SeedableRng;
@@ -647,6 +648,38 @@ fn build_multinomial(spec: &ExpertSpec) -> Result<Arc<dyn Expert>> {
     ))
 }
 
+const GAUSSIAN_PARAMS: [&str; 3] = ["dim", "covariance", "reg_covar"];
+
+fn build_gaussian(spec: &ExpertSpec) -> Result<Arc<dyn Expert>> {
+    spec.no_glm_fields()?;
+    let (p, me) = (&spec.params, "gaussian");
+    p.only(me, &GAUSSIAN_PARAMS)?;
+    let dim = p.integer(me, "dim", 1, MAX_MVN_DIM)?.ok_or_else(|| {
+        MoeError::from(RegistryError::WrongParams {
+            owner: me.into(),
+            expected: GAUSSIAN_PARAMS.iter().map(|s| s.to_string()).collect(),
+            found: p.names().map(str::to_string).collect(),
+        })
+    })?;
+    let code = p.integer(me, "covariance", 0, 2)?.unwrap_or(0);
+    let cov = CovarianceType::from_code(code).unwrap_or_default();
+    let reg = p.real(me, "reg_covar", 0.0, false)?.unwrap_or(REG_COVAR);
+    Ok(Arc::new(GaussianCluster::new(dim as usize, cov, reg)?))
+}
+
+/// The `gaussian` expert's target rule: a Gaussian mixture models the feature columns
+/// themselves, so a target column is refused (the command line fits it without
+/// `--target`; a Gaussian regression on features is the `linear` expert).
+fn gaussian_target(_y: &[f64]) -> std::result::Result<ExpertSpec, TargetError> {
+    Err(TargetError::Unusable {
+        expert: "gaussian".into(),
+        expected: "no target column (a Gaussian mixture of the feature columns; for a \
+                   Gaussian regression on the features use the linear expert)"
+            .into(),
+        found: "a target column".into(),
+    })
+}
+
 fn build_glm(spec: &ExpertSpec) -> Result<Arc<dyn Expert>> {
     spec.params.only("glm", &[])?;
     let family = spec.family.as_ref().ok_or_else(|| {
@@ -731,6 +764,13 @@ fn builtin_tables() -> Tables {
             build_poisson,
         )
         .row_support(|v| v >= 0.0 && v.fract() == 0.0 && v <= MAX_COUNT),
+        ExpertEntry::new(
+            "gaussian",
+            "Gaussian mixture of the feature columns (no --target; --covariance full|diag|spherical)",
+            "no target column",
+            build_gaussian,
+        )
+        .target_rule(gaussian_target),
         ExpertEntry::new(
             "glm",
             "GLM with canonical link on a registered exponential family (library only: needs a family)",

@@ -46,12 +46,10 @@ pub struct MultivariateGaussian {
     pairs: Vec<(usize, usize)>,
 }
 
-/// Moments of a natural parameter: mean, covariance (row-major $d\times d$),
-/// $\log\det P$.
+/// Moments of a natural parameter: mean and covariance (row-major $d\times d$).
 struct Moments {
     m: Vec<f64>,
     cov: Vec<f64>,
-    log_det_p: f64,
 }
 
 /// In-place Cholesky factorisation $A = LL^\top$ of a symmetric row-major $d\times d$
@@ -189,7 +187,7 @@ impl MultivariateGaussian {
                 what: "multivariate Gaussian moments",
             });
         }
-        Ok(Moments { m, cov, log_det_p })
+        Ok(Moments { m, cov })
     }
 
     /// Mean $m$ and covariance $\Sigma$ of a natural parameter.
@@ -332,11 +330,47 @@ impl ExponentialFamily for MultivariateGaussian {
     fn log_base_measure(&self, _s: &[f64]) -> f64 {
         -0.5 * self.d as f64 * (2.0 * std::f64::consts::PI).ln()
     }
-    /// $A(\theta) = \tfrac12\eta^\top P^{-1}\eta - \tfrac12\log\det P$.
+    /// $A(\theta) = \tfrac12\eta^\top P^{-1}\eta - \tfrac12\log\det P
+    /// = \tfrac12\lVert L^{-1}\eta\rVert^2 - \sum_i\log L_{ii}$ with $P = LL^\top$: one
+    /// Cholesky factorisation and one triangular solve (no inverse, no covariance; the
+    /// per-row hot path of the generic mixture code), with the domain checks of
+    /// [`mean_cov_from_natural`](Self::mean_cov_from_natural).
     fn log_partition(&self, theta: &[f64]) -> Result<f64> {
-        let mo = self.moments(theta)?;
-        let quad: f64 = mo.m.iter().zip(theta).map(|(a, b)| a * b).sum();
-        Ok(0.5 * quad - 0.5 * mo.log_det_p)
+        check_len("natural parameter", self.dim(), theta.len())?;
+        let outside = |reason: String| MirrorError::OutsideDomain {
+            what: "natural parameter",
+            reason,
+        };
+        if !theta.iter().all(|t| t.is_finite()) {
+            return Err(outside(format!("{theta:?} is not finite")));
+        }
+        let d = self.d;
+        let mut l = vec![0.0; d * d + d];
+        let (l, z) = l.split_at_mut(d * d);
+        self.precision_rows(theta, l);
+        if !cholesky_in_place(l, d) {
+            return Err(outside(
+                "the precision matrix encoded by theta is not positive definite".into(),
+            ));
+        }
+        let mut quad = 0.0;
+        let mut log_det_half = 0.0;
+        for i in 0..d {
+            let mut t = theta[i];
+            for k in 0..i {
+                t -= l[i * d + k] * z[k];
+            }
+            z[i] = t / l[i * d + i];
+            quad += z[i] * z[i];
+            log_det_half += l[i * d + i].ln();
+        }
+        let a = 0.5 * quad - log_det_half;
+        if !a.is_finite() {
+            return Err(MirrorError::NonFinite {
+                what: "multivariate Gaussian moments",
+            });
+        }
+        Ok(a)
     }
     /// $\nabla A(\theta) = (m, \operatorname{pack}(\Sigma + mm^\top))$.
     fn mean(&self, theta: &[f64], mu: &mut [f64]) -> Result<()> {
@@ -419,5 +453,46 @@ impl ExponentialFamily for MultivariateGaussian {
         )?;
         theta.copy_from_slice(&t);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// $A(\theta)$ by one Cholesky factor and one triangular solve against
+    /// $\tfrac12\eta^\top m + \tfrac12\log\det\Sigma$ from the moments (mean $m$ and the
+    /// covariance $\Sigma$ computed through the inverse factor) and faer's determinant.
+    #[test]
+    fn log_partition_equals_the_moment_formula() {
+        let fam = MultivariateGaussian::new(3).unwrap();
+        let m = [0.3, -1.2, 2.0];
+        let cov = Mat::from_fn(3, 3, |i, j| match (i, j) {
+            (0, 0) => 2.0,
+            (1, 1) => 1.5,
+            (2, 2) => 0.7,
+            (0, 1) | (1, 0) => 0.4,
+            (1, 2) | (2, 1) => -0.3,
+            _ => 0.1,
+        });
+        let theta = fam.natural_from_mean_cov(&m, &cov).unwrap();
+        let (mean, sigma) = fam.mean_cov_from_natural(&theta).unwrap();
+        let quad: f64 = mean.iter().zip(&theta).map(|(a, b)| a * b).sum();
+        let expected = 0.5 * quad + 0.5 * sigma.determinant().ln();
+        let a = fam.log_partition(&theta).unwrap();
+        assert!(
+            (a - expected).abs() < 1e-13 * expected.abs().max(1.0),
+            "{a} vs {expected}"
+        );
+        let mut bad = theta.clone();
+        bad[3] = 1.0; // λ₀₀ > 0: P₀₀ < 0
+        assert!(matches!(
+            fam.log_partition(&bad),
+            Err(MirrorError::OutsideDomain { .. })
+        ));
+        assert!(matches!(
+            fam.log_partition(&theta[..4]),
+            Err(MirrorError::DimensionMismatch { .. })
+        ));
     }
 }

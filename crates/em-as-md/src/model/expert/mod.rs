@@ -18,7 +18,9 @@
 //!
 //! Built-ins: [`LinearGaussian`] (Gaussian with per-expert variance, closed-form weighted
 //! least squares), [`Logistic`] (Bernoulli), [`Multinomial`] (Categorical, $C$ classes),
-//! [`Poisson`], and [`Glm`] for any family a researcher writes.
+//! [`Poisson`], [`GaussianCluster`] (a multivariate Gaussian without covariates: the
+//! Gaussian mixture's component, full/diagonal/spherical covariance), and [`Glm`] for any
+//! family a researcher writes.
 //!
 //! **Descriptions and capabilities.** An expert describes itself for model files with
 //! [`Expert::spec`] ([`ExpertSpec`]: a [registry](crate::model::registry) name and named
@@ -187,6 +189,14 @@ pub trait Expert: Send + Sync + std::fmt::Debug {
     fn gaussian_regression(&self) -> Option<&dyn GaussianRegression> {
         None
     }
+    /// The Gaussian-mixture capability, for experts with $y \mid z = k \sim N(m_k, \Sigma_k)$
+    /// not depending on $x$ ([`GaussianClusters`]): the mixture's E-step then evaluates
+    /// the row densities by Cholesky factors of the precisions and merges weighted
+    /// moments, and its M-step is closed form. Default `None`; [`GaussianCluster`] offers
+    /// it.
+    fn gaussian_clusters(&self) -> Option<&dyn GaussianClusters> {
+        None
+    }
     /// The parameters of one expert block in readable form, for reports: coefficient
     /// vectors over the $d$ features and labelled scalars. Default
     /// ([`default_readable_params`]): the regressed components $b_j$ (labelled `beta`, or
@@ -320,6 +330,7 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(u, v)| u * v).sum()
 }
 
+pub mod gaussian_mixture;
 mod glm;
 mod linear;
 mod logistic;
@@ -327,6 +338,9 @@ mod multinomial;
 mod poisson;
 mod spec;
 
+pub use gaussian_mixture::{
+    ComponentDensity, CovarianceType, GaussianCluster, GaussianClusters, WeightedMoments, REG_COVAR,
+};
 pub use glm::Glm;
 pub use linear::LinearGaussian;
 pub use logistic::Logistic;
@@ -650,6 +664,8 @@ impl<E: Expert + ?Sized> NewtonObjective for GlmObjective<'_, E> {
 /// keeps descending, and a tolerance it cannot reach is reported as `converged = false`.
 ///
 /// # Errors
+/// `InvalidParam { name: "expert" }` for an expert whose parameters are not the GLM layout
+/// of the [module documentation](self) (e.g. a diagonal [`GaussianCluster`]);
 /// `InvalidParam`/`InvalidData` for bad weights or targets; `NonFinite` for a start
 /// outside the natural domain or non-finite derivatives; `NotPositiveDefinite
 /// { block: Block::Expert(None), pivot: 0 }` when all weights are zero, or `pivot` when
@@ -661,6 +677,17 @@ pub fn glm_newton<E: Expert + ?Sized>(
     budget: InnerBudget,
 ) -> Result<InnerStats> {
     let (np, wsum) = check_weighted_fit(expert, fit, out)?;
+    let (p, r, d) = (expert.family().dim(), expert.n_regressed(), fit.data.d());
+    if np != r * d + (p - r) {
+        return Err(MoeError::InvalidParam {
+            name: "expert",
+            reason: format!(
+                "glm_newton needs the GLM layout (r·d + p − r = {} parameters), {} has {np}",
+                r * d + (p - r),
+                expert.name()
+            ),
+        });
+    }
     let WeightedFit {
         data,
         weights,

@@ -33,7 +33,7 @@ mod family;
 mod steps;
 
 pub use family::MixtureFamily;
-pub use steps::{LinearStats, MoeStats};
+pub use steps::{ClusterStats, LinearStats, MoeStats};
 
 use crate::error::{MoeError, RegistryError, Result};
 use crate::model::conditional::JacT;

@@ -7,7 +7,9 @@ use crate::error::{Block, MoeError, Result};
 use crate::inner::gram::{add_weighted_grams, gram_buffer_len};
 use crate::inner::parallel::{fold_rows_with, Mergeable, CHUNK};
 use crate::inner::InnerStats;
-use crate::model::expert::{GaussianRegression, WeightedFit, WeightedGram};
+use crate::model::expert::{
+    ComponentDensity, GaussianRegression, WeightedFit, WeightedGram, WeightedMoments,
+};
 use crate::model::gate::{
     constant_gate_mstep, fit_softmax_gate_from, gate_chunk, gate_softmax_rows, GateFit,
     GateScratch, GateSolver, GateStats, GateSums,
@@ -32,6 +34,32 @@ pub struct LinearStats {
     pub syy: Vec<f64>,
 }
 
+/// Merged weighted moments of $K$ Gaussian-mixture components
+/// ([`GaussianClusters`](crate::model::expert::GaussianClusters)) about fixed centres
+/// $c_k$ (the components' means at the E-step's $\theta$, or the data's mean for
+/// statistics from given responsibilities):
+/// $s_k = \sum_i r_{ik}(y_i - c_k)$, $S_k = \sum_i r_{ik}(y_i - c_k)(y_i - c_k)^\top$.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterStats {
+    /// $c_k$ ($q$ each, concatenated).
+    pub centre: Vec<f64>,
+    /// $s_k$ ($q$ each, concatenated).
+    pub sum: Vec<f64>,
+    /// $S_k$ ($q\times q$ each).
+    pub scatter: Vec<Mat<f64>>,
+}
+
+impl ClusterStats {
+    fn zeros(centre: &[f64], k: usize) -> Self {
+        let q = centre.len() / k.max(1);
+        ClusterStats {
+            centre: centre.to_vec(),
+            sum: vec![0.0; centre.len()],
+            scatter: (0..k).map(|_| Mat::zeros(q, q)).collect(),
+        }
+    }
+}
+
 /// The posterior statistics of a [`MixtureOfExperts`] ([`EmModel::Stats`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MoeStats {
@@ -42,6 +70,8 @@ pub struct MoeStats {
     pub weight: Vec<f64>,
     /// Gram statistics when the experts offer the Gaussian-regression capability.
     pub linear: Option<LinearStats>,
+    /// Weighted moments when the experts offer the Gaussian-mixture capability.
+    pub clusters: Option<ClusterStats>,
     /// For a softmax gate solved by Newton: the gate M-step's objective, gradient and
     /// Hessian at the E-step's parameters with these responsibilities as labels (the first
     /// Newton pass); `None` otherwise (the L-BFGS gate does not use them).
@@ -49,7 +79,7 @@ pub struct MoeStats {
 }
 
 impl MoeStats {
-    fn empty(k: usize, d: usize, linear: bool, rows: usize) -> Self {
+    fn empty(k: usize, d: usize, linear: bool, centres: Option<&[f64]>, rows: usize) -> Self {
         MoeStats {
             k,
             resp: Vec::with_capacity(rows * k),
@@ -59,6 +89,7 @@ impl MoeStats {
                 rhs: vec![0.0; k * d],
                 syy: vec![0.0; k],
             }),
+            clusters: centres.map(|c| ClusterStats::zeros(c, k)),
             gate: None,
         }
     }
@@ -94,15 +125,27 @@ impl Mergeable for MoeStats {
                 *x += y;
             }
         }
+        if let (Some(a), Some(b)) = (self.clusters.as_mut(), other.clusters) {
+            for (x, y) in a.sum.iter_mut().zip(&b.sum) {
+                *x += y;
+            }
+            for (sa, sb) in a.scatter.iter_mut().zip(&b.scatter) {
+                *sa += sb;
+            }
+        }
     }
 }
 
 /// Work buffers of the E-step for one worker (never merged; reused across chunks and
 /// calls, see [`fold_rows_with`]).
 struct EScratch {
-    /// $(d, K, \dim T, \text{product columns}, \text{linear}, \text{gated})$ the buffers
-    /// are sized for.
-    shape: (usize, usize, usize, usize, bool, bool),
+    /// $(d, K, \dim T, \text{product columns}, \text{linear}, \text{gated}, q_{\text{clusters}})$
+    /// the buffers are sized for.
+    shape: (usize, usize, usize, usize, bool, bool, usize),
+    /// Gaussian-mixture deviations $y_i - c_k$ of a chunk, $K$ blocks of $q\times m$
+    /// (column-major), and a $q\times m$ work block.
+    dev: Vec<f64>,
+    work: Vec<f64>,
     lin: Mat<f64>,
     buf: Vec<f64>,
     w: Vec<f64>,
@@ -234,18 +277,54 @@ impl MixtureOfExperts {
         }
         let d = data.d();
         let linear = self.expert().gaussian_regression().is_some();
+        // Gaussian-mixture moments about the data's mean (no component means exist yet).
+        let q = data.q();
+        let cq = if self.expert().gaussian_clusters().is_some() {
+            q
+        } else {
+            0
+        };
+        let centres: Option<Vec<f64>> = (cq > 0).then(|| {
+            let mut mean = vec![0.0; q];
+            for yi in data.y_all().chunks_exact(q) {
+                for (a, v) in mean.iter_mut().zip(yi) {
+                    *a += v;
+                }
+            }
+            let mean: Vec<f64> = mean.iter().map(|v| v / data.n() as f64).collect();
+            (0..k).flat_map(|_| mean.iter().copied()).collect()
+        });
+        type Bufs = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
         let mut stats = fold_rows_with(
             data.n(),
-            |cached: Option<(Vec<f64>, Vec<f64>)>| {
-                let lens = (if linear { gram_buffer_len(d) } else { 0 }, k * CHUNK);
+            |cached: Option<Bufs>| {
+                let lens = (
+                    if linear { gram_buffer_len(d) } else { 0 },
+                    k * CHUNK,
+                    k * cq * CHUNK,
+                    cq * CHUNK,
+                );
                 cached
-                    .filter(|(b, w)| (b.len(), w.len()) == lens)
-                    .unwrap_or_else(|| (vec![0.0; lens.0], vec![0.0; lens.1]))
+                    .filter(|(b, w, v, u)| (b.len(), w.len(), v.len(), u.len()) == lens)
+                    .unwrap_or_else(|| {
+                        (
+                            vec![0.0; lens.0],
+                            vec![0.0; lens.1],
+                            vec![0.0; lens.2],
+                            vec![0.0; lens.3],
+                        )
+                    })
             },
-            || MoeStats::empty(k, d, linear, CHUNK),
-            |(buf, w), st, rows| {
+            || MoeStats::empty(k, d, linear, centres.as_deref(), CHUNK),
+            |(buf, w, dev, work), st, rows| {
                 let r = &resp[rows.start * k..rows.end * k];
                 self.accumulate_chunk(data, rows.clone(), r, st, buf, w);
+                if let (Some(cl), Some(cen)) = (st.clusters.as_mut(), centres.as_ref()) {
+                    let m = rows.len();
+                    let y = &data.y_all()[rows.start * cq..rows.end * cq];
+                    cluster_deviations(y, cq, cen, &mut dev[..k * cq * m]);
+                    accumulate_clusters(&dev[..k * cq * m], r, k, m, work, cl);
+                }
                 st.resp.extend_from_slice(r);
                 Ok(())
             },
@@ -323,6 +402,85 @@ fn linear_gaussian_log_density(y: f64, mean: f64, c: f64, inv_two_s2: f64) -> f6
     c - e * e * inv_two_s2
 }
 
+/// The deviations $y_i - c_k$ of a chunk's rows `y` (row-major $m\times q$) from every
+/// centre $c_k$ (`centres`, $K q$ values), as $K$ column-major $q\times m$ blocks in `dev`.
+fn cluster_deviations(y: &[f64], q: usize, centres: &[f64], dev: &mut [f64]) {
+    let m = y.len() / q;
+    for (c, block) in dev.chunks_exact_mut(q * m).enumerate() {
+        let centre = &centres[c * q..(c + 1) * q];
+        for (out, yi) in block.chunks_exact_mut(q).zip(y.chunks_exact(q)) {
+            for ((o, v), cj) in out.iter_mut().zip(yi).zip(centre) {
+                *o = v - cj;
+            }
+        }
+    }
+}
+
+/// Adds $\log N(y_i; m_k, \Sigma_k) = c_k - \tfrac12\lVert L_k^\top(y_i - m_k)\rVert^2$
+/// ([`ComponentDensity::log_density`]) to the chunk's log-joints `ell` (column-major
+/// $m\times K$), from the deviations `dev` about the means: one product
+/// $Z_k = L_k^\top D_k$ ($q\times m$) per component into `work`.
+fn cluster_log_densities(
+    parts: &[ComponentDensity],
+    dev: &[f64],
+    m: usize,
+    work: &mut [f64],
+    ell: &mut [f64],
+) {
+    for (c, part) in parts.iter().enumerate() {
+        let q = part.mean.len();
+        let d = MatRef::from_column_major_slice(&dev[c * q * m..(c + 1) * q * m], q, m);
+        let z = &mut work[..q * m];
+        matmul(
+            faer::MatMut::from_column_major_slice_mut(z, q, m),
+            Accum::Replace,
+            part.chol_precision.transpose(),
+            d,
+            1.0,
+            Par::Seq,
+        );
+        for (l, zi) in ell[c * m..(c + 1) * m].iter_mut().zip(z.chunks_exact(q)) {
+            let maha: f64 = zi.iter().map(|v| v * v).sum();
+            *l += part.log_norm - 0.5 * maha;
+        }
+    }
+}
+
+/// Adds a chunk's weighted moments to `cl`: $s_k \mathrel{+}= D_k r_k$ and
+/// $S_k \mathrel{+}= (D_k \operatorname{diag} r_k) D_k^\top$ (one product per component),
+/// with `resp` the chunk's responsibilities (row-major $m\times K$).
+fn accumulate_clusters(
+    dev: &[f64],
+    resp: &[f64],
+    k: usize,
+    m: usize,
+    work: &mut [f64],
+    cl: &mut ClusterStats,
+) {
+    let q = cl.centre.len() / k;
+    for c in 0..k {
+        let dc = &dev[c * q * m..(c + 1) * q * m];
+        let a = &mut work[..q * m];
+        let sum = &mut cl.sum[c * q..(c + 1) * q];
+        for (li, (ai, di)) in a.chunks_exact_mut(q).zip(dc.chunks_exact(q)).enumerate() {
+            let r = resp[li * k + c];
+            for ((av, dv), s) in ai.iter_mut().zip(di).zip(sum.iter_mut()) {
+                *av = r * dv;
+                *s += *av;
+            }
+        }
+        let d = MatRef::from_column_major_slice(dc, q, m);
+        matmul(
+            cl.scatter[c].as_mut(),
+            Accum::Add,
+            MatRef::from_column_major_slice(a, q, m),
+            d.transpose(),
+            1.0,
+            Par::Seq,
+        );
+    }
+}
+
 impl EmModel for MixtureOfExperts {
     type Stats = MoeStats;
 
@@ -352,6 +510,23 @@ impl EmModel for MixtureOfExperts {
             None => None,
         };
         let linear = lin_rows.is_some();
+        // The Gaussian-mixture fast path: each component's mean, precision factor and
+        // normalising constant, and the means as the centres of the merged moments.
+        let cluster_parts: Option<Vec<ComponentDensity>> = match expert.gaussian_clusters() {
+            Some(g) => Some(
+                (0..k)
+                    .map(|c| {
+                        g.density_parts(self.expert_block(theta, c))
+                            .map_err(|e| e.in_block(Block::Expert(Some(c))))
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            None => None,
+        };
+        let cq = if cluster_parts.is_some() { data.q() } else { 0 };
+        let centres: Option<Vec<f64>> = cluster_parts
+            .as_ref()
+            .map(|parts| parts.iter().flat_map(|c| c.mean.iter().copied()).collect());
         let (coef, gcols) = self.coefficient_matrix(theta, lin_rows.as_ref().map(|l| &l.0[..]));
         let ncols = coef.ncols();
         let gate = self.gate_block(theta);
@@ -368,13 +543,15 @@ impl EmModel for MixtureOfExperts {
         let acc = fold_rows_with(
             data.n(),
             |cached: Option<EScratch>| {
-                let shape = (d, k, p, ncols, linear, gate_fit);
+                let shape = (d, k, p, ncols, linear, gate_fit, cq);
                 cached
                     .filter(|s| s.shape == shape)
                     .unwrap_or_else(|| EScratch {
                         shape,
                         lin: Mat::zeros(CHUNK, ncols),
                         buf: vec![0.0; if linear { gram_buffer_len(d) } else { 0 }],
+                        dev: vec![0.0; k * cq * CHUNK],
+                        work: vec![0.0; cq * CHUNK],
                         w: vec![0.0; k * CHUNK],
                         t: vec![0.0; p],
                         eta: vec![0.0; p],
@@ -385,7 +562,7 @@ impl EmModel for MixtureOfExperts {
                     })
             },
             || EAcc {
-                stats: MoeStats::empty(k, d, linear, CHUNK),
+                stats: MoeStats::empty(k, d, linear, centres.as_deref(), CHUNK),
                 ll: 0.0,
                 gate: gate_sums.then(|| GateSums::new(d, k, true)),
             },
@@ -437,7 +614,11 @@ impl EmModel for MixtureOfExperts {
                         glogs.add_log(*z);
                     }
                 }
-                if let Some((_, cst, inv)) = lin_rows.as_ref() {
+                if let (Some(parts), Some(cen)) = (cluster_parts.as_ref(), centres.as_ref()) {
+                    let y = &yall[rows.start * cq..rows.end * cq];
+                    cluster_deviations(y, cq, cen, &mut s.dev[..k * cq * m]);
+                    cluster_log_densities(parts, &s.dev[..k * cq * m], m, &mut s.work, ell);
+                } else if let Some((_, cst, inv)) = lin_rows.as_ref() {
                     let y = &yall[rows.clone()];
                     for (c, col) in ell.chunks_exact_mut(m).enumerate() {
                         let mean = &cols[gcols + c][..m];
@@ -495,6 +676,9 @@ impl EmModel for MixtureOfExperts {
                 }
                 drop(cols);
                 self.accumulate_chunk(data, rows, &resp, &mut acc.stats, &mut s.buf, &mut s.w);
+                if let Some(cl) = acc.stats.clusters.as_mut() {
+                    accumulate_clusters(&s.dev[..k * cq * m], &resp, k, m, &mut s.work, cl);
+                }
                 acc.stats.resp = resp;
                 Ok(())
             },
@@ -565,6 +749,28 @@ impl EmModel for MixtureOfExperts {
         }
         let expert = self.expert();
         let at = |e: MoeError, c: usize| e.in_block(Block::Expert(Some(c)));
+        if let (Some(g), Some(cl)) = (expert.gaussian_clusters(), stats.clusters.as_ref()) {
+            let q = g.obs_dim();
+            for c in 0..k {
+                let moments = WeightedMoments {
+                    wsum: stats.weight[c],
+                    centre: &cl.centre[c * q..(c + 1) * q],
+                    sum: &cl.sum[c * q..(c + 1) * q],
+                    scatter: cl.scatter[c].as_ref(),
+                };
+                let floored = g
+                    .solve_from_moments(moments, self.expert_block_mut(next, c))
+                    .map_err(|e| at(e, c))?;
+                add(InnerStats {
+                    iterations: 0,
+                    residual: 0.0,
+                    converged: true,
+                    hessians: 1,
+                    fallbacks: u64::from(floored),
+                });
+            }
+            return Ok(total);
+        }
         match (expert.gaussian_regression(), stats.linear.as_ref()) {
             (Some(g), Some(lin)) => {
                 let d = data.d();
