@@ -53,21 +53,12 @@ pub fn save_model(
     start: Option<&StartInfo>,
     path: &Path,
 ) -> Result<(), CliError> {
-    let inner =
-        em_as_md::fit::io::to_json(fitted).map_err(|e| CliError::output(path.display(), e))?;
-    let inner: Value =
-        serde_json::from_str(&inner).map_err(|e| CliError::output(path.display(), e))?;
-    let env = json!({
-        "format": FORMAT,
-        "version": VERSION,
-        "target": target,
-        "fit_scaling": scaling,
-        "start": start,
-        "model": inner,
-    });
-    let text =
-        serde_json::to_string_pretty(&env).map_err(|e| CliError::output(path.display(), e))?;
-    crate::output::write_text(path, &(text + "\n"))
+    write_envelope(
+        fitted,
+        json!({ "target": target, "fit_scaling": scaling }),
+        start,
+        path,
+    )
 }
 
 /// Writes a Gaussian mixture fitted without a target (`mdem fit --expert gaussian`) to
@@ -82,19 +73,27 @@ pub fn save_cluster_model(
     start: Option<&StartInfo>,
     path: &Path,
 ) -> Result<(), CliError> {
+    let fields = json!({ "target": "", "columns": columns, "fit_scaling": null });
+    write_envelope(fitted, fields, start, path)
+}
+
+/// The model file: format, version, the data `fields` (an object), the start, the model.
+fn write_envelope(
+    fitted: &FittedMoe,
+    fields: Value,
+    start: Option<&StartInfo>,
+    path: &Path,
+) -> Result<(), CliError> {
     let inner =
         em_as_md::fit::io::to_json(fitted).map_err(|e| CliError::output(path.display(), e))?;
     let inner: Value =
         serde_json::from_str(&inner).map_err(|e| CliError::output(path.display(), e))?;
-    let env = json!({
-        "format": FORMAT,
-        "version": VERSION,
-        "target": "",
-        "columns": columns,
-        "fit_scaling": null,
-        "start": start,
-        "model": inner,
-    });
+    let mut env = json!({ "format": FORMAT, "version": VERSION });
+    if let (Some(env), Value::Object(fields)) = (env.as_object_mut(), fields) {
+        env.extend(fields);
+        env.insert("start".into(), json!(start));
+        env.insert("model".into(), inner);
+    }
     let text =
         serde_json::to_string_pretty(&env).map_err(|e| CliError::output(path.display(), e))?;
     crate::output::write_text(path, &(text + "\n"))

@@ -44,3 +44,19 @@ pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R 
         .unwrap()
         .install(f)
 }
+
+/// The restarts' outcomes without their wall-clock seconds, which differ between runs:
+/// what a determinism test compares.
+#[allow(dead_code)]
+pub fn untimed(
+    restarts: &[em_as_md::fit::predict::RestartSummary],
+) -> Vec<em_as_md::fit::predict::RestartSummary> {
+    restarts
+        .iter()
+        .map(|r| em_as_md::fit::predict::RestartSummary {
+            seconds: 0.0,
+            start_seconds: 0.0,
+            ..r.clone()
+        })
+        .collect()
+}
