@@ -593,13 +593,15 @@ fn stream_error(source: std::io::Error, file: &str) -> DataError {
     }
 }
 
-/// A `csv` reader over `bytes` with the loader's settings (fields trimmed, rows of any
-/// width: [`DataError::Ragged`] is reported by the loader with the column it concerns).
+/// A `csv` reader over `bytes` with the loader's settings: rows of any width
+/// ([`DataError::Ragged`] is reported by the loader with the column it concerns), header
+/// names trimmed. Data cells are trimmed by the loader, and only the cells it uses
+/// (trimming every field of every record cost a tenth of the parse).
 fn csv_reader(bytes: &[u8], has_headers: bool) -> csv::Reader<&[u8]> {
     csv::ReaderBuilder::new()
         .has_headers(has_headers)
         .flexible(true)
-        .trim(csv::Trim::All)
+        .trim(csv::Trim::Headers)
         .from_reader(bytes)
 }
 
@@ -843,7 +845,7 @@ impl RowParser<'_> {
                 });
             }
             for &(j, k) in self.in_file_order {
-                let text = &record[j];
+                let text = record[j].trim();
                 match text.parse::<f64>() {
                     Ok(v) if v.is_finite() => out.values[k].push(v),
                     parsed => {
