@@ -1130,10 +1130,11 @@ fn load_sized<R: Read + Send>(
     if options.intercept {
         all_names.insert(0, "(intercept)".to_string());
     }
-    let dataset = Dataset::from_design(xt, y, all_names).map_err(|source| DataError::Dataset {
-        file: file.clone(),
-        source,
-    })?;
+    let dataset =
+        Dataset::from_design(xt, y, 1, all_names).map_err(|source| DataError::Dataset {
+            file: file.clone(),
+            source,
+        })?;
     Ok(LoadedData {
         dataset,
         file,
@@ -1191,29 +1192,36 @@ pub fn load_csv_columns(
         };
         Ok(chosen.clone())
     };
-    let Columns {
-        header,
-        values: mut cols,
-        lines,
-    } = read_columns(open_data(path)?, &file, select)?;
+    // Row-major n × q as the blocks arrive: the data set's target storage, and read as
+    // a q × n column-major matrix by the checks (no other copy).
+    let (mut y, mut lines) = (Vec::new(), Vec::new());
+    let header = read_rows(open_data(path)?, &file, select, BLOCK_BYTES, |c| {
+        y.reserve(c.lines.len() * c.values.len());
+        for i in 0..c.lines.len() {
+            y.extend(c.values.iter().map(|v| v[i]));
+        }
+        lines.extend_from_slice(&c.lines);
+    })?;
     let n = lines.len();
     let line_of = |i: usize| lines.get(i).copied().unwrap_or(i as u64 + 2);
-    for (col, j) in cols.iter().zip(&chosen) {
-        if let Some(i) = out_of_scale(col) {
+    let q0 = chosen.len();
+    let stats = ColumnStats::of(MatRef::from_column_major_slice(&y, q0, n), 0);
+    for (k, &j) in chosen.iter().enumerate() {
+        if let Some(i) = stats.out_of_scale(k) {
             return Err(DataError::BadScale {
                 file,
                 line: line_of(i),
                 row: i + 1,
-                column: header[*j].clone(),
-                value: col[i],
+                column: header[j].clone(),
+                value: y[i * q0 + k],
             });
         }
     }
     let mut warnings = Vec::new();
-    let mut keep = vec![true; chosen.len()];
+    let mut keep = vec![true; q0];
     for (k, &j) in chosen.iter().enumerate() {
-        let v = cols[k][0];
-        if n > 1 && cols[k].iter().all(|&x| x == v) {
+        let v = y[k];
+        if n > 1 && stats.constant[k] {
             let column = header[j].clone();
             if options.drop_constant {
                 keep[k] = false;
@@ -1231,16 +1239,18 @@ pub fn load_csv_columns(
             }
         }
     }
-    let mut k = 0;
-    chosen.retain(|_| {
-        k += 1;
-        keep[k - 1]
-    });
-    let mut k = 0;
-    cols.retain(|_| {
-        k += 1;
-        keep[k - 1]
-    });
+    if keep.contains(&false) {
+        // Rare (`--drop-constant` with a constant column): one copy without them.
+        y = y
+            .chunks_exact(q0)
+            .flat_map(|row| row.iter().zip(&keep).filter(|(_, &k)| k).map(|(v, _)| *v))
+            .collect();
+        let mut k = 0;
+        chosen.retain(|_| {
+            k += 1;
+            keep[k - 1]
+        });
+    }
     let names: Vec<String> = chosen.iter().map(|&j| header[j].clone()).collect();
     let q = names.len();
     if q == 0 || n < q + 1 {
@@ -1251,8 +1261,8 @@ pub fn load_csv_columns(
             detail: format!("{q} columns + a mean per component"),
         });
     }
-    let design = Mat::from_fn(q, n, |k, i| cols[k][i]);
-    if let Some(dep) = first_collinear(design.as_ref(), 0, true) {
+    let coords = MatRef::from_column_major_slice(&y, q, n);
+    if let Some(dep) = first_collinear(coords, 0, true) {
         let depends_on = dep
             .depends_on
             .iter()
@@ -1266,17 +1276,16 @@ pub fn load_csv_columns(
             residual: dep.residual,
         });
     }
-    let mut y = Vec::with_capacity(n * q);
-    for i in 0..n {
-        y.extend(cols.iter().map(|c| c[i]));
-    }
-    let wrap = |source| DataError::Dataset {
+    let dataset = Dataset::from_design(
+        Mat::from_fn(1, n, |_, _| 1.0),
+        y,
+        q,
+        vec!["(intercept)".to_string()],
+    )
+    .map_err(|source| DataError::Dataset {
         file: file.clone(),
         source,
-    };
-    let dataset = Dataset::from_rows(&[], 0, &y, q)
-        .map_err(wrap)?
-        .with_intercept();
+    })?;
     Ok(LoadedData {
         dataset,
         file,
@@ -1612,6 +1621,42 @@ mod tests {
         // A line of exactly the limit is fine.
         let ok = format!("a\n{}\n", "1".repeat(MAX_LINE_BYTES as usize));
         assert!(all_columns(&ok, 1 << 20).is_err_and(|e| matches!(e, DataError::NonFinite { .. })));
+    }
+
+    #[test]
+    fn columns_without_a_target_become_row_major_coordinates() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let opts = |drop_constant| LoadOptions {
+            intercept: true,
+            drop_constant,
+        };
+        let p = write("g.csv", "a,k,b\n1,5,2\n3,5,-1\n0,5,4\n2,5,2\n");
+        // The constant column is refused, then dropped on request.
+        let e = load_csv_columns(&p, None, opts(false)).unwrap_err();
+        assert!(matches!(e, DataError::ConstantColumn { ref column, .. } if column == "k"));
+        let d = load_csv_columns(&p, None, opts(true)).unwrap();
+        assert_eq!((d.dataset.n(), d.dataset.d(), d.dataset.q()), (4, 1, 2));
+        assert_eq!(d.features, names(&["a", "b"]));
+        assert_eq!(d.dataset.y(1), &[3.0, -1.0]);
+        assert_eq!(d.dataset.x(2), &[1.0]);
+        assert_eq!(d.lines, vec![2, 3, 4, 5]);
+        // A chosen subset, in the order given.
+        let f = names(&["b", "a"]);
+        let d = load_csv_columns(&p, Some(&f), opts(false)).unwrap();
+        assert_eq!(d.dataset.y(0), &[2.0, 1.0]);
+        // c = a + b: collinear, named with what it depends on.
+        let p = write("c.csv", "a,b,c\n1,2,3\n3,-1,2\n0,4,4\n2,2,4\n5,1,6\n");
+        let e = load_csv_columns(&p, None, opts(false)).unwrap_err();
+        assert!(
+            matches!(e, DataError::Collinear { ref column, ref depends_on, .. }
+                if column == "c" && depends_on.len() == 2),
+            "{e:?}"
+        );
     }
 
     const GOOD: &str = "a,b,y\n1,2,0\n2,1,1\n3,5,0\n4,3,1\n";

@@ -80,29 +80,38 @@ impl Dataset {
     }
 
     /// Builds a data set from the design in its storage layout — `xt` is $d \times n$, its
-    /// column $i$ the row $x_i$ — a scalar target ($q = 1$) and the feature names, without
-    /// copying (the CSV loader fills `xt` a block of rows at a time).
+    /// column $i$ the row $x_i$ — row-major targets `y` ($n \times q$) and the feature
+    /// names, without copying (the CSV loaders fill both a block of rows at a time).
     ///
     /// # Errors
     /// `InvalidData` naming the row and column when a value is NaN or infinite, when
     /// there are no rows, or when the lengths or the names do not match.
-    pub fn from_design(xt: Mat<f64>, y: Vec<f64>, feature_names: Vec<String>) -> Result<Self> {
+    pub fn from_design(
+        xt: Mat<f64>,
+        y: Vec<f64>,
+        q: usize,
+        feature_names: Vec<String>,
+    ) -> Result<Self> {
         let (d, n) = (xt.nrows(), xt.ncols());
-        if n == 0 {
-            return Err(invalid(None, None, "the data set has no rows"));
+        if n == 0 || q == 0 {
+            return Err(invalid(
+                None,
+                None,
+                "the data set has no rows or no targets",
+            ));
         }
-        if y.len() != n || feature_names.len() != d {
+        if y.len() != n * q || feature_names.len() != d {
             return Err(invalid(
                 None,
                 None,
                 &format!(
-                    "{n} rows of {d} features, but {} targets and {} names",
+                    "{n} rows of {d} features and {q} targets, but {} target values and {} names",
                     y.len(),
                     feature_names.len()
                 ),
             ));
         }
-        for (i, yi) in y.iter().enumerate() {
+        for (i, yi) in y.chunks_exact(q).enumerate() {
             if let Some(j) = xt.col_as_slice(i).iter().position(|v| !v.is_finite()) {
                 return Err(invalid(
                     Some(i),
@@ -110,10 +119,10 @@ impl Dataset {
                     "feature is NaN or infinite",
                 ));
             }
-            if !yi.is_finite() {
+            if let Some(j) = yi.iter().position(|v| !v.is_finite()) {
                 return Err(invalid(
                     Some(i),
-                    Some("y0".into()),
+                    Some(format!("y{j}")),
                     "target is NaN or infinite",
                 ));
             }
@@ -121,7 +130,7 @@ impl Dataset {
         Ok(Dataset {
             xt,
             y,
-            q: 1,
+            q,
             feature_names,
         })
     }
