@@ -88,7 +88,9 @@ impl CliError {
             | CliError::Model { .. }
             | CliError::Usage(_) => EXIT_BAD_INPUT,
             CliError::Compute { source, .. } => match source {
-                MoeError::InvalidData { .. } | MoeError::InvalidParam { .. } => EXIT_BAD_INPUT,
+                MoeError::InvalidData { .. }
+                | MoeError::InvalidParam { .. }
+                | MoeError::Source(_) => EXIT_BAD_INPUT,
                 _ => EXIT_FAILURE,
             },
             CliError::Experiments(e) if e.is_bad_input() => EXIT_BAD_INPUT,

@@ -80,6 +80,11 @@ pub enum MoeError {
     /// Error from the `mirror` crate.
     #[error(transparent)]
     Mirror(#[from] mirror::MirrorError),
+    /// A row source read in passes ([`crate::data::source`]) failed: a file that cannot
+    /// be read, a malformed chunk, a file that changed between passes. The message names
+    /// the file and, where there is one, the line and column.
+    #[error("{0}")]
+    Source(String),
     /// Reading or writing a model or checkpoint failed.
     #[error("I/O: {0}")]
     Io(String),

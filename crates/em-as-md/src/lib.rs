@@ -15,6 +15,7 @@
 //! | [`inner`] | the inner numerics: solver reports, Cholesky policy, weighted Grams, L-BFGS, parallel folds |
 //! | [`model`] | conditional families, the E-/M-step capability, experts (one file each) and their descriptions, the registry, the gate, mixtures, symmetric models |
 //! | [`solve`] | the [`Solver`] trait, the [`Executor`], observers, EM, mirror descent, GD, gradient EM |
+//! | [`shard`] | shard statistics: E-step and Newton rounds as mergeable, serialisable sums over chunks of rows; EM over a row source ([`data::source`]) |
 //! | [`fit`] | validated hyperparameters, initialisation, restarts, alignment, prediction, model files, standardisation of columns |
 //! | `testkit` | (feature `testkit`, on by default) the public equivalence harness: EM vs MD($\eta$) gaps for any model, proptest strategies for random instances |
 
@@ -23,6 +24,7 @@ pub mod error;
 pub mod fit;
 pub mod inner;
 pub mod model;
+pub mod shard;
 pub mod solve;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -674,6 +674,7 @@ fn read_columns_in_blocks<R: Read + Send>(
             v.extend_from_slice(&w);
         }
         lines.extend_from_slice(&c.lines);
+        Ok::<(), DataError>(())
     })?;
     Ok(Columns {
         header,
@@ -685,19 +686,19 @@ fn read_columns_in_blocks<R: Read + Send>(
 /// Reads the header, then hands the selected cells of each block to `sink` in file order
 /// as they are parsed, so a loader moves them into its own storage a block at a time and
 /// no copy of the file's numbers piles up; returns the header.
-fn read_rows<R: Read + Send>(
+pub(crate) fn read_rows<R: Read + Send, E: From<DataError>>(
     reader: R,
     name: &str,
     select: impl FnOnce(&[String]) -> Result<Vec<usize>, DataError>,
     block_bytes: usize,
-    mut sink: impl FnMut(Parsed),
-) -> Result<Vec<String>, DataError> {
+    mut sink: impl FnMut(Parsed) -> Result<(), E>,
+) -> Result<Vec<String>, E> {
     let file = name.to_string();
     let mut blocks = Blocks::new(reader, block_bytes, MAX_LINE_BYTES as usize);
     let first = match blocks.next_block() {
         Ok(Some(b)) => b,
-        Ok(None) => return Err(DataError::Empty { file }),
-        Err(e) => return Err(stream_error(e, &file)),
+        Ok(None) => return Err(DataError::Empty { file }.into()),
+        Err(e) => return Err(stream_error(e, &file).into()),
     };
     let (rdr, header) = read_header(&first, name)?;
     let chosen = select(&header)?;
@@ -716,7 +717,7 @@ fn read_rows<R: Read + Send>(
     // row of the file is the one reported and the result does not depend on the threads.
     let head = rows.parse(rdr, &first, 0)?;
     let mut n_rows = head.lines.len();
-    sink(head);
+    sink(head)?;
     drop(first);
     // While one batch is parsed, the next is read: reading and checking the bytes is
     // sequential, so it overlaps the parallel parse instead of adding to it.
@@ -740,10 +741,10 @@ fn read_rows<R: Read + Send>(
         for p in parsed {
             let p = p.map_err(|e| e.after_rows(n_rows))?;
             n_rows += p.lines.len();
-            sink(p);
+            sink(p)?;
         }
         if let Some(e) = pending.refused {
-            return Err(e);
+            return Err(e.into());
         }
         match next {
             Some(next) => pending = next,
@@ -751,7 +752,7 @@ fn read_rows<R: Read + Send>(
         }
     }
     if n_rows == 0 {
-        return Err(DataError::NoDataRows { file });
+        return Err(DataError::NoDataRows { file }.into());
     }
     Ok(header)
 }
@@ -785,9 +786,9 @@ impl Batch {
 }
 
 /// The selected cells and lines of a run of rows (a block).
-struct Parsed {
-    values: Vec<Vec<f64>>,
-    lines: Vec<u64>,
+pub(crate) struct Parsed {
+    pub(crate) values: Vec<Vec<f64>>,
+    pub(crate) lines: Vec<u64>,
     /// Bytes of the block they came from (for a loader's estimate of the rows to come).
     bytes: usize,
 }
@@ -941,6 +942,54 @@ pub fn load_csv_from_reader<R: Read + Send>(
     load_sized(reader, name, target, features, options, None)
 }
 
+/// The target's and the features' indices in `header` (`features`: every other column,
+/// in file order, when `None`), as [`load_csv`] selects them.
+///
+/// # Errors
+/// [`DataError::MissingTarget`], [`DataError::UnknownFeature`],
+/// [`DataError::TargetIsFeature`], [`DataError::DuplicateColumn`].
+pub(crate) fn pick_columns(
+    header: &[String],
+    file: &str,
+    target: &str,
+    features: Option<&[String]>,
+) -> Result<(usize, Vec<usize>), DataError> {
+    let index_of = |name: &str| header.iter().position(|h| h == name);
+    let target_col = index_of(target).ok_or_else(|| DataError::MissingTarget {
+        file: file.to_string(),
+        target: target.to_string(),
+        available: header.to_vec(),
+    })?;
+    let feature_cols = match features {
+        None => (0..header.len()).filter(|&j| j != target_col).collect(),
+        Some(names) => {
+            let mut cols = Vec::with_capacity(names.len());
+            for name in names {
+                let j = index_of(name).ok_or_else(|| DataError::UnknownFeature {
+                    file: file.to_string(),
+                    column: name.clone(),
+                    available: header.to_vec(),
+                })?;
+                if j == target_col {
+                    return Err(DataError::TargetIsFeature {
+                        file: file.to_string(),
+                        column: name.clone(),
+                    });
+                }
+                if cols.contains(&j) {
+                    return Err(DataError::DuplicateColumn {
+                        file: file.to_string(),
+                        column: name.clone(),
+                    });
+                }
+                cols.push(j);
+            }
+            cols
+        }
+    };
+    Ok((target_col, feature_cols))
+}
+
 /// [`load_csv_from_reader`] knowing the stream's size in bytes, if it is known.
 fn load_sized<R: Read + Send>(
     reader: R,
@@ -954,39 +1003,7 @@ fn load_sized<R: Read + Send>(
     let mut target_col = 0;
     let mut feature_cols: Vec<usize> = Vec::new();
     let select = |header: &[String]| -> Result<Vec<usize>, DataError> {
-        let index_of = |name: &str| header.iter().position(|h| h == name);
-        target_col = index_of(target).ok_or_else(|| DataError::MissingTarget {
-            file: file.clone(),
-            target: target.to_string(),
-            available: header.to_vec(),
-        })?;
-        feature_cols = match features {
-            None => (0..header.len()).filter(|&j| j != target_col).collect(),
-            Some(names) => {
-                let mut cols = Vec::with_capacity(names.len());
-                for name in names {
-                    let j = index_of(name).ok_or_else(|| DataError::UnknownFeature {
-                        file: file.clone(),
-                        column: name.clone(),
-                        available: header.to_vec(),
-                    })?;
-                    if j == target_col {
-                        return Err(DataError::TargetIsFeature {
-                            file: file.clone(),
-                            column: name.clone(),
-                        });
-                    }
-                    if cols.contains(&j) {
-                        return Err(DataError::DuplicateColumn {
-                            file: file.clone(),
-                            column: name.clone(),
-                        });
-                    }
-                    cols.push(j);
-                }
-                cols
-            }
-        };
+        (target_col, feature_cols) = pick_columns(header, &file, target, features)?;
         Ok(feature_cols.iter().copied().chain([target_col]).collect())
     };
     // The design's storage (d × n, a data row per column) filled a block at a time as
@@ -1017,6 +1034,7 @@ fn load_sized<R: Read + Send>(
                 c.values[j - off][i - base]
             }
         });
+        Ok::<(), DataError>(())
     })?;
     let n = lines.len();
     let n_feat = feature_cols.len();
@@ -1201,6 +1219,7 @@ pub fn load_csv_columns(
             y.extend(c.values.iter().map(|v| v[i]));
         }
         lines.extend_from_slice(&c.lines);
+        Ok::<(), DataError>(())
     })?;
     let n = lines.len();
     let line_of = |i: usize| lines.get(i).copied().unwrap_or(i as u64 + 2);
@@ -1328,9 +1347,9 @@ fn csv_reason(kind: &csv::ErrorKind) -> String {
 }
 
 /// A column found to be an exact linear combination of earlier ones.
-struct Dependency {
+pub(crate) struct Dependency {
     /// Its index (0-based, in design order, intercept excluded).
-    column: usize,
+    pub(crate) column: usize,
     /// Earlier columns with a non-negligible coefficient, largest first.
     depends_on: Vec<usize>,
     /// Whether the constant (intercept) is part of the combination.
@@ -1349,7 +1368,11 @@ struct Dependency {
 /// $j$ with $L_{jj}^2 <$ [`COLLINEAR_TOL`] is returned. A failed pivot at index $j$ means
 /// $L_{jj}^2 \le 0$ in floating point: the prefix before it is refactored to find any
 /// earlier tiny pivot.
-fn first_collinear(xt: MatRef<'_, f64>, off: usize, centred: bool) -> Option<Dependency> {
+pub(crate) fn first_collinear(
+    xt: MatRef<'_, f64>,
+    off: usize,
+    centred: bool,
+) -> Option<Dependency> {
     use faer::linalg::matmul::matmul;
     use faer::{Accum, Par};
     let p = xt.nrows() - off;

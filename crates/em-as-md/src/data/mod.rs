@@ -4,6 +4,7 @@
 
 pub mod blocks;
 pub mod csv;
+pub mod source;
 
 use crate::error::{MoeError, Result};
 use faer::{Mat, MatRef};

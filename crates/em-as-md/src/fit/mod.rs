@@ -11,6 +11,7 @@ mod params;
 pub mod predict;
 pub mod scaling;
 pub mod separation;
+mod stream;
 
 pub use params::*;
 pub use predict::{FitReport, FittedMoe};

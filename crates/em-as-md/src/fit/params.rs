@@ -190,6 +190,10 @@ impl MoeParams {
         self.accel = a;
         self
     }
+    /// The acceleration chosen ([`accel`](Self::accel)).
+    pub fn accel_method(&self) -> Accel {
+        self.accel
+    }
     /// The initialisation method set.
     pub fn init_method(&self) -> &InitMethod {
         &self.init
@@ -677,6 +681,31 @@ impl MoeValidParams {
         }
     }
 
+    /// The executor with these limits (iterations, tolerance, time, cancellation) and
+    /// observers (restart `index`'s), whatever the problem and solver.
+    pub(crate) fn limits<P, S>(&self, ex: Executor<P, S>, index: usize) -> Executor<P, S>
+    where
+        P: crate::solve::executor::Objective,
+        S: crate::solve::Solver<P>,
+    {
+        let p = &self.0;
+        let mut ex = ex.max_iters(p.max_iters).tol(p.tol);
+        if let Some(t) = p.time_limit {
+            ex = ex.time_limit(t);
+        }
+        if let Some(c) = &p.cancel {
+            ex = ex.cancel(c.clone());
+        }
+        if p.verbose {
+            ex = ex.add_observer(Box::new(LogObserver::new()), ObserverMode::Always);
+        }
+        if let Some(f) = &p.observers {
+            let (o, mode) = (f.0)(index);
+            ex = ex.add_observer(o, mode);
+        }
+        ex
+    }
+
     fn run_from(
         &self,
         model: &MixtureOfExperts,
@@ -696,21 +725,7 @@ impl MoeValidParams {
         } else {
             ex.theta0(theta0)
         };
-        let mut ex = ex.max_iters(p.max_iters).tol(p.tol);
-        if let Some(t) = p.time_limit {
-            ex = ex.time_limit(t);
-        }
-        if let Some(c) = &p.cancel {
-            ex = ex.cancel(c.clone());
-        }
-        if p.verbose {
-            ex = ex.add_observer(Box::new(LogObserver::new()), ObserverMode::Always);
-        }
-        if let Some(f) = &p.observers {
-            let (o, mode) = (f.0)(index);
-            ex = ex.add_observer(o, mode);
-        }
-        let mut result = ex.run()?;
+        let mut result = self.limits(ex, index).run()?;
         // A separated classifying expert meets the relative-change test by creeping, not
         // by converging: say so instead.
         if result.termination.is_converged() {

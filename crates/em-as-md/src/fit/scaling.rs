@@ -59,10 +59,33 @@ impl Scaling {
                 *s += (v - m) * (v - m);
             }
         }
+        let var: Vec<f64> = var.iter().map(|s| s / n as f64).collect();
+        Scaling::from_moments(&mean, &var, intercept)
+    }
+
+    /// The scaling from the design columns' means $\bar x_j$ and population variances
+    /// $v_j$ (a streamed survey's merged moments, or [`Scaling::fit`]'s two passes): the
+    /// rule of the [module documentation](self) — with an intercept $m_j = \bar x_j$,
+    /// $s_j = \sqrt{v_j}$; without, $m_j = 0$, $s_j = \sqrt{v_j + \bar x_j^2}$ (the root
+    /// mean square) — and a column whose $s_j$ is 0, not finite or below
+    /// $10^{-12}|m_j|$ left as it is.
+    pub fn from_moments(mean: &[f64], var: &[f64], intercept: bool) -> Scaling {
+        let d = mean.len();
         let start = usize::from(intercept);
+        // Without an intercept the scale is the root mean square: s² = var + mean².
+        let second: Vec<f64> = if intercept {
+            var.to_vec()
+        } else {
+            var.iter().zip(mean).map(|(v, m)| v + m * m).collect()
+        };
+        let mut mean: Vec<f64> = if intercept {
+            mean.to_vec()
+        } else {
+            vec![0.0; d]
+        };
         let mut sd = vec![1.0; d];
         for j in 0..d {
-            let (m, s) = (mean[j], (var[j] / n as f64).sqrt());
+            let (m, s) = (mean[j], second[j].sqrt());
             if j >= start && s.is_finite() && s > 1e-12 * m.abs() && s > 0.0 {
                 sd[j] = s;
             } else {

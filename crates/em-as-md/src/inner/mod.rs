@@ -9,8 +9,10 @@ pub mod lbfgs;
 pub mod parallel;
 mod report;
 pub mod softmax;
+pub mod sums;
 
 pub use lbfgs::{Lbfgs, LbfgsReport};
 pub use parallel::{fold_rows, fold_rows_with, Mergeable};
 pub use report::InnerStats;
 pub use softmax::{Labels, SoftmaxRegression, SoftmaxStats};
+pub use sums::NewtonSums;

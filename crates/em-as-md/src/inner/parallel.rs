@@ -93,6 +93,15 @@ where
     Ok(total)
 }
 
+/// $\sum_i v_i$ in the order [`fold_rows`] sums per-row values: sequentially within each
+/// [`CHUNK`], then the chunk totals in chunk order (so a sum taken here equals the same
+/// sum accumulated by a fold, bit for bit).
+pub fn chunked_sum(v: &[f64]) -> f64 {
+    v.chunks(CHUNK)
+        .map(|c| c.iter().fold(0.0, |a, b| a + b))
+        .fold(0.0, |a, b| a + b)
+}
+
 /// Scratch values per thread kept between folds (a few: one per type in use).
 const SCRATCH_CACHE_LEN: usize = 8;
 

@@ -43,6 +43,7 @@ use crate::data::Dataset;
 use crate::error::{MoeError, Result};
 use crate::inner::gram::{add_weighted_grams, gram_buffer_len};
 use crate::inner::parallel::{fold_rows_with, Mergeable, CHUNK};
+use crate::inner::sums::{fill_eval, NewtonSums};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
 use mirror::batch_exp::exp_in_place;
@@ -102,6 +103,36 @@ impl SoftmaxSums {
             w: w.to_vec(),
             q: self.q,
             abs: self.abs,
+            grad: self.grad,
+            hess,
+        }
+    }
+}
+
+impl SoftmaxSums {
+    /// The sums as a shard round's [`NewtonSums`] at `w` (Hessian row-major, lower
+    /// triangle authoritative).
+    pub(crate) fn into_newton(self, w: &[f64]) -> NewtonSums {
+        let dim = self.grad.len();
+        let hess = if self.hess.nrows() > 0 {
+            (0..dim * dim)
+                .map(|j| {
+                    let (a, b) = (j / dim, j % dim);
+                    if a >= b {
+                        self.hess[(a, b)]
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        NewtonSums {
+            at: w.to_vec(),
+            q: self.q,
+            abs: self.abs,
+            outside: false,
             grad: self.grad,
             hess,
         }
@@ -601,6 +632,15 @@ impl<'a> SoftmaxRegression<'a> {
         Ok(self.pass(b, hessian)?.finish(b))
     }
 
+    /// One pass at coefficients `b` as a Newton round's [`NewtonSums`] (what the gate's
+    /// M-step reads, in memory or merged from shards).
+    ///
+    /// # Errors
+    /// As [`Self::stats`].
+    pub(crate) fn round(&self, b: &[f64], hessian: bool) -> Result<NewtonSums> {
+        Ok(self.pass(b, hessian)?.into_newton(b))
+    }
+
     fn pass(&self, b: &[f64], hessian: bool) -> Result<SoftmaxSums> {
         let (data, c) = (self.data, self.classes);
         let d = data.d();
@@ -695,24 +735,45 @@ impl<'a> SoftmaxRegression<'a> {
             });
         }
         let mut obj = SoftmaxObjective { reg: self };
-        let scaled = initial
-            .filter(|s| s.w == b && s.hess.nrows() == dim && s.grad.len() == dim)
-            .map(|s| {
-                let w = self.wsum;
-                (
-                    s,
-                    s.grad.iter().map(|v| -v / w).collect::<Vec<f64>>(),
-                    Mat::from_fn(dim, dim, |a, c| s.hess[(a, c)] / w),
-                )
-            });
-        let init = scaled.as_ref().map(|(s, g, h)| InitialEval {
-            x: &s.w,
-            value: -s.q / self.wsum,
-            noise: sum_noise(s.abs / self.wsum, self.data.n()),
-            grad: g,
-            hess: h.as_ref(),
-        });
+        let scaled = initial.and_then(|s| ScaledInitial::of(s, b, self.wsum, self.data.n()));
+        let init = scaled.as_ref().map(ScaledInitial::as_initial);
         minimize(&mut obj, b, settings, init)
+    }
+}
+
+/// [`SoftmaxStats`] (sums at exactly the start) as the Newton driver's first evaluation
+/// of $F = -Q/W$: what saves a gated E-step's M-step its first pass.
+pub(crate) struct ScaledInitial<'s> {
+    stats: &'s SoftmaxStats,
+    value: f64,
+    noise: f64,
+    grad: Vec<f64>,
+    hess: Mat<f64>,
+}
+
+impl<'s> ScaledInitial<'s> {
+    /// The scaled evaluation when `s` was computed at exactly `b` with a Hessian
+    /// (`None` otherwise), over `n` rows of total weight `wsum`.
+    pub(crate) fn of(s: &'s SoftmaxStats, b: &[f64], wsum: f64, n: usize) -> Option<Self> {
+        let dim = b.len();
+        (s.w == b && s.hess.nrows() == dim && s.grad.len() == dim).then(|| ScaledInitial {
+            stats: s,
+            value: -s.q / wsum,
+            noise: sum_noise(s.abs / wsum, n),
+            grad: s.grad.iter().map(|v| -v / wsum).collect(),
+            hess: Mat::from_fn(dim, dim, |a, c| s.hess[(a, c)] / wsum),
+        })
+    }
+
+    /// As the driver reads it.
+    pub(crate) fn as_initial(&self) -> InitialEval<'_> {
+        InitialEval {
+            x: &self.stats.w,
+            value: self.value,
+            noise: self.noise,
+            grad: &self.grad,
+            hess: self.hess.as_ref(),
+        }
     }
 }
 
@@ -729,20 +790,15 @@ impl NewtonObjective for SoftmaxObjective<'_, '_> {
     }
     fn eval(&mut self, x: &[f64], need: Need, out: &mut EvalOut<'_>) -> Result<()> {
         let sums = self.reg.pass(x, need == Need::Hessian)?;
-        let w = self.reg.wsum;
-        out.value = -sums.q / w;
-        out.noise = sum_noise(sums.abs / w, self.reg.data.n());
-        for (g, a) in out.grad.iter_mut().zip(&sums.grad) {
-            *g = -a / w;
-        }
-        if need == Need::Hessian {
-            let dim = sums.hess.nrows();
-            for b in 0..dim {
-                for a in b..dim {
-                    out.hess[(a, b)] = sums.hess[(a, b)] / w;
-                }
-            }
-        }
+        fill_eval(
+            out,
+            need,
+            self.reg.wsum,
+            self.reg.data.n(),
+            (sums.q, sums.abs, false),
+            &sums.grad,
+            |a, b| sums.hess[(a, b)],
+        );
         Ok(())
     }
 }

@@ -49,9 +49,11 @@
 
 use crate::data::Dataset;
 use crate::error::{Block, MoeError, Result};
-use crate::inner::softmax::{softmax_chunk, Labels, SoftmaxRegression};
+use crate::inner::softmax::{softmax_chunk, Labels, ScaledInitial, SoftmaxRegression};
+use crate::inner::sums::NewtonSums;
 use crate::inner::InnerStats;
 use crate::model::expert::{dot, inner_stats, newton_settings, INNER_MAX_ITER, INNER_TOL};
+use mirror::newton::{minimize, EvalOut, FnObjective, Need};
 use mirror::special::log_sum_exp;
 
 /// Gate logits $g = (w_0^\top x, \dots, w_{K-2}^\top x, 0)$ into `out` (length $K$) from
@@ -307,19 +309,10 @@ pub fn fit_softmax_gate_from(
 ) -> Result<InnerStats> {
     fit.check()?;
     cfg.check()?;
-    if cfg.solver == GateSolver::Lbfgs {
-        return lbfgs_gate(fit, out, cfg);
-    }
-    match newton_gate(fit, out, cfg, initial) {
-        Err(MoeError::NotPositiveDefinite {
-            block: Block::Gate, ..
-        }) if cfg.lbfgs_fallback => {
-            let mut stats = lbfgs_gate(fit, out, cfg)?;
-            stats.fallbacks += 1;
-            Ok(stats)
-        }
-        other => other,
-    }
+    let reg = regression(fit.data, fit.labels, fit.k)?;
+    gate_mstep_by_rounds(cfg, fit.start, out, fit.data.n(), initial, &mut |w, h| {
+        reg.round(w, h)
+    })
 }
 
 /// The gate M-step by L-BFGS (see the [module documentation](self)): minimises $-Q(W)$
@@ -340,28 +333,76 @@ pub fn fit_softmax_gate_lbfgs(
 ) -> Result<InnerStats> {
     fit.check()?;
     cfg.check()?;
-    lbfgs_gate(fit, out, cfg)
+    let reg = regression(fit.data, fit.labels, fit.k)?;
+    lbfgs_gate(cfg, fit.start, out, fit.data.n(), &mut |w, h| {
+        reg.round(w, h)
+    })
 }
 
-/// [`fit_softmax_gate_lbfgs`] on checked inputs.
-fn lbfgs_gate(fit: GateFit<'_>, out: &mut [f64], cfg: GateConfig) -> Result<InnerStats> {
-    let GateFit {
-        data,
-        labels,
-        k,
-        start,
-    } = fit;
+/// One pass of the gate's M-step at gate parameters $W$ (and a Hessian when asked): the
+/// rows' [`NewtonSums`] of $Q(W)$ with the responsibilities as labels, from rows in memory
+/// or merged from shards.
+pub(crate) type GateRound<'r> = dyn FnMut(&[f64], bool) -> Result<NewtonSums> + 'r;
+
+/// The gate M-step with the method of `cfg` from `start` into `out`, over `n` rows (unit
+/// weights, $W = n$) whose passes `round` makes: Newton (with the Levenberg shift and the
+/// L-BFGS fallback of [`fit_softmax_gate_from`]) or L-BFGS. The in-memory M-step and the
+/// sharded one ([`crate::shard`]) both run this, so they take the same steps.
+///
+/// # Errors
+/// As [`fit_softmax_gate_from`].
+pub(crate) fn gate_mstep_by_rounds(
+    cfg: GateConfig,
+    start: &[f64],
+    out: &mut [f64],
+    n: usize,
+    initial: Option<&GateStats>,
+    round: &mut GateRound<'_>,
+) -> Result<InnerStats> {
+    if cfg.solver == GateSolver::Lbfgs {
+        return lbfgs_gate(cfg, start, out, n, round);
+    }
+    match newton_gate(cfg, start, out, n, initial, round) {
+        Err(MoeError::NotPositiveDefinite {
+            block: Block::Gate, ..
+        }) if cfg.lbfgs_fallback => {
+            let mut stats = lbfgs_gate(cfg, start, out, n, round)?;
+            stats.fallbacks += 1;
+            Ok(stats)
+        }
+        other => other,
+    }
+}
+
+/// [`fit_softmax_gate_lbfgs`] on checked inputs, its passes made by `round`.
+fn lbfgs_gate(
+    cfg: GateConfig,
+    start: &[f64],
+    out: &mut [f64],
+    n: usize,
+    round: &mut GateRound<'_>,
+) -> Result<InnerStats> {
     let solver = crate::inner::lbfgs::Lbfgs {
         grad_tol: cfg.tol,
         max_iter: usize::try_from(cfg.max_iter).unwrap_or(usize::MAX),
         ..crate::inner::lbfgs::Lbfgs::default()
     };
+    let wsum = n as f64;
     let mut w = start.to_vec();
     let rep = solver.minimize(
         |w, g| {
-            let q = gate_objective(data, labels, k, w, g)?;
-            g.iter_mut().for_each(|v| *v = -*v);
-            Ok(-q)
+            let sums = round(w, false)?;
+            for (gi, a) in g.iter_mut().zip(&sums.grad) {
+                *gi = -a / wsum;
+            }
+            let f = -sums.q / wsum;
+            if f.is_finite() && g.iter().all(|v| v.is_finite()) {
+                Ok(f)
+            } else {
+                Err(MoeError::NonFinite {
+                    what: "softmax regression objective",
+                })
+            }
         },
         &mut w,
     )?;
@@ -369,26 +410,37 @@ fn lbfgs_gate(fit: GateFit<'_>, out: &mut [f64], cfg: GateConfig) -> Result<Inne
     Ok(InnerStats::from(&rep))
 }
 
-/// The Newton gate M-step of [`fit_softmax_gate_from`] on checked inputs: the shared
-/// softmax regression's [`SoftmaxRegression::newton`] ([`mirror::newton::minimize`] with
-/// `tol`, `max_iter` and `reuse_below` of `cfg`: Hessian reuse with BFGS updates,
-/// speculative Hessians, round-off-aware acceptance), started from the E-step's
-/// [`GateStats`] when they were computed at `start`.
+/// The Newton gate M-step of [`gate_mstep_by_rounds`]: [`mirror::newton::minimize`] on
+/// $F = -Q/n$ ([`NewtonSums::eval`]) with `tol`, `max_iter` and `reuse_below` of `cfg`
+/// (Hessian reuse with BFGS updates, speculative Hessians, round-off-aware acceptance),
+/// started from the E-step's [`GateStats`] when they were computed at `start`.
 fn newton_gate(
-    fit: GateFit<'_>,
-    out: &mut [f64],
     cfg: GateConfig,
+    start: &[f64],
+    out: &mut [f64],
+    n: usize,
     initial: Option<&GateStats>,
+    round: &mut GateRound<'_>,
 ) -> Result<InnerStats> {
     // Shifted where singular, as the experts' Newton (`glm_newton`): a gate saturated to
     // 0/1 on some rows has its optimum at infinity along a few directions.
     let settings = newton_settings(cfg.tol, cfg.max_iter)?
         .with_reuse_below(cfg.reuse_below)
         .with_shift_singular(true);
-    out.copy_from_slice(fit.start);
-    let rep = regression(fit.data, fit.labels, fit.k)?
-        .newton(out, &settings, initial)
-        .map_err(|e| e.in_block(Block::Gate))?;
+    out.copy_from_slice(start);
+    let wsum = n as f64;
+    let scaled = initial.and_then(|s| ScaledInitial::of(s, start, wsum, n));
+    let mut obj = FnObjective::new(start.len(), |x: &[f64], need, ev: &mut EvalOut<'_>| {
+        round(x, need == Need::Hessian)?.eval(wsum, n, need, ev);
+        Ok::<(), MoeError>(())
+    });
+    let rep = minimize(
+        &mut obj,
+        out,
+        &settings,
+        scaled.as_ref().map(ScaledInitial::as_initial),
+    )
+    .map_err(|e| e.in_block(Block::Gate))?;
     Ok(inner_stats(&rep))
 }
 

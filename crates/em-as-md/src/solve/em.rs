@@ -44,8 +44,7 @@
 //! costs one E-step and one M-step, and its state's objective is $L(\theta_{t+1})$.
 
 use crate::error::Result;
-use crate::model::EmModel;
-use crate::solve::problem::Problem;
+use crate::solve::em_map::EmMap;
 use crate::solve::solver::{FitState, IterRecord, NextIter, Solver, StepInfo};
 use std::any::Any;
 
@@ -83,35 +82,29 @@ impl Em {
     }
 }
 
-impl<M> Solver<Problem<'_, M>> for Em
-where
-    M: EmModel + ?Sized,
-    M::Stats: 'static,
-{
+impl<P: EmMap> Solver<P> for Em {
     fn name(&self) -> String {
         "EM".into()
     }
-    fn init(&mut self, _problem: &Problem<'_, M>, state: FitState) -> Result<FitState> {
+    fn init(&mut self, _problem: &P, state: FitState) -> Result<FitState> {
         self.cache = None;
         Ok(state)
     }
-    fn next_iter(&mut self, problem: &Problem<'_, M>, state: FitState) -> NextIter {
-        let model = problem.model;
-        let data = problem.data;
+    fn next_iter(&mut self, problem: &P, state: FitState) -> NextIter {
         let cached = self
             .cache
             .take()
-            .and_then(|b| b.downcast::<Cached<M::Stats>>().ok())
+            .and_then(|b| b.downcast::<Cached<P::Stats>>().ok())
             .filter(|c| c.theta == state.theta);
         let stats = match cached {
             Some(c) => c.stats,
-            None => model.e_step(data, &state.theta)?.0,
+            None => problem.e_step(&state.theta)?.0,
         };
-        let mut next = vec![0.0; model.n_params()];
-        let inner = model.m_step(data, &stats, &state.theta, &mut next)?;
-        let (stats_next, objective) = model.e_step(data, &next)?;
+        let mut next = vec![0.0; problem.n_params()];
+        let inner = problem.m_step(&stats, &state.theta, &mut next)?;
+        let (stats_next, objective) = problem.e_step(&next)?;
         let bregman_step = if self.record_bregman {
-            problem.stacked_bregman(&next, &state.theta)?
+            problem.bregman_step(&next, &state.theta)?
         } else {
             f64::NAN
         };

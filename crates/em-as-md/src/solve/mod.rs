@@ -6,6 +6,7 @@
 pub mod accel;
 pub mod adam;
 pub mod em;
+pub mod em_map;
 pub mod executor;
 pub mod gd;
 pub mod gradient_em;
@@ -17,6 +18,7 @@ pub mod solver;
 pub mod squarem;
 
 pub use em::Em;
+pub use em_map::EmMap;
 pub use executor::{Executor, FitResult};
 pub use problem::{Problem, StackedLogPartition};
 pub use solver::{FitState, IterRecord, NextIter, Solver, StepInfo, Termination, INEXACT_WINDOW};

@@ -36,8 +36,7 @@
 
 use crate::error::Result;
 use crate::inner::InnerStats;
-use crate::model::EmModel;
-use crate::solve::problem::Problem;
+use crate::solve::em_map::EmMap;
 use crate::solve::solver::{FitState, IterRecord, NextIter, Solver, StepInfo};
 use std::any::Any;
 
@@ -139,55 +138,42 @@ impl Squarem {
 
 /// The E-step at a trial point, or `None` when it fails (the point is outside the
 /// model's domain: a variance $\le 0$, an overflow) or gives a non-finite $L$.
-fn trial_e_step<M: EmModel + ?Sized>(
-    problem: &Problem<'_, M>,
-    theta: &[f64],
-) -> Option<(M::Stats, f64)> {
+fn trial_e_step<P: EmMap>(problem: &P, theta: &[f64]) -> Option<(P::Stats, f64)> {
     if theta.iter().any(|v| !v.is_finite()) {
         return None;
     }
     // Any failure at a trial point sends the step to the plain EM path, which meets the
     // same error again if it is not the trial point's fault.
-    problem
-        .model
-        .e_step(problem.data, theta)
-        .ok()
-        .filter(|(_, l)| l.is_finite())
+    problem.e_step(theta).ok().filter(|(_, l)| l.is_finite())
 }
 
-impl<M> Solver<Problem<'_, M>> for Squarem
-where
-    M: EmModel + ?Sized,
-    M::Stats: 'static,
-{
+impl<P: EmMap> Solver<P> for Squarem {
     fn name(&self) -> String {
         "SQUAREM".into()
     }
-    fn init(&mut self, _problem: &Problem<'_, M>, state: FitState) -> Result<FitState> {
+    fn init(&mut self, _problem: &P, state: FitState) -> Result<FitState> {
         self.cache = None;
         self.step_max = STEP_MAX0;
         Ok(state)
     }
-    fn next_iter(&mut self, problem: &Problem<'_, M>, state: FitState) -> NextIter {
-        let model = problem.model;
-        let data = problem.data;
-        let k = model.n_params();
+    fn next_iter(&mut self, problem: &P, state: FitState) -> NextIter {
+        let k = problem.n_params();
         let cached = self
             .cache
             .take()
-            .and_then(|b| b.downcast::<Cached<M::Stats>>().ok())
+            .and_then(|b| b.downcast::<Cached<P::Stats>>().ok())
             .filter(|c| c.theta == state.theta);
         let stats0 = match cached {
             Some(c) => c.stats,
-            None => model.e_step(data, &state.theta)?.0,
+            None => problem.e_step(&state.theta)?.0,
         };
-        let m_step = |stats: &M::Stats, from: &[f64]| -> Result<(Vec<f64>, InnerStats)> {
+        let m_step = |stats: &P::Stats, from: &[f64]| -> Result<(Vec<f64>, InnerStats)> {
             let mut next = vec![0.0; k];
-            let inner = model.m_step(data, stats, from, &mut next)?;
+            let inner = problem.m_step(stats, from, &mut next)?;
             Ok((next, inner))
         };
         let (theta1, mut inner) = m_step(&stats0, &state.theta)?;
-        let (stats1, _) = model.e_step(data, &theta1)?;
+        let (stats1, _) = problem.e_step(&theta1)?;
         let (theta2, inner2) = m_step(&stats1, &theta1)?;
         add_inner(&mut inner, &inner2);
         let mut passes = 2;
@@ -218,7 +204,7 @@ where
         let (next, stats_next, objective) = match accepted {
             Some(a) => a,
             None => {
-                let (s, l) = model.e_step(data, &theta2)?;
+                let (s, l) = problem.e_step(&theta2)?;
                 (theta2, s, l)
             }
         };

@@ -33,12 +33,11 @@
 
 use crate::data::Dataset;
 use crate::error::{Block, MoeError, Result};
-use crate::inner::parallel::{fold_rows, Mergeable};
+use crate::inner::parallel::{chunked_sum, fold_rows, Mergeable};
+use crate::inner::sums::NewtonSums;
 use crate::inner::InnerStats;
 use faer::MatRef;
-use mirror::newton::{
-    minimize, sum_noise, EvalOut, Need, NewtonObjective, NewtonReport, NewtonSettings,
-};
+use mirror::newton::{minimize, EvalOut, FnObjective, Need, NewtonReport, NewtonSettings};
 use mirror::ExponentialFamily;
 use rand::RngCore;
 use rand_distr::{Distribution, StandardNormal};
@@ -411,7 +410,9 @@ fn check_weighted_fit<E: Expert + ?Sized>(
     check_len("out", np, out.len())?;
     check_weights(fit.data.n(), fit.weights)?;
     check_targets(expert, fit.data)?;
-    let wsum: f64 = fit.weights.iter().sum();
+    // Summed as the E-step sums an expert's weight (by fold chunk, in order), so a
+    // sharded M-step reading the E-step's W_k takes the same steps.
+    let wsum = chunked_sum(fit.weights);
     if wsum <= 0.0 {
         return Err(MoeError::NotPositiveDefinite {
             block: Block::Expert(None),
@@ -604,48 +605,56 @@ fn glm_pass<E: Expert + ?Sized>(
     )
 }
 
-/// The expert's M-step objective for [`mirror::newton::minimize`]: the weight-averaged
-/// $f(\vartheta) = -Q(\vartheta)/W$, $W = \sum_i w_i$, with gradient and Hessian
+/// One Newton round of an expert's weighted fit over the rows of `data` (all of them, or
+/// a shard's): the sums of [`glm_pass`] at `params` with per-row `weights`, as
+/// [`NewtonSums`] (the gradient and Hessian as `need` asks). Through
+/// [`NewtonSums::eval`] they give the weight-averaged objective
+/// $f(\vartheta) = -Q(\vartheta)/W$, $W = \sum_i w_i$, with
 /// $$ \nabla f = \frac1W\sum_i w_i J_i^\top(\nabla A(\eta_i) - T_i),\qquad
 ///    \nabla^2 f = \frac1W\sum_i w_i J_i^\top\nabla^2A(\eta_i)J_i, $$
-/// and round-off $\delta = $ [`sum_noise`]$(S, n)$ with
+/// round-off $\delta = $ `sum_noise`$(S, n)$ with
 /// $S = \frac1W\sum_i w_i(\sum_j|T_{ij}\eta_{ij}| + |A(\eta_i)|)$ (the terms' sizes before
-/// they cancel); $f = +\infty$ outside the natural domain.
-struct GlmObjective<'a, E: ?Sized> {
-    expert: &'a E,
-    data: &'a Dataset,
-    weights: &'a [f64],
-    wsum: f64,
-    np: usize,
+/// they cancel), and $f = +\infty$ outside the natural domain.
+///
+/// # Errors
+/// As the family's moments (a natural parameter the family rejects).
+pub(crate) fn glm_round<E: Expert + ?Sized>(
+    expert: &E,
+    data: &Dataset,
+    weights: &[f64],
+    params: &[f64],
+    need: Option<Need>,
+) -> Result<NewtonSums> {
+    let acc = glm_pass(expert, data, weights, params, need)?;
+    Ok(NewtonSums {
+        at: params.to_vec(),
+        q: acc.q,
+        abs: acc.abs,
+        outside: acc.outside,
+        grad: acc.grad,
+        hess: acc.hess,
+    })
 }
 
-impl<E: Expert + ?Sized> NewtonObjective for GlmObjective<'_, E> {
-    type Error = MoeError;
-    fn dim(&self) -> usize {
-        self.np
+/// The checks [`glm_newton`] makes of an expert's parameter layout, for callers that run
+/// its Newton solve on their own passes ([`crate::shard`]).
+///
+/// # Errors
+/// `InvalidParam { name: "expert" }` when the expert's parameters are not the GLM layout.
+pub(crate) fn check_glm_layout<E: Expert + ?Sized>(expert: &E, d: usize) -> Result<usize> {
+    let np = expert.n_params(d);
+    let (p, r) = (expert.family().dim(), expert.n_regressed());
+    if np != r * d + (p - r) {
+        return Err(MoeError::InvalidParam {
+            name: "expert",
+            reason: format!(
+                "glm_newton needs the GLM layout (r·d + p − r = {} parameters), {} has {np}",
+                r * d + (p - r),
+                expert.name()
+            ),
+        });
     }
-    fn eval(&mut self, x: &[f64], need: Need, out: &mut EvalOut<'_>) -> Result<()> {
-        let acc = glm_pass(self.expert, self.data, self.weights, x, Some(need))?;
-        if acc.outside {
-            out.value = f64::INFINITY;
-            return Ok(());
-        }
-        let wsum = self.wsum;
-        out.value = -acc.q / wsum;
-        out.noise = sum_noise(acc.abs / wsum, self.data.n());
-        for (g, a) in out.grad.iter_mut().zip(&acc.grad) {
-            *g = -a / wsum;
-        }
-        if need == Need::Hessian {
-            let np = self.np;
-            for a in 0..np {
-                for b in 0..=a {
-                    out.hess[(a, b)] = acc.hess[a * np + b] / wsum;
-                }
-            }
-        }
-        Ok(())
-    }
+    Ok(np)
 }
 
 /// Newton's method for the weighted expert fit $\max_\vartheta Q(\vartheta)$ (see the
@@ -676,37 +685,49 @@ pub fn glm_newton<E: Expert + ?Sized>(
     out: &mut [f64],
     budget: InnerBudget,
 ) -> Result<InnerStats> {
-    let (np, wsum) = check_weighted_fit(expert, fit, out)?;
-    let (p, r, d) = (expert.family().dim(), expert.n_regressed(), fit.data.d());
-    if np != r * d + (p - r) {
-        return Err(MoeError::InvalidParam {
-            name: "expert",
-            reason: format!(
-                "glm_newton needs the GLM layout (r·d + p − r = {} parameters), {} has {np}",
-                r * d + (p - r),
-                expert.name()
-            ),
-        });
-    }
+    let (_, wsum) = check_weighted_fit(expert, fit, out)?;
+    check_glm_layout(expert, fit.data.d())?;
     let WeightedFit {
         data,
         weights,
         start,
     } = fit;
+    glm_newton_by_rounds(wsum, data.n(), start, out, budget, &mut |x, need| {
+        glm_round(expert, data, weights, x, need)
+    })
+}
+
+/// One pass of an expert's weighted fit at parameters $\vartheta$: the rows'
+/// [`NewtonSums`] of $Q(\vartheta)$ with the derivatives `need` asks for (`None`: the value
+/// only), from rows in memory or merged from shards.
+pub(crate) type ExpertRound<'r> = dyn FnMut(&[f64], Option<Need>) -> Result<NewtonSums> + 'r;
+
+/// The Newton solve of [`glm_newton`] over `n` rows of total weight `wsum` whose passes
+/// `round` makes: refuses a start outside the natural domain, then
+/// [`mirror::newton::minimize`] on $f = -Q/W$ ([`NewtonSums::eval`]) with the Levenberg
+/// shift. The in-memory M-step and the sharded one ([`crate::shard`]) both run this.
+///
+/// # Errors
+/// As [`glm_newton`].
+pub(crate) fn glm_newton_by_rounds(
+    wsum: f64,
+    n: usize,
+    start: &[f64],
+    out: &mut [f64],
+    budget: InnerBudget,
+    round: &mut ExpertRound<'_>,
+) -> Result<InnerStats> {
     let settings = newton_settings(budget.tol, budget.max_iter)?.with_shift_singular(true);
-    let mut obj = GlmObjective {
-        expert,
-        data,
-        weights,
-        wsum,
-        np,
-    };
-    if glm_pass(expert, data, weights, start, None)?.outside {
+    if round(start, None)?.outside {
         return Err(MoeError::NonFinite {
             what: "expert log-partition in the M-step",
         });
     }
     out.copy_from_slice(start);
+    let mut obj = FnObjective::new(start.len(), |x: &[f64], need, ev: &mut EvalOut<'_>| {
+        round(x, Some(need))?.eval(wsum, n, need, ev);
+        Ok::<(), MoeError>(())
+    });
     let rep =
         minimize(&mut obj, out, &settings, None).map_err(|e| e.in_block(Block::Expert(None)))?;
     Ok(inner_stats(&rep))

@@ -30,7 +30,7 @@
 //! then the $K$ expert blocks of [`Expert::n_params`]$(d)$ values each.
 
 mod family;
-mod steps;
+pub(crate) mod steps;
 
 pub use family::MixtureFamily;
 pub use steps::{ClusterStats, LinearStats, MoeStats};
@@ -321,14 +321,28 @@ impl MixtureOfExperts {
         rng: &mut dyn RngCore,
     ) -> Result<(Vec<f64>, usize)> {
         self.check_theta(theta)?;
-        let mut pi = vec![0.0; self.k];
-        self.gate_probs(theta, x, &mut pi);
-        let z = draw_index(&pi, rng);
-        let mut eta = vec![0.0; self.family.p()];
-        self.expert_natural(theta, z, x, &mut eta);
+        let (mut pi, mut eta) = (vec![0.0; self.k], vec![0.0; self.family.p()]);
         let mut y = vec![0.0; self.family.q()];
-        self.expert.family().sample(&eta, rng, &mut y)?;
+        let z = self.sample_into(theta, x, rng, &mut pi, &mut eta, &mut y)?;
         Ok((y, z))
+    }
+    /// [`sample`](Self::sample) into caller buffers (`pi`: $K$, `eta`: the family's
+    /// dimension, `y`: $q$), for generators that draw many rows without allocating;
+    /// returns $z$. θ is not checked.
+    pub(crate) fn sample_into(
+        &self,
+        theta: &[f64],
+        x: &[f64],
+        rng: &mut dyn RngCore,
+        pi: &mut [f64],
+        eta: &mut [f64],
+        y: &mut [f64],
+    ) -> Result<usize> {
+        self.gate_probs(theta, x, pi);
+        let z = draw_index(pi, rng);
+        self.expert_natural(theta, z, x, eta);
+        self.expert.family().sample(eta, rng, y)?;
+        Ok(z)
     }
     /// Random parameters: gate entries $\sim N(0, \text{scale}^2)$, experts from
     /// [`Expert::init_params`].

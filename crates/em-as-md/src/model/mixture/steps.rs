@@ -63,7 +63,7 @@ impl ClusterStats {
 /// The posterior statistics of a [`MixtureOfExperts`] ([`EmModel::Stats`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MoeStats {
-    k: usize,
+    pub(crate) k: usize,
     /// Responsibilities $r_{ik}$, row-major $n\times K$ (rows in data order).
     pub resp: Vec<f64>,
     /// $W_k = \sum_i r_{ik}$.
@@ -175,6 +175,32 @@ impl Mergeable for EAcc {
             a.merge(b);
         }
     }
+}
+
+/// $L = -\frac1n\sum_i\log p(y_i\mid x_i)$ from the merged sum over $n$ rows.
+///
+/// # Errors
+/// `NonFinite` when $L$ is not finite.
+pub(crate) fn objective_from_sum(ll: f64, n: usize) -> Result<f64> {
+    let objective = -ll / n as f64;
+    if !objective.is_finite() {
+        return Err(MoeError::NonFinite {
+            what: "objective L(θ) in the E-step",
+        });
+    }
+    Ok(objective)
+}
+
+/// What one E-step pass computes ([`MixtureOfExperts::e_fold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EPass {
+    /// Responsibilities, $L$ and every merged sum (the in-memory E-step).
+    Full,
+    /// $L$ and the merged sums, no responsibilities kept (a shard's E-step: memory
+    /// bounded by the chunk, not by $n$).
+    Sums,
+    /// Responsibilities and $L$ only (an M-step round that needs the labels).
+    Responsibilities,
 }
 
 impl MixtureOfExperts {
@@ -331,6 +357,335 @@ impl MixtureOfExperts {
         )?;
         stats.resp.shrink_to_fit();
         Ok(stats)
+    }
+
+    /// The E-step's pass at θ over the rows of `data`, computing what `pass` asks for
+    /// (see [`EPass`]) and $\sum_i \log p(y_i \mid x_i)$: [`EmModel::e_step`] is [`EPass::Full`]; the shard rounds of
+    /// [`crate::shard`] use the others on one chunk at a time. Every variant runs the same
+    /// per-row code, so a chunk's responsibilities and sums are those of the full pass.
+    ///
+    /// # Errors
+    /// As [`EmModel::e_step`].
+    pub(crate) fn e_fold(
+        &self,
+        data: &Dataset,
+        theta: &[f64],
+        pass: EPass,
+    ) -> Result<(MoeStats, f64)> {
+        self.check_theta(theta)?;
+        self.check_data(data)?;
+        let (keep_resp, sums) = match pass {
+            EPass::Full => (true, true),
+            EPass::Sums => (false, true),
+            EPass::Responsibilities => (true, false),
+        };
+        let k = self.n_experts();
+        let d = data.d();
+        let expert = self.expert();
+        let fam = expert.family();
+        let p = fam.dim();
+        let r = expert.n_regressed();
+        let el = self.expert_len();
+        let gated = self.gating() == Gating::Softmax;
+        // Everything that does not depend on the row, hoisted out of the loop.
+        let consts: Vec<f64> = (0..k)
+            .flat_map(|c| self.expert_block(theta, c)[r * d..el].to_vec())
+            .collect();
+        let lin_rows = match expert.gaussian_regression() {
+            Some(g) => Some(gaussian_row_constants(self, g, theta)?),
+            None => None,
+        };
+        let linear = lin_rows.is_some();
+        // The Gaussian-mixture fast path: each component's mean, precision factor and
+        // normalising constant, and the means as the centres of the merged moments.
+        let cluster_parts: Option<Vec<ComponentDensity>> = match expert.gaussian_clusters() {
+            Some(g) => Some(
+                (0..k)
+                    .map(|c| {
+                        g.density_parts(self.expert_block(theta, c))
+                            .map_err(|e| e.in_block(Block::Expert(Some(c))))
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            None => None,
+        };
+        let cq = if cluster_parts.is_some() { data.q() } else { 0 };
+        let centres: Option<Vec<f64>> = cluster_parts
+            .as_ref()
+            .map(|parts| parts.iter().flat_map(|c| c.mean.iter().copied()).collect());
+        let (coef, gcols) = self.coefficient_matrix(theta, lin_rows.as_ref().map(|l| &l.0[..]));
+        let ncols = coef.ncols();
+        let gate = self.gate_block(theta);
+        let mut glog = vec![0.0; k];
+        if !gated {
+            glog[..k - 1].copy_from_slice(gate);
+        }
+        let const_lse_g = if gated { 0.0 } else { log_sum_exp(&glog) };
+        let yall = data.y_all();
+        let gate_fit = gated && k > 1;
+        // Only the Newton gate M-step starts from the E-step's gate sums (L-BFGS makes its
+        // own gradient passes and needs no Hessian).
+        let gate_sums = sums && gate_fit && self.gate_config().solver == GateSolver::Newton;
+        let acc = fold_rows_with(
+            data.n(),
+            |cached: Option<EScratch>| {
+                let shape = (d, k, p, ncols, linear, gate_fit, cq);
+                cached
+                    .filter(|s| s.shape == shape)
+                    .unwrap_or_else(|| EScratch {
+                        shape,
+                        lin: Mat::zeros(CHUNK, ncols),
+                        buf: vec![0.0; if linear { gram_buffer_len(d) } else { 0 }],
+                        dev: vec![0.0; k * cq * CHUNK],
+                        work: vec![0.0; cq * CHUNK],
+                        w: vec![0.0; k * CHUNK],
+                        t: vec![0.0; p],
+                        eta: vec![0.0; p],
+                        ell: vec![0.0; k * CHUNK],
+                        lmax: vec![0.0; CHUNK],
+                        lsum: vec![0.0; CHUNK],
+                        gate: gate_fit.then(|| GateScratch::new(d, k)),
+                    })
+            },
+            || EAcc {
+                stats: MoeStats::empty(
+                    k,
+                    d,
+                    sums && linear,
+                    centres.as_deref().filter(|_| sums),
+                    CHUNK,
+                ),
+                ll: 0.0,
+                gate: gate_sums.then(|| GateSums::new(d, k, true)),
+            },
+            |s, acc, rows| {
+                let m = rows.len();
+                if ncols > 0 {
+                    let xc = data.xt().subcols(rows.start, m);
+                    matmul(
+                        s.lin.as_mut().subrows_mut(0, m),
+                        Accum::Replace,
+                        xc.transpose(),
+                        coef.as_ref(),
+                        1.0,
+                        Par::Seq,
+                    );
+                }
+                // Column slices of the chunk's products (no per-element matrix indexing).
+                let cols: Vec<&[f64]> = (0..ncols).map(|j| &s.lin.col_as_slice(j)[..m]).collect();
+                // Gate probabilities and LSE_k g_k per row, kept for the gate's sums.
+                if let Some(gs) = s.gate.as_mut() {
+                    gate_softmax_rows(
+                        &cols[..k - 1],
+                        k,
+                        &mut gs.probs[..m * k],
+                        &mut gs.gmax[..m],
+                        &mut gs.gsum[..m],
+                    )?;
+                }
+                // log p(y_i | x_i) = LSE_k ℓ_ik − LSE_k g_k = (m_i − m^g_i) + log(z_i / z^g_i),
+                // with the logarithms summed by block (one per few hundred rows, not two
+                // per row): `shifts` gathers the m's, `logs`/`glogs` the z's.
+                let (mut shifts, mut logs, mut glogs) = (0.0, SumOfLogs::new(), SumOfLogs::new());
+                // ℓ_ik = g_k + log p_F(y_i; η_k(x_i)) (the gate's LSE is subtracted once),
+                // built column by column (column-major m × K in `s.ell`): gate logits
+                // g_k (g_{K-1} = 0) and LSE_k g_k = m^g + log z^g first.
+                let ell = &mut s.ell[..k * m];
+                for (c, col) in ell.chunks_exact_mut(m).enumerate() {
+                    match (gated, cols.get(c)) {
+                        (true, Some(g)) if c + 1 < k => col.copy_from_slice(&g[..m]),
+                        (true, _) => col.fill(0.0),
+                        (false, _) => col.fill(glog[c]),
+                    }
+                }
+                if !gated {
+                    shifts -= const_lse_g * m as f64;
+                } else if let Some(gs) = s.gate.as_ref() {
+                    for (mx, z) in gs.gmax[..m].iter().zip(&gs.gsum[..m]) {
+                        shifts -= mx;
+                        glogs.add_log(*z);
+                    }
+                }
+                if let (Some(parts), Some(cen)) = (cluster_parts.as_ref(), centres.as_ref()) {
+                    let y = &yall[rows.start * cq..rows.end * cq];
+                    cluster_deviations(y, cq, cen, &mut s.dev[..k * cq * m]);
+                    cluster_log_densities(parts, &s.dev[..k * cq * m], m, &mut s.work, ell);
+                } else if let Some((_, cst, inv)) = lin_rows.as_ref() {
+                    let y = &yall[rows.clone()];
+                    for (c, col) in ell.chunks_exact_mut(m).enumerate() {
+                        let mean = &cols[gcols + c][..m];
+                        for (l, (yi, mu)) in col.iter_mut().zip(y.iter().zip(mean)) {
+                            *l += linear_gaussian_log_density(*yi, *mu, cst[c], inv[c]);
+                        }
+                    }
+                } else {
+                    for (li, i) in rows.clone().enumerate() {
+                        let y = data.y(i);
+                        if !expert.check_target(y) {
+                            return Err(MoeError::InvalidData {
+                                row: Some(i),
+                                column: Some("target".into()),
+                                reason: format!(
+                                    "value {y:?} is outside the support of {}",
+                                    fam.name()
+                                ),
+                            });
+                        }
+                        fam.sufficient_stats(y, &mut s.t);
+                        let log_h = fam.log_base_measure(y);
+                        for c in 0..k {
+                            for j in 0..p {
+                                s.eta[j] = if j < r {
+                                    cols[gcols + c * r + j][li]
+                                } else {
+                                    consts[c * (p - r) + (j - r)]
+                                };
+                            }
+                            let a = fam.log_partition(&s.eta)?;
+                            let inner: f64 = s.t.iter().zip(&s.eta).map(|(u, v)| u * v).sum();
+                            ell[c * m + li] += log_h + inner - a;
+                        }
+                    }
+                }
+                // Responsibilities r_ik = e^{ℓ_ik - LSE} (the LSE's exponentials reused),
+                // the chunk's exponentials in one vectorised call.
+                let (ell, lmax, lsum) = (&mut s.ell[..k * m], &mut s.lmax[..m], &mut s.lsum[..m]);
+                softmax_rows(ell, m, lmax, lsum);
+                for (li, (&mx, &z)) in lmax.iter().zip(lsum.iter()).enumerate() {
+                    if !mx.is_finite() {
+                        return Err(MoeError::NonFinite {
+                            what: "row log-likelihood in the E-step",
+                        });
+                    }
+                    shifts += mx;
+                    logs.add_log(z);
+                    acc.stats.resp.extend((0..k).map(|c| ell[c * m + li]));
+                }
+                acc.ll += shifts + (logs.value() - glogs.value());
+                let resp = std::mem::take(&mut acc.stats.resp);
+                if let (Some(gsum), Some(gs)) = (acc.gate.as_mut(), s.gate.as_mut()) {
+                    gate_chunk(data, rows.clone(), &cols[..k - 1], &resp, k, gsum, gs);
+                }
+                drop(cols);
+                if sums {
+                    self.accumulate_chunk(data, rows, &resp, &mut acc.stats, &mut s.buf, &mut s.w);
+                }
+                if let Some(cl) = acc.stats.clusters.as_mut() {
+                    accumulate_clusters(&s.dev[..k * cq * m], &resp, k, m, &mut s.work, cl);
+                }
+                acc.stats.resp = resp;
+                if !keep_resp {
+                    acc.stats.resp.clear();
+                }
+                Ok(())
+            },
+        )?;
+        let mut stats = acc.stats;
+        stats.gate = acc.gate.map(|g| g.finish(gate));
+        Ok((stats, acc.ll))
+    }
+
+    /// The M-step from merged statistics, whatever holds the rows: the closed forms
+    /// (constant gate, Gaussian-regression and Gaussian-mixture experts) read `stats`
+    /// alone; the softmax gate and the other experts are solved by `gate(start, out,
+    /// initial)` and `expert(k, start, out)`, which the in-memory M-step runs over the
+    /// responsibilities and [`crate::shard`] as rounds over a row source. Inner work is
+    /// summed in the returned [`InnerStats`] (`hessians` counts the $K$ Gram matrices of
+    /// Gaussian-regression experts and every Newton Hessian).
+    ///
+    /// # Errors
+    /// `NotPositiveDefinite { expert, pivot }` naming the expert whose weighted Gram /
+    /// Hessian failed Cholesky ([`Block::Gate`] for the gate); `NonFinite` for a degenerate
+    /// expert (zero weight or zero residual variance); whatever `gate`/`expert` return.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn m_step_with(
+        &self,
+        d: usize,
+        stats: &MoeStats,
+        theta: &[f64],
+        next: &mut [f64],
+        gate: &mut dyn FnMut(&[f64], &mut [f64], Option<&GateStats>) -> Result<InnerStats>,
+        expert_fit: &mut dyn FnMut(usize, &[f64], &mut [f64]) -> Result<InnerStats>,
+    ) -> Result<InnerStats> {
+        let k = self.n_experts();
+        let mut total = InnerStats {
+            converged: true,
+            ..InnerStats::default()
+        };
+        let mut add = |s: InnerStats| {
+            total.iterations += s.iterations;
+            total.residual = total.residual.max(s.residual);
+            total.converged &= s.converged;
+            total.hessians += s.hessians;
+            total.fallbacks += s.fallbacks;
+        };
+        let gl = self.gate_len();
+        if k > 1 {
+            match self.gating() {
+                Gating::Softmax => {
+                    let s = gate(self.gate_block(theta), &mut next[..gl], stats.gate.as_ref())?;
+                    add(s);
+                }
+                Gating::Constant => constant_gate_mstep(&stats.weight, &mut next[..gl])?,
+            }
+        }
+        let expert = self.expert();
+        let at = |e: MoeError, c: usize| e.in_block(Block::Expert(Some(c)));
+        if let (Some(g), Some(cl)) = (expert.gaussian_clusters(), stats.clusters.as_ref()) {
+            let q = g.obs_dim();
+            for c in 0..k {
+                let moments = WeightedMoments {
+                    wsum: stats.weight[c],
+                    centre: &cl.centre[c * q..(c + 1) * q],
+                    sum: &cl.sum[c * q..(c + 1) * q],
+                    scatter: cl.scatter[c].as_ref(),
+                };
+                let floored = g
+                    .solve_from_moments(moments, self.expert_block_mut(next, c))
+                    .map_err(|e| at(e, c))?;
+                add(InnerStats {
+                    iterations: 0,
+                    residual: 0.0,
+                    converged: true,
+                    hessians: 1,
+                    fallbacks: u64::from(floored),
+                });
+            }
+            return Ok(total);
+        }
+        match (expert.gaussian_regression(), stats.linear.as_ref()) {
+            (Some(g), Some(lin)) => {
+                for c in 0..k {
+                    let merged = WeightedGram {
+                        gram: lin.gram[c].as_ref(),
+                        rhs: &lin.rhs[c * d..(c + 1) * d],
+                        syy: lin.syy[c],
+                        wsum: stats.weight[c],
+                    };
+                    g.solve_from_gram(merged, self.expert_block_mut(next, c))
+                        .map_err(|e| at(e, c))?;
+                    add(InnerStats {
+                        iterations: 0,
+                        residual: 0.0,
+                        converged: true,
+                        hessians: 1,
+                        fallbacks: 0,
+                    });
+                }
+            }
+            _ => {
+                for c in 0..k {
+                    let s = expert_fit(
+                        c,
+                        self.expert_block(theta, c),
+                        self.expert_block_mut(next, c),
+                    )
+                    .map_err(|e| at(e, c))?;
+                    add(s);
+                }
+            }
+        }
+        Ok(total)
     }
 
     /// The coefficient matrix $[\,W \mid B\,]$ ($d\times$ (gate columns + $K r$)) used to
@@ -491,207 +846,8 @@ impl EmModel for MixtureOfExperts {
     /// target is outside the expert family's support; `Mirror`/`NonFinite` when an
     /// expert's natural parameter leaves its domain.
     fn e_step(&self, data: &Dataset, theta: &[f64]) -> Result<(MoeStats, f64)> {
-        self.check_theta(theta)?;
-        self.check_data(data)?;
-        let k = self.n_experts();
-        let d = data.d();
-        let expert = self.expert();
-        let fam = expert.family();
-        let p = fam.dim();
-        let r = expert.n_regressed();
-        let el = self.expert_len();
-        let gated = self.gating() == Gating::Softmax;
-        // Everything that does not depend on the row, hoisted out of the loop.
-        let consts: Vec<f64> = (0..k)
-            .flat_map(|c| self.expert_block(theta, c)[r * d..el].to_vec())
-            .collect();
-        let lin_rows = match expert.gaussian_regression() {
-            Some(g) => Some(gaussian_row_constants(self, g, theta)?),
-            None => None,
-        };
-        let linear = lin_rows.is_some();
-        // The Gaussian-mixture fast path: each component's mean, precision factor and
-        // normalising constant, and the means as the centres of the merged moments.
-        let cluster_parts: Option<Vec<ComponentDensity>> = match expert.gaussian_clusters() {
-            Some(g) => Some(
-                (0..k)
-                    .map(|c| {
-                        g.density_parts(self.expert_block(theta, c))
-                            .map_err(|e| e.in_block(Block::Expert(Some(c))))
-                    })
-                    .collect::<Result<_>>()?,
-            ),
-            None => None,
-        };
-        let cq = if cluster_parts.is_some() { data.q() } else { 0 };
-        let centres: Option<Vec<f64>> = cluster_parts
-            .as_ref()
-            .map(|parts| parts.iter().flat_map(|c| c.mean.iter().copied()).collect());
-        let (coef, gcols) = self.coefficient_matrix(theta, lin_rows.as_ref().map(|l| &l.0[..]));
-        let ncols = coef.ncols();
-        let gate = self.gate_block(theta);
-        let mut glog = vec![0.0; k];
-        if !gated {
-            glog[..k - 1].copy_from_slice(gate);
-        }
-        let const_lse_g = if gated { 0.0 } else { log_sum_exp(&glog) };
-        let yall = data.y_all();
-        let gate_fit = gated && k > 1;
-        // Only the Newton gate M-step starts from the E-step's gate sums (L-BFGS makes its
-        // own gradient passes and needs no Hessian).
-        let gate_sums = gate_fit && self.gate_config().solver == GateSolver::Newton;
-        let acc = fold_rows_with(
-            data.n(),
-            |cached: Option<EScratch>| {
-                let shape = (d, k, p, ncols, linear, gate_fit, cq);
-                cached
-                    .filter(|s| s.shape == shape)
-                    .unwrap_or_else(|| EScratch {
-                        shape,
-                        lin: Mat::zeros(CHUNK, ncols),
-                        buf: vec![0.0; if linear { gram_buffer_len(d) } else { 0 }],
-                        dev: vec![0.0; k * cq * CHUNK],
-                        work: vec![0.0; cq * CHUNK],
-                        w: vec![0.0; k * CHUNK],
-                        t: vec![0.0; p],
-                        eta: vec![0.0; p],
-                        ell: vec![0.0; k * CHUNK],
-                        lmax: vec![0.0; CHUNK],
-                        lsum: vec![0.0; CHUNK],
-                        gate: gate_fit.then(|| GateScratch::new(d, k)),
-                    })
-            },
-            || EAcc {
-                stats: MoeStats::empty(k, d, linear, centres.as_deref(), CHUNK),
-                ll: 0.0,
-                gate: gate_sums.then(|| GateSums::new(d, k, true)),
-            },
-            |s, acc, rows| {
-                let m = rows.len();
-                if ncols > 0 {
-                    let xc = data.xt().subcols(rows.start, m);
-                    matmul(
-                        s.lin.as_mut().subrows_mut(0, m),
-                        Accum::Replace,
-                        xc.transpose(),
-                        coef.as_ref(),
-                        1.0,
-                        Par::Seq,
-                    );
-                }
-                // Column slices of the chunk's products (no per-element matrix indexing).
-                let cols: Vec<&[f64]> = (0..ncols).map(|j| &s.lin.col_as_slice(j)[..m]).collect();
-                // Gate probabilities and LSE_k g_k per row, kept for the gate's sums.
-                if let Some(gs) = s.gate.as_mut() {
-                    gate_softmax_rows(
-                        &cols[..k - 1],
-                        k,
-                        &mut gs.probs[..m * k],
-                        &mut gs.gmax[..m],
-                        &mut gs.gsum[..m],
-                    )?;
-                }
-                // log p(y_i | x_i) = LSE_k ℓ_ik − LSE_k g_k = (m_i − m^g_i) + log(z_i / z^g_i),
-                // with the logarithms summed by block (one per few hundred rows, not two
-                // per row): `shifts` gathers the m's, `logs`/`glogs` the z's.
-                let (mut shifts, mut logs, mut glogs) = (0.0, SumOfLogs::new(), SumOfLogs::new());
-                // ℓ_ik = g_k + log p_F(y_i; η_k(x_i)) (the gate's LSE is subtracted once),
-                // built column by column (column-major m × K in `s.ell`): gate logits
-                // g_k (g_{K-1} = 0) and LSE_k g_k = m^g + log z^g first.
-                let ell = &mut s.ell[..k * m];
-                for (c, col) in ell.chunks_exact_mut(m).enumerate() {
-                    match (gated, cols.get(c)) {
-                        (true, Some(g)) if c + 1 < k => col.copy_from_slice(&g[..m]),
-                        (true, _) => col.fill(0.0),
-                        (false, _) => col.fill(glog[c]),
-                    }
-                }
-                if !gated {
-                    shifts -= const_lse_g * m as f64;
-                } else if let Some(gs) = s.gate.as_ref() {
-                    for (mx, z) in gs.gmax[..m].iter().zip(&gs.gsum[..m]) {
-                        shifts -= mx;
-                        glogs.add_log(*z);
-                    }
-                }
-                if let (Some(parts), Some(cen)) = (cluster_parts.as_ref(), centres.as_ref()) {
-                    let y = &yall[rows.start * cq..rows.end * cq];
-                    cluster_deviations(y, cq, cen, &mut s.dev[..k * cq * m]);
-                    cluster_log_densities(parts, &s.dev[..k * cq * m], m, &mut s.work, ell);
-                } else if let Some((_, cst, inv)) = lin_rows.as_ref() {
-                    let y = &yall[rows.clone()];
-                    for (c, col) in ell.chunks_exact_mut(m).enumerate() {
-                        let mean = &cols[gcols + c][..m];
-                        for (l, (yi, mu)) in col.iter_mut().zip(y.iter().zip(mean)) {
-                            *l += linear_gaussian_log_density(*yi, *mu, cst[c], inv[c]);
-                        }
-                    }
-                } else {
-                    for (li, i) in rows.clone().enumerate() {
-                        let y = data.y(i);
-                        if !expert.check_target(y) {
-                            return Err(MoeError::InvalidData {
-                                row: Some(i),
-                                column: Some("target".into()),
-                                reason: format!(
-                                    "value {y:?} is outside the support of {}",
-                                    fam.name()
-                                ),
-                            });
-                        }
-                        fam.sufficient_stats(y, &mut s.t);
-                        let log_h = fam.log_base_measure(y);
-                        for c in 0..k {
-                            for j in 0..p {
-                                s.eta[j] = if j < r {
-                                    cols[gcols + c * r + j][li]
-                                } else {
-                                    consts[c * (p - r) + (j - r)]
-                                };
-                            }
-                            let a = fam.log_partition(&s.eta)?;
-                            let inner: f64 = s.t.iter().zip(&s.eta).map(|(u, v)| u * v).sum();
-                            ell[c * m + li] += log_h + inner - a;
-                        }
-                    }
-                }
-                // Responsibilities r_ik = e^{ℓ_ik - LSE} (the LSE's exponentials reused),
-                // the chunk's exponentials in one vectorised call.
-                let (ell, lmax, lsum) = (&mut s.ell[..k * m], &mut s.lmax[..m], &mut s.lsum[..m]);
-                softmax_rows(ell, m, lmax, lsum);
-                for (li, (&mx, &z)) in lmax.iter().zip(lsum.iter()).enumerate() {
-                    if !mx.is_finite() {
-                        return Err(MoeError::NonFinite {
-                            what: "row log-likelihood in the E-step",
-                        });
-                    }
-                    shifts += mx;
-                    logs.add_log(z);
-                    acc.stats.resp.extend((0..k).map(|c| ell[c * m + li]));
-                }
-                acc.ll += shifts + (logs.value() - glogs.value());
-                let resp = std::mem::take(&mut acc.stats.resp);
-                if let (Some(gsum), Some(gs)) = (acc.gate.as_mut(), s.gate.as_mut()) {
-                    gate_chunk(data, rows.clone(), &cols[..k - 1], &resp, k, gsum, gs);
-                }
-                drop(cols);
-                self.accumulate_chunk(data, rows, &resp, &mut acc.stats, &mut s.buf, &mut s.w);
-                if let Some(cl) = acc.stats.clusters.as_mut() {
-                    accumulate_clusters(&s.dev[..k * cq * m], &resp, k, m, &mut s.work, cl);
-                }
-                acc.stats.resp = resp;
-                Ok(())
-            },
-        )?;
-        let objective = -acc.ll / data.n() as f64;
-        if !objective.is_finite() {
-            return Err(MoeError::NonFinite {
-                what: "objective L(θ) in the E-step",
-            });
-        }
-        let mut stats = acc.stats;
-        stats.gate = acc.gate.map(|g| g.finish(gate));
-        Ok((stats, objective))
+        let (stats, ll) = self.e_fold(data, theta, EPass::Full)?;
+        Ok((stats, objective_from_sum(ll, data.n())?))
     }
 
     /// Gate M-step (Newton, or closed form for constant gating) and one expert fit per
@@ -720,89 +876,20 @@ impl EmModel for MixtureOfExperts {
                 reason: "statistics do not match this model and data".into(),
             });
         }
-        let mut total = InnerStats {
-            converged: true,
-            ..InnerStats::default()
-        };
-        let mut add = |s: InnerStats| {
-            total.iterations += s.iterations;
-            total.residual = total.residual.max(s.residual);
-            total.converged &= s.converged;
-            total.hessians += s.hessians;
-            total.fallbacks += s.fallbacks;
-        };
-        let gl = self.gate_len();
-        if k > 1 {
-            match self.gating() {
-                Gating::Softmax => {
-                    let fit = GateFit::new(data, &stats.resp, k, self.gate_block(theta));
-                    let s = fit_softmax_gate_from(
-                        fit,
-                        &mut next[..gl],
-                        self.gate_config(),
-                        stats.gate.as_ref(),
-                    )?;
-                    add(s);
-                }
-                Gating::Constant => constant_gate_mstep(&stats.weight, &mut next[..gl])?,
-            }
-        }
+        let cfg = self.gate_config();
         let expert = self.expert();
-        let at = |e: MoeError, c: usize| e.in_block(Block::Expert(Some(c)));
-        if let (Some(g), Some(cl)) = (expert.gaussian_clusters(), stats.clusters.as_ref()) {
-            let q = g.obs_dim();
-            for c in 0..k {
-                let moments = WeightedMoments {
-                    wsum: stats.weight[c],
-                    centre: &cl.centre[c * q..(c + 1) * q],
-                    sum: &cl.sum[c * q..(c + 1) * q],
-                    scatter: cl.scatter[c].as_ref(),
-                };
-                let floored = g
-                    .solve_from_moments(moments, self.expert_block_mut(next, c))
-                    .map_err(|e| at(e, c))?;
-                add(InnerStats {
-                    iterations: 0,
-                    residual: 0.0,
-                    converged: true,
-                    hessians: 1,
-                    fallbacks: u64::from(floored),
-                });
-            }
-            return Ok(total);
-        }
-        match (expert.gaussian_regression(), stats.linear.as_ref()) {
-            (Some(g), Some(lin)) => {
-                let d = data.d();
-                for c in 0..k {
-                    let merged = WeightedGram {
-                        gram: lin.gram[c].as_ref(),
-                        rhs: &lin.rhs[c * d..(c + 1) * d],
-                        syy: lin.syy[c],
-                        wsum: stats.weight[c],
-                    };
-                    g.solve_from_gram(merged, self.expert_block_mut(next, c))
-                        .map_err(|e| at(e, c))?;
-                    add(InnerStats {
-                        iterations: 0,
-                        residual: 0.0,
-                        converged: true,
-                        hessians: 1,
-                        fallbacks: 0,
-                    });
-                }
-            }
-            _ => {
-                for c in 0..k {
-                    let w = stats.column(c);
-                    let fit = WeightedFit::new(data, &w, self.expert_block(theta, c));
-                    let s = expert
-                        .weighted_fit(fit, self.expert_block_mut(next, c))
-                        .map_err(|e| at(e, c))?;
-                    add(s);
-                }
-            }
-        }
-        Ok(total)
+        self.m_step_with(
+            data.d(),
+            stats,
+            theta,
+            next,
+            &mut |start, out, initial| {
+                fit_softmax_gate_from(GateFit::new(data, &stats.resp, k, start), out, cfg, initial)
+            },
+            &mut |c, start, out| {
+                let w = stats.column(c);
+                expert.weighted_fit(WeightedFit::new(data, &w, start), out)
+            },
+        )
     }
 }

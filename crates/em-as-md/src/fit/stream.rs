@@ -1,0 +1,122 @@
+//! Fitting on a row source ([`MoeValidParams::fit_stream`]): starts from a sample in
+//! memory, then exact EM over every row in passes ([`crate::shard`]).
+
+use crate::data::source::RowSource;
+use crate::data::Dataset;
+use crate::error::{MoeError, Result};
+use crate::fit::predict::{classification_entropy, FitReport, FittedMoe, RestartSummary, Spread};
+use crate::fit::MoeValidParams;
+use crate::shard::ShardProblem;
+use crate::solve::accel::Accel;
+use crate::solve::executor::{Executor, FitResult};
+use crate::solve::squarem::Squarem;
+use crate::solve::Em;
+use std::time::Instant;
+
+/// The strategy name of a streamed fit's start in reports.
+pub const SAMPLE_START: &str = "sample fit";
+
+impl MoeValidParams {
+    /// Fits on the rows of `source`, never holding more of them than a chunk:
+    ///
+    /// 1. **Start**: [`fit`](Self::fit) on `sample` (rows of the source in memory, e.g.
+    ///    the [`Survey::sample`](crate::data::source::Survey::sample) of a
+    ///    [`CsvSource`](crate::data::source::CsvSource)), with every restart, strategy
+    ///    and the gated-from-ungated start; its best $\theta$ starts the full fit.
+    /// 2. **Exact EM over the source**: EM, or SQUAREM with
+    ///    [`Accel::Squarem`], on a [`ShardProblem`] through the [`Executor`] with these
+    ///    limits and observers — every E-step and every Newton round of the M-step one
+    ///    pass over the source. The steps are the in-memory steps on the same rows.
+    /// 3. **Summaries**: one more pass for $\hat\ell$ and the classification entropy.
+    ///
+    /// The report has one restart (the full fit, strategy [`SAMPLE_START`]); the
+    /// separation check of [`fit`](Self::fit) is not made (it needs the responsibilities
+    /// of every row).
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "accel" }` for [`Accel::Md`] (its inner solves need the
+    /// rows in memory); the errors of [`fit`](Self::fit) on the sample; those of the
+    /// passes ([`MoeError::Source`] for a file that cannot be read or changed).
+    pub fn fit_stream(&self, source: &dyn RowSource, sample: &Dataset) -> Result<FittedMoe> {
+        let clock = Instant::now();
+        let p = self.params();
+        if p.accel_method() == Accel::Md {
+            return Err(MoeError::InvalidParam {
+                name: "accel",
+                reason: "md needs the rows in memory; use squarem or none on a row source".into(),
+            });
+        }
+        let start_clock = Instant::now();
+        let start = self.fit(sample)?;
+        let start_seconds = start_clock.elapsed().as_secs_f64();
+        let model = self.model(source.d())?;
+        let problem = ShardProblem::new(&model, source)?;
+        let theta0 = start.theta().to_vec();
+        let result: FitResult = match p.accel_method() {
+            Accel::Squarem => self
+                .limits(Executor::new(problem, Squarem::new()).theta0(theta0), 0)
+                .run()?,
+            _ => self
+                .limits(Executor::new(problem, Em::new()).theta0(theta0), 0)
+                .run()?,
+        };
+        let theta = result.best.theta.clone();
+        let (log_likelihood, entropy) = stream_summaries(&model, source, &theta)?;
+        let n = source.n_rows();
+        let restarts = vec![RestartSummary {
+            index: 0,
+            init: SAMPLE_START.into(),
+            log_likelihood: Some(-(n as f64) * result.best.objective),
+            termination: Some(result.termination),
+            iterations: result.state.iter,
+            error: None,
+            retry_errors: Vec::new(),
+            seconds: result.seconds,
+            start_seconds,
+        }];
+        let report = FitReport {
+            solver: match p.accel_method() {
+                Accel::None => "EM over a row source".into(),
+                a => format!("EM accelerated by {a} over a row source"),
+            },
+            n_rows: n,
+            log_likelihood,
+            entropy,
+            iterations: result.state.iter,
+            termination: result.termination,
+            seconds: clock.elapsed().as_secs_f64(),
+            trace: result.trace.clone(),
+            best_restart: 0,
+            spread: Spread::of(&[log_likelihood]),
+            restarts,
+        };
+        FittedMoe::new(model, theta, source.feature_names().to_vec(), report)
+    }
+}
+
+/// $\hat\ell = \sum_i\log p(y_i\mid x_i;\theta)$ and the classification entropy
+/// $\sum_i H(r_i)$ over every row of `source`, one chunk at a time (both are sums over
+/// rows; merged in chunk order).
+///
+/// # Errors
+/// As the E-step and the source's pass.
+pub fn stream_summaries(
+    model: &crate::model::mixture::MixtureOfExperts,
+    source: &dyn RowSource,
+    theta: &[f64],
+) -> Result<(f64, f64)> {
+    use crate::model::mixture::steps::EPass;
+    let (mut ll, mut entropy) = (0.0, 0.0);
+    source.for_each_chunk(&mut |_, chunk| {
+        let (stats, chunk_ll) = model.e_fold(chunk, theta, EPass::Full)?;
+        ll += chunk_ll;
+        entropy += classification_entropy(&stats.resp);
+        Ok(())
+    })?;
+    if !ll.is_finite() {
+        return Err(MoeError::NonFinite {
+            what: "log-likelihood over the row source",
+        });
+    }
+    Ok((ll, entropy))
+}

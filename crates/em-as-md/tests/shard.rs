@@ -1,0 +1,337 @@
+//! Shard statistics and EM over row sources: the streamed steps are the in-memory steps
+//! (bit for bit with one chunk; to round-off with others), sources with the same rows and
+//! chunks agree bit for bit, statistics merge and travel as bytes, and a file that changes
+//! or holds a bad cell is refused with its line.
+
+use em_as_md::data::csv::load_csv;
+use em_as_md::data::source::{CsvSource, CsvSpec, InMemory, RowSource, Synthetic};
+use em_as_md::shard::{pass, Round, ShardProblem, ShardStats, Sums};
+use em_as_md::solve::executor::Executor;
+use em_as_md::{
+    Dataset, Em, Expert, Gating, LinearGaussian, Logistic, MixtureOfExperts, MoeError, MoeParams,
+    Poisson, Problem, Squarem,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::io::Write;
+use std::sync::Arc;
+
+mod common;
+
+/// A model of `k` experts on `d` design columns (intercept first) and a θ drawn for it.
+fn model(
+    expert: Arc<dyn Expert>,
+    k: usize,
+    d: usize,
+    gating: Gating,
+) -> (MixtureOfExperts, Vec<f64>) {
+    let m = MixtureOfExperts::new(expert, k, d, gating).unwrap();
+    let theta = m.random_params(&mut ChaCha8Rng::seed_from_u64(3), 1.0);
+    (m, theta)
+}
+
+/// Every row of a source, as one data set.
+fn collect(source: &dyn RowSource) -> Dataset {
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    source
+        .for_each_chunk(&mut |_, c| {
+            for i in 0..c.n() {
+                x.extend_from_slice(c.x(i));
+                y.extend_from_slice(c.y(i));
+            }
+            Ok(())
+        })
+        .unwrap();
+    Dataset::from_rows(&x, source.d(), &y, source.q())
+        .unwrap()
+        .with_feature_names(source.feature_names().to_vec())
+        .unwrap()
+}
+
+fn bits(v: &[f64]) -> Vec<u64> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// `iters` EM iterations from `theta0` on rows in memory and on `source`.
+fn both(
+    m: &MixtureOfExperts,
+    data: &Dataset,
+    source: &dyn RowSource,
+    theta0: &[f64],
+    iters: u64,
+) -> ((Vec<f64>, f64), (Vec<f64>, f64)) {
+    let mem = Executor::new(Problem::new(m, data).unwrap(), Em::new())
+        .theta0(theta0.to_vec())
+        .max_iters(iters)
+        .run()
+        .unwrap();
+    let st = Executor::new(ShardProblem::new(m, source).unwrap(), Em::new())
+        .theta0(theta0.to_vec())
+        .max_iters(iters)
+        .run()
+        .unwrap();
+    assert_eq!(mem.state.iter, iters);
+    assert_eq!(st.state.iter, iters);
+    (
+        (mem.state.theta, mem.state.objective),
+        (st.state.theta, st.state.objective),
+    )
+}
+
+#[test]
+fn one_chunk_shards_take_the_in_memory_steps_bit_for_bit() {
+    // Gated linear (closed-form experts, Newton gate rounds), gated logistic and gated
+    // Poisson (Newton expert rounds), ungated linear (closed form only).
+    let cases: Vec<(Arc<dyn Expert>, Gating)> = vec![
+        (Arc::new(LinearGaussian::new()), Gating::Softmax),
+        (Arc::new(Logistic::new()), Gating::Softmax),
+        (Arc::new(Poisson::new()), Gating::Softmax),
+        (Arc::new(LinearGaussian::new()), Gating::Constant),
+    ];
+    for (expert, gating) in cases {
+        let (m, truth) = model(expert.clone(), 2, 3, gating);
+        let data = collect(&Synthetic::new(m.clone(), truth, 5000, 5000, 11).unwrap());
+        let theta0 = m.random_params(&mut ChaCha8Rng::seed_from_u64(5), 0.3);
+        let source = InMemory::new(&data, data.n()).unwrap();
+        let ((tm, lm), (ts, ls)) = both(&m, &data, &source, &theta0, 8);
+        assert_eq!(bits(&tm), bits(&ts), "{} {gating:?}", expert.name());
+        assert_eq!(lm.to_bits(), ls.to_bits(), "{} {gating:?}", expert.name());
+    }
+}
+
+#[test]
+fn chunked_shards_agree_with_memory_to_round_off_and_em_is_monotone() {
+    let (m, truth) = model(Arc::new(Logistic::new()), 3, 3, Gating::Softmax);
+    let data = collect(&Synthetic::new(m.clone(), truth, 9000, 4096, 2).unwrap());
+    let theta0 = m.random_params(&mut ChaCha8Rng::seed_from_u64(8), 0.3);
+    for chunk in [1000, 2048, 4999] {
+        let source = InMemory::new(&data, chunk).unwrap();
+        let ((tm, lm), (ts, ls)) = both(&m, &data, &source, &theta0, 10);
+        assert!(common::rel_vec(&ts, &tm) < 1e-9, "chunk {chunk}");
+        assert!(
+            (ls - lm).abs() <= 1e-12 * lm.abs(),
+            "chunk {chunk}: {ls} vs {lm}"
+        );
+    }
+    // SQUAREM over shards never increases L (beyond round-off).
+    let source = InMemory::new(&data, 3000).unwrap();
+    let run = Executor::new(ShardProblem::new(&m, &source).unwrap(), Squarem::new())
+        .theta0(theta0)
+        .max_iters(15)
+        .run()
+        .unwrap();
+    for w in run.trace.windows(2) {
+        assert!(
+            w[1].objective <= w[0].objective + 1e-12,
+            "{} > {}",
+            w[1].objective,
+            w[0].objective
+        );
+    }
+}
+
+/// Writes `data` (intercept first) as a CSV with columns x1.., y; `{}` prints the
+/// shortest string that reads back to the same f64.
+fn write_csv(data: &Dataset, path: &std::path::Path) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let d = data.d();
+    let header: Vec<String> = (1..d)
+        .map(|j| format!("x{j}"))
+        .chain(["y".into()])
+        .collect();
+    writeln!(f, "{}", header.join(",")).unwrap();
+    for i in 0..data.n() {
+        let row: Vec<String> = data.x(i)[1..]
+            .iter()
+            .chain(data.y(i))
+            .map(|v| format!("{v}"))
+            .collect();
+        writeln!(f, "{}", row.join(",")).unwrap();
+    }
+}
+
+fn spec() -> CsvSpec {
+    CsvSpec {
+        target: Some("y".into()),
+        features: None,
+        intercept: true,
+        sample_rows: 500,
+        seed: 1,
+    }
+}
+
+#[test]
+fn a_csv_source_and_memory_with_the_same_chunks_agree_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("moe.csv");
+    let (m, truth) = model(Arc::new(LinearGaussian::new()), 2, 3, Gating::Softmax);
+    write_csv(
+        &collect(&Synthetic::new(m.clone(), truth, 7000, 7000, 4).unwrap()),
+        &path,
+    );
+    let loaded = load_csv(&path, "y", None, true).unwrap().dataset;
+    let (csv, survey) = CsvSource::open(&path, &spec(), 1500).unwrap();
+    assert_eq!(survey.n_rows, 7000);
+    assert_eq!(survey.sample.n(), 500);
+    assert_eq!(csv.feature_names(), loaded.feature_names());
+    let theta0 = m.random_params(&mut ChaCha8Rng::seed_from_u64(6), 0.3);
+    let mem = InMemory::new(&loaded, 1500).unwrap();
+    let ((tm, lm), (ts, ls)) = both(&m, &loaded, &csv, &theta0, 6);
+    let ((_, _), (ti, li)) = both(&m, &loaded, &mem, &theta0, 6);
+    assert_eq!(bits(&ts), bits(&ti));
+    assert_eq!(ls.to_bits(), li.to_bits());
+    assert!(common::rel_vec(&ts, &tm) < 1e-9);
+    assert!((ls - lm).abs() <= 1e-12 * lm.abs());
+    // The survey's scaling is the in-memory one (moments merged by blocks).
+    let whole = em_as_md::fit::scaling::Scaling::fit(&loaded, true);
+    assert!(common::rel_vec(&survey.scaling.mean, &whole.mean) < 1e-12);
+    assert!(common::rel_vec(&survey.scaling.sd, &whole.sd) < 1e-12);
+}
+
+#[test]
+fn a_streamed_fit_reaches_the_in_memory_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("moe.csv");
+    let (m, truth) = model(Arc::new(LinearGaussian::new()), 2, 3, Gating::Softmax);
+    write_csv(
+        &collect(&Synthetic::new(m.clone(), truth, 20_000, 8192, 9).unwrap()),
+        &path,
+    );
+    let loaded = load_csv(&path, "y", None, true).unwrap().dataset;
+    let p = MoeParams::new(2)
+        .expert(LinearGaussian::new())
+        .tol(1e-12)
+        .max_iters(500)
+        .n_init(3);
+    let p = p.check().unwrap();
+    let mem = p.fit(&loaded).unwrap();
+    let (csv, survey) = CsvSource::open(
+        &path,
+        &CsvSpec {
+            sample_rows: 3000,
+            ..spec()
+        },
+        4096,
+    )
+    .unwrap();
+    let st = p.fit_stream(&csv, &survey.sample).unwrap();
+    let (a, b) = (mem.report().log_likelihood, st.report().log_likelihood);
+    assert!((a - b).abs() <= 1e-10 * a.abs(), "{a} vs {b}");
+    assert!(st.report().converged(), "{:?}", st.report().termination);
+    assert!(
+        (mem.report().entropy - st.report().entropy).abs()
+            < 1e-4 * mem.report().entropy.abs().max(1.0)
+    );
+}
+
+#[test]
+fn shard_statistics_merge_associatively_and_travel_as_bytes() {
+    let (m, truth) = model(Arc::new(LinearGaussian::new()), 3, 3, Gating::Softmax);
+    let data = collect(&Synthetic::new(m.clone(), truth.clone(), 6000, 6000, 1).unwrap());
+    let parts: Vec<Dataset> = [0..1000, 1000..3500, 3500..6000]
+        .into_iter()
+        .map(|r| data.select(&r.collect::<Vec<_>>()))
+        .collect();
+    let round = Round::E {
+        theta: truth.clone(),
+    };
+    let s: Vec<ShardStats> = parts
+        .iter()
+        .map(|p| m.accumulate(&round, p).unwrap())
+        .collect();
+    let mut left = s[0].clone();
+    left.merge(&s[1]).unwrap();
+    left.merge(&s[2]).unwrap();
+    let mut right = s[1].clone();
+    right.merge(&s[2]).unwrap();
+    let mut right0 = s[0].clone();
+    right0.merge(&right).unwrap();
+    let whole = pass(&m, &InMemory::new(&data, data.n()).unwrap(), &round).unwrap();
+    assert_eq!(left.rows, 6000);
+    for t in [&left, &right0] {
+        let (l, w) = (t.objective().unwrap(), whole.objective().unwrap());
+        assert!((l - w).abs() <= 1e-13 * w.abs());
+        let (Sums::E(a), Sums::E(b)) = (&t.sums, &whole.sums) else {
+            panic!("E sums expected")
+        };
+        assert!(common::rel_vec(&a.weight, &b.weight) < 1e-12);
+        let (la, lb) = (a.linear.as_ref().unwrap(), b.linear.as_ref().unwrap());
+        assert!(common::rel_vec(&la.0, &lb.0) < 1e-12);
+        let (ga, gb) = (a.gate.as_ref().unwrap(), b.gate.as_ref().unwrap());
+        assert!(common::rel_vec(&ga.4, &gb.4) < 1e-12);
+    }
+    // Bytes round-trip exactly; a Newton round too.
+    let bytes = left.to_bytes().unwrap();
+    assert_eq!(ShardStats::from_bytes(&bytes).unwrap(), left);
+    let g = Round::Gate {
+        theta: truth.clone(),
+        w: truth[..6].to_vec(),
+        hessian: true,
+    };
+    assert_eq!(Round::from_bytes(&g.to_bytes().unwrap()).unwrap(), g);
+    let gs = m.accumulate(&g, &parts[0]).unwrap();
+    assert_eq!(ShardStats::from_bytes(&gs.to_bytes().unwrap()).unwrap(), gs);
+    // Different rounds do not merge; foreign bytes are refused with the reason.
+    assert!(matches!(
+        left.clone().merge(&gs),
+        Err(MoeError::InvalidParam { name: "stats", .. })
+    ));
+    let e = ShardStats::from_bytes(b"not cbor").unwrap_err();
+    assert!(e.to_string().contains("mdem-shard"), "{e}");
+}
+
+#[test]
+fn a_file_that_changes_between_passes_stops_the_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("moe.csv");
+    let (m, truth) = model(Arc::new(LinearGaussian::new()), 2, 3, Gating::Constant);
+    write_csv(
+        &collect(&Synthetic::new(m.clone(), truth.clone(), 3000, 3000, 4).unwrap()),
+        &path,
+    );
+    let (csv, _) = CsvSource::open(&path, &spec(), 1000).unwrap();
+    assert!(pass(
+        &m,
+        &csv,
+        &Round::E {
+            theta: truth.clone()
+        }
+    )
+    .is_ok());
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"0.5,0.5,1.0\n")
+        .unwrap();
+    let e = pass(&m, &csv, &Round::E { theta: truth }).unwrap_err();
+    assert!(matches!(e, MoeError::Source(_)), "{e:?}");
+    assert!(e.to_string().contains("changed"), "{e}");
+}
+
+#[test]
+fn bad_cells_and_bad_targets_name_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.csv");
+    // Row i is on line i + 2; `bad(i)` gives row i the cell `cell` as its target.
+    let csv = |bad: Option<(usize, &str)>| {
+        let mut text = String::from("x1,y\n");
+        for i in 0..600 {
+            let y = match bad {
+                Some((j, cell)) if j == i => cell.to_string(),
+                _ => (i % 2).to_string(),
+            };
+            text.push_str(&format!("{},{y}\n", i as f64 * 0.01));
+        }
+        text
+    };
+    std::fs::write(&path, csv(Some((300, "oops")))).unwrap();
+    let e = CsvSource::open(&path, &spec(), 100).unwrap_err();
+    assert!(e.to_string().contains("line 302"), "{e}");
+    // A target outside the logistic support, found in a later pass, names its line.
+    std::fs::write(&path, csv(Some((400, "2")))).unwrap();
+    let (csv, _) = CsvSource::open(&path, &spec(), 100).unwrap();
+    let (m, theta) = model(Arc::new(Logistic::new()), 2, 2, Gating::Softmax);
+    let e = pass(&m, &csv, &Round::E { theta }).unwrap_err();
+    assert!(e.to_string().contains("line 402"), "{e}");
+}
