@@ -47,6 +47,27 @@ pub fn fit_em(
     settings: &FitSettings,
     progress: Option<ProgressObserver>,
 ) -> Result<FittedMoe, MoeError> {
+    fit_params(settings, progress).check()?.fit(data)
+}
+
+/// [`fit_em`] on a row source read in passes, started from a fit on `sample`
+/// ([`em_as_md::MoeValidParams::fit_stream`]).
+///
+/// # Errors
+/// As [`em_as_md::MoeValidParams::fit_stream`].
+pub fn fit_em_stream(
+    source: &dyn em_as_md::data::source::RowSource,
+    sample: &Dataset,
+    settings: &FitSettings,
+    progress: Option<ProgressObserver>,
+) -> Result<FittedMoe, MoeError> {
+    fit_params(settings, progress)
+        .check()?
+        .fit_stream(source, sample)
+}
+
+/// The library's hyperparameters for `settings`, with `progress` observing every start.
+fn fit_params(settings: &FitSettings, progress: Option<ProgressObserver>) -> MoeParams {
     let mut params = MoeParams::new(settings.n_experts)
         .expert_shared(settings.expert.clone())
         .gating(settings.gating)
@@ -62,7 +83,7 @@ pub fn fit_em(
     if let Some(bar) = progress {
         params = params.observe(move |_| (Box::new(bar.clone()), ObserverMode::Always));
     }
-    params.check()?.fit(data)
+    params
 }
 
 #[cfg(test)]

@@ -139,8 +139,12 @@ pub struct EStats {
     pub clusters: Option<(Vec<f64>, Vec<f64>, Vec<f64>)>,
     /// Softmax gate: the first Newton round's sums at the gate of θ (Hessian full,
     /// column-major).
-    pub gate: Option<(Vec<f64>, f64, f64, Vec<f64>, Vec<f64>)>,
+    pub gate: Option<GateSumsWire>,
 }
+
+/// A softmax gate's first-round sums in [`EStats`]: $W$, $Q$, the terms' sizes,
+/// $\nabla Q$, $-\nabla^2 Q$ (full, column-major).
+pub type GateSumsWire = (Vec<f64>, f64, f64, Vec<f64>, Vec<f64>);
 
 /// A round's statistics over some rows: what a worker returns and the driver merges.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -353,11 +357,10 @@ fn flatten(ms: &[Mat<f64>]) -> Vec<f64> {
 }
 
 fn blocks(v: &[f64], k: usize) -> Vec<Mat<f64>> {
-    let s = if k == 0 {
-        0
-    } else {
-        ((v.len() / k) as f64).sqrt() as usize
-    };
+    let s = v
+        .len()
+        .checked_div(k)
+        .map_or(0, |b| (b as f64).sqrt() as usize);
     (0..k)
         .map(|c| Mat::from_fn(s, s, |a, b| v[c * s * s + b * s + a]))
         .collect()

@@ -254,6 +254,17 @@ pub struct FitArgs {
     /// No progress bar, no warnings.
     #[arg(long)]
     pub quiet: bool,
+    /// Read the data in passes of `--chunk-rows` rows instead of loading them: memory
+    /// bounded by the chunk, not by the file (exact EM; starts from a fit on a random
+    /// sample of `--sample-rows` rows). The file must not change during the fit.
+    #[arg(long)]
+    pub stream: bool,
+    /// Rows per chunk with `--stream`.
+    #[arg(long, default_value_t = em_as_md::data::source::DEFAULT_CHUNK_ROWS as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub chunk_rows: u64,
+    /// Rows of the random sample the starts are fitted on with `--stream`.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sample_rows: u64,
     /// Covariance of each Gaussian-mixture component (`--expert gaussian` only): `full`
     /// (default), `diag` or `spherical`.
     #[arg(long, value_parser = ["full", "diag", "spherical"])]
@@ -291,6 +302,9 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             "invalid value '{}' for '--tol': expected a finite number > 0",
             args.tol
         )));
+    }
+    if args.stream {
+        return super::stream::run(args, phases);
     }
     let verbose = !args.quiet && !args.json;
     let clustering = args.model.expert == GAUSSIAN;
@@ -526,6 +540,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             "unconverged_starts": rep.unconverged_restarts(),
             "seconds": rep.seconds,
             "seconds_by_phase": phases_json(&phases, rep),
+            "peak_rss_bytes": crate::phases::peak_rss_bytes(),
             "aic": fitted.aic(),
             "bic": fitted.bic(),
             "icl": fitted.icl(),

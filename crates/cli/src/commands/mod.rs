@@ -12,6 +12,7 @@ pub mod demo;
 pub mod fit;
 pub mod predict;
 pub mod reproduce;
+mod stream;
 
 /// `mdem`: mixtures of experts fitted by EM, analysed as mirror descent.
 #[derive(Debug, Parser)]

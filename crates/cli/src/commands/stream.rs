@@ -1,0 +1,240 @@
+//! `mdem fit --stream`: the fit over a CSV file read in passes of `--chunk-rows` rows
+//! ([`em_as_md::data::source::CsvSource`], [`em_as_md::MoeValidParams::fit_stream`]),
+//! memory bounded by the chunk.
+
+use super::fit::{convergence_warnings, FitArgs, GAUSSIAN};
+use crate::engine::{fit_em_stream, FitSettings};
+use crate::error::CliError;
+use crate::interrupt;
+use crate::model::{params_json, params_tables, save_model, StartInfo};
+use crate::phases::{peak_rss_bytes, Phases};
+use crate::progress::{show_progress, ProgressObserver};
+use crate::report::{num, print_stdout, Align, Table};
+use em_as_md::data::csv::LoadedData;
+use em_as_md::data::source::{CsvSource, CsvSpec, RowSource};
+use em_as_md::fit::init::InitMethod;
+use em_as_md::model::registry;
+use em_as_md::{ConditionalFamily, FittedMoe, MoeError};
+use serde_json::json;
+
+/// Runs `mdem fit … --stream`.
+///
+/// # Errors
+/// Bad arguments and data ([`CliError::BadInput`], the source's one-line messages naming
+/// file, line and column, a file that changed during the fit) and fit failures.
+pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
+    let m = &args.model;
+    if m.expert == GAUSSIAN {
+        return Err(CliError::BadInput(
+            "--stream: the Gaussian mixture (--expert gaussian) is fitted in memory only; \
+             leave out --stream"
+                .into(),
+        ));
+    }
+    if m.drop_constant {
+        return Err(CliError::BadInput(
+            "--drop-constant: not available with --stream; name the columns with --features".into(),
+        ));
+    }
+    let target = m.target_name()?.to_string();
+    let entry = registry::expert_entry(&m.expert)
+        .map_err(|e| CliError::BadInput(format!("--expert {}: {e}", m.expert)))?;
+    let spec = CsvSpec {
+        target: Some(target.clone()),
+        features: m.features.clone(),
+        intercept: !m.no_intercept,
+        sample_rows: args.sample_rows as usize,
+        seed: args.seed,
+    };
+    let source_error = |e: MoeError| match e {
+        MoeError::Source(s) => CliError::BadInput(s),
+        e => CliError::compute(format!("{}: reading", m.data.display()), e),
+    };
+    let (source, survey) =
+        CsvSource::open(&m.data, &spec, args.chunk_rows as usize).map_err(source_error)?;
+    let file = m.data.display().to_string();
+    // The expert's description from the target, as `fit` reads it (on the sample: every
+    // row's target is checked again in the passes).
+    let names = source.feature_names().to_vec();
+    let features: Vec<String> = names
+        .iter()
+        .filter(|n| *n != "(intercept)")
+        .cloned()
+        .collect();
+    let probe = LoadedData {
+        dataset: survey.sample.clone(),
+        file: file.clone(),
+        columns: Vec::new(),
+        target: target.clone(),
+        features: features.clone(),
+        intercept: !m.no_intercept,
+        lines: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let expert_spec = crate::csvdata::expert_spec(&probe, &entry).ok_or_else(|| {
+        CliError::BadInput(format!(
+            "--expert {}: the command line cannot build this expert from a target column",
+            m.expert
+        ))
+    })??;
+    let expert = registry::build_expert(&expert_spec)
+        .map_err(|e| CliError::BadInput(format!("{file}: {e}")))?;
+    let (scaling, source, mut sample) = if m.no_standardize {
+        (None, source, survey.sample)
+    } else {
+        let s = survey.scaling.clone();
+        let mut sample = survey.sample;
+        s.apply_in_place(&mut sample)
+            .map_err(|e| CliError::compute("standardising", e))?;
+        let source = source
+            .standardised(s.clone())
+            .map_err(|e| CliError::compute("standardising", e))?;
+        (Some(s), source, sample)
+    };
+    sample = sample
+        .with_feature_names(names.clone())
+        .map_err(|e| CliError::compute("sample", e))?;
+    phases.lap("read");
+    let k = m.experts as usize;
+    let n = source.n_rows();
+    if k > n {
+        return Err(CliError::BadInput(format!(
+            "{file}: {k} experts but only {n} data rows; expected at most as many experts as rows"
+        )));
+    }
+    let settings = FitSettings {
+        n_experts: k,
+        expert,
+        gating: m.gating(),
+        n_init: args.n_init as usize,
+        seed: args.seed,
+        max_iters: args.max_iter,
+        tol: args.tol,
+        init: InitMethod::from_name(&args.init).ok_or_else(|| {
+            CliError::BadInput(format!(
+                "invalid value '{}' for '--init': expected auto, random, subset, kmeans or short-em",
+                args.init
+            ))
+        })?,
+        accel: args.accel,
+        cancel: Some(interrupt::flag()),
+    };
+    let bar = ProgressObserver::new(
+        "streamed EM",
+        settings.max_iters,
+        show_progress(args.quiet, args.json),
+    );
+    phases.lap("check");
+    let fitted = fit_em_stream(&source, &sample, &settings, Some(bar.clone()));
+    bar.finish();
+    let fitted = fitted.map_err(|e| match e {
+        MoeError::Source(s) => CliError::BadInput(s),
+        e => CliError::compute(format!("{file}: fitting"), e),
+    })?;
+    phases.lap("fit");
+    let fitted = match &scaling {
+        Some(s) => s
+            .to_original(fitted.model(), fitted.theta())
+            .and_then(|theta| {
+                FittedMoe::new(
+                    fitted.model().clone(),
+                    theta,
+                    fitted.feature_names().to_vec(),
+                    fitted.report().clone(),
+                )
+            })
+            .map_err(|e| CliError::compute("mapping the parameters back to the data's units", e))?,
+        None => fitted,
+    };
+    if let Some(path) = &args.out {
+        let start = StartInfo {
+            seed: settings.seed,
+            n_init: settings.n_init,
+            best_restart: 0,
+            init: settings.init.name().into(),
+        };
+        save_model(&fitted, &target, scaling.as_ref(), Some(&start), path)?;
+    }
+    phases.lap("output");
+    let rep = fitted.report();
+    let model = fitted.model();
+    let theta = fitted.theta();
+    // EM-equivalent passes over the file: every E-step and Newton round of the run.
+    let passes: u64 = rep
+        .trace
+        .iter()
+        .map(|r| r.step.passes + r.inner.iterations + r.inner.hessians)
+        .sum();
+    if args.json {
+        let out = json!({
+            "file": file,
+            "rows": n,
+            "stream": true,
+            "chunk_rows": args.chunk_rows,
+            "sample_rows": sample.n(),
+            "target": target,
+            "features": features,
+            "intercept": !m.no_intercept,
+            "fitted_on_standardized_features": scaling.is_some(),
+            "expert": model.expert().spec(),
+            "experts": k,
+            "gating": m.gating(),
+            "n_params": model.n_params(),
+            "log_likelihood": rep.log_likelihood,
+            "average_negative_log_likelihood": -rep.log_likelihood / n as f64,
+            "iterations": rep.iterations,
+            "termination": rep.termination.to_string(),
+            "converged": rep.converged(),
+            "approximate_passes": passes,
+            "seconds": rep.seconds,
+            "seconds_by_phase": phases.json(),
+            "peak_rss_bytes": peak_rss_bytes(),
+            "aic": fitted.aic(),
+            "bic": fitted.bic(),
+            "solver": rep.solver,
+            "accel": args.accel.as_str(),
+            "parameters": params_json(model, theta, &names),
+        });
+        return print_stdout(&format!("{out}\n"));
+    }
+    let mut summary = Table::new(["quantity", "value"]).align(1, Align::Left);
+    summary.row([
+        "data".to_string(),
+        format!(
+            "{file} ({n} rows read in passes of {} rows, {} design columns)",
+            args.chunk_rows,
+            names.len()
+        ),
+    ]);
+    summary.row([
+        "start".to_string(),
+        format!("fitted on a random sample of {} rows", sample.n()),
+    ]);
+    summary.row(["parameters".to_string(), model.n_params().to_string()]);
+    summary.row([
+        "log-likelihood (total, natural log)".to_string(),
+        num(rep.log_likelihood, 10),
+    ]);
+    summary.row(["solver".to_string(), rep.solver.clone()]);
+    summary.row(["iterations".to_string(), rep.iterations.to_string()]);
+    summary.row(["termination".to_string(), rep.termination.to_string()]);
+    summary.row(["seconds".to_string(), num(rep.seconds, 3)]);
+    if let Some(b) = peak_rss_bytes() {
+        summary.row([
+            "peak memory".to_string(),
+            format!("{:.1} MB", b as f64 / 1e6),
+        ]);
+    }
+    summary.row(["AIC".to_string(), num(fitted.aic(), 10)]);
+    summary.row(["BIC".to_string(), num(fitted.bic(), 10)]);
+    let (experts, gate) = params_tables(model, theta, &names);
+    let mut text = format!("{summary}\n");
+    for w in convergence_warnings(rep) {
+        text.push_str(&format!("{w}\n"));
+    }
+    text.push_str(&format!("Experts\n{experts}\nGate\n{gate}"));
+    if let Some(path) = &args.out {
+        text.push_str(&format!("model written to {}\n", path.display()));
+    }
+    print_stdout(&text)
+}
