@@ -1,6 +1,6 @@
 //! `mdem fit --stream` (issue 14): a 2·10⁶-row file fitted in passes reaches the
-//! in-memory log-likelihood (1e-10 relative) with a peak memory below the in-memory fit's,
-//! and a bad cell in the file is reported with its line.
+//! in-memory log-likelihood (1e-10 relative) with a peak memory that does not grow with
+//! the rows (2·10⁶ against 6·10⁶), and a bad cell in the file is reported with its line.
 
 use std::io::Write;
 use std::path::Path;
@@ -67,11 +67,11 @@ fn fit_json(path: &Path, extra: &[&str]) -> serde_json::Value {
 }
 
 #[test]
-fn streamed_fit_of_two_million_rows_matches_memory_with_less_memory() {
+fn streamed_fit_of_two_million_rows_matches_memory_with_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let (small, large) = (dir.path().join("small.csv"), dir.path().join("large.csv"));
-    write_rows(&small, 200_000);
-    write_rows(&large, 2_000_000);
+    let (two, six) = (dir.path().join("two.csv"), dir.path().join("six.csv"));
+    write_rows(&two, 2_000_000);
+    write_rows(&six, 6_000_000);
     let stream = [
         "--stream",
         "--chunk-rows",
@@ -79,23 +79,30 @@ fn streamed_fit_of_two_million_rows_matches_memory_with_less_memory() {
         "--sample-rows",
         "20000",
     ];
-    let st_large = fit_json(&large, &stream);
-    let st_small = fit_json(&small, &stream);
-    let mem_large = fit_json(&large, &[]);
+    let st_two = fit_json(&two, &stream);
+    let st_six = fit_json(&six, &stream);
+    let mem_two = fit_json(&two, &[]);
     let (a, b) = (
-        mem_large["log_likelihood"].as_f64().unwrap(),
-        st_large["log_likelihood"].as_f64().unwrap(),
+        mem_two["log_likelihood"].as_f64().unwrap(),
+        st_two["log_likelihood"].as_f64().unwrap(),
     );
     assert!((a - b).abs() <= 1e-10 * a.abs(), "memory {a} vs stream {b}");
-    assert_eq!(st_large["rows"], 2_000_000);
-    assert_eq!(st_large["converged"], true, "{}", st_large["termination"]);
-    // Peak memory: the streamed fit of 2·10⁶ rows stays below the in-memory fit of the
-    // same file. (Not yet flat in n: see docs/10-streaming.md for the measured growth.)
+    assert_eq!(st_two["rows"], 2_000_000);
+    assert_eq!(st_six["rows"], 6_000_000);
+    assert_eq!(st_two["converged"], true, "{}", st_two["termination"]);
+    // Peak memory does not grow with the rows: 4·10⁶ more rows would add 96 MB of f64
+    // data alone to an in-memory fit; the streamed peaks differ by allocator noise
+    // (measured 91–93 MB at 2·10⁶ rows, 96 MB at 8·10⁶), and stay below the in-memory
+    // fit's.
     let rss = |v: &serde_json::Value| v["peak_rss_bytes"].as_u64().unwrap() as f64;
-    let (s_small, s_large, m_large) = (rss(&st_small), rss(&st_large), rss(&mem_large));
+    let (s_two, s_six, m_two) = (rss(&st_two), rss(&st_six), rss(&mem_two));
     assert!(
-        s_large < m_large,
-        "peak RSS streamed {s_large} bytes vs in memory {m_large} (2e5 rows streamed: {s_small})"
+        s_six <= s_two + 16e6,
+        "peak RSS streamed: {s_six} bytes at 6e6 rows vs {s_two} at 2e6"
+    );
+    assert!(
+        s_two < m_two,
+        "peak RSS at 2e6 rows: streamed {s_two} bytes vs in memory {m_two}"
     );
 }
 

@@ -65,6 +65,12 @@ impl Block {
         end == start || (end == start + 1 && self.bytes[start] == b'\r')
     }
 
+    /// Line breaks in the block (its records, give or take a last unterminated line and
+    /// quoted line breaks): a capacity hint for a parser.
+    pub fn n_newlines(&self) -> usize {
+        self.newlines.len()
+    }
+
     /// Physical line just after the block (the first line of the next one).
     pub fn next_line(&self) -> u64 {
         self.first_line + self.newlines.len() as u64
@@ -138,6 +144,10 @@ impl<R: Read> Blocks<R> {
         } else {
             self.block_bytes
         };
+        // One allocation of the block's size, not a chain of doublings: a pass over a
+        // large file then reuses a few block-sized allocations instead of fragmenting
+        // the allocator's arenas (which made a streamed fit's peak memory creep up).
+        self.carry.reserve_exact(want);
         // `take` + `read_to_end` fills the spare capacity without zeroing it first.
         let got = (&mut self.inner)
             .take(want as u64)

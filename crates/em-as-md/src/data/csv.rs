@@ -814,9 +814,13 @@ impl RowParser<'_> {
     ) -> Result<Parsed, DataError> {
         let (file, header) = (self.file, self.header);
         let width = header.len();
+        // Sized once for the block's lines (no doubling chains, see `Blocks::fill`).
+        let rows = block.n_newlines() + 1;
         let mut out = Parsed {
-            values: vec![Vec::new(); self.n_selected],
-            lines: Vec::new(),
+            values: (0..self.n_selected)
+                .map(|_| Vec::with_capacity(rows))
+                .collect(),
+            lines: Vec::with_capacity(rows),
             bytes: block.bytes.len() - base,
         };
         let mut record = csv::StringRecord::new();

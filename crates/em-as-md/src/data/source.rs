@@ -579,7 +579,9 @@ impl RowSource for CsvSource {
         let columns = self.columns.clone();
         let width = columns.len();
         let mut pending: (Vec<Vec<f64>>, Vec<u64>) = (
-            vec![Vec::with_capacity(self.chunk_rows); width],
+            (0..width)
+                .map(|_| Vec::with_capacity(self.chunk_rows))
+                .collect(),
             Vec::with_capacity(self.chunk_rows),
         );
         let mut done = 0usize;
