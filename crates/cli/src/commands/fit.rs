@@ -262,6 +262,27 @@ pub struct FitArgs {
     /// Rows per chunk with `--stream`.
     #[arg(long, default_value_t = em_as_md::data::source::DEFAULT_CHUNK_ROWS as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub chunk_rows: u64,
+    /// Mini-batch EM (stochastic mirror descent) with batches of this many rows, read
+    /// from the file in order in passes (as `--stream`; shuffle a sorted file first),
+    /// started from a fit on a random sample of `--sample-rows` rows.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub minibatch: Option<u64>,
+    /// Passes over the file with `--minibatch`.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    pub passes: u64,
+    /// Step schedule of `--minibatch`: η_t = eta0 · (t + t0)^(−a), capped at 1; a = 0 is a
+    /// constant step, otherwise a ∈ (1/2, 1].
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub step_eta0: f64,
+    /// `t0` of the step schedule (≥ 1).
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
+    pub step_t0: f64,
+    /// `a` of the step schedule.
+    #[arg(long, default_value_t = 0.6, allow_negative_numbers = true)]
+    pub step_a: f64,
+    /// Report the last mini-batch iterate instead of the Polyak average of the last half.
+    #[arg(long)]
+    pub no_average: bool,
     /// Rows of the random sample the starts are fitted on with `--stream`.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub sample_rows: u64,
@@ -303,7 +324,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             args.tol
         )));
     }
-    if args.stream {
+    if args.stream || args.minibatch.is_some() {
         return super::stream::run(args, phases);
     }
     let verbose = !args.quiet && !args.json;

@@ -13,8 +13,12 @@ use crate::report::{num, print_stdout, Align, Table};
 use em_as_md::data::csv::LoadedData;
 use em_as_md::data::source::{CsvSource, CsvSpec, RowSource};
 use em_as_md::fit::init::InitMethod;
+use em_as_md::fit::minibatch::{MiniBatchEm, StepSchedule};
+use em_as_md::fit::predict::{FitReport, RestartSummary, Spread};
+use em_as_md::fit::stream::stream_summaries;
 use em_as_md::model::registry;
 use em_as_md::{ConditionalFamily, FittedMoe, MoeError};
+use em_as_md::{Dataset, Termination};
 use serde_json::json;
 
 /// Runs `mdem fit … --stream`.
@@ -51,8 +55,9 @@ pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
         MoeError::Source(s) => CliError::BadInput(s),
         e => CliError::compute(format!("{}: reading", m.data.display()), e),
     };
-    let (source, survey) =
-        CsvSource::open(&m.data, &spec, args.chunk_rows as usize).map_err(source_error)?;
+    // Mini-batches are the source's chunks.
+    let chunk = args.minibatch.unwrap_or(args.chunk_rows) as usize;
+    let (source, survey) = CsvSource::open(&m.data, &spec, chunk).map_err(source_error)?;
     let file = m.data.display().to_string();
     // The expert's description from the target, as `fit` reads it (on the sample: every
     // row's target is checked again in the passes).
@@ -126,7 +131,21 @@ pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
         show_progress(args.quiet, args.json),
     );
     phases.lap("check");
-    let fitted = fit_em_stream(&source, &sample, &settings, Some(bar.clone()));
+    let minibatch = args.minibatch.map(|_| MiniBatchEm {
+        passes: args.passes,
+        schedule: StepSchedule {
+            eta0: args.step_eta0,
+            t0: args.step_t0,
+            a: args.step_a,
+        },
+        average: !args.no_average,
+        evaluate: true,
+    });
+    let mut trajectory = Vec::new();
+    let fitted = match &minibatch {
+        None => fit_em_stream(&source, &sample, &settings, Some(bar.clone())),
+        Some(mb) => fit_minibatch(mb, &source, &sample, &settings, &mut trajectory),
+    };
     bar.finish();
     let fitted = fitted.map_err(|e| match e {
         MoeError::Source(s) => CliError::BadInput(s),
@@ -187,6 +206,16 @@ pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
             "termination": rep.termination.to_string(),
             "converged": rep.converged(),
             "approximate_passes": passes,
+            "minibatch": minibatch.map(|mb| json!({
+                "batch_rows": chunk,
+                "passes": mb.passes,
+                "schedule": mb.schedule,
+                "polyak_average": mb.average,
+                "log_likelihood_per_pass": trajectory
+                    .iter()
+                    .map(|&(p, l)| json!([p, -(n as f64) * l]))
+                    .collect::<Vec<_>>(),
+            })),
             "seconds": rep.seconds,
             "seconds_by_phase": phases.json(),
             "peak_rss_bytes": peak_rss_bytes(),
@@ -238,6 +267,62 @@ pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
         text.push_str(&format!("model written to {}\n", path.display()));
     }
     print_stdout(&text)
+}
+
+/// Mini-batch EM over `source` from the best start of an in-memory fit on `sample`: the
+/// fitted model with a report whose termination is the pass limit (a stochastic run
+/// has no convergence test) and whose trace is empty; the per-pass values of $L$ go to
+/// `trajectory` (`(passes, L)`).
+fn fit_minibatch(
+    mb: &MiniBatchEm,
+    source: &CsvSource,
+    sample: &Dataset,
+    settings: &FitSettings,
+    trajectory: &mut Vec<(f64, f64)>,
+) -> Result<FittedMoe, MoeError> {
+    let clock = std::time::Instant::now();
+    let start = crate::engine::fit_em(sample, settings, None)?;
+    let start_seconds = clock.elapsed().as_secs_f64();
+    let model = start.model().clone();
+    let run = mb.run(&model, source, start.theta())?;
+    trajectory.clone_from(&run.trajectory);
+    let (log_likelihood, entropy) = stream_summaries(&model, source, &run.theta_avg)?;
+    let n = source.n_rows();
+    let seconds = clock.elapsed().as_secs_f64();
+    let report = FitReport {
+        solver: format!(
+            "mini-batch EM (stochastic mirror descent), {} batches of {} rows{}",
+            run.steps,
+            source.chunk_rows(),
+            if mb.average { ", Polyak average" } else { "" }
+        ),
+        n_rows: n,
+        log_likelihood,
+        entropy,
+        iterations: run.steps,
+        termination: Termination::MaxIters,
+        seconds,
+        trace: Vec::new(),
+        best_restart: 0,
+        spread: Spread::of(&[log_likelihood]),
+        restarts: vec![RestartSummary {
+            index: 0,
+            init: em_as_md::fit::stream::SAMPLE_START.into(),
+            log_likelihood: Some(log_likelihood),
+            termination: Some(Termination::MaxIters),
+            iterations: run.steps,
+            error: None,
+            retry_errors: Vec::new(),
+            seconds: seconds - start_seconds,
+            start_seconds,
+        }],
+    };
+    FittedMoe::new(
+        model,
+        run.theta_avg,
+        source.feature_names().to_vec(),
+        report,
+    )
 }
 
 /// Tunes glibc's allocator for a streamed fit, whose passes allocate and free block- and

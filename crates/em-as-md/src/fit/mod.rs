@@ -7,11 +7,12 @@ pub mod align;
 pub mod atomic;
 pub mod init;
 pub mod io;
+pub mod minibatch;
 mod params;
 pub mod predict;
 pub mod scaling;
 pub mod separation;
-mod stream;
+pub mod stream;
 
 pub use params::*;
 pub use predict::{FitReport, FittedMoe};
