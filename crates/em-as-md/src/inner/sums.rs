@@ -1,6 +1,6 @@
 //! Sums over rows of a weighted M-step objective and its derivatives ([`NewtonSums`]),
 //! and the one formula that turns them into what the Newton driver reads
-//! ([`fill_eval`]): every Newton M-step (the gate's softmax regression, an expert's GLM
+//! (`fill_eval`, [`NewtonSums::eval`]): every Newton M-step (the gate's softmax regression, an expert's GLM
 //! fit) evaluates through it, whether its pass ran over rows in memory or was merged
 //! from shards ([`crate::shard`]).
 
@@ -61,7 +61,8 @@ impl NewtonSums {
     }
 
     /// The Newton driver's evaluation of $f = -Q/W$ over `n` rows of total weight
-    /// `wsum` ([`fill_eval`]).
+    /// `wsum`: $f = -Q/W$, $\delta = $ `sum_noise`$(S/W, n)$, $\nabla f = -\nabla Q/W$,
+    /// $\nabla^2 f = -\nabla^2 Q/W$ ($f = +\infty$ outside the domain).
     pub fn eval(&self, wsum: f64, n: usize, need: Need, out: &mut EvalOut<'_>) {
         let dim = self.grad.len();
         fill_eval(

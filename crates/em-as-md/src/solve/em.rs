@@ -1,6 +1,6 @@
 //! Expectation–Maximization, and why it is unit-step KL mirror descent.
 //!
-//! **E-step** ([`EmModel::e_step`]). At $\theta_t$, for each row in log space,
+//! **E-step** ([`EmModel::e_step`](crate::model::EmModel::e_step)). At $\theta_t$, for each row in log space,
 //! $$ \ell_{ik} = \log\pi_k(x_i) + \log p_F(y_i;\eta_k(x_i)),\qquad
 //!    \log p(y_i\mid x_i) = \operatorname{LSE}_k \ell_{ik},\qquad
 //!    r_{ik} = e^{\ell_{ik} - \operatorname{LSE}_k\ell_{ik}}, $$
@@ -9,7 +9,7 @@
 //! [`crate::solve::problem`], $(r_{ik}, r_{ik}T_F(y_i))_k = \mathbb E_{z\sim p(z\mid y_i;\varphi_{t,i})}[T(y_i,z)]
 //! = m_i$, the mirror-descent target statistics with $\eta = 1$.
 //!
-//! **M-step** ([`EmModel::m_step`]). $\theta_{t+1} = \arg\max_\theta \sum_i \langle m_i,
+//! **M-step** ([`EmModel::m_step`](crate::model::EmModel::m_step)). $\theta_{t+1} = \arg\max_\theta \sum_i \langle m_i,
 //! \varphi_i(\theta)\rangle - A(\varphi_i(\theta))$, i.e. the minimiser of the mirror-descent
 //! subproblem $F_1(\theta) = \frac1n\sum_i[A(\varphi_i(\theta)) - \langle m_i,\varphi_i(\theta)\rangle]$.
 //! Because $A(\varphi_i(\theta)) = \operatorname{LSE}_k g_k(x_i)$ and

@@ -661,7 +661,7 @@ pub(crate) fn check_glm_layout<E: Expert + ?Sized>(expert: &E, d: usize) -> Resu
 /// [module documentation](self)): [`mirror::newton::minimize`] on $f = -Q/W$
 /// (weight-averaged, $W = \sum_i w_i$), whose line search accepts a
 /// step by Armijo, by the pure-Newton rule $\lambda^2/2 \le \delta$ with $\delta$ the
-/// round-off of the computed $f$ ([`sum_noise`] of the sizes of $Q$'s terms — not a fixed
+/// round-off of the computed $f$ ([`sum_noise`](mirror::newton::sum_noise) of the sizes of $Q$'s terms — not a fixed
 /// threshold, so a decrement just above $10^{-14}$ on an objective with round-off
 /// $10^{-13}$ no longer stalls the solve), or by a smaller gradient when the value change
 /// is inside round-off. It stops when $\|\nabla Q / W\|_2 \le$ `budget.tol`, after `budget.max_iter`
