@@ -335,3 +335,41 @@ fn bad_cells_and_bad_targets_name_their_line() {
     let e = pass(&m, &csv, &Round::E { theta }).unwrap_err();
     assert!(e.to_string().contains("line 402"), "{e}");
 }
+
+#[test]
+fn a_users_expert_gets_shards_through_the_trait() {
+    // The plug-in Gamma expert of examples/gamma-expert: no code of its own for shards.
+    let gamma: Arc<dyn Expert> = Arc::new(common::gamma::gamma_expert().unwrap());
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let n = 4000;
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let xi: f64 = rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng);
+        let scale = if i % 3 == 0 {
+            (0.5 + 0.4 * xi).exp()
+        } else {
+            (-0.3 * xi).exp() * 4.0
+        };
+        let e: f64 = rand_distr::Distribution::sample(&rand_distr::Exp1, &mut rng);
+        x.extend([1.0, xi]);
+        y.push(scale * (e + 0.05));
+    }
+    let data = Dataset::from_rows(&x, 2, &y, 1).unwrap();
+    let fitted = MoeParams::new(2)
+        .expert_shared(gamma)
+        .max_iters(5)
+        .n_init(1)
+        .check()
+        .unwrap()
+        .fit(&data)
+        .unwrap();
+    let (m, theta0) = (fitted.model().clone(), fitted.theta().to_vec());
+    let one = InMemory::new(&data, n).unwrap();
+    let ((tm, lm), (ts, ls)) = both(&m, &data, &one, &theta0, 4);
+    assert_eq!(bits(&tm), bits(&ts));
+    assert_eq!(lm.to_bits(), ls.to_bits());
+    let chunked = InMemory::new(&data, 900).unwrap();
+    let ((_, _), (tc, lc)) = both(&m, &data, &chunked, &theta0, 4);
+    assert!(common::rel_vec(&tc, &tm) < 1e-8);
+    assert!((lc - lm).abs() <= 1e-12 * lm.abs());
+}
