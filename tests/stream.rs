@@ -131,3 +131,62 @@ fn streamed_fit_reports_a_bad_cell_with_its_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3001") && err.contains("abc"), "{err}");
 }
+
+/// The CSV file at `csv` (header `x,y`) rewritten as Parquet (DOUBLE columns, row groups
+/// of 3000 rows).
+fn csv_to_parquet(csv: &Path, out: &Path) {
+    use parquet::data_type::DoubleType;
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+    use std::sync::Arc;
+    let text = std::fs::read_to_string(csv).unwrap();
+    let rows: Vec<(f64, f64)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (a, b) = l.split_once(',').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    let schema = Arc::new(
+        parse_message_type("message m { REQUIRED DOUBLE x; REQUIRED DOUBLE y; }").unwrap(),
+    );
+    let props = Arc::new(WriterProperties::builder().build());
+    let mut w =
+        SerializedFileWriter::new(std::fs::File::create(out).unwrap(), schema, props).unwrap();
+    for group in rows.chunks(3000) {
+        let mut rg = w.next_row_group().unwrap();
+        for part in 0..2 {
+            let mut col = rg.next_column().unwrap().unwrap();
+            let v: Vec<f64> = group
+                .iter()
+                .map(|r| if part == 0 { r.0 } else { r.1 })
+                .collect();
+            col.typed::<DoubleType>()
+                .write_batch(&v, None, None)
+                .unwrap();
+            col.close().unwrap();
+        }
+        rg.close().unwrap();
+    }
+    w.close().unwrap();
+}
+
+#[test]
+fn a_parquet_file_fits_as_the_same_csv_in_memory_and_streamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, pq) = (dir.path().join("d.csv"), dir.path().join("d.parquet"));
+    write_rows(&csv, 20_000);
+    csv_to_parquet(&csv, &pq);
+    let a = fit_json(&csv, &[]);
+    let b = fit_json(&pq, &[]);
+    assert_eq!(a["log_likelihood"], b["log_likelihood"]);
+    assert_eq!(b["rows"], 20_000);
+    let c = fit_json(&pq, &["--stream", "--chunk-rows", "5000"]);
+    let (la, lc) = (
+        a["log_likelihood"].as_f64().unwrap(),
+        c["log_likelihood"].as_f64().unwrap(),
+    );
+    assert!((la - lc).abs() <= 1e-10 * la.abs(), "{la} vs {lc}");
+}

@@ -4,7 +4,7 @@
 //! or holds a bad cell is refused with its line.
 
 use em_as_md::data::csv::load_csv;
-use em_as_md::data::source::{CsvSource, CsvSpec, InMemory, RowSource, Synthetic};
+use em_as_md::data::source::{CsvSpec, FileSource, InMemory, RowSource, Synthetic};
 use em_as_md::shard::{pass, Round, ShardProblem, ShardStats, Sums};
 use em_as_md::solve::executor::Executor;
 use em_as_md::{
@@ -170,7 +170,7 @@ fn a_csv_source_and_memory_with_the_same_chunks_agree_bit_for_bit() {
         &path,
     );
     let loaded = load_csv(&path, "y", None, true).unwrap().dataset;
-    let (csv, survey) = CsvSource::open(&path, &spec(), 1500).unwrap();
+    let (csv, survey) = FileSource::open(&path, &spec(), 1500).unwrap();
     assert_eq!(survey.n_rows, 7000);
     assert_eq!(survey.sample.n(), 500);
     assert_eq!(csv.feature_names(), loaded.feature_names());
@@ -205,7 +205,7 @@ fn a_streamed_fit_reaches_the_in_memory_fit() {
         .n_init(3);
     let p = p.check().unwrap();
     let mem = p.fit(&loaded).unwrap();
-    let (csv, survey) = CsvSource::open(
+    let (csv, survey) = FileSource::open(
         &path,
         &CsvSpec {
             sample_rows: 3000,
@@ -289,7 +289,7 @@ fn a_file_that_changes_between_passes_stops_the_fit() {
         &collect(&Synthetic::new(m.clone(), truth.clone(), 3000, 3000, 4).unwrap()),
         &path,
     );
-    let (csv, _) = CsvSource::open(&path, &spec(), 1000).unwrap();
+    let (csv, _) = FileSource::open(&path, &spec(), 1000).unwrap();
     assert!(pass(
         &m,
         &csv,
@@ -326,11 +326,11 @@ fn bad_cells_and_bad_targets_name_their_line() {
         text
     };
     std::fs::write(&path, csv(Some((300, "oops")))).unwrap();
-    let e = CsvSource::open(&path, &spec(), 100).unwrap_err();
+    let e = FileSource::open(&path, &spec(), 100).unwrap_err();
     assert!(e.to_string().contains("line 302"), "{e}");
     // A target outside the logistic support, found in a later pass, names its line.
     std::fs::write(&path, csv(Some((400, "2")))).unwrap();
-    let (csv, _) = CsvSource::open(&path, &spec(), 100).unwrap();
+    let (csv, _) = FileSource::open(&path, &spec(), 100).unwrap();
     let (m, theta) = model(Arc::new(Logistic::new()), 2, 2, Gating::Softmax);
     let e = pass(&m, &csv, &Round::E { theta }).unwrap_err();
     assert!(e.to_string().contains("line 402"), "{e}");
@@ -372,4 +372,89 @@ fn a_users_expert_gets_shards_through_the_trait() {
     let ((_, _), (tc, lc)) = both(&m, &data, &chunked, &theta0, 4);
     assert!(common::rel_vec(&tc, &tm) < 1e-8);
     assert!((lc - lm).abs() <= 1e-12 * lm.abs());
+}
+
+/// Writes `data` (intercept first) as Parquet with DOUBLE columns x1.., y in row groups
+/// of `group` rows; `null_at` makes that row's y null (an OPTIONAL column).
+fn write_parquet(data: &Dataset, path: &std::path::Path, group: usize, null_at: Option<usize>) {
+    use parquet::data_type::DoubleType;
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+    let d = data.d();
+    let fields: String = (1..d)
+        .map(|j| format!("REQUIRED DOUBLE x{j}; "))
+        .chain([format!(
+            "{} DOUBLE y;",
+            if null_at.is_some() {
+                "OPTIONAL"
+            } else {
+                "REQUIRED"
+            }
+        )])
+        .collect();
+    let schema = Arc::new(parse_message_type(&format!("message m {{ {fields} }}")).unwrap());
+    let props = Arc::new(WriterProperties::builder().build());
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = SerializedFileWriter::new(file, schema, props).unwrap();
+    for start in (0..data.n()).step_by(group) {
+        let rows: Vec<usize> = (start..(start + group).min(data.n())).collect();
+        let mut rg = w.next_row_group().unwrap();
+        let mut j = 1;
+        while let Some(mut col) = rg.next_column().unwrap() {
+            if j < d {
+                let v: Vec<f64> = rows.iter().map(|&i| data.x(i)[j]).collect();
+                col.typed::<DoubleType>()
+                    .write_batch(&v, None, None)
+                    .unwrap();
+            } else {
+                let keep: Vec<usize> = rows
+                    .iter()
+                    .copied()
+                    .filter(|&i| Some(i) != null_at)
+                    .collect();
+                let v: Vec<f64> = keep.iter().map(|&i| data.y(i)[0]).collect();
+                let defs: Vec<i16> = rows
+                    .iter()
+                    .map(|&i| i16::from(Some(i) != null_at))
+                    .collect();
+                let defs = null_at.is_some().then_some(&defs[..]);
+                col.typed::<DoubleType>()
+                    .write_batch(&v, defs, None)
+                    .unwrap();
+            }
+            col.close().unwrap();
+            j += 1;
+        }
+        rg.close().unwrap();
+    }
+    w.close().unwrap();
+}
+
+#[test]
+fn a_parquet_file_is_read_like_the_same_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let (csv_path, pq_path) = (dir.path().join("moe.csv"), dir.path().join("moe.parquet"));
+    let (m, truth) = model(Arc::new(Logistic::new()), 2, 3, Gating::Softmax);
+    let data = collect(&Synthetic::new(m.clone(), truth, 5000, 5000, 4).unwrap());
+    write_csv(&data, &csv_path);
+    // Row groups of 1300 rows: chunks of 1000 cross their boundaries.
+    write_parquet(&data, &pq_path, 1300, None);
+    let (csv, _) = FileSource::open(&csv_path, &spec(), 1000).unwrap();
+    let (pq, survey) = FileSource::open(&pq_path, &spec(), 1000).unwrap();
+    assert_eq!(survey.n_rows, 5000);
+    assert_eq!(pq.feature_names(), csv.feature_names());
+    let theta0 = m.random_params(&mut ChaCha8Rng::seed_from_u64(6), 0.3);
+    let ((_, _), (tc, lc)) = both(&m, &data, &csv, &theta0, 5);
+    let ((_, _), (tp, lp)) = both(&m, &data, &pq, &theta0, 5);
+    assert_eq!(bits(&tc), bits(&tp));
+    assert_eq!(lc.to_bits(), lp.to_bits());
+    // A null names its row and column.
+    write_parquet(&data, &pq_path, 1300, Some(2600));
+    let e = FileSource::open(&pq_path, &spec(), 1000).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("data row 2601") && text.contains("\"y\"") && text.contains("null"),
+        "{text}"
+    );
 }

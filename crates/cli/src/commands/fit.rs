@@ -41,6 +41,7 @@ use crate::report::{
 use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::Args;
 use em_as_md::data::csv::{load_csv_columns, load_csv_with, LoadOptions, LoadedData};
+use em_as_md::data::parquet::{is_parquet, load_parquet};
 use em_as_md::fit::init::InitMethod;
 use em_as_md::fit::scaling::Scaling;
 use em_as_md::model::expert::REG_COVAR;
@@ -113,15 +114,26 @@ impl ModelArgs {
         let entry = registry::expert_entry(&self.expert)
             .map_err(|e| CliError::BadInput(format!("--expert {}: {e}", self.expert)))?;
         let target = self.target_name()?;
-        let loaded = load_csv_with(
-            &self.data,
-            target,
-            self.features.as_deref(),
-            LoadOptions {
-                intercept: !self.no_intercept,
-                drop_constant: self.drop_constant,
-            },
-        )?;
+        let loaded = if is_parquet(&self.data) {
+            self.check_parquet_options()?;
+            load_parquet(
+                &self.data,
+                Some(target),
+                self.features.as_deref(),
+                !self.no_intercept,
+            )
+            .map_err(parquet_error)?
+        } else {
+            load_csv_with(
+                &self.data,
+                target,
+                self.features.as_deref(),
+                LoadOptions {
+                    intercept: !self.no_intercept,
+                    drop_constant: self.drop_constant,
+                },
+            )?
+        };
         if !quiet {
             for w in &loaded.warnings {
                 eprintln!("warning: {}: {w}", loaded.file);
@@ -136,6 +148,21 @@ impl ModelArgs {
             ))
         })??;
         Ok((loaded, spec))
+    }
+
+    /// `--drop-constant` is for CSV files only (a Parquet file's constant column is
+    /// refused; leave it out with `--features`).
+    ///
+    /// # Errors
+    /// [`CliError::BadInput`] naming the flag.
+    fn check_parquet_options(&self) -> Result<(), CliError> {
+        if self.drop_constant {
+            return Err(CliError::BadInput(
+                "--drop-constant: not available for Parquet files; name the columns with --features"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The `--target` column. The rule: `--expert gaussian` fits a Gaussian mixture of
@@ -205,6 +232,14 @@ impl ModelArgs {
         } else {
             Gating::Softmax
         }
+    }
+}
+
+/// A Parquet loading error as the command line reports it (bad input, exit 2).
+fn parquet_error(e: MoeError) -> CliError {
+    match e {
+        MoeError::Source(s) => CliError::BadInput(s),
+        e => CliError::BadInput(e.to_string()),
     }
 }
 
@@ -728,14 +763,20 @@ fn load_clusters(args: &FitArgs, quiet: bool) -> Result<(LoadedData, Arc<dyn Exp
     }
     let cov =
         CovarianceType::from_name(args.covariance.as_deref().unwrap_or("full")).unwrap_or_default();
-    let loaded = load_csv_columns(
-        &args.model.data,
-        args.model.features.as_deref(),
-        LoadOptions {
-            intercept: true,
-            drop_constant: args.model.drop_constant,
-        },
-    )?;
+    let loaded = if is_parquet(&args.model.data) {
+        args.model.check_parquet_options()?;
+        load_parquet(&args.model.data, None, args.model.features.as_deref(), true)
+            .map_err(parquet_error)?
+    } else {
+        load_csv_columns(
+            &args.model.data,
+            args.model.features.as_deref(),
+            LoadOptions {
+                intercept: true,
+                drop_constant: args.model.drop_constant,
+            },
+        )?
+    };
     if !quiet {
         for w in &loaded.warnings {
             eprintln!("warning: {}: {w}", loaded.file);

@@ -1,5 +1,5 @@
 //! `mdem fit --stream`: the fit over a CSV file read in passes of `--chunk-rows` rows
-//! ([`em_as_md::data::source::CsvSource`], [`em_as_md::MoeValidParams::fit_stream`]),
+//! ([`em_as_md::data::source::FileSource`], [`em_as_md::MoeValidParams::fit_stream`]),
 //! memory bounded by the chunk.
 
 use super::fit::{convergence_warnings, FitArgs, GAUSSIAN};
@@ -11,7 +11,7 @@ use crate::phases::{peak_rss_bytes, Phases};
 use crate::progress::{show_progress, ProgressObserver};
 use crate::report::{num, print_stdout, Align, Table};
 use em_as_md::data::csv::LoadedData;
-use em_as_md::data::source::{CsvSource, CsvSpec, RowSource};
+use em_as_md::data::source::{CsvSpec, FileSource, RowSource};
 use em_as_md::fit::init::InitMethod;
 use em_as_md::fit::minibatch::{MiniBatchEm, StepSchedule};
 use em_as_md::fit::predict::{FitReport, RestartSummary, Spread};
@@ -57,7 +57,7 @@ pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
     };
     // Mini-batches are the source's chunks.
     let chunk = args.minibatch.unwrap_or(args.chunk_rows) as usize;
-    let (source, survey) = CsvSource::open(&m.data, &spec, chunk).map_err(source_error)?;
+    let (source, survey) = FileSource::open(&m.data, &spec, chunk).map_err(source_error)?;
     let file = m.data.display().to_string();
     // The expert's description from the target, as `fit` reads it (on the sample: every
     // row's target is checked again in the passes).
@@ -275,7 +275,7 @@ pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
 /// `trajectory` (`(passes, L)`).
 fn fit_minibatch(
     mb: &MiniBatchEm,
-    source: &CsvSource,
+    source: &FileSource,
     sample: &Dataset,
     settings: &FitSettings,
     trajectory: &mut Vec<(f64, f64)>,

@@ -790,7 +790,7 @@ pub(crate) struct Parsed {
     pub(crate) values: Vec<Vec<f64>>,
     pub(crate) lines: Vec<u64>,
     /// Bytes of the block they came from (for a loader's estimate of the rows to come).
-    bytes: usize,
+    pub(crate) bytes: usize,
 }
 
 /// Parses the records of one block: width checked against the header, the selected

@@ -4,6 +4,7 @@
 
 pub mod blocks;
 pub mod csv;
+pub mod parquet;
 pub mod source;
 
 use crate::error::{MoeError, Result};

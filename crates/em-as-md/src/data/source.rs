@@ -4,13 +4,14 @@
 //! A [`RowSource`] hands its rows to a visitor chunk by chunk, in the same order and with
 //! the same chunk boundaries on every pass, so the statistics merged from the chunks (in
 //! chunk order) are the same numbers on every pass and for every source holding the same
-//! rows: [`InMemory`] (a [`Dataset`] cut into chunks), [`CsvSource`] (a CSV file re-read
-//! on every pass, memory bounded by the chunk, checked for changes between passes) and
-//! [`Synthetic`] (rows drawn from a mixture on the fly, seeded per chunk, for benchmarks
-//! beyond the disk).
+//! rows: [`InMemory`] (a [`Dataset`] cut into chunks), [`FileSource`] (a CSV or Parquet
+//! file re-read on every pass, memory bounded by the chunk, checked for changes between
+//! passes) and [`Synthetic`] (rows drawn from a mixture on the fly, seeded per chunk, for
+//! benchmarks beyond the disk).
 
 use super::blocks::BLOCK_BYTES;
 use super::csv::{first_collinear, open_data, pick_columns, read_rows, DataError, Parsed};
+use super::parquet::{is_parquet, read_parquet_rows};
 use crate::error::{MoeError, Result};
 use crate::fit::scaling::Scaling;
 use crate::inner::parallel::CHUNK;
@@ -223,7 +224,7 @@ impl RowSource for Synthetic {
     }
 }
 
-/// Which columns of a CSV file a [`CsvSource`] reads, as `mdem fit` selects them.
+/// Which columns of a CSV file a [`FileSource`] reads, as `mdem fit` selects them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CsvSpec {
     /// The target column (`None`: no target, every selected column is a coordinate of
@@ -239,7 +240,7 @@ pub struct CsvSpec {
     pub seed: u64,
 }
 
-/// What one pass over a [`CsvSource`] learns before any fit: the row count, the design
+/// What one pass over a [`FileSource`] learns before any fit: the row count, the design
 /// columns' moments (for standardisation) and a uniform random sample of rows (for
 /// starting values), drawn by reservoir sampling with a seeded generator.
 #[derive(Debug, Clone)]
@@ -272,22 +273,28 @@ impl Fingerprint {
     }
 }
 
-/// A CSV file read again on every pass, `chunk_rows` rows at a time (parsed in
-/// parallel, as [`load_csv`](super::csv::load_csv) reads), optionally standardised chunk
-/// by chunk. Peak memory is a few chunks and parse blocks, whatever the file's size.
+/// A data file read again on every pass, `chunk_rows` rows at a time, optionally
+/// standardised chunk by chunk: CSV (parsed in parallel, as
+/// [`load_csv`](super::csv::load_csv) reads) or, by its `.parquet` extension, Parquet (a
+/// row group at a time, [`super::parquet`]). Peak memory is a few chunks and parse
+/// blocks (or one row group), whatever the file's size.
 ///
 /// The file must not change while a fit reads it: its size and modification time are
-/// recorded by [`CsvSource::open`] and checked before and after every pass, and a pass
+/// recorded by [`FileSource::open`] and checked before and after every pass, and a pass
 /// that sees a different row count is refused too ([`MoeError::Source`], naming the
 /// file).
 #[derive(Debug, Clone)]
-pub struct CsvSource {
+pub struct FileSource {
     path: PathBuf,
     file: String,
     /// Selected columns in file order of selection: features then (when any) the target.
     columns: Vec<usize>,
     /// Whether the spec has a target column (else the columns are $y$).
     has_target: bool,
+    /// Every column of the file, in file order.
+    header: Vec<String>,
+    /// Names of the selected columns, in selection order.
+    selected: Vec<String>,
     intercept: bool,
     names: Vec<String>,
     n_rows: usize,
@@ -296,7 +303,7 @@ pub struct CsvSource {
     scaling: Option<Scaling>,
 }
 
-impl CsvSource {
+impl FileSource {
     /// Opens `path` (a regular file: a stream cannot be read twice) and surveys it in
     /// one pass: header and columns as `spec` selects them, every cell checked as
     /// [`load_csv`](super::csv::load_csv) checks it, the row count, the columns' moments
@@ -306,7 +313,7 @@ impl CsvSource {
     /// # Errors
     /// [`MoeError::Source`] with the message of the [`DataError`] (file, line, column);
     /// `InvalidParam` for `chunk_rows = 0` or `sample_rows = 0`.
-    pub fn open(path: &Path, spec: &CsvSpec, chunk_rows: usize) -> Result<(CsvSource, Survey)> {
+    pub fn open(path: &Path, spec: &CsvSpec, chunk_rows: usize) -> Result<(FileSource, Survey)> {
         check_chunk_rows(chunk_rows)?;
         if spec.sample_rows == 0 {
             return Err(MoeError::InvalidParam {
@@ -321,11 +328,13 @@ impl CsvSource {
             ));
         }
         let fingerprint = Fingerprint::of(path)?;
-        let mut source = CsvSource {
+        let mut source = FileSource {
             path: path.to_path_buf(),
             file: file.clone(),
             columns: Vec::new(),
             has_target: spec.target.is_some(),
+            header: Vec::new(),
+            selected: Vec::new(),
             intercept: spec.intercept,
             names: Vec::new(),
             n_rows: 0,
@@ -364,8 +373,7 @@ impl CsvSource {
         let mut moments: Option<Moments> = None;
         let mut sample = Reservoir::new(spec.sample_rows, spec.seed);
         let mut seen = 0usize;
-        let reader = open_data(path).map_err(source_error)?;
-        read_rows(reader, &file, select, BLOCK_BYTES, |c: Parsed| {
+        read_file(path, &file, select, |c: Parsed| {
             let m = c.lines.len();
             let cols = &c.values;
             let design = source_design_width(cols.len(), spec.target.is_some(), spec.intercept);
@@ -389,6 +397,8 @@ impl CsvSource {
         .map_err(source_error)?;
         let moments = moments.ok_or_else(|| MoeError::Source(format!("{file}: no data rows")))?;
         source.columns = chosen;
+        source.selected = source.columns.iter().map(|&j| header[j].clone()).collect();
+        source.header = header.clone();
         let n_selected = source.columns.len();
         let feature_names: Vec<String> = if spec.target.is_some() {
             source.columns[..n_selected - 1]
@@ -436,6 +446,17 @@ impl CsvSource {
                 sample,
             },
         ))
+    }
+
+    /// Every column of the file, in file order.
+    pub fn header(&self) -> &[String] {
+        &self.header
+    }
+
+    /// The selected columns' names: the features then the target, or the coordinates
+    /// of $y$ without a target.
+    pub fn columns(&self) -> &[String] {
+        &self.selected
     }
 
     /// The same source with every chunk standardised by `scaling` (as
@@ -530,12 +551,16 @@ impl CsvSource {
                 reason,
             } => {
                 let line = lines.get(r).copied().unwrap_or(0);
-                MoeError::Source(format!(
-                    "{}: line {line} (data row {}){}: {reason}",
-                    self.file,
-                    first_row + r + 1,
-                    column.map_or(String::new(), |c| format!(", column \"{c}\""))
-                ))
+                let column = column.map_or(String::new(), |c| format!(", column \"{c}\""));
+                let row = first_row + r + 1;
+                MoeError::Source(if is_parquet(&self.path) {
+                    format!("{}: data row {row}{column}: {reason}", self.file)
+                } else {
+                    format!(
+                        "{}: line {line} (data row {row}){column}: {reason}",
+                        self.file
+                    )
+                })
             }
             e => e,
         }
@@ -553,7 +578,7 @@ impl CsvSource {
     }
 }
 
-impl RowSource for CsvSource {
+impl RowSource for FileSource {
     fn d(&self) -> usize {
         self.names.len()
     }
@@ -575,7 +600,6 @@ impl RowSource for CsvSource {
     }
     fn for_each_chunk(&self, visit: &mut dyn FnMut(usize, &Dataset) -> Result<()>) -> Result<()> {
         self.check_unchanged()?;
-        let reader = open_data(&self.path).map_err(source_error)?;
         let columns = self.columns.clone();
         let width = columns.len();
         let mut pending: (Vec<Vec<f64>>, Vec<u64>) = (
@@ -598,7 +622,7 @@ impl RowSource for CsvSource {
                 None => Ok(columns),
             }
         };
-        read_rows(reader, &self.file, select, BLOCK_BYTES, |c: Parsed| {
+        read_file(&self.path, &self.file, select, |c: Parsed| {
             let mut from = 0;
             let m = c.lines.len();
             while from < m {
@@ -629,6 +653,21 @@ impl RowSource for CsvSource {
             )));
         }
         Ok(())
+    }
+}
+
+/// One pass over a data file, CSV or (by its `.parquet` extension) Parquet: the header,
+/// `select`'s columns, then the selected values block by block to `sink`.
+fn read_file<E: From<DataError>>(
+    path: &Path,
+    file: &str,
+    select: impl FnOnce(&[String]) -> std::result::Result<Vec<usize>, DataError>,
+    sink: impl FnMut(Parsed) -> std::result::Result<(), E>,
+) -> std::result::Result<Vec<String>, E> {
+    if is_parquet(path) {
+        read_parquet_rows(path, select, sink)
+    } else {
+        read_rows(open_data(path)?, file, select, BLOCK_BYTES, sink)
     }
 }
 

@@ -21,7 +21,7 @@ impl MoeValidParams {
     ///
     /// 1. **Start**: [`fit`](Self::fit) on `sample` (rows of the source in memory, e.g.
     ///    the [`Survey::sample`](crate::data::source::Survey::sample) of a
-    ///    [`CsvSource`](crate::data::source::CsvSource)), with every restart, strategy
+    ///    [`FileSource`](crate::data::source::FileSource)), with every restart, strategy
     ///    and the gated-from-ungated start; its best $\theta$ starts the full fit.
     /// 2. **Exact EM over the source**: EM, or SQUAREM with
     ///    [`Accel::Squarem`], on a [`ShardProblem`] through the [`Executor`] with these
