@@ -36,6 +36,9 @@ pub struct Fit {
     fitted: FittedMoe,
     scaling: Option<Scaling>,
     settings: Settings,
+    /// The start of the kept run on the solvers' design, when it cannot be redrawn from
+    /// the settings (a Dask fit starts from a fit on a sample: [`crate::shard`]).
+    start: Option<Vec<f64>>,
 }
 
 /// [`Fit::to_json`]'s envelope: the library's model file plus what the library's file
@@ -47,6 +50,10 @@ struct Envelope {
     settings: Settings,
     scaling: Option<Scaling>,
     model: serde_json::Value,
+    /// [`Fit`]'s `start`; absent from the JSON of fits that redraw their start, so their
+    /// text is what it was before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    start: Option<Vec<f64>>,
 }
 
 /// `values` (row-major, `n` rows) as an `n × m` numpy array.
@@ -64,7 +71,16 @@ impl Fit {
             fitted,
             scaling,
             settings,
+            start: None,
         }
+    }
+
+    /// The fit with an explicit start $\theta_0$ on the solvers' design (standardised
+    /// when the fit was), which [`Fit`]'s `certificate` and `em_md_gap` use instead of
+    /// redrawing the kept restart's start from the settings.
+    pub fn with_start(mut self, start: Vec<f64>) -> Fit {
+        self.start = Some(start);
+        self
     }
 
     /// The fit from [`Fit::to_json`]'s text.
@@ -81,7 +97,18 @@ impl Fit {
             )));
         }
         let fitted = io::from_json(&env.model.to_string()).map_err(value_error)?;
-        Ok(Fit::new(fitted, env.scaling, env.settings))
+        if let Some(t) = &env.start {
+            if t.len() != fitted.model().n_params() || t.iter().any(|v| !v.is_finite()) {
+                return Err(PyValueError::new_err(format!(
+                    "not an mdem Python fit: its start has {} values, expected {} finite ones",
+                    t.len(),
+                    fitted.model().n_params()
+                )));
+            }
+        }
+        let mut fit = Fit::new(fitted, env.scaling, env.settings);
+        fit.start = env.start;
+        Ok(fit)
     }
 
     /// Features without targets (zeros: prediction reads only $x$) as a design.
@@ -123,9 +150,12 @@ impl Fit {
         }
     }
 
-    /// The start $\theta_0$ (standardised units) of the kept restart on `data`, drawn as
-    /// the fit drew it.
+    /// The start $\theta_0$ (standardised units) of the kept restart on `data`: the
+    /// explicit start when the fit has one, otherwise drawn as the fit drew it.
     fn kept_start(&self, data: &Dataset) -> PyResult<Vec<f64>> {
+        if let Some(t) = &self.start {
+            return Ok(t.clone());
+        }
         let model = self.fitted.model();
         let rep = self.fitted.report();
         let attempt = rep
@@ -332,7 +362,8 @@ impl Fit {
     }
 
     /// The convergence certificate of EM on (`x`, `y`), as `mdem certify` computes it:
-    /// EM re-run from the kept start (drawn as the fit drew it) to relative tolerance
+    /// EM re-run from the kept start (drawn as the fit drew it; for a Dask fit, the
+    /// start its EM over the partitions ran from) to relative tolerance
     /// 1e-14 and gradient norm 1e-9 (at most `max_iter` iterations), on the standardised
     /// design when the fit used one, then [`certify`] on its iterates and
     /// [`diagnostics::certificate::Certificate::account_for`] its termination. Returns
@@ -454,6 +485,7 @@ impl Fit {
             settings: self.settings.clone(),
             scaling: self.scaling.clone(),
             model,
+            start: self.start.clone(),
         };
         serde_json::to_string(&env).map_err(value_error)
     }

@@ -9,7 +9,8 @@
 //! [`em_as_md::MoeParams`], and $\hat\theta$ mapped back to the data's units. The fit runs
 //! with the GIL released. The result is a [`Fit`]: predictions, responsibilities, the
 //! convergence certificate ([`diagnostics::certificate::certify`]) and the EM ≡ MD harness
-//! ([`em_as_md::testkit::em_md_gap`]).
+//! ([`em_as_md::testkit::em_md_gap`]). [`ShardModel`] runs the same EM over rows held in
+//! partitions elsewhere (Dask), one round of shard statistics at a time ([`shard`]).
 //!
 //! Errors never cross the boundary as panics: every [`em_as_md::MoeError`] and
 //! [`diagnostics::error::DiagnosticsError`] becomes a Python `ValueError` carrying the
@@ -18,20 +19,24 @@
 
 mod fitted;
 mod run;
+mod shard;
 
 use pyo3::prelude::*;
 
 pub use fitted::Fit;
 pub use run::{fit, fit_from_json};
+pub use shard::ShardModel;
 
-/// The module `mdem._core`: the [`fit`] function, the [`Fit`] class and
-/// [`fit_from_json`] (the inverse of [`Fit::to_json`], used by pickling).
+/// The module `mdem._core`: the [`fit`] function, the [`Fit`] class,
+/// [`fit_from_json`] (the inverse of [`Fit::to_json`], used by pickling) and the
+/// [`ShardModel`] class of fits over partitions (`mdem.dask`).
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run::fit, m)?)?;
     m.add_function(wrap_pyfunction!(run::fit_from_json, m)?)?;
     m.add_function(wrap_pyfunction!(run::expert_names, m)?)?;
     m.add_class::<Fit>()?;
+    m.add_class::<ShardModel>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

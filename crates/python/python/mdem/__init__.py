@@ -14,8 +14,9 @@ certificate of EM as a dict), :meth:`~MixtureOfExpertsRegressor.responsibilities
 ``trajectory_`` (log-likelihood per iteration) and
 :meth:`~MixtureOfExpertsRegressor.em_md_gap` (one EM step against one mirror-descent step).
 
-Distributed fits on Dask (``mdem.dask``) are not available yet: they need the library's
-shard-statistics API, which does not exist yet.
+:func:`mdem.dask.fit` fits either estimator to rows held by Dask (``import mdem.dask``;
+needs ``dask`` and, for a cluster, ``distributed``): exact EM over the partitions, one
+Dask round per E-step and per Newton round of the M-step, from a fit on a sample.
 """
 
 from mdem._estimators import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor

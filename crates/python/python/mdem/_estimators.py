@@ -97,6 +97,12 @@ class _MixtureOfExperts(BaseEstimator):
             seed=self._seed(),
             standardize=bool(self.standardize),
         )
+        # Kept (a reference, not a copy) for certificate() and em_md_gap() without data.
+        return self._adopt(fit, expert, (X, y))
+
+    def _adopt(self, fit, expert, train):
+        """Sets the fitted attributes from the native ``fit`` (in memory or over Dask
+        partitions); ``train`` is the in-memory training data, or None."""
         self.model_ = fit
         self.expert_ = expert
         self.theta_ = fit.theta
@@ -105,8 +111,7 @@ class _MixtureOfExperts(BaseEstimator):
         self.converged_ = fit.converged
         self.termination_ = fit.termination
         self.trajectory_ = fit.trajectory
-        # Kept (a reference, not a copy) for certificate() and em_md_gap() without data.
-        self._train = (X, y)
+        self._train = train
         return self
 
     def _X(self, X):
@@ -117,7 +122,8 @@ class _MixtureOfExperts(BaseEstimator):
         if X is None and y is None:
             if getattr(self, "_train", None) is None:
                 raise ValueError(
-                    "the training data are not kept in an unpickled estimator: pass X and y"
+                    "the training data are not kept in an unpickled or Dask-fitted "
+                    "estimator: pass X and y"
                 )
             return self._train
         if X is None or y is None:
