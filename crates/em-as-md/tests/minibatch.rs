@@ -187,3 +187,47 @@ fn bad_schedules_and_passes_are_refused() {
     };
     assert!((0..10).all(|t| s.eta(t) <= 1.0));
 }
+
+#[test]
+fn minibatch_gradient_baselines_descend_and_stay_behind_minibatch_em() {
+    use em_as_md::fit::minibatch::{GradientStep, MiniBatchGradient};
+    use em_as_md::AdamSettings;
+    let (m, data, theta0) = setup(Arc::new(LinearGaussian::new()), Gating::Softmax, 30_000);
+    let src = InMemory::new(&data, 1024).unwrap();
+    let em = MiniBatchEm {
+        passes: 2,
+        schedule: StepSchedule::default(),
+        average: true,
+        evaluate: true,
+    }
+    .run(&m, &src, &theta0)
+    .unwrap();
+    for step in [
+        GradientStep::Gd { lr: 0.05 },
+        GradientStep::Adam(AdamSettings::default()),
+    ] {
+        let (theta, traj) = MiniBatchGradient { passes: 2, step }
+            .run(&m, &src, &theta0)
+            .unwrap();
+        assert_eq!(traj.len(), 3);
+        assert_eq!(theta.len(), theta0.len());
+        // Descends from the start…
+        assert!(traj[2].1 < traj[0].1, "{step:?}: {traj:?}");
+        // …and mini-batch EM, the same number of passes, is at least as good.
+        assert!(
+            em.objective <= traj[2].1 + 1e-12,
+            "{step:?}: EM {} vs {}",
+            em.objective,
+            traj[2].1
+        );
+    }
+    let bad = MiniBatchGradient {
+        passes: 1,
+        step: GradientStep::Gd { lr: -1.0 },
+    }
+    .run(&m, &src, &theta0);
+    assert!(matches!(
+        bad,
+        Err(MoeError::InvalidParam { name: "lr", .. })
+    ));
+}

@@ -49,6 +49,7 @@ use crate::inner::InnerStats;
 use crate::model::mixture::{ClusterStats, LinearStats, MixtureOfExperts, MoeStats};
 use crate::model::ConditionalFamily;
 use crate::shard::{pass, EStats, Round, RoundNeed, Sums};
+use crate::solve::adam::AdamSettings;
 use faer::Mat;
 use serde::{Deserialize, Serialize};
 
@@ -388,4 +389,118 @@ fn newton_step(
         };
     }
     Err(MoeError::NotPositiveDefinite { block, pivot: 0 })
+}
+
+/// The first-order baseline of a mini-batch run ([`MiniBatchGradient`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GradientStep {
+    /// $\theta_{t+1} = \theta_t - \text{lr}\,\nabla\hat L_t(\theta_t)$.
+    Gd {
+        /// The learning rate.
+        lr: f64,
+    },
+    /// Adam ([`Adam::direction`](crate::solve::adam::Adam::direction)) on the batch
+    /// gradients.
+    Adam(AdamSettings),
+}
+
+/// Mini-batch gradient descent or Adam on $L$ over a row source: the baselines that
+/// mini-batch EM is compared with (one batch gradient
+/// [`Problem::objective_and_gradient`](crate::solve::Problem::objective_and_gradient) per
+/// step, batches = the source's chunks). A step that leaves the model's domain (a
+/// variance $\le 0$) is halved until the next batch's gradient can be taken, up to 30
+/// times.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MiniBatchGradient {
+    /// Passes over the source.
+    pub passes: u64,
+    /// The step rule.
+    pub step: GradientStep,
+}
+
+impl MiniBatchGradient {
+    /// Runs from `theta0`; returns the last iterate and `(passes, L)` after every pass
+    /// (and at 0), $L$ over the whole source.
+    ///
+    /// # Errors
+    /// `InvalidParam` for 0 passes or a bad learning rate; the source's and the gradient's
+    /// errors; `LeftDomain` when 30 halvings do not bring a step back into the domain.
+    pub fn run(
+        &self,
+        model: &MixtureOfExperts,
+        source: &dyn RowSource,
+        theta0: &[f64],
+    ) -> Result<(Vec<f64>, Vec<(f64, f64)>)> {
+        if self.passes == 0 {
+            return Err(MoeError::InvalidParam {
+                name: "passes",
+                reason: "at least 1".into(),
+            });
+        }
+        let mut adam = match self.step {
+            GradientStep::Gd { lr } if !(lr > 0.0 && lr.is_finite()) => {
+                return Err(MoeError::InvalidParam {
+                    name: "lr",
+                    reason: "a finite learning rate > 0".into(),
+                })
+            }
+            GradientStep::Gd { .. } => None,
+            GradientStep::Adam(s) => {
+                let mut a = crate::solve::adam::Adam::new(s)?;
+                a.reset(theta0.len());
+                Some(a)
+            }
+        };
+        let objective = |t: &[f64]| -> Result<f64> {
+            pass(model, source, &Round::E { theta: t.to_vec() })?.objective()
+        };
+        let mut theta = theta0.to_vec();
+        let mut trajectory = vec![(0.0, objective(&theta)?)];
+        let mut grad = vec![0.0; theta.len()];
+        // The last accepted point and step, to halve a step whose end left the domain.
+        let mut last: Option<(Vec<f64>, Vec<f64>)> = None;
+        for p in 0..self.passes {
+            source.for_each_chunk(&mut |_, batch| {
+                let problem = crate::solve::Problem::new(model, batch)?;
+                let mut halvings = 0;
+                loop {
+                    match problem.objective_and_gradient(&theta, &mut grad) {
+                        Ok(_) => break,
+                        Err(e) if halvings < 30 => {
+                            let Some((from, step)) = last.as_mut() else {
+                                return Err(e);
+                            };
+                            step.iter_mut().for_each(|d| *d *= 0.5);
+                            theta = from.iter().zip(step.iter()).map(|(a, d)| a - d).collect();
+                            halvings += 1;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                let step: Vec<f64> = match (&mut adam, self.step) {
+                    (Some(a), _) => a.direction(&grad),
+                    (None, GradientStep::Gd { lr })
+                    | (None, GradientStep::Adam(AdamSettings { lr, .. })) => {
+                        grad.iter().map(|g| lr * g).collect()
+                    }
+                };
+                let next: Vec<f64> = theta.iter().zip(&step).map(|(a, d)| a - d).collect();
+                last = Some((std::mem::replace(&mut theta, next), step));
+                Ok(())
+            })?;
+            // The last step of the pass, if it left the domain, is halved here too.
+            let mut l = objective(&theta);
+            let mut halvings = 0;
+            while l.is_err() && halvings < 30 {
+                if let Some((from, step)) = last.as_mut() {
+                    step.iter_mut().for_each(|d| *d *= 0.5);
+                    theta = from.iter().zip(step.iter()).map(|(a, d)| a - d).collect();
+                }
+                l = objective(&theta);
+                halvings += 1;
+            }
+            trajectory.push(((p + 1) as f64, l?));
+        }
+        Ok((theta, trajectory))
+    }
 }

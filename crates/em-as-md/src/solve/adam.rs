@@ -110,9 +110,21 @@ impl Adam {
     pub fn settings(&self) -> AdamSettings {
         self.settings
     }
+    /// Zeroes the moments for $k$ parameters (what [`Solver::init`] does), for callers
+    /// that feed their own gradients to [`direction`](Self::direction), e.g. mini-batch
+    /// Adam ([`crate::fit::minibatch::MiniBatchGradient`]).
+    pub fn reset(&mut self, k: usize) {
+        self.m = vec![0.0; k];
+        self.v = vec![0.0; k];
+        self.t = 0;
+        self.cache = None;
+    }
     /// The moment updates and the bias-corrected step $\Delta$ with
-    /// $\theta_{t+1} = \theta_t - \Delta$, for the gradient `g` of step `t` ($\ge 1$).
-    fn direction(&mut self, g: &[f64]) -> Vec<f64> {
+    /// $\theta_{t+1} = \theta_t - \Delta$, for the gradient `g` of step `t` ($\ge 1$):
+    /// $m \leftarrow \beta_1 m + (1-\beta_1)g$, $v \leftarrow \beta_2 v + (1-\beta_2)g^2$,
+    /// $\Delta = \text{lr}\,\hat m/(\sqrt{\hat v} + \epsilon)$ with $\hat m = m/(1-\beta_1^t)$,
+    /// $\hat v = v/(1-\beta_2^t)$. Call [`reset`](Self::reset) first.
+    pub fn direction(&mut self, g: &[f64]) -> Vec<f64> {
         let AdamSettings {
             lr,
             beta1,
@@ -140,11 +152,7 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for Adam {
         format!("Adam(lr={})", self.settings.lr)
     }
     fn init(&mut self, problem: &Problem<'_, M>, state: FitState) -> Result<FitState> {
-        let k = problem.model.n_params();
-        self.m = vec![0.0; k];
-        self.v = vec![0.0; k];
-        self.t = 0;
-        self.cache = None;
+        self.reset(problem.model.n_params());
         Ok(state)
     }
     fn next_iter(&mut self, problem: &Problem<'_, M>, state: FitState) -> NextIter {
