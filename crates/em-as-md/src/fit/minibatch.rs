@@ -391,6 +391,9 @@ fn newton_step(
     Err(MoeError::NotPositiveDefinite { block, pivot: 0 })
 }
 
+/// `(passes so far, L)` after every pass of a mini-batch run, starting with `(0, L(θ₀))`.
+pub type Trajectory = Vec<(f64, f64)>;
+
 /// The first-order baseline of a mini-batch run ([`MiniBatchGradient`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum GradientStep {
@@ -430,7 +433,7 @@ impl MiniBatchGradient {
         model: &MixtureOfExperts,
         source: &dyn RowSource,
         theta0: &[f64],
-    ) -> Result<(Vec<f64>, Vec<(f64, f64)>)> {
+    ) -> Result<(Vec<f64>, Trajectory)> {
         if self.passes == 0 {
             return Err(MoeError::InvalidParam {
                 name: "passes",
