@@ -332,6 +332,61 @@ pub struct FitArgs {
 }
 
 /// Parses `--accel` (`none`, `squarem`, `md`).
+impl FitArgs {
+    /// The fit's settings from these arguments, for `k` experts of type `expert` with
+    /// `gating` (shared by the in-memory and the streamed fit).
+    ///
+    /// # Errors
+    /// [`CliError::BadInput`] naming `--init` for an unknown strategy.
+    pub fn settings(
+        &self,
+        k: usize,
+        expert: Arc<dyn Expert>,
+        gating: Gating,
+    ) -> Result<FitSettings, CliError> {
+        Ok(FitSettings {
+            n_experts: k,
+            expert,
+            gating,
+            n_init: self.n_init as usize,
+            seed: self.seed,
+            max_iters: self.max_iter,
+            tol: self.tol,
+            init: InitMethod::from_name(&self.init).ok_or_else(|| {
+                CliError::BadInput(format!(
+                    "invalid value '{}' for '--init': expected auto, random, subset, kmeans or short-em",
+                    self.init
+                ))
+            })?,
+            accel: self.accel,
+            cancel: Some(interrupt::flag()),
+        })
+    }
+}
+
+/// The fitted model with its parameters mapped back to the data's units when it was
+/// fitted on standardised columns (`scaling`): the same laws, so the same likelihood
+/// and report.
+///
+/// # Errors
+/// [`CliError::Compute`] when the mapping fails.
+pub fn in_data_units(fitted: FittedMoe, scaling: Option<&Scaling>) -> Result<FittedMoe, CliError> {
+    match scaling {
+        Some(s) => s
+            .to_original(fitted.model(), fitted.theta())
+            .and_then(|theta| {
+                FittedMoe::new(
+                    fitted.model().clone(),
+                    theta,
+                    fitted.feature_names().to_vec(),
+                    fitted.report().clone(),
+                )
+            })
+            .map_err(|e| CliError::compute("mapping the parameters back to the data's units", e)),
+        None => Ok(fitted),
+    }
+}
+
 fn accel_value(s: &str) -> Result<Accel, String> {
     s.parse::<Accel>().map_err(|e| e.to_string())
 }
@@ -419,23 +474,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         )));
     }
 
-    let settings = FitSettings {
-        n_experts: k,
-        expert,
-        gating,
-        n_init: args.n_init as usize,
-        seed: args.seed,
-        max_iters: args.max_iter,
-        tol: args.tol,
-        init: InitMethod::from_name(&args.init).ok_or_else(|| {
-            CliError::BadInput(format!(
-                "invalid value '{}' for '--init': expected auto, random, subset, kmeans or short-em",
-                args.init
-            ))
-        })?,
-        accel: args.accel,
-        cancel: Some(interrupt::flag()),
-    };
+    let settings = args.settings(k, expert, gating)?;
     let visible = show_progress(args.quiet, args.json);
     let label = match args.accel {
         Accel::None => "EM",
@@ -475,21 +514,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         .then(|| fitted.responsibilities(data))
         .transpose()
         .map_err(|e| CliError::compute(format!("{}: responsibilities", loaded.file), e))?;
-    // Back to the data's units: the same laws, so the same likelihood and report.
-    let fitted = match scaling {
-        Some(s) => s
-            .to_original(fitted.model(), fitted.theta())
-            .and_then(|theta| {
-                FittedMoe::new(
-                    fitted.model().clone(),
-                    theta,
-                    fitted.feature_names().to_vec(),
-                    fitted.report().clone(),
-                )
-            })
-            .map_err(|e| CliError::compute("mapping the parameters back to the data's units", e))?,
-        None => fitted,
-    };
+    let fitted = in_data_units(fitted, scaling)?;
     let rep = fitted.report();
     let theta = fitted.theta().to_vec();
     let ll = rep.log_likelihood;

@@ -2,17 +2,15 @@
 //! ([`em_as_md::data::source::FileSource`], [`em_as_md::MoeValidParams::fit_stream`]),
 //! memory bounded by the chunk.
 
-use super::fit::{convergence_warnings, FitArgs, GAUSSIAN};
+use super::fit::{convergence_warnings, in_data_units, FitArgs, GAUSSIAN};
 use crate::engine::{fit_em_stream, FitSettings};
 use crate::error::CliError;
-use crate::interrupt;
 use crate::model::{params_json, params_tables, save_model, StartInfo};
 use crate::phases::{peak_rss_bytes, Phases};
 use crate::progress::{show_progress, ProgressObserver};
 use crate::report::{num, print_stdout, Align, Table};
 use em_as_md::data::csv::LoadedData;
 use em_as_md::data::source::{CsvSpec, FileSource, RowSource};
-use em_as_md::fit::init::InitMethod;
 use em_as_md::fit::minibatch::{MiniBatchEm, StepSchedule};
 use em_as_md::fit::predict::{FitReport, RestartSummary, Spread};
 use em_as_md::fit::stream::stream_summaries;
@@ -108,23 +106,7 @@ pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
             "{file}: {k} experts but only {n} data rows; expected at most as many experts as rows"
         )));
     }
-    let settings = FitSettings {
-        n_experts: k,
-        expert,
-        gating: m.gating(),
-        n_init: args.n_init as usize,
-        seed: args.seed,
-        max_iters: args.max_iter,
-        tol: args.tol,
-        init: InitMethod::from_name(&args.init).ok_or_else(|| {
-            CliError::BadInput(format!(
-                "invalid value '{}' for '--init': expected auto, random, subset, kmeans or short-em",
-                args.init
-            ))
-        })?,
-        accel: args.accel,
-        cancel: Some(interrupt::flag()),
-    };
+    let settings = args.settings(k, expert, m.gating())?;
     let bar = ProgressObserver::new(
         "streamed EM",
         settings.max_iters,
@@ -152,20 +134,7 @@ pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
         e => CliError::compute(format!("{file}: fitting"), e),
     })?;
     phases.lap("fit");
-    let fitted = match &scaling {
-        Some(s) => s
-            .to_original(fitted.model(), fitted.theta())
-            .and_then(|theta| {
-                FittedMoe::new(
-                    fitted.model().clone(),
-                    theta,
-                    fitted.feature_names().to_vec(),
-                    fitted.report().clone(),
-                )
-            })
-            .map_err(|e| CliError::compute("mapping the parameters back to the data's units", e))?,
-        None => fitted,
-    };
+    let fitted = in_data_units(fitted, scaling.as_ref())?;
     if let Some(path) = &args.out {
         let start = StartInfo {
             seed: settings.seed,
