@@ -427,7 +427,7 @@ impl FileSource {
                 }
             }
         }
-        let sample = source.dataset(sample.rows())?;
+        let sample = source.dataset(&sample.rows())?;
         if spec.target.is_some() {
             if let Some(dep) = first_collinear(sample.xt(), off, spec.intercept) {
                 return Err(MoeError::Source(format!(
@@ -480,14 +480,16 @@ impl FileSource {
         Ok(self)
     }
 
-    /// The data set of selected rows `rows` (each the selected cells in selection order).
-    fn dataset(&self, rows: Vec<Vec<f64>>) -> Result<Dataset> {
+    /// The data set of the rows in `cells` (row after row, each the selected cells in
+    /// selection order).
+    fn dataset(&self, cells: &[f64]) -> Result<Dataset> {
         let (d, q) = (self.d(), self.q());
-        let m = rows.len();
+        let width = self.columns.len().max(1);
+        let m = cells.len() / width;
         let mut xt = Mat::<f64>::zeros(d, m);
         let mut y = Vec::with_capacity(m * q);
         let mut x = Vec::with_capacity(d);
-        for (i, r) in rows.iter().enumerate() {
+        for (i, r) in cells.chunks_exact(width).enumerate() {
             design_row(r, self.has_target, self.intercept, &mut x);
             for (a, v) in x.iter().enumerate() {
                 xt[(a, i)] = *v;
@@ -748,11 +750,15 @@ impl Moments {
 }
 
 /// Algorithm R (Vitter 1985): after row $i$ the kept rows are a uniform sample of size
-/// $\min(S, i+1)$, the same for the same seed.
+/// $\min(S, i+1)$, the same for the same seed. Rows are kept in one flat buffer (no
+/// allocation per row: a Parquet file loaded in memory keeps every row here).
 struct Reservoir {
     size: usize,
     rng: ChaCha8Rng,
-    kept: Vec<(usize, Vec<f64>)>,
+    /// File index of each kept row.
+    index: Vec<usize>,
+    /// The kept rows' cells, `width` per row, in slot order.
+    cells: Vec<f64>,
 }
 
 impl Reservoir {
@@ -760,23 +766,33 @@ impl Reservoir {
         Reservoir {
             size,
             rng: ChaCha8Rng::seed_from_u64(seed),
-            kept: Vec::new(),
+            index: Vec::new(),
+            cells: Vec::new(),
         }
     }
     fn offer(&mut self, i: usize, row: &[f64]) {
-        if self.kept.len() < self.size {
-            self.kept.push((i, row.to_vec()));
+        if self.index.len() < self.size {
+            self.index.push(i);
+            self.cells.extend_from_slice(row);
         } else {
             let j = self.rng.random_range(0..=i);
             if j < self.size {
-                self.kept[j] = (i, row.to_vec());
+                self.index[j] = i;
+                let w = row.len();
+                self.cells[j * w..(j + 1) * w].copy_from_slice(row);
             }
         }
     }
-    /// The kept rows in file order.
-    fn rows(mut self) -> Vec<Vec<f64>> {
-        self.kept.sort_by_key(|(i, _)| *i);
-        self.kept.into_iter().map(|(_, r)| r).collect()
+    /// The kept rows' cells in file order, row after row.
+    fn rows(self) -> Vec<f64> {
+        let w = self.cells.len().checked_div(self.index.len()).unwrap_or(0);
+        let mut order: Vec<usize> = (0..self.index.len()).collect();
+        order.sort_by_key(|&s| self.index[s]);
+        let mut out = Vec::with_capacity(self.cells.len());
+        for s in order {
+            out.extend_from_slice(&self.cells[s * w..(s + 1) * w]);
+        }
+        out
     }
 }
 
@@ -815,8 +831,8 @@ mod tests {
             for i in 0..20 {
                 r.offer(i, &[i as f64]);
             }
-            for row in r.rows() {
-                counts[row[0] as usize] += 1;
+            for v in r.rows() {
+                counts[v as usize] += 1;
             }
         }
         let sd = (4000.0 * 0.25 * 0.75f64).sqrt();
