@@ -22,7 +22,6 @@
 
 use crate::fitted::Fit;
 use crate::run::{design, targets, value_error, Settings, SolverChoice};
-use em_as_md::fit::predict::{RestartSummary, Spread};
 use em_as_md::fit::scaling::Scaling;
 use em_as_md::fit::stream::SAMPLE_START;
 use em_as_md::model::expert::ExpertSpec;
@@ -504,33 +503,21 @@ impl ShardModel {
             ));
         }
         let n = rows as usize;
-        let restarts = vec![RestartSummary {
-            index: 0,
-            init: start_name.into(),
-            log_likelihood: Some(-(n as f64) * result.best.objective),
-            termination: Some(result.termination),
-            iterations: result.state.iter,
-            error: None,
-            retry_errors: Vec::new(),
-            seconds: result.seconds,
-            start_seconds,
-        }];
-        let report = FitReport {
-            solver: match accel {
-                Accel::None => "EM over Dask partitions".into(),
-                a => format!("EM accelerated by {a} over Dask partitions"),
-            },
-            n_rows: n,
+        let solver = match accel {
+            Accel::None => "EM over Dask partitions".into(),
+            a => format!("EM accelerated by {a} over Dask partitions"),
+        };
+        let seconds = clock.elapsed().as_secs_f64() + start_seconds;
+        let report = FitReport::single_run(
+            solver,
+            start_name,
+            &result,
+            n,
             log_likelihood,
             entropy,
-            iterations: result.state.iter,
-            termination: result.termination,
-            seconds: clock.elapsed().as_secs_f64() + start_seconds,
-            trace: result.trace.clone(),
-            best_restart: 0,
-            spread: Spread::of(&[log_likelihood]),
-            restarts,
-        };
+            start_seconds,
+            seconds,
+        );
         let theta = match &self.scaling {
             Some(s) => s.to_original(&self.model, &theta).map_err(value_error)?,
             None => theta,

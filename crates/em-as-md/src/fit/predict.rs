@@ -20,6 +20,7 @@ use crate::data::Dataset;
 use crate::error::{MoeError, Result};
 use crate::model::mixture::MixtureOfExperts;
 use crate::model::EmModel;
+use crate::solve::executor::FitResult;
 use crate::solve::problem::Problem;
 use crate::solve::solver::{IterRecord, Termination};
 use crate::ConditionalFamily;
@@ -142,6 +143,46 @@ pub struct FitReport {
 }
 
 impl FitReport {
+    /// The report of a fit that ran one start (`init` names it): a streamed fit, or one
+    /// over Dask partitions. `result` is the run, `log_likelihood` and `entropy` are
+    /// $\hat\ell$ and $\sum_i H(r_i)$ at its best θ over the `n_rows` rows, `start_seconds`
+    /// the time spent building the start and `seconds` the whole fit's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn single_run(
+        solver: String,
+        init: &str,
+        result: &FitResult,
+        n_rows: usize,
+        log_likelihood: f64,
+        entropy: f64,
+        start_seconds: f64,
+        seconds: f64,
+    ) -> FitReport {
+        FitReport {
+            solver,
+            n_rows,
+            log_likelihood,
+            entropy,
+            iterations: result.state.iter,
+            termination: result.termination,
+            seconds,
+            trace: result.trace.clone(),
+            best_restart: 0,
+            spread: Spread::of(&[log_likelihood]),
+            restarts: vec![RestartSummary {
+                index: 0,
+                init: init.into(),
+                log_likelihood: Some(-(n_rows as f64) * result.best.objective),
+                termination: Some(result.termination),
+                iterations: result.state.iter,
+                error: None,
+                retry_errors: Vec::new(),
+                seconds: result.seconds,
+                start_seconds,
+            }],
+        }
+    }
+
     /// Seconds of EM iterations summed over the restarts
     /// ([`RestartSummary::seconds`]): the work the iterations cost, against which the
     /// fit's fixed costs are measured.

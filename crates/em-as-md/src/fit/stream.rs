@@ -4,7 +4,7 @@
 use crate::data::source::RowSource;
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
-use crate::fit::predict::{classification_entropy, FitReport, FittedMoe, RestartSummary, Spread};
+use crate::fit::predict::{classification_entropy, FitReport, FittedMoe};
 use crate::fit::MoeValidParams;
 use crate::shard::ShardProblem;
 use crate::solve::accel::Accel;
@@ -63,33 +63,21 @@ impl MoeValidParams {
         let theta = result.best.theta.clone();
         let (log_likelihood, entropy) = stream_summaries(&model, source, &theta)?;
         let n = source.n_rows();
-        let restarts = vec![RestartSummary {
-            index: 0,
-            init: SAMPLE_START.into(),
-            log_likelihood: Some(-(n as f64) * result.best.objective),
-            termination: Some(result.termination),
-            iterations: result.state.iter,
-            error: None,
-            retry_errors: Vec::new(),
-            seconds: result.seconds,
-            start_seconds,
-        }];
-        let report = FitReport {
-            solver: match p.accel_method() {
-                Accel::None => "EM over a row source".into(),
-                a => format!("EM accelerated by {a} over a row source"),
-            },
-            n_rows: n,
+        let solver = match p.accel_method() {
+            Accel::None => "EM over a row source".into(),
+            a => format!("EM accelerated by {a} over a row source"),
+        };
+        let seconds = clock.elapsed().as_secs_f64();
+        let report = FitReport::single_run(
+            solver,
+            SAMPLE_START,
+            &result,
+            n,
             log_likelihood,
             entropy,
-            iterations: result.state.iter,
-            termination: result.termination,
-            seconds: clock.elapsed().as_secs_f64(),
-            trace: result.trace.clone(),
-            best_restart: 0,
-            spread: Spread::of(&[log_likelihood]),
-            restarts,
-        };
+            start_seconds,
+            seconds,
+        );
         FittedMoe::new(model, theta, source.feature_names().to_vec(), report)
     }
 }
