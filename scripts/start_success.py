@@ -3,8 +3,9 @@
 starts of `mdem fit` end with a fit, how many of them converged, and how many needed a
 retry from a fresh draw (a failed attempt; see em_as_md::fit::START_RETRIES).
 
-Usage: scripts/start_success.py [path/to/mdem] > table.md
-The binary defaults to target/release/mdem. Each cell runs one `mdem fit --n-init 20
+Usage: scripts/start_success.py [path/to/mdem [FILTER]] > table.md
+The binary defaults to target/release/mdem; FILTER keeps the rows whose expert column
+contains it (e.g. `ridge`). Each cell runs one `mdem fit --n-init 20
 --seed 1 --json`; the extra start from the ungated optimum (gated fits) is not counted.
 """
 import json
@@ -12,6 +13,7 @@ import subprocess
 import sys
 
 MDEM = sys.argv[1] if len(sys.argv) > 1 else "target/release/mdem"
+FILTER = sys.argv[2] if len(sys.argv) > 2 else ""
 CASES = [
     ("data/diabetes.csv", "y", None, "linear"),
     ("data/diabetes.csv", "y", None, "poisson"),
@@ -22,13 +24,16 @@ CASES = [
     ("data/fabricfault.csv", "Faults", "logLength", "poisson"),
     ("data/breast_cancer.csv", "y", None, "logistic"),
     ("tests/data/three_classes.csv", "y", None, "multinomial"),
+    # The separated fits above, with the ridge the separation warning suggests.
+    ("data/breast_cancer.csv", "y", None, "logistic", ["--ridge", "1"]),
+    ("tests/data/three_classes.csv", "y", None, "multinomial", ["--ridge", "1"]),
 ]
 N_INIT = 20
 
 
-def cell(path, target, features, expert, k):
+def cell(path, target, features, expert, k, extra):
     cmd = [MDEM, "fit", path, "--target", target, "--experts", str(k), "--expert",
-           expert, "--n-init", str(N_INIT), "--seed", "1", "--json", "--quiet"]
+           expert, "--n-init", str(N_INIT), "--seed", "1", "--json", "--quiet", *extra]
     if features:
         cmd += ["--features", features]
     run = subprocess.run(cmd, capture_output=True, text=True)
@@ -55,10 +60,14 @@ def main():
     ks = [2, 3, 4, 5]
     print("| data | model | expert | " + " | ".join(f"K = {k}" for k in ks) + " |")
     print("|---|---|---|" + "---|" * len(ks))
-    for path, target, features, expert in CASES:
-        row = [cell(path, target, features, expert, k) for k in ks]
+    for path, target, features, expert, *extra in CASES:
+        extra = extra[0] if extra else []
+        label = expert + (f" `{' '.join(extra)}`" if extra else "")
+        if FILTER not in label:
+            continue
+        row = [cell(path, target, features, expert, k, extra) for k in ks]
         what = f"`{target}` ~ {features or 'all'}"
-        print(f"| `{path}` | {what} | {expert} | " + " | ".join(row) + " |")
+        print(f"| `{path}` | {what} | {label} | " + " | ".join(row) + " |")
         sys.stdout.flush()
 
 

@@ -1336,7 +1336,85 @@ fn table(fx: &Fixtures) -> Vec<Case> {
             "\"converged\":false",
             "separates its weighted data",
             "\"separated\":{\"expert\"",
+            "--ridge",
         ],
+    ));
+    // 10. The ridge the separation warning suggests: it works, and nonsense is refused.
+    let logistic = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "fit",
+            cancer.as_str(),
+            "--target",
+            "y",
+            "--experts",
+            "2",
+            "--expert",
+            "logistic",
+        ]
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+        a.extend(extra.iter().map(|v| v.to_string()));
+        a
+    };
+    let args = logistic(&["--ridge", "1", "--json"]);
+    cases.push(Case::new(
+        "separable logistic data with --ridge 1 converge",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        0,
+        &[
+            "\"converged\":true",
+            "\"separated\":null",
+            "\"ridge\":{\"lambda\":1.0",
+        ],
+    ));
+    for (name, extra, words) in [
+        (
+            "a negative ridge",
+            vec!["--ridge", "-1"],
+            vec!["--ridge", ">= 0"],
+        ),
+        ("a NaN ridge", vec!["--ridge", "NaN"], vec!["--ridge"]),
+    ] {
+        let args = logistic(&extra);
+        cases.push(Case::new(
+            name,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            2,
+            &words,
+        ));
+    }
+    cases.push(Case::new(
+        "--ridge with the Gaussian mixture",
+        &[
+            "fit",
+            &diabetes,
+            "--experts",
+            "2",
+            "--expert",
+            "gaussian",
+            "--ridge",
+            "1",
+        ],
+        2,
+        &["--ridge", "not --expert gaussian"],
+    ));
+    cases.push(Case::new(
+        "--ridge in compare",
+        &[
+            "compare",
+            &cancer,
+            "--target",
+            "y",
+            "--experts",
+            "2",
+            "--expert",
+            "logistic",
+            "--ridge",
+            "1",
+        ],
+        2,
+        &["--ridge", "mdem fit"],
     ));
     cases
 }

@@ -5,7 +5,7 @@
 use crate::progress::ProgressObserver;
 use em_as_md::fit::init::InitMethod;
 use em_as_md::model::mixture::Gating;
-use em_as_md::{Accel, Dataset, Expert, FittedMoe, MoeError, MoeParams, ObserverMode};
+use em_as_md::{Accel, Dataset, Expert, FittedMoe, GateConfig, MoeError, MoeParams, ObserverMode};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -30,6 +30,9 @@ pub struct FitSettings {
     pub init: InitMethod,
     /// How EM is accelerated ([`MoeParams::accel`]).
     pub accel: Accel,
+    /// Ridge on the softmax gate's coefficients ([`em_as_md::GateConfig::ridge`]; 0:
+    /// none). The experts' ridge is part of the expert.
+    pub gate_ridge: f64,
     /// Cancellation flag shared by all restarts (the command line passes
     /// [`crate::interrupt::flag`]): once raised, every restart stops before its next
     /// iteration with [`em_as_md::Termination::Interrupted`] and the best restart so far
@@ -76,7 +79,11 @@ fn fit_params(settings: &FitSettings, progress: Option<ProgressObserver>) -> Moe
         .max_iters(settings.max_iters)
         .tol(settings.tol)
         .init(settings.init.clone())
-        .accel(settings.accel);
+        .accel(settings.accel)
+        .gate_config(GateConfig {
+            ridge: settings.gate_ridge,
+            ..GateConfig::default()
+        });
     if let Some(flag) = &settings.cancel {
         params = params.cancel(flag.clone());
     }
@@ -120,6 +127,7 @@ mod tests {
             tol: 1e-10,
             init: InitMethod::KMeansPlusPlus,
             accel: Accel::default(),
+            gate_ridge: 0.0,
             cancel,
         }
     }

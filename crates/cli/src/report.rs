@@ -17,6 +17,11 @@ pub fn print_stdout(text: &str) -> Result<(), crate::error::CliError> {
     }
 }
 
+/// What to do about a separated expert (text and JSON reports).
+const SEPARATION_HINT: &str = "a linear predictor classifies that expert's rows perfectly, so \
+     the likelihood has no maximum: add a ridge (--ridge 1), use fewer experts or drop the \
+     separating columns (--features)";
+
 /// The report's warning line for a run that did not converge, naming the reason
 /// (`None` for a converged run): "WARNING: not converged: {termination}", with a hint on
 /// what to change for each reason.
@@ -27,10 +32,7 @@ pub fn termination_warning(termination: &em_as_md::Termination) -> Option<String
         Termination::InexactMStep { .. } => {
             "the last steps were not exact EM steps; the parameters are not a fixed point of EM"
         }
-        Termination::Separated { .. } => {
-            "a linear predictor classifies that expert's rows perfectly, so the likelihood has \
-             no maximum: use fewer experts or drop the separating columns (--features)"
-        }
+        Termination::Separated { .. } => SEPARATION_HINT,
         Termination::MaxIters => "raise the iteration limit",
         Termination::TimeLimit => "raise the time limit",
         Termination::Interrupted => "the results are those of the iterations before the interrupt",
@@ -64,8 +66,8 @@ pub fn inexact_m_step_json(termination: &em_as_md::Termination) -> serde_json::V
     }
 }
 
-/// The `"separated"` field of the JSON reports: the expert (1-based, as in the tables)
-/// and its mean weighted negative log-likelihood for
+/// The `"separated"` field of the JSON reports: the expert (1-based, as in the tables),
+/// its mean weighted negative log-likelihood and what to do (the text report's hint) for
 /// [`Termination::Separated`](em_as_md::Termination::Separated), or `null` for any other
 /// termination.
 pub fn separated_json(termination: &em_as_md::Termination) -> serde_json::Value {
@@ -73,6 +75,7 @@ pub fn separated_json(termination: &em_as_md::Termination) -> serde_json::Value 
         em_as_md::Termination::Separated { expert, mean_nll } => serde_json::json!({
             "expert": expert + 1,
             "mean_nll": mean_nll,
+            "hint": SEPARATION_HINT,
         }),
         _ => serde_json::Value::Null,
     }
@@ -125,7 +128,7 @@ mod tests {
         assert!(sep.to_string().starts_with("expert 2 separates"), "{sep}");
         assert_eq!(
             separated_json(&sep),
-            serde_json::json!({"expert": 2, "mean_nll": 1e-9})
+            serde_json::json!({"expert": 2, "mean_nll": 1e-9, "hint": SEPARATION_HINT})
         );
         assert!(separated_json(&inexact).is_null());
     }

@@ -341,12 +341,29 @@ impl ShardStats {
         }
     }
 
-    /// $L(\theta) = -\frac1n\sum_i \log p(y_i\mid x_i;\theta)$ of merged E-step statistics.
+    /// $L(\theta) = -\frac1n\sum_i \log p(y_i\mid x_i;\theta)$ of merged E-step statistics
+    /// (without the model's penalty: [`penalised_objective`](Self::penalised_objective)
+    /// adds it).
     ///
     /// # Errors
     /// `InvalidParam` for statistics of another round; `NonFinite` when $L$ is not finite.
     pub fn objective(&self) -> Result<f64> {
-        objective_from_sum(self.e()?.log_likelihood, self.rows as usize)
+        objective_from_sum(self.e()?.log_likelihood, 0.0, self.rows as usize)
+    }
+
+    /// The objective EM minimises, $L(\theta) = \frac1n\big(-\sum_i\log p(y_i\mid x_i;
+    /// \theta) + R(\theta)\big)$ with the penalty of `model` at the θ of the E round
+    /// ([`ConditionalFamily::penalty`]; equal to [`objective`](Self::objective) without a
+    /// ridge).
+    ///
+    /// # Errors
+    /// As [`objective`](Self::objective).
+    pub fn penalised_objective(&self, model: &MixtureOfExperts, theta: &[f64]) -> Result<f64> {
+        objective_from_sum(
+            self.e()?.log_likelihood,
+            model.penalty(theta),
+            self.rows as usize,
+        )
     }
 }
 
@@ -508,7 +525,9 @@ impl MixtureOfExperts {
                         pivot: 0,
                     });
                 }
-                glm_newton_by_rounds(wsum, n, start, out, InnerBudget::EXACT, &mut |x, need| {
+                let ridge = (expert.ridge(), expert.n_regressed() * d);
+                let budget = InnerBudget::EXACT;
+                glm_newton_by_rounds(wsum, n, start, out, budget, ridge, &mut |x, need| {
                     (round.borrow_mut())(&Round::Expert {
                         theta: theta.to_vec(),
                         expert: c,
@@ -603,7 +622,7 @@ impl EmMap for ShardProblem<'_> {
                 theta: theta.to_vec(),
             },
         )?;
-        let l = s.objective()?;
+        let l = s.penalised_objective(self.model, theta)?;
         Ok((s, l))
     }
     fn m_step(&self, stats: &ShardStats, theta: &[f64], next: &mut [f64]) -> Result<InnerStats> {

@@ -24,6 +24,7 @@ const GATE: GateConfig = GateConfig {
     reuse_below: 0.125,
     solver: GateSolver::Lbfgs,
     lbfgs_fallback: true,
+    ridge: 0.75,
 };
 /// Multinomial budget away from [`MULTINOMIAL_LBFGS_TOL`] / [`MULTINOMIAL_LBFGS_MAX_ITER`].
 const LBFGS_TOL: f64 = 3.5e-5;

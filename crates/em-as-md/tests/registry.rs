@@ -483,7 +483,7 @@ fn bad_inputs_are_typed_errors_naming_what_is_wrong() {
             Box::new(|e| {
                 *e == RegistryError::WrongParams {
                     owner: "logistic".into(),
-                    expected: vec![],
+                    expected: names(&["ridge"]),
                     found: names(&["classes"]),
                 }
             }),

@@ -100,6 +100,36 @@ fn one_chunk_shards_take_the_in_memory_steps_bit_for_bit() {
 }
 
 #[test]
+fn one_chunk_shards_take_the_ridged_steps_bit_for_bit() {
+    // A ridge on the gate and the experts: the shards' Newton rounds and E-step objective
+    // carry the same penalty as the in-memory M-step and objective.
+    let cases: Vec<Arc<dyn Expert>> = vec![
+        Arc::new(Logistic::with_ridge(0.8).unwrap()),
+        Arc::new(LinearGaussian::with_ridge(0.8).unwrap()),
+    ];
+    for expert in cases {
+        let (m, truth) = model(expert.clone(), 2, 3, Gating::Softmax);
+        let m = m
+            .with_gate_config(em_as_md::GateConfig {
+                ridge: 0.8,
+                ..em_as_md::GateConfig::default()
+            })
+            .unwrap();
+        let data = collect(&Synthetic::new(m.clone(), truth, 3000, 3000, 12).unwrap());
+        let theta0 = m.random_params(&mut ChaCha8Rng::seed_from_u64(6), 0.3);
+        let source = InMemory::new(&data, data.n()).unwrap();
+        let ((tm, lm), (ts, ls)) = both(&m, &data, &source, &theta0, 6);
+        assert_eq!(bits(&tm), bits(&ts), "{}", expert.name());
+        assert_eq!(lm.to_bits(), ls.to_bits(), "{}", expert.name());
+        // The objective both report is the penalised one.
+        let p = Problem::new(&m, &data).unwrap();
+        let l = p.objective(&tm).unwrap();
+        assert!((l - lm).abs() < 1e-12 * l.abs(), "{l} vs {lm}");
+        assert!(em_as_md::ConditionalFamily::penalty(&m, &tm) > 0.0);
+    }
+}
+
+#[test]
 fn chunked_shards_agree_with_memory_to_round_off_and_em_is_monotone() {
     let (m, truth) = model(Arc::new(Logistic::new()), 3, 3, Gating::Softmax);
     let data = collect(&Synthetic::new(m.clone(), truth, 9000, 4096, 2).unwrap());

@@ -156,6 +156,14 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
     if !(args.eps.is_finite() && args.eps > 0.0) {
         return Err(bad("eps", args.eps, "a finite number > 0"));
     }
+    if args.model.ridge.is_some() {
+        // Mirror descent at η ≠ 1 and gradient EM have no penalised step to compare.
+        return Err(CliError::BadInput(
+            "--ridge: not available in `mdem compare` (its mirror-descent steps have no \
+             penalised form); use it with `mdem fit`"
+                .into(),
+        ));
+    }
     let (mut loaded, spec) = args.model.load(false)?;
     let standardised = args.model.standardise(&mut loaded)?;
     let data = &loaded.dataset;

@@ -100,9 +100,53 @@ pub struct ModelArgs {
     /// it when feature scales differ widely.
     #[arg(long)]
     pub no_standardize: bool,
+    /// Ridge λ ≥ 0 on the coefficients of the experts (linear, logistic, multinomial,
+    /// Poisson) and of the softmax gate, on the standardised columns: each M-step
+    /// maximises Q − λ/2·‖b‖² and the fit maximises the penalised log-likelihood. Gives
+    /// separable logistic/multinomial data and saturated gates a finite optimum.
+    #[arg(long, allow_negative_numbers = true)]
+    pub ridge: Option<f64>,
 }
 
+/// The experts `--ridge` applies to (their registry builders take `ridge`).
+const RIDGED_EXPERTS: [&str; 4] = ["linear", "logistic", "multinomial", "poisson"];
+
 impl ModelArgs {
+    /// `--ridge` checked: `Some(λ)` with λ finite and ≥ 0, for an expert that takes it.
+    ///
+    /// # Errors
+    /// [`CliError::BadInput`] naming `--ridge`.
+    pub fn ridge(&self) -> Result<Option<f64>, CliError> {
+        let Some(r) = self.ridge else {
+            return Ok(None);
+        };
+        if !(r.is_finite() && r >= 0.0) {
+            return Err(CliError::BadInput(format!(
+                "invalid value '{r}' for '--ridge': expected a finite number >= 0"
+            )));
+        }
+        if !RIDGED_EXPERTS.contains(&self.expert.as_str()) {
+            return Err(CliError::BadInput(format!(
+                "--ridge: applies to --expert {}, not --expert {}",
+                RIDGED_EXPERTS.join(", "),
+                self.expert
+            )));
+        }
+        Ok(Some(r))
+    }
+
+    /// The ridge of the softmax gate (`--ridge`; 0 without it or with `--no-gate`).
+    ///
+    /// # Errors
+    /// As [`ModelArgs::ridge`].
+    pub fn gate_ridge(&self) -> Result<f64, CliError> {
+        Ok(if self.no_gate {
+            0.0
+        } else {
+            self.ridge()?.unwrap_or(0.0)
+        })
+    }
+
     /// Loads the CSV (intercept unless `--no-intercept`), prints the loader's warnings
     /// unless `quiet`, checks the target against the expert's support and returns the
     /// expert's description for it (both by the expert's registry entry).
@@ -147,7 +191,19 @@ impl ModelArgs {
                 offered().join(", ")
             ))
         })??;
-        Ok((loaded, spec))
+        Ok((loaded, self.with_ridge(spec)?))
+    }
+
+    /// The expert's description with `--ridge` as its `ridge` parameter (unchanged
+    /// without it).
+    ///
+    /// # Errors
+    /// As [`ModelArgs::ridge`].
+    pub fn with_ridge(&self, spec: ExpertSpec) -> Result<ExpertSpec, CliError> {
+        Ok(match self.ridge()? {
+            Some(r) => spec.param("ridge", r),
+            None => spec,
+        })
     }
 
     /// `--drop-constant` is for CSV files only (a Parquet file's constant column is
@@ -359,6 +415,7 @@ impl FitArgs {
                 ))
             })?,
             accel: self.accel,
+            gate_ridge: self.model.gate_ridge()?,
             cancel: Some(interrupt::flag()),
         })
     }
@@ -456,7 +513,12 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     } else {
         args.model.gating()
     };
+    let gate = em_as_md::GateConfig {
+        ridge: args.model.gate_ridge()?,
+        ..em_as_md::GateConfig::default()
+    };
     let model = MixtureOfExperts::new(expert.clone(), k, d, gating)
+        .and_then(|m| m.with_gate_config(gate))
         .map_err(|e| CliError::BadInput(format!("{}: {e}", loaded.file)))?;
     if k > n {
         return Err(CliError::BadInput(format!(
@@ -514,10 +576,13 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         .then(|| fitted.responsibilities(data))
         .transpose()
         .map_err(|e| CliError::compute(format!("{}: responsibilities", loaded.file), e))?;
+    // The ridge is defined on the columns the fit ran on: its value before mapping back.
+    let penalty = fitted.penalty();
     let fitted = in_data_units(fitted, scaling)?;
     let rep = fitted.report();
     let theta = fitted.theta().to_vec();
     let ll = rep.log_likelihood;
+    let ridge = args.model.ridge()?;
     let names = fitted.feature_names().to_vec();
     let iterations = rep.iterations;
     let termination = rep.termination.to_string();
@@ -613,6 +678,11 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             "n_params": p,
             "log_likelihood": ll,
             "average_negative_log_likelihood": -ll / n as f64,
+            "ridge": ridge.map(|r| json!({
+                "lambda": r,
+                "penalty": penalty,
+                "penalised_log_likelihood": ll - penalty,
+            })),
             "iterations": iterations,
             "termination": termination,
             "converged": rep.converged(),
@@ -682,6 +752,18 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         "log-likelihood (total, natural log)".to_string(),
         num(ll, 10),
     ]);
+    if let Some(r) = ridge {
+        summary.row([
+            "ridge".to_string(),
+            format!(
+                "λ = {} on the standardised coefficients of the experts{}; penalty {}, penalised log-likelihood {} (what the fit maximised)",
+                num(r, 3),
+                if args.model.no_gate { "" } else { " and the gate" },
+                num(penalty, 6),
+                num(ll - penalty, 10)
+            ),
+        ]);
+    }
     summary.row(["solver".to_string(), rep.solver.clone()]);
     summary.row(["iterations".to_string(), iterations.to_string()]);
     summary.row(["termination".to_string(), termination]);

@@ -81,7 +81,7 @@ pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
             m.expert
         ))
     })??;
-    let expert = registry::build_expert(&expert_spec)
+    let expert = registry::build_expert(&m.with_ridge(expert_spec)?)
         .map_err(|e| CliError::BadInput(format!("{file}: {e}")))?;
     let (scaling, source, mut sample) = if m.no_standardize {
         (None, source, survey.sample)

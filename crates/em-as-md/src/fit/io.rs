@@ -183,6 +183,13 @@ struct GateConfigJson {
     reuse_below: f64,
     solver: GateSolverJson,
     lbfgs_fallback: bool,
+    /// Absent in files written before the gate had a ridge: 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    ridge: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// [`GateSolver`] as written in the file.
@@ -202,6 +209,7 @@ impl From<GateConfig> for GateConfigJson {
             reuse_below,
             solver,
             lbfgs_fallback,
+            ridge,
         } = c;
         GateConfigJson {
             tol,
@@ -212,6 +220,7 @@ impl From<GateConfig> for GateConfigJson {
                 GateSolver::Lbfgs => GateSolverJson::Lbfgs,
             },
             lbfgs_fallback,
+            ridge,
         }
     }
 }
@@ -227,6 +236,7 @@ impl From<GateConfigJson> for GateConfig {
                 GateSolverJson::Lbfgs => GateSolver::Lbfgs,
             },
             lbfgs_fallback: c.lbfgs_fallback,
+            ridge: c.ridge,
         }
     }
 }

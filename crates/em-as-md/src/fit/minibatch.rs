@@ -145,7 +145,8 @@ impl MiniBatchEm {
     /// # Errors
     /// `InvalidParam` for a bad schedule, 0 passes or a θ of the wrong length;
     /// `InvalidParam { name: "expert" }` for a Gaussian-mixture expert (its moments are
-    /// kept about moving centres; not supported here); the source's and the E-step's
+    /// kept about moving centres; not supported here); `InvalidParam { name: "ridge" }`
+    /// for a penalised model; the source's and the E-step's
     /// errors; `NotPositiveDefinite` when a batch's Gram or Hessian stays singular after
     /// the shifts.
     pub fn run(
@@ -169,6 +170,7 @@ impl MiniBatchEm {
                     .into(),
             });
         }
+        refuse_penalty(model)?;
         let mut theta = theta0.to_vec();
         let objective = |t: &[f64]| -> Result<f64> {
             pass(model, source, &Round::E { theta: t.to_vec() })?.objective()
@@ -426,8 +428,8 @@ impl MiniBatchGradient {
     /// (and at 0), $L$ over the whole source.
     ///
     /// # Errors
-    /// `InvalidParam` for 0 passes or a bad learning rate; the source's and the gradient's
-    /// errors; `LeftDomain` when 30 halvings do not bring a step back into the domain.
+    /// `InvalidParam` for 0 passes or a bad learning rate, `InvalidParam { name: "ridge" }`
+    /// for a penalised model; the source's and the gradient's errors; `LeftDomain` when 30 halvings do not bring a step back into the domain.
     pub fn run(
         &self,
         model: &MixtureOfExperts,
@@ -440,6 +442,7 @@ impl MiniBatchGradient {
                 reason: "at least 1".into(),
             });
         }
+        refuse_penalty(model)?;
         let mut adam = match self.step {
             GradientStep::Gd { lr } if !(lr > 0.0 && lr.is_finite()) => {
                 return Err(MoeError::InvalidParam {
@@ -506,4 +509,18 @@ impl MiniBatchGradient {
         }
         Ok((theta, trajectory))
     }
+}
+
+/// Mini-batch runs optimise the unpenalised likelihood: a batch's M-step would need the
+/// penalty scaled to the batch's share of the rows, which is not implemented.
+fn refuse_penalty(model: &MixtureOfExperts) -> Result<()> {
+    if model.is_penalised() {
+        return Err(MoeError::InvalidParam {
+            name: "ridge",
+            reason: "mini-batch runs do not support a penalised model (ridge > 0); fit in \
+                     passes with exact EM"
+                .into(),
+        });
+    }
+    Ok(())
 }

@@ -71,7 +71,8 @@ pub struct RestartSummary {
     /// ungated optimum. Empty in reports saved before this field existed.
     #[serde(default)]
     pub init: String,
-    /// Final total log-likelihood $-nL$ of the restart's best iterate (`None` if it failed).
+    /// Final total log-likelihood $-nL$ of the restart's best iterate (`None` if it failed):
+    /// with a ridge the penalised $\ell - R$ the start maximised.
     pub log_likelihood: Option<f64>,
     /// Why it stopped (`None` if it failed).
     pub termination: Option<Termination>,
@@ -121,7 +122,10 @@ pub struct FitReport {
     pub solver: String,
     /// Number of training rows $n$.
     pub n_rows: usize,
-    /// Total log-likelihood $\hat\ell = -nL(\hat\theta)$ on the training data.
+    /// Total log-likelihood $\hat\ell = \sum_i\log p(y_i\mid x_i;\hat\theta)$ on the
+    /// training data — without the penalty when the model has a ridge (the fit then
+    /// maximised $\ell - R$, the objective of the [`trace`](Self::trace) and of
+    /// [`RestartSummary::log_likelihood`]; [`FittedMoe::penalty`] gives $R$).
     pub log_likelihood: f64,
     /// Entropy $\sum_i H(r_i)$ of the training responsibilities at $\hat\theta$ (for ICL).
     pub entropy: f64,
@@ -445,13 +449,24 @@ impl FittedMoe {
             .collect()
     }
 
-    /// Total log-likelihood $\sum_i \log p(y_i\mid x_i;\hat\theta) = -n\,L(\hat\theta)$.
+    /// Total log-likelihood $\sum_i \log p(y_i\mid x_i;\hat\theta) = -n\,L(\hat\theta) +
+    /// R(\hat\theta)$ on `data` (unpenalised: the [`penalty`](Self::penalty) that
+    /// $L$ counts is added back).
     ///
     /// # Errors
     /// As [`Problem::new`] and [`Problem::objective`].
     pub fn log_likelihood(&self, data: &Dataset) -> Result<f64> {
         let problem = Problem::new(&self.model, data)?;
-        Ok(-(data.n() as f64) * problem.objective(&self.theta)?)
+        Ok(self.penalty() - (data.n() as f64) * problem.objective(&self.theta)?)
+    }
+
+    /// The penalty $R(\hat\theta)$ of the model's ridges at the parameters as stored
+    /// ([`ConditionalFamily::penalty`]; 0 without one): the fit maximised $\ell - R$,
+    /// whose value is [`FitReport::log_likelihood`] minus this. A ridge is defined on the columns the
+    /// fit ran on: after [`Scaling::to_original`](crate::fit::scaling::Scaling::to_original)
+    /// take it before mapping.
+    pub fn penalty(&self) -> f64 {
+        self.model.penalty(&self.theta)
     }
 
     /// Number of free parameters $p$ = the length of $\theta$ (the gate's reference expert
@@ -483,8 +498,9 @@ impl FittedMoe {
     }
 }
 
-/// Training-data summaries at $\hat\theta$: total log-likelihood $-nL$ (from the E-step)
-/// and the entropy of the responsibilities.
+/// Training-data summaries at $\hat\theta$: the total log-likelihood
+/// $\ell = -nL + R$ (from the E-step, without the model's penalty $R$) and the entropy of
+/// the responsibilities.
 ///
 /// # Errors
 /// As [`EmModel::e_step`].
@@ -493,6 +509,8 @@ pub fn training_summaries(
     data: &Dataset,
     theta: &[f64],
 ) -> Result<(f64, f64)> {
+    use crate::model::ConditionalFamily;
     let (stats, l) = model.e_step(data, theta)?;
-    Ok((-(data.n() as f64) * l, classification_entropy(&stats.resp)))
+    let ll = model.penalty(theta) - (data.n() as f64) * l;
+    Ok((ll, classification_entropy(&stats.resp)))
 }

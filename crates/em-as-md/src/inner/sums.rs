@@ -60,6 +60,31 @@ impl NewtonSums {
         Ok(())
     }
 
+    /// Turns the sums of $Q$ into those of the ridge-penalised $Q - R$ with
+    /// $R(x) = $ [`ridge_penalty`]$(\lambda, x_{0..m})$ on the first `m` coordinates:
+    /// $Q \mathrel{-}= \tfrac\lambda2\|x_{<m}\|^2$ (and its size to the terms' sizes),
+    /// $\nabla Q \mathrel{-}= \lambda x_{<m}$, $-\nabla^2 Q \mathrel{+}= \lambda$ on the
+    /// first `m` diagonal entries (when the round formed a Hessian). $\lambda = 0$ leaves
+    /// the sums untouched, bit for bit.
+    pub fn add_ridge(&mut self, ridge: f64, m: usize) {
+        if ridge == 0.0 || self.outside {
+            return;
+        }
+        let m = m.min(self.at.len());
+        let r = ridge_penalty(ridge, &self.at[..m]);
+        self.q -= r;
+        self.abs += r;
+        for (g, x) in self.grad[..m].iter_mut().zip(&self.at) {
+            *g -= ridge * x;
+        }
+        let dim = self.grad.len();
+        if self.hess.len() == dim * dim {
+            for a in 0..m {
+                self.hess[a * dim + a] += ridge;
+            }
+        }
+    }
+
     /// The Newton driver's evaluation of $f = -Q/W$ over `n` rows of total weight
     /// `wsum`: $f = -Q/W$, $\delta = $ `sum_noise`$(S/W, n)$, $\nabla f = -\nabla Q/W$,
     /// $\nabla^2 f = -\nabla^2 Q/W$ ($f = +\infty$ outside the domain).
@@ -111,4 +136,14 @@ pub(crate) fn fill_eval(
             }
         }
     }
+}
+
+/// The ridge penalty $R(x) = \frac\lambda2\sum_j x_j^2$ ($\lambda$ = `ridge`): what a
+/// penalised M-step subtracts from $Q$ and what the penalised objective adds to
+/// $-\ell$ (see [`crate::model::ConditionalFamily::penalty`]).
+pub fn ridge_penalty(ridge: f64, x: &[f64]) -> f64 {
+    if ridge == 0.0 {
+        return 0.0;
+    }
+    0.5 * ridge * x.iter().map(|v| v * v).sum::<f64>()
 }

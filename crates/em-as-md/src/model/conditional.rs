@@ -32,6 +32,22 @@ pub trait ConditionalFamily: Send + Sync {
     fn realise(&self, theta: &[f64], x: &[f64], phi: &mut [f64]);
     /// Vector–Jacobian product: `grad += J_i(θ)ᵀ v` with $J_i = \partial\varphi_i/\partial\theta$.
     fn realise_vjp(&self, theta: &[f64], x: &[f64], v: &[f64], grad: &mut [f64]);
+    /// A penalty $R(\theta) \ge 0$ on the parameters (default none): the model's
+    /// objective is then the penalised $L(\theta) = -\frac1n\sum_i\log p(y_i\mid x_i;
+    /// \theta) + \frac1n R(\theta)$ ([`Problem::objective`](crate::solve::Problem::objective)),
+    /// and an M-step that maximises $Q - R$ makes EM monotone in it (a ridge, e.g.
+    /// [`GateConfig::ridge`](crate::model::gate::GateConfig::ridge), [`Expert::ridge`](crate::model::expert::Expert::ridge)).
+    fn penalty(&self, _theta: &[f64]) -> f64 {
+        0.0
+    }
+    /// `grad += ∇R(θ)` for the [`penalty`](Self::penalty) (default: nothing to add).
+    fn penalty_gradient(&self, _theta: &[f64], _grad: &mut [f64]) {}
+    /// Whether [`penalty`](Self::penalty) can be non-zero. Mirror descent with a step
+    /// $\eta \ne 1$ and gradient EM refuse a penalised model (their subproblem has no
+    /// penalty term); EM, SQUAREM and gradient descent handle it.
+    fn is_penalised(&self) -> bool {
+        false
+    }
     /// Whether $\varphi_i$ is linear in $\theta$ (then mirror descent needs no projection).
     fn is_linear(&self) -> bool {
         false

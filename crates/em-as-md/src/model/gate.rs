@@ -113,12 +113,17 @@ pub struct GateConfig {
     /// the same start instead of failing, and count it in [`InnerStats::fallbacks`].
     /// Default `true`; `false` returns the `NotPositiveDefinite` error.
     pub lbfgs_fallback: bool,
+    /// Ridge $\lambda \ge 0$ on every gate coefficient (default 0): the M-step maximises
+    /// $Q - \frac\lambda2\|W\|^2$ and the mixture's objective adds the same penalty, so
+    /// a gate that separates the responsibilities (its unpenalised optimum at infinity)
+    /// has a finite optimum. Ignored by a constant gate (closed-form weights).
+    pub ridge: f64,
 }
 
 impl GateConfig {
     /// Validates the settings: `tol` $> 0$ (finite), `max_iter` $\ge 1$ (and at most
     /// `usize::MAX` for the L-BFGS solver), $0 \le$ `reuse_below` $< 1$ (checked whatever
-    /// the solver); every [`GateSolver`] with either `lbfgs_fallback` is valid
+    /// the solver), `ridge` finite and $\ge 0$; every [`GateSolver`] with either `lbfgs_fallback` is valid
     /// (`lbfgs_fallback` has no effect with [`GateSolver::Lbfgs`]).
     ///
     /// # Errors
@@ -129,14 +134,16 @@ impl GateConfig {
             && self.max_iter >= 1
             && usize::try_from(self.max_iter).is_ok()
             && self.reuse_below >= 0.0
-            && self.reuse_below < 1.0)
+            && self.reuse_below < 1.0
+            && self.ridge >= 0.0
+            && self.ridge.is_finite())
         {
             return Err(MoeError::InvalidParam {
                 name: "gate config",
                 reason: format!(
-                    "need tol > 0, max_iter >= 1 and 0 <= reuse_below < 1, got tol = {}, \
-                     max_iter = {}, reuse_below = {}",
-                    self.tol, self.max_iter, self.reuse_below
+                    "need tol > 0, max_iter >= 1, 0 <= reuse_below < 1 and a finite ridge >= 0, \
+                     got tol = {}, max_iter = {}, reuse_below = {}, ridge = {}",
+                    self.tol, self.max_iter, self.reuse_below, self.ridge
                 ),
             });
         }
@@ -152,6 +159,7 @@ impl Default for GateConfig {
             reuse_below: 0.01,
             solver: GateSolver::Newton,
             lbfgs_fallback: true,
+            ridge: 0.0,
         }
     }
 }
@@ -345,7 +353,9 @@ pub fn fit_softmax_gate_lbfgs(
 pub(crate) type GateRound<'r> = dyn FnMut(&[f64], bool) -> Result<NewtonSums> + 'r;
 
 /// The gate M-step with the method of `cfg` from `start` into `out`, over `n` rows (unit
-/// weights, $W = n$) whose passes `round` makes: Newton (with the Levenberg shift and the
+/// weights, $W = n$) whose passes `round` makes, maximising $Q - R$ with the ridge
+/// $R = $ [`ridge_penalty`](crate::inner::sums::ridge_penalty)$(\lambda, W)$ on every gate
+/// coefficient ($\lambda$ = [`GateConfig::ridge`], 0 by default): Newton (with the Levenberg shift and the
 /// L-BFGS fallback of [`fit_softmax_gate_from`]) or L-BFGS. The in-memory M-step and the
 /// sharded one ([`crate::shard`]) both run this, so they take the same steps.
 ///
@@ -359,6 +369,18 @@ pub(crate) fn gate_mstep_by_rounds(
     initial: Option<&GateStats>,
     round: &mut GateRound<'_>,
 ) -> Result<InnerStats> {
+    // The ridge turns every pass's sums into those of Q − R; the E-step's sums at the
+    // start carry no penalty, so a ridged solve takes its first pass itself.
+    let (ridge, initial) = if cfg.ridge > 0.0 {
+        (cfg.ridge, None)
+    } else {
+        (0.0, initial)
+    };
+    let round = &mut |w: &[f64], hessian: bool| {
+        let mut sums = round(w, hessian)?;
+        sums.add_ridge(ridge, w.len());
+        Ok(sums)
+    };
     if cfg.solver == GateSolver::Lbfgs {
         return lbfgs_gate(cfg, start, out, n, round);
     }

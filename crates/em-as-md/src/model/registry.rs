@@ -9,9 +9,9 @@
 //! | expert | builds | parameters | target rule |
 //! |---|---|---|---|
 //! | `linear` | [`LinearGaussian`] | `ridge` ($\ge 0$, default 0) | any finite number |
-//! | `logistic` | [`Logistic`] | – | 0 or 1 |
-//! | `multinomial` | [`Multinomial`] | `classes` ($\ge 2$), `lbfgs_tol`, `lbfgs_max_iter`, `dense_max_params` (defaults as [`Multinomial::new`]) | integer labels $0..C-1$, $C = 1 + \max y \le$ [`MAX_CLASSES`], at least two labels |
-//! | `poisson` | [`Poisson`] | – | non-negative integer counts (at most $2^{53}$) |
+//! | `logistic` | [`Logistic`] | `ridge` ($\ge 0$, default 0) | 0 or 1 |
+//! | `multinomial` | [`Multinomial`] | `classes` ($\ge 2$), `lbfgs_tol`, `lbfgs_max_iter`, `dense_max_params` (defaults as [`Multinomial::new`]), `ridge` ($\ge 0$, default 0) | integer labels $0..C-1$, $C = 1 + \max y \le$ [`MAX_CLASSES`], at least two labels |
+//! | `poisson` | [`Poisson`] | `ridge` ($\ge 0$, default 0) | non-negative integer counts (at most $2^{53}$) |
 //! | `gaussian` | [`GaussianCluster`] (the Gaussian mixture's component, no covariates) | `dim` ($q \ge 1$, at most [`MAX_MVN_DIM`]), `covariance` (0 full, 1 diagonal, 2 spherical; default 0), `reg_covar` ($\ge 0$, default [`REG_COVAR`]) | no target: its $q$ coordinates are the data's columns (the rule refuses a target column) |
 //! | `glm` | [`Glm`] on a registered family | none; the spec's `family`, `n_regressed` (default: all) and `constants` | – (needs a family) |
 //!
@@ -597,20 +597,34 @@ fn build_linear(spec: &ExpertSpec) -> Result<Arc<dyn Expert>> {
     Ok(Arc::new(LinearGaussian::with_ridge(ridge)?))
 }
 
+/// The optional `ridge` parameter of `owner` (0 when absent).
+fn ridge_param(spec: &ExpertSpec, owner: &str) -> Result<f64> {
+    Ok(spec.params.real(owner, "ridge", 0.0, false)?.unwrap_or(0.0))
+}
+
 fn build_logistic(spec: &ExpertSpec) -> Result<Arc<dyn Expert>> {
     spec.no_glm_fields()?;
-    spec.params.only("logistic", &[])?;
-    Ok(Arc::new(Logistic::new()))
+    spec.params.only("logistic", &["ridge"])?;
+    Ok(Arc::new(Logistic::with_ridge(ridge_param(
+        spec, "logistic",
+    )?)?))
 }
 
 fn build_poisson(spec: &ExpertSpec) -> Result<Arc<dyn Expert>> {
     spec.no_glm_fields()?;
-    spec.params.only("poisson", &[])?;
-    Ok(Arc::new(Poisson::new()))
+    spec.params.only("poisson", &["ridge"])?;
+    Ok(Arc::new(Poisson::with_ridge(ridge_param(
+        spec, "poisson",
+    )?)?))
 }
 
-const MULTINOMIAL_PARAMS: [&str; 4] =
-    ["classes", "lbfgs_tol", "lbfgs_max_iter", "dense_max_params"];
+const MULTINOMIAL_PARAMS: [&str; 5] = [
+    "classes",
+    "lbfgs_tol",
+    "lbfgs_max_iter",
+    "dense_max_params",
+    "ridge",
+];
 
 fn build_multinomial(spec: &ExpertSpec) -> Result<Arc<dyn Expert>> {
     spec.no_glm_fields()?;
@@ -644,7 +658,8 @@ fn build_multinomial(spec: &ExpertSpec) -> Result<Arc<dyn Expert>> {
     };
     Ok(Arc::new(
         m.with_lbfgs_budget(tol, max_iter)?
-            .with_dense_max_params(dense),
+            .with_dense_max_params(dense)
+            .with_ridge(ridge_param(spec, me)?)?,
     ))
 }
 

@@ -200,7 +200,8 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
         Ok(())
     }
 
-    /// $L(\theta) = -\frac1n\sum_i \log p(y_i \mid x_i; \theta)$.
+    /// $L(\theta) = -\frac1n\sum_i \log p(y_i \mid x_i; \theta) + \frac1n R(\theta)$,
+    /// $R$ the model's [`penalty`](ConditionalFamily::penalty) (zero without a ridge).
     pub fn objective(&self, theta: &[f64]) -> Result<f64> {
         self.check_theta(theta)?;
         let n = self.data.n();
@@ -215,19 +216,28 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
                 Ok(())
             },
         )?;
-        finite(-total.0 / n as f64, "objective L(θ)")
+        let penalty = self.model.penalty(theta);
+        finite((penalty - total.0) / n as f64, "objective L(θ)")
     }
 
     /// $L(\theta)$ and $\nabla L(\theta) = \frac1n\sum_i J_i^\top\big(\nabla A(\varphi_i) -
-    /// \mathbb E_{\text{post}}[T(y_i,z)]\big)$ written into `grad`.
+    /// \mathbb E_{\text{post}}[T(y_i,z)]\big) + \frac1n\nabla R(\theta)$ written into `grad`.
     pub fn objective_and_gradient(&self, theta: &[f64], grad: &mut [f64]) -> Result<f64> {
         self.check_theta(theta)?;
-        self.fold_vjp(theta, grad, |s, _| {
+        let ll = self.fold_vjp(theta, grad, |s, _| {
             for j in 0..s.mean.len() {
                 s.mean[j] -= s.post_stats[j];
             }
-        })
-        .and_then(|ll| finite(-ll, "objective L(θ)"))
+        })?;
+        let n = self.data.n() as f64;
+        if self.model.is_penalised() {
+            let mut pg = vec![0.0; grad.len()];
+            self.model.penalty_gradient(theta, &mut pg);
+            for (g, p) in grad.iter_mut().zip(pg) {
+                *g += p / n;
+            }
+        }
+        finite(self.model.penalty(theta) / n - ll, "objective L(θ)")
     }
 
     /// Target statistics of the mirror-descent step at $\theta_t$ with step $\eta$:
@@ -283,6 +293,17 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
         grad: &mut [f64],
     ) -> Result<(f64, f64)> {
         self.check_theta(theta)?;
+        if self.model.is_penalised() {
+            // Its minimiser is the MD step of −ℓ alone: the step of a penalised model
+            // would need the penalty scaled by η in F, which this subproblem lacks.
+            return Err(MoeError::InvalidParam {
+                name: "ridge",
+                reason: "mirror descent with a step other than EM's and gradient EM do not \
+                         support a penalised model (ridge > 0); use EM, SQUAREM or gradient \
+                         descent"
+                    .into(),
+            });
+        }
         let model = self.model;
         let fam = model.complete();
         let p = fam.dim();

@@ -186,6 +186,37 @@ impl Expert for LinearGaussian {
     fn default_constants(&self, out: &mut [f64]) {
         out[0] = -0.5;
     }
+    fn ridge(&self) -> f64 {
+        self.ridge
+    }
+    /// $R = \frac{\lambda}{2\sigma^2}\|\beta\|^2 = \frac{\lambda\sigma^2}{2}\|\gamma\|^2
+    /// = -\frac{\lambda}{4\tau}\|\gamma\|^2$: the ridge of weighted least squares,
+    /// $\sum_i w_i(y_i - \beta^\top x_i)^2 + \lambda\|\beta\|^2$ over $2\sigma^2$, so
+    /// that [`solve_from_gram`](GaussianRegression::solve_from_gram) is the exact
+    /// penalised M-step (intercept included, as in $G + \lambda I$). $+\infty$ outside the
+    /// domain ($\tau \ge 0$).
+    fn penalty(&self, params: &[f64], d: usize) -> f64 {
+        if self.ridge == 0.0 {
+            return 0.0;
+        }
+        let tau = params[d];
+        if tau.is_nan() || tau >= 0.0 {
+            return f64::INFINITY;
+        }
+        -self.ridge * dot(&params[..d], &params[..d]) / (4.0 * tau)
+    }
+    /// $\partial R/\partial\gamma = -\frac{\lambda}{2\tau}\gamma$,
+    /// $\partial R/\partial\tau = \frac{\lambda}{4\tau^2}\|\gamma\|^2$.
+    fn penalty_gradient(&self, params: &[f64], d: usize, grad: &mut [f64]) {
+        if self.ridge == 0.0 {
+            return;
+        }
+        let tau = params[d];
+        for (g, v) in grad[..d].iter_mut().zip(&params[..d]) {
+            *g -= self.ridge * v / (2.0 * tau);
+        }
+        grad[d] += self.ridge * dot(&params[..d], &params[..d]) / (4.0 * tau * tau);
+    }
     fn spec(&self) -> Option<ExpertSpec> {
         Some(ExpertSpec::new("linear").param("ridge", self.ridge))
     }
@@ -226,8 +257,10 @@ impl GaussianRegression for LinearGaussian {
     }
     /// The closed-form M-step from merged weighted statistics $G = \sum_i w_i x_ix_i^\top$
     /// ([`WeightedGram`]: $G$, $b$, $s$, $W$): $\hat\beta = (G + \lambda I)^{-1} b$,
-    /// $\hat\sigma^2 = (s - 2\hat\beta^\top b + \hat\beta^\top G\hat\beta)/W$, written as
-    /// natural parameters into `out`.
+    /// $\hat\sigma^2 = (s - 2\hat\beta^\top b + \hat\beta^\top G\hat\beta +
+    /// \lambda\|\hat\beta\|^2)/W$ — the exact maximiser of $Q - R$ with the penalty
+    /// $R = \lambda\|\beta\|^2/(2\sigma^2)$ of [`Expert::penalty`] — written as natural
+    /// parameters into `out`.
     ///
     /// # Errors
     /// `NotPositiveDefinite { block: Block::Expert(None), pivot }` if the Cholesky factorisation
@@ -265,7 +298,9 @@ impl GaussianRegression for LinearGaussian {
             quad += beta[a] * s;
         }
         let rss = syy - 2.0 * dot(&beta, rhs) + quad;
-        let s2 = rss / wsum;
+        // The penalty λ‖β‖²/(2σ²) shares σ² with the residuals: the exact maximiser of
+        // Q − R in σ² counts it with them.
+        let s2 = (rss + self.ridge * dot(&beta, &beta)) / wsum;
         if !(s2 > 0.0 && s2.is_finite()) {
             return Err(MoeError::NonFinite {
                 what: "weighted residual variance of a linear expert (degenerate fit)",

@@ -1,15 +1,19 @@
 //! The logistic expert ([`Logistic`]): Bernoulli with the canonical (logit) link.
 
-use super::{Expert, ExpertSpec};
+use super::{check_ridge, with_ridge_name, Expert, ExpertSpec};
 use crate::error::Result;
 use mirror::special::sigmoid;
 use mirror::ExponentialFamily;
 
 /// Logistic regression: $P(y = 1 \mid x, z = k) = \sigma(b^\top x)$ in the Bernoulli
 /// family ($\eta = b^\top x$, $\nabla A = \sigma(\eta)$, $\nabla^2 A = \sigma(1-\sigma)$).
+///
+/// With a ridge $\lambda > 0$ ([`Logistic::with_ridge`]) the M-step maximises
+/// $Q - \frac\lambda2\|b\|^2$ ([`Expert::penalty`]), finite even on separable data.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Logistic {
     family: mirror::Bernoulli,
+    ridge: f64,
 }
 
 impl Logistic {
@@ -17,13 +21,27 @@ impl Logistic {
     pub fn new() -> Self {
         Logistic {
             family: mirror::Bernoulli::new(),
+            ridge: 0.0,
         }
+    }
+    /// With ridge $\lambda \ge 0$ on its coefficients (see [`Expert::ridge`]).
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "ridge" }` unless $\lambda$ is finite and $\ge 0$.
+    pub fn with_ridge(ridge: f64) -> Result<Self> {
+        Ok(Logistic {
+            ridge: check_ridge(ridge)?,
+            ..Logistic::new()
+        })
     }
 }
 
 impl Expert for Logistic {
     fn name(&self) -> String {
-        "logistic".into()
+        with_ridge_name("logistic", self.ridge)
+    }
+    fn ridge(&self) -> f64 {
+        self.ridge
     }
     fn family(&self) -> &dyn ExponentialFamily {
         &self.family
@@ -39,7 +57,7 @@ impl Expert for Logistic {
         Ok(())
     }
     fn spec(&self) -> Option<ExpertSpec> {
-        Some(ExpertSpec::new("logistic"))
+        Some(ExpertSpec::new("logistic").ridge(self.ridge))
     }
     fn n_classes(&self) -> Option<usize> {
         Some(2)

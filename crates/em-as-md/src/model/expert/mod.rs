@@ -118,7 +118,37 @@ pub trait Expert: Send + Sync + std::fmt::Debug {
         }
         Ok(())
     }
+    /// The ridge $\lambda \ge 0$ of the expert's penalised M-step (default 0, no penalty):
+    /// [`weighted_fit`](Self::weighted_fit) maximises $Q - R$ with $R$ =
+    /// [`penalty`](Self::penalty), and the mixture's objective adds $R$ of every expert
+    /// ([`ConditionalFamily::penalty`](crate::model::ConditionalFamily::penalty)), so EM
+    /// stays monotone in it. A ridge gives an expert whose weighted data are separable
+    /// (logistic, multinomial) or one-class a finite optimum.
+    fn ridge(&self) -> f64 {
+        0.0
+    }
+    /// The penalty $R(\vartheta)$ of one expert's parameters with $d$ features. Default:
+    /// the ridge on every regressed coefficient, intercept included (an expert whose
+    /// weighted targets are all of one class also has its optimum at infinity),
+    /// constants excluded: $R = \frac\lambda2\sum_{j<r}\|b_j\|^2$
+    /// ([`ridge_penalty`](crate::inner::sums::ridge_penalty)).
+    fn penalty(&self, params: &[f64], d: usize) -> f64 {
+        crate::inner::sums::ridge_penalty(self.ridge(), &params[..self.n_regressed() * d])
+    }
+    /// `grad += ∇R(ϑ)` for [`penalty`](Self::penalty); default $\lambda b_j$ on the
+    /// regressed coefficients.
+    fn penalty_gradient(&self, params: &[f64], d: usize, grad: &mut [f64]) {
+        let lambda = self.ridge();
+        if lambda == 0.0 {
+            return;
+        }
+        let m = self.n_regressed() * d;
+        for (g, v) in grad[..m].iter_mut().zip(&params[..m]) {
+            *g += lambda * v;
+        }
+    }
     /// Maximises $Q(\vartheta) = \sum_i w_i[\langle T_F(y_i), \eta(x_i)\rangle - A_F(\eta(x_i))]$
+    /// (minus [`penalty`](Self::penalty) when the expert has a ridge)
     /// from `start`, writing the maximiser into `out`. Default: [`glm_newton`] with
     /// [`INNER_TOL`] and [`INNER_MAX_ITER`]; the inner iterations, final gradient norm and
     /// Hessians formed are returned.
@@ -671,6 +701,9 @@ pub(crate) fn check_glm_layout<E: Expert + ?Sized>(expert: &E, d: usize) -> Resu
 /// ([`mirror::newton::SHIFT_START`]; counted in [`InnerStats::fallbacks`]): an expert
 /// whose weighted fit has its optimum at infinity (e.g. quasi-separated logistic targets)
 /// keeps descending, and a tolerance it cannot reach is reported as `converged = false`.
+/// With a ridge ([`Expert::ridge`] $\lambda > 0$) it minimises $f = -(Q - R)/W$, $R$ the
+/// ridge on the regressed coefficients ([`Expert::penalty`]'s default), whose optimum is
+/// finite even then.
 ///
 /// # Errors
 /// `InvalidParam { name: "expert" }` for an expert whose parameters are not the GLM layout
@@ -692,7 +725,8 @@ pub fn glm_newton<E: Expert + ?Sized>(
         weights,
         start,
     } = fit;
-    glm_newton_by_rounds(wsum, data.n(), start, out, budget, &mut |x, need| {
+    let ridge = (expert.ridge(), expert.n_regressed() * data.d());
+    glm_newton_by_rounds(wsum, data.n(), start, out, budget, ridge, &mut |x, need| {
         glm_round(expert, data, weights, x, need)
     })
 }
@@ -704,8 +738,9 @@ pub(crate) type ExpertRound<'r> = dyn FnMut(&[f64], Option<Need>) -> Result<Newt
 
 /// The Newton solve of [`glm_newton`] over `n` rows of total weight `wsum` whose passes
 /// `round` makes: refuses a start outside the natural domain, then
-/// [`mirror::newton::minimize`] on $f = -Q/W$ ([`NewtonSums::eval`]) with the Levenberg
-/// shift. The in-memory M-step and the sharded one ([`crate::shard`]) both run this.
+/// [`mirror::newton::minimize`] on $f = -(Q - R)/W$ ([`NewtonSums::add_ridge`] with
+/// `ridge` = ($\lambda$, number of penalised leading coordinates), then
+/// [`NewtonSums::eval`]) with the Levenberg shift. The in-memory M-step and the sharded one ([`crate::shard`]) both run this.
 ///
 /// # Errors
 /// As [`glm_newton`].
@@ -715,6 +750,7 @@ pub(crate) fn glm_newton_by_rounds(
     start: &[f64],
     out: &mut [f64],
     budget: InnerBudget,
+    ridge: (f64, usize),
     round: &mut ExpertRound<'_>,
 ) -> Result<InnerStats> {
     let settings = newton_settings(budget.tol, budget.max_iter)?.with_shift_singular(true);
@@ -725,7 +761,9 @@ pub(crate) fn glm_newton_by_rounds(
     }
     out.copy_from_slice(start);
     let mut obj = FnObjective::new(start.len(), |x: &[f64], need, ev: &mut EvalOut<'_>| {
-        round(x, Some(need))?.eval(wsum, n, need, ev);
+        let mut sums = round(x, Some(need))?;
+        sums.add_ridge(ridge.0, ridge.1);
+        sums.eval(wsum, n, need, ev);
         Ok::<(), MoeError>(())
     });
     let rep =
@@ -757,6 +795,30 @@ pub(crate) fn inner_stats(rep: &NewtonReport) -> InnerStats {
         converged: rep.converged,
         hessians: rep.hessians as u64,
         fallbacks: rep.shifted as u64,
+    }
+}
+
+/// A ridge $\lambda$ as the experts' `with_ridge` take it.
+///
+/// # Errors
+/// `InvalidParam { name: "ridge" }` unless $\lambda$ is finite and $\ge 0$.
+pub(crate) fn check_ridge(ridge: f64) -> Result<f64> {
+    if ridge.is_finite() && ridge >= 0.0 {
+        Ok(ridge)
+    } else {
+        Err(MoeError::InvalidParam {
+            name: "ridge",
+            reason: format!("finite and >= 0, got {ridge}"),
+        })
+    }
+}
+
+/// An expert's name with its ridge when it has one: `logistic(ridge=0.5)`.
+pub(crate) fn with_ridge_name(name: &str, ridge: f64) -> String {
+    if ridge > 0.0 {
+        format!("{name}(ridge={ridge})")
+    } else {
+        name.to_string()
     }
 }
 

@@ -2,8 +2,9 @@
 
 use super::InnerBudget;
 use super::MULTINOMIAL_DENSE_MAX_PARAMS;
-use super::{check_len, check_weighted_fit, Expert, ExpertSpec, ReadableParams, WeightedFit};
+use super::{check_len, check_ridge, check_weighted_fit, with_ridge_name};
 use super::{inner_stats, newton_settings};
+use super::{Expert, ExpertSpec, ReadableParams, WeightedFit};
 use super::{MULTINOMIAL_LBFGS_MAX_ITER, MULTINOMIAL_LBFGS_TOL};
 use crate::data::Dataset;
 use crate::error::{Block, MoeError, Result};
@@ -29,6 +30,7 @@ pub struct Multinomial {
     lbfgs_tol: f64,
     lbfgs_max_iter: u64,
     dense_max_params: usize,
+    ridge: f64,
 }
 
 /// How [`Multinomial::fit_by`] solves the weighted M-step.
@@ -58,7 +60,19 @@ impl Multinomial {
             lbfgs_tol: MULTINOMIAL_LBFGS_TOL,
             lbfgs_max_iter: MULTINOMIAL_LBFGS_MAX_ITER,
             dense_max_params: MULTINOMIAL_DENSE_MAX_PARAMS,
+            ridge: 0.0,
         })
+    }
+    /// The same expert with ridge $\lambda \ge 0$ on its coefficients (see
+    /// [`Expert::ridge`]): the M-step maximises $Q - \frac\lambda2\|B\|^2$, finite even
+    /// when the weighted classes are separable. Its dense path is then the generic
+    /// [`glm_newton`](super::glm_newton) on the same objective.
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "ridge" }` unless $\lambda$ is finite and $\ge 0$.
+    pub fn with_ridge(mut self, ridge: f64) -> Result<Self> {
+        self.ridge = check_ridge(ridge)?;
+        Ok(self)
     }
     /// The expert whose L-BFGS M-step ([`Expert::weighted_fit`] above
     /// [`MULTINOMIAL_DENSE_MAX_PARAMS`] parameters) stops at $\|\nabla F\|_\infty \le$ `tol`
@@ -166,6 +180,8 @@ impl Multinomial {
     ) -> Result<InnerStats> {
         check_weighted_fit(self, fit, out)?;
         match method {
+            // The softmax regression's own Newton has no penalty term; the generic one has.
+            MultinomialSolve::Newton(b) if self.ridge > 0.0 => super::glm_newton(self, fit, out, b),
             MultinomialSolve::Newton(b) => self.newton(fit, out, b),
             MultinomialSolve::Lbfgs(b) => self.lbfgs(fit, out, b),
         }
@@ -218,14 +234,30 @@ impl Multinomial {
             ..crate::inner::lbfgs::Lbfgs::default()
         };
         out.copy_from_slice(fit.start);
-        let rep = solver.minimize(|b, g| self.weighted_objective(data, weights, b, g), out)?;
+        let wsum: f64 = weights.iter().sum();
+        let rep = solver.minimize(
+            |b, g| {
+                let f = self.weighted_objective(data, weights, b, g)?;
+                // f = −(Q − R)/W: the ridge's value and gradient over the same W.
+                let mut pg = vec![0.0; g.len()];
+                self.penalty_gradient(b, data.d(), &mut pg);
+                for (gi, p) in g.iter_mut().zip(pg) {
+                    *gi += p / wsum;
+                }
+                Ok(f + self.penalty(b, data.d()) / wsum)
+            },
+            out,
+        )?;
         Ok(InnerStats::from(&rep))
     }
 }
 
 impl Expert for Multinomial {
     fn name(&self) -> String {
-        format!("multinomial(C={})", self.classes())
+        with_ridge_name(&format!("multinomial(C={})", self.classes()), self.ridge)
+    }
+    fn ridge(&self) -> f64 {
+        self.ridge
     }
     fn family(&self) -> &dyn ExponentialFamily {
         &self.family
@@ -287,7 +319,8 @@ impl Expert for Multinomial {
                 .param("classes", self.classes() as f64)
                 .param("lbfgs_tol", self.lbfgs_tol)
                 .param("lbfgs_max_iter", self.lbfgs_max_iter as f64)
-                .param("dense_max_params", self.dense_max_params as f64),
+                .param("dense_max_params", self.dense_max_params as f64)
+                .ridge(self.ridge),
         )
     }
     fn n_classes(&self) -> Option<usize> {

@@ -286,6 +286,15 @@ impl ExpertSpec {
         self.params.set(name, value);
         self
     }
+    /// With the parameter `ridge` set to $\lambda$ when $\lambda > 0$ (an expert without a
+    /// ridge keeps the description it had before experts had one).
+    pub fn ridge(self, ridge: f64) -> Self {
+        if ridge > 0.0 {
+            self.param("ridge", ridge)
+        } else {
+            self
+        }
+    }
     /// Whether every number in the description is finite (what a model file can hold).
     pub fn all_finite(&self) -> bool {
         self.params.all_finite()

@@ -387,6 +387,39 @@ impl ConditionalFamily for MixtureOfExperts {
     fn n_features(&self) -> usize {
         self.d
     }
+    /// $R(\theta) = \frac{\lambda_g}2\|W\|^2 + \sum_k R_k(\vartheta_k)$: the softmax
+    /// gate's ridge ([`GateConfig::ridge`]; none for a constant gate) and every expert's
+    /// [`Expert::penalty`]. Zero unless a ridge is set.
+    fn penalty(&self, theta: &[f64]) -> f64 {
+        let gate = match self.gating {
+            Gating::Softmax => {
+                crate::inner::sums::ridge_penalty(self.gate_config.ridge, self.gate_block(theta))
+            }
+            Gating::Constant => 0.0,
+        };
+        (0..self.k).fold(gate, |acc, c| {
+            acc + self.expert.penalty(self.expert_block(theta, c), self.d)
+        })
+    }
+    fn penalty_gradient(&self, theta: &[f64], grad: &mut [f64]) {
+        let gl = self.gate_len();
+        let lambda = self.gate_config.ridge;
+        if self.gating == Gating::Softmax && lambda > 0.0 {
+            for (g, w) in grad[..gl].iter_mut().zip(&theta[..gl]) {
+                *g += lambda * w;
+            }
+        }
+        let el = self.expert_len();
+        for c in 0..self.k {
+            let range = gl + c * el..gl + (c + 1) * el;
+            self.expert
+                .penalty_gradient(&theta[range.clone()], self.d, &mut grad[range]);
+        }
+    }
+    fn is_penalised(&self) -> bool {
+        (self.gating == Gating::Softmax && self.gate_config.ridge > 0.0)
+            || self.expert.ridge() > 0.0
+    }
     /// $\varphi_i = (g_k(x_i) - A_F(\eta_k(x_i)),\ \eta_k(x_i))_k$; an expert parameter
     /// outside $F$'s domain gives $a_k = $ NaN (rejected downstream by the domain checks).
     fn realise(&self, theta: &[f64], x: &[f64], phi: &mut [f64]) {

@@ -177,12 +177,15 @@ impl Mergeable for EAcc {
     }
 }
 
-/// $L = -\frac1n\sum_i\log p(y_i\mid x_i)$ from the merged sum over $n$ rows.
+/// $L = \frac1n\big(-\sum_i\log p(y_i\mid x_i) + R\big)$ from the merged sum `ll` over
+/// $n$ rows and the model's penalty $R$ = `penalty` at the same θ
+/// ([`ConditionalFamily::penalty`](crate::model::ConditionalFamily::penalty), 0 without a
+/// ridge).
 ///
 /// # Errors
 /// `NonFinite` when $L$ is not finite.
-pub(crate) fn objective_from_sum(ll: f64, n: usize) -> Result<f64> {
-    let objective = -ll / n as f64;
+pub(crate) fn objective_from_sum(ll: f64, penalty: f64, n: usize) -> Result<f64> {
+    let objective = (penalty - ll) / n as f64;
     if !objective.is_finite() {
         return Err(MoeError::NonFinite {
             what: "objective L(θ) in the E-step",
@@ -847,7 +850,10 @@ impl EmModel for MixtureOfExperts {
     /// expert's natural parameter leaves its domain.
     fn e_step(&self, data: &Dataset, theta: &[f64]) -> Result<(MoeStats, f64)> {
         let (stats, ll) = self.e_fold(data, theta, EPass::Full)?;
-        Ok((stats, objective_from_sum(ll, data.n())?))
+        Ok((
+            stats,
+            objective_from_sum(ll, self.penalty(theta), data.n())?,
+        ))
     }
 
     /// Gate M-step (Newton, or closed form for constant gating) and one expert fit per
