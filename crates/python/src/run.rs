@@ -2,19 +2,17 @@
 //! library's fit with the GIL released, and the parameters back in the data's units.
 
 use crate::fitted::Fit;
-use em_as_md::fit::predict::{training_summaries, RestartSummary, Spread};
 use em_as_md::fit::scaling::Scaling;
 use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::model::registry;
 use em_as_md::{
-    Accel, Dataset, Executor, FitReport, FitResult, FittedMoe, GradientDescent, InitMethod,
-    MirrorDescent, MoeError, MoeParams, MoeValidParams, Problem, Solver, Step,
+    Accel, Dataset, FittedMoe, GradientDescent, InitMethod, MirrorDescent, MoeParams,
+    MoeValidParams, Step,
 };
 use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::time::Instant;
 
 /// A library error as a Python `ValueError` carrying its message.
 pub fn value_error(e: impl std::fmt::Display) -> PyErr {
@@ -64,8 +62,9 @@ impl SolverChoice {
         }
     }
 
-    /// The acceleration given to [`MoeParams`] (plain EM for the solvers it does not run:
-    /// their starts are drawn the same way).
+    /// The acceleration given to [`MoeParams`]: plain EM for the solvers it does not run
+    /// (their seeded starts are drawn the same way, and a gated fit's ungated optimum is
+    /// fitted by plain EM).
     pub fn accel(self) -> Accel {
         match self {
             SolverChoice::Em(a) => a,
@@ -187,10 +186,10 @@ pub fn expert_names() -> Vec<String> {
 ///
 /// `solver`: `em`, `squarem` (the CLI's default), `md` (with `eta=None`: step
 /// $1/\hat L_t$ measured along the run; with a float: mirror descent at that fixed step)
-/// or `gd` (gradient descent with Armijo backtracking). `em`, `squarem` and `md` without
-/// `eta` run the library's restarts ([`MoeValidParams::fit`], including a gated fit's
-/// extra start from the ungated optimum); `md` with `eta` and `gd` run the same seeded
-/// starts $0..n_{\text{init}}-1$ through the [`Executor`] and keep the best.
+/// or `gd` (gradient descent with Armijo backtracking). Every solver runs the library's
+/// restarts, including a gated fit's extra start from the ungated optimum:
+/// [`MoeValidParams::fit`] for `em`, `squarem` and `md` without `eta`,
+/// [`MoeValidParams::fit_with`] for the others.
 ///
 /// # Errors
 /// `ValueError` with the library's message for bad settings, bad data (a target outside
@@ -295,122 +294,26 @@ fn run_fit(s: &Settings, data: Dataset) -> PyResult<(FittedMoe, Option<Scaling>)
         (None, data)
     };
     let valid = s.params(&model)?;
-    let fitted = match s.solver {
-        SolverChoice::Em(_) => valid.fit(&fit_data),
-        SolverChoice::MdEta(eta) => fit_with(&valid, s, &model, &fit_data, || {
-            MirrorDescent::with_eta(eta)
-        }),
-        SolverChoice::Gd => fit_with(&valid, s, &model, &fit_data, || {
-            GradientDescent::new(Step::armijo())
-        }),
-    }
-    .map_err(value_error)?;
-    let fitted = match &scaling {
-        Some(sc) => sc
-            .to_original(fitted.model(), fitted.theta())
-            .and_then(|theta| {
-                FittedMoe::new(
-                    fitted.model().clone(),
-                    theta,
-                    fitted.feature_names().to_vec(),
-                    fitted.report().clone(),
-                )
-            })
-            .map_err(value_error)?,
-        None => fitted,
-    };
+    let fitted = solve(&valid, s.solver, &fit_data)
+        .and_then(|f| f.in_data_units(scaling.as_ref()))
+        .map_err(value_error)?;
     Ok((fitted, scaling))
 }
 
-/// The seeded starts $0..n_{\text{init}}-1$ of `valid` ([`MoeValidParams::restart_theta0`])
-/// each run by a fresh solver from `make` through the [`Executor`] with the fit's limits;
-/// the start whose best iterate has the lowest $L$ is kept (ties: the lowest index), and
-/// the report is assembled as [`MoeValidParams::fit`] assembles it.
+/// The library's restarts of `valid` on `data` with `solver`.
 ///
 /// # Errors
-/// The first start's error when every start fails.
-fn fit_with<S>(
+/// As [`MoeValidParams::fit`] and [`MoeValidParams::fit_with`].
+fn solve(
     valid: &MoeValidParams,
-    settings: &Settings,
-    model: &MixtureOfExperts,
+    solver: SolverChoice,
     data: &Dataset,
-    make: impl Fn() -> em_as_md::Result<S>,
-) -> em_as_md::Result<FittedMoe>
-where
-    S: for<'a> Solver<Problem<'a, MixtureOfExperts>>,
-{
-    let clock = Instant::now();
-    let n_init = settings.n_init;
-    let problem = Problem::new(model, data)?;
-    let mut runs: Vec<em_as_md::Result<FitResult>> = Vec::with_capacity(n_init);
-    // Each start's wall clock, start and iterations together.
-    let mut walls: Vec<f64> = Vec::with_capacity(n_init);
-    let mut name = String::new();
-    for r in 0..n_init {
-        let run_clock = Instant::now();
-        let run = valid.restart_theta0(model, data, r).and_then(|theta0| {
-            let solver = make()?;
-            name = solver.name();
-            Executor::new(problem, solver)
-                .theta0(theta0)
-                .max_iters(settings.max_iter)
-                .tol(settings.tol)
-                .run()
-        });
-        runs.push(run);
-        walls.push(run_clock.elapsed().as_secs_f64());
+) -> em_as_md::Result<FittedMoe> {
+    match solver {
+        SolverChoice::Em(_) => valid.fit(data),
+        SolverChoice::MdEta(eta) => valid.fit_with(data, || MirrorDescent::with_eta(eta)),
+        SolverChoice::Gd => valid.fit_with(data, || GradientDescent::new(Step::armijo())),
     }
-    let n = data.n() as f64;
-    let init = valid.params().init_method().clone();
-    let restarts: Vec<RestartSummary> = runs
-        .iter()
-        .enumerate()
-        .map(|(index, r)| RestartSummary {
-            index,
-            init: init.for_restart(index).name().to_string(),
-            log_likelihood: r.as_ref().ok().map(|f| -n * f.best.objective),
-            termination: r.as_ref().ok().map(|f| f.termination),
-            iterations: r.as_ref().map_or(0, |f| f.state.iter),
-            error: r.as_ref().err().map(ToString::to_string),
-            retry_errors: Vec::new(),
-            seconds: r.as_ref().map_or(0.0, |f| f.seconds),
-            start_seconds: walls[index] - r.as_ref().map_or(0.0, |f| f.seconds.min(walls[index])),
-        })
-        .collect();
-    let mut best: Option<(usize, &FitResult)> = None;
-    for (i, r) in runs.iter().enumerate() {
-        if let Ok(f) = r {
-            if best.is_none_or(|(_, b)| f.best.objective < b.best.objective) {
-                best = Some((i, f));
-            }
-        }
-    }
-    let Some((best_restart, result)) = best else {
-        return Err(runs
-            .into_iter()
-            .find_map(Result::err)
-            .unwrap_or(MoeError::InvalidParam {
-                name: "n_init",
-                reason: ">= 1".into(),
-            }));
-    };
-    let theta = result.best.theta.clone();
-    let (log_likelihood, entropy) = training_summaries(model, data, &theta)?;
-    let lls: Vec<f64> = restarts.iter().filter_map(|r| r.log_likelihood).collect();
-    let report = FitReport {
-        solver: name,
-        n_rows: data.n(),
-        log_likelihood,
-        entropy,
-        iterations: result.state.iter,
-        termination: result.termination,
-        seconds: clock.elapsed().as_secs_f64(),
-        trace: result.trace.clone(),
-        best_restart,
-        spread: Spread::of(&lls),
-        restarts,
-    };
-    FittedMoe::new(model.clone(), theta, data.feature_names().to_vec(), report)
 }
 
 /// Rebuilds a [`Fit`] from [`Fit::to_json`] (pickling).

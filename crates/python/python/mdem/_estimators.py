@@ -197,7 +197,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _MixtureOfExperts):
         How each seeded start is drawn (as ``mdem fit --init``).
     n_init : int, default=1
         Number of seeded starts; the best is kept. A gated fit also runs one start from
-        the ungated optimum (solvers "em", "squarem", "md" without ``eta``).
+        the ungated optimum (fitted by EM; every solver then runs from it too).
     tol : float, default=1e-8
         Relative tolerance on the change of the average negative log-likelihood.
     max_iter : int, default=500
