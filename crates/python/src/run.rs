@@ -3,16 +3,21 @@
 
 use crate::fitted::Fit;
 use em_as_md::fit::scaling::Scaling;
+use em_as_md::model::expert::REG_COVAR;
 use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::model::registry;
 use em_as_md::{
-    Accel, Dataset, FittedMoe, GradientDescent, InitMethod, MirrorDescent, MoeParams,
-    MoeValidParams, Step,
+    Accel, CovarianceType, Dataset, FittedMoe, GaussianCluster, GradientDescent, InitMethod,
+    MirrorDescent, MoeParams, MoeValidParams, Step,
 };
 use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// [`Settings::expert`] of a Gaussian mixture (the registry name of [`GaussianCluster`]).
+pub const GAUSSIAN: &str = "gaussian";
 
 /// A library error as a Python `ValueError` carrying its message.
 pub fn value_error(e: impl std::fmt::Display) -> PyErr {
@@ -134,8 +139,24 @@ fn init_method(name: &str) -> PyResult<InitMethod> {
 /// `ValueError` for a non-contiguous array, mismatched lengths, no rows, or a NaN or
 /// infinite value (naming the row and column).
 pub fn design(x: &PyReadonlyArray2<'_, f64>, y: &[f64]) -> PyResult<Dataset> {
+    let (xs, n, d) = row_major(x)?;
+    if y.len() != n {
+        return Err(PyValueError::new_err(format!(
+            "X has {n} rows but y has {} values",
+            y.len()
+        )));
+    }
+    Ok(Dataset::from_rows(xs, d, y, 1)
+        .map_err(value_error)?
+        .with_intercept())
+}
+
+/// The buffer of `x` (C-contiguous, `n × d`) with `n` and `d`.
+///
+/// # Errors
+/// `ValueError` for an array that is not C-contiguous.
+fn row_major<'a>(x: &'a PyReadonlyArray2<'_, f64>) -> PyResult<(&'a [f64], usize, usize)> {
     let shape = x.shape();
-    let (n, d) = (shape[0], shape[1]);
     // `as_slice` accepts Fortran order too, whose buffer is not row-major: refuse it.
     let not_c = || {
         PyValueError::new_err(
@@ -146,13 +167,19 @@ pub fn design(x: &PyReadonlyArray2<'_, f64>, y: &[f64]) -> PyResult<Dataset> {
         return Err(not_c());
     }
     let xs = x.as_slice().map_err(|_| not_c())?;
-    if y.len() != n {
-        return Err(PyValueError::new_err(format!(
-            "X has {n} rows but y has {} values",
-            y.len()
-        )));
-    }
-    Ok(Dataset::from_rows(xs, d, y, 1)
+    Ok((xs, shape[0], shape[1]))
+}
+
+/// The rows of `x` (`n × q`, C-contiguous float64) as the points of a Gaussian mixture,
+/// laid out as `mdem fit --expert gaussian` loads a CSV file: the coordinates are the
+/// targets, the design is the intercept alone.
+///
+/// # Errors
+/// `ValueError` for a non-contiguous array, no rows or columns, or a NaN or infinite
+/// value (naming the row and column).
+pub fn points(x: &PyReadonlyArray2<'_, f64>) -> PyResult<Dataset> {
+    let (xs, _, q) = row_major(x)?;
+    Ok(Dataset::from_rows(&[], 0, xs, q)
         .map_err(value_error)?
         .with_intercept())
 }
@@ -213,11 +240,7 @@ pub fn fit(
     seed: u64,
     standardize: bool,
 ) -> PyResult<Fit> {
-    if !(tol.is_finite() && tol > 0.0) {
-        return Err(PyValueError::new_err(format!(
-            "invalid value {tol} for tol: expected a finite number > 0"
-        )));
-    }
+    check_tol(tol)?;
     init_method(init)?;
     let settings = Settings {
         expert: expert.to_string(),
@@ -300,6 +323,88 @@ fn run_fit(s: &Settings, data: Dataset) -> PyResult<(FittedMoe, Option<Scaling>)
     Ok((fitted, scaling))
 }
 
+/// Fits a Gaussian mixture of `n_components` components to the rows of `x` (`n × q`,
+/// C-contiguous float64), as `mdem fit --expert gaussian` does without `--target`: the
+/// expert [`GaussianCluster`] with covariance `covariance_type` (`full`, `diag` or
+/// `spherical`) and floor `reg_covar`, constant mixing weights, the raw coordinates (no
+/// standardisation: the floor is in the data's units, as scikit-learn's), the library's
+/// seeded restarts and the solver as in [`fit`]. The GIL is released during the fit.
+///
+/// # Errors
+/// `ValueError` for an unknown covariance type, solver or initialisation, a bad
+/// `reg_covar` or `tol`, more components than rows, fewer rows than free parameters, or
+/// a fit that fails in every start (with the library's message).
+#[pyfunction]
+#[pyo3(signature = (x, *, n_components, covariance_type="full", reg_covar=REG_COVAR, init="auto", n_init=1, tol=1e-8, max_iter=500, solver="squarem", eta=None, seed=0))]
+#[allow(clippy::too_many_arguments)]
+pub fn fit_gaussian_mixture(
+    py: Python<'_>,
+    x: PyReadonlyArray2<'_, f64>,
+    n_components: usize,
+    covariance_type: &str,
+    reg_covar: f64,
+    init: &str,
+    n_init: usize,
+    tol: f64,
+    max_iter: u64,
+    solver: &str,
+    eta: Option<f64>,
+    seed: u64,
+) -> PyResult<Fit> {
+    check_tol(tol)?;
+    init_method(init)?;
+    let cov = CovarianceType::from_name(covariance_type).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "invalid value '{covariance_type}' for covariance_type: expected 'full', 'diag' or 'spherical'"
+        ))
+    })?;
+    let settings = Settings {
+        expert: GAUSSIAN.to_string(),
+        n_experts: n_components,
+        gating: false,
+        init: init.to_string(),
+        n_init,
+        tol,
+        max_iter,
+        solver: SolverChoice::parse(solver, eta)?,
+        seed,
+        standardize: false,
+    };
+    let data = points(&x)?;
+    let fitted = py.detach(|| run_gaussian_mixture(&settings, cov, reg_covar, &data))?;
+    Ok(Fit::new(fitted, None, settings))
+}
+
+/// [`fit_gaussian_mixture`] on an owned data set, without Python.
+///
+/// # Errors
+/// `ValueError` as [`fit_gaussian_mixture`].
+fn run_gaussian_mixture(
+    s: &Settings,
+    cov: CovarianceType,
+    reg_covar: f64,
+    data: &Dataset,
+) -> PyResult<FittedMoe> {
+    let (n, q, k) = (data.n(), data.q(), s.n_experts);
+    let expert = GaussianCluster::new(q, cov, reg_covar).map_err(value_error)?;
+    let model = MixtureOfExperts::new(Arc::new(expert), k, data.d(), Gating::Constant)
+        .map_err(value_error)?;
+    if k > n {
+        return Err(PyValueError::new_err(format!(
+            "{k} components but only {n} samples; expected at most as many components as samples"
+        )));
+    }
+    let p = em_as_md::ConditionalFamily::n_params(&model);
+    if p > n {
+        return Err(PyValueError::new_err(format!(
+            "{n} samples but the model has {p} parameters ({k} components with {} covariances on {q} features); expected at least as many samples as parameters: use fewer components, a smaller covariance_type or fewer features",
+            cov.name()
+        )));
+    }
+    let valid = s.params(&model)?;
+    solve(&valid, s.solver, data).map_err(value_error)
+}
+
 /// The library's restarts of `valid` on `data` with `solver`.
 ///
 /// # Errors
@@ -314,6 +419,19 @@ fn solve(
         SolverChoice::MdEta(eta) => valid.fit_with(data, || MirrorDescent::with_eta(eta)),
         SolverChoice::Gd => valid.fit_with(data, || GradientDescent::new(Step::armijo())),
     }
+}
+
+/// `tol` checked: finite and $> 0$.
+///
+/// # Errors
+/// `ValueError` naming `tol` otherwise.
+fn check_tol(tol: f64) -> PyResult<()> {
+    if !(tol.is_finite() && tol > 0.0) {
+        return Err(PyValueError::new_err(format!(
+            "invalid value {tol} for tol: expected a finite number > 0"
+        )));
+    }
+    Ok(())
 }
 
 /// Rebuilds a [`Fit`] from [`Fit::to_json`] (pickling).
