@@ -3,6 +3,7 @@
 
 use em_as_md::fit::align::{align_components, layout_of, permute_theta};
 use em_as_md::fit::predict::{classification_entropy, information_criteria};
+use em_as_md::fit::scaling::Scaling;
 use em_as_md::fit::{initial_theta, MoeParams};
 use em_as_md::{
     ConditionalFamily, Dataset, EmModel, Expert, ExpertSpec, FittedMoe, GateConfig, Gating,
@@ -93,6 +94,40 @@ fn same_seed_gives_identical_fits_and_the_fit_is_good() {
     assert!(t
         .windows(2)
         .all(|w| w[1].objective <= w[0].objective + 1e-12));
+}
+
+#[test]
+fn a_fit_on_standardised_columns_maps_back_to_the_same_law_in_data_units() {
+    // x on a scale of thousands, shifted: the standardised design differs a lot.
+    let raw = generate(300, 4);
+    let rows: Vec<f64> = (0..raw.n()).map(|i| 1000.0 * raw.x(i)[1] + 50.0).collect();
+    let raw = Dataset::from_rows(&rows, 1, raw.y_all(), 1)
+        .unwrap()
+        .with_intercept();
+    let scaling = Scaling::fit(&raw, true);
+    let z = scaling.apply(&raw).unwrap();
+    let fit_z = fit_ok(params().seed(2), &z);
+    let theta_z = fit_z.theta().to_vec();
+    let ll = fit_z.report().log_likelihood;
+    let fit_x = fit_z.clone().in_data_units(Some(&scaling)).unwrap();
+    // The parameters changed, the law did not: the raw data's likelihood at the mapped
+    // parameters is the standardised fit's.
+    assert_ne!(bits(fit_x.theta()), bits(&theta_z));
+    assert_eq!(
+        bits(fit_x.theta()),
+        bits(&scaling.to_original(fit_z.model(), &theta_z).unwrap())
+    );
+    assert!((fit_x.log_likelihood(&raw).unwrap() - ll).abs() < 1e-9 * ll.abs());
+    assert_eq!(fit_x.report().log_likelihood, ll);
+    // No scaling: unchanged.
+    let same = fit_z.clone().in_data_units(None).unwrap();
+    assert_eq!(bits(same.theta()), bits(&theta_z));
+    // A scaling of another width is a typed error.
+    let wide = Scaling::fit(&generate(50, 5).with_intercept(), true);
+    assert!(matches!(
+        fit_z.in_data_units(Some(&wide)),
+        Err(MoeError::InvalidData { .. })
+    ));
 }
 
 #[test]

@@ -12,7 +12,9 @@
 //!   independence, the registry round trip and k-means++ starts.
 
 use em_as_md::error::Block;
-use em_as_md::model::expert::{glm_newton, InnerBudget, WeightedMoments, REG_COVAR};
+use em_as_md::model::expert::{
+    glm_newton, ComponentDensity, GaussianClusters, InnerBudget, WeightedMoments, REG_COVAR,
+};
 use em_as_md::model::registry::build_expert;
 use em_as_md::testkit::em_md_gap;
 use em_as_md::{
@@ -261,6 +263,77 @@ fn spherical_and_diagonal_moments_are_the_closed_forms() {
         }
         assert!(c[(0, 1)].abs() < 1e-15);
     }
+}
+
+/// A [`GaussianClusters`] with only the required methods (delegated), so that its
+/// `mean_cov` is the trait's default.
+struct OnlyRequired(GaussianCluster);
+
+impl GaussianClusters for OnlyRequired {
+    fn obs_dim(&self) -> usize {
+        self.0.dim()
+    }
+    fn density_parts(&self, block: &[f64]) -> em_as_md::Result<ComponentDensity> {
+        self.0.density_parts(block)
+    }
+    fn solve_from_moments(
+        &self,
+        stats: WeightedMoments<'_>,
+        out: &mut [f64],
+    ) -> em_as_md::Result<bool> {
+        self.0.solve_from_moments(stats, out)
+    }
+}
+
+#[test]
+fn mean_cov_recovers_the_mean_and_covariance_a_block_was_built_from() {
+    // Σ = (LLᵀ)⁻¹ from the precision factor (the trait's default) and the expert's own
+    // inversion of its precision, against the (m, Σ) each block was built from.
+    let m = [0.3, -1.2, 2.0];
+    let sigma = Mat::from_fn(3, 3, |i, j| match (i, j) {
+        (0, 0) => 2.0,
+        (1, 1) => 1.5,
+        (2, 2) => 0.7,
+        (0, 1) | (1, 0) => 0.4,
+        (1, 2) | (2, 1) => -0.3,
+        _ => 0.1,
+    });
+    for cov in COVS {
+        let e = GaussianCluster::new(3, cov, REG_COVAR).unwrap();
+        // What the block keeps of Σ: all of it, its diagonal, or Σ₀₀ I (the spherical
+        // block reads Σ₀₀).
+        let kept = Mat::from_fn(3, 3, |i, j| match cov {
+            CovarianceType::Full => sigma[(i, j)],
+            CovarianceType::Diag if i == j => sigma[(i, i)],
+            CovarianceType::Spherical if i == j => sigma[(0, 0)],
+            _ => 0.0,
+        });
+        let mut block = vec![0.0; e.block_len()];
+        e.block_from_mean_cov(&m, sigma.as_ref(), &mut block)
+            .unwrap();
+        let by_default = OnlyRequired(e.clone()).mean_cov(&block).unwrap();
+        let by_expert = GaussianClusters::mean_cov(&e, &block).unwrap();
+        for (mean, c) in [by_default, by_expert] {
+            assert!(rel_vec(&mean, &m) < 1e-12, "{cov:?}: {mean:?}");
+            for i in 0..3 {
+                for j in 0..3 {
+                    assert!(
+                        (c[(i, j)] - kept[(i, j)]).abs() < 1e-12,
+                        "{cov:?} ({i}, {j}): {} vs {}",
+                        c[(i, j)],
+                        kept[(i, j)]
+                    );
+                }
+            }
+        }
+    }
+    // A block outside the domain is the typed error of `density_parts`.
+    let e = GaussianCluster::full(3).unwrap();
+    let bad = vec![0.0; e.block_len()];
+    assert!(matches!(
+        OnlyRequired(e).mean_cov(&bad),
+        Err(MoeError::LeftDomain { .. })
+    ));
 }
 
 #[test]

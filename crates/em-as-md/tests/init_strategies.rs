@@ -18,7 +18,8 @@ use em_as_md::solve::em::Em;
 use em_as_md::solve::executor::Executor;
 use em_as_md::solve::problem::Problem;
 use em_as_md::{
-    ConditionalFamily, Dataset, FittedMoe, Gating, InitMethod, LinearGaussian, MixtureOfExperts,
+    Accel, ConditionalFamily, Dataset, FittedMoe, Gating, GradientDescent, InitMethod,
+    LinearGaussian, MirrorDescent, MixtureOfExperts, Step,
 };
 use std::sync::Arc;
 
@@ -96,6 +97,60 @@ fn gated_is_never_below_ungated_on_crossing_lines() {
     let rerun = valid.run_restart(&model, &data, 8).unwrap();
     assert_eq!(rerun.best.theta, gated.theta());
     assert!(valid.restart_theta0(&model, &data, 9).is_err());
+}
+
+#[test]
+fn md_and_gd_fits_through_fit_with_include_the_ungated_start() {
+    let data = tone();
+    let u = fitted(params(Gating::Constant, InitMethod::Auto, 8), &data)
+        .report()
+        .log_likelihood;
+    let valid = params(Gating::Softmax, InitMethod::Auto, 8)
+        .check()
+        .unwrap();
+    let alone = params(Gating::Softmax, InitMethod::Auto, 8)
+        .ungated_start(false)
+        .check()
+        .unwrap();
+    let n = data.n() as f64;
+    let model = valid.model(data.d()).unwrap();
+    let problem = Problem::new(&model, &data).unwrap();
+    let md = || MirrorDescent::with_eta(0.5);
+    let gd = || GradientDescent::new(Step::armijo());
+    for (fit, solver) in [
+        (valid.fit_with(&data, md).unwrap(), "MD(η=0.5)"),
+        (valid.fit_with(&data, gd).unwrap(), "GD"),
+    ] {
+        let rep = fit.report();
+        assert!(rep.solver.starts_with(solver), "{}", rep.solver);
+        // The eight seeded starts and the start from the ungated EM optimum.
+        assert_eq!(rep.restarts.len(), 9);
+        assert_eq!(rep.restarts[8].init, UNGATED_START);
+        assert!(
+            rep.log_likelihood >= u - 1e-9 * u.abs(),
+            "{solver}: gated {} < ungated {u}",
+            rep.log_likelihood
+        );
+        // The report's log-likelihood is the objective at the returned parameters.
+        let at = -n * problem.objective(fit.theta()).unwrap();
+        assert!((at - rep.log_likelihood).abs() < 1e-9 * at.abs(), "{at}");
+        // That start mattered: the ungated start won, so the kept run is a run of this
+        // solver from it.
+        assert_eq!(rep.best_restart, 8, "{solver}");
+    }
+    // From the gated starts alone, mirror descent ends below the ungated optimum here.
+    let md_alone = alone.fit_with(&data, md).unwrap();
+    assert_eq!(md_alone.report().restarts.len(), 8);
+    assert!(md_alone.report().log_likelihood < u - 1.0);
+    // `fit` is `fit_with` on the acceleration's solver: the same restarts, bit for bit.
+    let em = params(Gating::Softmax, InitMethod::Auto, 8)
+        .accel(Accel::None)
+        .check()
+        .unwrap();
+    let a = em.fit(&data).unwrap();
+    let b = em.fit_with(&data, || Ok(Em::new())).unwrap();
+    assert_eq!(a.theta(), b.theta());
+    assert_eq!(untimed(&a.report().restarts), untimed(&b.report().restarts));
 }
 
 #[test]

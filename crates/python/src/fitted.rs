@@ -1,6 +1,6 @@
-//! [`Fit`]: a fitted mixture of experts as Python sees it.
+//! [`Fit`]: a fitted mixture of experts (or Gaussian mixture) as Python sees it.
 
-use crate::run::{design, targets, value_error, Settings};
+use crate::run::{design, points, targets, value_error, Settings};
 use diagnostics::certificate::{certify, CertifyConfig};
 use em_as_md::fit::io;
 use em_as_md::fit::scaling::Scaling;
@@ -10,9 +10,10 @@ use em_as_md::testkit::em_md_gap;
 use em_as_md::{
     ConditionalFamily, Dataset, Em, Executor, FittedMoe, ObserverMode, Problem, TrajectoryObserver,
 };
-use numpy::ndarray::Array2;
+use numpy::ndarray::{Array2, Array3};
 use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+    IntoPyArray, PyArray1, PyArray2, PyArray3, PyReadonlyArray1, PyReadonlyArray2,
+    PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -111,35 +112,84 @@ impl Fit {
         Ok(fit)
     }
 
+    /// Whether this is a Gaussian mixture of the rows ([`crate::run::fit_gaussian_mixture`]):
+    /// its data are points, without a target.
+    fn clustering(&self) -> bool {
+        self.fitted.model().expert().gaussian_clusters().is_some()
+    }
+
     /// Features without targets (zeros: prediction reads only $x$) as a design.
+    ///
+    /// # Errors
+    /// `ValueError` for a Gaussian mixture (it predicts no target) or data of another
+    /// width than the fit's.
     fn features(&self, x: &PyReadonlyArray2<'_, f64>) -> PyResult<Dataset> {
+        if self.clustering() {
+            return Err(PyValueError::new_err(
+                "a Gaussian mixture predicts no target: use responsibilities or log_predictive_density",
+            ));
+        }
         let n = x.shape()[0];
         let data = design(x, &vec![0.0; n])?;
         self.check_width(&data)?;
         Ok(data)
     }
 
+    /// The data set of `x` and `y` as the fit saw them: the design of `x` with the
+    /// targets `y`, or for a Gaussian mixture the points `x` (and no `y`).
+    ///
+    /// # Errors
+    /// `ValueError` for a `y` missing (or given to a Gaussian mixture), or data of
+    /// another width than the fit's.
+    fn data(
+        &self,
+        x: &PyReadonlyArray2<'_, f64>,
+        y: Option<&PyReadonlyArray1<'_, f64>>,
+    ) -> PyResult<Dataset> {
+        let data = match (self.clustering(), y) {
+            (true, None) => points(x)?,
+            (false, Some(y)) => design(x, targets(y)?)?,
+            (true, Some(_)) => {
+                return Err(PyValueError::new_err(
+                    "a Gaussian mixture is fitted to the rows of X alone: pass no y",
+                ))
+            }
+            (false, None) => {
+                return Err(PyValueError::new_err(
+                    "a mixture of experts needs the targets y with X",
+                ))
+            }
+        };
+        self.check_width(&data)?;
+        Ok(data)
+    }
+
+    /// The error scikit-learn gives for data of another width than the fit's: the
+    /// features (design columns without the intercept), or a Gaussian mixture's
+    /// coordinates.
     fn check_width(&self, data: &Dataset) -> PyResult<()> {
-        let want = self.fitted.model().n_features();
-        if data.d() != want {
+        let model = self.fitted.model();
+        let (have, want) = if self.clustering() {
+            (data.q(), model.expert().family().obs_dim())
+        } else {
+            (data.d() - 1, model.n_features() - 1)
+        };
+        if have != want || data.d() != model.n_features() {
             return Err(PyValueError::new_err(format!(
-                "X has {} features, but the model was fitted on {}",
-                data.d() - 1,
-                want - 1
+                "X has {have} features, but the model was fitted on {want}"
             )));
         }
         Ok(())
     }
 
-    /// `x`, `y` as the design the solvers ran on (standardised with the training
+    /// `x`, `y` as the data the solvers ran on (standardised with the training
     /// scaling when the fit was), with $\hat\theta$ in those units.
     fn fit_problem(
         &self,
         x: &PyReadonlyArray2<'_, f64>,
-        y: &PyReadonlyArray1<'_, f64>,
+        y: Option<&PyReadonlyArray1<'_, f64>>,
     ) -> PyResult<(Dataset, Vec<f64>)> {
-        let data = design(x, targets(y)?)?;
-        self.check_width(&data)?;
+        let data = self.data(x, y)?;
         match &self.scaling {
             Some(s) => Ok((
                 s.apply(&data).map_err(value_error)?,
@@ -331,30 +381,32 @@ impl Fit {
         matrix(py, out, data.n())
     }
 
-    /// Posterior responsibilities $r_{ik} = P(z_i = k \mid x_i, y_i)$, `n × K`.
+    /// Posterior responsibilities $r_{ik} = P(z_i = k \mid x_i, y_i)$, `n × K` (for a
+    /// Gaussian mixture, $P(z_i = k \mid x_i)$ of the points `x`, without `y`).
+    #[pyo3(signature = (x, y=None))]
     fn responsibilities<'py>(
         &self,
         py: Python<'py>,
         x: PyReadonlyArray2<'py, f64>,
-        y: PyReadonlyArray1<'py, f64>,
+        y: Option<PyReadonlyArray1<'py, f64>>,
     ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-        let data = design(&x, targets(&y)?)?;
-        self.check_width(&data)?;
+        let data = self.data(&x, y.as_ref())?;
         let out = py
             .detach(|| self.fitted.responsibilities(&data))
             .map_err(value_error)?;
         matrix(py, out, data.n())
     }
 
-    /// $\log p(y_i \mid x_i; \hat\theta)$ per row.
+    /// $\log p(y_i \mid x_i; \hat\theta)$ per row (for a Gaussian mixture, the log
+    /// density $\log \sum_k \pi_k N(x_i; m_k, \Sigma_k)$ of the points `x`, without `y`).
+    #[pyo3(signature = (x, y=None))]
     fn log_predictive_density<'py>(
         &self,
         py: Python<'py>,
         x: PyReadonlyArray2<'py, f64>,
-        y: PyReadonlyArray1<'py, f64>,
+        y: Option<PyReadonlyArray1<'py, f64>>,
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
-        let data = design(&x, targets(&y)?)?;
-        self.check_width(&data)?;
+        let data = self.data(&x, y.as_ref())?;
         let out = py
             .detach(|| self.fitted.log_predictive_density(&data))
             .map_err(value_error)?;
@@ -372,15 +424,15 @@ impl Fit {
     ///
     /// # Errors
     /// `ValueError` when the re-run or the certificate cannot be computed.
-    #[pyo3(signature = (x, y, max_iter=2000))]
+    #[pyo3(signature = (x, y=None, max_iter=2000))]
     fn certificate(
         &self,
         py: Python<'_>,
         x: PyReadonlyArray2<'_, f64>,
-        y: PyReadonlyArray1<'_, f64>,
+        y: Option<PyReadonlyArray1<'_, f64>>,
         max_iter: u64,
     ) -> PyResult<String> {
-        let (data, saved) = self.fit_problem(&x, &y)?;
+        let (data, saved) = self.fit_problem(&x, y.as_ref())?;
         py.detach(|| {
             let model = self.fitted.model();
             let theta0 = self.kept_start(&data)?;
@@ -422,16 +474,16 @@ impl Fit {
     ///
     /// # Errors
     /// `ValueError` for a bad `eta` or `theta`, or a step that fails.
-    #[pyo3(signature = (x, y, eta=1.0, theta=None))]
+    #[pyo3(signature = (x, y=None, eta=1.0, theta=None))]
     fn em_md_gap(
         &self,
         py: Python<'_>,
         x: PyReadonlyArray2<'_, f64>,
-        y: PyReadonlyArray1<'_, f64>,
+        y: Option<PyReadonlyArray1<'_, f64>>,
         eta: f64,
         theta: Option<PyReadonlyArray1<'_, f64>>,
     ) -> PyResult<String> {
-        let (data, _) = self.fit_problem(&x, &y)?;
+        let (data, _) = self.fit_problem(&x, y.as_ref())?;
         let model = self.fitted.model();
         let given = match &theta {
             Some(t) => Some(
@@ -470,6 +522,51 @@ impl Fit {
         })
     }
 
+    /// A Gaussian mixture's components in the data's units: the mixing weights $\pi_k$
+    /// (`K`), the means $m_k$ (`K × q`) and the covariances $\Sigma_k$ (`K × q × q`, full
+    /// matrices whatever the covariance type: a diagonal or spherical model's are
+    /// diagonal), read from $\hat\theta$ ([`em_as_md::GaussianClusters::mean_cov`]).
+    ///
+    /// # Errors
+    /// `ValueError` for a fit that is not a Gaussian mixture, or a component outside the
+    /// domain (not produced by a fit).
+    #[allow(clippy::type_complexity)]
+    fn components<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(
+        Bound<'py, PyArray1<f64>>,
+        Bound<'py, PyArray2<f64>>,
+        Bound<'py, PyArray3<f64>>,
+    )> {
+        let model = self.fitted.model();
+        let theta = self.fitted.theta();
+        let g = model.expert().gaussian_clusters().ok_or_else(|| {
+            PyValueError::new_err("not a Gaussian mixture: its experts have no mean and covariance")
+        })?;
+        let (k, q) = (model.n_experts(), g.obs_dim());
+        let mut weights = vec![0.0; k];
+        model.gate_probs(theta, &vec![1.0; model.n_features()], &mut weights);
+        let mut means = Array2::zeros((k, q));
+        let mut covs = Array3::zeros((k, q, q));
+        for c in 0..k {
+            let (m, s) = g
+                .mean_cov(model.expert_block(theta, c))
+                .map_err(value_error)?;
+            for i in 0..q {
+                means[(c, i)] = m[i];
+                for j in 0..q {
+                    covs[(c, i, j)] = s[(i, j)];
+                }
+            }
+        }
+        Ok((
+            weights.into_pyarray(py),
+            means.into_pyarray(py),
+            covs.into_pyarray(py),
+        ))
+    }
+
     /// The fit as JSON (the library's model file with this fit's settings and
     /// standardisation); [`crate::run::fit_from_json`] reads it back.
     ///
@@ -500,9 +597,14 @@ impl Fit {
     fn __repr__(&self) -> String {
         let rep = self.fitted.report();
         format!(
-            "Fit({} {} experts, log-likelihood {:.6}, {} iterations, {})",
+            "Fit({} {} {}, log-likelihood {:.6}, {} iterations, {})",
             self.fitted.model().n_experts(),
             self.settings.expert,
+            if self.clustering() {
+                "components"
+            } else {
+                "experts"
+            },
             rep.log_likelihood,
             rep.iterations,
             rep.termination

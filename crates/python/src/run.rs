@@ -2,19 +2,22 @@
 //! library's fit with the GIL released, and the parameters back in the data's units.
 
 use crate::fitted::Fit;
-use em_as_md::fit::predict::{training_summaries, RestartSummary, Spread};
 use em_as_md::fit::scaling::Scaling;
+use em_as_md::model::expert::REG_COVAR;
 use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::model::registry;
 use em_as_md::{
-    Accel, Dataset, Executor, FitReport, FitResult, FittedMoe, GradientDescent, InitMethod,
-    MirrorDescent, MoeError, MoeParams, MoeValidParams, Problem, Solver, Step,
+    Accel, CovarianceType, Dataset, FittedMoe, GaussianCluster, GradientDescent, InitMethod,
+    MirrorDescent, MoeParams, MoeValidParams, Step,
 };
 use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::time::Instant;
+use std::sync::Arc;
+
+/// [`Settings::expert`] of a Gaussian mixture (the registry name of [`GaussianCluster`]).
+pub const GAUSSIAN: &str = "gaussian";
 
 /// A library error as a Python `ValueError` carrying its message.
 pub fn value_error(e: impl std::fmt::Display) -> PyErr {
@@ -64,8 +67,9 @@ impl SolverChoice {
         }
     }
 
-    /// The acceleration given to [`MoeParams`] (plain EM for the solvers it does not run:
-    /// their starts are drawn the same way).
+    /// The acceleration given to [`MoeParams`]: plain EM for the solvers it does not run
+    /// (their seeded starts are drawn the same way, and a gated fit's ungated optimum is
+    /// fitted by plain EM).
     pub fn accel(self) -> Accel {
         match self {
             SolverChoice::Em(a) => a,
@@ -135,8 +139,24 @@ fn init_method(name: &str) -> PyResult<InitMethod> {
 /// `ValueError` for a non-contiguous array, mismatched lengths, no rows, or a NaN or
 /// infinite value (naming the row and column).
 pub fn design(x: &PyReadonlyArray2<'_, f64>, y: &[f64]) -> PyResult<Dataset> {
+    let (xs, n, d) = row_major(x)?;
+    if y.len() != n {
+        return Err(PyValueError::new_err(format!(
+            "X has {n} rows but y has {} values",
+            y.len()
+        )));
+    }
+    Ok(Dataset::from_rows(xs, d, y, 1)
+        .map_err(value_error)?
+        .with_intercept())
+}
+
+/// The buffer of `x` (C-contiguous, `n × d`) with `n` and `d`.
+///
+/// # Errors
+/// `ValueError` for an array that is not C-contiguous.
+fn row_major<'a>(x: &'a PyReadonlyArray2<'_, f64>) -> PyResult<(&'a [f64], usize, usize)> {
     let shape = x.shape();
-    let (n, d) = (shape[0], shape[1]);
     // `as_slice` accepts Fortran order too, whose buffer is not row-major: refuse it.
     let not_c = || {
         PyValueError::new_err(
@@ -147,13 +167,19 @@ pub fn design(x: &PyReadonlyArray2<'_, f64>, y: &[f64]) -> PyResult<Dataset> {
         return Err(not_c());
     }
     let xs = x.as_slice().map_err(|_| not_c())?;
-    if y.len() != n {
-        return Err(PyValueError::new_err(format!(
-            "X has {n} rows but y has {} values",
-            y.len()
-        )));
-    }
-    Ok(Dataset::from_rows(xs, d, y, 1)
+    Ok((xs, shape[0], shape[1]))
+}
+
+/// The rows of `x` (`n × q`, C-contiguous float64) as the points of a Gaussian mixture,
+/// laid out as `mdem fit --expert gaussian` loads a CSV file: the coordinates are the
+/// targets, the design is the intercept alone.
+///
+/// # Errors
+/// `ValueError` for a non-contiguous array, no rows or columns, or a NaN or infinite
+/// value (naming the row and column).
+pub fn points(x: &PyReadonlyArray2<'_, f64>) -> PyResult<Dataset> {
+    let (xs, _, q) = row_major(x)?;
+    Ok(Dataset::from_rows(&[], 0, xs, q)
         .map_err(value_error)?
         .with_intercept())
 }
@@ -187,10 +213,10 @@ pub fn expert_names() -> Vec<String> {
 ///
 /// `solver`: `em`, `squarem` (the CLI's default), `md` (with `eta=None`: step
 /// $1/\hat L_t$ measured along the run; with a float: mirror descent at that fixed step)
-/// or `gd` (gradient descent with Armijo backtracking). `em`, `squarem` and `md` without
-/// `eta` run the library's restarts ([`MoeValidParams::fit`], including a gated fit's
-/// extra start from the ungated optimum); `md` with `eta` and `gd` run the same seeded
-/// starts $0..n_{\text{init}}-1$ through the [`Executor`] and keep the best.
+/// or `gd` (gradient descent with Armijo backtracking). Every solver runs the library's
+/// restarts, including a gated fit's extra start from the ungated optimum:
+/// [`MoeValidParams::fit`] for `em`, `squarem` and `md` without `eta`,
+/// [`MoeValidParams::fit_with`] for the others.
 ///
 /// # Errors
 /// `ValueError` with the library's message for bad settings, bad data (a target outside
@@ -214,11 +240,7 @@ pub fn fit(
     seed: u64,
     standardize: bool,
 ) -> PyResult<Fit> {
-    if !(tol.is_finite() && tol > 0.0) {
-        return Err(PyValueError::new_err(format!(
-            "invalid value {tol} for tol: expected a finite number > 0"
-        )));
-    }
+    check_tol(tol)?;
     init_method(init)?;
     let settings = Settings {
         expert: expert.to_string(),
@@ -295,122 +317,121 @@ fn run_fit(s: &Settings, data: Dataset) -> PyResult<(FittedMoe, Option<Scaling>)
         (None, data)
     };
     let valid = s.params(&model)?;
-    let fitted = match s.solver {
-        SolverChoice::Em(_) => valid.fit(&fit_data),
-        SolverChoice::MdEta(eta) => fit_with(&valid, s, &model, &fit_data, || {
-            MirrorDescent::with_eta(eta)
-        }),
-        SolverChoice::Gd => fit_with(&valid, s, &model, &fit_data, || {
-            GradientDescent::new(Step::armijo())
-        }),
-    }
-    .map_err(value_error)?;
-    let fitted = match &scaling {
-        Some(sc) => sc
-            .to_original(fitted.model(), fitted.theta())
-            .and_then(|theta| {
-                FittedMoe::new(
-                    fitted.model().clone(),
-                    theta,
-                    fitted.feature_names().to_vec(),
-                    fitted.report().clone(),
-                )
-            })
-            .map_err(value_error)?,
-        None => fitted,
-    };
+    let fitted = solve(&valid, s.solver, &fit_data)
+        .and_then(|f| f.in_data_units(scaling.as_ref()))
+        .map_err(value_error)?;
     Ok((fitted, scaling))
 }
 
-/// The seeded starts $0..n_{\text{init}}-1$ of `valid` ([`MoeValidParams::restart_theta0`])
-/// each run by a fresh solver from `make` through the [`Executor`] with the fit's limits;
-/// the start whose best iterate has the lowest $L$ is kept (ties: the lowest index), and
-/// the report is assembled as [`MoeValidParams::fit`] assembles it.
+/// Fits a Gaussian mixture of `n_components` components to the rows of `x` (`n × q`,
+/// C-contiguous float64), as `mdem fit --expert gaussian` does without `--target`: the
+/// expert [`GaussianCluster`] with covariance `covariance_type` (`full`, `diag` or
+/// `spherical`) and floor `reg_covar`, constant mixing weights, the raw coordinates (no
+/// standardisation: the floor is in the data's units, as scikit-learn's), the library's
+/// seeded restarts and the solver as in [`fit`]. The GIL is released during the fit.
 ///
 /// # Errors
-/// The first start's error when every start fails.
-fn fit_with<S>(
-    valid: &MoeValidParams,
-    settings: &Settings,
-    model: &MixtureOfExperts,
+/// `ValueError` for an unknown covariance type, solver or initialisation, a bad
+/// `reg_covar` or `tol`, more components than rows, fewer rows than free parameters, or
+/// a fit that fails in every start (with the library's message).
+#[pyfunction]
+#[pyo3(signature = (x, *, n_components, covariance_type="full", reg_covar=REG_COVAR, init="auto", n_init=1, tol=1e-8, max_iter=500, solver="squarem", eta=None, seed=0))]
+#[allow(clippy::too_many_arguments)]
+pub fn fit_gaussian_mixture(
+    py: Python<'_>,
+    x: PyReadonlyArray2<'_, f64>,
+    n_components: usize,
+    covariance_type: &str,
+    reg_covar: f64,
+    init: &str,
+    n_init: usize,
+    tol: f64,
+    max_iter: u64,
+    solver: &str,
+    eta: Option<f64>,
+    seed: u64,
+) -> PyResult<Fit> {
+    check_tol(tol)?;
+    init_method(init)?;
+    let cov = CovarianceType::from_name(covariance_type).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "invalid value '{covariance_type}' for covariance_type: expected 'full', 'diag' or 'spherical'"
+        ))
+    })?;
+    let settings = Settings {
+        expert: GAUSSIAN.to_string(),
+        n_experts: n_components,
+        gating: false,
+        init: init.to_string(),
+        n_init,
+        tol,
+        max_iter,
+        solver: SolverChoice::parse(solver, eta)?,
+        seed,
+        standardize: false,
+    };
+    let data = points(&x)?;
+    let fitted = py.detach(|| run_gaussian_mixture(&settings, cov, reg_covar, &data))?;
+    Ok(Fit::new(fitted, None, settings))
+}
+
+/// [`fit_gaussian_mixture`] on an owned data set, without Python.
+///
+/// # Errors
+/// `ValueError` as [`fit_gaussian_mixture`].
+fn run_gaussian_mixture(
+    s: &Settings,
+    cov: CovarianceType,
+    reg_covar: f64,
     data: &Dataset,
-    make: impl Fn() -> em_as_md::Result<S>,
-) -> em_as_md::Result<FittedMoe>
-where
-    S: for<'a> Solver<Problem<'a, MixtureOfExperts>>,
-{
-    let clock = Instant::now();
-    let n_init = settings.n_init;
-    let problem = Problem::new(model, data)?;
-    let mut runs: Vec<em_as_md::Result<FitResult>> = Vec::with_capacity(n_init);
-    // Each start's wall clock, start and iterations together.
-    let mut walls: Vec<f64> = Vec::with_capacity(n_init);
-    let mut name = String::new();
-    for r in 0..n_init {
-        let run_clock = Instant::now();
-        let run = valid.restart_theta0(model, data, r).and_then(|theta0| {
-            let solver = make()?;
-            name = solver.name();
-            Executor::new(problem, solver)
-                .theta0(theta0)
-                .max_iters(settings.max_iter)
-                .tol(settings.tol)
-                .run()
-        });
-        runs.push(run);
-        walls.push(run_clock.elapsed().as_secs_f64());
+) -> PyResult<FittedMoe> {
+    let (n, q, k) = (data.n(), data.q(), s.n_experts);
+    let expert = GaussianCluster::new(q, cov, reg_covar).map_err(value_error)?;
+    let model = MixtureOfExperts::new(Arc::new(expert), k, data.d(), Gating::Constant)
+        .map_err(value_error)?;
+    if k > n {
+        return Err(PyValueError::new_err(format!(
+            "{k} components but only {n} samples; expected at most as many components as samples"
+        )));
     }
-    let n = data.n() as f64;
-    let init = valid.params().init_method().clone();
-    let restarts: Vec<RestartSummary> = runs
-        .iter()
-        .enumerate()
-        .map(|(index, r)| RestartSummary {
-            index,
-            init: init.for_restart(index).name().to_string(),
-            log_likelihood: r.as_ref().ok().map(|f| -n * f.best.objective),
-            termination: r.as_ref().ok().map(|f| f.termination),
-            iterations: r.as_ref().map_or(0, |f| f.state.iter),
-            error: r.as_ref().err().map(ToString::to_string),
-            retry_errors: Vec::new(),
-            seconds: r.as_ref().map_or(0.0, |f| f.seconds),
-            start_seconds: walls[index] - r.as_ref().map_or(0.0, |f| f.seconds.min(walls[index])),
-        })
-        .collect();
-    let mut best: Option<(usize, &FitResult)> = None;
-    for (i, r) in runs.iter().enumerate() {
-        if let Ok(f) = r {
-            if best.is_none_or(|(_, b)| f.best.objective < b.best.objective) {
-                best = Some((i, f));
-            }
-        }
+    let p = em_as_md::ConditionalFamily::n_params(&model);
+    if p > n {
+        return Err(PyValueError::new_err(format!(
+            "{n} samples but the model has {p} parameters ({k} components with {} covariances on {q} features); expected at least as many samples as parameters: use fewer components, a smaller covariance_type or fewer features",
+            cov.name()
+        )));
     }
-    let Some((best_restart, result)) = best else {
-        return Err(runs
-            .into_iter()
-            .find_map(Result::err)
-            .unwrap_or(MoeError::InvalidParam {
-                name: "n_init",
-                reason: ">= 1".into(),
-            }));
-    };
-    let theta = result.best.theta.clone();
-    let (log_likelihood, entropy) = training_summaries(model, data, &theta)?;
-    let lls: Vec<f64> = restarts.iter().filter_map(|r| r.log_likelihood).collect();
-    let report = FitReport {
-        solver: name,
-        n_rows: data.n(),
-        log_likelihood,
-        entropy,
-        iterations: result.state.iter,
-        termination: result.termination,
-        seconds: clock.elapsed().as_secs_f64(),
-        trace: result.trace.clone(),
-        best_restart,
-        spread: Spread::of(&lls),
-        restarts,
-    };
-    FittedMoe::new(model.clone(), theta, data.feature_names().to_vec(), report)
+    let valid = s.params(&model)?;
+    solve(&valid, s.solver, data).map_err(value_error)
+}
+
+/// The library's restarts of `valid` on `data` with `solver`.
+///
+/// # Errors
+/// As [`MoeValidParams::fit`] and [`MoeValidParams::fit_with`].
+fn solve(
+    valid: &MoeValidParams,
+    solver: SolverChoice,
+    data: &Dataset,
+) -> em_as_md::Result<FittedMoe> {
+    match solver {
+        SolverChoice::Em(_) => valid.fit(data),
+        SolverChoice::MdEta(eta) => valid.fit_with(data, || MirrorDescent::with_eta(eta)),
+        SolverChoice::Gd => valid.fit_with(data, || GradientDescent::new(Step::armijo())),
+    }
+}
+
+/// `tol` checked: finite and $> 0$.
+///
+/// # Errors
+/// `ValueError` naming `tol` otherwise.
+fn check_tol(tol: f64) -> PyResult<()> {
+    if !(tol.is_finite() && tol > 0.0) {
+        return Err(PyValueError::new_err(format!(
+            "invalid value {tol} for tol: expected a finite number > 0"
+        )));
+    }
+    Ok(())
 }
 
 /// Rebuilds a [`Fit`] from [`Fit::to_json`] (pickling).

@@ -518,11 +518,8 @@ impl ShardModel {
             start_seconds,
             seconds,
         );
-        let theta = match &self.scaling {
-            Some(s) => s.to_original(&self.model, &theta).map_err(value_error)?,
-            None => theta,
-        };
         let fitted = FittedMoe::new(self.model.clone(), theta, self.feature_names()?, report)
+            .and_then(|f| f.in_data_units(self.scaling.as_ref()))
             .map_err(value_error)?;
         Ok(Fit::new(fitted, self.scaling.clone(), settings).with_start(start))
     }

@@ -422,26 +422,15 @@ impl FitArgs {
 }
 
 /// The fitted model with its parameters mapped back to the data's units when it was
-/// fitted on standardised columns (`scaling`): the same laws, so the same likelihood
-/// and report.
+/// fitted on standardised columns (`scaling`; [`FittedMoe::in_data_units`]), with the
+/// command line's error.
 ///
 /// # Errors
 /// [`CliError::Compute`] when the mapping fails.
 pub fn in_data_units(fitted: FittedMoe, scaling: Option<&Scaling>) -> Result<FittedMoe, CliError> {
-    match scaling {
-        Some(s) => s
-            .to_original(fitted.model(), fitted.theta())
-            .and_then(|theta| {
-                FittedMoe::new(
-                    fitted.model().clone(),
-                    theta,
-                    fitted.feature_names().to_vec(),
-                    fitted.report().clone(),
-                )
-            })
-            .map_err(|e| CliError::compute("mapping the parameters back to the data's units", e)),
-        None => Ok(fitted),
-    }
+    fitted
+        .in_data_units(scaling)
+        .map_err(|e| CliError::compute("mapping the parameters back to the data's units", e))
 }
 
 fn accel_value(s: &str) -> Result<Accel, String> {

@@ -57,8 +57,8 @@ use crate::solve::em::Em;
 use crate::solve::executor::{Executor, FitResult};
 use crate::solve::observer::{LogObserver, Observer, ObserverMode};
 use crate::solve::problem::Problem;
-use crate::solve::solver::FitState;
 use crate::solve::solver::Termination;
+use crate::solve::solver::{FitState, Solver};
 use crate::ConditionalFamily;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -646,24 +646,30 @@ impl MoeValidParams {
         attempt: usize,
     ) -> Result<FitResult> {
         let theta0 = self.retry_theta0(model, data, index, attempt)?;
-        self.run_from(model, data, index, theta0)
+        self.run_from(model, data, index, theta0, &|| Ok(self.0.accel.solver()))
     }
 
     /// Seeded restart `index` with up to [`START_RETRIES`] retries: the first attempt
     /// that runs, with the errors of the attempts before it. Errors in the input
     /// (`InvalidData`, `InvalidParam`) and a given $\theta_0$ are not retried: another
     /// draw cannot change them.
-    fn run_with_retries(
+    fn run_with_retries<S>(
         &self,
         model: &MixtureOfExperts,
         data: &Dataset,
         index: usize,
-    ) -> (Result<FitResult>, Vec<String>) {
+        make: &(impl Fn() -> Result<S> + Sync),
+    ) -> (Result<FitResult>, Vec<String>)
+    where
+        S: for<'a> Solver<Problem<'a, MixtureOfExperts>>,
+    {
         let mut failed = Vec::new();
         let retryable = !matches!(self.0.init, InitMethod::Theta(_));
         let mut attempt = 0;
         loop {
-            let run = self.run_attempt(model, data, index, attempt);
+            let run = self
+                .retry_theta0(model, data, index, attempt)
+                .and_then(|theta0| self.run_from(model, data, index, theta0, make));
             match run {
                 Err(e)
                     if retryable
@@ -706,16 +712,21 @@ impl MoeValidParams {
         ex
     }
 
-    fn run_from(
+    /// One run from `theta0` by a fresh solver from `make`, with these limits and
+    /// restart `index`'s observers.
+    fn run_from<S>(
         &self,
         model: &MixtureOfExperts,
         data: &Dataset,
         index: usize,
         theta0: Vec<f64>,
-    ) -> Result<FitResult> {
-        let p = &self.0;
+        make: &(impl Fn() -> Result<S> + Sync),
+    ) -> Result<FitResult>
+    where
+        S: for<'a> Solver<Problem<'a, MixtureOfExperts>>,
+    {
         let problem = Problem::new(model, data)?;
-        let ex = Executor::new(problem, p.accel.solver());
+        let ex = Executor::new(problem, make()?);
         // A Gaussian mixture's starting L from its fast E-step (the same L(θ₀) as the
         // generic per-row path, which would refactor every component's precision on
         // every row: most of a short fit's time at 10⁶ rows).
@@ -740,7 +751,9 @@ impl MoeValidParams {
     }
 
     /// Fits the model: seeded restarts in parallel, the best returned with the spread
-    /// of final log-likelihoods, every restart's strategy and termination.
+    /// of final log-likelihoods, every restart's strategy and termination. Every restart
+    /// runs EM with the chosen acceleration ([`MoeParams::accel`]); [`fit_with`](Self::fit_with)
+    /// runs the same restarts with another solver.
     ///
     /// **Gated never below ungated.** The softmax gate with slopes 0 is the constant gate,
     /// so the gated model contains the ungated one; EM from gated starts alone can still
@@ -757,6 +770,67 @@ impl MoeValidParams {
     /// mismatch; `InvalidData { row: Some(i), .. }` for a target outside the experts'
     /// support; the first restart's error when every restart fails.
     pub fn fit(&self, data: &Dataset) -> Result<FittedMoe> {
+        let name = match self.0.accel {
+            Accel::None => "EM".into(),
+            a => format!("EM accelerated by {a}"),
+        };
+        self.fit_restarts(data, &|| Ok(self.0.accel.solver()), name)
+    }
+
+    /// [`fit`](Self::fit) with the solver of every restart made by `make` (called once per
+    /// run, so each start gets fresh solver state): the same seeded starts, retries,
+    /// limits, observers and report, so that another outer iteration — mirror descent at
+    /// a fixed step ([`MirrorDescent`](crate::MirrorDescent)), gradient descent
+    /// ([`GradientDescent`](crate::GradientDescent)) — is compared with EM on equal terms.
+    /// The report's solver is the name of the solver `make` builds.
+    ///
+    /// A gated fit also runs the restart from the ungated optimum (see [`fit`](Self::fit)).
+    /// That optimum is the ungated model fitted by [`fit`](Self::fit) with these settings
+    /// (EM with the chosen acceleration), whatever `make` builds, so that
+    /// [`restart_theta0`](Self::restart_theta0) redraws it; the restart from it runs
+    /// `make`'s solver. The returned log-likelihood is therefore at least the ungated
+    /// EM fit's for any solver that never returns an iterate worse than its start (the
+    /// [`Executor`] keeps the best iterate, the start included).
+    ///
+    /// ```no_run
+    /// use em_as_md::fit::MoeParams;
+    /// use em_as_md::{GradientDescent, MirrorDescent, Step};
+    /// # fn main() -> em_as_md::Result<()> {
+    /// # let data = em_as_md::Dataset::from_rows(&[0.0, 1.0, 2.0, 3.0], 1, &[0.0, 1.0, 0.5, 2.0], 1)?.with_intercept();
+    /// let params = MoeParams::new(2).n_init(4).seed(7).check()?;
+    /// let md = params.fit_with(&data, || MirrorDescent::with_eta(0.5))?;
+    /// let gd = params.fit_with(&data, || GradientDescent::new(Step::armijo()))?;
+    /// println!("{}: {}, {}: {}", md.report().solver, md.report().log_likelihood,
+    ///     gd.report().solver, gd.report().log_likelihood);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`fit`](Self::fit), and `make`'s error (the first call is made before any work,
+    /// for the report's name).
+    pub fn fit_with<S>(
+        &self,
+        data: &Dataset,
+        make: impl Fn() -> Result<S> + Sync,
+    ) -> Result<FittedMoe>
+    where
+        S: for<'a> Solver<Problem<'a, MixtureOfExperts>>,
+    {
+        let name = make()?.name();
+        self.fit_restarts(data, &make, name)
+    }
+
+    /// The restarts of [`fit`](Self::fit) and [`fit_with`](Self::fit_with), each run by a
+    /// solver from `make`, reported under the solver name `name`.
+    fn fit_restarts<S>(
+        &self,
+        data: &Dataset,
+        make: &(impl Fn() -> Result<S> + Sync),
+        name: String,
+    ) -> Result<FittedMoe>
+    where
+        S: for<'a> Solver<Problem<'a, MixtureOfExperts>>,
+    {
         let clock = Instant::now();
         let p = &self.0;
         let model = self.model(data.d())?;
@@ -792,11 +866,12 @@ impl MoeValidParams {
             .map(|r| {
                 let run_clock = Instant::now();
                 let (run, failed) = match (&ungated, r == p.n_init) {
-                    (Some(Ok(theta0)), true) => {
-                        (self.run_from(&model, data, r, theta0.clone()), Vec::new())
-                    }
+                    (Some(Ok(theta0)), true) => (
+                        self.run_from(&model, data, r, theta0.clone(), make),
+                        Vec::new(),
+                    ),
                     (Some(Err(e)), true) => (Err(e.clone()), Vec::new()),
-                    _ => self.run_with_retries(&model, data, r),
+                    _ => self.run_with_retries(&model, data, r, make),
                 };
                 let total = run_clock.elapsed().as_secs_f64();
                 let em = run.as_ref().map_or(0.0, |f| f.seconds.min(total));
@@ -859,10 +934,7 @@ impl MoeValidParams {
         let (log_likelihood, entropy) = training_summaries(&model, data, &theta)?;
         let lls: Vec<f64> = restarts.iter().filter_map(|r| r.log_likelihood).collect();
         let report = FitReport {
-            solver: match p.accel {
-                Accel::None => "EM".into(),
-                a => format!("EM accelerated by {a}"),
-            },
+            solver: name,
             n_rows: data.n(),
             log_likelihood,
             entropy,

@@ -18,6 +18,7 @@
 
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
+use crate::fit::scaling::Scaling;
 use crate::model::mixture::MixtureOfExperts;
 use crate::model::EmModel;
 use crate::solve::executor::FitResult;
@@ -303,6 +304,22 @@ impl FittedMoe {
     /// The fit report.
     pub fn report(&self) -> &FitReport {
         &self.report
+    }
+
+    /// The fit with $\hat\theta$ mapped back to the data's units when it was fitted on
+    /// columns standardised by `scaling` ([`Scaling::to_original`]): the same laws, so
+    /// the same likelihood and report. `None` (fitted on the raw columns) returns it
+    /// unchanged. The one place where every front end (command line, Python) maps a fit
+    /// back.
+    ///
+    /// # Errors
+    /// As [`Scaling::to_original`] (a scaling of another width than the model's design).
+    pub fn in_data_units(self, scaling: Option<&Scaling>) -> Result<FittedMoe> {
+        let Some(s) = scaling else {
+            return Ok(self);
+        };
+        let theta = s.to_original(&self.model, &self.theta)?;
+        Ok(FittedMoe { theta, ..self })
     }
 
     fn check(&self, data: &Dataset) -> Result<()> {

@@ -6,6 +6,9 @@ scikit-learn estimators over the Rust library (``mdem._core``):
   is the mixture mean.
 * :class:`MixtureOfExpertsClassifier` -- logistic or multinomial experts;
   ``predict_proba`` and ``classes_`` for arbitrary labels.
+* :class:`GaussianMixture` -- a Gaussian mixture of the rows (scikit-learn's
+  ``GaussianMixture`` conventions): ``predict``, ``predict_proba``, ``score_samples``,
+  ``weights_``, ``means_``, ``covariances_``.
 
 A fit runs the same code path as ``mdem fit`` on the command line (an intercept column,
 standardised columns, seeded restarts, parameters mapped back to the data's units), with
@@ -19,9 +22,18 @@ needs ``dask`` and, for a cluster, ``distributed``): exact EM over the partition
 Dask round per E-step and per Newton round of the M-step, from a fit on a sample.
 """
 
-from mdem._estimators import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
+from mdem._estimators import (
+    GaussianMixture,
+    MixtureOfExpertsClassifier,
+    MixtureOfExpertsRegressor,
+)
 from mdem import _core
 
 __version__ = _core.__version__
 
-__all__ = ["MixtureOfExpertsClassifier", "MixtureOfExpertsRegressor", "__version__"]
+__all__ = [
+    "GaussianMixture",
+    "MixtureOfExpertsClassifier",
+    "MixtureOfExpertsRegressor",
+    "__version__",
+]

@@ -4,7 +4,7 @@ import json
 import numbers
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, DensityMixin, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
@@ -47,6 +47,27 @@ def _check_positive(name, value):
         raise ValueError(f"invalid value {value} for {name}: expected a finite number > 0")
 
 
+def _check_solver(solver, eta):
+    _check_choice("solver", solver, SOLVERS)
+    if eta is not None:
+        _check_positive("eta", eta)
+        if solver != "md":
+            raise ValueError(f"eta={eta} applies to solver='md' only, not {solver!r}")
+
+
+def _master_seed(random_state):
+    """The master seed: ``random_state`` itself when it is an int, 0 for None (fits are
+    deterministic), one draw from a ``RandomState`` instance."""
+    rs = random_state
+    if rs is None:
+        return 0
+    if isinstance(rs, numbers.Integral) and not isinstance(rs, bool):
+        if rs < 0:
+            raise ValueError(f"invalid value {rs} for random_state: expected an int >= 0")
+        return int(rs)
+    return int(check_random_state(rs).randint(np.iinfo(np.int32).max))
+
+
 class _MixtureOfExperts(BaseEstimator):
     """What both estimators share: parameter checks, the call into Rust, the extras."""
 
@@ -61,24 +82,11 @@ class _MixtureOfExperts(BaseEstimator):
         _check_int("n_init", self.n_init, 1)
         _check_positive("tol", self.tol)
         _check_int("max_iter", self.max_iter, 1)
-        _check_choice("solver", self.solver, SOLVERS)
-        if self.eta is not None:
-            _check_positive("eta", self.eta)
-            if self.solver != "md":
-                raise ValueError(f"eta={self.eta} applies to solver='md' only, not {self.solver!r}")
+        _check_solver(self.solver, self.eta)
         _check_bool("standardize", self.standardize)
 
     def _seed(self):
-        """The master seed: ``random_state`` itself when it is an int, 0 for None (fits are
-        deterministic), one draw from a ``RandomState`` instance."""
-        rs = self.random_state
-        if rs is None:
-            return 0
-        if isinstance(rs, numbers.Integral) and not isinstance(rs, bool):
-            if rs < 0:
-                raise ValueError(f"invalid value {rs} for random_state: expected an int >= 0")
-            return int(rs)
-        return int(check_random_state(rs).randint(np.iinfo(np.int32).max))
+        return _master_seed(self.random_state)
 
     def _fit_encoded(self, X, y, expert):
         """Fits on validated C-contiguous float64 ``X`` and ``y`` (labels already encoded)."""
@@ -197,7 +205,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _MixtureOfExperts):
         How each seeded start is drawn (as ``mdem fit --init``).
     n_init : int, default=1
         Number of seeded starts; the best is kept. A gated fit also runs one start from
-        the ungated optimum (solvers "em", "squarem", "md" without ``eta``).
+        the ungated optimum (fitted by EM; every solver then runs from it too).
     tol : float, default=1e-8
         Relative tolerance on the change of the average negative log-likelihood.
     max_iter : int, default=500
@@ -380,3 +388,252 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _MixtureOfExperts):
         check_is_fitted(self)
         self._encode_y(y, len(y) if hasattr(y, "__len__") else np.asarray(y).shape[0])
         return super().score(X, y, sample_weight=sample_weight)
+
+
+#: The covariance models of :class:`GaussianMixture` (scikit-learn's names; "tied" is not
+#: offered).
+COVARIANCE_TYPES = ("full", "diag", "spherical")
+
+
+def _check_nonnegative(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"invalid value {value} for {name}: expected a finite number >= 0")
+
+
+def _precisions(covariances, covariance_type):
+    """scikit-learn's ``precisions_cholesky_`` and ``precisions_`` from ``covariances_``:
+    for a full covariance ``Sigma = C C^T`` (C lower), ``U = C^{-T}`` (upper) with
+    ``Sigma^{-1} = U U^T``; elementwise ``1/sqrt(var)`` and ``1/var`` otherwise."""
+    if covariance_type == "full":
+        chol = np.linalg.cholesky(covariances)
+        eye = np.eye(covariances.shape[-1])
+        prec_chol = np.transpose(np.linalg.solve(chol, eye), (0, 2, 1))
+        return prec_chol, prec_chol @ np.transpose(prec_chol, (0, 2, 1))
+    return 1.0 / np.sqrt(covariances), 1.0 / covariances
+
+
+class GaussianMixture(DensityMixin, BaseEstimator):
+    """Gaussian mixture fitted by EM (scikit-learn's ``GaussianMixture`` conventions).
+
+    The fit is ``mdem fit --expert gaussian`` (no target) on the rows of X: components
+    ``N(m_k, Sigma_k)`` with mixing weights ``pi_k``, in natural parameters (where EM is
+    mirror descent without projection), the covariance floor ``reg_covar`` added to every
+    fitted covariance's diagonal as scikit-learn does, seeded restarts. The solvers run on
+    the raw coordinates, so every fitted attribute is in the data's units.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of components K.
+    covariance_type : {"full", "diag", "spherical"}, default="full"
+        A full, diagonal or spherical (``sigma_k^2 I``) covariance per component.
+    tol : float, default=1e-8
+        Relative tolerance on the change of the mean negative log-likelihood (scikit-learn's
+        ``tol`` is absolute, on the mean log-likelihood, default 1e-3).
+    reg_covar : float, default=1e-6
+        Non-negative floor added to the diagonal of every covariance.
+    max_iter : int, default=500
+        Iteration limit per start.
+    n_init : int, default=1
+        Number of seeded starts; the best is kept.
+    init : {"auto", "random", "subset", "kmeans", "short-em"}, default="auto"
+        How each start is drawn (as ``mdem fit --init``); "auto" starts with k-means++
+        (seeding and Lloyd iterations) and cycles through the others for later starts.
+    solver : {"em", "squarem", "md", "gd"}, default="squarem"
+        Plain EM, SQUAREM-accelerated EM, mirror descent (step 1/L-hat, or ``eta``) or
+        gradient descent with Armijo backtracking.
+    eta : float or None, default=None
+        Fixed mirror-descent step (``solver="md"`` only).
+    random_state : int, RandomState instance or None, default=None
+        Master seed of the starts; None means seed 0 (fits are deterministic).
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+        Mixing weights.
+    means_ : ndarray of shape (n_components, n_features)
+        Component means.
+    covariances_ : ndarray
+        Covariances (floor included), shape (n_components, n_features, n_features) for
+        "full", (n_components, n_features) for "diag", (n_components,) for "spherical".
+    precisions_cholesky_, precisions_ : ndarray
+        scikit-learn's Cholesky factors of the precisions and the precisions, same shapes.
+    converged_ : bool
+        Whether the kept start converged.
+    n_iter_ : int
+        Iterations of the kept start.
+    lower_bound_ : float
+        Mean log-likelihood of the training data (for a mixture without priors it is
+        scikit-learn's lower bound at convergence).
+    log_likelihood_ : float
+        Total training log-likelihood.
+    termination_ : str
+        Why the kept start stopped.
+    trajectory_ : ndarray
+        Total log-likelihood after each iteration of the kept start.
+    theta_ : ndarray
+        The library's parameters (mixing logits, then each component's natural parameters).
+    model_ : mdem._core.Fit
+        The native fit.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    """
+
+    def __init__(
+        self,
+        n_components=1,
+        covariance_type="full",
+        tol=1e-8,
+        reg_covar=1e-6,
+        max_iter=500,
+        n_init=1,
+        init="auto",
+        solver="squarem",
+        eta=None,
+        random_state=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init = init
+        self.solver = solver
+        self.eta = eta
+        self.random_state = random_state
+
+    def _check_params(self):
+        _check_int("n_components", self.n_components, 1)
+        if self.covariance_type == "tied":
+            raise ValueError(
+                "covariance_type='tied' is not supported: expected 'full', 'diag' or 'spherical'"
+            )
+        _check_choice("covariance_type", self.covariance_type, COVARIANCE_TYPES)
+        _check_positive("tol", self.tol)
+        _check_nonnegative("reg_covar", self.reg_covar)
+        _check_int("max_iter", self.max_iter, 1)
+        _check_int("n_init", self.n_init, 1)
+        _check_choice("init", self.init, INITS)
+        _check_solver(self.solver, self.eta)
+
+    def fit(self, X, y=None):
+        """Fits the mixture to the rows of X (n, d); y is ignored."""
+        self._check_params()
+        X = validate_data(self, X, dtype=np.float64, order="C", ensure_min_samples=2)
+        if X.shape[0] < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components but got "
+                f"n_components = {self.n_components}, n_samples = {X.shape[0]}"
+            )
+        fit = _core.fit_gaussian_mixture(
+            X,
+            n_components=int(self.n_components),
+            covariance_type=self.covariance_type,
+            reg_covar=float(self.reg_covar),
+            init=self.init,
+            n_init=int(self.n_init),
+            tol=float(self.tol),
+            max_iter=int(self.max_iter),
+            solver=self.solver,
+            eta=None if self.eta is None else float(self.eta),
+            seed=_master_seed(self.random_state),
+        )
+        self.model_ = fit
+        weights, means, covariances = fit.components()
+        if self.covariance_type == "diag":
+            covariances = np.ascontiguousarray(np.diagonal(covariances, axis1=1, axis2=2))
+        elif self.covariance_type == "spherical":
+            covariances = np.ascontiguousarray(covariances[:, 0, 0])
+        self.weights_, self.means_, self.covariances_ = weights, means, covariances
+        self.precisions_cholesky_, self.precisions_ = _precisions(
+            covariances, self.covariance_type
+        )
+        self.theta_ = fit.theta
+        self.log_likelihood_ = fit.log_likelihood
+        self.lower_bound_ = fit.log_likelihood / X.shape[0]
+        self.n_iter_ = fit.iterations
+        self.converged_ = fit.converged
+        self.termination_ = fit.termination
+        self.trajectory_ = fit.trajectory
+        # Kept (a reference, not a copy) for certificate() and em_md_gap() without data.
+        self._train = X
+        return self
+
+    def _X(self, X):
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, dtype=np.float64, order="C")
+
+    def _X_or_train(self, X):
+        """X validated, or the training data for X=None."""
+        check_is_fitted(self)
+        if X is None:
+            if getattr(self, "_train", None) is None:
+                raise ValueError("the training data are not kept in this estimator: pass X")
+            return self._train
+        return self._X(X)
+
+    def predict_proba(self, X):
+        """Posterior probability of each component for each row, shape (n, K)."""
+        X = self._X(X)
+        return self.model_.responsibilities(X)
+
+    def responsibilities(self, X):
+        """Responsibilities ``r[i, k] = P(z_i = k | x_i)``: :meth:`predict_proba`."""
+        return self.predict_proba(X)
+
+    def predict(self, X):
+        """The most probable component of each row."""
+        return np.argmax(self.predict_proba(X), axis=1)
+
+    def fit_predict(self, X, y=None):
+        """Fits the mixture to X and returns the most probable component of each row."""
+        self.fit(X, y)
+        return np.argmax(self.model_.responsibilities(self._train), axis=1)
+
+    def score_samples(self, X):
+        """Log density ``log sum_k pi_k N(x_i; m_k, Sigma_k)`` of each row, shape (n,)."""
+        X = self._X(X)
+        return self.model_.log_predictive_density(X)
+
+    def score(self, X, y=None):
+        """Mean log density of the rows of X."""
+        return float(np.mean(self.score_samples(X)))
+
+    def bic(self, X):
+        """Bayesian information criterion ``-2 log L + p log n`` on X (lower is better)."""
+        ll = self.score_samples(X)
+        return float(-2 * np.sum(ll) + self.model_.n_params * np.log(len(ll)))
+
+    def aic(self, X):
+        """Akaike information criterion ``-2 log L + 2 p`` on X (lower is better)."""
+        ll = self.score_samples(X)
+        return float(-2 * np.sum(ll) + 2 * self.model_.n_params)
+
+    def certificate(self, X=None, max_iter=2000):
+        """The convergence certificate of EM on X (default: the training data), as a dict:
+        see :meth:`MixtureOfExpertsRegressor.certificate`."""
+        X = self._X_or_train(X)
+        _check_int("max_iter", max_iter, 1)
+        return json.loads(self.model_.certificate(X, None, max_iter=int(max_iter)))
+
+    def em_md_gap(self, X=None, eta=1.0, theta=None):
+        """One EM step against one mirror-descent step with step ``eta`` from the same start
+        (default: the kept start of the fit; ``theta`` in the layout of ``theta_``)."""
+        X = self._X_or_train(X)
+        _check_positive("eta", eta)
+        if theta is not None:
+            theta = np.ascontiguousarray(theta, dtype=np.float64)
+            if theta.shape != self.theta_.shape:
+                raise ValueError(
+                    f"theta must have shape {self.theta_.shape}, found {theta.shape}"
+                )
+        return json.loads(self.model_.em_md_gap(X, None, eta=float(eta), theta=theta))
+
+    def summary(self):
+        """The fitted model as a dict (settings, log-likelihood, termination, each
+        component's mean and covariance entries, the mixing weights)."""
+        check_is_fitted(self)
+        return json.loads(self.model_.summary_json())

@@ -505,6 +505,25 @@ pub trait GaussianClusters: Send + Sync {
     /// `NotPositiveDefinite { block: Block::Expert(None), .. }` (the mixture names the
     /// component), `NonFinite`.
     fn solve_from_moments(&self, stats: WeightedMoments<'_>, out: &mut [f64]) -> Result<bool>;
+    /// Mean $m$ and covariance of a block, the covariance from
+    /// [`density_parts`](Self::density_parts)'s precision factor $\Sigma^{-1} = LL^\top$:
+    /// $$ \Sigma = (LL^\top)^{-1}. $$
+    /// What a front end reports of a fitted component (scikit-learn's `means_`,
+    /// `covariances_`), in the coordinates' units.
+    ///
+    /// # Errors
+    /// As [`density_parts`](Self::density_parts);
+    /// `NotPositiveDefinite { block: Block::Expert(None), .. }` when $LL^\top$ cannot be
+    /// inverted.
+    fn mean_cov(&self, block: &[f64]) -> Result<(Vec<f64>, Mat<f64>)> {
+        let parts = self.density_parts(block)?;
+        let l = parts.chol_precision.as_ref();
+        let precision = l * l.transpose();
+        let cov = Cholesky::factor(precision.as_ref())
+            .and_then(|c| c.inverse())
+            .map_err(|e| block_error(e, Block::Expert(None)))?;
+        Ok((parts.mean, cov))
+    }
 }
 
 impl GaussianClusters for GaussianCluster {
@@ -516,6 +535,9 @@ impl GaussianClusters for GaussianCluster {
     }
     fn solve_from_moments(&self, stats: WeightedMoments<'_>, out: &mut [f64]) -> Result<bool> {
         GaussianCluster::solve_from_moments(self, stats, out)
+    }
+    fn mean_cov(&self, block: &[f64]) -> Result<(Vec<f64>, Mat<f64>)> {
+        GaussianCluster::mean_cov(self, block)
     }
 }
 
