@@ -6,6 +6,8 @@
 //!   formed row by row from `realise_jacobian`, `fisher` and the posterior, to 1e-10 relative;
 //! * [`bregman_ratios`] (one pass for all pairs) against [`bregman_ratio`] pair by pair,
 //!   bit for bit, failing pairs included;
+//! * [`bregman_ratios`] against an independent one-pair computation from the `Problem`
+//!   API ($\ell$, $\nabla\ell$ and $D_{\mathcal A}$ evaluated separately), to round-off;
 //! * [`standard_errors_from_information`] against [`standard_errors`], bit for bit.
 
 use diagnostics::information::{information, InformationMatrices};
@@ -188,6 +190,71 @@ fn batched_ratios_equal_pairwise_ratios_bit_for_bit() {
         bregman_ratios(&p, &short, &[(0, 1)]),
         Err(DiagnosticsError::DimensionMismatch { what: "theta", .. })
     ));
+}
+
+/// $D_\ell$ and $D_{\mathcal A}$ of one pair from the `Problem` API: $\ell$ from `objective`,
+/// $\nabla\ell$ from `ell_and_gradient`, $D_{\mathcal A}$ from `stacked_bregman`.
+fn ratio_via_problem<M: ConditionalFamily>(p: &Problem<'_, M>, a: &[f64], b: &[f64]) -> (f64, f64) {
+    let la = p.objective(a).unwrap();
+    let phi_a = p.realise_all(a).unwrap();
+    let phi_b = p.realise_all(b).unwrap();
+    let mut g = vec![0.0; phi_b.len()];
+    let lb = p.ell_and_gradient(&phi_b, &mut g).unwrap();
+    let inner: f64 = g
+        .iter()
+        .zip(phi_a.iter().zip(&phi_b))
+        .map(|(g, (x, y))| g * (x - y))
+        .sum();
+    (la - lb - inner, p.stacked_bregman(a, b).unwrap())
+}
+
+#[test]
+fn batched_ratios_equal_independent_one_pair_ratios() {
+    // 4 500 rows (three row chunks); points in several roles, probes close to a point.
+    let (model, data, truth) = moe_instance(5, 4500);
+    let p = Problem::new(&model, &data).unwrap();
+    let mut points = vec![truth.clone()];
+    for s in 1..5 {
+        // Relative steps keep every expert's precision parameter negative.
+        let h = if s == 4 { 1e-3 } else { 0.05 * s as f64 };
+        points.push(
+            truth
+                .iter()
+                .enumerate()
+                .map(|(j, v)| v * (1.0 + h * (((j * (s + 1)) % 5) as f64 - 2.0)))
+                .collect(),
+        );
+    }
+    let pairs = [
+        (1, 0),
+        (0, 1),
+        (2, 1),
+        (3, 0),
+        (0, 3),
+        (4, 0),
+        (3, 2),
+        (1, 2),
+    ];
+    let batch = bregman_ratios(&p, &points, &pairs).unwrap();
+    for (&(a, b), got) in pairs.iter().zip(batch) {
+        let got = got.unwrap();
+        let (num, den) = ratio_via_problem(&p, &points[a], &points[b]);
+        // Both sides difference O(1) row terms: allow ten times the batch's own round-off
+        // estimate 16 ε S on top of a relative 1e-10.
+        let tol = |v: f64| 10.0 * got.denominator_roundoff + 1e-10 * v.abs();
+        assert!(
+            (got.numerator - num).abs() <= tol(num),
+            "pair ({a}, {b}): D_ℓ {} vs {num}",
+            got.numerator
+        );
+        assert!(
+            (got.denominator - den).abs() <= tol(den),
+            "pair ({a}, {b}): D_A {} vs {den}",
+            got.denominator
+        );
+        // Not vacuous: the pair moved the realised parameters.
+        assert!(den > 0.0, "pair ({a}, {b})");
+    }
 }
 
 #[test]
