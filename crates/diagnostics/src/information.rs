@@ -39,8 +39,8 @@
 
 use crate::error::{DiagnosticsError, Result};
 use em_as_md::inner::parallel::fold_rows_with;
-use em_as_md::solve::problem::{row_posterior, RowScratch};
-use em_as_md::{fold_rows, ConditionalFamily, Mergeable, Problem};
+use em_as_md::solve::problem::{row_posterior, row_posterior_given, RowObservation, RowScratch};
+use em_as_md::{ConditionalFamily, Mergeable, Problem};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par, Side};
 
@@ -76,12 +76,11 @@ impl InformationMatrices {
 /// Rows stacked per block product in [`information`].
 const BLOCK_ROWS: usize = 16;
 
-/// Per-worker buffers of [`information`]: the row scratch and the stacked blocks
-/// $J^\top$, $(FJ)^\top$ and $W^\top$ of up to `BLOCK_ROWS` rows.
+/// Per-worker buffers of [`information`]: the row scratch, the target's terms and the
+/// stacked blocks $J^\top$, $(FJ)^\top$ and $W^\top$ of up to `BLOCK_ROWS` rows.
 struct InfoScratch {
     s: RowScratch,
-    tz: Vec<f64>,
-    obs: Vec<f64>,
+    ob: RowObservation,
     /// $\nabla^2 A(\varphi_i)$ ($p$ × $p$).
     fisher: Mat<f64>,
     /// Column $z$: $\sqrt{r_{iz}}\,(T(y_i, z) - \mathbb E_{\text{post}}\[T\])$ ($p$ × $K$).
@@ -142,7 +141,8 @@ fn flush_block(sc: &InfoScratch, acc: &mut InfoAcc, rows: usize, p: usize, k: us
 /// using $\mathrm{Cov}_{\text{post}}\[T\] = \sum_z r_{iz}(T_z - \bar T)(T_z - \bar T)^\top$ (rank $\le K$).
 /// $J_i^\top$ is written by the model's `realise_jacobian_t` and $\nabla^2A(\varphi_i)$ by its
 /// `complete_fisher`, directly into per-worker buffers (no allocation per row for models
-/// that override them, such as the mixture of experts).
+/// that override them, such as the mixture of experts); $T(y_i, z)$ is computed once per
+/// row for the posterior and $\mathbf W$ ([`RowObservation`]).
 ///
 /// # Errors
 /// `DimensionMismatch` for a wrong-length `theta`; `Model` if a row's natural parameter
@@ -162,27 +162,27 @@ pub fn information<M: ConditionalFamily + ?Sized>(
             found: theta.len(),
         });
     }
-    let fam = model.complete();
-    let p = fam.dim();
+    let p = model.complete().dim();
     let k = model.n_latent();
-    let q = data.q();
     let n = data.n();
     let fits = |c: &InfoScratch| {
         c.jt.nrows() == np
             && c.jt.ncols() == BLOCK_ROWS * p
             && c.wt.ncols() == BLOCK_ROWS * k
-            && c.obs.len() == fam.obs_dim()
             && c.s.resp.len() == k
             && c.s.work.len() == model.row_work_len()
     };
     let acc = fold_rows_with(
         n,
         |cached: Option<InfoScratch>| match cached {
-            Some(c) if fits(&c) => c,
+            // The target terms are rebuilt (their sizes are the model's, not checked here).
+            Some(c) if fits(&c) => InfoScratch {
+                ob: RowObservation::new(model),
+                ..c
+            },
             _ => InfoScratch {
                 s: RowScratch::new(model),
-                tz: vec![0.0; p],
-                obs: vec![0.0; fam.obs_dim()],
+                ob: RowObservation::new(model),
                 fisher: Mat::zeros(p, p),
                 u: Mat::zeros(p, k),
                 jt: Mat::zeros(np, BLOCK_ROWS * p),
@@ -198,9 +198,9 @@ pub fn information<M: ConditionalFamily + ?Sized>(
             let mut b = 0;
             for i in rows {
                 let x = data.x(i);
-                let y = data.y(i);
+                sc.ob.set(model, data.y(i));
                 model.realise(theta, x, &mut sc.s.phi);
-                row_posterior(model, y, i, &mut sc.s)?;
+                row_posterior_given(model, &sc.ob, i, &mut sc.s)?;
                 model.complete_fisher(&sc.s.phi, sc.fisher.as_mut(), &mut sc.s.work)?;
                 // Columns b·p .. (b+1)·p of Jᵀ: J_iᵀ e_r.
                 model.realise_jacobian_t(theta, x, sc.jt.subcols_mut(b * p, p), &mut sc.s.work);
@@ -214,18 +214,16 @@ pub fn information<M: ConditionalFamily + ?Sized>(
                     Par::Seq,
                 );
                 // W columns: √r_z J_iᵀ (T_z − E_post T); zero for z outside the support.
-                sc.obs[..q].copy_from_slice(y);
                 for z in 0..k {
                     let r = sc.s.resp[z];
-                    sc.obs[q] = z as f64;
-                    if r <= 0.0 || !fam.in_support(&sc.obs) {
-                        sc.u.col_mut(z).fill(0.0);
-                        continue;
-                    }
-                    fam.sufficient_stats(&sc.obs, &mut sc.tz);
-                    let sr = r.sqrt();
-                    for a in 0..p {
-                        sc.u[(a, z)] = sr * (sc.tz[a] - sc.s.post_stats[a]);
+                    match sc.ob.stats(z) {
+                        Some(tz) if r > 0.0 => {
+                            let sr = r.sqrt();
+                            for (a, (t, m)) in tz.iter().zip(&sc.s.post_stats).enumerate() {
+                                sc.u[(a, z)] = sr * (t - m);
+                            }
+                        }
+                        _ => sc.u.col_mut(z).fill(0.0),
                     }
                 }
                 matmul(
@@ -270,7 +268,11 @@ pub fn information<M: ConditionalFamily + ?Sized>(
 /// $C(\theta) = \frac1n\sum_i\sum_j (v_i)_j\nabla^2\varphi_{ij}$ by central differences of
 /// $g(\theta') = \frac1n\sum_i J_i(\theta')^\top v_i$ with $v_i = \nabla A(\varphi_i(\theta)) -
 /// \mathbb E_{\text{post},\theta}\[T\]$ frozen (step $h_k = 10^{-5}\max(1, |\theta_k|)$;
-/// exact up to round-off for realisations quadratic in $\theta$), then symmetrised.
+/// exact up to round-off for realisations quadratic in $\theta$), then symmetrised:
+/// $$ C_{:,k} = \frac{g(\theta + h_ke_k) - g(\theta - h_ke_k)}{2h_k}. $$
+/// One parallel pass over the rows: each row's $v_i$ is formed once and pushed through the
+/// $2n_\theta$ perturbed vector–Jacobian products, each with its own row sum (so every
+/// $g(\theta \pm h_ke_k)$ is summed in the order of a pass of its own).
 ///
 /// # Errors
 /// As [`information`].
@@ -281,47 +283,66 @@ pub fn curvature_term<M: ConditionalFamily + ?Sized>(
     let model = problem.model;
     let data = problem.data;
     let np = model.n_params();
+    if theta.len() != np {
+        return Err(DiagnosticsError::DimensionMismatch {
+            what: "theta",
+            expected: np,
+            found: theta.len(),
+        });
+    }
     let p = model.complete().dim();
     let n = data.n();
-    let mut v = vec![0.0; n * p];
-    {
-        let mut s = RowScratch::new(model);
-        for i in 0..n {
-            model.realise(theta, data.x(i), &mut s.phi);
-            row_posterior(model, data.y(i), i, &mut s)?;
-            model.complete_mean(&s.phi, &mut s.mean, &mut s.work)?;
-            for j in 0..p {
-                v[i * p + j] = s.mean[j] - s.post_stats[j];
-            }
-        }
+    let steps: Vec<f64> = theta.iter().map(|t| 1e-5 * t.abs().max(1.0)).collect();
+    // θ + h_k e_k for every k, then θ − h_k e_k: 2·np points, row-major.
+    let mut shifted = vec![0.0; 2 * np * np];
+    for (j, pt) in shifted.chunks_exact_mut(np).enumerate() {
+        let (k, sign) = (j % np, if j < np { 1.0 } else { -1.0 });
+        pt.copy_from_slice(theta);
+        pt[k] = theta[k] + sign * steps[k];
     }
-    let g = |th: &[f64]| -> Result<Vec<f64>> {
-        let out = fold_rows(
-            n,
-            || vec![0.0; np],
-            |acc, rows| {
-                for i in rows {
-                    model.realise_vjp(th, data.x(i), &v[i * p..(i + 1) * p], acc);
-                }
-                Ok(())
-            },
-        )?;
-        Ok(out.into_iter().map(|x| x / n as f64).collect())
+    let fits = |c: &(RowScratch, Vec<f64>)| {
+        c.0.phi.len() == p && c.0.work.len() == model.row_work_len() && c.1.len() == p
     };
-    let mut c = Mat::zeros(np, np);
-    let mut tp = theta.to_vec();
-    for k in 0..np {
-        let h = 1e-5 * theta[k].abs().max(1.0);
-        tp[k] = theta[k] + h;
-        let gp = g(&tp)?;
-        tp[k] = theta[k] - h;
-        let gm = g(&tp)?;
-        tp[k] = theta[k];
-        for r in 0..np {
-            c[(r, k)] = (gp[r] - gm[r]) / (2.0 * h);
+    let sums = fold_rows_with(
+        n,
+        |cached: Option<(RowScratch, Vec<f64>)>| match cached {
+            Some(c) if fits(&c) => c,
+            _ => (RowScratch::new(model), vec![0.0; p]),
+        },
+        || CurvatureAcc(vec![0.0; 2 * np * np]),
+        |(s, v), acc, rows| {
+            for i in rows {
+                let x = data.x(i);
+                model.realise(theta, x, &mut s.phi);
+                row_posterior(model, data.y(i), i, s)?;
+                model.complete_mean(&s.phi, &mut s.mean, &mut s.work)?;
+                for (vj, (m, t)) in v.iter_mut().zip(s.mean.iter().zip(&s.post_stats)) {
+                    *vj = m - t;
+                }
+                for (pt, g) in shifted.chunks_exact(np).zip(acc.0.chunks_exact_mut(np)) {
+                    model.realise_vjp(pt, x, v, g);
+                }
+            }
+            Ok(())
+        },
+    )?;
+    let nf = n as f64;
+    let (plus, minus) = sums.0.split_at(np * np);
+    let c = Mat::from_fn(np, np, |r, k| {
+        (plus[k * np + r] / nf - minus[k * np + r] / nf) / (2.0 * steps[k])
+    });
+    Ok(Mat::from_fn(np, np, |a, b| 0.5 * (c[(a, b)] + c[(b, a)])))
+}
+
+/// The $2n_\theta$ row sums of [`curvature_term`], one after another.
+struct CurvatureAcc(Vec<f64>);
+
+impl Mergeable for CurvatureAcc {
+    fn merge(&mut self, other: Self) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a += b;
         }
     }
-    Ok(Mat::from_fn(np, np, |a, b| 0.5 * (c[(a, b)] + c[(b, a)])))
 }
 
 fn check_finite(m: MatRef<'_, f64>, what: &'static str) -> Result<()> {

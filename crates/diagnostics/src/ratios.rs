@@ -30,8 +30,8 @@
 
 use crate::error::{DiagnosticsError, Result};
 use em_as_md::inner::parallel::fold_rows_with;
-use em_as_md::solve::problem::{row_posterior, RowScratch};
-use em_as_md::{fold_rows, ConditionalFamily, Mergeable, Problem};
+use em_as_md::solve::problem::{row_posterior_given, RowObservation, RowScratch};
+use em_as_md::{ConditionalFamily, Mergeable, Problem};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -57,27 +57,8 @@ impl PairRatio {
     }
 }
 
-struct PairAcc {
-    num: f64,
-    den: f64,
-    scale: f64,
-    s: RowScratch,
-    s2: RowScratch,
-    phi_a: Vec<f64>,
-}
-
-impl Mergeable for PairAcc {
-    fn merge(&mut self, other: Self) {
-        self.num += other.num;
-        self.den += other.den;
-        self.scale += other.scale;
-    }
-}
-
-/// The Bregman ratio of one pair, in one parallel pass over the rows:
-/// $$ \rho(\theta,\theta') = \frac{\frac1n\sum_i\big[-\log p(y_i;\varphi_i) + \log p(y_i;\varphi'_i)
-///   \;-\; \langle \nabla A(\varphi'_i) - \mathbb E_{z\mid y_i;\varphi'_i}\[T\], \varphi_i - \varphi'_i\rangle\big]}
-///   {\frac1n\sum_i\big[A(\varphi_i) - A(\varphi'_i) - \langle \nabla A(\varphi'_i), \varphi_i - \varphi'_i\rangle\big]}. $$
+/// The Bregman ratio $\rho(\theta, \theta')$ of one pair, in one parallel pass over the
+/// rows: [`bregman_ratios`] (where the formula and its row terms are) on the one pair.
 ///
 /// # Errors
 /// `DimensionMismatch` for a wrong-length parameter; `Model` when a realised parameter
@@ -87,57 +68,13 @@ pub fn bregman_ratio<M: ConditionalFamily + ?Sized>(
     theta: &[f64],
     theta_prime: &[f64],
 ) -> Result<PairRatio> {
-    let model = problem.model;
-    let data = problem.data;
-    for t in [theta, theta_prime] {
-        if t.len() != model.n_params() {
-            return Err(DiagnosticsError::DimensionMismatch {
-                what: "theta",
-                expected: model.n_params(),
-                found: t.len(),
-            });
-        }
-    }
-    let fam = model.complete();
-    let p = fam.dim();
-    let n = data.n();
-    let acc = fold_rows(
-        n,
-        || PairAcc {
-            num: 0.0,
-            den: 0.0,
-            scale: 0.0,
-            s: RowScratch::new(model),
-            s2: RowScratch::new(model),
-            phi_a: vec![0.0; p],
-        },
-        |acc, rows| {
-            for i in rows {
-                let x = data.x(i);
-                let y = data.y(i);
-                model.realise(theta, x, &mut acc.s.phi);
-                let lp = row_posterior(model, y, i, &mut acc.s)?;
-                let a = acc.s.log_partition;
-                acc.phi_a.copy_from_slice(&acc.s.phi);
-                model.realise(theta_prime, x, &mut acc.s2.phi);
-                let lp2 = row_posterior(model, y, i, &mut acc.s2)?;
-                let a2 = acc.s2.log_partition;
-                model.complete_mean(&acc.s2.phi, &mut acc.s2.mean, &mut acc.s2.work)?;
-                let (mut g_mean, mut g_post) = (0.0, 0.0);
-                for j in 0..p {
-                    let d = acc.phi_a[j] - acc.s2.phi[j];
-                    g_mean += acc.s2.mean[j] * d;
-                    g_post += acc.s2.post_stats[j] * d;
-                }
-                acc.num += -lp + lp2 - (g_mean - g_post);
-                acc.den += a - a2 - g_mean;
-                acc.scale +=
-                    lp.abs() + lp2.abs() + a.abs() + a2.abs() + g_mean.abs() + g_post.abs();
-            }
-            Ok(())
-        },
-    )?;
-    finish_ratio(acc.num, acc.den, acc.scale, n)
+    bregman_ratios(problem, &[theta, theta_prime], &[(0, 1)])?
+        .pop()
+        .unwrap_or_else(|| {
+            Err(DiagnosticsError::InvalidTrajectory {
+                reason: "no ratio for the pair".into(),
+            })
+        })
 }
 
 /// The ratio from its row sums: divides by $n$, rejects a non-finite part, and sets the
@@ -174,8 +111,10 @@ struct PointFailure {
     error: em_as_md::MoeError,
 }
 
-/// Per-point buffers of [`bregman_ratios`]' row loop (one [`RowScratch`] per point).
+/// Per-point buffers of [`bregman_ratios`]' row loop (one [`RowScratch`] per point) and
+/// the row's target terms, shared by all points.
 struct BatchScratch {
+    ob: RowObservation,
     s: Vec<RowScratch>,
     lp: Vec<f64>,
     a: Vec<f64>,
@@ -209,14 +148,19 @@ impl Mergeable for BatchAcc {
     }
 }
 
-/// The Bregman ratios of many pairs in **one** parallel pass over the rows: the row
-/// quantities of each distinct point ($\varphi_i$, $\log p(y_i;\varphi_i)$, $A(\varphi_i)$, and
-/// for a point that is some pair's $\theta'$ also $\nabla A(\varphi_i)$ and $\mathbb E_{\text{post}}\[T\]$)
-/// are computed once per row and shared by every pair that uses the point, then each
-/// pair's row terms are added exactly as in [`bregman_ratio`] (same formula, same
-/// operation order, same row chunks), so each result is **bit-identical** to
-/// `bregman_ratio(problem, &points[a], &points[b])`, including which model error a
-/// failing pair reports (up to errors at the same row in the same stage).
+/// The Bregman ratios of many pairs $(\theta, \theta')$,
+/// $$ \rho(\theta,\theta') = \frac{\frac1n\sum_i\big[-\log p(y_i;\varphi_i) + \log p(y_i;\varphi'_i)
+///   \;-\; \langle \nabla A(\varphi'_i) - \mathbb E_{z\mid y_i;\varphi'_i}\[T\], \varphi_i - \varphi'_i\rangle\big]}
+///   {\frac1n\sum_i\big[A(\varphi_i) - A(\varphi'_i) - \langle \nabla A(\varphi'_i), \varphi_i - \varphi'_i\rangle\big]}, $$
+/// in **one** parallel pass over the rows: the target's terms $T(y_i, z)$, $\log h(y_i, z)$ are computed once per row
+/// ([`RowObservation`]) and the row quantities of each distinct point ($\varphi_i$,
+/// $\log p(y_i;\varphi_i)$, $A(\varphi_i)$, and for a point that is some pair's $\theta'$ also
+/// $\nabla A(\varphi_i)$ and $\mathbb E_{\text{post}}\[T\]$) once per row and point, shared by
+/// every pair that uses the point. A pair's row terms depend only on its two points' row
+/// quantities and are summed in the same row chunks whatever the batch, so each result is
+/// **bit-identical** to `bregman_ratio(problem, &points[a], &points[b])` (the same
+/// function on one pair), including which model error a failing pair reports (up to
+/// errors at the same row in the same stage).
 ///
 /// `pairs` holds `(a, b)` = indices of $(\theta, \theta')$ into `points`; the result has
 /// one entry per pair.
@@ -225,9 +169,9 @@ impl Mergeable for BatchAcc {
 /// The outer `Err` is `DimensionMismatch` for an index outside `points` or a wrong-length
 /// point (the first one in pair order); a pair whose evaluation fails in the model gets
 /// its own `Err` entry.
-pub fn bregman_ratios<M: ConditionalFamily + ?Sized>(
+pub fn bregman_ratios<M: ConditionalFamily + ?Sized, P: AsRef<[f64]> + Sync>(
     problem: &Problem<'_, M>,
-    points: &[Vec<f64>],
+    points: &[P],
     pairs: &[(usize, usize)],
 ) -> Result<Vec<Result<PairRatio>>> {
     let model = problem.model;
@@ -242,11 +186,11 @@ pub fn bregman_ratios<M: ConditionalFamily + ?Sized>(
             });
         }
         for t in [a, b] {
-            if points[t].len() != np {
+            if points[t].as_ref().len() != np {
                 return Err(DiagnosticsError::DimensionMismatch {
                     what: "theta",
                     expected: np,
-                    found: points[t].len(),
+                    found: points[t].as_ref().len(),
                 });
             }
         }
@@ -260,7 +204,10 @@ pub fn bregman_ratios<M: ConditionalFamily + ?Sized>(
     for &(a, b) in pairs {
         for (t, is_second) in [(a, false), (b, true)] {
             if slot[t] == usize::MAX {
-                slot[t] = match used.iter().position(|&u| same(&points[u], &points[t])) {
+                slot[t] = match used
+                    .iter()
+                    .position(|&u| same(points[u].as_ref(), points[t].as_ref()))
+                {
                     Some(s) => s,
                     None => {
                         used.push(t);
@@ -280,6 +227,7 @@ pub fn bregman_ratios<M: ConditionalFamily + ?Sized>(
     let acc = fold_rows_with(
         n,
         |cached: Option<BatchScratch>| match cached {
+            // The target terms are rebuilt (their sizes are the model's, not checked here).
             Some(c)
                 if c.s.len() == m
                     && c.s.first().is_none_or(|s| {
@@ -288,9 +236,13 @@ pub fn bregman_ratios<M: ConditionalFamily + ?Sized>(
                             && s.work.len() == model.row_work_len()
                     }) =>
             {
-                c
+                BatchScratch {
+                    ob: RowObservation::new(model),
+                    ..c
+                }
             }
             _ => BatchScratch {
+                ob: RowObservation::new(model),
                 s: (0..m).map(|_| RowScratch::new(model)).collect(),
                 lp: vec![0.0; m],
                 a: vec![0.0; m],
@@ -304,14 +256,15 @@ pub fn bregman_ratios<M: ConditionalFamily + ?Sized>(
         |sc, acc, rows| {
             for i in rows {
                 let x = data.x(i);
-                let y = data.y(i);
+                sc.ob.set(model, data.y(i));
                 for u in 0..m {
                     if acc.fail_eval[u].is_some() {
                         continue;
                     }
                     let s = &mut sc.s[u];
-                    model.realise(&points[used[u]], x, &mut s.phi);
-                    let r = row_posterior(model, y, i, s).map(|lp| (lp, s.log_partition));
+                    model.realise(points[used[u]].as_ref(), x, &mut s.phi);
+                    let r =
+                        row_posterior_given(model, &sc.ob, i, s).map(|lp| (lp, s.log_partition));
                     match r {
                         Ok((lp, a)) => {
                             sc.lp[u] = lp;

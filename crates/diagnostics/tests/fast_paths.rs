@@ -6,14 +6,21 @@
 //!   formed row by row from `realise_jacobian`, `fisher` and the posterior, to 1e-10 relative;
 //! * [`bregman_ratios`] (one pass for all pairs) against [`bregman_ratio`] pair by pair,
 //!   bit for bit, failing pairs included;
-//! * [`standard_errors_from_information`] against [`standard_errors`], bit for bit.
+//! * [`bregman_ratios`] against an independent one-pair computation from the `Problem`
+//!   API ($\ell$, $\nabla\ell$ and $D_{\mathcal A}$ evaluated separately), to round-off;
+//! * [`curvature_term`] (one pass for all $2n_\theta$ perturbations) against one pass per
+//!   perturbation with $v_i$ formed row by row beforehand, bit for bit;
+//! * [`standard_errors_from_information`] against [`standard_errors`], bit for bit;
+//! * the ratios, the information and the curvature term for 1, 2 and 3 threads, bit for bit.
 
-use diagnostics::information::{information, InformationMatrices};
-use diagnostics::ratios::{bregman_ratio, bregman_ratios};
+use diagnostics::information::{curvature_term, information, InformationMatrices};
+use diagnostics::ratios::{bregman_ratio, bregman_ratios, PairRatio};
 use diagnostics::stderr::{standard_errors, standard_errors_from_information};
 use diagnostics::DiagnosticsError;
 use em_as_md::solve::problem::{row_posterior, RowScratch};
-use em_as_md::{ConditionalFamily, Dataset, Gating, LinearGaussian, MixtureOfExperts, Problem};
+use em_as_md::{
+    fold_rows, ConditionalFamily, Dataset, Gating, LinearGaussian, MixtureOfExperts, Problem,
+};
 use faer::Mat;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -190,6 +197,140 @@ fn batched_ratios_equal_pairwise_ratios_bit_for_bit() {
     ));
 }
 
+/// $D_\ell$ and $D_{\mathcal A}$ of one pair from the `Problem` API: $\ell$ from `objective`,
+/// $\nabla\ell$ from `ell_and_gradient`, $D_{\mathcal A}$ from `stacked_bregman`.
+fn ratio_via_problem<M: ConditionalFamily>(p: &Problem<'_, M>, a: &[f64], b: &[f64]) -> (f64, f64) {
+    let la = p.objective(a).unwrap();
+    let phi_a = p.realise_all(a).unwrap();
+    let phi_b = p.realise_all(b).unwrap();
+    let mut g = vec![0.0; phi_b.len()];
+    let lb = p.ell_and_gradient(&phi_b, &mut g).unwrap();
+    let inner: f64 = g
+        .iter()
+        .zip(phi_a.iter().zip(&phi_b))
+        .map(|(g, (x, y))| g * (x - y))
+        .sum();
+    (la - lb - inner, p.stacked_bregman(a, b).unwrap())
+}
+
+#[test]
+fn batched_ratios_equal_independent_one_pair_ratios() {
+    // 4 500 rows (three row chunks); points in several roles, probes close to a point.
+    let (model, data, truth) = moe_instance(5, 4500);
+    let p = Problem::new(&model, &data).unwrap();
+    let mut points = vec![truth.clone()];
+    for s in 1..5 {
+        // Relative steps keep every expert's precision parameter negative.
+        let h = if s == 4 { 1e-3 } else { 0.05 * s as f64 };
+        points.push(
+            truth
+                .iter()
+                .enumerate()
+                .map(|(j, v)| v * (1.0 + h * (((j * (s + 1)) % 5) as f64 - 2.0)))
+                .collect(),
+        );
+    }
+    let pairs = [
+        (1, 0),
+        (0, 1),
+        (2, 1),
+        (3, 0),
+        (0, 3),
+        (4, 0),
+        (3, 2),
+        (1, 2),
+    ];
+    let batch = bregman_ratios(&p, &points, &pairs).unwrap();
+    for (&(a, b), got) in pairs.iter().zip(batch) {
+        let got = got.unwrap();
+        let (num, den) = ratio_via_problem(&p, &points[a], &points[b]);
+        // Both sides difference O(1) row terms: allow ten times the batch's own round-off
+        // estimate 16 ε S on top of a relative 1e-10.
+        let tol = |v: f64| 10.0 * got.denominator_roundoff + 1e-10 * v.abs();
+        assert!(
+            (got.numerator - num).abs() <= tol(num),
+            "pair ({a}, {b}): D_ℓ {} vs {num}",
+            got.numerator
+        );
+        assert!(
+            (got.denominator - den).abs() <= tol(den),
+            "pair ({a}, {b}): D_A {} vs {den}",
+            got.denominator
+        );
+        // Not vacuous: the pair moved the realised parameters.
+        assert!(den > 0.0, "pair ({a}, {b})");
+    }
+}
+
+/// $C(\theta)$ as it was computed before the one-pass version: $v_i$ row by row first,
+/// then one `fold_rows` pass per perturbed $\theta \pm h_ke_k$.
+fn curvature_separate_passes<M: ConditionalFamily>(p: &Problem<'_, M>, theta: &[f64]) -> Mat<f64> {
+    let (model, data) = (p.model, p.data);
+    let (np, d, n) = (model.n_params(), model.complete().dim(), data.n());
+    let mut v = vec![0.0; n * d];
+    let mut s = RowScratch::new(model);
+    for i in 0..n {
+        model.realise(theta, data.x(i), &mut s.phi);
+        row_posterior(model, data.y(i), i, &mut s).unwrap();
+        model
+            .complete_mean(&s.phi, &mut s.mean, &mut s.work)
+            .unwrap();
+        for j in 0..d {
+            v[i * d + j] = s.mean[j] - s.post_stats[j];
+        }
+    }
+    let g = |th: &[f64]| -> Vec<f64> {
+        let out = fold_rows(
+            n,
+            || vec![0.0; np],
+            |acc, rows| {
+                for i in rows {
+                    model.realise_vjp(th, data.x(i), &v[i * d..(i + 1) * d], acc);
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        out.into_iter().map(|x| x / n as f64).collect()
+    };
+    let mut c = Mat::zeros(np, np);
+    let mut tp = theta.to_vec();
+    for k in 0..np {
+        let h = 1e-5 * theta[k].abs().max(1.0);
+        tp[k] = theta[k] + h;
+        let gp = g(&tp);
+        tp[k] = theta[k] - h;
+        let gm = g(&tp);
+        tp[k] = theta[k];
+        for r in 0..np {
+            c[(r, k)] = (gp[r] - gm[r]) / (2.0 * h);
+        }
+    }
+    Mat::from_fn(np, np, |a, b| 0.5 * (c[(a, b)] + c[(b, a)]))
+}
+
+#[test]
+fn one_pass_curvature_equals_separate_passes_bit_for_bit() {
+    let (model, data, truth) = moe_instance(9, 5003);
+    let p = Problem::new(&model, &data).unwrap();
+    let th: Vec<f64> = truth.iter().map(|v| v * 0.9 + 0.05).collect();
+    let got = curvature_term(&p, &th).unwrap();
+    let want = curvature_separate_passes(&p, &th);
+    let mut nonzero = 0;
+    for j in 0..want.ncols() {
+        for i in 0..want.nrows() {
+            assert_eq!(got[(i, j)].to_bits(), want[(i, j)].to_bits(), "C[{i}, {j}]");
+            nonzero += usize::from(want[(i, j)] != 0.0);
+        }
+    }
+    // Not vacuous: the gated linear experts' realisation is curved.
+    assert!(nonzero > 0);
+    assert!(matches!(
+        curvature_term(&p, &th[1..]),
+        Err(DiagnosticsError::DimensionMismatch { what: "theta", .. })
+    ));
+}
+
 #[test]
 fn standard_errors_from_information_match() {
     let (model, data, truth) = moe_instance(3, 2500);
@@ -206,4 +347,43 @@ fn standard_errors_from_information_match() {
             ..
         })
     ));
+}
+
+#[test]
+fn batched_passes_are_identical_for_any_thread_count() {
+    let (model, data, truth) = moe_instance(13, 6000);
+    let p = Problem::new(&model, &data).unwrap();
+    let points: Vec<Vec<f64>> = (0..4)
+        .map(|s| truth.iter().map(|v| v * (1.0 + 0.03 * s as f64)).collect())
+        .collect();
+    let pairs = [(1, 0), (0, 1), (2, 1), (3, 0), (3, 2)];
+    let run = || {
+        let ratios: Vec<PairRatio> = bregman_ratios(&p, &points, &pairs)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        let info = information(&p, &points[1], true).unwrap();
+        let bits = |m: &Mat<f64>| -> Vec<u64> {
+            (0..m.ncols())
+                .flat_map(|j| (0..m.nrows()).map(move |i| m[(i, j)].to_bits()))
+                .collect()
+        };
+        (
+            ratios,
+            bits(&info.complete),
+            bits(&info.missing),
+            bits(&info.curvature),
+        )
+    };
+    let pool = |t: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .unwrap()
+            .install(run)
+    };
+    let one = pool(1);
+    assert_eq!(one, pool(2));
+    assert_eq!(one, pool(3));
 }

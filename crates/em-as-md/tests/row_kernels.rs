@@ -6,7 +6,7 @@
 //! for a model that does not override them (SymMoLinE).
 
 use em_as_md::mirror::MirrorError;
-use em_as_md::solve::problem::{row_posterior, RowScratch};
+use em_as_md::solve::problem::{row_posterior, row_posterior_given, RowObservation, RowScratch};
 use em_as_md::{
     ConditionalFamily, Expert, Gating, LinearGaussian, Logistic, MixtureOfExperts, SymMoLinE,
 };
@@ -277,6 +277,61 @@ fn row_posterior_keeps_the_log_partition() {
             let lse = mx + g.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
             assert!(close(s.log_partition, lse, 1e-12));
             assert!(close(lp, m.log_predictive(&theta, &x, &y).unwrap(), 1e-12));
+        }
+    }
+}
+
+/// One `RowObservation` per row serves many parameters: `row_posterior_given` equals
+/// `row_posterior` bit for bit (log-likelihood, A, posterior, E_post T), and both report
+/// a target outside the support with the same error.
+#[test]
+fn row_posterior_given_shares_the_target_terms() {
+    let d = 3;
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for m in models(d) {
+        let logistic = m.expert().name().contains("logistic");
+        let (mut s1, mut s2) = (RowScratch::new(&m), RowScratch::new(&m));
+        let mut ob = RowObservation::new(&m);
+        for _ in 0..3 {
+            let x = random_x(&mut rng, d);
+            let y = if logistic {
+                [if rng.random::<bool>() { 1.0 } else { 0.0 }]
+            } else {
+                [rng.random::<f64>() * 4.0 - 2.0]
+            };
+            ob.set(&m, &y);
+            let mut obs = vec![y[0], 0.0];
+            let mut t = vec![0.0; m.complete().dim()];
+            for z in 0..m.n_experts() {
+                obs[1] = z as f64;
+                m.complete().sufficient_stats(&obs, &mut t);
+                assert_eq!(ob.stats(z), Some(&t[..]));
+            }
+            assert_eq!(ob.stats(m.n_experts()), None);
+            for _ in 0..3 {
+                let theta = m.random_params(&mut rng, 0.8);
+                m.realise(&theta, &x, &mut s1.phi);
+                s2.phi.copy_from_slice(&s1.phi);
+                let a = row_posterior(&m, &y, 4, &mut s1).unwrap();
+                let b = row_posterior_given(&m, &ob, 4, &mut s2).unwrap();
+                assert_eq!(a.to_bits(), b.to_bits());
+                assert_eq!(s1.log_partition.to_bits(), s2.log_partition.to_bits());
+                assert_eq!(s1.resp, s2.resp);
+                assert_eq!(s1.post_stats, s2.post_stats);
+            }
+        }
+        if logistic {
+            // y = 0.5 has probability zero under every expert.
+            let y = [0.5];
+            ob.set(&m, &y);
+            assert_eq!(ob.stats(0), None);
+            let theta = m.random_params(&mut rng, 0.8);
+            m.realise(&theta, &random_x(&mut rng, d), &mut s1.phi);
+            s2.phi.copy_from_slice(&s1.phi);
+            let a = row_posterior(&m, &y, 7, &mut s1).unwrap_err();
+            let b = row_posterior_given(&m, &ob, 7, &mut s2).unwrap_err();
+            assert_eq!(a.to_string(), b.to_string());
+            assert!(a.to_string().contains("outside the support"), "{a}");
         }
     }
 }

@@ -59,15 +59,13 @@ pub struct RowScratch {
     /// allocation-free row functions (`complete_log_partition`, `complete_mean`,
     /// `complete_fisher`, `realise_jacobian_t`).
     pub work: Vec<f64>,
-    t: Vec<f64>,
-    obs: Vec<f64>,
+    ob: RowObservation,
 }
 
 impl RowScratch {
     /// Buffers sized for `model`.
     pub fn new<M: ConditionalFamily + ?Sized>(model: &M) -> Self {
-        let fam = model.complete();
-        let p = fam.dim();
+        let p = model.complete().dim();
         let k = model.n_latent();
         RowScratch {
             phi: vec![0.0; p],
@@ -76,9 +74,70 @@ impl RowScratch {
             resp: vec![0.0; k],
             log_partition: f64::NAN,
             work: vec![0.0; model.row_work_len()],
-            t: vec![0.0; p * k],
-            obs: vec![0.0; fam.obs_dim()],
+            ob: RowObservation::new(model),
         }
+    }
+}
+
+/// The part of [`row_posterior`] that depends on the target $y$ only: for every latent
+/// state $z$, whether $(y, z)$ is in the support, $T(y, z)$ and $\log h(y, z)$. Set once
+/// per row ([`RowObservation::set`]), it serves every $\varphi$ evaluated on that row
+/// ([`row_posterior_given`]): a pass that evaluates many parameters per row (the
+/// diagnostics' batched Bregman ratios) computes these terms once instead of once per
+/// parameter.
+#[derive(Debug, Clone)]
+pub struct RowObservation {
+    /// $(y_1, \dots, y_q, z)$: the family's observation layout.
+    obs: Vec<f64>,
+    /// $T(y, z)$ for $z = 0, \dots, K-1$ ($K \times p$; zero outside the support).
+    t: Vec<f64>,
+    /// $\log h(y, z)$ (unused outside the support).
+    log_h: Vec<f64>,
+    /// Whether $(y, z)$ is in the support.
+    support: Vec<bool>,
+}
+
+impl RowObservation {
+    /// Buffers sized for `model`.
+    pub fn new<M: ConditionalFamily + ?Sized>(model: &M) -> Self {
+        let fam = model.complete();
+        let k = model.n_latent();
+        RowObservation {
+            obs: vec![0.0; fam.obs_dim()],
+            t: vec![0.0; fam.dim() * k],
+            log_h: vec![0.0; k],
+            support: vec![false; k],
+        }
+    }
+
+    /// Fills the terms of target `y` (length `complete().obs_dim() - 1`) for `model`.
+    pub fn set<M: ConditionalFamily + ?Sized>(&mut self, model: &M, y: &[f64]) {
+        let fam = model.complete();
+        let p = fam.dim();
+        let q = y.len();
+        self.obs[..q].copy_from_slice(y);
+        for z in 0..model.n_latent() {
+            self.obs[q] = z as f64;
+            let tz = &mut self.t[z * p..(z + 1) * p];
+            self.support[z] = fam.in_support(&self.obs);
+            if self.support[z] {
+                fam.sufficient_stats(&self.obs, tz);
+                self.log_h[z] = fam.log_base_measure(&self.obs);
+            } else {
+                tz.iter_mut().for_each(|v| *v = 0.0);
+            }
+        }
+    }
+
+    /// $T(y, z)$ of the last [`set`](Self::set), or `None` when $(y, z)$ is outside the
+    /// support (or $z \ge K$).
+    pub fn stats(&self, z: usize) -> Option<&[f64]> {
+        let p = self.t.len() / self.support.len().max(1);
+        self.support
+            .get(z)
+            .copied()
+            .unwrap_or(false)
+            .then(|| &self.t[z * p..(z + 1) * p])
     }
 }
 
@@ -87,6 +146,7 @@ impl RowScratch {
 /// `s.log_partition` (through [`ConditionalFamily::complete_log_partition`] with `s.work`,
 /// so callers need no second evaluation), and returns
 /// $\log p(y;\varphi) = \log\sum_z h(y,z)e^{\langle T(y,z),\varphi\rangle} - A(\varphi)$.
+/// The same as [`RowObservation::set`] then [`row_posterior_given`].
 ///
 /// # Errors
 /// `InvalidData` for row `row` when $y$ has probability zero under every $z$ (a target
@@ -97,46 +157,92 @@ pub fn row_posterior<M: ConditionalFamily + ?Sized>(
     row: usize,
     s: &mut RowScratch,
 ) -> Result<f64> {
+    s.ob.set(model, y);
+    let RowScratch {
+        phi,
+        post_stats,
+        resp,
+        log_partition,
+        work,
+        ob,
+        ..
+    } = s;
+    posterior_given(model, ob, row, phi, resp, post_stats, work, log_partition)
+}
+
+/// [`row_posterior`] with the target's terms already in `ob` (set by
+/// [`RowObservation::set`] for this row): bit-identical to it, without recomputing
+/// $T(y, z)$, $\log h(y, z)$ and the support per call.
+///
+/// # Errors
+/// As [`row_posterior`].
+pub fn row_posterior_given<M: ConditionalFamily + ?Sized>(
+    model: &M,
+    ob: &RowObservation,
+    row: usize,
+    s: &mut RowScratch,
+) -> Result<f64> {
+    let RowScratch {
+        phi,
+        post_stats,
+        resp,
+        log_partition,
+        work,
+        ..
+    } = s;
+    posterior_given(model, ob, row, phi, resp, post_stats, work, log_partition)
+}
+
+/// The body of [`row_posterior`] (one function for both entry points).
+#[allow(clippy::too_many_arguments)]
+fn posterior_given<M: ConditionalFamily + ?Sized>(
+    model: &M,
+    ob: &RowObservation,
+    row: usize,
+    phi: &[f64],
+    resp: &mut [f64],
+    post_stats: &mut [f64],
+    work: &mut [f64],
+    log_partition: &mut f64,
+) -> Result<f64> {
     let fam = model.complete();
     let p = fam.dim();
     let k = model.n_latent();
-    let q = y.len();
-    s.obs[..q].copy_from_slice(y);
-    for z in 0..k {
-        s.obs[q] = z as f64;
-        let tz = &mut s.t[z * p..(z + 1) * p];
-        if fam.in_support(&s.obs) {
-            fam.sufficient_stats(&s.obs, tz);
-            let inner: f64 = tz.iter().zip(&s.phi).map(|(a, b)| a * b).sum();
-            s.resp[z] = fam.log_base_measure(&s.obs) + inner;
+    for (z, rz) in resp.iter_mut().enumerate().take(k) {
+        *rz = if ob.support[z] {
+            let inner: f64 = ob.t[z * p..(z + 1) * p]
+                .iter()
+                .zip(phi)
+                .map(|(a, b)| a * b)
+                .sum();
+            ob.log_h[z] + inner
         } else {
-            tz.iter_mut().for_each(|v| *v = 0.0);
-            s.resp[z] = f64::NEG_INFINITY;
-        }
+            f64::NEG_INFINITY
+        };
     }
-    let log_num = log_sum_exp(&s.resp);
+    let log_num = log_sum_exp(resp);
     if log_num == f64::NEG_INFINITY {
+        let y = &ob.obs[..ob.obs.len() - 1];
         return Err(MoeError::InvalidData {
             row: Some(row),
             column: None,
             reason: format!("target {y:?} is outside the support of {}", fam.name()),
         });
     }
-    let a = model.complete_log_partition(&s.phi, &mut s.work)?;
-    s.log_partition = a;
+    let a = model.complete_log_partition(phi, work)?;
+    *log_partition = a;
     if !log_num.is_finite() || !a.is_finite() {
         return Err(MoeError::NonFinite {
             what: "row log-likelihood",
         });
     }
-    for r in s.resp.iter_mut() {
+    for r in resp.iter_mut() {
         *r = (*r - log_num).exp();
     }
-    s.post_stats.iter_mut().for_each(|v| *v = 0.0);
-    for z in 0..k {
-        let r = s.resp[z];
+    post_stats.iter_mut().for_each(|v| *v = 0.0);
+    for (z, &r) in resp.iter().enumerate().take(k) {
         if r > 0.0 {
-            for (o, t) in s.post_stats.iter_mut().zip(&s.t[z * p..(z + 1) * p]) {
+            for (o, t) in post_stats.iter_mut().zip(&ob.t[z * p..(z + 1) * p]) {
                 *o += r * t;
             }
         }
