@@ -198,6 +198,10 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
         .objective(saved)
         .map_err(|e| CliError::compute(format!("{file}: objective at the saved parameters"), e))?;
     let n = data.n() as f64;
+    // The log-likelihood ℓ = −nL + R, as `fit` reports it (L counts a ridge's penalty R).
+    let ll =
+        |l: f64, theta: &[f64]| em_as_md::ConditionalFamily::penalty(problem.model, theta) - n * l;
+    let (ll_rerun, ll_saved) = (ll(result.state.objective, end), ll(l_saved, saved));
     if args.json {
         let c: serde_json::Value = match &cert {
             Ok(cert) => {
@@ -218,9 +222,9 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
                 "termination": result.termination.to_string(),
                 "converged": result.termination.is_converged(),
                 "inexact_m_step": inexact_m_step_json(&result.termination),
-                "log_likelihood": -n * result.state.objective,
+                "log_likelihood": ll_rerun,
             },
-            "saved_log_likelihood": -n * l_saved,
+            "saved_log_likelihood": ll_saved,
             "relative_distance_to_saved": dist,
             "certificate": c,
         });
@@ -234,8 +238,8 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
         data.n(),
         result.state.iter,
         result.termination,
-        num(-n * result.state.objective, 10),
-        num(-n * l_saved, 10),
+        num(ll_rerun, 10),
+        num(ll_saved, 10),
         num(dist, 3),
         match &cert {
             Ok(c) if interrupted => format!(
