@@ -1385,6 +1385,25 @@ fn table(fx: &Fixtures) -> Vec<Case> {
         ));
     }
     cases.push(Case::new(
+        "--ridge in a streamed fit is applied and reported",
+        &[
+            "fit",
+            &diabetes,
+            "--target",
+            "y",
+            "--experts",
+            "2",
+            "--expert",
+            "linear",
+            "--stream",
+            "--ridge",
+            "1",
+            "--json",
+        ],
+        0,
+        &["\"ridge\":{\"lambda\":1.0", "\"params\":{\"ridge\":1.0}"],
+    ));
+    cases.push(Case::new(
         "--ridge with the Gaussian mixture",
         &[
             "fit",

@@ -135,6 +135,43 @@ impl ModelArgs {
         Ok(Some(r))
     }
 
+    /// The report's `ridge` row for a fit with `--ridge` (`None` without): λ, the penalty
+    /// $R$ at the fit (on the standardised columns) and the penalised log-likelihood
+    /// $\ell - R$ the fit maximised, next to the log-likelihood `ll`.
+    ///
+    /// # Errors
+    /// As [`ModelArgs::ridge`].
+    pub fn ridge_row(&self, penalty: f64, ll: f64) -> Result<Option<[String; 2]>, CliError> {
+        Ok(self.ridge()?.map(|r| {
+            [
+                "ridge".to_string(),
+                format!(
+                    "λ = {} on the standardised coefficients of the experts{}; penalty {}, \
+                     penalised log-likelihood {} (what the fit maximised)",
+                    num(r, 3),
+                    if self.no_gate { "" } else { " and the gate" },
+                    num(penalty, 6),
+                    num(ll - penalty, 10)
+                ),
+            ]
+        }))
+    }
+
+    /// The `"ridge"` field of `--json`: `{lambda, penalty, penalised_log_likelihood}`, or
+    /// `null` without `--ridge`.
+    ///
+    /// # Errors
+    /// As [`ModelArgs::ridge`].
+    pub fn ridge_json(&self, penalty: f64, ll: f64) -> Result<serde_json::Value, CliError> {
+        Ok(self.ridge()?.map_or(serde_json::Value::Null, |r| {
+            serde_json::json!({
+                "lambda": r,
+                "penalty": penalty,
+                "penalised_log_likelihood": ll - penalty,
+            })
+        }))
+    }
+
     /// The ridge of the softmax gate (`--ridge`; 0 without it or with `--no-gate`).
     ///
     /// # Errors
@@ -571,7 +608,6 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     let rep = fitted.report();
     let theta = fitted.theta().to_vec();
     let ll = rep.log_likelihood;
-    let ridge = args.model.ridge()?;
     let names = fitted.feature_names().to_vec();
     let iterations = rep.iterations;
     let termination = rep.termination.to_string();
@@ -667,11 +703,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             "n_params": p,
             "log_likelihood": ll,
             "average_negative_log_likelihood": -ll / n as f64,
-            "ridge": ridge.map(|r| json!({
-                "lambda": r,
-                "penalty": penalty,
-                "penalised_log_likelihood": ll - penalty,
-            })),
+            "ridge": args.model.ridge_json(penalty, ll)?,
             "iterations": iterations,
             "termination": termination,
             "converged": rep.converged(),
@@ -741,17 +773,8 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         "log-likelihood (total, natural log)".to_string(),
         num(ll, 10),
     ]);
-    if let Some(r) = ridge {
-        summary.row([
-            "ridge".to_string(),
-            format!(
-                "λ = {} on the standardised coefficients of the experts{}; penalty {}, penalised log-likelihood {} (what the fit maximised)",
-                num(r, 3),
-                if args.model.no_gate { "" } else { " and the gate" },
-                num(penalty, 6),
-                num(ll - penalty, 10)
-            ),
-        ]);
+    if let Some(row) = args.model.ridge_row(penalty, ll)? {
+        summary.row(row);
     }
     summary.row(["solver".to_string(), rep.solver.clone()]);
     summary.row(["iterations".to_string(), iterations.to_string()]);

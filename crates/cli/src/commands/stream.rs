@@ -134,6 +134,8 @@ pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
         e => CliError::compute(format!("{file}: fitting"), e),
     })?;
     phases.lap("fit");
+    // The ridge is defined on the columns the fit ran on: its value before mapping back.
+    let penalty = fitted.penalty();
     let fitted = in_data_units(fitted, scaling.as_ref())?;
     if let Some(path) = &args.out {
         let start = StartInfo {
@@ -170,6 +172,7 @@ pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
             "gating": m.gating(),
             "n_params": model.n_params(),
             "log_likelihood": rep.log_likelihood,
+            "ridge": m.ridge_json(penalty, rep.log_likelihood)?,
             "average_negative_log_likelihood": -rep.log_likelihood / n as f64,
             "iterations": rep.iterations,
             "termination": rep.termination.to_string(),
@@ -214,6 +217,9 @@ pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
         "log-likelihood (total, natural log)".to_string(),
         num(rep.log_likelihood, 10),
     ]);
+    if let Some(row) = m.ridge_row(penalty, rep.log_likelihood)? {
+        summary.row(row);
+    }
     summary.row(["solver".to_string(), rep.solver.clone()]);
     summary.row(["iterations".to_string(), rep.iterations.to_string()]);
     summary.row(["termination".to_string(), rep.termination.to_string()]);

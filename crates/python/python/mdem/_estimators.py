@@ -47,6 +47,17 @@ def _check_positive(name, value):
         raise ValueError(f"invalid value {value} for {name}: expected a finite number > 0")
 
 
+def _theta_like(theta, fitted):
+    """``theta`` as a contiguous float64 array of the fitted ``theta_``'s shape (``None``
+    stays ``None``: the kept start)."""
+    if theta is None:
+        return None
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    if theta.shape != fitted.shape:
+        raise ValueError(f"theta must have shape {fitted.shape}, found {theta.shape}")
+    return theta
+
+
 def _check_solver(solver, eta):
     _check_choice("solver", solver, SOLVERS)
     if eta is not None:
@@ -168,12 +179,7 @@ class _MixtureOfExperts(BaseEstimator):
         """
         X, y = self._Xy(X, y)
         _check_positive("eta", eta)
-        if theta is not None:
-            theta = np.ascontiguousarray(theta, dtype=np.float64)
-            if theta.shape != self.theta_.shape:
-                raise ValueError(
-                    f"theta must have shape {self.theta_.shape}, found {theta.shape}"
-                )
+        theta = _theta_like(theta, self.theta_)
         return json.loads(self.model_.em_md_gap(X, y, eta=float(eta), theta=theta))
 
     def summary(self):
@@ -624,12 +630,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         (default: the kept start of the fit; ``theta`` in the layout of ``theta_``)."""
         X = self._X_or_train(X)
         _check_positive("eta", eta)
-        if theta is not None:
-            theta = np.ascontiguousarray(theta, dtype=np.float64)
-            if theta.shape != self.theta_.shape:
-                raise ValueError(
-                    f"theta must have shape {self.theta_.shape}, found {theta.shape}"
-                )
+        theta = _theta_like(theta, self.theta_)
         return json.loads(self.model_.em_md_gap(X, None, eta=float(eta), theta=theta))
 
     def summary(self):
