@@ -34,10 +34,9 @@
 //! whose chunk holds every row takes bit-for-bit the in-memory steps, and any two
 //! sources with the same rows and chunk size take bit-for-bit the same steps as each other.
 //! Experts with closed-form M-steps (Gaussian regression, Gaussian mixture) and the
-//! built-in GLM experts (logistic, Poisson) follow the in-memory fit exactly; the
-//! multinomial expert's M-step, which in memory uses its own softmax solver, is solved here
-//! by the generic GLM Newton on the same objective (the same maximiser, not the same
-//! iterates). A user's expert in the GLM layout gets shards through the
+//! GLM experts (logistic, Poisson, multinomial — whose [`Expert::glm_solve`](crate::model::expert::Expert::glm_solve)
+//! picks Newton or L-BFGS for both) follow the in-memory fit exactly. A user's expert in
+//! the GLM layout gets shards through the
 //! [`Expert`](crate::model::expert::Expert) trait's `natural`, `moments` and family, with
 //! nothing to write.
 
@@ -46,7 +45,7 @@ use crate::error::{MoeError, Result};
 use crate::inner::softmax::{Labels, SoftmaxRegression};
 use crate::inner::sums::NewtonSums;
 use crate::inner::InnerStats;
-use crate::model::expert::{check_glm_layout, glm_newton_by_rounds, glm_round, InnerBudget};
+use crate::model::expert::{check_glm_layout, glm_solve_by_rounds};
 use crate::model::gate::{gate_mstep_by_rounds, GateStats};
 use crate::model::mixture::steps::{objective_from_sum, EPass};
 use crate::model::mixture::{ClusterStats, LinearStats, MixtureOfExperts, MoeStats};
@@ -441,13 +440,10 @@ impl MixtureOfExperts {
                 }
                 let (st, _) = self.e_fold(chunk, theta, EPass::Responsibilities)?;
                 let w = st.column(*expert);
-                Sums::Newton(glm_round(
-                    self.expert().as_ref(),
-                    chunk,
-                    &w,
-                    params,
-                    need.need(),
-                )?)
+                Sums::Newton(
+                    self.expert()
+                        .weighted_round(chunk, &w, params, need.need())?,
+                )
             }
         };
         Ok(ShardStats { rows, sums })
@@ -526,8 +522,8 @@ impl MixtureOfExperts {
                     });
                 }
                 let ridge = (expert.ridge(), expert.n_regressed() * d);
-                let budget = InnerBudget::EXACT;
-                glm_newton_by_rounds(wsum, n, start, out, budget, ridge, &mut |x, need| {
+                let solve = expert.glm_solve(d);
+                glm_solve_by_rounds(solve, wsum, n, start, out, ridge, &mut |x, need| {
                     (round.borrow_mut())(&Round::Expert {
                         theta: theta.to_vec(),
                         expert: c,

@@ -9,7 +9,7 @@ use em_as_md::shard::{pass, Round, ShardProblem, ShardStats, Sums};
 use em_as_md::solve::executor::Executor;
 use em_as_md::{
     Dataset, Em, Expert, Gating, LinearGaussian, Logistic, MixtureOfExperts, MoeError, MoeParams,
-    Poisson, Problem, Squarem,
+    Multinomial, Poisson, Problem, Squarem,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -80,12 +80,18 @@ fn both(
 
 #[test]
 fn one_chunk_shards_take_the_in_memory_steps_bit_for_bit() {
-    // Gated linear (closed-form experts, Newton gate rounds), gated logistic and gated
-    // Poisson (Newton expert rounds), ungated linear (closed form only).
+    // Gated linear (closed-form experts, Newton gate rounds), gated logistic, Poisson and
+    // three-class multinomial (Newton expert rounds; the multinomial also with L-BFGS
+    // rounds, its M-step above the dense bound), ungated linear (closed form only).
     let cases: Vec<(Arc<dyn Expert>, Gating)> = vec![
         (Arc::new(LinearGaussian::new()), Gating::Softmax),
         (Arc::new(Logistic::new()), Gating::Softmax),
         (Arc::new(Poisson::new()), Gating::Softmax),
+        (Arc::new(Multinomial::new(3).unwrap()), Gating::Softmax),
+        (
+            Arc::new(Multinomial::new(3).unwrap().with_dense_max_params(0)),
+            Gating::Softmax,
+        ),
         (Arc::new(LinearGaussian::new()), Gating::Constant),
     ];
     for (expert, gating) in cases {

@@ -517,6 +517,28 @@ impl<'a> SoftmaxRegression<'a> {
         labels: Labels<'a>,
         weights: Option<&'a [f64]>,
     ) -> Result<Self> {
+        let reg = Self::for_pass(data, classes, labels, weights)?;
+        if !(reg.wsum > 0.0 && reg.wsum.is_finite()) {
+            return Err(MoeError::InvalidParam {
+                name: "weights",
+                reason: "the weights must have a positive finite sum".into(),
+            });
+        }
+        Ok(reg)
+    }
+
+    /// As [`Self::new`] without the check $W > 0$: a regression whose passes are one
+    /// shard's part of a round (a chunk may hold no weight; the merged sum is checked by
+    /// the solve).
+    ///
+    /// # Errors
+    /// As [`Self::new`], except for $W$.
+    pub(crate) fn for_pass(
+        data: &'a Dataset,
+        classes: usize,
+        labels: Labels<'a>,
+        weights: Option<&'a [f64]>,
+    ) -> Result<Self> {
         let n = data.n();
         let bad_len = |name: &'static str, expected: usize, found: usize| MoeError::InvalidParam {
             name,
@@ -592,12 +614,6 @@ impl<'a> SoftmaxRegression<'a> {
             }
             None => n as f64,
         };
-        if !(wsum > 0.0 && wsum.is_finite()) {
-            return Err(MoeError::InvalidParam {
-                name: "weights",
-                reason: "the weights must have a positive finite sum".into(),
-            });
-        }
         Ok(SoftmaxRegression {
             data,
             classes,

@@ -2,14 +2,15 @@
 
 use super::InnerBudget;
 use super::MULTINOMIAL_DENSE_MAX_PARAMS;
-use super::{check_len, check_ridge, check_weighted_fit, with_ridge_name};
-use super::{inner_stats, newton_settings};
-use super::{Expert, ExpertSpec, ReadableParams, WeightedFit};
+use super::{check_len, check_ridge, with_ridge_name};
+use super::{glm_fit, Expert, ExpertSpec, GlmSolve, ReadableParams, WeightedFit};
 use super::{MULTINOMIAL_LBFGS_MAX_ITER, MULTINOMIAL_LBFGS_TOL};
 use crate::data::Dataset;
-use crate::error::{Block, MoeError, Result};
+use crate::error::{MoeError, Result};
 use crate::inner::softmax::{Labels, SoftmaxRegression};
+use crate::inner::sums::NewtonSums;
 use crate::inner::InnerStats;
+use mirror::newton::Need;
 use mirror::ExponentialFamily;
 
 /// Multinomial logistic regression over $C$ classes (reference class $C-1$):
@@ -33,18 +34,6 @@ pub struct Multinomial {
     ridge: f64,
 }
 
-/// How [`Multinomial::fit_by`] solves the weighted M-step.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum MultinomialSolve {
-    /// Dense Newton on the softmax regression with the given budget (Levenberg-shifted
-    /// where the Hessian is singular), as the default M-step below
-    /// [`MULTINOMIAL_DENSE_MAX_PARAMS`].
-    Newton(InnerBudget),
-    /// L-BFGS on the same objective (no Hessian formed) with the given budget; a budget it
-    /// cannot meet is an inexact M-step, reported in [`InnerStats`].
-    Lbfgs(InnerBudget),
-}
-
 impl Multinomial {
     /// The expert with `classes` classes.
     ///
@@ -65,8 +54,7 @@ impl Multinomial {
     }
     /// The same expert with ridge $\lambda \ge 0$ on its coefficients (see
     /// [`Expert::ridge`]): the M-step maximises $Q - \frac\lambda2\|B\|^2$, finite even
-    /// when the weighted classes are separable. Its dense path is then the generic
-    /// [`glm_newton`](super::glm_newton) on the same objective.
+    /// when the weighted classes are separable.
     ///
     /// # Errors
     /// `InvalidParam { name: "ridge" }` unless $\lambda$ is finite and $\ge 0$.
@@ -162,93 +150,19 @@ impl Multinomial {
             })
     }
 
-    /// The weighted M-step by the given method ([`MultinomialSolve`]): the checks of every
-    /// expert M-step (lengths, weights, targets in $\{0, \dots, C-1\}$, not all weights zero),
-    /// then [`MultinomialSolve::Newton`] or [`MultinomialSolve::Lbfgs`] as documented there.
+    /// The weighted M-step by the given method: [`glm_fit`] (the checks of every expert
+    /// M-step — lengths, weights, targets in $\{0, \dots, C-1\}$, not all weights zero —
+    /// then [`GlmSolve::Newton`] or [`GlmSolve::Lbfgs`] on $f = -(Q - R)/W$).
     ///
     /// # Errors
-    /// As [`glm_newton`](super::glm_newton) for bad lengths, weights and targets
-    /// (`NotPositiveDefinite { block: Block::Expert(None), pivot: 0 }` when all weights are
-    /// zero); `InvalidParam` for a tolerance $\le 0$ or a cap of 0; `NonFinite` for
-    /// non-finite starting parameters; `LeftDomain` if L-BFGS iterates run off to infinity;
-    /// `NotPositiveDefinite` when Newton's Hessian stays singular after the Levenberg shifts.
+    /// As [`glm_fit`].
     pub fn fit_by(
         &self,
-        method: MultinomialSolve,
+        method: GlmSolve,
         fit: WeightedFit<'_>,
         out: &mut [f64],
     ) -> Result<InnerStats> {
-        check_weighted_fit(self, fit, out)?;
-        match method {
-            // The softmax regression's own Newton has no penalty term; the generic one has.
-            MultinomialSolve::Newton(b) if self.ridge > 0.0 => super::glm_newton(self, fit, out, b),
-            MultinomialSolve::Newton(b) => self.newton(fit, out, b),
-            MultinomialSolve::Lbfgs(b) => self.lbfgs(fit, out, b),
-        }
-    }
-
-    /// The dense Newton M-step: minimises [`weighted_objective`](Self::weighted_objective)
-    /// by [`SoftmaxRegression::newton`] ([`mirror::newton::minimize`], Hessian
-    /// $\frac1W\sum_i w_i(\operatorname{diag}p_i - p_ip_i^\top)\otimes x_ix_i^\top$ from
-    /// weighted Gram blocks) from `start` until $\|\nabla F\|_2 \le$ `tol` or `max_iter`
-    /// steps; the result goes into `out`.
-    ///
-    /// # Errors
-    /// As [`glm_newton`](super::glm_newton) for bad lengths, weights and targets; `NotPositiveDefinite
-    /// { block: Block::Expert(None), pivot }` for a singular Hessian.
-    fn newton(&self, fit: WeightedFit<'_>, out: &mut [f64], b: InnerBudget) -> Result<InnerStats> {
-        let (data, weights) = (fit.data, fit.weights);
-        // Shifted where singular: an expert whose responsibilities leave a class almost no
-        // weight has its optimum at infinity (see `glm_newton`).
-        let settings = newton_settings(b.tol, b.max_iter)?.with_shift_singular(true);
-        let reg = SoftmaxRegression::new(data, self.classes(), Labels::Classes, Some(weights))?;
-        out.copy_from_slice(fit.start);
-        let rep = reg
-            .newton(out, &settings, None)
-            .map_err(|e| e.in_block(Block::Expert(None)))?;
-        Ok(inner_stats(&rep))
-    }
-
-    /// Minimises [`weighted_objective`](Self::weighted_objective) (i.e. maximises the
-    /// expert's weighted complete-data log-likelihood $Q$) by L-BFGS
-    /// ([`crate::inner::lbfgs::Lbfgs`], 10 pairs, strong Wolfe) warm-started at `start`, until
-    /// $\|\nabla F\|_\infty \le$ `tol` or `max_iter` iterations; the result goes into `out`.
-    /// Each iteration costs a few $O(n\,C\,d)$ passes and $O((C-1)d)$ memory, against
-    /// $O(n\,(C-1)^2 d^2)$ per step and a $((C-1)d)^2$ Hessian for [`glm_newton`](super::glm_newton); and a
-    /// singular Hessian (a feature that is zero on every weighted row) does not stop it
-    /// (those coefficients keep their starting values). The returned [`InnerStats`] holds
-    /// the iterations, the final $\|\nabla F\|_\infty$ as `residual`, whether `tol` was met
-    /// (`converged`; `false` means an inexact M-step, e.g. on separable data where the
-    /// maximiser does not exist) and `hessians = 0`.
-    ///
-    /// # Errors
-    /// As [`glm_newton`](super::glm_newton) for bad lengths, weights and targets (`NotPositiveDefinite
-    /// { block: Block::Expert(None), pivot: 0 }` when all weights are zero, as the dense path);
-    /// `InvalidParam` for `tol <= 0` or `max_iter == 0`; `NonFinite` for non-finite
-    /// starting parameters; `LeftDomain` if the iterates run off to infinity.
-    fn lbfgs(&self, fit: WeightedFit<'_>, out: &mut [f64], b: InnerBudget) -> Result<InnerStats> {
-        let (data, weights) = (fit.data, fit.weights);
-        let solver = crate::inner::lbfgs::Lbfgs {
-            grad_tol: b.tol,
-            max_iter: b.max_iter.try_into().unwrap_or(usize::MAX),
-            ..crate::inner::lbfgs::Lbfgs::default()
-        };
-        out.copy_from_slice(fit.start);
-        let wsum: f64 = weights.iter().sum();
-        let rep = solver.minimize(
-            |b, g| {
-                let f = self.weighted_objective(data, weights, b, g)?;
-                // f = −(Q − R)/W: the ridge's value and gradient over the same W.
-                let mut pg = vec![0.0; g.len()];
-                self.penalty_gradient(b, data.d(), &mut pg);
-                for (gi, p) in g.iter_mut().zip(pg) {
-                    *gi += p / wsum;
-                }
-                Ok(f + self.penalty(b, data.d()) / wsum)
-            },
-            out,
-        )?;
-        Ok(InnerStats::from(&rep))
+        glm_fit(self, fit, out, method)
     }
 }
 
@@ -284,21 +198,31 @@ impl Expert for Multinomial {
         }
         Ok(())
     }
-    /// Dense Newton ([`glm_newton`](super::glm_newton), [`InnerBudget::EXACT`]: an exact M-step)
+    /// Dense Newton ([`GlmSolve::Newton`], [`InnerBudget::EXACT`]: an exact M-step)
     /// when $(C-1)d \le$ [`MULTINOMIAL_DENSE_MAX_PARAMS`] (or the bound of
-    /// [`Multinomial::with_dense_max_params`]); above it L-BFGS
-    /// ([`MultinomialSolve::Lbfgs`] with the budget of [`Multinomial::with_lbfgs_budget`],
-    /// by default [`MULTINOMIAL_LBFGS_TOL`] and [`MULTINOMIAL_LBFGS_MAX_ITER`]), whose inexactness is reported in the returned
-    /// [`InnerStats`] (`residual` = $\|\nabla F\|_\infty$, `converged`, `hessians = 0`).
-    fn weighted_fit(&self, fit: WeightedFit<'_>, out: &mut [f64]) -> Result<InnerStats> {
-        if self.n_params(fit.data.d()) > self.dense_max_params {
-            self.fit_by(
-                MultinomialSolve::Lbfgs(InnerBudget::new(self.lbfgs_tol, self.lbfgs_max_iter)),
-                fit,
-                out,
-            )
+    /// [`Multinomial::with_dense_max_params`]); above it L-BFGS ([`GlmSolve::Lbfgs`] with
+    /// the budget of [`Multinomial::with_lbfgs_budget`], by default
+    /// [`MULTINOMIAL_LBFGS_TOL`] and [`MULTINOMIAL_LBFGS_MAX_ITER`]), whose inexactness is
+    /// reported in the returned [`InnerStats`] (`residual` = $\|\nabla f\|_\infty$,
+    /// `converged`, `hessians = 0`). In memory and from shards alike.
+    /// The softmax regression's pass ([`SoftmaxRegression`] with one-hot labels and row
+    /// weights, the gate's sums: logits by one matrix product per block, the Hessian from
+    /// weighted Gram blocks) instead of the generic per-row moments — the same sums.
+    fn weighted_round(
+        &self,
+        data: &Dataset,
+        weights: &[f64],
+        params: &[f64],
+        need: Option<Need>,
+    ) -> Result<NewtonSums> {
+        SoftmaxRegression::for_pass(data, self.classes(), Labels::Classes, Some(weights))?
+            .round(params, need == Some(Need::Hessian))
+    }
+    fn glm_solve(&self, d: usize) -> GlmSolve {
+        if self.n_params(d) > self.dense_max_params {
+            GlmSolve::Lbfgs(InnerBudget::new(self.lbfgs_tol, self.lbfgs_max_iter))
         } else {
-            self.fit_by(MultinomialSolve::Newton(InnerBudget::EXACT), fit, out)
+            GlmSolve::Newton(InnerBudget::EXACT)
         }
     }
     fn predict_dim(&self) -> usize {
