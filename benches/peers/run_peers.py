@@ -224,7 +224,7 @@ def fmt_s(x):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n", 3)[3])
+                                 epilog=__doc__.split("\n\n", 2)[2])
     ap.add_argument("--quick", action="store_true", help="every n divided by 10")
     ap.add_argument("--mdem", default=default_mdem(),
                     help="mdem binary (default: target/release/mdem, else mdem on PATH)")
