@@ -67,6 +67,31 @@ def run_mdem(binary, path, k, tol, seed, accel, threads):
     return json.loads(out.stdout), wall
 
 
+def fit_sklearn(path, k, tol, seed, threads):
+    """Reads `path` with numpy and fits scikit-learn's GaussianMixture (full covariance,
+    reg_covar 1e-6, one k-means start, absolute tolerance `tol` on the mean log-likelihood
+    per row); `threads` > 0 limits its thread pools (threadpoolctl). Returns the fit's
+    seconds, the read's seconds, iterations, the total log-likelihood and `converged`."""
+    from contextlib import nullcontext
+    from sklearn.mixture import GaussianMixture
+    t0 = time.perf_counter()
+    x = np.loadtxt(path, delimiter=",", skiprows=1)
+    read_s = time.perf_counter() - t0
+    gm = GaussianMixture(n_components=k, covariance_type="full", tol=tol, reg_covar=1e-6,
+                         max_iter=1000, n_init=1, init_params="kmeans", random_state=seed)
+    try:
+        from threadpoolctl import threadpool_limits
+        limit = threadpool_limits(threads) if threads else nullcontext()
+    except ImportError:
+        limit = nullcontext()
+    with limit:
+        t0 = time.perf_counter()
+        gm.fit(x)
+        fit_s = time.perf_counter() - t0
+    return {"fit_s": fit_s, "read_s": read_s, "iters": int(gm.n_iter_),
+            "ll": float(gm.score(x)) * x.shape[0], "converged": bool(gm.converged_)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, action="append", help="rows (repeatable)")
@@ -109,25 +134,8 @@ def main():
                                          "iters": js["iterations"], "ll": js["log_likelihood"],
                                          "converged": js["converged"]}
             if GaussianMixture is not None:
-                t0 = time.perf_counter()
-                x = np.loadtxt(path, delimiter=",", skiprows=1)
-                read_s = time.perf_counter() - t0
-                gm = GaussianMixture(n_components=args.k, covariance_type="full",
-                                     tol=args.tol * abs(avg_nll), reg_covar=1e-6,
-                                     max_iter=1000, n_init=1, init_params="kmeans",
-                                     random_state=args.seed)
-                from contextlib import nullcontext
-                try:
-                    from threadpoolctl import threadpool_limits
-                    limit = threadpool_limits(args.threads) if args.threads else nullcontext()
-                except ImportError:
-                    limit = nullcontext()
-                with limit:
-                    t0 = time.perf_counter()
-                    gm.fit(x)
-                    fit_s = time.perf_counter() - t0
-                line["sklearn"] = {"fit_s": fit_s, "read_s": read_s, "iters": int(gm.n_iter_),
-                                   "ll": float(gm.score(x)) * n, "converged": bool(gm.converged_)}
+                line["sklearn"] = fit_sklearn(path, args.k, args.tol * abs(avg_nll),
+                                              args.seed, args.threads)
             rows.append(line)
     hdr = ("| n | CSV MB | scikit-learn fit s (iters) | mdem EM fit s (iters) | ratio | "
            "mdem EM wall s | mdem SQUAREM fit s (iters) | ratio | rel. Δ log-lik EM | "
