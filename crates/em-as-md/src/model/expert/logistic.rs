@@ -1,7 +1,11 @@
 //! The logistic expert ([`Logistic`]): Bernoulli with the canonical (logit) link.
 
 use super::{check_ridge, with_ridge_name, Expert, ExpertSpec};
+use crate::data::Dataset;
 use crate::error::Result;
+use crate::inner::softmax::{Labels, SoftmaxRegression};
+use crate::inner::sums::NewtonSums;
+use mirror::newton::Need;
 use mirror::special::sigmoid;
 use mirror::ExponentialFamily;
 
@@ -55,6 +59,20 @@ impl Expert for Logistic {
         mu[0] = s;
         fisher[0] = s * (1.0 - s);
         Ok(())
+    }
+    /// The two-class softmax regression's pass ([`SoftmaxRegression`] with
+    /// [`Labels::Binary`] $t_i = y_i$ and row weights: logits by one matrix product per
+    /// block, the Hessian $\sum_i w_i\sigma_i(1-\sigma_i)x_ix_i^\top$ from weighted Gram
+    /// blocks) instead of the generic per-row moments — the same sums.
+    fn weighted_round(
+        &self,
+        data: &Dataset,
+        weights: &[f64],
+        params: &[f64],
+        need: Option<Need>,
+    ) -> Result<NewtonSums> {
+        SoftmaxRegression::for_pass(data, 2, Labels::Binary(data.y_all()), Some(weights))?
+            .round(params, need == Some(Need::Hessian))
     }
     fn spec(&self) -> Option<ExpertSpec> {
         Some(ExpertSpec::new("logistic").ridge(self.ridge))

@@ -1354,6 +1354,58 @@ mod tests {
     }
 
     #[test]
+    fn blocked_rounds_give_the_generic_sums() {
+        // Logistic and multinomial override `weighted_round` with the softmax regression's
+        // blocked pass; the generic per-row pass (`glm_round`) is the independent check:
+        // the value, the gradient and the lower triangle of the Hessian agree, also on a
+        // shard whose rows carry no weight.
+        let (n, d) = (700, 4);
+        let cases: Vec<(Box<dyn Expert>, Dataset)> = vec![
+            (
+                Box::new(Logistic::new()),
+                data(n, d, 31, |x, rng| {
+                    let u: f64 = rand::Rng::random(rng);
+                    f64::from(u < sigmoid(x[1] - 0.5 * x[2]))
+                }),
+            ),
+            (
+                Box::new(Multinomial::new(3).unwrap()),
+                multinomial_data(n, d, 3, 0.8, 32),
+            ),
+        ];
+        let mut rng = ChaCha8Rng::seed_from_u64(33);
+        for (e, ds) in cases {
+            let np = e.n_params(d);
+            let params: Vec<f64> = (0..np)
+                .map(|_| 0.7 * Distribution::<f64>::sample(&StandardNormal, &mut rng))
+                .collect();
+            let w: Vec<f64> = (0..n).map(|_| rand::Rng::random(&mut rng)).collect();
+            for weights in [w, vec![0.0; n]] {
+                for need in [None, Some(Need::Gradient), Some(Need::Hessian)] {
+                    let fast = e.weighted_round(&ds, &weights, &params, need).unwrap();
+                    let slow = glm_round(e.as_ref(), &ds, &weights, &params, need).unwrap();
+                    let tol = |a: f64| 1e-11 * (1.0 + a.abs());
+                    assert!((fast.q - slow.q).abs() <= tol(slow.q), "{}", e.name());
+                    assert!(!fast.outside && !slow.outside);
+                    if need.is_some() {
+                        for (a, b) in fast.grad.iter().zip(&slow.grad) {
+                            assert!((a - b).abs() <= tol(*b), "{}: {a} vs {b}", e.name());
+                        }
+                    }
+                    if need == Some(Need::Hessian) {
+                        for a in 0..np {
+                            for b in 0..=a {
+                                let (x, y) = (fast.hess[a * np + b], slow.hess[a * np + b]);
+                                assert!((x - y).abs() <= tol(y), "{} ({a},{b})", e.name());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn bad_inputs_give_typed_errors() {
         assert!(matches!(
             Multinomial::new(1),
