@@ -1339,6 +1339,24 @@ fn table(fx: &Fixtures) -> Vec<Case> {
             "--ridge",
         ],
     ));
+    cases.push(Case::new(
+        "separable logistic data fitted with --stream are not converged",
+        &[
+            "fit",
+            &cancer,
+            "--target",
+            "y",
+            "--experts",
+            "2",
+            "--expert",
+            "logistic",
+            "--stream",
+            "--chunk-rows",
+            "100",
+        ],
+        0,
+        &["separates its weighted data", "--ridge"],
+    ));
     // 10. The ridge the separation warning suggests: it works, and nonsense is refused.
     let logistic = |extra: &[&str]| -> Vec<String> {
         let mut a: Vec<String> = [

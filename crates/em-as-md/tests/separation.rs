@@ -74,3 +74,47 @@ fn overlapping_classes_converge_and_no_expert_is_separated() {
     let seps = separated_experts(fit.model(), &d, fit.theta()).unwrap();
     assert!(seps.is_empty(), "{seps:?}");
 }
+
+#[test]
+fn a_streamed_fit_finds_the_separation_over_its_chunks() {
+    use em_as_md::data::source::InMemory;
+    use em_as_md::fit::separation::SeparationSums;
+    use em_as_md::fit::stream::stream_summaries;
+    let d = data(300, 4, |x, _| x > 0.0);
+    let params = MoeParams::new(1)
+        .expert(Logistic::new())
+        .gating(Gating::Constant)
+        .n_init(2)
+        .seed(3)
+        .check()
+        .unwrap();
+    // Chunks of 70 rows: the sums of the test add up over five chunks.
+    let source = InMemory::new(&d, 70).unwrap();
+    let fit = params.fit_stream(&source, &d).unwrap();
+    let t = fit.report().termination;
+    let Termination::Separated { expert, mean_nll } = t else {
+        panic!("{t:?}")
+    };
+    assert_eq!(expert, 0);
+    // The chunked sums give the one-pass test's mean loss, to round-off.
+    let whole = separated_experts(fit.model(), &d, fit.theta()).unwrap();
+    assert_eq!(whole.len(), 1);
+    assert!((whole[0].mean_nll - mean_nll).abs() <= 1e-9 * mean_nll.max(1e-300));
+    let s = stream_summaries(fit.model(), &source, fit.theta()).unwrap();
+    assert_eq!(s.separated.first().map(|s| s.expert), Some(0));
+    // Overlapping classes: nothing separated, and the sums merge associatively.
+    let d = data(300, 5, |x, u| u < 1.0 / (1.0 + (-x).exp()));
+    let fit = params
+        .fit_stream(&InMemory::new(&d, 70).unwrap(), &d)
+        .unwrap();
+    assert!(fit.report().termination.is_converged());
+    let (stats, _) = em_as_md::EmModel::e_step(fit.model(), &d, fit.theta()).unwrap();
+    let mut all = SeparationSums::new(1);
+    all.add_rows(fit.model(), &d, fit.theta(), &stats.resp)
+        .unwrap();
+    assert!(all.separated().is_empty() && all.loss[0] > 0.0 && all.weight[0] > 299.0);
+    let mut bad = SeparationSums::new(1);
+    assert!(bad
+        .add_rows(fit.model(), &d, fit.theta(), &stats.resp[1..])
+        .is_err());
+}

@@ -8,7 +8,7 @@ use crate::error::CliError;
 use crate::model::{params_json, params_tables, save_model, StartInfo};
 use crate::phases::{peak_rss_bytes, Phases};
 use crate::progress::{show_progress, ProgressObserver};
-use crate::report::{num, print_stdout, Align, Table};
+use crate::report::{num, print_stdout, separated_json, Align, Table};
 use em_as_md::data::csv::LoadedData;
 use em_as_md::data::source::{CsvSpec, FileSource, RowSource};
 use em_as_md::fit::minibatch::{MiniBatchEm, StepSchedule};
@@ -177,6 +177,7 @@ pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
             "iterations": rep.iterations,
             "termination": rep.termination.to_string(),
             "converged": rep.converged(),
+            "separated": separated_json(&rep.termination),
             "approximate_passes": passes,
             "minibatch": minibatch.map(|mb| json!({
                 "batch_rows": chunk,
@@ -261,7 +262,8 @@ fn fit_minibatch(
     let model = start.model().clone();
     let run = mb.run(&model, source, start.theta())?;
     trajectory.clone_from(&run.trajectory);
-    let (log_likelihood, entropy) = stream_summaries(&model, source, &run.theta_avg)?;
+    let summaries = stream_summaries(&model, source, &run.theta_avg)?;
+    let (log_likelihood, entropy) = (summaries.log_likelihood, summaries.entropy);
     let n = source.n_rows();
     let seconds = clock.elapsed().as_secs_f64();
     let report = FitReport {

@@ -36,10 +36,106 @@ pub struct Separation {
     pub mean_nll: f64,
 }
 
+/// The sums the separation test reads, per expert $k$: the weighted loss
+/// $\sum_i r_{ik}(-\log p(y_i \mid x_i, z = k))$ and the weight $W_k = \sum_i r_{ik}$.
+/// Sums over rows, so chunks of rows (a streamed fit's passes) add up
+/// ([`merge`](Self::merge)) to the sums over all of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeparationSums {
+    /// $\sum_i r_{ik}(-\log p(y_i \mid x_i, z = k))$.
+    pub loss: Vec<f64>,
+    /// $W_k = \sum_i r_{ik}$.
+    pub weight: Vec<f64>,
+}
+
+impl SeparationSums {
+    /// Zero sums for `k` experts.
+    pub fn new(k: usize) -> Self {
+        SeparationSums {
+            loss: vec![0.0; k],
+            weight: vec![0.0; k],
+        }
+    }
+
+    /// Adds the rows of `data`, whose responsibilities at `theta` are `resp` ($n\times K$
+    /// row-major), in row order.
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "resp" }` for responsibilities of another shape; `NonFinite`
+    /// for an expert log-density that is not finite.
+    pub fn add_rows(
+        &mut self,
+        model: &MixtureOfExperts,
+        data: &Dataset,
+        theta: &[f64],
+        resp: &[f64],
+    ) -> Result<()> {
+        let k = model.n_experts();
+        if resp.len() != data.n() * k || self.loss.len() != k {
+            return Err(MoeError::InvalidParam {
+                name: "resp",
+                reason: format!(
+                    "expected {} responsibilities for {k} experts, found {}",
+                    data.n() * k,
+                    resp.len()
+                ),
+            });
+        }
+        let fam = model.expert().family();
+        let p = fam.dim();
+        let (mut eta, mut t) = (vec![0.0; p], vec![0.0; p]);
+        for i in 0..data.n() {
+            let (x, y) = (data.x(i), data.y(i));
+            fam.sufficient_stats(y, &mut t);
+            for c in 0..k {
+                let r = resp[i * k + c];
+                if r == 0.0 {
+                    continue;
+                }
+                model.expert_natural(theta, c, x, &mut eta);
+                let log_p = t.iter().zip(&eta).map(|(a, b)| a * b).sum::<f64>()
+                    - fam.log_partition(&eta)?
+                    + fam.log_base_measure(y);
+                if !log_p.is_finite() {
+                    return Err(MoeError::NonFinite {
+                        what: "expert log-density in the separation test",
+                    });
+                }
+                self.loss[c] -= r * log_p;
+                self.weight[c] += r;
+            }
+        }
+        Ok(())
+    }
+
+    /// `self ← self + other` (the sums of two sets of rows).
+    pub fn merge(&mut self, other: &SeparationSums) {
+        for (a, b) in self.loss.iter_mut().zip(&other.loss) {
+            *a += b;
+        }
+        for (a, b) in self.weight.iter_mut().zip(&other.weight) {
+            *a += b;
+        }
+    }
+
+    /// The experts with weight whose mean loss $\bar\ell_k = \text{loss}_k / W_k$ is at
+    /// most [`SEPARATION_MEAN_NLL`].
+    pub fn separated(&self) -> Vec<Separation> {
+        (0..self.loss.len())
+            .filter(|&c| self.weight[c] > 0.0)
+            .map(|c| Separation {
+                expert: c,
+                mean_nll: self.loss[c] / self.weight[c],
+            })
+            .filter(|s| s.mean_nll <= SEPARATION_MEAN_NLL)
+            .collect()
+    }
+}
+
 /// The classifying experts ([`Expert::n_classes`](crate::Expert::n_classes) is `Some`)
-/// of `model` whose weighted data are separated at `theta`, by [`SEPARATION_MEAN_NLL`];
-/// empty for other experts and for experts without weight. The mean losses are sums over
-/// rows in a fixed order (deterministic).
+/// of `model` whose weighted data are separated at `theta`, by [`SEPARATION_MEAN_NLL`]
+/// ([`SeparationSums`] over every row); empty for other experts and for experts without
+/// weight. The mean losses are sums over rows in a fixed order (deterministic).
 ///
 /// # Errors
 /// As the model's E-step; `NonFinite` for an expert log-density that is not finite.
@@ -48,43 +144,11 @@ pub fn separated_experts(
     data: &Dataset,
     theta: &[f64],
 ) -> Result<Vec<Separation>> {
-    let expert = model.expert();
-    if expert.n_classes().is_none() {
+    if model.expert().n_classes().is_none() {
         return Ok(Vec::new());
     }
-    let k = model.n_experts();
     let (stats, _) = model.e_step(data, theta)?;
-    let fam = expert.family();
-    let p = fam.dim();
-    let (mut eta, mut t) = (vec![0.0; p], vec![0.0; p]);
-    let (mut loss, mut weight) = (vec![0.0; k], vec![0.0; k]);
-    for i in 0..data.n() {
-        let (x, y) = (data.x(i), data.y(i));
-        fam.sufficient_stats(y, &mut t);
-        for c in 0..k {
-            let r = stats.resp[i * k + c];
-            if r == 0.0 {
-                continue;
-            }
-            model.expert_natural(theta, c, x, &mut eta);
-            let log_p = t.iter().zip(&eta).map(|(a, b)| a * b).sum::<f64>()
-                - fam.log_partition(&eta)?
-                + fam.log_base_measure(y);
-            if !log_p.is_finite() {
-                return Err(MoeError::NonFinite {
-                    what: "expert log-density in the separation test",
-                });
-            }
-            loss[c] -= r * log_p;
-            weight[c] += r;
-        }
-    }
-    Ok((0..k)
-        .filter(|&c| weight[c] > 0.0)
-        .map(|c| Separation {
-            expert: c,
-            mean_nll: loss[c] / weight[c],
-        })
-        .filter(|s| s.mean_nll <= SEPARATION_MEAN_NLL)
-        .collect())
+    let mut sums = SeparationSums::new(model.n_experts());
+    sums.add_rows(model, data, theta, &stats.resp)?;
+    Ok(sums.separated())
 }

@@ -5,12 +5,14 @@ use crate::data::source::RowSource;
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
 use crate::fit::predict::{classification_entropy, FitReport, FittedMoe};
+use crate::fit::separation::{Separation, SeparationSums};
 use crate::fit::MoeValidParams;
 use crate::shard::ShardProblem;
 use crate::solve::accel::Accel;
 use crate::solve::executor::{Executor, FitResult};
 use crate::solve::squarem::Squarem;
 use crate::solve::Em;
+use crate::Termination;
 use std::time::Instant;
 
 /// The strategy name of a streamed fit's start in reports.
@@ -29,9 +31,9 @@ impl MoeValidParams {
     ///    pass over the source. The steps are the in-memory steps on the same rows.
     /// 3. **Summaries**: one more pass for $\hat\ell$ and the classification entropy.
     ///
-    /// The report has one restart (the full fit, strategy [`SAMPLE_START`]); the
-    /// separation check of [`fit`](Self::fit) is not made (it needs the responsibilities
-    /// of every row).
+    /// The report has one restart (the full fit, strategy [`SAMPLE_START`]). A converged
+    /// run whose classifying expert is separated over all rows (the summaries' pass,
+    /// [`SeparationSums`]) ends [`Termination::Separated`], as [`fit`](Self::fit) does.
     ///
     /// # Errors
     /// `InvalidParam { name: "accel" }` for [`Accel::Md`] (its inner solves need the
@@ -61,7 +63,18 @@ impl MoeValidParams {
                 .run()?,
         };
         let theta = result.best.theta.clone();
-        let (log_likelihood, entropy) = stream_summaries(&model, source, &theta)?;
+        let summaries = stream_summaries(&model, source, &theta)?;
+        let (log_likelihood, entropy) = (summaries.log_likelihood, summaries.entropy);
+        // As in memory: a separated classifying expert creeps, it does not converge.
+        let mut result = result;
+        if result.termination.is_converged() {
+            if let Some(s) = summaries.separated.first() {
+                result.termination = Termination::Separated {
+                    expert: s.expert,
+                    mean_nll: s.mean_nll,
+                };
+            }
+        }
         let n = source.n_rows();
         let solver = match p.accel_method() {
             Accel::None => "EM over a row source".into(),
@@ -82,9 +95,21 @@ impl MoeValidParams {
     }
 }
 
-/// $\hat\ell = \sum_i\log p(y_i\mid x_i;\theta)$ and the classification entropy
-/// $\sum_i H(r_i)$ over every row of `source`, one chunk at a time (both are sums over
-/// rows; merged in chunk order).
+/// What the last pass of a streamed fit computes ([`stream_summaries`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSummaries {
+    /// $\hat\ell = \sum_i\log p(y_i\mid x_i;\theta)$.
+    pub log_likelihood: f64,
+    /// The classification entropy $\sum_i H(r_i)$.
+    pub entropy: f64,
+    /// The separated classifying experts ([`SeparationSums::separated`] over every row;
+    /// empty for other experts).
+    pub separated: Vec<Separation>,
+}
+
+/// $\hat\ell$, the classification entropy and, for a classifying expert, the separation
+/// test over every row of `source`, one chunk at a time (all are sums over rows; merged
+/// in chunk order).
 ///
 /// # Errors
 /// As the E-step and the source's pass.
@@ -92,13 +117,20 @@ pub fn stream_summaries(
     model: &crate::model::mixture::MixtureOfExperts,
     source: &dyn RowSource,
     theta: &[f64],
-) -> Result<(f64, f64)> {
+) -> Result<StreamSummaries> {
     use crate::model::mixture::steps::EPass;
     let (mut ll, mut entropy) = (0.0, 0.0);
+    let classifying = model.expert().n_classes().is_some();
+    let mut separation = SeparationSums::new(model.n_experts());
     source.for_each_chunk(&mut |_, chunk| {
         let (stats, chunk_ll) = model.e_fold(chunk, theta, EPass::Full)?;
         ll += chunk_ll;
         entropy += classification_entropy(&stats.resp);
+        if classifying {
+            let mut part = SeparationSums::new(model.n_experts());
+            part.add_rows(model, chunk, theta, &stats.resp)?;
+            separation.merge(&part);
+        }
         Ok(())
     })?;
     if !ll.is_finite() {
@@ -106,5 +138,9 @@ pub fn stream_summaries(
             what: "log-likelihood over the row source",
         });
     }
-    Ok((ll, entropy))
+    Ok(StreamSummaries {
+        log_likelihood: ll,
+        entropy,
+        separated: separation.separated(),
+    })
 }
