@@ -190,3 +190,82 @@ fn a_parquet_file_fits_as_the_same_csv_in_memory_and_streamed() {
     );
     assert!((la - lc).abs() <= 1e-10 * la.abs(), "{la} vs {lc}");
 }
+
+/// `mdem fit FILE --experts 2 --expert gaussian --tol 1e-12 --json` plus `extra`.
+fn fit_mixture_json(path: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = Command::new(bin())
+        .args(["fit", path.to_str().unwrap(), "--experts", "2"])
+        .args([
+            "--expert", "gaussian", "--tol", "1e-12", "--json", "--quiet",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_gaussian_mixture_streams_to_the_in_memory_fit() {
+    // The two columns (x, y) as the coordinates of a two-component Gaussian mixture:
+    // fitted in memory, and in passes of 7000 rows from a 3000-row sample's start.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("d.csv");
+    write_rows(&csv, 40_000);
+    let model = dir.path().join("m.json");
+    let a = fit_mixture_json(&csv, &[]);
+    let b = fit_mixture_json(
+        &csv,
+        &[
+            "--stream",
+            "--chunk-rows",
+            "7000",
+            "--sample-rows",
+            "3000",
+            "--out",
+            model.to_str().unwrap(),
+        ],
+    );
+    let (la, lb) = (
+        a["log_likelihood"].as_f64().unwrap(),
+        b["log_likelihood"].as_f64().unwrap(),
+    );
+    assert!((la - lb).abs() <= 1e-10 * la.abs(), "{la} vs {lb}");
+    assert_eq!(b["converged"], true);
+    assert_eq!(b["target"], serde_json::Value::Null);
+    assert_eq!(
+        b["gaussian_mixture"]["columns"],
+        serde_json::json!(["x", "y"])
+    );
+    // The streamed model file predicts like the in-memory one: its total log density
+    // is the fit's log-likelihood.
+    let out = Command::new(bin())
+        .args(["predict", model.to_str().unwrap(), csv.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == "log_density").unwrap();
+    let total: f64 = lines
+        .map(|l| l.split(',').nth(col).unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!((total - lb).abs() <= 1e-8 * lb.abs(), "{total} vs {lb}");
+    // Options a mixture has no use for are refused before any pass.
+    let out = Command::new(bin())
+        .args(["fit", csv.to_str().unwrap(), "--experts", "2"])
+        .args(["--expert", "gaussian", "--stream", "--target", "y"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--target"));
+}

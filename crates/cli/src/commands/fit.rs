@@ -497,10 +497,6 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             args.tol
         )));
     }
-    if args.stream || args.minibatch.is_some() {
-        return super::stream::run(args, phases);
-    }
-    let verbose = !args.quiet && !args.json;
     let clustering = args.model.expert == GAUSSIAN;
     if !clustering {
         for (flag, given) in [
@@ -515,6 +511,10 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             }
         }
     }
+    if args.stream || args.minibatch.is_some() {
+        return super::stream::run(args, phases);
+    }
+    let verbose = !args.quiet && !args.json;
     let (mut loaded, expert) = if clustering {
         load_clusters(args, !verbose)?
     } else {
@@ -861,27 +861,7 @@ fn phases_line(phases: &Phases, rep: &em_as_md::FitReport) -> String {
 /// [`CliError::BadInput`] for `--target`, `--no-gate`/`--no-intercept`/`--no-standardize`
 /// (meaningless here), a bad `--reg-covar`; the loader's one-line errors.
 fn load_clusters(args: &FitArgs, quiet: bool) -> Result<(LoadedData, Arc<dyn Expert>), CliError> {
-    if args.model.target.is_some() {
-        args.model.target_name()?; // refused, naming --target
-    }
-    for (flag, given) in [
-        ("--no-intercept", args.model.no_intercept),
-        ("--no-standardize", args.model.no_standardize),
-    ] {
-        if given {
-            return Err(CliError::BadInput(format!(
-                "{flag}: does not apply to --expert gaussian (a Gaussian mixture has no design)"
-            )));
-        }
-    }
-    let reg = args.reg_covar.unwrap_or(REG_COVAR);
-    if !(reg.is_finite() && reg >= 0.0) {
-        return Err(CliError::BadInput(format!(
-            "invalid value '{reg}' for '--reg-covar': expected a finite number >= 0"
-        )));
-    }
-    let cov =
-        CovarianceType::from_name(args.covariance.as_deref().unwrap_or("full")).unwrap_or_default();
+    let (cov, reg) = cluster_options(args)?;
     let loaded = if is_parquet(&args.model.data) {
         args.model.check_parquet_options()?;
         load_parquet(&args.model.data, None, args.model.features.as_deref(), true)
@@ -904,6 +884,37 @@ fn load_clusters(args: &FitArgs, quiet: bool) -> Result<(LoadedData, Arc<dyn Exp
     let expert = GaussianCluster::new(loaded.features.len(), cov, reg)
         .map_err(|e| CliError::BadInput(format!("{}: {e}", loaded.file)))?;
     Ok((loaded, Arc::new(expert)))
+}
+
+/// The options of a Gaussian mixture (`--expert gaussian`) checked: no `--target`,
+/// `--no-intercept` or `--no-standardize` (it has no design); the covariance model and
+/// the floor `--reg-covar`.
+///
+/// # Errors
+/// [`CliError::BadInput`] naming the option.
+pub fn cluster_options(args: &FitArgs) -> Result<(CovarianceType, f64), CliError> {
+    if args.model.target.is_some() {
+        args.model.target_name()?; // refused, naming --target
+    }
+    for (flag, given) in [
+        ("--no-intercept", args.model.no_intercept),
+        ("--no-standardize", args.model.no_standardize),
+    ] {
+        if given {
+            return Err(CliError::BadInput(format!(
+                "{flag}: does not apply to --expert gaussian (a Gaussian mixture has no design)"
+            )));
+        }
+    }
+    let reg = args.reg_covar.unwrap_or(REG_COVAR);
+    if !(reg.is_finite() && reg >= 0.0) {
+        return Err(CliError::BadInput(format!(
+            "invalid value '{reg}' for '--reg-covar': expected a finite number >= 0"
+        )));
+    }
+    let cov =
+        CovarianceType::from_name(args.covariance.as_deref().unwrap_or("full")).unwrap_or_default();
+    Ok((cov, reg))
 }
 
 /// The report's line about the starts: how many, the strategy, which start won (1-based)

@@ -2,10 +2,10 @@
 //! ([`em_as_md::data::source::FileSource`], [`em_as_md::MoeValidParams::fit_stream`]),
 //! memory bounded by the chunk.
 
-use super::fit::{convergence_warnings, in_data_units, FitArgs, GAUSSIAN};
+use super::fit::{cluster_options, convergence_warnings, in_data_units, FitArgs, GAUSSIAN};
 use crate::engine::{fit_em_stream, FitSettings};
 use crate::error::CliError;
-use crate::model::{params_json, params_tables, save_model, StartInfo};
+use crate::model::{params_json, params_tables, save_cluster_model, save_model, StartInfo};
 use crate::phases::{peak_rss_bytes, Phases};
 use crate::progress::{show_progress, ProgressObserver};
 use crate::report::{num, print_stdout, separated_json, Align, Table};
@@ -15,9 +15,10 @@ use em_as_md::fit::minibatch::{MiniBatchEm, StepSchedule};
 use em_as_md::fit::predict::{FitReport, RestartSummary, Spread};
 use em_as_md::fit::stream::stream_summaries;
 use em_as_md::model::registry;
-use em_as_md::{ConditionalFamily, FittedMoe, MoeError};
+use em_as_md::{ConditionalFamily, Expert, FittedMoe, Gating, GaussianCluster, MoeError};
 use em_as_md::{Dataset, Termination};
 use serde_json::json;
+use std::sync::Arc;
 
 /// Runs `mdem fit … --stream`.
 ///
@@ -27,25 +28,29 @@ use serde_json::json;
 pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
     bounded_allocator();
     let m = &args.model;
-    if m.expert == GAUSSIAN {
-        return Err(CliError::BadInput(
-            "--stream: the Gaussian mixture (--expert gaussian) is fitted in memory only; \
-             leave out --stream"
-                .into(),
-        ));
-    }
+    // A Gaussian mixture (no target): the selected columns are the coordinates of y and
+    // the design is the intercept alone, never standardised.
+    let cluster = if m.expert == GAUSSIAN {
+        Some(cluster_options(args)?)
+    } else {
+        None
+    };
+    let clustering = cluster.is_some();
+    m.ridge()?;
     if m.drop_constant {
         return Err(CliError::BadInput(
             "--drop-constant: not available with --stream; name the columns with --features".into(),
         ));
     }
-    let target = m.target_name()?.to_string();
-    let entry = registry::expert_entry(&m.expert)
-        .map_err(|e| CliError::BadInput(format!("--expert {}: {e}", m.expert)))?;
+    let target = if clustering {
+        String::new()
+    } else {
+        m.target_name()?.to_string()
+    };
     let spec = CsvSpec {
-        target: Some(target.clone()),
+        target: (!clustering).then(|| target.clone()),
         features: m.features.clone(),
-        intercept: !m.no_intercept,
+        intercept: clustering || !m.no_intercept,
         sample_rows: args.sample_rows as usize,
         seed: args.seed,
     };
@@ -57,33 +62,44 @@ pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
     let chunk = args.minibatch.unwrap_or(args.chunk_rows) as usize;
     let (source, survey) = FileSource::open(&m.data, &spec, chunk).map_err(source_error)?;
     let file = m.data.display().to_string();
-    // The expert's description from the target, as `fit` reads it (on the sample: every
-    // row's target is checked again in the passes).
+    let columns = source.columns().to_vec();
     let names = source.feature_names().to_vec();
     let features: Vec<String> = names
         .iter()
         .filter(|n| *n != "(intercept)")
         .cloned()
         .collect();
-    let probe = LoadedData {
-        dataset: survey.sample.clone(),
-        file: file.clone(),
-        columns: Vec::new(),
-        target: target.clone(),
-        features: features.clone(),
-        intercept: !m.no_intercept,
-        lines: Vec::new(),
-        warnings: Vec::new(),
+    let expert: Arc<dyn Expert> = match cluster {
+        Some((cov, reg)) => Arc::new(
+            GaussianCluster::new(columns.len(), cov, reg)
+                .map_err(|e| CliError::BadInput(format!("{file}: {e}")))?,
+        ),
+        None => {
+            let entry = registry::expert_entry(&m.expert)
+                .map_err(|e| CliError::BadInput(format!("--expert {}: {e}", m.expert)))?;
+            // The expert's description from the target, as `fit` reads it (on the
+            // sample: every row's target is checked again in the passes).
+            let probe = LoadedData {
+                dataset: survey.sample.clone(),
+                file: file.clone(),
+                columns: Vec::new(),
+                target: target.clone(),
+                features: features.clone(),
+                intercept: !m.no_intercept,
+                lines: Vec::new(),
+                warnings: Vec::new(),
+            };
+            let expert_spec = crate::csvdata::expert_spec(&probe, &entry).ok_or_else(|| {
+                CliError::BadInput(format!(
+                    "--expert {}: the command line cannot build this expert from a target column",
+                    m.expert
+                ))
+            })??;
+            registry::build_expert(&m.with_ridge(expert_spec)?)
+                .map_err(|e| CliError::BadInput(format!("{file}: {e}")))?
+        }
     };
-    let expert_spec = crate::csvdata::expert_spec(&probe, &entry).ok_or_else(|| {
-        CliError::BadInput(format!(
-            "--expert {}: the command line cannot build this expert from a target column",
-            m.expert
-        ))
-    })??;
-    let expert = registry::build_expert(&m.with_ridge(expert_spec)?)
-        .map_err(|e| CliError::BadInput(format!("{file}: {e}")))?;
-    let (scaling, source, mut sample) = if m.no_standardize {
+    let (scaling, source, mut sample) = if m.no_standardize || clustering {
         (None, source, survey.sample)
     } else {
         let s = survey.scaling.clone();
@@ -106,7 +122,12 @@ pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
             "{file}: {k} experts but only {n} data rows; expected at most as many experts as rows"
         )));
     }
-    let settings = args.settings(k, expert, m.gating())?;
+    let gating = if clustering {
+        Gating::Constant
+    } else {
+        m.gating()
+    };
+    let settings = args.settings(k, expert, gating)?;
     let bar = ProgressObserver::new(
         "streamed EM",
         settings.max_iters,
@@ -144,9 +165,15 @@ pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
             best_restart: 0,
             init: settings.init.name().into(),
         };
-        save_model(&fitted, &target, scaling.as_ref(), Some(&start), path)?;
+        if clustering {
+            save_cluster_model(&fitted, &columns, Some(&start), path)?;
+        } else {
+            save_model(&fitted, &target, scaling.as_ref(), Some(&start), path)?;
+        }
     }
     phases.lap("output");
+    // A Gaussian mixture's parameters are labelled by its coordinates, not the design.
+    let names: Vec<String> = if clustering { Vec::new() } else { names };
     let rep = fitted.report();
     let model = fitted.model();
     let theta = fitted.theta();
@@ -163,13 +190,18 @@ pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
             "stream": true,
             "chunk_rows": args.chunk_rows,
             "sample_rows": sample.n(),
-            "target": target,
+            "target": (!clustering).then_some(&target),
+            "gaussian_mixture": cluster.map(|(cov, reg)| json!({
+                "columns": columns,
+                "covariance": cov.name(),
+                "reg_covar": reg,
+            })),
             "features": features,
             "intercept": !m.no_intercept,
             "fitted_on_standardized_features": scaling.is_some(),
             "expert": model.expert().spec(),
             "experts": k,
-            "gating": m.gating(),
+            "gating": gating,
             "n_params": model.n_params(),
             "log_likelihood": rep.log_likelihood,
             "ridge": m.ridge_json(penalty, rep.log_likelihood)?,
