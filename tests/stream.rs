@@ -189,6 +189,31 @@ fn a_parquet_file_fits_as_the_same_csv_in_memory_and_streamed() {
         c["log_likelihood"].as_f64().unwrap(),
     );
     assert!((la - lc).abs() <= 1e-10 * la.abs(), "{la} vs {lc}");
+    // predict and certify read the Parquet file as the CSV file: the same output.
+    let model = dir.path().join("m.json");
+    fit_json(&csv, &["--out", model.to_str().unwrap()]);
+    for command in ["predict", "certify"] {
+        let run = |data: &Path| {
+            let out = Command::new(bin())
+                .args([command, model.to_str().unwrap(), data.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{command}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let (from_csv, from_parquet) = (run(&csv), run(&pq));
+        assert!(!from_csv.is_empty());
+        // certify names its data file; nothing else may differ.
+        assert_eq!(
+            from_csv.replace(csv.to_str().unwrap(), "DATA"),
+            from_parquet.replace(pq.to_str().unwrap(), "DATA"),
+            "{command}"
+        );
+    }
 }
 
 /// `mdem fit FILE --experts 2 --expert gaussian --tol 1e-12 --json` plus `extra`.

@@ -1,5 +1,6 @@
 //! `mdem predict model.json DATA.csv [--out preds.csv]`: predictions of a saved model as
-//! CSV.
+//! CSV. The data file is CSV, or Parquet by its `.parquet` extension
+//! ([`read_columns_at`]).
 //!
 //! Columns, one row per data row: `row` (1-based data row), `gate_1..gate_K` (gate
 //! probabilities $\pi_k(x)$); when the target column is present, `resp_1..resp_K`
@@ -26,7 +27,7 @@ use crate::error::CliError;
 use crate::model::{data_features, load_model};
 use crate::output::{check_outputs, write_file, Output};
 use clap::Args;
-use em_as_md::data::csv::{clip, open_data, read_columns, DataError};
+use em_as_md::data::csv::{clip, read_columns_at, DataError};
 use em_as_md::model::registry;
 use em_as_md::{Dataset, MoeError};
 use std::io::Write;
@@ -58,7 +59,8 @@ pub struct PredictData {
     pub lines: Vec<u64>,
 }
 
-/// Reads `path` (`-` for standard input, with the same limits as `fit`) for prediction:
+/// Reads `path` (CSV, `-` for standard input, with the same limits as `fit`; or Parquet by
+/// its extension, [`read_columns_at`]) for prediction:
 /// the `features` (required) and the `target` (required when `target_required`, else
 /// read when present), with an intercept column prepended when `intercept`. Only these
 /// columns are parsed ([`read_columns`]), so a wide file costs the columns used.
@@ -101,7 +103,7 @@ pub fn read_for_prediction(
         }
         Ok(cols)
     };
-    let mut columns = read_columns(open_data(path)?, &file, select)?;
+    let mut columns = read_columns_at(path, select)?;
     let n = columns.lines.len();
     let y = if has_target {
         columns.values.pop().unwrap_or_default()
@@ -150,7 +152,7 @@ pub fn read_clusters(path: &Path, columns: &[String]) -> Result<PredictData, Dat
             })
             .collect()
     };
-    let cols = read_columns(open_data(path)?, &file, select)?;
+    let cols = read_columns_at(path, select)?;
     let n = cols.lines.len();
     let q = columns.len();
     let mut y = Vec::with_capacity(n * q);

@@ -630,7 +630,7 @@ fn read_header<'a>(
 }
 
 /// The cells of the selected columns of every row, parsed as finite numbers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Columns {
     /// Every column of the header, in file order.
     pub header: Vec<String>,
@@ -638,6 +638,17 @@ pub struct Columns {
     pub values: Vec<Vec<f64>>,
     /// Physical line of each data row (header = line 1).
     pub lines: Vec<u64>,
+}
+
+impl Columns {
+    /// Appends a parsed block's rows (its selected columns and lines).
+    fn append(&mut self, block: Parsed) {
+        self.values.resize_with(block.values.len(), Vec::new);
+        for (v, w) in self.values.iter_mut().zip(block.values) {
+            v.extend_from_slice(&w);
+        }
+        self.lines.extend_from_slice(&block.lines);
+    }
 }
 
 /// Reads CSV from `reader` (`name` is the file in messages): the header, then the columns
@@ -658,6 +669,31 @@ pub fn read_columns<R: Read + Send>(
     read_columns_in_blocks(reader, name, select, BLOCK_BYTES)
 }
 
+/// [`read_columns`] on the data file at `path`, by its format: Parquet for a `.parquet`
+/// extension ([`super::parquet`]: the column names as the header, each row's number + 1
+/// as its line, as if a header were line 1), else CSV ([`open_data`]: `-` for standard
+/// input, regular files only). `predict` and `certify` read either through it.
+///
+/// # Errors
+/// As [`read_columns`] and [`open_data`]; for Parquet as its reader (a file that is not
+/// Parquet, a non-numeric selected column, a null or non-finite value, naming the row
+/// and column).
+pub fn read_columns_at(
+    path: &Path,
+    select: impl FnOnce(&[String]) -> Result<Vec<usize>, DataError>,
+) -> Result<Columns, DataError> {
+    let name = path.display().to_string();
+    if !super::parquet::is_parquet(path) {
+        return read_columns(open_data(path)?, &name, select);
+    }
+    let mut acc = Columns::default();
+    acc.header = super::parquet::read_parquet_rows(path, select, |c: Parsed| {
+        acc.append(c);
+        Ok::<(), DataError>(())
+    })?;
+    Ok(acc)
+}
+
 /// [`read_columns`] with blocks of about `block_bytes` (tests cut tiny blocks to check
 /// that the result does not depend on where blocks end).
 fn read_columns_in_blocks<R: Read + Send>(
@@ -666,21 +702,12 @@ fn read_columns_in_blocks<R: Read + Send>(
     select: impl FnOnce(&[String]) -> Result<Vec<usize>, DataError>,
     block_bytes: usize,
 ) -> Result<Columns, DataError> {
-    let mut values: Vec<Vec<f64>> = Vec::new();
-    let mut lines = Vec::new();
-    let header = read_rows(reader, name, select, block_bytes, |c| {
-        values.resize_with(c.values.len(), Vec::new);
-        for (v, w) in values.iter_mut().zip(c.values) {
-            v.extend_from_slice(&w);
-        }
-        lines.extend_from_slice(&c.lines);
+    let mut acc = Columns::default();
+    acc.header = read_rows(reader, name, select, block_bytes, |c| {
+        acc.append(c);
         Ok::<(), DataError>(())
     })?;
-    Ok(Columns {
-        header,
-        values,
-        lines,
-    })
+    Ok(acc)
 }
 
 /// Reads the header, then hands the selected cells of each block to `sink` in file order
