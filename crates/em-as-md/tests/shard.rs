@@ -366,10 +366,32 @@ fn bad_cells_and_bad_targets_name_their_line() {
     assert!(e.to_string().contains("line 302"), "{e}");
     // A target outside the logistic support, found in a later pass, names its line.
     std::fs::write(&path, csv(Some((400, "2")))).unwrap();
-    let (csv, _) = FileSource::open(&path, &spec(), 100).unwrap();
+    let (src, _) = FileSource::open(&path, &spec(), 100).unwrap();
     let (m, theta) = model(Arc::new(Logistic::new()), 2, 2, Gating::Softmax);
-    let e = pass(&m, &csv, &Round::E { theta }).unwrap_err();
+    let e = pass(&m, &src, &Round::E { theta }).unwrap_err();
     assert!(e.to_string().contains("line 402"), "{e}");
+    // Out-of-scale cells, as the CSV loader refuses them: the survey names the largest
+    // one's line and column (a feature whose square overflows, a target column too
+    // small for its square).
+    std::fs::write(&path, csv(None).replace("\n2.5,", "\n1e200,")).unwrap();
+    let e = FileSource::open(&path, &spec(), 100)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("line 252") && e.contains("\"x1\"") && e.contains("overflows"),
+        "{e}"
+    );
+    let tiny: String = std::iter::once("x1,y\n".to_string())
+        .chain((0..50).map(|i| format!("{i},{}\n", if i == 7 { "3e-200" } else { "0" })))
+        .collect();
+    std::fs::write(&path, tiny).unwrap();
+    let e = FileSource::open(&path, &spec(), 100)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("line 9") && e.contains("\"y\"") && e.contains("underflows"),
+        "{e}"
+    );
 }
 
 #[test]

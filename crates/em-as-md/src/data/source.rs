@@ -11,6 +11,7 @@
 
 use super::blocks::BLOCK_BYTES;
 use super::csv::{first_collinear, open_data, pick_columns, read_rows, DataError, Parsed};
+use super::csv::{MAX_ABS_VALUE, MIN_SCALE};
 use super::parquet::{is_parquet, read_parquet_rows};
 use crate::error::{MoeError, Result};
 use crate::fit::scaling::Scaling;
@@ -373,9 +374,19 @@ impl FileSource {
         let mut moments: Option<Moments> = None;
         let mut sample = Reservoir::new(spec.sample_rows, spec.seed);
         let mut seen = 0usize;
+        // Per selected column, the first largest magnitude: (line, data row, value).
+        let mut largest: Vec<(u64, usize, f64)> = Vec::new();
         read_file(path, &file, select, |c: Parsed| {
             let m = c.lines.len();
             let cols = &c.values;
+            largest.resize(cols.len(), (0, 0, 0.0));
+            for (big, col) in largest.iter_mut().zip(cols) {
+                for (i, v) in col.iter().enumerate() {
+                    if v.abs() > big.2.abs() {
+                        *big = (c.lines[i], seen + i + 1, *v);
+                    }
+                }
+            }
             let design = source_design_width(cols.len(), spec.target.is_some(), spec.intercept);
             let mut block = Moments::zeros(design);
             let (mut row, mut x) = (vec![0.0; cols.len()], Vec::with_capacity(design));
@@ -398,6 +409,19 @@ impl FileSource {
         let moments = moments.ok_or_else(|| MoeError::Source(format!("{file}: no data rows")))?;
         source.columns = chosen;
         source.selected = source.columns.iter().map(|&j| header[j].clone()).collect();
+        // Out of scale, as the CSV loader refuses it: squares that overflow or underflow.
+        for (&(line, row, value), column) in largest.iter().zip(&source.selected) {
+            let m = value.abs();
+            if m > MAX_ABS_VALUE || (m > 0.0 && m < MIN_SCALE) {
+                return Err(source_error(DataError::BadScale {
+                    file,
+                    line,
+                    row,
+                    column: column.clone(),
+                    value,
+                }));
+            }
+        }
         source.header = header.clone();
         let n_selected = source.columns.len();
         let feature_names: Vec<String> = if spec.target.is_some() {
