@@ -144,6 +144,12 @@ fn flush_block(sc: &InfoScratch, acc: &mut InfoAcc, rows: usize, p: usize, k: us
 /// that override them, such as the mixture of experts); $T(y_i, z)$ is computed once per
 /// row for the posterior and $\mathbf W$ ([`RowObservation`]).
 ///
+/// A model that computes the two row sums itself
+/// ([`ConditionalFamily::information_sums`], e.g. the mixture of experts as weighted Gram
+/// products with closed-form row weights) is used instead of the per-row products; it
+/// returns `None` for anything irregular, and the per-row path then runs (and reports
+/// the error).
+///
 /// # Errors
 /// `DimensionMismatch` for a wrong-length `theta`; `Model` if a row's natural parameter
 /// is outside the domain; `Linalg` for a non-finite entry.
@@ -162,6 +168,47 @@ pub fn information<M: ConditionalFamily + ?Sized>(
             found: theta.len(),
         });
     }
+    let n = data.n();
+    // The model's own row sums when it offers them (the mixture's weighted Gram
+    // products), otherwise the per-row block products below.
+    let acc = match model.information_sums(data, theta) {
+        Some((ic, im))
+            if ic.nrows() == np && ic.ncols() == np && im.nrows() == np && im.ncols() == np =>
+        {
+            InfoAcc { ic, im }
+        }
+        _ => information_rows(problem, theta)?,
+    };
+    let nf = n as f64;
+    let sym = |m: &Mat<f64>| Mat::from_fn(np, np, |a, b| 0.5 * (m[(a, b)] + m[(b, a)]) / nf);
+    let complete = sym(&acc.ic);
+    let missing = sym(&acc.im);
+    let compute_c = with_curvature && !model.is_linear();
+    let curvature = if compute_c {
+        curvature_term(problem, theta)?
+    } else {
+        Mat::zeros(np, np)
+    };
+    for m in [&complete, &missing, &curvature] {
+        check_finite(m.as_ref(), "information matrix")?;
+    }
+    Ok(InformationMatrices {
+        complete,
+        missing,
+        curvature,
+        curvature_computed: compute_c,
+    })
+}
+
+/// The per-row path of [`information`]: $\sum_i J_i^\top(F_iJ_i)$ and $\mathbf W^\top\mathbf W$
+/// as block products over `BLOCK_ROWS` rows (unnormalised).
+fn information_rows<M: ConditionalFamily + ?Sized>(
+    problem: &Problem<'_, M>,
+    theta: &[f64],
+) -> Result<InfoAcc> {
+    let model = problem.model;
+    let data = problem.data;
+    let np = model.n_params();
     let p = model.complete().dim();
     let k = model.n_latent();
     let n = data.n();
@@ -244,25 +291,7 @@ pub fn information<M: ConditionalFamily + ?Sized>(
             Ok(())
         },
     )?;
-    let nf = n as f64;
-    let sym = |m: &Mat<f64>| Mat::from_fn(np, np, |a, b| 0.5 * (m[(a, b)] + m[(b, a)]) / nf);
-    let complete = sym(&acc.ic);
-    let missing = sym(&acc.im);
-    let compute_c = with_curvature && !model.is_linear();
-    let curvature = if compute_c {
-        curvature_term(problem, theta)?
-    } else {
-        Mat::zeros(np, np)
-    };
-    for m in [&complete, &missing, &curvature] {
-        check_finite(m.as_ref(), "information matrix")?;
-    }
-    Ok(InformationMatrices {
-        complete,
-        missing,
-        curvature,
-        curvature_computed: compute_c,
-    })
+    Ok(acc)
 }
 
 /// $C(\theta) = \frac1n\sum_i\sum_j (v_i)_j\nabla^2\varphi_{ij}$ by central differences of

@@ -30,7 +30,7 @@
 
 use crate::error::{DiagnosticsError, Result};
 use em_as_md::inner::parallel::fold_rows_with;
-use em_as_md::solve::problem::{row_posterior_given, RowObservation, RowScratch};
+use em_as_md::solve::problem::{point_rows, PointRows, RowObservation, RowScratch};
 use em_as_md::{ConditionalFamily, Mergeable, Problem};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -153,7 +153,9 @@ impl Mergeable for BatchAcc {
 ///   \;-\; \langle \nabla A(\varphi'_i) - \mathbb E_{z\mid y_i;\varphi'_i}\[T\], \varphi_i - \varphi'_i\rangle\big]}
 ///   {\frac1n\sum_i\big[A(\varphi_i) - A(\varphi'_i) - \langle \nabla A(\varphi'_i), \varphi_i - \varphi'_i\rangle\big]}, $$
 /// in **one** parallel pass over the rows: the target's terms $T(y_i, z)$, $\log h(y_i, z)$ are computed once per row
-/// ([`RowObservation`]) and the row quantities of each distinct point ($\varphi_i$,
+/// ([`RowObservation`]), each distinct point gets the model's row evaluator
+/// ([`point_rows`]: the model's own, such as the mixture of experts', or the generic row
+/// functions; they give the same numbers), and the row quantities of each distinct point ($\varphi_i$,
 /// $\log p(y_i;\varphi_i)$, $A(\varphi_i)$, and for a point that is some pair's $\theta'$ also
 /// $\nabla A(\varphi_i)$ and $\mathbb E_{\text{post}}\[T\]$) once per row and point, shared by
 /// every pair that uses the point. A pair's row terms depend only on its two points' row
@@ -224,6 +226,12 @@ pub fn bregman_ratios<M: ConditionalFamily + ?Sized, P: AsRef<[f64]> + Sync>(
     let fam = model.complete();
     let p = fam.dim();
     let n = data.n();
+    // One row evaluator per distinct point: the model's own (e.g. the mixture's, with
+    // what does not depend on the row computed once) or the generic row functions.
+    let evals: Vec<Box<dyn PointRows + '_>> = used
+        .iter()
+        .map(|&u| point_rows(model, points[u].as_ref()))
+        .collect();
     let acc = fold_rows_with(
         n,
         |cached: Option<BatchScratch>| match cached {
@@ -262,9 +270,9 @@ pub fn bregman_ratios<M: ConditionalFamily + ?Sized, P: AsRef<[f64]> + Sync>(
                         continue;
                     }
                     let s = &mut sc.s[u];
-                    model.realise(points[used[u]].as_ref(), x, &mut s.phi);
-                    let r =
-                        row_posterior_given(model, &sc.ob, i, s).map(|lp| (lp, s.log_partition));
+                    let r = evals[u]
+                        .posterior(x, &sc.ob, i, s)
+                        .map(|lp| (lp, s.log_partition));
                     match r {
                         Ok((lp, a)) => {
                             sc.lp[u] = lp;
@@ -280,33 +288,38 @@ pub fn bregman_ratios<M: ConditionalFamily + ?Sized, P: AsRef<[f64]> + Sync>(
                         }
                     }
                     if second[u] && acc.fail_mean[u].is_none() {
-                        if let Err(e) = model.complete_mean(&s.phi, &mut s.mean, &mut s.work) {
+                        if let Err(error) = evals[u].mean(s) {
                             acc.fail_mean[u] = Some(PointFailure {
                                 row: i,
                                 stage: 1,
-                                error: e.into(),
+                                error,
                             });
                         }
                     }
                 }
-                for (c, &(ua, ub)) in cp.iter().enumerate() {
-                    if acc.fail_eval[ua].is_some()
-                        || acc.fail_eval[ub].is_some()
-                        || acc.fail_mean[ub].is_some()
+                let BatchAcc {
+                    sums,
+                    fail_eval,
+                    fail_mean,
+                } = &mut *acc;
+                for (&(ua, ub), out) in cp.iter().zip(sums.chunks_exact_mut(3)) {
+                    if fail_eval[ua].is_some() || fail_eval[ub].is_some() || fail_mean[ub].is_some()
                     {
                         continue;
                     }
                     let (sa, sb) = (&sc.s[ua], &sc.s[ub]);
                     let (lp, lp2, a, a2) = (sc.lp[ua], sc.lp[ub], sc.a[ua], sc.a[ub]);
                     let (mut g_mean, mut g_post) = (0.0, 0.0);
-                    for j in 0..p {
-                        let d = sa.phi[j] - sb.phi[j];
-                        g_mean += sb.mean[j] * d;
-                        g_post += sb.post_stats[j] * d;
+                    for (((pa, pb), mb), tb) in
+                        sa.phi.iter().zip(&sb.phi).zip(&sb.mean).zip(&sb.post_stats)
+                    {
+                        let d = pa - pb;
+                        g_mean += mb * d;
+                        g_post += tb * d;
                     }
-                    acc.sums[3 * c] += -lp + lp2 - (g_mean - g_post);
-                    acc.sums[3 * c + 1] += a - a2 - g_mean;
-                    acc.sums[3 * c + 2] +=
+                    out[0] += -lp + lp2 - (g_mean - g_post);
+                    out[1] += a - a2 - g_mean;
+                    out[2] +=
                         lp.abs() + lp2.abs() + a.abs() + a2.abs() + g_mean.abs() + g_post.abs();
                 }
             }

@@ -35,9 +35,9 @@ pub use fit::init::InitMethod;
 pub use fit::{FitReport, FittedMoe, MoeParams, MoeValidParams};
 pub use inner::{fold_rows, InnerStats, Mergeable};
 pub use model::expert::{
-    CovarianceType, Expert, ExpertSpec, FamilySpec, GaussianCluster, GaussianClusters,
-    GaussianRegression, Glm, InnerBudget, LinearGaussian, Logistic, Multinomial, Params, Poisson,
-    ReadableParams, WeightedFit, WeightedGram,
+    CovarianceType, Expert, ExpertSpec, FamilyPrepared, FamilySpec, GaussianCluster,
+    GaussianClusters, GaussianRegression, Glm, InnerBudget, LinearGaussian, Logistic, Multinomial,
+    Params, Poisson, PreparedExpert, ReadableParams, WeightedFit, WeightedGram,
 };
 pub use model::gate::{GateConfig, GateSolver, GateStats};
 pub use model::mixture::{

@@ -48,6 +48,39 @@ pub trait ConditionalFamily: Send + Sync {
     fn is_penalised(&self) -> bool {
         false
     }
+    /// A row evaluator specialised to the parameter point `theta`
+    /// ([`PointRows`](crate::solve::problem::PointRows)): the same numbers as
+    /// [`realise`](Self::realise), the row posterior and
+    /// [`complete_mean`](Self::complete_mean), with what does not depend on the row
+    /// computed once. Default `None`: callers go through
+    /// [`point_rows`](crate::solve::problem::point_rows), which then uses the generic row
+    /// functions ([`GenericPointRows`](crate::solve::problem::GenericPointRows)), so a
+    /// model without one works unchanged. [`MixtureOfExperts`](crate::MixtureOfExperts)
+    /// offers one.
+    fn point_rows<'a>(
+        &'a self,
+        theta: &'a [f64],
+    ) -> Option<Box<dyn crate::solve::problem::PointRows + 'a>> {
+        let _ = theta;
+        None
+    }
+    /// The row sums of the complete and missing information at `theta`, computed by the
+    /// model: $\big(\sum_i J_i^\top\nabla^2A(\varphi_i)J_i,\ \sum_i J_i^\top\mathrm{Cov}_{z\mid y_i;\varphi_i}\[T(y_i, z)\]J_i\big)$
+    /// ($n_\theta\times n_\theta$, not divided by $n$), equal up to round-off to the
+    /// per-row sums the diagnostics form from [`realise_jacobian_t`](Self::realise_jacobian_t)
+    /// and [`complete_fisher`](Self::complete_fisher), and the same for any thread count.
+    /// Default `None`: the caller forms the per-row sums. `None` is also the answer for
+    /// anything irregular (a row outside the natural domain), so that the caller's generic
+    /// path reports the error. [`MixtureOfExperts`](crate::MixtureOfExperts) computes them
+    /// as weighted Gram products.
+    fn information_sums(
+        &self,
+        data: &crate::data::Dataset,
+        theta: &[f64],
+    ) -> Option<(faer::Mat<f64>, faer::Mat<f64>)> {
+        let _ = (data, theta);
+        None
+    }
     /// Whether $\varphi_i$ is linear in $\theta$ (then mirror descent needs no projection).
     fn is_linear(&self) -> bool {
         false

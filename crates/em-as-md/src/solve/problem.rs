@@ -90,11 +90,11 @@ pub struct RowObservation {
     /// $(y_1, \dots, y_q, z)$: the family's observation layout.
     obs: Vec<f64>,
     /// $T(y, z)$ for $z = 0, \dots, K-1$ ($K \times p$; zero outside the support).
-    t: Vec<f64>,
+    pub(crate) t: Vec<f64>,
     /// $\log h(y, z)$ (unused outside the support).
-    log_h: Vec<f64>,
+    pub(crate) log_h: Vec<f64>,
     /// Whether $(y, z)$ is in the support.
-    support: Vec<bool>,
+    pub(crate) support: Vec<bool>,
 }
 
 impl RowObservation {
@@ -248,6 +248,86 @@ fn posterior_given<M: ConditionalFamily + ?Sized>(
         }
     }
     Ok(log_num - a)
+}
+
+/// The row quantities of **one parameter point** $\theta$, for passes that evaluate many
+/// points on every row (the diagnostics' batched Bregman ratios): per row $i$,
+/// $\varphi_i(\theta)$, the posterior $p(z\mid y_i;\varphi_i)$, $\mathbb E_{\text{post}}\[T(y_i, z)\]$,
+/// $A(\varphi_i)$ and $\log p(y_i\mid x_i;\theta) = \log\sum_z h(y_i,z)e^{\langle T(y_i,z),\varphi_i\rangle} - A(\varphi_i)$
+/// ([`posterior`](Self::posterior)), and on demand $\nabla A(\varphi_i)$
+/// ([`mean`](Self::mean)). Built once per point by [`point_rows`], which gives the
+/// model's own evaluator ([`ConditionalFamily::point_rows`], e.g. the mixture of
+/// experts') or the generic one ([`GenericPointRows`]). Every evaluator gives the numbers
+/// of the generic row functions up to round-off, and their errors: a model's evaluator
+/// hoists what does not depend on the row and skips recomputation (the mixture's gives
+/// the same bits except for the posterior probabilities, which it takes from the
+/// log-sum-exp's exponentials, so they and $\mathbb E_{\text{post}}\[T\]$ may differ in
+/// the last bits).
+pub trait PointRows: Send + Sync {
+    /// Row `row` (features `x`, target terms `ob` set for its $y$): writes $\varphi_i$ into
+    /// `s.phi`, the posterior into `s.resp`, $\mathbb E_{\text{post}}\[T\]$ into
+    /// `s.post_stats`, $A(\varphi_i)$ into `s.log_partition`, and returns
+    /// $\log p(y_i\mid x_i;\theta)$; `s.work` may keep state for [`mean`](Self::mean).
+    ///
+    /// # Errors
+    /// As [`ConditionalFamily::realise`] followed by [`row_posterior_given`].
+    fn posterior(
+        &self,
+        x: &[f64],
+        ob: &RowObservation,
+        row: usize,
+        s: &mut RowScratch,
+    ) -> Result<f64>;
+    /// $\nabla A(\varphi_i)$ into `s.mean`, for the $\varphi_i$ of the last successful
+    /// [`posterior`](Self::posterior) call on the same `s` (call it right after).
+    ///
+    /// # Errors
+    /// As [`ConditionalFamily::complete_mean`].
+    fn mean(&self, s: &mut RowScratch) -> Result<()>;
+}
+
+/// The generic [`PointRows`] of any model: [`ConditionalFamily::realise`] and
+/// [`row_posterior_given`], then [`ConditionalFamily::complete_mean`].
+pub struct GenericPointRows<'a, M: ?Sized> {
+    model: &'a M,
+    theta: &'a [f64],
+}
+
+impl<'a, M: ConditionalFamily + ?Sized> GenericPointRows<'a, M> {
+    /// The point `theta` of `model` (its length is the caller's to check).
+    pub fn new(model: &'a M, theta: &'a [f64]) -> Self {
+        GenericPointRows { model, theta }
+    }
+}
+
+impl<M: ConditionalFamily + ?Sized> PointRows for GenericPointRows<'_, M> {
+    fn posterior(
+        &self,
+        x: &[f64],
+        ob: &RowObservation,
+        row: usize,
+        s: &mut RowScratch,
+    ) -> Result<f64> {
+        self.model.realise(self.theta, x, &mut s.phi);
+        row_posterior_given(self.model, ob, row, s)
+    }
+    fn mean(&self, s: &mut RowScratch) -> Result<()> {
+        self.model
+            .complete_mean(&s.phi, &mut s.mean, &mut s.work)
+            .map_err(Into::into)
+    }
+}
+
+/// The [`PointRows`] of `model` at `theta`: the model's own
+/// ([`ConditionalFamily::point_rows`]) when it offers one, otherwise [`GenericPointRows`].
+/// `theta` must have [`ConditionalFamily::n_params`] values (not checked here).
+pub fn point_rows<'a, M: ConditionalFamily + ?Sized>(
+    model: &'a M,
+    theta: &'a [f64],
+) -> Box<dyn PointRows + 'a> {
+    model
+        .point_rows(theta)
+        .unwrap_or_else(|| Box::new(GenericPointRows::new(model, theta)))
 }
 
 impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {

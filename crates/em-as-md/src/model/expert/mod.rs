@@ -244,6 +244,18 @@ pub trait Expert: Send + Sync + std::fmt::Debug {
     fn gaussian_regression(&self) -> Option<&dyn GaussianRegression> {
         None
     }
+    /// One expert block prepared for evaluation on many rows ([`PreparedExpert`]): what
+    /// does not depend on the row (e.g. $\log\sigma^2$ of a linear-Gaussian expert) is
+    /// computed once here. Used by the mixture's batched row evaluator
+    /// ([`ConditionalFamily::point_rows`](crate::ConditionalFamily::point_rows)). Default
+    /// `None`: the mixture then evaluates the block through [`natural`](Self::natural) and
+    /// the family's `log_partition` and `mean` ([`FamilyPrepared`]); [`LinearGaussian`]
+    /// offers it. An override must give the same numbers as those functions (the
+    /// certificate's fast paths are tested bit for bit against the generic ones).
+    fn prepare<'a>(&'a self, params: &'a [f64]) -> Option<Box<dyn PreparedExpert + 'a>> {
+        let _ = params;
+        None
+    }
     /// The Gaussian-mixture capability, for experts with $y \mid z = k \sim N(m_k, \Sigma_k)$
     /// not depending on $x$ ([`GaussianClusters`]): the mixture's E-step then evaluates
     /// the row densities by Cholesky factors of the precisions and merges weighted
@@ -293,6 +305,49 @@ pub trait Expert: Send + Sync + std::fmt::Debug {
             1 => vec!["mean".into()],
             m => (0..m).map(|j| format!("mean_{j}")).collect(),
         }
+    }
+}
+
+/// An expert block $\vartheta$ prepared for many rows ([`Expert::prepare`]): row by row,
+/// the natural parameter $\eta(x) = \eta(x;\vartheta)$ with $A_F(\eta(x))$, and
+/// $\nabla A_F(\eta(x))$. `None` means "outside the natural domain or not finite": the
+/// caller then falls back to the generic functions, which report the error.
+pub trait PreparedExpert: Send + Sync {
+    /// Writes $\eta(x)$ into `eta` (length $p$) and returns $A_F(\eta(x))$, or `None`
+    /// when $\eta(x)$ is outside $F$'s natural domain or $A_F$ is not finite.
+    fn natural_and_log_partition(&self, x: &[f64], eta: &mut [f64]) -> Option<f64>;
+    /// $\nabla A_F(\eta)$ into `mu` (length $p$) for an $\eta$ written by
+    /// [`natural_and_log_partition`](Self::natural_and_log_partition); `None` when it
+    /// is not finite or the family's `mean` fails.
+    fn mean(&self, eta: &[f64], mu: &mut [f64]) -> Option<()>;
+}
+
+/// The generic [`PreparedExpert`] of any expert: [`Expert::natural`], then the family's
+/// `in_natural_domain` and `log_partition`, and its `mean` (nothing is hoisted; the
+/// numbers are those of the generic row functions).
+pub struct FamilyPrepared<'a> {
+    expert: &'a dyn Expert,
+    params: &'a [f64],
+}
+
+impl<'a> FamilyPrepared<'a> {
+    /// The block `params` of `expert`.
+    pub fn new(expert: &'a dyn Expert, params: &'a [f64]) -> Self {
+        FamilyPrepared { expert, params }
+    }
+}
+
+impl PreparedExpert for FamilyPrepared<'_> {
+    fn natural_and_log_partition(&self, x: &[f64], eta: &mut [f64]) -> Option<f64> {
+        self.expert.natural(self.params, x, eta);
+        let fam = self.expert.family();
+        if !fam.in_natural_domain(eta) {
+            return None;
+        }
+        fam.log_partition(eta).ok().filter(|a| a.is_finite())
+    }
+    fn mean(&self, eta: &[f64], mu: &mut [f64]) -> Option<()> {
+        self.expert.family().mean(eta, mu).ok()
     }
 }
 

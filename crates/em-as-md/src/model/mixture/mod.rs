@@ -30,6 +30,8 @@
 //! then the $K$ expert blocks of [`Expert::n_params`]$(d)$ values each.
 
 mod family;
+mod information;
+mod rows;
 pub(crate) mod steps;
 
 pub use family::MixtureFamily;
@@ -472,6 +474,33 @@ impl ConditionalFamily for MixtureOfExperts {
             let s = gl + c * el;
             self.expert.natural_vjp(block, x, mu, &mut grad[s..s + el]);
         }
+    }
+    /// The mixture's own evaluator: each $A_F(\eta_k(x_i))$ once per row (not three
+    /// times), $A(\varphi_i)$ and $\rho$ from one set of exponentials, the posterior from
+    /// the log-sum-exp's exponentials, the expert's [`Expert::prepare`]d constants; the
+    /// generic functions for anything irregular (so the same errors). `None` for a
+    /// `theta` of the wrong length.
+    fn point_rows<'a>(
+        &'a self,
+        theta: &'a [f64],
+    ) -> Option<Box<dyn crate::solve::problem::PointRows + 'a>> {
+        rows::MixtureRows::new(self, theta)
+            .map(|r| Box::new(r) as Box<dyn crate::solve::problem::PointRows + 'a>)
+    }
+    /// Weighted Gram products over row chunks: with $J_i = C_iE_i$ ($E_i$ the expansion of
+    /// each parameter block by $x_i$ or 1), $\sum_iJ_i^\top H_iJ_i$ is, per pair of blocks,
+    /// $\sum_i G_i[b, b']\,x_ix_i^\top$ with closed-form $G_i = C_i^\top H_iC_i$ (for
+    /// $\nabla^2A$: the gate's multinomial information and $\rho_k\nabla^2A_F(\eta_k)$ per
+    /// expert; for $\mathrm{Cov}_{\text{post}}$: $(r_k\delta_{kl} - r_kr_l)$ times the
+    /// complete-data scores). `None` for a Gaussian-cluster expert
+    /// (its natural parameter is not in the default layout), a wrong-length `theta`, data
+    /// of the wrong shape, or a row outside the natural domain.
+    fn information_sums(
+        &self,
+        data: &crate::data::Dataset,
+        theta: &[f64],
+    ) -> Option<(faer::Mat<f64>, faer::Mat<f64>)> {
+        self.information_sums_gram(data, theta)
     }
     /// [`MixtureFamily::work_len`], and at least $3p$ + `n_params()` for
     /// [`realise_jacobian_t`](ConditionalFamily::realise_jacobian_t).
