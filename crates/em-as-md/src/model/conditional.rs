@@ -72,7 +72,9 @@ pub trait ConditionalFamily: Send + Sync {
     /// Default `None`: the caller forms the per-row sums. `None` is also the answer for
     /// anything irregular (a row outside the natural domain), so that the caller's generic
     /// path reports the error. [`MixtureOfExperts`](crate::MixtureOfExperts) computes them
-    /// as weighted Gram products.
+    /// as weighted Gram products when its expert has the GLM parameter layout (taking
+    /// its `natural` to be the GLM map, as [`glm_newton`](crate::model::expert::glm_newton)
+    /// does), and answers `None` otherwise.
     fn information_sums(
         &self,
         data: &crate::data::Dataset,

@@ -153,6 +153,8 @@ impl MixtureOfExperts {
             || data.d() != self.n_features()
             || data.q() != expert.family().obs_dim()
             || expert.gaussian_clusters().is_some()
+            // The Gram blocks are the GLM map's Jacobian, as `glm_newton` assumes it.
+            || crate::model::expert::check_glm_layout(expert.as_ref(), data.d()).is_err()
         {
             return None;
         }
