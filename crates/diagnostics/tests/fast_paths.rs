@@ -14,7 +14,7 @@
 //! * the ratios, the information and the curvature term for 1, 2 and 3 threads, bit for bit.
 
 use diagnostics::information::{curvature_term, information, InformationMatrices};
-use diagnostics::ratios::{bregman_ratio, bregman_ratios, PairRatio};
+use diagnostics::ratios::{bregman_ratio, bregman_ratios};
 use diagnostics::stderr::{standard_errors, standard_errors_from_information};
 use diagnostics::DiagnosticsError;
 use em_as_md::solve::problem::{row_posterior, RowScratch};
@@ -25,6 +25,8 @@ use faer::Mat;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
+
+mod common;
 
 fn moe_instance(seed: u64, n: usize) -> (MixtureOfExperts, Dataset, Vec<f64>) {
     let model =
@@ -357,33 +359,5 @@ fn batched_passes_are_identical_for_any_thread_count() {
         .map(|s| truth.iter().map(|v| v * (1.0 + 0.03 * s as f64)).collect())
         .collect();
     let pairs = [(1, 0), (0, 1), (2, 1), (3, 0), (3, 2)];
-    let run = || {
-        let ratios: Vec<PairRatio> = bregman_ratios(&p, &points, &pairs)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.unwrap())
-            .collect();
-        let info = information(&p, &points[1], true).unwrap();
-        let bits = |m: &Mat<f64>| -> Vec<u64> {
-            (0..m.ncols())
-                .flat_map(|j| (0..m.nrows()).map(move |i| m[(i, j)].to_bits()))
-                .collect()
-        };
-        (
-            ratios,
-            bits(&info.complete),
-            bits(&info.missing),
-            bits(&info.curvature),
-        )
-    };
-    let pool = |t: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build()
-            .unwrap()
-            .install(run)
-    };
-    let one = pool(1);
-    assert_eq!(one, pool(2));
-    assert_eq!(one, pool(3));
+    common::same_on_1_2_3_threads(&p, &points, &pairs);
 }

@@ -27,6 +27,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
 
+mod common;
+
 /// The mixture through the generic paths only: every row function forwarded, neither
 /// `point_rows` nor `information_sums` offered.
 struct Generic<'a>(&'a MixtureOfExperts);
@@ -302,34 +304,6 @@ fn model_fast_paths_are_identical_for_any_thread_count() {
         let p = Problem::new(&model, &data).unwrap();
         let pts = points(&truth);
         let pairs = [(1, 0), (0, 1), (2, 1), (3, 0), (4, 2)];
-        let run = || {
-            let ratios: Vec<_> = bregman_ratios(&p, &pts, &pairs)
-                .unwrap()
-                .into_iter()
-                .map(|r| r.unwrap())
-                .collect();
-            let info = information(&p, &pts[1], true).unwrap();
-            let bits = |m: &Mat<f64>| -> Vec<u64> {
-                (0..m.ncols())
-                    .flat_map(|j| (0..m.nrows()).map(move |i| m[(i, j)].to_bits()))
-                    .collect()
-            };
-            (
-                ratios,
-                bits(&info.complete),
-                bits(&info.missing),
-                bits(&info.curvature),
-            )
-        };
-        let pool = |t: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-                .install(run)
-        };
-        let one = pool(1);
-        assert_eq!(one, pool(2));
-        assert_eq!(one, pool(3));
+        common::same_on_1_2_3_threads(&p, &pts, &pairs);
     }
 }

@@ -63,7 +63,7 @@ pub struct PredictData {
 /// its extension, [`read_columns_at`]) for prediction:
 /// the `features` (required) and the `target` (required when `target_required`, else
 /// read when present), with an intercept column prepended when `intercept`. Only these
-/// columns are parsed ([`read_columns`]), so a wide file costs the columns used.
+/// columns are parsed ([`read_columns_at`]), so a wide file costs the columns used.
 ///
 /// # Errors
 /// [`DataError`] naming file, line and column (not a regular file, not CSV, missing

@@ -730,8 +730,9 @@ fn glm_pass<E: Expert + ?Sized>(
 }
 
 /// One Newton round of an expert's weighted fit over the rows of `data` (all of them, or
-/// a shard's): the sums of [`glm_pass`] at `params` with per-row `weights`, as
-/// [`NewtonSums`] (the gradient and Hessian as `need` asks). Through
+/// a shard's), the default of [`Expert::weighted_round`]: one pass of the family's per-row
+/// moments at `params` with per-row `weights`, summed as [`NewtonSums`] (the gradient
+/// and the lower triangle of the Hessian as `need` asks). Through
 /// [`NewtonSums::eval`] they give the weight-averaged objective
 /// $f(\vartheta) = -Q(\vartheta)/W$, $W = \sum_i w_i$, with
 /// $$ \nabla f = \frac1W\sum_i w_i J_i^\top(\nabla A(\eta_i) - T_i),\qquad
