@@ -36,34 +36,33 @@ fn write_rows(path: &Path, n: usize) {
     }
 }
 
-fn fit_json(path: &Path, extra: &[&str]) -> serde_json::Value {
-    let out = Command::new(bin())
-        .args([
-            "fit",
-            path.to_str().unwrap(),
-            "--target",
-            "y",
-            "--experts",
-            "2",
-        ])
-        .args([
-            "--expert",
-            "linear",
-            "--no-gate",
-            "--tol",
-            "1e-12",
-            "--json",
-            "--quiet",
-        ])
-        .args(extra)
-        .output()
-        .unwrap();
+/// Runs mdem with `args`, which must succeed, and parses its stdout as JSON.
+fn run_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(bin()).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `mdem fit FILE --target y --experts 2 --expert linear --no-gate --tol 1e-12 --json`
+/// plus `extra`.
+fn fit_json(path: &Path, extra: &[&str]) -> serde_json::Value {
+    run_json(&<[&[&str]]>::concat(&[
+        &[
+            "fit",
+            path.to_str().unwrap(),
+            "--target",
+            "y",
+            "--experts",
+            "2",
+        ],
+        &["--expert", "linear", "--no-gate", "--tol", "1e-12"],
+        &["--json", "--quiet"],
+        extra,
+    ]))
 }
 
 #[test]
@@ -218,20 +217,13 @@ fn a_parquet_file_fits_as_the_same_csv_in_memory_and_streamed() {
 
 /// `mdem fit FILE --experts 2 --expert gaussian --tol 1e-12 --json` plus `extra`.
 fn fit_mixture_json(path: &Path, extra: &[&str]) -> serde_json::Value {
-    let out = Command::new(bin())
-        .args(["fit", path.to_str().unwrap(), "--experts", "2"])
-        .args([
+    run_json(&<[&[&str]]>::concat(&[
+        &["fit", path.to_str().unwrap(), "--experts", "2"],
+        &[
             "--expert", "gaussian", "--tol", "1e-12", "--json", "--quiet",
-        ])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+        ],
+        extra,
+    ]))
 }
 
 #[test]

@@ -849,7 +849,7 @@ pub fn glm_fit<E: Expert + ?Sized>(
 pub(crate) type ExpertRound<'r> = dyn FnMut(&[f64], Option<Need>) -> Result<NewtonSums> + 'r;
 
 /// The Newton solve of [`glm_newton`] over `n` rows of total weight `wsum` whose passes
-/// `round` makes: refuses a start outside the natural domain, then
+/// `round` makes ([`glm_solve_by_rounds`] has checked the start):
 /// [`mirror::newton::minimize`] on $f = -(Q - R)/W$ ([`NewtonSums::add_ridge`] with
 /// `ridge` = ($\lambda$, number of penalised leading coordinates), then
 /// [`NewtonSums::eval`]) with the Levenberg shift. The in-memory M-step and the sharded one ([`crate::shard`]) both run this.
@@ -866,11 +866,6 @@ pub(crate) fn glm_newton_by_rounds(
     round: &mut ExpertRound<'_>,
 ) -> Result<InnerStats> {
     let settings = newton_settings(budget.tol, budget.max_iter)?.with_shift_singular(true);
-    if round(start, None)?.outside {
-        return Err(MoeError::NonFinite {
-            what: "expert log-partition in the M-step",
-        });
-    }
     out.copy_from_slice(start);
     let mut obj = FnObjective::new(start.len(), |x: &[f64], need, ev: &mut EvalOut<'_>| {
         let mut sums = round(x, Some(need))?;
@@ -884,7 +879,8 @@ pub(crate) fn glm_newton_by_rounds(
 }
 
 /// [`glm_fit`]'s solve over `n` rows of total weight `wsum` whose passes `round` makes:
-/// [`glm_newton_by_rounds`] or its L-BFGS counterpart, both on $f = -(Q - R)/W$.
+/// refuses a start outside the natural domain, then [`glm_newton_by_rounds`] or its
+/// L-BFGS counterpart, both on $f = -(Q - R)/W$.
 ///
 /// # Errors
 /// As [`glm_fit`].
@@ -897,6 +893,12 @@ pub(crate) fn glm_solve_by_rounds(
     ridge: (f64, usize),
     round: &mut ExpertRound<'_>,
 ) -> Result<InnerStats> {
+    // A start outside the natural domain is refused before either solver starts.
+    if round(start, None)?.outside {
+        return Err(MoeError::NonFinite {
+            what: "expert log-partition in the M-step",
+        });
+    }
     match solve {
         GlmSolve::Newton(b) => glm_newton_by_rounds(wsum, n, start, out, b, ridge, round),
         GlmSolve::Lbfgs(b) => glm_lbfgs_by_rounds(wsum, n, start, out, b, ridge, round),
@@ -925,11 +927,6 @@ fn glm_lbfgs_by_rounds(
                 "need tol > 0 (finite) and max_iter >= 1, got {} and {}",
                 budget.tol, budget.max_iter
             ),
-        });
-    }
-    if round(start, None)?.outside {
-        return Err(MoeError::NonFinite {
-            what: "expert log-partition in the M-step",
         });
     }
     let solver = crate::inner::lbfgs::Lbfgs {
