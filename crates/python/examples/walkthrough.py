@@ -53,6 +53,14 @@ labels = np.array(["left", "right"])[(X[:, 0] * np.where(z, 1, -1) > 0).astype(i
 clf = MixtureOfExpertsClassifier(n_experts=2, random_state=0).fit(X, labels)
 print(clf.classes_, clf.expert_, clf.predict_proba(X[:3]).round(3), clf.predict(X[:3]))
 
+# 5b. Separable classes: no finite optimum without a ridge, a finite one with it.
+Xs = rng.normal(size=(200, 2))
+ys = (Xs[:, 0] > 0).astype(int)  # separable by x0
+free = MixtureOfExpertsClassifier(n_experts=2, random_state=0).fit(Xs, ys)
+ridged = MixtureOfExpertsClassifier(n_experts=2, ridge=1.0, random_state=0).fit(Xs, ys)
+print(free.converged_, np.abs(free.theta_).max().round(1))
+print(ridged.converged_, np.abs(ridged.theta_).max().round(3), ridged.termination_)
+
 # 6. The figure: L(theta_t) - L* on a log scale, every solver (matplotlib if installed).
 if len(sys.argv) > 1:
     try:

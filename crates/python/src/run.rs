@@ -3,12 +3,13 @@
 
 use crate::fitted::Fit;
 use em_as_md::fit::scaling::Scaling;
+use em_as_md::model::expert::ExpertSpec;
 use em_as_md::model::expert::REG_COVAR;
 use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::model::registry;
 use em_as_md::{
-    Accel, CovarianceType, Dataset, FittedMoe, GaussianCluster, GradientDescent, InitMethod,
-    MirrorDescent, MoeParams, MoeValidParams, Step,
+    Accel, CovarianceType, Dataset, FittedMoe, GateConfig, GaussianCluster, GradientDescent,
+    InitMethod, MirrorDescent, MoeParams, MoeValidParams, Step,
 };
 use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
@@ -102,6 +103,10 @@ pub struct Settings {
     pub seed: u64,
     /// Whether the solvers ran on standardised columns.
     pub standardize: bool,
+    /// Ridge $\lambda$ on the experts' and the gate's coefficients (0: none; absent in
+    /// fits pickled before it existed).
+    #[serde(default)]
+    pub ridge: f64,
 }
 
 impl Settings {
@@ -149,6 +154,60 @@ pub fn design(x: &PyReadonlyArray2<'_, f64>, y: &[f64]) -> PyResult<Dataset> {
     Ok(Dataset::from_rows(xs, d, y, 1)
         .map_err(value_error)?
         .with_intercept())
+}
+
+/// `ridge` checked: finite and $\ge 0$.
+///
+/// # Errors
+/// `ValueError` naming `ridge`.
+pub fn check_ridge(ridge: f64) -> PyResult<()> {
+    if !(ridge.is_finite() && ridge >= 0.0) {
+        return Err(PyValueError::new_err(format!(
+            "invalid value {ridge} for ridge: expected a finite number >= 0"
+        )));
+    }
+    Ok(())
+}
+
+/// The mixture of `n_experts` experts described by `spec` on `d` design columns, with a
+/// softmax gate or constant weights (`gating`) and the ridge $\lambda$ = `ridge` (checked
+/// by [`check_ridge`]) as `mdem fit --ridge` sets it: the experts' `ridge` parameter
+/// (penalty $\tfrac\lambda2\lVert b\rVert^2$ on each expert's coefficients, see
+/// [`em_as_md::Expert::penalty`]) and [`GateConfig::ridge`] for the gate. With
+/// $\lambda = 0$ the description is left as it is, so unridged fits and their files are
+/// unchanged.
+///
+/// # Errors
+/// `ValueError` for a bad `ridge`, an expert whose builder takes no `ridge`, or a model
+/// the library refuses.
+pub fn ridged_mixture(
+    spec: ExpertSpec,
+    n_experts: usize,
+    d: usize,
+    gating: bool,
+    ridge: f64,
+) -> PyResult<MixtureOfExperts> {
+    check_ridge(ridge)?;
+    let spec = if ridge > 0.0 {
+        spec.param("ridge", ridge)
+    } else {
+        spec
+    };
+    let expert = registry::build_expert(&spec).map_err(value_error)?;
+    let gate = if gating {
+        Gating::Softmax
+    } else {
+        Gating::Constant
+    };
+    let model = MixtureOfExperts::new(expert, n_experts, d, gate).map_err(value_error)?;
+    if gating && ridge > 0.0 {
+        let cfg = GateConfig {
+            ridge,
+            ..model.gate_config()
+        };
+        return model.with_gate_config(cfg).map_err(value_error);
+    }
+    Ok(model)
 }
 
 /// The buffer of `x` (C-contiguous, `n × d`) with `n` and `d`.
@@ -222,7 +281,7 @@ pub fn expert_names() -> Vec<String> {
 /// `ValueError` with the library's message for bad settings, bad data (a target outside
 /// the expert's support, too few rows for the model) or a fit that fails in every start.
 #[pyfunction]
-#[pyo3(signature = (x, y, *, expert, n_experts, gating=true, init="auto", n_init=1, tol=1e-8, max_iter=500, solver="squarem", eta=None, seed=0, standardize=true))]
+#[pyo3(signature = (x, y, *, expert, n_experts, gating=true, init="auto", n_init=1, tol=1e-8, max_iter=500, solver="squarem", eta=None, seed=0, standardize=true, ridge=0.0))]
 #[allow(clippy::too_many_arguments)]
 pub fn fit(
     py: Python<'_>,
@@ -239,8 +298,10 @@ pub fn fit(
     eta: Option<f64>,
     seed: u64,
     standardize: bool,
+    ridge: f64,
 ) -> PyResult<Fit> {
     check_tol(tol)?;
+    check_ridge(ridge)?;
     init_method(init)?;
     let settings = Settings {
         expert: expert.to_string(),
@@ -253,6 +314,7 @@ pub fn fit(
         solver: SolverChoice::parse(solver, eta)?,
         seed,
         standardize,
+        ridge,
     };
     let ys = targets(&y)?;
     let xs = &x;
@@ -286,14 +348,8 @@ fn run_fit(s: &Settings, data: Dataset) -> PyResult<(FittedMoe, Option<Scaling>)
             )));
         }
     }
-    let expert = registry::build_expert(&spec).map_err(value_error)?;
     let (n, d) = (data.n(), data.d());
-    let gating = if s.gating {
-        Gating::Softmax
-    } else {
-        Gating::Constant
-    };
-    let model = MixtureOfExperts::new(expert, s.n_experts, d, gating).map_err(value_error)?;
+    let model = ridged_mixture(spec, s.n_experts, d, s.gating, s.ridge)?;
     let p = em_as_md::ConditionalFamily::n_params(&model);
     if s.n_experts > n {
         return Err(PyValueError::new_err(format!(
@@ -369,6 +425,7 @@ pub fn fit_gaussian_mixture(
         solver: SolverChoice::parse(solver, eta)?,
         seed,
         standardize: false,
+        ridge: 0.0,
     };
     let data = points(&x)?;
     let fitted = py.detach(|| run_gaussian_mixture(&settings, cov, reg_covar, &data))?;

@@ -21,12 +21,11 @@
 //! in-memory fit. The Python half is `mdem/dask.py`.
 
 use crate::fitted::Fit;
-use crate::run::{design, targets, value_error, Settings, SolverChoice};
+use crate::run::{design, ridged_mixture, targets, value_error, Settings, SolverChoice};
 use em_as_md::fit::scaling::Scaling;
 use em_as_md::fit::stream::SAMPLE_START;
 use em_as_md::model::expert::ExpertSpec;
-use em_as_md::model::mixture::{Gating, MixtureOfExperts};
-use em_as_md::model::registry;
+use em_as_md::model::mixture::MixtureOfExperts;
 use em_as_md::shard::{Round, ShardStats};
 use em_as_md::solve::em_map::EmMap;
 use em_as_md::solve::executor::Objective;
@@ -58,6 +57,8 @@ pub struct ShardModel {
     classes: Option<usize>,
     /// The moments the scaling was built from, kept for pickling.
     moments: Option<(Vec<f64>, Vec<f64>)>,
+    /// Ridge $\lambda$ of the experts and the gate (0: none).
+    ridge: f64,
 }
 
 /// `theta` as a slice of `want` values.
@@ -75,13 +76,14 @@ fn theta_slice<'a>(theta: &'a PyReadonlyArray1<'_, f64>, want: usize) -> PyResul
 }
 
 impl ShardModel {
-    /// The model of `expert` (with `classes` for a multinomial one).
+    /// The model of `expert` (with `classes` for a multinomial one) and ridge `ridge`.
     fn build_model(
         expert: &str,
         n_experts: usize,
         n_features: usize,
         gating: bool,
         classes: Option<usize>,
+        ridge: f64,
     ) -> PyResult<MixtureOfExperts> {
         if !EXPERTS.contains(&expert) {
             return Err(PyValueError::new_err(format!(
@@ -107,13 +109,7 @@ impl ShardModel {
                 )))
             }
         };
-        let built = registry::build_expert(&spec).map_err(value_error)?;
-        let gating = if gating {
-            Gating::Softmax
-        } else {
-            Gating::Constant
-        };
-        MixtureOfExperts::new(built, n_experts, n_features + 1, gating).map_err(value_error)
+        ridged_mixture(spec, n_experts, n_features + 1, gating, ridge)
     }
 
     /// One partition as the fit's design: the intercept prepended and the scaling
@@ -183,14 +179,16 @@ impl ShardModel {
     /// (`gating`). With `mean` and `var` (the population mean and variance of each of the
     /// `n_features` columns over every row) every partition is standardised as the
     /// estimators standardise their data ([`Scaling::from_moments`]); without them the
-    /// columns are used as they are.
+    /// columns are used as they are. `ridge` is $\lambda$ of the penalty on the experts'
+    /// and the gate's coefficients, as in the in-memory fit ([`ridged_mixture`]).
     ///
     /// # Errors
     /// `ValueError` for an unknown expert, `classes` with another expert or without
-    /// a multinomial one, moments of the wrong length or not finite, or a model the
-    /// library refuses (no experts).
+    /// a multinomial one, moments of the wrong length or not finite, a negative or
+    /// non-finite `ridge`, or a model the library refuses (no experts).
     #[new]
-    #[pyo3(signature = (expert, n_experts, n_features, gating=true, classes=None, mean=None, var=None))]
+    #[pyo3(signature = (expert, n_experts, n_features, gating=true, classes=None, mean=None, var=None, ridge=0.0))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         expert: &str,
         n_experts: usize,
@@ -199,8 +197,9 @@ impl ShardModel {
         classes: Option<usize>,
         mean: Option<Vec<f64>>,
         var: Option<Vec<f64>>,
+        ridge: f64,
     ) -> PyResult<ShardModel> {
-        let model = Self::build_model(expert, n_experts, n_features, gating, classes)?;
+        let model = Self::build_model(expert, n_experts, n_features, gating, classes, ridge)?;
         let moments = match (mean, var) {
             (Some(m), Some(v)) => {
                 if m.len() != n_features || v.len() != n_features {
@@ -238,6 +237,7 @@ impl ShardModel {
             gating,
             classes,
             moments,
+            ridge,
         })
     }
 
@@ -447,6 +447,7 @@ impl ShardModel {
             solver: choice,
             seed,
             standardize: self.scaling.is_some(),
+            ridge: self.ridge,
         };
         // The settings' checks (an unknown init, n_init = 0), as an in-memory fit's.
         settings.params(&self.model)?;
@@ -538,6 +539,7 @@ impl ShardModel {
             Option<usize>,
             Option<Vec<f64>>,
             Option<Vec<f64>>,
+            f64,
         ),
     )> {
         let s = slf.get();
@@ -555,6 +557,7 @@ impl ShardModel {
                 s.classes,
                 mean,
                 var,
+                s.ridge,
             ),
         ))
     }
@@ -649,7 +652,8 @@ impl EmMap for Rounds<'_> {
         let s = self.round(&Round::E {
             theta: theta.to_vec(),
         })?;
-        let l = s.objective()?;
+        // The objective EM decreases: with a ridge, L = (−ℓ + R)/n, as in memory.
+        let l = s.penalised_objective(self.model, theta)?;
         Ok((s, l))
     }
     fn m_step(

@@ -116,6 +116,26 @@ def test_gated_logistic_over_a_cluster_reaches_the_in_memory_optimum(client):
     assert est.score(X, labels) == pytest.approx(mem.score(X, labels))
 
 
+def test_a_ridged_fit_over_a_cluster_reaches_the_in_memory_ridged_optimum(client):
+    # The same penalised objective over partitions as in memory (the ridge travels with
+    # the ShardModel to the workers).
+    X, y = gated_classes(n=2000)
+    mem = MixtureOfExpertsClassifier(n_experts=2, solver="squarem", ridge=3.0, **TIGHT)
+    mem.fit(X, y)
+    est = mdask.fit(
+        MixtureOfExpertsClassifier(n_experts=2, solver="squarem", ridge=3.0, **TIGHT),
+        *chunked(X, y, 500),
+        sample_rows=500,
+    )
+    assert est.converged_
+    assert est.log_likelihood_ == pytest.approx(mem.log_likelihood_, rel=1e-9)
+    assert est.trajectory_[-1] == pytest.approx(mem.trajectory_[-1], rel=1e-9)
+    assert_same_mixture(est, mem, X, y, atol=1e-5)
+    free = MixtureOfExpertsClassifier(n_experts=2, solver="squarem", **TIGHT).fit(X, y)
+    # The ridge is really applied: the penalised optimum is another point.
+    assert free.log_likelihood_ > mem.log_likelihood_ + 1e-6
+
+
 def test_a_fit_is_the_same_bits_on_a_cluster_and_on_threads(client):
     X, y = two_regimes(n=2000, seed=7)
     est = MixtureOfExpertsRegressor(n_experts=2, solver="squarem", random_state=3)

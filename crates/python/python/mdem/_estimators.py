@@ -66,6 +66,16 @@ def _check_solver(solver, eta):
             raise ValueError(f"eta={eta} applies to solver='md' only, not {solver!r}")
 
 
+def _check_ridge(ridge):
+    if (
+        not isinstance(ridge, numbers.Real)
+        or isinstance(ridge, bool)
+        or not np.isfinite(ridge)
+        or ridge < 0
+    ):
+        raise ValueError(f"invalid value {ridge!r} for ridge: expected a finite number >= 0")
+
+
 def _master_seed(random_state):
     """The master seed: ``random_state`` itself when it is an int, 0 for None (fits are
     deterministic), one draw from a ``RandomState`` instance."""
@@ -95,6 +105,7 @@ class _MixtureOfExperts(BaseEstimator):
         _check_int("max_iter", self.max_iter, 1)
         _check_solver(self.solver, self.eta)
         _check_bool("standardize", self.standardize)
+        _check_ridge(self.ridge)
 
     def _seed(self):
         return _master_seed(self.random_state)
@@ -115,6 +126,7 @@ class _MixtureOfExperts(BaseEstimator):
             eta=None if self.eta is None else float(self.eta),
             seed=self._seed(),
             standardize=bool(self.standardize),
+            ridge=float(self.ridge),
         )
         # Kept (a reference, not a copy) for certificate() and em_md_gap() without data.
         return self._adopt(fit, expert, (X, y))
@@ -225,6 +237,13 @@ class MixtureOfExpertsRegressor(RegressorMixin, _MixtureOfExperts):
     standardize : bool, default=True
         Run the solvers on standardised columns (an exact reparametrisation; the
         parameters are reported in the data's units).
+    ridge : float, default=0.0
+        Ridge penalty ``ridge / 2 * ||b||^2`` on every expert's and the gate's
+        coefficients (on the columns the solvers run on, so standardised by default), as
+        ``mdem fit --ridge``: the fit maximises the penalised log-likelihood. It gives
+        separable classes and saturated gates a finite optimum. ``log_likelihood_`` is
+        the unpenalised log-likelihood at that optimum; ``trajectory_`` is the penalised
+        one. ``solver="md"`` refuses a ridge.
     random_state : int, RandomState instance or None, default=None
         Master seed of the starts; None means seed 0 (fits are deterministic).
 
@@ -262,6 +281,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _MixtureOfExperts):
         solver="squarem",
         eta=None,
         standardize=True,
+        ridge=0.0,
         random_state=None,
     ):
         self.n_experts = n_experts
@@ -274,6 +294,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _MixtureOfExperts):
         self.solver = solver
         self.eta = eta
         self.standardize = standardize
+        self.ridge = ridge
         self.random_state = random_state
 
     def fit(self, X, y):
@@ -331,6 +352,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _MixtureOfExperts):
         solver="squarem",
         eta=None,
         standardize=True,
+        ridge=0.0,
         random_state=None,
     ):
         self.n_experts = n_experts
@@ -343,6 +365,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _MixtureOfExperts):
         self.solver = solver
         self.eta = eta
         self.standardize = standardize
+        self.ridge = ridge
         self.random_state = random_state
 
     def fit(self, X, y):

@@ -138,6 +138,7 @@ def fit(estimator, X, y, *, sample_rows=DEFAULT_SAMPLE_ROWS, start=None,
         len(classes) if expert == "multinomial" else None,
         mean if estimator.standardize else None,
         var if estimator.standardize else None,
+        ridge=float(estimator.ridge),
     )
     if n < model.n_params:
         raise ValueError(
