@@ -361,6 +361,27 @@ fn fit_diabetes_json_has_the_required_keys() {
         lap("fit_em_iterations") > 0.0 && lap("fit_starts") >= 0.0,
         "{t}"
     );
+    // A gated fit's extra start is the ungated fit: EM iterations inside the starts.
+    assert!(
+        lap("fit_start_em_iterations") > 0.0 && lap("fit_start_em_iterations") <= lap("fit_starts"),
+        "{t}"
+    );
+    let ungated = fit_json(&[
+        &data("diabetes.csv"),
+        "--target",
+        "y",
+        "--experts",
+        "2",
+        "--expert",
+        "linear",
+        "--no-gate",
+        "--max-iter",
+        "50",
+    ]);
+    assert_eq!(
+        ungated["seconds_by_phase"]["fit_start_em_iterations"].as_f64(),
+        Some(0.0)
+    );
 }
 
 /// Solves the normal equations of least squares by Gaussian elimination (independent of

@@ -324,6 +324,7 @@ fn fit_minibatch(
             retry_errors: Vec::new(),
             seconds: seconds - start_seconds,
             start_seconds,
+            start_em_seconds: 0.0,
         }],
     };
     FittedMoe::new(

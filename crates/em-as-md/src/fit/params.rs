@@ -574,7 +574,7 @@ impl MoeValidParams {
             return start_from(model, data, &self.0.init.for_restart(index), &mut rng);
         }
         if index == self.0.n_init && self.ungated_applies(data) {
-            return self.ungated_theta0(model, data);
+            return self.ungated_theta0(model, data).map(|(theta, _)| theta);
         }
         Err(MoeError::InvalidParam {
             name: "index",
@@ -599,7 +599,10 @@ impl MoeValidParams {
     /// The ungated fit's optimum as gated parameters ([`gated_from_ungated`]). The
     /// ungated fit has these settings with [`Gating::Constant`] (the same starts, seed and
     /// limits).
-    fn ungated_theta0(&self, model: &MixtureOfExperts, data: &Dataset) -> Result<Vec<f64>> {
+    ///
+    /// Also returns the seconds of the ungated fit's EM iterations
+    /// ([`FitReport::em_seconds`](crate::fit::predict::FitReport::em_seconds)).
+    fn ungated_theta0(&self, model: &MixtureOfExperts, data: &Dataset) -> Result<(Vec<f64>, f64)> {
         // Observers watch the gated restarts only (their indices are the gated fit's).
         let ungated = MoeValidParams(MoeParams {
             gating: Gating::Constant,
@@ -608,12 +611,14 @@ impl MoeValidParams {
             ..self.0.clone()
         });
         let fitted = ungated.fit(data)?;
-        gated_from_ungated(model, fitted.model(), fitted.theta(), data)?.ok_or_else(|| {
-            MoeError::InvalidParam {
-                name: "gating",
-                reason: "the data have no constant column for the ungated start".into(),
-            }
-        })
+        let theta =
+            gated_from_ungated(model, fitted.model(), fitted.theta(), data)?.ok_or_else(|| {
+                MoeError::InvalidParam {
+                    name: "gating",
+                    reason: "the data have no constant column for the ungated start".into(),
+                }
+            })?;
+        Ok((theta, fitted.report().em_seconds()))
     }
 
     /// Restart `index` on its own, as [`fit`](Self::fit) runs it: $\theta_0$ from
@@ -859,6 +864,10 @@ impl MoeValidParams {
             .ungated_applies(data)
             .then(|| self.ungated_theta0(&model, data));
         let ungated_seconds = ungated_clock.elapsed().as_secs_f64();
+        let ungated_em = match &ungated {
+            Some(Ok((_, em))) => *em,
+            _ => 0.0,
+        };
         let n_runs = p.n_init + usize::from(ungated.is_some());
         // Each run with its wall clock: (result, retry errors, seconds before its EM).
         let runs: Vec<(Result<FitResult>, Vec<String>, f64)> = (0..n_runs)
@@ -866,7 +875,7 @@ impl MoeValidParams {
             .map(|r| {
                 let run_clock = Instant::now();
                 let (run, failed) = match (&ungated, r == p.n_init) {
-                    (Some(Ok(theta0)), true) => (
+                    (Some(Ok((theta0, _))), true) => (
                         self.run_from(&model, data, r, theta0.clone(), make),
                         Vec::new(),
                     ),
@@ -890,29 +899,34 @@ impl MoeValidParams {
         let restarts: Vec<RestartSummary> = runs
             .iter()
             .enumerate()
-            .map(|(index, (r, retry_errors, start_seconds))| match r {
-                Ok(f) => RestartSummary {
-                    index,
-                    init: strategy(index),
-                    log_likelihood: Some(-n * f.best.objective),
-                    termination: Some(f.termination),
-                    iterations: f.state.iter,
-                    error: None,
-                    retry_errors: retry_errors.clone(),
-                    seconds: f.seconds,
-                    start_seconds: *start_seconds,
-                },
-                Err(e) => RestartSummary {
-                    index,
-                    init: strategy(index),
-                    log_likelihood: None,
-                    termination: None,
-                    iterations: 0,
-                    error: Some(e.to_string()),
-                    retry_errors: retry_errors.clone(),
-                    seconds: 0.0,
-                    start_seconds: *start_seconds,
-                },
+            .map(|(index, (r, retry_errors, start_seconds))| {
+                let start_em_seconds = if index == p.n_init { ungated_em } else { 0.0 };
+                match r {
+                    Ok(f) => RestartSummary {
+                        index,
+                        init: strategy(index),
+                        log_likelihood: Some(-n * f.best.objective),
+                        termination: Some(f.termination),
+                        iterations: f.state.iter,
+                        error: None,
+                        retry_errors: retry_errors.clone(),
+                        seconds: f.seconds,
+                        start_seconds: *start_seconds,
+                        start_em_seconds,
+                    },
+                    Err(e) => RestartSummary {
+                        index,
+                        init: strategy(index),
+                        log_likelihood: None,
+                        termination: None,
+                        iterations: 0,
+                        error: Some(e.to_string()),
+                        retry_errors: retry_errors.clone(),
+                        seconds: 0.0,
+                        start_seconds: *start_seconds,
+                        start_em_seconds,
+                    },
+                }
             })
             .collect();
         let mut best: Option<(usize, &FitResult)> = None;

@@ -101,6 +101,13 @@ pub struct RestartSummary {
     /// attempts that failed before it.
     #[serde(default)]
     pub start_seconds: f64,
+    /// Of [`start_seconds`](Self::start_seconds), the EM iterations run to build the
+    /// start: for the [`UNGATED_START`](crate::fit::UNGATED_START) the ungated fit's
+    /// ([`FitReport::em_seconds`] of that fit), 0 for the other strategies (whose
+    /// short runs, as short-EM's, count as building the start). With
+    /// [`seconds`](Self::seconds) it is every EM iteration this restart cost.
+    #[serde(default)]
+    pub start_em_seconds: f64,
 }
 
 impl RestartSummary {
@@ -184,6 +191,7 @@ impl FitReport {
                 retry_errors: Vec::new(),
                 seconds: result.seconds,
                 start_seconds,
+                start_em_seconds: 0.0,
             }],
         }
     }
@@ -193,6 +201,13 @@ impl FitReport {
     /// fit's fixed costs are measured.
     pub fn em_seconds(&self) -> f64 {
         self.restarts.iter().map(|r| r.seconds).sum()
+    }
+
+    /// Seconds of the EM iterations run to build starts (the ungated fit behind a gated
+    /// fit's extra start), summed over the restarts ([`RestartSummary::start_em_seconds`]);
+    /// part of [`start_seconds`](Self::start_seconds).
+    pub fn start_em_seconds(&self) -> f64 {
+        self.restarts.iter().map(|r| r.start_em_seconds).sum()
     }
 
     /// Seconds spent building starts, summed over the restarts

@@ -56,6 +56,7 @@ pub fn untimed(
         .map(|r| em_as_md::fit::predict::RestartSummary {
             seconds: 0.0,
             start_seconds: 0.0,
+            start_em_seconds: 0.0,
             ..r.clone()
         })
         .collect()
