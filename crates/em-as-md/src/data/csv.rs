@@ -1,7 +1,9 @@
 //! Loading a data set from a CSV file with a header row, and checking it before a fit.
 //!
-//! [`load_csv`] reads the file with the `csv` crate, selects the target column and the
-//! feature columns by name, and builds a [`Dataset`] (with the intercept
+//! [`load_csv`] reads the file in blocks (split by hand and parsed with `fast_float2` when a
+//! block has no quote character; by the `csv` crate otherwise, and whenever a block has
+//! something to report, so values and messages are the `csv` crate's), selects the target
+//! column and the feature columns by name, and builds a [`Dataset`] (with the intercept
 //! column prepended when asked). Everything that would make a fit meaningless or
 //! numerically impossible is refused with a [`DataError`] whose `Display` is **one line**
 //! naming the file, the line, the column and what was expected, so the command line can
@@ -46,6 +48,7 @@
 use super::blocks::{Block, Blocks, NotTextError, BLOCK_BYTES};
 use crate::Dataset;
 use faer::{Mat, MatRef};
+use memchr::memchr;
 use rayon::prelude::*;
 use std::fmt;
 use std::io::Read;
@@ -733,11 +736,16 @@ pub(crate) fn read_rows<R: Read + Send, E: From<DataError>>(
     let mut in_file_order: Vec<(usize, usize)> =
         chosen.iter().enumerate().map(|(k, &j)| (j, k)).collect();
     in_file_order.sort_unstable();
+    let mut slot = vec![NOT_SELECTED; header.len()];
+    for &(j, k) in &in_file_order {
+        slot[j] = k;
+    }
     let rows = RowParser {
         file: &file,
         header: &header,
         in_file_order: &in_file_order,
         n_selected: chosen.len(),
+        slot: &slot,
     };
     // The first block's records follow its header on the same reader; later blocks are
     // parsed in parallel, a batch at a time, and appended in file order so the first bad
@@ -760,7 +768,12 @@ pub(crate) fn read_rows<R: Read + Send, E: From<DataError>>(
                 pending
                     .blocks
                     .par_iter()
-                    .map(|b| rows.parse(csv_reader(&b.bytes, false), b, 0))
+                    .map(|b| match rows.parse_plain(b) {
+                        Some(p) => Ok(p),
+                        // Quotes, or something to report: the `csv` crate's path, whose
+                        // values and errors are the reference.
+                        None => rows.parse(csv_reader(&b.bytes, false), b, 0),
+                    })
                     .collect::<Vec<_>>()
             },
             || more.then(|| Batch::read(&mut blocks, batch, &file)),
@@ -829,9 +842,99 @@ struct RowParser<'a> {
     /// `(column in the file, index among the selected)`, in file order.
     in_file_order: &'a [(usize, usize)],
     n_selected: usize,
+    /// For each column of the file, its index among the selected, or [`NOT_SELECTED`].
+    slot: &'a [usize],
+}
+
+/// [`RowParser::slot`] of a column that is not parsed.
+const NOT_SELECTED: usize = usize::MAX;
+
+/// `cell` without the leading and trailing bytes `str::trim` removes from ASCII text.
+fn trim_ascii_cell(cell: &[u8]) -> &[u8] {
+    // `u8::is_ascii_whitespace` leaves out the vertical tab, which `str::trim` removes.
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
+    let start = cell.iter().position(|b| !ws(b)).unwrap_or(cell.len());
+    let end = cell.iter().rposition(|b| !ws(b)).map_or(start, |e| e + 1);
+    &cell[start..end]
+}
+
+/// A finite number from a cell of ASCII text, `None` for anything else (the caller then
+/// takes the reference path). `fast_float2` accepts the grammar of `str::parse::<f64>`
+/// (sign, digits, optional fraction and exponent; tested against it) and rounds
+/// correctly, so the value is the same bits.
+fn parse_plain_cell(cell: &[u8]) -> Option<f64> {
+    fast_float2::parse::<f64, _>(trim_ascii_cell(cell))
+        .ok()
+        .filter(|v| v.is_finite())
 }
 
 impl RowParser<'_> {
+    /// The fast path for a block without a quote character: records are the lines
+    /// (split at `\n`, one trailing `\r` dropped, empty lines skipped, as the `csv` crate
+    /// does), fields are split at commas and the selected ones parsed from the bytes,
+    /// with no per-record allocation. `None` as soon as anything is not plain — a quote,
+    /// bytes that are not UTF-8, a lone `\r` (a record end to the `csv` crate), a ragged
+    /// row, a cell that is not a finite number — so the block is parsed again by
+    /// [`RowParser::parse`], whose values and errors are the reference. On `Some`, the
+    /// result is that of [`RowParser::parse`] (tested on random and adversarial text).
+    fn parse_plain(&self, block: &Block) -> Option<Parsed> {
+        let bytes = &block.bytes[..];
+        if memchr(b'"', bytes).is_some() || std::str::from_utf8(bytes).is_err() {
+            return None;
+        }
+        let rows = block.n_newlines() + 1;
+        let mut out = Parsed {
+            values: (0..self.n_selected)
+                .map(|_| Vec::with_capacity(rows))
+                .collect(),
+            lines: Vec::with_capacity(rows),
+            bytes: bytes.len(),
+        };
+        let mut line = block.first_line;
+        let mut start = 0;
+        while start < bytes.len() {
+            let end = memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |e| start + e);
+            let mut record = &bytes[start..end];
+            if let [head @ .., b'\r'] = record {
+                record = head;
+            }
+            if !record.is_empty() {
+                self.plain_record(record, &mut out.values)?;
+                out.lines.push(line);
+            }
+            line += 1;
+            start = end + 1;
+        }
+        Some(out)
+    }
+
+    /// Appends the selected cells of one unquoted record (no line break) to `values`;
+    /// `None` if it has a `\r`, another width than the header, or a cell that is not a
+    /// finite number.
+    fn plain_record(&self, record: &[u8], values: &mut [Vec<f64>]) -> Option<()> {
+        let mut field = 0;
+        let mut rest = record;
+        loop {
+            let end = rest
+                .iter()
+                .position(|&b| b == b',' || b == b'\r')
+                .unwrap_or(rest.len());
+            if rest.get(end) == Some(&b'\r') {
+                return None;
+            }
+            let k = *self.slot.get(field)?;
+            if k != NOT_SELECTED {
+                values[k].push(parse_plain_cell(&rest[..end])?);
+            }
+            field += 1;
+            if end == rest.len() {
+                break;
+            }
+            rest = &rest[end + 1..];
+        }
+        (field == self.slot.len()).then_some(())
+    }
+
     /// The rows `rdr` reads from `block` (whose bytes start `base` bytes into the block).
     fn parse(
         &self,
@@ -1641,6 +1744,151 @@ mod tests {
                     .unwrap_err()
                     .to_string();
                 assert_eq!(e, e_whole, "block {block}");
+            }
+        }
+    }
+
+    #[test]
+    fn plain_cells_parse_as_str_parse_does() {
+        // Random short strings over the characters of numbers and their look-alikes:
+        // whenever the fast parser gives a value, `str::parse` on the trimmed text gives
+        // the same bits, and the reverse (no plain number is sent the slow way).
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let alphabet = b"0123456789.eE+-_ \t\x0bxinfatyINFAY,";
+        for _ in 0..200_000 {
+            let len = rng.random_range(0..9);
+            let cell: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect();
+            let text = std::str::from_utf8(&cell).unwrap();
+            let reference = text.trim().parse::<f64>().ok().filter(|v| v.is_finite());
+            let fast = parse_plain_cell(&cell);
+            assert_eq!(
+                fast.map(f64::to_bits),
+                reference.map(f64::to_bits),
+                "{text:?}"
+            );
+        }
+        // Long mantissas, extreme exponents and halfway cases round the same.
+        for text in [
+            "0.1000000000000000055511151231257827021181583404541015625",
+            "2.2250738585072011e-308",
+            "4.9e-324",
+            "1.7976931348623157e308",
+            "9007199254740993",
+            "123456789012345678901234567890e-10",
+            "1e-400",
+            "-0",
+        ] {
+            assert_eq!(
+                parse_plain_cell(text.as_bytes()).map(f64::to_bits),
+                text.parse::<f64>().ok().map(f64::to_bits),
+                "{text}"
+            );
+        }
+    }
+
+    /// Text without quotes but with what a hand-written splitter can get wrong: CRLF and
+    /// LF line ends, blank lines (empty and a lone `\r`), a lone `\r` inside a record,
+    /// padded cells, number spellings, non-ASCII text in the unused column, rows with a
+    /// missing or extra field or a bad number (when `bad`), a last line with or without
+    /// its line break.
+    fn plain_csv(rows: usize, seed: u64, bad: bool) -> String {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut t = String::from("a, note ,y\r\n");
+        for i in 0..rows {
+            let end = if rng.random_bool(0.3) { "\r\n" } else { "\n" };
+            match rng.random_range(0..40) {
+                0 => t.push_str(end),
+                1 => t.push_str("\r\n"),
+                2 => t.push('\r'),
+                _ => {}
+            }
+            let a = match rng.random_range(0..8) {
+                0 => " +.5 ".to_string(),
+                1 => "\t-7.\u{b}".to_string(),
+                2 => format!("{}e-3", rng.random_range(-999..999)),
+                _ => format!("{}", rng.random_range(-1e3..1e3)),
+            };
+            // A `\r` inside a record ends it for the `csv` crate: a ragged row.
+            let notes = ["plain", "", "é ü", " ", "x\ry"];
+            let note = notes[rng.random_range(0..if bad { 5 } else { 4 })];
+            let y = i % 7;
+            match (bad, rng.random_range(0..200)) {
+                (true, 0) => t.push_str(&format!("{a},{note}{end}")),
+                (true, 1) => t.push_str(&format!("{a},{note},{y},9{end}")),
+                (true, 2) => t.push_str(&format!("{a},{note},1e999{end}")),
+                (true, 3) => t.push_str(&format!("x{a},{note},{y}{end}")),
+                _ => t.push_str(&format!("{a},{note},{y}{end}")),
+            }
+        }
+        if rng.random_bool(0.5) {
+            t.push_str("1,,2");
+        }
+        t
+    }
+
+    #[test]
+    fn the_plain_path_agrees_with_the_csv_crate() {
+        // Every block of every cut, parsed both ways: where the fast path answers, it is
+        // the `csv` crate's answer (values to the bit, lines, bytes).
+        let mut taken = 0;
+        for seed in 0..4 {
+            let text = plain_csv(60, seed, seed % 2 == 1);
+            let header = names(&["a", "note", "y"]);
+            let order = [(0, 0), (2, 1)];
+            let slot = [0, NOT_SELECTED, 1];
+            let rows = RowParser {
+                file: "t.csv",
+                header: &header,
+                in_file_order: &order,
+                n_selected: 2,
+                slot: &slot,
+            };
+            for size in (1..=200).chain([333, 1000]) {
+                let mut blocks = Blocks::new(text.as_bytes(), size, 1 << 20);
+                while let Some(b) = blocks.next_block().unwrap() {
+                    let Some(fast) = rows.parse_plain(&b) else {
+                        continue;
+                    };
+                    taken += 1;
+                    let slow = rows.parse(csv_reader(&b.bytes, false), &b, 0).unwrap();
+                    let bits = |v: &[Vec<f64>]| -> Vec<Vec<u64>> {
+                        v.iter()
+                            .map(|c| c.iter().map(|x| x.to_bits()).collect())
+                            .collect()
+                    };
+                    assert_eq!(bits(&fast.values), bits(&slow.values), "size {size}");
+                    assert_eq!(fast.lines, slow.lines, "size {size}");
+                    assert_eq!(fast.bytes, slow.bytes);
+                }
+            }
+        }
+        assert!(taken > 1000, "the fast path was taken {taken} times");
+    }
+
+    #[test]
+    fn plain_text_reads_the_same_whatever_the_blocks() {
+        // Whole reads: one block (the `csv` crate's path throughout) against blocks of 1 to
+        // 1000 bytes (the fast path wherever a block allows it): the same values, lines
+        // and first error.
+        for seed in 0..4 {
+            let text = plain_csv(40, seed, seed % 2 == 1);
+            let whole = all_columns(&text, 1 << 20).map_err(|e| e.to_string());
+            if seed % 2 == 0 {
+                assert!(whole.is_ok(), "{whole:?}");
+            }
+            for size in 1..=1000 {
+                let b = all_columns(&text, size).map_err(|e| e.to_string());
+                match (&b, &whole) {
+                    (Ok(b), Ok(w)) => {
+                        assert_eq!((&b.values, &b.lines), (&w.values, &w.lines), "{size}")
+                    }
+                    (Err(b), Err(w)) => assert_eq!(b, w, "size {size}"),
+                    _ => panic!("size {size}: {b:?} against {whole:?}"),
+                }
             }
         }
     }
