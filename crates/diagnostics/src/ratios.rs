@@ -30,7 +30,9 @@
 
 use crate::error::{DiagnosticsError, Result};
 use em_as_md::inner::parallel::fold_rows_with;
-use em_as_md::solve::problem::{point_rows, PointRows, RowObservation, RowScratch};
+use em_as_md::solve::problem::{
+    point_rows, BlockScratch, PointBlock, PointRows, RowObservation, POINT_BLOCK_ROWS,
+};
 use em_as_md::{ConditionalFamily, Mergeable, Problem};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -111,13 +113,15 @@ struct PointFailure {
     error: em_as_md::MoeError,
 }
 
-/// Per-point buffers of [`bregman_ratios`]' row loop (one [`RowScratch`] per point) and
-/// the row's target terms, shared by all points.
+/// Per-worker buffers of [`bregman_ratios`]' row loop: the target terms of a block's rows
+/// (shared by all points), one [`PointBlock`] per point, the evaluators' scratch, and the
+/// pair contractions of a block.
 struct BatchScratch {
-    ob: RowObservation,
-    s: Vec<RowScratch>,
-    lp: Vec<f64>,
-    a: Vec<f64>,
+    obs: Vec<RowObservation>,
+    blocks: Vec<PointBlock>,
+    sc: BlockScratch,
+    g_mean: Vec<f64>,
+    g_post: Vec<f64>,
 }
 
 /// Row sums of every pair, and the first failure of every point (as a first or second
@@ -148,20 +152,68 @@ impl Mergeable for BatchAcc {
     }
 }
 
+/// The row terms of one pair on a block of $m$ rows, added to `out = (num, den, scale)`
+/// row by row in row order:
+/// $g^\mu_i = \langle\nabla A(\varphi'_i), \varphi_i - \varphi'_i\rangle$,
+/// $g^T_i = \langle\mathbb E_{\text{post}}'\[T\], \varphi_i - \varphi'_i\rangle$ (each summed over
+/// the components in order), then
+/// $-\log p_i + \log p'_i - (g^\mu_i - g^T_i)$, $A_i - A'_i - g^\mu_i$ and the sum of
+/// their terms' magnitudes; `p` is the dimension of $\varphi$. `g_mean`, `g_post` are
+/// work buffers of length $\ge m$.
+fn pair_block_terms(
+    a: &PointBlock,
+    b: &PointBlock,
+    (m, p): (usize, usize),
+    g_mean: &mut [f64],
+    g_post: &mut [f64],
+    out: &mut [f64],
+) {
+    let (g_mean, g_post) = (&mut g_mean[..m], &mut g_post[..m]);
+    g_mean.fill(0.0);
+    g_post.fill(0.0);
+    // Component by component over the rows (vectorised); per row the components are
+    // summed in order, as the one-row contraction does.
+    let (pa, pb) = (&a.phi[..p * m], &b.phi[..p * m]);
+    let (mb, tb) = (&b.mean[..p * m], &b.post_stats[..p * m]);
+    for ((pa, pb), (mb, tb)) in pa
+        .chunks_exact(m)
+        .zip(pb.chunks_exact(m))
+        .zip(mb.chunks_exact(m).zip(tb.chunks_exact(m)))
+    {
+        for (l, ((x, y), (u, t))) in pa.iter().zip(pb).zip(mb.iter().zip(tb)).enumerate() {
+            let d = x - y;
+            g_mean[l] += u * d;
+            g_post[l] += t * d;
+        }
+    }
+    let (lp, lp2) = (&a.log_lik[..m], &b.log_lik[..m]);
+    let (aa, a2) = (&a.log_partition[..m], &b.log_partition[..m]);
+    for l in 0..m {
+        let (gm, gp) = (g_mean[l], g_post[l]);
+        out[0] += -lp[l] + lp2[l] - (gm - gp);
+        out[1] += aa[l] - a2[l] - gm;
+        out[2] += lp[l].abs() + lp2[l].abs() + aa[l].abs() + a2[l].abs() + gm.abs() + gp.abs();
+    }
+}
+
 /// The Bregman ratios of many pairs $(\theta, \theta')$,
 /// $$ \rho(\theta,\theta') = \frac{\frac1n\sum_i\big[-\log p(y_i;\varphi_i) + \log p(y_i;\varphi'_i)
 ///   \;-\; \langle \nabla A(\varphi'_i) - \mathbb E_{z\mid y_i;\varphi'_i}\[T\], \varphi_i - \varphi'_i\rangle\big]}
 ///   {\frac1n\sum_i\big[A(\varphi_i) - A(\varphi'_i) - \langle \nabla A(\varphi'_i), \varphi_i - \varphi'_i\rangle\big]}, $$
-/// in **one** parallel pass over the rows: the target's terms $T(y_i, z)$, $\log h(y_i, z)$ are computed once per row
+/// in **one** parallel pass over the rows, by blocks of [`POINT_BLOCK_ROWS`] rows: the
+/// target's terms $T(y_i, z)$, $\log h(y_i, z)$ are computed once per row
 /// ([`RowObservation`]), each distinct point gets the model's row evaluator
 /// ([`point_rows`]: the model's own, such as the mixture of experts', or the generic row
-/// functions; they give the same numbers), and the row quantities of each distinct point ($\varphi_i$,
-/// $\log p(y_i;\varphi_i)$, $A(\varphi_i)$, and for a point that is some pair's $\theta'$ also
-/// $\nabla A(\varphi_i)$ and $\mathbb E_{\text{post}}\[T\]$) once per row and point, shared by
-/// every pair that uses the point. A pair's row terms depend only on its two points' row
-/// quantities and are summed in the same row chunks whatever the batch, so each result is
-/// **bit-identical** to `bregman_ratio(problem, &points[a], &points[b])` (the same
-/// function on one pair), including which model error a failing pair reports (up to
+/// functions; they give the same numbers up to round-off), which evaluates the block's
+/// rows at once ([`PointRows::posterior_block`]: the mixture takes the block's
+/// exponentials in one vectorised call); the row quantities of each distinct point
+/// ($\varphi_i$, $\log p(y_i;\varphi_i)$, $A(\varphi_i)$, and for a point that is some
+/// pair's $\theta'$ also $\nabla A(\varphi_i)$ and $\mathbb E_{\text{post}}\[T\]$) are
+/// computed once per row and point, shared by every pair that uses the point. A pair's row
+/// terms depend only on its two points' row quantities and are summed in row order in the
+/// same row chunks whatever the batch, so each result is **bit-identical** to
+/// `bregman_ratio(problem, &points[a], &points[b])` (the same function on one pair), and
+/// for any number of threads, including which model error a failing pair reports (up to
 /// errors at the same row in the same stage).
 ///
 /// `pairs` holds `(a, b)` = indices of $(\theta, \theta')$ into `points`; the result has
@@ -223,9 +275,9 @@ pub fn bregman_ratios<M: ConditionalFamily + ?Sized, P: AsRef<[f64]> + Sync>(
     }
     let m = used.len();
     let cp: Vec<(usize, usize)> = pairs.iter().map(|&(a, b)| (slot[a], slot[b])).collect();
-    let fam = model.complete();
-    let p = fam.dim();
     let n = data.n();
+    let p = model.complete().dim();
+    let cap = POINT_BLOCK_ROWS;
     // One row evaluator per distinct point: the model's own (e.g. the mixture's, with
     // what does not depend on the row computed once) or the generic row functions.
     let evals: Vec<Box<dyn PointRows + '_>> = used
@@ -234,27 +286,29 @@ pub fn bregman_ratios<M: ConditionalFamily + ?Sized, P: AsRef<[f64]> + Sync>(
         .collect();
     let acc = fold_rows_with(
         n,
-        |cached: Option<BatchScratch>| match cached {
-            // The target terms are rebuilt (their sizes are the model's, not checked here).
-            Some(c)
-                if c.s.len() == m
-                    && c.s.first().is_none_or(|s| {
-                        s.phi.len() == p
-                            && s.resp.len() == model.n_latent()
-                            && s.work.len() == model.row_work_len()
-                    }) =>
-            {
-                BatchScratch {
-                    ob: RowObservation::new(model),
+        |cached: Option<BatchScratch>| {
+            let fits = |c: &BatchScratch| {
+                c.blocks.len() == m
+                    && c.obs.len() == cap
+                    && c.sc.fits(model, cap)
+                    && c.blocks
+                        .iter()
+                        .all(|b| b.capacity() == cap && b.phi.len() == p * cap)
+            };
+            match cached {
+                // The target terms are rebuilt (their sizes are the model's, not checked here).
+                Some(c) if fits(&c) => BatchScratch {
+                    obs: (0..cap).map(|_| RowObservation::new(model)).collect(),
                     ..c
-                }
+                },
+                _ => BatchScratch {
+                    obs: (0..cap).map(|_| RowObservation::new(model)).collect(),
+                    blocks: (0..m).map(|_| PointBlock::new(model, cap)).collect(),
+                    sc: BlockScratch::new(model, cap),
+                    g_mean: vec![0.0; cap],
+                    g_post: vec![0.0; cap],
+                },
             }
-            _ => BatchScratch {
-                ob: RowObservation::new(model),
-                s: (0..m).map(|_| RowScratch::new(model)).collect(),
-                lp: vec![0.0; m],
-                a: vec![0.0; m],
-            },
         },
         || BatchAcc {
             sums: vec![0.0; 3 * cp.len()],
@@ -262,39 +316,39 @@ pub fn bregman_ratios<M: ConditionalFamily + ?Sized, P: AsRef<[f64]> + Sync>(
             fail_mean: vec![None; m],
         },
         |sc, acc, rows| {
-            for i in rows {
-                let x = data.x(i);
-                sc.ob.set(model, data.y(i));
+            let mut start = rows.start;
+            while start < rows.end {
+                let block = start..(start + cap).min(rows.end);
+                let bm = block.len();
+                for (ob, i) in sc.obs.iter_mut().zip(block.clone()) {
+                    ob.set(model, data.y(i));
+                }
                 for u in 0..m {
                     if acc.fail_eval[u].is_some() {
                         continue;
                     }
-                    let s = &mut sc.s[u];
-                    let r = evals[u]
-                        .posterior(x, &sc.ob, i, s)
-                        .map(|lp| (lp, s.log_partition));
-                    match r {
-                        Ok((lp, a)) => {
-                            sc.lp[u] = lp;
-                            sc.a[u] = a;
-                        }
-                        Err(error) => {
-                            acc.fail_eval[u] = Some(PointFailure {
-                                row: i,
-                                stage: 0,
-                                error,
-                            });
-                            continue;
-                        }
+                    let with_mean = second[u] && acc.fail_mean[u].is_none();
+                    let f = evals[u].posterior_block(
+                        data,
+                        block.clone(),
+                        &sc.obs[..bm],
+                        with_mean,
+                        &mut sc.sc,
+                        &mut sc.blocks[u],
+                    );
+                    if let Some((row, error)) = f.mean {
+                        acc.fail_mean[u] = Some(PointFailure {
+                            row,
+                            stage: 1,
+                            error,
+                        });
                     }
-                    if second[u] && acc.fail_mean[u].is_none() {
-                        if let Err(error) = evals[u].mean(s) {
-                            acc.fail_mean[u] = Some(PointFailure {
-                                row: i,
-                                stage: 1,
-                                error,
-                            });
-                        }
+                    if let Some((row, error)) = f.posterior {
+                        acc.fail_eval[u] = Some(PointFailure {
+                            row,
+                            stage: 0,
+                            error,
+                        });
                     }
                 }
                 let BatchAcc {
@@ -307,21 +361,16 @@ pub fn bregman_ratios<M: ConditionalFamily + ?Sized, P: AsRef<[f64]> + Sync>(
                     {
                         continue;
                     }
-                    let (sa, sb) = (&sc.s[ua], &sc.s[ub]);
-                    let (lp, lp2, a, a2) = (sc.lp[ua], sc.lp[ub], sc.a[ua], sc.a[ub]);
-                    let (mut g_mean, mut g_post) = (0.0, 0.0);
-                    for (((pa, pb), mb), tb) in
-                        sa.phi.iter().zip(&sb.phi).zip(&sb.mean).zip(&sb.post_stats)
-                    {
-                        let d = pa - pb;
-                        g_mean += mb * d;
-                        g_post += tb * d;
-                    }
-                    out[0] += -lp + lp2 - (g_mean - g_post);
-                    out[1] += a - a2 - g_mean;
-                    out[2] +=
-                        lp.abs() + lp2.abs() + a.abs() + a2.abs() + g_mean.abs() + g_post.abs();
+                    pair_block_terms(
+                        &sc.blocks[ua],
+                        &sc.blocks[ub],
+                        (bm, p),
+                        &mut sc.g_mean,
+                        &mut sc.g_post,
+                        out,
+                    );
                 }
+                start = block.end;
             }
             Ok(())
         },

@@ -83,6 +83,22 @@ pub trait ConditionalFamily: Send + Sync {
         let _ = (data, theta);
         None
     }
+    /// The row sum of the realisation's curvature term at `theta`, computed by the model:
+    /// $\sum_i\sum_j (v_i)_j\,\nabla^2_\theta\varphi_{ij}(\theta)$ with
+    /// $v_i = \nabla A(\varphi_i) - \mathbb E_{z\mid y_i;\varphi_i}\[T(y_i, z)\]$
+    /// ($n_\theta\times n_\theta$, symmetric up to round-off, not divided by $n$), in closed form, and the
+    /// same for any thread count. Default `None`: the diagnostics then take central
+    /// differences of [`realise_vjp`](Self::realise_vjp) (truncation error of order
+    /// $10^{-10}$), so a model without it works unchanged. `None` is also the answer for
+    /// anything irregular (a row outside the natural domain). [`MixtureOfExperts`](crate::MixtureOfExperts)
+    /// offers it when its expert has the GLM parameter layout:
+    /// $-\sum_i\sum_k(\rho_k - r_k)\,E_k^\top\nabla^2A_F(\eta_k)E_k$ as weighted Gram
+    /// products ($E_k = \partial\eta_k/\partial\theta$, $\rho$ the gate and $r$ the
+    /// posterior probabilities).
+    fn curvature_sums(&self, data: &crate::data::Dataset, theta: &[f64]) -> Option<faer::Mat<f64>> {
+        let _ = (data, theta);
+        None
+    }
     /// Whether $\varphi_i$ is linear in $\theta$ (then mirror descent needs no projection).
     fn is_linear(&self) -> bool {
         false

@@ -27,6 +27,7 @@ use crate::model::conditional::ConditionalFamily;
 use mirror::special::log_sum_exp;
 use mirror::{ExponentialFamily, MirrorError, MirrorMap};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// A model together with the data it is evaluated on.
 pub struct Problem<'a, M: ?Sized> {
@@ -284,6 +285,204 @@ pub trait PointRows: Send + Sync {
     /// # Errors
     /// As [`ConditionalFamily::complete_mean`].
     fn mean(&self, s: &mut RowScratch) -> Result<()>;
+    /// The rows `rows` of `data` at once (at most [`PointBlock::capacity`] of them, `obs[l]`
+    /// set for row `rows.start + l`): for every row what [`posterior`](Self::posterior)
+    /// computes, and with `with_mean` what [`mean`](Self::mean) does, into `out`,
+    /// column by column ([`PointBlock`]). The rows are evaluated in order and the first
+    /// failures reported ([`BlockFailures`]): a row whose posterior fails ends the block
+    /// (the values of it and of the rows after it are unspecified); a row whose mean fails
+    /// is reported once and no further mean is computed.
+    ///
+    /// Default: row by row through [`posterior`](Self::posterior) and
+    /// [`mean`](Self::mean) ([`posterior_rows_into`]), so an evaluator without a block
+    /// version gives its own numbers. An override (the mixture of experts', which takes the
+    /// block's exponentials in one vectorised call) must give the per-row numbers up to
+    /// round-off and the per-row errors: it is tested against the default.
+    fn posterior_block(
+        &self,
+        data: &Dataset,
+        rows: Range<usize>,
+        obs: &[RowObservation],
+        with_mean: bool,
+        sc: &mut BlockScratch,
+        out: &mut PointBlock,
+    ) -> BlockFailures {
+        out.start(rows.len());
+        let mut fails = BlockFailures::default();
+        posterior_rows_into(self, data, rows, obs, with_mean, sc, out, &mut fails);
+        fails
+    }
+}
+
+/// Rows per block of the diagnostics' blocked passes ([`PointRows::posterior_block`]):
+/// small enough that the blocks of a hundred parameter points stay in a core's cache,
+/// large enough to vectorise the exponentials and amortise a call per point.
+pub const POINT_BLOCK_ROWS: usize = 32;
+
+/// One parameter point's row quantities on a block of $m$ consecutive rows, written by
+/// [`PointRows::posterior_block`], **column by column**: component $j$ of row $l$ at
+/// index $jm + l$ of `phi`, `mean`, `post_stats` (use [`col`](Self::col)).
+#[derive(Debug, Clone)]
+pub struct PointBlock {
+    cap: usize,
+    rows: usize,
+    /// $\varphi_i$ (`dim` columns).
+    pub phi: Vec<f64>,
+    /// $\nabla A(\varphi_i)$ (`dim` columns; only when the mean was asked for).
+    pub mean: Vec<f64>,
+    /// $\mathbb E_{\text{post}}\[T(y_i, z)\]$ (`dim` columns).
+    pub post_stats: Vec<f64>,
+    /// $\log p(y_i\mid x_i;\theta)$.
+    pub log_lik: Vec<f64>,
+    /// $A(\varphi_i)$.
+    pub log_partition: Vec<f64>,
+}
+
+impl PointBlock {
+    /// Buffers for up to `cap` rows of `model`.
+    pub fn new<M: ConditionalFamily + ?Sized>(model: &M, cap: usize) -> Self {
+        let p = model.complete().dim();
+        PointBlock {
+            cap,
+            rows: 0,
+            phi: vec![0.0; p * cap],
+            mean: vec![0.0; p * cap],
+            post_stats: vec![0.0; p * cap],
+            log_lik: vec![0.0; cap],
+            log_partition: vec![0.0; cap],
+        }
+    }
+    /// The most rows a block holds.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+    /// The rows $m$ of the last block (the column stride).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Starts a block of `m` rows (the layout's stride).
+    ///
+    /// # Panics
+    /// If `m` exceeds the capacity (a caller's bug).
+    pub fn start(&mut self, m: usize) {
+        assert!(m <= self.cap, "block of {m} rows, capacity {}", self.cap);
+        self.rows = m;
+    }
+    /// Column `j` (rows $0..m$) of one of the `dim`-column buffers.
+    pub fn col(buf: &[f64], m: usize, j: usize) -> &[f64] {
+        &buf[j * m..(j + 1) * m]
+    }
+    /// Row `l` from a row scratch after [`PointRows::posterior`] (returning `log_lik`),
+    /// and its mean too when `with_mean`.
+    pub fn set_row(&mut self, l: usize, log_lik: f64, s: &RowScratch, with_mean: bool) {
+        let m = self.rows;
+        for (j, (&a, &b)) in s.phi.iter().zip(&s.post_stats).enumerate() {
+            self.phi[j * m + l] = a;
+            self.post_stats[j * m + l] = b;
+        }
+        if with_mean {
+            for (j, &a) in s.mean.iter().enumerate() {
+                self.mean[j * m + l] = a;
+            }
+        }
+        self.log_lik[l] = log_lik;
+        self.log_partition[l] = s.log_partition;
+    }
+}
+
+/// Work buffers of [`PointRows::posterior_block`], shared by the points evaluated on a
+/// block one after another.
+pub struct BlockScratch {
+    /// The per-row path's scratch.
+    pub row: RowScratch,
+    /// Work space for an evaluator: $(2\,\mathrm{dim} + 4)\cdot$ capacity values.
+    pub work: Vec<f64>,
+    /// Per-row flags for an evaluator (capacity values).
+    pub flags: Vec<bool>,
+}
+
+impl BlockScratch {
+    /// Buffers for blocks of up to `cap` rows of `model`.
+    pub fn new<M: ConditionalFamily + ?Sized>(model: &M, cap: usize) -> Self {
+        BlockScratch {
+            row: RowScratch::new(model),
+            work: vec![0.0; (2 * model.complete().dim() + 4) * cap],
+            flags: vec![false; cap],
+        }
+    }
+    /// Whether the buffers fit `model` and blocks of `cap` rows.
+    pub fn fits<M: ConditionalFamily + ?Sized>(&self, model: &M, cap: usize) -> bool {
+        let p = model.complete().dim();
+        self.row.phi.len() == p
+            && self.row.resp.len() == model.n_latent()
+            && self.row.work.len() == model.row_work_len()
+            && self.work.len() == (2 * p + 4) * cap
+            && self.flags.len() == cap
+    }
+}
+
+/// The first failures of a block ([`PointRows::posterior_block`]), as absolute row indices.
+#[derive(Debug, Clone, Default)]
+pub struct BlockFailures {
+    /// The first row whose posterior failed, and the error.
+    pub posterior: Option<(usize, MoeError)>,
+    /// With `with_mean`: the first row before that whose mean failed, and the error.
+    pub mean: Option<(usize, MoeError)>,
+}
+
+/// The default [`PointRows::posterior_block`] body on the rows `rows` (a sub-range of the
+/// block begun by [`PointBlock::start`], `obs[l]` set for its row `rows.start + l`): row
+/// by row, [`PointRows::posterior`], then [`PointRows::mean`] while `with_mean` and no
+/// mean has failed, written with [`PointBlock::set_row`] at the row's place in the block
+/// (`first` = the block's first row). Stops at the first posterior failure; failures are
+/// recorded in `fails`.
+#[allow(clippy::too_many_arguments)]
+pub fn posterior_rows_into<P: PointRows + ?Sized>(
+    ev: &P,
+    data: &Dataset,
+    rows: Range<usize>,
+    obs: &[RowObservation],
+    with_mean: bool,
+    sc: &mut BlockScratch,
+    out: &mut PointBlock,
+    fails: &mut BlockFailures,
+) {
+    let first = rows.start;
+    for i in rows {
+        let l = i - first;
+        posterior_row_into(ev, data, i, l, &obs[l], with_mean, sc, out, fails);
+        if fails.posterior.is_some() {
+            return;
+        }
+    }
+}
+
+/// One row of [`posterior_rows_into`]: row `i` of `data` at place `l` of the block.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn posterior_row_into<P: PointRows + ?Sized>(
+    ev: &P,
+    data: &Dataset,
+    i: usize,
+    l: usize,
+    ob: &RowObservation,
+    with_mean: bool,
+    sc: &mut BlockScratch,
+    out: &mut PointBlock,
+    fails: &mut BlockFailures,
+) {
+    let s = &mut sc.row;
+    match ev.posterior(data.x(i), ob, i, s) {
+        Ok(lp) => {
+            let mean = with_mean && fails.mean.is_none();
+            if mean {
+                if let Err(e) = ev.mean(s) {
+                    fails.mean = Some((i, e));
+                }
+            }
+            out.set_row(l, lp, s, mean && fails.mean.is_none());
+        }
+        Err(e) => fails.posterior = Some((i, e)),
+    }
 }
 
 /// The generic [`PointRows`] of any model: [`ConditionalFamily::realise`] and

@@ -2,6 +2,7 @@
 
 use super::{check_len, check_weighted_fit, dot, Expert, ExpertSpec, WeightedFit};
 use super::{GaussianRegression, PreparedExpert, ReadableParams, WeightedGram};
+use crate::data::Dataset;
 use crate::error::{Block, MoeError, Result};
 use crate::inner::cholesky;
 use crate::inner::gram::{add_weighted_gram, gram_buffer_len};
@@ -357,5 +358,55 @@ impl PreparedExpert for PreparedLinear<'_> {
         mu[0] = m;
         mu[1] = m * m + self.v;
         Some(())
+    }
+    /// The row function's operations on every row ($\eta = (\gamma^\top x, \tau)$,
+    /// $A_F = -\eta_1^2/(4\tau) - \tfrac12\log(-2\tau)$), the same bits.
+    fn natural_and_log_partition_block(
+        &self,
+        data: &Dataset,
+        rows: std::ops::Range<usize>,
+        eta: &mut [f64],
+        af: &mut [f64],
+        ok: &mut [bool],
+        _tmp: &mut [f64],
+    ) {
+        let m = rows.len();
+        let (e1, e2) = eta[..2 * m].split_at_mut(m);
+        e2.fill(self.tau);
+        for (((i, e), a), o) in rows.zip(e1.iter_mut()).zip(&mut af[..m]).zip(&mut ok[..m]) {
+            let v = dot(self.gamma, data.x(i));
+            *e = v;
+            *a = -v * v / self.four_tau - self.half_log;
+            if !(v.is_finite() && a.is_finite()) {
+                *o = false;
+            }
+        }
+    }
+    /// $\nabla A_F = (m, m^2 + v)$, $m = \eta_1 v$, $v = -1/(2\tau)$, on every row (the row
+    /// function's operations, the same bits).
+    fn mean_block(
+        &self,
+        eta: &[f64],
+        m: usize,
+        mu: &mut [f64],
+        ok: &mut [bool],
+        _tmp_eta: &mut [f64],
+        _tmp_mu: &mut [f64],
+    ) {
+        let (m1, m2) = mu[..2 * m].split_at_mut(m);
+        let v = self.v;
+        for (((e, a), b), o) in eta[..m]
+            .iter()
+            .zip(m1.iter_mut())
+            .zip(m2.iter_mut())
+            .zip(&mut ok[..m])
+        {
+            let mm = e * v;
+            *a = mm;
+            *b = mm * mm + v;
+            if !(mm.is_finite() && v.is_finite()) {
+                *o = false;
+            }
+        }
     }
 }

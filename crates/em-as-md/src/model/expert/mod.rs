@@ -320,6 +320,65 @@ pub trait PreparedExpert: Send + Sync {
     /// [`natural_and_log_partition`](Self::natural_and_log_partition); `None` when it
     /// is not finite or the family's `mean` fails.
     fn mean(&self, eta: &[f64], mu: &mut [f64]) -> Option<()>;
+    /// [`natural_and_log_partition`](Self::natural_and_log_partition) on the rows `rows`
+    /// of `data` at once: component $j$ of row $l$'s $\eta$ into `eta[j * m + l]`
+    /// ($m$ = `rows.len()`), $A_F$ into `af[l]`, and `ok[l] = false` where the row function
+    /// returns `None` (the other entries of `ok` are left alone). `tmp` has length $p$.
+    /// Default: row by row through the row function; an override (the linear-Gaussian
+    /// expert's) must give the same bits.
+    fn natural_and_log_partition_block(
+        &self,
+        data: &Dataset,
+        rows: std::ops::Range<usize>,
+        eta: &mut [f64],
+        af: &mut [f64],
+        ok: &mut [bool],
+        tmp: &mut [f64],
+    ) {
+        let m = rows.len();
+        for (l, i) in rows.enumerate() {
+            match self.natural_and_log_partition(data.x(i), tmp) {
+                Some(a) => {
+                    af[l] = a;
+                    for (j, &e) in tmp.iter().enumerate() {
+                        eta[j * m + l] = e;
+                    }
+                }
+                None => ok[l] = false,
+            }
+        }
+    }
+    /// [`mean`](Self::mean) on $m$ rows at once, in the layout of
+    /// [`natural_and_log_partition_block`](Self::natural_and_log_partition_block):
+    /// $\nabla A_F$ of row $l$ into `mu[j * m + l]`, `ok[l] = false` where the row function
+    /// returns `None`; rows with `ok[l]` already false may be skipped. `tmp_eta`, `tmp_mu`
+    /// have length $p$. Default: row by row; an override must give the same bits.
+    fn mean_block(
+        &self,
+        eta: &[f64],
+        m: usize,
+        mu: &mut [f64],
+        ok: &mut [bool],
+        tmp_eta: &mut [f64],
+        tmp_mu: &mut [f64],
+    ) {
+        for (l, okl) in ok.iter_mut().enumerate().take(m) {
+            if !*okl {
+                continue;
+            }
+            for (j, e) in tmp_eta.iter_mut().enumerate() {
+                *e = eta[j * m + l];
+            }
+            match self.mean(tmp_eta, tmp_mu) {
+                Some(()) => {
+                    for (j, &v) in tmp_mu.iter().enumerate() {
+                        mu[j * m + l] = v;
+                    }
+                }
+                None => *okl = false,
+            }
+        }
+    }
 }
 
 /// The generic [`PreparedExpert`] of any expert: [`Expert::natural`], then the family's

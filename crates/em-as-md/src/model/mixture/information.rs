@@ -27,6 +27,16 @@
 //! ($k$, $l$ the components of $b$, $b'$) for $H_i = \mathrm{Cov}_{\text{post}}\[T(y_i, z)\]$,
 //! since $C_i^\top(T(y_i, z) - \mathbb E_{\text{post}}\[T\]) = \sum_k (\delta_{kz} - r_k)\,s_k$.
 //!
+//! **The curvature term** ([`ConditionalFamily::curvature_sums`]). With $\eta_k$ linear
+//! in $\theta$ and $a_k = g_k - A_F(\eta_k)$, $g_k$ linear, the only second derivatives of
+//! $\varphi_i$ are $\nabla^2_\theta a_k = -E_k^\top F_kE_k$ ($E_k = \partial\eta_k/\partial\theta$),
+//! and the $a_k$ entry of $v_i = \nabla A(\varphi_i) - \mathbb E_{\text{post}}\[T\]$ is
+//! $\rho_k - r_k$, so
+//! $$ \sum_i\sum_j (v_i)_j\nabla^2_\theta\varphi_{ij}
+//!    = -\sum_i\sum_k(\rho_k - r_k)\,E_k^\top F_k E_k , $$
+//! the same weighted Grams with weights $G^{C}[e_{kj}, e_{kl}] = -(\rho_k - r_k)(F_k)_{jl}$
+//! on the pairs of blocks of one expert (zero elsewhere).
+//!
 //! The row quantities come from the mixture's [`PointRows`] (the bits of the generic row
 //! functions) and [`Expert::moments`](crate::model::expert::Expert::moments); a row where
 //! anything is irregular (outside the natural domain, non-finite) makes the whole
@@ -74,16 +84,23 @@ struct Scratch {
     buf: Vec<f64>,
 }
 
-/// Unnormalised $\sum_i J_i^\top\nabla^2A J_i$ and $\sum_i J_i^\top\mathrm{Cov}_{\text{post}}J_i$.
-struct Sums {
-    ic: Mat<f64>,
-    im: Mat<f64>,
+/// Which row sums [`MixtureOfExperts::gram_sums`] forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GramSums {
+    /// $\sum_i J_i^\top\nabla^2A J_i$ and $\sum_i J_i^\top\mathrm{Cov}_{\text{post}}J_i$.
+    Information,
+    /// $-\sum_i\sum_k(\rho_k - r_k)E_k^\top F_kE_k$.
+    Curvature,
 }
+
+/// The unnormalised row sums of [`GramSums`], in its order.
+struct Sums(Vec<Mat<f64>>);
 
 impl Mergeable for Sums {
     fn merge(&mut self, other: Self) {
-        self.ic += &other.ic;
-        self.im += &other.im;
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a += b;
+        }
     }
 }
 
@@ -147,6 +164,22 @@ impl MixtureOfExperts {
         data: &Dataset,
         theta: &[f64],
     ) -> Option<(Mat<f64>, Mat<f64>)> {
+        let mut v = self.gram_sums(data, theta, GramSums::Information)?;
+        let im = v.pop()?;
+        let ic = v.pop()?;
+        Some((ic, im))
+    }
+
+    /// See [`ConditionalFamily::curvature_sums`] and the [module documentation](self).
+    pub(crate) fn curvature_sums_gram(&self, data: &Dataset, theta: &[f64]) -> Option<Mat<f64>> {
+        self.gram_sums(data, theta, GramSums::Curvature)?.pop()
+    }
+
+    /// The row sums of `what` as weighted Gram products (the [module documentation](self)):
+    /// $\big(\sum_iJ_i^\top\nabla^2A(\varphi_i)J_i,\ \sum_iJ_i^\top\mathrm{Cov}_{\text{post}}J_i\big)$
+    /// or $\big(-\sum_i\sum_k(\rho_k - r_k)E_k^\top F_kE_k\big)$; `None` for anything
+    /// irregular.
+    fn gram_sums(&self, data: &Dataset, theta: &[f64], what: GramSums) -> Option<Vec<Mat<f64>>> {
         let np = self.n_params();
         let expert = self.expert();
         if theta.len() != np
@@ -162,10 +195,16 @@ impl MixtureOfExperts {
         let p = self.mixture_family().p();
         let blocks = self.information_blocks();
         let nb = blocks.len();
-        // The pairs b ≤ b' and their weight columns: G^c only where it can be non-zero
-        // (two gate blocks, or two blocks of one expert), G^m everywhere; columns grouped
-        // as coefficient–coefficient (G^c, then G^m), coefficient–scalar (G^c, G^m),
-        // scalar–scalar (G^c, G^m), so that each group is one contiguous weight matrix.
+        // The matrices formed: G^c and G^m, or G^C.
+        let nt = match what {
+            GramSums::Information => 2,
+            GramSums::Curvature => 1,
+        };
+        // The pairs b ≤ b' and their weight columns, only where a weight can be non-zero:
+        // G^c on two gate blocks or two blocks of one expert, G^m everywhere, G^C on two
+        // blocks of one expert; columns grouped as coefficient–coefficient,
+        // coefficient–scalar, scalar–scalar (each with its matrices in order), so that each
+        // group is one contiguous weight matrix.
         let pairs: Vec<(usize, usize)> = (0..nb)
             .flat_map(|b| (b..nb).map(move |b2| (b, b2)))
             .collect();
@@ -173,35 +212,31 @@ impl MixtureOfExperts {
             let (u, v) = (blocks[pairs[q].0], blocks[pairs[q].1]);
             usize::from(!u.is_x) + usize::from(!v.is_x)
         };
-        let gc_nonzero = |q: usize| {
+        let same_expert = |q: usize| {
             let (u, v) = (blocks[pairs[q].0], blocks[pairs[q].1]);
-            match (u.expert_j, v.expert_j) {
-                (None, None) => true,
-                (Some(_), Some(_)) => u.comp == v.comp,
-                _ => false,
-            }
+            u.expert_j.is_some() && v.expert_j.is_some() && u.comp == v.comp
         };
-        let mut col_c: Vec<Option<usize>> = vec![None; pairs.len()];
-        let mut col_m: Vec<usize> = vec![0; pairs.len()];
-        // groups[g] = (first column, columns, is G^c) for g = 2·kind + (0: G^c, 1: G^m).
+        let nonzero = |t: usize, q: usize| match (what, t) {
+            (GramSums::Information, 0) => {
+                let (u, v) = (blocks[pairs[q].0], blocks[pairs[q].1]);
+                (u.expert_j.is_none() && v.expert_j.is_none()) || same_expert(q)
+            }
+            (GramSums::Information, _) => true,
+            (GramSums::Curvature, _) => same_expert(q),
+        };
+        // col[t][q]: the weight column of pair q in matrix t.
+        let mut col: Vec<Vec<Option<usize>>> = vec![vec![None; pairs.len()]; nt];
+        // groups[g] = (first column, pairs) for g = nt·kind + t.
         let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
         let mut ncol = 0;
         for kd in 0..3 {
-            for is_c in [true, false] {
+            for (t, col_t) in col.iter_mut().enumerate() {
                 let first = ncol;
                 let mut qs = Vec::new();
-                for q in (0..pairs.len()).filter(|&q| kind(q) == kd) {
-                    if is_c {
-                        if gc_nonzero(q) {
-                            col_c[q] = Some(ncol);
-                            qs.push(q);
-                            ncol += 1;
-                        }
-                    } else {
-                        col_m[q] = ncol;
-                        qs.push(q);
-                        ncol += 1;
-                    }
+                for q in (0..pairs.len()).filter(|&q| kind(q) == kd && nonzero(t, q)) {
+                    col_t[q] = Some(ncol);
+                    qs.push(q);
+                    ncol += 1;
                 }
                 groups.push((first, qs));
             }
@@ -236,10 +271,7 @@ impl MixtureOfExperts {
                         buf: vec![0.0; gram_buffer_len(d)],
                     })
             },
-            || Sums {
-                ic: Mat::zeros(np, np),
-                im: Mat::zeros(np, np),
-            },
+            || Sums((0..nt).map(|_| Mat::zeros(np, np)).collect()),
             |sc, acc, rows| {
                 let m = rows.len();
                 for (li, i) in rows.clone().enumerate() {
@@ -267,31 +299,39 @@ impl MixtureOfExperts {
                     let (rho, resp) = (&sc.rho, &sc.s.resp);
                     for (q, &(b, b2)) in pairs.iter().enumerate() {
                         let (u, v) = (blocks[b], blocks[b2]);
-                        if let Some(cc) = col_c[q] {
-                            let gc = match (u.expert_j, v.expert_j) {
-                                (Some(j), Some(l)) => {
+                        for (t, col_t) in col.iter().enumerate() {
+                            let Some(cc) = col_t[q] else { continue };
+                            let g = match (what, t, u.expert_j, v.expert_j) {
+                                // G^c on one expert's blocks: ρ_k F_k[j, l].
+                                (GramSums::Information, 0, Some(j), Some(l)) => {
                                     rho[u.comp] * sc.fis[u.comp * p * p + j * p + l]
                                 }
-                                _ => {
+                                // G^c on the gate: ρ_c δ_cc' − ρ_c ρ_c'.
+                                (GramSums::Information, 0, _, _) => {
                                     let diag = if u.comp == v.comp { rho[u.comp] } else { 0.0 };
                                     diag - rho[u.comp] * rho[v.comp]
                                 }
+                                // G^m: (r_k δ_kl − r_k r_l) s(b) s(b').
+                                (GramSums::Information, _, _, _) => {
+                                    let cov = if u.comp == v.comp {
+                                        resp[u.comp] - resp[u.comp] * resp[u.comp]
+                                    } else {
+                                        -resp[u.comp] * resp[v.comp]
+                                    };
+                                    cov * sc.sval[b] * sc.sval[b2]
+                                }
+                                // G^C on one expert's blocks: −(ρ_k − r_k) F_k[j, l].
+                                (GramSums::Curvature, _, Some(j), Some(l)) => {
+                                    -(rho[u.comp] - resp[u.comp])
+                                        * sc.fis[u.comp * p * p + j * p + l]
+                                }
+                                (GramSums::Curvature, _, _, _) => 0.0,
                             };
-                            if !gc.is_finite() {
+                            if !g.is_finite() {
                                 return Err(irregular());
                             }
-                            sc.w[cc * m + li] = gc;
+                            sc.w[cc * m + li] = g;
                         }
-                        let cov = if u.comp == v.comp {
-                            resp[u.comp] - resp[u.comp] * resp[u.comp]
-                        } else {
-                            -resp[u.comp] * resp[v.comp]
-                        };
-                        let gm = cov * sc.sval[b] * sc.sval[b2];
-                        if !gm.is_finite() {
-                            return Err(irregular());
-                        }
-                        sc.w[col_m[q] * m + li] = gm;
                     }
                 }
                 let xc = data.xt().subcols(rows.start, m);
@@ -299,9 +339,9 @@ impl MixtureOfExperts {
                     if qs.is_empty() {
                         continue;
                     }
-                    let target = if g % 2 == 0 { &mut acc.ic } else { &mut acc.im };
+                    let target = &mut acc.0[g % nt];
                     let w = &sc.w[first * m..(first + qs.len()) * m];
-                    match g / 2 {
+                    match g / nt {
                         // Coefficient–coefficient: weighted Grams Σ_i w_i x_i x_iᵀ.
                         0 => add_weighted_grams(
                             data,
@@ -357,6 +397,6 @@ impl MixtureOfExperts {
                 Ok(())
             },
         );
-        sums.ok().map(|s| (s.ic, s.im))
+        sums.ok().map(|s| s.0)
     }
 }

@@ -502,6 +502,13 @@ impl ConditionalFamily for MixtureOfExperts {
     ) -> Option<(faer::Mat<f64>, faer::Mat<f64>)> {
         self.information_sums_gram(data, theta)
     }
+    /// $-\sum_i\sum_k(\rho_k - r_k)\,E_k^\top\nabla^2A_F(\eta_k)E_k$ ($a_k = g_k -
+    /// A_F(\eta_k)$ is the only curved entry of $\varphi_i$, and $\rho_k - r_k$ its entry of
+    /// $\nabla A - \mathbb E_{\text{post}}\[T\]$) as weighted Gram products, in one pass.
+    /// `None` when [`information_sums`](ConditionalFamily::information_sums) is.
+    fn curvature_sums(&self, data: &crate::data::Dataset, theta: &[f64]) -> Option<faer::Mat<f64>> {
+        self.curvature_sums_gram(data, theta)
+    }
     /// [`MixtureFamily::work_len`], and at least $3p$ + `n_params()` for
     /// [`realise_jacobian_t`](ConditionalFamily::realise_jacobian_t).
     fn row_work_len(&self) -> usize {

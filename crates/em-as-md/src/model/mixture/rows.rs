@@ -21,12 +21,17 @@
 //! Anything irregular (a parameter outside the natural domain, a non-finite value) sends
 //! the row to the generic functions, which report the error they always reported.
 
-use super::MixtureOfExperts;
+use super::{Gating, MixtureOfExperts};
+use crate::data::Dataset;
 use crate::error::Result;
-use crate::model::expert::{Expert, FamilyPrepared, PreparedExpert};
+use crate::model::expert::{dot, Expert, FamilyPrepared, PreparedExpert};
 use crate::model::ConditionalFamily;
-use crate::solve::problem::{row_posterior_given, PointRows, RowObservation, RowScratch};
-use mirror::special::softmax_in_place;
+use crate::solve::problem::{
+    posterior_row_into, row_posterior_given, BlockFailures, BlockScratch, PointBlock, PointRows,
+    RowObservation, RowScratch,
+};
+use mirror::special::{softmax_in_place, softmax_rows};
+use std::ops::Range;
 
 /// [`MixtureOfExperts`]' [`PointRows`] at one $\theta$: the gate block and the $K$
 /// prepared expert blocks.
@@ -123,6 +128,157 @@ impl<'a> MixtureRows<'a> {
         *log_partition = big_a;
         Some(log_num - big_a)
     }
+
+    /// [`posterior_fast`](Self::posterior_fast) (and [`PointRows::mean`]) on a block of
+    /// $m$ rows, column by column ([`PointBlock`]), with the same operations in the same
+    /// order except that the exponentials of each softmax are taken for the whole block in
+    /// one vectorised call ([`softmax_rows`], as the E-step does) instead of one
+    /// `f64::exp` per row: gate logits, each expert's block
+    /// ([`PreparedExpert::natural_and_log_partition_block`]), $a_k$, $c_k$,
+    /// $A(\varphi_i) = \operatorname{LSE}_k c_k$ and $\rho$, the posterior logits
+    /// $\ell_z$, their LSE and $r_z$, $\mathbb E_{\text{post}}\[T\]$, and with `with_mean`
+    /// $\nabla A(\varphi_i) = (\rho_k, \rho_k\nabla A_F(\eta_k))$
+    /// ([`PreparedExpert::mean_block`]). `sc.flags[l]` is left false for every row the
+    /// generic functions must take (a target outside the support, a parameter outside the
+    /// natural domain, a non-finite value).
+    fn block_fast(
+        &self,
+        data: &Dataset,
+        rows: Range<usize>,
+        obs: &[RowObservation],
+        with_mean: bool,
+        sc: &mut BlockScratch,
+        out: &mut PointBlock,
+    ) {
+        let m = rows.len();
+        let (k, d) = (self.model.n_experts(), self.model.n_features());
+        let p = self.model.mixture_family().p();
+        let BlockScratch { row, work, flags } = sc;
+        let flags = &mut flags[..m];
+        // The mixture's support does not depend on z < K: all in, or the generic error.
+        for (f, ob) in flags.iter_mut().zip(obs) {
+            *f = ob.support.iter().all(|&b| b);
+        }
+        let (cv, rest) = work.split_at_mut(k * m);
+        let (af, rest) = rest.split_at_mut(k * m);
+        let (shift, rest) = rest.split_at_mut(m);
+        let sum = &mut rest[..m];
+        let PointBlock {
+            phi,
+            mean,
+            post_stats,
+            log_lik,
+            log_partition,
+            ..
+        } = out;
+        let (a, eta) = phi[..(k + k * p) * m].split_at_mut(k * m);
+        // Gate logits g_k (g_{K-1} = 0), as `gate_logits`.
+        let w = self.model.gate_block(self.theta);
+        for c in 0..k - 1 {
+            let col = &mut a[c * m..(c + 1) * m];
+            match self.model.gating() {
+                Gating::Softmax => {
+                    let wc = &w[c * d..(c + 1) * d];
+                    for (o, i) in col.iter_mut().zip(rows.clone()) {
+                        *o = dot(wc, data.x(i));
+                    }
+                }
+                Gating::Constant => col.fill(w[c]),
+            }
+        }
+        a[(k - 1) * m..k * m].fill(0.0);
+        // η_k and A_F(η_k), expert by expert.
+        for (c, ex) in self.experts.iter().enumerate() {
+            ex.natural_and_log_partition_block(
+                data,
+                rows.clone(),
+                &mut eta[c * p * m..(c + 1) * p * m],
+                &mut af[c * m..(c + 1) * m],
+                flags,
+                &mut row.mean[..p],
+            );
+        }
+        // a_k = g_k − A_F(η_k), c_k = a_k + A_F(η_k).
+        for ((ac, cc), fc) in a
+            .chunks_exact_mut(m)
+            .zip(cv.chunks_exact_mut(m))
+            .zip(af.chunks_exact(m))
+        {
+            for (((av, cvv), &f), ok) in ac.iter_mut().zip(cc.iter_mut()).zip(fc).zip(&mut *flags) {
+                let v = *av - f;
+                *av = v;
+                *cvv = v + f;
+                if !v.is_finite() {
+                    *ok = false;
+                }
+            }
+        }
+        // A(φ) = LSE_k c_k and ρ = softmax(c).
+        softmax_rows(cv, m, shift, sum);
+        for (l, ((lp, &mx), &z)) in log_partition.iter_mut().zip(&*shift).zip(&*sum).enumerate() {
+            *lp = mx + z.ln();
+            if !(mx.is_finite() && lp.is_finite()) || (0..k).any(|c| !cv[c * m + l].is_finite()) {
+                flags[l] = false;
+            }
+        }
+        // ℓ_z = log h_F(y) + a_z + ⟨T_F(y), η_z⟩ (the generic inner product's order).
+        for (l, ob) in obs.iter().enumerate().take(m) {
+            let (tf, log_h) = (&ob.t[k..k + p], ob.log_h[0]);
+            for z in 0..k {
+                let mut inner = a[z * m + l];
+                for (j, t) in tf.iter().enumerate() {
+                    inner += t * eta[(z * p + j) * m + l];
+                }
+                post_stats[z * m + l] = log_h + inner;
+            }
+        }
+        let resp = &mut post_stats[..k * m];
+        softmax_rows(resp, m, shift, sum);
+        for (l, ((ll, &mx), &z)) in log_lik.iter_mut().zip(&*shift).zip(&*sum).enumerate() {
+            let log_num = mx + z.ln();
+            *ll = log_num - log_partition[l];
+            if !(mx.is_finite() && log_num.is_finite())
+                || (0..k).any(|c| !resp[c * m + l].is_finite())
+            {
+                flags[l] = false;
+            }
+        }
+        // E_post[T] = (r_z, r_z T_F(y))_z.
+        let (resp, rest) = post_stats.split_at_mut(k * m);
+        for (l, ob) in obs.iter().enumerate().take(m) {
+            let tf = &ob.t[k..k + p];
+            for z in 0..k {
+                let r = resp[z * m + l];
+                for (j, t) in tf.iter().enumerate() {
+                    rest[(z * p + j) * m + l] = r * t;
+                }
+            }
+        }
+        if !with_mean {
+            return;
+        }
+        // ∇A(φ) = (ρ_k, ρ_k ∇A_F(η_k)).
+        let (mrho, mexp) = mean[..(k + k * p) * m].split_at_mut(k * m);
+        mrho.copy_from_slice(cv);
+        let (tmp_eta, tmp_mu) = (&mut row.mean[..p], &mut row.post_stats[..p]);
+        for (c, ex) in self.experts.iter().enumerate() {
+            let mu = &mut mexp[c * p * m..(c + 1) * p * m];
+            ex.mean_block(
+                &eta[c * p * m..(c + 1) * p * m],
+                m,
+                mu,
+                flags,
+                tmp_eta,
+                tmp_mu,
+            );
+            let rho = &cv[c * m..(c + 1) * m];
+            for col in mu.chunks_exact_mut(m) {
+                for (v, r) in col.iter_mut().zip(rho) {
+                    *v *= r;
+                }
+            }
+        }
+    }
 }
 
 /// $\operatorname{LSE}(v)$, with $v$ replaced by $\operatorname{softmax}(v)$, from one set of
@@ -199,5 +355,31 @@ impl PointRows for MixtureRows<'_> {
             block.iter_mut().for_each(|v| *v *= r);
         }
         Ok(())
+    }
+
+    /// The block version ([`block_fast`](MixtureRows::block_fast): the exponentials of the
+    /// block in one vectorised call), then the rows it could not take, in order, through
+    /// [`posterior`](Self::posterior) and [`mean`](Self::mean) (so the same errors).
+    fn posterior_block(
+        &self,
+        data: &Dataset,
+        rows: Range<usize>,
+        obs: &[RowObservation],
+        with_mean: bool,
+        sc: &mut BlockScratch,
+        out: &mut PointBlock,
+    ) -> BlockFailures {
+        out.start(rows.len());
+        self.block_fast(data, rows.clone(), obs, with_mean, sc, out);
+        let mut fails = BlockFailures::default();
+        for (l, i) in rows.enumerate() {
+            if !sc.flags[l] {
+                posterior_row_into(self, data, i, l, &obs[l], with_mean, sc, out, &mut fails);
+                if fails.posterior.is_some() {
+                    break;
+                }
+            }
+        }
+        fails
     }
 }
