@@ -31,8 +31,8 @@ use em_as_md::shard::{Round, ShardStats};
 use em_as_md::solve::em_map::EmMap;
 use em_as_md::solve::executor::Objective;
 use em_as_md::{
-    Accel, ConditionalFamily, Dataset, Em, Executor, FitReport, FitResult, FittedMoe, InnerStats,
-    MoeError, Squarem,
+    Accel, Anderson, ConditionalFamily, Dataset, Em, Executor, FitReport, FitResult, FittedMoe,
+    InnerStats, MoeError, Squarem,
 };
 use numpy::{PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::{PyTypeError, PyValueError};
