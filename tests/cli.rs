@@ -910,9 +910,9 @@ fn two_multinomial_experts_fit_overlapping_three_class_data() {
     }
 }
 
-/// `--accel none|squarem|md` runs the chosen solver from the same start: the JSON says
-/// which, every choice reaches the same log-likelihood, SQUAREM in fewer iterations than
-/// plain EM; an unknown value exits 2 naming the accepted ones.
+/// `--accel none|squarem|md|anderson` runs the chosen solver from the same start: the
+/// JSON says which, every choice reaches the same log-likelihood, SQUAREM and Anderson in
+/// fewer iterations than plain EM; an unknown value exits 2 naming the accepted ones.
 #[test]
 fn fit_accel_choices_reach_the_same_log_likelihood() {
     let fit = |accel: &str| {
@@ -934,7 +934,7 @@ fn fit_accel_choices_reach_the_same_log_likelihood() {
             accel,
         ])
     };
-    let runs: Vec<_> = ["none", "squarem", "md"]
+    let runs: Vec<_> = ["none", "squarem", "md", "anderson"]
         .iter()
         .map(|a| (*a, fit(a)))
         .collect();
@@ -952,6 +952,12 @@ fn fit_accel_choices_reach_the_same_log_likelihood() {
         iters(1),
         iters(0)
     );
+    assert!(
+        iters(3) < iters(0),
+        "Anderson {} vs EM {}",
+        iters(3),
+        iters(0)
+    );
     mdem()
         .arg("fit")
         .arg(data("diabetes.csv"))
@@ -959,10 +965,10 @@ fn fit_accel_choices_reach_the_same_log_likelihood() {
         .args(["--accel", "fast"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("none, squarem, md"));
+        .stderr(predicate::str::contains("none, squarem, md, anderson"));
 }
 
-/// `mdem compare` shows EM, SQUAREM, MD(1/L̂) and Adam at each learning rate of the grid
+/// `mdem compare` shows EM, SQUAREM, Anderson, MD(1/L̂) and Adam at each learning rate of the grid
 /// side by side, with the passes column.
 #[test]
 fn compare_shows_the_accelerated_solvers_and_adam() {
@@ -988,6 +994,7 @@ fn compare_shows_the_accelerated_solvers_and_adam() {
     for name in [
         "EM",
         "SQUAREM",
+        "Anderson",
         "MD(η=1/L̂)",
         "Adam(lr=0.001)",
         "Adam(lr=0.01)",

@@ -47,6 +47,7 @@ pub use model::sym::{SymLinComplete, SymLogComplete, SymMoLinE, SymMoLogE, SymSt
 pub use model::{ConditionalFamily, EmModel};
 pub use solve::accel::{Accel, AccelSolver};
 pub use solve::adam::{Adam, AdamSettings, ADAM_LEARNING_RATES};
+pub use solve::anderson::{Anderson, AndersonSettings, Damping};
 pub use solve::gd::{GradientDescent, Step};
 pub use solve::gradient_em::GradientEm;
 pub use solve::md::{MdStep, MirrorDescent, UnprojectedMirrorDescent};

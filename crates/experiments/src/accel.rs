@@ -1,11 +1,12 @@
 //! Accelerated EM against plain EM: iterations, EM-equivalent passes and wall time to the
-//! same log-likelihood for EM, SQUAREM ([`em_as_md::Squarem`]) and mirror descent with
-//! $\eta_t = 1/\hat L_t$ ([`em_as_md::AdaptiveMirrorDescent`]) on gated linear, logistic and
+//! same log-likelihood for EM, SQUAREM ([`em_as_md::Squarem`]), mirror descent with
+//! $\eta_t = 1/\hat L_t$ ([`em_as_md::AdaptiveMirrorDescent`]) and Anderson-accelerated EM
+//! ([`em_as_md::Anderson`]) on gated linear, logistic and
 //! Poisson mixtures of two experts and on the two symmetric models, across signal
 //! strengths, with the missing-information fraction $\lambda_{\max}(I_c^{-1}I_m)$ at the
 //! optimum beside each row ([`diagnostics::information::missing_fraction`]).
 //!
-//! **Protocol** (one seeded instance per row). All three solvers start from the same
+//! **Protocol** (one seeded instance per row). All four solvers start from the same
 //! $\theta_0$ and stop at relative change $<$ `tol` or `max_iters`. $L^\star$ is the
 //! smallest objective any of them reached; a solver *reaches* it at the first $t$ with
 //! $L_t - L^\star \le$ `rel`$\cdot|L^\star|$ (default $10^{-8}$), and the table gives the
@@ -22,8 +23,8 @@ use crate::synthetic::perturbed_start;
 use diagnostics::information::{information, missing_fraction};
 use em_as_md::testkit::{draw, DrawConfig};
 use em_as_md::{
-    AdaptiveMirrorDescent, Dataset, Em, EmModel, Expert, Gating, LinearGaussian, Logistic,
-    MixtureOfExperts, MoeError, Poisson, Problem, Squarem, SymMoLinE, SymMoLogE,
+    AdaptiveMirrorDescent, Anderson, Dataset, Em, EmModel, Expert, Gating, LinearGaussian,
+    Logistic, MixtureOfExperts, MoeError, Poisson, Problem, Squarem, SymMoLinE, SymMoLogE,
 };
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -69,7 +70,8 @@ pub struct SolverCost {
     pub iterations: usize,
     /// Best objective.
     pub best: f64,
-    /// Iterations whose SQUAREM safeguard fired, or whose MD step backtracked.
+    /// Iterations whose SQUAREM or Anderson safeguard fired, or whose MD step
+    /// backtracked.
     pub fallbacks: usize,
     /// Median step $\eta$ taken ($-\alpha$ for SQUAREM), when recorded.
     pub median_eta: Option<f64>,
@@ -90,7 +92,7 @@ pub struct AccelRow {
     pub lambda_max: Option<f64>,
     /// $L^\star$.
     pub l_star: f64,
-    /// EM, SQUAREM, MD($1/\hat L$).
+    /// EM, SQUAREM, MD($1/\hat L$), Anderson.
     pub solvers: Vec<SolverCost>,
 }
 
@@ -132,7 +134,7 @@ fn cost(run: &Run, l_star: f64, rel: f64) -> SolverCost {
     }
 }
 
-/// EM, SQUAREM and MD($1/\hat L$) on one instance.
+/// EM, SQUAREM, MD($1/\hat L$) and Anderson on one instance.
 ///
 /// # Errors
 /// A solver's error at its start; the information matrices' failure is recorded as
@@ -157,6 +159,7 @@ where
         run_recorded(problem, Em::new(), theta0, &settings)?,
         run_recorded(problem, Squarem::new(), theta0, &settings)?,
         run_recorded(problem, AdaptiveMirrorDescent::new(), theta0, &settings)?,
+        run_recorded(problem, Anderson::new(), theta0, &settings)?,
     ];
     let (l_star, best_theta) = runs
         .iter()
@@ -250,33 +253,37 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 }
 
 /// The table as Markdown: per row the model, scale, $\lambda_{\max}$, and for each solver
-/// iterations / passes / milliseconds to $L^\star$, then the pass ratios EM/SQUAREM and
-/// EM/MD, and SQUAREM's safeguard count and MD's median $\eta$ and $\hat L_t$.
+/// iterations / passes / milliseconds to $L^\star$, then the pass ratios EM/SQUAREM,
+/// EM/MD and EM/Anderson, SQUAREM's and Anderson's safeguard counts and MD's median
+/// $\eta$ and $\hat L_t$.
 pub fn accel_markdown(rows: &[AccelRow], cfg: &AccelConfig) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| model | scale | λmax(I_c⁻¹I_m) | EM it / passes / ms | SQUAREM it / passes / ms | MD(1/L̂) it / passes / ms | passes EM/SQUAREM | passes EM/MD | SQUAREM safeguards | MD median η (L̂_t), backtracks |"
+        "| model | scale | λmax(I_c⁻¹I_m) | EM it / passes / ms | SQUAREM it / passes / ms | MD(1/L̂) it / passes / ms | Anderson it / passes / ms | passes EM/SQUAREM | passes EM/MD | passes EM/Anderson | safeguards SQUAREM / Anderson | MD median η (L̂_t), backtracks |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     let cell = |c: &SolverCost| match c.reached {
         Some((t, p, s)) => format!("{t} / {p} / {:.0}", 1e3 * s),
         None => format!("— ({} it)", c.iterations),
     };
     for r in rows {
-        let [em, sq, md] = [&r.solvers[0], &r.solvers[1], &r.solvers[2]];
+        let [em, sq, md, aa] = [&r.solvers[0], &r.solvers[1], &r.solvers[2], &r.solvers[3]];
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}), {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} ({}), {} |",
             r.model,
             r.scale,
             opt(r.lambda_max, 3),
             cell(em),
             cell(sq),
             cell(md),
+            cell(aa),
             opt(r.speedup(1), 2),
             opt(r.speedup(2), 2),
+            opt(r.speedup(3), 2),
             sq.fallbacks,
+            aa.fallbacks,
             opt(md.median_eta, 2),
             opt(md.median_l_hat, 3),
             md.fallbacks,
@@ -306,10 +313,12 @@ mod tests {
         let rows = accel_table(&cfg).unwrap();
         assert_eq!(rows.len(), 5);
         for r in &rows {
-            // The solver that found L* reached it; SQUAREM is never worse than EM.
+            // The solver that found L* reached it; SQUAREM and Anderson are never worse
+            // than EM.
             assert!(r.solvers.iter().any(|s| s.reached.is_some()), "{r:?}");
-            let (em, sq) = (&r.solvers[0], &r.solvers[1]);
+            let (em, sq, aa) = (&r.solvers[0], &r.solvers[1], &r.solvers[3]);
             assert!(sq.best <= em.best + 1e-8 * em.best.abs(), "{r:?}");
+            assert!(aa.best <= em.best + 1e-8 * em.best.abs(), "{r:?}");
             if let Some(l) = r.lambda_max {
                 assert!((-1e-8..=1.0 + 1e-8).contains(&l), "{l}");
             }

@@ -37,7 +37,7 @@ pub enum SolverChoice {
 }
 
 impl SolverChoice {
-    /// `solver` ∈ {`em`, `squarem`, `md`, `gd`} with `eta` (only for `md`: `None` is
+    /// `solver` ∈ {`em`, `squarem`, `anderson`, `md`, `gd`} with `eta` (only for `md`: `None` is
     /// mirror descent at $\eta_t = 1/\hat L_t$, [`Accel::Md`]).
     ///
     /// # Errors
@@ -59,11 +59,12 @@ impl SolverChoice {
         match (solver, eta) {
             ("em", _) => Ok(SolverChoice::Em(Accel::None)),
             ("squarem", _) => Ok(SolverChoice::Em(Accel::Squarem)),
+            ("anderson", _) => Ok(SolverChoice::Em(Accel::Anderson)),
             ("md", None) => Ok(SolverChoice::Em(Accel::Md)),
             ("md", Some(e)) => Ok(SolverChoice::MdEta(e)),
             ("gd", _) => Ok(SolverChoice::Gd),
             _ => Err(PyValueError::new_err(format!(
-                "invalid value '{solver}' for solver: expected 'em', 'squarem', 'md' or 'gd'"
+                "invalid value '{solver}' for solver: expected 'em', 'squarem', 'anderson', 'md' or 'gd'"
             ))),
         }
     }
@@ -270,11 +271,12 @@ pub fn expert_names() -> Vec<String> {
 /// float64) and `y` (`n`), as `mdem fit` does (see the [crate documentation](crate)); the
 /// GIL is released during the fit.
 ///
-/// `solver`: `em`, `squarem` (the CLI's default), `md` (with `eta=None`: step
+/// `solver`: `em`, `squarem` (the CLI's default), `anderson` (Anderson acceleration with
+/// the monotone safeguard), `md` (with `eta=None`: step
 /// $1/\hat L_t$ measured along the run; with a float: mirror descent at that fixed step)
 /// or `gd` (gradient descent with Armijo backtracking). Every solver runs the library's
 /// restarts, including a gated fit's extra start from the ungated optimum:
-/// [`MoeValidParams::fit`] for `em`, `squarem` and `md` without `eta`,
+/// [`MoeValidParams::fit`] for `em`, `squarem`, `anderson` and `md` without `eta`,
 /// [`MoeValidParams::fit_with`] for the others.
 ///
 /// # Errors

@@ -30,8 +30,8 @@ use em_as_md::shard::{Round, ShardStats};
 use em_as_md::solve::em_map::EmMap;
 use em_as_md::solve::executor::Objective;
 use em_as_md::{
-    Accel, ConditionalFamily, Dataset, Em, Executor, FitReport, FitResult, FittedMoe, InnerStats,
-    MoeError, Squarem,
+    Accel, Anderson, ConditionalFamily, Dataset, Em, Executor, FitReport, FitResult, FittedMoe,
+    InnerStats, MoeError, Squarem,
 };
 use numpy::{PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -388,7 +388,8 @@ impl ShardModel {
         Ok((data.n() as u64, ll, entropy))
     }
 
-    /// EM (`solver="em"`) or SQUAREM (`"squarem"`) from `theta0` (the data's units, the
+    /// EM (`solver="em"`), SQUAREM (`"squarem"`) or Anderson-accelerated EM
+    /// (`"anderson"`) from `theta0` (the data's units, the
     /// layout of `Fit.theta`: a fit on a sample) through the library's executor with
     /// tolerance `tol` and at most `max_iter` iterations, every round of every E-step
     /// and M-step made by `run_round(round_bytes) -> stats_bytes` (the round's
@@ -424,10 +425,10 @@ impl ShardModel {
         let clock = Instant::now();
         let choice = SolverChoice::parse(solver, None)?;
         let accel = match choice {
-            SolverChoice::Em(a @ (Accel::None | Accel::Squarem)) => a,
+            SolverChoice::Em(a @ (Accel::None | Accel::Squarem | Accel::Anderson)) => a,
             _ => {
                 return Err(PyValueError::new_err(format!(
-                "solver='{solver}' needs the rows in memory; use 'em' or 'squarem' over partitions"
+                "solver='{solver}' needs the rows in memory; use 'em', 'squarem' or 'anderson' over partitions"
             )))
             }
         };
@@ -466,6 +467,11 @@ impl ShardModel {
         let run = py.detach(|| -> em_as_md::Result<FitResult> {
             match accel {
                 Accel::Squarem => Executor::new(problem, Squarem::new())
+                    .theta0(start.clone())
+                    .max_iters(max_iter)
+                    .tol(tol)
+                    .run(),
+                Accel::Anderson => Executor::new(problem, Anderson::new())
                     .theta0(start.clone())
                     .max_iters(max_iter)
                     .tol(tol)

@@ -6,9 +6,10 @@
 //! either way (an exact reparametrisation), the start and the iterates are not.
 //!
 //! * EM: the library's [`Em`] (exact or Newton M-step).
-//! * Accelerated EM: SQUAREM with the monotone safeguard ([`Squarem`]) and mirror descent
-//!   with $\eta_t = 1/\hat L_t$ measured along the run ([`AdaptiveMirrorDescent`]) — what
-//!   `mdem fit --accel squarem|md` runs.
+//! * Accelerated EM: SQUAREM with the monotone safeguard ([`Squarem`]), Anderson
+//!   acceleration with the monotone safeguard ([`Anderson`]) and mirror descent with
+//!   $\eta_t = 1/\hat L_t$ measured along the run ([`AdaptiveMirrorDescent`]) — what
+//!   `mdem fit --accel squarem|anderson|md` runs.
 //! * Adam ([`Adam`], full batch, default $\beta_1, \beta_2, \epsilon$) at every learning
 //!   rate of [`ADAM_LEARNING_RATES`], all reported.
 //! * Mirror descent with step $\eta$ ([`MirrorDescent`]): the projected step
@@ -25,7 +26,8 @@
 //! above any value seen. The table gives, per solver, the iterations and wall time to
 //! reach $L_t - L^\star \le$ `--eps` (default $10^{-6}$) or "not reached", the
 //! EM-equivalent passes over the data spent by then ([`em_as_md::StepInfo::passes`]: one
-//! per EM-map evaluation for EM and SQUAREM, one per data pass for the others), and the final
+//! per EM-map evaluation for EM and SQUAREM, one per E-step for Anderson, one per data
+//! pass for the others), and the final
 //! $L$; two figures show $L_t - L^\star$ (log scale) against iterations and against time
 //! (`DIR/compare_iterations.{svg,png}`, `DIR/compare_time.{svg,png}`).
 //!
@@ -43,8 +45,8 @@ use em_as_md::fit::init::InitMethod;
 use em_as_md::fit::initial_theta;
 use em_as_md::model::mixture::MixtureOfExperts;
 use em_as_md::{
-    Adam, AdaptiveMirrorDescent, ConditionalFamily, Em, GradientDescent, GradientEm, MirrorDescent,
-    MoeError, Problem, Squarem, Step, ADAM_LEARNING_RATES,
+    Adam, AdaptiveMirrorDescent, Anderson, ConditionalFamily, Em, GradientDescent, GradientEm,
+    MirrorDescent, MoeError, Problem, Squarem, Step, ADAM_LEARNING_RATES,
 };
 use experiments::plot::{Chart, Series};
 use std::path::PathBuf;
@@ -189,6 +191,9 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
     runs.push(run_recorded(problem, Em::new(), &theta0, &fixed).map_err(ctx("EM".into()))?);
     runs.push(
         run_recorded(problem, Squarem::new(), &theta0, &fixed).map_err(ctx("SQUAREM".into()))?,
+    );
+    runs.push(
+        run_recorded(problem, Anderson::new(), &theta0, &fixed).map_err(ctx("Anderson".into()))?,
     );
     let md = AdaptiveMirrorDescent::new();
     runs.push(run_recorded(problem, md, &theta0, &fixed).map_err(ctx("MD(1/L̂)".into()))?);

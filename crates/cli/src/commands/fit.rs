@@ -366,8 +366,9 @@ pub struct FitArgs {
     /// Relative tolerance on the change of the average negative log-likelihood.
     #[arg(long, default_value_t = 1e-8, allow_negative_numbers = true)]
     pub tol: f64,
-    /// How EM is accelerated: `squarem` (SQUAREM with the monotone safeguard), `md`
-    /// (mirror descent with step 1/L̂ measured along the run) or `none` (plain EM).
+    /// How EM is accelerated: `squarem` (SQUAREM with the monotone safeguard), `anderson`
+    /// (Anderson acceleration with the monotone safeguard, DAAREM), `md` (mirror descent
+    /// with step 1/L̂ measured along the run) or `none` (plain EM).
     #[arg(long, default_value_t = Accel::default(), value_parser = accel_value)]
     pub accel: Accel,
     /// Write the fitted model (JSON) here.
@@ -424,7 +425,7 @@ pub struct FitArgs {
     pub reg_covar: Option<f64>,
 }
 
-/// Parses `--accel` (`none`, `squarem`, `md`).
+/// Parses `--accel` (`none`, `squarem`, `md`, `anderson`).
 impl FitArgs {
     /// The fit's settings from these arguments, for `k` experts of type `expert` with
     /// `gating` (shared by the in-memory and the streamed fit).
@@ -568,6 +569,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         Accel::None => "EM",
         Accel::Squarem => "SQUAREM",
         Accel::Md => "MD(1/L̂)",
+        Accel::Anderson => "Anderson",
     };
     let bar = ProgressObserver::new(label, settings.max_iters * settings.n_init as u64, visible);
     phases.lap("check");

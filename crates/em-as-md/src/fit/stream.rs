@@ -9,6 +9,7 @@ use crate::fit::separation::{Separation, SeparationSums};
 use crate::fit::MoeValidParams;
 use crate::shard::ShardProblem;
 use crate::solve::accel::Accel;
+use crate::solve::anderson::Anderson;
 use crate::solve::executor::{Executor, FitResult};
 use crate::solve::squarem::Squarem;
 use crate::solve::Em;
@@ -25,8 +26,8 @@ impl MoeValidParams {
     ///    the [`Survey::sample`](crate::data::source::Survey::sample) of a
     ///    [`FileSource`](crate::data::source::FileSource)), with every restart, strategy
     ///    and the gated-from-ungated start; its best $\theta$ starts the full fit.
-    /// 2. **Exact EM over the source**: EM, or SQUAREM with
-    ///    [`Accel::Squarem`], on a [`ShardProblem`] through the [`Executor`] with these
+    /// 2. **Exact EM over the source**: EM, SQUAREM with [`Accel::Squarem`] or
+    ///    Anderson-accelerated EM with [`Accel::Anderson`], on a [`ShardProblem`] through the [`Executor`] with these
     ///    limits and observers — every E-step and every Newton round of the M-step one
     ///    pass over the source. The steps are the in-memory steps on the same rows.
     /// 3. **Summaries**: one more pass for $\hat\ell$ and the classification entropy.
@@ -45,7 +46,9 @@ impl MoeValidParams {
         if p.accel_method() == Accel::Md {
             return Err(MoeError::InvalidParam {
                 name: "accel",
-                reason: "md needs the rows in memory; use squarem or none on a row source".into(),
+                reason:
+                    "md needs the rows in memory; use squarem, anderson or none on a row source"
+                        .into(),
             });
         }
         let start_clock = Instant::now();
@@ -57,6 +60,9 @@ impl MoeValidParams {
         let result: FitResult = match p.accel_method() {
             Accel::Squarem => self
                 .limits(Executor::new(problem, Squarem::new()).theta0(theta0), 0)
+                .run()?,
+            Accel::Anderson => self
+                .limits(Executor::new(problem, Anderson::new()).theta0(theta0), 0)
                 .run()?,
             _ => self
                 .limits(Executor::new(problem, Em::new()).theta0(theta0), 0)

@@ -1,10 +1,11 @@
 //! The outer solvers (argmin style: a solver is a step function, the [`Executor`] owns
 //! the loop, observers watch it): EM, mirror descent at any step, gradient descent and
-//! gradient EM, the accelerated EMs (SQUAREM, mirror descent at $\eta_t = 1/\hat L_t$) and
+//! gradient EM, the accelerated EMs (SQUAREM, Anderson, mirror descent at $\eta_t = 1/\hat L_t$) and
 //! Adam, all on one [`Problem`].
 
 pub mod accel;
 pub mod adam;
+pub mod anderson;
 pub mod em;
 pub mod em_map;
 pub mod executor;

@@ -12,9 +12,10 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from mdem import _core
 
 #: The outer solvers: plain EM, SQUAREM-accelerated EM (the command line's default),
-#: mirror descent (step 1/L-hat measured along the run, or a fixed ``eta``) and gradient
-#: descent with Armijo backtracking.
-SOLVERS = ("em", "squarem", "md", "gd")
+#: Anderson-accelerated EM (DAAREM with a monotone safeguard), mirror descent (step
+#: 1/L-hat measured along the run, or a fixed ``eta``) and gradient descent with Armijo
+#: backtracking.
+SOLVERS = ("em", "squarem", "anderson", "md", "gd")
 #: How each seeded start is drawn (as ``mdem fit --init``).
 INITS = ("auto", "random", "subset", "kmeans", "short-em")
 
@@ -228,8 +229,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, _MixtureOfExperts):
         Relative tolerance on the change of the average negative log-likelihood.
     max_iter : int, default=500
         Iteration limit per start.
-    solver : {"em", "squarem", "md", "gd"}, default="squarem"
-        Plain EM, SQUAREM-accelerated EM (the command line's default), mirror descent
+    solver : {"em", "squarem", "anderson", "md", "gd"}, default="squarem"
+        Plain EM, SQUAREM-accelerated EM (the command line's default), Anderson-accelerated
+        EM (DAAREM with a monotone safeguard), mirror descent
         (step 1/L-hat measured along the run, or the fixed step ``eta``), or gradient
         descent with Armijo backtracking.
     eta : float or None, default=None
@@ -470,8 +472,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     init : {"auto", "random", "subset", "kmeans", "short-em"}, default="auto"
         How each start is drawn (as ``mdem fit --init``); "auto" starts with k-means++
         (seeding and Lloyd iterations) and cycles through the others for later starts.
-    solver : {"em", "squarem", "md", "gd"}, default="squarem"
-        Plain EM, SQUAREM-accelerated EM, mirror descent (step 1/L-hat, or ``eta``) or
+    solver : {"em", "squarem", "anderson", "md", "gd"}, default="squarem"
+        Plain EM, SQUAREM-accelerated EM, Anderson-accelerated EM, mirror descent (step
+        1/L-hat, or ``eta``) or
         gradient descent with Armijo backtracking.
     eta : float or None, default=None
         Fixed mirror-descent step (``solver="md"`` only).

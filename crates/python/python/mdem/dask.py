@@ -12,7 +12,7 @@ round, on the library's shard statistics (``em_as_md::shard``):
    ``sample_rows`` rows (every restart and start strategy of ``fit``), or a fitted
    estimator given as ``start``.
 3. **Exact EM over the partitions** from that fit, through the library's executor with
-   the estimator's ``solver`` (``"em"`` or ``"squarem"``), ``tol`` and ``max_iter``:
+   the estimator's ``solver`` (``"em"``, ``"squarem"`` or ``"anderson"``), ``tol`` and ``max_iter``:
    every E-step is one Dask round, and so is every Newton round of the M-step of a
    softmax gate or of logistic, multinomial or Poisson experts. A round maps
    :meth:`mdem._core.ShardModel.accumulate` over the partitions and merges the
@@ -58,7 +58,7 @@ def fit(estimator, X, y, *, sample_rows=DEFAULT_SAMPLE_ROWS, start=None,
     Parameters
     ----------
     estimator : mdem estimator
-        Its parameters are the fit's: ``solver`` must be ``"em"`` or ``"squarem"``
+        Its parameters are the fit's: ``solver`` must be ``"em"``, ``"squarem"`` or ``"anderson"``
         (mirror descent and gradient descent need the rows in memory).
     X : dask array of shape (n, d), or dask DataFrame
         Partitioned by rows (column chunks are joined).
@@ -87,7 +87,7 @@ def fit(estimator, X, y, *, sample_rows=DEFAULT_SAMPLE_ROWS, start=None,
     ------
     ValueError
         With the library's message for bad data (naming the partition and its rows) or a
-        failed fit; for a solver other than "em" and "squarem".
+        failed fit; for a solver other than "em", "squarem" and "anderson".
     TypeError
         For inputs that are not Dask collections, or an estimator not of ``mdem``.
     """
@@ -97,10 +97,10 @@ def fit(estimator, X, y, *, sample_rows=DEFAULT_SAMPLE_ROWS, start=None,
             f"got {type(estimator).__name__}"
         )
     estimator._check_params()
-    if estimator.solver not in ("em", "squarem"):
+    if estimator.solver not in ("em", "squarem", "anderson"):
         raise ValueError(
             f"solver={estimator.solver!r} needs the rows in memory; "
-            "mdem.dask.fit runs 'em' or 'squarem'"
+            "mdem.dask.fit runs 'em', 'squarem' or 'anderson'"
         )
     for name, value in (("sample_rows", sample_rows), ("split_every", split_every)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
