@@ -278,7 +278,8 @@ impl<P: EmMap> EmMap for Counting<'_, P> {
 }
 
 /// On gated linear, logistic and Poisson mixtures, counted by a wrapper around the
-/// problem: Anderson runs one M-step per iteration, and its passes add up to its E-steps
+/// problem: Anderson runs one M-step per iteration (one more when the run stops right
+/// after accepting a proposal, whose M-step is done on acceptance), and its passes add up to its E-steps
 /// (all but the one at $\theta_0$ that starts the first iteration); EM's passes are its
 /// M-steps. With every proposal spoilt (worse $L$, or an E-step that fails) each iteration
 /// after the first is rejected and costs 2 passes, and the iterates are EM's, bit for bit.
@@ -313,10 +314,14 @@ fn passes_count_the_e_steps_and_rejected_proposals_give_em() {
                 1e-300,
             );
             let (es, ms) = (es.load(Ordering::SeqCst), ms.load(Ordering::SeqCst));
-            assert_eq!(
-                ms,
-                aa.trace.len() as u64,
-                "{name}: one M-step per iteration"
+            // One M-step per iteration; an accepted proposal's M-step is done when it is
+            // accepted, so a run that stops right after one has done one more.
+            let ahead = ms - aa.trace.len() as u64;
+            let last = &aa.trace[aa.trace.len() - 1].step;
+            assert!(
+                ahead == 0 || (ahead == 1 && !last.safeguard),
+                "{name}: one M-step per iteration ({ms} for {} iterations)",
+                aa.trace.len()
             );
             assert_eq!(passes(&aa), es - 1, "{name}: passes are the E-steps");
             if spoil == Spoil::Nothing {
@@ -341,7 +346,7 @@ fn passes_count_the_e_steps_and_rejected_proposals_give_em() {
 }
 
 // ---------------------------------------------------------------------------------------
-// (b) Monotone, and never worse than EM.
+// (b) Monotone; never worse than EM (a known failure).
 
 /// Objectives never increase by more than round-off.
 fn assert_monotone(res: &FitResult, l0: f64, what: &str) -> Result<(), TestCaseError> {
@@ -362,13 +367,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
     /// Along Anderson runs on random gated linear, logistic and Poisson mixtures from
-    /// random starts $L$ never increases beyond round-off, each iteration costs 1 or 2
-    /// passes (2 only when the safeguard fired), and the final $L$ is never worse than
-    /// plain EM's from the same start (both to relative change $10^{-12}$) by more than
-    /// $10^{-8}$ relative.
+    /// random starts $L$ never increases beyond round-off (the strict safeguard), and each
+    /// iteration costs 1 or 2 passes (2 only when the safeguard fired).
     #[test]
-    #[ignore = "known failure: Anderson can end in a worse local optimum than EM (gated Poisson, seed 6217711091851844814, L 1.37160 vs 1.36922); with κ = 25 a plain-EM fallback step on logistic experts raised L by 2.8e-12 relative (seed 16767192108544529534)"]
-    fn anderson_is_monotone_and_never_worse_than_em(seed in any::<u64>()) {
+    #[ignore = "known failure: on logistic experts from a seed of anderson.proptest-regressions, L rose by 3.6e-11 (7e-11 relative; the bound is 1e-12) at iteration 355 of 2000, near the optimum; not yet explained"]
+    fn anderson_is_monotone(seed in any::<u64>()) {
         for (name, e) in experts() {
             let model = moe(e);
             let d = draw(&model, &DrawConfig::default(), 300, seed)?;
@@ -386,6 +389,23 @@ proptest! {
                     "{name}: {:?}", r.step
                 );
             }
+        }
+    }
+
+    /// The final $L$ of Anderson is never worse than plain EM's from the same start (both
+    /// to relative change $10^{-12}$) by more than $10^{-8}$ relative.
+    #[test]
+    #[ignore = "known failure: Anderson can end in a worse local optimum than EM (gated Poisson, seed 6217711091851844814, L 1.37160 vs 1.36922)"]
+    fn anderson_is_never_worse_than_em(seed in any::<u64>()) {
+        for (name, e) in experts() {
+            let model = moe(e);
+            let d = draw(&model, &DrawConfig::default(), 300, seed)?;
+            let p = Problem::new(&model, &d.data)?;
+            let aa = Executor::new(p, Anderson::new())
+                .theta0(d.theta0.clone())
+                .max_iters(2000)
+                .tol(1e-12)
+                .run()?;
             let em = Executor::new(p, Em::new())
                 .theta0(d.theta0.clone())
                 .max_iters(4000)
@@ -408,7 +428,6 @@ proptest! {
 /// Anderson reaches EM's final $L$ to $10^{-8}$ relative with a user's `Glm` expert
 /// (bivariate normal with unknown covariance), converged, with fewer passes than EM.
 #[test]
-#[ignore = "known failure: from this start Anderson drives expert 0 of the bivariate-normal Glm mixture to a degenerate covariance (its weighted Gram matrix is singular after 500-900 iterations) where EM converges"]
 fn anderson_reaches_the_em_optimum_for_a_plug_in_expert() {
     let mvn: Arc<dyn Expert> = Arc::new(common::mvn_expert().unwrap());
     let model = MixtureOfExperts::new(mvn, 2, 2, Gating::Softmax).unwrap();
@@ -429,7 +448,6 @@ fn anderson_reaches_the_em_optimum_on_symmolin_e() {
 
 /// The same on SymMoLogE.
 #[test]
-#[ignore = "known failure: on this SymMoLogE instance the Anderson run does not stop and its M-step fails after 503 iterations (Hessian not positive definite), where EM converges"]
 fn anderson_reaches_the_em_optimum_on_symmolog_e() {
     let tol = 1e-13;
     let log = SymMoLogE::new(3).unwrap();

@@ -72,10 +72,14 @@
 //! evaluation of $F$ (the E-step is cached and starts the next iteration's evaluation),
 //! so an accepted or plain step costs **1**; when the safeguard rejects a proposal whose
 //! E-step was computed, the E-step at $F(\theta_t)$ follows and the iteration costs
-//! **2**. The least-squares solve works on a $\dim\theta\times m$ matrix and allocates
+//! **2**. A proposal is accepted only when its M-step succeeds too: that M-step is the
+//! next iteration's, computed at acceptance and cached, so a point where it fails (a
+//! singular Hessian, a degenerate component) is refused like an invalid point and the
+//! plain step is taken instead. The least-squares solve works on a $\dim\theta\times m$ matrix and allocates
 //! nothing beyond the history and its SVD.
 
 use crate::error::{MoeError, Result};
+use crate::inner::InnerStats;
 use crate::solve::em_map::EmMap;
 use crate::solve::solver::{FitState, IterRecord, NextIter, Solver, StepInfo};
 use std::any::Any;
@@ -394,6 +398,9 @@ impl AndersonHistory {
 struct Cached<S> {
     theta: Vec<f64>,
     stats: S,
+    /// $F(\theta)$ and its inner statistics when they were computed to accept $\theta$
+    /// (an accepted proposal), so the next iteration does not repeat the M-step.
+    mapped: Option<(Vec<f64>, InnerStats)>,
 }
 
 /// The Anderson-accelerated EM solver; see the [module documentation](self).
@@ -484,16 +491,22 @@ impl<P: EmMap> Solver<P> for Anderson {
             .take()
             .and_then(|b| b.downcast::<Cached<P::Stats>>().ok())
             .filter(|c| c.theta == state.theta);
-        let stats0 = match cached {
-            Some(c) => c.stats,
+        let (stats0, mapped) = match cached {
+            Some(c) => (c.stats, c.mapped),
             None => {
                 // A state this solver did not produce: its history says nothing about it.
                 self.reset(k);
-                problem.e_step(&state.theta)?.0
+                (problem.e_step(&state.theta)?.0, None)
             }
         };
-        let mut fx = vec![0.0; k];
-        let inner = problem.m_step(&stats0, &state.theta, &mut fx)?;
+        let (fx, inner) = match mapped {
+            Some(m) => m,
+            None => {
+                let mut fx = vec![0.0; k];
+                let inner = problem.m_step(&stats0, &state.theta, &mut fx)?;
+                (fx, inner)
+            }
+        };
         let f: Vec<f64> = fx.iter().zip(&state.theta).map(|(a, b)| a - b).collect();
         let mut passes: u64 = 1;
         let mut proposal = None;
@@ -535,7 +548,17 @@ impl<P: EmMap> Solver<P> for Anderson {
         match proposal {
             Some(Ok(next)) if next.iter().all(|v| v.is_finite()) => match problem.e_step(&next) {
                 Ok((s, l)) if l.is_finite() && l <= state.objective => {
-                    accepted = Some((next, s, l));
+                    // The proposal must also have an M-step (the next iteration's, done
+                    // now): a point where it fails (a singular Hessian, a degenerate
+                    // component) is refused like an invalid one, not carried forward.
+                    let mut f_next = vec![0.0; k];
+                    match problem.m_step(&s, &next, &mut f_next) {
+                        Ok(inner_next) => accepted = Some((next, s, l, (f_next, inner_next))),
+                        Err(_) => {
+                            wasted_e_step = true;
+                            invalid = true;
+                        }
+                    }
                 }
                 Ok((_, l)) if l.is_finite() => wasted_e_step = true,
                 _ => {
@@ -553,17 +576,17 @@ impl<P: EmMap> Solver<P> for Anderson {
         if invalid {
             self.history.clear();
         }
-        let (next, stats_next, objective, eta) = match accepted {
-            Some((next, s, l)) => {
+        let (next, stats_next, objective, eta, mapped_next) = match accepted {
+            Some((next, s, l, m)) => {
                 self.accepted += 1;
                 let step = norm(next.iter().zip(&state.theta).map(|(a, b)| a - b));
                 let em = norm(f.iter().copied());
                 let eta = if em > 0.0 { step / em } else { 1.0 };
-                (next, s, l, eta)
+                (next, s, l, eta, Some(m))
             }
             None => {
                 let (s, l) = problem.e_step(&fx)?;
-                (fx, s, l, 1.0)
+                (fx, s, l, 1.0, None)
             }
         };
         // DAAREM's restart: a cycle ends once the history is full.
@@ -573,6 +596,7 @@ impl<P: EmMap> Solver<P> for Anderson {
         self.cache = Some(Box::new(Cached {
             theta: next.clone(),
             stats: stats_next,
+            mapped: mapped_next,
         }));
         let iter = state.iter + 1;
         let record = IterRecord {
