@@ -420,7 +420,8 @@ impl Fit {
     /// design when the fit used one, then [`certify`] on its iterates and
     /// [`diagnostics::certificate::Certificate::account_for`] its termination. Returns
     /// the certificate as JSON with a `rerun` object (iterations, termination,
-    /// log-likelihood, relative distance to $\hat\theta$).
+    /// log-likelihood $\ell$ and the ridge penalty $R$ at its end — the re-run maximises
+    /// $\ell - R$ — and the relative distance to $\hat\theta$).
     ///
     /// # Errors
     /// `ValueError` when the re-run or the certificate cannot be computed.
@@ -455,11 +456,15 @@ impl Fit {
             let den: f64 = saved.iter().map(|b| b * b).sum();
             let mut out: serde_json::Value =
                 serde_json::from_str(&cert.to_json().map_err(value_error)?).map_err(value_error)?;
+            // The objective is L = (−ℓ + R)/n: with a ridge, ℓ adds the penalty back.
+            let penalised = -(data.n() as f64) * result.state.objective;
+            let penalty = em_as_md::ConditionalFamily::penalty(model, end);
             out["rerun"] = json!({
                 "iterations": result.state.iter,
                 "termination": result.termination.to_string(),
                 "converged": result.termination.is_converged(),
-                "log_likelihood": -(data.n() as f64) * result.state.objective,
+                "log_likelihood": penalised + penalty,
+                "penalty": penalty,
                 "relative_distance_to_fit": (num / den.max(f64::MIN_POSITIVE)).sqrt(),
             });
             out["summary"] = json!(cert.to_string());

@@ -74,6 +74,17 @@ def test_a_ridge_gives_separable_classes_a_finite_optimum():
     assert np.mean(ridged.predict(X) == y) > 0.95
 
 
+def test_the_certificate_of_a_ridged_fit_reports_the_unpenalised_log_likelihood():
+    X, y = two_regimes()
+    est = MixtureOfExpertsRegressor(n_experts=2, ridge=1.0, random_state=0).fit(X, y)
+    rerun = est.certificate()["rerun"]
+    assert rerun["converged"] and rerun["penalty"] > 0
+    assert rerun["log_likelihood"] == pytest.approx(est.log_likelihood_, rel=1e-8)
+    assert rerun["log_likelihood"] - rerun["penalty"] == pytest.approx(
+        est.trajectory_[-1], rel=1e-8
+    )
+
+
 def test_a_ridged_fit_pickles_with_its_ridge():
     import pickle
 
