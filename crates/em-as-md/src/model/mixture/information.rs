@@ -49,7 +49,7 @@ use crate::error::MoeError;
 use crate::inner::gram::{add_weighted_grams, gram_buffer_len};
 use crate::inner::parallel::{fold_rows_with, Mergeable, CHUNK};
 use crate::model::ConditionalFamily;
-use crate::solve::problem::{PointRows, RowObservation, RowScratch};
+use crate::solve::problem::{BlockScratch, PointBlock, PointRows, RowObservation};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
 use mirror::ExponentialFamily;
@@ -64,24 +64,97 @@ struct Block {
     expert_j: Option<usize>,
 }
 
+/// Rows per call of the block evaluator ([`PointRows::posterior_block`]) in the
+/// information pass: one parameter point at a time, so a block larger than the ratios'
+/// [`POINT_BLOCK_ROWS`](crate::solve::problem::POINT_BLOCK_ROWS) still stays in cache.
+const INFO_BLOCK_ROWS: usize = 256;
+
 /// Per-worker buffers.
 struct Scratch {
-    s: RowScratch,
-    ob: RowObservation,
-    /// $T_F(y_i)$.
+    obs: Vec<RowObservation>,
+    bs: BlockScratch,
+    blk: PointBlock,
+    /// $T_F(y_i)$, $\eta_k$, $\mu_k$ ($K p$) and $F_k$ ($p^2$) of one row.
     t: Vec<f64>,
-    /// $\mu_k$, $K p$.
+    eta: Vec<f64>,
     mu: Vec<f64>,
-    /// $F_k$, $K p^2$ row-major.
-    fis: Vec<f64>,
-    /// $\rho$.
-    rho: Vec<f64>,
-    /// $s(b)$.
-    sval: Vec<f64>,
+    fi: Vec<f64>,
+    q: RowQuantities,
     /// Column-major $m\times$ columns: the row weights $G^c$, $G^m$ of the block pairs.
     w: Vec<f64>,
     /// Gram buffer.
     buf: Vec<f64>,
+}
+
+/// A chunk's row quantities, column-major with the chunk's row count $m$ as stride.
+struct RowQuantities {
+    /// $\rho$ ($K$ columns).
+    rho: Vec<f64>,
+    /// $r$ ($K$ columns).
+    resp: Vec<f64>,
+    /// $F_k[j, l]$ ($Kp^2$ columns, column $kp^2 + jp + l$).
+    fis: Vec<f64>,
+    /// $s(b)$ (one column per block).
+    sval: Vec<f64>,
+}
+
+/// How one weight column is formed from the chunk's row quantities (the
+/// [module documentation](self)); the indices are into [`RowQuantities`]' columns.
+#[derive(Debug, Clone, Copy)]
+enum Weight {
+    /// $G^c$ on the gate: $\rho_c\delta_{cc'} - \rho_c\rho_{c'}$.
+    Gate { c: usize, c2: usize },
+    /// $G^c$ on one expert's blocks: $\rho_k F_k[j, l]$ (`f` = $kp^2 + jp + l$).
+    Expert { k: usize, f: usize },
+    /// $G^m$: $(r_k\delta_{kl} - r_kr_l)\,s(b)\,s(b')$.
+    Missing {
+        k: usize,
+        l: usize,
+        b: usize,
+        b2: usize,
+    },
+    /// $G^C$ on one expert's blocks: $-(\rho_k - r_k)F_k[j, l]$.
+    Curvature { k: usize, f: usize },
+}
+
+impl Weight {
+    /// Column `out` (the chunk's `m` rows) of this weight.
+    fn fill(self, sc: &RowQuantities, m: usize, out: &mut [f64]) {
+        let col = |j: usize| j * m..(j + 1) * m;
+        match self {
+            Weight::Gate { c, c2 } => {
+                let (rc, rc2) = (&sc.rho[col(c)], &sc.rho[col(c2)]);
+                for ((o, &a), &b) in out.iter_mut().zip(rc).zip(rc2) {
+                    let diag = if c == c2 { a } else { 0.0 };
+                    *o = diag - a * b;
+                }
+            }
+            Weight::Expert { k, f } => {
+                let (rk, fk) = (&sc.rho[col(k)], &sc.fis[col(f)]);
+                for ((o, &a), &b) in out.iter_mut().zip(rk).zip(fk) {
+                    *o = a * b;
+                }
+            }
+            Weight::Missing { k, l, b, b2 } => {
+                let (rk, rl) = (&sc.resp[col(k)], &sc.resp[col(l)]);
+                let (sb, sb2) = (&sc.sval[col(b)], &sc.sval[col(b2)]);
+                for (li, o) in out.iter_mut().enumerate() {
+                    let cov = if k == l {
+                        rk[li] - rk[li] * rk[li]
+                    } else {
+                        -rk[li] * rl[li]
+                    };
+                    *o = cov * sb[li] * sb2[li];
+                }
+            }
+            Weight::Curvature { k, f } => {
+                let (rk, qk, fk) = (&sc.rho[col(k)], &sc.resp[col(k)], &sc.fis[col(f)]);
+                for (((o, &a), &r), &b) in out.iter_mut().zip(rk).zip(qk).zip(fk) {
+                    *o = -(a - r) * b;
+                }
+            }
+        }
+    }
 }
 
 /// Which row sums [`MixtureOfExperts::gram_sums`] forms.
@@ -241,97 +314,142 @@ impl MixtureOfExperts {
                 groups.push((first, qs));
             }
         }
+        // weights[c]: how weight column c is formed.
+        let mut weights: Vec<Option<Weight>> = vec![None; ncol];
+        for (q, &(b, b2)) in pairs.iter().enumerate() {
+            let (u, v) = (blocks[b], blocks[b2]);
+            for (t, col_t) in col.iter().enumerate() {
+                let Some(cc) = col_t[q] else { continue };
+                let f = |j: usize, l: usize| u.comp * p * p + j * p + l;
+                weights[cc] = Some(match (what, t, u.expert_j, v.expert_j) {
+                    (GramSums::Information, 0, Some(j), Some(l)) => Weight::Expert {
+                        k: u.comp,
+                        f: f(j, l),
+                    },
+                    (GramSums::Information, 0, _, _) => Weight::Gate {
+                        c: u.comp,
+                        c2: v.comp,
+                    },
+                    (GramSums::Information, _, _, _) => Weight::Missing {
+                        k: u.comp,
+                        l: v.comp,
+                        b,
+                        b2,
+                    },
+                    (GramSums::Curvature, _, Some(j), Some(l)) => Weight::Curvature {
+                        k: u.comp,
+                        f: f(j, l),
+                    },
+                    // `nonzero` gives G^C columns to one expert's pairs only.
+                    (GramSums::Curvature, _, _, _) => return None,
+                });
+            }
+        }
+        let weights: Vec<Weight> = weights.into_iter().collect::<Option<_>>()?;
         let ev = MixtureRows::new(self, theta)?;
         let fam = expert.family();
+        let fits = |c: &Scratch| {
+            c.w.len() == ncol * CHUNK
+                && c.q.sval.len() == nb * CHUNK
+                && c.q.fis.len() == k * p * p * CHUNK
+                && c.q.rho.len() == k * CHUNK
+                && c.mu.len() == k * p
+                && c.bs.fits(self, INFO_BLOCK_ROWS)
+                && c.blk.capacity() == INFO_BLOCK_ROWS
+                && c.blk.phi.len() == self.mixture_family().dim() * INFO_BLOCK_ROWS
+                && c.buf.len() == gram_buffer_len(d)
+        };
         let sums = fold_rows_with(
             data.n(),
             |cached: Option<Scratch>| {
-                cached
-                    .filter(|c| {
-                        c.w.len() == ncol * CHUNK
-                            && c.sval.len() == nb
-                            && c.fis.len() == k * p * p
-                            && c.s.work.len() == self.row_work_len()
-                            && c.s.phi.len() == self.mixture_family().dim()
-                            && c.buf.len() == gram_buffer_len(d)
-                    })
-                    .map(|c| Scratch {
-                        ob: RowObservation::new(self),
-                        ..c
-                    })
-                    .unwrap_or_else(|| Scratch {
-                        s: RowScratch::new(self),
-                        ob: RowObservation::new(self),
+                // The observations' buffers are sized by the model: built anew per job.
+                let obs = (0..INFO_BLOCK_ROWS)
+                    .map(|_| RowObservation::new(self))
+                    .collect();
+                match cached.filter(fits) {
+                    Some(c) => Scratch { obs, ..c },
+                    None => Scratch {
+                        obs,
+                        bs: BlockScratch::new(self, INFO_BLOCK_ROWS),
+                        blk: PointBlock::new(self, INFO_BLOCK_ROWS),
                         t: vec![0.0; p],
+                        eta: vec![0.0; p],
                         mu: vec![0.0; k * p],
-                        fis: vec![0.0; k * p * p],
-                        rho: vec![0.0; k],
-                        sval: vec![0.0; nb],
+                        fi: vec![0.0; p * p],
+                        q: RowQuantities {
+                            rho: vec![0.0; k * CHUNK],
+                            resp: vec![0.0; k * CHUNK],
+                            fis: vec![0.0; k * p * p * CHUNK],
+                            sval: vec![0.0; nb * CHUNK],
+                        },
                         w: vec![0.0; ncol * CHUNK],
                         buf: vec![0.0; gram_buffer_len(d)],
-                    })
+                    },
+                }
             },
             || Sums((0..nt).map(|_| Mat::zeros(np, np)).collect()),
             |sc, acc, rows| {
                 let m = rows.len();
-                for (li, i) in rows.clone().enumerate() {
-                    let (x, y) = (data.x(i), data.y(i));
-                    sc.ob.set(self, y);
-                    ev.posterior(x, &sc.ob, i, &mut sc.s)
-                        .map_err(|_| irregular())?;
-                    sc.rho.copy_from_slice(ev.gate_probs(&sc.s));
-                    fam.sufficient_stats(y, &mut sc.t);
-                    for c in 0..k {
-                        expert
-                            .moments(
-                                &sc.s.phi[k + c * p..k + (c + 1) * p],
-                                &mut sc.mu[c * p..(c + 1) * p],
-                                &mut sc.fis[c * p * p..(c + 1) * p * p],
-                            )
-                            .map_err(|_| irregular())?;
+                let mut start = rows.start;
+                while start < rows.end {
+                    let sub = start..(start + INFO_BLOCK_ROWS).min(rows.end);
+                    let mb = sub.len();
+                    for (ob, i) in sc.obs.iter_mut().zip(sub.clone()) {
+                        ob.set(self, data.y(i));
                     }
-                    for (sv, b) in sc.sval.iter_mut().zip(&blocks) {
-                        *sv = match b.expert_j {
-                            None => 1.0,
-                            Some(j) => sc.t[j] - sc.mu[b.comp * p + j],
-                        };
+                    let fails = ev.posterior_block(
+                        data,
+                        sub.clone(),
+                        &sc.obs[..mb],
+                        true,
+                        &mut sc.bs,
+                        &mut sc.blk,
+                    );
+                    if fails.posterior.is_some() || fails.mean.is_some() {
+                        return Err(irregular());
                     }
-                    let (rho, resp) = (&sc.rho, &sc.s.resp);
-                    for (q, &(b, b2)) in pairs.iter().enumerate() {
-                        let (u, v) = (blocks[b], blocks[b2]);
-                        for (t, col_t) in col.iter().enumerate() {
-                            let Some(cc) = col_t[q] else { continue };
-                            let g = match (what, t, u.expert_j, v.expert_j) {
-                                // G^c on one expert's blocks: ρ_k F_k[j, l].
-                                (GramSums::Information, 0, Some(j), Some(l)) => {
-                                    rho[u.comp] * sc.fis[u.comp * p * p + j * p + l]
-                                }
-                                // G^c on the gate: ρ_c δ_cc' − ρ_c ρ_c'.
-                                (GramSums::Information, 0, _, _) => {
-                                    let diag = if u.comp == v.comp { rho[u.comp] } else { 0.0 };
-                                    diag - rho[u.comp] * rho[v.comp]
-                                }
-                                // G^m: (r_k δ_kl − r_k r_l) s(b) s(b').
-                                (GramSums::Information, _, _, _) => {
-                                    let cov = if u.comp == v.comp {
-                                        resp[u.comp] - resp[u.comp] * resp[u.comp]
-                                    } else {
-                                        -resp[u.comp] * resp[v.comp]
-                                    };
-                                    cov * sc.sval[b] * sc.sval[b2]
-                                }
-                                // G^C on one expert's blocks: −(ρ_k − r_k) F_k[j, l].
-                                (GramSums::Curvature, _, Some(j), Some(l)) => {
-                                    -(rho[u.comp] - resp[u.comp])
-                                        * sc.fis[u.comp * p * p + j * p + l]
-                                }
-                                (GramSums::Curvature, _, _, _) => 0.0,
-                            };
-                            if !g.is_finite() {
-                                return Err(irregular());
-                            }
-                            sc.w[cc * m + li] = g;
+                    let Scratch {
+                        blk,
+                        t,
+                        eta,
+                        mu,
+                        fi,
+                        q,
+                        ..
+                    } = &mut *sc;
+                    for (l, i) in sub.clone().enumerate() {
+                        let li = i - rows.start;
+                        // ∇A(φ) and E_post[T] begin with ρ and r (T(y, z) = (e_z, e_z ⊗ T_F(y))).
+                        for c in 0..k {
+                            q.rho[c * m + li] = blk.mean[c * mb + l];
+                            q.resp[c * m + li] = blk.post_stats[c * mb + l];
                         }
+                        fam.sufficient_stats(data.y(i), t);
+                        for c in 0..k {
+                            for (j, e) in eta.iter_mut().enumerate() {
+                                *e = blk.phi[(k + c * p + j) * mb + l];
+                            }
+                            expert
+                                .moments(eta, &mut mu[c * p..(c + 1) * p], fi)
+                                .map_err(|_| irregular())?;
+                            for (jl, &v) in fi.iter().enumerate() {
+                                q.fis[(c * p * p + jl) * m + li] = v;
+                            }
+                        }
+                        for (bi, b) in blocks.iter().enumerate() {
+                            q.sval[bi * m + li] = match b.expert_j {
+                                None => 1.0,
+                                Some(j) => t[j] - mu[b.comp * p + j],
+                            };
+                        }
+                    }
+                    start = sub.end;
+                }
+                for (cc, wt) in weights.iter().enumerate() {
+                    let out = &mut sc.w[cc * m..(cc + 1) * m];
+                    wt.fill(&sc.q, m, out);
+                    if !out.iter().all(|g| g.is_finite()) {
+                        return Err(irregular());
                     }
                 }
                 let xc = data.xt().subcols(rows.start, m);

@@ -63,12 +63,6 @@ impl<'a> MixtureRows<'a> {
         })
     }
 
-    /// $\rho = \operatorname{softmax}_k(a_k + A_F(\eta_k))$ (the gate probabilities) of
-    /// the last successful [`PointRows::posterior`] on `s`.
-    pub(crate) fn gate_probs<'s>(&self, s: &'s RowScratch) -> &'s [f64] {
-        &s.work[..self.model.n_experts()]
-    }
-
     /// The fast row: $\varphi_i$, $A(\varphi_i)$, the posterior and
     /// $\mathbb E_{\text{post}}\[T\]$ into `s`, $\rho$ into `s.work[..K]`; returns
     /// $\log p(y_i\mid x_i)$, or `None` for anything the generic functions would reject
