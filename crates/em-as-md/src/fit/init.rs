@@ -49,6 +49,7 @@ use rand::seq::index::sample;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::Exp1;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Weight spread over all experts when hard labels become responsibilities.
@@ -197,34 +198,102 @@ pub fn hard_responsibilities(labels: &[usize], k: usize, floor: f64) -> Vec<f64>
     r
 }
 
-/// Standardised points $(x_i, y_i)$ with constant columns dropped, row-major, and their
-/// dimension.
-fn standardised_points(data: &Dataset) -> (Vec<f64>, usize) {
-    let (n, d, q) = (data.n(), data.d(), data.q());
-    let col = |i: usize, j: usize| {
+/// The standardised points $(x_i, y_i)$ with constant columns dropped, read from the data
+/// on demand: a copy would hold $n$ more rows of every column (as much as the design
+/// itself) for the whole start.
+struct StdPoints<'a> {
+    data: &'a Dataset,
+    /// Kept columns $j$ (features, then targets) with their mean and standard deviation.
+    keep: Vec<(usize, f64, f64)>,
+}
+
+impl<'a> StdPoints<'a> {
+    fn new(data: &'a Dataset) -> Self {
+        let (n, d, q) = (data.n(), data.d(), data.q());
+        let mut keep = Vec::new();
+        for j in 0..d + q {
+            let col = |i: usize| Self::raw(data, i, j);
+            let mean = (0..n).map(col).sum::<f64>() / n as f64;
+            let var = (0..n).map(|i| (col(i) - mean).powi(2)).sum::<f64>() / n as f64;
+            if var > 1e-12 * (1.0 + mean * mean) {
+                keep.push((j, mean, var.sqrt()));
+            }
+        }
+        StdPoints { data, keep }
+    }
+    fn raw(data: &Dataset, i: usize, j: usize) -> f64 {
+        let d = data.d();
         if j < d {
             data.x(i)[j]
         } else {
             data.y(i)[j - d]
         }
-    };
-    let mut keep = Vec::new();
-    for j in 0..d + q {
-        let mean = (0..n).map(|i| col(i, j)).sum::<f64>() / n as f64;
-        let var = (0..n).map(|i| (col(i, j) - mean).powi(2)).sum::<f64>() / n as f64;
-        if var > 1e-12 * (1.0 + mean * mean) {
-            keep.push((j, mean, var.sqrt()));
+    }
+    /// The dimension $m$ of a point.
+    fn dim(&self) -> usize {
+        self.keep.len()
+    }
+    /// Point $i$ into `out` ($m$ values).
+    fn write(&self, i: usize, out: &mut [f64]) {
+        for (o, &(j, mean, sd)) in out.iter_mut().zip(&self.keep) {
+            *o = (Self::raw(self.data, i, j) - mean) / sd;
         }
     }
-    let m = keep.len();
-    let mut pts = vec![0.0; n * m];
-    for i in 0..n {
-        for (c, &(j, mean, sd)) in keep.iter().enumerate() {
-            pts[i * m + c] = (col(i, j) - mean) / sd;
-        }
+    /// $d_i \leftarrow \min(d_i, \lVert p_i - c\rVert^2)$ for every row (in parallel;
+    /// each row's value does not depend on the split).
+    fn min_sq_dist(&self, centre: &[f64], d2: &mut [f64]) {
+        let m = self.dim();
+        d2.par_chunks_mut(KMEANS_CHUNK)
+            .enumerate()
+            .for_each(|(ci, part)| {
+                let mut p = vec![0.0; m];
+                for (l, v) in part.iter_mut().enumerate() {
+                    self.write(ci * KMEANS_CHUNK + l, &mut p);
+                    *v = v.min(sq_dist(&p, centre));
+                }
+            });
     }
-    (pts, m)
+    /// Labels every row with its nearest centre (the first on ties) and returns the
+    /// per-centre sums of the points and the counts: chunk sums merged in chunk order, so
+    /// the result does not depend on the number of threads.
+    fn assign(&self, centres: &[f64], labels: &mut [usize]) -> (Vec<f64>, Vec<usize>) {
+        let m = self.dim();
+        let k = centres.len() / m.max(1);
+        let parts: Vec<(Vec<f64>, Vec<usize>)> = labels
+            .par_chunks_mut(KMEANS_CHUNK)
+            .enumerate()
+            .map(|(ci, part)| {
+                let (mut sums, mut counts) = (vec![0.0; k * m], vec![0usize; k]);
+                let mut p = vec![0.0; m];
+                for (l, z) in part.iter_mut().enumerate() {
+                    self.write(ci * KMEANS_CHUNK + l, &mut p);
+                    let mut best = (f64::INFINITY, 0);
+                    for (c, centre) in centres.chunks_exact(m).enumerate() {
+                        let dist = sq_dist(&p, centre);
+                        if dist < best.0 {
+                            best = (dist, c);
+                        }
+                    }
+                    *z = best.1;
+                    counts[*z] += 1;
+                    for (s, v) in sums[*z * m..(*z + 1) * m].iter_mut().zip(&p) {
+                        *s += v;
+                    }
+                }
+                (sums, counts)
+            })
+            .collect();
+        let (mut sums, mut counts) = (vec![0.0; k * m], vec![0usize; k]);
+        for (s, c) in parts {
+            sums.iter_mut().zip(&s).for_each(|(a, b)| *a += b);
+            counts.iter_mut().zip(&c).for_each(|(a, b)| *a += b);
+        }
+        (sums, counts)
+    }
 }
+
+/// Rows per chunk of the k-means passes (fixed, so the merged sums are thread-independent).
+const KMEANS_CHUNK: usize = 4096;
 
 fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
@@ -243,17 +312,18 @@ pub fn kmeanspp_labels(data: &Dataset, k: usize, rng: &mut ChaCha8Rng) -> Result
             reason: format!("between 1 and the number of rows ({n})"),
         });
     }
-    let (pts, m) = standardised_points(data);
+    let pts = StdPoints::new(data);
+    let m = pts.dim();
     if m == 0 {
         // Every column constant: all points coincide; spread labels round-robin.
         return Ok((0..n).map(|i| i % k).collect());
     }
-    let p = |i: usize| &pts[i * m..(i + 1) * m];
     // D² seeding.
-    let mut centres = Vec::with_capacity(k * m);
+    let mut centres = vec![0.0; k * m];
     let first = rng.random_range(0..n);
-    centres.extend_from_slice(p(first));
-    let mut d2: Vec<f64> = (0..n).map(|i| sq_dist(p(i), p(first))).collect();
+    pts.write(first, &mut centres[..m]);
+    let mut d2 = vec![f64::INFINITY; n];
+    pts.min_sq_dist(&centres[..m], &mut d2);
     for c in 1..k {
         let total: f64 = d2.iter().sum();
         let pick = if total > 0.0 {
@@ -270,31 +340,15 @@ pub fn kmeanspp_labels(data: &Dataset, k: usize, rng: &mut ChaCha8Rng) -> Result
         } else {
             rng.random_range(0..n)
         };
-        centres.extend_from_slice(p(pick));
-        for (i, v) in d2.iter_mut().enumerate() {
-            *v = v.min(sq_dist(p(i), &centres[c * m..(c + 1) * m]));
-        }
+        pts.write(pick, &mut centres[c * m..(c + 1) * m]);
+        pts.min_sq_dist(&centres[c * m..(c + 1) * m], &mut d2);
     }
-    // Lloyd.
+    // Lloyd: assign, then move each centre to its points' mean (kept where it has none).
     let mut labels = vec![0usize; n];
-    for _ in 0..=LLOYD_ITERS {
-        for (i, z) in labels.iter_mut().enumerate() {
-            let mut best = (f64::INFINITY, 0);
-            for c in 0..k {
-                let dist = sq_dist(p(i), &centres[c * m..(c + 1) * m]);
-                if dist < best.0 {
-                    best = (dist, c);
-                }
-            }
-            *z = best.1;
-        }
-        let mut sums = vec![0.0; k * m];
-        let mut counts = vec![0usize; k];
-        for (i, &z) in labels.iter().enumerate() {
-            counts[z] += 1;
-            for (s, v) in sums[z * m..(z + 1) * m].iter_mut().zip(p(i)) {
-                *s += v;
-            }
+    for it in 0..=LLOYD_ITERS {
+        let (sums, counts) = pts.assign(&centres, &mut labels);
+        if it == LLOYD_ITERS {
+            break;
         }
         for c in 0..k {
             if counts[c] > 0 {
