@@ -1144,11 +1144,13 @@ fn load_sized<R: Read + Send>(
     // blocks are parsed: the load peaks at the data set plus a batch of blocks. Its
     // capacity grows geometrically, from an estimate of the rows when the size is known.
     let off = usize::from(options.intercept);
-    let mut xt = Mat::<f64>::new();
+    // Column-major width × n, unpadded (`Dataset::from_design`'s layout).
+    let mut xt: Vec<f64> = Vec::new();
+    let mut width = off;
     let (mut cap, mut y, mut lines) = (0usize, Vec::new(), Vec::new());
     let header = read_rows(reader, name, select, BLOCK_BYTES, |mut c| {
-        let (base, rows) = (xt.ncols(), c.lines.len());
-        let width = c.values.len() - 1 + off;
+        let (base, rows) = (lines.len(), c.lines.len());
+        width = c.values.len() - 1 + off;
         if base + rows > cap {
             let estimate = size_hint.map_or(0, |total| {
                 let per_row = c.bytes as f64 / rows.max(1) as f64;
@@ -1157,23 +1159,22 @@ fn load_sized<R: Read + Send>(
             cap = (base + rows)
                 .max(2 * cap)
                 .max(if base == 0 { estimate } else { 0 });
-            xt.reserve(width, cap);
+            xt.reserve_exact(cap * width - xt.len());
         }
         y.extend_from_slice(&c.values.pop().unwrap_or_default());
         lines.extend_from_slice(&c.lines);
-        xt.resize_with(width, base + rows, |j, i| {
-            if j < off {
-                1.0
-            } else {
-                c.values[j - off][i - base]
-            }
-        });
+        for i in 0..rows {
+            xt.extend(std::iter::repeat_n(1.0, off));
+            xt.extend(c.values.iter().map(|col| col[i]));
+        }
         Ok::<(), DataError>(())
     })?;
+    // Back to an exact allocation when the estimate overshot (no copy when it fits).
+    xt.shrink_to_fit();
     let n = lines.len();
     let n_feat = feature_cols.len();
     let line_of = |i: usize| lines.get(i).copied().unwrap_or(i as u64 + 2);
-    let stats = ColumnStats::of(xt.as_ref(), off);
+    let stats = ColumnStats::of(MatRef::from_column_major_slice(&xt, width, n), off);
     for (k, &j) in feature_cols.iter().enumerate() {
         if let Some(i) = stats.out_of_scale(k) {
             return Err(DataError::BadScale {
@@ -1181,7 +1182,7 @@ fn load_sized<R: Read + Send>(
                 line: line_of(i),
                 row: i + 1,
                 column: header[j].clone(),
-                value: xt[(k + off, i)],
+                value: xt[i * width + k + off],
             });
         }
     }
@@ -1199,7 +1200,7 @@ fn load_sized<R: Read + Send>(
     let mut warnings = Vec::new();
     let mut keep = vec![true; n_feat];
     for (k, &j) in feature_cols.iter().enumerate() {
-        let v = xt[(k + off, 0)];
+        let v = xt[k + off];
         if n > 1 && stats.constant[k] {
             let column = header[j].clone();
             if options.drop_constant {
@@ -1233,7 +1234,11 @@ fn load_sized<R: Read + Send>(
         let rows: Vec<usize> = (0..off)
             .chain((0..n_feat).filter(|&k| keep[k]).map(|k| k + off))
             .collect();
-        xt = Mat::from_fn(rows.len(), n, |r, i| xt[(rows[r], i)]);
+        xt = (0..n)
+            .flat_map(|i| rows.iter().map(move |&r| i * width + r))
+            .map(|a| xt[a])
+            .collect();
+        width = rows.len();
         let mut k = 0;
         feature_cols.retain(|_| {
             k += 1;
@@ -1263,7 +1268,11 @@ fn load_sized<R: Read + Send>(
     }
 
     // Exact collinearity.
-    if let Some(dep) = first_collinear(xt.as_ref(), off, options.intercept) {
+    if let Some(dep) = first_collinear(
+        MatRef::from_column_major_slice(&xt, width, n),
+        off,
+        options.intercept,
+    ) {
         let depends_on = dep
             .depends_on
             .iter()
@@ -1429,16 +1438,11 @@ pub fn load_csv_columns(
             residual: dep.residual,
         });
     }
-    let dataset = Dataset::from_design(
-        Mat::from_fn(1, n, |_, _| 1.0),
-        y,
-        q,
-        vec!["(intercept)".to_string()],
-    )
-    .map_err(|source| DataError::Dataset {
-        file: file.clone(),
-        source,
-    })?;
+    let dataset = Dataset::from_design(vec![1.0; n], y, q, vec!["(intercept)".to_string()])
+        .map_err(|source| DataError::Dataset {
+            file: file.clone(),
+            source,
+        })?;
     Ok(LoadedData {
         dataset,
         file,

@@ -8,17 +8,22 @@ pub mod parquet;
 pub mod source;
 
 use crate::error::{MoeError, Result};
-use faer::{Mat, MatRef};
+use faer::MatRef;
 
 /// Features and targets of $n$ rows.
 ///
-/// Features are stored once, as a faer matrix of shape $d \times n$ whose column $i$ is
-/// the row $x_i$: each row is then a contiguous slice for the per-row kernels, and the
-/// weighted Gram products $X^\top \operatorname{diag}(r) X$ are faer products on the same
-/// storage. Targets are row-major $n \times q$ (a class label or count is one entry).
+/// Features are stored once, column-major $d \times n$ without padding (column $i$ is the
+/// row $x_i$; a faer matrix would pad each column to a multiple of 8 values, $\times 8/7$
+/// of the memory at $d = 21$): each row is a contiguous slice for the per-row kernels,
+/// and the weighted Gram products $X^\top \operatorname{diag}(r) X$ are faer products on a
+/// view of the same storage ([`xt`](Self::xt)). Targets are row-major $n \times q$ (a
+/// class label or count is one entry).
 #[derive(Debug, Clone)]
 pub struct Dataset {
-    xt: Mat<f64>,
+    /// Column-major $d \times n$.
+    xt: Vec<f64>,
+    d: usize,
+    n: usize,
     y: Vec<f64>,
     q: usize,
     feature_names: Vec<String>,
@@ -72,49 +77,53 @@ impl Dataset {
                 }
             }
         }
-        let xt = Mat::from_fn(d, n, |j, i| x[i * d + j]);
         Ok(Dataset {
-            xt,
+            // Row-major n × d is column-major d × n.
+            xt: x.to_vec(),
+            d,
+            n,
             y: y.to_vec(),
             q,
             feature_names: (0..d).map(|j| format!("x{j}")).collect(),
         })
     }
 
-    /// Builds a data set from the design in its storage layout — `xt` is $d \times n$, its
-    /// column $i$ the row $x_i$ — row-major targets `y` ($n \times q$) and the feature
-    /// names, without copying (the CSV loaders fill both a block of rows at a time).
+    /// Builds a data set from the design in its storage layout — `xt` is column-major
+    /// $d \times n$ (the rows $x_i$ one after another, $d$ values each, as row-major
+    /// $n \times d$) — row-major targets `y` ($n \times q$) and the $d$ feature names,
+    /// without copying (the CSV loaders fill both a block of rows at a time).
     ///
     /// # Errors
     /// `InvalidData` naming the row and column when a value is NaN or infinite, when
     /// there are no rows, or when the lengths or the names do not match.
     pub fn from_design(
-        xt: Mat<f64>,
+        xt: Vec<f64>,
         y: Vec<f64>,
         q: usize,
         feature_names: Vec<String>,
     ) -> Result<Self> {
-        let (d, n) = (xt.nrows(), xt.ncols());
-        if n == 0 || q == 0 {
+        let d = feature_names.len();
+        if y.is_empty() || q == 0 {
             return Err(invalid(
                 None,
                 None,
                 "the data set has no rows or no targets",
             ));
         }
-        if y.len() != n * q || feature_names.len() != d {
+        let n = y.len() / q;
+        if y.len() != n * q || xt.len() != n * d {
             return Err(invalid(
                 None,
                 None,
                 &format!(
-                    "{n} rows of {d} features and {q} targets, but {} target values and {} names",
+                    "{} target values for {q} targets and {} feature values for {d} names",
                     y.len(),
-                    feature_names.len()
+                    xt.len()
                 ),
             ));
         }
         for (i, yi) in y.chunks_exact(q).enumerate() {
-            if let Some(j) = xt.col_as_slice(i).iter().position(|v| !v.is_finite()) {
+            if let Some(j) = xt[i * d..(i + 1) * d].iter().position(|v| !v.is_finite()) {
                 return Err(invalid(
                     Some(i),
                     Some(format!("x{j}")),
@@ -131,6 +140,8 @@ impl Dataset {
         }
         Ok(Dataset {
             xt,
+            d,
+            n,
             y,
             q,
             feature_names,
@@ -139,16 +150,18 @@ impl Dataset {
 
     /// Prepends a constant feature 1 (the intercept) to every row.
     pub fn with_intercept(self) -> Self {
-        let (d, n) = (self.xt.nrows(), self.xt.ncols());
-        let xt = Mat::from_fn(
-            d + 1,
-            n,
-            |j, i| if j == 0 { 1.0 } else { self.xt[(j - 1, i)] },
-        );
+        let (d, n) = (self.d, self.n);
+        let mut xt = Vec::with_capacity((d + 1) * n);
+        for i in 0..n {
+            xt.push(1.0);
+            xt.extend_from_slice(self.x(i));
+        }
         let mut feature_names = vec!["(intercept)".to_string()];
         feature_names.extend(self.feature_names);
         Dataset {
             xt,
+            d: d + 1,
+            n,
             y: self.y,
             q: self.q,
             feature_names,
@@ -159,8 +172,9 @@ impl Dataset {
     /// a non-finite value would break the data set's invariant, so only maps that keep
     /// values finite (the standardisation) use it.
     pub(crate) fn map_rows(&mut self, f: impl Fn(&mut [f64])) {
-        for i in 0..self.n() {
-            f(self.xt.col_as_slice_mut(i));
+        let d = self.d;
+        for i in 0..self.n {
+            f(&mut self.xt[i * d..(i + 1) * d]);
         }
     }
 
@@ -182,14 +196,18 @@ impl Dataset {
 
     /// The rows with the given indices, in that order (train/test splits, bootstrap).
     pub fn select(&self, rows: &[usize]) -> Self {
-        let d = self.d();
-        let xt = Mat::from_fn(d, rows.len(), |j, i| self.xt[(j, rows[i])]);
+        let xt = rows
+            .iter()
+            .flat_map(|&i| self.x(i).iter().copied())
+            .collect();
         let y = rows
             .iter()
             .flat_map(|&i| self.y(i).iter().copied())
             .collect();
         Dataset {
             xt,
+            d: self.d,
+            n: rows.len(),
             y,
             q: self.q,
             feature_names: self.feature_names.clone(),
@@ -198,11 +216,11 @@ impl Dataset {
 
     /// Number of rows $n$.
     pub fn n(&self) -> usize {
-        self.xt.ncols()
+        self.n
     }
     /// Number of features $d$ (including an intercept column if one was added).
     pub fn d(&self) -> usize {
-        self.xt.nrows()
+        self.d
     }
     /// Number of target columns $q$.
     pub fn q(&self) -> usize {
@@ -210,7 +228,7 @@ impl Dataset {
     }
     /// Feature row $x_i$ (contiguous).
     pub fn x(&self, i: usize) -> &[f64] {
-        self.xt.col_as_slice(i)
+        &self.xt[i * self.d..(i + 1) * self.d]
     }
     /// Target row $y_i$.
     pub fn y(&self, i: usize) -> &[f64] {
@@ -222,7 +240,7 @@ impl Dataset {
     }
     /// The features as a $d \times n$ view (column $i$ is $x_i$).
     pub fn xt(&self) -> MatRef<'_, f64> {
-        self.xt.as_ref()
+        MatRef::from_column_major_slice(&self.xt, self.d, self.n)
     }
     /// Feature names, in column order.
     pub fn feature_names(&self) -> &[String] {

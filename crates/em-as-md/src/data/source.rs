@@ -19,7 +19,6 @@ use crate::inner::parallel::CHUNK;
 use crate::model::mixture::MixtureOfExperts;
 use crate::model::ConditionalFamily;
 use crate::Dataset;
-use faer::Mat;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -192,8 +191,7 @@ impl Synthetic {
             })
             .collect();
         parts.into_iter().collect::<Result<()>>()?;
-        let xt = faer::MatRef::from_column_major_slice(&xs, d, m).to_owned();
-        Dataset::from_design(xt, y, q, self.names.clone())
+        Dataset::from_design(xs, y, q, self.names.clone())
     }
 }
 
@@ -510,14 +508,12 @@ impl FileSource {
         let (d, q) = (self.d(), self.q());
         let width = self.columns.len().max(1);
         let m = cells.len() / width;
-        let mut xt = Mat::<f64>::zeros(d, m);
+        let mut xt = vec![0.0; d * m];
         let mut y = Vec::with_capacity(m * q);
         let mut x = Vec::with_capacity(d);
         for (i, r) in cells.chunks_exact(width).enumerate() {
             design_row(r, self.has_target, self.intercept, &mut x);
-            for (a, v) in x.iter().enumerate() {
-                xt[(a, i)] = *v;
-            }
+            xt[i * d..i * d + x.len()].copy_from_slice(&x);
             if self.has_target {
                 y.push(r[r.len() - 1]);
             } else {
@@ -539,10 +535,10 @@ impl FileSource {
         let (d, q) = (self.d(), self.q());
         let ncols = pending.0.len();
         let off = usize::from(self.intercept || !self.has_target);
-        let mut xt = Mat::<f64>::zeros(d, m);
+        let mut xt = vec![0.0; d * m];
         let mut y = Vec::with_capacity(m * q);
         for i in 0..m {
-            let mut col = xt.as_mut().col_mut(i);
+            let col = &mut xt[i * d..(i + 1) * d];
             if off == 1 {
                 col[0] = 1.0;
             }
