@@ -445,6 +445,7 @@ fn dummy_report() -> em_as_md::FitReport {
         best_restart: 0,
         restarts: vec![],
         spread: None,
+        start_theta: vec![],
     }
 }
 

@@ -91,6 +91,8 @@ fn gated_is_never_below_ungated_on_crossing_lines() {
     // retraces the kept restart.
     let model = valid.model(data.d()).unwrap();
     let theta0 = valid.restart_theta0(&model, &data, 8).unwrap();
+    // The report records that start (what `mdem certify` re-runs from).
+    assert_eq!(rep.start_theta, theta0);
     let problem = Problem::new(&model, &data).unwrap();
     let n = data.n() as f64;
     assert!((-n * problem.objective(&theta0).unwrap() - u).abs() < 1e-9 * u.abs().max(1.0));
@@ -213,10 +215,18 @@ fn every_strategy_is_seeded_and_thread_count_independent() {
         if !matches!(init, InitMethod::Auto) {
             assert_ne!(a, b, "{init:?}");
         }
-        // The report names each start's strategy.
+        // The report names each start's strategy, and records the kept restart's start
+        // as drawn again (`mdem certify` re-runs EM from it).
         for r in &one.report().restarts[..4] {
             assert_eq!(r.init, init.for_restart(r.index).name());
         }
+        let best = one.report().best_restart;
+        let attempt = one.report().restarts[best].attempt();
+        assert_eq!(
+            one.report().start_theta,
+            valid.retry_theta0(&model, &data, best, attempt).unwrap(),
+            "{init:?}"
+        );
     }
 }
 

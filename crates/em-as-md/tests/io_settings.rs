@@ -91,6 +91,7 @@ fn fitted(data: &Dataset) -> FittedMoe {
         best_restart: 0,
         restarts: Vec::new(),
         spread: None,
+        start_theta: theta0,
     };
     let names = vec!["(intercept)".into(), "a".into(), "b".into()];
     FittedMoe::new(model, r.state.theta, names, report).unwrap()
@@ -123,8 +124,10 @@ fn settings_survive_save_and_load_and_drive_the_refit() {
     let default_expert = format!("{:?}", Multinomial::new(3).unwrap());
     assert_eq!(debug_expert(loaded.model()), debug_expert(orig.model()));
     assert_ne!(debug_expert(loaded.model()), default_expert);
-    // Saving the loaded model writes the same file.
+    // Saving the loaded model writes the same file; the recorded start comes back.
     assert_eq!(to_json(&loaded).unwrap(), json);
+    assert_eq!(loaded.report().start_theta, orig.report().start_theta);
+    assert_eq!(loaded.report().start_theta.len(), orig.theta().len());
 
     // A refit from the loaded model runs with them: L-BFGS gate and L-BFGS experts form
     // no Hessian, and the run is bit-identical to one from the original model.
@@ -195,6 +198,8 @@ fn a_file_without_the_section_loads_with_the_defaults() {
     let m = from_json(OLD_FILE).unwrap();
     assert_eq!(m.theta(), &[0.25, -1.5, 0.75]);
     assert_eq!(m.report().termination, Termination::MaxIters);
+    // No recorded start: `mdem certify` draws it again.
+    assert!(m.report().start_theta.is_empty());
     assert_eq!(m.model().gate_config(), GateConfig::default());
     assert_eq!(
         format!("{:?}", m.model().expert()),

@@ -34,7 +34,7 @@ use diagnostics::certificate::{certify, CertifyConfig};
 use em_as_md::fit::init::InitMethod;
 use em_as_md::fit::MoeParams;
 use em_as_md::TrajectoryObserver;
-use em_as_md::{Em, Executor, MoeError, ObserverMode, Problem, Termination};
+use em_as_md::{ConditionalFamily, Em, Executor, MoeError, ObserverMode, Problem, Termination};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -145,9 +145,13 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
             fitted.report().best_restart,
         ),
     };
-    let theta0 = params
-        .check()
-        .and_then(|p| {
+    // The recorded start when the file has it (on the same standardised design), else
+    // drawn again.
+    let recorded = &fitted.report().start_theta;
+    let theta0 = if recorded.len() == model.n_params() {
+        Ok(recorded.clone())
+    } else {
+        params.check().and_then(|p| {
             // A start that was retried drew its θ₀ on the retry's stream.
             let attempt = fitted
                 .report()
@@ -156,7 +160,8 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
                 .map_or(0, |r| r.attempt());
             p.retry_theta0(model, data, restart, attempt)
         })
-        .map_err(|e| CliError::compute(format!("{file}: starting point"), e))?;
+    }
+    .map_err(|e| CliError::compute(format!("{file}: starting point"), e))?;
     let traj = TrajectoryObserver::new();
     let result = Executor::new(problem, Em::new())
         .theta0(theta0)

@@ -1049,6 +1049,7 @@ mod tests {
                 summary(2, None),
             ],
             spread: None,
+            start_theta: Vec::new(),
         };
         // Everything converged (a failed start is reported elsewhere, by its error).
         assert!(convergence_warnings(&rep).is_empty());

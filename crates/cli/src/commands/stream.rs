@@ -314,6 +314,7 @@ fn fit_minibatch(
         trace: Vec::new(),
         best_restart: 0,
         spread: Spread::of(&[log_likelihood]),
+        start_theta: Vec::new(),
         restarts: vec![RestartSummary {
             index: 0,
             init: em_as_md::fit::stream::SAMPLE_START.into(),

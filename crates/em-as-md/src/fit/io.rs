@@ -80,6 +80,8 @@ struct FitReportDef {
     best_restart: usize,
     restarts: Vec<RestartSummary>,
     spread: Option<Spread>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    start_theta: Vec<f64>,
 }
 
 /// The trace as [`RecordJson`]s (JSON has no NaN).

@@ -321,6 +321,9 @@ pub fn initial_theta(
     start_from(model, data, &method.for_restart(index), &mut rng)
 }
 
+/// A restart's run and the start $\theta_0$ it ran from.
+type StartedRun = Result<(FitResult, Vec<f64>)>;
+
 /// $\theta_0$ under a resolved strategy, drawing from `rng`.
 fn start_from(
     model: &MixtureOfExperts,
@@ -664,7 +667,7 @@ impl MoeValidParams {
         data: &Dataset,
         index: usize,
         make: &(impl Fn() -> Result<S> + Sync),
-    ) -> (Result<FitResult>, Vec<String>)
+    ) -> (StartedRun, Vec<String>)
     where
         S: for<'a> Solver<Problem<'a, MixtureOfExperts>>,
     {
@@ -674,7 +677,7 @@ impl MoeValidParams {
         loop {
             let run = self
                 .retry_theta0(model, data, index, attempt)
-                .and_then(|theta0| self.run_from(model, data, index, theta0, make));
+                .and_then(|theta0| self.run_from_kept(model, data, index, theta0, make));
             match run {
                 Err(e)
                     if retryable
@@ -719,6 +722,22 @@ impl MoeValidParams {
 
     /// One run from `theta0` by a fresh solver from `make`, with these limits and
     /// restart `index`'s observers.
+    /// [`run_from`](Self::run_from), returning the start with the result.
+    fn run_from_kept<S>(
+        &self,
+        model: &MixtureOfExperts,
+        data: &Dataset,
+        index: usize,
+        theta0: Vec<f64>,
+        make: &(impl Fn() -> Result<S> + Sync),
+    ) -> StartedRun
+    where
+        S: for<'a> Solver<Problem<'a, MixtureOfExperts>>,
+    {
+        let start = theta0.clone();
+        Ok((self.run_from(model, data, index, theta0, make)?, start))
+    }
+
     fn run_from<S>(
         &self,
         model: &MixtureOfExperts,
@@ -869,21 +888,22 @@ impl MoeValidParams {
             _ => 0.0,
         };
         let n_runs = p.n_init + usize::from(ungated.is_some());
-        // Each run with its wall clock: (result, retry errors, seconds before its EM).
-        let runs: Vec<(Result<FitResult>, Vec<String>, f64)> = (0..n_runs)
+        // Each run with its start and wall clock: ((result, θ₀), retry errors, seconds
+        // before its EM).
+        let runs: Vec<(StartedRun, Vec<String>, f64)> = (0..n_runs)
             .into_par_iter()
             .map(|r| {
                 let run_clock = Instant::now();
                 let (run, failed) = match (&ungated, r == p.n_init) {
                     (Some(Ok((theta0, _))), true) => (
-                        self.run_from(&model, data, r, theta0.clone(), make),
+                        self.run_from_kept(&model, data, r, theta0.clone(), make),
                         Vec::new(),
                     ),
                     (Some(Err(e)), true) => (Err(e.clone()), Vec::new()),
                     _ => self.run_with_retries(&model, data, r, make),
                 };
                 let total = run_clock.elapsed().as_secs_f64();
-                let em = run.as_ref().map_or(0.0, |f| f.seconds.min(total));
+                let em = run.as_ref().map_or(0.0, |(f, _)| f.seconds.min(total));
                 let before = if r == p.n_init { ungated_seconds } else { 0.0 };
                 (run, failed, before + total - em)
             })
@@ -902,7 +922,7 @@ impl MoeValidParams {
             .map(|(index, (r, retry_errors, start_seconds))| {
                 let start_em_seconds = if index == p.n_init { ungated_em } else { 0.0 };
                 match r {
-                    Ok(f) => RestartSummary {
+                    Ok((f, _)) => RestartSummary {
                         index,
                         init: strategy(index),
                         log_likelihood: Some(-n * f.best.objective),
@@ -929,15 +949,15 @@ impl MoeValidParams {
                 }
             })
             .collect();
-        let mut best: Option<(usize, &FitResult)> = None;
+        let mut best: Option<(usize, &(FitResult, Vec<f64>))> = None;
         for (i, (r, _, _)) in runs.iter().enumerate() {
             if let Ok(f) = r {
-                if best.is_none_or(|(_, b)| f.best.objective < b.best.objective) {
+                if best.is_none_or(|(_, b)| f.0.best.objective < b.0.best.objective) {
                     best = Some((i, f));
                 }
             }
         }
-        let Some((best_restart, result)) = best else {
+        let Some((best_restart, (result, start_theta))) = best else {
             let first = runs.into_iter().next().and_then(|(r, _, _)| r.err());
             return Err(first.unwrap_or(MoeError::InvalidParam {
                 name: "n_init",
@@ -959,6 +979,7 @@ impl MoeValidParams {
             best_restart,
             spread: Spread::of(&lls),
             restarts,
+            start_theta: start_theta.clone(),
         };
         FittedMoe::new(model, theta, data.feature_names().to_vec(), report)
     }

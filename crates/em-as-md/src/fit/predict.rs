@@ -152,6 +152,12 @@ pub struct FitReport {
     pub restarts: Vec<RestartSummary>,
     /// Spread of the restarts' final log-likelihoods.
     pub spread: Option<Spread>,
+    /// $\theta_0$ of the returned restart: where its EM started, on the data it ran on
+    /// (the CLI's standardised design), so that a re-run of that EM (`mdem certify`)
+    /// starts there without drawing the start again (for a gated fit's start from the
+    /// ungated optimum, without re-fitting the ungated model). Empty when not recorded:
+    /// a streamed or Dask fit, a report saved before this field existed.
+    pub start_theta: Vec<f64>,
 }
 
 impl FitReport {
@@ -181,6 +187,7 @@ impl FitReport {
             trace: result.trace.clone(),
             best_restart: 0,
             spread: Spread::of(&[log_likelihood]),
+            start_theta: Vec::new(),
             restarts: vec![RestartSummary {
                 index: 0,
                 init: init.into(),
