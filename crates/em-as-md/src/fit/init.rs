@@ -383,6 +383,84 @@ mod tests {
         assert!((var - 1.0 / 18.0).abs() < 0.015, "{var}");
     }
 
+    /// Random data with a constant column (dropped by `StdPoints`) and uneven scales.
+    fn uneven(n: usize, seed: u64) -> Dataset {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let x: Vec<f64> = (0..n)
+            .flat_map(|_| {
+                let a: f64 = rng.random_range(-1.0..1.0);
+                let b: f64 = rng.random_range(100.0..300.0);
+                [a, 7.0, b]
+            })
+            .collect();
+        let y: Vec<f64> = (0..n).map(|_| rng.random_range(-0.01..0.01)).collect();
+        Dataset::from_rows(&x, 3, &y, 1).unwrap()
+    }
+
+    #[test]
+    fn chunked_lloyd_sums_and_distances_are_the_direct_ones() {
+        let data = uneven(5000, 4);
+        let pts = StdPoints::new(&data);
+        let m = pts.dim();
+        assert_eq!(m, 3, "the constant column is dropped");
+        // Standardised points, formed directly.
+        let p: Vec<Vec<f64>> = (0..data.n())
+            .map(|i| {
+                let mut v = vec![0.0; m];
+                pts.write(i, &mut v);
+                v
+            })
+            .collect();
+        let centres = [p[3].clone(), p[10].clone(), vec![0.1, -0.2, 0.3]].concat();
+        let mut labels = vec![0; data.n()];
+        let (got_sums, got_counts) = pts.assign(&centres, &mut labels);
+        let mut sums = vec![0.0; 3 * m];
+        let mut counts = vec![0usize; 3];
+        for (i, pi) in p.iter().enumerate() {
+            let d: Vec<f64> = centres
+                .chunks(m)
+                .map(|c| pi.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum())
+                .collect();
+            let best = (0..3).fold(0, |b, c| if d[c] < d[b] { c } else { b });
+            // Ties aside (none here at this precision), the same nearest centre.
+            assert!(d[labels[i]] <= d[best] * (1.0 + 1e-12) + 1e-15, "row {i}");
+            counts[labels[i]] += 1;
+            for j in 0..m {
+                sums[labels[i] * m + j] += pi[j];
+            }
+        }
+        assert_eq!(got_counts, counts);
+        for (g, d) in got_sums.iter().zip(&sums) {
+            assert!((g - d).abs() < 1e-9 * d.abs().max(1.0), "{g} vs {d}");
+        }
+        // D² distances likewise.
+        let mut d2 = vec![f64::INFINITY; data.n()];
+        pts.min_sq_dist(&centres[..m], &mut d2);
+        for (i, pi) in p.iter().enumerate() {
+            let direct: f64 = pi
+                .iter()
+                .zip(&centres[..m])
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum();
+            assert!((d2[i] - direct).abs() <= 1e-12 * direct.max(1.0), "row {i}");
+        }
+    }
+
+    #[test]
+    fn kmeans_labels_do_not_depend_on_the_thread_count() {
+        // More rows than one chunk, so that chunk sums are merged.
+        let data = uneven(3 * KMEANS_CHUNK + 17, 5);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| kmeanspp_labels(&data, 3, &mut ChaCha8Rng::seed_from_u64(9)).unwrap())
+        };
+        assert_eq!(run(1), run(2));
+        assert_eq!(run(1), run(3));
+    }
+
     #[test]
     fn kmeans_separates_well_separated_clusters() {
         // Three clusters in (x, y) around (0, -10), (5, 0), (10, 10).
