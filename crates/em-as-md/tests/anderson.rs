@@ -1,6 +1,7 @@
 //! Anderson-accelerated EM ([`Anderson`]): it solves a linear fixed-point map in at most
 //! $\dim\theta + 1$ steps; along runs on random gated linear, logistic and Poisson
-//! mixtures $L$ never increases and the final $L$ is never worse than plain EM's; its
+//! mixtures no accepted proposal increases $L$ (only a plain EM step may, by its inexact
+//! M-step) and the final $L$ is never worse than plain EM's (a known failure); its
 //! pass count is the number of E-steps it runs (each one pass over the data), counted by
 //! a wrapper around the problem; with every proposal rejected or invalid it is exactly EM;
 //! it reaches EM's optimum with a user's plug-in expert and on the symmetric models.
@@ -348,29 +349,69 @@ fn passes_count_the_e_steps_and_rejected_proposals_give_em() {
 // ---------------------------------------------------------------------------------------
 // (b) Monotone; never worse than EM (a known failure).
 
-/// Objectives never increase by more than round-off.
+/// No accelerated step raises $L$ beyond round-off ($10^{-12}$ relative): a rise is
+/// allowed only on a plain EM step (the safeguard's, or one with no proposal: $\eta = 1$),
+/// and there only by the M-step's inexactness ($\le 10^{-9}$ relative). Plain EM is not
+/// monotone to $10^{-12}$ either when the M-step is an iterative solve: on the persisted
+/// logistic seed 17889663682374003245 plain EM from the same start rises by
+/// $2.6\cdot10^{-12}$ relative at iteration 1029, and Anderson's one rise
+/// ($7\cdot10^{-11}$, iteration 355) is the plain EM step the safeguard took from an
+/// accepted extrapolated point.
 fn assert_monotone(res: &FitResult, l0: f64, what: &str) -> Result<(), TestCaseError> {
     let mut prev = l0;
     for r in &res.trace {
-        prop_assert!(
-            r.objective <= prev + 1e-12 * prev.abs().max(1.0),
-            "{what}: L rose from {prev} to {} at iteration {}",
-            r.objective,
-            r.iter
-        );
+        let scale = prev.abs().max(1.0);
+        if r.objective > prev + 1e-12 * scale {
+            prop_assert!(
+                r.step.eta == Some(1.0) && r.objective <= prev + 1e-9 * scale,
+                "{what}: L rose from {prev} to {} at iteration {} ({:?})",
+                r.objective,
+                r.iter,
+                r.step
+            );
+        }
         prev = r.objective;
     }
     Ok(())
+}
+
+/// The logistic draw where Anderson's $L$ rose at iteration 355: the rise is the
+/// safeguard's plain EM step, and plain EM from the same start rises too.
+#[test]
+fn the_one_observed_rise_is_a_plain_em_step() {
+    let model = moe(Arc::new(Logistic::new()));
+    let d = draw(&model, &DrawConfig::default(), 300, 17889663682374003245).unwrap();
+    let p = Problem::new(&model, &d.data).unwrap();
+    let l0 = p.objective(&d.theta0).unwrap();
+    let aa = run(p, Anderson::new(), &d.theta0, 2000, 1e-12);
+    assert_monotone(&aa, l0, "logistic").unwrap();
+    let rises = |r: &FitResult| -> Vec<(u64, bool)> {
+        let mut prev = l0;
+        let mut out = Vec::new();
+        for t in &r.trace {
+            if t.objective > prev + 1e-12 * prev.abs().max(1.0) {
+                out.push((t.iter, t.step.safeguard));
+            }
+            prev = t.objective;
+        }
+        out
+    };
+    assert_eq!(rises(&aa), vec![(355, true)]);
+    let em = run(p, Em::new(), &d.theta0, 4000, 1e-12);
+    assert!(
+        !rises(&em).is_empty(),
+        "plain EM no longer rises on this draw: update the explanation at assert_monotone"
+    );
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
     /// Along Anderson runs on random gated linear, logistic and Poisson mixtures from
-    /// random starts $L$ never increases beyond round-off (the strict safeguard), and each
-    /// iteration costs 1 or 2 passes (2 only when the safeguard fired).
+    /// random starts no accepted proposal increases $L$ (the strict safeguard; plain EM
+    /// steps as [`assert_monotone`] says), and each iteration costs 1 or 2 passes (2 only
+    /// when the safeguard fired).
     #[test]
-    #[ignore = "known failure: on logistic experts from a seed of anderson.proptest-regressions, L rose by 3.6e-11 (7e-11 relative; the bound is 1e-12) at iteration 355 of 2000, near the optimum; not yet explained"]
     fn anderson_is_monotone(seed in any::<u64>()) {
         for (name, e) in experts() {
             let model = moe(e);
@@ -395,7 +436,7 @@ proptest! {
     /// The final $L$ of Anderson is never worse than plain EM's from the same start (both
     /// to relative change $10^{-12}$) by more than $10^{-8}$ relative.
     #[test]
-    #[ignore = "known failure: Anderson can end in a worse local optimum than EM (gated Poisson, seed 6217711091851844814, L 1.37160 vs 1.36922)"]
+    #[ignore = "known failure: Anderson can end worse than EM: a worse local optimum (gated Poisson, seed 6217711091851844814, L 1.37160 vs 1.36922), or still crawling at 2000 iterations (logistic, seed 12433904148992976071, L 0.62326 vs EM's converged 0.61448)"]
     fn anderson_is_never_worse_than_em(seed in any::<u64>()) {
         for (name, e) in experts() {
             let model = moe(e);
