@@ -1,4 +1,4 @@
-//! Prints the accelerated-EM table of `docs/07-accelerated-em.md` (Markdown on stdout):
+//! Prints the accelerated-EM table of `docs/08-accelerated-em.md` (Markdown on stdout):
 //! `cargo run --release -p mdem-experiments --example accel_table [-- --quick]`.
 
 use experiments::accel::{accel_markdown, accel_table, AccelConfig};
