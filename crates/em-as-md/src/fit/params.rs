@@ -655,6 +655,7 @@ impl MoeValidParams {
     ) -> Result<FitResult> {
         let theta0 = self.retry_theta0(model, data, index, attempt)?;
         self.run_from(model, data, index, theta0, &|| Ok(self.0.accel.solver()))
+            .map(|(run, _)| run)
     }
 
     /// Seeded restart `index` with up to [`START_RETRIES`] retries: the first attempt
@@ -677,7 +678,7 @@ impl MoeValidParams {
         loop {
             let run = self
                 .retry_theta0(model, data, index, attempt)
-                .and_then(|theta0| self.run_from_kept(model, data, index, theta0, make));
+                .and_then(|theta0| self.run_from(model, data, index, theta0, make));
             match run {
                 Err(e)
                     if retryable
@@ -721,9 +722,9 @@ impl MoeValidParams {
     }
 
     /// One run from `theta0` by a fresh solver from `make`, with these limits and
-    /// restart `index`'s observers.
-    /// [`run_from`](Self::run_from), returning the start with the result.
-    fn run_from_kept<S>(
+    /// restart `index`'s observers; returned with its start (the report records the kept
+    /// restart's).
+    fn run_from<S>(
         &self,
         model: &MixtureOfExperts,
         data: &Dataset,
@@ -735,20 +736,6 @@ impl MoeValidParams {
         S: for<'a> Solver<Problem<'a, MixtureOfExperts>>,
     {
         let start = theta0.clone();
-        Ok((self.run_from(model, data, index, theta0, make)?, start))
-    }
-
-    fn run_from<S>(
-        &self,
-        model: &MixtureOfExperts,
-        data: &Dataset,
-        index: usize,
-        theta0: Vec<f64>,
-        make: &(impl Fn() -> Result<S> + Sync),
-    ) -> Result<FitResult>
-    where
-        S: for<'a> Solver<Problem<'a, MixtureOfExperts>>,
-    {
         let problem = Problem::new(model, data)?;
         let ex = Executor::new(problem, make()?);
         // A Gaussian mixture's starting L from its fast E-step (the same L(θ₀) as the
@@ -771,7 +758,7 @@ impl MoeValidParams {
                 };
             }
         }
-        Ok(result)
+        Ok((result, start))
     }
 
     /// Fits the model: seeded restarts in parallel, the best returned with the spread
@@ -896,7 +883,7 @@ impl MoeValidParams {
                 let run_clock = Instant::now();
                 let (run, failed) = match (&ungated, r == p.n_init) {
                     (Some(Ok((theta0, _))), true) => (
-                        self.run_from_kept(&model, data, r, theta0.clone(), make),
+                        self.run_from(&model, data, r, theta0.clone(), make),
                         Vec::new(),
                     ),
                     (Some(Err(e)), true) => (Err(e.clone()), Vec::new()),
