@@ -222,10 +222,18 @@ fn every_strategy_is_seeded_and_thread_count_independent() {
         }
         let best = one.report().best_restart;
         let attempt = one.report().restarts[best].attempt();
+        let drawn = valid.retry_theta0(&model, &data, best, attempt).unwrap();
+        assert_eq!(one.report().start_theta, drawn, "{init:?}");
+        // `kept_theta0` gives the recorded start, and without one (an older report) draws
+        // the same again; a recorded start is used as it is.
+        let mut rep = one.report().clone();
+        assert_eq!(valid.kept_theta0(&model, &data, &rep).unwrap(), drawn);
+        rep.start_theta.clear();
+        assert_eq!(valid.kept_theta0(&model, &data, &rep).unwrap(), drawn);
+        rep.start_theta = vec![0.25; drawn.len()];
         assert_eq!(
-            one.report().start_theta,
-            valid.retry_theta0(&model, &data, best, attempt).unwrap(),
-            "{init:?}"
+            valid.kept_theta0(&model, &data, &rep).unwrap(),
+            vec![0.25; drawn.len()]
         );
     }
 }

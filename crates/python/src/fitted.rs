@@ -201,20 +201,16 @@ impl Fit {
     }
 
     /// The start $\theta_0$ (standardised units) of the kept restart on `data`: the
-    /// explicit start when the fit has one, otherwise drawn as the fit drew it.
+    /// explicit start when the fit has one, otherwise the one the fit recorded (or drawn
+    /// again as the fit drew it: `MoeValidParams::kept_theta0`).
     fn kept_start(&self, data: &Dataset) -> PyResult<Vec<f64>> {
         if let Some(t) = &self.start {
             return Ok(t.clone());
         }
         let model = self.fitted.model();
-        let rep = self.fitted.report();
-        let attempt = rep
-            .restarts
-            .get(rep.best_restart)
-            .map_or(0, |r| r.attempt());
         self.settings
             .params(model)?
-            .retry_theta0(model, data, rep.best_restart, attempt)
+            .kept_theta0(model, data, self.fitted.report())
             .map_err(value_error)
     }
 }

@@ -102,7 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Certificate: re-run the winning restart's EM path, keeping every iterate.
     let model = fitted.model();
-    let theta0 = params.restart_theta0(model, &data, report.best_restart)?;
+    let theta0 = params.kept_theta0(model, &data, report)?;
     let path = TrajectoryObserver::new();
     Executor::new(problem, Em::new())
         .theta0(theta0)

@@ -34,7 +34,7 @@ use diagnostics::certificate::{certify, CertifyConfig};
 use em_as_md::fit::init::InitMethod;
 use em_as_md::fit::MoeParams;
 use em_as_md::TrajectoryObserver;
-use em_as_md::{ConditionalFamily, Em, Executor, MoeError, ObserverMode, Problem, Termination};
+use em_as_md::{Em, Executor, MoeError, ObserverMode, Problem, Termination};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -115,9 +115,10 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
             data.n()
         )));
     }
-    // The start the kept restart drew (a gated fit's start from the ungated optimum
-    // re-fits the ungated model with the library's default limits).
-    let (params, seed, restart) = match &loaded.start {
+    // The fit's start settings, to draw the kept restart's start again when the file has
+    // none recorded (a gated fit's start from the ungated optimum re-fits the ungated
+    // model with the library's default limits).
+    let (params, seed) = match &loaded.start {
         Some(s) => match InitMethod::from_name(&s.init) {
             Some(init) => (
                 MoeParams::for_model(model)
@@ -125,7 +126,6 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
                     .seed(s.seed)
                     .n_init(s.n_init.max(1)),
                 s.seed,
-                s.best_restart,
             ),
             None => {
                 return Err(CliError::Model {
@@ -142,26 +142,15 @@ pub fn run(args: &CertifyArgs) -> Result<(), CliError> {
                 .init(InitMethod::KMeansPlusPlus)
                 .n_init(fitted.report().best_restart + 1),
             0,
-            fitted.report().best_restart,
         ),
     };
     // The recorded start when the file has it (on the same standardised design), else
     // drawn again.
-    let recorded = &fitted.report().start_theta;
-    let theta0 = if recorded.len() == model.n_params() {
-        Ok(recorded.clone())
-    } else {
-        params.check().and_then(|p| {
-            // A start that was retried drew its θ₀ on the retry's stream.
-            let attempt = fitted
-                .report()
-                .restarts
-                .get(restart)
-                .map_or(0, |r| r.attempt());
-            p.retry_theta0(model, data, restart, attempt)
-        })
-    }
-    .map_err(|e| CliError::compute(format!("{file}: starting point"), e))?;
+    let restart = fitted.report().best_restart;
+    let theta0 = params
+        .check()
+        .and_then(|p| p.kept_theta0(model, data, fitted.report()))
+        .map_err(|e| CliError::compute(format!("{file}: starting point"), e))?;
     let traj = TrajectoryObserver::new();
     let result = Executor::new(problem, Em::new())
         .theta0(theta0)

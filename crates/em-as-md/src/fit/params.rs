@@ -585,6 +585,28 @@ impl MoeValidParams {
         })
     }
 
+    /// The start $\theta_0$ of the restart a fit kept, to re-run its EM path (a
+    /// certificate): [`FitReport::start_theta`] when the fit recorded it (on the data EM
+    /// ran on), else drawn again on `data` as the fit drew it
+    /// ([`retry_theta0`](Self::retry_theta0) of [`FitReport::best_restart`] at its
+    /// attempt). `self` must be the fit's settings for the second case.
+    ///
+    /// # Errors
+    /// As [`retry_theta0`](Self::retry_theta0) when the start is drawn.
+    pub fn kept_theta0(
+        &self,
+        model: &MixtureOfExperts,
+        data: &Dataset,
+        report: &FitReport,
+    ) -> Result<Vec<f64>> {
+        if report.start_theta.len() == model.n_params() {
+            return Ok(report.start_theta.clone());
+        }
+        let best = report.best_restart;
+        let attempt = report.restarts.get(best).map_or(0, |r| r.attempt());
+        self.retry_theta0(model, data, best, attempt)
+    }
+
     /// The number of restarts [`fit`](Self::fit) runs on `data`: $n_{\text{init}}$, plus
     /// one from the ungated optimum for a gated fit with
     /// [`ungated_start`](MoeParams::ungated_start) when the data have a constant column.
