@@ -72,15 +72,55 @@ where
     I: Fn() -> S + Sync,
     B: Fn(&mut T, &mut S, Range<usize>) -> Result<()> + Sync,
 {
+    fold_rows_into(n, None, scratch, init, |t, acc, rows, _| body(t, acc, rows))
+}
+
+/// [`fold_rows_with`] that also writes per-row output in place: with `out = Some((buf,
+/// width))` (`buf.len() == n * width`, row-major) the chunk of rows `a..b` gets
+/// `Some(&mut buf[a * width..b * width])`, with `None` every chunk gets `None`. Each chunk
+/// writes only its own rows, so the output is the same whatever the thread count, and it
+/// is written once where it will stay (the E-step's $n\times K$ responsibilities: no
+/// per-chunk copies merged and re-grown).
+///
+/// # Panics
+/// If `buf.len() != n * width` (a caller's bug, not a data error).
+pub fn fold_rows_into<S, T, J, I, B>(
+    n: usize,
+    out: Option<(&mut [f64], usize)>,
+    scratch: J,
+    init: I,
+    body: B,
+) -> Result<S>
+where
+    S: Mergeable,
+    T: Send + 'static,
+    J: Fn(Option<T>) -> T + Sync + Send,
+    I: Fn() -> S + Sync,
+    B: Fn(&mut T, &mut S, Range<usize>, Option<&mut [f64]>) -> Result<()> + Sync,
+{
     let n_chunks = n.div_ceil(CHUNK).max(1);
-    let parts: Vec<Result<S>> = (0..n_chunks)
+    let outs: Vec<Option<&mut [f64]>> = match out {
+        Some((buf, width)) => {
+            assert_eq!(buf.len(), n * width, "output buffer of n × width values");
+            if n == 0 {
+                vec![Some(buf)]
+            } else if width == 0 {
+                (0..n_chunks).map(|_| Some(&mut [][..])).collect()
+            } else {
+                buf.chunks_mut(CHUNK * width).map(Some).collect()
+            }
+        }
+        None => (0..n_chunks).map(|_| None).collect(),
+    };
+    let parts: Vec<Result<S>> = outs
         .into_par_iter()
+        .enumerate()
         .map_init(
             || Cached(Some(scratch(take_cached::<T>()))),
-            |t, c| {
+            |t, (c, o)| {
                 let mut acc = init();
                 let t = t.0.as_mut().expect("scratch is present until dropped");
-                body(t, &mut acc, c * CHUNK..((c + 1) * CHUNK).min(n))?;
+                body(t, &mut acc, c * CHUNK..((c + 1) * CHUNK).min(n), o)?;
                 Ok(acc)
             },
         )
@@ -173,6 +213,62 @@ mod tests {
         // …and agrees with a plain sum up to round-off.
         let plain: f64 = v.iter().sum();
         assert!((one - plain).abs() < 1e-9 * plain.abs().max(1.0));
+    }
+
+    /// Each chunk writes its own rows of the output; the rows and the merged sum are the
+    /// same for 1, 2 and 3 threads and equal a direct loop.
+    #[test]
+    fn output_rows_are_written_in_place_whatever_the_thread_count() {
+        let (n, width) = (5 * CHUNK + 3, 3);
+        let run = |threads: usize| {
+            with_threads(threads, || {
+                let mut out = vec![f64::NAN; n * width];
+                let total = fold_rows_into(
+                    n,
+                    Some((&mut out[..], width)),
+                    |_| (),
+                    || 0.0f64,
+                    |_, acc, rows, o| {
+                        let o = o.expect("an output slice per chunk");
+                        assert_eq!(o.len(), rows.len() * width);
+                        for (i, row) in rows.zip(o.chunks_exact_mut(width)) {
+                            for (j, v) in row.iter_mut().enumerate() {
+                                *v = (i * width + j) as f64 * 0.5;
+                                *acc += *v;
+                            }
+                        }
+                        Ok(())
+                    },
+                )
+                .unwrap();
+                (out, total)
+            })
+        };
+        let (one, s1) = run(1);
+        let direct: Vec<f64> = (0..n * width).map(|v| v as f64 * 0.5).collect();
+        assert_eq!(one, direct);
+        for threads in [2, 3] {
+            let (o, s) = run(threads);
+            assert_eq!(o, one);
+            assert_eq!(s.to_bits(), s1.to_bits());
+        }
+        let plain: f64 = direct.iter().sum();
+        assert!((s1 - plain).abs() <= 1e-12 * plain);
+        // No rows: one call with an empty slice.
+        let mut empty: Vec<f64> = Vec::new();
+        let calls = fold_rows_into(
+            0,
+            Some((&mut empty[..], width)),
+            |_| (),
+            || 0.0f64,
+            |_, acc, rows, o| {
+                assert!(rows.is_empty() && o.is_some_and(|o| o.is_empty()));
+                *acc += 1.0;
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(calls, 1.0);
     }
 
     #[test]

@@ -48,6 +48,21 @@ pub trait ConditionalFamily: Send + Sync {
     fn is_penalised(&self) -> bool {
         false
     }
+    /// $L(\theta)$ as [`Problem::objective`](crate::Problem::objective) defines it
+    /// (mean negative log-likelihood plus the penalty over $n$), computed by the model's
+    /// own pass over `data` — equal to the generic per-row sum up to round-off and the
+    /// same for any thread count. Default `None`: the caller sums the generic row
+    /// posteriors. [`MixtureOfExperts`](crate::MixtureOfExperts) answers with its E-step's
+    /// pass without the sums and responsibilities (the objective is what every run
+    /// evaluates at its start, and the generic path is several times slower).
+    fn objective_pass(
+        &self,
+        data: &crate::data::Dataset,
+        theta: &[f64],
+    ) -> Option<crate::Result<f64>> {
+        let _ = (data, theta);
+        None
+    }
     /// A row evaluator specialised to the parameter point `theta`
     /// ([`PointRows`](crate::solve::problem::PointRows)): the same numbers as
     /// [`realise`](Self::realise), the row posterior and

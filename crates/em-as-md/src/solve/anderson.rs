@@ -395,12 +395,20 @@ impl AndersonHistory {
     }
 }
 
+/// What the next iteration needs at $\theta$: the E-step's statistics for its M-step, or
+/// that M-step's result already.
+enum Mapped<S> {
+    /// The statistics of the E-step at $\theta$.
+    Stats(S),
+    /// $F(\theta)$ and its inner statistics, computed to accept $\theta$ (an accepted
+    /// proposal), so the next iteration does not repeat the M-step (and the statistics,
+    /// $n\times K$ responsibilities, need not be kept).
+    Done(Vec<f64>, InnerStats),
+}
+
 struct Cached<S> {
     theta: Vec<f64>,
-    stats: S,
-    /// $F(\theta)$ and its inner statistics when they were computed to accept $\theta$
-    /// (an accepted proposal), so the next iteration does not repeat the M-step.
-    mapped: Option<(Vec<f64>, InnerStats)>,
+    at: Mapped<S>,
 }
 
 /// The Anderson-accelerated EM solver; see the [module documentation](self).
@@ -491,17 +499,17 @@ impl<P: EmMap> Solver<P> for Anderson {
             .take()
             .and_then(|b| b.downcast::<Cached<P::Stats>>().ok())
             .filter(|c| c.theta == state.theta);
-        let (stats0, mapped) = match cached {
-            Some(c) => (c.stats, c.mapped),
+        let at = match cached {
+            Some(c) => c.at,
             None => {
                 // A state this solver did not produce: its history says nothing about it.
                 self.reset(k);
-                (problem.e_step(&state.theta)?.0, None)
+                Mapped::Stats(problem.e_step(&state.theta)?.0)
             }
         };
-        let (fx, inner) = match mapped {
-            Some(m) => m,
-            None => {
+        let (fx, inner) = match at {
+            Mapped::Done(fx, inner) => (fx, inner),
+            Mapped::Stats(stats0) => {
                 let mut fx = vec![0.0; k];
                 let inner = problem.m_step(&stats0, &state.theta, &mut fx)?;
                 (fx, inner)
@@ -552,8 +560,12 @@ impl<P: EmMap> Solver<P> for Anderson {
                     // now): a point where it fails (a singular Hessian, a degenerate
                     // component) is refused like an invalid one, not carried forward.
                     let mut f_next = vec![0.0; k];
-                    match problem.m_step(&s, &next, &mut f_next) {
-                        Ok(inner_next) => accepted = Some((next, s, l, (f_next, inner_next))),
+                    let mapped = problem.m_step(&s, &next, &mut f_next);
+                    drop(s);
+                    match mapped {
+                        Ok(inner_next) => {
+                            accepted = Some((next, l, Mapped::Done(f_next, inner_next)))
+                        }
                         Err(_) => {
                             wasted_e_step = true;
                             invalid = true;
@@ -576,17 +588,17 @@ impl<P: EmMap> Solver<P> for Anderson {
         if invalid {
             self.history.clear();
         }
-        let (next, stats_next, objective, eta, mapped_next) = match accepted {
-            Some((next, s, l, m)) => {
+        let (next, objective, eta, at_next) = match accepted {
+            Some((next, l, m)) => {
                 self.accepted += 1;
                 let step = norm(next.iter().zip(&state.theta).map(|(a, b)| a - b));
                 let em = norm(f.iter().copied());
                 let eta = if em > 0.0 { step / em } else { 1.0 };
-                (next, s, l, eta, Some(m))
+                (next, l, eta, m)
             }
             None => {
                 let (s, l) = problem.e_step(&fx)?;
-                (fx, s, l, 1.0, None)
+                (fx, l, 1.0, Mapped::Stats(s))
             }
         };
         // DAAREM's restart: a cycle ends once the history is full.
@@ -595,8 +607,7 @@ impl<P: EmMap> Solver<P> for Anderson {
         }
         self.cache = Some(Box::new(Cached {
             theta: next.clone(),
-            stats: stats_next,
-            mapped: mapped_next,
+            at: at_next,
         }));
         let iter = state.iter + 1;
         let record = IterRecord {

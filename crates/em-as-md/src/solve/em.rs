@@ -102,6 +102,8 @@ impl<P: EmMap> Solver<P> for Em {
         };
         let mut next = vec![0.0; problem.n_params()];
         let inner = problem.m_step(&stats, &state.theta, &mut next)?;
+        // Freed before the next E-step builds its own (n × K responsibilities each).
+        drop(stats);
         let (stats_next, objective) = problem.e_step(&next)?;
         let bregman_step = if self.record_bregman {
             problem.bregman_step(&next, &state.theta)?

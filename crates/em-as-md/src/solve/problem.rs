@@ -587,8 +587,15 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
 
     /// $L(\theta) = -\frac1n\sum_i \log p(y_i \mid x_i; \theta) + \frac1n R(\theta)$,
     /// $R$ the model's [`penalty`](ConditionalFamily::penalty) (zero without a ridge).
+    ///
+    /// Computed by the model's own pass when it has one
+    /// ([`ConditionalFamily::objective_pass`]), else as the sum of the generic row
+    /// posteriors.
     pub fn objective(&self, theta: &[f64]) -> Result<f64> {
         self.check_theta(theta)?;
+        if let Some(l) = self.model.objective_pass(self.data, theta) {
+            return l;
+        }
         let n = self.data.n();
         let total = fold_rows(
             n,

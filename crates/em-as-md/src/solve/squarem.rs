@@ -172,9 +172,13 @@ impl<P: EmMap> Solver<P> for Squarem {
             let inner = problem.m_step(stats, from, &mut next)?;
             Ok((next, inner))
         };
+        // Each E-step's statistics are dropped once their M-step is done, so one set
+        // (n × K responsibilities) is alive at a time besides the one being built.
         let (theta1, mut inner) = m_step(&stats0, &state.theta)?;
+        drop(stats0);
         let (stats1, _) = problem.e_step(&theta1)?;
         let (theta2, inner2) = m_step(&stats1, &theta1)?;
+        drop(stats1);
         add_inner(&mut inner, &inner2);
         let mut passes = 2;
         let (alpha, extrapolated) =
@@ -183,7 +187,9 @@ impl<P: EmMap> Solver<P> for Squarem {
         let mut accepted = None;
         if let Some((stats_x, _)) = trial_e_step(problem, &extrapolated) {
             passes += 1;
-            if let Ok((theta3, inner3)) = m_step(&stats_x, &extrapolated) {
+            let mapped = m_step(&stats_x, &extrapolated);
+            drop(stats_x);
+            if let Ok((theta3, inner3)) = mapped {
                 if let Some((stats3, l3)) = trial_e_step(problem, &theta3) {
                     if l3 <= state.objective && inner3.converged {
                         add_inner(&mut inner, &inner3);

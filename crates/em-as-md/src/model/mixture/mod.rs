@@ -475,6 +475,11 @@ impl ConditionalFamily for MixtureOfExperts {
             self.expert.natural_vjp(block, x, mu, &mut grad[s..s + el]);
         }
     }
+    /// The E-step's pass ([`EmModel::e_step`](crate::EmModel::e_step)) computing only
+    /// $\sum_i\log p(y_i\mid x_i)$: no responsibilities kept, no sums.
+    fn objective_pass(&self, data: &crate::data::Dataset, theta: &[f64]) -> Option<Result<f64>> {
+        Some(self.objective_by_e_pass(data, theta))
+    }
     /// The mixture's own evaluator: each $A_F(\eta_k(x_i))$ once per row (not three
     /// times), $A(\varphi_i)$ and $\rho$ from one set of exponentials, the posterior from
     /// the log-sum-exp's exponentials, the expert's [`Expert::prepare`]d constants; the

@@ -5,7 +5,7 @@
 use crate::data::Dataset;
 use crate::error::{Block, MoeError, Result};
 use crate::inner::gram::{add_weighted_grams, gram_buffer_len};
-use crate::inner::parallel::{fold_rows_with, Mergeable, CHUNK};
+use crate::inner::parallel::{fold_rows_into, fold_rows_with, Mergeable, CHUNK};
 use crate::inner::InnerStats;
 use crate::model::expert::{
     ComponentDensity, GaussianRegression, WeightedFit, WeightedGram, WeightedMoments,
@@ -79,10 +79,12 @@ pub struct MoeStats {
 }
 
 impl MoeStats {
-    fn empty(k: usize, d: usize, linear: bool, centres: Option<&[f64]>, rows: usize) -> Self {
+    /// No responsibilities and zero sums (the passes write the responsibilities into
+    /// one $n\times K$ buffer of their own, [`fold_rows_into`]).
+    fn empty(k: usize, d: usize, linear: bool, centres: Option<&[f64]>) -> Self {
         MoeStats {
             k,
-            resp: Vec::with_capacity(rows * k),
+            resp: Vec::new(),
             weight: vec![0.0; k],
             linear: linear.then(|| LinearStats {
                 gram: (0..k).map(|_| Mat::zeros(d, d)).collect(),
@@ -154,6 +156,9 @@ struct EScratch {
     /// Row log-joints $\ell_{ik}$ of a chunk, column-major $m\times K$, then (in place)
     /// its responsibilities.
     ell: Vec<f64>,
+    /// A chunk's responsibilities (row-major $m\times K$) when the pass does not keep
+    /// them (else they go straight into the output).
+    resp: Vec<f64>,
     /// Per row, the log-sum-exp of $\ell_{i\cdot}$ in two parts ([`softmax_rows`]).
     lmax: Vec<f64>,
     lsum: Vec<f64>,
@@ -204,9 +209,18 @@ pub(crate) enum EPass {
     Sums,
     /// Responsibilities and $L$ only (an M-step round that needs the labels).
     Responsibilities,
+    /// $L$ only ([`ConditionalFamily::objective_pass`]).
+    LogLikelihood,
 }
 
 impl MixtureOfExperts {
+    /// $L(\theta)$ from the E-step's pass alone ([`EPass::LogLikelihood`]), the penalty
+    /// added as [`EmModel::e_step`] adds it.
+    pub(crate) fn objective_by_e_pass(&self, data: &Dataset, theta: &[f64]) -> Result<f64> {
+        let (_, ll) = self.e_fold(data, theta, EPass::LogLikelihood)?;
+        objective_from_sum(ll, self.penalty(theta), data.n())
+    }
+
     fn check_data(&self, data: &Dataset) -> Result<()> {
         if data.d() != self.n_features() || data.q() != self.expert().family().obs_dim() {
             return Err(MoeError::InvalidData {
@@ -289,6 +303,17 @@ impl MixtureOfExperts {
     /// `InvalidParam` on a wrong length or $K > n$; `InvalidData` naming the row of a
     /// negative or non-finite responsibility.
     pub fn stats_from_responsibilities(&self, data: &Dataset, resp: &[f64]) -> Result<MoeStats> {
+        self.stats_from_owned_responsibilities(data, resp.to_vec())
+    }
+
+    /// [`stats_from_responsibilities`](Self::stats_from_responsibilities) taking the
+    /// responsibilities by value: they move into the statistics (a start then holds one
+    /// $n\times K$ array, not two).
+    pub(crate) fn stats_from_owned_responsibilities(
+        &self,
+        data: &Dataset,
+        resp: Vec<f64>,
+    ) -> Result<MoeStats> {
         self.check_data(data)?;
         let k = self.n_experts();
         if resp.len() != data.n() * k {
@@ -344,7 +369,7 @@ impl MixtureOfExperts {
                         )
                     })
             },
-            || MoeStats::empty(k, d, linear, centres.as_deref(), CHUNK),
+            || MoeStats::empty(k, d, linear, centres.as_deref()),
             |(buf, w, dev, work), st, rows| {
                 let r = &resp[rows.start * k..rows.end * k];
                 self.accumulate_chunk(data, rows.clone(), r, st, buf, w);
@@ -354,11 +379,11 @@ impl MixtureOfExperts {
                     cluster_deviations(y, cq, cen, &mut dev[..k * cq * m]);
                     accumulate_clusters(&dev[..k * cq * m], r, k, m, work, cl);
                 }
-                st.resp.extend_from_slice(r);
                 Ok(())
             },
         )?;
-        stats.resp.shrink_to_fit();
+        // The chunks only add the sums.
+        stats.resp = resp;
         Ok(stats)
     }
 
@@ -381,6 +406,7 @@ impl MixtureOfExperts {
             EPass::Full => (true, true),
             EPass::Sums => (false, true),
             EPass::Responsibilities => (true, false),
+            EPass::LogLikelihood => (false, false),
         };
         let k = self.n_experts();
         let d = data.d();
@@ -429,8 +455,20 @@ impl MixtureOfExperts {
         // Only the Newton gate M-step starts from the E-step's gate sums (L-BFGS makes its
         // own gradient passes and needs no Hessian).
         let gate_sums = sums && gate_fit && self.gate_config().solver == GateSolver::Newton;
-        let acc = fold_rows_with(
+        // The responsibilities are written in place, row-major n × K, by each chunk.
+        let mut resp_all = if keep_resp {
+            vec![0.0; data.n() * k]
+        } else {
+            Vec::new()
+        };
+        let out = if keep_resp {
+            Some((&mut resp_all[..], k))
+        } else {
+            None
+        };
+        let acc = fold_rows_into(
             data.n(),
+            out,
             |cached: Option<EScratch>| {
                 let shape = (d, k, p, ncols, linear, gate_fit, cq);
                 cached
@@ -445,23 +483,18 @@ impl MixtureOfExperts {
                         t: vec![0.0; p],
                         eta: vec![0.0; p],
                         ell: vec![0.0; k * CHUNK],
+                        resp: vec![0.0; k * CHUNK],
                         lmax: vec![0.0; CHUNK],
                         lsum: vec![0.0; CHUNK],
                         gate: gate_fit.then(|| GateScratch::new(d, k)),
                     })
             },
             || EAcc {
-                stats: MoeStats::empty(
-                    k,
-                    d,
-                    sums && linear,
-                    centres.as_deref().filter(|_| sums),
-                    CHUNK,
-                ),
+                stats: MoeStats::empty(k, d, sums && linear, centres.as_deref().filter(|_| sums)),
                 ll: 0.0,
                 gate: gate_sums.then(|| GateSums::new(d, k, true)),
             },
-            |s, acc, rows| {
+            |s, acc, rows, out| {
                 let m = rows.len();
                 if ncols > 0 {
                     let xc = data.xt().subcols(rows.start, m);
@@ -554,6 +587,10 @@ impl MixtureOfExperts {
                 // the chunk's exponentials in one vectorised call.
                 let (ell, lmax, lsum) = (&mut s.ell[..k * m], &mut s.lmax[..m], &mut s.lsum[..m]);
                 softmax_rows(ell, m, lmax, lsum);
+                let resp = match out {
+                    Some(o) => o,
+                    None => &mut s.resp[..k * m],
+                };
                 for (li, (&mx, &z)) in lmax.iter().zip(lsum.iter()).enumerate() {
                     if !mx.is_finite() {
                         return Err(MoeError::NonFinite {
@@ -562,28 +599,26 @@ impl MixtureOfExperts {
                     }
                     shifts += mx;
                     logs.add_log(z);
-                    acc.stats.resp.extend((0..k).map(|c| ell[c * m + li]));
+                    for (c, r) in resp[li * k..(li + 1) * k].iter_mut().enumerate() {
+                        *r = ell[c * m + li];
+                    }
                 }
                 acc.ll += shifts + (logs.value() - glogs.value());
-                let resp = std::mem::take(&mut acc.stats.resp);
                 if let (Some(gsum), Some(gs)) = (acc.gate.as_mut(), s.gate.as_mut()) {
-                    gate_chunk(data, rows.clone(), &cols[..k - 1], &resp, k, gsum, gs);
+                    gate_chunk(data, rows.clone(), &cols[..k - 1], resp, k, gsum, gs);
                 }
                 drop(cols);
                 if sums {
-                    self.accumulate_chunk(data, rows, &resp, &mut acc.stats, &mut s.buf, &mut s.w);
+                    self.accumulate_chunk(data, rows, resp, &mut acc.stats, &mut s.buf, &mut s.w);
                 }
                 if let Some(cl) = acc.stats.clusters.as_mut() {
-                    accumulate_clusters(&s.dev[..k * cq * m], &resp, k, m, &mut s.work, cl);
-                }
-                acc.stats.resp = resp;
-                if !keep_resp {
-                    acc.stats.resp.clear();
+                    accumulate_clusters(&s.dev[..k * cq * m], resp, k, m, &mut s.work, cl);
                 }
                 Ok(())
             },
         )?;
         let mut stats = acc.stats;
+        stats.resp = resp_all;
         stats.gate = acc.gate.map(|g| g.finish(gate));
         Ok((stats, acc.ll))
     }
