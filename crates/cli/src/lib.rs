@@ -12,6 +12,7 @@
 //! [`phases`] (wall-clock time per phase of a command). Figures are drawn with [`experiments::plot`], CSV files loaded with
 //! [`em_as_md::data::csv`].
 
+pub mod allocator;
 pub mod commands;
 pub mod csvdata;
 pub mod engine;

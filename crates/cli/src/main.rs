@@ -8,6 +8,7 @@ use mdem_cli::interrupt;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    mdem_cli::allocator::for_in_memory();
     mdem_cli::error::install_panic_hook();
     if let Err(e) = interrupt::install_handler() {
         eprintln!("warning: no Ctrl-C handler ({e}): an interrupt stops mdem at once");

@@ -26,7 +26,7 @@ use std::sync::Arc;
 /// Bad arguments and data ([`CliError::BadInput`], the source's one-line messages naming
 /// file, line and column, a file that changed during the fit) and fit failures.
 pub fn run(args: &FitArgs, mut phases: Phases) -> Result<(), CliError> {
-    bounded_allocator();
+    crate::allocator::for_streaming();
     let m = &args.model;
     // A Gaussian mixture (no target): the selected columns are the coordinates of y and
     // the design is the intercept alone, never standardised.
@@ -334,29 +334,4 @@ fn fit_minibatch(
         source.feature_names().to_vec(),
         report,
     )
-}
-
-/// Tunes glibc's allocator for a streamed fit, whose passes allocate and free block- and
-/// chunk-sized buffers on the reading and parsing threads, never per-row ones:
-///
-/// * one arena (`M_ARENA_MAX` = 1) instead of one per thread, where freed buffers stayed
-///   parked in each thread's arena;
-/// * buffers of a parse block or more (`M_MMAP_THRESHOLD` = 4 MiB, fixed instead of
-///   glibc's threshold that rises after each free) mapped and unmapped whole, so they
-///   cannot fragment the heap.
-///
-/// Measured on a two-line mixture file (2 columns, two runs each): peak RSS 103–115 MB at
-/// 2·10⁶ rows and 127–142 MB at 8·10⁶ with glibc's defaults (creeping up with the rows);
-/// 91–93 MB and 96 MB with these settings, which cost 8–20 % more wall time (3.3–3.7 s
-/// against 2.5–3.1 s at 2·10⁶ rows, 12.4–12.8 s against 11.3–11.8 s at 8·10⁶). Called
-/// before the first parallel work creates the worker threads.
-fn bounded_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: `mallopt` only sets allocator parameters; M_ARENA_MAX and M_MMAP_THRESHOLD
-    // with positive values are documented settings, and no other thread of ours is
-    // allocating at this point.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-    }
 }
