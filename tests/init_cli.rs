@@ -83,6 +83,24 @@ fn the_json_report_names_every_start_strategy_and_the_spread() {
         assert_eq!(spread["median"].as_f64().unwrap(), 0.5 * (lls[2] + lls[3]));
         let ll = v["log_likelihood"].as_f64().unwrap();
         assert!((ll - lls[5]).abs() < 1e-9 * ll.abs(), "{ll} vs {}", lls[5]);
+        // Each start's cost: the kept start's iterations are the fit's.
+        let per = |key: &str| -> Vec<f64> {
+            v[key]
+                .as_array()
+                .unwrap_or_else(|| panic!("{key}: {v}"))
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        };
+        let iters = per("start_iterations");
+        assert_eq!(iters.len(), 6);
+        assert_eq!(iters[best], v["iterations"].as_f64().unwrap());
+        assert!(iters.iter().all(|&i| i >= 1.0), "{iters:?}");
+        for key in ["start_em_seconds", "start_setup_seconds"] {
+            let s = per(key);
+            assert_eq!(s.len(), 6, "{key}");
+            assert!(s.iter().all(|t| t.is_finite() && *t >= 0.0), "{key}: {s:?}");
+        }
     }
 }
 
@@ -101,6 +119,11 @@ fn the_text_report_has_a_starts_line_and_a_bad_init_is_refused() {
     let line = text.lines().find(|l| l.starts_with("starts")).expect(&text);
     assert!(line.contains("7 (auto); best: start "), "{line}");
     assert!(line.contains("log-likelihood min "), "{line}");
+    let costs = text
+        .lines()
+        .find(|l| l.starts_with("iterations per start (EM seconds)"))
+        .expect(&text);
+    assert_eq!(costs.matches(" s)").count(), 7, "{costs}");
     let bad = mdem()
         .arg("fit")
         .arg(tone())

@@ -686,7 +686,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     let names: Vec<String> = if clustering { Vec::new() } else { names };
 
     if args.json {
-        let out = json!({
+        let mut out = json!({
             "file": loaded.file,
             "rows": n,
             "target": (!clustering).then_some(&loaded.target),
@@ -733,6 +733,12 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             "warnings": loaded.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "parameters": params_json(&model, &theta, &names),
         });
+        // Each start's cost (outside the macro: one more key exceeds its recursion limit).
+        let starts = &rep.restarts;
+        out["start_iterations"] = json!(starts.iter().map(|r| r.iterations).collect::<Vec<_>>());
+        out["start_em_seconds"] = json!(starts.iter().map(|r| r.seconds).collect::<Vec<_>>());
+        out["start_setup_seconds"] =
+            json!(starts.iter().map(|r| r.start_seconds).collect::<Vec<_>>());
         return print_stdout(&format!("{out}\n"));
     }
 
@@ -795,6 +801,16 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         summary.row([
             "log-likelihood per start".to_string(),
             format!("{} (best: start {})", lls.join(", "), rep.best_restart + 1),
+        ]);
+        // Which start costs what: iterations, and seconds of EM after building the start.
+        let costs: Vec<String> = rep
+            .restarts
+            .iter()
+            .map(|r| format!("{} ({} s)", r.iterations, num(r.seconds, 3)))
+            .collect();
+        summary.row([
+            "iterations per start (EM seconds)".to_string(),
+            costs.join(", "),
         ]);
     }
     let (experts, gate) = params_tables(&model, &theta, &names);
