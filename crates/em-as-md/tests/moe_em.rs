@@ -482,6 +482,12 @@ fn e_step_is_bit_identical_for_one_and_two_threads() {
         assert_eq!(l1.to_bits(), l2.to_bits());
         assert_eq!(s1, s2);
         assert!(n1.iter().zip(&n2).all(|(a, b)| a.to_bits() == b.to_bits()));
+        // The responsibilities are one n × K buffer of exactly that size (written in
+        // place by the chunks, not collected and grown by merging).
+        for s in [&s1, &s2] {
+            assert_eq!(s.resp.len(), 9000 * 3);
+            assert_eq!(s.resp.capacity(), s.resp.len());
+        }
     }
 }
 

@@ -341,6 +341,8 @@ impl Fit {
             "solver": rep.solver,
             "best_start": rep.best_restart,
             "start_log_likelihoods": rep.restarts.iter().map(|r| r.log_likelihood).collect::<Vec<_>>(),
+            "start_iterations": rep.restarts.iter().map(|r| r.iterations).collect::<Vec<_>>(),
+            "start_em_seconds": rep.restarts.iter().map(|r| r.seconds).collect::<Vec<_>>(),
             "start_errors": rep.restarts.iter().map(|r| &r.error).collect::<Vec<_>>(),
             "aic": self.fitted.aic(),
             "bic": self.fitted.bic(),

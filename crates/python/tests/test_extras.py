@@ -85,6 +85,11 @@ def test_poisson_and_multinomial_summaries():
     est = MixtureOfExpertsRegressor(expert="poisson", random_state=0).fit(X, y)
     s = est.summary()
     assert s["expert"]["name"] == "poisson" and len(s["experts"]) == 2
+    # Each start's cost; the kept start's iterations are the fit's.
+    n_starts = len(s["start_log_likelihoods"])
+    assert len(s["start_iterations"]) == n_starts == len(s["start_em_seconds"])
+    assert s["start_iterations"][s["best_start"]] == s["iterations"]
+    assert all(t >= 0.0 for t in s["start_em_seconds"])
     assert np.all(est.predict(X) > 0)
     X, y = three_classes()
     clf = MixtureOfExpertsClassifier(random_state=0).fit(X, y)

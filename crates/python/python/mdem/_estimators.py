@@ -196,8 +196,9 @@ class _MixtureOfExperts(BaseEstimator):
         return json.loads(self.model_.em_md_gap(X, y, eta=float(eta), theta=theta))
 
     def summary(self):
-        """The fitted model as a dict: settings, log-likelihood, termination, the
-        parameters of every expert and of the gate (in the data's units)."""
+        """The fitted model as a dict: settings, log-likelihood, termination, every
+        start's log-likelihood, iterations and EM seconds, the parameters of every
+        expert and of the gate (in the data's units)."""
         check_is_fitted(self)
         return json.loads(self.model_.summary_json())
 

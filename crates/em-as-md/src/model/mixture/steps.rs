@@ -456,19 +456,10 @@ impl MixtureOfExperts {
         // own gradient passes and needs no Hessian).
         let gate_sums = sums && gate_fit && self.gate_config().solver == GateSolver::Newton;
         // The responsibilities are written in place, row-major n × K, by each chunk.
-        let mut resp_all = if keep_resp {
-            vec![0.0; data.n() * k]
-        } else {
-            Vec::new()
-        };
-        let out = if keep_resp {
-            Some((&mut resp_all[..], k))
-        } else {
-            None
-        };
+        let mut resp_all = vec![0.0; if keep_resp { data.n() * k } else { 0 }];
         let acc = fold_rows_into(
             data.n(),
-            out,
+            keep_resp.then_some((resp_all.as_mut_slice(), k)),
             |cached: Option<EScratch>| {
                 let shape = (d, k, p, ncols, linear, gate_fit, cq);
                 cached
