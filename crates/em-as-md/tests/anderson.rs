@@ -351,19 +351,25 @@ fn passes_count_the_e_steps_and_rejected_proposals_give_em() {
 
 /// No accelerated step raises $L$ beyond round-off ($10^{-12}$ relative): a rise is
 /// allowed only on a plain EM step (the safeguard's, or one with no proposal: $\eta = 1$),
-/// and there only by the M-step's inexactness ($\le 10^{-9}$ relative). Plain EM is not
-/// monotone to $10^{-12}$ either when the M-step is an iterative solve: on the persisted
-/// logistic seed 17889663682374003245 plain EM from the same start rises by
-/// $2.6\cdot10^{-12}$ relative at iteration 1029, and Anderson's one rise
-/// ($7\cdot10^{-11}$, iteration 355) is the plain EM step the safeguard took from an
-/// accepted extrapolated point.
+/// and there only by round-off ($\le 10^{-9}$ relative) or when that M-step used a
+/// fallback (`InnerStats::fallbacks` $> 0$: a shifted Newton system, not the exact
+/// maximiser, so EM's guarantee does not hold). Seed 10185482978006565721 (persisted):
+/// an accepted proposal with $\eta \approx 7\cdot10^4$ lands near a separated logistic
+/// expert, below EM's own optimum, and the next plain EM step, whose Newton solve needs
+/// the fallback there, raises $L$ by $5.6\cdot10^{-8}$ relative. On the logistic seed
+/// 17889663682374003245 plain EM once rose by $2.6\cdot10^{-12}$ relative and Anderson's
+/// safeguard step by $7\cdot10^{-11}$; with the batched logistic E-step neither rises
+/// ([`the_observed_rises_were_round_off`]).
 fn assert_monotone(res: &FitResult, l0: f64, what: &str) -> Result<(), TestCaseError> {
     let mut prev = l0;
     for r in &res.trace {
         let scale = prev.abs().max(1.0);
         if r.objective > prev + 1e-12 * scale {
+            // Beyond round-off only when the M-step was not the exact maximiser: a
+            // fallback (shifted Newton system) near a separated expert.
+            let inexact = r.inner.fallbacks > 0;
             prop_assert!(
-                r.step.eta == Some(1.0) && r.objective <= prev + 1e-9 * scale,
+                r.step.eta == Some(1.0) && (inexact || r.objective <= prev + 1e-9 * scale),
                 "{what}: L rose from {prev} to {} at iteration {} ({:?})",
                 r.objective,
                 r.iter,
@@ -375,10 +381,14 @@ fn assert_monotone(res: &FitResult, l0: f64, what: &str) -> Result<(), TestCaseE
     Ok(())
 }
 
-/// The logistic draw where Anderson's $L$ rose at iteration 355: the rise is the
-/// safeguard's plain EM step, and plain EM from the same start rises too.
+/// The logistic draw where Anderson's $L$ once rose by $7\cdot10^{-11}$ relative at
+/// iteration 355 (a safeguard's plain EM step) and plain EM from the same start by
+/// $2.6\cdot10^{-12}$ at iteration 1029. Since the logistic E-step takes its
+/// log-partitions with batched exponentials (`Expert::add_log_densities`) neither run
+/// rises at all: the rises were round-off in evaluating $L$, not a property of either
+/// step. Pinned so that a rise coming back is looked at.
 #[test]
-fn the_one_observed_rise_is_a_plain_em_step() {
+fn the_observed_rises_were_round_off() {
     let model = moe(Arc::new(Logistic::new()));
     let d = draw(&model, &DrawConfig::default(), 300, 17889663682374003245).unwrap();
     let p = Problem::new(&model, &d.data).unwrap();
@@ -396,12 +406,9 @@ fn the_one_observed_rise_is_a_plain_em_step() {
         }
         out
     };
-    assert_eq!(rises(&aa), vec![(355, true)]);
+    assert_eq!(rises(&aa), vec![], "Anderson");
     let em = run(p, Em::new(), &d.theta0, 4000, 1e-12);
-    assert!(
-        !rises(&em).is_empty(),
-        "plain EM no longer rises on this draw: update the explanation at assert_monotone"
-    );
+    assert_eq!(rises(&em), vec![], "plain EM");
 }
 
 proptest! {

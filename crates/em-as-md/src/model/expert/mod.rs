@@ -244,6 +244,19 @@ pub trait Expert: Send + Sync + std::fmt::Debug {
     fn gaussian_regression(&self) -> Option<&dyn GaussianRegression> {
         None
     }
+    /// Adds $\log p_F(y_l;\eta_l)$ to `out[l]` for a block of $m$ rows, for an expert
+    /// whose natural parameter is the one regressed component $\eta = b^\top x$ ($p = r =
+    /// 1$): `y` the rows' targets ($m\,q$ values), `eta` their $\eta_l$, `work` at least
+    /// $m$ values of scratch. Returns `false`, leaving `out` alone, when the expert has no
+    /// such batched form (the default): the mixture's E-step then evaluates
+    /// $\langle T(y),\eta\rangle - A_F(\eta) + \log h(y)$ row by row through the
+    /// family. The targets are checked against the support before this is called; a
+    /// non-finite $\eta$ must give a non-finite value (the E-step reports it).
+    /// [`Logistic`] offers it (vectorised exponentials for $\log(1 + e^\eta)$).
+    fn add_log_densities(&self, y: &[f64], eta: &[f64], out: &mut [f64], work: &mut [f64]) -> bool {
+        let _ = (y, eta, out, work);
+        false
+    }
     /// One expert block prepared for evaluation on many rows ([`PreparedExpert`]): what
     /// does not depend on the row (e.g. $\log\sigma^2$ of a linear-Gaussian expert) is
     /// computed once here. Used by the mixture's batched row evaluator

@@ -159,6 +159,8 @@ struct EScratch {
     /// A chunk's responsibilities (row-major $m\times K$) when the pass does not keep
     /// them (else they go straight into the output).
     resp: Vec<f64>,
+    /// Scratch of [`Expert::add_log_densities`](crate::Expert::add_log_densities).
+    fast: Vec<f64>,
     /// Per row, the log-sum-exp of $\ell_{i\cdot}$ in two parts ([`softmax_rows`]).
     lmax: Vec<f64>,
     lsum: Vec<f64>,
@@ -475,6 +477,7 @@ impl MixtureOfExperts {
                         eta: vec![0.0; p],
                         ell: vec![0.0; k * CHUNK],
                         resp: vec![0.0; k * CHUNK],
+                        fast: vec![0.0; CHUNK],
                         lmax: vec![0.0; CHUNK],
                         lsum: vec![0.0; CHUNK],
                         gate: gate_fit.then(|| GateScratch::new(d, k)),
@@ -546,7 +549,7 @@ impl MixtureOfExperts {
                         }
                     }
                 } else {
-                    for (li, i) in rows.clone().enumerate() {
+                    for i in rows.clone() {
                         let y = data.y(i);
                         if !expert.check_target(y) {
                             return Err(MoeError::InvalidData {
@@ -558,6 +561,30 @@ impl MixtureOfExperts {
                                 ),
                             });
                         }
+                    }
+                    // An expert's batched densities (p = r = 1: η is the one product
+                    // column), else the family's row by row.
+                    let q = data.q();
+                    let y = &yall[rows.start * q..rows.end * q];
+                    let mut batched = p == 1 && r == 1;
+                    for c in 0..k {
+                        if !batched {
+                            break;
+                        }
+                        let col = &mut ell[c * m..(c + 1) * m];
+                        let ok =
+                            expert.add_log_densities(y, &cols[gcols + c][..m], col, &mut s.fast);
+                        if !ok && c > 0 {
+                            return Err(MoeError::InvalidParam {
+                                name: "expert",
+                                reason: "add_log_densities declined after accepting a block".into(),
+                            });
+                        }
+                        batched = ok;
+                    }
+                    let generic = if batched { 0..0 } else { rows.clone() };
+                    for (li, i) in generic.enumerate() {
+                        let y = data.y(i);
                         fam.sufficient_stats(y, &mut s.t);
                         let log_h = fam.log_base_measure(y);
                         for c in 0..k {
