@@ -219,3 +219,44 @@ fn two_hundred_gamma_mixture_m_steps_all_converge() {
         failures.len()
     );
 }
+
+/// A weighted M-step started outside the natural domain (a positive first natural
+/// parameter of the Gamma family: a negative rate) is refused with the same typed error by
+/// Newton — whose first pass, with derivatives, checks the domain — and by L-BFGS — which
+/// checks it with a value-only pass first.
+#[test]
+fn a_start_outside_the_domain_is_refused_by_both_solves() {
+    use em_as_md::model::expert::{glm_fit, GlmSolve};
+    use em_as_md::MoeError;
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let data = gamma_data(300, 2.0, 1.0, &mut rng);
+    let w = vec![1.0; data.n()];
+    let e = gamma_expert();
+    let start = [0.5, 0.0, 1.0];
+    for solve in [
+        GlmSolve::Newton(InnerBudget::EXACT),
+        GlmSolve::Lbfgs(InnerBudget::new(1e-8, 100)),
+    ] {
+        let mut out = vec![0.0; 3];
+        let err = glm_fit(&e, WeightedFit::new(&data, &w, &start), &mut out, solve).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                MoeError::NonFinite {
+                    what: "expert log-partition in the M-step"
+                }
+            ),
+            "{solve:?}: {err}"
+        );
+    }
+    // The same expert from a start inside the domain solves.
+    let mut out = vec![0.0; 3];
+    let st = glm_fit(
+        &e,
+        WeightedFit::new(&data, &w, &[-1.0, -1.0, 1.0]),
+        &mut out,
+        GlmSolve::Newton(InnerBudget::EXACT),
+    )
+    .unwrap();
+    assert!(st.converged, "{st:?}");
+}

@@ -41,6 +41,7 @@
 
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
+use crate::inner::first_failing;
 use crate::inner::gram::{add_weighted_grams, gram_buffer_len};
 use crate::inner::parallel::{fold_rows_with, Mergeable, CHUNK};
 use crate::inner::sums::{fill_eval, NewtonSums};
@@ -499,7 +500,9 @@ pub struct SoftmaxRegression<'a> {
     classes: usize,
     labels: Labels<'a>,
     weights: Option<&'a [f64]>,
-    wsum: f64,
+    /// $W$, summed by [`Self::new`]; `None` for a pass's regression ([`Self::for_pass`]),
+    /// whose sums are not divided by $W$ (summed on demand if asked).
+    wsum: Option<f64>,
 }
 
 impl<'a> SoftmaxRegression<'a> {
@@ -517,8 +520,10 @@ impl<'a> SoftmaxRegression<'a> {
         labels: Labels<'a>,
         weights: Option<&'a [f64]>,
     ) -> Result<Self> {
-        let reg = Self::for_pass(data, classes, labels, weights)?;
-        if !(reg.wsum > 0.0 && reg.wsum.is_finite()) {
+        let mut reg = Self::for_pass(data, classes, labels, weights)?;
+        let wsum = reg.weight_sum();
+        reg.wsum = Some(wsum);
+        if !(wsum > 0.0 && wsum.is_finite()) {
             return Err(MoeError::InvalidParam {
                 name: "weights",
                 reason: "the weights must have a positive finite sum".into(),
@@ -560,7 +565,7 @@ impl<'a> SoftmaxRegression<'a> {
                 if r.len() != n * classes {
                     return Err(bad_len("labels", n * classes, r.len()));
                 }
-                if let Some(i) = r.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
+                if let Some(i) = first_failing(r, |v| v.is_finite() & (v >= 0.0)) {
                     return Err(bad_row(
                         i / classes,
                         "responsibility",
@@ -578,7 +583,7 @@ impl<'a> SoftmaxRegression<'a> {
                 if t.len() != n {
                     return Err(bad_len("labels", n, t.len()));
                 }
-                if let Some(i) = t.iter().position(|v| !(0.0..=1.0).contains(v)) {
+                if let Some(i) = first_failing(t, |v| (0.0..=1.0).contains(&v)) {
                     return Err(bad_row(i, "label", "binary soft labels must lie in [0, 1]"));
                 }
             }
@@ -602,24 +607,20 @@ impl<'a> SoftmaxRegression<'a> {
                 }
             }
         }
-        let wsum = match weights {
-            Some(w) => {
-                if w.len() != n {
-                    return Err(bad_len("weights", n, w.len()));
-                }
-                if let Some(i) = w.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
-                    return Err(bad_row(i, "weight", "weight must be finite and >= 0"));
-                }
-                w.iter().sum()
+        if let Some(w) = weights {
+            if w.len() != n {
+                return Err(bad_len("weights", n, w.len()));
             }
-            None => n as f64,
-        };
+            if let Some(i) = first_failing(w, |v| v.is_finite() & (v >= 0.0)) {
+                return Err(bad_row(i, "weight", "weight must be finite and >= 0"));
+            }
+        }
         Ok(SoftmaxRegression {
             data,
             classes,
             labels,
             weights,
-            wsum,
+            wsum: None,
         })
     }
 
@@ -628,9 +629,12 @@ impl<'a> SoftmaxRegression<'a> {
         (self.classes - 1) * self.data.d()
     }
 
-    /// $W = \sum_i w_i$.
+    /// $W = \sum_i w_i$ (in row order).
     pub fn weight_sum(&self) -> f64 {
-        self.wsum
+        self.wsum.unwrap_or_else(|| {
+            self.weights
+                .map_or(self.data.n() as f64, |w| w.iter().sum())
+        })
     }
 
     /// One pass at coefficients `b`: the sums $Q$, term sizes, $\nabla Q$ and (when
@@ -716,9 +720,9 @@ impl<'a> SoftmaxRegression<'a> {
         }
         let sums = self.pass(b, false)?;
         for (g, a) in grad.iter_mut().zip(&sums.grad) {
-            *g = -a / self.wsum;
+            *g = -a / self.weight_sum();
         }
-        let f = -sums.q / self.wsum;
+        let f = -sums.q / self.weight_sum();
         if f.is_finite() && grad.iter().all(|g| g.is_finite()) {
             Ok(f)
         } else {
@@ -751,7 +755,8 @@ impl<'a> SoftmaxRegression<'a> {
             });
         }
         let mut obj = SoftmaxObjective { reg: self };
-        let scaled = initial.and_then(|s| ScaledInitial::of(s, b, self.wsum, self.data.n()));
+        let scaled =
+            initial.and_then(|s| ScaledInitial::of(s, b, self.weight_sum(), self.data.n()));
         let init = scaled.as_ref().map(ScaledInitial::as_initial);
         minimize(&mut obj, b, settings, init)
     }
@@ -809,7 +814,7 @@ impl NewtonObjective for SoftmaxObjective<'_, '_> {
         fill_eval(
             out,
             need,
-            self.reg.wsum,
+            self.reg.weight_sum(),
             self.reg.data.n(),
             (sums.q, sums.abs, false),
             &sums.grad,

@@ -33,11 +33,14 @@
 
 use crate::data::Dataset;
 use crate::error::{Block, MoeError, Result};
+use crate::inner::first_failing;
 use crate::inner::parallel::{chunked_sum, fold_rows, Mergeable};
 use crate::inner::sums::NewtonSums;
 use crate::inner::InnerStats;
-use faer::MatRef;
-use mirror::newton::{minimize, EvalOut, FnObjective, Need, NewtonReport, NewtonSettings};
+use faer::{Mat, MatRef};
+use mirror::newton::{
+    minimize, EvalOut, FnObjective, InitialEval, Need, NewtonReport, NewtonSettings,
+};
 use mirror::ExponentialFamily;
 use rand::RngCore;
 use rand_distr::{Distribution, StandardNormal};
@@ -626,7 +629,7 @@ pub(crate) fn check_weights(n: usize, w: &[f64]) -> Result<()> {
             reason: format!("expected {n} weights, found {}", w.len()),
         });
     }
-    if let Some(i) = w.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
+    if let Some(i) = first_failing(w, |v| v.is_finite() & (v >= 0.0)) {
         return Err(MoeError::InvalidData {
             row: Some(i),
             column: Some("weight".into()),
@@ -939,14 +942,37 @@ pub(crate) fn glm_newton_by_rounds(
 ) -> Result<InnerStats> {
     let settings = newton_settings(budget.tol, budget.max_iter)?.with_shift_singular(true);
     out.copy_from_slice(start);
-    let mut obj = FnObjective::new(start.len(), |x: &[f64], need, ev: &mut EvalOut<'_>| {
+    // The start's pass checks the domain and is the driver's first evaluation: one pass,
+    // not a value-only check followed by the same pass with derivatives.
+    let dim = start.len();
+    let mut sums = round(start, Some(Need::Hessian))?;
+    if sums.outside {
+        return Err(outside_at_start());
+    }
+    sums.add_ridge(ridge.0, ridge.1);
+    let (mut grad, mut hess) = (vec![0.0; dim], Mat::<f64>::zeros(dim, dim));
+    let mut ev = EvalOut {
+        value: f64::NAN,
+        noise: 0.0,
+        grad: &mut grad,
+        hess: hess.as_mut(),
+    };
+    sums.eval(wsum, n, Need::Hessian, &mut ev);
+    let initial = InitialEval {
+        x: start,
+        value: ev.value,
+        noise: ev.noise,
+        grad: &grad,
+        hess: hess.as_ref(),
+    };
+    let mut obj = FnObjective::new(dim, |x: &[f64], need, ev: &mut EvalOut<'_>| {
         let mut sums = round(x, Some(need))?;
         sums.add_ridge(ridge.0, ridge.1);
         sums.eval(wsum, n, need, ev);
         Ok::<(), MoeError>(())
     });
-    let rep =
-        minimize(&mut obj, out, &settings, None).map_err(|e| e.in_block(Block::Expert(None)))?;
+    let rep = minimize(&mut obj, out, &settings, Some(initial))
+        .map_err(|e| e.in_block(Block::Expert(None)))?;
     Ok(inner_stats(&rep))
 }
 
@@ -965,15 +991,23 @@ pub(crate) fn glm_solve_by_rounds(
     ridge: (f64, usize),
     round: &mut ExpertRound<'_>,
 ) -> Result<InnerStats> {
-    // A start outside the natural domain is refused before either solver starts.
-    if round(start, None)?.outside {
-        return Err(MoeError::NonFinite {
-            what: "expert log-partition in the M-step",
-        });
-    }
+    // A start outside the natural domain is refused before either solver steps (Newton
+    // checks it on its first pass, which it needs anyway).
     match solve {
         GlmSolve::Newton(b) => glm_newton_by_rounds(wsum, n, start, out, b, ridge, round),
-        GlmSolve::Lbfgs(b) => glm_lbfgs_by_rounds(wsum, n, start, out, b, ridge, round),
+        GlmSolve::Lbfgs(b) => {
+            if round(start, None)?.outside {
+                return Err(outside_at_start());
+            }
+            glm_lbfgs_by_rounds(wsum, n, start, out, b, ridge, round)
+        }
+    }
+}
+
+/// The error for an M-step started outside the natural domain.
+fn outside_at_start() -> MoeError {
+    MoeError::NonFinite {
+        what: "expert log-partition in the M-step",
     }
 }
 
