@@ -166,3 +166,62 @@ fn certify_reruns_from_the_ungated_start_of_a_gated_fit() {
     let rerun = -150.0 * cert["certificate"]["final_objective"].as_f64().unwrap();
     assert!((rerun - ll).abs() < 1e-6 * ll.abs(), "{rerun} vs {ll}");
 }
+
+/// `--ungated-start`: on `tonedata` every gated start ends below the ungated fit, so the
+/// start from its optimum runs under `when-below` (the default) as under `always`; `off`
+/// fits no ungated model. The JSON and the text report say which; a bad value exits 2.
+#[test]
+fn the_ungated_start_policy_is_reported() {
+    let fit = |policy: &str| {
+        json(
+            mdem()
+                .arg("fit")
+                .arg(tone())
+                .args(TONE)
+                .args(["--ungated-start", policy, "--json", "--quiet"])
+                .output()
+                .unwrap(),
+        )
+    };
+    let off = fit("off");
+    assert_eq!(off["ungated_start"], "off");
+    assert!(off["ungated_fit"].is_null(), "{off}");
+    assert_eq!(off["start_inits"].as_array().unwrap().len(), 6);
+    for policy in ["when-below", "always"] {
+        let v = fit(policy);
+        assert_eq!(v["ungated_start"], policy);
+        let u = &v["ungated_fit"];
+        assert_eq!(u["start_ran"], true, "{v}");
+        let lu = u["log_likelihood"].as_f64().unwrap();
+        let ll = v["log_likelihood"].as_f64().unwrap();
+        assert!(ll >= lu - 1e-9 * lu.abs(), "{ll} < {lu}");
+        // Every gated start ended below it: that is why the extra start ran.
+        let lls = v["start_log_likelihoods"].as_array().unwrap();
+        assert_eq!(lls.len(), 7);
+        assert!(lls[..6].iter().all(|l| l.as_f64().unwrap() < lu), "{lls:?}");
+        assert_eq!(v["start_inits"][6], "ungated");
+        assert!(ll > off["log_likelihood"].as_f64().unwrap());
+    }
+    let text = mdem()
+        .arg("fit")
+        .arg(tone())
+        .args(TONE)
+        .args(["--quiet"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("ungated fit"))
+        .expect(&text);
+    assert!(row.contains("start from its optimum run"), "{row}");
+    let bad = mdem()
+        .arg("fit")
+        .arg(tone())
+        .args(TONE)
+        .args(["--ungated-start", "sometimes"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--ungated-start"));
+}

@@ -4,6 +4,7 @@
 
 use crate::progress::ProgressObserver;
 use em_as_md::fit::init::InitMethod;
+use em_as_md::fit::UngatedStart;
 use em_as_md::model::mixture::Gating;
 use em_as_md::{Accel, Dataset, Expert, FittedMoe, GateConfig, MoeError, MoeParams, ObserverMode};
 use std::sync::atomic::AtomicBool;
@@ -30,6 +31,8 @@ pub struct FitSettings {
     pub init: InitMethod,
     /// How EM is accelerated ([`MoeParams::accel`]).
     pub accel: Accel,
+    /// When a gated fit also starts from the ungated optimum ([`MoeParams::ungated_start`]).
+    pub ungated_start: UngatedStart,
     /// Ridge on the softmax gate's coefficients ([`em_as_md::GateConfig::ridge`]; 0:
     /// none). The experts' ridge is part of the expert.
     pub gate_ridge: f64,
@@ -80,6 +83,7 @@ fn fit_params(settings: &FitSettings, progress: Option<ProgressObserver>) -> Moe
         .tol(settings.tol)
         .init(settings.init.clone())
         .accel(settings.accel)
+        .ungated_start(settings.ungated_start)
         .gate_config(GateConfig {
             ridge: settings.gate_ridge,
             ..GateConfig::default()
@@ -127,6 +131,7 @@ mod tests {
             tol: 1e-10,
             init: InitMethod::KMeansPlusPlus,
             accel: Accel::default(),
+            ungated_start: UngatedStart::default(),
             gate_ridge: 0.0,
             cancel,
         }

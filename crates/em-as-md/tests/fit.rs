@@ -4,7 +4,7 @@
 use em_as_md::fit::align::{align_components, layout_of, permute_theta};
 use em_as_md::fit::predict::{classification_entropy, information_criteria};
 use em_as_md::fit::scaling::Scaling;
-use em_as_md::fit::{initial_theta, MoeParams};
+use em_as_md::fit::{initial_theta, MoeParams, UngatedStart};
 use em_as_md::{
     ConditionalFamily, Dataset, EmModel, Expert, ExpertSpec, FittedMoe, GateConfig, Gating,
     InitMethod, LinearGaussian, Logistic, MixtureOfExperts, MoeError, Multinomial, Poisson,
@@ -139,7 +139,7 @@ fn restarts_return_the_best_and_report_the_spread() {
             .n_init(5)
             .seed(3)
             .max_iters(200)
-            .ungated_start(false),
+            .ungated_start(UngatedStart::Off),
         &data,
     );
     let r = fit.report();
@@ -305,6 +305,7 @@ fn observers_are_attached_to_every_restart_and_cancel_stops_them() {
     let fit = params()
         .n_init(3)
         .max_iters(7)
+        .ungated_start(UngatedStart::Always)
         .observe(move |r| {
             let t = TraceObserver::new();
             t2.lock().unwrap().push((r, t.clone()));
@@ -316,7 +317,8 @@ fn observers_are_attached_to_every_restart_and_cancel_stops_them() {
         .unwrap();
     let mut traces = traces.lock().unwrap().clone();
     traces.sort_by_key(|(r, _)| *r);
-    // The three seeded restarts and the gated fit's start from the ungated optimum (3).
+    // The three seeded restarts and the gated fit's start from the ungated optimum (3,
+    // run whatever the others reach with `Always`).
     assert_eq!(
         traces.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
         vec![0, 1, 2, 3]
@@ -446,6 +448,7 @@ fn dummy_report() -> em_as_md::FitReport {
         restarts: vec![],
         spread: None,
         start_theta: vec![],
+        ungated: None,
     }
 }
 
@@ -723,7 +726,7 @@ fn a_wrong_mean_map_makes_the_fit_not_converged_and_the_right_one_converges() {
             // Each M-step of the wrong map runs Newton to its budget: spare the ungated
             // pre-fit and short-EM's 50 short-run iterations (this test is about the
             // termination, not the starts).
-            .ungated_start(false)
+            .ungated_start(UngatedStart::Off)
             .init(em_as_md::InitMethod::KMeansPlusPlus)
             .check()
             .unwrap()

@@ -13,7 +13,9 @@ use em_as_md::data::csv::load_csv;
 use em_as_md::fit::init::{
     random_partition_labels, random_subsets, subset_size, AUTO_CYCLE, SHORT_EM_ITERS,
 };
-use em_as_md::fit::{gated_from_ungated, initial_theta, restart_rng, MoeParams, UNGATED_START};
+use em_as_md::fit::{
+    gated_from_ungated, initial_theta, restart_rng, MoeParams, UngatedStart, UNGATED_START,
+};
 use em_as_md::solve::em::Em;
 use em_as_md::solve::executor::Executor;
 use em_as_md::solve::problem::Problem;
@@ -63,7 +65,7 @@ fn gated_is_never_below_ungated_on_crossing_lines() {
     // It mattered here: from gated starts alone, EM ends in a worse basin than the
     // ungated optimum, which the gated model contains (gate slope 0).
     let alone = fitted(
-        params(Gating::Softmax, InitMethod::Auto, 8).ungated_start(false),
+        params(Gating::Softmax, InitMethod::Auto, 8).ungated_start(UngatedStart::Off),
         &data,
     );
     assert_eq!(alone.report().restarts.len(), 8);
@@ -72,7 +74,8 @@ fn gated_is_never_below_ungated_on_crossing_lines() {
         "gated starts alone {} vs ungated {u}",
         alone.report().log_likelihood
     );
-    // With the start from the ungated optimum (the default), never below.
+    // With the start from the ungated optimum (run by default when, as here, every
+    // gated start ends below the ungated fit), never below.
     let valid = params(Gating::Softmax, InitMethod::Auto, 8)
         .check()
         .unwrap();
@@ -84,6 +87,9 @@ fn gated_is_never_below_ungated_on_crossing_lines() {
         rep.log_likelihood
     );
     assert_eq!(rep.restarts.len(), 9);
+    assert!(rep
+        .ungated
+        .is_some_and(|g| g.start_ran && g.log_likelihood == u));
     assert_eq!(valid.n_restarts(&data), 9);
     assert_eq!(rep.restarts[8].init, UNGATED_START);
     assert_eq!(rep.best_restart, 8);
@@ -111,7 +117,7 @@ fn md_and_gd_fits_through_fit_with_include_the_ungated_start() {
         .check()
         .unwrap();
     let alone = params(Gating::Softmax, InitMethod::Auto, 8)
-        .ungated_start(false)
+        .ungated_start(UngatedStart::Off)
         .check()
         .unwrap();
     let n = data.n() as f64;
@@ -336,4 +342,77 @@ fn random_subsets_and_partitions_have_the_stated_laws() {
         let f = z.iter().filter(|v| **v == c).count() as f64 / 30_000.0;
         assert!((f - 1.0 / 3.0).abs() < 0.015, "{f}");
     }
+}
+
+/// Data from a strongly gated two-expert model (gate slope 4 on $x \sim U(-2, 2)$), on
+/// which gated starts find the gated optimum, far above the ungated fit.
+fn strongly_gated(n: usize) -> Dataset {
+    use rand::{Rng, SeedableRng};
+    let model =
+        MixtureOfExperts::new(Arc::new(LinearGaussian::new()), 2, 2, Gating::Softmax).unwrap();
+    let mut truth = vec![0.0, 4.0];
+    for (b, s2) in [([1.0, 2.0], 0.1), ([-1.0, -1.0], 0.2)] {
+        let mut block = vec![0.0; 3];
+        LinearGaussian::natural_from_beta(&b, s2, &mut block).unwrap();
+        truth.extend(block);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(31);
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let xi: f64 = rng.random_range(-2.0..2.0);
+        y.push(model.sample(&truth, &[1.0, xi], &mut rng).unwrap().0[0]);
+        x.push(xi);
+    }
+    Dataset::from_rows(&x, 1, &y, 1).unwrap().with_intercept()
+}
+
+/// [`UngatedStart::WhenBelow`] (the default) skips the start from the ungated optimum when
+/// a gated start already ended above the ungated fit, and still reports that fit and its
+/// time; [`UngatedStart::Always`] runs it, from the same seeded starts otherwise.
+#[test]
+fn the_ungated_start_runs_only_when_below_unless_always() {
+    let data = strongly_gated(600);
+    let u = fitted(params(Gating::Constant, InitMethod::Auto, 4), &data)
+        .report()
+        .log_likelihood;
+    let when_below = fitted(params(Gating::Softmax, InitMethod::Auto, 4), &data);
+    let rep = when_below.report();
+    let ung = rep.ungated.expect("a gated fit reports its ungated fit");
+    assert_eq!(ung.log_likelihood, u);
+    assert!(
+        rep.log_likelihood > u + 10.0,
+        "{} vs {u}",
+        rep.log_likelihood
+    );
+    assert!(!ung.start_ran);
+    assert_eq!(rep.restarts.len(), 4);
+    assert!(rep.restarts.iter().all(|r| r.init != UNGATED_START));
+    // Its time is still counted as building starts.
+    assert!(ung.seconds > 0.0 && ung.em_seconds > 0.0 && ung.em_seconds <= ung.seconds);
+    assert!(rep.start_seconds() >= ung.seconds);
+    assert!(rep.start_em_seconds() >= ung.em_seconds);
+
+    let always = fitted(
+        params(Gating::Softmax, InitMethod::Auto, 4).ungated_start(UngatedStart::Always),
+        &data,
+    );
+    let ra = always.report();
+    assert!(ra
+        .ungated
+        .is_some_and(|g| g.start_ran && g.log_likelihood == u));
+    assert_eq!(ra.restarts.len(), 5);
+    assert_eq!(ra.restarts[4].init, UNGATED_START);
+    // The seeded starts are the same runs.
+    for (a, b) in ra.restarts[..4].iter().zip(&rep.restarts) {
+        assert_eq!(a.log_likelihood, b.log_likelihood);
+    }
+    assert!(ra.log_likelihood >= rep.log_likelihood);
+    assert!(ra.restarts[4].log_likelihood.unwrap() >= ung.restart_log_likelihood - 1e-9);
+
+    let off = fitted(
+        params(Gating::Softmax, InitMethod::Auto, 4).ungated_start(UngatedStart::Off),
+        &data,
+    );
+    assert!(off.report().ungated.is_none());
+    assert_eq!(off.report().restarts.len(), 4);
 }

@@ -5,6 +5,7 @@
 //! typed errors. Version-1 files (settings in `fitting.multinomial`) still load.
 
 use em_as_md::fit::io::{from_json, to_json};
+use em_as_md::fit::UngatedFit;
 use em_as_md::model::expert::{
     MULTINOMIAL_DENSE_MAX_PARAMS, MULTINOMIAL_LBFGS_MAX_ITER, MULTINOMIAL_LBFGS_TOL,
 };
@@ -92,6 +93,13 @@ fn fitted(data: &Dataset) -> FittedMoe {
         restarts: Vec::new(),
         spread: None,
         start_theta: theta0,
+        ungated: Some(UngatedFit {
+            log_likelihood: -1234.5,
+            restart_log_likelihood: -1234.25,
+            seconds: 0.5,
+            em_seconds: 0.25,
+            start_ran: false,
+        }),
     };
     let names = vec!["(intercept)".into(), "a".into(), "b".into()];
     FittedMoe::new(model, r.state.theta, names, report).unwrap()
@@ -128,6 +136,8 @@ fn settings_survive_save_and_load_and_drive_the_refit() {
     assert_eq!(to_json(&loaded).unwrap(), json);
     assert_eq!(loaded.report().start_theta, orig.report().start_theta);
     assert_eq!(loaded.report().start_theta.len(), orig.theta().len());
+    assert_eq!(loaded.report().ungated, orig.report().ungated);
+    assert!(loaded.report().ungated.is_some());
 
     // A refit from the loaded model runs with them: L-BFGS gate and L-BFGS experts form
     // no Hessian, and the run is bit-identical to one from the original model.

@@ -344,6 +344,7 @@ impl Fit {
             "start_iterations": rep.restarts.iter().map(|r| r.iterations).collect::<Vec<_>>(),
             "start_em_seconds": rep.restarts.iter().map(|r| r.seconds).collect::<Vec<_>>(),
             "start_errors": rep.restarts.iter().map(|r| &r.error).collect::<Vec<_>>(),
+            "ungated_fit": rep.ungated,
             "aic": self.fitted.aic(),
             "bic": self.fitted.bic(),
             "experts": experts,

@@ -275,7 +275,8 @@ pub fn expert_names() -> Vec<String> {
 /// the monotone safeguard), `md` (with `eta=None`: step
 /// $1/\hat L_t$ measured along the run; with a float: mirror descent at that fixed step)
 /// or `gd` (gradient descent with Armijo backtracking). Every solver runs the library's
-/// restarts, including a gated fit's extra start from the ungated optimum:
+/// restarts, including a gated fit's ungated fit and, when no gated start reached it, the
+/// extra start from its optimum:
 /// [`MoeValidParams::fit`] for `em`, `squarem`, `anderson` and `md` without `eta`,
 /// [`MoeValidParams::fit_with`] for the others.
 ///

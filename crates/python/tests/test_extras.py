@@ -90,6 +90,10 @@ def test_poisson_and_multinomial_summaries():
     assert len(s["start_iterations"]) == n_starts == len(s["start_em_seconds"])
     assert s["start_iterations"][s["best_start"]] == s["iterations"]
     assert all(t >= 0.0 for t in s["start_em_seconds"])
+    # A gated fit's ungated fit: never above the gated one; its start ran only if needed.
+    u = s["ungated_fit"]
+    assert u["log_likelihood"] <= s["log_likelihood"] + 1e-6 * abs(s["log_likelihood"])
+    assert u["start_ran"] == (n_starts == 2)  # one seeded start (n_init=1), maybe the extra
     assert np.all(est.predict(X) > 0)
     X, y = three_classes()
     clf = MixtureOfExpertsClassifier(random_state=0).fit(X, y)

@@ -44,6 +44,7 @@ use em_as_md::data::csv::{load_csv_columns, load_csv_with, LoadOptions, LoadedDa
 use em_as_md::data::parquet::{is_parquet, load_parquet};
 use em_as_md::fit::init::InitMethod;
 use em_as_md::fit::scaling::Scaling;
+use em_as_md::fit::UngatedStart;
 use em_as_md::model::expert::REG_COVAR;
 use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::model::registry;
@@ -354,7 +355,8 @@ pub struct FitArgs {
     /// subset (r mod 4); `random` sends each row to a random expert (as flexmix); `subset`
     /// fits each expert on its own small random subset of rows (as mixtools); `kmeans` is
     /// k-means++ on (x, y); `short-em` keeps the best of 10 five-iteration EM runs from
-    /// subset and random starts. A gated fit also runs one start from the ungated optimum.
+    /// subset and random starts. A gated fit can also start from the ungated optimum
+    /// (`--ungated-start`).
     #[arg(long, default_value = "auto", value_parser = ["auto", "random", "subset", "kmeans", "short-em"])]
     pub init: String,
     /// Random seed.
@@ -371,6 +373,12 @@ pub struct FitArgs {
     /// with step 1/L̂ measured along the run) or `none` (plain EM).
     #[arg(long, default_value_t = Accel::default(), value_parser = accel_value)]
     pub accel: Accel,
+    /// When a gated fit also starts from the ungated optimum (it first fits the ungated
+    /// model, ℓ_u its log-likelihood, and never ends below it): `when-below` (default) runs
+    /// that start only when no gated start ended at or above ℓ_u; `always` runs it beside
+    /// the other starts; `off` fits no ungated model (no guarantee).
+    #[arg(long, default_value = "when-below", value_parser = ["when-below", "always", "off"])]
+    pub ungated_start: String,
     /// Write the fitted model (JSON) here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -431,7 +439,8 @@ impl FitArgs {
     /// `gating` (shared by the in-memory and the streamed fit).
     ///
     /// # Errors
-    /// [`CliError::BadInput`] naming `--init` for an unknown strategy.
+    /// [`CliError::BadInput`] naming `--init` for an unknown strategy, `--ungated-start`
+    /// for an unknown policy.
     pub fn settings(
         &self,
         k: usize,
@@ -453,6 +462,12 @@ impl FitArgs {
                 ))
             })?,
             accel: self.accel,
+            ungated_start: UngatedStart::from_name(&self.ungated_start).ok_or_else(|| {
+                CliError::BadInput(format!(
+                    "invalid value '{}' for '--ungated-start': expected when-below, always or off",
+                    self.ungated_start
+                ))
+            })?,
             gate_ridge: self.model.gate_ridge()?,
             cancel: Some(interrupt::flag()),
         })
@@ -739,6 +754,8 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         out["start_em_seconds"] = json!(starts.iter().map(|r| r.seconds).collect::<Vec<_>>());
         out["start_setup_seconds"] =
             json!(starts.iter().map(|r| r.start_seconds).collect::<Vec<_>>());
+        out["ungated_start"] = json!(settings.ungated_start.name());
+        out["ungated_fit"] = ungated_json(rep.ungated.as_ref());
         return print_stdout(&format!("{out}\n"));
     }
 
@@ -789,6 +806,9 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     summary.row(["termination".to_string(), termination]);
     summary.row(["seconds".to_string(), num(rep.seconds, 3)]);
     summary.row(["seconds by phase".to_string(), phases_line(&phases, rep)]);
+    if let Some(u) = &rep.ungated {
+        summary.row(["ungated fit".to_string(), ungated_line(u)]);
+    }
     summary.row(["AIC".to_string(), num(fitted.aic(), 10)]);
     summary.row(["BIC".to_string(), num(fitted.bic(), 10)]);
     summary.row(["ICL".to_string(), num(fitted.icl(), 10)]);
@@ -834,6 +854,34 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         text.push_str(&format!("figure written to {}\n", path.display()));
     }
     print_stdout(&text)
+}
+
+/// The `ungated_fit` object of `--json`: the ungated fit a gated fit ran (its
+/// log-likelihood ℓ_u, which the gated fit never ends below; seconds; whether the start
+/// from its optimum ran), `null` when none ran.
+fn ungated_json(u: Option<&em_as_md::fit::UngatedFit>) -> serde_json::Value {
+    u.map_or(serde_json::Value::Null, |u| {
+        json!({
+            "log_likelihood": u.log_likelihood,
+            "start_ran": u.start_ran,
+            "seconds": u.seconds,
+            "em_seconds": u.em_seconds,
+        })
+    })
+}
+
+/// The report's `ungated fit` row: ℓ_u, and whether the start from its optimum ran.
+fn ungated_line(u: &em_as_md::fit::UngatedFit) -> String {
+    format!(
+        "log-likelihood {} ({} s); start from its optimum {}",
+        num(u.log_likelihood, 10),
+        num(u.seconds, 3),
+        if u.start_ran {
+            "run"
+        } else {
+            "not needed (a gated start ended above it)"
+        }
+    )
 }
 
 /// `seconds_by_phase` of `--json`: the command's phases ([`Phases::json`]: `read` the CSV,
@@ -1066,6 +1114,7 @@ mod tests {
             ],
             spread: None,
             start_theta: Vec::new(),
+            ungated: None,
         };
         // Everything converged (a failed start is reported elsewhere, by its error).
         assert!(convergence_warnings(&rep).is_empty());

@@ -315,6 +315,7 @@ fn fit_minibatch(
         best_restart: 0,
         spread: Spread::of(&[log_likelihood]),
         start_theta: Vec::new(),
+        ungated: None,
         restarts: vec![RestartSummary {
             index: 0,
             init: em_as_md::fit::stream::SAMPLE_START.into(),

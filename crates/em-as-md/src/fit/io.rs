@@ -45,7 +45,7 @@
 //! `float_roundtrip`), so a loaded model predicts bit-identically.
 
 use crate::error::{MoeError, Result};
-use crate::fit::predict::{FitReport, FittedMoe, RestartSummary, Spread};
+use crate::fit::predict::{FitReport, FittedMoe, RestartSummary, Spread, UngatedFit};
 use crate::model::expert::ExpertSpec;
 use crate::model::gate::{GateConfig, GateSolver};
 use crate::model::mixture::{Gating, MixtureOfExperts, MoeSpec};
@@ -82,6 +82,8 @@ struct FitReportDef {
     spread: Option<Spread>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     start_theta: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ungated: Option<UngatedFit>,
 }
 
 /// The trace as [`RecordJson`]s (JSON has no NaN).

@@ -15,4 +15,4 @@ pub mod separation;
 pub mod stream;
 
 pub use params::*;
-pub use predict::{FitReport, FittedMoe};
+pub use predict::{FitReport, FittedMoe, UngatedFit};

@@ -45,7 +45,9 @@ use crate::fit::init::{
     random_subsets, subset_size, InitMethod, AUTO_CYCLE, HARD_FLOOR, SHORT_EM_CANDIDATES,
     SHORT_EM_ITERS,
 };
-use crate::fit::predict::{training_summaries, FitReport, FittedMoe, RestartSummary, Spread};
+use crate::fit::predict::{
+    training_summaries, FitReport, FittedMoe, RestartSummary, Spread, UngatedFit,
+};
 use crate::fit::separation::separated_experts;
 use crate::model::expert::{Expert, LinearGaussian};
 use crate::model::gate::GateConfig;
@@ -80,7 +82,7 @@ pub struct MoeParams {
     seed: u64,
     init: InitMethod,
     accel: Accel,
-    ungated_start: bool,
+    ungated_start: UngatedStart,
     time_limit: Option<Duration>,
     cancel: Option<Arc<AtomicBool>>,
     verbose: bool,
@@ -108,8 +110,8 @@ pub struct MoeValidParams(MoeParams);
 impl MoeParams {
     /// Defaults: linear-Gaussian experts ([`LinearGaussian::new`]), softmax gate with
     /// [`GateConfig::default`], `max_iters` 1000, `tol` 1e-8, one start, seed 0,
-    /// [`InitMethod::Auto`] initialisation, gated fits also started from the ungated
-    /// optimum.
+    /// [`InitMethod::Auto`] initialisation, gated fits held at or above the ungated fit
+    /// ([`UngatedStart::WhenBelow`]).
     pub fn new(n_experts: usize) -> Self {
         MoeParams {
             n_experts,
@@ -121,7 +123,7 @@ impl MoeParams {
             n_init: 1,
             seed: 0,
             init: InitMethod::Auto,
-            ungated_start: true,
+            ungated_start: UngatedStart::default(),
             accel: Accel::default(),
             time_limit: None,
             cancel: None,
@@ -198,12 +200,17 @@ impl MoeParams {
     pub fn init_method(&self) -> &InitMethod {
         &self.init
     }
-    /// Whether a gated fit ([`Gating::Softmax`]) also runs one start from the ungated
-    /// optimum (default on; see [`MoeValidParams::fit`]). Off saves the ungated fit's time
-    /// and gives up the guarantee that the gated log-likelihood is at least the ungated one.
-    pub fn ungated_start(mut self, on: bool) -> Self {
-        self.ungated_start = on;
+    /// When a gated fit ([`Gating::Softmax`]) also runs one start from the ungated
+    /// optimum (see [`MoeValidParams::fit`]): default [`UngatedStart::WhenBelow`].
+    /// [`UngatedStart::Off`] saves the ungated fit's time and gives up the guarantee that
+    /// the gated log-likelihood is at least the ungated one.
+    pub fn ungated_start(mut self, policy: UngatedStart) -> Self {
+        self.ungated_start = policy;
         self
+    }
+    /// The policy set by [`ungated_start`](Self::ungated_start).
+    pub fn ungated_start_policy(&self) -> UngatedStart {
+        self.ungated_start
     }
     /// Wall-clock limit per restart.
     pub fn time_limit(mut self, d: Duration) -> Self {
@@ -459,6 +466,47 @@ fn constant_column(data: &Dataset) -> Option<(usize, f64)> {
 /// [`RestartSummary::init`] of a gated fit's start from the ungated optimum.
 pub const UNGATED_START: &str = "ungated";
 
+/// When a gated fit also starts from the ungated optimum ([`MoeParams::ungated_start`];
+/// see [`MoeValidParams::fit`]). The softmax gate with slopes 0 is the constant gate, so
+/// the gated model contains the ungated one and its fit should never end below the
+/// ungated fit's log-likelihood $\ell_u$; gated starts alone can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UngatedStart {
+    /// Fit the ungated model; run the extra start from its optimum only when no gated
+    /// start ended at or above $\ell_u$. The guarantee holds either way; the extra start
+    /// (often as long as a gated fit) is skipped when it cannot be needed for it.
+    #[default]
+    WhenBelow,
+    /// Fit the ungated model and always run the extra start from its optimum, in parallel
+    /// with the other starts (one more chance at a better basin).
+    Always,
+    /// No ungated fit and no extra start: no guarantee.
+    Off,
+}
+
+impl UngatedStart {
+    /// Every policy, in the order the command line lists them.
+    pub const ALL: [UngatedStart; 3] = [
+        UngatedStart::WhenBelow,
+        UngatedStart::Always,
+        UngatedStart::Off,
+    ];
+
+    /// The policy called `name` ([`name`](Self::name)), if any.
+    pub fn from_name(name: &str) -> Option<UngatedStart> {
+        UngatedStart::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The name the command line uses: `when-below`, `always`, `off`.
+    pub fn name(self) -> &'static str {
+        match self {
+            UngatedStart::WhenBelow => "when-below",
+            UngatedStart::Always => "always",
+            UngatedStart::Off => "off",
+        }
+    }
+}
+
 /// The softmax-gate parameters equal to a constant-gate model's: gate row
 /// $w_k = (l_k / c)\,e_j$ with $l_k$ the constant logits and $j$ a feature column equal to
 /// $c \ne 0$ on every row (the intercept), so that $w_k^\top x_i = l_k$ and the two models
@@ -618,15 +666,16 @@ impl MoeValidParams {
         self.retry_theta0(model, data, best, attempt)
     }
 
-    /// The number of restarts [`fit`](Self::fit) runs on `data`: $n_{\text{init}}$, plus
-    /// one from the ungated optimum for a gated fit with
-    /// [`ungated_start`](MoeParams::ungated_start) when the data have a constant column.
+    /// The most restarts [`fit`](Self::fit) runs on `data`: $n_{\text{init}}$, plus one
+    /// from the ungated optimum for a gated fit whose
+    /// [`ungated_start`](MoeParams::ungated_start) is not [`UngatedStart::Off`], when the
+    /// data have a constant column ([`UngatedStart::WhenBelow`] may skip it).
     pub fn n_restarts(&self, data: &Dataset) -> usize {
         self.0.n_init + usize::from(self.ungated_applies(data))
     }
 
     fn ungated_applies(&self, data: &Dataset) -> bool {
-        self.0.ungated_start
+        self.0.ungated_start != UngatedStart::Off
             && self.0.gating == Gating::Softmax
             && self.0.n_experts > 1
             && constant_column(data).is_some()
@@ -636,9 +685,14 @@ impl MoeValidParams {
     /// ungated fit has these settings with [`Gating::Constant`] (the same starts, seed and
     /// limits).
     ///
-    /// Also returns the seconds of the ungated fit's EM iterations
-    /// ([`FitReport::em_seconds`](crate::fit::predict::FitReport::em_seconds)).
-    fn ungated_theta0(&self, model: &MixtureOfExperts, data: &Dataset) -> Result<(Vec<f64>, f64)> {
+    /// Also returns the ungated fit's summary (its log-likelihood and the seconds of its
+    /// EM iterations, [`FitReport::em_seconds`](crate::fit::predict::FitReport::em_seconds);
+    /// its wall clock and whether the start ran are the caller's to fill in).
+    fn ungated_theta0(
+        &self,
+        model: &MixtureOfExperts,
+        data: &Dataset,
+    ) -> Result<(Vec<f64>, UngatedFit)> {
         // Observers watch the gated restarts only (their indices are the gated fit's).
         let ungated = MoeValidParams(MoeParams {
             gating: Gating::Constant,
@@ -654,7 +708,19 @@ impl MoeValidParams {
                     reason: "the data have no constant column for the ungated start".into(),
                 }
             })?;
-        Ok((theta, fitted.report().em_seconds()))
+        let rep = fitted.report();
+        Ok((
+            theta,
+            UngatedFit {
+                log_likelihood: rep.log_likelihood,
+                restart_log_likelihood: rep.restarts[rep.best_restart]
+                    .log_likelihood
+                    .unwrap_or(rep.log_likelihood),
+                seconds: 0.0,
+                em_seconds: rep.em_seconds(),
+                start_ran: false,
+            },
+        ))
     }
 
     /// Restart `index` on its own, as [`fit`](Self::fit) runs it: $\theta_0$ from
@@ -796,10 +862,14 @@ impl MoeValidParams {
     /// so the gated model contains the ungated one; EM from gated starts alone can still
     /// end in a worse basin. A gated fit ([`Gating::Softmax`], $K > 1$, data with a
     /// constant column such as the intercept) therefore first fits the ungated model with
-    /// the same settings and runs one more restart (index $n_{\text{init}}$, strategy
-    /// [`UNGATED_START`]) from its optimum ([`gated_from_ungated`]). EM never decreases the
-    /// likelihood, so the returned gated log-likelihood is at least the ungated fit's.
-    /// Off with [`MoeParams::ungated_start`]`(false)`.
+    /// the same settings, $\ell_u$ its log-likelihood, then runs the gated starts, then —
+    /// when none of them ended at or above $\ell_u$ ([`UngatedStart::WhenBelow`], the
+    /// default), or always, in parallel with them ([`UngatedStart::Always`]) — one more
+    /// restart (index $n_{\text{init}}$, strategy [`UNGATED_START`]) from its optimum
+    /// ([`gated_from_ungated`]). EM never decreases the likelihood, so the returned gated
+    /// log-likelihood is at least $\ell_u$ either way; [`FitReport::ungated`] records
+    /// $\ell_u$, the ungated fit's time and whether the extra start ran. Off with
+    /// [`MoeParams::ungated_start`]`(`[`UngatedStart::Off`]`)`.
     ///
     /// # Errors
     /// `InvalidParam { name: "n_experts" }` for more experts than rows;
@@ -821,7 +891,8 @@ impl MoeValidParams {
     /// ([`GradientDescent`](crate::GradientDescent)) — is compared with EM on equal terms.
     /// The report's solver is the name of the solver `make` builds.
     ///
-    /// A gated fit also runs the restart from the ungated optimum (see [`fit`](Self::fit)).
+    /// A gated fit also fits the ungated model and, as its policy says, runs the restart
+    /// from the ungated optimum (see [`fit`](Self::fit)).
     /// That optimum is the ungated model fitted by [`fit`](Self::fit) with these settings
     /// (EM with the chosen acceleration), whatever `make` builds, so that
     /// [`restart_theta0`](Self::restart_theta0) redraws it; the restart from it runs
@@ -892,35 +963,58 @@ impl MoeValidParams {
         // The ungated optimum first (itself a parallel fit); a failed ungated fit fails
         // only that one extra restart.
         let ungated_clock = Instant::now();
-        let ungated = self
+        let mut ungated = self
             .ungated_applies(data)
             .then(|| self.ungated_theta0(&model, data));
         let ungated_seconds = ungated_clock.elapsed().as_secs_f64();
+        if let Some(Ok((_, u))) = &mut ungated {
+            u.seconds = ungated_seconds;
+        }
         let ungated_em = match &ungated {
-            Some(Ok((_, em))) => *em,
+            Some(Ok((_, u))) => u.em_seconds,
             _ => 0.0,
         };
-        let n_runs = p.n_init + usize::from(ungated.is_some());
         // Each run with its start and wall clock: ((result, θ₀), retry errors, seconds
         // before its EM).
-        let runs: Vec<(StartedRun, Vec<String>, f64)> = (0..n_runs)
+        let run = |r: usize| {
+            let run_clock = Instant::now();
+            let (run, failed) = match (&ungated, r == p.n_init) {
+                (Some(Ok((theta0, _))), true) => (
+                    self.run_from(&model, data, r, theta0.clone(), make),
+                    Vec::new(),
+                ),
+                (Some(Err(e)), true) => (Err(e.clone()), Vec::new()),
+                _ => self.run_with_retries(&model, data, r, make),
+            };
+            let total = run_clock.elapsed().as_secs_f64();
+            let em = run.as_ref().map_or(0.0, |(f, _)| f.seconds.min(total));
+            let before = if r == p.n_init { ungated_seconds } else { 0.0 };
+            (run, failed, before + total - em)
+        };
+        let always = p.ungated_start == UngatedStart::Always && ungated.is_some();
+        let mut runs: Vec<(StartedRun, Vec<String>, f64)> = (0..p.n_init + usize::from(always))
             .into_par_iter()
-            .map(|r| {
-                let run_clock = Instant::now();
-                let (run, failed) = match (&ungated, r == p.n_init) {
-                    (Some(Ok((theta0, _))), true) => (
-                        self.run_from(&model, data, r, theta0.clone(), make),
-                        Vec::new(),
-                    ),
-                    (Some(Err(e)), true) => (Err(e.clone()), Vec::new()),
-                    _ => self.run_with_retries(&model, data, r, make),
-                };
-                let total = run_clock.elapsed().as_secs_f64();
-                let em = run.as_ref().map_or(0.0, |(f, _)| f.seconds.min(total));
-                let before = if r == p.n_init { ungated_seconds } else { 0.0 };
-                (run, failed, before + total - em)
-            })
+            .map(run)
             .collect();
+        // When below: the extra start only if no gated start reached the ungated fit (or
+        // that fit failed, which its restart then reports).
+        let needed = match &ungated {
+            Some(Ok((_, u))) => !runs.iter().any(|(r, _, _)| {
+                r.as_ref().is_ok_and(|(f, _)| {
+                    -(data.n() as f64) * f.best.objective >= u.restart_log_likelihood
+                })
+            }),
+            Some(Err(_)) => true,
+            None => false,
+        };
+        if !always && needed {
+            runs.push(run(p.n_init));
+        }
+        let start_ran = runs.len() > p.n_init;
+        let ungated_fit = match &ungated {
+            Some(Ok((_, u))) => Some(UngatedFit { start_ran, ..*u }),
+            _ => None,
+        };
         let strategy = |r: usize| {
             if r < p.n_init {
                 p.init.for_restart(r).name().to_string()
@@ -993,6 +1087,7 @@ impl MoeValidParams {
             spread: Spread::of(&lls),
             restarts,
             start_theta: start_theta.clone(),
+            ungated: ungated_fit,
         };
         FittedMoe::new(model, theta, data.feature_names().to_vec(), report)
     }

@@ -123,6 +123,29 @@ impl RestartSummary {
     }
 }
 
+/// The ungated fit a gated fit runs to stay at or above it (see
+/// [`MoeValidParams::fit`](crate::MoeValidParams::fit) and
+/// [`UngatedStart`](crate::fit::UngatedStart)).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UngatedFit {
+    /// Its total log-likelihood $\ell_u$ ([`FitReport::log_likelihood`] of that fit): the
+    /// gated fit's is at least this.
+    pub log_likelihood: f64,
+    /// Its best restart's [`RestartSummary::log_likelihood`] ($\ell - R$ with a ridge),
+    /// which the gated restarts' are compared with.
+    pub restart_log_likelihood: f64,
+    /// Wall-clock seconds of the whole ungated fit.
+    pub seconds: f64,
+    /// Of [`seconds`](Self::seconds), its EM iterations ([`FitReport::em_seconds`] of
+    /// that fit).
+    pub em_seconds: f64,
+    /// Whether the gated start from its optimum ran (restart
+    /// [`UNGATED_START`](crate::fit::UNGATED_START), which then carries these seconds in
+    /// its [`RestartSummary::start_seconds`]); `false` when a gated start already ended at
+    /// or above it.
+    pub start_ran: bool,
+}
+
 /// How a model was fitted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FitReport {
@@ -158,6 +181,9 @@ pub struct FitReport {
     /// ungated optimum, without re-fitting the ungated model). Empty when not recorded:
     /// a streamed or Dask fit, a report saved before this field existed.
     pub start_theta: Vec<f64>,
+    /// The ungated fit of a gated fit ([`UngatedStart`](crate::fit::UngatedStart));
+    /// `None` when none ran.
+    pub ungated: Option<UngatedFit>,
 }
 
 impl FitReport {
@@ -188,6 +214,7 @@ impl FitReport {
             best_restart: 0,
             spread: Spread::of(&[log_likelihood]),
             start_theta: Vec::new(),
+            ungated: None,
             restarts: vec![RestartSummary {
                 index: 0,
                 init: init.into(),
@@ -211,16 +238,25 @@ impl FitReport {
     }
 
     /// Seconds of the EM iterations run to build starts (the ungated fit behind a gated
-    /// fit's extra start), summed over the restarts ([`RestartSummary::start_em_seconds`]);
+    /// fit's extra start), summed over the restarts ([`RestartSummary::start_em_seconds`]),
+    /// plus the ungated fit's when its start did not run ([`UngatedFit::start_ran`]);
     /// part of [`start_seconds`](Self::start_seconds).
     pub fn start_em_seconds(&self) -> f64 {
-        self.restarts.iter().map(|r| r.start_em_seconds).sum()
+        let restarts: f64 = self.restarts.iter().map(|r| r.start_em_seconds).sum();
+        restarts + self.unattributed_ungated().map_or(0.0, |u| u.em_seconds)
     }
 
     /// Seconds spent building starts, summed over the restarts
-    /// ([`RestartSummary::start_seconds`]).
+    /// ([`RestartSummary::start_seconds`]), plus the ungated fit's when its start did not
+    /// run.
     pub fn start_seconds(&self) -> f64 {
-        self.restarts.iter().map(|r| r.start_seconds).sum()
+        let restarts: f64 = self.restarts.iter().map(|r| r.start_seconds).sum();
+        restarts + self.unattributed_ungated().map_or(0.0, |u| u.seconds)
+    }
+
+    /// The ungated fit when no restart carries its seconds.
+    fn unattributed_ungated(&self) -> Option<&UngatedFit> {
+        self.ungated.as_ref().filter(|u| !u.start_ran)
     }
 
     /// Whether the returned restart converged ([`Termination::is_converged`] of

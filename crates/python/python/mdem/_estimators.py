@@ -197,8 +197,10 @@ class _MixtureOfExperts(BaseEstimator):
 
     def summary(self):
         """The fitted model as a dict: settings, log-likelihood, termination, every
-        start's log-likelihood, iterations and EM seconds, the parameters of every
-        expert and of the gate (in the data's units)."""
+        start's log-likelihood, iterations and EM seconds, a gated fit's ungated fit
+        (``ungated_fit``: its log-likelihood, which the fit never ends below, its seconds
+        and whether the start from its optimum ran), the parameters of every expert and
+        of the gate (in the data's units)."""
         check_is_fitted(self)
         return json.loads(self.model_.summary_json())
 
