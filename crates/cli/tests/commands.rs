@@ -125,6 +125,8 @@ fn a_fit_stopped_by_its_limit_is_saved_and_reloaded_as_not_converged() {
         "2",
         "--n-init",
         "2",
+        "--ungated-start",
+        "always",
         "--quiet",
         "--json",
         "--out",
@@ -136,7 +138,9 @@ fn a_fit_stopped_by_its_limit_is_saved_and_reloaded_as_not_converged() {
     let rep = loaded.fitted.report();
     assert_eq!(rep.termination, em_as_md::Termination::MaxIters);
     assert!(!rep.converged());
-    // The two seeded starts and the start from the ungated optimum.
+    // The two seeded starts and the start from the ungated optimum (always run here); the
+    // ungated fit survives the model file.
+    assert!(rep.ungated.is_some_and(|u| u.start_ran));
     assert_eq!(rep.unconverged_restarts(), vec![0, 1, 2]);
     let w = mdem_cli::commands::fit::convergence_warnings(rep);
     assert_eq!(w.len(), 2, "{w:?}");
