@@ -98,7 +98,11 @@ fn fit_with_20_starts_reaches_r_best_on_every_classic_case() {
         let extra = ungated["start_ran"] == true;
         assert_eq!(inits.len(), 20 + usize::from(extra), "{}", c.case);
         if let Some(lu) = ungated["log_likelihood"].as_f64() {
-            assert!(ll >= lu - 1e-9 * lu.abs(), "{}: {ll} < ungated {lu}", c.case);
+            assert!(
+                ll >= lu - 1e-9 * lu.abs(),
+                "{}: {ll} < ungated {lu}",
+                c.case
+            );
         }
         assert!(v["best_start_init"].is_string());
         eprintln!(
