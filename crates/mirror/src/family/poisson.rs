@@ -23,6 +23,10 @@ pub struct Poisson;
 const MAX_RATE: f64 = rand_distr::Poisson::<f64>::MAX_LAMBDA;
 
 impl Poisson {
+    /// Largest rate $e^\theta$ in the natural domain ($1.844\cdot10^{19}$, the sampler's
+    /// maximum): [`ExponentialFamily::in_natural_domain`] is $e^\theta \le$ this.
+    pub const MAX_RATE: f64 = MAX_RATE;
+
     /// The family (it has no hyperparameters to validate).
     pub fn new() -> Self {
         Poisson

@@ -255,7 +255,8 @@ pub trait Expert: Send + Sync + std::fmt::Debug {
     /// $\langle T(y),\eta\rangle - A_F(\eta) + \log h(y)$ row by row through the
     /// family. The targets are checked against the support before this is called; a
     /// non-finite $\eta$ must give a non-finite value (the E-step reports it).
-    /// [`Logistic`] offers it (vectorised exponentials for $\log(1 + e^\eta)$).
+    /// [`Logistic`] and [`Poisson`] offer it (vectorised exponentials for
+    /// $\log(1 + e^\eta)$ and $e^\eta$).
     fn add_log_densities(&self, y: &[f64], eta: &[f64], out: &mut [f64], work: &mut [f64]) -> bool {
         let _ = (y, eta, out, work);
         false
