@@ -22,6 +22,17 @@ fn json(out: std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `mdem fit` on `tonedata` with [`TONE`] and `extra`.
+fn fit_tone(extra: &[&str]) -> std::process::Output {
+    mdem()
+        .arg("fit")
+        .arg(tone())
+        .args(TONE)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 const TONE: [&str; 8] = [
     "--target",
     "tuned",
@@ -42,15 +53,7 @@ fn the_json_report_names_every_start_strategy_and_the_spread() {
         ("subset", "subset"),
         ("short-em", "short-em"),
     ] {
-        let v = json(
-            mdem()
-                .arg("fit")
-                .arg(tone())
-                .args(TONE)
-                .args(["--no-gate", "--init", init, "--json"])
-                .output()
-                .unwrap(),
-        );
+        let v = json(fit_tone(&["--no-gate", "--init", init, "--json"]));
         assert_eq!(v["init"], init);
         let inits: Vec<&str> = v["start_inits"]
             .as_array()
@@ -106,13 +109,7 @@ fn the_json_report_names_every_start_strategy_and_the_spread() {
 
 #[test]
 fn the_text_report_has_a_starts_line_and_a_bad_init_is_refused() {
-    let out = mdem()
-        .arg("fit")
-        .arg(tone())
-        .args(TONE)
-        .args(["--quiet"])
-        .output()
-        .unwrap();
+    let out = fit_tone(&["--quiet"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     // Gated: 6 starts plus the one from the ungated optimum.
@@ -124,13 +121,13 @@ fn the_text_report_has_a_starts_line_and_a_bad_init_is_refused() {
         .find(|l| l.starts_with("iterations per start (EM seconds)"))
         .expect(&text);
     assert_eq!(costs.matches(" s)").count(), 7, "{costs}");
-    let bad = mdem()
-        .arg("fit")
-        .arg(tone())
-        .args(TONE)
-        .args(["--init", "kmeans+"])
-        .output()
-        .unwrap();
+    // The ungated fit's row: every gated start ended below it, so its start ran.
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("ungated fit"))
+        .expect(&text);
+    assert!(row.contains("start from its optimum run"), "{row}");
+    let bad = fit_tone(&["--init", "kmeans+"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--init"));
 }
@@ -140,16 +137,7 @@ fn certify_reruns_from_the_ungated_start_of_a_gated_fit() {
     let dir = std::env::temp_dir().join(format!("mdem-init-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let model = dir.join("tone.json");
-    let fit = json(
-        mdem()
-            .arg("fit")
-            .arg(tone())
-            .args(TONE)
-            .args(["--json", "--out"])
-            .arg(&model)
-            .output()
-            .unwrap(),
-    );
+    let fit = json(fit_tone(&["--json", "--out", model.to_str().unwrap()]));
     assert_eq!(fit["best_start_init"], "ungated", "{fit}");
     let cert = json(
         mdem()
@@ -169,20 +157,10 @@ fn certify_reruns_from_the_ungated_start_of_a_gated_fit() {
 
 /// `--ungated-start`: on `tonedata` every gated start ends below the ungated fit, so the
 /// start from its optimum runs under `when-below` (the default) as under `always`; `off`
-/// fits no ungated model. The JSON and the text report say which; a bad value exits 2.
+/// fits no ungated model. The JSON says which; a bad value exits 2.
 #[test]
 fn the_ungated_start_policy_is_reported() {
-    let fit = |policy: &str| {
-        json(
-            mdem()
-                .arg("fit")
-                .arg(tone())
-                .args(TONE)
-                .args(["--ungated-start", policy, "--json", "--quiet"])
-                .output()
-                .unwrap(),
-        )
-    };
+    let fit = |policy: &str| json(fit_tone(&["--ungated-start", policy, "--json", "--quiet"]));
     let off = fit("off");
     assert_eq!(off["ungated_start"], "off");
     assert!(off["ungated_fit"].is_null(), "{off}");
@@ -202,26 +180,7 @@ fn the_ungated_start_policy_is_reported() {
         assert_eq!(v["start_inits"][6], "ungated");
         assert!(ll > off["log_likelihood"].as_f64().unwrap());
     }
-    let text = mdem()
-        .arg("fit")
-        .arg(tone())
-        .args(TONE)
-        .args(["--quiet"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(text.stdout).unwrap();
-    let row = text
-        .lines()
-        .find(|l| l.starts_with("ungated fit"))
-        .expect(&text);
-    assert!(row.contains("start from its optimum run"), "{row}");
-    let bad = mdem()
-        .arg("fit")
-        .arg(tone())
-        .args(TONE)
-        .args(["--ungated-start", "sometimes"])
-        .output()
-        .unwrap();
+    let bad = fit_tone(&["--ungated-start", "sometimes"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--ungated-start"));
 }
