@@ -3,6 +3,7 @@
 
 use crate::fitted::Fit;
 use em_as_md::fit::scaling::Scaling;
+use em_as_md::fit::UngatedStart;
 use em_as_md::model::expert::ExpertSpec;
 use em_as_md::model::expert::REG_COVAR;
 use em_as_md::model::mixture::{Gating, MixtureOfExperts};
@@ -108,6 +109,14 @@ pub struct Settings {
     /// fits pickled before it existed).
     #[serde(default)]
     pub ridge: f64,
+    /// When a gated fit also starts from the ungated optimum ([`UngatedStart::name`];
+    /// `when-below` in fits pickled before it existed).
+    #[serde(default = "default_ungated_start")]
+    pub ungated_start: String,
+}
+
+fn default_ungated_start() -> String {
+    UngatedStart::default().name().into()
 }
 
 impl Settings {
@@ -123,9 +132,19 @@ impl Settings {
             .tol(self.tol)
             .init(init_method(&self.init)?)
             .accel(self.solver.accel())
+            .ungated_start(ungated_policy(&self.ungated_start)?)
             .check()
             .map_err(value_error)
     }
+}
+
+/// [`UngatedStart::from_name`] with the error the CLI gives.
+fn ungated_policy(name: &str) -> PyResult<UngatedStart> {
+    UngatedStart::from_name(name).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "invalid value '{name}' for ungated_start: expected 'when-below', 'always' or 'off'"
+        ))
+    })
 }
 
 /// [`InitMethod::from_name`] with the error the CLI gives.
@@ -275,8 +294,9 @@ pub fn expert_names() -> Vec<String> {
 /// the monotone safeguard), `md` (with `eta=None`: step
 /// $1/\hat L_t$ measured along the run; with a float: mirror descent at that fixed step)
 /// or `gd` (gradient descent with Armijo backtracking). Every solver runs the library's
-/// restarts, including a gated fit's ungated fit and, when no gated start reached it, the
-/// extra start from its optimum:
+/// restarts, including a gated fit's ungated fit and the extra start from its optimum as
+/// `ungated_start` says (`when-below`: only when no gated start reached it; `always`;
+/// `off`: no ungated fit), as `mdem fit --ungated-start`:
 /// [`MoeValidParams::fit`] for `em`, `squarem`, `anderson` and `md` without `eta`,
 /// [`MoeValidParams::fit_with`] for the others.
 ///
@@ -284,7 +304,7 @@ pub fn expert_names() -> Vec<String> {
 /// `ValueError` with the library's message for bad settings, bad data (a target outside
 /// the expert's support, too few rows for the model) or a fit that fails in every start.
 #[pyfunction]
-#[pyo3(signature = (x, y, *, expert, n_experts, gating=true, init="auto", n_init=1, tol=1e-8, max_iter=500, solver="squarem", eta=None, seed=0, standardize=true, ridge=0.0))]
+#[pyo3(signature = (x, y, *, expert, n_experts, gating=true, init="auto", n_init=1, tol=1e-8, max_iter=500, solver="squarem", eta=None, seed=0, standardize=true, ridge=0.0, ungated_start="when-below"))]
 #[allow(clippy::too_many_arguments)]
 pub fn fit(
     py: Python<'_>,
@@ -302,10 +322,12 @@ pub fn fit(
     seed: u64,
     standardize: bool,
     ridge: f64,
+    ungated_start: &str,
 ) -> PyResult<Fit> {
     check_tol(tol)?;
     check_ridge(ridge)?;
     init_method(init)?;
+    ungated_policy(ungated_start)?;
     let settings = Settings {
         expert: expert.to_string(),
         n_experts,
@@ -318,6 +340,7 @@ pub fn fit(
         seed,
         standardize,
         ridge,
+        ungated_start: ungated_start.into(),
     };
     let ys = targets(&y)?;
     let xs = &x;
@@ -429,6 +452,7 @@ pub fn fit_gaussian_mixture(
         seed,
         standardize: false,
         ridge: 0.0,
+        ungated_start: default_ungated_start(),
     };
     let data = points(&x)?;
     let fitted = py.detach(|| run_gaussian_mixture(&settings, cov, reg_covar, &data))?;

@@ -24,6 +24,7 @@ use crate::fitted::Fit;
 use crate::run::{design, ridged_mixture, targets, value_error, Settings, SolverChoice};
 use em_as_md::fit::scaling::Scaling;
 use em_as_md::fit::stream::SAMPLE_START;
+use em_as_md::fit::UngatedStart;
 use em_as_md::model::expert::ExpertSpec;
 use em_as_md::model::mixture::MixtureOfExperts;
 use em_as_md::shard::{Round, ShardStats};
@@ -449,6 +450,8 @@ impl ShardModel {
             seed,
             standardize: self.scaling.is_some(),
             ridge: self.ridge,
+            // One start over the partitions: no ungated fit.
+            ungated_start: UngatedStart::Off.name().into(),
         };
         // The settings' checks (an unknown init, n_init = 0), as an in-memory fit's.
         settings.params(&self.model)?;

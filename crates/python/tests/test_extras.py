@@ -80,6 +80,27 @@ def test_every_solver_runs_and_the_em_family_reaches_the_em_optimum(solver, eta,
         assert est.log_likelihood_ == pytest.approx(ref.log_likelihood_, rel=1e-6)
 
 
+def test_ungated_start_policy():
+    """``ungated_start`` as ``mdem fit --ungated-start``: "always" runs the extra start,
+    "off" fits no ungated model, and the default runs it only when needed; a bad value
+    is a ValueError naming the parameter."""
+    X, y = counts()
+    kw = dict(expert="poisson", n_init=2, random_state=0)
+    always = MixtureOfExpertsRegressor(ungated_start="always", **kw).fit(X, y).summary()
+    assert always["ungated_fit"]["start_ran"] and len(always["start_log_likelihoods"]) == 3
+    off = MixtureOfExpertsRegressor(ungated_start="off", **kw).fit(X, y).summary()
+    assert off["ungated_fit"] is None and len(off["start_log_likelihoods"]) == 2
+    default = MixtureOfExpertsRegressor(**kw).fit(X, y).summary()
+    ran = default["ungated_fit"]["start_ran"]
+    assert len(default["start_log_likelihoods"]) == 2 + ran
+    # The seeded starts are the same runs under every policy.
+    assert default["start_log_likelihoods"][:2] == off["start_log_likelihoods"]
+    assert always["start_log_likelihoods"][:2] == off["start_log_likelihoods"]
+    assert default["log_likelihood"] >= default["ungated_fit"]["log_likelihood"] - 1e-9
+    with pytest.raises(ValueError, match="ungated_start"):
+        MixtureOfExpertsRegressor(ungated_start="sometimes", **kw).fit(X, y)
+
+
 def test_poisson_and_multinomial_summaries():
     X, y = counts()
     est = MixtureOfExpertsRegressor(expert="poisson", random_state=0).fit(X, y)

@@ -18,6 +18,8 @@ from mdem import _core
 SOLVERS = ("em", "squarem", "anderson", "md", "gd")
 #: How each seeded start is drawn (as ``mdem fit --init``).
 INITS = ("auto", "random", "subset", "kmeans", "short-em")
+#: When a gated fit also starts from the ungated optimum (as ``mdem fit --ungated-start``).
+UNGATED_STARTS = ("when-below", "always", "off")
 
 
 def _check_int(name, value, low):
@@ -107,6 +109,7 @@ class _MixtureOfExperts(BaseEstimator):
         _check_solver(self.solver, self.eta)
         _check_bool("standardize", self.standardize)
         _check_ridge(self.ridge)
+        _check_choice("ungated_start", self.ungated_start, UNGATED_STARTS)
 
     def _seed(self):
         return _master_seed(self.random_state)
@@ -128,6 +131,7 @@ class _MixtureOfExperts(BaseEstimator):
             seed=self._seed(),
             standardize=bool(self.standardize),
             ridge=float(self.ridge),
+            ungated_start=self.ungated_start,
         )
         # Kept (a reference, not a copy) for certificate() and em_md_gap() without data.
         return self._adopt(fit, expert, (X, y))
@@ -226,8 +230,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, _MixtureOfExperts):
     init : {"auto", "random", "subset", "kmeans", "short-em"}, default="auto"
         How each seeded start is drawn (as ``mdem fit --init``).
     n_init : int, default=1
-        Number of seeded starts; the best is kept. A gated fit also runs one start from
-        the ungated optimum (fitted by EM; every solver then runs from it too).
+        Number of seeded starts; the best is kept. A gated fit also fits the ungated
+        model (by EM) and never ends below it (see ``ungated_start``).
     tol : float, default=1e-8
         Relative tolerance on the change of the average negative log-likelihood.
     max_iter : int, default=500
@@ -249,6 +253,12 @@ class MixtureOfExpertsRegressor(RegressorMixin, _MixtureOfExperts):
         separable classes and saturated gates a finite optimum. ``log_likelihood_`` is
         the unpenalised log-likelihood at that optimum; ``trajectory_`` is the penalised
         one. ``solver="md"`` refuses a ridge.
+    ungated_start : {"when-below", "always", "off"}, default="when-below"
+        When a gated fit also runs one start from the ungated optimum (with the chosen
+        solver), as ``mdem fit --ungated-start``: only when no seeded start ended at or
+        above the ungated fit's log-likelihood, always, or never ("off" fits no ungated
+        model and gives up the guarantee). ``summary()["ungated_fit"]`` says what
+        happened.
     random_state : int, RandomState instance or None, default=None
         Master seed of the starts; None means seed 0 (fits are deterministic).
 
@@ -287,6 +297,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _MixtureOfExperts):
         eta=None,
         standardize=True,
         ridge=0.0,
+        ungated_start="when-below",
         random_state=None,
     ):
         self.n_experts = n_experts
@@ -300,6 +311,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _MixtureOfExperts):
         self.eta = eta
         self.standardize = standardize
         self.ridge = ridge
+        self.ungated_start = ungated_start
         self.random_state = random_state
 
     def fit(self, X, y):
@@ -358,6 +370,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _MixtureOfExperts):
         eta=None,
         standardize=True,
         ridge=0.0,
+        ungated_start="when-below",
         random_state=None,
     ):
         self.n_experts = n_experts
@@ -371,6 +384,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _MixtureOfExperts):
         self.eta = eta
         self.standardize = standardize
         self.ridge = ridge
+        self.ungated_start = ungated_start
         self.random_state = random_state
 
     def fit(self, X, y):
