@@ -943,14 +943,16 @@ pub(crate) fn glm_newton_by_rounds(
 ) -> Result<InnerStats> {
     let settings = newton_settings(budget.tol, budget.max_iter)?.with_shift_singular(true);
     out.copy_from_slice(start);
-    // The start's pass checks the domain and is the driver's first evaluation: one pass,
-    // not a value-only check followed by the same pass with derivatives.
+    let mut eval = |x: &[f64], need, ev: &mut EvalOut<'_>| {
+        let mut sums = round(x, Some(need))?;
+        sums.add_ridge(ridge.0, ridge.1);
+        sums.eval(wsum, n, need, ev);
+        Ok::<(), MoeError>(())
+    };
+    // The start's pass checks the domain (f = +∞ outside) and is the driver's first
+    // evaluation: one pass, not a value-only check followed by the same pass with
+    // derivatives.
     let dim = start.len();
-    let mut sums = round(start, Some(Need::Hessian))?;
-    if sums.outside {
-        return Err(outside_at_start());
-    }
-    sums.add_ridge(ridge.0, ridge.1);
     let (mut grad, mut hess) = (vec![0.0; dim], Mat::<f64>::zeros(dim, dim));
     let mut ev = EvalOut {
         value: f64::NAN,
@@ -958,7 +960,10 @@ pub(crate) fn glm_newton_by_rounds(
         grad: &mut grad,
         hess: hess.as_mut(),
     };
-    sums.eval(wsum, n, Need::Hessian, &mut ev);
+    eval(start, Need::Hessian, &mut ev)?;
+    if ev.value == f64::INFINITY {
+        return Err(outside_at_start());
+    }
     let initial = InitialEval {
         x: start,
         value: ev.value,
@@ -966,12 +971,7 @@ pub(crate) fn glm_newton_by_rounds(
         grad: &grad,
         hess: hess.as_ref(),
     };
-    let mut obj = FnObjective::new(dim, |x: &[f64], need, ev: &mut EvalOut<'_>| {
-        let mut sums = round(x, Some(need))?;
-        sums.add_ridge(ridge.0, ridge.1);
-        sums.eval(wsum, n, need, ev);
-        Ok::<(), MoeError>(())
-    });
+    let mut obj = FnObjective::new(dim, &mut eval);
     let rep = minimize(&mut obj, out, &settings, Some(initial))
         .map_err(|e| e.in_block(Block::Expert(None)))?;
     Ok(inner_stats(&rep))
