@@ -59,10 +59,10 @@
 
 use crate::error::{MoeError, Result};
 use crate::inner::lbfgs::{Lbfgs, LbfgsReport};
-use crate::inner::parallel::fold_rows;
+use crate::inner::parallel::fold_rows_with;
 use crate::inner::InnerStats;
 use crate::model::conditional::ConditionalFamily;
-use crate::solve::problem::Problem;
+use crate::solve::problem::{Problem, RowScratch};
 use crate::solve::solver::{FitState, IterRecord, NextIter, Solver, StepInfo};
 
 /// Default inner tolerance $\Vert \nabla F_\eta\Vert_\infty$ of the subproblem solve: tight enough
@@ -233,57 +233,78 @@ pub(crate) fn assemble<M: ConditionalFamily + ?Sized>(
 
 /// The complete-data information at $\theta$,
 /// $$ I_c(\theta) = \frac1n\sum_i J_i(\theta)^\top\,\nabla^2 A(\varphi_i(\theta))\,J_i(\theta), $$
-/// row-major $k\times k$ ($k$ = `n_params`), with $J_i$ assembled from
-/// [`ConditionalFamily::realise_vjp`] on unit vectors and $\nabla^2 A$ from the family's
-/// `fisher`. It is the Gauss–Newton part of the Hessian of every mirror-descent subproblem
-/// $F_\eta$ (exactly its Hessian, and that of $A_n$, when $\varphi_i$ is linear in $\theta$),
-/// which is why [`MirrorDescent`] uses $I_c(\theta_t)$ as its L-BFGS preconditioner.
+/// row-major $k\times k$ ($k$ = `n_params`). It is the Gauss–Newton part of the Hessian of
+/// every mirror-descent subproblem $F_\eta$ (exactly its Hessian, and that of $A_n$, when
+/// $\varphi_i$ is linear in $\theta$), which is why [`MirrorDescent`] uses $I_c(\theta_t)$
+/// as its L-BFGS preconditioner.
+///
+/// Computed by the model when it offers the row sums
+/// ([`ConditionalFamily::information_sums`]: the mixture of experts as weighted Gram
+/// products), otherwise per row from [`ConditionalFamily::realise_jacobian_t`] and
+/// [`ConditionalFamily::complete_fisher`] into per-worker buffers (no allocation per row).
 ///
 /// # Errors
-/// `LeftDomain` if some $\varphi_i(\theta)$ is outside the natural domain.
+/// `LeftDomain` if some $\varphi_i(\theta)$ is outside the natural domain; a wrong-length
+/// `theta` as [`Problem::objective`].
 pub fn complete_information<M: ConditionalFamily + ?Sized>(
     problem: &Problem<'_, M>,
     theta: &[f64],
 ) -> Result<Vec<f64>> {
+    use faer::Mat;
+    problem.check_theta(theta)?;
     let model = problem.model;
     let data = problem.data;
-    let fam = model.complete();
-    let p = fam.dim();
+    let p = model.complete().dim();
     let k = theta.len();
     let n = data.n();
-    let (h, _) = fold_rows(
+    let nf = n as f64;
+    if let Some((ic, _)) = model
+        .information_sums(data, theta)
+        .filter(|(ic, _)| ic.nrows() == k && ic.ncols() == k)
+    {
+        return Ok((0..k * k).map(|e| ic[(e / k, e % k)] / nf).collect());
+    }
+    let h = fold_rows_with(
         n,
-        || (vec![0.0; k * k], Scratch(vec![0.0; p * k + p])),
-        |(h, sc), rows| {
-            let (jac, e) = sc.0.split_at_mut(p * k);
-            let mut phi = vec![0.0; p];
+        |cached: Option<IcScratch>| {
+            cached
+                .filter(|c| {
+                    c.jt.nrows() == k && c.jt.ncols() == p && c.work.len() == model.row_work_len()
+                })
+                .unwrap_or_else(|| IcScratch {
+                    phi: vec![0.0; p],
+                    work: vec![0.0; model.row_work_len()],
+                    fisher: Mat::zeros(p, p),
+                    jt: Mat::zeros(k, p),
+                })
+        },
+        || vec![0.0; k * k],
+        |sc, h, rows| {
             for i in rows {
                 let x = data.x(i);
-                model.realise(theta, x, &mut phi);
-                let fisher = fam.fisher(&phi).map_err(|err| MoeError::LeftDomain {
-                    reason: format!("row {i}: {err}"),
-                })?;
-                jac.iter_mut().for_each(|v| *v = 0.0);
-                for r in 0..p {
-                    e.iter_mut().for_each(|v| *v = 0.0);
-                    e[r] = 1.0;
-                    model.realise_vjp(theta, x, e, &mut jac[r * k..(r + 1) * k]);
-                }
-                // h += Jᵀ F J, with J row r = jac[r*k..].
+                model.realise(theta, x, &mut sc.phi);
+                model
+                    .complete_fisher(&sc.phi, sc.fisher.as_mut(), &mut sc.work)
+                    .map_err(|err| MoeError::LeftDomain {
+                        reason: format!("row {i}: {err}"),
+                    })?;
+                model.realise_jacobian_t(theta, x, sc.jt.as_mut(), &mut sc.work);
+                // h += Jᵀ F J entry by entry: J is sparse (a coefficient block touches one
+                // component of φ), and the zero tests skip most of the products.
                 for r in 0..p {
                     for s2 in 0..p {
-                        let f = fisher[(r, s2)];
+                        let f = sc.fisher[(r, s2)];
                         if f == 0.0 {
                             continue;
                         }
-                        let (jr, js) = (&jac[r * k..(r + 1) * k], &jac[s2 * k..(s2 + 1) * k]);
                         for a in 0..k {
-                            let c = f * jr[a];
+                            let c = f * sc.jt[(a, r)];
                             if c == 0.0 {
                                 continue;
                             }
-                            for (b, jb) in js.iter().enumerate() {
-                                h[a * k + b] += c * jb;
+                            let js = sc.jt.col(s2);
+                            for (b, hb) in h[a * k..(a + 1) * k].iter_mut().enumerate() {
+                                *hb += c * js[b];
                             }
                         }
                     }
@@ -292,13 +313,15 @@ pub fn complete_information<M: ConditionalFamily + ?Sized>(
             Ok(())
         },
     )?;
-    Ok(h.into_iter().map(|v| v / n as f64).collect())
+    Ok(h.into_iter().map(|v| v / nf).collect())
 }
 
-/// Per-chunk scratch that merging ignores.
-struct Scratch(Vec<f64>);
-impl crate::inner::parallel::Mergeable for Scratch {
-    fn merge(&mut self, _other: Self) {}
+/// Per-worker buffers of [`complete_information`]'s per-row path.
+struct IcScratch {
+    phi: Vec<f64>,
+    work: Vec<f64>,
+    fisher: faer::Mat<f64>,
+    jt: faer::Mat<f64>,
 }
 
 /// A Cholesky solve with $I_c(\theta)$ as L-BFGS preconditioner, or `None` when $I_c$ is
@@ -730,23 +753,27 @@ impl UnprojectedMirrorDescent {
     ) -> Result<f64> {
         let model = problem.model;
         let data = problem.data;
-        let fam = model.complete();
-        let p = fam.dim();
+        let p = model.complete().dim();
         let n = data.n();
-        let (val, g) = fold_rows(
+        let (val, g) = fold_rows_with(
             n,
+            |cached: Option<RowScratch>| {
+                cached
+                    .filter(|s| s.phi.len() == p && s.work.len() == model.row_work_len())
+                    .unwrap_or_else(|| RowScratch::new(model))
+            },
             || (0.0f64, vec![0.0; theta.len()]),
-            |(acc, g), rows| {
-                let mut phi = vec![0.0; p];
-                let mut mu = vec![0.0; p];
+            |s, (acc, g), rows| {
                 for i in rows {
                     let x = data.x(i);
-                    model.realise(theta, x, &mut phi);
-                    *acc += fam.log_partition(&phi).map_err(|e| MoeError::LeftDomain {
-                        reason: format!("row {i}: {e}"),
-                    })?;
-                    fam.mean(&phi, &mut mu)?;
-                    model.realise_vjp(theta, x, &mu, g);
+                    model.realise(theta, x, &mut s.phi);
+                    *acc += model
+                        .complete_log_partition(&s.phi, &mut s.work)
+                        .map_err(|e| MoeError::LeftDomain {
+                            reason: format!("row {i}: {e}"),
+                        })?;
+                    model.complete_mean(&s.phi, &mut s.mean, &mut s.work)?;
+                    model.realise_vjp(theta, x, &s.mean, g);
                 }
                 Ok(())
             },

@@ -22,7 +22,7 @@
 
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
-use crate::inner::parallel::fold_rows;
+use crate::inner::parallel::{fold_rows, fold_rows_with};
 use crate::model::conditional::ConditionalFamily;
 use mirror::special::log_sum_exp;
 use mirror::{ExponentialFamily, MirrorError, MirrorMap};
@@ -573,7 +573,7 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
         Ok(Problem { model, data })
     }
 
-    fn check_theta(&self, theta: &[f64]) -> Result<()> {
+    pub(crate) fn check_theta(&self, theta: &[f64]) -> Result<()> {
         if theta.len() != self.model.n_params() {
             return Err(MirrorError::DimensionMismatch {
                 what: "theta",
@@ -650,7 +650,7 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
                     let i = c * crate::inner::parallel::CHUNK + r;
                     self.model.realise(theta_t, self.data.x(i), &mut s.phi);
                     row_posterior(self.model, self.data.y(i), i, &mut s)?;
-                    self.model.complete().mean(&s.phi, &mut s.mean)?;
+                    self.model.complete_mean(&s.phi, &mut s.mean, &mut s.work)?;
                     for ((o, a), b) in m.iter_mut().zip(&s.mean).zip(&s.post_stats) {
                         *o = (1.0 - eta) * a + eta * b;
                     }
@@ -700,27 +700,34 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
         let fam = model.complete();
         let p = fam.dim();
         let n = self.data.n();
-        let ((val, abs), g) = fold_rows(
+        // The inner solves evaluate F hundreds of times per step: the row buffers are
+        // per worker ([`fold_rows_with`]) and the row functions the allocation-free ones.
+        let ((val, abs), g) = fold_rows_with(
             n,
+            |cached: Option<RowScratch>| {
+                cached
+                    .filter(|s| s.phi.len() == p && s.work.len() == model.row_work_len())
+                    .unwrap_or_else(|| RowScratch::new(model))
+            },
             || ((0.0f64, 0.0f64), vec![0.0; theta.len()]),
-            |((acc, abs), g), rows| {
-                let mut phi = vec![0.0; p];
-                let mut mu = vec![0.0; p];
+            |s, ((acc, abs), g), rows| {
                 for i in rows {
                     let x = self.data.x(i);
-                    model.realise(theta, x, &mut phi);
+                    model.realise(theta, x, &mut s.phi);
                     let mi = &m[i * p..(i + 1) * p];
-                    let a = fam.log_partition(&phi).map_err(|e| MoeError::LeftDomain {
-                        reason: format!("row {i}: {e}"),
-                    })?;
-                    let lin = mi.iter().zip(&phi).map(|(u, v)| u * v).sum::<f64>();
+                    let a = model
+                        .complete_log_partition(&s.phi, &mut s.work)
+                        .map_err(|e| MoeError::LeftDomain {
+                            reason: format!("row {i}: {e}"),
+                        })?;
+                    let lin = mi.iter().zip(&s.phi).map(|(u, v)| u * v).sum::<f64>();
                     *acc += a - lin;
                     *abs += a.abs() + lin.abs();
-                    fam.mean(&phi, &mut mu)?;
-                    for j in 0..p {
-                        mu[j] -= mi[j];
+                    model.complete_mean(&s.phi, &mut s.mean, &mut s.work)?;
+                    for (mu, t) in s.mean.iter_mut().zip(mi) {
+                        *mu -= t;
                     }
-                    model.realise_vjp(theta, x, &mu, g);
+                    model.realise_vjp(theta, x, &s.mean, g);
                 }
                 Ok(())
             },
@@ -787,7 +794,7 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
         for i in 0..n {
             s.phi.copy_from_slice(&phi_all[i * p..(i + 1) * p]);
             total += row_posterior(self.model, self.data.y(i), i, &mut s)?;
-            self.model.complete().mean(&s.phi, &mut s.mean)?;
+            self.model.complete_mean(&s.phi, &mut s.mean, &mut s.work)?;
             for j in 0..p {
                 grad[i * p + j] = (s.mean[j] - s.post_stats[j]) / n as f64;
             }
@@ -821,7 +828,7 @@ impl<'a, M: ConditionalFamily + ?Sized> Problem<'a, M> {
                     let x = self.data.x(i);
                     self.model.realise(theta, x, &mut s.phi);
                     *acc += row_posterior(self.model, self.data.y(i), i, s)?;
-                    self.model.complete().mean(&s.phi, &mut s.mean)?;
+                    self.model.complete_mean(&s.phi, &mut s.mean, &mut s.work)?;
                     edit(s, i);
                     self.model.realise_vjp(theta, x, &s.mean, g);
                 }
