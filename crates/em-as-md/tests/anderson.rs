@@ -109,36 +109,16 @@ impl EmMap for &Linear {
     }
 }
 
-/// Gaussian elimination with partial pivoting for $(I - M)\theta^* = b$: the fixed point
+/// $(I - M)\theta^* = b$ solved by faer's LU with partial pivoting: the fixed point
 /// computed independently of the solver.
 fn fixed_point(l: &Linear) -> Vec<f64> {
+    use em_as_md::faer::linalg::solvers::Solve;
     let k = l.k;
-    let mut a: Vec<f64> = (0..k * k)
-        .map(|ij| f64::from(u8::from(ij / k == ij % k)) - l.m[ij])
-        .collect();
-    let mut b = l.b.clone();
-    for c in 0..k {
-        let p = (c..k)
-            .max_by(|&i, &j| a[i * k + c].abs().total_cmp(&a[j * k + c].abs()))
-            .unwrap();
-        for j in 0..k {
-            a.swap(c * k + j, p * k + j);
-        }
-        b.swap(c, p);
-        for r in c + 1..k {
-            let f = a[r * k + c] / a[c * k + c];
-            for j in c..k {
-                a[r * k + j] -= f * a[c * k + j];
-            }
-            b[r] -= f * b[c];
-        }
-    }
-    let mut x = vec![0.0; k];
-    for r in (0..k).rev() {
-        let s: f64 = (r + 1..k).map(|j| a[r * k + j] * x[j]).sum();
-        x[r] = (b[r] - s) / a[r * k + r];
-    }
-    x
+    let a = em_as_md::faer::Mat::from_fn(k, k, |i, j| f64::from(u8::from(i == j)) - l.m[i * k + j]);
+    let x = a
+        .partial_piv_lu()
+        .solve(em_as_md::faer::Mat::from_fn(k, 1, |i, _| l.b[i]));
+    (0..k).map(|i| x[(i, 0)]).collect()
 }
 
 /// Deterministic pseudo-random numbers in $[-1, 1)$ (a 64-bit LCG).

@@ -635,32 +635,14 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    /// Solves the small dense system `a x = b` (row-major `n × n`) by Gaussian elimination
-    /// with partial pivoting: the independent computation the SVD route is checked with.
-    fn dense_solve(mut a: Vec<f64>, mut b: Vec<f64>) -> Vec<f64> {
+    /// Solves the small dense system `a x = b` (row-major `n × n`) by faer's LU with
+    /// partial pivoting: the independent computation the SVD route is checked with.
+    fn dense_solve(a: Vec<f64>, b: Vec<f64>) -> Vec<f64> {
+        use faer::linalg::solvers::Solve;
         let n = b.len();
-        for c in 0..n {
-            let p = (c..n)
-                .max_by(|&i, &j| a[i * n + c].abs().total_cmp(&a[j * n + c].abs()))
-                .unwrap();
-            for j in 0..n {
-                a.swap(c * n + j, p * n + j);
-            }
-            b.swap(c, p);
-            for r in c + 1..n {
-                let f = a[r * n + c] / a[c * n + c];
-                for j in c..n {
-                    a[r * n + j] -= f * a[c * n + j];
-                }
-                b[r] -= f * b[c];
-            }
-        }
-        let mut x = vec![0.0; n];
-        for r in (0..n).rev() {
-            let s: f64 = (r + 1..n).map(|j| a[r * n + j] * x[j]).sum();
-            x[r] = (b[r] - s) / a[r * n + r];
-        }
-        x
+        let lu = faer::Mat::from_fn(n, n, |i, j| a[i * n + j]).partial_piv_lu();
+        let x = lu.solve(faer::Mat::from_fn(n, 1, |i, _| b[i]));
+        (0..n).map(|i| x[(i, 0)]).collect()
     }
 
     /// The ridge solution $(\Delta F^\top\Delta F + \lambda I)^{-1}\Delta F^\top f$ from the
