@@ -609,22 +609,8 @@ impl<P: EmMap> Solver<P> for Anderson {
             theta: next.clone(),
             at: at_next,
         }));
-        let iter = state.iter + 1;
-        let record = IterRecord {
-            iter,
-            objective,
-            grad_norm: f64::NAN,
-            bregman_step: f64::NAN,
-            inner,
-            step: StepInfo {
-                passes,
-                eta: Some(eta),
-                smoothness: None,
-                backtracks: 0,
-                safeguard,
-            },
-            elapsed: 0.0,
-        };
+        let step = StepInfo::extrapolated(passes, eta, safeguard);
+        let record = IterRecord::em_map_step(state.iter + 1, objective, inner, step);
         Ok((state.advance(next, objective), record))
     }
 }

@@ -114,17 +114,11 @@ impl<P: EmMap> Solver<P> for Em {
             theta: next.clone(),
             stats: stats_next,
         }));
-        let iter = state.iter + 1;
-        let new_state = state.advance(next, objective);
         let record = IterRecord {
-            iter,
-            objective,
-            grad_norm: f64::NAN,
             bregman_step,
-            inner,
-            step: StepInfo::em(),
-            elapsed: 0.0,
+            ..IterRecord::em_map_step(state.iter + 1, objective, inner, StepInfo::em())
         };
+        let new_state = state.advance(next, objective);
         Ok((new_state, record))
     }
 }

@@ -138,6 +138,34 @@ impl StepInfo {
             ..StepInfo::default()
         }
     }
+    /// The record of an extrapolated EM step (SQUAREM, Anderson) that took `passes`
+    /// evaluations of the EM map, with length `eta` relative to the EM step (1 when the
+    /// `safeguard` took the plain EM step).
+    pub fn extrapolated(passes: u64, eta: f64, safeguard: bool) -> StepInfo {
+        StepInfo {
+            passes,
+            eta: Some(eta),
+            safeguard,
+            ..StepInfo::default()
+        }
+    }
+}
+
+impl IterRecord {
+    /// The record of iteration `iter` of a solver built on the EM map (EM, SQUAREM,
+    /// Anderson), which computes neither $\Vert\nabla L\Vert$ nor the Bregman step (NaN);
+    /// the executor fills `elapsed`.
+    pub fn em_map_step(iter: u64, objective: f64, inner: InnerStats, step: StepInfo) -> Self {
+        IterRecord {
+            iter,
+            objective,
+            grad_norm: f64::NAN,
+            bregman_step: f64::NAN,
+            inner,
+            step,
+            elapsed: 0.0,
+        }
+    }
 }
 
 /// How many of the last outer iterations [`Termination::from_window`] inspects for an

@@ -218,22 +218,8 @@ impl<P: EmMap> Solver<P> for Squarem {
             theta: next.clone(),
             stats: stats_next,
         }));
-        let iter = state.iter + 1;
-        let record = IterRecord {
-            iter,
-            objective,
-            grad_norm: f64::NAN,
-            bregman_step: f64::NAN,
-            inner,
-            step: StepInfo {
-                passes,
-                eta: Some(if safeguard { 1.0 } else { -alpha }),
-                smoothness: None,
-                backtracks: 0,
-                safeguard,
-            },
-            elapsed: 0.0,
-        };
+        let step = StepInfo::extrapolated(passes, if safeguard { 1.0 } else { -alpha }, safeguard);
+        let record = IterRecord::em_map_step(state.iter + 1, objective, inner, step);
         Ok((state.advance(next, objective), record))
     }
 }
