@@ -50,7 +50,7 @@ fn reproduce_refuses_an_unwritable_output_directory_before_work_with_exit_code_2
 }
 
 #[test]
-fn compare_prints_a_table_and_writes_both_figures() {
+fn compare_prints_a_table_and_writes_both_figures_and_the_traces() {
     let out = tmp("compare");
     let file = data_dir().join("diabetes.csv");
     run_cli(&[
@@ -81,6 +81,47 @@ fn compare_prints_a_table_and_writes_both_figures() {
         "compare_time.png",
     ] {
         assert!(out.join(f).is_file(), "{f}");
+    }
+    // The traces: the documented header, every solver, and what EM's rows must be.
+    let mut rdr = csv::Reader::from_path(out.join("compare_trace.csv")).unwrap();
+    let header: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(header, mdem_cli::commands::compare::TRACE_COLUMNS);
+    let rows: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+    let num = |r: &csv::StringRecord, c: usize| r[c].parse::<f64>().unwrap();
+    for name in [
+        "EM",
+        "SQUAREM",
+        "Anderson",
+        "MD(η=1/L̂)",
+        "MD(η=0.5)",
+        "MD(η=1)",
+        "Adam(lr=0.1)",
+    ] {
+        assert!(rows.iter().any(|r| &r[0] == name), "no rows for {name}");
+    }
+    // L* = objective − gap is one value, at or below every objective.
+    let l_star = num(&rows[0], 2) - num(&rows[0], 3);
+    for r in &rows {
+        assert!(
+            (num(r, 2) - num(r, 3) - l_star).abs() <= 1e-12 * l_star.abs(),
+            "{r:?}"
+        );
+        assert!(num(r, 3) >= 0.0, "{r:?}");
+    }
+    // EM: iterations 0, 1, …, one pass each, η = 1, L never increasing, exact M-steps.
+    let em: Vec<_> = rows.iter().filter(|r| &r[0] == "EM").collect();
+    assert_eq!(em.len(), 16, "15 iterations and the start");
+    for (t, r) in em.iter().enumerate() {
+        assert_eq!(
+            (&r[1], &r[5]),
+            (t.to_string().as_str(), t.to_string().as_str())
+        );
+        if t == 0 {
+            assert!(r[6].is_empty() && r[10].is_empty(), "{r:?}");
+        } else {
+            assert_eq!((&r[6], &r[9], &r[10]), ("1", "false", "true"), "{r:?}");
+            assert!(num(r, 2) <= num(em[t - 1], 2) + 1e-12, "{r:?}");
+        }
     }
     std::fs::remove_dir_all(&out).unwrap();
 }
