@@ -420,14 +420,24 @@ fn complete_information_gap<M: ConditionalFamily + ?Sized>(
 }
 
 /// `complete_information` agrees with the explicit per-row sum on both of its paths: the
-/// mixture's weighted Gram products (`information_sums`) and the per-row block products of
+/// mixture's weighted Gram products (`complete_information_sums`, equal to the first of
+/// `information_sums`' pair) and the per-row block products of
 /// a model without them (SymMoLinE, SymMoLogE).
 #[test]
 fn complete_information_matches_the_explicit_row_sum() {
     let (model, data, theta) = wide_badly_scaled_moe(3, 10.0, 11);
-    assert!(model.information_sums(&data, &theta).is_some());
+    let (ic, _) = model.information_sums(&data, &theta).unwrap();
     let gap = complete_information_gap(&model, &data, &theta);
     assert!(gap < 1e-12, "gated MoE: {gap:e}");
+    // The I_c-only entry MD calls is the first matrix of the pair.
+    let alone = model.complete_information_sums(&data, &theta).unwrap();
+    let flat = |m: &faer::Mat<f64>| -> Vec<f64> {
+        (0..m.nrows() * m.ncols())
+            .map(|e| m[(e / m.ncols(), e % m.ncols())])
+            .collect()
+    };
+    let gap = em_as_md::testkit::relative_gap(&flat(&alone), &flat(&ic)).unwrap();
+    assert!(gap < 1e-13, "I_c alone vs with I_m: {gap:e}");
     for seed in [3, 4] {
         let (model, data, theta) = sym_lin(seed);
         assert!(model.information_sums(&data, &theta).is_none());

@@ -98,6 +98,19 @@ pub trait ConditionalFamily: Send + Sync {
         let _ = (data, theta);
         None
     }
+    /// The first matrix of [`information_sums`](Self::information_sums) alone,
+    /// $\sum_i J_i^\top\nabla^2A(\varphi_i)J_i$ (not divided by $n$): what mirror
+    /// descent's preconditioner needs at every step, without the missing information.
+    /// Default: [`information_sums`](Self::information_sums)' first matrix (a model that
+    /// forms both at once need not override it). [`MixtureOfExperts`](crate::MixtureOfExperts)
+    /// forms only its weighted Grams.
+    fn complete_information_sums(
+        &self,
+        data: &crate::data::Dataset,
+        theta: &[f64],
+    ) -> Option<faer::Mat<f64>> {
+        self.information_sums(data, theta).map(|(ic, _)| ic)
+    }
     /// The row sum of the realisation's curvature term at `theta`, computed by the model:
     /// $\sum_i\sum_j (v_i)_j\,\nabla^2_\theta\varphi_{ij}(\theta)$ with
     /// $v_i = \nabla A(\varphi_i) - \mathbb E_{z\mid y_i;\varphi_i}\[T(y_i, z)\]$

@@ -239,8 +239,8 @@ pub(crate) fn assemble<M: ConditionalFamily + ?Sized>(
 /// as its L-BFGS preconditioner.
 ///
 /// Computed by the model when it offers the row sums
-/// ([`ConditionalFamily::information_sums`]: the mixture of experts as weighted Gram
-/// products), otherwise per row from [`ConditionalFamily::realise_jacobian_t`] and
+/// ([`ConditionalFamily::complete_information_sums`]: the mixture of experts as weighted
+/// Gram products), otherwise per row from [`ConditionalFamily::realise_jacobian_t`] and
 /// [`ConditionalFamily::complete_fisher`] into per-worker buffers (no allocation per row).
 ///
 /// # Errors
@@ -258,9 +258,9 @@ pub fn complete_information<M: ConditionalFamily + ?Sized>(
     let k = theta.len();
     let n = data.n();
     let nf = n as f64;
-    if let Some((ic, _)) = model
-        .information_sums(data, theta)
-        .filter(|(ic, _)| ic.nrows() == k && ic.ncols() == k)
+    if let Some(ic) = model
+        .complete_information_sums(data, theta)
+        .filter(|ic| ic.nrows() == k && ic.ncols() == k)
     {
         return Ok((0..k * k).map(|e| ic[(e / k, e % k)] / nf).collect());
     }

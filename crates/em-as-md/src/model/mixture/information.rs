@@ -162,6 +162,8 @@ impl Weight {
 enum GramSums {
     /// $\sum_i J_i^\top\nabla^2A J_i$ and $\sum_i J_i^\top\mathrm{Cov}_{\text{post}}J_i$.
     Information,
+    /// $\sum_i J_i^\top\nabla^2A J_i$ alone (the first matrix of `Information`).
+    Complete,
     /// $-\sum_i\sum_k(\rho_k - r_k)E_k^\top F_kE_k$.
     Curvature,
 }
@@ -243,6 +245,16 @@ impl MixtureOfExperts {
         Some((ic, im))
     }
 
+    /// See [`ConditionalFamily::complete_information_sums`]: the first matrix of
+    /// [`Self::information_sums_gram`] without forming the second.
+    pub(crate) fn complete_information_sums_gram(
+        &self,
+        data: &Dataset,
+        theta: &[f64],
+    ) -> Option<Mat<f64>> {
+        self.gram_sums(data, theta, GramSums::Complete)?.pop()
+    }
+
     /// See [`ConditionalFamily::curvature_sums`] and the [module documentation](self).
     pub(crate) fn curvature_sums_gram(&self, data: &Dataset, theta: &[f64]) -> Option<Mat<f64>> {
         self.gram_sums(data, theta, GramSums::Curvature)?.pop()
@@ -271,7 +283,7 @@ impl MixtureOfExperts {
         // The matrices formed: G^c and G^m, or G^C.
         let nt = match what {
             GramSums::Information => 2,
-            GramSums::Curvature => 1,
+            GramSums::Complete | GramSums::Curvature => 1,
         };
         // The pairs b ≤ b' and their weight columns, only where a weight can be non-zero:
         // G^c on two gate blocks or two blocks of one expert, G^m everywhere, G^C on two
@@ -290,11 +302,12 @@ impl MixtureOfExperts {
             u.expert_j.is_some() && v.expert_j.is_some() && u.comp == v.comp
         };
         let nonzero = |t: usize, q: usize| match (what, t) {
-            (GramSums::Information, 0) => {
+            (GramSums::Information | GramSums::Complete, 0) => {
                 let (u, v) = (blocks[pairs[q].0], blocks[pairs[q].1]);
                 (u.expert_j.is_none() && v.expert_j.is_none()) || same_expert(q)
             }
             (GramSums::Information, _) => true,
+            (GramSums::Complete, _) => false,
             (GramSums::Curvature, _) => same_expert(q),
         };
         // col[t][q]: the weight column of pair q in matrix t.
@@ -322,11 +335,13 @@ impl MixtureOfExperts {
                 let Some(cc) = col_t[q] else { continue };
                 let f = |j: usize, l: usize| u.comp * p * p + j * p + l;
                 weights[cc] = Some(match (what, t, u.expert_j, v.expert_j) {
-                    (GramSums::Information, 0, Some(j), Some(l)) => Weight::Expert {
-                        k: u.comp,
-                        f: f(j, l),
-                    },
-                    (GramSums::Information, 0, _, _) => Weight::Gate {
+                    (GramSums::Information | GramSums::Complete, 0, Some(j), Some(l)) => {
+                        Weight::Expert {
+                            k: u.comp,
+                            f: f(j, l),
+                        }
+                    }
+                    (GramSums::Information | GramSums::Complete, 0, _, _) => Weight::Gate {
                         c: u.comp,
                         c2: v.comp,
                     },
@@ -340,8 +355,9 @@ impl MixtureOfExperts {
                         k: u.comp,
                         f: f(j, l),
                     },
-                    // `nonzero` gives G^C columns to one expert's pairs only.
-                    (GramSums::Curvature, _, _, _) => return None,
+                    // `nonzero` gives G^C columns to one expert's pairs only, and
+                    // `Complete` forms its one matrix.
+                    (GramSums::Curvature | GramSums::Complete, _, _, _) => return None,
                 });
             }
         }

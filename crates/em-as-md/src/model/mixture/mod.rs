@@ -507,6 +507,15 @@ impl ConditionalFamily for MixtureOfExperts {
     ) -> Option<(faer::Mat<f64>, faer::Mat<f64>)> {
         self.information_sums_gram(data, theta)
     }
+    /// [`information_sums`](ConditionalFamily::information_sums)' first matrix, by the
+    /// same weighted Gram products without those of the missing information.
+    fn complete_information_sums(
+        &self,
+        data: &crate::data::Dataset,
+        theta: &[f64],
+    ) -> Option<faer::Mat<f64>> {
+        self.complete_information_sums_gram(data, theta)
+    }
     /// $-\sum_i\sum_k(\rho_k - r_k)\,E_k^\top\nabla^2A_F(\eta_k)E_k$ ($a_k = g_k -
     /// A_F(\eta_k)$ is the only curved entry of $\varphi_i$, and $\rho_k - r_k$ its entry of
     /// $\nabla A - \mathbb E_{\text{post}}\[T\]$) as weighted Gram products, in one pass.
