@@ -65,6 +65,12 @@ impl Block {
         end == start || (end == start + 1 && self.bytes[start] == b'\r')
     }
 
+    /// The 1-based physical line that holds byte `b` of the block (the line after a
+    /// line break when `b` is one past it).
+    pub fn line_of(&self, b: usize) -> u64 {
+        self.first_line + self.newlines.partition_point(|&o| o < b) as u64
+    }
+
     /// Line breaks in the block (its records, give or take a last unterminated line and
     /// quoted line breaks): a capacity hint for a parser.
     pub fn n_newlines(&self) -> usize {
