@@ -365,8 +365,13 @@ fn assert_monotone(res: &FitResult, l0: f64, what: &str) -> Result<(), TestCaseE
 /// iteration 355 (a safeguard's plain EM step) and plain EM from the same start by
 /// $2.6\cdot10^{-12}$ at iteration 1029. Since the logistic E-step takes its
 /// log-partitions with batched exponentials (`Expert::add_log_densities`) neither run
-/// rises at all: the rises were round-off in evaluating $L$, not a property of either
-/// step. Pinned so that a rise coming back is looked at.
+/// rises on a step with an exact M-step: the rises were round-off in evaluating $L$, not
+/// a property of either step. Pinned so that a rise coming back is looked at. (Since the
+/// logits and gradients of a chunk are summed by `inner::thin`'s kernels, whose round-off
+/// differs from faer's, Anderson's path from this start reaches, near iteration 380, a
+/// point where the logistic experts' Newton M-steps need their fallback, and $L$ rises
+/// there by $1$–$3\cdot10^{-11}$ relative: steps outside EM's guarantee, which
+/// [`assert_monotone`] allows and this test does not count.)
 #[test]
 fn the_observed_rises_were_round_off() {
     let model = moe(Arc::new(Logistic::new()));
@@ -379,7 +384,9 @@ fn the_observed_rises_were_round_off() {
         let mut prev = l0;
         let mut out = Vec::new();
         for t in &r.trace {
-            if t.objective > prev + 1e-12 * prev.abs().max(1.0) {
+            // A step whose M-step needed the Newton fallback (a shifted system, not the
+            // exact maximiser) is outside EM's guarantee and not counted.
+            if t.objective > prev + 1e-12 * prev.abs().max(1.0) && t.inner.fallbacks == 0 {
                 out.push((t.iter, t.step.safeguard));
             }
             prev = t.objective;

@@ -230,6 +230,10 @@ impl Dataset {
     pub fn x(&self, i: usize) -> &[f64] {
         &self.xt[i * self.d..(i + 1) * self.d]
     }
+    /// Rows `rows` of the design, one after another ($d$ values each).
+    pub(crate) fn x_rows(&self, rows: std::ops::Range<usize>) -> &[f64] {
+        &self.xt[rows.start * self.d..rows.end * self.d]
+    }
     /// Target row $y_i$.
     pub fn y(&self, i: usize) -> &[f64] {
         &self.y[i * self.q..(i + 1) * self.q]

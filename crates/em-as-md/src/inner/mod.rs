@@ -10,6 +10,7 @@ pub mod parallel;
 mod report;
 pub mod softmax;
 pub mod sums;
+pub(crate) mod thin;
 
 pub use lbfgs::{Lbfgs, LbfgsReport};
 pub use parallel::{fold_rows, fold_rows_with, Mergeable};

@@ -45,8 +45,8 @@ use crate::inner::first_failing;
 use crate::inner::gram::{add_weighted_grams, gram_buffer_len};
 use crate::inner::parallel::{fold_rows_with, Mergeable, CHUNK};
 use crate::inner::sums::{fill_eval, NewtonSums};
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatRef, Par};
+use crate::inner::thin::{chunk_add_scaled, chunk_dots};
+use faer::{Mat, MatRef};
 use mirror::batch_exp::exp_in_place;
 use mirror::newton::{
     minimize, sum_noise, EvalOut, InitialEval, Need, NewtonObjective, NewtonReport, NewtonSettings,
@@ -422,15 +422,12 @@ pub(crate) fn softmax_chunk(
             *r = sj - cs * pj;
         }
     }
-    let xc = data.xt().subcols(rows.start, m);
-    let mut gm = faer::MatMut::from_column_major_slice_mut(&mut sums.grad, d, km);
-    matmul(
-        gm.as_mut(),
-        Accum::Add,
-        xc,
-        MatRef::from_column_major_slice(&scratch.resid[..km * m], m, km),
-        1.0,
-        Par::Seq,
+    chunk_add_scaled(
+        data,
+        rows.clone(),
+        &scratch.resid[..km * m],
+        km,
+        &mut sums.grad,
     );
     if sums.hess.nrows() > 0 {
         // Weights c(π_a δ_ab − π_a π_b) of the lower blocks (a, b), b ≤ a, as the columns
@@ -672,15 +669,7 @@ impl<'a> SoftmaxRegression<'a> {
             || SoftmaxSums::new(d, c, hessian),
             |scratch, sums, rows| {
                 let m = rows.len();
-                let xc = data.xt().subcols(rows.start, m);
-                matmul(
-                    scratch.logits.as_mut().subrows_mut(0, m),
-                    Accum::Replace,
-                    xc.transpose(),
-                    bm,
-                    1.0,
-                    Par::Seq,
-                );
+                chunk_dots(data, rows.clone(), bm, &mut scratch.logits);
                 let logits = std::mem::replace(&mut scratch.logits, Mat::zeros(0, 0));
                 let cols: Vec<&[f64]> = (0..km).map(|j| &logits.col_as_slice(j)[..m]).collect();
                 let res = softmax_rows(

@@ -6,6 +6,7 @@ use crate::data::Dataset;
 use crate::error::{Block, MoeError, Result};
 use crate::inner::gram::{add_weighted_grams, gram_buffer_len};
 use crate::inner::parallel::{fold_rows_into, fold_rows_with, Mergeable, CHUNK};
+use crate::inner::thin::{chunk_add_scaled, chunk_dots};
 use crate::inner::InnerStats;
 use crate::model::expert::{
     ComponentDensity, GaussianRegression, WeightedFit, WeightedGram, WeightedMoments,
@@ -258,7 +259,6 @@ impl MixtureOfExperts {
         w: &mut [f64],
     ) {
         let k = self.n_experts();
-        let d = data.d();
         let m = rows.len();
         for r in resp.chunks_exact(k) {
             for (wc, rc) in stats.weight.iter_mut().zip(r) {
@@ -276,14 +276,7 @@ impl MixtureOfExperts {
                     lin.syy[c] += ry * yi;
                 }
             }
-            matmul(
-                faer::MatMut::from_column_major_slice_mut(&mut lin.rhs, d, k),
-                Accum::Add,
-                data.xt().subcols(rows.start, m),
-                MatRef::from_column_major_slice(&w[..k * m], m, k),
-                1.0,
-                Par::Seq,
-            );
+            chunk_add_scaled(data, rows.clone(), &w[..k * m], k, &mut lin.rhs);
             // The K Grams X_c diag(r_k) X_cᵀ, stacked into as few products as fit.
             for c in 0..k {
                 for (li, wl) in w[c * m..(c + 1) * m].iter_mut().enumerate() {
@@ -491,15 +484,7 @@ impl MixtureOfExperts {
             |s, acc, rows, out| {
                 let m = rows.len();
                 if ncols > 0 {
-                    let xc = data.xt().subcols(rows.start, m);
-                    matmul(
-                        s.lin.as_mut().subrows_mut(0, m),
-                        Accum::Replace,
-                        xc.transpose(),
-                        coef.as_ref(),
-                        1.0,
-                        Par::Seq,
-                    );
+                    chunk_dots(data, rows.clone(), coef.as_ref(), &mut s.lin);
                 }
                 // Column slices of the chunk's products (no per-element matrix indexing).
                 let cols: Vec<&[f64]> = (0..ncols).map(|j| &s.lin.col_as_slice(j)[..m]).collect();
