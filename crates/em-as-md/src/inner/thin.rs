@@ -71,8 +71,10 @@ fn scaled_portable(x: &[f64], d: usize, r: &[f64], g: &mut [f64]) {
 
 /// The kernels with AVX2 and AVX-512 intrinsics. Written out because the compiler, given
 /// the portable loops with `target_feature`, vectorised them in 2-lane registers. Loads
-/// of a row's last lane block are masked (masked-off lanes read as 0 and never fault), so
-/// no row is copied; the operations and their order are the portable code's.
+/// of a row's last lane block are masked (masked-off lanes read as 0 and never fault;
+/// their addresses are formed with `wrapping_add`, as an AVX2 half block can start past
+/// the last row's end), so no row is copied; the operations and their order are the
+/// portable code's.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::LANES;
@@ -104,13 +106,14 @@ mod x86 {
         let masks: [__mmask8; 3] = std::array::from_fn(|lb| if lb < nb { mask8(d, lb) } else { 0 });
         let mut bv = [_mm512_setzero_pd(); 3];
         for lb in 0..nb {
-            bv[lb] = unsafe { _mm512_maskz_loadu_pd(masks[lb], b.as_ptr().add(lb * LANES)) };
+            bv[lb] =
+                unsafe { _mm512_maskz_loadu_pd(masks[lb], b.as_ptr().wrapping_add(lb * LANES)) };
         }
         for (i, o) in out.iter_mut().enumerate() {
             let row = unsafe { x.as_ptr().add(i * d) };
             let mut u = _mm512_setzero_pd();
             for lb in 0..nb {
-                let xv = unsafe { _mm512_maskz_loadu_pd(masks[lb], row.add(lb * LANES)) };
+                let xv = unsafe { _mm512_maskz_loadu_pd(masks[lb], row.wrapping_add(lb * LANES)) };
                 u = _mm512_add_pd(u, _mm512_mul_pd(xv, bv[lb]));
             }
             let t = _mm256_add_pd(_mm512_castpd512_pd256(u), _mm512_extractf64x4_pd::<1>(u));
@@ -132,8 +135,9 @@ mod x86 {
             let mk = mask4x2(d, lb);
             for h in 0..2 {
                 masks[lb][h] = unsafe { _mm256_loadu_si256(mk[h].as_ptr().cast()) };
-                bv[lb][h] =
-                    unsafe { _mm256_maskload_pd(b.as_ptr().add(lb * LANES + 4 * h), masks[lb][h]) };
+                bv[lb][h] = unsafe {
+                    _mm256_maskload_pd(b.as_ptr().wrapping_add(lb * LANES + 4 * h), masks[lb][h])
+                };
             }
         }
         for (i, o) in out.iter_mut().enumerate() {
@@ -142,8 +146,8 @@ mod x86 {
             for lb in 0..nb {
                 let (x0, x1) = unsafe {
                     (
-                        _mm256_maskload_pd(row.add(lb * LANES), masks[lb][0]),
-                        _mm256_maskload_pd(row.add(lb * LANES + 4), masks[lb][1]),
+                        _mm256_maskload_pd(row.wrapping_add(lb * LANES), masks[lb][0]),
+                        _mm256_maskload_pd(row.wrapping_add(lb * LANES + 4), masks[lb][1]),
                     )
                 };
                 lo = _mm256_add_pd(lo, _mm256_mul_pd(x0, bv[lb][0]));
@@ -168,7 +172,7 @@ mod x86 {
             let row = unsafe { x.as_ptr().add(i * d) };
             let rv = _mm512_set1_pd(ri);
             for lb in 0..nb {
-                let xv = unsafe { _mm512_maskz_loadu_pd(masks[lb], row.add(lb * LANES)) };
+                let xv = unsafe { _mm512_maskz_loadu_pd(masks[lb], row.wrapping_add(lb * LANES)) };
                 acc[lb] = _mm512_add_pd(acc[lb], _mm512_mul_pd(rv, xv));
             }
         }
@@ -200,8 +204,9 @@ mod x86 {
             let rv = _mm256_set1_pd(ri);
             for lb in 0..nb {
                 for h in 0..2 {
-                    let xv =
-                        unsafe { _mm256_maskload_pd(row.add(lb * LANES + 4 * h), masks[lb][h]) };
+                    let xv = unsafe {
+                        _mm256_maskload_pd(row.wrapping_add(lb * LANES + 4 * h), masks[lb][h])
+                    };
                     acc[lb][h] = _mm256_add_pd(acc[lb][h], _mm256_mul_pd(rv, xv));
                 }
             }
