@@ -12,7 +12,8 @@
 //! logistic fits 11–14 % faster than with faer's products.
 //!
 //! **Same bits everywhere.** On x86-64 the widest of AVX-512 and AVX2 the CPU offers runs
-//! (checked at run time, as in [`mirror::batch_exp`]); elsewhere the portable code does.
+//! (checked at run time by [`ExpLevel::detect`], as for [`mirror::batch_exp`]); elsewhere
+//! the portable code does.
 //! All perform the same multiplications and additions in the same order (no fused
 //! multiply-add; a row's lanes beyond $d$ are zeros, read by masked loads or from a
 //! zero-padded copy), so they return the same bits (tested).
@@ -20,6 +21,8 @@
 use crate::data::Dataset;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
+// The instruction-set level `exp_in_place` runs at is the one these kernels use too.
+use mirror::batch_exp::ExpLevel;
 use std::ops::Range;
 
 /// Values per lane block.
@@ -225,29 +228,6 @@ mod x86 {
     }
 }
 
-/// The widest instruction set the CPU offers, checked once per call.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Isa {
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-fn isa() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return Isa::Avx512;
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return Isa::Avx2;
-        }
-    }
-    Isa::Portable
-}
-
 /// $\mathrm{out}_{j\cdot ld + i} = x_i^\top b_j$ for the $m$ rows of `x` ($d \le$
 /// [`MAX_D`] values each, row $i$ at `x[i*d..]`) and the $p$ columns of `b` (column $j$
 /// at `b[j*d..]`); `ld` $\ge m$ is the stride between the output's columns.
@@ -260,14 +240,14 @@ pub(crate) fn rows_dot(x: &[f64], d: usize, b: &[f64], p: usize, out: &mut [f64]
     }
     for j in 0..p {
         let (bj, oj) = (&b[j * d..(j + 1) * d], &mut out[j * ld..j * ld + m]);
-        match isa() {
+        match ExpLevel::detect() {
             // SAFETY: the CPU supports the features; lengths checked above.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { x86::dot_512(x, d, bj, oj) },
+            ExpLevel::Avx512 => unsafe { x86::dot_512(x, d, bj, oj) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { x86::dot_256(x, d, bj, oj) },
-            Isa::Portable => dot_portable(x, d, bj, oj),
+            ExpLevel::Avx2 => unsafe { x86::dot_256(x, d, bj, oj) },
+            _ => dot_portable(x, d, bj, oj),
         }
     }
 }
@@ -283,14 +263,14 @@ pub(crate) fn add_rows_scaled(x: &[f64], d: usize, r: &[f64], p: usize, ld: usiz
     }
     for j in 0..p {
         let (rj, gj) = (&r[j * ld..j * ld + m], &mut g[j * d..(j + 1) * d]);
-        match isa() {
+        match ExpLevel::detect() {
             // SAFETY: the CPU supports the features; lengths checked above.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { x86::scaled_512(x, d, rj, gj) },
+            ExpLevel::Avx512 => unsafe { x86::scaled_512(x, d, rj, gj) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { x86::scaled_256(x, d, rj, gj) },
-            Isa::Portable => scaled_portable(x, d, rj, gj),
+            ExpLevel::Avx2 => unsafe { x86::scaled_256(x, d, rj, gj) },
+            _ => scaled_portable(x, d, rj, gj),
         }
     }
 }
