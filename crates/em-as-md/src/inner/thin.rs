@@ -228,56 +228,45 @@ mod x86 {
     }
 }
 
-/// $\mathrm{out}_{j\cdot ld + i} = x_i^\top b_j$ for the $m$ rows of `x` ($d \le$
-/// [`MAX_D`] values each, row $i$ at `x[i*d..]`) and the $p$ columns of `b` (column $j$
-/// at `b[j*d..]`); `ld` $\ge m$ is the stride between the output's columns.
-pub(crate) fn rows_dot(x: &[f64], d: usize, b: &[f64], p: usize, out: &mut [f64], ld: usize) {
-    let m = x.len() / d.max(1);
-    assert!(d <= MAX_D && b.len() >= p * d && ld >= m && (p == 0 || out.len() >= (p - 1) * ld + m));
-    if d == 0 {
-        out.iter_mut().for_each(|o| *o = 0.0);
-        return;
-    }
-    for j in 0..p {
-        let (bj, oj) = (&b[j * d..(j + 1) * d], &mut out[j * ld..j * ld + m]);
-        match ExpLevel::detect() {
-            // SAFETY: the CPU supports the features; lengths checked above.
-            #[cfg(target_arch = "x86_64")]
-            ExpLevel::Avx512 => unsafe { x86::dot_512(x, d, bj, oj) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            ExpLevel::Avx2 => unsafe { x86::dot_256(x, d, bj, oj) },
-            _ => dot_portable(x, d, bj, oj),
-        }
+/// `out[i]` $= x_i^\top b$ for the $m$ = `out.len()` rows of `x` ($1 \le d \le$
+/// [`MAX_D`] values each, row $i$ at `x[i*d..]`), by the widest kernel the CPU offers.
+fn rows_dot(x: &[f64], d: usize, b: &[f64], out: &mut [f64]) {
+    assert!((1..=MAX_D).contains(&d) && b.len() >= d && x.len() >= out.len() * d);
+    match ExpLevel::detect() {
+        // SAFETY: the CPU supports the features; lengths checked above.
+        #[cfg(target_arch = "x86_64")]
+        ExpLevel::Avx512 => unsafe { x86::dot_512(x, d, b, out) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        ExpLevel::Avx2 => unsafe { x86::dot_256(x, d, b, out) },
+        _ => dot_portable(x, d, b, out),
     }
 }
 
-/// $g_{j\cdot d + a} \mathrel{+}= \sum_i r_{j\cdot ld + i}\,x_{ia}$ for the $m$ rows of
-/// `x` (as in [`rows_dot`]) and $p$ weight columns of `r` (stride `ld` $\ge m$), each
-/// column summed in row order and then added to $g$.
-pub(crate) fn add_rows_scaled(x: &[f64], d: usize, r: &[f64], p: usize, ld: usize, g: &mut [f64]) {
-    let m = x.len() / d.max(1);
-    assert!(d <= MAX_D && g.len() >= p * d && ld >= m && (p == 0 || r.len() >= (p - 1) * ld + m));
-    if d == 0 {
-        return;
+/// $g \mathrel{+}= \sum_i r_i x_i$ over the $m$ = `r.len()` rows of `x` (as in
+/// [`rows_dot`]), each lane summed in row order and then added to $g$.
+fn add_rows_scaled(x: &[f64], d: usize, r: &[f64], g: &mut [f64]) {
+    assert!((1..=MAX_D).contains(&d) && g.len() >= d && x.len() >= r.len() * d);
+    match ExpLevel::detect() {
+        // SAFETY: the CPU supports the features; lengths checked above.
+        #[cfg(target_arch = "x86_64")]
+        ExpLevel::Avx512 => unsafe { x86::scaled_512(x, d, r, g) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        ExpLevel::Avx2 => unsafe { x86::scaled_256(x, d, r, g) },
+        _ => scaled_portable(x, d, r, g),
     }
-    for j in 0..p {
-        let (rj, gj) = (&r[j * ld..j * ld + m], &mut g[j * d..(j + 1) * d]);
-        match ExpLevel::detect() {
-            // SAFETY: the CPU supports the features; lengths checked above.
-            #[cfg(target_arch = "x86_64")]
-            ExpLevel::Avx512 => unsafe { x86::scaled_512(x, d, rj, gj) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            ExpLevel::Avx2 => unsafe { x86::scaled_256(x, d, rj, gj) },
-            _ => scaled_portable(x, d, rj, gj),
-        }
-    }
+}
+
+/// Whether the kernels take $d$ features and $p$ columns.
+fn by_kernels(d: usize, p: usize) -> bool {
+    (1..=MAX_D).contains(&d) && p <= MAX_COLS
 }
 
 /// The logits of a chunk: column $j$ of `out` (first $m$ = `rows.len()` entries)
 /// becomes $X_c^\top b_j$ for the rows `rows` of `data` and the columns of `b`
-/// ($d\times p$): by [`rows_dot`] when $d \le$ [`MAX_D`], else one faer product.
+/// ($d\times p$): by [`rows_dot`] when $d \le$ [`MAX_D`] and $p \le$ [`MAX_COLS`], else
+/// one faer product.
 pub(crate) fn chunk_dots(
     data: &Dataset,
     rows: Range<usize>,
@@ -285,15 +274,11 @@ pub(crate) fn chunk_dots(
     out: &mut Mat<f64>,
 ) {
     let (d, m) = (data.d(), rows.len());
-    if d <= MAX_D && b.ncols() <= MAX_COLS {
+    if by_kernels(d, b.ncols()) {
         let x = data.x_rows(rows);
         for j in 0..b.ncols() {
-            let col = b.col(j);
-            let mut bc = [0.0; MAX_D];
-            for (a, v) in bc.iter_mut().enumerate().take(d) {
-                *v = col[a];
-            }
-            rows_dot(x, d, &bc[..d], 1, &mut out.col_as_slice_mut(j)[..m], m);
+            let bj: [f64; MAX_D] = std::array::from_fn(|a| if a < d { b[(a, j)] } else { 0.0 });
+            rows_dot(x, d, &bj, &mut out.col_as_slice_mut(j)[..m]);
         }
     } else {
         matmul(
@@ -309,7 +294,8 @@ pub(crate) fn chunk_dots(
 
 /// $G \mathrel{+}= X_c R$ for the rows `rows` of `data`, with `r` the column-major
 /// $m\times p$ weights and `g` the column-major $d\times p$ sums: by
-/// [`add_rows_scaled`] when $d \le$ [`MAX_D`], else one faer product.
+/// [`add_rows_scaled`] when $d \le$ [`MAX_D`] and $p \le$ [`MAX_COLS`], else one faer
+/// product.
 pub(crate) fn chunk_add_scaled(
     data: &Dataset,
     rows: Range<usize>,
@@ -318,8 +304,11 @@ pub(crate) fn chunk_add_scaled(
     g: &mut [f64],
 ) {
     let (d, m) = (data.d(), rows.len());
-    if d <= MAX_D && p <= MAX_COLS {
-        add_rows_scaled(data.x_rows(rows), d, r, p, m, g);
+    if by_kernels(d, p) {
+        let x = data.x_rows(rows);
+        for (rj, gj) in r.chunks_exact(m.max(1)).zip(g.chunks_exact_mut(d)).take(p) {
+            add_rows_scaled(x, d, rj, gj);
+        }
     } else {
         matmul(
             MatMut::from_column_major_slice_mut(g, d, p),
@@ -359,10 +348,12 @@ mod tests {
             let ld = m + 3;
             let r = draw(p * ld, 3 + d as u64);
             let mut dots = vec![f64::NAN; p * ld];
-            rows_dot(&x, d, &b, p, &mut dots, ld);
             let mut g = draw(p * d, 4);
             let g0 = g.clone();
-            add_rows_scaled(&x, d, &r, p, ld, &mut g);
+            for j in 0..p {
+                rows_dot(&x, d, &b[j * d..], &mut dots[j * ld..j * ld + m]);
+                add_rows_scaled(&x, d, &r[j * ld..j * ld + m], &mut g[j * d..(j + 1) * d]);
+            }
             for j in 0..p {
                 for i in 0..m {
                     let plain: f64 = (0..d).map(|a| x[i * d + a] * b[j * d + a]).sum();
