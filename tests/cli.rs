@@ -910,9 +910,10 @@ fn two_multinomial_experts_fit_overlapping_three_class_data() {
     }
 }
 
-/// `--accel none|squarem|md|anderson` runs the chosen solver from the same start: the
-/// JSON says which, every choice reaches the same log-likelihood, SQUAREM and Anderson in
-/// fewer iterations than plain EM; an unknown value exits 2 naming the accepted ones.
+/// `--accel none|squarem|md|anderson|newton` runs the chosen solver from the same start:
+/// the JSON says which, every choice reaches the same log-likelihood, SQUAREM, Anderson
+/// and Newton in fewer iterations than plain EM; an unknown value exits 2 naming the
+/// accepted ones.
 #[test]
 fn fit_accel_choices_reach_the_same_log_likelihood() {
     let fit = |accel: &str| {
@@ -934,7 +935,7 @@ fn fit_accel_choices_reach_the_same_log_likelihood() {
             accel,
         ])
     };
-    let runs: Vec<_> = ["none", "squarem", "md", "anderson"]
+    let runs: Vec<_> = ["none", "squarem", "md", "anderson", "newton"]
         .iter()
         .map(|a| (*a, fit(a)))
         .collect();
@@ -958,6 +959,12 @@ fn fit_accel_choices_reach_the_same_log_likelihood() {
         iters(3),
         iters(0)
     );
+    assert!(
+        iters(4) < iters(0),
+        "Newton {} vs EM {}",
+        iters(4),
+        iters(0)
+    );
     mdem()
         .arg("fit")
         .arg(data("diabetes.csv"))
@@ -965,10 +972,12 @@ fn fit_accel_choices_reach_the_same_log_likelihood() {
         .args(["--accel", "fast"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("none, squarem, md, anderson"));
+        .stderr(predicate::str::contains(
+            "none, squarem, md, anderson, newton",
+        ));
 }
 
-/// `mdem compare` shows EM, SQUAREM, Anderson, MD(1/L̂) and Adam at each learning rate of the grid
+/// `mdem compare` shows EM, SQUAREM, Anderson, MD(1/L̂), Newton and Adam at each learning rate of the grid
 /// side by side, with the passes column.
 #[test]
 fn compare_shows_the_accelerated_solvers_and_adam() {
@@ -996,6 +1005,7 @@ fn compare_shows_the_accelerated_solvers_and_adam() {
         "SQUAREM",
         "Anderson",
         "MD(η=1/L̂)",
+        "Newton (EM safeguard)",
         "Adam(lr=0.001)",
         "Adam(lr=0.01)",
         "Adam(lr=0.1)",

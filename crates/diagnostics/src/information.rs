@@ -43,11 +43,9 @@
 //! whose eigenvalue is below a relative tolerance, and reports how many it dropped.
 
 use crate::error::{DiagnosticsError, Result};
-use em_as_md::inner::parallel::fold_rows_with;
-use em_as_md::solve::problem::{row_posterior, row_posterior_given, RowObservation, RowScratch};
-use em_as_md::{ConditionalFamily, Mergeable, Problem};
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatRef, Par, Side};
+use em_as_md::solve::observed::{self, observed};
+use em_as_md::{ConditionalFamily, Problem};
+use faer::{Mat, MatRef, Par, Side};
 
 /// $I_c$, $I_m$ and the realisation-curvature term $C$ at one $\theta$ (see the module doc).
 #[derive(Debug, Clone)]
@@ -78,243 +76,35 @@ impl InformationMatrices {
     }
 }
 
-/// Rows stacked per block product in [`information`].
-const BLOCK_ROWS: usize = 16;
-
-/// Per-worker buffers of [`information`]: the row scratch, the target's terms and the
-/// stacked blocks $J^\top$, $(FJ)^\top$ and $W^\top$ of up to `BLOCK_ROWS` rows.
-struct InfoScratch {
-    s: RowScratch,
-    ob: RowObservation,
-    /// $\nabla^2 A(\varphi_i)$ ($p$ × $p$).
-    fisher: Mat<f64>,
-    /// Column $z$: $\sqrt{r_{iz}}\,(T(y_i, z) - \mathbb E_{\text{post}}\[T\])$ ($p$ × $K$).
-    u: Mat<f64>,
-    /// Column $(i, r)$: row $r$ of $J_i$ (`np` × `BLOCK_ROWS·p`).
-    jt: Mat<f64>,
-    /// Column $(i, r)$: row $r$ of $\nabla^2A(\varphi_i)J_i$.
-    fjt: Mat<f64>,
-    /// Column $(i, z)$: $\sqrt{r_{iz}}\,J_i^\top(T(y_i, z) - \mathbb E_{\text{post}}\[T\])$.
-    wt: Mat<f64>,
-}
-
-struct InfoAcc {
-    ic: Mat<f64>,
-    im: Mat<f64>,
-}
-
-impl Mergeable for InfoAcc {
-    fn merge(&mut self, other: Self) {
-        self.ic += &other.ic;
-        self.im += &other.im;
-    }
-}
-
-/// `ic += Jᵀ(FJ)` and `im += WWᵀ` over the first `rows` stacked rows of the block.
-fn flush_block(sc: &InfoScratch, acc: &mut InfoAcc, rows: usize, p: usize, k: usize) {
-    if rows == 0 {
-        return;
-    }
-    let jt = sc.jt.subcols(0, rows * p);
-    let fjt = sc.fjt.subcols(0, rows * p);
-    matmul(
-        acc.ic.as_mut(),
-        Accum::Add,
-        jt,
-        fjt.transpose(),
-        1.0,
-        Par::Seq,
-    );
-    let wt = sc.wt.subcols(0, rows * k);
-    matmul(
-        acc.im.as_mut(),
-        Accum::Add,
-        wt,
-        wt.transpose(),
-        1.0,
-        Par::Seq,
-    );
-}
-
 /// Computes $I_c$, $I_m$ and (when `with_curvature` and the realisation is not linear)
-/// $C$ at `theta`.
-///
-/// The row sums are formed as block products over 16 rows at a time:
-/// $$ \sum_i J_i^\top\nabla^2A(\varphi_i)J_i = \mathbf J^\top(\mathbf F\mathbf J), \qquad
-///    \sum_i J_i^\top\mathrm{Cov}_{\text{post}}\[T\]J_i = \mathbf W^\top\mathbf W,\quad
-///    \mathbf W_{(i,z)} = \sqrt{r_{iz}}\,(T(y_i,z) - \mathbb E_{\text{post}}\[T\])^\top J_i, $$
-/// using $\mathrm{Cov}_{\text{post}}\[T\] = \sum_z r_{iz}(T_z - \bar T)(T_z - \bar T)^\top$ (rank $\le K$).
-/// $J_i^\top$ is written by the model's `realise_jacobian_t` and $\nabla^2A(\varphi_i)$ by its
-/// `complete_fisher`, directly into per-worker buffers (no allocation per row for models
-/// that override them, such as the mixture of experts); $T(y_i, z)$ is computed once per
-/// row for the posterior and $\mathbf W$ ([`RowObservation`]).
-///
-/// A model that computes the two row sums itself
-/// ([`ConditionalFamily::information_sums`], e.g. the mixture of experts as weighted Gram
-/// products with closed-form row weights) is used instead of the per-row products; it
-/// returns `None` for anything irregular, and the per-row path then runs (and reports
-/// the error). Likewise $C$: the model's closed form
-/// ([`ConditionalFamily::curvature_sums`]) when it offers one, otherwise
-/// [`curvature_term`]'s central differences (the two differ by the latter's truncation
-/// error, of order $10^{-10}$ relative).
+/// $C$ at `theta`, by [`em_as_md::solve::observed::observed`]: the model's one-pass sums
+/// ([`ConditionalFamily::observed_sums`], e.g. the mixture of experts as weighted Gram
+/// products with closed-form row weights) when it offers them, otherwise one generic
+/// per-row pass ([`em_as_md::solve::observed::information_rows`]: stacked block products
+/// of the model's $J_i^\top$ and $\nabla^2A(\varphi_i)$) and $C$ from the model's closed
+/// form ([`ConditionalFamily::curvature_sums`]) or [`curvature_term`]'s central
+/// differences (the two differ by the latter's truncation error, of order $10^{-10}$
+/// relative).
 ///
 /// # Errors
 /// `DimensionMismatch` for a wrong-length `theta`; `Model` if a row's natural parameter
-/// is outside the domain; `Linalg` for a non-finite entry.
+/// is outside the domain or an entry is not finite.
 pub fn information<M: ConditionalFamily + ?Sized>(
     problem: &Problem<'_, M>,
     theta: &[f64],
     with_curvature: bool,
 ) -> Result<InformationMatrices> {
-    let model = problem.model;
-    let data = problem.data;
-    let np = model.n_params();
-    if theta.len() != np {
-        return Err(DiagnosticsError::DimensionMismatch {
-            what: "theta",
-            expected: np,
-            found: theta.len(),
-        });
-    }
-    let n = data.n();
-    // The model's own row sums when it offers them (the mixture's weighted Gram
-    // products), otherwise the per-row block products below.
-    let acc = match model.information_sums(data, theta) {
-        Some((ic, im))
-            if ic.nrows() == np && ic.ncols() == np && im.nrows() == np && im.ncols() == np =>
-        {
-            InfoAcc { ic, im }
-        }
-        _ => information_rows(problem, theta)?,
-    };
-    let nf = n as f64;
-    let sym = |m: &Mat<f64>| Mat::from_fn(np, np, |a, b| 0.5 * (m[(a, b)] + m[(b, a)]) / nf);
-    let complete = sym(&acc.ic);
-    let missing = sym(&acc.im);
-    let compute_c = with_curvature && !model.is_linear();
-    // The model's closed form when it offers one (the mixture's weighted Grams), otherwise
-    // central differences.
-    let curvature = if compute_c {
-        match model.curvature_sums(data, theta) {
-            Some(c) if c.nrows() == np && c.ncols() == np => sym(&c),
-            _ => curvature_term(problem, theta)?,
-        }
-    } else {
-        Mat::zeros(np, np)
-    };
-    for m in [&complete, &missing, &curvature] {
-        check_finite(m.as_ref(), "information matrix")?;
-    }
+    check_len(problem, theta)?;
+    let o = observed(problem, theta, with_curvature)?;
     Ok(InformationMatrices {
-        complete,
-        missing,
-        curvature,
-        curvature_computed: compute_c,
+        complete: o.complete,
+        missing: o.missing,
+        curvature: o.curvature,
+        curvature_computed: o.curvature_computed,
     })
 }
 
-/// The per-row path of [`information`]: $\sum_i J_i^\top(F_iJ_i)$ and $\mathbf W^\top\mathbf W$
-/// as block products over `BLOCK_ROWS` rows (unnormalised).
-fn information_rows<M: ConditionalFamily + ?Sized>(
-    problem: &Problem<'_, M>,
-    theta: &[f64],
-) -> Result<InfoAcc> {
-    let model = problem.model;
-    let data = problem.data;
-    let np = model.n_params();
-    let p = model.complete().dim();
-    let k = model.n_latent();
-    let n = data.n();
-    let fits = |c: &InfoScratch| {
-        c.jt.nrows() == np
-            && c.jt.ncols() == BLOCK_ROWS * p
-            && c.wt.ncols() == BLOCK_ROWS * k
-            && c.s.resp.len() == k
-            && c.s.work.len() == model.row_work_len()
-    };
-    let acc = fold_rows_with(
-        n,
-        |cached: Option<InfoScratch>| match cached {
-            // The target terms are rebuilt (their sizes are the model's, not checked here).
-            Some(c) if fits(&c) => InfoScratch {
-                ob: RowObservation::new(model),
-                ..c
-            },
-            _ => InfoScratch {
-                s: RowScratch::new(model),
-                ob: RowObservation::new(model),
-                fisher: Mat::zeros(p, p),
-                u: Mat::zeros(p, k),
-                jt: Mat::zeros(np, BLOCK_ROWS * p),
-                fjt: Mat::zeros(np, BLOCK_ROWS * p),
-                wt: Mat::zeros(np, BLOCK_ROWS * k),
-            },
-        },
-        || InfoAcc {
-            ic: Mat::zeros(np, np),
-            im: Mat::zeros(np, np),
-        },
-        |sc, acc, rows| {
-            let mut b = 0;
-            for i in rows {
-                let x = data.x(i);
-                sc.ob.set(model, data.y(i));
-                model.realise(theta, x, &mut sc.s.phi);
-                row_posterior_given(model, &sc.ob, i, &mut sc.s)?;
-                model.complete_fisher(&sc.s.phi, sc.fisher.as_mut(), &mut sc.s.work)?;
-                // Columns b·p .. (b+1)·p of Jᵀ: J_iᵀ e_r.
-                model.realise_jacobian_t(theta, x, sc.jt.subcols_mut(b * p, p), &mut sc.s.work);
-                // (F J)ᵀ columns: Jᵀ Fᵀ = Jᵀ F (one small product per row).
-                matmul(
-                    sc.fjt.subcols_mut(b * p, p),
-                    Accum::Replace,
-                    sc.jt.subcols(b * p, p),
-                    sc.fisher.as_ref(),
-                    1.0,
-                    Par::Seq,
-                );
-                // W columns: √r_z J_iᵀ (T_z − E_post T); zero for z outside the support.
-                for z in 0..k {
-                    let r = sc.s.resp[z];
-                    match sc.ob.stats(z) {
-                        Some(tz) if r > 0.0 => {
-                            let sr = r.sqrt();
-                            for (a, (t, m)) in tz.iter().zip(&sc.s.post_stats).enumerate() {
-                                sc.u[(a, z)] = sr * (t - m);
-                            }
-                        }
-                        _ => sc.u.col_mut(z).fill(0.0),
-                    }
-                }
-                matmul(
-                    sc.wt.subcols_mut(b * k, k),
-                    Accum::Replace,
-                    sc.jt.subcols(b * p, p),
-                    sc.u.as_ref(),
-                    1.0,
-                    Par::Seq,
-                );
-                b += 1;
-                if b == BLOCK_ROWS {
-                    flush_block(sc, acc, b, p, k);
-                    b = 0;
-                }
-            }
-            flush_block(sc, acc, b, p, k);
-            Ok(())
-        },
-    )?;
-    Ok(acc)
-}
-
-/// $C(\theta) = \frac1n\sum_i\sum_j (v_i)_j\nabla^2\varphi_{ij}$ by central differences of
-/// $g(\theta') = \frac1n\sum_i J_i(\theta')^\top v_i$ with $v_i = \nabla A(\varphi_i(\theta)) -
-/// \mathbb E_{\text{post},\theta}\[T\]$ frozen (step $h_k = 10^{-5}\max(1, |\theta_k|)$;
-/// exact up to round-off for realisations quadratic in $\theta$), then symmetrised:
-/// $$ C_{:,k} = \frac{g(\theta + h_ke_k) - g(\theta - h_ke_k)}{2h_k}. $$
-/// One parallel pass over the rows: each row's $v_i$ is formed once and pushed through the
-/// $2n_\theta$ perturbed vector–Jacobian products, each with its own row sum (so every
-/// $g(\theta \pm h_ke_k)$ is summed in the order of a pass of its own).
+/// $C(\theta)$ by central differences ([`em_as_md::solve::observed::curvature_term`]).
 ///
 /// # Errors
 /// As [`information`].
@@ -322,9 +112,12 @@ pub fn curvature_term<M: ConditionalFamily + ?Sized>(
     problem: &Problem<'_, M>,
     theta: &[f64],
 ) -> Result<Mat<f64>> {
-    let model = problem.model;
-    let data = problem.data;
-    let np = model.n_params();
+    check_len(problem, theta)?;
+    Ok(observed::curvature_term(problem, theta)?)
+}
+
+fn check_len<M: ConditionalFamily + ?Sized>(problem: &Problem<'_, M>, theta: &[f64]) -> Result<()> {
+    let np = problem.model.n_params();
     if theta.len() != np {
         return Err(DiagnosticsError::DimensionMismatch {
             what: "theta",
@@ -332,59 +125,7 @@ pub fn curvature_term<M: ConditionalFamily + ?Sized>(
             found: theta.len(),
         });
     }
-    let p = model.complete().dim();
-    let n = data.n();
-    let steps: Vec<f64> = theta.iter().map(|t| 1e-5 * t.abs().max(1.0)).collect();
-    // θ + h_k e_k for every k, then θ − h_k e_k: 2·np points, row-major.
-    let mut shifted = vec![0.0; 2 * np * np];
-    for (j, pt) in shifted.chunks_exact_mut(np).enumerate() {
-        let (k, sign) = (j % np, if j < np { 1.0 } else { -1.0 });
-        pt.copy_from_slice(theta);
-        pt[k] = theta[k] + sign * steps[k];
-    }
-    let fits = |c: &(RowScratch, Vec<f64>)| {
-        c.0.phi.len() == p && c.0.work.len() == model.row_work_len() && c.1.len() == p
-    };
-    let sums = fold_rows_with(
-        n,
-        |cached: Option<(RowScratch, Vec<f64>)>| match cached {
-            Some(c) if fits(&c) => c,
-            _ => (RowScratch::new(model), vec![0.0; p]),
-        },
-        || CurvatureAcc(vec![0.0; 2 * np * np]),
-        |(s, v), acc, rows| {
-            for i in rows {
-                let x = data.x(i);
-                model.realise(theta, x, &mut s.phi);
-                row_posterior(model, data.y(i), i, s)?;
-                model.complete_mean(&s.phi, &mut s.mean, &mut s.work)?;
-                for (vj, (m, t)) in v.iter_mut().zip(s.mean.iter().zip(&s.post_stats)) {
-                    *vj = m - t;
-                }
-                for (pt, g) in shifted.chunks_exact(np).zip(acc.0.chunks_exact_mut(np)) {
-                    model.realise_vjp(pt, x, v, g);
-                }
-            }
-            Ok(())
-        },
-    )?;
-    let nf = n as f64;
-    let (plus, minus) = sums.0.split_at(np * np);
-    let c = Mat::from_fn(np, np, |r, k| {
-        (plus[k * np + r] / nf - minus[k * np + r] / nf) / (2.0 * steps[k])
-    });
-    Ok(Mat::from_fn(np, np, |a, b| 0.5 * (c[(a, b)] + c[(b, a)])))
-}
-
-/// The $2n_\theta$ row sums of [`curvature_term`], one after another.
-struct CurvatureAcc(Vec<f64>);
-
-impl Mergeable for CurvatureAcc {
-    fn merge(&mut self, other: Self) {
-        for (a, b) in self.0.iter_mut().zip(other.0) {
-            *a += b;
-        }
-    }
+    Ok(())
 }
 
 fn check_finite(m: MatRef<'_, f64>, what: &'static str) -> Result<()> {

@@ -52,6 +52,8 @@ pub use solve::gd::{GradientDescent, Step};
 pub use solve::gradient_em::GradientEm;
 pub use solve::md::{MdStep, MirrorDescent, UnprojectedMirrorDescent};
 pub use solve::md_adaptive::{step_smoothness, AdaptiveMirrorDescent};
+pub use solve::newton::Newton;
+pub use solve::observed::{observed, Observed};
 pub use solve::observer::{LogObserver, Observer, ObserverMode, TraceObserver, TrajectoryObserver};
 pub use solve::squarem::Squarem;
 pub use solve::{

@@ -516,3 +516,24 @@ fn a_parquet_file_is_read_like_the_same_csv() {
         "{text}"
     );
 }
+
+/// A streamed fit refuses the solvers written for rows in memory (mirror descent's inner
+/// solves, Newton's observed-information pass) by name, instead of running another.
+#[test]
+fn streamed_fits_refuse_in_memory_solvers_by_name() {
+    let (m, truth) = model(Arc::new(LinearGaussian::new()), 2, 3, Gating::Softmax);
+    let data = collect(&Synthetic::new(m, truth, 400, 400, 2).unwrap());
+    let source = InMemory::new(&data, 200).unwrap();
+    for accel in [em_as_md::Accel::Md, em_as_md::Accel::Newton] {
+        let p = MoeParams::new(2).accel(accel).check().unwrap();
+        match p.fit_stream(&source, &data) {
+            Err(em_as_md::MoeError::InvalidParam {
+                name: "accel",
+                reason,
+            }) => {
+                assert!(reason.starts_with(accel.as_str()), "{reason}");
+            }
+            other => panic!("{accel}: {:?}", other.map(|f| f.report().solver.clone())),
+        }
+    }
+}

@@ -24,7 +24,7 @@ use diagnostics::information::{information, missing_fraction};
 use em_as_md::testkit::{draw, DrawConfig};
 use em_as_md::{
     AdaptiveMirrorDescent, Anderson, Dataset, Em, EmModel, Expert, Gating, LinearGaussian,
-    Logistic, MixtureOfExperts, MoeError, Poisson, Problem, Squarem, SymMoLinE, SymMoLogE,
+    Logistic, MixtureOfExperts, MoeError, Newton, Poisson, Problem, Squarem, SymMoLinE, SymMoLogE,
 };
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -92,7 +92,7 @@ pub struct AccelRow {
     pub lambda_max: Option<f64>,
     /// $L^\star$.
     pub l_star: f64,
-    /// EM, SQUAREM, MD($1/\hat L$), Anderson.
+    /// EM, SQUAREM, MD($1/\hat L$), Anderson, Newton.
     pub solvers: Vec<SolverCost>,
 }
 
@@ -160,6 +160,7 @@ where
         run_recorded(problem, Squarem::new(), theta0, &settings)?,
         run_recorded(problem, AdaptiveMirrorDescent::new(), theta0, &settings)?,
         run_recorded(problem, Anderson::new(), theta0, &settings)?,
+        run_recorded(problem, Newton::new(), theta0, &settings)?,
     ];
     let (l_star, best_theta) = runs
         .iter()
@@ -260,18 +261,21 @@ pub fn accel_markdown(rows: &[AccelRow], cfg: &AccelConfig) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| model | scale | λmax(I_c⁻¹I_m) | EM it / passes / ms | SQUAREM it / passes / ms | MD(1/L̂) it / passes / ms | Anderson it / passes / ms | passes EM/SQUAREM | passes EM/MD | passes EM/Anderson | safeguards SQUAREM / Anderson | MD median η (L̂_t), backtracks |"
+        "| model | scale | λmax(I_c⁻¹I_m) | EM it / passes / ms | SQUAREM it / passes / ms | MD(1/L̂) it / passes / ms | Anderson it / passes / ms | Newton it / passes / ms | passes EM/SQUAREM | passes EM/MD | passes EM/Anderson | passes EM/Newton | safeguards SQUAREM / Anderson / Newton | MD median η (L̂_t), backtracks |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     let cell = |c: &SolverCost| match c.reached {
         Some((t, p, s)) => format!("{t} / {p} / {:.0}", 1e3 * s),
         None => format!("— ({} it)", c.iterations),
     };
     for r in rows {
-        let [em, sq, md, aa] = [&r.solvers[0], &r.solvers[1], &r.solvers[2], &r.solvers[3]];
+        let [em, sq, md, aa, nt] = [0, 1, 2, 3, 4].map(|j| &r.solvers[j]);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} ({}), {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} ({}), {} |",
             r.model,
             r.scale,
             opt(r.lambda_max, 3),
@@ -279,11 +283,14 @@ pub fn accel_markdown(rows: &[AccelRow], cfg: &AccelConfig) -> String {
             cell(sq),
             cell(md),
             cell(aa),
+            cell(nt),
             opt(r.speedup(1), 2),
             opt(r.speedup(2), 2),
             opt(r.speedup(3), 2),
+            opt(r.speedup(4), 2),
             sq.fallbacks,
             aa.fallbacks,
+            nt.fallbacks,
             opt(md.median_eta, 2),
             opt(md.median_l_hat, 3),
             md.fallbacks,
@@ -316,9 +323,10 @@ mod tests {
             // The solver that found L* reached it; SQUAREM and Anderson are never worse
             // than EM.
             assert!(r.solvers.iter().any(|s| s.reached.is_some()), "{r:?}");
-            let (em, sq, aa) = (&r.solvers[0], &r.solvers[1], &r.solvers[3]);
+            let (em, sq, aa, nt) = (&r.solvers[0], &r.solvers[1], &r.solvers[3], &r.solvers[4]);
             assert!(sq.best <= em.best + 1e-8 * em.best.abs(), "{r:?}");
             assert!(aa.best <= em.best + 1e-8 * em.best.abs(), "{r:?}");
+            assert!(nt.best <= em.best + 1e-8 * em.best.abs(), "{r:?}");
             if let Some(l) = r.lambda_max {
                 assert!((-1e-8..=1.0 + 1e-8).contains(&l), "{l}");
             }

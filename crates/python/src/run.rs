@@ -38,7 +38,7 @@ pub enum SolverChoice {
 }
 
 impl SolverChoice {
-    /// `solver` ∈ {`em`, `squarem`, `anderson`, `md`, `gd`} with `eta` (only for `md`: `None` is
+    /// `solver` ∈ {`em`, `squarem`, `anderson`, `md`, `newton`, `gd`} with `eta` (only for `md`: `None` is
     /// mirror descent at $\eta_t = 1/\hat L_t$, [`Accel::Md`]).
     ///
     /// # Errors
@@ -61,11 +61,12 @@ impl SolverChoice {
             ("em", _) => Ok(SolverChoice::Em(Accel::None)),
             ("squarem", _) => Ok(SolverChoice::Em(Accel::Squarem)),
             ("anderson", _) => Ok(SolverChoice::Em(Accel::Anderson)),
+            ("newton", _) => Ok(SolverChoice::Em(Accel::Newton)),
             ("md", None) => Ok(SolverChoice::Em(Accel::Md)),
             ("md", Some(e)) => Ok(SolverChoice::MdEta(e)),
             ("gd", _) => Ok(SolverChoice::Gd),
             _ => Err(PyValueError::new_err(format!(
-                "invalid value '{solver}' for solver: expected 'em', 'squarem', 'anderson', 'md' or 'gd'"
+                "invalid value '{solver}' for solver: expected 'em', 'squarem', 'anderson', 'md', 'newton' or 'gd'"
             ))),
         }
     }
@@ -292,12 +293,13 @@ pub fn expert_names() -> Vec<String> {
 ///
 /// `solver`: `em`, `squarem` (the CLI's default), `anderson` (Anderson acceleration with
 /// the monotone safeguard), `md` (with `eta=None`: step
-/// $1/\hat L_t$ measured along the run; with a float: mirror descent at that fixed step)
+/// $1/\hat L_t$ measured along the run; with a float: mirror descent at that fixed step),
+/// `newton` (Newton's method on $L$ with the observed information, EM as the safeguard)
 /// or `gd` (gradient descent with Armijo backtracking). Every solver runs the library's
 /// restarts, including a gated fit's ungated fit and the extra start from its optimum as
 /// `ungated_start` says (`when-below`: only when no gated start reached it; `always`;
 /// `off`: no ungated fit), as `mdem fit --ungated-start`:
-/// [`MoeValidParams::fit`] for `em`, `squarem`, `anderson` and `md` without `eta`,
+/// [`MoeValidParams::fit`] for `em`, `squarem`, `anderson`, `newton` and `md` without `eta`,
 /// [`MoeValidParams::fit_with`] for the others.
 ///
 /// # Errors

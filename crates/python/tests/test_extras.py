@@ -63,6 +63,7 @@ def test_em_is_mirror_descent_with_unit_step(fitted):
         ("em", None, "EM"),
         ("squarem", None, "squarem"),
         ("md", None, "md"),
+        ("newton", None, "newton"),
         ("md", 0.7, "MD(η=0.7)"),
         ("gd", None, "GD"),
     ],

@@ -7,9 +7,10 @@
 //!
 //! * EM: the library's [`Em`] (exact or Newton M-step).
 //! * Accelerated EM: SQUAREM with the monotone safeguard ([`Squarem`]), Anderson
-//!   acceleration with the monotone safeguard ([`Anderson`]) and mirror descent with
-//!   $\eta_t = 1/\hat L_t$ measured along the run ([`AdaptiveMirrorDescent`]) — what
-//!   `mdem fit --accel squarem|anderson|md` runs.
+//!   acceleration with the monotone safeguard ([`Anderson`]), mirror descent with
+//!   $\eta_t = 1/\hat L_t$ measured along the run ([`AdaptiveMirrorDescent`]) and Newton's
+//!   method on $L$ with the observed information under the EM safeguard ([`Newton`]) —
+//!   what `mdem fit --accel squarem|anderson|md|newton` runs.
 //! * Adam ([`Adam`], full batch, default $\beta_1, \beta_2, \epsilon$) at every learning
 //!   rate of [`ADAM_LEARNING_RATES`], all reported.
 //! * Mirror descent with step $\eta$ ([`MirrorDescent`]): the projected step
@@ -27,7 +28,7 @@
 //! reach $L_t - L^\star \le$ `--eps` (default $10^{-6}$) or "not reached", the
 //! EM-equivalent passes over the data spent by then ([`em_as_md::StepInfo::passes`]: one
 //! per EM-map evaluation for EM and SQUAREM, one per E-step for Anderson, one per data
-//! pass for the others), and the final
+//! pass for the others — a Newton pass forms the observed information too), and the final
 //! $L$; two figures show $L_t - L^\star$ (log scale) against iterations and against time
 //! (`DIR/compare_iterations.{svg,png}`, `DIR/compare_time.{svg,png}`), and
 //! `DIR/compare_trace.csv` holds every iteration of every run ([`write_traces`]) for
@@ -48,7 +49,7 @@ use em_as_md::fit::initial_theta;
 use em_as_md::model::mixture::MixtureOfExperts;
 use em_as_md::{
     Adam, AdaptiveMirrorDescent, Anderson, ConditionalFamily, Em, GradientDescent, GradientEm,
-    MirrorDescent, MoeError, Problem, Squarem, Step, ADAM_LEARNING_RATES,
+    MirrorDescent, MoeError, Newton, Problem, Squarem, Step, ADAM_LEARNING_RATES,
 };
 use experiments::plot::{Chart, Series};
 use std::path::PathBuf;
@@ -248,6 +249,7 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
     );
     let md = AdaptiveMirrorDescent::new();
     runs.push(run_recorded(problem, md, &theta0, &fixed).map_err(ctx("MD(1/L̂)".into()))?);
+    runs.push(run_recorded(problem, Newton::new(), &theta0, &fixed).map_err(ctx("Newton".into()))?);
     for &eta in &args.etas {
         let md = MirrorDescent::new(eta, args.md_inner_tol, args.md_inner_max as usize)
             .map_err(|e| CliError::BadInput(format!("--etas {eta}: {e}")))?

@@ -370,7 +370,8 @@ pub struct FitArgs {
     pub tol: f64,
     /// How EM is accelerated: `squarem` (SQUAREM with the monotone safeguard), `anderson`
     /// (Anderson acceleration with the monotone safeguard, DAAREM), `md` (mirror descent
-    /// with step 1/L̂ measured along the run) or `none` (plain EM).
+    /// with step 1/L̂ measured along the run), `newton` (Newton's method on L with the
+    /// observed information, EM as the safeguard) or `none` (plain EM).
     #[arg(long, default_value_t = Accel::default(), value_parser = accel_value)]
     pub accel: Accel,
     /// When a gated fit also starts from the ungated optimum (it first fits the ungated
@@ -433,7 +434,7 @@ pub struct FitArgs {
     pub reg_covar: Option<f64>,
 }
 
-/// Parses `--accel` (`none`, `squarem`, `md`, `anderson`).
+/// Parses `--accel` (`none`, `squarem`, `md`, `anderson`, `newton`).
 impl FitArgs {
     /// The fit's settings from these arguments, for `k` experts of type `expert` with
     /// `gating` (shared by the in-memory and the streamed fit).
@@ -585,6 +586,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         Accel::Squarem => "SQUAREM",
         Accel::Md => "MD(1/L̂)",
         Accel::Anderson => "Anderson",
+        Accel::Newton => "Newton",
     };
     let bar = ProgressObserver::new(label, settings.max_iters * settings.n_init as u64, visible);
     phases.lap("check");

@@ -38,17 +38,19 @@ impl MoeValidParams {
     ///
     /// # Errors
     /// `InvalidParam { name: "accel" }` for [`Accel::Md`] (its inner solves need the
+    /// rows in memory) and [`Accel::Newton`] (its observed-information pass is written for
     /// rows in memory); the errors of [`fit`](Self::fit) on the sample; those of the
     /// passes ([`MoeError::Source`] for a file that cannot be read or changed).
     pub fn fit_stream(&self, source: &dyn RowSource, sample: &Dataset) -> Result<FittedMoe> {
         let clock = Instant::now();
         let p = self.params();
-        if p.accel_method() == Accel::Md {
+        if matches!(p.accel_method(), Accel::Md | Accel::Newton) {
             return Err(MoeError::InvalidParam {
                 name: "accel",
-                reason:
-                    "md needs the rows in memory; use squarem, anderson or none on a row source"
-                        .into(),
+                reason: format!(
+                    "{} needs the rows in memory; use squarem, anderson or none on a row source",
+                    p.accel_method()
+                ),
             });
         }
         let start_clock = Instant::now();
@@ -64,7 +66,7 @@ impl MoeValidParams {
             Accel::Anderson => self
                 .limits(Executor::new(problem, Anderson::new()).theta0(theta0), 0)
                 .run()?,
-            _ => self
+            Accel::None | Accel::Md | Accel::Newton => self
                 .limits(Executor::new(problem, Em::new()).theta0(theta0), 0)
                 .run()?,
         };

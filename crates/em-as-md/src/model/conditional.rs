@@ -16,6 +16,23 @@ use mirror::ExponentialFamily;
 /// $\mathbf J^\top$), written by [`ConditionalFamily::realise_jacobian_t`].
 pub type JacT<'a> = faer::MatMut<'a, f64>;
 
+/// The unnormalised row sums of [`ConditionalFamily::observed_sums`] at one $\theta$,
+/// with $v_i = \nabla A(\varphi_i) - \mathbb E_{z\mid y_i;\varphi_i}\[T(y_i, z)\]$.
+#[derive(Debug, Clone)]
+pub struct ObservedSums {
+    /// $\sum_i \log p(y_i\mid x_i;\theta)$.
+    pub log_lik: f64,
+    /// $\sum_i J_i^\top v_i$ ($n$ times the gradient of the unpenalised $L$).
+    pub gradient: Vec<f64>,
+    /// $\sum_i J_i^\top\nabla^2A(\varphi_i)J_i$.
+    pub complete: faer::Mat<f64>,
+    /// $\sum_i J_i^\top\mathrm{Cov}_{z\mid y_i;\varphi_i}\[T(y_i, z)\]J_i$.
+    pub missing: faer::Mat<f64>,
+    /// $\sum_i\sum_j (v_i)_j\,\nabla^2_\theta\varphi_{ij}(\theta)$ (zero for a linear
+    /// realisation).
+    pub curvature: faer::Mat<f64>,
+}
+
 /// A latent-variable model whose complete-data law given $x$ is an exponential family,
 /// reached through a realisation map $\theta \mapsto \varphi_i(\theta)$.
 pub trait ConditionalFamily: Send + Sync {
@@ -110,6 +127,19 @@ pub trait ConditionalFamily: Send + Sync {
         theta: &[f64],
     ) -> Option<faer::Mat<f64>> {
         self.information_sums(data, theta).map(|(ic, _)| ic)
+    }
+    /// Everything Newton's method on $L$ needs at `theta`, from **one** pass over `data`
+    /// ([`ObservedSums`]): the log-likelihood, the row sum of $J_i^\top v_i$ (the
+    /// gradient of $nL$ without the penalty) and the three information row sums of
+    /// [`information_sums`](Self::information_sums) and
+    /// [`curvature_sums`](Self::curvature_sums). Default `None`: the caller
+    /// ([`observed`](crate::solve::observed::observed)) takes the generic per-row pass and
+    /// the curvature separately. `None` is also the answer for anything irregular.
+    /// [`MixtureOfExperts`](crate::MixtureOfExperts) forms them as weighted Gram products
+    /// when its expert has the GLM parameter layout.
+    fn observed_sums(&self, data: &crate::data::Dataset, theta: &[f64]) -> Option<ObservedSums> {
+        let _ = (data, theta);
+        None
     }
     /// The row sum of the realisation's curvature term at `theta`, computed by the model:
     /// $\sum_i\sum_j (v_i)_j\,\nabla^2_\theta\varphi_{ij}(\theta)$ with

@@ -11,5 +11,5 @@ pub mod mixture;
 pub mod registry;
 pub mod sym;
 
-pub use conditional::{ConditionalFamily, JacT};
+pub use conditional::{ConditionalFamily, JacT, ObservedSums};
 pub use em_model::EmModel;

@@ -6,6 +6,7 @@ use crate::model::EmModel;
 use crate::solve::anderson::Anderson;
 use crate::solve::em::Em;
 use crate::solve::md_adaptive::AdaptiveMirrorDescent;
+use crate::solve::newton::Newton;
 use crate::solve::problem::Problem;
 use crate::solve::solver::{FitState, NextIter, Solver};
 use crate::solve::squarem::Squarem;
@@ -27,11 +28,20 @@ pub enum Accel {
     /// Anderson-accelerated EM with the monotone safeguard ([`Anderson`]: DAAREM, one
     /// EM-map evaluation per iteration).
     Anderson,
+    /// Newton's method on $L$ with the observed information, safeguarded by EM
+    /// ([`Newton`]).
+    Newton,
 }
 
 impl Accel {
     /// Every choice, in the order the CLI lists them.
-    pub const ALL: [Accel; 4] = [Accel::None, Accel::Squarem, Accel::Md, Accel::Anderson];
+    pub const ALL: [Accel; 5] = [
+        Accel::None,
+        Accel::Squarem,
+        Accel::Md,
+        Accel::Anderson,
+        Accel::Newton,
+    ];
 
     /// The name used on the command line and in reports.
     pub fn as_str(self) -> &'static str {
@@ -40,6 +50,7 @@ impl Accel {
             Accel::Squarem => "squarem",
             Accel::Md => "md",
             Accel::Anderson => "anderson",
+            Accel::Newton => "newton",
         }
     }
 
@@ -50,6 +61,7 @@ impl Accel {
             Accel::Squarem => AccelSolver::Squarem(Squarem::new()),
             Accel::Md => AccelSolver::Md(AdaptiveMirrorDescent::new()),
             Accel::Anderson => AccelSolver::Anderson(Anderson::new()),
+            Accel::Newton => AccelSolver::Newton(Newton::new()),
         }
     }
 }
@@ -62,7 +74,7 @@ impl std::fmt::Display for Accel {
 
 impl std::str::FromStr for Accel {
     type Err = MoeError;
-    /// Parses `none`, `squarem`, `md` or `anderson`.
+    /// Parses `none`, `squarem`, `md`, `anderson` or `newton`.
     ///
     /// # Errors
     /// `InvalidParam { name: "accel" }` naming the accepted values.
@@ -72,7 +84,7 @@ impl std::str::FromStr for Accel {
             .find(|a| a.as_str() == s)
             .ok_or_else(|| MoeError::InvalidParam {
                 name: "accel",
-                reason: format!("one of none, squarem, md, anderson; got {s:?}"),
+                reason: format!("one of none, squarem, md, anderson, newton; got {s:?}"),
             })
     }
 }
@@ -88,6 +100,8 @@ pub enum AccelSolver {
     Md(AdaptiveMirrorDescent),
     /// Anderson-accelerated EM.
     Anderson(Anderson),
+    /// Newton with the EM safeguard.
+    Newton(Newton),
 }
 
 impl<M> Solver<Problem<'_, M>> for AccelSolver
@@ -101,6 +115,7 @@ where
             AccelSolver::Squarem(s) => Solver::<Problem<'_, M>>::name(s),
             AccelSolver::Md(s) => Solver::<Problem<'_, M>>::name(s),
             AccelSolver::Anderson(s) => Solver::<Problem<'_, M>>::name(s),
+            AccelSolver::Newton(s) => Solver::<Problem<'_, M>>::name(s),
         }
     }
     fn init(&mut self, problem: &Problem<'_, M>, state: FitState) -> Result<FitState> {
@@ -109,6 +124,7 @@ where
             AccelSolver::Squarem(s) => s.init(problem, state),
             AccelSolver::Md(s) => s.init(problem, state),
             AccelSolver::Anderson(s) => s.init(problem, state),
+            AccelSolver::Newton(s) => s.init(problem, state),
         }
     }
     fn next_iter(&mut self, problem: &Problem<'_, M>, state: FitState) -> NextIter {
@@ -117,6 +133,7 @@ where
             AccelSolver::Squarem(s) => s.next_iter(problem, state),
             AccelSolver::Md(s) => s.next_iter(problem, state),
             AccelSolver::Anderson(s) => s.next_iter(problem, state),
+            AccelSolver::Newton(s) => s.next_iter(problem, state),
         }
     }
 }

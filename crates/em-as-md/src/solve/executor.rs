@@ -560,6 +560,7 @@ mod tests {
                 smoothness: None,
                 backtracks: 1,
                 safeguard: true,
+                missing_weight: Some(0.5),
             },
             elapsed: 0.125,
         };

@@ -242,6 +242,7 @@ impl<M: ConditionalFamily + ?Sized> Solver<Problem<'_, M>> for AdaptiveMirrorDes
             smoothness: l_hat,
             backtracks,
             safeguard: false,
+            missing_weight: None,
         };
         Ok((state, record))
     }

@@ -13,6 +13,8 @@ pub mod gd;
 pub mod gradient_em;
 pub mod md;
 pub mod md_adaptive;
+pub mod newton;
+pub mod observed;
 pub mod observer;
 pub mod problem;
 pub mod solver;

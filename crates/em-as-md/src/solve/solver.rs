@@ -119,6 +119,12 @@ pub struct StepInfo {
     pub backtracks: u64,
     /// Whether a safeguard replaced the extrapolated step by the plain EM step.
     pub safeguard: bool,
+    /// The weight $\beta$ of the missing information in a Newton step's Hessian
+    /// $I_c + C - \beta I_m$ ([`Newton`](crate::solve::newton::Newton): 1 is Newton's
+    /// step, 0 the EM-gradient step); `None` for the other solvers. Absent in records
+    /// written before it existed.
+    #[serde(default)]
+    pub missing_weight: Option<f64>,
 }
 
 impl StepInfo {

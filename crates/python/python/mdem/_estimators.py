@@ -15,7 +15,7 @@ from mdem import _core
 #: Anderson-accelerated EM (DAAREM with a monotone safeguard), mirror descent (step
 #: 1/L-hat measured along the run, or a fixed ``eta``) and gradient descent with Armijo
 #: backtracking.
-SOLVERS = ("em", "squarem", "anderson", "md", "gd")
+SOLVERS = ("em", "squarem", "anderson", "md", "newton", "gd")
 #: How each seeded start is drawn (as ``mdem fit --init``).
 INITS = ("auto", "random", "subset", "kmeans", "short-em")
 #: When a gated fit also starts from the ungated optimum (as ``mdem fit --ungated-start``).
@@ -236,11 +236,12 @@ class MixtureOfExpertsRegressor(RegressorMixin, _MixtureOfExperts):
         Relative tolerance on the change of the average negative log-likelihood.
     max_iter : int, default=500
         Iteration limit per start.
-    solver : {"em", "squarem", "anderson", "md", "gd"}, default="squarem"
+    solver : {"em", "squarem", "anderson", "md", "newton", "gd"}, default="squarem"
         Plain EM, SQUAREM-accelerated EM (the command line's default), Anderson-accelerated
         EM (DAAREM with a monotone safeguard), mirror descent
-        (step 1/L-hat measured along the run, or the fixed step ``eta``), or gradient
-        descent with Armijo backtracking.
+        (step 1/L-hat measured along the run, or the fixed step ``eta``), Newton's
+        method on the log-likelihood with the observed information (EM as the
+        safeguard), or gradient descent with Armijo backtracking.
     eta : float or None, default=None
         Fixed mirror-descent step (``solver="md"`` only).
     standardize : bool, default=True
@@ -489,9 +490,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     init : {"auto", "random", "subset", "kmeans", "short-em"}, default="auto"
         How each start is drawn (as ``mdem fit --init``); "auto" starts with k-means++
         (seeding and Lloyd iterations) and cycles through the others for later starts.
-    solver : {"em", "squarem", "anderson", "md", "gd"}, default="squarem"
+    solver : {"em", "squarem", "anderson", "md", "newton", "gd"}, default="squarem"
         Plain EM, SQUAREM-accelerated EM, Anderson-accelerated EM, mirror descent (step
-        1/L-hat, or ``eta``) or
+        1/L-hat, or ``eta``), Newton with the EM safeguard or
         gradient descent with Armijo backtracking.
     eta : float or None, default=None
         Fixed mirror-descent step (``solver="md"`` only).

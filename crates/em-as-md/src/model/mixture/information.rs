@@ -166,14 +166,26 @@ enum GramSums {
     Complete,
     /// $-\sum_i\sum_k(\rho_k - r_k)E_k^\top F_kE_k$.
     Curvature,
+    /// The three matrices of `Information` and `Curvature`, in that order, with the
+    /// log-likelihood and $\sum_iJ_i^\top v_i$ of the same pass (Newton's method on $L$).
+    Observed,
 }
 
-/// The unnormalised row sums of [`GramSums`], in its order.
-struct Sums(Vec<Mat<f64>>);
+/// The unnormalised row sums of [`GramSums`], in its order, and for `Observed` the
+/// log-likelihood and the gradient sum (zero otherwise).
+struct Sums {
+    mats: Vec<Mat<f64>>,
+    log_lik: f64,
+    gradient: Vec<f64>,
+}
 
 impl Mergeable for Sums {
     fn merge(&mut self, other: Self) {
-        for (a, b) in self.0.iter_mut().zip(&other.0) {
+        for (a, b) in self.mats.iter_mut().zip(&other.mats) {
+            *a += b;
+        }
+        self.log_lik += other.log_lik;
+        for (a, b) in self.gradient.iter_mut().zip(&other.gradient) {
             *a += b;
         }
     }
@@ -239,7 +251,7 @@ impl MixtureOfExperts {
         data: &Dataset,
         theta: &[f64],
     ) -> Option<(Mat<f64>, Mat<f64>)> {
-        let mut v = self.gram_sums(data, theta, GramSums::Information)?;
+        let mut v = self.gram_sums(data, theta, GramSums::Information)?.mats;
         let im = v.pop()?;
         let ic = v.pop()?;
         Some((ic, im))
@@ -252,19 +264,44 @@ impl MixtureOfExperts {
         data: &Dataset,
         theta: &[f64],
     ) -> Option<Mat<f64>> {
-        self.gram_sums(data, theta, GramSums::Complete)?.pop()
+        self.gram_sums(data, theta, GramSums::Complete)?.mats.pop()
     }
 
     /// See [`ConditionalFamily::curvature_sums`] and the [module documentation](self).
     pub(crate) fn curvature_sums_gram(&self, data: &Dataset, theta: &[f64]) -> Option<Mat<f64>> {
-        self.gram_sums(data, theta, GramSums::Curvature)?.pop()
+        self.gram_sums(data, theta, GramSums::Curvature)?.mats.pop()
+    }
+
+    /// See [`ConditionalFamily::observed_sums`]: the matrices of
+    /// [`Self::information_sums_gram`] and [`Self::curvature_sums_gram`], the
+    /// log-likelihood and the gradient sum, in one pass. The gradient's row weights are
+    /// those of $J_i^\top v_i$ through $J_i = C_iE_i$: $\rho_c - r_c$ on the gate's
+    /// block $c$ and $-r_k\,s(e_{kj}) = -r_k(T_j - \mu_{kj})$ on expert $k$'s block $j$
+    /// (the $a_k$ entry of $v_i$ is $\rho_k - r_k$, the $\eta_{kj}$ entry
+    /// $\rho_k\mu_{kj} - r_kT_j$).
+    pub(crate) fn observed_sums_gram(
+        &self,
+        data: &Dataset,
+        theta: &[f64],
+    ) -> Option<crate::model::conditional::ObservedSums> {
+        let mut s = self.gram_sums(data, theta, GramSums::Observed)?;
+        let curvature = s.mats.pop()?;
+        let missing = s.mats.pop()?;
+        let complete = s.mats.pop()?;
+        Some(crate::model::conditional::ObservedSums {
+            log_lik: s.log_lik,
+            gradient: s.gradient,
+            complete,
+            missing,
+            curvature,
+        })
     }
 
     /// The row sums of `what` as weighted Gram products (the [module documentation](self)):
     /// $\big(\sum_iJ_i^\top\nabla^2A(\varphi_i)J_i,\ \sum_iJ_i^\top\mathrm{Cov}_{\text{post}}J_i\big)$
     /// or $\big(-\sum_i\sum_k(\rho_k - r_k)E_k^\top F_kE_k\big)$; `None` for anything
     /// irregular.
-    fn gram_sums(&self, data: &Dataset, theta: &[f64], what: GramSums) -> Option<Vec<Mat<f64>>> {
+    fn gram_sums(&self, data: &Dataset, theta: &[f64], what: GramSums) -> Option<Sums> {
         let np = self.n_params();
         let expert = self.expert();
         if theta.len() != np
@@ -284,6 +321,7 @@ impl MixtureOfExperts {
         let nt = match what {
             GramSums::Information => 2,
             GramSums::Complete | GramSums::Curvature => 1,
+            GramSums::Observed => 3,
         };
         // The pairs b ≤ b' and their weight columns, only where a weight can be non-zero:
         // G^c on two gate blocks or two blocks of one expert, G^m everywhere, G^C on two
@@ -302,13 +340,14 @@ impl MixtureOfExperts {
             u.expert_j.is_some() && v.expert_j.is_some() && u.comp == v.comp
         };
         let nonzero = |t: usize, q: usize| match (what, t) {
-            (GramSums::Information | GramSums::Complete, 0) => {
+            (GramSums::Information | GramSums::Complete | GramSums::Observed, 0) => {
                 let (u, v) = (blocks[pairs[q].0], blocks[pairs[q].1]);
                 (u.expert_j.is_none() && v.expert_j.is_none()) || same_expert(q)
             }
-            (GramSums::Information, _) => true,
+            (GramSums::Information | GramSums::Observed, 1) => true,
             (GramSums::Complete, _) => false,
-            (GramSums::Curvature, _) => same_expert(q),
+            (GramSums::Curvature | GramSums::Observed, _) => same_expert(q),
+            (GramSums::Information, _) => true,
         };
         // col[t][q]: the weight column of pair q in matrix t.
         let mut col: Vec<Vec<Option<usize>>> = vec![vec![None; pairs.len()]; nt];
@@ -335,29 +374,40 @@ impl MixtureOfExperts {
                 let Some(cc) = col_t[q] else { continue };
                 let f = |j: usize, l: usize| u.comp * p * p + j * p + l;
                 weights[cc] = Some(match (what, t, u.expert_j, v.expert_j) {
-                    (GramSums::Information | GramSums::Complete, 0, Some(j), Some(l)) => {
-                        Weight::Expert {
+                    (
+                        GramSums::Information | GramSums::Complete | GramSums::Observed,
+                        0,
+                        Some(j),
+                        Some(l),
+                    ) => Weight::Expert {
+                        k: u.comp,
+                        f: f(j, l),
+                    },
+                    (GramSums::Information | GramSums::Complete | GramSums::Observed, 0, _, _) => {
+                        Weight::Gate {
+                            c: u.comp,
+                            c2: v.comp,
+                        }
+                    }
+                    (GramSums::Information, _, _, _) | (GramSums::Observed, 1, _, _) => {
+                        Weight::Missing {
+                            k: u.comp,
+                            l: v.comp,
+                            b,
+                            b2,
+                        }
+                    }
+                    (GramSums::Curvature | GramSums::Observed, _, Some(j), Some(l)) => {
+                        Weight::Curvature {
                             k: u.comp,
                             f: f(j, l),
                         }
                     }
-                    (GramSums::Information | GramSums::Complete, 0, _, _) => Weight::Gate {
-                        c: u.comp,
-                        c2: v.comp,
-                    },
-                    (GramSums::Information, _, _, _) => Weight::Missing {
-                        k: u.comp,
-                        l: v.comp,
-                        b,
-                        b2,
-                    },
-                    (GramSums::Curvature, _, Some(j), Some(l)) => Weight::Curvature {
-                        k: u.comp,
-                        f: f(j, l),
-                    },
                     // `nonzero` gives G^C columns to one expert's pairs only, and
                     // `Complete` forms its one matrix.
-                    (GramSums::Curvature | GramSums::Complete, _, _, _) => return None,
+                    (GramSums::Curvature | GramSums::Complete | GramSums::Observed, _, _, _) => {
+                        return None
+                    }
                 });
             }
         }
@@ -403,7 +453,11 @@ impl MixtureOfExperts {
                     },
                 }
             },
-            || Sums((0..nt).map(|_| Mat::zeros(np, np)).collect()),
+            || Sums {
+                mats: (0..nt).map(|_| Mat::zeros(np, np)).collect(),
+                log_lik: 0.0,
+                gradient: vec![0.0; if what == GramSums::Observed { np } else { 0 }],
+            },
             |sc, acc, rows| {
                 let m = rows.len();
                 let mut start = rows.start;
@@ -458,8 +512,15 @@ impl MixtureOfExperts {
                                 Some(j) => t[j] - mu[b.comp * p + j],
                             };
                         }
+                        if what == GramSums::Observed {
+                            acc.log_lik += blk.log_lik[l];
+                        }
                     }
                     start = sub.end;
+                }
+                if what == GramSums::Observed {
+                    let xc = data.xt().subcols(rows.start, m);
+                    add_gradient(&blocks, &sc.q, m, xc, &mut sc.w, &mut acc.gradient);
                 }
                 for (cc, wt) in weights.iter().enumerate() {
                     let out = &mut sc.w[cc * m..(cc + 1) * m];
@@ -473,7 +534,7 @@ impl MixtureOfExperts {
                     if qs.is_empty() {
                         continue;
                     }
-                    let target = &mut acc.0[g % nt];
+                    let target = &mut acc.mats[g % nt];
                     let w = &sc.w[first * m..(first + qs.len()) * m];
                     match g / nt {
                         // Coefficient–coefficient: weighted Grams Σ_i w_i x_i x_iᵀ.
@@ -531,6 +592,56 @@ impl MixtureOfExperts {
                 Ok(())
             },
         );
-        sums.ok().map(|s| s.0)
+        sums.ok()
+    }
+}
+
+/// Adds a chunk's $\sum_iJ_i^\top v_i$ to `gradient`: per block $b$, $\sum_i w_b(x_i)\,u_b(x_i)$
+/// with $w = \rho_c - r_c$ on a gate block and $-r_k\,s(e_{kj})$ on an expert block (see
+/// [`MixtureOfExperts::observed_sums_gram`]); `w` is scratch of at least `blocks.len()·m`.
+fn add_gradient(
+    blocks: &[Block],
+    q: &RowQuantities,
+    m: usize,
+    xc: MatRef<'_, f64>,
+    w: &mut [f64],
+    gradient: &mut [f64],
+) {
+    let col = |j: usize| j * m..(j + 1) * m;
+    for (bi, b) in blocks.iter().enumerate() {
+        let (rho, resp) = (&q.rho[col(b.comp)], &q.resp[col(b.comp)]);
+        let out = &mut w[col(bi)];
+        match b.expert_j {
+            None => {
+                for ((o, &a), &r) in out.iter_mut().zip(rho).zip(resp) {
+                    *o = a - r;
+                }
+            }
+            Some(_) => {
+                for ((o, &r), &sv) in out.iter_mut().zip(resp).zip(&q.sval[col(bi)]) {
+                    *o = -r * sv;
+                }
+            }
+        }
+    }
+    let nb = blocks.len();
+    let d = xc.nrows();
+    let mut prod = Mat::<f64>::zeros(d, nb);
+    matmul(
+        prod.as_mut(),
+        Accum::Replace,
+        xc,
+        MatRef::from_column_major_slice(&w[..nb * m], m, nb),
+        1.0,
+        Par::Seq,
+    );
+    for (bi, b) in blocks.iter().enumerate() {
+        if b.is_x {
+            for a in 0..d {
+                gradient[b.off + a] += prod[(a, bi)];
+            }
+        } else {
+            gradient[b.off] += w[col(bi)].iter().sum::<f64>();
+        }
     }
 }

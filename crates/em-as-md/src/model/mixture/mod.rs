@@ -523,6 +523,16 @@ impl ConditionalFamily for MixtureOfExperts {
     fn curvature_sums(&self, data: &crate::data::Dataset, theta: &[f64]) -> Option<faer::Mat<f64>> {
         self.curvature_sums_gram(data, theta)
     }
+    /// $L$'s row sums, $\sum_iJ_i^\top v_i$ and the three information matrices by the
+    /// same weighted Gram products, in one pass; `None` when
+    /// [`information_sums`](ConditionalFamily::information_sums) is.
+    fn observed_sums(
+        &self,
+        data: &crate::data::Dataset,
+        theta: &[f64],
+    ) -> Option<crate::model::conditional::ObservedSums> {
+        self.observed_sums_gram(data, theta)
+    }
     /// [`MixtureFamily::work_len`], and at least $3p$ + `n_params()` for
     /// [`realise_jacobian_t`](ConditionalFamily::realise_jacobian_t).
     fn row_work_len(&self) -> usize {

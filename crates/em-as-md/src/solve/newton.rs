@@ -1,0 +1,185 @@
+//! Newton's method on $L$ with the observed information, safeguarded by EM.
+//!
+//! **The step.** At $\theta_t$ one pass ([`observed`]) gives $L$, $g = \nabla L$ and the
+//! observed information $H = I_c + C - I_m$ (Louis; plus the penalty's Hessian). When $H$
+//! is positive definite (a Cholesky factor exists) the Newton point
+//! $$ \theta^{N} = \theta_t - H^{-1}g $$
+//! is evaluated by the same kind of pass; it is taken when $L(\theta^N) \le L(\theta_t)$,
+//! and that pass is then the next iteration's. Otherwise — $H$ indefinite (far from a
+//! maximum of the likelihood, or near a saddle), $L$ higher at $\theta^N$, or $\theta^N$
+//! outside the domain — the **safeguard** takes the plain EM step $F(\theta_t)$, which never
+//! increases $L$ when its M-step is exact. So $L$ is monotone along the run and every fixed
+//! point is EM's.
+//!
+//! **As mirror descent.** EM is mirror descent with $\eta = 1$ on the mirror map
+//! $\mathcal A$, whose Hessian in $\theta$ is $I_c$ (plus $C$ through the realisation); near
+//! the optimum its step is $\theta_t - (I_c + C)^{-1}g$, and its error contracts by the
+//! missing-information fraction $(I_c + C)^{-1}I_m$ per step — slowly when that fraction
+//! is near 1. The Newton step replaces the mirror map's curvature by the curvature of
+//! $\ell$ itself, $I_c + C - I_m$: it is the mirror step in the local metric
+//! $\ell$ defines, with no missing-information factor left, hence quadratic convergence
+//! near a non-degenerate maximum. Where $I_c + C - I_m$ is not positive definite, the
+//! relative-strong-convexity picture breaks down (the measured modulus
+//! $1 - \lambda_{\max}(I_c^{-1}I_m)$ is not positive) and only EM's global guarantee
+//! ($L = 1$ relative smoothness) is left: that is when the safeguard takes over.
+//!
+//! **Cost.** [`StepInfo::passes`] counts passes over the data: each evaluation of
+//! [`observed`] is one pass when the model forms its sums in one pass
+//! ([`ConditionalFamily::observed_sums`](crate::ConditionalFamily::observed_sums): the
+//! mixture of GLM experts), plus one for the curvature otherwise (a curved generic
+//! model); an accepted Newton step costs one evaluation (the next iteration reuses it),
+//! a safeguard step one evaluation for the rejected trial (none when $H$ is indefinite),
+//! one E-step and one evaluation at $F(\theta_t)$. A pass here forms $n_\theta^2$-sized
+//! weighted Gram products, several times the arithmetic of an E-step: compare wall
+//! times too.
+//!
+//! Requires $n_\theta \times n_\theta$ linear algebra per step; meant for the
+//! moderate $n_\theta$ of mixtures of experts, not for thousands of parameters.
+
+use crate::error::Result;
+use crate::inner::InnerStats;
+use crate::model::EmModel;
+use crate::solve::em_map::EmMap;
+use crate::solve::gd::is_trial_failure;
+use crate::solve::observed::{observed, Observed};
+use crate::solve::problem::Problem;
+use crate::solve::solver::{FitState, IterRecord, NextIter, Solver, StepInfo};
+use faer::linalg::solvers::Solve;
+use faer::{Mat, Side};
+
+/// The safeguarded Newton solver; see the [module documentation](self).
+#[derive(Debug, Clone, Default)]
+pub struct Newton {
+    /// The evaluation at the current iterate, kept from the step that reached it.
+    cache: Option<(Vec<f64>, Observed)>,
+}
+
+impl Newton {
+    /// A Newton solver with an empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// The Newton direction $-H^{-1}g$, or `None` when $H$ has no Cholesky factor (not
+/// positive definite) or the direction is not finite.
+pub fn newton_direction(hessian: &Mat<f64>, gradient: &[f64]) -> Option<Vec<f64>> {
+    let n = gradient.len();
+    let llt = hessian.llt(Side::Lower).ok()?;
+    let rhs = Mat::from_fn(n, 1, |i, _| -gradient[i]);
+    let d = llt.solve(&rhs);
+    let d: Vec<f64> = (0..n).map(|i| d[(i, 0)]).collect();
+    d.iter().all(|x| x.is_finite()).then_some(d)
+}
+
+/// The weights $\beta$ of the missing information tried, in order, for the Hessian
+/// $H_\beta = I_c + C - \beta I_m$ (+ the penalty's): Newton's $\beta = 1$ first, down to
+/// the EM-gradient step's $\beta = 0$.
+pub const MISSING_WEIGHTS: [f64; 4] = [1.0, 0.5, 0.25, 0.0];
+
+/// The step lengths tried along the direction before the safeguard.
+pub const STEP_LENGTHS: [f64; 2] = [1.0, 0.5];
+
+fn grad_norm(o: &Observed) -> f64 {
+    o.gradient.iter().map(|g| g * g).sum::<f64>().sqrt()
+}
+
+impl<M> Solver<Problem<'_, M>> for Newton
+where
+    M: EmModel + ?Sized,
+    M::Stats: 'static,
+{
+    fn name(&self) -> String {
+        "Newton (EM safeguard)".into()
+    }
+    fn init(&mut self, _problem: &Problem<'_, M>, state: FitState) -> Result<FitState> {
+        self.cache = None;
+        Ok(state)
+    }
+    fn next_iter(&mut self, problem: &Problem<'_, M>, state: FitState) -> NextIter {
+        let mut passes = 0u64;
+        let here = match self.cache.take() {
+            Some((theta, o)) if theta == state.theta => o,
+            _ => {
+                let o = observed(problem, &state.theta, true)?;
+                passes += o.passes;
+                o
+            }
+        };
+        let mut rejected = 0u64;
+        // The first β of the ladder whose H_β is positive definite gives the direction.
+        let direction = MISSING_WEIGHTS.iter().find_map(|&beta| {
+            newton_direction(&here.damped_hessian(beta), &here.gradient).map(|d| (beta, d))
+        });
+        if let Some((beta, d)) = &direction {
+            for &alpha in &STEP_LENGTHS {
+                let trial: Vec<f64> = state
+                    .theta
+                    .iter()
+                    .zip(d)
+                    .map(|(t, s)| t + alpha * s)
+                    .collect();
+                match observed(problem, &trial, true) {
+                    Ok(o) => {
+                        passes += o.passes;
+                        if o.objective <= state.objective {
+                            let objective = o.objective;
+                            let mut record = IterRecord::em_map_step(
+                                state.iter + 1,
+                                objective,
+                                InnerStats::exact_step(1, 0.0),
+                                StepInfo {
+                                    passes,
+                                    eta: Some(alpha),
+                                    backtracks: rejected,
+                                    missing_weight: Some(*beta),
+                                    ..StepInfo::default()
+                                },
+                            );
+                            record.grad_norm = grad_norm(&o);
+                            self.cache = Some((trial.clone(), o));
+                            return Ok((state.advance(trial, objective), record));
+                        }
+                    }
+                    // A trial outside the domain is a rejected trial, like a higher L.
+                    Err(e) if is_trial_failure(&e) => passes += 1,
+                    Err(e) => return Err(e),
+                }
+                rejected += 1;
+            }
+        }
+        // The safeguard: the plain EM step, then the evaluation the next step needs.
+        let (stats, _) = problem.e_step(&state.theta)?;
+        let mut next = vec![0.0; state.theta.len()];
+        let inner = problem.m_step(&stats, &state.theta, &mut next)?;
+        drop(stats);
+        let o = observed(problem, &next, true)?;
+        passes += 1 + o.passes;
+        let objective = o.objective;
+        let mut step = StepInfo::extrapolated(passes, 1.0, true);
+        step.backtracks = rejected;
+        let mut record = IterRecord::em_map_step(state.iter + 1, objective, inner, step);
+        record.grad_norm = grad_norm(&o);
+        self.cache = Some((next.clone(), o));
+        Ok((state.advance(next, objective), record))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direction_solves_the_newton_system_and_refuses_indefinite_matrices() {
+        let h = Mat::from_fn(2, 2, |i, j| [[4.0, 1.0], [1.0, 3.0]][i][j]);
+        let g = [1.0, 2.0];
+        let d = newton_direction(&h, &g).unwrap();
+        // H d = −g, checked by the product.
+        for i in 0..2 {
+            let hd: f64 = (0..2).map(|j| h[(i, j)] * d[j]).sum();
+            assert!((hd + g[i]).abs() < 1e-14, "{hd}");
+        }
+        let indefinite = Mat::from_fn(2, 2, |i, j| [[1.0, 0.0], [0.0, -1.0]][i][j]);
+        assert!(newton_direction(&indefinite, &g).is_none());
+    }
+}
