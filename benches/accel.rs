@@ -1,5 +1,6 @@
-//! Whole fits to relative tolerance $10^{-10}$ by plain EM, SQUAREM and mirror descent with
-//! $\eta_t = 1/\hat L_t$ ([`Accel`]) from one start, on gated linear, logistic and Poisson
+//! Whole fits to relative tolerance $10^{-10}$ by every [`Accel`] choice — plain EM,
+//! SQUAREM, mirror descent with $\eta_t = 1/\hat L_t$, Anderson and Newton with the EM
+//! safeguard — from one start, on gated linear, logistic and Poisson
 //! experts ($K = 2$, $d = 3$ with intercept, $n = 2000$, data drawn from a random model by
 //! [`em_as_md::testkit::draw`]). Before criterion's timings the bench prints, per model
 //! and solver, the EM-equivalent passes over the data and the final $L$, so that time,
