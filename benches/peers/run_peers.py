@@ -28,8 +28,8 @@ flexmix `tolerance` (|l_t - l_{t-1}| / (|l_t| + 0.1), l = -nL the total log-like
 scikit-learn `tol` (absolute change of the mean log-likelihood per row) = tol * max(|L|, 1).
 
 Order and load. For each case: mdem (default SQUAREM acceleration), the peer, mdem with
-`--accel none` (plain EM, the peers' algorithm), one after another, so the peer and mdem
-see the same load; the load average is recorded per case. `--repeats N` runs that sequence
+`--accel none` (plain EM, the peers' algorithm) and, with `--newton`, mdem with
+`--accel newton`, one after another, so the peer and mdem see the same load; the load average is recorded per case. `--repeats N` runs that sequence
 N times and shows median times. `--threads 1` (default) runs every
 tool on one thread (RAYON_NUM_THREADS for mdem, OPENBLAS/OMP_NUM_THREADS for R, threadpoolctl
 for scikit-learn); `--threads 0` leaves each tool its default.
@@ -58,6 +58,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The mdem runs of every case: (key, label); `--newton` adds ("mdem_newton", "Newton").
+MDEM_RUNS = [("mdem", "SQUAREM"), ("mdem_none", "plain EM")]
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 FLAG = 1e-6
 
@@ -239,6 +241,8 @@ def main():
                     help="repeat each case's (mdem, peer, mdem plain EM) sequence; the "
                          "table shows median times")
     ap.add_argument("--json", help="also write every measurement here")
+    ap.add_argument("--newton", action="store_true",
+                    help="also time mdem with --accel newton (after plain EM, same load)")
     a = ap.parse_args()
     if not (os.path.exists(a.mdem) or shutil.which(a.mdem)):
         sys.exit(f"mdem binary not found: {a.mdem} (cargo build --release, or --mdem PATH)")
@@ -278,7 +282,9 @@ def main():
                 if "error" in run["peer"]:
                     print(f"# {c['peer']} failed: {run['peer']['error']}", file=sys.stderr)
             run["mdem_none"] = run_mdem(a.mdem, c, path, a, "none")
-            for key in ["mdem", "peer", "mdem_none"]:
+            if a.newton:
+                run["mdem_newton"] = run_mdem(a.mdem, c, path, a, "newton")
+            for key in ["mdem", "peer", "mdem_none"] + (["mdem_newton"] if a.newton else []):
                 v = run[key]
                 print(f"#   {rep + 1}/{a.repeats} {key}: " + ", ".join(
                       f"{x}={v[x]}" for x in ["fit_s", "process_s", "wall_s", "em_s", "ll",
@@ -287,7 +293,7 @@ def main():
                       file=sys.stderr, flush=True)
             r["runs"].append(run)
         r["load_after"] = os.getloadavg()[0]
-        for key in ["mdem", "peer", "mdem_none"]:
+        for key in ["mdem", "peer", "mdem_none"] + (["mdem_newton"] if a.newton else []):
             r[key] = summarise([run[key] for run in r["runs"]])
         results.append(r)
 
@@ -313,7 +319,7 @@ def main():
     flagged = []
     for r in results:
         c, p = r["case"], r["peer"]
-        for key, label in [("mdem", "SQUAREM"), ("mdem_none", "plain EM")]:
+        for key, label in MDEM_RUNS + ([("mdem_newton", "Newton")] if a.newton else []):
             m = r[key]
             if "error" in m:
                 print(f"| {c['name']} | {c['n']} | {c['k']} | {c['peer']} | | | {label} | "
@@ -352,7 +358,7 @@ def main():
     print("|---" * 10 + "|")
     for r in results:
         c = r["case"]
-        for key, label in [("mdem", "SQUAREM"), ("mdem_none", "plain EM")]:
+        for key, label in MDEM_RUNS + ([("mdem_newton", "Newton")] if a.newton else []):
             m = r[key]
             if "phases" not in m:
                 continue

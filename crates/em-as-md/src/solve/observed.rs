@@ -17,8 +17,9 @@
 //! $I_c + C$ only.
 //!
 //! **Sources.** The model's one-pass sums ([`ConditionalFamily::observed_sums`]; the
-//! mixture of experts: weighted Gram products) when it offers them; otherwise one generic
-//! pass forms $\sum_i\log p(y_i\mid x_i)$, $\sum_iJ_i^\top v_i$, $I_c$ and $I_m$ from the
+//! mixture of experts: weighted Gram products) when it offers them; otherwise the model's
+//! [`ConditionalFamily::information_sums`] and one pass for $L$ and $\nabla L$ when it
+//! offers those; otherwise one generic pass forms $\sum_i\log p(y_i\mid x_i)$, $\sum_iJ_i^\top v_i$, $I_c$ and $I_m$ from the
 //! model's row functions (stacked block products, [`information_rows`]), and $C$ comes
 //! from the model's closed form ([`ConditionalFamily::curvature_sums`]) or from
 //! [`curvature_term`]'s central differences, one more pass each — unless the realisation
@@ -103,7 +104,15 @@ pub fn observed<M: ConditionalFamily + ?Sized>(
             s
         }
         _ => {
-            let mut s = information_rows(problem, theta)?;
+            let mut s = match model.information_sums(data, theta) {
+                // The model's own information sums (a model that offers them but not the
+                // one-pass sums); L and ∇L then take one more pass.
+                Some((complete, missing)) if square(&complete) && square(&missing) => {
+                    passes += 1;
+                    unpenalised_sums(problem, theta, complete, missing)?
+                }
+                _ => information_rows(problem, theta)?,
+            };
             if compute_c {
                 passes += 1;
                 s.curvature = match model.curvature_sums(data, theta) {
@@ -158,6 +167,36 @@ pub fn observed<M: ConditionalFamily + ?Sized>(
         });
     }
     Ok(out)
+}
+
+/// [`ObservedSums`] from a model's `complete` and `missing` sums and
+/// [`Problem::objective_and_gradient`], with the penalty taken back out
+/// ($\sum_i\log p = R - nL$, $\sum_iJ_i^\top v_i = n\nabla L - \nabla R$).
+fn unpenalised_sums<M: ConditionalFamily + ?Sized>(
+    problem: &Problem<'_, M>,
+    theta: &[f64],
+    complete: Mat<f64>,
+    missing: Mat<f64>,
+) -> Result<ObservedSums> {
+    let model = problem.model;
+    let np = theta.len();
+    let nf = problem.data.n() as f64;
+    let mut gradient = vec![0.0; np];
+    let l = problem.objective_and_gradient(theta, &mut gradient)?;
+    let mut pg = vec![0.0; np];
+    if model.is_penalised() {
+        model.penalty_gradient(theta, &mut pg);
+    }
+    for (g, p) in gradient.iter_mut().zip(&pg) {
+        *g = *g * nf - p;
+    }
+    Ok(ObservedSums {
+        log_lik: model.penalty(theta) - nf * l,
+        gradient,
+        complete,
+        missing,
+        curvature: Mat::zeros(np, np),
+    })
 }
 
 /// $\nabla^2R$ by central differences of the penalty's gradient (step
