@@ -323,3 +323,17 @@ fn information_sums_without_the_one_pass_sums_give_the_same_observed_information
         }
     }
 }
+
+/// The observed pass merges chunk sums in a fixed order: a Newton run gives the same
+/// iterates, bit for bit, on 1 and 3 threads (several chunks of rows).
+#[test]
+fn newton_runs_are_the_same_for_any_thread_count() {
+    let model = moe(Arc::new(Poisson::new()));
+    let d = draw(&model, &DrawConfig::default(), 9000, 17).unwrap();
+    let fit = || run(&model, &d.data, Newton::new(), &d.theta0);
+    let (a, b) = (common::with_threads(1, fit), common::with_threads(3, fit));
+    assert!(a.trace.len() > 2);
+    assert_eq!(a.best.theta, b.best.theta);
+    let objectives = |r: &FitResult| r.trace.iter().map(|t| t.objective).collect::<Vec<_>>();
+    assert_eq!(objectives(&a), objectives(&b));
+}
