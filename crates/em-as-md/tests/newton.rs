@@ -11,8 +11,8 @@ use em_as_md::testkit::proptest::prelude::*;
 use em_as_md::testkit::{draw, DrawConfig};
 use em_as_md::{
     observed, ConditionalFamily, Dataset, Em, Executor, Expert, FitResult, GateConfig, Gating,
-    LinearGaussian, Logistic, MixtureOfExperts, Newton, Poisson, Problem, Solver, SymMoLinE,
-    SymMoLogE,
+    LinearGaussian, Logistic, MixtureOfExperts, Multinomial, Newton, Poisson, Problem, Solver,
+    SymMoLinE, SymMoLogE,
 };
 use std::sync::Arc;
 
@@ -72,6 +72,7 @@ fn observed_information_is_the_hessian_of_l() {
         ("linear", Arc::new(LinearGaussian::new()) as Arc<dyn Expert>),
         ("logistic", Arc::new(Logistic::new())),
         ("Poisson", Arc::new(Poisson::new())),
+        ("multinomial", Arc::new(Multinomial::new(3).unwrap())),
         // Not the GLM layout's fast path: the generic pass and central differences for C.
         (
             "bivariate normal Glm",
@@ -121,6 +122,7 @@ fn one_pass_gram_sums_match_the_generic_row_pass() {
         Arc::new(LinearGaussian::new()) as Arc<dyn Expert>,
         Arc::new(Logistic::new()),
         Arc::new(Poisson::new()),
+        Arc::new(Multinomial::new(3).unwrap()),
     ] {
         for gating in [Gating::Softmax, Gating::Constant] {
             let model = MixtureOfExperts::new(e.clone(), 3, 2, gating).unwrap();
@@ -172,17 +174,18 @@ where
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
 
     /// Newton under the EM safeguard never increases $L$ beyond round-off, on random gated
-    /// linear, logistic and Poisson mixtures from random starts, and every iteration
+    /// linear, logistic, Poisson and multinomial mixtures from random starts, and every iteration
     /// counts its passes.
     #[test]
-    fn newton_is_monotone(seed in any::<u64>(), which in 0usize..3) {
+    fn newton_is_monotone(seed in any::<u64>(), which in 0usize..4) {
         let e: Arc<dyn Expert> = match which {
             0 => Arc::new(LinearGaussian::new()),
             1 => Arc::new(Logistic::new()),
-            _ => Arc::new(Poisson::new()),
+            2 => Arc::new(Poisson::new()),
+            _ => Arc::new(Multinomial::new(3).unwrap()),
         };
         let model = moe(e);
         let d = draw(&model, &DrawConfig::default(), 300, seed).unwrap();
