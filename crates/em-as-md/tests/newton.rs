@@ -340,3 +340,33 @@ fn newton_runs_are_the_same_for_any_thread_count() {
     let objectives = |r: &FitResult| r.trace.iter().map(|t| t.objective).collect::<Vec<_>>();
     assert_eq!(objectives(&a), objectives(&b));
 }
+
+/// A draw where Newton's path reaches a Poisson expert whose rate heads to 0 (its
+/// intercept near −11) and EM's own step from there leaves the domain: the run is not an
+/// error but ends reported as not converged (an inexact M-step), with $L$ monotone.
+#[test]
+fn a_failed_em_safeguard_ends_the_run_as_not_converged() {
+    let model = moe(Arc::new(Poisson::new()));
+    let d = draw(&model, &DrawConfig::default(), 300, 9524920500292827726).unwrap();
+    let p = Problem::new(&model, &d.data).unwrap();
+    let l0 = p.objective(&d.theta0).unwrap();
+    let r = Executor::new(p, Newton::new())
+        .theta0(d.theta0.clone())
+        .max_iters(200)
+        .tol(1e-12)
+        .run()
+        .unwrap();
+    assert!(
+        matches!(r.termination, em_as_md::Termination::InexactMStep { .. }),
+        "{}",
+        r.termination
+    );
+    assert!(!r.termination.is_converged());
+    let last = r.trace.last().unwrap();
+    assert!(last.step.safeguard && !last.inner.converged && last.inner.fallbacks >= 1);
+    let mut prev = l0;
+    for t in &r.trace {
+        assert!(t.objective <= prev, "{} after {prev}", t.objective);
+        prev = t.objective;
+    }
+}

@@ -19,6 +19,16 @@
 //! two- to fourfold; a finer ladder, down in steps of $0.05$, lands next to the boundary
 //! of positive definiteness, where the steps are long and mostly rejected.)
 //!
+//! **When EM's step fails too.** Newton can follow a direction in which $L$ keeps
+//! decreasing towards a supremum at infinity (a Poisson expert whose rate goes to 0 on
+//! the zero counts, a separated logistic expert), a region plain EM from the same start
+//! may never enter; there EM's M-step has no maximiser and its point leaves the domain.
+//! The step is then shortened along the direction down to $\alpha = 2^{-12}$
+//! ([`LAST_RESORT_HALVINGS`]); if no point is taken the iterate stays, the record says the
+//! M-step failed (`converged: false`, residual $\infty$, one fallback), and the executor
+//! ends the run as [`Termination::InexactMStep`](crate::Termination::InexactMStep):
+//! reported, not converged, never an error.
+//!
 //! **As mirror descent.** EM is mirror descent with $\eta = 1$ on the mirror map
 //! $\mathcal A$, whose Hessian in $\theta$ is $I_c$ (plus $C$ through the realisation); near
 //! the optimum its step is $\theta_t - (I_c + C)^{-1}g$, and its error contracts by the
@@ -46,7 +56,7 @@
 
 use crate::error::Result;
 use crate::inner::InnerStats;
-use crate::model::EmModel;
+use crate::model::{ConditionalFamily, EmModel};
 use crate::solve::em_map::EmMap;
 use crate::solve::gd::is_trial_failure;
 use crate::solve::observed::{observed, Observed};
@@ -121,39 +131,9 @@ where
         });
         if let Some((beta, d)) = &direction {
             for &alpha in &STEP_LENGTHS {
-                let trial: Vec<f64> = state
-                    .theta
-                    .iter()
-                    .zip(d)
-                    .map(|(t, s)| t + alpha * s)
-                    .collect();
-                match observed(problem, &trial, true) {
-                    Ok(o) => {
-                        passes += o.passes;
-                        if o.objective <= state.objective {
-                            let objective = o.objective;
-                            let mut record = IterRecord::em_map_step(
-                                state.iter + 1,
-                                objective,
-                                InnerStats::exact_step(1, 0.0),
-                                StepInfo {
-                                    passes,
-                                    eta: Some(alpha),
-                                    backtracks: rejected,
-                                    missing_weight: Some(*beta),
-                                    ..StepInfo::default()
-                                },
-                            );
-                            record.grad_norm = grad_norm(&o);
-                            self.cache = Some((trial.clone(), o));
-                            return Ok((state.advance(trial, objective), record));
-                        }
-                    }
-                    // A trial outside the domain is a rejected trial, like a higher L.
-                    Err(e) if is_trial_failure(&e) => passes += 1,
-                    Err(e) => return Err(e),
+                if let Some(o) = trial(problem, &state, d, alpha, &mut passes, &mut rejected)? {
+                    return Ok(self.accept(state, o, alpha, *beta, passes, rejected));
                 }
-                rejected += 1;
             }
         }
         // The safeguard: the plain EM step, then the evaluation the next step needs.
@@ -161,8 +141,45 @@ where
         let mut next = vec![0.0; state.theta.len()];
         let inner = problem.m_step(&stats, &state.theta, &mut next)?;
         drop(stats);
-        let o = observed(problem, &next, true)?;
-        passes += 1 + o.passes;
+        passes += 1;
+        let o = match observed(problem, &next, true) {
+            Ok(o) => o,
+            // EM's point outside the domain (a path Newton led to where the M-step has
+            // no maximiser, e.g. a Poisson expert whose rate goes to 0 on zero counts):
+            // shorter steps along the direction, which descends; if none is taken, the
+            // step could not be computed: the iterate stays, recorded as an inexact
+            // M-step, and the run ends not converged (Termination::InexactMStep).
+            Err(e) if is_trial_failure(&e) => {
+                passes += 1;
+                if let Some((beta, d)) = &direction {
+                    for halvings in 2..=LAST_RESORT_HALVINGS {
+                        let alpha = 0.5f64.powi(halvings);
+                        if let Some(o) =
+                            trial(problem, &state, d, alpha, &mut passes, &mut rejected)?
+                        {
+                            return Ok(self.accept(state, o, alpha, *beta, passes, rejected));
+                        }
+                    }
+                }
+                let failed = InnerStats {
+                    iterations: inner.iterations,
+                    residual: f64::INFINITY,
+                    converged: false,
+                    hessians: inner.hessians,
+                    fallbacks: inner.fallbacks + 1,
+                };
+                let mut step = StepInfo::extrapolated(passes, 1.0, true);
+                step.backtracks = rejected;
+                let objective = state.objective;
+                let mut record = IterRecord::em_map_step(state.iter + 1, objective, failed, step);
+                record.grad_norm = grad_norm(&here);
+                let theta = state.theta.clone();
+                self.cache = Some((theta.clone(), here));
+                return Ok((state.advance(theta, objective), record));
+            }
+            Err(e) => return Err(e),
+        };
+        passes += o.passes;
         let objective = o.objective;
         let mut step = StepInfo::extrapolated(passes, 1.0, true);
         step.backtracks = rejected;
@@ -170,6 +187,72 @@ where
         record.grad_norm = grad_norm(&o);
         self.cache = Some((next.clone(), o));
         Ok((state.advance(next, objective), record))
+    }
+}
+
+/// The most halvings of the step length tried when even EM's point is outside the
+/// domain ($\alpha$ down to $2^{-12}$).
+pub const LAST_RESORT_HALVINGS: i32 = 12;
+
+/// Evaluates $\theta_t + \alpha d$: `Some` with the point and its evaluation when $L$ is
+/// no larger than at $\theta_t$; `None` (counted in `rejected`) when it is larger or the
+/// point is outside the domain. Adds the passes made.
+fn trial<M: ConditionalFamily + ?Sized>(
+    problem: &Problem<'_, M>,
+    state: &FitState,
+    d: &[f64],
+    alpha: f64,
+    passes: &mut u64,
+    rejected: &mut u64,
+) -> Result<Option<(Vec<f64>, Observed)>> {
+    let point: Vec<f64> = state
+        .theta
+        .iter()
+        .zip(d)
+        .map(|(t, s)| t + alpha * s)
+        .collect();
+    match observed(problem, &point, true) {
+        Ok(o) => {
+            *passes += o.passes;
+            if o.objective <= state.objective {
+                return Ok(Some((point, o)));
+            }
+        }
+        // A trial outside the domain is a rejected trial, like a higher L.
+        Err(e) if is_trial_failure(&e) => *passes += 1,
+        Err(e) => return Err(e),
+    }
+    *rejected += 1;
+    Ok(None)
+}
+
+impl Newton {
+    /// The record of an accepted Newton-type step, and the cache for the next one.
+    fn accept(
+        &mut self,
+        state: FitState,
+        (point, o): (Vec<f64>, Observed),
+        alpha: f64,
+        beta: f64,
+        passes: u64,
+        rejected: u64,
+    ) -> (FitState, IterRecord) {
+        let objective = o.objective;
+        let mut record = IterRecord::em_map_step(
+            state.iter + 1,
+            objective,
+            InnerStats::exact_step(1, 0.0),
+            StepInfo {
+                passes,
+                eta: Some(alpha),
+                backtracks: rejected,
+                missing_weight: Some(beta),
+                ..StepInfo::default()
+            },
+        );
+        record.grad_norm = grad_norm(&o);
+        self.cache = Some((point.clone(), o));
+        (state.advance(point, objective), record)
     }
 }
 
