@@ -17,7 +17,7 @@
 use diagnostics::information::{curvature_term, information};
 use diagnostics::ratios::bregman_ratios;
 use diagnostics::DiagnosticsError;
-use em_as_md::model::conditional::JacT;
+use em_as_md::testkit::RowFunctionsOnly;
 use em_as_md::{
     ConditionalFamily, Dataset, Expert, Gating, LinearGaussian, Logistic, MixtureOfExperts,
     Multinomial, Poisson, Problem,
@@ -29,70 +29,10 @@ use std::sync::Arc;
 
 mod common;
 
-/// The mixture through the generic paths only: every row function forwarded, neither
-/// `point_rows` nor `information_sums` offered.
-struct Generic<'a>(&'a MixtureOfExperts);
-
-impl ConditionalFamily for Generic<'_> {
-    fn complete(&self) -> &dyn em_as_md::mirror::ExponentialFamily {
-        self.0.complete()
-    }
-    fn n_latent(&self) -> usize {
-        self.0.n_latent()
-    }
-    fn n_params(&self) -> usize {
-        self.0.n_params()
-    }
-    fn n_features(&self) -> usize {
-        self.0.n_features()
-    }
-    fn realise(&self, theta: &[f64], x: &[f64], phi: &mut [f64]) {
-        self.0.realise(theta, x, phi)
-    }
-    fn realise_vjp(&self, theta: &[f64], x: &[f64], v: &[f64], grad: &mut [f64]) {
-        self.0.realise_vjp(theta, x, v, grad)
-    }
-    fn penalty(&self, theta: &[f64]) -> f64 {
-        self.0.penalty(theta)
-    }
-    fn penalty_gradient(&self, theta: &[f64], grad: &mut [f64]) {
-        self.0.penalty_gradient(theta, grad)
-    }
-    fn is_penalised(&self) -> bool {
-        self.0.is_penalised()
-    }
-    fn is_linear(&self) -> bool {
-        self.0.is_linear()
-    }
-    fn row_work_len(&self) -> usize {
-        self.0.row_work_len()
-    }
-    fn complete_log_partition(
-        &self,
-        phi: &[f64],
-        work: &mut [f64],
-    ) -> em_as_md::mirror::Result<f64> {
-        self.0.complete_log_partition(phi, work)
-    }
-    fn complete_mean(
-        &self,
-        phi: &[f64],
-        mu: &mut [f64],
-        work: &mut [f64],
-    ) -> em_as_md::mirror::Result<()> {
-        self.0.complete_mean(phi, mu, work)
-    }
-    fn complete_fisher(
-        &self,
-        phi: &[f64],
-        out: faer::MatMut<'_, f64>,
-        work: &mut [f64],
-    ) -> em_as_md::mirror::Result<()> {
-        self.0.complete_fisher(phi, out, work)
-    }
-    fn realise_jacobian_t(&self, theta: &[f64], x: &[f64], jac_t: JacT<'_>, work: &mut [f64]) {
-        self.0.realise_jacobian_t(theta, x, jac_t, work)
-    }
+/// The mixture through the generic paths only: every row function forwarded, none of
+/// its pass-level fast paths offered.
+fn generic(model: &MixtureOfExperts) -> RowFunctionsOnly<'_, MixtureOfExperts> {
+    RowFunctionsOnly::new(model)
 }
 
 fn experts() -> Vec<Arc<dyn Expert>> {
@@ -189,7 +129,7 @@ fn model_ratios_equal_generic_ratios_to_round_off() {
     for (t, model) in models().iter().enumerate() {
         let (data, truth) = instance(model, 40 + t as u64, 2600);
         let fast = Problem::new(model, &data).unwrap();
-        let wrapped = Generic(model);
+        let wrapped = generic(model);
         let generic = Problem::new(&wrapped, &data).unwrap();
         let mut pts = points(&truth);
         // A point outside the natural domain (every pair using it fails alike).
@@ -242,7 +182,7 @@ fn model_information_equals_generic_information() {
     for (t, model) in models().iter().enumerate() {
         let (data, truth) = instance(model, 70 + t as u64, 2600);
         let fast = Problem::new(model, &data).unwrap();
-        let wrapped = Generic(model);
+        let wrapped = generic(model);
         let generic = Problem::new(&wrapped, &data).unwrap();
         for (s, th) in points(&truth).iter().enumerate() {
             let with_c = s == 1;
@@ -359,7 +299,7 @@ fn information_outside_the_domain_fails_as_the_generic_path_does() {
         MixtureOfExperts::new(Arc::new(LinearGaussian::new()), 2, 3, Gating::Softmax).unwrap();
     let (data, truth) = instance(&model, 5, 500);
     let fast = Problem::new(&model, &data).unwrap();
-    let wrapped = Generic(&model);
+    let wrapped = generic(&model);
     let generic = Problem::new(&wrapped, &data).unwrap();
     let mut bad = truth.clone();
     let last = bad.len() - 1;

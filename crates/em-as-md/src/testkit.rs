@@ -540,6 +540,105 @@ pub fn theta_strategy<M: Simulate + 'static>(
     }))
 }
 
+/// A model seen through its row functions only: every per-row function of
+/// [`ConditionalFamily`] forwarded to `model`, none of its whole-pass fast paths
+/// ([`objective_pass`](ConditionalFamily::objective_pass),
+/// [`point_rows`](ConditionalFamily::point_rows),
+/// [`observed_sums`](ConditionalFamily::observed_sums)) and, unless built by
+/// [`with_information_sums`](Self::with_information_sums), neither its
+/// [`information_sums`](ConditionalFamily::information_sums) nor its
+/// [`curvature_sums`](ConditionalFamily::curvature_sums). What a test compares a model's
+/// fast paths with: the generic paths on the **same** model.
+pub struct RowFunctionsOnly<'a, M: ?Sized> {
+    model: &'a M,
+    sums: bool,
+}
+
+impl<'a, M: ConditionalFamily + ?Sized> RowFunctionsOnly<'a, M> {
+    /// `model` through its row functions alone.
+    pub fn new(model: &'a M) -> Self {
+        RowFunctionsOnly { model, sums: false }
+    }
+    /// `model` through its row functions and its `information_sums` and
+    /// `curvature_sums`: a model written before the one-pass `observed_sums`.
+    pub fn with_information_sums(model: &'a M) -> Self {
+        RowFunctionsOnly { model, sums: true }
+    }
+}
+
+impl<M: ConditionalFamily + ?Sized> ConditionalFamily for RowFunctionsOnly<'_, M> {
+    fn complete(&self) -> &dyn mirror::ExponentialFamily {
+        self.model.complete()
+    }
+    fn n_latent(&self) -> usize {
+        self.model.n_latent()
+    }
+    fn n_params(&self) -> usize {
+        self.model.n_params()
+    }
+    fn n_features(&self) -> usize {
+        self.model.n_features()
+    }
+    fn realise(&self, theta: &[f64], x: &[f64], phi: &mut [f64]) {
+        self.model.realise(theta, x, phi)
+    }
+    fn realise_vjp(&self, theta: &[f64], x: &[f64], v: &[f64], grad: &mut [f64]) {
+        self.model.realise_vjp(theta, x, v, grad)
+    }
+    fn penalty(&self, theta: &[f64]) -> f64 {
+        self.model.penalty(theta)
+    }
+    fn penalty_gradient(&self, theta: &[f64], grad: &mut [f64]) {
+        self.model.penalty_gradient(theta, grad)
+    }
+    fn is_penalised(&self) -> bool {
+        self.model.is_penalised()
+    }
+    fn is_linear(&self) -> bool {
+        self.model.is_linear()
+    }
+    fn row_work_len(&self) -> usize {
+        self.model.row_work_len()
+    }
+    fn complete_log_partition(&self, phi: &[f64], work: &mut [f64]) -> mirror::Result<f64> {
+        self.model.complete_log_partition(phi, work)
+    }
+    fn complete_mean(&self, phi: &[f64], mu: &mut [f64], work: &mut [f64]) -> mirror::Result<()> {
+        self.model.complete_mean(phi, mu, work)
+    }
+    fn complete_fisher(
+        &self,
+        phi: &[f64],
+        out: faer::MatMut<'_, f64>,
+        work: &mut [f64],
+    ) -> mirror::Result<()> {
+        self.model.complete_fisher(phi, out, work)
+    }
+    fn realise_jacobian_t(
+        &self,
+        theta: &[f64],
+        x: &[f64],
+        jac_t: crate::model::conditional::JacT<'_>,
+        work: &mut [f64],
+    ) {
+        self.model.realise_jacobian_t(theta, x, jac_t, work)
+    }
+    fn information_sums(
+        &self,
+        data: &Dataset,
+        theta: &[f64],
+    ) -> Option<(faer::Mat<f64>, faer::Mat<f64>)> {
+        self.sums
+            .then(|| self.model.information_sums(data, theta))
+            .flatten()
+    }
+    fn curvature_sums(&self, data: &Dataset, theta: &[f64]) -> Option<faer::Mat<f64>> {
+        self.sums
+            .then(|| self.model.curvature_sums(data, theta))
+            .flatten()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

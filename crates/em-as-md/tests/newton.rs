@@ -8,7 +8,7 @@ mod common;
 
 use em_as_md::solve::observed::information_rows;
 use em_as_md::testkit::proptest::prelude::*;
-use em_as_md::testkit::{draw, DrawConfig};
+use em_as_md::testkit::{draw, DrawConfig, RowFunctionsOnly};
 use em_as_md::{
     observed, ConditionalFamily, Dataset, Em, Executor, Expert, FitResult, GateConfig, Gating,
     LinearGaussian, Logistic, MixtureOfExperts, Multinomial, Newton, Poisson, Problem, Solver,
@@ -253,53 +253,6 @@ fn newton_reaches_the_em_optimum_with_fewer_passes() {
     check("SymMoLinE", &em, &nt);
 }
 
-/// The mixture seen through its row functions and its `information_sums` and
-/// `curvature_sums` only (no one-pass `observed_sums`): a model written before them.
-struct SumsOnly<'a>(&'a MixtureOfExperts);
-
-impl ConditionalFamily for SumsOnly<'_> {
-    fn complete(&self) -> &dyn em_as_md::mirror::ExponentialFamily {
-        self.0.complete()
-    }
-    fn n_latent(&self) -> usize {
-        self.0.n_latent()
-    }
-    fn n_params(&self) -> usize {
-        self.0.n_params()
-    }
-    fn n_features(&self) -> usize {
-        self.0.n_features()
-    }
-    fn realise(&self, theta: &[f64], x: &[f64], phi: &mut [f64]) {
-        self.0.realise(theta, x, phi)
-    }
-    fn realise_vjp(&self, theta: &[f64], x: &[f64], v: &[f64], grad: &mut [f64]) {
-        self.0.realise_vjp(theta, x, v, grad)
-    }
-    fn penalty(&self, theta: &[f64]) -> f64 {
-        self.0.penalty(theta)
-    }
-    fn penalty_gradient(&self, theta: &[f64], grad: &mut [f64]) {
-        self.0.penalty_gradient(theta, grad)
-    }
-    fn is_penalised(&self) -> bool {
-        self.0.is_penalised()
-    }
-    fn row_work_len(&self) -> usize {
-        self.0.row_work_len()
-    }
-    fn information_sums(
-        &self,
-        data: &Dataset,
-        theta: &[f64],
-    ) -> Option<(em_as_md::faer::Mat<f64>, em_as_md::faer::Mat<f64>)> {
-        self.0.information_sums(data, theta)
-    }
-    fn curvature_sums(&self, data: &Dataset, theta: &[f64]) -> Option<em_as_md::faer::Mat<f64>> {
-        self.0.curvature_sums(data, theta)
-    }
-}
-
 /// A model with `information_sums` but no `observed_sums` gets its own matrices and $L$,
 /// $\nabla L$ from one more pass — the same numbers as the one-pass sums, penalty
 /// included, and the passes counted (information, $L$ and $\nabla L$, curvature).
@@ -314,7 +267,7 @@ fn information_sums_without_the_one_pass_sums_give_the_same_observed_information
     .unwrap();
     let d = draw(&ridged, &DrawConfig::default(), 300, 5).unwrap();
     let one = observed(&Problem::new(&ridged, &d.data).unwrap(), &d.theta0, true).unwrap();
-    let wrapped = SumsOnly(&ridged);
+    let wrapped = RowFunctionsOnly::with_information_sums(&ridged);
     let two = observed(&Problem::new(&wrapped, &d.data).unwrap(), &d.theta0, true).unwrap();
     assert_eq!((one.passes, two.passes), (1, 3));
     assert!((one.objective - two.objective).abs() < 1e-13 * one.objective.abs());
