@@ -43,7 +43,7 @@
 //!
 //! **Cost.** [`StepInfo::passes`] counts passes over the data: each evaluation of
 //! [`observed`] is one pass when the model forms its sums in one pass
-//! ([`ConditionalFamily::observed_sums`](crate::ConditionalFamily::observed_sums): the
+//! ([`ConditionalFamily::observed_sums`]: the
 //! mixture of GLM experts), plus one for the curvature otherwise (a curved generic
 //! model); an accepted Newton step costs one evaluation (the next iteration reuses it),
 //! a safeguard step one evaluation for the rejected trial (none when $H$ is indefinite),
