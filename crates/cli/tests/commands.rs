@@ -93,6 +93,7 @@ fn compare_prints_a_table_and_writes_both_figures_and_the_traces() {
         "SQUAREM",
         "Anderson",
         "MD(η=1/L̂)",
+        "Newton (EM safeguard)",
         "MD(η=0.5)",
         "MD(η=1)",
         "Adam(lr=0.1)",
@@ -121,6 +122,19 @@ fn compare_prints_a_table_and_writes_both_figures_and_the_traces() {
         } else {
             assert_eq!((&r[6], &r[9], &r[10]), ("1", "false", "true"), "{r:?}");
             assert!(num(r, 2) <= num(em[t - 1], 2) + 1e-12, "{r:?}");
+        }
+        assert!(r[11].is_empty(), "EM has no β: {r:?}");
+    }
+    // Newton: every step not taken by the safeguard records its β in [0, 1].
+    let newton: Vec<_> = rows
+        .iter()
+        .filter(|r| &r[0] == "Newton (EM safeguard)")
+        .skip(1)
+        .collect();
+    assert!(!newton.is_empty());
+    for r in newton {
+        if &r[9] == "false" {
+            assert!((0.0..=1.0).contains(&num(r, 11)), "{r:?}");
         }
     }
     std::fs::remove_dir_all(&out).unwrap();

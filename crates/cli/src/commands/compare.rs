@@ -142,7 +142,7 @@ pub fn summarise(run: &Run, l_star: f64, eps: f64) -> Summary {
 }
 
 /// Header of `DIR/compare_trace.csv` ([`write_traces`]).
-pub const TRACE_COLUMNS: [&str; 11] = [
+pub const TRACE_COLUMNS: [&str; 12] = [
     "solver",
     "iteration",
     "objective",
@@ -154,12 +154,14 @@ pub const TRACE_COLUMNS: [&str; 11] = [
     "backtracks",
     "safeguard",
     "inner_converged",
+    "missing_weight",
 ];
 
 /// Writes every recorded iteration of every run as CSV rows ([`TRACE_COLUMNS`]): the
 /// solver, $t$, $L(\theta_t)$, $L(\theta_t) - L^\star$, seconds since the run's start,
 /// cumulative EM-equivalent passes, and what step $t$ did ($\eta$, $\hat L_t$,
-/// backtracks, safeguard, whether every inner solve met its tolerance; empty at $t = 0$
+/// backtracks, safeguard, whether every inner solve met its tolerance, and for a Newton
+/// step the weight $\beta$ of $I_m$ in its Hessian $I_c + C - \beta I_m$; empty at $t = 0$
 /// and where the solver has none). Numbers in Rust's shortest round-trip form.
 ///
 /// # Errors
@@ -184,6 +186,7 @@ pub fn write_traces(w: impl std::io::Write, runs: &[Run], l_star: f64) -> std::i
                 step.map_or_else(String::new, |s| s.backtracks.to_string()),
                 step.map_or_else(String::new, |s| s.safeguard.to_string()),
                 converged.map_or_else(String::new, bool::to_string),
+                opt(step.and_then(|s| s.missing_weight)),
             ])?;
         }
     }
