@@ -45,9 +45,9 @@
 //! [`observed`] is one pass when the model forms its sums in one pass
 //! ([`ConditionalFamily::observed_sums`]: the
 //! mixture of GLM experts), plus one for the curvature otherwise (a curved generic
-//! model); an accepted Newton step costs one evaluation (the next iteration reuses it),
-//! a safeguard step one evaluation for the rejected trial (none when $H$ is indefinite),
-//! one E-step and one evaluation at $F(\theta_t)$. A pass here forms $n_\theta^2$-sized
+//! model); an accepted step costs one evaluation (the next iteration reuses it) plus one
+//! per rejected trial before it, a safeguard step one per rejected trial (none when no
+//! $H_\beta$ is positive definite), one E-step and one evaluation at $F(\theta_t)$. A pass here forms $n_\theta^2$-sized
 //! weighted Gram products, several times the arithmetic of an E-step: compare wall
 //! times too.
 //!
