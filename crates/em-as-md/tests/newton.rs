@@ -294,9 +294,10 @@ fn newton_runs_are_the_same_for_any_thread_count() {
     assert_eq!(objectives(&a), objectives(&b));
 }
 
-/// A draw where Newton's path reaches a Poisson expert whose rate heads to 0 (its
-/// intercept near −11) and EM's own step from there leaves the domain: the run is not an
-/// error but ends reported as not converged (an inexact M-step), with $L$ monotone.
+/// A draw where Newton's path reaches a region where EM's M-step has no maximiser (a
+/// Poisson expert whose rate heads to 0 on the zero counts) and EM's own step from there
+/// is invalid or raises $L$: the run is not an error but ends reported as not converged
+/// (an inexact M-step), with $L$ monotone.
 #[test]
 fn a_failed_em_safeguard_ends_the_run_as_not_converged() {
     let model = moe(Arc::new(Poisson::new()));
