@@ -4,8 +4,8 @@
 //! parts of the observed information $H = I_c + C - I_m$ (Louis; plus the penalty's
 //! Hessian). The direction is $-H_\beta^{-1}g$ with
 //! $$ H_\beta = I_c + C - \beta I_m $$
-//! for the first $\beta$ of [`MISSING_WEIGHTS`] ($1, 0.9, 0.75, 0.5, 0.25, 0$) whose
-//! $H_\beta$ has a Cholesky factor: $\beta = 1$ is Newton's step, $\beta = 0$ Lange's
+//! for the first $\beta$ of [`MISSING_WEIGHTS`] ($1, 0.9, 0.75, 0.5, 0.25, 0$), from the
+//! rung where the last iteration left it (below), whose $H_\beta$ has a Cholesky factor: $\beta = 1$ is Newton's step, $\beta = 0$ Lange's
 //! EM-gradient step (EM's step to first order), and $H_\beta$ is positive definite when
 //! $\beta\,\lambda_{\max}\big((I_c + C)^{-1}I_m\big) < 1$. The points
 //! $\theta_t - \alpha H_\beta^{-1}g$ for $\alpha$ in [`STEP_LENGTHS`] ($1$, then
