@@ -42,17 +42,18 @@
 //! anything is irregular (outside the natural domain, non-finite) makes the whole
 //! computation return `None`, and the caller's generic path then reports the error.
 
-use super::rows::MixtureRows;
+use super::steps::EPass;
 use super::{Gating, MixtureOfExperts};
 use crate::data::Dataset;
 use crate::error::MoeError;
 use crate::inner::gram::{add_weighted_grams, gram_buffer_len};
 use crate::inner::parallel::{fold_rows_with, Mergeable, CHUNK};
+use crate::inner::thin::chunk_dots;
+use crate::model::gate::gate_softmax_rows;
 use crate::model::ConditionalFamily;
-use crate::solve::problem::{BlockScratch, PointBlock, PointRows, RowObservation};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
-use mirror::ExponentialFamily;
+use mirror::special::softmax_in_place;
 
 /// One block of $\theta$: its offset, whether it multiplies $x$ (else a scalar), its
 /// component $k$ and, for an expert block, its natural component $j$ (`None`: gate).
@@ -64,16 +65,14 @@ struct Block {
     expert_j: Option<usize>,
 }
 
-/// Rows per call of the block evaluator ([`PointRows::posterior_block`]) in the
-/// information pass: one parameter point at a time, so a block larger than the ratios'
-/// [`POINT_BLOCK_ROWS`](crate::solve::problem::POINT_BLOCK_ROWS) still stays in cache.
-const INFO_BLOCK_ROWS: usize = 256;
-
 /// Per-worker buffers.
 struct Scratch {
-    obs: Vec<RowObservation>,
-    bs: BlockScratch,
-    blk: PointBlock,
+    /// The chunk's products $X_c^\top[\,W \mid B\,]$: gate logits and $\eta$'s regressed
+    /// components.
+    lin: Mat<f64>,
+    /// The gate softmax's shifts and sums per row.
+    gmax: Vec<f64>,
+    gsum: Vec<f64>,
     /// $T_F(y_i)$, $\eta_k$, $\mu_k$ ($K p$) and $F_k$ ($p^2$) of one row.
     t: Vec<f64>,
     eta: Vec<f64>,
@@ -412,7 +411,27 @@ impl MixtureOfExperts {
             }
         }
         let weights: Vec<Weight> = weights.into_iter().collect::<Option<_>>()?;
-        let ev = MixtureRows::new(self, theta)?;
+        // The posterior r and log p(y_i | x_i) from the E-step's own pass (its batched
+        // densities and softmax), not needed for the complete information alone.
+        let (resp, log_lik) = match what {
+            GramSums::Complete => (Vec::new(), 0.0),
+            _ => {
+                let (stats, ll) = self.e_fold(data, theta, EPass::Responsibilities).ok()?;
+                (stats.resp, ll)
+            }
+        };
+        // η_k(x_i) and the gate logits of a chunk in one product, as the E-step forms them.
+        let (coef, gcols) = self.coefficient_matrix(theta, None);
+        let r = expert.n_regressed();
+        let consts: Vec<f64> = (0..k)
+            .flat_map(|c| self.expert_block(theta, c)[r * d..].to_vec())
+            .collect();
+        // Constant gating: ρ = softmax of the K − 1 logits and 0, the same on every row.
+        let mut const_rho = vec![0.0; k];
+        if self.gating() == Gating::Constant {
+            const_rho[..k - 1].copy_from_slice(self.gate_block(theta));
+            softmax_in_place(&mut const_rho);
+        }
         let fam = expert.family();
         let fits = |c: &Scratch| {
             c.w.len() == ncol * CHUNK
@@ -420,38 +439,29 @@ impl MixtureOfExperts {
                 && c.q.fis.len() == k * p * p * CHUNK
                 && c.q.rho.len() == k * CHUNK
                 && c.mu.len() == k * p
-                && c.bs.fits(self, INFO_BLOCK_ROWS)
-                && c.blk.capacity() == INFO_BLOCK_ROWS
-                && c.blk.phi.len() == self.mixture_family().dim() * INFO_BLOCK_ROWS
+                && c.lin.ncols() == coef.ncols()
                 && c.buf.len() == gram_buffer_len(d)
         };
         let sums = fold_rows_with(
             data.n(),
             |cached: Option<Scratch>| {
-                // The observations' buffers are sized by the model: built anew per job.
-                let obs = (0..INFO_BLOCK_ROWS)
-                    .map(|_| RowObservation::new(self))
-                    .collect();
-                match cached.filter(fits) {
-                    Some(c) => Scratch { obs, ..c },
-                    None => Scratch {
-                        obs,
-                        bs: BlockScratch::new(self, INFO_BLOCK_ROWS),
-                        blk: PointBlock::new(self, INFO_BLOCK_ROWS),
-                        t: vec![0.0; p],
-                        eta: vec![0.0; p],
-                        mu: vec![0.0; k * p],
-                        fi: vec![0.0; p * p],
-                        q: RowQuantities {
-                            rho: vec![0.0; k * CHUNK],
-                            resp: vec![0.0; k * CHUNK],
-                            fis: vec![0.0; k * p * p * CHUNK],
-                            sval: vec![0.0; nb * CHUNK],
-                        },
-                        w: vec![0.0; ncol * CHUNK],
-                        buf: vec![0.0; gram_buffer_len(d)],
+                cached.filter(fits).unwrap_or_else(|| Scratch {
+                    lin: Mat::zeros(CHUNK, coef.ncols()),
+                    gmax: vec![0.0; CHUNK],
+                    gsum: vec![0.0; CHUNK],
+                    t: vec![0.0; p],
+                    eta: vec![0.0; p],
+                    mu: vec![0.0; k * p],
+                    fi: vec![0.0; p * p],
+                    q: RowQuantities {
+                        rho: vec![0.0; k * CHUNK],
+                        resp: vec![0.0; k * CHUNK],
+                        fis: vec![0.0; k * p * p * CHUNK],
+                        sval: vec![0.0; nb * CHUNK],
                     },
-                }
+                    w: vec![0.0; ncol * CHUNK],
+                    buf: vec![0.0; gram_buffer_len(d)],
+                })
             },
             || Sums {
                 mats: (0..nt).map(|_| Mat::zeros(np, np)).collect(),
@@ -460,63 +470,67 @@ impl MixtureOfExperts {
             },
             |sc, acc, rows| {
                 let m = rows.len();
-                let mut start = rows.start;
-                while start < rows.end {
-                    let sub = start..(start + INFO_BLOCK_ROWS).min(rows.end);
-                    let mb = sub.len();
-                    for (ob, i) in sc.obs.iter_mut().zip(sub.clone()) {
-                        ob.set(self, data.y(i));
+                let Scratch {
+                    lin,
+                    gmax,
+                    gsum,
+                    t,
+                    eta,
+                    mu,
+                    fi,
+                    q,
+                    ..
+                } = &mut *sc;
+                chunk_dots(data, rows.clone(), coef.as_ref(), lin);
+                let cols: Vec<&[f64]> = (0..coef.ncols())
+                    .map(|j| &lin.col_as_slice(j)[..m])
+                    .collect();
+                // ρ: the gate's probabilities (= softmax_k(a_k + A_F(η_k))).
+                match self.gating() {
+                    Gating::Softmax => {
+                        gate_softmax_rows(
+                            &cols[..gcols],
+                            k,
+                            &mut q.rho,
+                            &mut gmax[..m],
+                            &mut gsum[..m],
+                        )
+                        .map_err(|_| irregular())?;
                     }
-                    let fails = ev.posterior_block(
-                        data,
-                        sub.clone(),
-                        &sc.obs[..mb],
-                        true,
-                        &mut sc.bs,
-                        &mut sc.blk,
-                    );
-                    if fails.posterior.is_some() || fails.mean.is_some() {
-                        return Err(irregular());
+                    Gating::Constant => {
+                        for (c, &v) in const_rho.iter().enumerate() {
+                            q.rho[c * m..(c + 1) * m].fill(v);
+                        }
                     }
-                    let Scratch {
-                        blk,
-                        t,
-                        eta,
-                        mu,
-                        fi,
-                        q,
-                        ..
-                    } = &mut *sc;
-                    for (l, i) in sub.clone().enumerate() {
-                        let li = i - rows.start;
-                        // ∇A(φ) and E_post[T] begin with ρ and r (T(y, z) = (e_z, e_z ⊗ T_F(y))).
-                        for c in 0..k {
-                            q.rho[c * m + li] = blk.mean[c * mb + l];
-                            q.resp[c * m + li] = blk.post_stats[c * mb + l];
+                }
+                for (li, i) in rows.clone().enumerate() {
+                    if let Some(row) = resp.get(i * k..(i + 1) * k) {
+                        for (c, &v) in row.iter().enumerate() {
+                            q.resp[c * m + li] = v;
                         }
-                        fam.sufficient_stats(data.y(i), t);
-                        for c in 0..k {
-                            for (j, e) in eta.iter_mut().enumerate() {
-                                *e = blk.phi[(k + c * p + j) * mb + l];
-                            }
-                            expert
-                                .moments(eta, &mut mu[c * p..(c + 1) * p], fi)
-                                .map_err(|_| irregular())?;
-                            for (jl, &v) in fi.iter().enumerate() {
-                                q.fis[(c * p * p + jl) * m + li] = v;
-                            }
-                        }
-                        for (bi, b) in blocks.iter().enumerate() {
-                            q.sval[bi * m + li] = match b.expert_j {
-                                None => 1.0,
-                                Some(j) => t[j] - mu[b.comp * p + j],
+                    }
+                    fam.sufficient_stats(data.y(i), t);
+                    for c in 0..k {
+                        for (j, e) in eta.iter_mut().enumerate() {
+                            *e = if j < r {
+                                cols[gcols + c * r + j][li]
+                            } else {
+                                consts[c * (p - r) + (j - r)]
                             };
                         }
-                        if what == GramSums::Observed {
-                            acc.log_lik += blk.log_lik[l];
+                        expert
+                            .moments(eta, &mut mu[c * p..(c + 1) * p], fi)
+                            .map_err(|_| irregular())?;
+                        for (jl, &v) in fi.iter().enumerate() {
+                            q.fis[(c * p * p + jl) * m + li] = v;
                         }
                     }
-                    start = sub.end;
+                    for (bi, b) in blocks.iter().enumerate() {
+                        q.sval[bi * m + li] = match b.expert_j {
+                            None => 1.0,
+                            Some(j) => t[j] - mu[b.comp * p + j],
+                        };
+                    }
                 }
                 if what == GramSums::Observed {
                     let xc = data.xt().subcols(rows.start, m);
@@ -592,7 +606,9 @@ impl MixtureOfExperts {
                 Ok(())
             },
         );
-        sums.ok()
+        let mut sums = sums.ok()?;
+        sums.log_lik = log_lik;
+        Some(sums)
     }
 }
 

@@ -733,7 +733,11 @@ impl MixtureOfExperts {
     /// compute all gate logits and regressed expert components of a chunk in one product.
     /// With `means` (Gaussian-regression experts: $\beta_k$, $K d$ values) expert $k$ has
     /// the one column $\beta_k$, so the product gives the regression means.
-    fn coefficient_matrix(&self, theta: &[f64], means: Option<&[f64]>) -> (Mat<f64>, usize) {
+    pub(super) fn coefficient_matrix(
+        &self,
+        theta: &[f64],
+        means: Option<&[f64]>,
+    ) -> (Mat<f64>, usize) {
         let d = self.n_features();
         let k = self.n_experts();
         let r = match means {
