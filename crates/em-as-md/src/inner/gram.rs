@@ -2,6 +2,7 @@
 //! cost of linear experts' M-steps and of the gate's Newton Hessians.
 
 use crate::data::Dataset;
+use crate::inner::thin::scaled_copies;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 
@@ -78,16 +79,8 @@ pub(crate) fn add_weighted_grams(
             let end = (start + block).min(rows.end);
             let m = end - start;
             let b = &mut buf[..sd * m];
-            for (li, i) in (start..end).enumerate() {
-                let x = data.x(i);
-                let col = &mut b[li * sd..(li + 1) * sd];
-                for (j, part) in col.chunks_exact_mut(d).enumerate() {
-                    let wi = w[(first + j) * m_all + (i - rows.start)];
-                    for (c, xa) in part.iter_mut().zip(x) {
-                        *c = wi * xa;
-                    }
-                }
-            }
+            let w0 = first * m_all + (start - rows.start);
+            scaled_copies(data.x_rows(start..end), d, &w[w0..], m_all, s, b);
             let bm = MatRef::from_column_major_slice(b, sd, m);
             let xc = data.xt().subcols(start, m);
             matmul(prod.as_mut(), accum, bm, xc.transpose(), 1.0, Par::Seq);

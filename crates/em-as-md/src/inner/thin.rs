@@ -1,6 +1,7 @@
 //! Products of a chunk of rows with one or two columns: $g_i = x_i^\top b$ per row
 //! ([`rows_dot`]) and $\sum_i r_i x_i$ ([`add_rows_scaled`]), the logits and gradients
-//! of the gate's and the logistic experts' Newton passes and of the E-step.
+//! of the gate's and the logistic experts' Newton passes and of the E-step; and the
+//! $w$-scaled row copies that the weighted Grams multiply ([`scaled_copies`]).
 //!
 //! With so few columns and $d$ around ten, faer's matrix–vector paths spend most of their
 //! time on per-row overhead (about 0.1 ms for $20\,000 \times 11$ values, where the
@@ -69,6 +70,23 @@ fn scaled_portable(x: &[f64], d: usize, r: &[f64], g: &mut [f64]) {
     }
     for (ga, aa) in g[..d].iter_mut().zip(&acc) {
         *ga += aa;
+    }
+}
+
+/// `out` row $i$ $= (w_{0i}x_i, \dots, w_{s-1,i}x_i)$ ($sd$ values) for the rows of `x`,
+/// with $w_{ji}$ = `w[j * stride + i]`.
+fn copies_portable(x: &[f64], d: usize, w: &[f64], stride: usize, s: usize, out: &mut [f64]) {
+    for (i, (xi, oi)) in x
+        .chunks_exact(d)
+        .zip(out.chunks_exact_mut(s * d))
+        .enumerate()
+    {
+        for (j, part) in oi.chunks_exact_mut(d).enumerate() {
+            let wi = w[j * stride + i];
+            for (o, v) in part.iter_mut().zip(xi) {
+                *o = wi * v;
+            }
+        }
     }
 }
 
@@ -188,6 +206,80 @@ mod x86 {
         }
     }
 
+    /// [`super::copies_portable`]: $m$ = `out.len() / (s d)` rows.
+    ///
+    /// # Safety
+    /// `x` holds at least $md$ values, `w` at least $(s-1)\,$`stride`$ + m$, $d \le 24$.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn copies_512(
+        x: &[f64],
+        d: usize,
+        w: &[f64],
+        stride: usize,
+        s: usize,
+        out: &mut [f64],
+    ) {
+        let nb = d.div_ceil(LANES);
+        let masks: [__mmask8; 3] = std::array::from_fn(|lb| if lb < nb { mask8(d, lb) } else { 0 });
+        for (i, oi) in out.chunks_exact_mut(s * d).enumerate() {
+            let row = unsafe { x.as_ptr().add(i * d) };
+            let mut xv = [_mm512_setzero_pd(); 3];
+            for lb in 0..nb {
+                xv[lb] = unsafe { _mm512_maskz_loadu_pd(masks[lb], row.wrapping_add(lb * LANES)) };
+            }
+            for (j, part) in oi.chunks_exact_mut(d).enumerate() {
+                let wv = _mm512_set1_pd(w[j * stride + i]);
+                for lb in 0..nb {
+                    let dst = part.as_mut_ptr().wrapping_add(lb * LANES);
+                    unsafe { _mm512_mask_storeu_pd(dst, masks[lb], _mm512_mul_pd(wv, xv[lb])) };
+                }
+            }
+        }
+    }
+
+    /// As [`copies_512`], in pairs of 4-lane registers.
+    ///
+    /// # Safety
+    /// As [`copies_512`].
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn copies_256(
+        x: &[f64],
+        d: usize,
+        w: &[f64],
+        stride: usize,
+        s: usize,
+        out: &mut [f64],
+    ) {
+        let nb = d.div_ceil(LANES);
+        let mut masks = [[_mm256_setzero_si256(); 2]; 3];
+        for (lb, m) in masks.iter_mut().enumerate().take(nb) {
+            for (mh, k) in m.iter_mut().zip(&mask4x2(d, lb)) {
+                *mh = unsafe { _mm256_loadu_si256(k.as_ptr().cast()) };
+            }
+        }
+        for (i, oi) in out.chunks_exact_mut(s * d).enumerate() {
+            let row = unsafe { x.as_ptr().add(i * d) };
+            let mut xv = [[_mm256_setzero_pd(); 2]; 3];
+            for lb in 0..nb {
+                for h in 0..2 {
+                    xv[lb][h] = unsafe {
+                        _mm256_maskload_pd(row.wrapping_add(lb * LANES + 4 * h), masks[lb][h])
+                    };
+                }
+            }
+            for (j, part) in oi.chunks_exact_mut(d).enumerate() {
+                let wv = _mm256_set1_pd(w[j * stride + i]);
+                for lb in 0..nb {
+                    for h in 0..2 {
+                        let dst = part.as_mut_ptr().wrapping_add(lb * LANES + 4 * h);
+                        let v = _mm256_mul_pd(wv, xv[lb][h]);
+                        unsafe { _mm256_maskstore_pd(dst, masks[lb][h], v) };
+                    }
+                }
+            }
+        }
+    }
+
     /// As [`scaled_512`], in pairs of 4-lane registers.
     ///
     /// # Safety
@@ -255,6 +347,36 @@ fn add_rows_scaled(x: &[f64], d: usize, r: &[f64], g: &mut [f64]) {
         #[cfg(target_arch = "x86_64")]
         ExpLevel::Avx2 => unsafe { x86::scaled_256(x, d, r, g) },
         _ => scaled_portable(x, d, r, g),
+    }
+}
+
+/// The $w$-scaled copies of the weighted Grams' stacked product
+/// ([`add_weighted_grams`](crate::inner::gram::add_weighted_grams)): row $i$ of `out`
+/// ($sd$ values) becomes $(w_{0i}x_i, \dots, w_{s-1,i}x_i)$ for the $m$ rows of `x`, with
+/// $w_{ji}$ = `w[j * stride + i]`; one product per value, so the same bits on every
+/// instruction set (tested). The kernels take $d \le$ [`MAX_D`]; the portable loop, which
+/// the compiler leaves in 2-lane registers, the rest.
+pub(crate) fn scaled_copies(
+    x: &[f64],
+    d: usize,
+    w: &[f64],
+    stride: usize,
+    s: usize,
+    out: &mut [f64],
+) {
+    let m = x.len() / d.max(1);
+    assert!(
+        d >= 1 && s >= 1 && out.len() == m * s * d && w.len() >= (s - 1) * stride + m,
+        "scaled_copies: lengths do not match"
+    );
+    match ExpLevel::detect() {
+        // SAFETY: the CPU supports the features; lengths checked above.
+        #[cfg(target_arch = "x86_64")]
+        ExpLevel::Avx512 if d <= MAX_D => unsafe { x86::copies_512(x, d, w, stride, s, out) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        ExpLevel::Avx2 if d <= MAX_D => unsafe { x86::copies_256(x, d, w, stride, s, out) },
+        _ => copies_portable(x, d, w, stride, s, out),
     }
 }
 
@@ -410,6 +532,54 @@ mod tests {
                 }
                 assert_eq!(bits(&portable[..]), bits(&v[..]), "{name}");
                 assert_eq!(bits(&gp), bits(&gv), "{name}");
+            }
+        }
+    }
+
+    /// The scaled copies: each value one product $w_{ji}x_{ia}$, the same bits from every
+    /// instruction set, for one to three lane blocks and beyond the kernels' width.
+    #[test]
+    fn scaled_copies_are_the_products_with_the_same_bits_everywhere() {
+        for (m, d, s) in [
+            (37, 1, 3),
+            (50, 8, 2),
+            (61, 11, 11),
+            (40, 17, 7),
+            (33, 24, 5),
+            (9, 30, 4),
+        ] {
+            let x = draw(m * d, 5 + d as u64);
+            let stride = m + 2;
+            let w = draw(s * stride, 6 + d as u64);
+            let mut out = vec![f64::NAN; m * s * d];
+            scaled_copies(&x, d, &w, stride, s, &mut out);
+            for i in 0..m {
+                for j in 0..s {
+                    for a in 0..d {
+                        let want = w[j * stride + i] * x[i * d + a];
+                        assert_eq!(out[i * s * d + j * d + a].to_bits(), want.to_bits());
+                    }
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            for (name, ok) in [
+                ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+                ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+            ] {
+                if !ok || d > MAX_D {
+                    continue;
+                }
+                let mut v = vec![f64::NAN; m * s * d];
+                // SAFETY: the feature was detected; lengths as the kernels need.
+                unsafe {
+                    if name == "avx2" {
+                        x86::copies_256(&x, d, &w, stride, s, &mut v);
+                    } else {
+                        x86::copies_512(&x, d, &w, stride, s, &mut v);
+                    }
+                }
+                let bits = |t: &[f64]| t.iter().map(|u| u.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&out), bits(&v), "{name}");
             }
         }
     }
