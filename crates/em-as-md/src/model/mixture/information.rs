@@ -37,8 +37,12 @@
 //! the same weighted Grams with weights $G^{C}[e_{kj}, e_{kl}] = -(\rho_k - r_k)(F_k)_{jl}$
 //! on the pairs of blocks of one expert (zero elsewhere).
 //!
-//! The row quantities come from the mixture's [`PointRows`] (the bits of the generic row
-//! functions) and [`Expert::moments`](crate::model::expert::Expert::moments); a row where
+//! The row quantities come from the E-step's own pass (the posterior $r$ and
+//! $\log p(y_i\mid x_i)$, [`EmModel::e_step`](crate::model::EmModel::e_step)'s arithmetic with its
+//! batched densities), one chunk product for the gate logits and the regressed components
+//! of every $\eta_k$, the gate's softmax for $\rho$ (equal to
+//! $\operatorname{softmax}_k(a_k + A_F(\eta_k))$, as $a_k + A_F(\eta_k) = g_k$), and
+//! [`Expert::moments`](crate::model::expert::Expert::moments) per row; a row where
 //! anything is irregular (outside the natural domain, non-finite) makes the whole
 //! computation return `None`, and the caller's generic path then reports the error.
 
