@@ -1,6 +1,6 @@
 //! Newton's method on $L$ with the observed information, safeguarded by EM.
 //!
-//! **The step.** At $\theta_t$ one pass ([`observed`]) gives $L$, $g = \nabla L$ and the
+//! **The step.** At $\theta_t$ one evaluation ([`observed`], counted as one pass) gives $L$, $g = \nabla L$ and the
 //! parts of the observed information $H = I_c + C - I_m$ (Louis; plus the penalty's
 //! Hessian). The direction is $-H_\beta^{-1}g$ with
 //! $$ H_\beta = I_c + C - \beta I_m $$

@@ -16,8 +16,9 @@
 //! the observed information is the curvature of $\ell$ itself; EM's step inverts
 //! $I_c + C$ only.
 //!
-//! **Sources.** The model's one-pass sums ([`ConditionalFamily::observed_sums`]; the
-//! mixture of experts: weighted Gram products) when it offers them; otherwise the model's
+//! **Sources.** The model's one-evaluation sums ([`ConditionalFamily::observed_sums`]; the
+//! mixture of experts: its E-step's sweep for $r$ and $L$, then one sweep of weighted Gram
+//! products, counted as one pass as EM's map is) when it offers them; otherwise the model's
 //! [`ConditionalFamily::information_sums`] and one pass for $L$ and $\nabla L$ when it
 //! offers those; otherwise one generic pass forms $\sum_i\log p(y_i\mid x_i)$, $\sum_iJ_i^\top v_i$, $I_c$ and $I_m$ from the
 //! model's row functions (stacked block products, [`information_rows`]), and $C$ comes
