@@ -133,12 +133,13 @@ where
     Ok(total)
 }
 
-/// $\sum_i v_i$ in the order [`fold_rows`] sums per-row values: sequentially within each
-/// [`CHUNK`], then the chunk totals in chunk order (so a sum taken here equals the same
-/// sum accumulated by a fold, bit for bit).
+/// $\sum_i v_i$ in the order the E-step sums the responsibilities $W_k = \sum_i r_{ik}$:
+/// each [`CHUNK`] in eight lanes ([`lane_dot`](crate::inner::thin::lane_dot)), then the
+/// chunk totals in chunk order (so a weighted fit's total weight equals the E-step's
+/// $W_k$ bit for bit, as the streamed M-step, which has only the latter, needs).
 pub fn chunked_sum(v: &[f64]) -> f64 {
     v.chunks(CHUNK)
-        .map(|c| c.iter().fold(0.0, |a, b| a + b))
+        .map(|c| crate::inner::thin::lane_dot(c, None))
         .fold(0.0, |a, b| a + b)
 }
 

@@ -41,6 +41,29 @@ fn lane_sum(u: &[f64; LANES]) -> f64 {
     (t[0] + t[2]) + (t[1] + t[3])
 }
 
+/// $\sum_i u_iv_i$ (or $\sum_i u_i$ with `v = None`) in 8 lanes, lane $l$ taking
+/// $i \equiv l \pmod 8$ in order, then [`lane_sum`]: eight independent additions per step
+/// instead of one chain whose every addition waits for the last (the E-step's per-chunk
+/// totals $W_k$ and $\sum_i r_{ik}y_i^2$ were latency-bound that way). A fixed order, so
+/// the same bits for any thread count.
+pub(crate) fn lane_dot(u: &[f64], v: Option<&[f64]>) -> f64 {
+    let mut acc = [0.0; LANES];
+    let value = |i: usize| match v {
+        Some(v) => u[i] * v[i],
+        None => u[i],
+    };
+    let full = u.len() / LANES * LANES;
+    for base in (0..full).step_by(LANES) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += value(base + l);
+        }
+    }
+    for (l, i) in (full..u.len()).enumerate() {
+        acc[l] += value(i);
+    }
+    lane_sum(&acc)
+}
+
 /// `out[i]` $= x_i^\top b$ for the `out.len()` rows of `x`, by lane blocks of zero-padded
 /// copies (the reference the vector kernels follow).
 fn dot_portable(x: &[f64], d: usize, b: &[f64], out: &mut [f64]) {
@@ -533,6 +556,27 @@ mod tests {
                 assert_eq!(bits(&portable[..]), bits(&v[..]), "{name}");
                 assert_eq!(bits(&gp), bits(&gv), "{name}");
             }
+        }
+    }
+
+    /// `lane_dot` against plain sums, for lengths around the lane count.
+    #[test]
+    fn lane_dot_matches_plain_sums() {
+        for len in [0, 1, 7, 8, 9, 63, 200] {
+            let u = draw(len, 7 + len as u64);
+            let v = draw(len, 8 + len as u64);
+            let plain: f64 = u.iter().zip(&v).map(|(a, b)| a * b).sum();
+            let got = lane_dot(&u, Some(&v));
+            assert!(
+                (got - plain).abs() <= 1e-13 * (1.0 + plain.abs()),
+                "{got} {plain}"
+            );
+            let plain: f64 = u.iter().sum();
+            let got = lane_dot(&u, None);
+            assert!(
+                (got - plain).abs() <= 1e-13 * (1.0 + plain.abs()),
+                "{got} {plain}"
+            );
         }
     }
 

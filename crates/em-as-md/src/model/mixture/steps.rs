@@ -6,7 +6,7 @@ use crate::data::Dataset;
 use crate::error::{Block, MoeError, Result};
 use crate::inner::gram::{add_weighted_grams, gram_buffer_len};
 use crate::inner::parallel::{fold_rows_into, fold_rows_with, Mergeable, CHUNK};
-use crate::inner::thin::{chunk_add_scaled, chunk_dots};
+use crate::inner::thin::{chunk_add_scaled, chunk_dots, lane_dot};
 use crate::inner::InnerStats;
 use crate::model::expert::{
     ComponentDensity, GaussianRegression, WeightedFit, WeightedGram, WeightedMoments,
@@ -260,29 +260,29 @@ impl MixtureOfExperts {
     ) {
         let k = self.n_experts();
         let m = rows.len();
-        for r in resp.chunks_exact(k) {
-            for (wc, rc) in stats.weight.iter_mut().zip(r) {
-                *wc += rc;
-            }
-        }
+        // b_k += X_c (r_k ∘ y) for all k in one product (r_k ∘ y as the columns of an
+        // m × K matrix in `w`), and s_k += Σ_i r_ik y_i², in lanes (`lane_dot`).
         if let Some(lin) = stats.linear.as_mut() {
             let y = &data.y_all()[rows.clone()];
-            // b_k += X_c (r_k ∘ y) for all k in one product (r_k ∘ y as the columns of an
-            // m × K matrix in `w`).
             for c in 0..k {
-                for (li, (wl, yi)) in w[c * m..(c + 1) * m].iter_mut().zip(y).enumerate() {
-                    let ry = resp[li * k + c] * yi;
-                    *wl = ry;
-                    lin.syy[c] += ry * yi;
+                let col = &mut w[c * m..(c + 1) * m];
+                for (li, (wl, yi)) in col.iter_mut().zip(y).enumerate() {
+                    *wl = resp[li * k + c] * yi;
                 }
+                lin.syy[c] += lane_dot(col, Some(y));
             }
             chunk_add_scaled(data, rows.clone(), &w[..k * m], k, &mut lin.rhs);
-            // The K Grams X_c diag(r_k) X_cᵀ, stacked into as few products as fit.
-            for c in 0..k {
-                for (li, wl) in w[c * m..(c + 1) * m].iter_mut().enumerate() {
-                    *wl = resp[li * k + c];
-                }
+        }
+        // r_k as the columns of `w`: W_k += Σ_i r_ik in lanes, and the Grams' weights.
+        for c in 0..k {
+            let col = &mut w[c * m..(c + 1) * m];
+            for (li, wl) in col.iter_mut().enumerate() {
+                *wl = resp[li * k + c];
             }
+            stats.weight[c] += lane_dot(col, None);
+        }
+        if let Some(lin) = stats.linear.as_mut() {
+            // The K Grams X_c diag(r_k) X_cᵀ, stacked into as few products as fit.
             let grams = &mut lin.gram;
             add_weighted_grams(data, rows, &w[..k * m], k, buf, &mut |c, p| {
                 grams[c] += p;
