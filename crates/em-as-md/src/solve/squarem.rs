@@ -16,8 +16,14 @@
 //! $\theta'$ and $\theta''$ are valid parameters (their E-step succeeds: every realised
 //! $\varphi_i$ in the natural domain, so variances $> 0$ and finite likelihoods) and
 //! $L(\theta'') \le L(\theta)$; otherwise the **safeguard** takes the plain EM step
-//! $\theta_2 = F(F(\theta))$ (as if $\alpha = -1$ without stabilisation), so the objective
-//! never increases along the run when the M-steps are exact.
+//! $\theta_2 = F(F(\theta))$ (as if $\alpha = -1$ without stabilisation). EM's steps never
+//! increase $L$ when the M-steps are exact; iterative M-steps (logistic, Poisson, the gate)
+//! are maximisers only to their inner tolerance, and next to the optimum that can outweigh
+//! EM's gain (a proptest draw: $L$ up by $3\cdot 10^{-12}$ relative). So $\theta_2$ is
+//! taken only when $L(\theta_2) \le L(\theta)$, else $\theta_1$ when $L(\theta_1) \le
+//! L(\theta)$, else the iterate stays (a zero change, which ends a run with any tolerance
+//! as converged: EM cannot improve $L$ there at the inner solves' precision). $L$ never
+//! increases along the run.
 //!
 //! **As mirror descent.** Near a fixed point $F(\theta) - \theta^* \approx M(\theta -
 //! \theta^*)$ with $M = I_c^{-1}I_m$ the missing-information fraction, and EM is mirror
@@ -29,14 +35,17 @@
 //!
 //! **Cost.** Each evaluation of $F$ counts one EM-equivalent pass ([`StepInfo::passes`]):
 //! 3 per accepted iteration, 3 when the safeguard fires after $\theta''$, 2 when
-//! $\theta'$ is invalid. The E-steps at $\theta_1$, $\theta'$ and the accepted point are
-//! the E-steps of these evaluations (the last is cached for the next iteration), so no
-//! pass is spent on $L$ alone except the E-step at $\theta_2$ when the safeguard fires
-//! (which the next iteration reuses).
+//! $\theta'$ is invalid, one more when $\theta_2$ is higher or invalid (the E-step at the
+//! point kept), 1 when EM's own point $\theta_1$ is outside the domain (then the iterate
+//! stays and the run ends as an inexact M-step, reported, not converged). The E-steps at
+//! $\theta_1$, $\theta'$ and the accepted point are the E-steps of these evaluations (the
+//! last is cached for the next iteration), so no pass is spent on $L$ alone except the
+//! E-step at $\theta_2$ when the safeguard fires (which the next iteration reuses).
 
 use crate::error::Result;
 use crate::inner::InnerStats;
 use crate::solve::em_map::EmMap;
+use crate::solve::gd::is_trial_failure;
 use crate::solve::solver::{FitState, IterRecord, NextIter, Solver, StepInfo};
 use std::any::Any;
 
@@ -176,7 +185,13 @@ impl<P: EmMap> Solver<P> for Squarem {
         // (n × K responsibilities) is alive at a time besides the one being built.
         let (theta1, mut inner) = m_step(&stats0, &state.theta)?;
         drop(stats0);
-        let (stats1, _) = problem.e_step(&theta1)?;
+        let (stats1, l1) = match problem.e_step(&theta1) {
+            Ok(v) => v,
+            // EM's own point from θ is outside the domain: an M-step without a maximiser
+            // (a Poisson rate heading to 0 on zero counts), where no step can be computed.
+            Err(e) if is_trial_failure(&e) => return Ok(stay(state, inner)),
+            Err(e) => return Err(e),
+        };
         let (theta2, inner2) = m_step(&stats1, &theta1)?;
         drop(stats1);
         add_inner(&mut inner, &inner2);
@@ -210,8 +225,23 @@ impl<P: EmMap> Solver<P> for Squarem {
         let (next, stats_next, objective) = match accepted {
             Some(a) => a,
             None => {
-                let (s, l) = problem.e_step(&theta2)?;
-                (theta2, s, l)
+                let at2 = trial_e_step(problem, &theta2).filter(|(_, l)| *l <= state.objective);
+                if let Some((s, l)) = at2 {
+                    (theta2, s, l)
+                } else {
+                    // EM's own steps raised L (their M-steps are maximisers only to the
+                    // inner tolerance, which next to the optimum can exceed EM's gain) or
+                    // left the domain: the last point no higher is kept (θ₁, else θ)
+                    // with its E-step.
+                    passes += 1;
+                    let keep = if l1 <= state.objective {
+                        theta1
+                    } else {
+                        state.theta.clone()
+                    };
+                    let (s, l) = problem.e_step(&keep)?;
+                    (keep, s, l)
+                }
             }
         };
         self.cache = Some(Box::new(Cached {
@@ -222,6 +252,28 @@ impl<P: EmMap> Solver<P> for Squarem {
         let record = IterRecord::em_map_step(state.iter + 1, objective, inner, step);
         Ok((state.advance(next, objective), record))
     }
+}
+
+/// The iterate stays when EM's point from it is outside the domain: the record says the
+/// M-step failed (`converged: false`, residual $\infty$, one fallback), so the executor
+/// ends the run as [`Termination::InexactMStep`](crate::Termination::InexactMStep),
+/// reported and not converged, as [`Newton`](crate::solve::newton::Newton) does.
+fn stay(state: FitState, inner: InnerStats) -> (FitState, IterRecord) {
+    let failed = InnerStats {
+        residual: f64::INFINITY,
+        converged: false,
+        fallbacks: inner.fallbacks + 1,
+        ..inner
+    };
+    let objective = state.objective;
+    let record = IterRecord::em_map_step(
+        state.iter + 1,
+        objective,
+        failed,
+        StepInfo::extrapolated(1, 1.0, true),
+    );
+    let theta = state.theta.clone();
+    (state.advance(theta, objective), record)
 }
 
 #[cfg(test)]
