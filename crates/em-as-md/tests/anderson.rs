@@ -403,7 +403,7 @@ proptest! {
 
     /// Along Anderson runs on random gated linear, logistic and Poisson mixtures from
     /// random starts no accepted proposal increases $L$ (the strict safeguard; plain EM
-    /// steps as [`assert_monotone`] says), and each iteration costs 1 or 2 passes (2 only
+    /// steps as [`assert_monotone`] says), and each iteration costs 1 to 3 passes (2 or 3 only
     /// when the safeguard fired).
     #[test]
     fn anderson_is_monotone(seed in any::<u64>()) {
@@ -412,15 +412,30 @@ proptest! {
             let d = draw(&model, &DrawConfig::default(), 300, seed)?;
             let p = Problem::new(&model, &d.data)?;
             let l0 = p.objective(&d.theta0)?;
-            let aa = Executor::new(p, Anderson::new())
+            let run = Executor::new(p, Anderson::new())
                 .theta0(d.theta0.clone())
                 .max_iters(2000)
                 .tol(1e-12)
-                .run()?;
+                .run();
+            let aa = match run {
+                Ok(aa) => aa,
+                // Where L has no minimiser — unbounded below for a Gaussian expert (its
+                // variance to 0 on a few rows), an infimum at infinity for a separated
+                // logistic expert (its weights p(1 − p) to 0) — a run heading there ends
+                // with this typed error when the expert's Gram matrix or Hessian becomes
+                // singular (as SQUAREM's, in tests/accel.rs). Any other error fails.
+                Err(e)
+                    if matches!(name, "linear" | "logistic")
+                        && matches!(e.root(), MoeError::NotPositiveDefinite { .. }) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(TestCaseError::fail(format!("{name}: {e}"))),
+            };
             assert_monotone(&aa, l0, name)?;
             for r in &aa.trace {
                 prop_assert!(
-                    r.step.passes == 1 || (r.step.passes == 2 && r.step.safeguard),
+                    r.step.passes == 1 || ((2..=3).contains(&r.step.passes) && r.step.safeguard),
                     "{name}: {:?}", r.step
                 );
             }

@@ -36,4 +36,17 @@ impl InnerStats {
             fallbacks: 0,
         }
     }
+
+    /// This work marked as a failed step: the solver's point could not be computed
+    /// (EM's M-step from the iterate has no valid result), so the iterate stays. Not
+    /// converged, residual $\infty$, one more fallback; the executor then ends the run as
+    /// [`Termination::InexactMStep`](crate::Termination::InexactMStep).
+    pub(crate) fn failed(self) -> InnerStats {
+        InnerStats {
+            residual: f64::INFINITY,
+            converged: false,
+            fallbacks: self.fallbacks + 1,
+            ..self
+        }
+    }
 }

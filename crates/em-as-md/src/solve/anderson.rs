@@ -43,6 +43,13 @@
 //! step is taken, flagged as a safeguard step too; its inexact solve stays in the record,
 //! so "converged" keeps its meaning
 //! ([`Termination::from_window`](crate::Termination::from_window) sees the inexact solve).
+//! The plain step is taken only when $L(F(\theta_t)) \le L(\theta_t)$ too: iterative
+//! M-steps (logistic, Poisson, the gate) are maximisers only to their inner tolerance,
+//! which next to the optimum can exceed EM's gain (a proptest draw rose by $10^{-12}$
+//! relative). Otherwise the iterate stays with its E-step (a zero change, which ends a
+//! run with a tolerance as converged); when $F(\theta_t)$ is outside the domain (an M-step
+//! without a maximiser) it stays as a failed step and the run ends as an inexact M-step,
+//! reported and not converged, instead of an error.
 //! DAAREM's cycle-level check (more damping when $L$ rose over a cycle) can never fire
 //! under this strict safeguard and is left out. The safeguard makes every accepted step
 //! decrease $L$; it does not keep the run in EM's basin: runs have been seen to end in a
@@ -72,7 +79,7 @@
 //! evaluation of $F$ (the E-step is cached and starts the next iteration's evaluation),
 //! so an accepted or plain step costs **1**; when the safeguard rejects a proposal whose
 //! E-step was computed, the E-step at $F(\theta_t)$ follows and the iteration costs
-//! **2**. A proposal is accepted only when its M-step succeeds too: that M-step is the
+//! **2**; one more when the iterate stays (its E-step, cached for the next iteration). A proposal is accepted only when its M-step succeeds too: that M-step is the
 //! next iteration's, computed at acceptance and cached, so a point where it fails (a
 //! singular Hessian, a degenerate component) is refused like an invalid point and the
 //! plain step is taken instead. The least-squares solve works on a $\dim\theta\times m$ matrix and allocates
@@ -81,6 +88,7 @@
 use crate::error::{MoeError, Result};
 use crate::inner::InnerStats;
 use crate::solve::em_map::EmMap;
+use crate::solve::gd::is_trial_failure;
 use crate::solve::solver::{FitState, IterRecord, NextIter, Solver, StepInfo};
 use std::any::Any;
 
@@ -596,10 +604,18 @@ impl<P: EmMap> Solver<P> for Anderson {
                 let eta = if em > 0.0 { step / em } else { 1.0 };
                 (next, l, eta, m)
             }
-            None => {
-                let (s, l) = problem.e_step(&fx)?;
-                (fx, l, 1.0, Mapped::Stats(s))
-            }
+            None => match problem.e_step(&fx) {
+                // EM's point, when no higher (an iterative M-step is a maximiser only to
+                // its tolerance, which next to the optimum can exceed EM's gain).
+                Ok((s, l)) if l <= state.objective => (fx, l, 1.0, Mapped::Stats(s)),
+                Ok(_) => return self.stay(problem, state, inner, passes, false),
+                // EM's point is outside the domain (an M-step without a maximiser):
+                // nothing can be computed from here.
+                Err(e) if is_trial_failure(&e) => {
+                    return self.stay(problem, state, inner, passes, true)
+                }
+                Err(e) => return Err(e),
+            },
         };
         // DAAREM's restart: a cycle ends once the history is full.
         if self.settings.restarts && self.history.is_full() {
@@ -612,6 +628,34 @@ impl<P: EmMap> Solver<P> for Anderson {
         let step = StepInfo::extrapolated(passes, eta, safeguard);
         let record = IterRecord::em_map_step(state.iter + 1, objective, inner, step);
         Ok((state.advance(next, objective), record))
+    }
+}
+
+impl Anderson {
+    /// The iterate stays (EM's point is higher, or outside the domain when `failed`, which
+    /// ends the run as an inexact M-step, [`InnerStats::failed`]), with its E-step for the
+    /// next iteration (one more pass); the history, whose next difference would be 0,
+    /// starts again.
+    fn stay<P: EmMap>(
+        &mut self,
+        problem: &P,
+        state: FitState,
+        inner: InnerStats,
+        passes: u64,
+        failed: bool,
+    ) -> NextIter {
+        self.history.clear();
+        self.prev = None;
+        let (stats, objective) = problem.e_step(&state.theta)?;
+        let theta = state.theta.clone();
+        self.cache = Some(Box::new(Cached {
+            theta: theta.clone(),
+            at: Mapped::Stats(stats),
+        }));
+        let inner = if failed { inner.failed() } else { inner };
+        let step = StepInfo::extrapolated(passes + 1, 1.0, true);
+        let record = IterRecord::em_map_step(state.iter + 1, objective, inner, step);
+        Ok((state.advance(theta, objective), record))
     }
 }
 

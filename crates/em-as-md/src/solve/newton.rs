@@ -284,13 +284,7 @@ impl Newton {
                 }
             }
         }
-        let failed = InnerStats {
-            iterations: inner.iterations,
-            residual: f64::INFINITY,
-            converged: false,
-            hessians: inner.hessians,
-            fallbacks: inner.fallbacks + 1,
-        };
+        let failed = inner.failed();
         let mut step = StepInfo::extrapolated(passes, 1.0, true);
         step.backtracks = rejected;
         let objective = state.objective;

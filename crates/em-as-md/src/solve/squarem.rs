@@ -255,21 +255,14 @@ impl<P: EmMap> Solver<P> for Squarem {
 }
 
 /// The iterate stays when EM's point from it is outside the domain: the record says the
-/// M-step failed (`converged: false`, residual $\infty$, one fallback), so the executor
-/// ends the run as [`Termination::InexactMStep`](crate::Termination::InexactMStep),
-/// reported and not converged, as [`Newton`](crate::solve::newton::Newton) does.
+/// M-step failed ([`InnerStats::failed`]), so the run ends as an inexact M-step, reported
+/// and not converged, as [`Newton`](crate::solve::newton::Newton)'s does.
 fn stay(state: FitState, inner: InnerStats) -> (FitState, IterRecord) {
-    let failed = InnerStats {
-        residual: f64::INFINITY,
-        converged: false,
-        fallbacks: inner.fallbacks + 1,
-        ..inner
-    };
     let objective = state.objective;
     let record = IterRecord::em_map_step(
         state.iter + 1,
         objective,
-        failed,
+        inner.failed(),
         StepInfo::extrapolated(1, 1.0, true),
     );
     let theta = state.theta.clone();
