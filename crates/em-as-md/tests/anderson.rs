@@ -1,7 +1,7 @@
 //! Anderson-accelerated EM ([`Anderson`]): it solves a linear fixed-point map in at most
 //! $\dim\theta + 1$ steps; along runs on random gated linear, logistic and Poisson
-//! mixtures no accepted proposal increases $L$ (only a plain EM step may, by its inexact
-//! M-step) and the final $L$ is never worse than plain EM's (a known failure); its
+//! mixtures no iterate increases $L$ (a proposal and the safeguard's plain EM step are
+//! both taken only when no higher) and the final $L$ is never worse than plain EM's (a known failure); its
 //! pass count is the number of E-steps it runs (each one pass over the data), counted by
 //! a wrapper around the problem; with every proposal rejected or invalid it is exactly EM;
 //! it reaches EM's optimum with a user's plug-in expert and on the symmetric models.
@@ -329,33 +329,24 @@ fn passes_count_the_e_steps_and_rejected_proposals_give_em() {
 // ---------------------------------------------------------------------------------------
 // (b) Monotone; never worse than EM (a known failure).
 
-/// No accelerated step raises $L$ beyond round-off ($10^{-12}$ relative): a rise is
-/// allowed only on a plain EM step (the safeguard's, or one with no proposal: $\eta = 1$),
-/// and there only by round-off ($\le 10^{-9}$ relative) or when that M-step used a
-/// fallback (`InnerStats::fallbacks` $> 0$: a shifted Newton system, not the exact
-/// maximiser, so EM's guarantee does not hold). Seed 10185482978006565721 (persisted):
-/// an accepted proposal with $\eta \approx 7\cdot10^4$ lands near a separated logistic
-/// expert, below EM's own optimum, and the next plain EM step, whose Newton solve needs
-/// the fallback there, raises $L$ by $5.6\cdot10^{-8}$ relative. On the logistic seed
-/// 17889663682374003245 plain EM once rose by $2.6\cdot10^{-12}$ relative and Anderson's
-/// safeguard step by $7\cdot10^{-11}$; with the batched logistic E-step neither rises
-/// ([`the_observed_rises_were_round_off`]).
+/// No Anderson iterate has a higher $L$ than the last, not even by round-off: an accepted
+/// proposal and the safeguard's plain EM step are both taken only when no higher, else the
+/// iterate stays. (Before the plain step was checked too, two kinds of rise were seen on
+/// it: round-off in evaluating $L$ on the logistic seed 17889663682374003245, gone with the
+/// batched logistic E-step, [`the_observed_rises_were_round_off`]; and on seed
+/// 10185482978006565721, persisted, a Newton M-step that needed its fallback next to a
+/// separated logistic expert raised $L$ by $5.6\cdot10^{-8}$ relative. That run now ends
+/// as an inexact M-step.)
 fn assert_monotone(res: &FitResult, l0: f64, what: &str) -> Result<(), TestCaseError> {
     let mut prev = l0;
     for r in &res.trace {
-        let scale = prev.abs().max(1.0);
-        if r.objective > prev + 1e-12 * scale {
-            // Beyond round-off only when the M-step was not the exact maximiser: a
-            // fallback (shifted Newton system) near a separated expert.
-            let inexact = r.inner.fallbacks > 0;
-            prop_assert!(
-                r.step.eta == Some(1.0) && (inexact || r.objective <= prev + 1e-9 * scale),
-                "{what}: L rose from {prev} to {} at iteration {} ({:?})",
-                r.objective,
-                r.iter,
-                r.step
-            );
-        }
+        prop_assert!(
+            r.objective <= prev,
+            "{what}: L rose from {prev} to {} at iteration {} ({:?})",
+            r.objective,
+            r.iter,
+            r.step
+        );
         prev = r.objective;
     }
     Ok(())
@@ -402,9 +393,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
     /// Along Anderson runs on random gated linear, logistic and Poisson mixtures from
-    /// random starts no accepted proposal increases $L$ (the strict safeguard; plain EM
-    /// steps as [`assert_monotone`] says), and each iteration costs 1 to 3 passes (2 or 3 only
-    /// when the safeguard fired).
+    /// random starts no iterate has a higher $L$ than the last ([`assert_monotone`]), and
+    /// each iteration costs 1 to 3 passes (2 or 3 only when the safeguard fired).
     #[test]
     fn anderson_is_monotone(seed in any::<u64>()) {
         for (name, e) in experts() {

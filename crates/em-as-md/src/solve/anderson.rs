@@ -47,7 +47,8 @@
 //! M-steps (logistic, Poisson, the gate) are maximisers only to their inner tolerance,
 //! which next to the optimum can exceed EM's gain (a proptest draw rose by $10^{-12}$
 //! relative). Otherwise the iterate stays with its E-step (a zero change, which ends a
-//! run with a tolerance as converged); when $F(\theta_t)$ is outside the domain (an M-step
+//! run with a tolerance as converged, or as an inexact M-step when that M-step needed a
+//! fallback or missed its tolerance); when $F(\theta_t)$ is outside the domain (an M-step
 //! without a maximiser) it stays as a failed step and the run ends as an inexact M-step,
 //! reported and not converged, instead of an error.
 //! DAAREM's cycle-level check (more damping when $L$ rose over a cycle) can never fire
@@ -652,6 +653,9 @@ impl Anderson {
             theta: theta.clone(),
             at: Mapped::Stats(stats),
         }));
+        // Staying is EM's fixed point at the inner solve's precision only when it was
+        // exact; after a fallback or a missed tolerance the step failed.
+        let failed = failed || inner.fallbacks > 0 || !inner.converged;
         let inner = if failed { inner.failed() } else { inner };
         let step = StepInfo::extrapolated(passes + 1, 1.0, true);
         let record = IterRecord::em_map_step(state.iter + 1, objective, inner, step);

@@ -22,7 +22,8 @@
 //! EM's gain (a proptest draw: $L$ up by $3\cdot 10^{-12}$ relative). So $\theta_2$ is
 //! taken only when $L(\theta_2) \le L(\theta)$, else $\theta_1$ when $L(\theta_1) \le
 //! L(\theta)$, else the iterate stays (a zero change, which ends a run with any tolerance
-//! as converged: EM cannot improve $L$ there at the inner solves' precision). $L$ never
+//! as converged: EM cannot improve $L$ there at the inner solves' precision; as an inexact
+//! M-step when those solves needed a fallback or missed their tolerance). $L$ never
 //! increases along the run.
 //!
 //! **As mirror descent.** Near a fixed point $F(\theta) - \theta^* \approx M(\theta -
@@ -237,6 +238,12 @@ impl<P: EmMap> Solver<P> for Squarem {
                     let keep = if l1 <= state.objective {
                         theta1
                     } else {
+                        // Staying is EM's fixed point at the inner solves' precision only
+                        // when they were exact; after a fallback or a missed tolerance the
+                        // step failed (the run ends as an inexact M-step).
+                        if inner.fallbacks > 0 || !inner.converged {
+                            inner = inner.failed();
+                        }
                         state.theta.clone()
                     };
                     let (s, l) = problem.e_step(&keep)?;
