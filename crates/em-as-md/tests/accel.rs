@@ -110,23 +110,13 @@ fn squarem_monotone_on(
         .run();
     let res = match run {
         Ok(res) => res,
-        // The Gaussian likelihood is unbounded (an expert's variance to 0 on the few rows
-        // it keeps); a run heading there ends with this typed error when the expert's
-        // weighted Gram matrix becomes singular (see the next test). Any other error fails.
-        Err(e) if name == "linear" && matches!(e.root(), MoeError::NotPositiveDefinite { .. }) => {
-            return Ok(())
-        }
+        // A run heading to an unattained optimum ends with a typed error (see the test
+        // after next); any other error fails.
+        Err(e) if common::towards_unattained_optimum(name, &e) => return Ok(()),
         Err(e) => return Err(TestCaseError::fail(format!("{name}: {e}"))),
     };
-    let mut prev = l0;
+    common::assert_never_rises(&res, l0, name)?;
     for r in &res.trace {
-        prop_assert!(
-            r.objective <= prev,
-            "{name}: L rose from {prev} to {} at iteration {}",
-            r.objective,
-            r.iter
-        );
-        prev = r.objective;
         let passes_ok = match r.step.passes {
             2 | 3 => true,
             1 | 4 => r.step.safeguard,

@@ -61,3 +61,36 @@ pub fn untimed(
         })
         .collect()
 }
+
+/// Whether a run's error is the typed end of a path towards an optimum the likelihood does
+/// not attain — unbounded for a Gaussian (linear) expert whose variance goes to 0 on a few
+/// rows, an infimum at infinity for a separated logistic expert (weights $p(1-p) \to 0$):
+/// that expert's weighted Gram matrix or Hessian becomes singular and the run ends with
+/// `NotPositiveDefinite`, naming it, instead of NaN.
+#[allow(dead_code)]
+pub fn towards_unattained_optimum(expert: &str, e: &MoeError) -> bool {
+    matches!(expert, "linear" | "logistic")
+        && matches!(e.root(), MoeError::NotPositiveDefinite { .. })
+}
+
+/// Fails unless no objective along `res` is above the one before it (from $L(\theta_0)$ =
+/// `l0`), not even by round-off.
+#[allow(dead_code)]
+pub fn assert_never_rises(
+    res: &em_as_md::FitResult,
+    l0: f64,
+    what: &str,
+) -> Result<(), em_as_md::testkit::proptest::test_runner::TestCaseError> {
+    let mut prev = l0;
+    for r in &res.trace {
+        em_as_md::testkit::proptest::prop_assert!(
+            r.objective <= prev,
+            "{what}: L rose from {prev} to {} at iteration {} ({:?})",
+            r.objective,
+            r.iter,
+            r.step
+        );
+        prev = r.objective;
+    }
+    Ok(())
+}
