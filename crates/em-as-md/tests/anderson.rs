@@ -1,10 +1,10 @@
 //! Anderson-accelerated EM ([`Anderson`]): it solves a linear fixed-point map in at most
-//! $\dim\theta + 1$ steps; along runs on random gated linear, logistic and Poisson
-//! mixtures no iterate increases $L$ (a proposal and the safeguard's plain EM step are
-//! both taken only when no higher) and the final $L$ is never worse than plain EM's (a known failure); its
-//! pass count is the number of E-steps it runs (each one pass over the data), counted by
-//! a wrapper around the problem; with every proposal rejected or invalid it is exactly EM;
-//! it reaches EM's optimum with a user's plug-in expert and on the symmetric models.
+//! $\dim\theta + 1$ steps; along runs on random gated linear, logistic and Poisson mixtures
+//! no iterate increases $L$ (a proposal and the safeguard's plain EM step are both taken
+//! only when no higher) and the final $L$ is never worse than plain EM's (a known failure);
+//! its pass count is the number of E-steps it runs (each one pass over the data), counted
+//! by a wrapper around the problem; with every proposal rejected or invalid it is exactly
+//! EM; it reaches EM's optimum with a user's plug-in expert and on the symmetric models.
 
 mod common;
 

@@ -135,8 +135,9 @@ where
 
 /// $\sum_i v_i$ in the order the E-step sums the responsibilities $W_k = \sum_i r_{ik}$:
 /// each [`CHUNK`] in eight interleaved partial sums (lane $l$ takes $i \equiv l \pmod 8$,
-/// then a fixed pairwise reduction), then the chunk totals in chunk order (so a weighted fit's total weight equals the E-step's
-/// $W_k$ bit for bit, as the streamed M-step, which has only the latter, needs).
+/// then a fixed pairwise reduction), then the chunk totals in chunk order (so a weighted
+/// fit's total weight equals the E-step's $W_k$ bit for bit, as the streamed M-step, which
+/// has only the latter, needs).
 pub fn chunked_sum(v: &[f64]) -> f64 {
     v.chunks(CHUNK)
         .map(|c| crate::inner::thin::lane_dot(c, None))

@@ -45,12 +45,12 @@
 //! ([`Termination::from_window`](crate::Termination::from_window) sees the inexact solve).
 //! The plain step is taken only when $L(F(\theta_t)) \le L(\theta_t)$ too: iterative
 //! M-steps (logistic, Poisson, the gate) are maximisers only to their inner tolerance,
-//! which next to the optimum can exceed EM's gain (a proptest draw rose by $10^{-12}$
-//! relative). Otherwise the iterate stays with its E-step (a zero change, which ends a
-//! run with a tolerance as converged, or as an inexact M-step when that M-step needed a
-//! fallback or missed its tolerance); when $F(\theta_t)$ is outside the domain (an M-step
-//! without a maximiser) it stays as a failed step and the run ends as an inexact M-step,
-//! reported and not converged, instead of an error.
+//! which next to the optimum can exceed EM's gain (SQUAREM's plain step rose by
+//! $3\cdot10^{-12}$ relative on a proptest draw). Otherwise the iterate stays with its
+//! E-step (a zero change, which ends a run with a tolerance as converged, or as an inexact
+//! M-step when that M-step needed a fallback or missed its tolerance); when $F(\theta_t)$
+//! is outside the domain (an M-step without a maximiser) it stays as a failed step and the
+//! run ends as an inexact M-step, reported and not converged, instead of an error.
 //! DAAREM's cycle-level check (more damping when $L$ rose over a cycle) can never fire
 //! under this strict safeguard and is left out. The safeguard makes every accepted step
 //! decrease $L$; it does not keep the run in EM's basin: runs have been seen to end in a
@@ -80,10 +80,11 @@
 //! evaluation of $F$ (the E-step is cached and starts the next iteration's evaluation),
 //! so an accepted or plain step costs **1**; when the safeguard rejects a proposal whose
 //! E-step was computed, the E-step at $F(\theta_t)$ follows and the iteration costs
-//! **2**; one more when the iterate stays (its E-step, cached for the next iteration). A proposal is accepted only when its M-step succeeds too: that M-step is the
-//! next iteration's, computed at acceptance and cached, so a point where it fails (a
-//! singular Hessian, a degenerate component) is refused like an invalid point and the
-//! plain step is taken instead. The least-squares solve works on a $\dim\theta\times m$ matrix and allocates
+//! **2**; one more when the iterate stays (its E-step, cached for the next iteration).
+//! A proposal is accepted only when its M-step succeeds too: that M-step is the next
+//! iteration's, computed at acceptance and cached, so a point where it fails (a singular
+//! Hessian, a degenerate component) is refused like an invalid point and the plain step
+//! is taken instead. The least-squares solve works on a $\dim\theta\times m$ matrix and allocates
 //! nothing beyond the history and its SVD.
 
 use crate::error::{MoeError, Result};
