@@ -49,4 +49,43 @@ impl InnerStats {
             ..self
         }
     }
+
+    /// This work when the iterate stays because EM's point from it is higher: a fixed
+    /// point at the inner solves' precision when they were exact (converged, no
+    /// fallback), else a [`failed`](Self::failed) step.
+    pub(crate) fn stayed(self) -> InnerStats {
+        if self.converged && self.fallbacks == 0 {
+            self
+        } else {
+            self.failed()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stay_after_exact_solves_keeps_them_and_after_inexact_ones_fails() {
+        let exact = InnerStats::exact_step(3, 1e-12);
+        assert_eq!(exact.clone().stayed(), exact);
+        let shifted = InnerStats {
+            fallbacks: 1,
+            ..exact.clone()
+        };
+        let missed = InnerStats {
+            converged: false,
+            ..exact.clone()
+        };
+        for inexact in [shifted, missed] {
+            let s = inexact.clone().stayed();
+            assert!(!s.converged && s.residual == f64::INFINITY);
+            assert_eq!(s.fallbacks, inexact.fallbacks + 1);
+            assert_eq!(
+                (s.iterations, s.hessians),
+                (inexact.iterations, inexact.hessians)
+            );
+        }
+    }
 }

@@ -654,10 +654,11 @@ impl Anderson {
             theta: theta.clone(),
             at: Mapped::Stats(stats),
         }));
-        // Staying is EM's fixed point at the inner solve's precision only when it was
-        // exact; after a fallback or a missed tolerance the step failed.
-        let failed = failed || inner.fallbacks > 0 || !inner.converged;
-        let inner = if failed { inner.failed() } else { inner };
+        let inner = if failed {
+            inner.failed()
+        } else {
+            inner.stayed()
+        };
         let step = StepInfo::extrapolated(passes + 1, 1.0, true);
         let record = IterRecord::em_map_step(state.iter + 1, objective, inner, step);
         Ok((state.advance(theta, objective), record))

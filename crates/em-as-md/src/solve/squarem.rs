@@ -37,7 +37,7 @@
 //! **Cost.** Each evaluation of $F$ counts one EM-equivalent pass ([`StepInfo::passes`]):
 //! 3 per accepted iteration, 3 when the safeguard fires after $\theta''$, 2 when
 //! $\theta'$ is invalid, one more when $\theta_2$ is higher or invalid (the E-step at the
-//! point kept), 1 when EM's own point $\theta_1$ is outside the domain (then the iterate
+//! point kept), 2 when EM's own point $\theta_1$ is outside the domain (then the iterate
 //! stays and the run ends as an inexact M-step, reported, not converged). The E-steps at
 //! $\theta_1$, $\theta'$ and the accepted point are the E-steps of these evaluations (the
 //! last is cached for the next iteration), so no pass is spent on $L$ alone except the
@@ -190,7 +190,7 @@ impl<P: EmMap> Solver<P> for Squarem {
             Ok(v) => v,
             // EM's own point from θ is outside the domain: an M-step without a maximiser
             // (a Poisson rate heading to 0 on zero counts), where no step can be computed.
-            Err(e) if is_trial_failure(&e) => return Ok(stay(state, inner)),
+            Err(e) if is_trial_failure(&e) => return self.stay(problem, state, inner),
             Err(e) => return Err(e),
         };
         let (theta2, inner2) = m_step(&stats1, &theta1)?;
@@ -238,12 +238,7 @@ impl<P: EmMap> Solver<P> for Squarem {
                     let keep = if l1 <= state.objective {
                         theta1
                     } else {
-                        // Staying is EM's fixed point at the inner solves' precision only
-                        // when they were exact; after a fallback or a missed tolerance the
-                        // step failed (the run ends as an inexact M-step).
-                        if inner.fallbacks > 0 || !inner.converged {
-                            inner = inner.failed();
-                        }
+                        inner = inner.stayed();
                         state.theta.clone()
                     };
                     let (s, l) = problem.e_step(&keep)?;
@@ -261,19 +256,23 @@ impl<P: EmMap> Solver<P> for Squarem {
     }
 }
 
-/// The iterate stays when EM's point from it is outside the domain: the record says the
-/// M-step failed ([`InnerStats::failed`]), so the run ends as an inexact M-step, reported
-/// and not converged, as [`Newton`](crate::solve::newton::Newton)'s does.
-fn stay(state: FitState, inner: InnerStats) -> (FitState, IterRecord) {
-    let objective = state.objective;
-    let record = IterRecord::em_map_step(
-        state.iter + 1,
-        objective,
-        inner.failed(),
-        StepInfo::extrapolated(1, 1.0, true),
-    );
-    let theta = state.theta.clone();
-    (state.advance(theta, objective), record)
+impl Squarem {
+    /// The iterate stays when EM's point from it is outside the domain: the record says the
+    /// M-step failed ([`InnerStats::failed`]), so the run ends as an inexact M-step, reported
+    /// and not converged, as [`Newton`](crate::solve::newton::Newton)'s does. Two passes:
+    /// the failed evaluation of $F$ and the E-step at the iterate, cached for the next
+    /// iteration.
+    fn stay<P: EmMap>(&mut self, problem: &P, state: FitState, inner: InnerStats) -> NextIter {
+        let (stats, objective) = problem.e_step(&state.theta)?;
+        let theta = state.theta.clone();
+        self.cache = Some(Box::new(Cached {
+            theta: theta.clone(),
+            stats,
+        }));
+        let step = StepInfo::extrapolated(2, 1.0, true);
+        let record = IterRecord::em_map_step(state.iter + 1, objective, inner.failed(), step);
+        Ok((state.advance(theta, objective), record))
+    }
 }
 
 #[cfg(test)]
