@@ -416,3 +416,30 @@ fn the_ungated_start_runs_only_when_below_unless_always() {
     assert!(off.report().ungated.is_none());
     assert_eq!(off.report().restarts.len(), 4);
 }
+
+#[test]
+fn the_ungated_fit_beside_the_gated_starts_does_not_depend_on_the_threads() {
+    // Under `WhenBelow` the ungated fit runs beside the gated starts on its own share of
+    // the threads (1 of 2, 1 of 3, 2 of 6); the fit must be the one a single thread gives,
+    // whether the extra start ran (crossing lines) or not (a strongly gated sample).
+    for (data, n_init, ran) in [(tone(), 8, true), (strongly_gated(600), 3, false)] {
+        let valid = params(Gating::Softmax, InitMethod::Auto, n_init)
+            .check()
+            .unwrap();
+        let fits: Vec<FittedMoe> = [1, 2, 3, 6]
+            .into_iter()
+            .map(|t| with_threads(t, || valid.fit(&data).unwrap()))
+            .collect();
+        let one = fits[0].report();
+        let ung = one.ungated.expect("a gated fit reports its ungated fit");
+        assert_eq!(ung.start_ran, ran);
+        for other in &fits[1..] {
+            let rep = other.report();
+            assert_eq!(other.theta(), fits[0].theta());
+            assert_eq!(untimed(&rep.restarts), untimed(&one.restarts));
+            let u = rep.ungated.expect("a gated fit reports its ungated fit");
+            assert_eq!(u.log_likelihood.to_bits(), ung.log_likelihood.to_bits());
+            assert_eq!(u.start_ran, ran);
+        }
+    }
+}

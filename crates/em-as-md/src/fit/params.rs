@@ -341,6 +341,38 @@ pub fn initial_theta(
 /// A restart's run and the start $\theta_0$ it ran from.
 type StartedRun = Result<(FitResult, Vec<f64>)>;
 
+/// Runs `a` and `b` at the same time, `a` on a third of the current rayon pool's threads
+/// (at least one) and `b` on the rest, each in its own pool, so that the data passes of
+/// one never wait on a pass of the other that a worker stole (as they can under a plain
+/// [`rayon::join`] of two fits whose passes are parallel). On one thread, or if a pool
+/// cannot be built, `a` then `b` on the current pool. The threads only schedule: every
+/// pass merges its chunks in a fixed order, so results do not depend on the split.
+fn side_by_side<A: Send, B: Send>(
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    let threads = rayon::current_num_threads();
+    let pool = |n: usize| rayon::ThreadPoolBuilder::new().num_threads(n).build().ok();
+    let share = (threads / 3).max(1);
+    match (threads >= 2)
+        .then(|| pool(share).zip(pool(threads - share)))
+        .flatten()
+    {
+        Some((pa, pb)) => std::thread::scope(|s| {
+            let ha = s.spawn(|| pa.install(a));
+            let rb = pb.install(b);
+            match ha.join() {
+                Ok(ra) => (ra, rb),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }),
+        None => {
+            let ra = a();
+            (ra, b())
+        }
+    }
+}
+
 /// $\theta_0$ under a resolved strategy, drawing from `rng`.
 fn start_from(
     model: &MixtureOfExperts,
@@ -472,8 +504,9 @@ pub const UNGATED_START: &str = "ungated";
 /// ungated fit's log-likelihood $\ell_u$; gated starts alone can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UngatedStart {
-    /// Fit the ungated model; run the extra start from its optimum only when no gated
-    /// start ended at or above $\ell_u$. The guarantee holds either way; the extra start
+    /// Fit the ungated model (beside the gated starts, on a third of the threads); run
+    /// the extra start from its optimum only when no gated start ended at or above
+    /// $\ell_u$. The guarantee holds either way; the extra start
     /// (often as long as a gated fit) is skipped when it cannot be needed for it.
     #[default]
     WhenBelow,
@@ -861,12 +894,15 @@ impl MoeValidParams {
     /// **Gated never below ungated.** The softmax gate with slopes 0 is the constant gate,
     /// so the gated model contains the ungated one; EM from gated starts alone can still
     /// end in a worse basin. A gated fit ([`Gating::Softmax`], $K > 1$, data with a
-    /// constant column such as the intercept) therefore first fits the ungated model with
-    /// the same settings, $\ell_u$ its log-likelihood, then runs the gated starts, then —
-    /// when none of them ended at or above $\ell_u$ ([`UngatedStart::WhenBelow`], the
-    /// default), or always, in parallel with them ([`UngatedStart::Always`]) — one more
-    /// restart (index $n_{\text{init}}$, strategy [`UNGATED_START`]) from its optimum
-    /// ([`gated_from_ungated`]). EM never decreases the likelihood, so the returned gated
+    /// constant column such as the intercept) therefore also fits the ungated model with
+    /// the same settings, $\ell_u$ its log-likelihood, and runs one more restart from its
+    /// optimum: under [`UngatedStart::WhenBelow`] (the default) the ungated fit runs
+    /// beside the gated starts, on a third of the threads (on one thread, before them),
+    /// and the extra start only when none of them ended at or above $\ell_u$; under
+    /// [`UngatedStart::Always`] the ungated fit runs first and the extra start in
+    /// parallel with the gated ones. That restart (index $n_{\text{init}}$, strategy
+    /// [`UNGATED_START`]) starts at [`gated_from_ungated`] of the ungated optimum. EM
+    /// never decreases the likelihood, so the returned gated
     /// log-likelihood is at least $\ell_u$ either way; [`FitReport::ungated`] records
     /// $\ell_u$, the ungated fit's time and whether the extra start ran. Off with
     /// [`MoeParams::ungated_start`]`(`[`UngatedStart::Off`]`)`.
@@ -960,25 +996,24 @@ impl MoeValidParams {
             });
         }
         Problem::new(&model, data)?;
-        // The ungated optimum first (itself a parallel fit); a failed ungated fit fails
-        // only that one extra restart.
-        let ungated_clock = Instant::now();
-        let mut ungated = self
-            .ungated_applies(data)
-            .then(|| self.ungated_theta0(&model, data));
-        let ungated_seconds = ungated_clock.elapsed().as_secs_f64();
-        if let Some(Ok((_, u))) = &mut ungated {
-            u.seconds = ungated_seconds;
-        }
-        let ungated_em = match &ungated {
-            Some(Ok((_, u))) => u.em_seconds,
-            _ => 0.0,
+        let applies = self.ungated_applies(data);
+        let always = p.ungated_start == UngatedStart::Always && applies;
+        // The ungated optimum (itself a parallel fit), timed on its own; a failed ungated
+        // fit fails only the one extra restart.
+        let fit_ungated = || {
+            let ungated_clock = Instant::now();
+            let mut ungated = applies.then(|| self.ungated_theta0(&model, data));
+            let seconds = ungated_clock.elapsed().as_secs_f64();
+            if let Some(Ok((_, u))) = &mut ungated {
+                u.seconds = seconds;
+            }
+            (ungated, seconds)
         };
         // Each run with its start and wall clock: ((result, θ₀), retry errors, seconds
-        // before its EM).
-        let run = |r: usize| {
+        // before its EM); only the extra start (index n_init) reads the ungated fit.
+        let run = |r: usize, ungated: &Option<Result<(Vec<f64>, UngatedFit)>>, before: f64| {
             let run_clock = Instant::now();
-            let (run, failed) = match (&ungated, r == p.n_init) {
+            let (run, failed) = match (ungated, r == p.n_init) {
                 (Some(Ok((theta0, _))), true) => (
                     self.run_from(&model, data, r, theta0.clone(), make),
                     Vec::new(),
@@ -988,14 +1023,29 @@ impl MoeValidParams {
             };
             let total = run_clock.elapsed().as_secs_f64();
             let em = run.as_ref().map_or(0.0, |(f, _)| f.seconds.min(total));
-            let before = if r == p.n_init { ungated_seconds } else { 0.0 };
+            let before = if r == p.n_init { before } else { 0.0 };
             (run, failed, before + total - em)
         };
-        let always = p.ungated_start == UngatedStart::Always && ungated.is_some();
-        let mut runs: Vec<(StartedRun, Vec<String>, f64)> = (0..p.n_init + usize::from(always))
-            .into_par_iter()
-            .map(run)
-            .collect();
+        let gated_starts = |ungated: &Option<Result<(Vec<f64>, UngatedFit)>>, before: f64| {
+            (0..p.n_init + usize::from(always))
+                .into_par_iter()
+                .map(|r| run(r, ungated, before))
+                .collect::<Vec<(StartedRun, Vec<String>, f64)>>()
+        };
+        // `Always` starts from the ungated optimum beside the gated starts, so it needs
+        // that optimum first; otherwise the gated starts do not read it and both run at
+        // once, each on its own share of the threads (the same results either way).
+        let ((ungated, ungated_seconds), mut runs) = if always || !applies {
+            let u = fit_ungated();
+            let runs = gated_starts(&u.0, u.1);
+            (u, runs)
+        } else {
+            side_by_side(fit_ungated, || gated_starts(&None, 0.0))
+        };
+        let ungated_em = match &ungated {
+            Some(Ok((_, u))) => u.em_seconds,
+            _ => 0.0,
+        };
         // When below: the extra start only if no gated start reached the ungated fit (or
         // that fit failed, which its restart then reports).
         let needed = match &ungated {
@@ -1008,7 +1058,7 @@ impl MoeValidParams {
             None => false,
         };
         if !always && needed {
-            runs.push(run(p.n_init));
+            runs.push(run(p.n_init, &ungated, ungated_seconds));
         }
         let start_ran = runs.len() > p.n_init;
         let ungated_fit = match &ungated {
