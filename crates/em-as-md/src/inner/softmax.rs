@@ -32,7 +32,8 @@
 //! the gradient $X_c^\top(S - c\,\Pi)$ one product and the Hessian's $C(C-1)/2$ distinct
 //! $d\times d$ blocks weighted Gram products (`add_weighted_grams`). Work buffers are
 //! per worker (`SoftmaxScratch`): nothing is allocated per row. $Q$'s logarithms are
-//! summed by block ([`SumOfLogs`]) for rows whose weighted labels sum to 1.
+//! summed by block ([`SumOfLogs`]) for rows whose weighted labels sum to 1 (to within
+//! [`label_sum_slack`]).
 //!
 //! The round-off estimate handed to the Newton driver is
 //! [`sum_noise`]$\big(\frac1W\sum_i[\sum_k s_{ik}|g_{ik}| + \tilde c_i\operatorname{LSE}(g_i)],
@@ -367,9 +368,10 @@ pub(crate) fn softmax_rows(
 /// Hessian, its $C(C-1)/2$ weighted Gram blocks.
 ///
 /// $q$ is summed as $\sum_i[\sum_k s_{ik}(g_{ik} - m_i) - \tilde c_i\log z_i]$: rows whose
-/// weighted labels sum to exactly $\tilde c_i = 1$ (most rows of an E-step's
-/// responsibilities) add $\log z_i$ through one [`SumOfLogs`] per chunk, so the logarithm
-/// is taken once per block of rows instead of once per row; other rows take their own.
+/// weighted labels sum to $\tilde c_i = 1$ up to [`label_sum_slack`] (the rows of an
+/// E-step's responsibilities) add $\log z_i$ through one [`SumOfLogs`] per chunk, so the
+/// logarithm is taken once per block of rows instead of once per row; other rows take
+/// their own.
 pub(crate) fn softmax_chunk(
     data: &Dataset,
     rows: std::ops::Range<usize>,
@@ -400,11 +402,12 @@ pub(crate) fn softmax_chunk(
         sg_abs += a;
     }
     let mut logs = SumOfLogs::new();
+    let slack = label_sum_slack(c);
     for ((&cs, &mx), &z) in csum.iter().zip(&scratch.gmax[..m]).zip(&scratch.gsum[..m]) {
         if mx != 0.0 {
             lse += cs * mx;
         }
-        if cs == 1.0 {
+        if (cs - 1.0).abs() <= slack {
             logs.add_log(z);
         } else if cs > 0.0 {
             lse += cs * z.ln();
@@ -465,6 +468,17 @@ pub(crate) fn softmax_chunk(
             },
         );
     }
+}
+
+/// How far from 1 a row's label sum $\tilde c_i$ may be and still add $\log z_i$ through
+/// [`SumOfLogs`] as if it were 1: $4C$ units of round-off, $C$ the number of classes.
+/// Responsibilities computed as $C$ exponentials over one normaliser sum to 1 only up to
+/// a few units of round-off, and an exact test would send most rows of an E-step to a
+/// logarithm of their own; the term dropped, $|\tilde c_i - 1|\log z_i$, is at most
+/// $4C\varepsilon$ relative to $\tilde c_i\log z_i$, the order of that product's own
+/// rounding.
+pub(crate) fn label_sum_slack(c: usize) -> f64 {
+    4.0 * c as f64 * f64::EPSILON
 }
 
 /// $(\langle a, b\rangle, \langle a, |b|\rangle)$ with four interleaved partial sums, which

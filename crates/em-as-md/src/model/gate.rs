@@ -226,8 +226,8 @@ impl<'a> GateFit<'a> {
         }
     }
 
-    /// `InvalidParam` for $K < 2$ or inconsistent lengths, `InvalidData` naming the row of
-    /// a negative or non-finite label.
+    /// `InvalidParam` for $K < 2$ or inconsistent lengths (a negative or non-finite label
+    /// is `InvalidData` naming its row, from the softmax regression built next).
     fn check(&self) -> Result<()> {
         check(self.data, self.labels, self.k, self.start)
     }
@@ -270,13 +270,8 @@ fn check(data: &Dataset, labels: &[f64], k: usize, w: &[f64]) -> Result<()> {
             ),
         });
     }
-    if let Some(i) = labels.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
-        return Err(MoeError::InvalidData {
-            row: Some(i / k),
-            column: Some("responsibility".into()),
-            reason: "soft labels must be finite and >= 0".into(),
-        });
-    }
+    // The labels themselves (finite, >= 0, the row named) are checked once, by the
+    // softmax regression every caller builds next.
     Ok(())
 }
 
@@ -625,17 +620,22 @@ mod tests {
 
     #[test]
     fn q_matches_the_textbook_sum_across_chunks_and_label_sums() {
-        // Q summed with blocked logarithms (labels summing to exactly 1), per-row ones
+        // Q summed with blocked logarithms (labels summing to 1 up to round-off), per-row ones
         // (other label sums) and the unshifted K−1-exponential softmax, against
         // (1/n) Σ_i Σ_k s_ik log π_k(x_i) computed naively, over several row chunks.
         for k in [2usize, 3, 4] {
             let n = 2 * CHUNK + 123;
             let d = 3;
             let (ds, mut labels) = setup(n, d, k, 40 + k as u64);
-            // Every third row's labels scaled (row sum ≠ 1, as with weighted rows).
+            // Every third row's labels scaled (row sum ≠ 1, as with weighted rows), every
+            // fifth other one by 1 + 10⁻⁹: far above the slack within which a sum counts as
+            // 1 (`label_sum_slack`), so its own logarithm must be taken (counting it as 1
+            // would be off by ~10⁻¹⁰ relative).
             for (i, row) in labels.chunks_mut(k).enumerate() {
                 if i % 3 == 0 {
                     row.iter_mut().for_each(|v| *v *= 1.7);
+                } else if i % 5 == 0 {
+                    row.iter_mut().for_each(|v| *v *= 1.0 + 1e-9);
                 }
             }
             let mut rng = ChaCha8Rng::seed_from_u64(7);
