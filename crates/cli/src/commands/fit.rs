@@ -371,7 +371,8 @@ pub struct FitArgs {
     /// How EM is accelerated: `squarem` (SQUAREM with the monotone safeguard), `anderson`
     /// (Anderson acceleration with the monotone safeguard, DAAREM), `md` (mirror descent
     /// with step 1/L̂ measured along the run), `newton` (Newton's method on L with the
-    /// observed information, EM as the safeguard) or `none` (plain EM).
+    /// observed information, EM as the safeguard; slow on `--expert gaussian`, whose
+    /// observed information takes a generic per-row pass) or `none` (plain EM).
     #[arg(long, default_value_t = Accel::default(), value_parser = accel_value)]
     pub accel: Accel,
     /// When a gated fit also starts from the ungated optimum (it first fits the ungated
