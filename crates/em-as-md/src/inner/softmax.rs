@@ -33,7 +33,7 @@
 //! $d\times d$ blocks weighted Gram products (`add_weighted_grams`). Work buffers are
 //! per worker (`SoftmaxScratch`): nothing is allocated per row. $Q$'s logarithms are
 //! summed by block ([`SumOfLogs`]) for rows whose weighted labels sum to 1 (to within
-//! [`label_sum_slack`]).
+//! `label_sum_slack`).
 //!
 //! The round-off estimate handed to the Newton driver is
 //! [`sum_noise`]$\big(\frac1W\sum_i[\sum_k s_{ik}|g_{ik}| + \tilde c_i\operatorname{LSE}(g_i)],
