@@ -356,7 +356,12 @@ fn side_by_side<A: Send, B: Send>(
     b: impl FnOnce() -> B + Send,
 ) -> (A, B) {
     let threads = rayon::current_num_threads();
-    let pool = |n: usize| rayon::ThreadPoolBuilder::new().num_threads(n).build().ok();
+    let pool = |size: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(size)
+            .build()
+            .ok()
+    };
     let share = (threads / 3).max(1);
     let short_passes = n.div_ceil(CHUNK) < SPLIT_PASS_CHUNKS * threads;
     match (threads >= 2 && short_passes)
@@ -518,8 +523,8 @@ pub const UNGATED_START: &str = "ungated";
 pub enum UngatedStart {
     /// Fit the ungated model (on few rows beside the gated starts, on a third of the
     /// threads); run the extra start from its optimum only when no gated start ended at
-    /// or above $\ell_u$. The guarantee holds either way; the extra start
-    /// (often as long as a gated fit) is skipped when it cannot be needed for it.
+    /// or above $\ell_u$. The guarantee holds either way; the extra start (often as long
+    /// as a gated fit) is skipped when it cannot be needed for it.
     #[default]
     WhenBelow,
     /// Fit the ungated model and always run the extra start from its optimum, in parallel
@@ -915,9 +920,9 @@ impl MoeValidParams {
     /// [`UngatedStart::Always`] the ungated fit runs first and the extra start in
     /// parallel with the gated ones. That restart (index $n_{\text{init}}$, strategy
     /// [`UNGATED_START`]) starts at [`gated_from_ungated`] of the ungated optimum. EM
-    /// never decreases the likelihood, so the returned gated
-    /// log-likelihood is at least $\ell_u$ either way; [`FitReport::ungated`] records
-    /// $\ell_u$, the ungated fit's time and whether the extra start ran. Off with
+    /// never decreases the likelihood, so the returned gated log-likelihood is at least
+    /// $\ell_u$ either way; [`FitReport::ungated`] records $\ell_u$, the ungated fit's
+    /// time and whether the extra start ran. Off with
     /// [`MoeParams::ungated_start`]`(`[`UngatedStart::Off`]`)`.
     ///
     /// # Errors
