@@ -1179,3 +1179,39 @@ fn gaussian_mixture_fit_save_predict_certify() {
         &["l.csv", "\"s\""],
     );
 }
+
+#[test]
+fn newton_on_a_gaussian_mixture_warns_before_the_fit() {
+    // The Gaussian mixture's observed information takes the generic per-row pass, so
+    // `--accel newton` is far slower than SQUAREM there: said on stderr before the fit
+    // (not with --quiet or --json), and not for other solvers.
+    let d = tmpdir("gmm-newton");
+    let f = write(&d, "g.csv", &clusters_csv(200));
+    let run = |extra: &[&str]| {
+        let out = mdem()
+            .arg("fit")
+            .arg(&f)
+            .args(["--experts", "2", "--expert", "gaussian", "--max-iter", "3"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let warned = run(&["--accel", "newton"]);
+    assert!(
+        warned.contains("warning: --accel newton on a Gaussian mixture"),
+        "stderr: {warned}"
+    );
+    for extra in [
+        &["--accel", "squarem"][..],
+        &["--accel", "newton", "--quiet"],
+        &["--accel", "newton", "--json"],
+    ] {
+        let err = run(extra);
+        assert!(
+            !err.contains("--accel newton on a Gaussian"),
+            "{extra:?}: {err}"
+        );
+    }
+}
