@@ -30,8 +30,8 @@ scikit-learn `tol` (absolute change of the mean log-likelihood per row) = tol * 
 Order and load. For each case: mdem (default SQUAREM acceleration), the peer, mdem with
 `--accel none` (plain EM, the peers' algorithm) and, with `--newton`, mdem with
 `--accel newton` (not on the Gaussian mixture, see `with_newton`), one after another, so
-the peer and mdem see the same load; the load average is recorded per case. `--repeats N` runs that sequence
-N times and shows median times. `--threads 1` (default) runs every
+the peer and mdem see the same load; the load average is recorded per case. `--repeats N`
+runs that sequence N times and shows median times. `--threads 1` (default) runs every
 tool on one thread (RAYON_NUM_THREADS for mdem, OPENBLAS/OMP_NUM_THREADS for R, threadpoolctl
 for scikit-learn); `--threads 0` leaves each tool its default.
 
@@ -61,6 +61,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The mdem runs of every case: (key, label); `--newton` adds ("mdem_newton", "Newton").
 MDEM_RUNS = [("mdem", "SQUAREM"), ("mdem_none", "plain EM")]
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+FLAG = 1e-6
 
 
 def with_newton(c, a):
@@ -68,8 +70,17 @@ def with_newton(c, a):
     has no one-pass observed sums (Newton's generic per-row pass ran over 8 minutes at
     10^6 rows; docs/performance.md)."""
     return a.newton and c["gen"] != "gmm"
-ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
-FLAG = 1e-6
+
+
+def mdem_runs(c, a):
+    """The mdem runs of case `c`: MDEM_RUNS, and Newton when `with_newton`."""
+    return MDEM_RUNS + ([("mdem_newton", "Newton")] if with_newton(c, a) else [])
+
+
+def run_keys(c, a):
+    """Every run of case `c` in the order they are made: mdem, the peer, the other mdem runs."""
+    first, *rest = [key for key, _ in mdem_runs(c, a)]
+    return [first, "peer"] + rest
 
 
 def default_mdem():
@@ -292,7 +303,7 @@ def main():
             run["mdem_none"] = run_mdem(a.mdem, c, path, a, "none")
             if with_newton(c, a):
                 run["mdem_newton"] = run_mdem(a.mdem, c, path, a, "newton")
-            for key in ["mdem", "peer", "mdem_none"] + (["mdem_newton"] if with_newton(c, a) else []):
+            for key in run_keys(c, a):
                 v = run[key]
                 print(f"#   {rep + 1}/{a.repeats} {key}: " + ", ".join(
                       f"{x}={v[x]}" for x in ["fit_s", "process_s", "wall_s", "em_s", "ll",
@@ -301,7 +312,7 @@ def main():
                       file=sys.stderr, flush=True)
             r["runs"].append(run)
         r["load_after"] = os.getloadavg()[0]
-        for key in ["mdem", "peer", "mdem_none"] + (["mdem_newton"] if with_newton(c, a) else []):
+        for key in run_keys(c, a):
             r[key] = summarise([run[key] for run in r["runs"]])
         results.append(r)
 
@@ -327,7 +338,7 @@ def main():
     flagged = []
     for r in results:
         c, p = r["case"], r["peer"]
-        for key, label in MDEM_RUNS + ([("mdem_newton", "Newton")] if with_newton(c, a) else []):
+        for key, label in mdem_runs(c, a):
             m = r[key]
             if "error" in m:
                 print(f"| {c['name']} | {c['n']} | {c['k']} | {c['peer']} | | | {label} | "
@@ -366,7 +377,7 @@ def main():
     print("|---" * 10 + "|")
     for r in results:
         c = r["case"]
-        for key, label in MDEM_RUNS + ([("mdem_newton", "Newton")] if with_newton(c, a) else []):
+        for key, label in mdem_runs(c, a):
             m = r[key]
             if "phases" not in m:
                 continue

@@ -505,7 +505,7 @@ pub fn offered() -> Vec<String> {
 /// `--json`): the Gaussian mixture has no one-evaluation observed sums, so each Newton
 /// iteration takes the generic per-row pass (docs/performance.md: over 8 minutes at
 /// $10^6$ rows, $d = 5$, $K = 3$, against 1.5 s with SQUAREM).
-pub const NEWTON_ON_CLUSTERS: &str = "warning: --accel newton on a Gaussian mixture \
+const NEWTON_ON_CLUSTERS: &str = "warning: --accel newton on a Gaussian mixture \
      evaluates the observed information by a generic per-row pass, far dearer than an \
      E-step (minutes where --accel squarem takes seconds at 10^6 rows)";
 
