@@ -1215,3 +1215,45 @@ fn newton_on_a_gaussian_mixture_warns_before_the_fit() {
         );
     }
 }
+
+#[test]
+fn presample_fits_the_starts_on_a_sample_and_em_on_every_row() {
+    let base = [
+        &data("diabetes.csv") as &str,
+        "--target",
+        "y",
+        "--experts",
+        "2",
+        "--expert",
+        "linear",
+        "--seed",
+        "3",
+    ];
+    let full = fit_json(&base);
+    let args: Vec<&str> = base.iter().copied().chain(["--presample", "150"]).collect();
+    let pre = fit_json(&args);
+    // One restart, the full-data run from the sample fit's optimum, over every row.
+    assert_eq!(pre["best_start_init"], "sample fit");
+    assert_eq!(pre["start_inits"].as_array().unwrap().len(), 1);
+    assert_eq!(pre["rows"], full["rows"]);
+    assert_eq!(pre["converged"], true);
+    assert!(pre["ungated_fit"].is_null(), "{}", pre["ungated_fit"]);
+    // The same seed draws the same sample and start: the same fit.
+    assert_eq!(fit_json(&args)["log_likelihood"], pre["log_likelihood"]);
+    // A sample at least as large as the data is the direct fit.
+    let all: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--presample", "100000"])
+        .collect();
+    assert_eq!(fit_json(&all)["log_likelihood"], full["log_likelihood"]);
+    // Streamed and mini-batch fits draw their own sample (--sample-rows).
+    let out = mdem()
+        .arg("fit")
+        .args(&args)
+        .arg("--stream")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--presample"));
+}

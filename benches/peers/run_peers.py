@@ -29,7 +29,8 @@ scikit-learn `tol` (absolute change of the mean log-likelihood per row) = tol * 
 
 Order and load. For each case: mdem (default SQUAREM acceleration), the peer, mdem with
 `--accel none` (plain EM, the peers' algorithm) and, with `--newton`, mdem with
-`--accel newton` (not on the Gaussian mixture, see `with_newton`), one after another, so
+`--accel newton` (not on the Gaussian mixture, see `with_newton`) and, with `--presample
+ROWS`, mdem with `--presample ROWS --accel none` (files with more rows), one after another, so
 the peer and mdem see the same load; the load average is recorded per case. `--repeats N`
 runs that sequence N times and shows median times. `--threads 1` (default) runs every
 tool on one thread (RAYON_NUM_THREADS for mdem, OPENBLAS/OMP_NUM_THREADS for R, threadpoolctl
@@ -72,9 +73,18 @@ def with_newton(c, a):
     return a.newton and c["gen"] != "gmm"
 
 
+def with_presample(c, a):
+    """Whether `--presample ROWS` times `mdem fit --presample ROWS --accel none` on case `c`:
+    only where the file has more rows than the sample."""
+    return a.presample is not None and c["n"] > a.presample
+
+
 def mdem_runs(c, a):
-    """The mdem runs of case `c`: MDEM_RUNS, and Newton when `with_newton`."""
-    return MDEM_RUNS + ([("mdem_newton", "Newton")] if with_newton(c, a) else [])
+    """The mdem runs of case `c`: MDEM_RUNS, Newton when `with_newton`, the presampled
+    plain EM when `with_presample`."""
+    return (MDEM_RUNS + ([("mdem_newton", "Newton")] if with_newton(c, a) else [])
+            + ([("mdem_presample", f"presample {a.presample}, plain EM")]
+               if with_presample(c, a) else []))
 
 
 def run_keys(c, a):
@@ -132,10 +142,10 @@ def generate(c, workdir):
     return path
 
 
-def run_mdem(binary, c, path, a, accel):
+def run_mdem(binary, c, path, a, accel, extra=()):
     cmd = [binary, "fit", path, "--experts", str(c["k"]), "--init", c["init"], "--n-init", "1",
            "--seed", str(a.seed), "--tol", repr(a.tol), "--max-iter", str(a.max_iter),
-           "--accel", accel, "--json", "--quiet"]
+           "--accel", accel, "--json", "--quiet", *extra]
     if c["gen"] == "gmm":
         cmd += ["--expert", "gaussian", "--covariance", "full"]
     else:
@@ -262,6 +272,9 @@ def main():
     ap.add_argument("--json", help="also write every measurement here")
     ap.add_argument("--newton", action="store_true",
                     help="also time mdem with --accel newton (after plain EM, same load)")
+    ap.add_argument("--presample", type=int, metavar="ROWS",
+                    help="also time mdem --presample ROWS --accel none on files with more "
+                         "rows (starts fitted on a sample; after the other runs, same load)")
     a = ap.parse_args()
     if not (os.path.exists(a.mdem) or shutil.which(a.mdem)):
         sys.exit(f"mdem binary not found: {a.mdem} (cargo build --release, or --mdem PATH)")
@@ -303,6 +316,9 @@ def main():
             run["mdem_none"] = run_mdem(a.mdem, c, path, a, "none")
             if with_newton(c, a):
                 run["mdem_newton"] = run_mdem(a.mdem, c, path, a, "newton")
+            if with_presample(c, a):
+                run["mdem_presample"] = run_mdem(a.mdem, c, path, a, "none",
+                                                 ["--presample", str(a.presample)])
             for key in run_keys(c, a):
                 v = run[key]
                 print(f"#   {rep + 1}/{a.repeats} {key}: " + ", ".join(

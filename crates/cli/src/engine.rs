@@ -36,6 +36,9 @@ pub struct FitSettings {
     /// Ridge on the softmax gate's coefficients ([`em_as_md::GateConfig::ridge`]; 0:
     /// none). The experts' ridge is part of the expert.
     pub gate_ridge: f64,
+    /// Fit the starts on a random sample of this many rows, then EM on all rows from the
+    /// best ([`em_as_md::MoeValidParams::fit_presampled`]); `None`: every start on all rows.
+    pub presample: Option<usize>,
     /// Cancellation flag shared by all restarts (the command line passes
     /// [`crate::interrupt::flag`]): once raised, every restart stops before its next
     /// iteration with [`em_as_md::Termination::Interrupted`] and the best restart so far
@@ -43,17 +46,23 @@ pub struct FitSettings {
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
-/// Fits by EM with [`MoeParams`] (restarts in parallel), ticking `progress` once per
-/// iteration of any restart and stopping early when `settings.cancel` is raised.
+/// Fits by EM with [`MoeParams`] (restarts in parallel; on a sample first with
+/// `settings.presample`), ticking `progress` once per iteration of any restart and
+/// stopping early when `settings.cancel` is raised.
 ///
 /// # Errors
-/// As [`MoeParams::check`] and [`em_as_md::MoeValidParams::fit`].
+/// As [`MoeParams::check`], [`em_as_md::MoeValidParams::fit`] and
+/// [`em_as_md::MoeValidParams::fit_presampled`].
 pub fn fit_em(
     data: &Dataset,
     settings: &FitSettings,
     progress: Option<ProgressObserver>,
 ) -> Result<FittedMoe, MoeError> {
-    fit_params(settings, progress).check()?.fit(data)
+    let params = fit_params(settings, progress).check()?;
+    match settings.presample {
+        Some(rows) => params.fit_presampled(data, rows),
+        None => params.fit(data),
+    }
 }
 
 /// [`fit_em`] on a row source read in passes, started from a fit on `sample`
@@ -133,6 +142,7 @@ mod tests {
             accel: Accel::default(),
             ungated_start: UngatedStart::default(),
             gate_ridge: 0.0,
+            presample: None,
             cancel,
         }
     }

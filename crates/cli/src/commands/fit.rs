@@ -422,6 +422,12 @@ pub struct FitArgs {
     /// Report the last mini-batch iterate instead of the Polyak average of the last half.
     #[arg(long)]
     pub no_average: bool,
+    /// Fit every start on a random sample of this many rows, then EM on all rows from the
+    /// best to the same tolerance (large data in memory: most iterations run on the
+    /// sample). A gated fit's comparison with the ungated one is made on the sample.
+    /// (`--stream` and `--minibatch` always start from a sample: `--sample-rows`.)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), conflicts_with_all = ["stream", "minibatch"])]
+    pub presample: Option<u64>,
     /// Rows of the random sample the starts are fitted on with `--stream`.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub sample_rows: u64,
@@ -471,6 +477,9 @@ impl FitArgs {
                 ))
             })?,
             gate_ridge: self.model.gate_ridge()?,
+            presample: self
+                .presample
+                .map(|r| usize::try_from(r).unwrap_or(usize::MAX)),
             cancel: Some(interrupt::flag()),
         })
     }

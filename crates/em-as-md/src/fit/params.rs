@@ -201,6 +201,10 @@ impl MoeParams {
     pub fn init_method(&self) -> &InitMethod {
         &self.init
     }
+    /// The seed set ([`seed`](Self::seed)).
+    pub fn seed_value(&self) -> u64 {
+        self.seed
+    }
     /// When a gated fit ([`Gating::Softmax`]) also runs one start from the ungated
     /// optimum (see [`MoeValidParams::fit`]): default [`UngatedStart::WhenBelow`].
     /// [`UngatedStart::Off`] saves the ungated fit's time and gives up the guarantee that
