@@ -1238,6 +1238,8 @@ fn presample_fits_the_starts_on_a_sample_and_em_on_every_row() {
     assert_eq!(pre["rows"], full["rows"]);
     assert_eq!(pre["converged"], true);
     assert!(pre["ungated_fit"].is_null(), "{}", pre["ungated_fit"]);
+    assert_eq!(pre["presample_rows"], 150);
+    assert!(full["presample_rows"].is_null());
     // The same seed draws the same sample and start: the same fit.
     assert_eq!(fit_json(&args)["log_likelihood"], pre["log_likelihood"]);
     // A sample at least as large as the data is the direct fit.

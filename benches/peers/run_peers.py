@@ -30,7 +30,8 @@ scikit-learn `tol` (absolute change of the mean log-likelihood per row) = tol * 
 Order and load. For each case: mdem (default SQUAREM acceleration), the peer, mdem with
 `--accel none` (plain EM, the peers' algorithm) and, with `--newton`, mdem with
 `--accel newton` (not on the Gaussian mixture, see `with_newton`) and, with `--presample
-ROWS`, mdem with `--presample ROWS --accel none` (files with more rows), one after another, so
+ROWS|FRACTION`, mdem with `--presample ROWS|FRACTION --accel none` (files with more rows
+than the sample; a fraction such as 0.1 applies to every file), one after another, so
 the peer and mdem see the same load; the load average is recorded per case. `--repeats N`
 runs that sequence N times and shows median times. `--threads 1` (default) runs every
 tool on one thread (RAYON_NUM_THREADS for mdem, OPENBLAS/OMP_NUM_THREADS for R, threadpoolctl
@@ -52,6 +53,7 @@ and its rows show mdem alone.
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -73,10 +75,16 @@ def with_newton(c, a):
     return a.newton and c["gen"] != "gmm"
 
 
+def presample_rows(c, a):
+    """The sample of `--presample` for case `c`: ROWS, or ceil(FRACTION * n) for a fraction."""
+    p = float(a.presample)
+    return p if p >= 1 else math.ceil(p * c["n"])
+
+
 def with_presample(c, a):
-    """Whether `--presample ROWS` times `mdem fit --presample ROWS --accel none` on case `c`:
-    only where the file has more rows than the sample."""
-    return a.presample is not None and c["n"] > a.presample
+    """Whether `--presample ROWS|FRACTION` times `mdem fit --presample ... --accel none` on
+    case `c`: only where the file has more rows than the sample."""
+    return a.presample is not None and c["n"] > presample_rows(c, a)
 
 
 def mdem_runs(c, a):
@@ -272,9 +280,11 @@ def main():
     ap.add_argument("--json", help="also write every measurement here")
     ap.add_argument("--newton", action="store_true",
                     help="also time mdem with --accel newton (after plain EM, same load)")
-    ap.add_argument("--presample", type=int, metavar="ROWS",
-                    help="also time mdem --presample ROWS --accel none on files with more "
-                         "rows (starts fitted on a sample; after the other runs, same load)")
+    ap.add_argument("--presample", metavar="ROWS|FRACTION",
+                    help="also time mdem --presample ROWS|FRACTION --accel none (a number "
+                         "of rows, or a fraction of them in (0, 1)) on files with more rows "
+                         "than the sample (starts fitted on a sample; after the other runs, "
+                         "same load)")
     a = ap.parse_args()
     if not (os.path.exists(a.mdem) or shutil.which(a.mdem)):
         sys.exit(f"mdem binary not found: {a.mdem} (cargo build --release, or --mdem PATH)")

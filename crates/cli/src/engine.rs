@@ -4,6 +4,7 @@
 
 use crate::progress::ProgressObserver;
 use em_as_md::fit::init::InitMethod;
+use em_as_md::fit::presample::Presample;
 use em_as_md::fit::UngatedStart;
 use em_as_md::model::mixture::Gating;
 use em_as_md::{Accel, Dataset, Expert, FittedMoe, GateConfig, MoeError, MoeParams, ObserverMode};
@@ -36,9 +37,10 @@ pub struct FitSettings {
     /// Ridge on the softmax gate's coefficients ([`em_as_md::GateConfig::ridge`]; 0:
     /// none). The experts' ridge is part of the expert.
     pub gate_ridge: f64,
-    /// Fit the starts on a random sample of this many rows, then EM on all rows from the
-    /// best ([`em_as_md::MoeValidParams::fit_presampled`]); `None`: every start on all rows.
-    pub presample: Option<usize>,
+    /// Fit the starts on a random sample (these rows, or this fraction of them), then EM
+    /// on all rows from the best ([`em_as_md::MoeValidParams::fit_presampled`]); `None`:
+    /// every start on all rows.
+    pub presample: Option<Presample>,
     /// Cancellation flag shared by all restarts (the command line passes
     /// [`crate::interrupt::flag`]): once raised, every restart stops before its next
     /// iteration with [`em_as_md::Termination::Interrupted`] and the best restart so far
@@ -60,7 +62,7 @@ pub fn fit_em(
 ) -> Result<FittedMoe, MoeError> {
     let params = fit_params(settings, progress).check()?;
     match settings.presample {
-        Some(rows) => params.fit_presampled(data, rows),
+        Some(sample) => params.fit_presampled(data, sample.rows(data.n())),
         None => params.fit(data),
     }
 }

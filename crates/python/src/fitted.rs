@@ -340,6 +340,7 @@ impl Fit {
             "converged": rep.converged(),
             "solver": rep.solver,
             "best_start": rep.best_restart,
+            "start_inits": rep.restarts.iter().map(|r| &r.init).collect::<Vec<_>>(),
             "start_log_likelihoods": rep.restarts.iter().map(|r| r.log_likelihood).collect::<Vec<_>>(),
             "start_iterations": rep.restarts.iter().map(|r| r.iterations).collect::<Vec<_>>(),
             "start_em_seconds": rep.restarts.iter().map(|r| r.seconds).collect::<Vec<_>>(),

@@ -2,6 +2,7 @@
 //! library's fit with the GIL released, and the parameters back in the data's units.
 
 use crate::fitted::Fit;
+use em_as_md::fit::presample::Presample;
 use em_as_md::fit::scaling::Scaling;
 use em_as_md::fit::UngatedStart;
 use em_as_md::model::expert::ExpertSpec;
@@ -10,7 +11,7 @@ use em_as_md::model::mixture::{Gating, MixtureOfExperts};
 use em_as_md::model::registry;
 use em_as_md::{
     Accel, CovarianceType, Dataset, FittedMoe, GateConfig, GaussianCluster, GradientDescent,
-    InitMethod, MirrorDescent, MoeParams, MoeValidParams, Step,
+    InitMethod, MirrorDescent, MoeError, MoeParams, MoeValidParams, Step,
 };
 use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
@@ -114,6 +115,11 @@ pub struct Settings {
     /// `when-below` in fits pickled before it existed).
     #[serde(default = "default_ungated_start")]
     pub ungated_start: String,
+    /// The sample the starts were fitted on ([`Presample::from_value`]: rows, or a
+    /// fraction of them), then EM on all rows ([`MoeValidParams::fit_presampled`]);
+    /// `None` (and in fits pickled before it existed): every start on all rows.
+    #[serde(default)]
+    pub presample: Option<f64>,
 }
 
 fn default_ungated_start() -> String {
@@ -306,7 +312,7 @@ pub fn expert_names() -> Vec<String> {
 /// `ValueError` with the library's message for bad settings, bad data (a target outside
 /// the expert's support, too few rows for the model) or a fit that fails in every start.
 #[pyfunction]
-#[pyo3(signature = (x, y, *, expert, n_experts, gating=true, init="auto", n_init=1, tol=1e-8, max_iter=500, solver="squarem", eta=None, seed=0, standardize=true, ridge=0.0, ungated_start="when-below"))]
+#[pyo3(signature = (x, y, *, expert, n_experts, gating=true, init="auto", n_init=1, tol=1e-8, max_iter=500, solver="squarem", eta=None, seed=0, standardize=true, ridge=0.0, ungated_start="when-below", presample=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn fit(
     py: Python<'_>,
@@ -325,11 +331,14 @@ pub fn fit(
     standardize: bool,
     ridge: f64,
     ungated_start: &str,
+    presample: Option<f64>,
 ) -> PyResult<Fit> {
     check_tol(tol)?;
     check_ridge(ridge)?;
     init_method(init)?;
     ungated_policy(ungated_start)?;
+    let solver = SolverChoice::parse(solver, eta)?;
+    check_presample(presample, solver)?;
     let settings = Settings {
         expert: expert.to_string(),
         n_experts,
@@ -338,11 +347,12 @@ pub fn fit(
         n_init,
         tol,
         max_iter,
-        solver: SolverChoice::parse(solver, eta)?,
+        solver,
         seed,
         standardize,
         ridge,
         ungated_start: ungated_start.into(),
+        presample,
     };
     let ys = targets(&y)?;
     let xs = &x;
@@ -401,7 +411,7 @@ fn run_fit(s: &Settings, data: Dataset) -> PyResult<(FittedMoe, Option<Scaling>)
         (None, data)
     };
     let valid = s.params(&model)?;
-    let fitted = solve(&valid, s.solver, &fit_data)
+    let fitted = solve(&valid, s, &fit_data)
         .and_then(|f| f.in_data_units(scaling.as_ref()))
         .map_err(value_error)?;
     Ok((fitted, scaling))
@@ -419,7 +429,7 @@ fn run_fit(s: &Settings, data: Dataset) -> PyResult<(FittedMoe, Option<Scaling>)
 /// `reg_covar` or `tol`, more components than rows, fewer rows than free parameters, or
 /// a fit that fails in every start (with the library's message).
 #[pyfunction]
-#[pyo3(signature = (x, *, n_components, covariance_type="full", reg_covar=REG_COVAR, init="auto", n_init=1, tol=1e-8, max_iter=500, solver="squarem", eta=None, seed=0))]
+#[pyo3(signature = (x, *, n_components, covariance_type="full", reg_covar=REG_COVAR, init="auto", n_init=1, tol=1e-8, max_iter=500, solver="squarem", eta=None, seed=0, presample=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn fit_gaussian_mixture(
     py: Python<'_>,
@@ -434,9 +444,12 @@ pub fn fit_gaussian_mixture(
     solver: &str,
     eta: Option<f64>,
     seed: u64,
+    presample: Option<f64>,
 ) -> PyResult<Fit> {
     check_tol(tol)?;
     init_method(init)?;
+    let solver = SolverChoice::parse(solver, eta)?;
+    check_presample(presample, solver)?;
     let cov = CovarianceType::from_name(covariance_type).ok_or_else(|| {
         PyValueError::new_err(format!(
             "invalid value '{covariance_type}' for covariance_type: expected 'full', 'diag' or 'spherical'"
@@ -450,11 +463,12 @@ pub fn fit_gaussian_mixture(
         n_init,
         tol,
         max_iter,
-        solver: SolverChoice::parse(solver, eta)?,
+        solver,
         seed,
         standardize: false,
         ridge: 0.0,
         ungated_start: default_ungated_start(),
+        presample,
     };
     let data = points(&x)?;
     let fitted = py.detach(|| run_gaussian_mixture(&settings, cov, reg_covar, &data))?;
@@ -488,22 +502,49 @@ fn run_gaussian_mixture(
         )));
     }
     let valid = s.params(&model)?;
-    solve(&valid, s.solver, data).map_err(value_error)
+    solve(&valid, s, data).map_err(value_error)
 }
 
-/// The library's restarts of `valid` on `data` with `solver`.
+/// The library's restarts of `valid` on `data` with the solver of `s`, on a sample first
+/// when `s.presample` is set (checked by [`check_presample`]).
 ///
 /// # Errors
-/// As [`MoeValidParams::fit`] and [`MoeValidParams::fit_with`].
-fn solve(
-    valid: &MoeValidParams,
-    solver: SolverChoice,
-    data: &Dataset,
-) -> em_as_md::Result<FittedMoe> {
+/// As [`MoeValidParams::fit`], [`MoeValidParams::fit_presampled`] and
+/// [`MoeValidParams::fit_with`].
+fn solve(valid: &MoeValidParams, s: &Settings, data: &Dataset) -> em_as_md::Result<FittedMoe> {
+    match (s.solver, s.presample) {
+        (SolverChoice::Em(_), Some(v)) => {
+            valid.fit_presampled(data, Presample::from_value(v)?.rows(data.n()))
+        }
+        (SolverChoice::Em(_), None) => valid.fit(data),
+        (_, Some(_)) => Err(presample_solver_error()),
+        (SolverChoice::MdEta(eta), None) => valid.fit_with(data, || MirrorDescent::with_eta(eta)),
+        (SolverChoice::Gd, None) => valid.fit_with(data, || GradientDescent::new(Step::armijo())),
+    }
+}
+
+/// `presample` refused for the solvers [`MoeValidParams::fit_with`] runs (their restarts
+/// have no sample stage).
+fn presample_solver_error() -> MoeError {
+    MoeError::InvalidParam {
+        name: "presample",
+        reason: "needs solver 'em', 'squarem', 'anderson', 'newton' or 'md' without eta".into(),
+    }
+}
+
+/// `presample` checked before any work: `None`, or rows or a fraction
+/// ([`Presample::from_value`]) with a solver that has a sample stage.
+///
+/// # Errors
+/// `ValueError` naming `presample`.
+fn check_presample(presample: Option<f64>, solver: SolverChoice) -> PyResult<()> {
+    let Some(v) = presample else {
+        return Ok(());
+    };
+    Presample::from_value(v).map_err(value_error)?;
     match solver {
-        SolverChoice::Em(_) => valid.fit(data),
-        SolverChoice::MdEta(eta) => valid.fit_with(data, || MirrorDescent::with_eta(eta)),
-        SolverChoice::Gd => valid.fit_with(data, || GradientDescent::new(Step::armijo())),
+        SolverChoice::Em(_) => Ok(()),
+        _ => Err(value_error(presample_solver_error())),
     }
 }
 

@@ -452,6 +452,7 @@ impl ShardModel {
             ridge: self.ridge,
             // One start over the partitions: no ungated fit.
             ungated_start: UngatedStart::Off.name().into(),
+            presample: None,
         };
         // The settings' checks (an unknown init, n_init = 0), as an in-memory fit's.
         settings.params(&self.model)?;

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import counts, three_classes, two_regimes
-from mdem import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
+from mdem import GaussianMixture, MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +100,35 @@ def test_ungated_start_policy():
     assert default["log_likelihood"] >= default["ungated_fit"]["log_likelihood"] - 1e-9
     with pytest.raises(ValueError, match="ungated_start"):
         MixtureOfExpertsRegressor(ungated_start="sometimes", **kw).fit(X, y)
+
+
+def test_presample_fits_the_starts_on_a_sample_then_every_row():
+    """``presample`` as ``mdem fit --presample``: one start, the run on every row from the
+    sample fit's optimum, at the direct fit's optimum; rows or a fraction of them draw the
+    same sample; bad values and solvers without a sample stage are ValueErrors."""
+    X, y = two_regimes(n=2000, seed=3)
+    kw = dict(solver="em", tol=1e-10, random_state=2)
+    full = MixtureOfExpertsRegressor(**kw).fit(X, y)
+    pre = MixtureOfExpertsRegressor(presample=0.2, **kw).fit(X, y)
+    s = pre.summary()
+    assert s["start_inits"] == ["sample fit"] and s["ungated_fit"] is None
+    assert s["settings"]["presample"] == 0.2 and pre.converged_
+    assert abs(pre.log_likelihood_ - full.log_likelihood_) <= 1e-6 * abs(full.log_likelihood_)
+    # ceil(0.2 * 2000) = 400 rows: the same seeded sample, the same fit.
+    rows = MixtureOfExpertsRegressor(presample=400, **kw).fit(X, y)
+    assert rows.log_likelihood_ == pre.log_likelihood_
+    rng = np.random.default_rng(0)
+    points = np.vstack([rng.normal(-3, 1, (500, 2)), rng.normal(3, 1, (500, 2))])
+    gm = GaussianMixture(n_components=2, presample=0.3, random_state=0).fit(points)
+    direct = GaussianMixture(n_components=2, random_state=0).fit(points)
+    assert abs(gm.model_.log_likelihood - direct.model_.log_likelihood) <= 1e-6 * abs(
+        direct.model_.log_likelihood
+    )
+    for bad in [0, 1.5, -0.1, True, "x"]:
+        with pytest.raises(ValueError, match="presample"):
+            MixtureOfExpertsRegressor(presample=bad, **kw).fit(X, y)
+    with pytest.raises(ValueError, match="presample"):
+        MixtureOfExpertsRegressor(presample=0.5, solver="gd").fit(X, y)
 
 
 def test_poisson_and_multinomial_summaries():

@@ -43,6 +43,7 @@ use clap::Args;
 use em_as_md::data::csv::{load_csv_columns, load_csv_with, LoadOptions, LoadedData};
 use em_as_md::data::parquet::{is_parquet, load_parquet};
 use em_as_md::fit::init::InitMethod;
+use em_as_md::fit::presample::Presample;
 use em_as_md::fit::scaling::Scaling;
 use em_as_md::fit::UngatedStart;
 use em_as_md::model::expert::REG_COVAR;
@@ -422,12 +423,13 @@ pub struct FitArgs {
     /// Report the last mini-batch iterate instead of the Polyak average of the last half.
     #[arg(long)]
     pub no_average: bool,
-    /// Fit every start on a random sample of this many rows, then EM on all rows from the
-    /// best to the same tolerance (large data in memory: most iterations run on the
-    /// sample). A gated fit's comparison with the ungated one is made on the sample.
-    /// (`--stream` and `--minibatch` always start from a sample: `--sample-rows`.)
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), conflicts_with_all = ["stream", "minibatch"])]
-    pub presample: Option<u64>,
+    /// Fit every start on a random sample of this many rows (an integer) or this fraction
+    /// of them (a number in (0, 1), e.g. 0.1), then EM on all rows from the best to the
+    /// same tolerance (large data in memory: most iterations run on the sample). A gated
+    /// fit's comparison with the ungated one is made on the sample. (`--stream` and
+    /// `--minibatch` always start from a sample: `--sample-rows`.)
+    #[arg(long, value_parser = |s: &str| Presample::parse(s).map_err(|e| e.to_string()), conflicts_with_all = ["stream", "minibatch"])]
+    pub presample: Option<Presample>,
     /// Rows of the random sample the starts are fitted on with `--stream`.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub sample_rows: u64,
@@ -477,9 +479,7 @@ impl FitArgs {
                 ))
             })?,
             gate_ridge: self.model.gate_ridge()?,
-            presample: self
-                .presample
-                .map(|r| usize::try_from(r).unwrap_or(usize::MAX)),
+            presample: self.presample,
             cancel: Some(interrupt::flag()),
         })
     }
@@ -780,6 +780,8 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             json!(starts.iter().map(|r| r.start_seconds).collect::<Vec<_>>());
         out["ungated_start"] = json!(settings.ungated_start.name());
         out["ungated_fit"] = ungated_json(rep.ungated.as_ref());
+        // The sample's rows with --presample (null: every start on all rows).
+        out["presample_rows"] = json!(settings.presample.map(|p| p.rows(n).min(n)));
         return print_stdout(&format!("{out}\n"));
     }
 

@@ -11,6 +11,9 @@
 //! number of full passes: on the performance chapter's gated linear file
 //! ($n = 200\,000$, $K = 3$) 5 full-data iterations instead of 34.
 //!
+//! The sample's size is a number of rows or a fraction of them ([`Presample`], as the
+//! command line's `--presample` and Python's `presample=` take it).
+//!
 //! It is the in-memory form of the streamed fit's start
 //! ([`MoeValidParams::fit_stream`](crate::fit::MoeValidParams::fit_stream)), which holds
 //! nothing but a chunk. The ungated fit that keeps a gated fit at or above the ungated
@@ -43,12 +46,68 @@ pub fn presample_rows(n: usize, m: usize, seed: u64) -> Vec<usize> {
     rows
 }
 
+/// How large the sample is: a number of rows, or a fraction of them (the form the command
+/// line's `--presample` and Python's `presample=` take).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Presample {
+    /// This many rows (at least 1).
+    Rows(usize),
+    /// This fraction of the rows, in $(0, 1)$.
+    Fraction(f64),
+}
+
+impl Presample {
+    /// A number as the front ends take it: an integer $\ge 1$ is a number of rows, a
+    /// number in $(0, 1)$ a fraction of them.
+    ///
+    /// # Errors
+    /// `InvalidParam { name: "presample" }` for anything else (0, a non-integer above 1,
+    /// a negative or non-finite number).
+    pub fn from_value(v: f64) -> Result<Presample> {
+        if v > 0.0 && v < 1.0 {
+            Ok(Presample::Fraction(v))
+        } else if v >= 1.0 && v.fract() == 0.0 && v <= usize::MAX as f64 {
+            Ok(Presample::Rows(v as usize))
+        } else {
+            Err(MoeError::InvalidParam {
+                name: "presample",
+                reason: format!(
+                    "expected a number of rows (an integer >= 1) or a fraction of them in (0, 1), got {v}"
+                ),
+            })
+        }
+    }
+
+    /// [`from_value`](Self::from_value) of a command-line word.
+    ///
+    /// # Errors
+    /// As [`from_value`](Self::from_value), and for a word that is not a number.
+    pub fn parse(text: &str) -> Result<Presample> {
+        let v = text.trim().parse::<f64>().map_err(|_| MoeError::InvalidParam {
+            name: "presample",
+            reason: format!(
+                "expected a number of rows (an integer >= 1) or a fraction of them in (0, 1), got '{text}'"
+            ),
+        })?;
+        Presample::from_value(v)
+    }
+
+    /// The rows of the sample out of `n`: $\lceil f n\rceil$ for a fraction (at least 1).
+    pub fn rows(self, n: usize) -> usize {
+        match self {
+            Presample::Rows(m) => m,
+            Presample::Fraction(f) => ((f * n as f64).ceil() as usize).max(1),
+        }
+    }
+}
+
 impl MoeValidParams {
     /// Fits on `rows` randomly chosen rows first ([`presample_rows`], seeded by
     /// [`MoeParams::seed`](crate::fit::MoeParams::seed)), with every start of
     /// [`fit`](Self::fit), then runs EM with the chosen acceleration on all rows of
     /// `data` from the best of them, with the same limits and tolerance (see the
-    /// [module documentation](self)). With `rows` $\ge n$ it is [`fit`](Self::fit).
+    /// [module documentation](self)); the iteration and time limits apply to each of the
+    /// two stages, a cancellation to both. With `rows` $\ge n$ it is [`fit`](Self::fit).
     ///
     /// The report describes the full-data run as one restart whose strategy is
     /// [`SAMPLE_START`] and whose [`RestartSummary::start_seconds`](crate::fit::predict::RestartSummary::start_seconds)
@@ -128,6 +187,23 @@ mod tests {
             ..DrawConfig::default()
         };
         draw(&model, &dc, n, seed).unwrap().data
+    }
+
+    #[test]
+    fn presample_reads_rows_or_a_fraction() {
+        assert_eq!(Presample::parse("20000").unwrap(), Presample::Rows(20_000));
+        assert_eq!(Presample::parse("0.1").unwrap(), Presample::Fraction(0.1));
+        assert_eq!(Presample::from_value(3.0).unwrap(), Presample::Rows(3));
+        assert_eq!(Presample::Fraction(0.1).rows(20_001), 2001);
+        assert_eq!(Presample::Fraction(1e-9).rows(10), 1);
+        assert_eq!(Presample::Rows(7).rows(3), 7);
+        for bad in ["0", "1.5", "-3", "0.0", "inf", "NaN", "x", ""] {
+            let e = Presample::parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("presample") && e.contains("fraction"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

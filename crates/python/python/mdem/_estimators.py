@@ -79,6 +79,32 @@ def _check_ridge(ridge):
         raise ValueError(f"invalid value {ridge!r} for ridge: expected a finite number >= 0")
 
 
+def _check_presample(presample, solver, eta):
+    """``presample``: None, a number of rows (an int >= 1) or a fraction of them in (0, 1),
+    with a solver that fits its starts by the library's restarts (not ``gd`` or ``md``
+    with a fixed ``eta``)."""
+    if presample is None:
+        return
+    ok = isinstance(presample, numbers.Real) and not isinstance(presample, bool)
+    if ok and isinstance(presample, numbers.Integral):
+        ok = presample >= 1
+    elif ok:
+        ok = 0 < presample < 1
+    if not ok:
+        raise ValueError(
+            f"invalid value {presample!r} for presample: expected a number of rows "
+            "(an int >= 1) or a fraction of them in (0, 1)"
+        )
+    if solver == "gd" or (solver == "md" and eta is not None):
+        raise ValueError(
+            "presample needs solver 'em', 'squarem', 'anderson', 'newton' or 'md' without eta"
+        )
+
+
+def _presample_arg(presample):
+    return None if presample is None else float(presample)
+
+
 def _master_seed(random_state):
     """The master seed: ``random_state`` itself when it is an int, 0 for None (fits are
     deterministic), one draw from a ``RandomState`` instance."""
@@ -110,6 +136,7 @@ class _MixtureOfExperts(BaseEstimator):
         _check_bool("standardize", self.standardize)
         _check_ridge(self.ridge)
         _check_choice("ungated_start", self.ungated_start, UNGATED_STARTS)
+        _check_presample(self.presample, self.solver, self.eta)
 
     def _seed(self):
         return _master_seed(self.random_state)
@@ -132,6 +159,7 @@ class _MixtureOfExperts(BaseEstimator):
             standardize=bool(self.standardize),
             ridge=float(self.ridge),
             ungated_start=self.ungated_start,
+            presample=_presample_arg(self.presample),
         )
         # Kept (a reference, not a copy) for certificate() and em_md_gap() without data.
         return self._adopt(fit, expert, (X, y))
@@ -260,6 +288,13 @@ class MixtureOfExpertsRegressor(RegressorMixin, _MixtureOfExperts):
         above the ungated fit's log-likelihood, always, or never ("off" fits no ungated
         model and gives up the guarantee). ``summary()["ungated_fit"]`` says what
         happened.
+    presample : int, float or None, default=None
+        Fit every start on a random sample of this many rows (an int) or this fraction
+        of them (a float in (0, 1)), then run the solver on all rows from the best, to
+        the same tolerance, as ``mdem fit --presample``: for large data most iterations
+        run on the sample. The result is a fixed point on all rows; a gated fit's
+        comparison with the ungated model is made on the sample (``ungated_fit`` is
+        None). Not with ``solver="gd"`` or a fixed ``eta``.
     random_state : int, RandomState instance or None, default=None
         Master seed of the starts; None means seed 0 (fits are deterministic).
 
@@ -299,6 +334,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _MixtureOfExperts):
         standardize=True,
         ridge=0.0,
         ungated_start="when-below",
+        presample=None,
         random_state=None,
     ):
         self.n_experts = n_experts
@@ -313,6 +349,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _MixtureOfExperts):
         self.standardize = standardize
         self.ridge = ridge
         self.ungated_start = ungated_start
+        self.presample = presample
         self.random_state = random_state
 
     def fit(self, X, y):
@@ -372,6 +409,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _MixtureOfExperts):
         standardize=True,
         ridge=0.0,
         ungated_start="when-below",
+        presample=None,
         random_state=None,
     ):
         self.n_experts = n_experts
@@ -386,6 +424,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _MixtureOfExperts):
         self.standardize = standardize
         self.ridge = ridge
         self.ungated_start = ungated_start
+        self.presample = presample
         self.random_state = random_state
 
     def fit(self, X, y):
@@ -496,6 +535,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         gradient descent with Armijo backtracking.
     eta : float or None, default=None
         Fixed mirror-descent step (``solver="md"`` only).
+    presample : int, float or None, default=None
+        Fit every start on a random sample of this many rows (an int) or this fraction
+        of them (a float in (0, 1)), then run the solver on all rows from the best, as
+        ``mdem fit --presample`` (see :class:`MixtureOfExpertsRegressor`).
     random_state : int, RandomState instance or None, default=None
         Master seed of the starts; None means seed 0 (fits are deterministic).
 
@@ -542,6 +585,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         init="auto",
         solver="squarem",
         eta=None,
+        presample=None,
         random_state=None,
     ):
         self.n_components = n_components
@@ -553,6 +597,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.init = init
         self.solver = solver
         self.eta = eta
+        self.presample = presample
         self.random_state = random_state
 
     def _check_params(self):
@@ -568,6 +613,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         _check_int("n_init", self.n_init, 1)
         _check_choice("init", self.init, INITS)
         _check_solver(self.solver, self.eta)
+        _check_presample(self.presample, self.solver, self.eta)
 
     def fit(self, X, y=None):
         """Fits the mixture to the rows of X (n, d); y is ignored."""
@@ -590,6 +636,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             solver=self.solver,
             eta=None if self.eta is None else float(self.eta),
             seed=_master_seed(self.random_state),
+            presample=_presample_arg(self.presample),
         )
         self.model_ = fit
         weights, means, covariances = fit.components()
