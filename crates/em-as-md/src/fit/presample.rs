@@ -24,7 +24,7 @@
 use crate::data::Dataset;
 use crate::error::{MoeError, Result};
 use crate::fit::init::InitMethod;
-use crate::fit::predict::FittedMoe;
+use crate::fit::predict::{FittedMoe, RestartSummary};
 use crate::fit::stream::SAMPLE_START;
 use crate::fit::{MoeValidParams, UngatedStart};
 use rand::seq::index::sample;
@@ -114,7 +114,11 @@ impl MoeValidParams {
     /// is the sample fit's wall time (its EM iterations in
     /// [`start_em_seconds`](crate::fit::predict::RestartSummary::start_em_seconds));
     /// [`FitReport::ungated`](crate::fit::FitReport::ungated) is `None`, the ungated fit
-    /// having run on the sample.
+    /// having run on the sample. When the sample stage fails where a direct fit need not
+    /// (every start failing on the sample, or the sample's optimum failing on rows the
+    /// sample did not hold, as a Poisson rate that overflows there), the direct fit runs
+    /// instead and its report gets one more restart, strategy [`SAMPLE_START`], with that
+    /// error.
     ///
     /// ```
     /// use em_as_md::testkit::{draw, DrawConfig};
@@ -145,15 +149,28 @@ impl MoeValidParams {
         }
         let clock = Instant::now();
         let p = self.params();
-        let on_sample = self.fit(&data.select(&presample_rows(data.n(), rows, p.seed_value())))?;
-        let sample_seconds = clock.elapsed().as_secs_f64();
-        let full = p
-            .clone()
-            .init(InitMethod::Theta(on_sample.theta().to_vec()))
-            .n_init(1)
-            .ungated_start(UngatedStart::Off)
-            .check()?
-            .fit(data)?;
+        let sample = data.select(&presample_rows(data.n(), rows, p.seed_value()));
+        // Either stage can fail where a direct fit does not: every start failing on the
+        // sample, or the sample's optimum failing on rows the sample did not hold (a
+        // Poisson rate that overflows there). Then the direct fit runs, and the report
+        // keeps the failure as a failed `sample fit` restart. A sample too small for the
+        // model is the caller's error, returned as it is.
+        let staged = self.fit(&sample).and_then(|on_sample| {
+            let sample_seconds = clock.elapsed().as_secs_f64();
+            let full = p
+                .clone()
+                .init(InitMethod::Theta(on_sample.theta().to_vec()))
+                .n_init(1)
+                .ungated_start(UngatedStart::Off)
+                .check()?
+                .fit(data)?;
+            Ok((on_sample, sample_seconds, full))
+        });
+        let (on_sample, sample_seconds, full) = match staged {
+            Ok(v) => v,
+            Err(e) if is_input_error(&e) => return Err(e),
+            Err(e) => return self.direct_after_failed_sample(data, &e, clock),
+        };
         let mut report = full.report().clone();
         for r in &mut report.restarts {
             r.init = SAMPLE_START.into();
@@ -168,6 +185,47 @@ impl MoeValidParams {
             report,
         )
     }
+
+    /// [`fit`](Self::fit) on all rows after the sample stage failed with `failure`: its
+    /// report with one more restart, strategy [`SAMPLE_START`], failed with that error
+    /// (the time spent on it in its `start_seconds`).
+    fn direct_after_failed_sample(
+        &self,
+        data: &Dataset,
+        failure: &MoeError,
+        clock: Instant,
+    ) -> Result<FittedMoe> {
+        let lost = clock.elapsed().as_secs_f64();
+        let direct = self.fit(data)?;
+        let mut report = direct.report().clone();
+        report.restarts.push(RestartSummary {
+            index: report.restarts.len(),
+            init: SAMPLE_START.into(),
+            log_likelihood: None,
+            termination: None,
+            iterations: 0,
+            error: Some(failure.to_string()),
+            retry_errors: Vec::new(),
+            seconds: 0.0,
+            start_seconds: lost,
+            start_em_seconds: 0.0,
+        });
+        report.seconds = clock.elapsed().as_secs_f64();
+        FittedMoe::new(
+            direct.model().clone(),
+            direct.theta().to_vec(),
+            direct.feature_names().to_vec(),
+            report,
+        )
+    }
+}
+
+/// Errors in the input or the settings (another start cannot change them).
+fn is_input_error(e: &MoeError) -> bool {
+    matches!(
+        e.root(),
+        MoeError::InvalidData { .. } | MoeError::InvalidParam { .. }
+    )
 }
 
 #[cfg(test)]
@@ -250,6 +308,44 @@ mod tests {
             l0 - l1 <= 1e-9 * l0.abs() && l1 <= l0 + 1e-12 * l0.abs(),
             "{l0} → {l1}"
         );
+    }
+
+    #[test]
+    fn a_failed_sample_stage_falls_back_to_the_direct_fit_and_says_so() {
+        // Found by `examples/presample_sweep.rs` (Poisson, seed 2007): the sample stage
+        // fails where the direct fit does not.
+        let expert: Arc<dyn crate::Expert> = Arc::new(crate::Poisson::new());
+        let model = MixtureOfExperts::new(expert.clone(), 2, 5, Gating::Softmax).unwrap();
+        let dc = DrawConfig {
+            truth_scale: 1.5,
+            ..DrawConfig::default()
+        };
+        let data = draw(&model, &dc, 20_000, 2007).unwrap().data;
+        let params = MoeParams::new(2)
+            .expert_shared(expert)
+            .n_init(1)
+            .seed(2007)
+            .init(InitMethod::RandomPartition)
+            .accel(crate::Accel::None)
+            .tol(1e-8)
+            .max_iters(5000)
+            .check()
+            .unwrap();
+        let fit = params.fit_presampled(&data, 2000).unwrap();
+        let direct = params.fit(&data).unwrap();
+        assert_eq!(fit.theta(), direct.theta());
+        let (rf, rd) = (fit.report(), direct.report());
+        assert_eq!(rf.restarts.len(), rd.restarts.len() + 1);
+        for (a, b) in rf.restarts.iter().zip(&rd.restarts) {
+            assert_eq!(
+                (&a.init, a.log_likelihood, a.iterations, &a.error),
+                (&b.init, b.log_likelihood, b.iterations, &b.error)
+            );
+        }
+        let failed = rf.restarts.last().unwrap();
+        assert_eq!(failed.init, SAMPLE_START);
+        assert!(failed.error.is_some() && failed.log_likelihood.is_none());
+        assert_eq!(rf.best_restart, rd.best_restart);
     }
 
     #[test]
