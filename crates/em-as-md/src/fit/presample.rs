@@ -149,23 +149,27 @@ impl MoeValidParams {
         }
         let clock = Instant::now();
         let p = self.params();
-        let sample = data.select(&presample_rows(data.n(), rows, p.seed_value()));
+        let picked = presample_rows(data.n(), rows, p.seed_value());
+        let sample = data.select(&picked);
         // Either stage can fail where a direct fit does not: every start failing on the
         // sample, or the sample's optimum failing on rows the sample did not hold (a
         // Poisson rate that overflows there). Then the direct fit runs, and the report
         // keeps the failure as a failed `sample fit` restart. A sample too small for the
         // model is the caller's error, returned as it is.
-        let staged = self.fit(&sample).and_then(|on_sample| {
-            let sample_seconds = clock.elapsed().as_secs_f64();
-            let full = p
-                .clone()
-                .init(InitMethod::Theta(on_sample.theta().to_vec()))
-                .n_init(1)
-                .ungated_start(UngatedStart::Off)
-                .check()?
-                .fit(data)?;
-            Ok((on_sample, sample_seconds, full))
-        });
+        let staged = self
+            .fit(&sample)
+            .map_err(|e| in_the_sample(e, &picked))
+            .and_then(|on_sample| {
+                let sample_seconds = clock.elapsed().as_secs_f64();
+                let full = p
+                    .clone()
+                    .init(InitMethod::Theta(on_sample.theta().to_vec()))
+                    .n_init(1)
+                    .ungated_start(UngatedStart::Off)
+                    .check()?
+                    .fit(data)?;
+                Ok((on_sample, sample_seconds, full))
+            });
         let (on_sample, sample_seconds, full) = match staged {
             Ok(v) => v,
             Err(e) if is_input_error(&e) => return Err(e),
@@ -217,6 +221,28 @@ impl MoeValidParams {
             direct.feature_names().to_vec(),
             report,
         )
+    }
+}
+
+/// An input error of the sample stage in the caller's terms: a row of the sample is row
+/// `picked[i]` of the data; an error about the sample as a whole (too few rows for the
+/// model) is an error of `presample`. Other errors unchanged.
+fn in_the_sample(e: MoeError, picked: &[usize]) -> MoeError {
+    match e.root() {
+        MoeError::InvalidData {
+            row: Some(i),
+            column,
+            reason,
+        } => MoeError::InvalidData {
+            row: Some(picked.get(*i).copied().unwrap_or(*i)),
+            column: column.clone(),
+            reason: reason.clone(),
+        },
+        root if is_input_error(root) => MoeError::InvalidParam {
+            name: "presample",
+            reason: format!("a sample of {} rows: {root}", picked.len()),
+        },
+        _ => e,
     }
 }
 
@@ -346,6 +372,42 @@ mod tests {
         assert_eq!(failed.init, SAMPLE_START);
         assert!(failed.error.is_some() && failed.log_likelihood.is_none());
         assert_eq!(rf.best_restart, rd.best_restart);
+    }
+
+    #[test]
+    fn input_errors_of_the_sample_name_the_data_row_or_the_sample() {
+        // Counts for Poisson experts, one negative at a row the sample holds: the sample's
+        // error names that row of the data, not of the sample.
+        let picked = presample_rows(400, 100, 1);
+        let bad = picked[57];
+        let x: Vec<f64> = (0..400).map(|i| (i as f64 * 0.37).sin()).collect();
+        let y: Vec<f64> = (0..400)
+            .map(|i| if i == bad { -1.0 } else { (i % 5) as f64 })
+            .collect();
+        let counts = Dataset::from_rows(&x, 1, &y, 1).unwrap().with_intercept();
+        let poisson = MoeParams::new(2)
+            .expert(crate::Poisson::new())
+            .seed(1)
+            .check()
+            .unwrap();
+        assert!(matches!(
+            poisson.fit(&counts),
+            Err(MoeError::InvalidData { row: Some(r), .. }) if r == bad
+        ));
+        match poisson.fit_presampled(&counts, 100) {
+            Err(MoeError::InvalidData { row: Some(r), .. }) => assert_eq!(r, bad),
+            other => panic!("{other:?}"),
+        }
+        let params = MoeParams::new(2).seed(1).check().unwrap();
+        // Too few rows in the sample for the model: an error of `presample`.
+        let data = gated_draw(400, 3);
+        match params.fit_presampled(&data, 5) {
+            Err(MoeError::InvalidParam {
+                name: "presample",
+                reason,
+            }) => assert!(reason.contains("a sample of 5 rows"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
