@@ -135,8 +135,11 @@ impl MoeValidParams {
     /// ```
     ///
     /// # Errors
-    /// `InvalidParam { name: "presample" }` for `rows` $= 0$; the errors of
-    /// [`fit`](Self::fit) on the sample and on all rows.
+    /// `InvalidParam { name: "presample" }` for `rows` $= 0$ and for a sample the model
+    /// cannot be fitted on (too few rows for its parameters: the sample fit's own error,
+    /// quoted); `InvalidData` naming the data's row for a sampled row the model refuses
+    /// (a target outside the experts' support); the errors of [`fit`](Self::fit) on all
+    /// rows.
     pub fn fit_presampled(&self, data: &Dataset, rows: usize) -> Result<FittedMoe> {
         if rows == 0 {
             return Err(MoeError::InvalidParam {
