@@ -364,6 +364,12 @@ impl FittedMoe {
         &self.report
     }
 
+    /// The same fit with its report amended by `amend` (a front end's stage added to it).
+    pub(crate) fn amend_report(mut self, amend: impl FnOnce(&mut FitReport)) -> FittedMoe {
+        amend(&mut self.report);
+        self
+    }
+
     /// The fit with $\hat\theta$ mapped back to the data's units when it was fitted on
     /// columns standardised by `scaling` ([`Scaling::to_original`]): the same laws, so
     /// the same likelihood and report. `None` (fitted on the raw columns) returns it

@@ -178,19 +178,15 @@ impl MoeValidParams {
             Err(e) if is_input_error(&e) => return Err(e),
             Err(e) => return self.direct_after_failed_sample(data, &e, clock),
         };
-        let mut report = full.report().clone();
-        for r in &mut report.restarts {
-            r.init = SAMPLE_START.into();
-            r.start_seconds += sample_seconds;
-            r.start_em_seconds += on_sample.report().em_seconds();
-        }
-        report.seconds = clock.elapsed().as_secs_f64();
-        FittedMoe::new(
-            full.model().clone(),
-            full.theta().to_vec(),
-            full.feature_names().to_vec(),
-            report,
-        )
+        let sample_em_seconds = on_sample.report().em_seconds();
+        Ok(full.amend_report(|report| {
+            for r in &mut report.restarts {
+                r.init = SAMPLE_START.into();
+                r.start_seconds += sample_seconds;
+                r.start_em_seconds += sample_em_seconds;
+            }
+            report.seconds = clock.elapsed().as_secs_f64();
+        }))
     }
 
     /// [`fit`](Self::fit) on all rows after the sample stage failed with `failure`: its
@@ -203,27 +199,21 @@ impl MoeValidParams {
         clock: Instant,
     ) -> Result<FittedMoe> {
         let lost = clock.elapsed().as_secs_f64();
-        let direct = self.fit(data)?;
-        let mut report = direct.report().clone();
-        report.restarts.push(RestartSummary {
-            index: report.restarts.len(),
-            init: SAMPLE_START.into(),
-            log_likelihood: None,
-            termination: None,
-            iterations: 0,
-            error: Some(failure.to_string()),
-            retry_errors: Vec::new(),
-            seconds: 0.0,
-            start_seconds: lost,
-            start_em_seconds: 0.0,
-        });
-        report.seconds = clock.elapsed().as_secs_f64();
-        FittedMoe::new(
-            direct.model().clone(),
-            direct.theta().to_vec(),
-            direct.feature_names().to_vec(),
-            report,
-        )
+        Ok(self.fit(data)?.amend_report(|report| {
+            report.restarts.push(RestartSummary {
+                index: report.restarts.len(),
+                init: SAMPLE_START.into(),
+                log_likelihood: None,
+                termination: None,
+                iterations: 0,
+                error: Some(failure.to_string()),
+                retry_errors: Vec::new(),
+                seconds: 0.0,
+                start_seconds: lost,
+                start_em_seconds: 0.0,
+            });
+            report.seconds = clock.elapsed().as_secs_f64();
+        }))
     }
 }
 
