@@ -78,7 +78,10 @@ def with_newton(c, a):
 def presample_rows(c, a):
     """The sample of `--presample` for case `c`: ROWS, or ceil(FRACTION * n) for a fraction."""
     p = float(a.presample)
-    return p if p >= 1 else math.ceil(p * c["n"])
+    if p >= 1:
+        return p
+    x = p * c["n"]  # as mdem's Presample::rows: within a few ulps of an integer is it
+    return round(x) if abs(x - round(x)) <= 4 * sys.float_info.epsilon * x else math.ceil(x)
 
 
 def with_presample(c, a):

@@ -92,11 +92,22 @@ impl Presample {
         Presample::from_value(v)
     }
 
-    /// The rows of the sample out of `n`: $\lceil f n\rceil$ for a fraction (at least 1).
+    /// The rows of the sample out of `n`: $\lceil f n\rceil$ for a fraction (at least 1),
+    /// where a product within a few ulps of an integer counts as that integer (0.07 of 100
+    /// rows is 7, though `0.07 * 100.0` rounds to 7.000000000000001).
     pub fn rows(self, n: usize) -> usize {
         match self {
             Presample::Rows(m) => m,
-            Presample::Fraction(f) => ((f * n as f64).ceil() as usize).max(1),
+            Presample::Fraction(f) => {
+                let x = f * n as f64;
+                let whole = x.round();
+                let m = if (x - whole).abs() <= 4.0 * f64::EPSILON * x {
+                    whole
+                } else {
+                    x.ceil()
+                };
+                (m as usize).max(1)
+            }
         }
     }
 }
@@ -272,6 +283,12 @@ mod tests {
         assert_eq!(Presample::parse("0.1").unwrap(), Presample::Fraction(0.1));
         assert_eq!(Presample::from_value(3.0).unwrap(), Presample::Rows(3));
         assert_eq!(Presample::Fraction(0.1).rows(20_001), 2001);
+        // Products a rounding above an integer are that integer.
+        let (f, n) = (0.07, 100usize);
+        assert!(f * n as f64 > 7.0, "the product rounds above 7");
+        assert_eq!(Presample::Fraction(0.07).rows(100), 7);
+        assert_eq!(Presample::Fraction(0.07).rows(600), 42);
+        assert_eq!(Presample::Fraction(0.071).rows(100), 8);
         assert_eq!(Presample::Fraction(1e-9).rows(10), 1);
         assert_eq!(Presample::Rows(7).rows(3), 7);
         for bad in ["0", "1.5", "-3", "0.0", "inf", "NaN", "x", ""] {
