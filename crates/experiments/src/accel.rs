@@ -338,20 +338,26 @@ pub fn accel_markdown(rows: &[AccelRow], cfg: &AccelConfig) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_small_table_has_every_model_and_reaches_l_star() {
-        let cfg = AccelConfig {
+    /// A table small enough for a unit test: 300 rows, one scale.
+    fn small(init: Option<InitMethod>) -> AccelConfig {
+        AccelConfig {
             n: 300,
             scales: vec![1.0],
             max_iters: 400,
             tol: 1e-12,
+            init,
             ..AccelConfig::default()
-        };
+        }
+    }
+
+    #[test]
+    fn a_small_table_has_every_model_and_reaches_l_star() {
+        let cfg = small(None);
         let rows = accel_table(&cfg).unwrap();
         assert_eq!(rows.len(), 5);
         for r in &rows {
-            // The solver that found L* reached it; SQUAREM and Anderson are never worse
-            // than EM.
+            // The solver that found L* reached it; on these instances SQUAREM, Anderson
+            // and Newton are not worse than EM (not so on every draw: examples/basin_sweep).
             assert!(r.solvers.iter().any(|s| s.reached.is_some()), "{r:?}");
             let (em, sq, aa, nt) = (&r.solvers[0], &r.solvers[1], &r.solvers[3], &r.solvers[4]);
             assert!(sq.best <= em.best + 1e-8 * em.best.abs(), "{r:?}");
@@ -369,14 +375,7 @@ mod tests {
     /// the same iterations and final $L$ as a run from that start computed here.
     #[test]
     fn gated_rows_start_where_the_fit_would() {
-        let cfg = AccelConfig {
-            n: 300,
-            scales: vec![1.0],
-            max_iters: 400,
-            tol: 1e-12,
-            init: Some(InitMethod::KMeansPlusPlus),
-            ..AccelConfig::default()
-        };
+        let cfg = small(Some(InitMethod::KMeansPlusPlus));
         let rows = accel_table(&cfg).unwrap();
         let model =
             MixtureOfExperts::new(Arc::new(LinearGaussian::new()), 2, 3, Gating::Softmax).unwrap();
