@@ -1,5 +1,5 @@
 //! Prints the accelerated-EM table of `docs/08-accelerated-em.md` (Markdown on stdout):
-//! `cargo run --release -p mdem-experiments --example accel_table [-- --quick] [-- --init NAME]`.
+//! `cargo run --release -p mdem-experiments --example accel_table [-- [--quick] [--init NAME]]`.
 //! `--init kmeans` (or any `mdem fit --init` strategy) starts the gated rows where a fit's
 //! first restart by that strategy would, instead of at an independent random point.
 
